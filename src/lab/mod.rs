@@ -1,0 +1,5 @@
+//! Everything the paper measures or searches, written once against the
+//! [`Engine`](crate::model::Engine) trait: evaluation over lengths, the
+//! benchmark. Must not depend on a particular engine's internals.
+
+pub mod eval;

@@ -1,0 +1,164 @@
+//! The CPU engine: the reference implementation of the engine contract,
+//! multi-threaded natively (rayon + threaded sgemm), single-threaded in wasm.
+
+pub mod attention;
+pub mod ops;
+pub mod par;
+pub mod transformer;
+
+use crate::model::config::ModelConfig;
+use crate::model::engine::{check_inputs, Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, StepStats};
+use crate::model::error::{Error, Result};
+use crate::model::head_scales::HeadScales;
+use crate::model::optim::{clip_grad_norm, AdamWConfig, AdamWState};
+use crate::model::params::{ParamLayout, Params};
+use crate::model::real::Real;
+
+pub struct CpuEngine {
+    config: ModelConfig,
+    params: Params<f32>,
+    optimizer: Option<AdamWState>,
+}
+
+impl CpuEngine {
+    pub fn new(config: ModelConfig, params: Params<f32>) -> Result<Self> {
+        if params.layout != ParamLayout::new(&config) {
+            return Err(Error::Input("parameters do not match the config's layout".into()));
+        }
+        Ok(CpuEngine {
+            config,
+            params,
+            optimizer: None,
+        })
+    }
+
+    pub fn params_ref(&self) -> &Params<f32> {
+        &self.params
+    }
+
+    pub fn optimizer_state(&self) -> Option<&AdamWState> {
+        self.optimizer.as_ref()
+    }
+
+    pub fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+        if state.m.len() != self.params.data.len() || state.v.len() != self.params.data.len() {
+            return Err(Error::Input(format!(
+                "optimizer state has {} entries, the model has {} parameters",
+                state.m.len(),
+                self.params.data.len()
+            )));
+        }
+        self.optimizer = Some(state);
+        Ok(())
+    }
+
+    /// Which parameters get weight decay: matrices yes, RMSNorm gains no.
+    pub fn decay_mask(layout: &ParamLayout) -> Vec<bool> {
+        let mut mask = vec![true; layout.total];
+        for t in layout.tensors.iter().filter(|t| t.is_norm()) {
+            mask[t.range()].fill(false);
+        }
+        mask
+    }
+}
+
+/// Gradients of the mean next-token loss over `batch`, generic so the
+/// finite-difference tests can run the same code in f64.
+pub fn batch_gradients<T: Real>(
+    config: &ModelConfig,
+    params: &Params<T>,
+    batch: &[Vec<u32>],
+    head_scales: &[T],
+    mode: GradMode,
+) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
+    let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
+    let weight = T::one() / T::from_f64(predictions.max(1) as f64);
+    let mut grads = (mode == GradMode::Full).then(|| vec![T::zero(); params.data.len()]);
+    let mut dscales = vec![T::zero(); head_scales.len()];
+    let mut loss = 0.0;
+    for seq in batch {
+        loss += transformer::backward(config, params, seq, head_scales, weight, grads.as_deref_mut(), &mut dscales);
+    }
+    (loss / predictions.max(1) as f64, predictions, grads, dscales)
+}
+
+fn check_batch(config: &ModelConfig, batch: &[Vec<u32>], head_scales: &HeadScales) -> Result<()> {
+    if batch.is_empty() {
+        return Err(Error::Input("empty batch".into()));
+    }
+    for seq in batch {
+        check_inputs(config, seq, head_scales)?;
+    }
+    if batch.iter().all(|s| s.len() < 2) {
+        return Err(Error::Input("every sequence has fewer than 2 tokens: nothing to predict".into()));
+    }
+    Ok(())
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> String {
+        #[cfg(not(target_arch = "wasm32"))]
+        let threads = rayon::current_num_threads();
+        #[cfg(target_arch = "wasm32")]
+        let threads = 1;
+        format!("cpu ({threads} threads)")
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    async fn forward(&mut self, tokens: &[u32], head_scales: &HeadScales, options: &ForwardOptions) -> Result<ForwardOutput> {
+        check_inputs(&self.config, tokens, head_scales)?;
+        let (r, _) = transformer::forward(&self.config, &self.params, tokens, &head_scales.values, options, false);
+        Ok(ForwardOutput {
+            loss_sum: r.loss_sum,
+            predictions: r.predictions,
+            logits: r.logits,
+            logits_rows: r.logits_rows,
+            entropy_bits: r.entropy_bits,
+        })
+    }
+
+    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
+        check_batch(&self.config, batch, head_scales)?;
+        let (loss, predictions, weights, hs) = batch_gradients(&self.config, &self.params, batch, &head_scales.values, mode);
+        Ok(Gradients {
+            loss,
+            predictions,
+            weights,
+            head_scales: hs,
+        })
+    }
+
+    async fn train_step(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        optimizer: &AdamWConfig,
+        lr: f32,
+    ) -> Result<StepStats> {
+        check_batch(&self.config, batch, head_scales)?;
+        let (loss, _, grads, _) = batch_gradients(&self.config, &self.params, batch, &head_scales.values, GradMode::Full);
+        let mut grads = grads.expect("full gradients");
+        if !loss.is_finite() {
+            return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
+        }
+        let grad_norm = match optimizer.clip_norm {
+            Some(max) => clip_grad_norm(&mut grads, max),
+            None => crate::model::optim::grad_norm(&grads),
+        };
+        if !grad_norm.is_finite() {
+            return Err(Error::Engine(format!("gradient norm is {grad_norm}: refusing to update the weights")));
+        }
+        let n = self.params.data.len();
+        let mask = Self::decay_mask(&self.params.layout);
+        let state = self.optimizer.get_or_insert_with(|| AdamWState::new(n));
+        state.update(&mut self.params.data, &grads, optimizer, lr, Some(&mask));
+        Ok(StepStats { loss, grad_norm })
+    }
+
+    async fn params(&mut self) -> Result<Params<f32>> {
+        Ok(self.params.clone())
+    }
+}

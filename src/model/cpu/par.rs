@@ -1,0 +1,21 @@
+//! Parallel loops: rayon natively, a plain loop in wasm (one thread there).
+
+/// Runs `f(i)` for every i in 0..n, in parallel where threads exist.
+pub fn for_each_task<F: Fn(usize) + Sync + Send>(n: usize, f: F) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        (0..n).for_each(f);
+    }
+}
+
+/// A raw pointer that parallel tasks share to write disjoint parts of one
+/// buffer (strided head columns that slices cannot split).
+#[derive(Clone, Copy)]
+pub struct SharedMut<T>(pub *mut T);
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}

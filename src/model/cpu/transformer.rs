@@ -1,0 +1,307 @@
+//! The decoder, forward and backward, generic over f32 / f64: embedding,
+//! then per layer x += Attn(RMSNorm(x)), x += MLP(RMSNorm(x)), then a final
+//! RMSNorm and the LM head. Written plainly, as the reference; the speed is
+//! in the matrix products and the streaming attention.
+
+use super::attention::{attention_backward, attention_forward, AttnShape};
+use super::ops::*;
+use crate::model::config::{ModelConfig, PositionEncoding};
+use crate::model::engine::{ForwardOptions, LogitsRequest};
+use crate::model::params::{LayerOffsets, Params};
+use crate::model::real::{matmul_nn, matmul_nt, matmul_tn, Real};
+
+/// Rows of logits made at once: the (T, V) matrix is never whole unless
+/// asked for.
+pub const LOGIT_ROWS: usize = 256;
+
+/// What one layer's forward keeps for its backward.
+#[derive(Default)]
+pub struct LayerCache<T> {
+    x_in: Vec<T>,  // (T, C)
+    rstd1: Vec<T>, // (T)
+    xn1: Vec<T>,   // (T, C)
+    q: Vec<T>,     // (T, H*hd), rotated if RoPE
+    k: Vec<T>,     // (T, KV*hd)
+    v: Vec<T>,     // (T, KV*hd)
+    att: Vec<T>,   // (T, H*hd)
+    lse: Vec<T>,   // (H, T)
+    x_mid: Vec<T>, // (T, C)
+    rstd2: Vec<T>, // (T)
+    xn2: Vec<T>,   // (T, C)
+    g: Vec<T>,     // (T, F)
+    u: Vec<T>,     // (T, F)
+    h: Vec<T>,     // (T, F)
+}
+
+pub struct Cache<T> {
+    layers: Vec<LayerCache<T>>,
+    x_final: Vec<T>, // (T, C)
+    rstd_f: Vec<T>,  // (T)
+    xf: Vec<T>,      // (T, C)
+}
+
+pub struct ForwardResult {
+    pub loss_sum: f64,
+    pub predictions: usize,
+    pub logits: Option<Vec<f32>>,
+    pub logits_rows: usize,
+    pub entropy_bits: Option<Vec<f32>>,
+}
+
+fn w<T>(p: &Params<T>, off: usize, len: usize) -> &[T] {
+    &p.data[off..off + len]
+}
+
+/// Runs the model on `tokens`; with `keep`, returns the cache the backward
+/// needs. Tokens must already be checked against the vocabulary.
+pub fn forward<T: Real>(
+    cfg: &ModelConfig,
+    params: &Params<T>,
+    tokens: &[u32],
+    head_scales: &[T],
+    options: &ForwardOptions,
+    keep: bool,
+) -> (ForwardResult, Option<Cache<T>>) {
+    let t = tokens.len();
+    let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+    let shape = AttnShape {
+        t,
+        heads: hh,
+        kv_heads: kvh,
+        hd,
+    };
+    let lay = &params.layout;
+    let mut x = vec![T::zero(); t * c];
+    embedding_forward(&mut x, w(params, lay.embed, cfg.vocab_size * c), tokens, c);
+    let mut entropy = options.entropy.then(|| vec![0f32; cfg.num_layers * hh * t]);
+    let mut layers = Vec::new();
+    // Scratch reused layer to layer when nothing is kept.
+    let mut lc = LayerCache::<T>::default();
+    for (l, o) in lay.layers.iter().enumerate() {
+        let o: &LayerOffsets = o;
+        lc.rstd1.resize(t, T::zero());
+        lc.xn1.resize(t * c, T::zero());
+        rmsnorm_forward(&mut lc.xn1, &mut lc.rstd1, &x, w(params, o.attn_norm, c), c, cfg.rms_norm_eps);
+        lc.q.resize(t * qd, T::zero());
+        lc.k.resize(t * kvd, T::zero());
+        lc.v.resize(t * kvd, T::zero());
+        matmul_nt(&mut lc.q, &lc.xn1, w(params, o.wq, qd * c), t, c, qd, T::one(), T::zero());
+        matmul_nt(&mut lc.k, &lc.xn1, w(params, o.wk, kvd * c), t, c, kvd, T::one(), T::zero());
+        matmul_nt(&mut lc.v, &lc.xn1, w(params, o.wv, kvd * c), t, c, kvd, T::one(), T::zero());
+        if let PositionEncoding::Rope { theta } = cfg.position_encoding {
+            rope_apply(&mut lc.q, t, hh, hd, theta, false);
+            rope_apply(&mut lc.k, t, kvh, hd, theta, false);
+        }
+        lc.att.resize(t * qd, T::zero());
+        lc.lse.resize(hh * t, T::zero());
+        let ent = entropy.as_mut().map(|e| &mut e[l * hh * t..(l + 1) * hh * t]);
+        attention_forward(&mut lc.att, &mut lc.lse, ent, &lc.q, &lc.k, &lc.v, &head_scales[l * hh..(l + 1) * hh], shape);
+        if keep {
+            lc.x_in = x.clone();
+        }
+        // x += att Wo^T
+        matmul_nt(&mut x, &lc.att, w(params, o.wo, c * qd), t, qd, c, T::one(), T::one());
+        lc.rstd2.resize(t, T::zero());
+        lc.xn2.resize(t * c, T::zero());
+        rmsnorm_forward(&mut lc.xn2, &mut lc.rstd2, &x, w(params, o.mlp_norm, c), c, cfg.rms_norm_eps);
+        lc.g.resize(t * f, T::zero());
+        lc.u.resize(t * f, T::zero());
+        lc.h.resize(t * f, T::zero());
+        matmul_nt(&mut lc.g, &lc.xn2, w(params, o.w_gate, f * c), t, c, f, T::one(), T::zero());
+        matmul_nt(&mut lc.u, &lc.xn2, w(params, o.w_up, f * c), t, c, f, T::one(), T::zero());
+        swiglu_forward(&mut lc.h, &lc.g, &lc.u);
+        if keep {
+            lc.x_mid = x.clone();
+        }
+        // x += h Wd^T
+        matmul_nt(&mut x, &lc.h, w(params, o.w_down, c * f), t, f, c, T::one(), T::one());
+        if keep {
+            layers.push(std::mem::take(&mut lc));
+        }
+    }
+    drop(lc);
+    let mut rstd_f = vec![T::zero(); t];
+    let mut xf = vec![T::zero(); t * c];
+    rmsnorm_forward(&mut xf, &mut rstd_f, &x, w(params, lay.norm, c), c, cfg.rms_norm_eps);
+    let (loss_sum, logits, logits_rows) = lm_head(cfg, params, &xf, tokens, options.logits, None);
+    let result = ForwardResult {
+        loss_sum,
+        predictions: t - 1,
+        logits,
+        logits_rows,
+        entropy_bits: entropy,
+    };
+    let cache = keep.then(|| Cache {
+        layers,
+        x_final: x,
+        rstd_f,
+        xf,
+    });
+    (result, cache)
+}
+
+/// Gradient targets of the LM head's backward.
+struct HeadGrads<'a, T> {
+    dxf: &'a mut [T],
+    dw: Option<&'a mut [T]>,
+    weight: T,
+}
+
+/// Logits in chunks of rows; scores positions 0..T-1 against the next token.
+/// With `grads`, also writes dxf and accumulates the head's weight gradient.
+fn lm_head<T: Real>(
+    cfg: &ModelConfig,
+    params: &Params<T>,
+    xf: &[T],
+    tokens: &[u32],
+    request: LogitsRequest,
+    mut grads: Option<HeadGrads<'_, T>>,
+) -> (f64, Option<Vec<f32>>, usize) {
+    let (t, c, vocab) = (tokens.len(), cfg.hidden_size, cfg.vocab_size);
+    let wl = w(params, params.layout.lm_head, vocab * c);
+    let first_kept = match request {
+        LogitsRequest::None => t,
+        LogitsRequest::All => 0,
+        LogitsRequest::Last(n) => t - n.min(t),
+    };
+    let mut kept = (first_kept < t).then(|| Vec::with_capacity((t - first_kept) * vocab));
+    let mut chunk = vec![T::zero(); LOGIT_ROWS.min(t) * vocab];
+    let mut loss = 0f64;
+    let mut r0 = 0;
+    while r0 < t {
+        let n = LOGIT_ROWS.min(t - r0);
+        let z = &mut chunk[..n * vocab];
+        matmul_nt(z, &xf[r0 * c..(r0 + n) * c], wl, n, c, vocab, T::one(), T::zero());
+        if let Some(kept) = kept.as_mut() {
+            for r in first_kept.max(r0)..r0 + n {
+                kept.extend(z[(r - r0) * vocab..(r - r0 + 1) * vocab].iter().map(|x| x.as_f32()));
+            }
+        }
+        for r in 0..n {
+            let i = r0 + r;
+            let row = &mut z[r * vocab..(r + 1) * vocab];
+            if i + 1 < t {
+                let target = tokens[i + 1] as usize;
+                loss += cross_entropy_row(row, target, grads.as_ref().map(|g| g.weight)).as_f64();
+            } else if grads.is_some() {
+                row.fill(T::zero()); // the last position predicts nothing
+            }
+        }
+        if let Some(g) = grads.as_mut() {
+            // dxf = dz W, dW += dz^T xf
+            matmul_nn(&mut g.dxf[r0 * c..(r0 + n) * c], z, wl, n, vocab, c, T::one(), T::zero());
+            if let Some(dw) = g.dw.as_deref_mut() {
+                matmul_tn(dw, z, &xf[r0 * c..(r0 + n) * c], vocab, n, c, T::one(), T::one());
+            }
+        }
+        r0 += n;
+    }
+    (loss, kept, t - first_kept)
+}
+
+/// Accumulates into `grads` (parameter layout; None = frozen model) and
+/// `d_head_scales` (L*H) the gradient of `weight * sum of next-token losses`
+/// of one sequence. Returns the sum of its losses.
+pub fn backward<T: Real>(
+    cfg: &ModelConfig,
+    params: &Params<T>,
+    tokens: &[u32],
+    head_scales: &[T],
+    weight: T,
+    mut grads: Option<&mut [T]>,
+    d_head_scales: &mut [T],
+) -> f64 {
+    let (fwd, cache) = forward(cfg, params, tokens, head_scales, &ForwardOptions::default(), true);
+    let cache = cache.expect("kept");
+    let t = tokens.len();
+    let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+    let shape = AttnShape {
+        t,
+        heads: hh,
+        kv_heads: kvh,
+        hd,
+    };
+    let lay = &params.layout;
+    let full = grads.is_some();
+    let mut dxf = vec![T::zero(); t * c];
+    {
+        // The LM head's weight gradient lands on its slot (the embedding's, if tied).
+        let dw = grads.as_deref_mut().map(|g| &mut g[lay.lm_head..lay.lm_head + cfg.vocab_size * c]);
+        let hg = HeadGrads {
+            dxf: &mut dxf,
+            dw,
+            weight,
+        };
+        lm_head(cfg, params, &cache.xf, tokens, LogitsRequest::None, Some(hg));
+    }
+    let mut dx = vec![T::zero(); t * c];
+    {
+        let dw = grads.as_deref_mut().map(|g| &mut g[lay.norm..lay.norm + c]);
+        rmsnorm_backward(&mut dx, dw, &dxf, &cache.x_final, &cache.rstd_f, w(params, lay.norm, c), c);
+    }
+    drop(dxf);
+    let mut dh = vec![T::zero(); t * f];
+    let mut dg = vec![T::zero(); t * f];
+    let mut du = vec![T::zero(); t * f];
+    let mut dxn = vec![T::zero(); t * c];
+    let mut datt = vec![T::zero(); t * qd];
+    let mut dq = vec![T::zero(); t * qd];
+    let mut dk = vec![T::zero(); t * kvd];
+    let mut dv = vec![T::zero(); t * kvd];
+    let mut ds = vec![T::zero(); hh];
+    for l in (0..cfg.num_layers).rev() {
+        let o = &lay.layers[l];
+        let lc = &cache.layers[l];
+        // MLP: x_out = x_mid + h Wd^T
+        matmul_nn(&mut dh, &dx, w(params, o.w_down, c * f), t, c, f, T::one(), T::zero());
+        if let Some(g) = grads.as_deref_mut() {
+            matmul_tn(&mut g[o.w_down..o.w_down + c * f], &dx, &lc.h, c, t, f, T::one(), T::one());
+        }
+        swiglu_backward(&mut dg, &mut du, &dh, &lc.g, &lc.u);
+        matmul_nn(&mut dxn, &dg, w(params, o.w_gate, f * c), t, f, c, T::one(), T::zero());
+        matmul_nn(&mut dxn, &du, w(params, o.w_up, f * c), t, f, c, T::one(), T::one());
+        if let Some(g) = grads.as_deref_mut() {
+            matmul_tn(&mut g[o.w_gate..o.w_gate + f * c], &dg, &lc.xn2, f, t, c, T::one(), T::one());
+            matmul_tn(&mut g[o.w_up..o.w_up + f * c], &du, &lc.xn2, f, t, c, T::one(), T::one());
+        }
+        {
+            let dw = grads.as_deref_mut().map(|g| &mut g[o.mlp_norm..o.mlp_norm + c]);
+            rmsnorm_backward(&mut dx, dw, &dxn, &lc.x_mid, &lc.rstd2, w(params, o.mlp_norm, c), c);
+        }
+        // Attention: x_mid = x_in + att Wo^T
+        matmul_nn(&mut datt, &dx, w(params, o.wo, c * qd), t, c, qd, T::one(), T::zero());
+        if let Some(g) = grads.as_deref_mut() {
+            matmul_tn(&mut g[o.wo..o.wo + c * qd], &dx, &lc.att, c, t, qd, T::one(), T::one());
+        }
+        let scales = &head_scales[l * hh..(l + 1) * hh];
+        attention_backward(&mut dq, &mut dk, &mut dv, &mut ds, &datt, &lc.q, &lc.k, &lc.v, &lc.att, &lc.lse, scales, shape);
+        for (a, &b) in d_head_scales[l * hh..(l + 1) * hh].iter_mut().zip(&ds) {
+            *a += b;
+        }
+        if l == 0 && !full {
+            break; // a frozen model needs nothing below the first attention
+        }
+        if let PositionEncoding::Rope { theta } = cfg.position_encoding {
+            rope_apply(&mut dq, t, hh, hd, theta, true);
+            rope_apply(&mut dk, t, kvh, hd, theta, true);
+        }
+        matmul_nn(&mut dxn, &dq, w(params, o.wq, qd * c), t, qd, c, T::one(), T::zero());
+        matmul_nn(&mut dxn, &dk, w(params, o.wk, kvd * c), t, kvd, c, T::one(), T::one());
+        matmul_nn(&mut dxn, &dv, w(params, o.wv, kvd * c), t, kvd, c, T::one(), T::one());
+        if let Some(g) = grads.as_deref_mut() {
+            matmul_tn(&mut g[o.wq..o.wq + qd * c], &dq, &lc.xn1, qd, t, c, T::one(), T::one());
+            matmul_tn(&mut g[o.wk..o.wk + kvd * c], &dk, &lc.xn1, kvd, t, c, T::one(), T::one());
+            matmul_tn(&mut g[o.wv..o.wv + kvd * c], &dv, &lc.xn1, kvd, t, c, T::one(), T::one());
+        }
+        let dw = grads.as_deref_mut().map(|g| &mut g[o.attn_norm..o.attn_norm + c]);
+        rmsnorm_backward(&mut dx, dw, &dxn, &lc.x_in, &lc.rstd1, w(params, o.attn_norm, c), c);
+    }
+    if let Some(g) = grads {
+        embedding_backward(&mut g[lay.embed..lay.embed + cfg.vocab_size * c], &dx, tokens, c);
+    }
+    fwd.loss_sum
+}

@@ -1,0 +1,121 @@
+//! The engine contract: what every engine (CPU here, WGSL in `gpu/`)
+//! computes, written once so `lab/` can be generic over it.
+//!
+//! Methods are async so the browser never blocks on a GPU read-back; the CPU
+//! engine completes at once, and natively callers wait with `pollster`.
+
+use super::config::ModelConfig;
+use super::error::{Error, Result};
+use super::head_scales::HeadScales;
+use super::optim::AdamWConfig;
+use super::params::Params;
+
+/// Which rows of logits the caller wants back. Loss needs none of them:
+/// the engine scores rows as it makes them, so memory stays linear in T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsRequest {
+    #[default]
+    None,
+    All,
+    /// The last n positions.
+    Last(usize),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    pub logits: LogitsRequest,
+    /// Attention entropy in bits per layer, head and query position.
+    pub entropy: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOutput {
+    /// Sum over positions 0..T-1 of -ln p(token[i+1] | tokens[..=i]).
+    pub loss_sum: f64,
+    /// How many next-token predictions `loss_sum` adds up (T - 1).
+    pub predictions: usize,
+    /// (rows, vocab), the rows asked for in `ForwardOptions::logits`.
+    pub logits: Option<Vec<f32>>,
+    pub logits_rows: usize,
+    /// (layers, heads, T), in bits.
+    pub entropy_bits: Option<Vec<f32>>,
+}
+
+impl ForwardOutput {
+    pub fn mean_loss(&self) -> f64 {
+        if self.predictions == 0 {
+            f64::NAN
+        } else {
+            self.loss_sum / self.predictions as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradMode {
+    /// Gradients of every weight and every head scale.
+    Full,
+    /// The model is frozen: only head-scale gradients, and the matrix
+    /// products that would make weight gradients are skipped.
+    HeadScalesOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// Mean next-token cross-entropy over all predictions of the batch.
+    pub loss: f64,
+    pub predictions: usize,
+    /// Same layout as the parameters; `None` in `HeadScalesOnly` mode.
+    pub weights: Option<Vec<f32>>,
+    /// (layers, heads).
+    pub head_scales: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// A short description: which engine, which device.
+    fn name(&self) -> String;
+    fn config(&self) -> &ModelConfig;
+
+    /// One sequence through the model.
+    async fn forward(&mut self, tokens: &[u32], head_scales: &HeadScales, options: &ForwardOptions)
+        -> Result<ForwardOutput>;
+
+    /// Mean next-token loss of a batch and its gradients.
+    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients>;
+
+    /// One AdamW step on every weight, with gradient clipping; the engine
+    /// keeps the optimizer state.
+    async fn train_step(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        optimizer: &AdamWConfig,
+        lr: f32,
+    ) -> Result<StepStats>;
+
+    /// The current weights (for saving).
+    async fn params(&mut self) -> Result<Params<f32>>;
+}
+
+/// The checks every engine applies to its inputs before any work.
+pub fn check_inputs(config: &ModelConfig, tokens: &[u32], head_scales: &HeadScales) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::Input("empty token sequence".into()));
+    }
+    if let Some((position, &id)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= config.vocab_size) {
+        return Err(Error::TokenOutOfRange {
+            id,
+            position,
+            vocab_size: config.vocab_size,
+        });
+    }
+    head_scales.check_for(config, None)
+}

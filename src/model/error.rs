@@ -1,0 +1,87 @@
+//! The model layer's one error type. Every message names the file, tensor or
+//! field at fault and, where shapes are involved, the shapes.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not valid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config field `{field}`: {message}")]
+    Config { field: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Safetensors { path: PathBuf, message: String },
+    #[error("tensor `{name}` in {}: expected shape {expected:?}, found {found:?}", path.display())]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor `{name}` is missing from {}", path.display())]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("tensor `{name}` in {} is not part of this model (config: {layers} layers{tied})", path.display(), tied = if *tied { ", tied embeddings" } else { "" })]
+    ExtraTensor {
+        path: PathBuf,
+        name: String,
+        layers: usize,
+        tied: bool,
+    },
+    #[error("tensor `{name}` in {}: {message}", path.display())]
+    BadTensor {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+    #[error("tokenizer {}: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("head scales{}: {message}", source_name(path))]
+    HeadScales {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("token id {id} at position {position} is outside the vocabulary (vocab_size {vocab_size})")]
+    TokenOutOfRange {
+        id: u32,
+        position: usize,
+        vocab_size: usize,
+    },
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Engine(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn source_name(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" ({})", p.display()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn config(field: &str, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Model files in the Hugging Face layout: `config.json`, `model.safetensors`
+//! (or shards listed in `model.safetensors.index.json`), `tokenizer.json`.
+//! Weights load from f32, f16 or bf16 into f32; saving writes f32 under the
+//! same names, so trained models round-trip. Every write goes to a temporary
+//! name first and is renamed into place, so a crash never leaves half a file
+//! where a good one was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::config::{HfConfig, ModelConfig};
+use super::error::{Error, Result};
+use super::params::{ParamLayout, Params};
+use super::tokenizer::Tokenizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Tensors some checkpoints carry that are not weights (rotary tables).
+fn is_ignorable(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Fills `params` from one safetensors file's bytes. `seen` marks tensors
+/// already loaded (across shards); `path` is only used in messages.
+pub fn read_safetensors(bytes: &[u8], path: &Path, config: &ModelConfig, params: &mut Params<f32>, seen: &mut [bool]) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        message: format!("not a readable safetensors file ({} bytes): {e}", bytes.len()),
+    })?;
+    let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    names.sort();
+    for name in names {
+        if is_ignorable(&name) {
+            continue;
+        }
+        let index = params.layout.tensors.iter().position(|t| t.name == name);
+        let Some(index) = index else {
+            if config.tie_word_embeddings && name == "lm_head.weight" {
+                // Tied checkpoints sometimes store the shared matrix twice.
+                continue;
+            }
+            return Err(Error::ExtraTensor {
+                path: path.to_path_buf(),
+                name,
+                layers: config.num_layers,
+                tied: config.tie_word_embeddings,
+            });
+        };
+        let view = st.tensor(&name).map_err(|e| Error::BadTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        let spec = params.layout.tensors[index].clone();
+        if view.shape() != spec.shape.as_slice() {
+            return Err(Error::Shape {
+                path: path.to_path_buf(),
+                name,
+                expected: spec.shape,
+                found: view.shape().to_vec(),
+            });
+        }
+        if seen[index] {
+            return Err(Error::BadTensor {
+                path: path.to_path_buf(),
+                name,
+                message: "appears twice (in two shards)".into(),
+            });
+        }
+        let dst = &mut params.data[spec.range()];
+        let raw = view.data();
+        let bad = |message: String| Error::BadTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            message,
+        };
+        match view.dtype() {
+            Dtype::F32 => {
+                for (d, b) in dst.iter_mut().zip(raw.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            Dtype::F16 => {
+                for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
+                    *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Dtype::BF16 => {
+                for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
+                    *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            other => return Err(bad(format!("dtype {other:?} is not supported (f32, f16 or bf16)"))),
+        }
+        if let Some(i) = dst.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!("element {i} is {} (weights must be finite)", dst[i])));
+        }
+        seen[index] = true;
+    }
+    Ok(())
+}
+
+/// Checks that every tensor of the layout was loaded.
+pub fn check_complete(layout: &ParamLayout, seen: &[bool], path: &Path) -> Result<()> {
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(Error::MissingTensor {
+            path: path.to_path_buf(),
+            name: layout.tensors[i].name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses config bytes and weights bytes (one unsharded file); the path in
+/// messages is `name`. Used by the browser, which has bytes and no files.
+pub fn model_from_bytes(config_json: &[u8], weights: &[u8], name: &Path) -> Result<(ModelConfig, Params<f32>)> {
+    let hf: HfConfig = serde_json::from_slice(config_json).map_err(|source| Error::Json {
+        path: name.join(CONFIG_FILE),
+        source,
+    })?;
+    let config = hf.validate()?;
+    let mut params = Params::zeros(ParamLayout::new(&config));
+    let mut seen = vec![false; params.layout.tensors.len()];
+    let path = name.join(WEIGHTS_FILE);
+    read_safetensors(weights, &path, &config, &mut params, &mut seen)?;
+    check_complete(&params.layout, &seen, &path)?;
+    Ok((config, params))
+}
+
+/// Serializes all parameters as f32 safetensors under Hugging Face names.
+pub fn params_to_safetensors(params: &Params<f32>) -> Result<Vec<u8>> {
+    let mut views = Vec::with_capacity(params.layout.tensors.len());
+    for t in &params.layout.tensors {
+        let bytes: &[u8] = bytemuck::cast_slice(&params.data[t.range()]);
+        let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes).map_err(|e| Error::BadTensor {
+            path: PathBuf::from(WEIGHTS_FILE),
+            name: t.name.clone(),
+            message: e.to_string(),
+        })?;
+        views.push((t.name.clone(), view));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::Safetensors {
+        path: PathBuf::from(WEIGHTS_FILE),
+        message: e.to_string(),
+    })
+}
+
+/// A model read from a directory.
+pub struct ModelDir {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub params: Params<f32>,
+    pub tokenizer: Option<Tokenizer>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::*;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::*;
+    use std::io::Write;
+
+    /// Writes `bytes` to `path` through a temporary file in the same folder
+    /// and a rename, so readers see the old file or the new one, never half.
+    pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
+        }
+        Ok(())
+    }
+
+    fn read(path: &Path) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| Error::io(path, e))
+    }
+
+    pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+        HfConfig::load(&dir.join(CONFIG_FILE))?.validate()
+    }
+
+    /// Loads the weights of `dir`: one `model.safetensors`, or the shards
+    /// named by `model.safetensors.index.json`.
+    pub fn load_params(dir: &Path, config: &ModelConfig) -> Result<Params<f32>> {
+        let mut params = Params::zeros(ParamLayout::new(config));
+        let mut seen = vec![false; params.layout.tensors.len()];
+        let single = dir.join(WEIGHTS_FILE);
+        let index = dir.join(WEIGHTS_INDEX_FILE);
+        if single.exists() {
+            read_safetensors(&read(&single)?, &single, config, &mut params, &mut seen)?;
+            check_complete(&params.layout, &seen, &single)?;
+        } else if index.exists() {
+            #[derive(serde::Deserialize)]
+            struct Index {
+                weight_map: BTreeMap<String, String>,
+            }
+            let text = read(&index)?;
+            let idx: Index = serde_json::from_slice(&text).map_err(|source| Error::Json {
+                path: index.clone(),
+                source,
+            })?;
+            let mut shards: Vec<&String> = idx.weight_map.values().collect();
+            shards.sort();
+            shards.dedup();
+            for shard in shards {
+                if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+                    return Err(Error::Safetensors {
+                        path: index.clone(),
+                        message: format!("shard name `{shard}` must be a plain file name in the model folder"),
+                    });
+                }
+                let p = dir.join(shard);
+                read_safetensors(&read(&p)?, &p, config, &mut params, &mut seen)?;
+            }
+            check_complete(&params.layout, &seen, &index)?;
+        } else {
+            return Err(Error::Safetensors {
+                path: dir.to_path_buf(),
+                message: format!("no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in this folder"),
+            });
+        }
+        Ok(params)
+    }
+
+    /// Loads config, weights and (if present) tokenizer.
+    pub fn load_model_dir(dir: &Path) -> Result<ModelDir> {
+        let config = load_config(dir)?;
+        let params = load_params(dir, &config)?;
+        let tok_path = dir.join(TOKENIZER_FILE);
+        let tokenizer = if tok_path.exists() {
+            Some(Tokenizer::load(&tok_path)?)
+        } else {
+            None
+        };
+        if let Some(t) = &tokenizer {
+            if t.vocab_size() > config.vocab_size {
+                return Err(Error::Tokenizer {
+                    path: tok_path,
+                    message: format!(
+                        "has {} entries, more than the model's vocab_size {}",
+                        t.vocab_size(),
+                        config.vocab_size
+                    ),
+                });
+            }
+        }
+        Ok(ModelDir {
+            dir: dir.to_path_buf(),
+            config,
+            params,
+            tokenizer,
+        })
+    }
+
+    /// Writes config.json and model.safetensors (f32) into `dir`, creating it.
+    pub fn save_model(dir: &Path, config: &ModelConfig, params: &Params<f32>) -> Result<()> {
+        if params.layout != ParamLayout::new(config) {
+            return Err(Error::Input("parameters do not match the config's layout".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let bytes = params_to_safetensors(params)?;
+        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        let json = serde_json::to_string_pretty(&config.to_hf()).expect("config serializes");
+        write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    }
+}

@@ -1,0 +1,265 @@
+//! The floating-point types the CPU engine is generic over: f32 for speed,
+//! f64 for the finite-difference checks of every backward pass. The matrix
+//! products go through `matrixmultiply` (sgemm / dgemm).
+
+use std::fmt::Debug;
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+pub trait Real:
+    num_traits::Float
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn from_f64(x: f64) -> Self;
+    fn as_f64(self) -> f64;
+    fn from_f32(x: f32) -> Self;
+    fn as_f32(self) -> f32;
+    /// e^x for x <= 0 (the only case softmax needs after subtracting the
+    /// running max); returns exactly 0 below the smallest normal.
+    fn exp_nonpos(self) -> Self;
+
+    /// C (m x n) = alpha * A (m x k) * B (k x n) + beta * C, with arbitrary
+    /// row / column strides.
+    ///
+    /// # Safety
+    /// The strides and sizes must address memory inside the pointers' slices.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn as_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn exp_nonpos(self) -> Self {
+        exp_nonpos_f32(self)
+    }
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x as f64
+    }
+    #[inline(always)]
+    fn as_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn exp_nonpos(self) -> Self {
+        self.exp()
+    }
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+/// e^x for x <= 0 in f32, branch-free so loops over it vectorize.
+///
+/// x log2(e) = n + f with n an integer and f in [-1/2, 1/2]; 2^f = e^(f ln 2)
+/// by its Taylor series to degree 7 (truncation error below 3e-9, under f32's
+/// rounding), 2^n by building the exponent bits. Inputs below -87 (where the
+/// result would be subnormal) give 0.
+#[inline(always)]
+pub fn exp_nonpos_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2: f32 = std::f32::consts::LN_2;
+    let underflow = x < -87.0;
+    let x = x.max(-87.0).min(0.0);
+    let t = x * LOG2E;
+    let n = t.round();
+    let r = (t - n) * LN2; // |r| <= ln2 / 2
+    // Horner form of sum_{k<=7} r^k / k!
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflow {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// A * B^T into C: C (m x n) = alpha * A (m x k) B(n x k)^T + beta * C.
+/// The `Linear` forward: y = x W^T with W stored (out, in) as Hugging Face does.
+pub fn matmul_nt<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, alpha: T, beta: T) {
+    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "matmul_nt sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        T::gemm_raw(
+            m, k, n, alpha, a.as_ptr(), k as isize, 1, b.as_ptr(), 1, k as isize, beta, c.as_mut_ptr(), n as isize, 1,
+        )
+    }
+}
+
+/// C (m x n) = alpha * A (m x k) B (k x n) + beta * C. The input gradient of
+/// a `Linear`: dx = dy W.
+pub fn matmul_nn<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, alpha: T, beta: T) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul_nn sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        T::gemm_raw(
+            m, k, n, alpha, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, beta, c.as_mut_ptr(), n as isize, 1,
+        )
+    }
+}
+
+/// C (m x n) = alpha * A(k x m)^T B (k x n) + beta * C. The weight gradient
+/// of a `Linear`: dW (out, in) = dy^T x, summed over the k rows.
+pub fn matmul_tn<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: usize, alpha: T, beta: T) {
+    assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n, "matmul_tn sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        T::gemm_raw(
+            m, k, n, alpha, a.as_ptr(), 1, m as isize, b.as_ptr(), n as isize, 1, beta, c.as_mut_ptr(), n as isize, 1,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_std() {
+        let mut worst = 0.0f64;
+        let mut x = 0.0f32;
+        while x > -90.0 {
+            let got = exp_nonpos_f32(x) as f64;
+            let want = (x as f64).exp();
+            if x >= -87.0 {
+                let rel = ((got - want) / want).abs();
+                worst = worst.max(rel);
+            } else {
+                assert_eq!(got, 0.0);
+            }
+            x -= 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpos_f32(0.0), 1.0);
+        assert_eq!(exp_nonpos_f32(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn matmul_forms_agree_with_loops() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..n * k).map(|i| (i as f64 * 0.11).cos()).collect();
+        let mut c = vec![0.0; m * n];
+        matmul_nt(&mut c, &a, &b, m, k, n, 1.0, 0.0);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
+                assert!((c[i * n + j] - want).abs() < 1e-12);
+            }
+        }
+        // nn with b viewed as (k x n)
+        let mut c2 = vec![0.0; m * n];
+        matmul_nn(&mut c2, &a, &b, m, k, n, 1.0, 0.0);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((c2[i * n + j] - want).abs() < 1e-12);
+            }
+        }
+        // tn: a viewed as (k x m)
+        let mut c3 = vec![0.0; m * n];
+        let a2: Vec<f64> = (0..k * m).map(|i| (i as f64 * 0.21).sin()).collect();
+        let b2: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.13).cos()).collect();
+        matmul_tn(&mut c3, &a2, &b2, m, k, n, 1.0, 0.0);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a2[p * m + i] * b2[p * n + j]).sum();
+                assert!((c3[i * n + j] - want).abs() < 1e-12);
+            }
+        }
+    }
+}

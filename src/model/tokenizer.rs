@@ -1,0 +1,139 @@
+//! `tokenizer.json` through the `tokenizers` crate, and training of the
+//! byte-level BPE that `nopescope init` ships with a fresh model.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, TokenizerBuilder};
+
+use super::error::{Error, Result};
+
+pub const BOS_TOKEN: &str = "<s>";
+pub const EOS_TOKEN: &str = "</s>";
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+impl Tokenizer {
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Tokenizer {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Trains a byte-level BPE of at most `vocab_size` entries on `text`, with
+    /// `<s>` and `</s>` as special tokens 0 and 1. Byte-level means every
+    /// input can be encoded: the 256 byte symbols are always in the alphabet.
+    pub fn train_byte_level_bpe(text: &str, vocab_size: usize) -> Result<Self> {
+        let path = PathBuf::from("(trained tokenizer)");
+        let err = |e: tokenizers::Error| Error::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        if text.trim().is_empty() {
+            return Err(Error::Input("cannot train a tokenizer on empty text".into()));
+        }
+        let min_vocab = 256 + 2;
+        if vocab_size < min_vocab {
+            return Err(Error::config(
+                "vocab_size",
+                format!("{vocab_size} is below the {min_vocab} entries a byte-level BPE needs"),
+            ));
+        }
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![AddedToken::from(BOS_TOKEN, true), AddedToken::from(EOS_TOKEN, true)])
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let mut builder = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_post_processor(Some(ByteLevel::new(false, true, true)))
+            .with_decoder(Some(ByteLevel::new(false, true, true)))
+            .build()
+            .map_err(err)?;
+        // Lines are the training sequences: the pre-tokenizer splits words anyway.
+        builder.train(&mut trainer, text.lines().filter(|l| !l.is_empty())).map_err(err)?;
+        let json = builder.to_string(false).map_err(err)?;
+        let inner = tokenizers::Tokenizer::from_str(&json).map_err(err)?;
+        Ok(Tokenizer { inner, path })
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self, path: &Path) -> Result<()> {
+        super::files::write_atomic(path, self.to_json()?.as_bytes())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.inner.token_to_id(BOS_TOKEN)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Token ids of `text`, without special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trains_encodes_and_round_trips() {
+        let text = "the state of the union is strong.\nthe union of the states.\n".repeat(20);
+        let tok = Tokenizer::train_byte_level_bpe(&text, 300).unwrap();
+        assert!(tok.vocab_size() <= 300 && tok.vocab_size() > 258);
+        assert_eq!(tok.bos_id(), Some(0));
+        let ids = tok.encode("the union, 1790: ünïcode").unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), "the union, 1790: ünïcode");
+        let again = Tokenizer::from_bytes(tok.to_json().unwrap().as_bytes(), Path::new("t.json")).unwrap();
+        assert_eq!(again.encode("state of the union").unwrap(), tok.encode("state of the union").unwrap());
+        assert!(Tokenizer::from_bytes(b"{not json", Path::new("bad.json")).unwrap_err().to_string().contains("bad.json"));
+        assert!(Tokenizer::train_byte_level_bpe("  \n", 300).is_err());
+    }
+}
