@@ -6,6 +6,7 @@
 //! or egui: the GPU engine and the app build on this module, never the
 //! other way round.
 
+pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod engine;

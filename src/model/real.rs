@@ -135,19 +135,20 @@ impl Real for f64 {
 
 /// e^x for x <= 0 in f32, branch-free so loops over it vectorize.
 ///
-/// x log2(e) = n + f with n an integer and f in [-1/2, 1/2]; 2^f = e^(f ln 2)
-/// by its Taylor series to degree 7 (truncation error below 3e-9, under f32's
-/// rounding), 2^n by building the exponent bits. Inputs below -87 (where the
-/// result would be subnormal) give 0.
+/// n = round(x log2(e)); r = x - n ln2 with ln2 split in a high part exact
+/// in f32 and a low correction (Cody and Waite), so r in [-ln2/2, ln2/2] is
+/// accurate; e^r by its Taylor series to degree 7 (truncation error below
+/// 3e-9, under f32's rounding); 2^n by building the exponent bits. Inputs
+/// below -87 (where the result would be subnormal) give 0.
 #[inline(always)]
 pub fn exp_nonpos_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2: f32 = std::f32::consts::LN_2;
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375, 9 significant bits
+    const LN2_LO: f32 = -2.121_944_4e-4;
     let underflow = x < -87.0;
     let x = x.max(-87.0).min(0.0);
-    let t = x * LOG2E;
-    let n = t.round();
-    let r = (t - n) * LN2; // |r| <= ln2 / 2
+    let n = (x * LOG2E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
     // Horner form of sum_{k<=7} r^k / k!
     let p = 1.0
         + r * (1.0

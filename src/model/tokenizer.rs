@@ -19,6 +19,12 @@ pub struct Tokenizer {
     path: PathBuf,
 }
 
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({}, {} entries)", self.path.display(), self.vocab_size())
+    }
+}
+
 impl Tokenizer {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {

@@ -340,3 +340,132 @@ pub fn attention_reference(q: &[f64], k: &[f64], v: &[f64], head_scales: &[f64],
     }
     (out, lse, ent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::check::{assert_close, Tolerance};
+    use crate::model::rng::Rng;
+
+    fn inputs(seed: u64, shape: AttnShape, spread: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let mut rng = Rng::new(seed);
+        let mut r = |n: usize| (0..n).map(|_| rng.normal() * spread).collect::<Vec<f64>>();
+        let q = r(shape.t * shape.heads * shape.hd);
+        let k = r(shape.t * shape.kv_heads * shape.hd);
+        let v = r(shape.t * shape.kv_heads * shape.hd);
+        (q, k, v)
+    }
+
+    fn run_fast<T: Real>(q: &[f64], k: &[f64], v: &[f64], scales: &[f64], shape: AttnShape) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+        let cv = |x: &[f64]| x.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
+        let mut out = vec![T::zero(); shape.t * shape.heads * shape.hd];
+        let mut lse = vec![T::zero(); shape.heads * shape.t];
+        let mut ent = vec![0f32; shape.heads * shape.t];
+        attention_forward(&mut out, &mut lse, Some(&mut ent), &cv(q), &cv(k), &cv(v), &cv(scales), shape);
+        (out.iter().map(|x| x.as_f64()).collect(), lse.iter().map(|x| x.as_f64()).collect(), ent)
+    }
+
+    /// Sizes that are and are not multiples of the blocks, GQA and not.
+    #[test]
+    fn streaming_matches_materialized_reference() {
+        let shapes = [(1, 2, 1, 4), (7, 4, 2, 8), (64, 2, 2, 8), (65, 3, 1, 5), (200, 4, 2, 16), (300, 2, 1, 8)];
+        for (n, &(t, heads, kv_heads, hd)) in shapes.iter().enumerate() {
+            let shape = AttnShape { t, heads, kv_heads, hd };
+            let (q, k, v) = inputs(n as u64, shape, 1.5);
+            let scales: Vec<f64> = (0..heads).map(|h| 0.6 + 0.5 * h as f64).collect();
+            let (ro, rl, re) = attention_reference(&q, &k, &v, &scales, shape);
+            let (o, l, e) = run_fast::<f64>(&q, &k, &v, &scales, shape);
+            let tight = Tolerance::new(1e-10, 1e-9);
+            assert_close(&format!("f64 out {shape:?}"), &o, &ro, tight);
+            assert_close(&format!("f64 lse {shape:?}"), &l, &rl, tight);
+            assert_close(&format!("f64 entropy {shape:?}"), &e, &re, Tolerance::new(1e-5, 1e-5));
+            let (o, l, e) = run_fast::<f32>(&q, &k, &v, &scales, shape);
+            let loose = Tolerance::new(1e-5, 1e-4);
+            assert_close(&format!("f32 out {shape:?}"), &o, &ro, loose);
+            assert_close(&format!("f32 lse {shape:?}"), &l, &rl, loose);
+            assert_close(&format!("f32 entropy {shape:?}"), &e, &re, Tolerance::new(1e-4, 1e-4));
+        }
+    }
+
+    /// Length 1, scales 0.01 and 100, logits of magnitude ~1000: finite,
+    /// in [0, log2(i+1)], and equal to the direct formula.
+    #[test]
+    fn entropy_at_extremes() {
+        for (t, scale, spread) in [(1, 1.0, 1.0), (33, 0.01, 1.0), (33, 100.0, 1.0), (150, 1.0, 60.0), (150, 100.0, 10.0)] {
+            let shape = AttnShape { t, heads: 2, kv_heads: 1, hd: 4 };
+            let (q, k, v) = inputs(t as u64 + 7, shape, spread);
+            let scales = vec![scale; 2];
+            let (_, rl, re) = attention_reference(&q, &k, &v, &scales, shape);
+            let (o, l, e) = run_fast::<f32>(&q, &k, &v, &scales, shape);
+            assert!(o.iter().chain(&l).all(|x| x.is_finite()), "non-finite at t={t} scale={scale}");
+            for h in 0..2 {
+                for i in 0..t {
+                    let x = e[h * t + i] as f64;
+                    assert!(x.is_finite() && x >= 0.0 && x <= ((i + 1) as f64).log2() + 1e-4, "H={x} at i={i}");
+                }
+            }
+            assert_close(&format!("lse t={t} s={scale}"), &l, &rl, Tolerance::new(1e-3, 1e-5));
+            assert_close(&format!("entropy t={t} s={scale}"), &e, &re, Tolerance::new(2e-4, 1e-3));
+        }
+        // Length 1: one key, entropy exactly 0.
+        let shape = AttnShape { t: 1, heads: 1, kv_heads: 1, hd: 3 };
+        let (_, _, e) = run_fast::<f32>(&[1.0, 2.0, 3.0], &[0.5, 0.5, 0.5], &[1.0, 1.0, 1.0], &[1.0], shape);
+        assert_eq!(e, vec![0.0]);
+        // Scale 0.01 on equal keys is uniform: entropy = log2(i + 1).
+        let t = 9;
+        let shape = AttnShape { t, heads: 1, kv_heads: 1, hd: 2 };
+        let q = vec![1.0; 2 * t];
+        let (_, _, e) = run_fast::<f32>(&q, &q, &q, &[0.01], shape);
+        for (i, &x) in e.iter().enumerate() {
+            assert!((x as f64 - ((i + 1) as f64).log2()).abs() < 1e-5);
+        }
+    }
+
+    /// Every input and the head scales, against central differences in f64.
+    #[test]
+    fn backward_matches_finite_differences() {
+        for &(t, heads, kv_heads, hd) in &[(5, 2, 1, 3), (70, 2, 2, 4), (131, 2, 1, 3)] {
+            let shape = AttnShape { t, heads, kv_heads, hd };
+            let (q, k, v) = inputs(t as u64, shape, 1.0);
+            let scales = vec![0.7, 1.9];
+            let mut rng = Rng::new(99);
+            let up: Vec<f64> = (0..t * heads * hd).map(|_| rng.normal()).collect();
+            let f = |q: &[f64], k: &[f64], v: &[f64], s: &[f64]| -> f64 {
+                let (o, _, _) = attention_reference(q, k, v, s, shape);
+                o.iter().zip(&up).map(|(a, b)| a * b).sum()
+            };
+            let (out, lse, _) = attention_reference(&q, &k, &v, &scales, shape);
+            let mut dq = vec![0.0; q.len()];
+            let mut dk = vec![0.0; k.len()];
+            let mut dv = vec![0.0; v.len()];
+            let mut ds = vec![0.0; heads];
+            attention_backward(&mut dq, &mut dk, &mut dv, &mut ds, &up, &q, &k, &v, &out, &lse, &scales, shape);
+            let h = 1e-5;
+            let tol = Tolerance::new(1e-6, 1e-5);
+            let num = |x: &[f64], which: usize| -> Vec<f64> {
+                // a sample of entries keeps the reference's cost down
+                let idx: Vec<usize> = (0..x.len()).step_by((x.len() / 40).max(1)).collect();
+                let mut g = vec![0.0; idx.len()];
+                for (n, &i) in idx.iter().enumerate() {
+                    let mut xp = x.to_vec();
+                    xp[i] += h;
+                    let mut xm = x.to_vec();
+                    xm[i] -= h;
+                    let (a, b) = match which {
+                        0 => (f(&xp, &k, &v, &scales), f(&xm, &k, &v, &scales)),
+                        1 => (f(&q, &xp, &v, &scales), f(&q, &xm, &v, &scales)),
+                        2 => (f(&q, &k, &xp, &scales), f(&q, &k, &xm, &scales)),
+                        _ => (f(&q, &k, &v, &xp), f(&q, &k, &v, &xm)),
+                    };
+                    g[n] = (a - b) / (2.0 * h);
+                }
+                g
+            };
+            let pick = |g: &[f64]| -> Vec<f64> { (0..g.len()).step_by((g.len() / 40).max(1)).map(|i| g[i]).collect() };
+            assert_close(&format!("dq {shape:?}"), &pick(&dq), &num(&q, 0), tol);
+            assert_close(&format!("dk {shape:?}"), &pick(&dk), &num(&k, 1), tol);
+            assert_close(&format!("dv {shape:?}"), &pick(&dv), &num(&v, 2), tol);
+            assert_close(&format!("d head scale {shape:?}"), &ds, &num(&scales, 3), tol);
+        }
+    }
+}
