@@ -2,4 +2,6 @@
 //! [`Engine`](crate::model::Engine) trait: evaluation over lengths, the
 //! benchmark. Must not depend on a particular engine's internals.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod eval;

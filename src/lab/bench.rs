@@ -1,0 +1,190 @@
+//! The benchmark behind `nopescope bench`: the bench model (random weights,
+//! hidden 192, 6 layers, 6 heads, SwiGLU 512, vocab 4096) timed on forward,
+//! forward with entropy at long lengths, a training step and a head-scale
+//! step. Numbers come from this run; nothing here is a pass/fail test.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::model::engine::{Engine, ForwardOptions, GradMode, LogitsRequest};
+use crate::model::error::Result;
+use crate::model::head_scales::HeadScales;
+use crate::model::optim::{AdamWConfig, AdamWState};
+use crate::model::rng::Rng;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BenchReport {
+    pub backend: String,
+    pub forward_tokens_per_s_t1024: f64,
+    pub entropy_forward_seconds_t16384: f64,
+    pub entropy_forward_peak_rss_bytes_t16384: Option<u64>,
+    pub train_tokens_per_s_t256: f64,
+    pub scale_only_tokens_per_s_t256: f64,
+    /// Only with `--long`: (length, seconds, peak RSS bytes) of forwards with
+    /// entropy at 16384, 32768 and 65536, to show memory growing linearly.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub long_entropy_forward: Vec<LongRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LongRun {
+    pub length: usize,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident memory since the last reset (Linux: VmHWM).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak to the current resident size (Linux >= 4.0).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn random_tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+async fn timed_entropy_forward<E: Engine>(engine: &mut E, rng: &mut Rng, length: usize, hs: &HeadScales) -> Result<LongRun> {
+    let vocab = engine.config().vocab_size;
+    let tokens = random_tokens(rng, length, vocab);
+    let reset = reset_peak_rss();
+    let t0 = Instant::now();
+    let out = engine
+        .forward(
+            &tokens,
+            hs,
+            &ForwardOptions {
+                entropy: true,
+                logits: LogitsRequest::None,
+            },
+        )
+        .await?;
+    let seconds = t0.elapsed().as_secs_f64();
+    assert!(out.entropy_bits.is_some());
+    Ok(LongRun {
+        length,
+        seconds,
+        peak_rss_bytes: if reset { peak_rss_bytes() } else { None },
+    })
+}
+
+/// Runs the benchmark on `engine` (which must hold the bench model).
+/// `log` receives a line per measurement as it finishes.
+pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let cfg = engine.config().clone();
+    let hs = HeadScales::ones(&cfg);
+    let mut rng = Rng::new(2024);
+    let mut report = BenchReport {
+        backend: engine.name(),
+        ..Default::default()
+    };
+
+    // Long forward with entropy first, while the heap is small, so the peak
+    // it records is this forward's.
+    let r = timed_entropy_forward(engine, &mut rng, 16384, &hs).await?;
+    report.entropy_forward_seconds_t16384 = r.seconds;
+    report.entropy_forward_peak_rss_bytes_t16384 = r.peak_rss_bytes;
+    log(&format!("forward + entropy, T=16384: {:.2} s, peak RSS {}", r.seconds, fmt_bytes(r.peak_rss_bytes)));
+
+    let tokens = random_tokens(&mut rng, 1024, cfg.vocab_size);
+    let all_logits = ForwardOptions {
+        logits: LogitsRequest::All,
+        entropy: false,
+    };
+    engine.forward(&tokens, &hs, &all_logits).await?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        engine.forward(&tokens, &hs, &all_logits).await?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    report.forward_tokens_per_s_t1024 = 1024.0 / median(times);
+    log(&format!("forward (logits), T=1024: {:.0} tokens/s", report.forward_tokens_per_s_t1024));
+
+    let opt = AdamWConfig::default();
+    let mut times = Vec::new();
+    for step in 0..12 {
+        let batch = vec![random_tokens(&mut rng, 256, cfg.vocab_size)];
+        let t0 = Instant::now();
+        engine.train_step(&batch, &hs, &opt, 1e-4).await?;
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    report.train_tokens_per_s_t256 = 256.0 / median(times);
+    log(&format!("training step, T=256: {:.0} tokens/s", report.train_tokens_per_s_t256));
+
+    // Head-scale step: frozen model, gradients of the scales only, AdamW on
+    // the scales, clamp s >= 1 (the focus constraint).
+    let mut scales = HeadScales::uniform(&cfg, 1.6)?;
+    let mut state = AdamWState::new(scales.values.len());
+    let scale_opt = AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    };
+    let mut times = Vec::new();
+    for step in 0..12 {
+        let batch = vec![random_tokens(&mut rng, 256, cfg.vocab_size)];
+        let t0 = Instant::now();
+        let g = engine.gradients(&batch, &scales, GradMode::HeadScalesOnly).await?;
+        let mut grads = g.head_scales;
+        crate::model::optim::clip_grad_norm(&mut grads, 1.0);
+        state.update(&mut scales.values, &grads, &scale_opt, 0.1, None);
+        for s in &mut scales.values {
+            *s = s.max(1.0);
+        }
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    report.scale_only_tokens_per_s_t256 = 256.0 / median(times);
+    log(&format!("head-scale step, T=256: {:.0} tokens/s", report.scale_only_tokens_per_s_t256));
+
+    if long {
+        for length in [16384, 32768, 65536] {
+            let r = timed_entropy_forward(engine, &mut rng, length, &hs).await?;
+            log(&format!("forward + entropy, T={length}: {:.2} s, peak RSS {}", r.seconds, fmt_bytes(r.peak_rss_bytes)));
+            report.long_entropy_forward.push(r);
+        }
+    }
+    Ok(report)
+}
+
+pub fn fmt_bytes(b: Option<u64>) -> String {
+    match b {
+        Some(b) => format!("{:.0} MB", b as f64 / 1e6),
+        None => "n/a".into(),
+    }
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        let mut s = format!("backend: {}\n", self.backend);
+        s += &format!("{:<44} {:>14}\n", "measurement", "value");
+        s += &format!("{:<44} {:>14.0}\n", "forward tokens/s, T=1024", self.forward_tokens_per_s_t1024);
+        s += &format!("{:<44} {:>14.2}\n", "forward + entropy seconds, T=16384", self.entropy_forward_seconds_t16384);
+        s += &format!("{:<44} {:>14}\n", "forward + entropy peak RSS, T=16384", fmt_bytes(self.entropy_forward_peak_rss_bytes_t16384));
+        s += &format!("{:<44} {:>14.0}\n", "training step tokens/s, T=256", self.train_tokens_per_s_t256);
+        s += &format!("{:<44} {:>14.0}\n", "head-scale step tokens/s, T=256", self.scale_only_tokens_per_s_t256);
+        for r in &self.long_entropy_forward {
+            s += &format!(
+                "{:<44} {:>14}\n",
+                format!("forward + entropy, T={}", r.length),
+                format!("{:.2} s {}", r.seconds, fmt_bytes(r.peak_rss_bytes))
+            );
+        }
+        s
+    }
+}
