@@ -15,7 +15,11 @@ use nopescope::model::tokenizer::Tokenizer;
 use nopescope::model::{Engine, Error, HfConfig, ModelConfig, PositionEncoding};
 
 #[derive(Parser)]
-#[command(name = "nopescope", version, about = "Attention distraction and head temperatures in NoPE transformers")]
+#[command(
+    name = "nopescope",
+    version,
+    about = "Attention distraction and head temperatures in NoPE transformers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +112,16 @@ fn main() -> ExitCode {
             windows,
             backend,
             json,
-        } => eval_cmd(&dir, &text, &lengths, uniform_scale, head_scales.as_deref(), windows, backend, json),
+        } => eval_cmd(
+            &dir,
+            &text,
+            &lengths,
+            uniform_scale,
+            head_scales.as_deref(),
+            windows,
+            backend,
+            json,
+        ),
         Command::Bench { backend, json, long } => bench_cmd(backend, json, long),
     };
     match result {
@@ -142,7 +155,10 @@ fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliRe
         ));
     }
     let text = read_text(text)?;
-    eprintln!("training a byte-level BPE tokenizer of up to {} entries ...", cfg.vocab_size);
+    eprintln!(
+        "training a byte-level BPE tokenizer of up to {} entries ...",
+        cfg.vocab_size
+    );
     let tok = Tokenizer::train_byte_level_bpe(&text, cfg.vocab_size).map_err(err)?;
     cfg.bos_token_id = tok.bos_id();
     let params = Params::<f32>::random(&cfg, 0.02, seed);
@@ -179,7 +195,10 @@ fn info(dir: &Path, json: bool) -> CliResult<()> {
     println!("parameters       {}", m.params.data.len());
     println!("layers           {}", c.num_layers);
     println!("hidden size      {}", c.hidden_size);
-    println!("heads            {} query, {} key/value (head dim {})", c.num_heads, c.num_kv_heads, c.head_dim);
+    println!(
+        "heads            {} query, {} key/value (head dim {})",
+        c.num_heads, c.num_kv_heads, c.head_dim
+    );
     println!("MLP (SwiGLU)     {}", c.intermediate_size);
     println!("vocabulary       {}", c.vocab_size);
     println!("tied embeddings  {}", c.tie_word_embeddings);
@@ -217,14 +236,15 @@ impl eval::Progress for Bar {
 fn progress_bar(unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}"))
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
     );
     bar
 }
 
-#[allow(clippy::too_many_arguments)]
 fn eval_cmd(
     dir: &Path,
     text: &Path,
@@ -236,10 +256,13 @@ fn eval_cmd(
     json: bool,
 ) -> CliResult<()> {
     let m = load_model_dir(dir).map_err(err)?;
-    let tok = m
-        .tokenizer
-        .as_ref()
-        .ok_or_else(|| format!("{}: no {} (eval needs the tokenizer)", dir.display(), files::TOKENIZER_FILE))?;
+    let tok = m.tokenizer.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no {} (eval needs the tokenizer)",
+            dir.display(),
+            files::TOKENIZER_FILE
+        )
+    })?;
     let hs = match (uniform_scale, head_scales) {
         (Some(s), _) => HeadScales::uniform(&m.config, s).map_err(err)?,
         (None, Some(p)) => HeadScales::load(p, &m.config).map_err(err)?,
@@ -250,13 +273,24 @@ fn eval_cmd(
     let bos = tok.bos_id();
     let mut engine = make_engine(backend, m.config.clone(), m.params)?;
     let bar = progress_bar("tokens");
-    let report = pollster::block_on(eval::eval_lengths(&mut engine, &tokens, bos, lengths, windows, &hs, &mut Bar(bar.clone())))
-        .map_err(err)?;
+    let report = pollster::block_on(eval::eval_lengths(
+        &mut engine,
+        &tokens,
+        bos,
+        lengths,
+        windows,
+        &hs,
+        &mut Bar(bar.clone()),
+    ))
+    .map_err(err)?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string(&report).expect("json"));
     } else {
-        println!("{:>8} {:>8} {:>10} {:>12} {:>14}", "length", "windows", "loss", "perplexity", "entropy (bits)");
+        println!(
+            "{:>8} {:>8} {:>10} {:>12} {:>14}",
+            "length", "windows", "loss", "perplexity", "entropy (bits)"
+        );
         for r in &report.results {
             println!(
                 "{:>8} {:>8} {:>10.4} {:>12.2} {:>14.3}",

@@ -60,12 +60,22 @@ fn check_model(position_encoding: PositionEncoding, tied: bool) {
         b[i] -= h;
         num_s[i] = (loss(&params, &a) - loss(&params, &b)) / (2.0 * h);
     }
-    assert_close(&format!("head-scale grads {position_encoding:?} tied={tied}"), &dscales, &num_s, tol);
+    assert_close(
+        &format!("head-scale grads {position_encoding:?} tied={tied}"),
+        &dscales,
+        &num_s,
+        tol,
+    );
 
     // Frozen mode: the same head-scale gradients, no weight gradients.
     let (_, _, none, frozen) = batch_gradients(&config, &params, &data, &scales, GradMode::HeadScalesOnly);
     assert!(none.is_none());
-    assert_close("frozen-mode head-scale grads", &frozen, &dscales, Tolerance::new(1e-14, 1e-12));
+    assert_close(
+        "frozen-mode head-scale grads",
+        &frozen,
+        &dscales,
+        Tolerance::new(1e-14, 1e-12),
+    );
 
     // Five entries of every tensor, spread over it.
     for t in &params.layout.tensors {
@@ -81,7 +91,12 @@ fn check_model(position_encoding: PositionEncoding, tied: bool) {
             got.push(grads[i]);
             want.push((a - b) / (2.0 * h));
         }
-        assert_close(&format!("grad {} ({position_encoding:?}, tied={tied})", t.name), &got, &want, tol);
+        assert_close(
+            &format!("grad {} ({position_encoding:?}, tied={tied})", t.name),
+            &got,
+            &want,
+            tol,
+        );
     }
 }
 

@@ -16,11 +16,16 @@ use safetensors::SafeTensors;
 fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
-    t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+    t.data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 fn check(variant: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(variant);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(variant);
     let model = load_model_dir(&dir).unwrap();
     let hs = HeadScales::load(&dir.join(HEAD_SCALES_FILE), &model.config).unwrap();
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
@@ -45,20 +50,45 @@ fn check(variant: &str) {
     ))
     .unwrap();
     let tol4 = Tolerance::new(1e-5, 1e-4);
-    assert_close(&format!("{variant} logits"), out.logits.as_ref().unwrap(), &f64s(&expected, "logits"), tol4);
-    assert_close(&format!("{variant} loss"), &[out.mean_loss()], &f64s(&expected, "loss"), tol4);
-    assert_close(&format!("{variant} entropy"), out.entropy_bits.as_ref().unwrap(), &f64s(&expected, "entropy_bits"), tol4);
+    assert_close(
+        &format!("{variant} logits"),
+        out.logits.as_ref().unwrap(),
+        &f64s(&expected, "logits"),
+        tol4,
+    );
+    assert_close(
+        &format!("{variant} loss"),
+        &[out.mean_loss()],
+        &f64s(&expected, "loss"),
+        tol4,
+    );
+    assert_close(
+        &format!("{variant} entropy"),
+        out.entropy_bits.as_ref().unwrap(),
+        &f64s(&expected, "entropy_bits"),
+        tol4,
+    );
 
-    let g = pollster::block_on(engine.gradients(&[tokens.clone()], &hs, GradMode::Full)).unwrap();
+    let g = pollster::block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::Full)).unwrap();
     let tol3 = Tolerance::new(1e-6, 1e-3);
     let weights = g.weights.as_ref().unwrap();
     for t in &layout.tensors {
         let want = f64s(&expected, &format!("grad.{}", t.name));
         assert_close(&format!("{variant} grad.{}", t.name), &weights[t.range()], &want, tol3);
     }
-    assert_close(&format!("{variant} grad.head_scales"), &g.head_scales, &f64s(&expected, "grad.head_scales"), tol3);
-    let frozen = pollster::block_on(engine.gradients(&[tokens.clone()], &hs, GradMode::HeadScalesOnly)).unwrap();
-    assert_close(&format!("{variant} frozen grad.head_scales"), &frozen.head_scales, &f64s(&expected, "grad.head_scales"), tol3);
+    assert_close(
+        &format!("{variant} grad.head_scales"),
+        &g.head_scales,
+        &f64s(&expected, "grad.head_scales"),
+        tol3,
+    );
+    let frozen = pollster::block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly)).unwrap();
+    assert_close(
+        &format!("{variant} frozen grad.head_scales"),
+        &frozen.head_scales,
+        &f64s(&expected, "grad.head_scales"),
+        tol3,
+    );
 
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
@@ -73,9 +103,18 @@ fn check(variant: &str) {
     assert_eq!(m("weight_decay_norms"), 0.0, "the engine never decays norm gains");
     let mut losses = Vec::new();
     for _ in 0..3 {
-        losses.push(pollster::block_on(engine.train_step(&[tokens.clone()], &hs, &opt, m("lr"))).unwrap().loss);
+        losses.push(
+            pollster::block_on(engine.train_step(std::slice::from_ref(&tokens), &hs, &opt, m("lr")))
+                .unwrap()
+                .loss,
+        );
     }
-    assert_close(&format!("{variant} AdamW losses"), &losses, &f64s(&expected, "adamw_losses"), Tolerance::new(1e-5, 1e-3));
+    assert_close(
+        &format!("{variant} AdamW losses"),
+        &losses,
+        &f64s(&expected, "adamw_losses"),
+        Tolerance::new(1e-5, 1e-3),
+    );
 }
 
 #[test]

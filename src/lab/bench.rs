@@ -56,7 +56,12 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-async fn timed_entropy_forward<E: Engine>(engine: &mut E, rng: &mut Rng, length: usize, hs: &HeadScales) -> Result<LongRun> {
+async fn timed_entropy_forward<E: Engine>(
+    engine: &mut E,
+    rng: &mut Rng,
+    length: usize,
+    hs: &HeadScales,
+) -> Result<LongRun> {
     let vocab = engine.config().vocab_size;
     let tokens = random_tokens(rng, length, vocab);
     let reset = reset_peak_rss();
@@ -96,7 +101,11 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
     let r = timed_entropy_forward(engine, &mut rng, 16384, &hs).await?;
     report.entropy_forward_seconds_t16384 = r.seconds;
     report.entropy_forward_peak_rss_bytes_t16384 = r.peak_rss_bytes;
-    log(&format!("forward + entropy, T=16384: {:.2} s, peak RSS {}", r.seconds, fmt_bytes(r.peak_rss_bytes)));
+    log(&format!(
+        "forward + entropy, T=16384: {:.2} s, peak RSS {}",
+        r.seconds,
+        fmt_bytes(r.peak_rss_bytes)
+    ));
 
     let tokens = random_tokens(&mut rng, 1024, cfg.vocab_size);
     let all_logits = ForwardOptions {
@@ -111,7 +120,10 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         times.push(t0.elapsed().as_secs_f64());
     }
     report.forward_tokens_per_s_t1024 = 1024.0 / median(times);
-    log(&format!("forward (logits), T=1024: {:.0} tokens/s", report.forward_tokens_per_s_t1024));
+    log(&format!(
+        "forward (logits), T=1024: {:.0} tokens/s",
+        report.forward_tokens_per_s_t1024
+    ));
 
     let opt = AdamWConfig::default();
     let mut times = Vec::new();
@@ -124,7 +136,10 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         }
     }
     report.train_tokens_per_s_t256 = 256.0 / median(times);
-    log(&format!("training step, T=256: {:.0} tokens/s", report.train_tokens_per_s_t256));
+    log(&format!(
+        "training step, T=256: {:.0} tokens/s",
+        report.train_tokens_per_s_t256
+    ));
 
     // Head-scale step: frozen model, gradients of the scales only, AdamW on
     // the scales, clamp s >= 1 (the focus constraint).
@@ -150,12 +165,19 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         }
     }
     report.scale_only_tokens_per_s_t256 = 256.0 / median(times);
-    log(&format!("head-scale step, T=256: {:.0} tokens/s", report.scale_only_tokens_per_s_t256));
+    log(&format!(
+        "head-scale step, T=256: {:.0} tokens/s",
+        report.scale_only_tokens_per_s_t256
+    ));
 
     if long {
         for length in [16384, 32768, 65536] {
             let r = timed_entropy_forward(engine, &mut rng, length, &hs).await?;
-            log(&format!("forward + entropy, T={length}: {:.2} s, peak RSS {}", r.seconds, fmt_bytes(r.peak_rss_bytes)));
+            log(&format!(
+                "forward + entropy, T={length}: {:.2} s, peak RSS {}",
+                r.seconds,
+                fmt_bytes(r.peak_rss_bytes)
+            ));
             report.long_entropy_forward.push(r);
         }
     }
@@ -173,11 +195,27 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut s = format!("backend: {}\n", self.backend);
         s += &format!("{:<44} {:>14}\n", "measurement", "value");
-        s += &format!("{:<44} {:>14.0}\n", "forward tokens/s, T=1024", self.forward_tokens_per_s_t1024);
-        s += &format!("{:<44} {:>14.2}\n", "forward + entropy seconds, T=16384", self.entropy_forward_seconds_t16384);
-        s += &format!("{:<44} {:>14}\n", "forward + entropy peak RSS, T=16384", fmt_bytes(self.entropy_forward_peak_rss_bytes_t16384));
-        s += &format!("{:<44} {:>14.0}\n", "training step tokens/s, T=256", self.train_tokens_per_s_t256);
-        s += &format!("{:<44} {:>14.0}\n", "head-scale step tokens/s, T=256", self.scale_only_tokens_per_s_t256);
+        s += &format!(
+            "{:<44} {:>14.0}\n",
+            "forward tokens/s, T=1024", self.forward_tokens_per_s_t1024
+        );
+        s += &format!(
+            "{:<44} {:>14.2}\n",
+            "forward + entropy seconds, T=16384", self.entropy_forward_seconds_t16384
+        );
+        s += &format!(
+            "{:<44} {:>14}\n",
+            "forward + entropy peak RSS, T=16384",
+            fmt_bytes(self.entropy_forward_peak_rss_bytes_t16384)
+        );
+        s += &format!(
+            "{:<44} {:>14.0}\n",
+            "training step tokens/s, T=256", self.train_tokens_per_s_t256
+        );
+        s += &format!(
+            "{:<44} {:>14.0}\n",
+            "head-scale step tokens/s, T=256", self.scale_only_tokens_per_s_t256
+        );
         for r in &self.long_entropy_forward {
             s += &format!(
                 "{:<44} {:>14}\n",

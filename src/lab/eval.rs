@@ -59,7 +59,9 @@ pub fn window_starts(available: usize, need: usize, max_windows: usize) -> Vec<u
 /// The windows of `length` tokens: `bos` (when given) then text tokens.
 pub fn windows(tokens: &[u32], bos: Option<u32>, length: usize, max_windows: usize) -> Result<Vec<Vec<u32>>> {
     if length < 2 {
-        return Err(Error::Input(format!("length {length} is too short: a window needs at least 2 tokens")));
+        return Err(Error::Input(format!(
+            "length {length} is too short: a window needs at least 2 tokens"
+        )));
     }
     let need = length - bos.is_some() as usize;
     let starts = window_starts(tokens.len(), need, max_windows);
@@ -99,7 +101,11 @@ pub async fn eval_lengths<E: Engine>(
         let mut predictions = 0;
         let mut ent = vec![0.0f64; layers * heads];
         for (n, w) in wins.iter().enumerate() {
-            if !progress.update(done, total, &format!("length {length}, window {}/{}", n + 1, wins.len())) {
+            if !progress.update(
+                done,
+                total,
+                &format!("length {length}, window {}/{}", n + 1, wins.len()),
+            ) {
                 return Ok(EvalReport {
                     results,
                     cancelled: true,
@@ -117,7 +123,9 @@ pub async fn eval_lengths<E: Engine>(
                 .await?;
             loss_sum += out.loss_sum;
             predictions += out.predictions;
-            let e = out.entropy_bits.ok_or_else(|| Error::Engine("engine returned no entropy".into()))?;
+            let e = out
+                .entropy_bits
+                .ok_or_else(|| Error::Engine("engine returned no entropy".into()))?;
             for (lh, acc) in ent.iter_mut().enumerate() {
                 *acc += e[lh * length..(lh + 1) * length].iter().map(|&x| x as f64).sum::<f64>();
             }
@@ -125,7 +133,10 @@ pub async fn eval_lengths<E: Engine>(
         }
         let positions = (wins.len() * length) as f64;
         let loss = loss_sum / predictions as f64;
-        let entropy_bits: Vec<Vec<f64>> = ent.chunks(heads).map(|r| r.iter().map(|x| x / positions).collect()).collect();
+        let entropy_bits: Vec<Vec<f64>> = ent
+            .chunks(heads)
+            .map(|r| r.iter().map(|x| x / positions).collect())
+            .collect();
         let mean_entropy_bits = ent.iter().sum::<f64>() / (positions * (layers * heads) as f64);
         results.push(LengthResult {
             length,
@@ -155,6 +166,9 @@ mod tests {
         let toks: Vec<u32> = (0..10).collect();
         let w = windows(&toks, Some(99), 4, 2).unwrap();
         assert_eq!(w, vec![vec![99, 0, 1, 2], vec![99, 7, 8, 9]]);
-        assert!(windows(&toks, None, 11, 2).unwrap_err().to_string().contains("10 tokens"));
+        assert!(windows(&toks, None, 11, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("10 tokens"));
     }
 }

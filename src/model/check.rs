@@ -36,7 +36,11 @@ pub fn check_close<A: Copy + Into<f64>, B: Copy + Into<f64>>(
         if !ok {
             failures += 1;
         }
-        let ratio = if err.is_nan() { f64::INFINITY } else { err / allowed.max(f64::MIN_POSITIVE) };
+        let ratio = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err / allowed.max(f64::MIN_POSITIVE)
+        };
         if worst.is_none_or(|w| ratio > w.3) {
             worst = Some((i, g, r, ratio));
         }

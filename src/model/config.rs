@@ -114,19 +114,22 @@ impl HfConfig {
             ("vocab_size", self.vocab_size),
         ] {
             if v > LIMIT {
-                return Err(Error::config(field, format!("{v} is larger than this program supports ({LIMIT})")));
+                return Err(Error::config(
+                    field,
+                    format!("{v} is larger than this program supports ({LIMIT})"),
+                ));
             }
         }
         let heads = self.num_attention_heads;
         let kv = self.num_key_value_heads.unwrap_or(heads);
         positive("num_key_value_heads", kv)?;
-        if heads % kv != 0 {
+        if !heads.is_multiple_of(kv) {
             return Err(Error::config(
                 "num_key_value_heads",
                 format!("{kv} does not divide num_attention_heads = {heads}"),
             ));
         }
-        if self.hidden_size % heads != 0 {
+        if !self.hidden_size.is_multiple_of(heads) {
             return Err(Error::config(
                 "num_attention_heads",
                 format!("{heads} heads do not divide hidden_size = {}", self.hidden_size),
@@ -142,15 +145,24 @@ impl HfConfig {
             }
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return Err(Error::config("rms_norm_eps", format!("{} is not a positive number", self.rms_norm_eps)));
+            return Err(Error::config(
+                "rms_norm_eps",
+                format!("{} is not a positive number", self.rms_norm_eps),
+            ));
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" {
-                return Err(Error::config("hidden_act", format!("`{act}` is not supported (only `silu`, SwiGLU)")));
+                return Err(Error::config(
+                    "hidden_act",
+                    format!("`{act}` is not supported (only `silu`, SwiGLU)"),
+                ));
             }
         }
         if self.attention_bias == Some(true) {
-            return Err(Error::config("attention_bias", "biases in attention projections are not supported"));
+            return Err(Error::config(
+                "attention_bias",
+                "biases in attention projections are not supported",
+            ));
         }
         if self.mlp_bias == Some(true) {
             return Err(Error::config("mlp_bias", "biases in the MLP are not supported"));
@@ -160,10 +172,16 @@ impl HfConfig {
             "rope" => {
                 let theta = self.rope_theta.unwrap_or(10000.0);
                 if !(theta.is_finite() && theta > 1.0) {
-                    return Err(Error::config("rope_theta", format!("{theta} must be a finite number above 1")));
+                    return Err(Error::config(
+                        "rope_theta",
+                        format!("{theta} must be a finite number above 1"),
+                    ));
                 }
-                if head_dim % 2 != 0 {
-                    return Err(Error::config("position_encoding", format!("rope needs an even head dimension, got {head_dim}")));
+                if !head_dim.is_multiple_of(2) {
+                    return Err(Error::config(
+                        "position_encoding",
+                        format!("rope needs an even head dimension, got {head_dim}"),
+                    ));
                 }
                 PositionEncoding::Rope { theta }
             }
@@ -291,10 +309,16 @@ mod tests {
     #[test]
     fn each_inconsistency_names_its_field() {
         let cases = [
-            ("num_attention_heads", serde_json::json!({"num_attention_heads": 5, "num_key_value_heads": 5})),
+            (
+                "num_attention_heads",
+                serde_json::json!({"num_attention_heads": 5, "num_key_value_heads": 5}),
+            ),
             ("num_key_value_heads", serde_json::json!({"num_key_value_heads": 3})),
             ("position_encoding", serde_json::json!({"position_encoding": "alibi"})),
-            ("rope_theta", serde_json::json!({"position_encoding": "rope", "rope_theta": -1.0})),
+            (
+                "rope_theta",
+                serde_json::json!({"position_encoding": "rope", "rope_theta": -1.0}),
+            ),
             ("rms_norm_eps", serde_json::json!({"rms_norm_eps": 0.0})),
             ("hidden_size", serde_json::json!({"hidden_size": 0})),
             ("head_dim", serde_json::json!({"head_dim": 8})),

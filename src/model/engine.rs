@@ -85,8 +85,12 @@ pub trait Engine {
     fn config(&self) -> &ModelConfig;
 
     /// One sequence through the model.
-    async fn forward(&mut self, tokens: &[u32], head_scales: &HeadScales, options: &ForwardOptions)
-        -> Result<ForwardOutput>;
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput>;
 
     /// Mean next-token loss of a batch and its gradients.
     async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients>;
@@ -110,7 +114,11 @@ pub fn check_inputs(config: &ModelConfig, tokens: &[u32], head_scales: &HeadScal
     if tokens.is_empty() {
         return Err(Error::Input("empty token sequence".into()));
     }
-    if let Some((position, &id)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= config.vocab_size) {
+    if let Some((position, &id)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= config.vocab_size)
+    {
         return Err(Error::TokenOutOfRange {
             id,
             position,

@@ -8,15 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not valid JSON: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("config field `{field}`: {message}")]
     Config { field: String, message: String },
     #[error("{}: {message}", path.display())]
@@ -46,10 +40,7 @@ pub enum Error {
     #[error("tokenizer {}: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },
     #[error("head scales{}: {message}", source_name(path))]
-    HeadScales {
-        path: Option<PathBuf>,
-        message: String,
-    },
+    HeadScales { path: Option<PathBuf>, message: String },
     #[error("token id {id} at position {position} is outside the vocabulary (vocab_size {vocab_size})")]
     TokenOutOfRange {
         id: u32,

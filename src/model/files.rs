@@ -5,7 +5,7 @@
 //! name first and is renamed into place, so a crash never leaves half a file
 //! where a good one was.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -27,7 +27,13 @@ fn is_ignorable(name: &str) -> bool {
 
 /// Fills `params` from one safetensors file's bytes. `seen` marks tensors
 /// already loaded (across shards); `path` is only used in messages.
-pub fn read_safetensors(bytes: &[u8], path: &Path, config: &ModelConfig, params: &mut Params<f32>, seen: &mut [bool]) -> Result<()> {
+pub fn read_safetensors(
+    bytes: &[u8],
+    path: &Path,
+    config: &ModelConfig,
+    params: &mut Params<f32>,
+    seen: &mut [bool],
+) -> Result<()> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         message: format!("not a readable safetensors file ({} bytes): {e}", bytes.len()),
@@ -166,13 +172,20 @@ pub use native::*;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;
+    use std::collections::BTreeMap;
     use std::io::Write;
 
     /// Writes `bytes` to `path` through a temporary file in the same folder
     /// and a rename, so readers see the old file or the new one, never half.
     pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;

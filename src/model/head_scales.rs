@@ -153,7 +153,12 @@ mod tests {
         };
         let back = HeadScales::from_json(&hs.to_json(None), None).unwrap();
         assert_eq!(back, hs);
-        for bad in ["[[1.0, NaN]]", "{\"head_scales\": [[1.0, 0.0]]}", "{\"head_scales\": [[1.0, -2]]}", "{\"head_scales\": [[1.0], [1.0, 2.0]]}"] {
+        for bad in [
+            "[[1.0, NaN]]",
+            "{\"head_scales\": [[1.0, 0.0]]}",
+            "{\"head_scales\": [[1.0, -2]]}",
+            "{\"head_scales\": [[1.0], [1.0, 2.0]]}",
+        ] {
             assert!(HeadScales::from_json(bad, None).is_err(), "{bad}");
         }
         let nan = HeadScales {

@@ -66,7 +66,10 @@ impl Tokenizer {
             .vocab_size(vocab_size)
             .min_frequency(2)
             .show_progress(false)
-            .special_tokens(vec![AddedToken::from(BOS_TOKEN, true), AddedToken::from(EOS_TOKEN, true)])
+            .special_tokens(vec![
+                AddedToken::from(BOS_TOKEN, true),
+                AddedToken::from(EOS_TOKEN, true),
+            ])
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
         let mut builder = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
@@ -78,7 +81,9 @@ impl Tokenizer {
             .build()
             .map_err(err)?;
         // Lines are the training sequences: the pre-tokenizer splits words anyway.
-        builder.train(&mut trainer, text.lines().filter(|l| !l.is_empty())).map_err(err)?;
+        builder
+            .train(&mut trainer, text.lines().filter(|l| !l.is_empty()))
+            .map_err(err)?;
         let json = builder.to_string(false).map_err(err)?;
         let inner = tokenizers::Tokenizer::from_str(&json).map_err(err)?;
         Ok(Tokenizer { inner, path })
@@ -138,8 +143,14 @@ mod tests {
         let ids = tok.encode("the union, 1790: ünïcode").unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), "the union, 1790: ünïcode");
         let again = Tokenizer::from_bytes(tok.to_json().unwrap().as_bytes(), Path::new("t.json")).unwrap();
-        assert_eq!(again.encode("state of the union").unwrap(), tok.encode("state of the union").unwrap());
-        assert!(Tokenizer::from_bytes(b"{not json", Path::new("bad.json")).unwrap_err().to_string().contains("bad.json"));
+        assert_eq!(
+            again.encode("state of the union").unwrap(),
+            tok.encode("state of the union").unwrap()
+        );
+        assert!(Tokenizer::from_bytes(b"{not json", Path::new("bad.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("bad.json"));
         assert!(Tokenizer::train_byte_level_bpe("  \n", 300).is_err());
     }
 }

@@ -52,7 +52,6 @@ fn valid_keys(i: usize, j0: usize, nk: usize) -> usize {
 
 /// out (T, H*hd), lse (H, T), entropy_bits (H, T) from q (T, H*hd),
 /// k, v (T, KV*hd) and head_scales (H). q, k: as projected (and rotated).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_forward<T: Real>(
     out: &mut [T],
     lse: &mut [T],
@@ -130,17 +129,10 @@ pub fn attention_forward<T: Real>(
                     row.fill(T::zero());
                     continue;
                 }
-                let bmax = row[..valid].iter().copied().fold(T::neg_infinity(), T::max);
+                let bmax = T::row_max(&row[..valid]);
                 let m_old = m[r];
                 let m_new = m_old.max(bmax);
-                let (mut psum, mut pent) = (T::zero(), T::zero());
-                for x in &mut row[..valid] {
-                    let dlt = *x - m_new;
-                    let p = dlt.exp_nonpos();
-                    *x = p;
-                    psum += p;
-                    pent += p * dlt;
-                }
+                let (psum, pent) = T::exp_shift_sums(&mut row[..valid], m_new);
                 row[valid..].fill(T::zero());
                 if m_old != T::neg_infinity() {
                     let c = (m_old - m_new).exp_nonpos();
@@ -199,7 +191,6 @@ pub fn attention_forward<T: Real>(
 
 /// dq (T, H*hd), dk, dv (T, KV*hd) and d_head_scales (H), overwritten, from
 /// dout (T, H*hd) and the forward's inputs, out and lse.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<T: Real>(
     dq: &mut [T],
     dk: &mut [T],
@@ -237,11 +228,11 @@ pub fn attention_backward<T: Real>(
         }
         let mut raw = vec![T::zero(); BLOCK_Q * BLOCK_K]; // q.k, then lambda dS
         let mut dp = vec![T::zero(); BLOCK_Q * BLOCK_K]; // dO v^T
-        let mut p = vec![T::zero(); BLOCK_Q * BLOCK_K];
+        let mut p = [T::zero(); BLOCK_Q * BLOCK_K];
         let mut qblk = vec![T::zero(); BLOCK_Q * hd];
         let mut doblk = vec![T::zero(); BLOCK_Q * hd];
         let mut dqblk = vec![T::zero(); BLOCK_Q * hd];
-        let mut dd = vec![T::zero(); BLOCK_Q];
+        let mut dd = [T::zero(); BLOCK_Q];
         for h in g * group..(g + 1) * group {
             let lambda = head_scales[h] * inv_sqrt_d;
             let mut dlambda = T::zero();
@@ -264,11 +255,41 @@ pub fn attention_backward<T: Real>(
                     let nk = BLOCK_K.min(kend - j0);
                     unsafe {
                         // raw = q k^T (nq, nk)
-                        T::gemm_raw(nq, hd, nk, T::one(), qblk.as_ptr(), hd as isize, 1, k.as_ptr().add(j0 * kvs + g * hd), 1, kvs as isize, T::zero(), raw.as_mut_ptr(), nk as isize, 1);
+                        T::gemm_raw(
+                            nq,
+                            hd,
+                            nk,
+                            T::one(),
+                            qblk.as_ptr(),
+                            hd as isize,
+                            1,
+                            k.as_ptr().add(j0 * kvs + g * hd),
+                            1,
+                            kvs as isize,
+                            T::zero(),
+                            raw.as_mut_ptr(),
+                            nk as isize,
+                            1,
+                        );
                         // dp = dO v^T (nq, nk)
-                        T::gemm_raw(nq, hd, nk, T::one(), doblk.as_ptr(), hd as isize, 1, v.as_ptr().add(j0 * kvs + g * hd), 1, kvs as isize, T::zero(), dp.as_mut_ptr(), nk as isize, 1);
+                        T::gemm_raw(
+                            nq,
+                            hd,
+                            nk,
+                            T::one(),
+                            doblk.as_ptr(),
+                            hd as isize,
+                            1,
+                            v.as_ptr().add(j0 * kvs + g * hd),
+                            1,
+                            kvs as isize,
+                            T::zero(),
+                            dp.as_mut_ptr(),
+                            nk as isize,
+                            1,
+                        );
                     }
-                    for r in 0..nq {
+                    for (r, &d_r) in dd[..nq].iter().enumerate() {
                         let i = i0 + r;
                         let valid = valid_keys(i, j0, nk);
                         let l = lse[h * t + i];
@@ -276,7 +297,7 @@ pub fn attention_backward<T: Real>(
                             let idx = r * nk + j;
                             if j < valid {
                                 let pij = (lambda * raw[idx] - l).min(T::zero()).exp_nonpos();
-                                let ds = pij * (dp[idx] - dd[r]);
+                                let ds = pij * (dp[idx] - d_r);
                                 dlambda += ds * raw[idx];
                                 p[idx] = pij;
                                 raw[idx] = ds * lambda;
@@ -288,11 +309,56 @@ pub fn attention_backward<T: Real>(
                     }
                     unsafe {
                         // dq += (lambda dS) k
-                        T::gemm_raw(nq, nk, hd, T::one(), raw.as_ptr(), nk as isize, 1, k.as_ptr().add(j0 * kvs + g * hd), kvs as isize, 1, T::one(), dqblk.as_mut_ptr(), hd as isize, 1);
+                        T::gemm_raw(
+                            nq,
+                            nk,
+                            hd,
+                            T::one(),
+                            raw.as_ptr(),
+                            nk as isize,
+                            1,
+                            k.as_ptr().add(j0 * kvs + g * hd),
+                            kvs as isize,
+                            1,
+                            T::one(),
+                            dqblk.as_mut_ptr(),
+                            hd as isize,
+                            1,
+                        );
                         // dk += (lambda dS)^T q
-                        T::gemm_raw(nk, nq, hd, T::one(), raw.as_ptr(), 1, nk as isize, qblk.as_ptr(), hd as isize, 1, T::one(), dk_p.0.add(j0 * kvs + g * hd), kvs as isize, 1);
+                        T::gemm_raw(
+                            nk,
+                            nq,
+                            hd,
+                            T::one(),
+                            raw.as_ptr(),
+                            1,
+                            nk as isize,
+                            qblk.as_ptr(),
+                            hd as isize,
+                            1,
+                            T::one(),
+                            dk_p.0.add(j0 * kvs + g * hd),
+                            kvs as isize,
+                            1,
+                        );
                         // dv += P^T dO
-                        T::gemm_raw(nk, nq, hd, T::one(), p.as_ptr(), 1, nk as isize, doblk.as_ptr(), hd as isize, 1, T::one(), dv_p.0.add(j0 * kvs + g * hd), kvs as isize, 1);
+                        T::gemm_raw(
+                            nk,
+                            nq,
+                            hd,
+                            T::one(),
+                            p.as_ptr(),
+                            1,
+                            nk as isize,
+                            doblk.as_ptr(),
+                            hd as isize,
+                            1,
+                            T::one(),
+                            dv_p.0.add(j0 * kvs + g * hd),
+                            kvs as isize,
+                            1,
+                        );
                     }
                     j0 += nk;
                 }
@@ -315,7 +381,13 @@ pub fn attention_backward<T: Real>(
 
 /// The plain reference: the whole attention matrix, materialized, in f64.
 /// Returns (out, lse, entropy_bits) in the same layouts as the fast path.
-pub fn attention_reference(q: &[f64], k: &[f64], v: &[f64], head_scales: &[f64], shape: AttnShape) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn attention_reference(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    head_scales: &[f64],
+    shape: AttnShape,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let AttnShape { t, heads, hd, .. } = shape;
     let (qs, kvs) = (shape.q_stride(), shape.kv_stride());
     let mut out = vec![0.0; t * qs];
@@ -326,7 +398,12 @@ pub fn attention_reference(q: &[f64], k: &[f64], v: &[f64], head_scales: &[f64],
         let lambda = head_scales[h] / (hd as f64).sqrt();
         for i in 0..t {
             let s: Vec<f64> = (0..=i)
-                .map(|j| lambda * (0..hd).map(|d| q[i * qs + h * hd + d] * k[j * kvs + g * hd + d]).sum::<f64>())
+                .map(|j| {
+                    lambda
+                        * (0..hd)
+                            .map(|d| q[i * qs + h * hd + d] * k[j * kvs + g * hd + d])
+                            .sum::<f64>()
+                })
                 .collect();
             let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
@@ -356,19 +433,45 @@ mod tests {
         (q, k, v)
     }
 
-    fn run_fast<T: Real>(q: &[f64], k: &[f64], v: &[f64], scales: &[f64], shape: AttnShape) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+    fn run_fast<T: Real>(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        scales: &[f64],
+        shape: AttnShape,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
         let cv = |x: &[f64]| x.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
         let mut out = vec![T::zero(); shape.t * shape.heads * shape.hd];
         let mut lse = vec![T::zero(); shape.heads * shape.t];
         let mut ent = vec![0f32; shape.heads * shape.t];
-        attention_forward(&mut out, &mut lse, Some(&mut ent), &cv(q), &cv(k), &cv(v), &cv(scales), shape);
-        (out.iter().map(|x| x.as_f64()).collect(), lse.iter().map(|x| x.as_f64()).collect(), ent)
+        attention_forward(
+            &mut out,
+            &mut lse,
+            Some(&mut ent),
+            &cv(q),
+            &cv(k),
+            &cv(v),
+            &cv(scales),
+            shape,
+        );
+        (
+            out.iter().map(|x| x.as_f64()).collect(),
+            lse.iter().map(|x| x.as_f64()).collect(),
+            ent,
+        )
     }
 
     /// Sizes that are and are not multiples of the blocks, GQA and not.
     #[test]
     fn streaming_matches_materialized_reference() {
-        let shapes = [(1, 2, 1, 4), (7, 4, 2, 8), (64, 2, 2, 8), (65, 3, 1, 5), (200, 4, 2, 16), (300, 2, 1, 8)];
+        let shapes = [
+            (1, 2, 1, 4),
+            (7, 4, 2, 8),
+            (64, 2, 2, 8),
+            (65, 3, 1, 5),
+            (200, 4, 2, 16),
+            (300, 2, 1, 8),
+        ];
         for (n, &(t, heads, kv_heads, hd)) in shapes.iter().enumerate() {
             let shape = AttnShape { t, heads, kv_heads, hd };
             let (q, k, v) = inputs(n as u64, shape, 1.5);
@@ -391,29 +494,56 @@ mod tests {
     /// in [0, log2(i+1)], and equal to the direct formula.
     #[test]
     fn entropy_at_extremes() {
-        for (t, scale, spread) in [(1, 1.0, 1.0), (33, 0.01, 1.0), (33, 100.0, 1.0), (150, 1.0, 60.0), (150, 100.0, 10.0)] {
-            let shape = AttnShape { t, heads: 2, kv_heads: 1, hd: 4 };
+        for (t, scale, spread) in [
+            (1, 1.0, 1.0),
+            (33, 0.01, 1.0),
+            (33, 100.0, 1.0),
+            (150, 1.0, 60.0),
+            (150, 100.0, 10.0),
+        ] {
+            let shape = AttnShape {
+                t,
+                heads: 2,
+                kv_heads: 1,
+                hd: 4,
+            };
             let (q, k, v) = inputs(t as u64 + 7, shape, spread);
             let scales = vec![scale; 2];
             let (_, rl, re) = attention_reference(&q, &k, &v, &scales, shape);
             let (o, l, e) = run_fast::<f32>(&q, &k, &v, &scales, shape);
-            assert!(o.iter().chain(&l).all(|x| x.is_finite()), "non-finite at t={t} scale={scale}");
+            assert!(
+                o.iter().chain(&l).all(|x| x.is_finite()),
+                "non-finite at t={t} scale={scale}"
+            );
             for h in 0..2 {
                 for i in 0..t {
                     let x = e[h * t + i] as f64;
-                    assert!(x.is_finite() && x >= 0.0 && x <= ((i + 1) as f64).log2() + 1e-4, "H={x} at i={i}");
+                    assert!(
+                        x.is_finite() && x >= 0.0 && x <= ((i + 1) as f64).log2() + 1e-4,
+                        "H={x} at i={i}"
+                    );
                 }
             }
             assert_close(&format!("lse t={t} s={scale}"), &l, &rl, Tolerance::new(1e-3, 1e-5));
             assert_close(&format!("entropy t={t} s={scale}"), &e, &re, Tolerance::new(2e-4, 1e-3));
         }
         // Length 1: one key, entropy exactly 0.
-        let shape = AttnShape { t: 1, heads: 1, kv_heads: 1, hd: 3 };
+        let shape = AttnShape {
+            t: 1,
+            heads: 1,
+            kv_heads: 1,
+            hd: 3,
+        };
         let (_, _, e) = run_fast::<f32>(&[1.0, 2.0, 3.0], &[0.5, 0.5, 0.5], &[1.0, 1.0, 1.0], &[1.0], shape);
         assert_eq!(e, vec![0.0]);
         // Scale 0.01 on equal keys is uniform: entropy = log2(i + 1).
         let t = 9;
-        let shape = AttnShape { t, heads: 1, kv_heads: 1, hd: 2 };
+        let shape = AttnShape {
+            t,
+            heads: 1,
+            kv_heads: 1,
+            hd: 2,
+        };
         let q = vec![1.0; 2 * t];
         let (_, _, e) = run_fast::<f32>(&q, &q, &q, &[0.01], shape);
         for (i, &x) in e.iter().enumerate() {
@@ -439,7 +569,9 @@ mod tests {
             let mut dk = vec![0.0; k.len()];
             let mut dv = vec![0.0; v.len()];
             let mut ds = vec![0.0; heads];
-            attention_backward(&mut dq, &mut dk, &mut dv, &mut ds, &up, &q, &k, &v, &out, &lse, &scales, shape);
+            attention_backward(
+                &mut dq, &mut dk, &mut dv, &mut ds, &up, &q, &k, &v, &out, &lse, &scales, shape,
+            );
             let h = 1e-5;
             let tol = Tolerance::new(1e-6, 1e-5);
             let num = |x: &[f64], which: usize| -> Vec<f64> {

@@ -77,7 +77,15 @@ pub fn batch_gradients<T: Real>(
     let mut dscales = vec![T::zero(); head_scales.len()];
     let mut loss = 0.0;
     for seq in batch {
-        loss += transformer::backward(config, params, seq, head_scales, weight, grads.as_deref_mut(), &mut dscales);
+        loss += transformer::backward(
+            config,
+            params,
+            seq,
+            head_scales,
+            weight,
+            grads.as_deref_mut(),
+            &mut dscales,
+        );
     }
     (loss / predictions.max(1) as f64, predictions, grads, dscales)
 }
@@ -90,7 +98,9 @@ fn check_batch(config: &ModelConfig, batch: &[Vec<u32>], head_scales: &HeadScale
         check_inputs(config, seq, head_scales)?;
     }
     if batch.iter().all(|s| s.len() < 2) {
-        return Err(Error::Input("every sequence has fewer than 2 tokens: nothing to predict".into()));
+        return Err(Error::Input(
+            "every sequence has fewer than 2 tokens: nothing to predict".into(),
+        ));
     }
     Ok(())
 }
@@ -108,7 +118,12 @@ impl Engine for CpuEngine {
         &self.config
     }
 
-    async fn forward(&mut self, tokens: &[u32], head_scales: &HeadScales, options: &ForwardOptions) -> Result<ForwardOutput> {
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
         check_inputs(&self.config, tokens, head_scales)?;
         let (r, _) = transformer::forward(&self.config, &self.params, tokens, &head_scales.values, options, false);
         Ok(ForwardOutput {
@@ -122,7 +137,8 @@ impl Engine for CpuEngine {
 
     async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
         check_batch(&self.config, batch, head_scales)?;
-        let (loss, predictions, weights, hs) = batch_gradients(&self.config, &self.params, batch, &head_scales.values, mode);
+        let (loss, predictions, weights, hs) =
+            batch_gradients(&self.config, &self.params, batch, &head_scales.values, mode);
         Ok(Gradients {
             loss,
             predictions,
@@ -139,7 +155,8 @@ impl Engine for CpuEngine {
         lr: f32,
     ) -> Result<StepStats> {
         check_batch(&self.config, batch, head_scales)?;
-        let (loss, _, grads, _) = batch_gradients(&self.config, &self.params, batch, &head_scales.values, GradMode::Full);
+        let (loss, _, grads, _) =
+            batch_gradients(&self.config, &self.params, batch, &head_scales.values, GradMode::Full);
         let mut grads = grads.expect("full gradients");
         if !loss.is_finite() {
             return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
@@ -149,7 +166,9 @@ impl Engine for CpuEngine {
             None => crate::model::optim::grad_norm(&grads),
         };
         if !grad_norm.is_finite() {
-            return Err(Error::Engine(format!("gradient norm is {grad_norm}: refusing to update the weights")));
+            return Err(Error::Engine(format!(
+                "gradient norm is {grad_norm}: refusing to update the weights"
+            )));
         }
         let n = self.params.data.len();
         let mask = Self::decay_mask(&self.params.layout);

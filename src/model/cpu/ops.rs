@@ -38,9 +38,22 @@ pub fn rmsnorm_forward<T: Real>(out: &mut [T], rstd: &mut [T], x: &[T], w: &[T],
 
 /// dx += rstd * (g - xhat * mean(g * xhat)) with g = dout * w, xhat = x * rstd;
 /// dw += sum_rows dout * xhat (when `dw` is given).
-pub fn rmsnorm_backward<T: Real>(dx: &mut [T], mut dw: Option<&mut [T]>, dout: &[T], x: &[T], rstd: &[T], w: &[T], c: usize) {
+pub fn rmsnorm_backward<T: Real>(
+    dx: &mut [T],
+    mut dw: Option<&mut [T]>,
+    dout: &[T],
+    x: &[T],
+    rstd: &[T],
+    w: &[T],
+    c: usize,
+) {
     let inv_c = T::one() / T::from_f64(c as f64);
-    for (((dxr, dor), xr), &s) in dx.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(x.chunks_exact(c)).zip(rstd) {
+    for (((dxr, dor), xr), &s) in dx
+        .chunks_exact_mut(c)
+        .zip(dout.chunks_exact(c))
+        .zip(x.chunks_exact(c))
+        .zip(rstd)
+    {
         let mut dot = T::zero();
         for i in 0..c {
             dot += dor[i] * w[i] * xr[i] * s;

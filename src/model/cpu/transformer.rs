@@ -83,13 +83,47 @@ pub fn forward<T: Real>(
         let o: &LayerOffsets = o;
         lc.rstd1.resize(t, T::zero());
         lc.xn1.resize(t * c, T::zero());
-        rmsnorm_forward(&mut lc.xn1, &mut lc.rstd1, &x, w(params, o.attn_norm, c), c, cfg.rms_norm_eps);
+        rmsnorm_forward(
+            &mut lc.xn1,
+            &mut lc.rstd1,
+            &x,
+            w(params, o.attn_norm, c),
+            c,
+            cfg.rms_norm_eps,
+        );
         lc.q.resize(t * qd, T::zero());
         lc.k.resize(t * kvd, T::zero());
         lc.v.resize(t * kvd, T::zero());
-        matmul_nt(&mut lc.q, &lc.xn1, w(params, o.wq, qd * c), t, c, qd, T::one(), T::zero());
-        matmul_nt(&mut lc.k, &lc.xn1, w(params, o.wk, kvd * c), t, c, kvd, T::one(), T::zero());
-        matmul_nt(&mut lc.v, &lc.xn1, w(params, o.wv, kvd * c), t, c, kvd, T::one(), T::zero());
+        matmul_nt(
+            &mut lc.q,
+            &lc.xn1,
+            w(params, o.wq, qd * c),
+            t,
+            c,
+            qd,
+            T::one(),
+            T::zero(),
+        );
+        matmul_nt(
+            &mut lc.k,
+            &lc.xn1,
+            w(params, o.wk, kvd * c),
+            t,
+            c,
+            kvd,
+            T::one(),
+            T::zero(),
+        );
+        matmul_nt(
+            &mut lc.v,
+            &lc.xn1,
+            w(params, o.wv, kvd * c),
+            t,
+            c,
+            kvd,
+            T::one(),
+            T::zero(),
+        );
         if let PositionEncoding::Rope { theta } = cfg.position_encoding {
             rope_apply(&mut lc.q, t, hh, hd, theta, false);
             rope_apply(&mut lc.k, t, kvh, hd, theta, false);
@@ -97,7 +131,16 @@ pub fn forward<T: Real>(
         lc.att.resize(t * qd, T::zero());
         lc.lse.resize(hh * t, T::zero());
         let ent = entropy.as_mut().map(|e| &mut e[l * hh * t..(l + 1) * hh * t]);
-        attention_forward(&mut lc.att, &mut lc.lse, ent, &lc.q, &lc.k, &lc.v, &head_scales[l * hh..(l + 1) * hh], shape);
+        attention_forward(
+            &mut lc.att,
+            &mut lc.lse,
+            ent,
+            &lc.q,
+            &lc.k,
+            &lc.v,
+            &head_scales[l * hh..(l + 1) * hh],
+            shape,
+        );
         if keep {
             lc.x_in = x.clone();
         }
@@ -105,12 +148,37 @@ pub fn forward<T: Real>(
         matmul_nt(&mut x, &lc.att, w(params, o.wo, c * qd), t, qd, c, T::one(), T::one());
         lc.rstd2.resize(t, T::zero());
         lc.xn2.resize(t * c, T::zero());
-        rmsnorm_forward(&mut lc.xn2, &mut lc.rstd2, &x, w(params, o.mlp_norm, c), c, cfg.rms_norm_eps);
+        rmsnorm_forward(
+            &mut lc.xn2,
+            &mut lc.rstd2,
+            &x,
+            w(params, o.mlp_norm, c),
+            c,
+            cfg.rms_norm_eps,
+        );
         lc.g.resize(t * f, T::zero());
         lc.u.resize(t * f, T::zero());
         lc.h.resize(t * f, T::zero());
-        matmul_nt(&mut lc.g, &lc.xn2, w(params, o.w_gate, f * c), t, c, f, T::one(), T::zero());
-        matmul_nt(&mut lc.u, &lc.xn2, w(params, o.w_up, f * c), t, c, f, T::one(), T::zero());
+        matmul_nt(
+            &mut lc.g,
+            &lc.xn2,
+            w(params, o.w_gate, f * c),
+            t,
+            c,
+            f,
+            T::one(),
+            T::zero(),
+        );
+        matmul_nt(
+            &mut lc.u,
+            &lc.xn2,
+            w(params, o.w_up, f * c),
+            t,
+            c,
+            f,
+            T::one(),
+            T::zero(),
+        );
         swiglu_forward(&mut lc.h, &lc.g, &lc.u);
         if keep {
             lc.x_mid = x.clone();
@@ -133,7 +201,7 @@ pub fn forward<T: Real>(
         logits_rows,
         entropy_bits: entropy,
     };
-    let cache = keep.then(|| Cache {
+    let cache = keep.then_some(Cache {
         layers,
         x_final: x,
         rstd_f,
@@ -191,7 +259,16 @@ fn lm_head<T: Real>(
         }
         if let Some(g) = grads.as_mut() {
             // dxf = dz W, dW += dz^T xf
-            matmul_nn(&mut g.dxf[r0 * c..(r0 + n) * c], z, wl, n, vocab, c, T::one(), T::zero());
+            matmul_nn(
+                &mut g.dxf[r0 * c..(r0 + n) * c],
+                z,
+                wl,
+                n,
+                vocab,
+                c,
+                T::one(),
+                T::zero(),
+            );
             if let Some(dw) = g.dw.as_deref_mut() {
                 matmul_tn(dw, z, &xf[r0 * c..(r0 + n) * c], vocab, n, c, T::one(), T::one());
             }
@@ -230,7 +307,9 @@ pub fn backward<T: Real>(
     let mut dxf = vec![T::zero(); t * c];
     {
         // The LM head's weight gradient lands on its slot (the embedding's, if tied).
-        let dw = grads.as_deref_mut().map(|g| &mut g[lay.lm_head..lay.lm_head + cfg.vocab_size * c]);
+        let dw = grads
+            .as_deref_mut()
+            .map(|g| &mut g[lay.lm_head..lay.lm_head + cfg.vocab_size * c]);
         let hg = HeadGrads {
             dxf: &mut dxf,
             dw,
@@ -241,7 +320,15 @@ pub fn backward<T: Real>(
     let mut dx = vec![T::zero(); t * c];
     {
         let dw = grads.as_deref_mut().map(|g| &mut g[lay.norm..lay.norm + c]);
-        rmsnorm_backward(&mut dx, dw, &dxf, &cache.x_final, &cache.rstd_f, w(params, lay.norm, c), c);
+        rmsnorm_backward(
+            &mut dx,
+            dw,
+            &dxf,
+            &cache.x_final,
+            &cache.rstd_f,
+            w(params, lay.norm, c),
+            c,
+        );
     }
     drop(dxf);
     let mut dh = vec![T::zero(); t * f];
@@ -259,14 +346,41 @@ pub fn backward<T: Real>(
         // MLP: x_out = x_mid + h Wd^T
         matmul_nn(&mut dh, &dx, w(params, o.w_down, c * f), t, c, f, T::one(), T::zero());
         if let Some(g) = grads.as_deref_mut() {
-            matmul_tn(&mut g[o.w_down..o.w_down + c * f], &dx, &lc.h, c, t, f, T::one(), T::one());
+            matmul_tn(
+                &mut g[o.w_down..o.w_down + c * f],
+                &dx,
+                &lc.h,
+                c,
+                t,
+                f,
+                T::one(),
+                T::one(),
+            );
         }
         swiglu_backward(&mut dg, &mut du, &dh, &lc.g, &lc.u);
         matmul_nn(&mut dxn, &dg, w(params, o.w_gate, f * c), t, f, c, T::one(), T::zero());
         matmul_nn(&mut dxn, &du, w(params, o.w_up, f * c), t, f, c, T::one(), T::one());
         if let Some(g) = grads.as_deref_mut() {
-            matmul_tn(&mut g[o.w_gate..o.w_gate + f * c], &dg, &lc.xn2, f, t, c, T::one(), T::one());
-            matmul_tn(&mut g[o.w_up..o.w_up + f * c], &du, &lc.xn2, f, t, c, T::one(), T::one());
+            matmul_tn(
+                &mut g[o.w_gate..o.w_gate + f * c],
+                &dg,
+                &lc.xn2,
+                f,
+                t,
+                c,
+                T::one(),
+                T::one(),
+            );
+            matmul_tn(
+                &mut g[o.w_up..o.w_up + f * c],
+                &du,
+                &lc.xn2,
+                f,
+                t,
+                c,
+                T::one(),
+                T::one(),
+            );
         }
         {
             let dw = grads.as_deref_mut().map(|g| &mut g[o.mlp_norm..o.mlp_norm + c]);
@@ -278,7 +392,9 @@ pub fn backward<T: Real>(
             matmul_tn(&mut g[o.wo..o.wo + c * qd], &dx, &lc.att, c, t, qd, T::one(), T::one());
         }
         let scales = &head_scales[l * hh..(l + 1) * hh];
-        attention_backward(&mut dq, &mut dk, &mut dv, &mut ds, &datt, &lc.q, &lc.k, &lc.v, &lc.att, &lc.lse, scales, shape);
+        attention_backward(
+            &mut dq, &mut dk, &mut dv, &mut ds, &datt, &lc.q, &lc.k, &lc.v, &lc.att, &lc.lse, scales, shape,
+        );
         for (a, &b) in d_head_scales[l * hh..(l + 1) * hh].iter_mut().zip(&ds) {
             *a += b;
         }
@@ -294,8 +410,26 @@ pub fn backward<T: Real>(
         matmul_nn(&mut dxn, &dv, w(params, o.wv, kvd * c), t, kvd, c, T::one(), T::one());
         if let Some(g) = grads.as_deref_mut() {
             matmul_tn(&mut g[o.wq..o.wq + qd * c], &dq, &lc.xn1, qd, t, c, T::one(), T::one());
-            matmul_tn(&mut g[o.wk..o.wk + kvd * c], &dk, &lc.xn1, kvd, t, c, T::one(), T::one());
-            matmul_tn(&mut g[o.wv..o.wv + kvd * c], &dv, &lc.xn1, kvd, t, c, T::one(), T::one());
+            matmul_tn(
+                &mut g[o.wk..o.wk + kvd * c],
+                &dk,
+                &lc.xn1,
+                kvd,
+                t,
+                c,
+                T::one(),
+                T::one(),
+            );
+            matmul_tn(
+                &mut g[o.wv..o.wv + kvd * c],
+                &dv,
+                &lc.xn1,
+                kvd,
+                t,
+                c,
+                T::one(),
+                T::one(),
+            );
         }
         let dw = grads.as_deref_mut().map(|g| &mut g[o.attn_norm..o.attn_norm + c]);
         rmsnorm_backward(&mut dx, dw, &dxn, &lc.x_in, &lc.rstd1, w(params, o.attn_norm, c), c);
