@@ -82,7 +82,8 @@ fn check(variant: &str) {
         &f64s(&expected, "grad.head_scales"),
         tol3,
     );
-    let frozen = pollster::block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly)).unwrap();
+    let frozen =
+        pollster::block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly)).unwrap();
     assert_close(
         &format!("{variant} frozen grad.head_scales"),
         &frozen.head_scales,
