@@ -71,9 +71,17 @@ pub fn rmsnorm_backward<T: Real>(
     }
 }
 
+/// The logistic function through e^(-|x|) only, so the fast exp for
+/// non-positive arguments serves (and the loop vectorizes).
 #[inline(always)]
 fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+    let e = (-x.abs()).exp_nonpos();
+    let r = T::one() / (T::one() + e);
+    if x >= T::zero() {
+        r
+    } else {
+        e * r
+    }
 }
 
 /// h = silu(g) * u.
@@ -85,10 +93,10 @@ pub fn swiglu_forward<T: Real>(h: &mut [T], g: &[T], u: &[T]) {
 
 /// dg = dh * u * silu'(g), du = dh * silu(g), silu'(g) = sig(g) (1 + g (1 - sig(g))).
 pub fn swiglu_backward<T: Real>(dg: &mut [T], du: &mut [T], dh: &[T], g: &[T], u: &[T]) {
-    for i in 0..dh.len() {
-        let s = sigmoid(g[i]);
-        du[i] = dh[i] * g[i] * s;
-        dg[i] = dh[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+    for ((((dg, du), &dh), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(dh).zip(g).zip(u) {
+        let s = sigmoid(g);
+        *du = dh * g * s;
+        *dg = dh * u * s * (T::one() + g * (T::one() - s));
     }
 }
 
@@ -115,16 +123,19 @@ pub fn rope_apply<T: Real>(x: &mut [T], t: usize, heads: usize, hd: usize, theta
 }
 
 /// Cross-entropy of one row of logits against `target`: returns
-/// -ln softmax(z)[target]. With `grad_weight`, overwrites `z` with
-/// (softmax(z) - onehot(target)) * weight, its gradient.
+/// -ln softmax(z)[target] = m + ln sum_j e^(z_j - m) - z_target. The row is
+/// used as scratch: with `grad_weight` it ends as its gradient
+/// (softmax(z) - onehot(target)) * weight, else its contents are unspecified.
 pub fn cross_entropy_row<T: Real>(z: &mut [T], target: usize, grad_weight: Option<T>) -> T {
-    let m = z.iter().copied().fold(T::neg_infinity(), T::max);
-    let sum: T = z.iter().map(|&v| (v - m).exp()).sum();
-    let lse = m + sum.ln();
-    let loss = lse - z[target];
+    let m = T::row_max(z);
+    let z_target = z[target];
+    // z <- e^(z - m), vectorized; the second sum is not needed here.
+    let (sum, _) = T::exp_shift_sums(z, m);
+    let loss = m + sum.ln() - z_target;
     if let Some(weight) = grad_weight {
+        let k = weight / sum;
         for v in z.iter_mut() {
-            *v = (*v - lse).exp() * weight;
+            *v *= k;
         }
         z[target] -= weight;
     }
