@@ -92,16 +92,30 @@ impl AdamWState {
         let bc1 = 1.0 - (cfg.beta1 as f64).powi(t);
         let bc2 = 1.0 - (cfg.beta2 as f64).powi(t);
         let step_size = (lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        for i in 0..params.len() {
-            let g = grads[i];
-            if cfg.weight_decay != 0.0 && decay.is_none_or(|d| d[i]) {
-                params[i] *= 1.0 - lr * cfg.weight_decay;
+        let inv_bc2_sqrt = (1.0 / bc2.sqrt()) as f32;
+        // Runs of equal decay flags, so the inner loop is branch-free and vectorizes.
+        let n = params.len();
+        let mut start = 0;
+        while start < n {
+            let flag = decay.is_none_or(|d| d[start]);
+            let mut end = start + 1;
+            while end < n && decay.is_none_or(|d| d[end]) == flag {
+                end += 1;
             }
-            self.m[i] = cfg.beta1 * self.m[i] + (1.0 - cfg.beta1) * g;
-            self.v[i] = cfg.beta2 * self.v[i] + (1.0 - cfg.beta2) * g * g;
-            let denom = self.v[i].sqrt() / bc2_sqrt + cfg.eps;
-            params[i] -= step_size * self.m[i] / denom;
+            let shrink = if flag { 1.0 - lr * cfg.weight_decay } else { 1.0 };
+            let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
+            let it = params[start..end]
+                .iter_mut()
+                .zip(&grads[start..end])
+                .zip(&mut self.m[start..end])
+                .zip(&mut self.v[start..end]);
+            for (((p, &g), m), v) in it {
+                *p *= shrink;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+            }
+            start = end;
         }
     }
 }
