@@ -84,19 +84,31 @@ fn sigmoid<T: Real>(x: T) -> T {
     }
 }
 
-/// h = silu(g) * u.
-pub fn swiglu_forward<T: Real>(h: &mut [T], g: &[T], u: &[T]) {
-    for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
-        *h = g * sigmoid(g) * u;
+/// h (T, F) = silu(g) * u, from gu (T, 2F) holding each row's gate then up.
+pub fn swiglu_forward<T: Real>(h: &mut [T], gu: &[T], f: usize) {
+    for (h, gu) in h.chunks_exact_mut(f).zip(gu.chunks_exact(2 * f)) {
+        let (g, u) = gu.split_at(f);
+        for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
+            *h = g * sigmoid(g) * u;
+        }
     }
 }
 
-/// dg = dh * u * silu'(g), du = dh * silu(g), silu'(g) = sig(g) (1 + g (1 - sig(g))).
-pub fn swiglu_backward<T: Real>(dg: &mut [T], du: &mut [T], dh: &[T], g: &[T], u: &[T]) {
-    for ((((dg, du), &dh), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(dh).zip(g).zip(u) {
-        let s = sigmoid(g);
-        *du = dh * g * s;
-        *dg = dh * u * s * (T::one() + g * (T::one() - s));
+/// dgu (T, 2F) = [dg du] with dg = dh * u * silu'(g), du = dh * silu(g),
+/// silu'(g) = sig(g) (1 + g (1 - sig(g))).
+pub fn swiglu_backward<T: Real>(dgu: &mut [T], dh: &[T], gu: &[T], f: usize) {
+    for ((dgu, dh), gu) in dgu
+        .chunks_exact_mut(2 * f)
+        .zip(dh.chunks_exact(f))
+        .zip(gu.chunks_exact(2 * f))
+    {
+        let (dg, du) = dgu.split_at_mut(f);
+        let (g, u) = gu.split_at(f);
+        for ((((dg, du), &dh), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(dh).zip(g).zip(u) {
+            let s = sigmoid(g);
+            *du = dh * g * s;
+            *dg = dh * u * s * (T::one() + g * (T::one() - s));
+        }
     }
 }
 
@@ -199,19 +211,17 @@ mod tests {
     #[test]
     fn swiglu_and_rope_backward_match_finite_differences() {
         let mut rng = Rng::new(2);
-        let n = 7;
-        let g = rand_vec(&mut rng, n);
-        let u = rand_vec(&mut rng, n);
-        let up = rand_vec(&mut rng, n);
-        let f = |g: &[f64], u: &[f64]| {
-            let mut h = vec![0.0; n];
-            swiglu_forward(&mut h, g, u);
+        let (rows, f) = (2, 7);
+        let gu = rand_vec(&mut rng, rows * 2 * f);
+        let up = rand_vec(&mut rng, rows * f);
+        let fw = |gu: &[f64]| {
+            let mut h = vec![0.0; rows * f];
+            swiglu_forward(&mut h, gu, f);
             h.iter().zip(&up).map(|(a, b)| a * b).sum::<f64>()
         };
-        let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
-        swiglu_backward(&mut dg, &mut du, &up, &g, &u);
-        assert_close(&dg, &numeric_grad(&g, &|g| f(g, &u)), 1e-7, "dg");
-        assert_close(&du, &numeric_grad(&u, &|u| f(&g, u)), 1e-7, "du");
+        let mut dgu = vec![0.0; rows * 2 * f];
+        swiglu_backward(&mut dgu, &up, &gu, f);
+        assert_close(&dgu, &numeric_grad(&gu, &fw), 1e-7, "dgu");
 
         let (t, heads, hd) = (5, 2, 6);
         let x = rand_vec(&mut rng, t * heads * hd);

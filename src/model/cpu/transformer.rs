@@ -28,8 +28,7 @@ pub struct LayerCache<T> {
     x_mid: Vec<T>, // (T, C)
     rstd2: Vec<T>, // (T)
     xn2: Vec<T>,   // (T, C)
-    g: Vec<T>,     // (T, F)
-    u: Vec<T>,     // (T, F)
+    gu: Vec<T>,    // (T, 2F): gate then up, one product (their weights are adjacent)
     h: Vec<T>,     // (T, F)
 }
 
@@ -156,30 +155,21 @@ pub fn forward<T: Real>(
             c,
             cfg.rms_norm_eps,
         );
-        lc.g.resize(t * f, T::zero());
-        lc.u.resize(t * f, T::zero());
+        lc.gu.resize(t * 2 * f, T::zero());
         lc.h.resize(t * f, T::zero());
+        // [g u] = xn2 [Wg; Wu]^T: the gate and up matrices are adjacent (2F, C)
+        debug_assert_eq!(o.w_up, o.w_gate + f * c);
         matmul_nt(
-            &mut lc.g,
+            &mut lc.gu,
             &lc.xn2,
-            w(params, o.w_gate, f * c),
+            w(params, o.w_gate, 2 * f * c),
             t,
             c,
-            f,
+            2 * f,
             T::one(),
             T::zero(),
         );
-        matmul_nt(
-            &mut lc.u,
-            &lc.xn2,
-            w(params, o.w_up, f * c),
-            t,
-            c,
-            f,
-            T::one(),
-            T::zero(),
-        );
-        swiglu_forward(&mut lc.h, &lc.g, &lc.u);
+        swiglu_forward(&mut lc.h, &lc.gu, f);
         if keep {
             lc.x_mid = x.clone();
         }
@@ -332,8 +322,7 @@ pub fn backward<T: Real>(
     }
     drop(dxf);
     let mut dh = vec![T::zero(); t * f];
-    let mut dg = vec![T::zero(); t * f];
-    let mut du = vec![T::zero(); t * f];
+    let mut dgu = vec![T::zero(); t * 2 * f];
     let mut dxn = vec![T::zero(); t * c];
     let mut datt = vec![T::zero(); t * qd];
     let mut dq = vec![T::zero(); t * qd];
@@ -357,30 +346,20 @@ pub fn backward<T: Real>(
                 T::one(),
             );
         }
-        swiglu_backward(&mut dg, &mut du, &dh, &lc.g, &lc.u);
-        matmul_nn(&mut dxn, &dg, w(params, o.w_gate, f * c), t, f, c, T::one(), T::zero());
-        matmul_nn(&mut dxn, &du, w(params, o.w_up, f * c), t, f, c, T::one(), T::one());
+        swiglu_backward(&mut dgu, &dh, &lc.gu, f);
+        matmul_nn(
+            &mut dxn,
+            &dgu,
+            w(params, o.w_gate, 2 * f * c),
+            t,
+            2 * f,
+            c,
+            T::one(),
+            T::zero(),
+        );
         if let Some(g) = grads.as_deref_mut() {
-            matmul_tn(
-                &mut g[o.w_gate..o.w_gate + f * c],
-                &dg,
-                &lc.xn2,
-                f,
-                t,
-                c,
-                T::one(),
-                T::one(),
-            );
-            matmul_tn(
-                &mut g[o.w_up..o.w_up + f * c],
-                &du,
-                &lc.xn2,
-                f,
-                t,
-                c,
-                T::one(),
-                T::one(),
-            );
+            let gw = &mut g[o.w_gate..o.w_gate + 2 * f * c];
+            matmul_tn(gw, &dgu, &lc.xn2, 2 * f, t, c, T::one(), T::one());
         }
         {
             let dw = grads.as_deref_mut().map(|g| &mut g[o.mlp_norm..o.mlp_norm + c]);
