@@ -12,7 +12,7 @@ use crate::model::real::{matmul_nn, matmul_nt, matmul_tn, Real};
 
 /// Rows of logits made at once: the (T, V) matrix is never whole unless
 /// asked for.
-pub const LOGIT_ROWS: usize = 256;
+pub const LOGIT_ROWS: usize = 1024;
 
 /// What one layer's forward keeps for its backward.
 #[derive(Default)]
