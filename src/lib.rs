@@ -2,7 +2,9 @@
 //! attention entropy as inputs grow, and per-head attention temperatures.
 //!
 //! Layers depend one way: `model` (config, files, CPU engine) <- `lab`
-//! (sweeps, eval, searches, generic over the engine) <- the CLI.
+//! (sweeps, eval, searches, generic over the engine) <- the CLI; `gpu`
+//! (the WGSL engine) depends on `model`, never the other way.
 
+pub mod gpu;
 pub mod lab;
 pub mod model;

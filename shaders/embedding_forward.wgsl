@@ -1,0 +1,34 @@
+// Embedding gather, one invocation per output element:
+//   out[t, j] = embed[tokens[t], j]
+// Token ids are checked on the host (they come from there); a bad one is
+// clamped to the last row here rather than read out of bounds.
+// CPU twin: model::cpu::ops::embedding_forward.
+
+struct Params {
+    tokens: u32,
+    c: u32,
+    vocab: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (T, C)
+@group(0) @binding(1) var<storage, read> embed: array<f32>;     // (V, C)
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;    // (T)
+@group(0) @binding(3) var<uniform> p: Params;
+
+const WG: u32 = {{WG}}u;
+
+@compute @workgroup_size(WG)
+fn embedding_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let e = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (e >= p.tokens * p.c) {
+        return;
+    }
+    let t = e / p.c;
+    let j = e % p.c;
+    let row = min(tokens[t], p.vocab - 1u);
+    out[e] = embed[row * p.c + j];
+}

@@ -1,0 +1,258 @@
+//! C = alpha op(A) op(B) + beta C in the three forms a `Linear` needs
+//! (`shaders/matmul.wgsl`, `shaders/matmul_vec4.wgsl`): `nt` (forward, W stored (out, in)), `nn` (input
+//! gradient), `tn` (weight gradient). The CPU twins are
+//! `model::real::{matmul_nt, matmul_nn, matmul_tn}`, with the same argument
+//! order: outputs, inputs, sizes, alpha, beta.
+//!
+//! The kernel form is chosen here, once: each invocation computes a 4 x 4
+//! block of C in registers with no workgroup memory and no barriers. On
+//! lavapipe that form was the fastest measured: 512^3 `nt` ran at ~6
+//! GFLOP/s with vec4-typed loads, ~3.5 with vec4s built from scalar loads,
+//! and ~0.5 as a 16 x 16 workgroup-memory tiled kernel (2 shared cores). So two shaders:
+//! `matmul_vec4.wgsl` when the contiguous dimensions are multiples of 4
+//! (every width of the model's weights), `matmul.wgsl` for any size
+//! (`Matmul::variant` picks). A tiled kernel for real GPUs would be a third
+//! variant picked in the same place.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::GpuContext;
+use super::error::Result;
+use super::shader::{self, Access, ShaderSource};
+
+/// Rows and columns of C per invocation: the width of the shader's vec4
+/// accumulators, so it cannot change without rewriting the shader.
+pub const BLOCK: u32 = 4;
+const _: () = assert!(BLOCK == 4, "matmul.wgsl holds one block row in one vec4");
+
+/// Invocations per workgroup side: a workgroup covers (WG_SIDE * BLOCK)^2
+/// elements of C.
+pub const WG_SIDE: u32 = 8;
+
+/// Mirrors `Params` in matmul.wgsl field by field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub k: u32,
+    pub n: u32,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+pub fn shaders() -> [ShaderSource; 2] {
+    let sizes = [("BLOCK", BLOCK), ("WG_SIDE", WG_SIDE)];
+    [
+        ShaderSource::new("matmul.wgsl", include_str!("../../shaders/matmul.wgsl"), &sizes),
+        ShaderSource::new(
+            "matmul_vec4.wgsl",
+            include_str!("../../shaders/matmul_vec4.wgsl"),
+            &sizes,
+        ),
+    ]
+}
+
+/// Which shader runs a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// `matmul.wgsl`: any sizes.
+    General,
+    /// `matmul_vec4.wgsl`: contiguous dimensions multiples of 4.
+    Vec4,
+}
+
+/// The index of each form's pipeline in `Pipelines::forms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Nt = 0,
+    Nn = 1,
+    Tn = 2,
+}
+
+const FORMS: [Form; 3] = [Form::Nt, Form::Nn, Form::Tn];
+
+impl Form {
+    fn name(self) -> &'static str {
+        match self {
+            Form::Nt => "matmul_nt",
+            Form::Nn => "matmul_nn",
+            Form::Tn => "matmul_tn",
+        }
+    }
+
+    fn vec4_name(self) -> &'static str {
+        match self {
+            Form::Nt => "matmul_nt_vec4",
+            Form::Nn => "matmul_nn_vec4",
+            Form::Tn => "matmul_tn_vec4",
+        }
+    }
+
+    /// Whether the vec4 shader can read these operands: every dimension
+    /// that is contiguous in A or B a multiple of 4 (and none empty, since
+    /// a vec4 binding holds at least one vec4).
+    fn vec4_fits(self, m: usize, k: usize, n: usize) -> bool {
+        let contiguous_ok = match self {
+            Form::Nt => k.is_multiple_of(4),
+            Form::Nn => k.is_multiple_of(4) && n.is_multiple_of(4),
+            Form::Tn => m.is_multiple_of(4) && n.is_multiple_of(4),
+        };
+        contiguous_ok && m > 0 && k > 0 && n > 0
+    }
+}
+
+/// One shader's layout and its pipelines, one per form (nt, nn, tn).
+#[derive(Debug)]
+struct Pipelines {
+    layout: wgpu::BindGroupLayout,
+    forms: [wgpu::ComputePipeline; 3],
+}
+
+impl Pipelines {
+    async fn new(ctx: &GpuContext, source: &ShaderSource, entry_points: [&str; 3]) -> Result<Self> {
+        let (layout, pipelines) = shader::build(
+            ctx,
+            source,
+            &[Access::ReadWrite, Access::Read, Access::Read],
+            &entry_points,
+        )
+        .await?;
+        let forms = pipelines.try_into().expect("one pipeline per form");
+        Ok(Pipelines { layout, forms })
+    }
+}
+
+/// The pipelines of both shaders, built once.
+#[derive(Debug)]
+pub struct Matmul {
+    general: Pipelines,
+    vec4: Pipelines,
+    /// Use the vec4 shader where it fits (the default); false forces the
+    /// general one (for tests and measurements).
+    pub prefer_vec4: bool,
+}
+
+impl Matmul {
+    pub async fn new(ctx: &GpuContext) -> Result<Self> {
+        let [general, vec4] = shaders();
+        Ok(Matmul {
+            general: Pipelines::new(ctx, &general, FORMS.map(Form::name)).await?,
+            vec4: Pipelines::new(ctx, &vec4, FORMS.map(Form::vec4_name)).await?,
+            prefer_vec4: true,
+        })
+    }
+
+    /// The one place the kernel for a product is chosen.
+    fn variant(&self, form: Form, m: usize, k: usize, n: usize) -> Variant {
+        if self.prefer_vec4 && form.vec4_fits(m, k, n) {
+            Variant::Vec4
+        } else {
+            Variant::General
+        }
+    }
+
+    /// C (m, n) = alpha A (m, k) B (n, k)^T + beta C.
+    pub fn matmul_nt(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        c: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        self.encode(ctx, encoder, Form::Nt, c, a, b, m, k, n, alpha, beta)
+    }
+
+    /// C (m, n) = alpha A (m, k) B (k, n) + beta C.
+    pub fn matmul_nn(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        c: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        self.encode(ctx, encoder, Form::Nn, c, a, b, m, k, n, alpha, beta)
+    }
+
+    /// C (m, n) = alpha A (k, m)^T B (k, n) + beta C.
+    pub fn matmul_tn(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        c: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        self.encode(ctx, encoder, Form::Tn, c, a, b, m, k, n, alpha, beta)
+    }
+
+    fn encode(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        form: Form,
+        c: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let op = form.name();
+        // The largest flat index the shader forms must fit u32 too.
+        shader::to_u32(op, "m * n", m as u64 * n as u64)?;
+        shader::to_u32(op, "m * k", m as u64 * k as u64)?;
+        shader::to_u32(op, "n * k", n as u64 * k as u64)?;
+        ctx.check_binding(op, "c", c, m * n)?;
+        ctx.check_binding(op, "a", a, m * k)?;
+        ctx.check_binding(op, "b", b, n * k)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let params = MatmulParams {
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            alpha,
+            beta,
+        };
+        let pipelines = match self.variant(form, m, k, n) {
+            Variant::General => &self.general,
+            Variant::Vec4 => &self.vec4,
+        };
+        let params = ctx.uniform(&format!("{op} params"), &params);
+        let bind_group = ctx.bind(
+            &format!("{op} bind group"),
+            &pipelines.layout,
+            &[(c, m * n), (a, m * k), (b, n * k)],
+            &params,
+        );
+        let per_workgroup = (BLOCK * WG_SIDE) as u64;
+        let workgroups = ctx.grid_2d(
+            op,
+            (n as u64).div_ceil(per_workgroup),
+            (m as u64).div_ceil(per_workgroup),
+        )?;
+        let pipeline = &pipelines.forms[form as usize];
+        ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+        Ok(())
+    }
+}
