@@ -200,7 +200,7 @@ impl HfConfig {
                 ));
             }
         }
-        Ok(ModelConfig {
+        let config = ModelConfig {
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
             num_layers: self.num_hidden_layers,
@@ -213,7 +213,19 @@ impl HfConfig {
             training_length: self.max_position_embeddings,
             position_encoding,
             bos_token_id: self.bos_token_id,
-        })
+        };
+        // Each size is below LIMIT, but their products over many layers can
+        // still overflow a usize (on wasm32 already at two sizes).
+        if config.num_params().is_none() {
+            return Err(Error::config(
+                "num_hidden_layers",
+                format!(
+                    "{} layers of this size (hidden_size {}, intermediate_size {}, vocab_size {}) hold more parameters than this program can count",
+                    self.num_hidden_layers, self.hidden_size, self.intermediate_size, self.vocab_size
+                ),
+            ));
+        }
+        Ok(config)
     }
 }
 
@@ -246,6 +258,30 @@ impl ModelConfig {
             mlp_bias: Some(false),
             torch_dtype: Some("float32".into()),
         }
+    }
+
+    /// The number of parameters, as [`ParamLayout::new`] lays them out
+    /// (`layout.total`), or `None` where it overflows a usize. Computed
+    /// without allocating, so sizes can be checked before any allocation.
+    ///
+    /// [`ParamLayout::new`]: super::params::ParamLayout::new
+    pub fn num_params(&self) -> Option<usize> {
+        let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let q = self.num_heads.checked_mul(self.head_dim)?;
+        let kv = self.num_kv_heads.checked_mul(self.head_dim)?;
+        let embed = v.checked_mul(d)?;
+        // Two norms, q/o projections, k/v projections, three MLP matrices.
+        let per_layer = d
+            .checked_mul(2)?
+            .checked_add(q.checked_mul(d)?.checked_mul(2)?)?
+            .checked_add(kv.checked_mul(d)?.checked_mul(2)?)?
+            .checked_add(f.checked_mul(d)?.checked_mul(3)?)?;
+        let lm_head = if self.tie_word_embeddings { 0 } else { embed };
+        self.num_layers
+            .checked_mul(per_layer)?
+            .checked_add(embed)?
+            .checked_add(d)?
+            .checked_add(lm_head)
     }
 
     pub fn q_dim(&self) -> usize {
@@ -332,6 +368,28 @@ mod tests {
             let err = parse(v).unwrap_err().to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn num_params_matches_layout_and_overflow_is_refused() {
+        use crate::model::params::ParamLayout;
+        let mut c = ModelConfig::bench();
+        for tied in [false, true] {
+            c.tie_word_embeddings = tied;
+            assert_eq!(c.num_params(), Some(ParamLayout::new(&c).total));
+        }
+        let g = parse(base()).unwrap();
+        assert_eq!(g.num_params(), Some(ParamLayout::new(&g).total));
+        // Every size at the per-field limit: the count overflows a usize and
+        // validation says so instead of panicking in ParamLayout::new.
+        let mut v = base();
+        for k in ["hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size"] {
+            v[k] = (1usize << 24).into();
+        }
+        v["num_attention_heads"] = 1.into();
+        v["num_key_value_heads"] = 1.into();
+        let err = parse(v).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers"), "{err}");
     }
 
     #[test]

@@ -111,6 +111,25 @@ pub fn read_safetensors(
     Ok(())
 }
 
+/// Refuses, before anything is allocated for them, parameters that `bytes`
+/// bytes of weights cannot hold: every weight takes at least 2 bytes (f16,
+/// bf16). A wrong or hostile config must not make the loader allocate the
+/// model it describes (hidden_size and vocab_size of 2^24 are 2^48 weights).
+fn check_weights_size(config: &ModelConfig, config_path: &Path, bytes: u64, path: &Path) -> Result<()> {
+    let n = config.num_params().unwrap_or(usize::MAX);
+    let needed = (n as u64).saturating_mul(2);
+    if needed > bytes {
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!(
+                "{bytes} bytes cannot hold the {n} parameters that {} describes (at least {needed} bytes at 2 bytes a weight); config and weights do not belong together",
+                config_path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks that every tensor of the layout was loaded.
 pub fn check_complete(layout: &ParamLayout, seen: &[bool], path: &Path) -> Result<()> {
     if let Some(i) = seen.iter().position(|s| !s) {
@@ -130,9 +149,10 @@ pub fn model_from_bytes(config_json: &[u8], weights: &[u8], name: &Path) -> Resu
         source,
     })?;
     let config = hf.validate()?;
+    let path = name.join(WEIGHTS_FILE);
+    check_weights_size(&config, &name.join(CONFIG_FILE), weights.len() as u64, &path)?;
     let mut params = Params::zeros(ParamLayout::new(&config));
     let mut seen = vec![false; params.layout.tensors.len()];
-    let path = name.join(WEIGHTS_FILE);
     read_safetensors(weights, &path, &config, &mut params, &mut seen)?;
     check_complete(&params.layout, &seen, &path)?;
     Ok((config, params))
@@ -211,13 +231,21 @@ mod native {
     /// Loads the weights of `dir`: one `model.safetensors`, or the shards
     /// named by `model.safetensors.index.json`.
     pub fn load_params(dir: &Path, config: &ModelConfig) -> Result<Params<f32>> {
-        let mut params = Params::zeros(ParamLayout::new(config));
-        let mut seen = vec![false; params.layout.tensors.len()];
         let single = dir.join(WEIGHTS_FILE);
         let index = dir.join(WEIGHTS_INDEX_FILE);
-        if single.exists() {
-            read_safetensors(&read(&single)?, &single, config, &mut params, &mut seen)?;
+        // Allocated once the weights' size is known to fit the config.
+        let zeros = |bytes: u64, path: &Path| -> Result<(Params<f32>, Vec<bool>)> {
+            check_weights_size(config, &dir.join(CONFIG_FILE), bytes, path)?;
+            let params = Params::zeros(ParamLayout::new(config));
+            let seen = vec![false; params.layout.tensors.len()];
+            Ok((params, seen))
+        };
+        let params = if single.exists() {
+            let bytes = read(&single)?;
+            let (mut params, mut seen) = zeros(bytes.len() as u64, &single)?;
+            read_safetensors(&bytes, &single, config, &mut params, &mut seen)?;
             check_complete(&params.layout, &seen, &single)?;
+            params
         } else if index.exists() {
             #[derive(serde::Deserialize)]
             struct Index {
@@ -231,7 +259,8 @@ mod native {
             let mut shards: Vec<&String> = idx.weight_map.values().collect();
             shards.sort();
             shards.dedup();
-            for shard in shards {
+            let mut total = 0u64;
+            for shard in &shards {
                 if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
                     return Err(Error::Safetensors {
                         path: index.clone(),
@@ -239,15 +268,21 @@ mod native {
                     });
                 }
                 let p = dir.join(shard);
+                total = total.saturating_add(std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len());
+            }
+            let (mut params, mut seen) = zeros(total, &index)?;
+            for shard in shards {
+                let p = dir.join(shard);
                 read_safetensors(&read(&p)?, &p, config, &mut params, &mut seen)?;
             }
             check_complete(&params.layout, &seen, &index)?;
+            params
         } else {
             return Err(Error::Safetensors {
                 path: dir.to_path_buf(),
                 message: format!("no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in this folder"),
             });
-        }
+        };
         Ok(params)
     }
 
@@ -291,5 +326,59 @@ mod native {
         write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
         let json = serde_json::to_string_pretty(&config.to_hf()).expect("config serializes");
         write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-nope");
+
+    fn fixture(file: &str) -> Vec<u8> {
+        std::fs::read(Path::new(FIXTURE).join(file)).unwrap()
+    }
+
+    /// The fixture's config with sizes far beyond what its weights hold.
+    fn huge_config() -> Vec<u8> {
+        let mut c: serde_json::Value = serde_json::from_slice(&fixture(CONFIG_FILE)).unwrap();
+        c["hidden_size"] = (1usize << 24).into();
+        c["vocab_size"] = (1usize << 24).into();
+        c["num_attention_heads"] = 1.into();
+        c["num_key_value_heads"] = 1.into();
+        serde_json::to_vec(&c).unwrap()
+    }
+
+    #[test]
+    fn fixture_loads_from_bytes() {
+        let (config, params) = model_from_bytes(&fixture(CONFIG_FILE), &fixture(WEIGHTS_FILE), Path::new("m")).unwrap();
+        assert_eq!(params.data.len(), config.num_params().unwrap());
+    }
+
+    /// Reproduced by the model_from_bytes fuzz target (tests/fuzz, seed
+    /// `huge-config`): a config of 2^48 parameters made Params::zeros ask for
+    /// 2^50 bytes and abort the process.
+    #[test]
+    fn config_larger_than_weights_is_refused_before_allocating() {
+        let err = model_from_bytes(&huge_config(), &fixture(WEIGHTS_FILE), Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(CONFIG_FILE) && err.contains(WEIGHTS_FILE), "{err}");
+        assert!(err.contains("2814759514669056 parameters"), "{err}");
+        // Empty weights: any config is too large for them.
+        let err = model_from_bytes(&fixture(CONFIG_FILE), &[], Path::new("m")).unwrap_err();
+        assert!(err.to_string().contains("0 bytes cannot hold"), "{err}");
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn load_model_dir_refuses_config_larger_than_weights() {
+        let dir = std::env::temp_dir().join(format!("nopescope-huge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), huge_config()).unwrap();
+        std::fs::write(dir.join(WEIGHTS_FILE), fixture(WEIGHTS_FILE)).unwrap();
+        let err = load_model_dir(&dir).map(|_| ()).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("bytes cannot hold"), "{err}");
     }
 }

@@ -27,6 +27,15 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        // `tokenizers` 0.23 panics on some malformed JSON inside a component
+        // (found by fuzzing: `{"decoder":{]}`); checking the syntax first
+        // turns every such file into an error.
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(Error::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("not valid JSON: {e}"),
+            });
+        }
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -152,5 +161,9 @@ mod tests {
             .to_string()
             .contains("bad.json"));
         assert!(Tokenizer::train_byte_level_bpe("  \n", 300).is_err());
+        let e = Tokenizer::from_bytes(br#"{"decoder":{]}"#, Path::new("fuzzed.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuzzed.json") && e.contains("JSON"), "{e}");
     }
 }
