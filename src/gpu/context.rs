@@ -416,12 +416,23 @@ impl GpuContext {
             self.device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| read_back_error(e.to_string()))?;
-            // After a complete wait the callback has run; if it has not, the
-            // device is gone, and awaiting would hang.
-            match receiver.try_recv() {
-                Ok(Some(r)) => r,
-                Ok(None) => return Err(read_back_error("the map callback never ran".into())),
-                Err(_) => return Err(read_back_error("the map callback was dropped".into())),
+            // After a complete wait the callback has run or is running: when
+            // several threads poll one device, another thread's poll may be
+            // the one calling it, a moment later. Give it a bounded grace
+            // period (about a second); if it still has not run, the device is
+            // gone, and awaiting would hang.
+            let mut waited = 0;
+            loop {
+                match receiver.try_recv() {
+                    Ok(Some(r)) => break r,
+                    Ok(None) if waited < 200 => {
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        let _ = self.device.poll(wgpu::PollType::Poll);
+                    }
+                    Ok(None) => return Err(read_back_error("the map callback never ran".into())),
+                    Err(_) => return Err(read_back_error("the map callback was dropped".into())),
+                }
             }
         };
         #[cfg(target_arch = "wasm32")]

@@ -7,12 +7,17 @@
 //! Depends on `model/` (the twins, later the config and weights) and never
 //! on egui; nothing in `model/` depends on this module.
 
+pub mod attention;
 pub mod context;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod error;
 pub mod matmul;
+pub mod optim;
 pub mod rmsnorm;
+pub mod rope;
 pub mod shader;
+pub mod swiglu;
 
 pub use context::{AdapterReport, GpuContext, LimitsReport};
 pub use error::{Error, Result};
@@ -33,6 +38,11 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all.extend(matmul::shaders());
     all.extend(rmsnorm::shaders());
     all.extend(embedding::shaders());
+    all.extend(swiglu::shaders());
+    all.extend(rope::shaders());
+    all.extend(cross_entropy::shaders());
+    all.extend(optim::shaders());
+    all.extend(attention::shaders());
     all
 }
 
@@ -42,6 +52,11 @@ pub struct Kernels {
     pub matmul: matmul::Matmul,
     pub rmsnorm: rmsnorm::RmsNorm,
     pub embedding: embedding::Embedding,
+    pub swiglu: swiglu::Swiglu,
+    pub rope: rope::Rope,
+    pub cross_entropy: cross_entropy::CrossEntropy,
+    pub optim: optim::Optim,
+    pub attention: attention::Attention,
 }
 
 impl Kernels {
@@ -50,6 +65,11 @@ impl Kernels {
             matmul: matmul::Matmul::new(ctx).await?,
             rmsnorm: rmsnorm::RmsNorm::new(ctx).await?,
             embedding: embedding::Embedding::new(ctx).await?,
+            swiglu: swiglu::Swiglu::new(ctx).await?,
+            rope: rope::Rope::new(ctx).await?,
+            cross_entropy: cross_entropy::CrossEntropy::new(ctx).await?,
+            optim: optim::Optim::new(ctx).await?,
+            attention: attention::Attention::new(ctx).await?,
         })
     }
 }
@@ -63,7 +83,7 @@ mod tests {
     #[test]
     fn every_shader_validates_with_naga() {
         let all = all_shaders();
-        assert!(all.len() >= 7);
+        assert!(all.len() >= 19);
         for s in &all {
             assert!(!s.text.contains("{{"), "{}: a token was left unsubstituted", s.file);
             if let Err(e) = s.validate() {
@@ -86,17 +106,51 @@ mod tests {
                 assert_eq!(ep.workgroup_size, [matmul::WG_SIDE, matmul::WG_SIDE, 1], "{}", ep.name);
             }
         }
-        for s in rmsnorm::shaders().iter().chain(embedding::shaders().iter()) {
+        // Row kernels (a workgroup per row, reduced in workgroup memory),
+        // per-(row, head) attention kernels, and elementwise kernels.
+        let row = [
+            "rmsnorm_forward",
+            "rmsnorm_backward",
+            "cross_entropy",
+            "grad_norm_partial",
+            "grad_norm_final",
+            "attention_backward_dscale",
+        ];
+        let query = [
+            "attention_forward",
+            "attention_forward_tiled",
+            "attention_backward_delta",
+            "attention_backward_dq",
+            "attention_backward_dkdv",
+        ];
+        let rest = rmsnorm::shaders()
+            .into_iter()
+            .chain(embedding::shaders())
+            .chain(swiglu::shaders())
+            .chain(rope::shaders())
+            .chain(cross_entropy::shaders())
+            .chain(optim::shaders())
+            .chain(attention::shaders());
+        let mut entry_points = 0;
+        for s in rest {
             let module = s.validate().unwrap();
             for ep in &module.entry_points {
-                let want = if ep.name.starts_with("rmsnorm_dw") || ep.name.starts_with("embedding") {
-                    ELEMENT_WG
-                } else {
+                let want = if row.contains(&ep.name.as_str()) {
                     ROW_WG
+                } else if query.contains(&ep.name.as_str()) {
+                    attention::QUERY_WG
+                } else {
+                    ELEMENT_WG
                 };
                 assert_eq!(ep.workgroup_size, [want, 1, 1], "{}: {}", s.file, ep.name);
+                entry_points += 1;
             }
         }
+        assert_eq!(
+            entry_points,
+            4 + 2 + 2 + 1 + 1 + 4 + 6,
+            "an entry point is missing from this test"
+        );
     }
 
     /// A broken shader's error is naga's, naming the file and line.

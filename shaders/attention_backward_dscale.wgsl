@@ -1,0 +1,53 @@
+// Attention backward, step 4 of 4: each head's scale gradient, one
+// workgroup per head, summing step 2's partials over the query rows as a
+// tree in workgroup memory (a fixed order, no atomics):
+//   d_head_scales[h] = sum_i dscale_partials[h, i] / sqrt(hd)
+// CPU twin: the d_head_scales of model::cpu::attention::attention_backward.
+
+struct Params {
+    t: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    group: u32,
+    inv_sqrt_hd: f32,
+    // This dispatch's range (unused here; see attention_forward.wgsl).
+    begin: u32,
+    end: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> d_head_scales: array<f32>; // (H), overwritten
+@group(0) @binding(1) var<storage, read> dscale_partials: array<f32>;     // (H, T)
+@group(0) @binding(2) var<uniform> p: Params;
+
+// Invocations per head (a power of two, for the tree reduction).
+const WG: u32 = {{ROW_WG}}u;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn attention_backward_dscale(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let h = wid.x + wid.y * nwg.x;
+    if (h >= p.heads) {
+        return;
+    }
+    var s = 0.0;
+    for (var i = lid; i < p.t; i += WG) {
+        s += dscale_partials[h * p.t + i];
+    }
+    partial[lid] = s;
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        d_head_scales[h] = partial[0] * p.inv_sqrt_hd;
+    }
+}

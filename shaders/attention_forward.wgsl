@@ -1,0 +1,146 @@
+// Causal grouped-query attention with per-head scale, forward, streaming:
+// one invocation per (query row i, head h), looping over key blocks of
+// KEY_BLOCK with the online softmax, so the T x T matrix never exists.
+//   lambda = head_scales[h] / sqrt(hd), applied to the query;
+//   s_j = (lambda q_i) . k_j for j <= i, with k, v from KV head h / group.
+// Per row it keeps the running max m, Z = sum_j e^(s_j - m),
+// E = sum_j e^(s_j - m) (s_j - m) and acc = sum_j e^(s_j - m) v_j. When a
+// block moves the max from m to m', each is rescaled by c = e^(m - m'):
+// Z' = c Z, E' = c (E + (m - m') Z), acc' = c acc. At the end
+//   out = acc / Z,  lse = m + ln Z,  entropy in bits = (ln Z - E / Z) / ln 2
+// (since -sum p ln p = ln Z - E / Z).
+//
+// One dispatch covers the keys [p.begin, p.end) (src/gpu/attention.rs
+// splits T so that no invocation loops too long): rows below p.begin are
+// done and not dispatched; (m, Z, E) wait in `state` and acc in `out`
+// between dispatches; a row's state starts in the pass with key 0 and is
+// finished in the pass holding its last key, i.
+// CPU twin: model::cpu::attention::attention_forward.
+
+struct Params {
+    t: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    // heads / kv_heads: query heads per KV head.
+    group: u32,
+    // 1 / sqrt(hd)
+    inv_sqrt_hd: f32,
+    // This dispatch's keys: [begin, end).
+    begin: u32,
+    end: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (T, H * hd): acc until a row's last pass
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, T)
+@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, T)
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, T, 3): m, Z, E between passes
+@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (T, H * hd)
+@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
+@group(0) @binding(8) var<uniform> p: Params;
+
+// Invocations per workgroup: consecutive query rows of one head, which
+// read the same keys.
+const WG: u32 = {{QUERY_WG}}u;
+// Keys scored per step of the online softmax.
+const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
+// The private arrays' length: hd <= MAX_HD (checked on the host).
+const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
+// The lowest finite f32, the max before any key (WGSL has no infinity
+// literal); e^(LOWEST - m') is 0 for every finite score m'.
+const LOWEST: f32 = -3.40282347e38;
+const LN2: f32 = 0.693147180559945;
+
+@compute @workgroup_size(WG)
+fn attention_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // rows begin..T of every head, head after head
+    let rows = p.t - p.begin;
+    let e = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (e >= p.heads * rows) {
+        return;
+    }
+    let h = e / rows;
+    let i = p.begin + e % rows;
+    let g = h / p.group;
+    let qs = p.heads * p.hd;
+    let kvs = p.kv_heads * p.hd;
+    let lambda = head_scales[h] * p.inv_sqrt_hd;
+    let q0 = i * qs + h * p.hd;
+    let r = h * p.t + i;
+
+    var qv: array<f32, MAX_HD>;  // lambda q_i
+    var acc: array<f32, MAX_HD>; // sum_j e^(s_j - m) v_j
+    var m = LOWEST;
+    var z = 0.0;
+    var ent = 0.0;
+    let first = p.begin == 0u;
+    for (var d = 0u; d < p.hd; d++) {
+        qv[d] = q[q0 + d] * lambda;
+        acc[d] = select(out[q0 + d], 0.0, first);
+    }
+    if (!first) {
+        m = state[3u * r];
+        z = state[3u * r + 1u];
+        ent = state[3u * r + 2u];
+    }
+    var s: array<f32, KEY_BLOCK>;
+    // this pass's keys for row i: [begin, min(end, i + 1))
+    let kend = min(p.end, i + 1u);
+    for (var j0 = p.begin; j0 < kend; j0 += KEY_BLOCK) {
+        let nk = min(KEY_BLOCK, kend - j0);
+        // pass 1: this block's scores and their max
+        var bmax = LOWEST;
+        for (var jj = 0u; jj < nk; jj++) {
+            let k0 = (j0 + jj) * kvs + g * p.hd;
+            var dot = 0.0;
+            for (var d = 0u; d < p.hd; d++) {
+                dot += qv[d] * k[k0 + d];
+            }
+            s[jj] = dot;
+            bmax = max(bmax, dot);
+        }
+        // pass 2: rescale the running sums to the new max
+        let m_new = max(m, bmax);
+        let c = exp(m - m_new);
+        ent = c * (ent + (m - m_new) * z);
+        z *= c;
+        for (var d = 0u; d < p.hd; d++) {
+            acc[d] *= c;
+        }
+        m = m_new;
+        // pass 3: add the block's weights
+        for (var jj = 0u; jj < nk; jj++) {
+            let x = s[jj] - m;
+            let w = exp(x);
+            z += w;
+            ent += w * x;
+            let v0 = (j0 + jj) * kvs + g * p.hd;
+            for (var d = 0u; d < p.hd; d++) {
+                acc[d] += w * v[v0 + d];
+            }
+        }
+    }
+    if (i < p.end) {
+        // key i was in this pass: the row is done
+        let inv_z = 1.0 / z;
+        for (var d = 0u; d < p.hd; d++) {
+            out[q0 + d] = acc[d] * inv_z;
+        }
+        let ln_z = log(z);
+        lse[r] = m + ln_z;
+        entropy_bits[r] = max((ln_z - ent * inv_z) / LN2, 0.0);
+    } else {
+        for (var d = 0u; d < p.hd; d++) {
+            out[q0 + d] = acc[d];
+        }
+        state[3u * r] = m;
+        state[3u * r + 1u] = z;
+        state[3u * r + 2u] = ent;
+    }
+}

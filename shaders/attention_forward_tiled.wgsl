@@ -1,0 +1,148 @@
+// Causal grouped-query attention with per-head scale, forward, tiled: the
+// maths of attention_forward.wgsl (see there, with its split of the keys
+// into dispatches), with one workgroup per (block of WG query rows, head),
+// one invocation per query row. The workgroup loads each tile of
+// KEY_BLOCK keys and values into workgroup memory once and every row of
+// the block reads it there, instead of each invocation reading every key
+// from the buffer.
+// CPU twin: model::cpu::attention::attention_forward.
+
+struct Params {
+    t: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    group: u32,
+    inv_sqrt_hd: f32,
+    // This dispatch's keys: [begin, end).
+    begin: u32,
+    end: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (T, H * hd): acc until a row's last pass
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, T)
+@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, T)
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, T, 3): m, Z, E between passes
+@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (T, H * hd)
+@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
+@group(0) @binding(8) var<uniform> p: Params;
+
+// Query rows per workgroup, one per invocation.
+const WG: u32 = {{QUERY_WG}}u;
+// Keys per tile, and per step of the online softmax.
+const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
+const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
+const LOWEST: f32 = -3.40282347e38;
+const LN2: f32 = 0.693147180559945;
+
+var<workgroup> k_tile: array<f32, KEY_BLOCK * MAX_HD>; // (KEY_BLOCK, hd)
+var<workgroup> v_tile: array<f32, KEY_BLOCK * MAX_HD>; // (KEY_BLOCK, hd)
+
+@compute @workgroup_size(WG)
+fn attention_forward_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // blocks of rows from the one holding row `begin` to the last
+    let first_block = p.begin / WG;
+    let blocks = (p.t + WG - 1u) / WG - first_block;
+    let w = wid.x + wid.y * nwg.x;
+    if (w >= p.heads * blocks) {
+        return;
+    }
+    let h = w / blocks;
+    let i0 = (first_block + w % blocks) * WG;
+    let i = i0 + lid;
+    // Rows outside [begin, T) still load tiles and meet every barrier.
+    let in_range = i < p.t && i >= p.begin;
+    let g = h / p.group;
+    let qs = p.heads * p.hd;
+    let kvs = p.kv_heads * p.hd;
+    let lambda = head_scales[h] * p.inv_sqrt_hd;
+    let q0 = min(i, p.t - 1u) * qs + h * p.hd;
+    let r = h * p.t + i;
+
+    var qv: array<f32, MAX_HD>;
+    var acc: array<f32, MAX_HD>;
+    var m = LOWEST;
+    var z = 0.0;
+    var ent = 0.0;
+    let first = p.begin == 0u;
+    for (var d = 0u; d < p.hd; d++) {
+        qv[d] = q[q0 + d] * lambda;
+        acc[d] = select(out[q0 + d], 0.0, first);
+    }
+    if (in_range && !first) {
+        m = state[3u * r];
+        z = state[3u * r + 1u];
+        ent = state[3u * r + 2u];
+    }
+    var s: array<f32, KEY_BLOCK>;
+    // The keys the block's last row sees in this pass: one bound for the
+    // whole workgroup, so the barriers stay in uniform control flow.
+    let kend = min(p.end, min(p.t, i0 + WG));
+    for (var j0 = p.begin; j0 < kend; j0 += KEY_BLOCK) {
+        let nk = min(KEY_BLOCK, kend - j0);
+        // pass 1: the workgroup loads the tile
+        workgroupBarrier();
+        for (var x = lid; x < nk * p.hd; x += WG) {
+            let src = (j0 + x / p.hd) * kvs + g * p.hd + x % p.hd;
+            k_tile[x] = k[src];
+            v_tile[x] = v[src];
+        }
+        workgroupBarrier();
+        if (in_range && j0 <= i) {
+            let nv = min(nk, i + 1u - j0);
+            // pass 2: scores and their max
+            var bmax = LOWEST;
+            for (var jj = 0u; jj < nv; jj++) {
+                var dot = 0.0;
+                for (var d = 0u; d < p.hd; d++) {
+                    dot += qv[d] * k_tile[jj * p.hd + d];
+                }
+                s[jj] = dot;
+                bmax = max(bmax, dot);
+            }
+            // pass 3: rescale to the new max, add the tile's weights
+            let m_new = max(m, bmax);
+            let c = exp(m - m_new);
+            ent = c * (ent + (m - m_new) * z);
+            z *= c;
+            for (var d = 0u; d < p.hd; d++) {
+                acc[d] *= c;
+            }
+            m = m_new;
+            for (var jj = 0u; jj < nv; jj++) {
+                let x = s[jj] - m;
+                let e = exp(x);
+                z += e;
+                ent += e * x;
+                for (var d = 0u; d < p.hd; d++) {
+                    acc[d] += e * v_tile[jj * p.hd + d];
+                }
+            }
+        }
+    }
+    if (!in_range) {
+        return;
+    }
+    if (i < p.end) {
+        let inv_z = 1.0 / z;
+        for (var d = 0u; d < p.hd; d++) {
+            out[q0 + d] = acc[d] * inv_z;
+        }
+        let ln_z = log(z);
+        lse[r] = m + ln_z;
+        entropy_bits[r] = max((ln_z - ent * inv_z) / LN2, 0.0);
+    } else {
+        for (var d = 0u; d < p.hd; d++) {
+            out[q0 + d] = acc[d];
+        }
+        state[3u * r] = m;
+        state[3u * r + 1u] = z;
+        state[3u * r + 2u] = ent;
+    }
+}

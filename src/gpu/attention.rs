@@ -1,0 +1,475 @@
+//! Causal grouped-query attention with per-head scale, forward and
+//! backward, streaming over keys so memory stays linear in T
+//! (`shaders/attention_forward*.wgsl`, `attention_backward_*.wgsl`). The
+//! CPU twins are `model::cpu::attention::{attention_forward,
+//! attention_backward}`, whose top comment gives the maths; the layouts are
+//! theirs: q, out (T, H*hd), k, v (T, KV*hd), lse and entropy (H, T), query
+//! head h reading KV head h / (H / KV), lambda = s_h / sqrt(hd) applied to
+//! the query.
+//!
+//! The forward's kernel form is chosen here, once (`Attention::form`):
+//! - `Rows` (`attention_forward.wgsl`): one invocation per (query row,
+//!   head) looping over the keys, its query, accumulators and a block of
+//!   scores in private arrays (`MAX_HEAD_DIM`, `KEY_BLOCK`), no workgroup
+//!   memory and no barriers: the form that was fastest for matmul on
+//!   lavapipe.
+//! - `Tiled` (`attention_forward_tiled.wgsl`): one workgroup per (block of
+//!   `QUERY_WG` query rows, head); each tile of `KEY_BLOCK` keys and values
+//!   is loaded into workgroup memory once for the whole block, the goal for
+//!   real GPUs, where reading every key from the buffer once per query row
+//!   is what limits `Rows`.
+//!
+//! Both do the same arithmetic in the same order. `Rows` is the default
+//! until `Tiled` is measured on a real GPU (`attention_speed` in
+//! tests/gpu_kernels.rs).
+//!
+//! The backward is four steps, deterministic (every output has one
+//! writer, no float atomics): (1) per (row, head) its lse and D = dO . O
+//! side by side; (2) per (row, head) dq and the row's share of the head's
+//! scale gradient; (3) per (key row, KV head) dk and dv, looping over the
+//! query rows and heads of its group; (4) per head, a tree sum of the
+//! shares. Steps 2 and 3 and the forward use exactly 8 storage bindings,
+//! WebGPU's default limit.
+//!
+//! Long loops are split into dispatches. llvmpipe (lavapipe) counts the
+//! iterations of all loops of an invocation together and ends them all at
+//! 65535 (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: outputs past
+//! that point are never written. So the forward and step 2 take the keys,
+//! and step 3 the query rows, `Attention::pass_len` at a time, carrying
+//! their sums in the output buffers (and the forward's (m, Z, E) in
+//! `AttentionScratch::forward_state`) from one dispatch to the next. On a
+//! real GPU the budget is large and one dispatch usually covers T.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::GpuContext;
+use super::error::{Error, Result};
+use super::shader::{self, Access, ShaderSource};
+use super::ROW_WG;
+use crate::model::cpu::attention::AttnShape;
+
+/// Invocations per workgroup of the per-row passes: consecutive query (or
+/// key) rows of one head.
+pub const QUERY_WG: u32 = 64;
+/// Keys scored per step of the forward's online softmax.
+pub const KEY_BLOCK: u32 = 16;
+/// The largest head dim: the length of each invocation's private arrays.
+pub const MAX_HEAD_DIM: u32 = 128;
+/// Storage bindings of the widest passes.
+const MAX_STORAGE_BINDINGS: u32 = 8;
+/// WebGPU's default workgroup memory: the tiled forward's K and V tiles fit.
+const _: () = assert!(2 * KEY_BLOCK * MAX_HEAD_DIM * 4 <= 16384);
+
+/// Loop iterations one invocation may run on a CPU adapter: llvmpipe stops
+/// every loop at 65535 together; this leaves a margin.
+pub const CPU_LOOP_BUDGET: u64 = 60_000;
+/// The same on real GPUs, which have no such limit: large, so one dispatch
+/// usually covers T, yet bounded, so that no dispatch runs for seconds.
+pub const GPU_LOOP_BUDGET: u64 = 1 << 24;
+
+/// Which kernel runs the forward (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardForm {
+    /// One invocation per (query row, head), keys read from the buffer.
+    Rows,
+    /// One workgroup per (block of query rows, head), keys and values
+    /// shared through workgroup memory.
+    Tiled,
+}
+
+/// Mirrors `Params` in every attention shader.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AttnParams {
+    pub t: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub hd: u32,
+    pub group: u32,
+    pub inv_sqrt_hd: f32,
+    /// The dispatch's keys (forward, dq) or query rows (dk, dv): [begin, end).
+    pub begin: u32,
+    pub end: u32,
+}
+
+pub fn shaders() -> [ShaderSource; 6] {
+    let rows = [
+        ("QUERY_WG", QUERY_WG),
+        ("KEY_BLOCK", KEY_BLOCK),
+        ("MAX_HEAD_DIM", MAX_HEAD_DIM),
+    ];
+    [
+        ShaderSource::new(
+            "attention_forward.wgsl",
+            include_str!("../../shaders/attention_forward.wgsl"),
+            &rows,
+        ),
+        ShaderSource::new(
+            "attention_forward_tiled.wgsl",
+            include_str!("../../shaders/attention_forward_tiled.wgsl"),
+            &rows,
+        ),
+        ShaderSource::new(
+            "attention_backward_delta.wgsl",
+            include_str!("../../shaders/attention_backward_delta.wgsl"),
+            &rows[..1],
+        ),
+        ShaderSource::new(
+            "attention_backward_dq.wgsl",
+            include_str!("../../shaders/attention_backward_dq.wgsl"),
+            &[rows[0], rows[2]],
+        ),
+        ShaderSource::new(
+            "attention_backward_dkdv.wgsl",
+            include_str!("../../shaders/attention_backward_dkdv.wgsl"),
+            &[rows[0], rows[2]],
+        ),
+        ShaderSource::new(
+            "attention_backward_dscale.wgsl",
+            include_str!("../../shaders/attention_backward_dscale.wgsl"),
+            &[("ROW_WG", ROW_WG)],
+        ),
+    ]
+}
+
+/// Scratch of the forward and backward: forward_state (H, T, 3) holds
+/// (m, Z, E) between the forward's dispatches, rowstats (H, T, 2) the
+/// backward's (lse, D), dscale_partials (H, T) each row's share of its
+/// head's scale gradient.
+#[derive(Debug)]
+pub struct AttentionScratch {
+    pub forward_state: wgpu::Buffer,
+    pub rowstats: wgpu::Buffer,
+    pub dscale_partials: wgpu::Buffer,
+}
+
+impl AttentionScratch {
+    /// Enough for `heads` heads of sequences up to `t` long.
+    pub async fn new(ctx: &GpuContext, heads: usize, t: usize) -> Result<Self> {
+        Ok(AttentionScratch {
+            forward_state: ctx.zeros("attention forward state", 3 * heads * t).await?,
+            rowstats: ctx.zeros("attention rowstats", 2 * heads * t).await?,
+            dscale_partials: ctx.zeros("attention dscale partials", heads * t).await?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Attention {
+    rows_layout: wgpu::BindGroupLayout,
+    forward_rows: wgpu::ComputePipeline,
+    tiled_layout: wgpu::BindGroupLayout,
+    forward_tiled: wgpu::ComputePipeline,
+    delta_layout: wgpu::BindGroupLayout,
+    delta: wgpu::ComputePipeline,
+    dq_layout: wgpu::BindGroupLayout,
+    dq: wgpu::ComputePipeline,
+    dkdv_layout: wgpu::BindGroupLayout,
+    dkdv: wgpu::ComputePipeline,
+    dscale_layout: wgpu::BindGroupLayout,
+    dscale: wgpu::ComputePipeline,
+    /// The forward's kernel; `Rows` unless changed (tests run both).
+    pub form: ForwardForm,
+    /// Loop iterations one invocation may run, which sets how many keys
+    /// (or query rows) one dispatch covers: `CPU_LOOP_BUDGET` on a CPU
+    /// adapter, else `GPU_LOOP_BUDGET`. Tests lower it to split small T.
+    pub loop_budget: u64,
+}
+
+impl Attention {
+    pub async fn new(ctx: &GpuContext) -> Result<Self> {
+        use Access::{Read, ReadWrite};
+        let limit = ctx.limits().max_storage_buffers_per_shader_stage;
+        if limit < MAX_STORAGE_BINDINGS {
+            return Err(Error::Limit {
+                adapter: ctx.adapter(),
+                what: "attention".into(),
+                needed: MAX_STORAGE_BINDINGS as u64,
+                limit: limit as u64,
+                limit_name: "storage buffers per shader stage",
+            });
+        }
+        let [rows_src, tiled_src, delta_src, dq_src, dkdv_src, dscale_src] = shaders();
+        let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
+        let forward = [ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read];
+        let (rows_layout, forward_rows) = one(shader::build(ctx, &rows_src, &forward, &["attention_forward"]).await?);
+        let (tiled_layout, forward_tiled) =
+            one(shader::build(ctx, &tiled_src, &forward, &["attention_forward_tiled"]).await?);
+        let (delta_layout, delta) = one(shader::build(
+            ctx,
+            &delta_src,
+            &[ReadWrite, Read, Read, Read],
+            &["attention_backward_delta"],
+        )
+        .await?);
+        let grads = [ReadWrite, ReadWrite, Read, Read, Read, Read, Read, Read];
+        let (dq_layout, dq) = one(shader::build(ctx, &dq_src, &grads, &["attention_backward_dq"]).await?);
+        let (dkdv_layout, dkdv) = one(shader::build(ctx, &dkdv_src, &grads, &["attention_backward_dkdv"]).await?);
+        let (dscale_layout, dscale) =
+            one(shader::build(ctx, &dscale_src, &[ReadWrite, Read], &["attention_backward_dscale"]).await?);
+        Ok(Attention {
+            rows_layout,
+            forward_rows,
+            tiled_layout,
+            forward_tiled,
+            delta_layout,
+            delta,
+            dq_layout,
+            dq,
+            dkdv_layout,
+            dkdv,
+            dscale_layout,
+            dscale,
+            form: ForwardForm::Rows,
+            loop_budget: if ctx.report().is_cpu {
+                CPU_LOOP_BUDGET
+            } else {
+                GPU_LOOP_BUDGET
+            },
+        })
+    }
+
+    /// Keys (forward, dq) or query rows (dk, dv) one dispatch covers, so
+    /// that no invocation loops more than `loop_budget` times. Each key
+    /// costs at most 3 hd + 4 loop iterations per head it is scored for
+    /// (`heads_per_key`: 1, or the group for dk, dv); setting up and
+    /// writing out at most 6 hd + 16.
+    pub fn pass_len(&self, hd: usize, heads_per_key: usize) -> usize {
+        let per_key = (heads_per_key * (3 * hd + 4)) as u64;
+        let fixed = (6 * hd + 16) as u64;
+        (self.loop_budget.saturating_sub(fixed) / per_key).max(1) as usize
+    }
+
+    /// The shaders' parameters, after checking the shape.
+    fn params(op: &'static str, shape: AttnShape) -> Result<AttnParams> {
+        let AttnShape { t, heads, kv_heads, hd } = shape;
+        if kv_heads == 0 || heads % kv_heads != 0 || hd == 0 || hd > MAX_HEAD_DIM as usize {
+            return Err(Error::Shape {
+                op,
+                message: format!(
+                    "{heads} heads over {kv_heads} KV heads of dim {hd}: the KV heads must divide the heads, \
+                     and the head dim be 1 to {MAX_HEAD_DIM}"
+                ),
+            });
+        }
+        shader::to_u32(op, "t * heads * hd", t as u64 * heads as u64 * hd as u64)?;
+        shader::to_u32(op, "3 * heads * t", 3 * heads as u64 * t as u64)?;
+        Ok(AttnParams {
+            t: t as u32,
+            heads: heads as u32,
+            kv_heads: kv_heads as u32,
+            hd: hd as u32,
+            group: (heads / kv_heads) as u32,
+            inv_sqrt_hd: (1.0 / (hd as f64).sqrt()) as f32,
+            begin: 0,
+            end: t as u32,
+        })
+    }
+
+    /// out (T, H*hd), lse (H, T) and entropy_bits (H, T), overwritten, from
+    /// q (T, H*hd), k, v (T, KV*hd) and head_scales (H); `scratch` from
+    /// `AttentionScratch::new(ctx, H, T)` (or larger).
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        out: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+        entropy_bits: &wgpu::Buffer,
+        scratch: &AttentionScratch,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        head_scales: &wgpu::Buffer,
+        shape: AttnShape,
+    ) -> Result<()> {
+        let op = "attention_forward";
+        let base = Self::params(op, shape)?;
+        let AttnShape { t, heads, kv_heads, hd } = shape;
+        let (qn, kvn, rows) = (t * heads * hd, t * kv_heads * hd, heads * t);
+        let storage = [
+            ("out", out, qn),
+            ("lse", lse, rows),
+            ("entropy_bits", entropy_bits, rows),
+            ("forward_state", &scratch.forward_state, 3 * rows),
+            ("q", q, qn),
+            ("k", k, kvn),
+            ("v", v, kvn),
+            ("head_scales", head_scales, heads),
+        ];
+        for (name, buffer, len) in storage {
+            ctx.check_binding(op, name, buffer, len)?;
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let storage = storage.map(|(_, buffer, len)| (buffer, len));
+        let wg = QUERY_WG as u64;
+        for (begin, end) in passes(t, self.pass_len(hd, 1)) {
+            let params = AttnParams {
+                begin: begin as u32,
+                end: end as u32,
+                ..base
+            };
+            // Rows: one invocation per (row, head) for the rows begin..T;
+            // Tiled: one workgroup per (block of QUERY_WG rows, head) from
+            // the block holding row `begin`.
+            let (layout, pipeline, workgroups) = match self.form {
+                ForwardForm::Rows => (&self.rows_layout, &self.forward_rows, (heads * (t - begin)) as u64),
+                ForwardForm::Tiled => (
+                    &self.tiled_layout,
+                    &self.forward_tiled,
+                    heads as u64 * ((t as u64).div_ceil(wg) - begin as u64 / wg) * wg,
+                ),
+            };
+            let params = ctx.uniform("attention_forward params", &params);
+            let bind_group = ctx.bind("attention_forward bind group", layout, &storage, &params);
+            let workgroups = ctx.grid(op, workgroups.div_ceil(wg))?;
+            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+        }
+        Ok(())
+    }
+
+    /// dq (T, H*hd), dk, dv (T, KV*hd) and d_head_scales (H), overwritten,
+    /// from dout (T, H*hd), the forward's inputs, out and lse; `scratch`
+    /// from `AttentionScratch::new(ctx, H, T)` (or larger).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        dq: &wgpu::Buffer,
+        dk: &wgpu::Buffer,
+        dv: &wgpu::Buffer,
+        d_head_scales: &wgpu::Buffer,
+        scratch: &AttentionScratch,
+        dout: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+        head_scales: &wgpu::Buffer,
+        shape: AttnShape,
+    ) -> Result<()> {
+        let op = "attention_backward";
+        let base = Self::params(op, shape)?;
+        let AttnShape { t, heads, kv_heads, hd } = shape;
+        let (qn, kvn, rows) = (t * heads * hd, t * kv_heads * hd, heads * t);
+        let (rowstats, partials) = (&scratch.rowstats, &scratch.dscale_partials);
+        for (name, buffer, len) in [
+            ("dq", dq, qn),
+            ("dk", dk, kvn),
+            ("dv", dv, kvn),
+            ("d_head_scales", d_head_scales, heads),
+            ("rowstats", rowstats, 2 * rows),
+            ("dscale_partials", partials, rows),
+            ("dout", dout, qn),
+            ("q", q, qn),
+            ("k", k, kvn),
+            ("v", v, kvn),
+            ("out", out, qn),
+            ("lse", lse, rows),
+            ("head_scales", head_scales, heads),
+        ] {
+            ctx.check_binding(op, name, buffer, len)?;
+        }
+        if heads == 0 {
+            return Ok(());
+        }
+        let wg = QUERY_WG as u64;
+        let uniform = |begin: usize, end: usize| {
+            let params = AttnParams {
+                begin: begin as u32,
+                end: end as u32,
+                ..base
+            };
+            ctx.uniform("attention_backward params", &params)
+        };
+        // step 1: lse and D per row
+        let params = uniform(0, t);
+        let bind_group = ctx.bind(
+            "attention_backward_delta bind group",
+            &self.delta_layout,
+            &[(rowstats, 2 * rows), (dout, qn), (out, qn), (lse, rows)],
+            &params,
+        );
+        let workgroups = ctx.grid(op, (rows as u64).div_ceil(wg))?;
+        ctx.dispatch(
+            encoder,
+            "attention_backward_delta",
+            &self.delta,
+            &bind_group,
+            workgroups,
+        );
+        let inputs = [
+            (dout, qn),
+            (q, qn),
+            (k, kvn),
+            (v, kvn),
+            (rowstats, 2 * rows),
+            (head_scales, heads),
+        ];
+        // step 2: dq and the scale gradient's shares, the keys split into
+        // passes; each pass covers the rows from its first key on
+        let mut storage = vec![(dq, qn), (partials, rows)];
+        storage.extend(inputs);
+        for (begin, end) in passes(t, self.pass_len(hd, 1)) {
+            let params = uniform(begin, end);
+            let bind_group = ctx.bind("attention_backward_dq bind group", &self.dq_layout, &storage, &params);
+            let workgroups = ctx.grid(op, ((heads * (t - begin)) as u64).div_ceil(wg))?;
+            ctx.dispatch(encoder, "attention_backward_dq", &self.dq, &bind_group, workgroups);
+        }
+        // step 3: dk and dv, the query rows split into passes; each pass
+        // covers the keys up to its last row
+        let mut storage = vec![(dk, kvn), (dv, kvn)];
+        storage.extend(inputs);
+        for (begin, end) in passes(t, self.pass_len(hd, heads / kv_heads)) {
+            let params = uniform(begin, end);
+            let bind_group = ctx.bind(
+                "attention_backward_dkdv bind group",
+                &self.dkdv_layout,
+                &storage,
+                &params,
+            );
+            let workgroups = ctx.grid(op, ((kv_heads * end) as u64).div_ceil(wg))?;
+            ctx.dispatch(encoder, "attention_backward_dkdv", &self.dkdv, &bind_group, workgroups);
+        }
+        // step 4: the scale gradient, one workgroup per head
+        let params = uniform(0, t);
+        let bind_group = ctx.bind(
+            "attention_backward_dscale bind group",
+            &self.dscale_layout,
+            &[(d_head_scales, heads), (partials, rows)],
+            &params,
+        );
+        let workgroups = ctx.grid(op, heads as u64)?;
+        ctx.dispatch(
+            encoder,
+            "attention_backward_dscale",
+            &self.dscale,
+            &bind_group,
+            workgroups,
+        );
+        Ok(())
+    }
+}
+
+/// [0, t) in consecutive ranges of at most `len`.
+fn passes(t: usize, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t)
+        .step_by(len.max(1))
+        .map(move |begin| (begin, (begin + len).min(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_cover_t_in_order() {
+        assert_eq!(passes(10, 4).collect::<Vec<_>>(), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(passes(3, 100).collect::<Vec<_>>(), vec![(0, 3)]);
+        assert_eq!(passes(0, 5).count(), 0);
+    }
+}
