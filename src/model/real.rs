@@ -308,7 +308,7 @@ pub fn matmul_nt<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
         return;
     }
     unsafe {
-        T::gemm_raw(
+        gemm_rows_parallel(
             m,
             k,
             n,
@@ -338,7 +338,7 @@ pub fn matmul_nn<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
         return;
     }
     unsafe {
-        T::gemm_raw(
+        gemm_rows_parallel(
             m,
             k,
             n,
@@ -368,7 +368,7 @@ pub fn matmul_tn<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
         return;
     }
     unsafe {
-        T::gemm_raw(
+        gemm_rows_parallel(
             m,
             k,
             n,
@@ -385,6 +385,78 @@ pub fn matmul_tn<T: Real>(c: &mut [T], a: &[T], b: &[T], m: usize, k: usize, n: 
             1,
         )
     }
+}
+
+/// Work (m * k * n multiply-adds) below which one thread does a product.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+#[derive(Clone, Copy)]
+struct Ptr<T>(*const T);
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}
+
+/// `gemm_raw` with the rows of C (and A) split across the CPU engine's
+/// threads. The products of a layer are row-independent, so this is exact;
+/// using the engine's one thread pool (rather than sgemm's own threads) keeps
+/// two pools from fighting over the cores.
+///
+/// # Safety
+/// As for [`Real::gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_rows_parallel<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    let threads = crate::model::cpu::par::num_threads();
+    let work = m.saturating_mul(k).saturating_mul(n);
+    let chunks = if threads <= 1 || work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        threads.min(m.div_ceil(16))
+    };
+    if chunks <= 1 {
+        return T::gemm_raw(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    }
+    // Row blocks in multiples of 16 so every chunk but the last fills the
+    // sgemm kernel's row tiles.
+    let step = m.div_ceil(chunks).div_ceil(16) * 16;
+    let (a, b, c) = (Ptr(a), Ptr(b), Ptr(c as *const T));
+    crate::model::cpu::par::for_each_task(chunks, move |i| {
+        let (a, b, c) = (a, b, c);
+        let m0 = i * step;
+        if m0 >= m {
+            return;
+        }
+        let rows = step.min(m - m0);
+        T::gemm_raw(
+            rows,
+            k,
+            n,
+            alpha,
+            a.0.offset(m0 as isize * rsa),
+            rsa,
+            csa,
+            b.0,
+            rsb,
+            csb,
+            beta,
+            (c.0 as *mut T).offset(m0 as isize * rsc),
+            rsc,
+            csc,
+        )
+    });
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub fn forward<T: Real>(
     let mut layers = Vec::new();
     // Scratch reused layer to layer when nothing is kept.
     let mut lc = LayerCache::<T>::default();
+    let mut qkv = Vec::new(); // (T, H*hd + 2*KV*hd)
     for (l, o) in lay.layers.iter().enumerate() {
         let o: &LayerOffsets = o;
         lc.rstd1.resize(t, T::zero());
@@ -93,36 +94,21 @@ pub fn forward<T: Real>(
         lc.q.resize(t * qd, T::zero());
         lc.k.resize(t * kvd, T::zero());
         lc.v.resize(t * kvd, T::zero());
+        // [q k v] = xn1 [Wq; Wk; Wv]^T as one product (the three matrices
+        // are adjacent), then split into the per-part buffers attention reads.
+        debug_assert!(o.wk == o.wq + qd * c && o.wv == o.wk + kvd * c);
+        qkv.resize(t * (qd + 2 * kvd), T::zero());
         matmul_nt(
-            &mut lc.q,
+            &mut qkv,
             &lc.xn1,
-            w(params, o.wq, qd * c),
+            w(params, o.wq, (qd + 2 * kvd) * c),
             t,
             c,
-            qd,
+            qd + 2 * kvd,
             T::one(),
             T::zero(),
         );
-        matmul_nt(
-            &mut lc.k,
-            &lc.xn1,
-            w(params, o.wk, kvd * c),
-            t,
-            c,
-            kvd,
-            T::one(),
-            T::zero(),
-        );
-        matmul_nt(
-            &mut lc.v,
-            &lc.xn1,
-            w(params, o.wv, kvd * c),
-            t,
-            c,
-            kvd,
-            T::one(),
-            T::zero(),
-        );
+        split_rows(&qkv, t, &mut [&mut lc.q[..], &mut lc.k[..], &mut lc.v[..]]);
         if let PositionEncoding::Rope { theta } = cfg.position_encoding {
             rope_apply(&mut lc.q, t, hh, hd, theta, false);
             rope_apply(&mut lc.k, t, kvh, hd, theta, false);
@@ -198,6 +184,35 @@ pub fn forward<T: Real>(
         xf,
     });
     (result, cache)
+}
+
+/// Splits each of the `rows` rows of `src` into consecutive column ranges,
+/// one per part (a part's width is its length / rows).
+fn split_rows<T: Copy>(src: &[T], rows: usize, parts: &mut [&mut [T]]) {
+    let stride = src.len() / rows;
+    let mut col = 0;
+    for part in parts.iter_mut() {
+        let wd = part.len() / rows;
+        for r in 0..rows {
+            part[r * wd..(r + 1) * wd].copy_from_slice(&src[r * stride + col..r * stride + col + wd]);
+        }
+        col += wd;
+    }
+    debug_assert_eq!(col, stride);
+}
+
+/// The inverse of [`split_rows`]: each row of `dst` is the parts' rows side by side.
+fn join_rows<T: Copy>(dst: &mut [T], rows: usize, parts: &[&[T]]) {
+    let stride = dst.len() / rows;
+    let mut col = 0;
+    for part in parts {
+        let wd = part.len() / rows;
+        for r in 0..rows {
+            dst[r * stride + col..r * stride + col + wd].copy_from_slice(&part[r * wd..(r + 1) * wd]);
+        }
+        col += wd;
+    }
+    debug_assert_eq!(col, stride);
 }
 
 /// Gradient targets of the LM head's backward.
@@ -329,6 +344,7 @@ pub fn backward<T: Real>(
     let mut dk = vec![T::zero(); t * kvd];
     let mut dv = vec![T::zero(); t * kvd];
     let mut ds = vec![T::zero(); hh];
+    let mut dqkv = vec![T::zero(); t * (qd + 2 * kvd)];
     for l in (0..cfg.num_layers).rev() {
         let o = &lay.layers[l];
         let lc = &cache.layers[l];
@@ -384,26 +400,25 @@ pub fn backward<T: Real>(
             rope_apply(&mut dq, t, hh, hd, theta, true);
             rope_apply(&mut dk, t, kvh, hd, theta, true);
         }
-        matmul_nn(&mut dxn, &dq, w(params, o.wq, qd * c), t, qd, c, T::one(), T::zero());
-        matmul_nn(&mut dxn, &dk, w(params, o.wk, kvd * c), t, kvd, c, T::one(), T::one());
-        matmul_nn(&mut dxn, &dv, w(params, o.wv, kvd * c), t, kvd, c, T::one(), T::one());
+        // One product each for dxn and [dWq; dWk; dWv], on [dq dk dv] side by side.
+        join_rows(&mut dqkv, t, &[&dq[..], &dk[..], &dv[..]]);
+        let wqkv = (qd + 2 * kvd) * c;
+        matmul_nn(
+            &mut dxn,
+            &dqkv,
+            w(params, o.wq, wqkv),
+            t,
+            qd + 2 * kvd,
+            c,
+            T::one(),
+            T::zero(),
+        );
         if let Some(g) = grads.as_deref_mut() {
-            matmul_tn(&mut g[o.wq..o.wq + qd * c], &dq, &lc.xn1, qd, t, c, T::one(), T::one());
             matmul_tn(
-                &mut g[o.wk..o.wk + kvd * c],
-                &dk,
+                &mut g[o.wq..o.wq + wqkv],
+                &dqkv,
                 &lc.xn1,
-                kvd,
-                t,
-                c,
-                T::one(),
-                T::one(),
-            );
-            matmul_tn(
-                &mut g[o.wv..o.wv + kvd * c],
-                &dv,
-                &lc.xn1,
-                kvd,
+                qd + 2 * kvd,
                 t,
                 c,
                 T::one(),
