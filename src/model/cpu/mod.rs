@@ -2,6 +2,7 @@
 //! multi-threaded natively (rayon + threaded sgemm), single-threaded in wasm.
 
 pub mod attention;
+pub mod kernels;
 pub mod ops;
 pub mod par;
 pub mod transformer;
@@ -125,7 +126,8 @@ impl Engine for CpuEngine {
         options: &ForwardOptions,
     ) -> Result<ForwardOutput> {
         check_inputs(&self.config, tokens, head_scales)?;
-        let (r, _) = transformer::forward(&self.config, &self.params, tokens, &head_scales.values, options, false);
+        let (config, params) = (&self.config, &self.params);
+        let (r, _) = par::in_pool(|| transformer::forward(config, params, tokens, &head_scales.values, options, false));
         Ok(ForwardOutput {
             loss_sum: r.loss_sum,
             predictions: r.predictions,
@@ -137,8 +139,9 @@ impl Engine for CpuEngine {
 
     async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
         check_batch(&self.config, batch, head_scales)?;
+        let (config, params) = (&self.config, &self.params);
         let (loss, predictions, weights, hs) =
-            batch_gradients(&self.config, &self.params, batch, &head_scales.values, mode);
+            par::in_pool(|| batch_gradients(config, params, batch, &head_scales.values, mode));
         Ok(Gradients {
             loss,
             predictions,
@@ -155,8 +158,9 @@ impl Engine for CpuEngine {
         lr: f32,
     ) -> Result<StepStats> {
         check_batch(&self.config, batch, head_scales)?;
+        let (config, params) = (&self.config, &self.params);
         let (loss, _, grads, _) =
-            batch_gradients(&self.config, &self.params, batch, &head_scales.values, GradMode::Full);
+            par::in_pool(|| batch_gradients(config, params, batch, &head_scales.values, GradMode::Full));
         let mut grads = grads.expect("full gradients");
         if !loss.is_finite() {
             return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
