@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use nopescope::gpu::{GpuContext, GpuEngine};
 use nopescope::lab::{bench, eval};
 use nopescope::model::cpu::CpuEngine;
+use nopescope::model::engine::StepStats;
 use nopescope::model::files::{self, load_model_dir, save_model};
 use nopescope::model::head_scales::HeadScales;
+use nopescope::model::optim::AdamWConfig;
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
-use nopescope::model::{Engine, Error, HfConfig, ModelConfig, PositionEncoding};
+use nopescope::model::{
+    Engine, Error, ForwardOptions, ForwardOutput, GradMode, Gradients, HfConfig, ModelConfig, PositionEncoding,
+};
 
 #[derive(Parser)]
 #[command(
@@ -49,11 +54,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Config, parameter count, tokenizer size and training length of a model.
+    /// Config, parameter count, tokenizer size and training length of a
+    /// model; or, with --devices, the GPU adapters of this machine.
     Info {
-        dir: PathBuf,
+        #[arg(required_unless_present = "devices")]
+        dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// List the GPU adapters (backend, type, the limits that matter).
+        #[arg(long, conflicts_with = "dir")]
+        devices: bool,
     },
     /// Loss, perplexity and attention entropy at each length.
     Eval {
@@ -102,7 +112,10 @@ fn main() -> ExitCode {
             seed,
             force,
         } => init(&config, &text, &out, seed, force),
-        Command::Info { dir, json } => info(&dir, json),
+        Command::Info {
+            devices: true, json, ..
+        } => devices(json),
+        Command::Info { dir, json, .. } => info(&dir.expect("clap requires it"), json),
         Command::Eval {
             dir,
             text,
@@ -211,14 +224,168 @@ fn info(dir: &Path, json: bool) -> CliResult<()> {
     Ok(())
 }
 
-/// Picks the engine. Only the CPU engine exists in this build; `gpu` says so.
-fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<CpuEngine> {
+fn devices(json: bool) -> CliResult<()> {
+    let adapters = GpuContext::list_adapters();
+    if json {
+        let v: Vec<_> = adapters
+            .iter()
+            .map(|a| {
+                let l = &a.limits;
+                serde_json::json!({
+                    "name": a.name,
+                    "backend": a.backend.to_string(),
+                    "type": format!("{:?}", a.device_type),
+                    "driver": a.driver,
+                    "driver_info": a.driver_info,
+                    "cpu_or_fallback": a.is_cpu,
+                    "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                    "max_buffer_size": l.max_buffer_size,
+                    "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                    "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                    "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+                    "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters (no Vulkan, Metal or DX12 driver found); --backend auto uses the CPU engine");
+        return Ok(());
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!("{i}: {}", a.label());
+        if !a.driver.is_empty() {
+            println!("   driver   {} {}", a.driver, a.driver_info);
+        }
+        let kind = if a.is_cpu {
+            "a CPU / fallback adapter: --backend auto picks the CPU engine over it"
+        } else {
+            "a GPU: --backend auto picks the GPU engine on it"
+        };
+        println!("   kind     {kind}");
+        println!("   limits   {}", a.limits);
+    }
+    Ok(())
+}
+
+/// Either engine, chosen at run time; `lab/` stays generic over `Engine`.
+/// One engine lives per command, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum AnyEngine {
+    Cpu(CpuEngine),
+    Gpu(GpuEngine),
+}
+
+impl Engine for AnyEngine {
+    fn name(&self) -> String {
+        match self {
+            AnyEngine::Cpu(e) => e.name(),
+            AnyEngine::Gpu(e) => e.name(),
+        }
+    }
+
+    fn config(&self) -> &ModelConfig {
+        match self {
+            AnyEngine::Cpu(e) => e.config(),
+            AnyEngine::Gpu(e) => e.config(),
+        }
+    }
+
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> nopescope::model::Result<ForwardOutput> {
+        match self {
+            AnyEngine::Cpu(e) => e.forward(tokens, head_scales, options).await,
+            AnyEngine::Gpu(e) => e.forward(tokens, head_scales, options).await,
+        }
+    }
+
+    async fn gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> nopescope::model::Result<Gradients> {
+        match self {
+            AnyEngine::Cpu(e) => e.gradients(batch, head_scales, mode).await,
+            AnyEngine::Gpu(e) => e.gradients(batch, head_scales, mode).await,
+        }
+    }
+
+    async fn train_step(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        optimizer: &AdamWConfig,
+        lr: f32,
+    ) -> nopescope::model::Result<StepStats> {
+        match self {
+            AnyEngine::Cpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
+            AnyEngine::Gpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
+        }
+    }
+
+    async fn params(&mut self) -> nopescope::model::Result<Params<f32>> {
+        match self {
+            AnyEngine::Cpu(e) => e.params().await,
+            AnyEngine::Gpu(e) => e.params().await,
+        }
+    }
+}
+
+fn cpu_engine(config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
+    let e = CpuEngine::new(config, params).map_err(err)?;
+    eprintln!("backend: {}", e.name());
+    Ok(AnyEngine::Cpu(e))
+}
+
+/// Picks the engine: `cpu`; `gpu` (an error, suggesting `--backend cpu`,
+/// if the device or a shader fails); `auto`: the GPU engine on a real GPU,
+/// the CPU engine on a CPU / fallback adapter (lavapipe, SwiftShader, WARP
+/// are slower than it) or when there is no usable adapter. The choice and
+/// the adapter go to stderr.
+fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
     match backend {
-        Backend::Gpu => Err("the GPU engine is not part of this build yet; use --backend cpu".into()),
-        Backend::Cpu | Backend::Auto => {
-            let e = CpuEngine::new(config, params).map_err(err)?;
+        Backend::Cpu => cpu_engine(config, params),
+        Backend::Gpu => {
+            let ctx = GpuContext::new_default().map_err(|e| format!("{e}; use --backend cpu"))?;
+            let adapter = ctx.adapter();
+            let e = pollster::block_on(GpuEngine::new(ctx, config, params))
+                .map_err(|e| format!("the GPU engine failed on {adapter}: {e}; use --backend cpu"))?;
             eprintln!("backend: {}", e.name());
-            Ok(e)
+            Ok(AnyEngine::Gpu(e))
+        }
+        Backend::Auto => {
+            let ctx = match GpuContext::new_default() {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    eprintln!("backend auto: no usable GPU ({e}); using the CPU engine");
+                    return cpu_engine(config, params);
+                }
+            };
+            if ctx.report().is_cpu {
+                eprintln!(
+                    "backend auto: {} is a CPU / fallback adapter, slower than the CPU engine; using the CPU engine",
+                    ctx.adapter()
+                );
+                return cpu_engine(config, params);
+            }
+            let adapter = ctx.adapter();
+            match pollster::block_on(GpuEngine::new(ctx, config.clone(), params.clone())) {
+                Ok(e) => {
+                    eprintln!("backend auto: the GPU engine on {adapter}");
+                    Ok(AnyEngine::Gpu(e))
+                }
+                Err(e) => {
+                    eprintln!("backend auto: the GPU engine failed on {adapter} ({e}); using the CPU engine");
+                    cpu_engine(config, params)
+                }
+            }
         }
     }
 }

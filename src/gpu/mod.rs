@@ -11,6 +11,7 @@ pub mod attention;
 pub mod context;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod engine;
 pub mod error;
 pub mod matmul;
 pub mod optim;
@@ -20,6 +21,7 @@ pub mod shader;
 pub mod swiglu;
 
 pub use context::{AdapterReport, GpuContext, LimitsReport};
+pub use engine::GpuEngine;
 pub use error::{Error, Result};
 pub use shader::ShaderSource;
 
