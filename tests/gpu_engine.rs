@@ -6,20 +6,19 @@
 //! this machine has (lavapipe in CI); with no adapter at all each test
 //! prints SKIP and passes. Sizes stay small: lavapipe runs at a few GFLOP/s.
 
-use std::path::Path;
+mod common;
+
 use std::sync::OnceLock;
 
 use nopescope::gpu::{Error as GpuError, GpuContext, GpuEngine};
 use nopescope::model::check::{assert_close, Tolerance};
 use nopescope::model::cpu::CpuEngine;
-use nopescope::model::files::load_model_dir;
-use nopescope::model::head_scales::{HeadScales, HEAD_SCALES_FILE};
+use nopescope::model::head_scales::HeadScales;
 use nopescope::model::optim::AdamWConfig;
 use nopescope::model::params::Params;
 use nopescope::model::rng::Rng;
 use nopescope::model::{Engine, ForwardOptions, GradMode, LogitsRequest, ModelConfig, PositionEncoding};
 use pollster::block_on;
-use safetensors::SafeTensors;
 
 /// One device for the whole file; None (after printing why) only when the
 /// machine has no adapter.
@@ -68,113 +67,12 @@ fn check<B: Copy + Into<f64>>(what: &str, got: &[f32], want: &[B], tol: Toleranc
     assert_close(what, got, want, tol);
 }
 
-fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-/// tests/pytorch_fixture.rs on the GPU engine, same tolerances.
+/// tests/pytorch_fixture.rs on the GPU engine, same check, same tolerances.
 fn fixture(variant: &str) {
     let Some(ctx) = context(variant) else {
         return;
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(variant);
-    let model = load_model_dir(&dir).unwrap();
-    let hs = HeadScales::load(&dir.join(HEAD_SCALES_FILE), &model.config).unwrap();
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let expected = SafeTensors::deserialize(&bytes).unwrap();
-    let tokens: Vec<u32> = expected
-        .tensor("tokens")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect();
-    let layout = model.params.layout.clone();
-    let mut engine = gpu_engine(ctx, model.config.clone(), model.params);
-
-    let out = block_on(engine.forward(
-        &tokens,
-        &hs,
-        &ForwardOptions {
-            logits: LogitsRequest::All,
-            entropy: true,
-        },
-    ))
-    .unwrap();
-    let tol4 = Tolerance::new(1e-5, 1e-4);
-    check(
-        &format!("{variant} logits"),
-        out.logits.as_ref().unwrap(),
-        &f64s(&expected, "logits"),
-        tol4,
-    );
-    check(
-        &format!("{variant} loss"),
-        &[out.mean_loss() as f32],
-        &f64s(&expected, "loss"),
-        tol4,
-    );
-    check(
-        &format!("{variant} entropy"),
-        out.entropy_bits.as_ref().unwrap(),
-        &f64s(&expected, "entropy_bits"),
-        tol4,
-    );
-
-    let g = block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::Full)).unwrap();
-    let tol3 = Tolerance::new(1e-6, 1e-3);
-    let weights = g.weights.as_ref().unwrap();
-    assert_eq!(weights.len(), layout.total);
-    for t in &layout.tensors {
-        let want = f64s(&expected, &format!("grad.{}", t.name));
-        check(&format!("{variant} grad.{}", t.name), &weights[t.range()], &want, tol3);
-    }
-    check(
-        &format!("{variant} grad.head_scales"),
-        &g.head_scales,
-        &f64s(&expected, "grad.head_scales"),
-        tol3,
-    );
-    let frozen = block_on(engine.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly)).unwrap();
-    assert!(frozen.weights.is_none());
-    check(
-        &format!("{variant} frozen grad.head_scales"),
-        &frozen.head_scales,
-        &f64s(&expected, "grad.head_scales"),
-        tol3,
-    );
-
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = header.metadata().clone().unwrap();
-    let m = |k: &str| -> f32 { meta.get(k).unwrap_or_else(|| panic!("metadata {k}")).parse().unwrap() };
-    let opt = AdamWConfig {
-        beta1: m("beta1"),
-        beta2: m("beta2"),
-        eps: m("eps"),
-        weight_decay: m("weight_decay"),
-        clip_norm: Some(m("grad_clip_norm")),
-    };
-    let mut losses = Vec::new();
-    for _ in 0..3 {
-        losses.push(
-            block_on(engine.train_step(std::slice::from_ref(&tokens), &hs, &opt, m("lr")))
-                .unwrap()
-                .loss as f32,
-        );
-    }
-    check(
-        &format!("{variant} AdamW losses"),
-        &losses,
-        &f64s(&expected, "adamw_losses"),
-        Tolerance::new(1e-5, 1e-3),
-    );
+    common::check_engine_against_fixture(variant, |c, p| gpu_engine(ctx, c, p));
 }
 
 #[test]
