@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch (CPU, eager, float32) reference timings for `nopescope bench`.
+"""PyTorch (eager, float32; CPU or CUDA) reference timings for `nopescope bench`.
 
 Times the same work as src/lab/bench.rs on the same bench model shape
 (random weights): Llama-style NoPE decoder, vocab 4096, hidden 192, 6 layers,
@@ -19,10 +19,25 @@ Measurements (field names match the JSON printed with --json):
   train_tokens_per_s_t256        full training step, one sequence of 256
   scale_only_tokens_per_s_t256   frozen weights, only head scales trained
 
+With --device cuda the model and inputs live on the GPU, every timing is
+bracketed by torch.cuda.synchronize(), matrix products stay full f32 (TF32
+off, as PyTorch defaults), and:
+  - the entropy forwards run in this process (CUDA does not work under the
+    address-space limit), one untimed warm-up at the same length, then the
+    median of 3; entropy_forward_first_seconds_t* is the cold first call;
+    entropy_forward_peak_gpu_bytes_t* is torch.cuda.max_memory_allocated()
+    over the timed calls (model included); the *_peak_rss_bytes_* fields
+    stay null
+  - the forwards with logits get 3 warm-ups, then the median of 21 (T=1024)
+    or 1 warm-up and the median of 3 (T=16384)
+  - training and head-scale steps are as on the CPU (2 warm-up steps, median
+    of 10)
+
 Usage:
-  python tests/reference/bench_torch.py [--json] [--quick]
-    --json   print one JSON object on stdout (the table always goes to stderr)
-    --quick  skip the T=16384 runs
+  python tests/reference/bench_torch.py [--json] [--quick] [--device cpu|cuda]
+    --json    print one JSON object on stdout (the table always goes to stderr)
+    --quick   skip the T=16384 runs
+    --device  cpu (default) or cuda
 """
 
 import argparse
@@ -50,6 +65,8 @@ GIB = 1 << 30
 CHILD_AS_LIMIT = 16 * GIB  # address-space limit of each entropy child
 PARENT_AS_SOFT_LIMIT = 8 * GIB  # soft only, so children may raise theirs
 OOM_REASON = "out of memory under a 16 GiB limit"
+
+DEVICE = "cpu"  # set from --device in main()
 
 
 def log(msg):
@@ -90,6 +107,12 @@ def setup_torch():
     return torch
 
 
+def sync(torch):
+    """Waits for queued GPU work (no-op on the CPU), so timings are whole."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def build_model(torch, seed=0):
     nn = torch.nn
 
@@ -121,11 +144,12 @@ def build_model(torch, seed=0):
         for name, p in model.named_parameters():
             if p.dim() == 2 and name != "head_scales":
                 p.normal_(0.0, INIT_STD, generator=gen)
-    return model
+    # Initialised on the CPU generator, so both devices get the same weights.
+    return model.to(DEVICE)
 
 
 def random_tokens(torch, gen, n):
-    return torch.randint(0, VOCAB, (n,), generator=gen)
+    return torch.randint(0, VOCAB, (n,), generator=gen).to(DEVICE)
 
 
 def mlp(torch, layer, x):
@@ -171,8 +195,8 @@ def forward_entropy(torch, model, tokens):
     F = torch.nn.functional
     T = tokens.shape[0]
     ln2 = 0.6931471805599453
-    future = torch.ones(T, T, dtype=torch.bool).triu_(1)
-    ent = torch.empty(LAYERS, HEADS, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=tokens.device).triu_(1)
+    ent = torch.empty(LAYERS, HEADS, T, device=tokens.device)
     x = model.embed[tokens]
     for li, layer in enumerate(model.layers):
         q, k, v = qkv(torch, layer, x)
@@ -259,6 +283,45 @@ def run_entropy_child(length, timeout_s):
     return None, None, reason
 
 
+def time_entropy_in_process(torch, model, length, reps=3):
+    """Entropy forward in this process (the CUDA path): one untimed warm-up
+    at the same length, then the median of `reps`. Returns (median seconds,
+    first-call seconds, peak GPU bytes over the timed calls or None, reason)."""
+    gen = torch.Generator().manual_seed(1000 + length)
+    tokens = random_tokens(torch, gen, length)
+    log("forward + entropy, T=%d: in process on %s ..." % (length, DEVICE))
+    try:
+        with torch.inference_mode():
+            sync(torch)
+            t0 = time.perf_counter()
+            ent = forward_entropy(torch, model, tokens)
+            sync(torch)
+            first = time.perf_counter() - t0
+            del ent
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(reps):
+                sync(torch)
+                t0 = time.perf_counter()
+                ent = forward_entropy(torch, model, tokens)
+                sync(torch)
+                times.append(time.perf_counter() - t0)
+                finite = bool(torch.isfinite(ent).all())
+                del ent
+                if not finite:
+                    raise RuntimeError("non-finite entropy")
+        peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else None
+        return statistics.median(times), first, peak, None
+    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        reason = ("out of memory: " if is_oom_text(text) else "failed: ") + text
+        return None, None, None, reason
+
+
 # ---------------------------------------------------------------------------
 # timed parts in the main process
 
@@ -268,8 +331,10 @@ def time_forward(torch, model, gen, length, reps, slow_s=None):
     times = []
     with torch.inference_mode():
         for _ in range(reps):
+            sync(torch)
             t0 = time.perf_counter()
             logits = forward_sdpa(torch, model, tokens)
+            sync(torch)
             times.append(time.perf_counter() - t0)
             assert logits.shape == (length, VOCAB)
             del logits
@@ -293,12 +358,14 @@ def time_train(torch, model, gen, length=256, steps=12, warmup=2):
     times = []
     for step in range(steps):
         tokens = random_tokens(torch, gen, length)
+        sync(torch)
         t0 = time.perf_counter()
         loss = train_loss(torch, model, tokens)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync(torch)
         dt = time.perf_counter() - t0
         if not torch.isfinite(loss):
             raise RuntimeError("non-finite training loss")
@@ -321,6 +388,7 @@ def time_scale_only(torch, model, gen, length=256, steps=12, warmup=2):
     times = []
     for step in range(steps):
         tokens = random_tokens(torch, gen, length)
+        sync(torch)
         t0 = time.perf_counter()
         loss = train_loss(torch, model, tokens)
         loss.backward()
@@ -329,6 +397,7 @@ def time_scale_only(torch, model, gen, length=256, steps=12, warmup=2):
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             hs.clamp_(min=1.0)
+        sync(torch)
         dt = time.perf_counter() - t0
         if not torch.isfinite(loss):
             raise RuntimeError("non-finite training loss")
@@ -346,13 +415,16 @@ def fmt(v, spec):
 
 
 def table(r):
+    sec = ".4f" if r.get("device") == "cuda" else ".2f"
     rows = [
         ("forward tokens/s, T=1024 (SDPA)", fmt(r["forward_tokens_per_s_t1024"], ".0f")),
-        ("forward seconds, T=16384 (SDPA)", fmt(r["forward_seconds_t16384"], ".2f")),
-        ("forward + entropy seconds, T=8192", fmt(r["entropy_forward_seconds_t8192"], ".2f")),
+        ("forward seconds, T=16384 (SDPA)", fmt(r["forward_seconds_t16384"], sec)),
+        ("forward + entropy seconds, T=8192", fmt(r["entropy_forward_seconds_t8192"], sec)),
         ("forward + entropy peak RSS, T=8192", fmt_bytes(r["entropy_forward_peak_rss_bytes_t8192"])),
-        ("forward + entropy seconds, T=16384", fmt(r["entropy_forward_seconds_t16384"], ".2f")),
+        ("forward + entropy peak GPU memory, T=8192", fmt_bytes(r.get("entropy_forward_peak_gpu_bytes_t8192"))),
+        ("forward + entropy seconds, T=16384", fmt(r["entropy_forward_seconds_t16384"], sec)),
         ("forward + entropy peak RSS, T=16384", fmt_bytes(r["entropy_forward_peak_rss_bytes_t16384"])),
+        ("forward + entropy peak GPU memory, T=16384", fmt_bytes(r.get("entropy_forward_peak_gpu_bytes_t16384"))),
         ("training step tokens/s, T=256", fmt(r["train_tokens_per_s_t256"], ".0f")),
         ("head-scale step tokens/s, T=256", fmt(r["scale_only_tokens_per_s_t256"], ".0f")),
     ]
@@ -363,6 +435,9 @@ def table(r):
     for key in ("entropy_forward_t8192_reason", "entropy_forward_t16384_reason"):
         if r.get(key):
             s += "note: %s: %s\n" % (key, r[key])
+    for key in ("entropy_forward_first_seconds_t8192", "entropy_forward_first_seconds_t16384"):
+        if r.get(key) is not None:
+            s += "note: %s: %.4f\n" % (key, r[key])
     if r.get("skipped"):
         s += "skipped: %s\n" % ", ".join(r["skipped"])
     return s
@@ -372,6 +447,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--quick", action="store_true", help="skip the T=16384 runs")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     ap.add_argument("--entropy-child", type=int, metavar="T", help=argparse.SUPPRESS)
     ap.add_argument("--child-timeout", type=int, default=1800, help="seconds per entropy child (default 1800)")
     args = ap.parse_args()
@@ -380,21 +456,31 @@ def main():
         entropy_child(args.entropy_child)
         return
 
+    global DEVICE
+    DEVICE = args.device
+    cuda = DEVICE == "cuda"
+
     # Guard this process too (soft limit only, so the children can set 16 GiB).
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or hard > PARENT_AS_SOFT_LIMIT:
-        resource.setrlimit(resource.RLIMIT_AS, (PARENT_AS_SOFT_LIMIT, hard))
+    # Not on CUDA: its driver reserves far more address space than that.
+    if not cuda:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or hard > PARENT_AS_SOFT_LIMIT:
+            resource.setrlimit(resource.RLIMIT_AS, (PARENT_AS_SOFT_LIMIT, hard))
 
     started = time.perf_counter()
     torch = setup_torch()
+    if cuda and not torch.cuda.is_available():
+        log("--device cuda: torch %s sees no CUDA device" % torch.__version__)
+        sys.exit(2)
     r = {
-        "backend": "pytorch-cpu-eager-f32",
+        "backend": "pytorch-cuda-eager-f32" if cuda else "pytorch-cpu-eager-f32",
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_model": cpu_model(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python_version": platform.python_version(),
         "quick": bool(args.quick),
+        "device": DEVICE,
         "forward_tokens_per_s_t1024": None,
         "forward_seconds_t16384": None,
         "entropy_forward_seconds_t8192": None,
@@ -403,23 +489,52 @@ def main():
         "entropy_forward_seconds_t16384": None,
         "entropy_forward_peak_rss_bytes_t16384": None,
         "entropy_forward_t16384_reason": None,
+        "entropy_forward_peak_gpu_bytes_t8192": None,
+        "entropy_forward_peak_gpu_bytes_t16384": None,
         "train_tokens_per_s_t256": None,
         "scale_only_tokens_per_s_t256": None,
         "skipped": [],
     }
-    log("torch %s, %d threads, %s" % (r["torch_version"], r["threads"], r["cpu_model"]))
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        r["gpu_name"] = props.name
+        r["gpu_memory_bytes"] = props.total_memory
+        r["cuda_version"] = torch.version.cuda
+        r["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        log("torch %s, CUDA %s, %s, TF32 matmul %s" % (r["torch_version"], r["cuda_version"], r["gpu_name"], r["tf32_matmul"]))
+    else:
+        log("torch %s, %d threads, %s" % (r["torch_version"], r["threads"], r["cpu_model"]))
 
-    # Entropy forwards first, each in its own limited child process.
     lengths = [8192] if args.quick else [8192, 16384]
-    for length in lengths:
-        sec, rss, reason = run_entropy_child(length, args.child_timeout)
-        r["entropy_forward_seconds_t%d" % length] = sec
-        r["entropy_forward_peak_rss_bytes_t%d" % length] = rss
-        r["entropy_forward_t%d_reason" % length] = reason
-        if reason:
-            log("forward + entropy, T=%d: failed: %s" % (length, reason))
-        else:
-            log("forward + entropy, T=%d: %.2f s, peak RSS %s" % (length, sec, fmt_bytes(rss)))
+    if cuda:
+        # Entropy forwards in this process (no address-space limit on CUDA).
+        model = build_model(torch)
+        for length in lengths:
+            sec, first, peak, reason = time_entropy_in_process(torch, model, length)
+            r["entropy_forward_seconds_t%d" % length] = sec
+            r["entropy_forward_first_seconds_t%d" % length] = first
+            r["entropy_forward_peak_gpu_bytes_t%d" % length] = peak
+            r["entropy_forward_t%d_reason" % length] = reason
+            if reason:
+                log("forward + entropy, T=%d: %s" % (length, reason))
+            else:
+                log(
+                    "forward + entropy, T=%d: %.4f s (median of 3; first call %.4f s), peak GPU memory %s"
+                    % (length, sec, first, fmt_bytes(peak))
+                )
+        del model
+        torch.cuda.empty_cache()
+    else:
+        # Entropy forwards first, each in its own limited child process.
+        for length in lengths:
+            sec, rss, reason = run_entropy_child(length, args.child_timeout)
+            r["entropy_forward_seconds_t%d" % length] = sec
+            r["entropy_forward_peak_rss_bytes_t%d" % length] = rss
+            r["entropy_forward_t%d_reason" % length] = reason
+            if reason:
+                log("forward + entropy, T=%d: failed: %s" % (length, reason))
+            else:
+                log("forward + entropy, T=%d: %.2f s, peak RSS %s" % (length, sec, fmt_bytes(rss)))
     if args.quick:
         r["skipped"] += ["forward_seconds_t16384", "entropy_forward_t16384"]
         r["entropy_forward_t16384_reason"] = "skipped (--quick)"
@@ -427,13 +542,15 @@ def main():
     model = build_model(torch)
     gen = torch.Generator().manual_seed(2024)
 
-    # Forward with logits, T=1024: one warm-up, median of 7.
-    time_forward(torch, model, gen, 1024, 1)
-    sec, n = time_forward(torch, model, gen, 1024, 7)
+    # Forward with logits, T=1024: one warm-up, median of 7 (CUDA: 3 and 21).
+    time_forward(torch, model, gen, 1024, 3 if cuda else 1)
+    sec, n = time_forward(torch, model, gen, 1024, 21 if cuda else 7)
     r["forward_tokens_per_s_t1024"] = 1024 / sec
     log("forward (logits, SDPA), T=1024: %.0f tokens/s (median of %d)" % (r["forward_tokens_per_s_t1024"], n))
 
     if not args.quick:
+        if cuda:
+            time_forward(torch, model, gen, 16384, 1)  # warm-up
         sec, n = time_forward(torch, model, gen, 16384, 3, slow_s=60.0)
         r["forward_seconds_t16384"] = sec
         log("forward (logits, SDPA), T=16384: %.2f s (median of %d)" % (sec, n))
@@ -448,6 +565,8 @@ def main():
 
     r["total_seconds"] = round(time.perf_counter() - started, 1)
     r["main_peak_rss_bytes"] = peak_rss_bytes()
+    if cuda:
+        r["main_peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
     log("")
     log(table(r).rstrip())
     if args.json:
