@@ -7,12 +7,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use nopescope::gpu::{GpuContext, GpuEngine};
+use nopescope::lab::passkey::{self, Filler, PasskeyBuilder};
+use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
 use nopescope::model::cpu::CpuEngine;
 use nopescope::model::engine::StepStats;
 use nopescope::model::files::{self, load_model_dir, save_model};
 use nopescope::model::head_scales::HeadScales;
-use nopescope::model::optim::AdamWConfig;
+use nopescope::model::optim::{AdamWConfig, AdamWState};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
 use nopescope::model::{
@@ -87,6 +89,61 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model from a recipe (a JSON file: the model's config.json
+    /// under "model", the texts, the schedule and the data mix).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// Stop (after a checkpoint) once this many steps have run.
+        #[arg(long)]
+        stop_after: Option<usize>,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Pass-key retrieval at each length: greedy exact match of the key
+    /// hidden at depths spread over the filler.
+    Passkey {
+        dir: PathBuf,
+        /// Comma-separated lengths, e.g. 256,1024,4096.
+        #[arg(long, value_delimiter = ',', required = true)]
+        lengths: Vec<usize>,
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[arg(long, conflicts_with = "head_scales")]
+        uniform_scale: Option<f32>,
+        #[arg(long)]
+        head_scales: Option<PathBuf>,
+        /// Real text (a file) as filler instead of the paper's repeated sentences.
+        #[arg(long)]
+        text_filler: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regenerate docs/RESULTS.md, its figures and results.json from the
+    /// bundled NoPE and RoPE models and the shipped validation text.
+    Reproduce {
+        #[arg(long, default_value = "assets/models/nope-sotu")]
+        nope: PathBuf,
+        #[arg(long, default_value = "assets/models/rope-sotu")]
+        rope: PathBuf,
+        #[arg(long, default_value = "assets/text/sotu-validation.txt")]
+        text: PathBuf,
+        /// Folder for RESULTS.md, results.json and figures/.
+        #[arg(long, default_value = "docs")]
+        out: PathBuf,
+        /// Only L/2 and L, 4 trials, scales 1.0 and 1.5 (a smoke run).
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+    },
     /// Time the bench model (random weights): forward, forward with
     /// entropy at 16384, a training step and a head-scale step.
     Bench {
@@ -136,6 +193,40 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Bench { backend, json, long } => bench_cmd(backend, json, long),
+        Command::Reproduce {
+            nope,
+            rope,
+            text,
+            out,
+            quick,
+            backend,
+        } => reproduce_cmd(&nope, &rope, &text, &out, quick, backend),
+        Command::Train {
+            config,
+            out,
+            resume,
+            stop_after,
+            backend,
+        } => train_cmd(&config, &out, resume, stop_after, backend),
+        Command::Passkey {
+            dir,
+            lengths,
+            trials,
+            uniform_scale,
+            head_scales,
+            text_filler,
+            backend,
+            json,
+        } => passkey_cmd(
+            &dir,
+            &lengths,
+            trials,
+            uniform_scale,
+            head_scales.as_deref(),
+            text_filler.as_deref(),
+            backend,
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -336,6 +427,20 @@ impl Engine for AnyEngine {
             AnyEngine::Gpu(e) => e.params().await,
         }
     }
+
+    async fn optimizer_state(&mut self) -> nopescope::model::Result<Option<AdamWState>> {
+        match self {
+            AnyEngine::Cpu(e) => e.optimizer_state().await,
+            AnyEngine::Gpu(e) => e.optimizer_state().await,
+        }
+    }
+
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> nopescope::model::Result<()> {
+        match self {
+            AnyEngine::Cpu(e) => e.set_optimizer_state(state).await,
+            AnyEngine::Gpu(e) => e.set_optimizer_state(state).await,
+        }
+    }
 }
 
 fn cpu_engine(config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
@@ -430,11 +535,7 @@ fn eval_cmd(
             files::TOKENIZER_FILE
         )
     })?;
-    let hs = match (uniform_scale, head_scales) {
-        (Some(s), _) => HeadScales::uniform(&m.config, s).map_err(err)?,
-        (None, Some(p)) => HeadScales::load(p, &m.config).map_err(err)?,
-        (None, None) => HeadScales::ones(&m.config),
-    };
+    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let text = read_text(text)?;
     let tokens = tok.encode(&text).map_err(err)?;
     let bos = tok.bos_id();
@@ -478,5 +579,297 @@ fn bench_cmd(backend: Backend, json: bool, long: bool) -> CliResult<()> {
     } else {
         print!("{}", report.table());
     }
+    Ok(())
+}
+
+fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
+    match (uniform, file) {
+        (Some(s), _) => HeadScales::uniform(config, s).map_err(err),
+        (None, Some(p)) => HeadScales::load(p, config).map_err(err),
+        (None, None) => Ok(HeadScales::ones(config)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn passkey_cmd(
+    dir: &Path,
+    lengths: &[usize],
+    trials: usize,
+    uniform_scale: Option<f32>,
+    head_scales: Option<&Path>,
+    text_filler: Option<&Path>,
+    backend: Backend,
+    json: bool,
+) -> CliResult<()> {
+    let m = load_model_dir(dir).map_err(err)?;
+    let tok = m.tokenizer.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no {} (passkey needs the tokenizer)",
+            dir.display(),
+            files::TOKENIZER_FILE
+        )
+    })?;
+    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
+    let filler_tokens = match text_filler {
+        Some(p) => Some(tok.encode(&read_text(p)?).map_err(err)?),
+        None => None,
+    };
+    let filler = match &filler_tokens {
+        Some(t) => Filler::Text(t),
+        None => Filler::Repeated,
+    };
+    let builder = PasskeyBuilder::new(tok).map_err(err)?;
+    let mut engine = make_engine(backend, m.config.clone(), m.params)?;
+    let bar = progress_bar("tokens");
+    let report = pollster::block_on(passkey::passkey_lengths(
+        &mut engine,
+        &builder,
+        lengths,
+        trials,
+        train::PASSKEY_EVAL_SEED,
+        filler,
+        &hs,
+        &mut Bar(bar.clone()),
+    ))
+    .map_err(err)?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        println!(
+            "{:>8} {:>7} {:>9} {:>9} {:>10} {:>14}",
+            "length", "trials", "accuracy", "key loss", "key tokens", "entropy (bits)"
+        );
+        for r in &report.results {
+            println!(
+                "{:>8} {:>7} {:>8.0}% {:>9.3} {:>9.0}% {:>14.3}",
+                r.length,
+                r.trials,
+                100.0 * r.accuracy,
+                r.key_loss,
+                100.0 * r.token_accuracy,
+                r.mean_entropy_bits
+            );
+        }
+    }
+    Ok(())
+}
+
+struct TrainBar {
+    bar: ProgressBar,
+}
+
+impl train::TrainProgress for TrainBar {
+    fn step(&mut self, row: &train::LogRow, total: usize, tokens_per_s: f64) -> bool {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(row.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+            row.loss, row.lr, tokens_per_s
+        ));
+        true
+    }
+
+    fn message(&mut self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+}
+
+fn train_cmd(
+    recipe_path: &Path,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    backend: Backend,
+) -> CliResult<()> {
+    let recipe = Recipe::load(recipe_path).map_err(err)?;
+    let mut config = recipe.config().map_err(err)?;
+    let weights = out.join(files::WEIGHTS_FILE);
+    if !resume && (weights.exists() || out.join(train::CHECKPOINT_DIR).exists()) {
+        return Err(format!(
+            "{} already holds a model or checkpoint; pass --resume to continue it, or choose another --out",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let train_text = read_text(&recipe.train_text)?;
+    let validation_text = read_text(&recipe.validation_text)?;
+    let tok_path = out.join(files::TOKENIZER_FILE);
+    let tok = if tok_path.exists() {
+        Tokenizer::load(&tok_path).map_err(err)?
+    } else if let Some(p) = &recipe.tokenizer {
+        let t = Tokenizer::load(p).map_err(err)?;
+        t.save(&tok_path).map_err(err)?;
+        t
+    } else {
+        eprintln!(
+            "training a byte-level BPE tokenizer of up to {} entries ...",
+            config.vocab_size
+        );
+        let t = Tokenizer::train_byte_level_bpe(&train_text, config.vocab_size).map_err(err)?;
+        t.save(&tok_path).map_err(err)?;
+        t
+    };
+    if tok.vocab_size() > config.vocab_size {
+        return Err(format!(
+            "{}: {} entries, more than the model's vocab_size {}",
+            tok_path.display(),
+            tok.vocab_size(),
+            config.vocab_size
+        ));
+    }
+    config.bos_token_id = tok.bos_id();
+    eprintln!("tokenizing the texts ...");
+    let data = TrainData::new(&tok, &train_text, &validation_text).map_err(err)?;
+    eprintln!(
+        "training text {} tokens, validation text {} tokens",
+        data.train.len(),
+        data.validation.len()
+    );
+    let (params, start, opt) = if resume {
+        let ck = train::read_checkpoint(out).map_err(err)?;
+        if ck.state.recipe != recipe {
+            return Err(format!(
+                "{}: the checkpoint was made with a different recipe than {}; resume with the same recipe",
+                out.display(),
+                recipe_path.display()
+            ));
+        }
+        let log_path = out.join(train::LOG_FILE);
+        let log = match std::fs::read_to_string(&log_path) {
+            Ok(text) => train::log_until(train::log_from_csv(&text, &log_path).map_err(err)?, ck.state.step),
+            Err(_) => Vec::new(),
+        };
+        eprintln!("resuming at step {} of {}", ck.state.step, recipe.steps);
+        let start = Start {
+            step: ck.state.step,
+            tokens: ck.state.tokens,
+            elapsed_s: ck.state.elapsed_s,
+            log,
+        };
+        (ck.params, start, Some(ck.optimizer))
+    } else {
+        (
+            Params::<f32>::random(&config, recipe.init_std as f64, recipe.seed),
+            Start::default(),
+            None,
+        )
+    };
+    let nparams = params.data.len();
+    let mut engine = make_engine(backend, config.clone(), params)?;
+    if let Some(opt) = opt {
+        pollster::block_on(engine.set_optimizer_state(opt)).map_err(err)?;
+    }
+    let bar = progress_bar("steps");
+    let mut progress = TrainBar { bar: bar.clone() };
+    let summary = pollster::block_on(train::train(
+        &mut engine,
+        &recipe,
+        &data,
+        &tok,
+        out,
+        start,
+        stop_after,
+        &mut progress,
+    ))
+    .map_err(err)?;
+    bar.finish_and_clear();
+    let Some(summary) = summary else {
+        return Ok(());
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let command = format!(
+        "nopescope train --config {} --out {}",
+        recipe_path.display(),
+        out.display()
+    );
+    let card = train::model_card(&name, &summary, &config, &command, nparams);
+    files::write_atomic(&out.join("README.md"), card.as_bytes()).map_err(err)?;
+    println!(
+        "trained {} steps, {} tokens in {:.1} min: training loss {:.4}, validation loss {:.4} at {}, pass key {:.0}% at {}",
+        summary.steps,
+        summary.tokens,
+        summary.elapsed_s / 60.0,
+        summary.final_train_loss,
+        summary.validation.loss,
+        summary.validation.length,
+        100.0 * summary.passkey.accuracy,
+        summary.passkey.length
+    );
+    Ok(())
+}
+
+fn reproduce_cmd(nope: &Path, rope: &Path, text: &Path, out: &Path, quick: bool, backend: Backend) -> CliResult<()> {
+    use nopescope::lab::{figures, reproduce};
+    let clock = std::time::Instant::now();
+    let n = load_model_dir(nope).map_err(err)?;
+    let r = load_model_dir(rope).map_err(err)?;
+    let tok = n
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| format!("{}: no {}", nope.display(), files::TOKENIZER_FILE))?;
+    let rope_tok = r
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| format!("{}: no {}", rope.display(), files::TOKENIZER_FILE))?;
+    if tok.to_json().map_err(err)? != rope_tok.to_json().map_err(err)? {
+        return Err(format!(
+            "{} and {} have different tokenizers: the comparison needs one",
+            nope.display(),
+            rope.display()
+        ));
+    }
+    let validation = tok.encode(&read_text(text)?).map_err(err)?;
+    let builder = PasskeyBuilder::new(tok).map_err(err)?;
+    let mut ne = make_engine(backend, n.config.clone(), n.params)?;
+    let mut re = make_engine(backend, r.config.clone(), r.params)?;
+    let opts = if quick {
+        reproduce::Options::quick()
+    } else {
+        reproduce::Options::full()
+    };
+    let results = pollster::block_on(reproduce::run(
+        &mut ne,
+        &mut re,
+        &builder,
+        &validation,
+        tok.bos_id(),
+        &opts,
+        &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
+    ))
+    .map_err(err)?;
+    let figures_dir = out.join("figures");
+    figures::write_figures(&results, &figures_dir).map_err(err)?;
+    let mut command = "nopescope reproduce".to_string();
+    if quick {
+        command.push_str(" --quick");
+    }
+    if out != Path::new("docs") {
+        command.push_str(&format!(" --out {}", out.display()));
+    }
+    let md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
+    files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
+    let json = serde_json::to_string_pretty(&results).expect("json");
+    files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
+    for c in reproduce::checks(&results) {
+        let met = match c.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured",
+        };
+        eprintln!("{met:>12}: {} ({})", c.what, c.measured);
+    }
+    println!(
+        "wrote {} and its figures in {:.1} min",
+        out.join("RESULTS.md").display(),
+        clock.elapsed().as_secs_f64() / 60.0
+    );
     Ok(())
 }

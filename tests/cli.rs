@@ -130,3 +130,148 @@ fn init_info_eval_round() {
     let (ok, _, err) = run(bin().arg("info").arg(dir.join("nothing-here")));
     assert!(!ok && err.contains("nothing-here"), "{err}");
 }
+
+/// A tiny recipe in `dir`: 6 steps of a 2-layer model on a slice of the
+/// validation text, with pass-key and copy documents in the mix.
+fn tiny_recipe(dir: &std::path::Path, steps: usize) -> PathBuf {
+    let full =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/text/sotu-validation.txt")).unwrap();
+    std::fs::write(dir.join("train.txt"), &full[..40_000]).unwrap();
+    std::fs::write(dir.join("val.txt"), &full[40_000..60_000]).unwrap();
+    let recipe = format!(
+        r#"{{"model": {{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 400,
+            "max_position_embeddings": 200}},
+          "train_text": "train.txt", "validation_text": "val.txt",
+          "batch_size": 2, "steps": {steps}, "peak_lr": 0.01, "warmup_steps": 2,
+          "passkey_share": 0.5, "copy_share": 0.25, "hard_filler_share": 0.5, "min_doc_len": 64,
+          "eval_every": 2, "checkpoint_every": 2, "eval_trials": 2, "validation_windows": 2, "seed": 3}}"#
+    );
+    let path = dir.join("recipe.json");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
+
+/// The losses column of a training log.
+fn losses(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("train_log.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn train_resumed_run_matches_an_unbroken_one() {
+    let dir = tempdir("train");
+    let recipe = tiny_recipe(&dir, 6);
+    let whole = dir.join("whole");
+    let (ok, stdout, stderr) = run(bin().args(["train", "--config"]).arg(&recipe).arg("--out").arg(&whole));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("trained 6 steps"), "{stdout}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "train_log.csv",
+        "training.json",
+        "README.md",
+    ] {
+        assert!(whole.join(f).exists(), "{f} missing");
+    }
+    // The same run, stopped after 3 steps (the checkpoint then lands
+    // between two scheduled ones) and resumed twice.
+    let parts = dir.join("parts");
+    let (ok, _, stderr) = run(bin()
+        .args(["train", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&parts)
+        .args(["--stop-after", "3"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("continue with --resume"), "{stderr}");
+    assert!(!parts.join("training.json").exists());
+    // Without --resume the half-trained model is not overwritten.
+    let (ok, _, stderr) = run(bin().args(["train", "--config"]).arg(&recipe).arg("--out").arg(&parts));
+    assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    for _ in 0..2 {
+        let (ok, _, stderr) = run(bin()
+            .args(["train", "--config"])
+            .arg(&recipe)
+            .arg("--out")
+            .arg(&parts)
+            .arg("--resume"));
+        assert!(ok, "{stderr}");
+    }
+    assert_eq!(losses(&whole), losses(&parts));
+    assert_eq!(losses(&whole).len(), 6);
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(parts.join("model.safetensors")).unwrap()
+    );
+    // The recorded validation loss is what `eval` measures.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("training.json")).unwrap()).unwrap();
+    let (ok, stdout, stderr) = run(bin()
+        .arg("eval")
+        .arg(&whole)
+        .arg("--text")
+        .arg(dir.join("val.txt"))
+        .args(["--lengths", "200", "--windows", "2", "--backend", "cpu", "--json"]));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (a, b) = (
+        v["results"][0]["loss"].as_f64().unwrap(),
+        summary["validation"]["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}");
+    // And passkey runs on it, table and JSON.
+    let (ok, stdout, stderr) = run(bin().arg("passkey").arg(&whole).args([
+        "--lengths",
+        "180,200",
+        "--trials",
+        "3",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert!(ok, "{stderr}");
+    let p: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(p["results"][1]["length"], 200);
+    assert!(p["results"][0]["accuracy"].as_f64().unwrap() <= 1.0);
+    assert!(p["results"][0]["key_loss"].as_f64().unwrap() > 0.0);
+    let (ok, _, stderr) = run(bin()
+        .arg("passkey")
+        .arg(&whole)
+        .args(["--lengths", "20", "--backend", "cpu"]));
+    assert!(!ok && stderr.contains("too short"), "{stderr}");
+}
+
+#[test]
+fn train_recipe_errors_name_the_field() {
+    let dir = tempdir("recipe-errors");
+    let recipe = tiny_recipe(&dir, 6);
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(&recipe, text.replace("\"batch_size\": 2", "\"batch_size\": 0")).unwrap();
+    let (ok, _, stderr) = run(bin()
+        .args(["train", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(dir.join("m")));
+    assert!(!ok && stderr.contains("batch_size"), "{stderr}");
+    std::fs::write(&recipe, text.replace("\"seed\"", "\"sede\"")).unwrap();
+    let (ok, _, stderr) = run(bin()
+        .args(["train", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(dir.join("m")));
+    assert!(!ok && stderr.contains("sede"), "{stderr}");
+    let (ok, _, stderr) = run(bin()
+        .args(["train", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(dir.join("m"))
+        .arg("--resume"));
+    assert!(!ok, "{stderr}");
+}

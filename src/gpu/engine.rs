@@ -41,7 +41,7 @@ use crate::model::engine::{
 };
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
-use crate::model::optim::AdamWConfig;
+use crate::model::optim::{AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
 
 /// Rows of logits made at once (the CPU engine's `LOGIT_ROWS`), fewer when
@@ -1077,5 +1077,47 @@ impl Engine for GpuEngine {
             layout: self.layout.clone(),
             data,
         })
+    }
+
+    async fn optimizer_state(&mut self) -> Result<Option<AdamWState>> {
+        let Some(opt) = self.opt.as_ref() else {
+            return Ok(None);
+        };
+        let step = opt.step;
+        let m = self.read_flat("adamw m", &opt.m).await.map_err(engine_error)?;
+        let v = self.read_flat("adamw v", &opt.v).await.map_err(engine_error)?;
+        Ok(Some(AdamWState { step, m, v }))
+    }
+
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+        let n = self.layout.total;
+        if state.m.len() != n || state.v.len() != n {
+            return Err(Error::Input(format!(
+                "optimizer state has {} entries, the model has {n} parameters",
+                state.m.len()
+            )));
+        }
+        self.ensure_optimizer().await.map_err(engine_error)?;
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for s in &self.slots {
+            let range = s.offset..s.offset + s.len;
+            m.push(
+                self.ctx
+                    .upload("adamw m", &state.m[range.clone()])
+                    .await
+                    .map_err(engine_error)?,
+            );
+            v.push(
+                self.ctx
+                    .upload("adamw v", &state.v[range])
+                    .await
+                    .map_err(engine_error)?,
+            );
+        }
+        let opt = self.opt.as_mut().expect("made above");
+        opt.m = m;
+        opt.v = v;
+        opt.step = state.step;
+        Ok(())
     }
 }

@@ -5,3 +5,10 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod figures;
+pub mod passkey;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod reproduce;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;

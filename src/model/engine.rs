@@ -7,7 +7,7 @@
 use super::config::ModelConfig;
 use super::error::{Error, Result};
 use super::head_scales::HeadScales;
-use super::optim::AdamWConfig;
+use super::optim::{AdamWConfig, AdamWState};
 use super::params::Params;
 
 /// Which rows of logits the caller wants back. Loss needs none of them:
@@ -107,6 +107,13 @@ pub trait Engine {
 
     /// The current weights (for saving).
     async fn params(&mut self) -> Result<Params<f32>>;
+
+    /// The optimizer's moments and step count (for checkpoints); `None`
+    /// before the first training step.
+    async fn optimizer_state(&mut self) -> Result<Option<AdamWState>>;
+
+    /// Replaces the optimizer's state (resuming from a checkpoint).
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()>;
 }
 
 /// The checks every engine applies to its inputs before any work.

@@ -7,6 +7,9 @@ use std::str::FromStr;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
 use super::error::{Error, Result};
@@ -55,6 +58,9 @@ impl Tokenizer {
     /// Trains a byte-level BPE of at most `vocab_size` entries on `text`, with
     /// `<s>` and `</s>` as special tokens 0 and 1. Byte-level means every
     /// input can be encoded: the 256 byte symbols are always in the alphabet.
+    /// Digits are split one per token before the byte-level step, so a
+    /// number is always its digits (a 5-digit pass key is 5 tokens, each seen
+    /// often in training, rather than rare multi-digit merges).
     pub fn train_byte_level_bpe(text: &str, vocab_size: usize) -> Result<Self> {
         let path = PathBuf::from("(trained tokenizer)");
         let err = |e: tokenizers::Error| Error::Tokenizer {
@@ -81,10 +87,14 @@ impl Tokenizer {
             ])
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
-        let mut builder = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+        let pre = Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ]);
+        let mut builder = TokenizerBuilder::<BPE, NormalizerWrapper, Sequence, ByteLevel, ByteLevel>::new()
             .with_model(BPE::default())
             .with_normalizer(None)
-            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_pre_tokenizer(Some(pre))
             .with_post_processor(Some(ByteLevel::new(false, true, true)))
             .with_decoder(Some(ByteLevel::new(false, true, true)))
             .build()
@@ -151,6 +161,9 @@ mod tests {
         assert_eq!(tok.bos_id(), Some(0));
         let ids = tok.encode("the union, 1790: ünïcode").unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), "the union, 1790: ünïcode");
+        let key = tok.encode("12345").unwrap();
+        assert_eq!(key.len(), 5, "digits are one token each");
+        assert_eq!(tok.decode(&tok.encode("is 12345.").unwrap()).unwrap(), "is 12345.");
         let again = Tokenizer::from_bytes(tok.to_json().unwrap().as_bytes(), Path::new("t.json")).unwrap();
         assert_eq!(
             again.encode("state of the union").unwrap(),

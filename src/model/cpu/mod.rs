@@ -37,11 +37,11 @@ impl CpuEngine {
         &self.params
     }
 
-    pub fn optimizer_state(&self) -> Option<&AdamWState> {
+    pub fn optimizer_state_ref(&self) -> Option<&AdamWState> {
         self.optimizer.as_ref()
     }
 
-    pub fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+    fn replace_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
         if state.m.len() != self.params.data.len() || state.v.len() != self.params.data.len() {
             return Err(Error::Input(format!(
                 "optimizer state has {} entries, the model has {} parameters",
@@ -183,5 +183,13 @@ impl Engine for CpuEngine {
 
     async fn params(&mut self) -> Result<Params<f32>> {
         Ok(self.params.clone())
+    }
+
+    async fn optimizer_state(&mut self) -> Result<Option<AdamWState>> {
+        Ok(self.optimizer.clone())
+    }
+
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+        self.replace_optimizer_state(state)
     }
 }
