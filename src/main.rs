@@ -141,6 +141,9 @@ enum Command {
         /// Only L/2 and L, 4 trials, scales 1.0 and 1.5 (a smoke run).
         #[arg(long)]
         quick: bool,
+        /// Pass-key trials per cell (default 50; 4 with --quick).
+        #[arg(long)]
+        trials: Option<usize>,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
     },
@@ -199,8 +202,9 @@ fn main() -> ExitCode {
             text,
             out,
             quick,
+            trials,
             backend,
-        } => reproduce_cmd(&nope, &rope, &text, &out, quick, backend),
+        } => reproduce_cmd(&nope, &rope, &text, &out, quick, trials, backend),
         Command::Train {
             config,
             out,
@@ -657,10 +661,23 @@ fn passkey_cmd(
 
 struct TrainBar {
     bar: ProgressBar,
+    /// When stderr is no terminal (a log file), a line every half minute.
+    last_line: std::time::Instant,
 }
 
 impl train::TrainProgress for TrainBar {
     fn step(&mut self, row: &train::LogRow, total: usize, tokens_per_s: f64) -> bool {
+        if self.bar.is_hidden() && self.last_line.elapsed().as_secs() >= 30 {
+            self.last_line = std::time::Instant::now();
+            eprintln!(
+                "step {}/{total}  loss {:.4}  lr {:.2e}  {:.0} tok/s  {:.1} min",
+                row.step,
+                row.loss,
+                row.lr,
+                tokens_per_s,
+                row.elapsed_s / 60.0
+            );
+        }
         self.bar.set_length(total as u64);
         self.bar.set_position(row.step as u64);
         self.bar.set_message(format!(
@@ -765,7 +782,10 @@ fn train_cmd(
         pollster::block_on(engine.set_optimizer_state(opt)).map_err(err)?;
     }
     let bar = progress_bar("steps");
-    let mut progress = TrainBar { bar: bar.clone() };
+    let mut progress = TrainBar {
+        bar: bar.clone(),
+        last_line: std::time::Instant::now(),
+    };
     let summary = pollster::block_on(train::train(
         &mut engine,
         &recipe,
@@ -806,7 +826,15 @@ fn train_cmd(
     Ok(())
 }
 
-fn reproduce_cmd(nope: &Path, rope: &Path, text: &Path, out: &Path, quick: bool, backend: Backend) -> CliResult<()> {
+fn reproduce_cmd(
+    nope: &Path,
+    rope: &Path,
+    text: &Path,
+    out: &Path,
+    quick: bool,
+    trials: Option<usize>,
+    backend: Backend,
+) -> CliResult<()> {
     use nopescope::lab::{figures, reproduce};
     let clock = std::time::Instant::now();
     let n = load_model_dir(nope).map_err(err)?;
@@ -830,11 +858,14 @@ fn reproduce_cmd(nope: &Path, rope: &Path, text: &Path, out: &Path, quick: bool,
     let builder = PasskeyBuilder::new(tok).map_err(err)?;
     let mut ne = make_engine(backend, n.config.clone(), n.params)?;
     let mut re = make_engine(backend, r.config.clone(), r.params)?;
-    let opts = if quick {
+    let mut opts = if quick {
         reproduce::Options::quick()
     } else {
         reproduce::Options::full()
     };
+    if let Some(t) = trials {
+        opts.trials = t;
+    }
     let results = pollster::block_on(reproduce::run(
         &mut ne,
         &mut re,
@@ -851,6 +882,9 @@ fn reproduce_cmd(nope: &Path, rope: &Path, text: &Path, out: &Path, quick: bool,
     if quick {
         command.push_str(" --quick");
     }
+    if let Some(t) = trials {
+        command.push_str(&format!(" --trials {t}"));
+    }
     if out != Path::new("docs") {
         command.push_str(&format!(" --out {}", out.display()));
     }
@@ -858,6 +892,7 @@ fn reproduce_cmd(nope: &Path, rope: &Path, text: &Path, out: &Path, quick: bool,
     files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
     let json = serde_json::to_string_pretty(&results).expect("json");
     files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
+    print!("{}", reproduce::short_table(&results));
     for c in reproduce::checks(&results) {
         let met = match c.met {
             Some(true) => "met",

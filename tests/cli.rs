@@ -158,7 +158,7 @@ fn losses(dir: &std::path::Path) -> Vec<String> {
         .unwrap()
         .lines()
         .skip(1)
-        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .map(|l| l.split(',').take(9).collect::<Vec<_>>().join(","))
         .collect()
 }
 

@@ -608,3 +608,28 @@ versions sit beside the SVGs.",
     );
     s
 }
+
+/// The length table in plain text (the CLI prints it).
+pub fn short_table(r: &Results) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>7} | {:>14} | {:>24} | {:>14} | {:>10} | {:>12}",
+        "length", "NoPE pass key", "NoPE, best scale s", "RoPE pass key", "NoPE ppl", "NoPE entropy"
+    );
+    for (k, &x) in r.lengths.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{:>7} | {:>14} | {:>15} (s = {:.1}) | {:>14} | {:>10.1} | {:>7.2} bits",
+            x,
+            pct(r.nope.passkey[k].accuracy),
+            pct(r.nope_best.passkey[k].accuracy),
+            r.nope_best.scales[k],
+            pct(r.rope.passkey[k].accuracy),
+            r.nope.validation[k].perplexity,
+            r.nope.validation[k].mean_entropy_bits
+        );
+    }
+    s
+}

@@ -78,9 +78,12 @@ pub struct Recipe {
     /// Share of sequences that are copy documents (random tokens, repeated).
     #[serde(default)]
     pub copy_share: f64,
-    /// Pass-key and copy documents are between this and the training length.
+    /// Pass-key documents are between this and the training length.
     #[serde(default = "d_min_doc")]
     pub min_doc_len: usize,
+    /// Copy documents are between this and the training length.
+    #[serde(default = "d_min_doc")]
+    pub copy_min_len: usize,
     pub eval_every: usize,
     pub checkpoint_every: usize,
     /// Pass-key trials at the training length at each evaluation.
@@ -224,6 +227,8 @@ pub fn batch_for_step(
             };
             builder.build(doc_len, depth, key, filler, &mut rng)?.tokens
         } else if u < recipe.passkey_share + recipe.copy_share {
+            let min = recipe.copy_min_len.min(l);
+            let doc_len = min + rng.below(l - min + 1);
             // Tokens drawn one by one from the training text (its unigram
             // distribution, no n-gram structure), then repeated: the second
             // half is predictable only by looking back, which is what
@@ -258,13 +263,17 @@ pub struct LogRow {
     pub validation_loss: Option<f64>,
     pub passkey_accuracy: Option<f64>,
     pub passkey_key_loss: Option<f64>,
+    /// Loss on the repeated half of held-out copy documents: falls once
+    /// the model can look back and copy (induction).
+    pub copy_loss: Option<f64>,
     pub elapsed_s: f64,
 }
 
 pub const LOG_FILE: &str = "train_log.csv";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const SUMMARY_FILE: &str = "training.json";
-const LOG_HEADER: &str = "step,tokens,lr,loss,grad_norm,validation_loss,passkey_accuracy,passkey_key_loss,elapsed_s";
+const LOG_HEADER: &str =
+    "step,tokens,lr,loss,grad_norm,validation_loss,passkey_accuracy,passkey_key_loss,copy_loss,elapsed_s";
 
 fn opt_str(x: Option<f64>) -> String {
     x.map(|v| format!("{v}")).unwrap_or_default()
@@ -275,7 +284,7 @@ pub fn log_to_csv(rows: &[LogRow]) -> String {
     s.push('\n');
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{},{:.3}\n",
             r.step,
             r.tokens,
             r.lr,
@@ -284,6 +293,7 @@ pub fn log_to_csv(rows: &[LogRow]) -> String {
             opt_str(r.validation_loss),
             opt_str(r.passkey_accuracy),
             opt_str(r.passkey_key_loss),
+            opt_str(r.copy_loss),
             r.elapsed_s
         ));
     }
@@ -299,8 +309,8 @@ pub fn log_from_csv(text: &str, path: &Path) -> Result<Vec<LogRow>> {
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 9 {
-            return Err(bad(i + 2, "expected 9 fields"));
+        if f.len() != 10 {
+            return Err(bad(i + 2, "expected 10 fields"));
         }
         let num = |s: &str| {
             s.parse::<f64>()
@@ -316,7 +326,8 @@ pub fn log_from_csv(text: &str, path: &Path) -> Result<Vec<LogRow>> {
             validation_loss: opt(f[5])?,
             passkey_accuracy: opt(f[6])?,
             passkey_key_loss: opt(f[7])?,
-            elapsed_s: num(f[8])?,
+            copy_loss: opt(f[8])?,
+            elapsed_s: num(f[9])?,
         });
     }
     Ok(rows)
@@ -551,6 +562,52 @@ pub async fn evaluate<E: Engine>(
     ))
 }
 
+/// Mean loss on the second half of 8 copy documents of validation tokens
+/// (a held-out span of 64 tokens, then the same span again).
+pub async fn copy_loss<E: Engine>(engine: &mut E, data: &TrainData) -> Result<f64> {
+    let m = 64;
+    if data.validation.len() < 8 * m {
+        return Err(Error::Input(
+            "the validation text is too short for copy documents".into(),
+        ));
+    }
+    let ones = HeadScales::ones(engine.config());
+    let vocab = engine.config().vocab_size;
+    let stride = data.validation.len() / 8;
+    let (mut sum, mut n) = (0.0, 0usize);
+    for k in 0..8 {
+        let span = &data.validation[k * stride..k * stride + m];
+        let doc: Vec<u32> = data
+            .bos
+            .into_iter()
+            .chain(span.iter().copied())
+            .chain(span.iter().copied())
+            .collect();
+        let out = engine
+            .forward(
+                &doc,
+                &ones,
+                &crate::model::engine::ForwardOptions {
+                    logits: crate::model::engine::LogitsRequest::Last(m + 1),
+                    entropy: false,
+                },
+            )
+            .await?;
+        let logits = out
+            .logits
+            .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
+        for j in 0..m {
+            let row = &logits[j * vocab..(j + 1) * vocab];
+            let target = doc[doc.len() - m + j] as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64 + row.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln();
+            sum += lse - row[target] as f64;
+            n += 1;
+        }
+    }
+    Ok(sum / n as f64)
+}
+
 /// The seed of every pass-key evaluation (training and `nopescope passkey`).
 pub const PASSKEY_EVAL_SEED: u64 = 20_240_101;
 
@@ -599,20 +656,24 @@ pub async fn train<E: Engine>(
             validation_loss: None,
             passkey_accuracy: None,
             passkey_key_loss: None,
+            copy_loss: None,
             elapsed_s: elapsed(&start),
         };
         if done % recipe.eval_every == 0 || done == recipe.steps {
             let (v, p) = evaluate(engine, recipe, data, &builder).await?;
+            let copy = copy_loss(engine, data).await?;
             row.validation_loss = Some(v.loss);
             row.passkey_accuracy = Some(p.accuracy);
             row.passkey_key_loss = Some(p.key_loss);
+            row.copy_loss = Some(copy);
             progress.message(&format!(
-                "step {done}: train loss {:.4}, validation loss {:.4}, pass key at {} {:.0}% (key loss {:.3})",
+                "step {done}: train loss {:.4}, validation loss {:.4}, pass key at {} {:.0}% (key loss {:.3}), copy loss {:.3}",
                 stats.loss,
                 v.loss,
                 p.length,
                 100.0 * p.accuracy,
-                p.key_loss
+                p.key_loss,
+                copy
             ));
         }
         let secs = window.0.elapsed().as_secs_f64().max(1e-9);
@@ -756,6 +817,7 @@ mod tests {
                 validation_loss: None,
                 passkey_accuracy: None,
                 passkey_key_loss: None,
+                copy_loss: None,
                 elapsed_s: 0.5,
             },
             LogRow {
@@ -767,6 +829,7 @@ mod tests {
                 validation_loss: Some(7.0),
                 passkey_accuracy: Some(0.25),
                 passkey_key_loss: Some(2.5),
+                copy_loss: Some(3.5),
                 elapsed_s: 1.0,
             },
         ];
