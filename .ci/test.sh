@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All of nopescope's checks, in order: format, lints, the wasm32 library
-# build, then every test (release profile: the numerics are slow unoptimised).
+# build, then every test (release profile: the numerics are slow unoptimised),
+# then the browser test on WebGPU (tests/web_gpu.rs).
 # Installs what it needs first, idempotently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,16 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
   need_root apt-get update && need_root apt-get install -y mesa-vulkan-drivers libvulkan1
 fi
+# Headless Chromium (WebGPU on SwiftShader) and its driver, for the browser
+# test, and the wasm-bindgen test runner of wasm-bindgen's version (built
+# from source: a few minutes, once per machine).
+if ! dpkg -s chromium >/dev/null 2>&1 || ! dpkg -s chromium-driver >/dev/null 2>&1; then
+  need_root apt-get update && need_root apt-get install -y chromium chromium-driver
+fi
+if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -qx 'wasm-bindgen-test-runner 0.2.130'; then
+  # Not --locked: its lock file names a webpki-roots the registry here lacks.
+  cargo install wasm-bindgen-cli --version 0.2.130
+fi
 # Quiets lavapipe's warning about a missing runtime directory.
 XDG_RUNTIME_DIR=$(mktemp -d)
 export XDG_RUNTIME_DIR
@@ -26,4 +37,10 @@ echo "== fmt"; cargo fmt --check
 echo "== clippy"; cargo clippy --all-targets --release -- -D warnings
 echo "== wasm32 library"; cargo check --lib --target wasm32-unknown-unknown
 echo "== tests"; cargo test --release
+# tests/web_gpu.rs in headless Chromium on real WebGPU; fails if there is
+# none. --no-default-features leaves out the CLI, which does not build for
+# wasm32 (integration tests build every binary).
+echo "== browser WebGPU tests"
+CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 WASM_BINDGEN_TEST_DRIVER_TIMEOUT=30 \
+  cargo test --target wasm32-unknown-unknown --no-default-features --test web_gpu -- --nocapture
 echo "== all checks passed"

@@ -50,7 +50,9 @@ const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
 // The lowest finite f32, the max before any key (WGSL has no infinity
 // literal); e^(LOWEST - m') is 0 for every finite score m'.
-const LOWEST: f32 = -3.40282347e38;
+// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
+// -3.40282347e38 as not representable in f32.
+const LOWEST: f32 = -0x1.fffffep+127f;
 const LN2: f32 = 0.693147180559945;
 
 @compute @workgroup_size(WG)

@@ -34,7 +34,9 @@ const WG: u32 = {{QUERY_WG}}u;
 // Keys per tile, and per step of the online softmax.
 const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
-const LOWEST: f32 = -3.40282347e38;
+// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
+// -3.40282347e38 as not representable in f32.
+const LOWEST: f32 = -0x1.fffffep+127f;
 const LN2: f32 = 0.693147180559945;
 
 var<workgroup> k_tile: array<f32, KEY_BLOCK * MAX_HD>; // (KEY_BLOCK, hd)

@@ -25,7 +25,9 @@ const WG: u32 = {{ROW_WG}}u;
 const NO_TARGET: u32 = {{NO_TARGET}}u;
 // The lowest finite f32, the max of an empty part of a row (WGSL has no
 // infinity literal).
-const LOWEST: f32 = -3.40282347e38;
+// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
+// -3.40282347e38 as not representable in f32.
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 var<workgroup> partial: array<f32, WG>;
 

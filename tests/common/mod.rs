@@ -3,20 +3,22 @@
 //! frozen mode) to rtol 1e-3, and the losses of 3 AdamW steps. The fixtures
 //! are written by tests/reference/make_fixture.py in f64 from the saved f32
 //! weights.
-
-use std::path::Path;
+//!
+//! The parts that need no files (the tolerances, reading the expected
+//! values, the forward and head-scale checks) are shared with the browser
+//! test (tests/web_gpu.rs), which embeds the fixture's bytes.
 
 use nopescope::model::check::{assert_close, Tolerance};
-use nopescope::model::files::load_model_dir;
-use nopescope::model::head_scales::{HeadScales, HEAD_SCALES_FILE};
-use nopescope::model::optim::AdamWConfig;
-use nopescope::model::params::Params;
-use pollster::block_on;
-
-use nopescope::model::{Engine, ForwardOptions, GradMode, LogitsRequest, ModelConfig};
+use nopescope::model::engine::ForwardOutput;
 use safetensors::SafeTensors;
 
-fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
+/// Logits, loss and entropy against the fixture.
+pub const OUTPUT_TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+/// Weight and head-scale gradients against the fixture.
+pub const GRAD_TOL: Tolerance = Tolerance::new(1e-6, 1e-3);
+
+/// An f64 tensor of the expected values.
+pub fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
     t.data()
@@ -25,9 +27,58 @@ fn f64s(st: &SafeTensors, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The fixture's token sequence (stored as i64).
+pub fn fixture_tokens(expected: &SafeTensors) -> Vec<u32> {
+    expected
+        .tensor("tokens")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect()
+}
+
+/// A forward of all logits with entropy against the fixture.
+pub fn check_forward(variant: &str, out: &ForwardOutput, expected: &SafeTensors) {
+    assert_close(
+        &format!("{variant} logits"),
+        out.logits.as_ref().unwrap(),
+        &f64s(expected, "logits"),
+        OUTPUT_TOL,
+    );
+    assert_close(
+        &format!("{variant} loss"),
+        &[out.mean_loss()],
+        &f64s(expected, "loss"),
+        OUTPUT_TOL,
+    );
+    assert_close(
+        &format!("{variant} entropy"),
+        out.entropy_bits.as_ref().unwrap(),
+        &f64s(expected, "entropy_bits"),
+        OUTPUT_TOL,
+    );
+}
+
+/// Head-scale gradients (`what` names the mode) against the fixture.
+pub fn check_head_scale_grads(what: &str, got: &[f32], expected: &SafeTensors) {
+    assert_close(what, got, &f64s(expected, "grad.head_scales"), GRAD_TOL);
+}
+
 /// Loads fixture `variant` (tests/fixtures/<variant>), builds an engine
 /// with `make` and checks it against the fixture.
-pub fn check_engine_against_fixture<E: Engine>(variant: &str, make: impl FnOnce(ModelConfig, Params<f32>) -> E) {
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check_engine_against_fixture<E: nopescope::model::Engine>(
+    variant: &str,
+    make: impl FnOnce(nopescope::model::ModelConfig, nopescope::model::params::Params<f32>) -> E,
+) {
+    use nopescope::model::files::load_model_dir;
+    use nopescope::model::head_scales::{HeadScales, HEAD_SCALES_FILE};
+    use nopescope::model::optim::AdamWConfig;
+    use nopescope::model::{ForwardOptions, GradMode, LogitsRequest};
+    use pollster::block_on;
+    use std::path::Path;
+
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(variant);
@@ -35,13 +86,7 @@ pub fn check_engine_against_fixture<E: Engine>(variant: &str, make: impl FnOnce(
     let hs = HeadScales::load(&dir.join(HEAD_SCALES_FILE), &model.config).unwrap();
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let expected = SafeTensors::deserialize(&bytes).unwrap();
-    let tokens: Vec<u32> = expected
-        .tensor("tokens")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-        .collect();
+    let tokens = fixture_tokens(&expected);
     let layout = model.params.layout.clone();
     let mut engine = make(model.config.clone(), model.params);
     let seq = std::slice::from_ref(&tokens);
@@ -51,48 +96,27 @@ pub fn check_engine_against_fixture<E: Engine>(variant: &str, make: impl FnOnce(
         entropy: true,
     };
     let out = block_on(engine.forward(&tokens, &hs, &options)).unwrap();
-    let tol4 = Tolerance::new(1e-5, 1e-4);
-    assert_close(
-        &format!("{variant} logits"),
-        out.logits.as_ref().unwrap(),
-        &f64s(&expected, "logits"),
-        tol4,
-    );
-    assert_close(
-        &format!("{variant} loss"),
-        &[out.mean_loss()],
-        &f64s(&expected, "loss"),
-        tol4,
-    );
-    assert_close(
-        &format!("{variant} entropy"),
-        out.entropy_bits.as_ref().unwrap(),
-        &f64s(&expected, "entropy_bits"),
-        tol4,
-    );
+    check_forward(variant, &out, &expected);
 
     let g = block_on(engine.gradients(seq, &hs, GradMode::Full)).unwrap();
-    let tol3 = Tolerance::new(1e-6, 1e-3);
     let weights = g.weights.as_ref().unwrap();
     assert_eq!(weights.len(), layout.total);
     for t in &layout.tensors {
         let want = f64s(&expected, &format!("grad.{}", t.name));
-        assert_close(&format!("{variant} grad.{}", t.name), &weights[t.range()], &want, tol3);
+        assert_close(
+            &format!("{variant} grad.{}", t.name),
+            &weights[t.range()],
+            &want,
+            GRAD_TOL,
+        );
     }
-    let want_scales = f64s(&expected, "grad.head_scales");
-    assert_close(
-        &format!("{variant} grad.head_scales"),
-        &g.head_scales,
-        &want_scales,
-        tol3,
-    );
+    check_head_scale_grads(&format!("{variant} grad.head_scales"), &g.head_scales, &expected);
     let frozen = block_on(engine.gradients(seq, &hs, GradMode::HeadScalesOnly)).unwrap();
     assert!(frozen.weights.is_none());
-    assert_close(
+    check_head_scale_grads(
         &format!("{variant} frozen grad.head_scales"),
         &frozen.head_scales,
-        &want_scales,
-        tol3,
+        &expected,
     );
 
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
