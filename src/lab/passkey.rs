@@ -270,7 +270,7 @@ pub async fn passkey_lengths<E: Engine>(
         let mut loss = 0.0;
         let mut exact_tokens = 0usize;
         let mut answer_tokens = 0usize;
-        let mut by_depth = vec![(0usize, 0usize); DEPTH_BUCKETS];
+        let mut by_depth = [(0usize, 0usize); DEPTH_BUCKETS];
         let mut retrieval = vec![0.0f64; cfg.num_layers * heads];
         let mut mean_ent = 0.0;
         for (n, (depth, doc)) in docs.iter().enumerate() {
