@@ -2,25 +2,35 @@
 // numbers the other steps need about that row, side by side:
 //   rowstats[h, i] = (lse[h, i], D_i = dO_i . O_i)
 // (one buffer for both keeps the next steps within 8 storage bindings,
-// WebGPU's default).
+// WebGPU's default). The bound rows may be a chunk of the sequence
+// (see attention_forward.wgsl).
 // CPU twin: the D of model::cpu::attention::attention_backward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
+    // heads / kv_heads: query heads per KV head.
     group: u32,
+    // 1 / sqrt(hd)
     inv_sqrt_hd: f32,
-    // This dispatch's range (unused here; see attention_forward.wgsl).
+    // The dispatch's range and the chunk's positions (unused here; see
+    // attention_forward.wgsl).
     begin: u32,
     end: u32,
+    q_first: u32,
+    k_first: u32,
+    keys: u32,
+    // Unused here (attention_backward_dscale.wgsl).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> rowstats: array<f32>; // (H, T, 2): lse, D
-@group(0) @binding(1) var<storage, read> dout: array<f32>;           // (T, H * hd)
-@group(0) @binding(2) var<storage, read> out: array<f32>;            // (T, H * hd)
-@group(0) @binding(3) var<storage, read> lse: array<f32>;            // (H, T)
+@group(0) @binding(0) var<storage, read_write> rowstats: array<f32>; // (H, rows, 2): lse, D
+@group(0) @binding(1) var<storage, read> dout: array<f32>;           // (rows, H * hd)
+@group(0) @binding(2) var<storage, read> out: array<f32>;            // (rows, H * hd)
+@group(0) @binding(3) var<storage, read> lse: array<f32>;            // (H, rows)
 @group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = {{QUERY_WG}}u;
@@ -32,11 +42,11 @@ fn attention_backward_delta(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let e = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (e >= p.heads * p.t) {
+    if (e >= p.heads * p.rows) {
         return;
     }
-    let h = e / p.t;
-    let i = e % p.t;
+    let h = e / p.rows;
+    let i = e % p.rows;
     let o0 = i * p.heads * p.hd + h * p.hd;
     var dd = 0.0;
     for (var d = 0u; d < p.hd; d++) {

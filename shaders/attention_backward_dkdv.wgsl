@@ -5,28 +5,40 @@
 // with P and dS recomputed as in step 2. One dispatch covers the query
 // rows [p.begin, p.end): keys from p.end on see none of them and are not
 // dispatched; a key's sums start in the pass holding row j and are added
-// to in the later ones.
+// to in the later ones. The bound rows may be a chunk of the sequence,
+// positions as in attention_forward.wgsl: the host runs a key chunk's
+// query chunks in order, from its own on.
 // CPU twin: model::cpu::attention::attention_backward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
+    // heads / kv_heads: query heads per KV head.
     group: u32,
+    // 1 / sqrt(hd)
     inv_sqrt_hd: f32,
-    // This dispatch's query rows: [begin, end).
+    // This dispatch's keys: [begin, end).
     begin: u32,
     end: u32,
+    // Positions of the first bound query row and the first bound key row.
+    q_first: u32,
+    k_first: u32,
+    // Key rows bound.
+    keys: u32,
+    // Unused here (attention_backward_dscale.wgsl).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> dk: array<f32>;    // (T, KV * hd)
-@group(0) @binding(1) var<storage, read_write> dv: array<f32>;    // (T, KV * hd)
-@group(0) @binding(2) var<storage, read> dout: array<f32>;        // (T, H * hd)
-@group(0) @binding(3) var<storage, read> q: array<f32>;           // (T, H * hd)
-@group(0) @binding(4) var<storage, read> k: array<f32>;           // (T, KV * hd)
-@group(0) @binding(5) var<storage, read> v: array<f32>;           // (T, KV * hd)
-@group(0) @binding(6) var<storage, read> rowstats: array<f32>;    // (H, T, 2): lse, D
+@group(0) @binding(0) var<storage, read_write> dk: array<f32>;    // (keys, KV * hd)
+@group(0) @binding(1) var<storage, read_write> dv: array<f32>;    // (keys, KV * hd)
+@group(0) @binding(2) var<storage, read> dout: array<f32>;        // (rows, H * hd)
+@group(0) @binding(3) var<storage, read> q: array<f32>;           // (rows, H * hd)
+@group(0) @binding(4) var<storage, read> k: array<f32>;           // (keys, KV * hd)
+@group(0) @binding(5) var<storage, read> v: array<f32>;           // (keys, KV * hd)
+@group(0) @binding(6) var<storage, read> rowstats: array<f32>;    // (H, rows, 2): lse, D
 @group(0) @binding(7) var<storage, read> head_scales: array<f32>; // (H)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -39,17 +51,18 @@ fn attention_backward_dkdv(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // keys 0..stop of every KV head, head after head: a key j sees the
-    // rows max(j, begin)..stop of this pass
-    let stop = min(p.end, p.t);
+    // bound keys 0..n (those before position `end`) of every KV head,
+    // head after head: key j sees the rows max(j, begin)..end of this pass
+    let n = min(p.end - p.k_first, p.keys);
     let e = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (e >= p.kv_heads * stop) {
+    if (e >= p.kv_heads * n) {
         return;
     }
-    let g = e / stop;
-    let j = e % stop;
+    let g = e / n;
+    let jl = e % n;
+    let j = p.k_first + jl;
     let qs = p.heads * p.hd;
-    let k0 = j * p.kv_heads * p.hd + g * p.hd;
+    let k0 = jl * p.kv_heads * p.hd + g * p.hd;
 
     var kv: array<f32, MAX_HD>;
     var vv: array<f32, MAX_HD>;
@@ -62,11 +75,12 @@ fn attention_backward_dkdv(
         dka[d] = select(dk[k0 + d], 0.0, first);
         dva[d] = select(dv[k0 + d], 0.0, first);
     }
-    for (var i = max(j, p.begin); i < stop; i++) {
+    for (var i = max(j, p.begin); i < p.end; i++) {
         for (var h = g * p.group; h < (g + 1u) * p.group; h++) {
             let lambda = head_scales[h] * p.inv_sqrt_hd;
-            let q0 = i * qs + h * p.hd;
-            let r = 2u * (h * p.t + i);
+            let il = i - p.q_first;
+            let q0 = il * qs + h * p.hd;
+            let r = 2u * (h * p.rows + il);
             var raw = 0.0;
             var dp = 0.0;
             for (var d = 0u; d < p.hd; d++) {

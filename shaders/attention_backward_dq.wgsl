@@ -7,28 +7,39 @@
 //   dscale_partials[h, i] = sum_j dS_ij raw_ij
 // (step 4 sums the partials over i and divides by sqrt(hd)). One dispatch
 // covers the keys [p.begin, p.end), adding into dq and the partials after
-// the first (as the forward splits its keys).
+// the first (as the forward splits its keys). The bound rows may be a
+// chunk of the sequence, positions as in attention_forward.wgsl.
 // CPU twin: model::cpu::attention::attention_backward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
+    // heads / kv_heads: query heads per KV head.
     group: u32,
+    // 1 / sqrt(hd)
     inv_sqrt_hd: f32,
     // This dispatch's keys: [begin, end).
     begin: u32,
     end: u32,
+    // Positions of the first bound query row and the first bound key row.
+    q_first: u32,
+    k_first: u32,
+    // Key rows bound.
+    keys: u32,
+    // Unused here (attention_backward_dscale.wgsl).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> dq: array<f32>;              // (T, H * hd)
-@group(0) @binding(1) var<storage, read_write> dscale_partials: array<f32>; // (H, T)
-@group(0) @binding(2) var<storage, read> dout: array<f32>;                  // (T, H * hd)
-@group(0) @binding(3) var<storage, read> q: array<f32>;                     // (T, H * hd)
-@group(0) @binding(4) var<storage, read> k: array<f32>;                     // (T, KV * hd)
-@group(0) @binding(5) var<storage, read> v: array<f32>;                     // (T, KV * hd)
-@group(0) @binding(6) var<storage, read> rowstats: array<f32>;              // (H, T, 2): lse, D
+@group(0) @binding(0) var<storage, read_write> dq: array<f32>;              // (rows, H * hd)
+@group(0) @binding(1) var<storage, read_write> dscale_partials: array<f32>; // (H, rows)
+@group(0) @binding(2) var<storage, read> dout: array<f32>;                  // (rows, H * hd)
+@group(0) @binding(3) var<storage, read> q: array<f32>;                     // (rows, H * hd)
+@group(0) @binding(4) var<storage, read> k: array<f32>;                     // (keys, KV * hd)
+@group(0) @binding(5) var<storage, read> v: array<f32>;                     // (keys, KV * hd)
+@group(0) @binding(6) var<storage, read> rowstats: array<f32>;              // (H, rows, 2): lse, D
 @group(0) @binding(7) var<storage, read> head_scales: array<f32>;           // (H)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -41,22 +52,25 @@ fn attention_backward_dq(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // rows begin..T of every head, head after head
-    let rows = p.t - p.begin;
+    // bound rows lo..rows of every head, head after head: the rows at or
+    // past key `begin`
+    let lo = max(p.begin, p.q_first) - p.q_first;
+    let n = p.rows - lo;
     let e = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (e >= p.heads * rows) {
+    if (e >= p.heads * n) {
         return;
     }
-    let h = e / rows;
-    let i = p.begin + e % rows;
+    let h = e / n;
+    let il = lo + e % n;
+    let i = p.q_first + il;
     let g = h / p.group;
     let qs = p.heads * p.hd;
     let kvs = p.kv_heads * p.hd;
     let lambda = head_scales[h] * p.inv_sqrt_hd;
-    let r = h * p.t + i;
+    let r = h * p.rows + il;
     let row_lse = rowstats[2u * r];
     let row_d = rowstats[2u * r + 1u];
-    let q0 = i * qs + h * p.hd;
+    let q0 = il * qs + h * p.hd;
 
     var qv: array<f32, MAX_HD>;
     var dov: array<f32, MAX_HD>;
@@ -69,7 +83,7 @@ fn attention_backward_dq(
     }
     var dscale = select(dscale_partials[r], 0.0, first);
     for (var j = p.begin; j < min(p.end, i + 1u); j++) {
-        let k0 = j * kvs + g * p.hd;
+        let k0 = (j - p.k_first) * kvs + g * p.hd;
         var raw = 0.0;
         var dp = 0.0;
         for (var d = 0u; d < p.hd; d++) {

@@ -2,22 +2,33 @@
 // workgroup per head, summing step 2's partials over the query rows as a
 // tree in workgroup memory (a fixed order, no atomics):
 //   d_head_scales[h] = sum_i dscale_partials[h, i] / sqrt(hd)
+// over the bound rows; with p.accumulate, added to what is there (the
+// engine sums a sequence's row chunks one after another).
 // CPU twin: the d_head_scales of model::cpu::attention::attention_backward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
+    // heads / kv_heads: query heads per KV head.
     group: u32,
+    // 1 / sqrt(hd)
     inv_sqrt_hd: f32,
-    // This dispatch's range (unused here; see attention_forward.wgsl).
+    // The dispatch's range and the chunk's positions (unused here; see
+    // attention_forward.wgsl).
     begin: u32,
     end: u32,
+    q_first: u32,
+    k_first: u32,
+    keys: u32,
+    // 1: add to d_head_scales (the query rows come in chunks).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> d_head_scales: array<f32>; // (H), overwritten
-@group(0) @binding(1) var<storage, read> dscale_partials: array<f32>;     // (H, T)
+@group(0) @binding(0) var<storage, read_write> d_head_scales: array<f32>; // (H)
+@group(0) @binding(1) var<storage, read> dscale_partials: array<f32>;     // (H, rows)
 @group(0) @binding(2) var<uniform> p: Params;
 
 // Invocations per head (a power of two, for the tree reduction).
@@ -36,8 +47,8 @@ fn attention_backward_dscale(
         return;
     }
     var s = 0.0;
-    for (var i = lid; i < p.t; i += WG) {
-        s += dscale_partials[h * p.t + i];
+    for (var i = lid; i < p.rows; i += WG) {
+        s += dscale_partials[h * p.rows + i];
     }
     partial[lid] = s;
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
@@ -48,6 +59,7 @@ fn attention_backward_dscale(
     }
     workgroupBarrier();
     if (lid == 0u) {
-        d_head_scales[h] = partial[0] * p.inv_sqrt_hd;
+        let before = select(0.0, d_head_scales[h], p.accumulate == 1u);
+        d_head_scales[h] = before + partial[0] * p.inv_sqrt_hd;
     }
 }

@@ -15,10 +15,16 @@
 // done and not dispatched; (m, Z, E) wait in `state` and acc in `out`
 // between dispatches; a row's state starts in the pass with key 0 and is
 // finished in the pass holding its last key, i.
+//
+// The bound rows may be a chunk of the sequence (the engine pages buffers
+// that would pass the max storage binding): q, out and the (H, rows)
+// stats hold `rows` query rows from position p.q_first, k and v `keys` key
+// rows from p.k_first; begin, end, i and j are positions in the sequence.
 // CPU twin: model::cpu::attention::attention_forward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
@@ -29,15 +35,22 @@ struct Params {
     // This dispatch's keys: [begin, end).
     begin: u32,
     end: u32,
+    // Positions of the first bound query row and the first bound key row.
+    q_first: u32,
+    k_first: u32,
+    // Key rows bound.
+    keys: u32,
+    // Unused here (attention_backward_dscale.wgsl).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (T, H * hd): acc until a row's last pass
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, T)
-@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, T)
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, T, 3): m, Z, E between passes
-@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (T, H * hd)
-@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (T, KV * hd)
-@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd): acc until a row's last pass
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, rows)
+@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, rows)
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, rows, 3): m, Z, E between passes
+@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (rows, H * hd)
+@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (keys, KV * hd)
+@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (keys, KV * hd)
 @group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -61,20 +74,23 @@ fn attention_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // rows begin..T of every head, head after head
-    let rows = p.t - p.begin;
+    // bound rows lo..rows of every head, head after head: the rows at or
+    // past key `begin` (the host binds no row chunk ending before it)
+    let lo = max(p.begin, p.q_first) - p.q_first;
+    let n = p.rows - lo;
     let e = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (e >= p.heads * rows) {
+    if (e >= p.heads * n) {
         return;
     }
-    let h = e / rows;
-    let i = p.begin + e % rows;
+    let h = e / n;
+    let il = lo + e % n;
+    let i = p.q_first + il;
     let g = h / p.group;
     let qs = p.heads * p.hd;
     let kvs = p.kv_heads * p.hd;
     let lambda = head_scales[h] * p.inv_sqrt_hd;
-    let q0 = i * qs + h * p.hd;
-    let r = h * p.t + i;
+    let q0 = il * qs + h * p.hd;
+    let r = h * p.rows + il;
 
     var qv: array<f32, MAX_HD>;  // lambda q_i
     var acc: array<f32, MAX_HD>; // sum_j e^(s_j - m) v_j
@@ -99,7 +115,7 @@ fn attention_forward(
         // pass 1: this block's scores and their max
         var bmax = LOWEST;
         for (var jj = 0u; jj < nk; jj++) {
-            let k0 = (j0 + jj) * kvs + g * p.hd;
+            let k0 = (j0 + jj - p.k_first) * kvs + g * p.hd;
             var dot = 0.0;
             for (var d = 0u; d < p.hd; d++) {
                 dot += qv[d] * k[k0 + d];
@@ -122,7 +138,7 @@ fn attention_forward(
             let w = exp(x);
             z += w;
             ent += w * x;
-            let v0 = (j0 + jj) * kvs + g * p.hd;
+            let v0 = (j0 + jj - p.k_first) * kvs + g * p.hd;
             for (var d = 0u; d < p.hd; d++) {
                 acc[d] += w * v[v0 + d];
             }

@@ -4,28 +4,39 @@
 // one invocation per query row. The workgroup loads each tile of
 // KEY_BLOCK keys and values into workgroup memory once and every row of
 // the block reads it there, instead of each invocation reading every key
-// from the buffer.
+// from the buffer. The bound rows may be a chunk of the sequence, as
+// there.
 // CPU twin: model::cpu::attention::attention_forward.
 
 struct Params {
-    t: u32,
+    // Query rows bound: q, out and the stats' row stride.
+    rows: u32,
     heads: u32,
     kv_heads: u32,
     hd: u32,
+    // heads / kv_heads: query heads per KV head.
     group: u32,
+    // 1 / sqrt(hd)
     inv_sqrt_hd: f32,
     // This dispatch's keys: [begin, end).
     begin: u32,
     end: u32,
+    // Positions of the first bound query row and the first bound key row.
+    q_first: u32,
+    k_first: u32,
+    // Key rows bound.
+    keys: u32,
+    // Unused here (attention_backward_dscale.wgsl).
+    accumulate: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (T, H * hd): acc until a row's last pass
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, T)
-@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, T)
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, T, 3): m, Z, E between passes
-@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (T, H * hd)
-@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (T, KV * hd)
-@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (T, KV * hd)
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd): acc until a row's last pass
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, rows)
+@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, rows)
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, rows, 3): m, Z, E between passes
+@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (rows, H * hd)
+@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (keys, KV * hd)
+@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (keys, KV * hd)
 @group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -48,24 +59,27 @@ fn attention_forward_tiled(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // blocks of rows from the one holding row `begin` to the last
-    let first_block = p.begin / WG;
-    let blocks = (p.t + WG - 1u) / WG - first_block;
+    // blocks of bound rows from the one holding the first row at or past
+    // key `begin` to the last
+    let lo = max(p.begin, p.q_first) - p.q_first;
+    let first_block = lo / WG;
+    let blocks = (p.rows + WG - 1u) / WG - first_block;
     let w = wid.x + wid.y * nwg.x;
     if (w >= p.heads * blocks) {
         return;
     }
     let h = w / blocks;
     let i0 = (first_block + w % blocks) * WG;
-    let i = i0 + lid;
-    // Rows outside [begin, T) still load tiles and meet every barrier.
-    let in_range = i < p.t && i >= p.begin;
+    let il = i0 + lid;
+    let i = p.q_first + il;
+    // Rows outside [lo, rows) still load tiles and meet every barrier.
+    let in_range = il < p.rows && il >= lo;
     let g = h / p.group;
     let qs = p.heads * p.hd;
     let kvs = p.kv_heads * p.hd;
     let lambda = head_scales[h] * p.inv_sqrt_hd;
-    let q0 = min(i, p.t - 1u) * qs + h * p.hd;
-    let r = h * p.t + i;
+    let q0 = min(il, p.rows - 1u) * qs + h * p.hd;
+    let r = h * p.rows + il;
 
     var qv: array<f32, MAX_HD>;
     var acc: array<f32, MAX_HD>;
@@ -85,13 +99,13 @@ fn attention_forward_tiled(
     var s: array<f32, KEY_BLOCK>;
     // The keys the block's last row sees in this pass: one bound for the
     // whole workgroup, so the barriers stay in uniform control flow.
-    let kend = min(p.end, min(p.t, i0 + WG));
+    let kend = min(p.end, p.q_first + min(p.rows, i0 + WG));
     for (var j0 = p.begin; j0 < kend; j0 += KEY_BLOCK) {
         let nk = min(KEY_BLOCK, kend - j0);
         // pass 1: the workgroup loads the tile
         workgroupBarrier();
         for (var x = lid; x < nk * p.hd; x += WG) {
-            let src = (j0 + x / p.hd) * kvs + g * p.hd + x % p.hd;
+            let src = (j0 + x / p.hd - p.k_first) * kvs + g * p.hd + x % p.hd;
             k_tile[x] = k[src];
             v_tile[x] = v[src];
         }

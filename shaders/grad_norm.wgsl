@@ -1,25 +1,32 @@
 // The global L2 norm of a gradient and the clipping scale it implies, in
 // two passes and a fixed order, without float atomics (so the result does
 // not vary run to run):
-//   grad_norm_partial: partials[c] = sum of g^2 over chunk c of CHUNK
-//                      elements, one workgroup per chunk, a tree reduction
+//   grad_norm_partial: partials[first + c] = sum of g^2 over chunk c of
+//                      CHUNK elements, one workgroup per chunk, a tree
+//                      reduction; a gradient held in several buffers (one
+//                      per weight slot) is one dispatch per buffer, each
+//                      writing its chunks after the previous one's
 //   grad_norm_final:   one workgroup sums the partials in order;
 //                      stats = (norm, scale) with scale = max_norm / (norm + guard)
 //                      where clipping is on and that is below 1, else 1
 // CPU twins: model::optim::{grad_norm, clip_grad_norm}.
 
 struct Params {
+    // Elements of this dispatch's grads.
     n: u32,
+    // Its chunks (partial pass), or all the partials (final pass).
     chunks: u32,
     max_norm: f32,
     // PyTorch's clip_grad_norm_ guard against a zero norm.
     guard: f32,
     // 1: clip to max_norm.
     clip: u32,
+    // Where this dispatch's partials start.
+    first: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> stats: array<f32>;    // (2): norm, scale
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>; // (chunks), scratch
+@group(0) @binding(1) var<storage, read_write> partials: array<f32>; // (all chunks), scratch
 @group(0) @binding(2) var<storage, read> grads: array<f32>;          // (n)
 @group(0) @binding(3) var<uniform> p: Params;
 
@@ -64,7 +71,7 @@ fn grad_norm_partial(
     }
     let total = tree_sum(lid, s);
     if (lid == 0u) {
-        partials[chunk] = total;
+        partials[p.first + chunk] = total;
     }
 }
 

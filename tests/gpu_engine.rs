@@ -2,9 +2,10 @@
 //! PyTorch fixtures with the CPU engine's tolerances
 //! (tests/pytorch_fixture.rs), and against the CPU engine on random small
 //! models (NoPE and RoPE, tied and untied, grouped-query heads, batches of
-//! unequal lengths, the LM head in several chunks). Runs on whatever adapter
-//! this machine has (lavapipe in CI); with no adapter at all each test
-//! prints SKIP and passes. Sizes stay small: lavapipe runs at a few GFLOP/s.
+//! unequal lengths, the LM head in several chunks, and sequences paged
+//! under a lowered max storage binding). Runs on whatever adapter this
+//! machine has (lavapipe in CI); with no adapter at all each test prints
+//! SKIP and passes. Sizes stay small: lavapipe runs at a few GFLOP/s.
 
 mod common;
 
@@ -131,28 +132,76 @@ fn grad_tol(reference: &[f32]) -> Tolerance {
     Tolerance::new(1e-4 * max, 1e-3)
 }
 
+/// One comparison of the GPU engine with the CPU engine (`against_cpu`).
+struct Case {
+    name: &'static str,
+    cfg: ModelConfig,
+    seed: u64,
+    /// Rows of logits per chunk at most (`GpuEngine::set_logit_rows`).
+    logit_rows: usize,
+    /// A lowered max storage binding in bytes (`set_binding_limit`), and
+    /// the rows per page it must give the forward's sequence.
+    paged: Option<(u64, usize)>,
+    /// The forward's length; the batch holds it and these.
+    t: usize,
+    batch: &'static [usize],
+    /// Rows of logits the forward keeps (the last ones).
+    kept: usize,
+}
+
+impl Case {
+    fn small(name: &'static str, cfg: ModelConfig, seed: u64, logit_rows: usize) -> Self {
+        Case {
+            name,
+            cfg,
+            seed,
+            logit_rows,
+            paged: None,
+            t: 45,
+            batch: &[17, 1, 30],
+            kept: 7,
+        }
+    }
+}
+
 /// The GPU engine against the CPU engine on one random model: forward
 /// (loss, logits of the last rows, entropy), head-scale gradients of a
 /// frozen model, full gradients of a batch of unequal lengths, and two
-/// AdamW steps then the weights read back.
-fn against_cpu(name: &str, cfg: ModelConfig, seed: u64, logit_rows: usize) {
+/// AdamW steps then the weights read back. A paged case also checks the
+/// forward and the full gradients against an unpaged GPU engine.
+fn against_cpu(case: Case) {
+    let Case {
+        name,
+        cfg,
+        seed,
+        logit_rows,
+        paged,
+        t,
+        batch: lengths,
+        kept,
+    } = case;
     let Some(ctx) = context(name) else {
         return;
     };
     let params = Params::<f32>::random(&cfg, 0.3, seed);
     let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
+    let mut unpaged = paged.map(|_| gpu_engine(ctx.clone(), cfg.clone(), params.clone()));
     let mut gpu = gpu_engine(ctx, cfg.clone(), params);
     gpu.set_logit_rows(logit_rows);
+    if let Some((limit, page_rows)) = paged {
+        gpu.set_binding_limit(limit);
+        assert_eq!(gpu.page_rows_for(t), page_rows, "{name}: rows per page");
+    }
     let mut rng = Rng::new(seed + 1);
     let hs = random_scales(&mut rng, &cfg);
-    let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
+    let tokens = random_tokens(&mut rng, t, cfg.vocab_size);
     let options = ForwardOptions {
-        logits: LogitsRequest::Last(7),
+        logits: LogitsRequest::Last(kept),
         entropy: true,
     };
     let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-    assert_eq!((got.predictions, got.logits_rows), (44, 7));
+    assert_eq!((got.predictions, got.logits_rows), (t - 1, kept));
     check(
         &format!("{name} loss"),
         &[got.loss_sum as f32],
@@ -171,6 +220,27 @@ fn against_cpu(name: &str, cfg: ModelConfig, seed: u64, logit_rows: usize) {
         want.entropy_bits.as_ref().unwrap(),
         ENTROPY_TOL,
     );
+    if let Some(unpaged) = &mut unpaged {
+        let whole = block_on(unpaged.forward(&tokens, &hs, &options)).unwrap();
+        check(
+            &format!("{name} loss, paged vs unpaged"),
+            &[got.loss_sum as f32],
+            &[whole.loss_sum],
+            LOSS_TOL,
+        );
+        check(
+            &format!("{name} logits, paged vs unpaged"),
+            got.logits.as_ref().unwrap(),
+            whole.logits.as_ref().unwrap(),
+            LOGITS_TOL,
+        );
+        check(
+            &format!("{name} entropy, paged vs unpaged"),
+            got.entropy_bits.as_ref().unwrap(),
+            whole.entropy_bits.as_ref().unwrap(),
+            ENTROPY_TOL,
+        );
+    }
     // Plain forward: loss only.
     let plain = block_on(gpu.forward(&tokens, &hs, &ForwardOptions::default())).unwrap();
     assert!(plain.logits.is_none() && plain.entropy_bits.is_none());
@@ -181,12 +251,10 @@ fn against_cpu(name: &str, cfg: ModelConfig, seed: u64, logit_rows: usize) {
         LOSS_TOL,
     );
 
-    let batch = vec![
-        tokens.clone(),
-        random_tokens(&mut rng, 17, cfg.vocab_size),
-        vec![3],
-        random_tokens(&mut rng, 30, cfg.vocab_size),
-    ];
+    let mut batch = vec![tokens.clone()];
+    for &n in lengths {
+        batch.push(random_tokens(&mut rng, n, cfg.vocab_size));
+    }
     let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
     let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
     assert_eq!(got.predictions, want.predictions);
@@ -221,6 +289,24 @@ fn against_cpu(name: &str, cfg: ModelConfig, seed: u64, logit_rows: usize) {
             &ww[t.range()],
             grad_tol(&ww[t.range()]),
         );
+    }
+    if let Some(unpaged) = &mut unpaged {
+        let whole = block_on(unpaged.gradients(&batch, &hs, GradMode::Full)).unwrap();
+        check(
+            &format!("{name} head-scale grads, paged vs unpaged"),
+            &got.head_scales,
+            &whole.head_scales,
+            GRAD_TOL,
+        );
+        let ww = whole.weights.unwrap();
+        for t in &layout.tensors {
+            check(
+                &format!("{name} grad.{}, paged vs unpaged", t.name),
+                &gw[t.range()],
+                &ww[t.range()],
+                grad_tol(&ww[t.range()]),
+            );
+        }
     }
 
     let opt = AdamWConfig {
@@ -263,53 +349,152 @@ fn against_cpu(name: &str, cfg: ModelConfig, seed: u64, logit_rows: usize) {
 
 #[test]
 fn gpu_matches_cpu_nope_untied() {
-    against_cpu("nope untied", small_config(PositionEncoding::None, false), 11, 1024);
+    against_cpu(Case::small(
+        "nope untied",
+        small_config(PositionEncoding::None, false),
+        11,
+        1024,
+    ));
 }
 
 #[test]
 fn gpu_matches_cpu_rope_tied_chunked_logits() {
-    against_cpu(
+    against_cpu(Case::small(
         "rope tied, logits in chunks of 16",
         small_config(PositionEncoding::Rope { theta: 10000.0 }, true),
         12,
         16,
-    );
+    ));
 }
 
 #[test]
 fn gpu_matches_cpu_nope_chunked_logits() {
-    against_cpu(
+    against_cpu(Case::small(
         "nope untied, logits in chunks of 7",
         small_config(PositionEncoding::None, false),
         13,
         7,
-    );
+    ));
 }
 
-/// A sequence whose buffers pass the max storage binding is refused with
-/// an error naming its length and the limit; shorter ones still run.
+/// Narrow weights and wide activations, so that a lowered max storage
+/// binding still holds every weight matrix (at most the (V, C) embedding:
+/// 61 x 16 floats, 3904 bytes) while a few hundred tokens pass it in every
+/// per-token buffer: the (T, 2F) gate/up (192 bytes a row, the widest),
+/// the (T, C) stream and its gradient (64), q (128), k and v (32), the
+/// attention's (H, T) stats (32 per stat), the (T, V) logits (244).
+fn paged_config(pe: PositionEncoding, tied: bool) -> ModelConfig {
+    ModelConfig {
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_layers: 2,
+        num_heads: 8,
+        num_kv_heads: 2,
+        head_dim: 4,
+        vocab_size: 61,
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: tied,
+        training_length: 64,
+        position_encoding: pe,
+        bos_token_id: None,
+    }
+}
+
+/// 203 tokens (not a multiple of the 64-invocation workgroups) under a
+/// 4000-byte binding: pages of 4000 / 192 = 20 rows, the last of 3; no
+/// (T, .) buffer of the forward's sequence fits one binding (k: 6496
+/// bytes, gate/up 38976). Logits in chunks of 4000 / 244 = 16 rows, so
+/// each page's head is 16 + 4 rows; every binding is checked against the
+/// lowered limit, so one left unpaged fails the test.
 #[test]
-fn a_sequence_past_the_binding_limit_is_refused() {
-    let Some(ctx) = context("a_sequence_past_the_binding_limit_is_refused") else {
+fn gpu_matches_cpu_nope_untied_paged() {
+    against_cpu(Case {
+        name: "nope untied, paged by 20 rows",
+        cfg: paged_config(PositionEncoding::None, false),
+        seed: 21,
+        logit_rows: 1024,
+        paged: Some((4000, 20)),
+        t: 203,
+        batch: &[150, 1, 41],
+        kept: 198,
+    });
+}
+
+/// RoPE (tables per page), tied embeddings and grouped heads under a
+/// 5000-byte binding: pages of 26 rows (203 = 7 x 26 + 21), logits in
+/// chunks of 7 within them (7 + 7 + 7 + 5).
+#[test]
+fn gpu_matches_cpu_rope_tied_paged() {
+    against_cpu(Case {
+        name: "rope tied, paged by 26 rows, logits in chunks of 7",
+        cfg: paged_config(PositionEncoding::Rope { theta: 10000.0 }, true),
+        seed: 22,
+        logit_rows: 7,
+        paged: Some((5000, 26)),
+        t: 203,
+        batch: &[97, 27],
+        kept: 60,
+    });
+}
+
+/// What paging cannot split is refused with an error naming the buffer,
+/// its size and the limit, pointing at the CPU engine: a weight matrix past
+/// the max storage binding (weights are bound whole), and logits asked for
+/// whole past the max buffer size (they are read back in one piece). The
+/// same sequence runs once the request fits.
+#[test]
+fn what_cannot_be_split_is_refused() {
+    let Some(ctx) = context("what_cannot_be_split_is_refused") else {
         return;
     };
     let cfg = small_config(PositionEncoding::None, false);
     let params = Params::<f32>::random(&cfg, 0.3, 5);
-    let mut gpu = gpu_engine(ctx, cfg.clone(), params);
-    // The widest per-token buffer is gate/up: 2F = 88 floats per token.
-    gpu.set_binding_limit(88 * 4 * 20);
     let hs = HeadScales::ones(&cfg);
-    let tokens: Vec<u32> = (0..21).map(|i| i % 61).collect();
+    let tokens: Vec<u32> = (0..60).map(|i| i % 61).collect();
+    let all = ForwardOptions {
+        logits: LogitsRequest::All,
+        entropy: true,
+    };
+
+    // The widest weight is gate and up together: (2F, C) = 88 x 32 floats.
+    let mut gpu = gpu_engine(ctx.clone(), cfg.clone(), params.clone());
+    gpu.set_binding_limit(10_000);
     let e = block_on(gpu.forward(&tokens, &hs, &ForwardOptions::default()))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("21 tokens") && e.contains("7040 bytes"), "{e}");
-    assert!(e.contains("not implemented yet"), "{e}");
+    assert!(e.contains("model.layers.0.mlp.gate_proj.weight"), "{e}");
+    assert!(e.contains("11264 bytes") && e.contains("10000 bytes"), "{e}");
+    assert!(e.contains("--backend cpu"), "{e}");
     let e = block_on(gpu.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("21 tokens"), "{e}");
-    block_on(gpu.forward(&tokens[..20], &hs, &ForwardOptions::default())).unwrap();
+    assert!(e.contains("11264 bytes"), "{e}");
+
+    // 60 rows of 61 logits are 14640 bytes; the activations are paged
+    // (12000 / 352 = 34 rows of gate/up).
+    let mut gpu = gpu_engine(ctx, cfg.clone(), params.clone());
+    gpu.set_binding_limit(12_000);
+    gpu.set_buffer_limit(12_000);
+    assert_eq!(gpu.page_rows_for(60), 34);
+    let e = block_on(gpu.forward(&tokens, &hs, &all)).unwrap_err().to_string();
+    assert!(
+        e.contains("`logits`") && e.contains("14640") && e.contains("12000"),
+        "{e}"
+    );
+    assert!(e.contains("--backend cpu"), "{e}");
+    let last = ForwardOptions {
+        logits: LogitsRequest::Last(40),
+        entropy: true,
+    };
+    let got = block_on(gpu.forward(&tokens, &hs, &last)).unwrap();
+    let mut cpu = CpuEngine::new(cfg, params).unwrap();
+    let want = block_on(cpu.forward(&tokens, &hs, &last)).unwrap();
+    check(
+        "logits of 40 rows under a 12000-byte buffer limit",
+        got.logits.as_ref().unwrap(),
+        want.logits.as_ref().unwrap(),
+        LOGITS_TOL,
+    );
 }
 
 /// Inputs are checked as the CPU engine checks them.

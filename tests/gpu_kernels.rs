@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use nopescope::gpu::attention::{Attention, AttentionScratch, ForwardForm};
+use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm};
 use nopescope::gpu::embedding::{TokenGroups, TokenGroupsBuffers};
 use nopescope::gpu::matmul::Matmul;
 use nopescope::gpu::{rmsnorm, Error, GpuContext, Kernels};
@@ -672,7 +672,7 @@ const ADAMW_TOL: Tolerance = Tolerance::new(1e-6, 1e-5);
 
 #[test]
 fn grad_norm_clip_and_adamw_match_cpu() {
-    use nopescope::gpu::optim::{norm_partials_len, pack_decay_flags, NORM_CHUNK, STATS_LEN};
+    use nopescope::gpu::optim::{norm_partials_len, norm_partials_len_parts, pack_decay_flags, NORM_CHUNK, STATS_LEN};
     use nopescope::model::optim::{clip_grad_norm, grad_norm, AdamWConfig, AdamWState};
     let Some(g) = gpu("grad_norm_clip_and_adamw_match_cpu") else {
         return;
@@ -760,6 +760,26 @@ fn grad_norm_clip_and_adamw_match_cpu() {
             GRAD_NORM_TOL,
         );
     }
+    // One gradient in several buffers (the engine's weight slots): the
+    // norm of the whole, clipped.
+    let lens = [1, chunk + 3, 0, 2 * chunk - 1, 37];
+    let mut rng = Rng::new(950);
+    let parts: Vec<Vec<f32>> = lens.iter().map(|&n| normal(&mut rng, n)).collect();
+    let buffers: Vec<wgpu::Buffer> = parts.iter().map(|p| g.upload("grads part", p)).collect();
+    let whole: Vec<f32> = parts.concat();
+    let stats = g.upload("stats", &[f32::NAN; STATS_LEN]);
+    let partials = block_on(g.ctx.zeros("partials", norm_partials_len_parts(lens))).unwrap();
+    let refs: Vec<(&wgpu::Buffer, usize)> = buffers.iter().zip(lens).collect();
+    g.run("grad_norm over parts", |enc| {
+        opt.grad_norm_parts(&g.ctx, enc, &stats, &partials, &refs, Some(1.0))
+    });
+    let norm_ref = grad_norm(&whole);
+    check(
+        "stats of a gradient in 5 buffers",
+        &g.read("stats", &stats, STATS_LEN),
+        &[norm_ref, (1.0 / (norm_ref + 1e-6)).min(1.0)],
+        GRAD_NORM_TOL,
+    );
 }
 
 // The forward: dot products over hd <= 128 in f32, exponentials of scores
@@ -782,6 +802,188 @@ fn attention_tolerance(scales: &[f32]) -> Tolerance {
     Tolerance::new(1e-5 * s, 1e-4)
 }
 
+/// Attention's outputs, in the whole sequence's layouts: out, dq
+/// (T, H*hd), lse, entropy (H, T), dk, dv (T, KV*hd), dscale (H).
+struct AttnOutputs {
+    out: Vec<f32>,
+    lse: Vec<f32>,
+    ent: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    ds: Vec<f32>,
+}
+
+/// The forward and backward as the paged engine runs them: every (T, .)
+/// input and output in pages of `page` rows, each its own buffer, query
+/// page i against key pages 0..=i (forward, dq, the scale gradient added
+/// page by page) and key page j against query pages j.. (dk, dv).
+#[allow(clippy::too_many_arguments)]
+fn attention_in_pages(
+    g: &Gpu,
+    attn: &Attention,
+    shape: AttnShape,
+    page: usize,
+    [q, k, v, dout]: [&[f32]; 4],
+    scales: &wgpu::Buffer,
+) -> AttnOutputs {
+    let AttnShape { t, heads, kv_heads, hd } = shape;
+    let (qs, kvs) = (heads * hd, kv_heads * hd);
+    let pages: Vec<(usize, usize)> = (0..t).step_by(page).map(|first| (first, page.min(t - first))).collect();
+    let slice = |name: &str, x: &[f32], width: usize| -> Vec<wgpu::Buffer> {
+        let rows = |&(first, n): &(usize, usize)| &x[first * width..(first + n) * width];
+        pages.iter().map(|p| g.upload(name, rows(p))).collect()
+    };
+    let (qb, kb, vb, doutb) = (
+        slice("q", q, qs),
+        slice("k", k, kvs),
+        slice("v", v, kvs),
+        slice("dout", dout, qs),
+    );
+    let nan = |name: &str, width: usize| -> Vec<wgpu::Buffer> {
+        pages
+            .iter()
+            .map(|&(_, n)| g.upload(name, &vec![f32::NAN; n * width]))
+            .collect()
+    };
+    let (out, lse, ent) = (nan("out", qs), nan("lse", heads), nan("entropy", heads));
+    let (dq, dk, dv) = (nan("dq", qs), nan("dk", kvs), nan("dv", kvs));
+    let rowstats = nan("rowstats", 2 * heads);
+    let state = g.upload("state", &vec![f32::NAN; 3 * heads * page]);
+    let partials = g.upload("partials", &vec![f32::NAN; heads * page]);
+    let ds = g.upload("ds", &vec![f32::NAN; heads]);
+    let span = |qi: usize, kj: usize| AttnSpan {
+        q_first: pages[qi].0,
+        rows: pages[qi].1,
+        k_first: pages[kj].0,
+        keys: pages[kj].1,
+    };
+    g.run("attention in pages", |enc| {
+        let ctx = &g.ctx;
+        for qi in 0..pages.len() {
+            for kj in 0..=qi {
+                attn.forward_span(
+                    ctx,
+                    enc,
+                    &out[qi],
+                    &lse[qi],
+                    &ent[qi],
+                    &state,
+                    &qb[qi],
+                    &kb[kj],
+                    &vb[kj],
+                    scales,
+                    shape,
+                    span(qi, kj),
+                )?;
+            }
+        }
+        for qi in 0..pages.len() {
+            let rows = pages[qi].1;
+            attn.backward_rowstats(ctx, enc, &rowstats[qi], &doutb[qi], &out[qi], &lse[qi], shape, rows)?;
+            for kj in 0..=qi {
+                attn.backward_dq(
+                    ctx,
+                    enc,
+                    &dq[qi],
+                    &partials,
+                    &doutb[qi],
+                    &qb[qi],
+                    &kb[kj],
+                    &vb[kj],
+                    &rowstats[qi],
+                    scales,
+                    shape,
+                    span(qi, kj),
+                )?;
+            }
+            attn.backward_dscale(ctx, enc, &ds, &partials, shape, rows, qi > 0)?;
+        }
+        for kj in 0..pages.len() {
+            for qi in kj..pages.len() {
+                attn.backward_dkdv(
+                    ctx,
+                    enc,
+                    &dk[kj],
+                    &dv[kj],
+                    &doutb[qi],
+                    &qb[qi],
+                    &kb[kj],
+                    &vb[kj],
+                    &rowstats[qi],
+                    scales,
+                    shape,
+                    span(qi, kj),
+                )?;
+            }
+        }
+        Ok(())
+    });
+    // Rows concatenate; (H, rows) stats go back to (H, T).
+    let rows = |bufs: &[wgpu::Buffer], width: usize| -> Vec<f32> {
+        let parts = pages.iter().zip(bufs).map(|(&(_, n), b)| g.read("page", b, n * width));
+        parts.flatten().collect()
+    };
+    let stats = |bufs: &[wgpu::Buffer]| -> Vec<f32> {
+        let mut whole = vec![0f32; heads * t];
+        for (&(first, n), b) in pages.iter().zip(bufs) {
+            let x = g.read("stats page", b, heads * n);
+            for h in 0..heads {
+                whole[h * t + first..h * t + first + n].copy_from_slice(&x[h * n..(h + 1) * n]);
+            }
+        }
+        whole
+    };
+    AttnOutputs {
+        out: rows(&out, qs),
+        lse: stats(&lse),
+        ent: stats(&ent),
+        dq: rows(&dq, qs),
+        dk: rows(&dk, kvs),
+        dv: rows(&dv, kvs),
+        ds: g.read("dscale", &ds, heads),
+    }
+}
+
+/// The forward and backward over the whole sequence, one buffer each.
+fn attention_whole(
+    g: &Gpu,
+    attn: &Attention,
+    shape: AttnShape,
+    [q, k, v, dout]: [&[f32]; 4],
+    sb: &wgpu::Buffer,
+) -> AttnOutputs {
+    let AttnShape { t, heads, kv_heads, hd } = shape;
+    let (qb, kb, vb) = (g.upload("q", q), g.upload("k", k), g.upload("v", v));
+    let doutb = g.upload("dout", dout);
+    let nan = |n: usize| g.upload("output", &vec![f32::NAN; n]);
+    let (out, lse, ent) = (nan(t * heads * hd), nan(heads * t), nan(heads * t));
+    let (dq, dk, dv, ds) = (
+        nan(t * heads * hd),
+        nan(t * kv_heads * hd),
+        nan(t * kv_heads * hd),
+        nan(heads),
+    );
+    let scratch = block_on(AttentionScratch::new(&g.ctx, heads, t)).unwrap();
+    g.run("attention test", |enc| {
+        attn.forward(&g.ctx, enc, &out, &lse, &ent, &scratch, &qb, &kb, &vb, sb, shape)?;
+        attn.backward(
+            &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &doutb, &qb, &kb, &vb, &out, &lse, sb, shape,
+        )
+    });
+    let read = |name: &str, b: &wgpu::Buffer, n: usize| g.read(name, b, n);
+    AttnOutputs {
+        out: read("out", &out, t * heads * hd),
+        lse: read("lse", &lse, heads * t),
+        ent: read("entropy", &ent, heads * t),
+        dq: read("dq", &dq, t * heads * hd),
+        dk: read("dk", &dk, t * kv_heads * hd),
+        dv: read("dv", &dv, t * kv_heads * hd),
+        ds: read("dscale", &ds, heads),
+    }
+}
+
+/// Attention forward and backward on the GPU against the CPU twins in f64.
 fn attention_case(g: &Gpu, attn: &Attention, shape: AttnShape, scales: &[f32], seed: u64) {
     let AttnShape { t, heads, kv_heads, hd } = shape;
     let mut rng = Rng::new(seed);
@@ -823,40 +1025,20 @@ fn attention_case(g: &Gpu, attn: &Attention, shape: AttnShape, scales: &[f32], s
         shape,
     );
 
-    let (qb, kb, vb) = (g.upload("q", &q), g.upload("k", &k), g.upload("v", &v));
     let sb = g.upload("head_scales", scales);
-    let doutb = g.upload("dout", &dout);
-    let nan = |n: usize| g.upload("output", &vec![f32::NAN; n]);
-    let (out, lse, ent) = (nan(t * heads * hd), nan(heads * t), nan(heads * t));
-    let (dq, dk, dv, ds) = (
-        nan(t * heads * hd),
-        nan(t * kv_heads * hd),
-        nan(t * kv_heads * hd),
-        nan(heads),
-    );
-    let scratch = block_on(AttentionScratch::new(&g.ctx, heads, t)).unwrap();
-    g.run("attention test", |enc| {
-        attn.forward(&g.ctx, enc, &out, &lse, &ent, &scratch, &qb, &kb, &vb, &sb, shape)?;
-        attn.backward(
-            &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &doutb, &qb, &kb, &vb, &out, &lse, &sb, shape,
-        )
-    });
+    let AttnOutputs {
+        out,
+        lse,
+        ent,
+        dq,
+        dk,
+        dv,
+        ds,
+    } = attention_whole(g, attn, shape, [&q, &k, &v, &dout], &sb);
     let what = format!(
         "t={t} heads={heads} kv={kv_heads} hd={hd} {:?} {} keys per pass",
         attn.form,
         attn.pass_len(hd, 1)
-    );
-    let read = |name: &str, b: &wgpu::Buffer, n: usize| g.read(name, b, n);
-    let (out, lse, ent) = (
-        read("out", &out, t * heads * hd),
-        read("lse", &lse, heads * t),
-        read("entropy", &ent, heads * t),
-    );
-    let (dq, dk, dv, ds) = (
-        read("dq", &dq, t * heads * hd),
-        read("dk", &dk, t * kv_heads * hd),
-        read("dv", &dv, t * kv_heads * hd),
-        read("dscale", &ds, heads),
     );
     let group = heads / kv_heads;
     for h in 0..heads {
@@ -966,6 +1148,71 @@ fn attention_past_the_loop_limit_matches_cpu() {
         hd: 64,
     };
     attention_case(g, &g.kernels.attention, shape, &[0.7, 1.3], 1100);
+}
+
+/// Attention as the paged engine runs it (`AttnSpan`: query pages against
+/// key pages, the softmax and the sums carried from page to page) against
+/// the same kernels over the whole sequence, which the tests above check
+/// against the CPU twin: both forward forms, with the adapter's loop
+/// budget and with one that also splits each page into passes; pages that
+/// are not multiples of the workgroup (64) or the key block (16), the last
+/// one shorter, one-row pages, and pages longer than a workgroup. Only the
+/// grouping of the additions differs (key blocks restart at each page), so
+/// the tolerances are the kernels' own against f64 (the scale-100 head
+/// included), with most of their room to spare.
+#[test]
+fn attention_in_pages_matches_whole() {
+    let Some(g) = gpu("attention_in_pages_matches_whole") else {
+        return;
+    };
+    let scales = [0.01, 1.0, 100.0, 2.5];
+    let mut seed = 1200;
+    for form in [ForwardForm::Rows, ForwardForm::Tiled] {
+        for small in [false, true] {
+            let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
+            attn.form = form;
+            if small {
+                attn.loop_budget = 400;
+            }
+            for (t, page) in [(70, 23), (70, 69), (33, 1), (150, 70)] {
+                let shape = AttnShape {
+                    t,
+                    heads: 4,
+                    kv_heads: 2,
+                    hd: 8,
+                };
+                let AttnShape {
+                    heads, kv_heads, hd, ..
+                } = shape;
+                let mut rng = Rng::new(seed);
+                seed += 1;
+                let q = normal(&mut rng, t * heads * hd);
+                let k = normal(&mut rng, t * kv_heads * hd);
+                let v = normal(&mut rng, t * kv_heads * hd);
+                let dout = normal(&mut rng, t * heads * hd);
+                let sb = g.upload("head_scales", &scales);
+                let inputs = [&q[..], &k, &v, &dout];
+                let whole = attention_whole(g, &attn, shape, inputs, &sb);
+                let paged = attention_in_pages(g, &attn, shape, page, inputs, &sb);
+                let what = format!(
+                    "t={t} {form:?} {} keys per pass, pages of {page} rows vs whole",
+                    attn.pass_len(hd, 1)
+                );
+                let backward = attention_tolerance(&scales);
+                for (name, got, want, tol) in [
+                    ("out", &paged.out, &whole.out, ATTN_TOL),
+                    ("lse", &paged.lse, &whole.lse, ATTN_TOL),
+                    ("entropy", &paged.ent, &whole.ent, ATTN_TOL),
+                    ("dq", &paged.dq, &whole.dq, backward),
+                    ("dk", &paged.dk, &whole.dk, backward),
+                    ("dv", &paged.dv, &whole.dv, backward),
+                    ("dscale", &paged.ds, &whole.ds, backward),
+                ] {
+                    check(&format!("attention {name} {what}"), got, &f64s(want), tol);
+                }
+            }
+        }
+    }
 }
 
 /// Attention forward and backward times on this adapter, both forward

@@ -31,6 +31,19 @@
 //! shares. Steps 2 and 3 and the forward use exactly 8 storage bindings,
 //! WebGPU's default limit.
 //!
+//! Every call may bind a chunk of the sequence instead of all of it
+//! (`AttnSpan`): `rows` query rows from position `q_first` (q, out, dout,
+//! dq and the (H, rows) stats) against `keys` key rows from `k_first` (k,
+//! v, dk, dv), so a long sequence's buffers can live in pages that each
+//! fit the max storage binding (`gpu/engine.rs`). The shaders index the
+//! bound rows, compare positions in the sequence for causality, and carry
+//! the online softmax (forward) and the sums (dq, dk, dv, scale gradient)
+//! from one key chunk (or query chunk) to the next exactly as they carry
+//! them from one pass of the loop budget to the next: calling the forward
+//! for key chunks 0, 1, .., i of query chunk i is the same arithmetic as
+//! one call over its keys. The whole-sequence calls (`forward`,
+//! `backward`) are the one-chunk case.
+//!
 //! Long loops are split into dispatches. llvmpipe (lavapipe) counts the
 //! iterations of all loops of an invocation together and ends them all at
 //! 65535 (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently: outputs past
@@ -81,15 +94,47 @@ pub enum ForwardForm {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct AttnParams {
-    pub t: u32,
+    /// Query rows bound (`AttnSpan::rows`).
+    pub rows: u32,
     pub heads: u32,
     pub kv_heads: u32,
     pub hd: u32,
     pub group: u32,
     pub inv_sqrt_hd: f32,
-    /// The dispatch's keys (forward, dq) or query rows (dk, dv): [begin, end).
+    /// The dispatch's keys (forward, dq) or query rows (dk, dv), as
+    /// positions in the sequence: [begin, end).
     pub begin: u32,
     pub end: u32,
+    pub q_first: u32,
+    pub k_first: u32,
+    pub keys: u32,
+    /// 1: the scale gradient adds to what is there (step 4).
+    pub accumulate: u32,
+}
+
+/// Which rows of a sequence one call binds: `rows` query rows from
+/// position `q_first` and `keys` key rows from `k_first`, the keys ending
+/// at or before the query rows do (`k_first + keys <= q_first + rows`); a
+/// key chunk wholly before the query rows is the case of a paged sequence
+/// (`gpu/engine.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnSpan {
+    pub q_first: usize,
+    pub rows: usize,
+    pub k_first: usize,
+    pub keys: usize,
+}
+
+impl AttnSpan {
+    /// All `t` rows against all `t` keys.
+    pub fn whole(t: usize) -> Self {
+        AttnSpan {
+            q_first: 0,
+            rows: t,
+            k_first: 0,
+            keys: t,
+        }
+    }
 }
 
 pub fn shaders() -> [ShaderSource; 6] {
@@ -132,7 +177,8 @@ pub fn shaders() -> [ShaderSource; 6] {
     ]
 }
 
-/// Scratch of the forward and backward: forward_state (H, T, 3) holds
+/// Scratch of the whole-sequence forward and backward (the engine keeps
+/// its own, per row chunk): forward_state (H, T, 3) holds
 /// (m, Z, E) between the forward's dispatches, rowstats (H, T, 2) the
 /// backward's (lse, D), dscale_partials (H, T) each row's share of its
 /// head's scale gradient.
@@ -240,8 +286,9 @@ impl Attention {
         (self.loop_budget.saturating_sub(fixed) / per_key).max(1) as usize
     }
 
-    /// The shaders' parameters, after checking the shape.
-    fn params(op: &'static str, shape: AttnShape) -> Result<AttnParams> {
+    /// The shaders' parameters for `span` of a sequence of `shape.t`
+    /// tokens, after checking both.
+    fn params(op: &'static str, shape: AttnShape, span: AttnSpan) -> Result<AttnParams> {
         let AttnShape { t, heads, kv_heads, hd } = shape;
         if kv_heads == 0 || heads % kv_heads != 0 || hd == 0 || hd > MAX_HEAD_DIM as usize {
             return Err(Error::Shape {
@@ -252,17 +299,38 @@ impl Attention {
                 ),
             });
         }
+        let AttnSpan {
+            q_first,
+            rows,
+            k_first,
+            keys,
+        } = span;
+        if q_first + rows > t || k_first + keys > q_first + rows || (rows > 0 && keys == 0) {
+            return Err(Error::Shape {
+                op,
+                message: format!(
+                    "query rows {q_first}..{} and keys {k_first}..{} of a sequence of {t}: the rows must lie in \
+                     the sequence and the keys end at or before them",
+                    q_first + rows,
+                    k_first + keys
+                ),
+            });
+        }
         shader::to_u32(op, "t * heads * hd", t as u64 * heads as u64 * hd as u64)?;
         shader::to_u32(op, "3 * heads * t", 3 * heads as u64 * t as u64)?;
         Ok(AttnParams {
-            t: t as u32,
+            rows: rows as u32,
             heads: heads as u32,
             kv_heads: kv_heads as u32,
             hd: hd as u32,
             group: (heads / kv_heads) as u32,
             inv_sqrt_hd: (1.0 / (hd as f64).sqrt()) as f32,
-            begin: 0,
-            end: t as u32,
+            begin: k_first as u32,
+            end: (k_first + keys) as u32,
+            q_first: q_first as u32,
+            k_first: k_first as u32,
+            keys: keys as u32,
+            accumulate: 0,
         })
     }
 
@@ -283,15 +351,56 @@ impl Attention {
         head_scales: &wgpu::Buffer,
         shape: AttnShape,
     ) -> Result<()> {
+        self.forward_span(
+            ctx,
+            encoder,
+            out,
+            lse,
+            entropy_bits,
+            &scratch.forward_state,
+            q,
+            k,
+            v,
+            head_scales,
+            shape,
+            AttnSpan::whole(shape.t),
+        )
+    }
+
+    /// The forward for the query rows of `span` over its keys: out
+    /// (rows, H*hd), lse and entropy_bits (H, rows) from q (rows, H*hd), k,
+    /// v (keys, KV*hd), with state (H, rows, 3) carried between calls. Call
+    /// it for the key chunks 0, 1, .. of a query chunk in order, the last
+    /// being the chunk's own keys: its rows are done when the call holding
+    /// their own key returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_span(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        out: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+        entropy_bits: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        head_scales: &wgpu::Buffer,
+        shape: AttnShape,
+        span: AttnSpan,
+    ) -> Result<()> {
         let op = "attention_forward";
-        let base = Self::params(op, shape)?;
-        let AttnShape { t, heads, kv_heads, hd } = shape;
-        let (qn, kvn, rows) = (t * heads * hd, t * kv_heads * hd, heads * t);
+        let base = Self::params(op, shape, span)?;
+        let heads = shape.heads;
+        let AttnSpan {
+            q_first, rows, keys, ..
+        } = span;
+        let (qn, kvn, stats) = span_sizes(shape, span);
         let storage = [
             ("out", out, qn),
-            ("lse", lse, rows),
-            ("entropy_bits", entropy_bits, rows),
-            ("forward_state", &scratch.forward_state, 3 * rows),
+            ("lse", lse, stats),
+            ("entropy_bits", entropy_bits, stats),
+            ("forward_state", state, 3 * stats),
             ("q", q, qn),
             ("k", k, kvn),
             ("v", v, kvn),
@@ -300,26 +409,27 @@ impl Attention {
         for (name, buffer, len) in storage {
             ctx.check_binding(op, name, buffer, len)?;
         }
-        if rows == 0 {
+        if stats == 0 {
             return Ok(());
         }
         let storage = storage.map(|(_, buffer, len)| (buffer, len));
         let wg = QUERY_WG as u64;
-        for (begin, end) in passes(t, self.pass_len(hd, 1)) {
+        for (begin, end) in passes(span.k_first, span.k_first + keys, self.pass_len(shape.hd, 1)) {
             let params = AttnParams {
                 begin: begin as u32,
                 end: end as u32,
                 ..base
             };
-            // Rows: one invocation per (row, head) for the rows begin..T;
-            // Tiled: one workgroup per (block of QUERY_WG rows, head) from
-            // the block holding row `begin`.
+            // The bound rows from `lo` on see keys of this pass. Rows: one
+            // invocation per (row, head); Tiled: one workgroup per (block
+            // of QUERY_WG rows, head) from the block holding row `lo`.
+            let lo = begin.max(q_first) - q_first;
             let (layout, pipeline, workgroups) = match self.form {
-                ForwardForm::Rows => (&self.rows_layout, &self.forward_rows, (heads * (t - begin)) as u64),
+                ForwardForm::Rows => (&self.rows_layout, &self.forward_rows, (heads * (rows - lo)) as u64),
                 ForwardForm::Tiled => (
                     &self.tiled_layout,
                     &self.forward_tiled,
-                    heads as u64 * ((t as u64).div_ceil(wg) - begin as u64 / wg) * wg,
+                    heads as u64 * ((rows as u64).div_ceil(wg) - lo as u64 / wg) * wg,
                 ),
             };
             let params = ctx.uniform("attention_forward params", &params);
@@ -352,114 +462,285 @@ impl Attention {
         head_scales: &wgpu::Buffer,
         shape: AttnShape,
     ) -> Result<()> {
-        let op = "attention_backward";
-        let base = Self::params(op, shape)?;
-        let AttnShape { t, heads, kv_heads, hd } = shape;
-        let (qn, kvn, rows) = (t * heads * hd, t * kv_heads * hd, heads * t);
+        let span = AttnSpan::whole(shape.t);
         let (rowstats, partials) = (&scratch.rowstats, &scratch.dscale_partials);
-        for (name, buffer, len) in [
-            ("dq", dq, qn),
-            ("dk", dk, kvn),
-            ("dv", dv, kvn),
-            ("d_head_scales", d_head_scales, heads),
-            ("rowstats", rowstats, 2 * rows),
-            ("dscale_partials", partials, rows),
+        self.backward_rowstats(ctx, encoder, rowstats, dout, out, lse, shape, span.rows)?;
+        self.backward_dq(
+            ctx,
+            encoder,
+            dq,
+            partials,
+            dout,
+            q,
+            k,
+            v,
+            rowstats,
+            head_scales,
+            shape,
+            span,
+        )?;
+        self.backward_dscale(ctx, encoder, d_head_scales, partials, shape, span.rows, false)?;
+        self.backward_dkdv(ctx, encoder, dk, dv, dout, q, k, v, rowstats, head_scales, shape, span)
+    }
+
+    /// Backward step 1 for `rows` query rows: rowstats (H, rows, 2) =
+    /// (lse, D = dout . out) from dout, out (rows, H*hd) and lse (H, rows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_rowstats(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        rowstats: &wgpu::Buffer,
+        dout: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+        shape: AttnShape,
+        rows: usize,
+    ) -> Result<()> {
+        let op = "attention_backward_delta";
+        let span = AttnSpan {
+            q_first: 0,
+            rows,
+            k_first: 0,
+            keys: rows,
+        };
+        let params = Self::params(op, shape, span)?;
+        let (qn, stats) = (rows * shape.heads * shape.hd, shape.heads * rows);
+        let storage = [
+            ("rowstats", rowstats, 2 * stats),
             ("dout", dout, qn),
-            ("q", q, qn),
-            ("k", k, kvn),
-            ("v", v, kvn),
             ("out", out, qn),
-            ("lse", lse, rows),
-            ("head_scales", head_scales, heads),
-        ] {
+            ("lse", lse, stats),
+        ];
+        for (name, buffer, len) in storage {
             ctx.check_binding(op, name, buffer, len)?;
         }
-        if heads == 0 {
+        if stats == 0 {
             return Ok(());
         }
-        let wg = QUERY_WG as u64;
-        let uniform = |begin: usize, end: usize| {
+        let params = ctx.uniform("attention_backward_delta params", &params);
+        let bind_group = ctx.bind(
+            "attention_backward_delta bind group",
+            &self.delta_layout,
+            &storage.map(|(_, buffer, len)| (buffer, len)),
+            &params,
+        );
+        let workgroups = ctx.grid(op, (stats as u64).div_ceil(QUERY_WG as u64))?;
+        ctx.dispatch(encoder, op, &self.delta, &bind_group, workgroups);
+        Ok(())
+    }
+
+    /// Backward step 2 for the query rows of `span` over its keys: dq
+    /// (rows, H*hd) and each row's share of its head's scale gradient,
+    /// dscale_partials (H, rows), from dout, q (rows, H*hd), k, v
+    /// (keys, KV*hd) and step 1's rowstats. Call it for a query chunk's key
+    /// chunks in order from key 0: the first call overwrites, the later add.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_dq(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        dq: &wgpu::Buffer,
+        dscale_partials: &wgpu::Buffer,
+        dout: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        rowstats: &wgpu::Buffer,
+        head_scales: &wgpu::Buffer,
+        shape: AttnShape,
+        span: AttnSpan,
+    ) -> Result<()> {
+        let op = "attention_backward_dq";
+        let base = Self::params(op, shape, span)?;
+        let (qn, _, stats) = span_sizes(shape, span);
+        let storage = Self::gradient_bindings(
+            ctx,
+            op,
+            [("dq", dq, qn), ("dscale_partials", dscale_partials, stats)],
+            [dout, q, k, v, rowstats, head_scales],
+            shape,
+            span,
+        )?;
+        let AttnSpan {
+            q_first,
+            rows,
+            k_first,
+            keys,
+        } = span;
+        if rows == 0 {
+            return Ok(());
+        }
+        // The keys split into passes; each covers the rows from its first
+        // key on.
+        for (begin, end) in passes(k_first, k_first + keys, self.pass_len(shape.hd, 1)) {
             let params = AttnParams {
                 begin: begin as u32,
                 end: end as u32,
                 ..base
             };
-            ctx.uniform("attention_backward params", &params)
-        };
-        // step 1: lse and D per row
-        let params = uniform(0, t);
-        let bind_group = ctx.bind(
-            "attention_backward_delta bind group",
-            &self.delta_layout,
-            &[(rowstats, 2 * rows), (dout, qn), (out, qn), (lse, rows)],
-            &params,
-        );
-        let workgroups = ctx.grid(op, (rows as u64).div_ceil(wg))?;
-        ctx.dispatch(
-            encoder,
-            "attention_backward_delta",
-            &self.delta,
-            &bind_group,
-            workgroups,
-        );
-        let inputs = [
-            (dout, qn),
-            (q, qn),
-            (k, kvn),
-            (v, kvn),
-            (rowstats, 2 * rows),
-            (head_scales, heads),
-        ];
-        // step 2: dq and the scale gradient's shares, the keys split into
-        // passes; each pass covers the rows from its first key on
-        let mut storage = vec![(dq, qn), (partials, rows)];
-        storage.extend(inputs);
-        for (begin, end) in passes(t, self.pass_len(hd, 1)) {
-            let params = uniform(begin, end);
+            let lo = begin.max(q_first) - q_first;
+            let params = ctx.uniform("attention_backward_dq params", &params);
             let bind_group = ctx.bind("attention_backward_dq bind group", &self.dq_layout, &storage, &params);
-            let workgroups = ctx.grid(op, ((heads * (t - begin)) as u64).div_ceil(wg))?;
-            ctx.dispatch(encoder, "attention_backward_dq", &self.dq, &bind_group, workgroups);
+            let workgroups = ctx.grid(op, ((shape.heads * (rows - lo)) as u64).div_ceil(QUERY_WG as u64))?;
+            ctx.dispatch(encoder, op, &self.dq, &bind_group, workgroups);
         }
-        // step 3: dk and dv, the query rows split into passes; each pass
-        // covers the keys up to its last row
-        let mut storage = vec![(dk, kvn), (dv, kvn)];
-        storage.extend(inputs);
-        for (begin, end) in passes(t, self.pass_len(hd, heads / kv_heads)) {
-            let params = uniform(begin, end);
+        Ok(())
+    }
+
+    /// Backward step 3 for the keys of `span` over its query rows: dk, dv
+    /// (keys, KV*hd) from dout, q (rows, H*hd), k, v and step 1's rowstats
+    /// of those rows. Call it for a key chunk's query chunks in order from
+    /// its own: a key's sums start with the rows holding its own position
+    /// and the later calls add.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_dkdv(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        dk: &wgpu::Buffer,
+        dv: &wgpu::Buffer,
+        dout: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        rowstats: &wgpu::Buffer,
+        head_scales: &wgpu::Buffer,
+        shape: AttnShape,
+        span: AttnSpan,
+    ) -> Result<()> {
+        let op = "attention_backward_dkdv";
+        let base = Self::params(op, shape, span)?;
+        let (_, kvn, _) = span_sizes(shape, span);
+        let storage = Self::gradient_bindings(
+            ctx,
+            op,
+            [("dk", dk, kvn), ("dv", dv, kvn)],
+            [dout, q, k, v, rowstats, head_scales],
+            shape,
+            span,
+        )?;
+        let AttnSpan {
+            q_first,
+            rows,
+            k_first,
+            keys,
+        } = span;
+        if rows == 0 {
+            return Ok(());
+        }
+        // The query rows split into passes; each covers the bound keys
+        // before its last row.
+        let group = shape.heads / shape.kv_heads;
+        for (begin, end) in passes(q_first, q_first + rows, self.pass_len(shape.hd, group)) {
+            let params = AttnParams {
+                begin: begin as u32,
+                end: end as u32,
+                ..base
+            };
+            let n = end.saturating_sub(k_first).min(keys);
+            if n == 0 {
+                continue;
+            }
+            let params = ctx.uniform("attention_backward_dkdv params", &params);
             let bind_group = ctx.bind(
                 "attention_backward_dkdv bind group",
                 &self.dkdv_layout,
                 &storage,
                 &params,
             );
-            let workgroups = ctx.grid(op, ((kv_heads * end) as u64).div_ceil(wg))?;
-            ctx.dispatch(encoder, "attention_backward_dkdv", &self.dkdv, &bind_group, workgroups);
+            let workgroups = ctx.grid(op, ((shape.kv_heads * n) as u64).div_ceil(QUERY_WG as u64))?;
+            ctx.dispatch(encoder, op, &self.dkdv, &bind_group, workgroups);
         }
-        // step 4: the scale gradient, one workgroup per head
-        let params = uniform(0, t);
+        Ok(())
+    }
+
+    /// Steps 2 and 3's bindings after checking them: their two outputs,
+    /// then dout, q (rows, H*hd), k, v (keys, KV*hd), rowstats
+    /// (H, rows, 2) and head_scales (H).
+    fn gradient_bindings<'a>(
+        ctx: &GpuContext,
+        op: &'static str,
+        outputs: [(&'static str, &'a wgpu::Buffer, usize); 2],
+        [dout, q, k, v, rowstats, head_scales]: [&'a wgpu::Buffer; 6],
+        shape: AttnShape,
+        span: AttnSpan,
+    ) -> Result<Vec<(&'a wgpu::Buffer, usize)>> {
+        let (qn, kvn, stats) = span_sizes(shape, span);
+        let mut storage = outputs.to_vec();
+        storage.extend([
+            ("dout", dout, qn),
+            ("q", q, qn),
+            ("k", k, kvn),
+            ("v", v, kvn),
+            ("rowstats", rowstats, 2 * stats),
+            ("head_scales", head_scales, shape.heads),
+        ]);
+        for &(name, buffer, len) in &storage {
+            ctx.check_binding(op, name, buffer, len)?;
+        }
+        Ok(storage.into_iter().map(|(_, buffer, len)| (buffer, len)).collect())
+    }
+
+    /// Backward step 4: d_head_scales (H) = the sum of dscale_partials
+    /// (H, rows) over the rows / sqrt(hd), added to what is there with
+    /// `accumulate` (a sequence's later row chunks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_dscale(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        d_head_scales: &wgpu::Buffer,
+        dscale_partials: &wgpu::Buffer,
+        shape: AttnShape,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let op = "attention_backward_dscale";
+        let span = AttnSpan {
+            q_first: 0,
+            rows,
+            k_first: 0,
+            keys: rows,
+        };
+        let params = AttnParams {
+            accumulate: accumulate as u32,
+            ..Self::params(op, shape, span)?
+        };
+        let heads = shape.heads;
+        ctx.check_binding(op, "d_head_scales", d_head_scales, heads)?;
+        ctx.check_binding(op, "dscale_partials", dscale_partials, heads * rows)?;
+        if heads == 0 {
+            return Ok(());
+        }
+        let params = ctx.uniform("attention_backward_dscale params", &params);
         let bind_group = ctx.bind(
             "attention_backward_dscale bind group",
             &self.dscale_layout,
-            &[(d_head_scales, heads), (partials, rows)],
+            &[(d_head_scales, heads), (dscale_partials, heads * rows)],
             &params,
         );
+        // one workgroup per head
         let workgroups = ctx.grid(op, heads as u64)?;
-        ctx.dispatch(
-            encoder,
-            "attention_backward_dscale",
-            &self.dscale,
-            &bind_group,
-            workgroups,
-        );
+        ctx.dispatch(encoder, op, &self.dscale, &bind_group, workgroups);
         Ok(())
     }
 }
 
-/// [0, t) in consecutive ranges of at most `len`.
-fn passes(t: usize, len: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..t)
+/// The elements `span` binds: of q (and out, dq), of k (and v, dk, dv),
+/// and of one (H, rows) stat.
+fn span_sizes(shape: AttnShape, span: AttnSpan) -> (usize, usize, usize) {
+    let AttnShape {
+        heads, kv_heads, hd, ..
+    } = shape;
+    (span.rows * heads * hd, span.keys * kv_heads * hd, heads * span.rows)
+}
+
+/// [from, to) in consecutive ranges of at most `len`.
+fn passes(from: usize, to: usize, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    (from..to)
         .step_by(len.max(1))
-        .map(move |begin| (begin, (begin + len).min(t)))
+        .map(move |begin| (begin, (begin + len).min(to)))
 }
 
 #[cfg(test)]
@@ -468,8 +749,9 @@ mod tests {
 
     #[test]
     fn passes_cover_t_in_order() {
-        assert_eq!(passes(10, 4).collect::<Vec<_>>(), vec![(0, 4), (4, 8), (8, 10)]);
-        assert_eq!(passes(3, 100).collect::<Vec<_>>(), vec![(0, 3)]);
-        assert_eq!(passes(0, 5).count(), 0);
+        assert_eq!(passes(0, 10, 4).collect::<Vec<_>>(), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(passes(0, 3, 100).collect::<Vec<_>>(), vec![(0, 3)]);
+        assert_eq!(passes(0, 0, 5).count(), 0);
+        assert_eq!(passes(5, 12, 4).collect::<Vec<_>>(), vec![(5, 9), (9, 12)]);
     }
 }

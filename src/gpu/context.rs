@@ -222,6 +222,19 @@ impl GpuContext {
         &self.report.limits
     }
 
+    /// Lowers (never raises) the max storage binding and max buffer size
+    /// this context checks bindings and buffers against, so tests reach
+    /// the engine's paging of long sequences at small sizes and every
+    /// binding is checked against the lower limit. The device's own limits
+    /// stay; only this copy of the context is affected.
+    pub(crate) fn lower_limits(&mut self, max_storage_buffer_binding_size: u64, max_buffer_size: u64) {
+        let l = &mut self.report.limits;
+        l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(max_storage_buffer_binding_size);
+        l.max_buffer_size = l.max_buffer_size.min(max_buffer_size);
+        // As in WebGPU, no binding is larger than a buffer may be.
+        l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+    }
+
     /// Err if the device was lost (every call from then on), or once for an
     /// error that escaped every scope since the last check.
     pub fn check_health(&self) -> Result<()> {

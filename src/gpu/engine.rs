@@ -14,23 +14,45 @@
 //! flat buffers where the whole parameter vector is needed (the global
 //! gradient norm, reading the gradients or the weights back).
 //!
+//! Sequences longer than one binding allows: every per-token buffer (the
+//! (T, C) residual stream and norms, q, k, v, the (T, 2F) gate/up and
+//! SwiGLU output, the attention's (H, T) stats, the backward's gradients
+//! of all of these, the tokens and targets) lives in *pages*, one buffer
+//! per run of `Workspace::page_rows` consecutive rows (the last page
+//! shorter): as many rows as the widest per-row buffer fits in the max
+//! storage binding and, on a CPU adapter, llvmpipe's loop budget (a weight
+//! gradient loops once per row). A page is bound whole at offset 0, so no
+//! binding passes the limit, no offset needs the storage offset alignment,
+//! and no buffer holds a whole (T, .) tensor. Row-wise steps (norms,
+//! products with the weights, SwiGLU, RoPE, the LM head) run page by page;
+//! weight and gain gradients add up page after page. Attention, the one
+//! step that mixes rows, runs query page i against key pages 0..=i in
+//! order, carrying the online softmax's (m, Z, E) and the output's
+//! accumulator from one key page to the next as it carries them between
+//! loop-budget passes (`gpu/attention.rs`); its backward does dq per query
+//! page over its key pages, dk and dv per key page over its query pages,
+//! and adds the head-scale gradient page by page. A sequence that fits is
+//! one page: the dispatches of an unpaged engine. What cannot be split is
+//! refused with an error naming the buffer, its size and the limit
+//! (`check_fits`): a weight matrix past the max storage binding, or an
+//! output read back whole (logits, entropy) past the max buffer size.
+//!
 //! The optimizer's state (AdamW moments per slot, the step count) stays on
 //! the device; a training step reads back only the losses and the
-//! gradient norm (to refuse a non-finite update as the CPU engine does).
+//! gradient norm (summed slot by slot, so the flat gradient is never
+//! bound whole) to refuse a non-finite update as the CPU engine does.
 //!
 //! Every call awaits its read-backs (`GpuContext::read_f32`), so nothing
 //! blocks on the web.
 //!
-//! Not yet: splitting a sequence whose buffers pass the device's max
-//! storage binding (such a sequence is refused with an error naming its
-//! length and the limit), and reusing recorded work between calls.
+//! Not yet: reusing recorded work between calls.
 
-use super::attention::AttentionScratch;
+use super::attention::{AttnSpan, CPU_LOOP_BUDGET};
 use super::context::GpuContext;
 use super::cross_entropy::next_token_targets;
 use super::embedding::{TokenGroups, TokenGroupsBuffers};
 use super::error::{Error as GpuError, Result as GpuResult};
-use super::optim::{decay_words, norm_partials_len, pack_decay_flags, STATS_LEN};
+use super::optim::{decay_words, norm_partials_len_parts, pack_decay_flags, STATS_LEN};
 use super::rmsnorm::dw_partials_len;
 use super::rope::RopeTables;
 use super::Kernels;
@@ -45,7 +67,8 @@ use crate::model::optim::{AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
 
 /// Rows of logits made at once (the CPU engine's `LOGIT_ROWS`), fewer when
-/// a chunk of logits would pass the device's max storage binding.
+/// a chunk of logits would pass the device's max storage binding or a page
+/// is shorter.
 pub const LOGIT_ROWS: usize = crate::model::cpu::transformer::LOGIT_ROWS;
 
 /// Slots per decoder layer, in layout order.
@@ -92,31 +115,78 @@ fn slots_of(cfg: &ModelConfig, layout: &ParamLayout) -> Vec<Slot> {
     slots
 }
 
-/// What a gpu::Error becomes at the engine's boundary.
+/// What a gpu::Error becomes at the engine's boundary; a limit that the
+/// engine could not split its way around points at the CPU engine.
 fn engine_error(e: GpuError) -> Error {
-    Error::Engine(format!("GPU engine: {e}"))
+    match e {
+        GpuError::Limit { .. } => Error::Engine(format!("GPU engine: {e}; use --backend cpu")),
+        e => Error::Engine(format!("GPU engine: {e}")),
+    }
 }
 
-/// One layer's activations: what its backward reads.
+/// A (T, width) activation: one buffer per page of rows.
+type Paged = Vec<wgpu::Buffer>;
+
+/// One buffer of `rows * width` elements per page (`rows` per page).
+async fn paged(ctx: &GpuContext, label: &str, rows: &[usize], width: usize) -> GpuResult<Paged> {
+    let mut pages = Vec::with_capacity(rows.len());
+    for &n in rows {
+        pages.push(ctx.zeros(label, n * width).await?);
+    }
+    Ok(pages)
+}
+
+/// Rows [first, first + rows) of a sequence: its page `index`.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    index: usize,
+    first: usize,
+    rows: usize,
+}
+
+/// The pages of `t` rows, `per_page` rows each, the last shorter.
+fn pages_of(t: usize, per_page: usize) -> Vec<Page> {
+    (0..t)
+        .step_by(per_page.max(1))
+        .enumerate()
+        .map(|(index, first)| Page {
+            index,
+            first,
+            rows: per_page.min(t - first),
+        })
+        .collect()
+}
+
+/// Query page `q` against key page `k`, for the attention kernels.
+fn span(q: Page, k: Page) -> AttnSpan {
+    AttnSpan {
+        q_first: q.first,
+        rows: q.rows,
+        k_first: k.first,
+        keys: k.rows,
+    }
+}
+
+/// One layer's activations: what its backward reads, each paged.
 #[derive(Debug)]
 struct LayerBufs {
-    x_in: wgpu::Buffer,  // (T, C)
-    rstd1: wgpu::Buffer, // (T)
-    xn1: wgpu::Buffer,   // (T, C)
-    q: wgpu::Buffer,     // (T, qd), rotated if RoPE
-    k: wgpu::Buffer,     // (T, kvd)
-    v: wgpu::Buffer,     // (T, kvd)
-    att: wgpu::Buffer,   // (T, qd)
-    lse: wgpu::Buffer,   // (H, T)
-    x_mid: wgpu::Buffer, // (T, C)
-    rstd2: wgpu::Buffer, // (T)
-    xn2: wgpu::Buffer,   // (T, C)
-    gu: wgpu::Buffer,    // (T, 2F)
-    h: wgpu::Buffer,     // (T, F)
+    x_in: Paged,  // (T, C)
+    rstd1: Paged, // (T)
+    xn1: Paged,   // (T, C)
+    q: Paged,     // (T, qd), rotated if RoPE
+    k: Paged,     // (T, kvd)
+    v: Paged,     // (T, kvd)
+    att: Paged,   // (T, qd)
+    lse: Paged,   // (H, rows) per page
+    x_mid: Paged, // (T, C)
+    rstd2: Paged, // (T)
+    xn2: Paged,   // (T, C)
+    gu: Paged,    // (T, 2F)
+    h: Paged,     // (T, F)
 }
 
 impl LayerBufs {
-    async fn new(ctx: &GpuContext, cfg: &ModelConfig, t: usize) -> GpuResult<Self> {
+    async fn new(ctx: &GpuContext, cfg: &ModelConfig, rows: &[usize]) -> GpuResult<Self> {
         let (c, f, qd, kvd, hh) = (
             cfg.hidden_size,
             cfg.intermediate_size,
@@ -125,19 +195,19 @@ impl LayerBufs {
             cfg.num_heads,
         );
         Ok(LayerBufs {
-            x_in: ctx.zeros("x_in", t * c).await?,
-            rstd1: ctx.zeros("rstd1", t).await?,
-            xn1: ctx.zeros("xn1", t * c).await?,
-            q: ctx.zeros("q", t * qd).await?,
-            k: ctx.zeros("k", t * kvd).await?,
-            v: ctx.zeros("v", t * kvd).await?,
-            att: ctx.zeros("att", t * qd).await?,
-            lse: ctx.zeros("lse", hh * t).await?,
-            x_mid: ctx.zeros("x_mid", t * c).await?,
-            rstd2: ctx.zeros("rstd2", t).await?,
-            xn2: ctx.zeros("xn2", t * c).await?,
-            gu: ctx.zeros("gu", t * 2 * f).await?,
-            h: ctx.zeros("h", t * f).await?,
+            x_in: paged(ctx, "x_in", rows, c).await?,
+            rstd1: paged(ctx, "rstd1", rows, 1).await?,
+            xn1: paged(ctx, "xn1", rows, c).await?,
+            q: paged(ctx, "q", rows, qd).await?,
+            k: paged(ctx, "k", rows, kvd).await?,
+            v: paged(ctx, "v", rows, kvd).await?,
+            att: paged(ctx, "att", rows, qd).await?,
+            lse: paged(ctx, "lse", rows, hh).await?,
+            x_mid: paged(ctx, "x_mid", rows, c).await?,
+            rstd2: paged(ctx, "rstd2", rows, 1).await?,
+            xn2: paged(ctx, "xn2", rows, c).await?,
+            gu: paged(ctx, "gu", rows, 2 * f).await?,
+            h: paged(ctx, "h", rows, f).await?,
         })
     }
 }
@@ -145,59 +215,83 @@ impl LayerBufs {
 /// The backward's scratch.
 #[derive(Debug)]
 struct BackwardBufs {
-    dxf: wgpu::Buffer,  // (T, C)
-    dx: wgpu::Buffer,   // (T, C)
-    dh: wgpu::Buffer,   // (T, F)
-    dgu: wgpu::Buffer,  // (T, 2F)
-    dxn: wgpu::Buffer,  // (T, C)
-    datt: wgpu::Buffer, // (T, qd)
-    dq: wgpu::Buffer,   // (T, qd)
-    dk: wgpu::Buffer,   // (T, kvd)
-    dv: wgpu::Buffer,   // (T, kvd)
-    ds: wgpu::Buffer,   // (H)
-    dxf_chunk: wgpu::Buffer,
-    dw_partials: wgpu::Buffer,
+    dxf: Paged,  // (T, C)
+    dx: Paged,   // (T, C)
+    dh: Paged,   // (T, F)
+    dgu: Paged,  // (T, 2F)
+    dxn: Paged,  // (T, C)
+    datt: Paged, // (T, qd)
+    dq: Paged,   // (T, qd)
+    dk: Paged,   // (T, kvd)
+    dv: Paged,   // (T, kvd)
+    /// (H, rows, 2) per page: attention's (lse, D), which dk and dv read
+    /// across query pages.
+    rowstats: Paged,
+    dscale_partials: wgpu::Buffer, // (H, page rows), one query page's
+    ds: wgpu::Buffer,              // (H)
+    dxf_chunk: wgpu::Buffer,       // (chunk, C)
+    dw_partials: wgpu::Buffer,     // one page's
 }
 
 impl BackwardBufs {
-    async fn new(ctx: &GpuContext, cfg: &ModelConfig, t: usize, chunk: usize) -> GpuResult<Self> {
-        let (c, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+    async fn new(ctx: &GpuContext, cfg: &ModelConfig, rows: &[usize], chunk: usize) -> GpuResult<Self> {
+        let (c, f, qd, kvd, hh) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.num_heads,
+        );
+        let page = rows.iter().copied().max().unwrap_or(1);
         Ok(BackwardBufs {
-            dxf: ctx.zeros("dxf", t * c).await?,
-            dx: ctx.zeros("dx", t * c).await?,
-            dh: ctx.zeros("dh", t * f).await?,
-            dgu: ctx.zeros("dgu", t * 2 * f).await?,
-            dxn: ctx.zeros("dxn", t * c).await?,
-            datt: ctx.zeros("datt", t * qd).await?,
-            dq: ctx.zeros("dq", t * qd).await?,
-            dk: ctx.zeros("dk", t * kvd).await?,
-            dv: ctx.zeros("dv", t * kvd).await?,
-            ds: ctx.zeros("ds", cfg.num_heads).await?,
+            dxf: paged(ctx, "dxf", rows, c).await?,
+            dx: paged(ctx, "dx", rows, c).await?,
+            dh: paged(ctx, "dh", rows, f).await?,
+            dgu: paged(ctx, "dgu", rows, 2 * f).await?,
+            dxn: paged(ctx, "dxn", rows, c).await?,
+            datt: paged(ctx, "datt", rows, qd).await?,
+            dq: paged(ctx, "dq", rows, qd).await?,
+            dk: paged(ctx, "dk", rows, kvd).await?,
+            dv: paged(ctx, "dv", rows, kvd).await?,
+            rowstats: paged(ctx, "attention rowstats", rows, 2 * hh).await?,
+            dscale_partials: ctx.zeros("attention dscale partials", hh * page).await?,
+            ds: ctx.zeros("ds", hh).await?,
             dxf_chunk: ctx.zeros("dxf chunk", chunk * c).await?,
-            dw_partials: ctx.zeros("rmsnorm dw partials", dw_partials_len(t, c)).await?,
+            dw_partials: ctx.zeros("rmsnorm dw partials", dw_partials_len(page, c)).await?,
         })
     }
 }
 
-/// Buffers sized for sequences up to `t` tokens, reused from call to call.
+/// Buffers for sequences up to `t` tokens in pages of `page_rows` rows,
+/// reused from call to call.
 #[derive(Debug)]
 struct Workspace {
     t: usize,
-    /// Rows of logits per chunk.
+    /// Rows per page (the last page of `t` rows may be shorter).
+    page_rows: usize,
+    /// Rows of logits per chunk (at most a page).
     chunk: usize,
-    x: wgpu::Buffer,          // (T, C) the residual stream
-    xf: wgpu::Buffer,         // (T, C)
-    rstd_f: wgpu::Buffer,     // (T)
-    entropy: wgpu::Buffer,    // (H, T) one layer's
-    z: wgpu::Buffer,          // (chunk, V)
-    xf_chunk: wgpu::Buffer,   // (chunk, C)
-    loss_chunk: wgpu::Buffer, // (chunk)
-    target_chunk: wgpu::Buffer,
-    attn: AttentionScratch,
-    rope: Option<RopeTables>,
+    x: Paged,                   // (T, C) the residual stream
+    xf: Paged,                  // (T, C)
+    rstd_f: Paged,              // (T)
+    entropy: wgpu::Buffer,      // (H, page rows): one layer's, one query page's
+    attn_state: wgpu::Buffer,   // (H, page rows, 3): (m, Z, E) across key pages
+    z: wgpu::Buffer,            // (chunk, V)
+    xf_chunk: wgpu::Buffer,     // (chunk, C)
+    loss_chunk: wgpu::Buffer,   // (chunk)
+    target_chunk: wgpu::Buffer, // (chunk)
+    /// RoPE's cos and sin per page.
+    rope: Vec<RopeTables>,
     /// One per layer when a backward follows, else one shared by all.
     layers: Vec<LayerBufs>,
     backward: Option<BackwardBufs>,
+}
+
+impl Workspace {
+    /// The pages of a sequence of `t <= self.t` tokens.
+    fn pages(&self, t: usize) -> Vec<Page> {
+        pages_of(t, self.page_rows)
+    }
 }
 
 /// AdamW's state on the device.
@@ -207,15 +301,16 @@ struct OptState {
     v: Vec<wgpu::Buffer>,
     decay: Vec<wgpu::Buffer>,
     stats: wgpu::Buffer,
+    /// The gradient norm's partial sums over every slot.
     partials: wgpu::Buffer,
     step: u64,
 }
 
-/// Per-sequence inputs on the device.
+/// Per-sequence inputs on the device, paged like the activations.
 struct SeqInputs {
     t: usize,
-    tokens: wgpu::Buffer,
-    targets: wgpu::Buffer,
+    tokens: Paged,  // (T) u32
+    targets: Paged, // (T) u32, `NO_TARGET` last
 }
 
 pub struct GpuEngine {
@@ -227,16 +322,11 @@ pub struct GpuEngine {
     weights: Vec<wgpu::Buffer>,
     /// Weight gradients per slot, made on the first full backward.
     grads: Option<Vec<wgpu::Buffer>>,
-    /// The whole gradient in layout order: for its norm and its read-back.
-    flat_grads: Option<wgpu::Buffer>,
     head_scales: Vec<wgpu::Buffer>,
     ws: Option<Workspace>,
     opt: Option<OptState>,
     /// Rows of logits per chunk at most (`LOGIT_ROWS`; tests lower it).
     logit_rows: usize,
-    /// The max storage binding sequences are checked against: the
-    /// device's, unless lowered (tests).
-    binding_limit: u64,
 }
 
 impl GpuEngine {
@@ -256,40 +346,34 @@ impl GpuEngine {
         }
         let kernels = Kernels::new(&ctx).await.map_err(engine_error)?;
         let slots = slots_of(&config, &layout);
-        let limit = ctx.limits().max_storage_buffer_binding_size;
-        let mut weights = Vec::with_capacity(slots.len());
-        for s in &slots {
-            let bytes = s.len as u64 * 4;
-            if bytes > limit {
-                return Err(Error::Engine(format!(
-                    "GPU engine ({}): a weight matrix of {} values ({bytes} bytes) is past the device's max storage \
-                     buffer binding of {limit} bytes; use --backend cpu",
-                    ctx.adapter(),
-                    s.len
-                )));
-            }
-            let data = &params.data[s.offset..s.offset + s.len];
-            weights.push(ctx.upload("weights", data).await.map_err(engine_error)?);
-        }
-        let mut head_scales = Vec::with_capacity(config.num_layers);
-        for _ in 0..config.num_layers {
-            head_scales.push(ctx.zeros("head scales", config.num_heads).await.map_err(engine_error)?);
-        }
-        Ok(GpuEngine {
+        let mut engine = GpuEngine {
             ctx,
             kernels,
             config,
             layout,
             slots,
-            weights,
+            weights: Vec::new(),
             grads: None,
-            flat_grads: None,
-            head_scales,
+            head_scales: Vec::new(),
             ws: None,
             opt: None,
             logit_rows: LOGIT_ROWS,
-            binding_limit: limit,
-        })
+        };
+        engine.check_weights()?;
+        for s in &engine.slots {
+            let data = &params.data[s.offset..s.offset + s.len];
+            let buffer = engine.ctx.upload("weights", data).await.map_err(engine_error)?;
+            engine.weights.push(buffer);
+        }
+        for _ in 0..engine.config.num_layers {
+            let buffer = engine
+                .ctx
+                .zeros("head scales", engine.config.num_heads)
+                .await
+                .map_err(engine_error)?;
+            engine.head_scales.push(buffer);
+        }
+        Ok(engine)
     }
 
     /// Makes logits at most `rows` rows at a time (at least 1), so tests
@@ -299,11 +383,30 @@ impl GpuEngine {
         self.ws = None;
     }
 
-    /// Checks sequences against `bytes` instead of the device's max
-    /// storage binding (lower only), so tests reach the refusal of long
-    /// sequences at small sizes.
+    /// Lowers (never raises) the max storage binding this engine pages
+    /// its sequences by and checks every binding against, so tests reach
+    /// the paged path at small sizes. Below a weight matrix, every call
+    /// fails with an error naming it (weights are not split).
     pub fn set_binding_limit(&mut self, bytes: u64) {
-        self.binding_limit = bytes.min(self.ctx.limits().max_storage_buffer_binding_size);
+        self.ctx.lower_limits(bytes, u64::MAX);
+        self.ws = None;
+    }
+
+    /// Lowers (never raises) the max buffer size this engine checks its
+    /// buffers against, so tests reach the refusal of outputs that are
+    /// read back whole.
+    #[doc(hidden)]
+    pub fn set_buffer_limit(&mut self, bytes: u64) {
+        self.ctx.lower_limits(u64::MAX, bytes);
+        self.ws = None;
+    }
+
+    /// Rows per page for sequences of `t` tokens under the limits in force
+    /// (`t` itself when nothing needs paging), so tests can say how a
+    /// sequence was split.
+    #[doc(hidden)]
+    pub fn page_rows_for(&self, t: usize) -> usize {
+        self.page_rows(t)
     }
 
     pub fn context(&self) -> &GpuContext {
@@ -326,64 +429,92 @@ impl GpuEngine {
         }
     }
 
-    /// Err naming the length and the limit when one of a sequence's buffers
-    /// would pass the device's max storage binding (splitting such
-    /// sequences is not implemented yet).
-    pub fn check_fits(&self, t: usize) -> Result<()> {
-        let cfg = &self.config;
-        let (c, f, qd, kvd, hh) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.q_dim(),
-            cfg.kv_dim(),
-            cfg.num_heads,
-        );
-        let limit = self.binding_limit;
-        let widest = [
-            ("the (T, 2F) gate/up activations", 2 * f),
-            ("the (T, C) residual stream", c),
-            ("the (T, H*hd) queries", qd),
-            ("the (T, KV*hd) keys", kvd),
-            ("the attention state (H, T, 3)", 3 * hh),
-        ]
-        .into_iter()
-        .max_by_key(|&(_, w)| w)
-        .expect("five");
-        let bytes = t as u64 * widest.1 as u64 * 4;
-        let vocab_row = cfg.vocab_size as u64 * 4;
-        let adapter = self.ctx.adapter();
-        if bytes > limit {
-            return Err(Error::Engine(format!(
-                "GPU engine ({adapter}): a sequence of {t} tokens needs {bytes} bytes for {} in one binding, past \
-                 the device's max storage buffer binding of {limit} bytes (at most {} tokens for this model); \
-                 splitting long sequences is not implemented yet: use shorter sequences or --backend cpu",
-                widest.0,
-                limit / (widest.1 as u64 * 4)
-            )));
-        }
-        if vocab_row > limit {
-            return Err(Error::Engine(format!(
-                "GPU engine ({adapter}): one row of logits ({vocab_row} bytes) is past the device's max storage \
-                 buffer binding of {limit} bytes; use --backend cpu"
-            )));
-        }
-        // llvmpipe ends every loop of an invocation after 65535 iterations
-        // in all; the weight-gradient products loop once per token.
-        let loop_limit = super::attention::CPU_LOOP_BUDGET as usize;
-        if self.ctx.report().is_cpu && t > loop_limit {
-            return Err(Error::Engine(format!(
-                "GPU engine ({adapter}): a sequence of {t} tokens is past the {loop_limit} that a CPU adapter's \
-                 loop limit allows (splitting is not implemented yet); use --backend cpu"
-            )));
+    /// The max storage binding in force (the device's unless lowered).
+    fn binding_limit(&self) -> u64 {
+        self.ctx.limits().max_storage_buffer_binding_size
+    }
+
+    /// Err naming the first weight matrix past the max storage binding:
+    /// each slot is bound whole, and the engine does not split weights.
+    fn check_weights(&self) -> Result<()> {
+        let limit = self.binding_limit();
+        for s in &self.slots {
+            let bytes = s.len as u64 * 4;
+            if bytes > limit {
+                let names: Vec<&str> = self
+                    .layout
+                    .tensors
+                    .iter()
+                    .filter(|t| t.offset >= s.offset && t.offset < s.offset + s.len)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                return Err(Error::Engine(format!(
+                    "GPU engine ({}): the weight matrix {} ({} values, {bytes} bytes) is past the device's max \
+                     storage buffer binding of {limit} bytes, and weights are not split; use --backend cpu",
+                    self.ctx.adapter(),
+                    names.join(" + "),
+                    s.len
+                )));
+            }
         }
         Ok(())
     }
 
-    /// Rows of logits per chunk for sequences of `t` tokens.
-    fn chunk_rows(&self, t: usize) -> usize {
-        let limit = self.binding_limit;
-        let by_binding = (limit / (self.config.vocab_size as u64 * 4)).max(1) as usize;
-        self.logit_rows.min(by_binding).min(t).max(1)
+    /// The widest of the per-token buffers that are paged by rows: (what,
+    /// f32 per row).
+    fn widest_row(&self) -> (&'static str, usize) {
+        let cfg = &self.config;
+        [
+            ("the (T, 2F) gate/up activations", 2 * cfg.intermediate_size),
+            ("the (T, C) residual stream", cfg.hidden_size),
+            ("the (T, H*hd) queries", cfg.q_dim()),
+            ("the (T, KV*hd) keys", cfg.kv_dim()),
+            ("the attention state (H, T, 3)", 3 * cfg.num_heads),
+        ]
+        .into_iter()
+        .max_by_key(|&(_, w)| w)
+        .expect("five")
+    }
+
+    /// Err, naming the buffer, its size and the limit, when something a
+    /// sequence of `t` tokens needs cannot be split to fit the device: a
+    /// weight matrix or a single row past the max storage binding. Long
+    /// sequences are otherwise paged (see the module's comment).
+    pub fn check_fits(&self, t: usize) -> Result<()> {
+        self.check_weights()?;
+        let limit = self.binding_limit();
+        let adapter = self.ctx.adapter();
+        let (what, width) = self.widest_row();
+        let row = width as u64 * 4;
+        let vocab_row = self.config.vocab_size as u64 * 4;
+        for (what, bytes) in [(what, row), ("the logits", vocab_row)] {
+            if t > 0 && bytes > limit {
+                return Err(Error::Engine(format!(
+                    "GPU engine ({adapter}): one row of {what} ({bytes} bytes) is past the device's max storage \
+                     buffer binding of {limit} bytes, and a row is not split; use --backend cpu"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows per page for sequences of up to `t` tokens: as many as the
+    /// widest per-row buffer fits in one binding, at most `t`, and on a
+    /// CPU adapter at most the loop budget (llvmpipe stops a weight
+    /// gradient's loop over rows at 65535 iterations).
+    fn page_rows(&self, t: usize) -> usize {
+        let row = self.widest_row().1.max(1) as u64 * 4;
+        let mut rows = ((self.binding_limit() / row) as usize).min(t);
+        if self.ctx.report().is_cpu {
+            rows = rows.min(CPU_LOOP_BUDGET as usize);
+        }
+        rows.max(1)
+    }
+
+    /// Rows of logits per chunk for pages of `page_rows` rows.
+    fn chunk_rows(&self, page_rows: usize) -> usize {
+        let by_binding = (self.binding_limit() / (self.config.vocab_size as u64 * 4)).max(1) as usize;
+        self.logit_rows.min(by_binding).min(page_rows).max(1)
     }
 
     /// A workspace for sequences of `t` tokens, with per-layer activations
@@ -405,35 +536,41 @@ impl GpuEngine {
             None => (t, need_layers, backward),
         };
         self.ws = None;
+        let page_rows = self.page_rows(t);
+        let chunk = self.chunk_rows(page_rows);
+        let pages = pages_of(t, page_rows);
+        let rows: Vec<usize> = pages.iter().map(|p| p.rows).collect();
         let ctx = &self.ctx;
         let cfg = &self.config;
-        let chunk = self.chunk_rows(t);
         let (c, hh, vocab) = (cfg.hidden_size, cfg.num_heads, cfg.vocab_size);
-        let rope = match cfg.position_encoding {
-            PositionEncoding::Rope { theta } => Some(RopeTables::upload(ctx, t, cfg.head_dim, theta).await?),
-            PositionEncoding::None => None,
-        };
+        let mut rope = Vec::new();
+        if let PositionEncoding::Rope { theta } = cfg.position_encoding {
+            for p in &pages {
+                rope.push(RopeTables::upload_rows(ctx, p.first, p.rows, cfg.head_dim, theta).await?);
+            }
+        }
         let mut layers = Vec::with_capacity(need_layers);
         for _ in 0..need_layers {
-            layers.push(LayerBufs::new(ctx, cfg, t).await?);
+            layers.push(LayerBufs::new(ctx, cfg, &rows).await?);
         }
         let backward = if backward {
-            Some(BackwardBufs::new(ctx, cfg, t, chunk).await?)
+            Some(BackwardBufs::new(ctx, cfg, &rows, chunk).await?)
         } else {
             None
         };
         self.ws = Some(Workspace {
             t,
+            page_rows,
             chunk,
-            x: ctx.zeros("x", t * c).await?,
-            xf: ctx.zeros("xf", t * c).await?,
-            rstd_f: ctx.zeros("rstd_f", t).await?,
-            entropy: ctx.zeros("entropy", hh * t).await?,
+            x: paged(ctx, "x", &rows, c).await?,
+            xf: paged(ctx, "xf", &rows, c).await?,
+            rstd_f: paged(ctx, "rstd_f", &rows, 1).await?,
+            entropy: ctx.zeros("entropy", hh * page_rows).await?,
+            attn_state: ctx.zeros("attention forward state", 3 * hh * page_rows).await?,
             z: ctx.zeros("logits chunk", chunk * vocab).await?,
             xf_chunk: ctx.zeros("xf chunk", chunk * c).await?,
             loss_chunk: ctx.zeros("loss chunk", chunk).await?,
             target_chunk: ctx.zeros("target chunk", chunk).await?,
-            attn: AttentionScratch::new(ctx, hh, t).await?,
             rope,
             layers,
             backward,
@@ -452,12 +589,21 @@ impl GpuEngine {
         self.ctx.check_health()
     }
 
+    /// The sequence's tokens and targets, paged as the workspace pages it.
     async fn upload_sequence(&self, tokens: &[u32]) -> GpuResult<SeqInputs> {
-        Ok(SeqInputs {
+        let ws = self.ws.as_ref().expect("workspace");
+        let targets = next_token_targets(tokens);
+        let mut seq = SeqInputs {
             t: tokens.len(),
-            tokens: self.ctx.upload("tokens", tokens).await?,
-            targets: self.ctx.upload("targets", &next_token_targets(tokens)).await?,
-        })
+            tokens: Vec::new(),
+            targets: Vec::new(),
+        };
+        for p in ws.pages(tokens.len()) {
+            let rows = p.first..p.first + p.rows;
+            seq.tokens.push(self.ctx.upload("tokens", &tokens[rows.clone()]).await?);
+            seq.targets.push(self.ctx.upload("targets", &targets[rows]).await?);
+        }
+        Ok(seq)
     }
 
     /// Records the forward through the layers (no LM head): x holds the
@@ -473,6 +619,7 @@ impl GpuEngine {
         let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
         let ws = self.ws.as_ref().expect("workspace");
         let t = seq.t;
+        let pages = ws.pages(t);
         let (c, f, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -484,71 +631,101 @@ impl GpuEngine {
             hd,
         };
         let mm = &k.matmul;
-        k.embedding
-            .forward(ctx, enc, &ws.x, &self.weights[0], &seq.tokens, t, c, vocab)?;
+        for p in &pages {
+            let (i, n) = (p.index, p.rows);
+            k.embedding
+                .forward(ctx, enc, &ws.x[i], &self.weights[0], &seq.tokens[i], n, c, vocab)?;
+        }
         for l in 0..cfg.num_layers {
             let lb = &ws.layers[if keep { l } else { 0 }];
             let w = |which| &self.weights[self.slot(l, which)];
-            k.rmsnorm
-                .forward(ctx, enc, &lb.xn1, &lb.rstd1, &ws.x, w(ATTN_NORM), t, c, eps)?;
-            mm.matmul_nt(ctx, enc, &lb.q, &lb.xn1, w(WQ), t, c, qd, 1.0, 0.0)?;
-            mm.matmul_nt(ctx, enc, &lb.k, &lb.xn1, w(WK), t, c, kvd, 1.0, 0.0)?;
-            mm.matmul_nt(ctx, enc, &lb.v, &lb.xn1, w(WV), t, c, kvd, 1.0, 0.0)?;
-            if let Some(tables) = &ws.rope {
-                k.rope.apply(ctx, enc, &lb.q, tables, t, hh, hd, false)?;
-                k.rope.apply(ctx, enc, &lb.k, tables, t, kvh, hd, false)?;
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                k.rmsnorm
+                    .forward(ctx, enc, &lb.xn1[i], &lb.rstd1[i], &ws.x[i], w(ATTN_NORM), n, c, eps)?;
+                mm.matmul_nt(ctx, enc, &lb.q[i], &lb.xn1[i], w(WQ), n, c, qd, 1.0, 0.0)?;
+                mm.matmul_nt(ctx, enc, &lb.k[i], &lb.xn1[i], w(WK), n, c, kvd, 1.0, 0.0)?;
+                mm.matmul_nt(ctx, enc, &lb.v[i], &lb.xn1[i], w(WV), n, c, kvd, 1.0, 0.0)?;
+                if let Some(tables) = ws.rope.get(i) {
+                    k.rope.apply(ctx, enc, &lb.q[i], tables, n, hh, hd, false)?;
+                    k.rope.apply(ctx, enc, &lb.k[i], tables, n, kvh, hd, false)?;
+                }
             }
-            k.attention.forward(
-                ctx,
-                enc,
-                &lb.att,
-                &lb.lse,
-                &ws.entropy,
-                &ws.attn,
-                &lb.q,
-                &lb.k,
-                &lb.v,
-                &self.head_scales[l],
-                shape,
-            )?;
-            if let Some(all) = entropy {
-                let bytes = (hh * t * 4) as u64;
-                enc.copy_buffer_to_buffer(&ws.entropy, 0, all, l as u64 * bytes, bytes);
+            // Query page i over key pages 0..=i, the softmax carried in
+            // attn_state; the page's rows are done with its own keys.
+            for (qi, &qp) in pages.iter().enumerate() {
+                let i = qp.index;
+                for &kp in &pages[..=qi] {
+                    k.attention.forward_span(
+                        ctx,
+                        enc,
+                        &lb.att[i],
+                        &lb.lse[i],
+                        &ws.entropy,
+                        &ws.attn_state,
+                        &lb.q[i],
+                        &lb.k[kp.index],
+                        &lb.v[kp.index],
+                        &self.head_scales[l],
+                        shape,
+                        span(qp, kp),
+                    )?;
+                }
+                if let Some(all) = entropy {
+                    // (H, rows) into (L, H, T): one copy per head, or one
+                    // for all when the page is the whole sequence.
+                    let n = qp.rows;
+                    let runs = if n == t {
+                        vec![(0, hh * n)]
+                    } else {
+                        (0..hh).map(|h| (h, n)).collect()
+                    };
+                    for (h, len) in runs {
+                        let dst = (l * hh + h) * t + qp.first;
+                        enc.copy_buffer_to_buffer(
+                            &ws.entropy,
+                            (h * n * 4) as u64,
+                            all,
+                            (dst * 4) as u64,
+                            (len * 4) as u64,
+                        );
+                    }
+                }
             }
-            if keep {
-                enc.copy_buffer_to_buffer(&ws.x, 0, &lb.x_in, 0, (t * c * 4) as u64);
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                if keep {
+                    enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_in[i], 0, (n * c * 4) as u64);
+                }
+                // x += att Wo^T
+                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.att[i], w(WO), n, qd, c, 1.0, 1.0)?;
+                k.rmsnorm
+                    .forward(ctx, enc, &lb.xn2[i], &lb.rstd2[i], &ws.x[i], w(MLP_NORM), n, c, eps)?;
+                // [g u] = xn2 [Wg; Wu]^T
+                mm.matmul_nt(ctx, enc, &lb.gu[i], &lb.xn2[i], w(GATE_UP), n, c, 2 * f, 1.0, 0.0)?;
+                k.swiglu.forward(ctx, enc, &lb.h[i], &lb.gu[i], n, f)?;
+                if keep {
+                    enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_mid[i], 0, (n * c * 4) as u64);
+                }
+                // x += h Wd^T
+                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.h[i], w(W_DOWN), n, f, c, 1.0, 1.0)?;
             }
-            // x += att Wo^T
-            mm.matmul_nt(ctx, enc, &ws.x, &lb.att, w(WO), t, qd, c, 1.0, 1.0)?;
-            k.rmsnorm
-                .forward(ctx, enc, &lb.xn2, &lb.rstd2, &ws.x, w(MLP_NORM), t, c, eps)?;
-            // [g u] = xn2 [Wg; Wu]^T
-            mm.matmul_nt(ctx, enc, &lb.gu, &lb.xn2, w(GATE_UP), t, c, 2 * f, 1.0, 0.0)?;
-            k.swiglu.forward(ctx, enc, &lb.h, &lb.gu, t, f)?;
-            if keep {
-                enc.copy_buffer_to_buffer(&ws.x, 0, &lb.x_mid, 0, (t * c * 4) as u64);
-            }
-            // x += h Wd^T
-            mm.matmul_nt(ctx, enc, &ws.x, &lb.h, w(W_DOWN), t, f, c, 1.0, 1.0)?;
         }
-        k.rmsnorm.forward(
-            ctx,
-            enc,
-            &ws.xf,
-            &ws.rstd_f,
-            &ws.x,
-            &self.weights[self.norm_slot()],
-            t,
-            c,
-            eps,
-        )?;
+        let norm = &self.weights[self.norm_slot()];
+        for p in &pages {
+            let (i, n) = (p.index, p.rows);
+            k.rmsnorm
+                .forward(ctx, enc, &ws.xf[i], &ws.rstd_f[i], &ws.x[i], norm, n, c, eps)?;
+        }
         Ok(())
     }
 
-    /// Records the LM head over xf in chunks of rows: per-row losses into
-    /// `losses` (T, the last 0) from `losses_offset` on; the kept rows of
-    /// logits into `logits` from row `first_kept`. With `grad_weight`, also
-    /// dxf and (`weight_grad`) the head's weight gradient.
+    /// Records the LM head over xf in chunks of rows within each page:
+    /// per-row losses into `losses` (T, the last 0) from `losses_offset`
+    /// on; the kept rows of logits into `logits` from row `first_kept`.
+    /// With `grad_weight`, also dxf and (`weight_grad`) the head's weight
+    /// gradient.
+    #[allow(clippy::too_many_arguments)]
     fn record_lm_head(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -561,76 +738,82 @@ impl GpuEngine {
     ) -> GpuResult<()> {
         let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
         let ws = self.ws.as_ref().expect("workspace");
-        let (t, c, vocab) = (seq.t, cfg.hidden_size, cfg.vocab_size);
+        let (c, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let wl = &self.weights[self.lm_head_slot()];
-        let mut r0 = 0;
-        while r0 < t {
-            let n = ws.chunk.min(t - r0);
-            // The chunk's rows of xf and targets, copied to offset 0 (a
-            // binding starts at 0).
-            let xfc = if n == t {
-                &ws.xf
-            } else {
-                enc.copy_buffer_to_buffer(&ws.xf, (r0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
-                &ws.xf_chunk
-            };
-            let targets = if n == t {
-                &seq.targets
-            } else {
-                enc.copy_buffer_to_buffer(&seq.targets, (r0 * 4) as u64, &ws.target_chunk, 0, (n * 4) as u64);
-                &ws.target_chunk
-            };
-            k.matmul.matmul_nt(ctx, enc, &ws.z, xfc, wl, n, c, vocab, 1.0, 0.0)?;
-            if let Some((kept, first_kept)) = logits {
-                let from = first_kept.max(r0);
-                if from < r0 + n {
-                    let row = (vocab * 4) as u64;
-                    enc.copy_buffer_to_buffer(
-                        &ws.z,
-                        (from - r0) as u64 * row,
-                        kept,
-                        (from - first_kept) as u64 * row,
-                        (r0 + n - from) as u64 * row,
-                    );
+        for p in ws.pages(seq.t) {
+            let i = p.index;
+            let mut s0 = 0;
+            while s0 < p.rows {
+                let n = ws.chunk.min(p.rows - s0);
+                let r0 = p.first + s0;
+                // The chunk's rows of xf and targets, copied to offset 0 (a
+                // binding starts at 0) unless the chunk is the whole page.
+                let whole = n == p.rows;
+                let xfc = if whole {
+                    &ws.xf[i]
+                } else {
+                    enc.copy_buffer_to_buffer(&ws.xf[i], (s0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
+                    &ws.xf_chunk
+                };
+                let targets = if whole {
+                    &seq.targets[i]
+                } else {
+                    enc.copy_buffer_to_buffer(&seq.targets[i], (s0 * 4) as u64, &ws.target_chunk, 0, (n * 4) as u64);
+                    &ws.target_chunk
+                };
+                k.matmul.matmul_nt(ctx, enc, &ws.z, xfc, wl, n, c, vocab, 1.0, 0.0)?;
+                if let Some((kept, first_kept)) = logits {
+                    let from = first_kept.max(r0);
+                    if from < r0 + n {
+                        let row = (vocab * 4) as u64;
+                        enc.copy_buffer_to_buffer(
+                            &ws.z,
+                            (from - r0) as u64 * row,
+                            kept,
+                            (from - first_kept) as u64 * row,
+                            (r0 + n - from) as u64 * row,
+                        );
+                    }
                 }
+                k.cross_entropy
+                    .forward_backward(ctx, enc, &ws.loss_chunk, &ws.z, targets, n, vocab, grad_weight)?;
+                enc.copy_buffer_to_buffer(
+                    &ws.loss_chunk,
+                    0,
+                    losses,
+                    ((losses_offset + r0) * 4) as u64,
+                    (n * 4) as u64,
+                );
+                if grad_weight.is_some() {
+                    let b = ws.backward.as_ref().expect("backward buffers");
+                    // dxf = dz W, dW += dz^T xf
+                    let dxfc = if whole { &b.dxf[i] } else { &b.dxf_chunk };
+                    k.matmul.matmul_nn(ctx, enc, dxfc, &ws.z, wl, n, vocab, c, 1.0, 0.0)?;
+                    if !whole {
+                        enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);
+                    }
+                    if weight_grad {
+                        let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
+                        k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
+                    }
+                }
+                s0 += n;
             }
-            k.cross_entropy
-                .forward_backward(ctx, enc, &ws.loss_chunk, &ws.z, targets, n, vocab, grad_weight)?;
-            enc.copy_buffer_to_buffer(
-                &ws.loss_chunk,
-                0,
-                losses,
-                ((losses_offset + r0) * 4) as u64,
-                (n * 4) as u64,
-            );
-            if grad_weight.is_some() {
-                let b = ws.backward.as_ref().expect("backward buffers");
-                // dxf = dz W, dW += dz^T xf
-                let dxfc = if n == t { &b.dxf } else { &b.dxf_chunk };
-                k.matmul.matmul_nn(ctx, enc, dxfc, &ws.z, wl, n, vocab, c, 1.0, 0.0)?;
-                if n != t {
-                    enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf, (r0 * c * 4) as u64, (n * c * 4) as u64);
-                }
-                if weight_grad {
-                    let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
-                    k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
-                }
-            }
-            r0 += n;
         }
         Ok(())
     }
 
     /// Records one sequence's backward (after `record_layers` with keep):
-    /// weight gradients accumulated into `self.grads` when `full`, each
-    /// layer's head-scale gradient copied into `dscales` at
-    /// `dscale_offset + l * H`, the losses into `losses` at `losses_offset`.
+    /// weight gradients accumulated into `self.grads` when `full` (with
+    /// the embedding's from `groups`, one per page), each layer's
+    /// head-scale gradient copied into `dscales` at `dscale_offset + l * H`,
+    /// the losses into `losses` at `losses_offset`.
     #[allow(clippy::too_many_arguments)]
     fn record_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
         seq: &SeqInputs,
-        groups: Option<&TokenGroupsBuffers>,
+        groups: Option<&[TokenGroupsBuffers]>,
         grad_weight: f32,
         full: bool,
         losses: &wgpu::Buffer,
@@ -643,6 +826,7 @@ impl GpuEngine {
         let ws = self.ws.as_ref().expect("workspace");
         let b = ws.backward.as_ref().expect("backward buffers");
         let t = seq.t;
+        let pages = ws.pages(t);
         let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
         let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -656,56 +840,127 @@ impl GpuEngine {
         let grads = if full { self.grads.as_deref() } else { None };
         let g = |slot: usize| grads.map(|g| &g[slot]);
         // Final norm: dx = RMSNorm'(dxf)
-        enc.clear_buffer(&b.dx, 0, Some((t * c * 4) as u64));
         let norm = self.norm_slot();
-        k.rmsnorm
-            .backward_dx(ctx, enc, &b.dx, &b.dxf, &ws.x, &ws.rstd_f, &self.weights[norm], t, c)?;
-        if let Some(dw) = g(norm) {
-            k.rmsnorm
-                .backward_dw(ctx, enc, dw, &b.dw_partials, &b.dxf, &ws.x, &ws.rstd_f, t, c)?;
+        for p in &pages {
+            let (i, n) = (p.index, p.rows);
+            enc.clear_buffer(&b.dx[i], 0, Some((n * c * 4) as u64));
+            k.rmsnorm.backward_dx(
+                ctx,
+                enc,
+                &b.dx[i],
+                &b.dxf[i],
+                &ws.x[i],
+                &ws.rstd_f[i],
+                &self.weights[norm],
+                n,
+                c,
+            )?;
+            if let Some(dw) = g(norm) {
+                k.rmsnorm
+                    .backward_dw(ctx, enc, dw, &b.dw_partials, &b.dxf[i], &ws.x[i], &ws.rstd_f[i], n, c)?;
+            }
         }
         for l in (0..cfg.num_layers).rev() {
             let lb = &ws.layers[l];
             let s = |which| self.slot(l, which);
             let w = |which| &self.weights[s(which)];
-            // MLP: x_out = x_mid + h Wd^T
-            mm.matmul_nn(ctx, enc, &b.dh, &b.dx, w(W_DOWN), t, c, f, 1.0, 0.0)?;
-            if let Some(gw) = g(s(W_DOWN)) {
-                mm.matmul_tn(ctx, enc, gw, &b.dx, &lb.h, c, t, f, 1.0, 1.0)?;
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                // MLP: x_out = x_mid + h Wd^T
+                mm.matmul_nn(ctx, enc, &b.dh[i], &b.dx[i], w(W_DOWN), n, c, f, 1.0, 0.0)?;
+                if let Some(gw) = g(s(W_DOWN)) {
+                    mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.h[i], c, n, f, 1.0, 1.0)?;
+                }
+                k.swiglu.backward(ctx, enc, &b.dgu[i], &b.dh[i], &lb.gu[i], n, f)?;
+                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dgu[i], w(GATE_UP), n, 2 * f, c, 1.0, 0.0)?;
+                if let Some(gw) = g(s(GATE_UP)) {
+                    mm.matmul_tn(ctx, enc, gw, &b.dgu[i], &lb.xn2[i], 2 * f, n, c, 1.0, 1.0)?;
+                }
+                k.rmsnorm.backward_dx(
+                    ctx,
+                    enc,
+                    &b.dx[i],
+                    &b.dxn[i],
+                    &lb.x_mid[i],
+                    &lb.rstd2[i],
+                    w(MLP_NORM),
+                    n,
+                    c,
+                )?;
+                if let Some(dw) = g(s(MLP_NORM)) {
+                    k.rmsnorm.backward_dw(
+                        ctx,
+                        enc,
+                        dw,
+                        &b.dw_partials,
+                        &b.dxn[i],
+                        &lb.x_mid[i],
+                        &lb.rstd2[i],
+                        n,
+                        c,
+                    )?;
+                }
+                // Attention: x_mid = x_in + att Wo^T
+                mm.matmul_nn(ctx, enc, &b.datt[i], &b.dx[i], w(WO), n, c, qd, 1.0, 0.0)?;
+                if let Some(gw) = g(s(WO)) {
+                    mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.att[i], c, n, qd, 1.0, 1.0)?;
+                }
             }
-            k.swiglu.backward(ctx, enc, &b.dgu, &b.dh, &lb.gu, t, f)?;
-            mm.matmul_nn(ctx, enc, &b.dxn, &b.dgu, w(GATE_UP), t, 2 * f, c, 1.0, 0.0)?;
-            if let Some(gw) = g(s(GATE_UP)) {
-                mm.matmul_tn(ctx, enc, gw, &b.dgu, &lb.xn2, 2 * f, t, c, 1.0, 1.0)?;
+            // dq and the scale gradient per query page over its key pages;
+            // dk and dv per key page over its query pages.
+            let attn = &k.attention;
+            let hs = &self.head_scales[l];
+            for (qi, &qp) in pages.iter().enumerate() {
+                let i = qp.index;
+                attn.backward_rowstats(
+                    ctx,
+                    enc,
+                    &b.rowstats[i],
+                    &b.datt[i],
+                    &lb.att[i],
+                    &lb.lse[i],
+                    shape,
+                    qp.rows,
+                )?;
+                for &kp in &pages[..=qi] {
+                    let j = kp.index;
+                    attn.backward_dq(
+                        ctx,
+                        enc,
+                        &b.dq[i],
+                        &b.dscale_partials,
+                        &b.datt[i],
+                        &lb.q[i],
+                        &lb.k[j],
+                        &lb.v[j],
+                        &b.rowstats[i],
+                        hs,
+                        shape,
+                        span(qp, kp),
+                    )?;
+                }
+                attn.backward_dscale(ctx, enc, &b.ds, &b.dscale_partials, shape, qp.rows, qi > 0)?;
             }
-            k.rmsnorm
-                .backward_dx(ctx, enc, &b.dx, &b.dxn, &lb.x_mid, &lb.rstd2, w(MLP_NORM), t, c)?;
-            if let Some(dw) = g(s(MLP_NORM)) {
-                k.rmsnorm
-                    .backward_dw(ctx, enc, dw, &b.dw_partials, &b.dxn, &lb.x_mid, &lb.rstd2, t, c)?;
+            for (ki, &kp) in pages.iter().enumerate() {
+                let j = kp.index;
+                for &qp in &pages[ki..] {
+                    let i = qp.index;
+                    attn.backward_dkdv(
+                        ctx,
+                        enc,
+                        &b.dk[j],
+                        &b.dv[j],
+                        &b.datt[i],
+                        &lb.q[i],
+                        &lb.k[j],
+                        &lb.v[j],
+                        &b.rowstats[i],
+                        hs,
+                        shape,
+                        span(qp, kp),
+                    )?;
+                }
             }
-            // Attention: x_mid = x_in + att Wo^T
-            mm.matmul_nn(ctx, enc, &b.datt, &b.dx, w(WO), t, c, qd, 1.0, 0.0)?;
-            if let Some(gw) = g(s(WO)) {
-                mm.matmul_tn(ctx, enc, gw, &b.dx, &lb.att, c, t, qd, 1.0, 1.0)?;
-            }
-            k.attention.backward(
-                ctx,
-                enc,
-                &b.dq,
-                &b.dk,
-                &b.dv,
-                &b.ds,
-                &ws.attn,
-                &b.datt,
-                &lb.q,
-                &lb.k,
-                &lb.v,
-                &lb.att,
-                &lb.lse,
-                &self.head_scales[l],
-                shape,
-            )?;
             enc.copy_buffer_to_buffer(
                 &b.ds,
                 0,
@@ -716,30 +971,44 @@ impl GpuEngine {
             if l == 0 && !full {
                 break; // a frozen model needs nothing below the first attention
             }
-            if let Some(tables) = &ws.rope {
-                k.rope.apply(ctx, enc, &b.dq, tables, t, hh, hd, true)?;
-                k.rope.apply(ctx, enc, &b.dk, tables, t, kvh, hd, true)?;
-            }
-            // dxn = dq Wq + dk Wk + dv Wv; dW{q,k,v} += d{q,k,v}^T xn1
-            mm.matmul_nn(ctx, enc, &b.dxn, &b.dq, w(WQ), t, qd, c, 1.0, 0.0)?;
-            mm.matmul_nn(ctx, enc, &b.dxn, &b.dk, w(WK), t, kvd, c, 1.0, 1.0)?;
-            mm.matmul_nn(ctx, enc, &b.dxn, &b.dv, w(WV), t, kvd, c, 1.0, 1.0)?;
-            if full {
-                for (which, d, n) in [(WQ, &b.dq, qd), (WK, &b.dk, kvd), (WV, &b.dv, kvd)] {
-                    let gw = g(s(which)).expect("full");
-                    mm.matmul_tn(ctx, enc, gw, d, &lb.xn1, n, t, c, 1.0, 1.0)?;
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                if let Some(tables) = ws.rope.get(i) {
+                    k.rope.apply(ctx, enc, &b.dq[i], tables, n, hh, hd, true)?;
+                    k.rope.apply(ctx, enc, &b.dk[i], tables, n, kvh, hd, true)?;
                 }
-            }
-            k.rmsnorm
-                .backward_dx(ctx, enc, &b.dx, &b.dxn, &lb.x_in, &lb.rstd1, w(ATTN_NORM), t, c)?;
-            if let Some(dw) = g(s(ATTN_NORM)) {
-                k.rmsnorm
-                    .backward_dw(ctx, enc, dw, &b.dw_partials, &b.dxn, &lb.x_in, &lb.rstd1, t, c)?;
+                // dxn = dq Wq + dk Wk + dv Wv; dW{q,k,v} += d{q,k,v}^T xn1
+                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dq[i], w(WQ), n, qd, c, 1.0, 0.0)?;
+                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dk[i], w(WK), n, kvd, c, 1.0, 1.0)?;
+                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dv[i], w(WV), n, kvd, c, 1.0, 1.0)?;
+                if full {
+                    for (which, d, width) in [(WQ, &b.dq[i], qd), (WK, &b.dk[i], kvd), (WV, &b.dv[i], kvd)] {
+                        let gw = g(s(which)).expect("full");
+                        mm.matmul_tn(ctx, enc, gw, d, &lb.xn1[i], width, n, c, 1.0, 1.0)?;
+                    }
+                }
+                k.rmsnorm.backward_dx(
+                    ctx,
+                    enc,
+                    &b.dx[i],
+                    &b.dxn[i],
+                    &lb.x_in[i],
+                    &lb.rstd1[i],
+                    w(ATTN_NORM),
+                    n,
+                    c,
+                )?;
+                if let Some(dw) = g(s(ATTN_NORM)) {
+                    k.rmsnorm
+                        .backward_dw(ctx, enc, dw, &b.dw_partials, &b.dxn[i], &lb.x_in[i], &lb.rstd1[i], n, c)?;
+                }
             }
         }
         if let (Some(gs), Some(groups)) = (grads, groups) {
-            k.embedding
-                .backward(ctx, enc, &gs[0], &b.dx, groups, c, cfg.vocab_size)?;
+            for p in &pages {
+                k.embedding
+                    .backward(ctx, enc, &gs[0], &b.dx[p.index], &groups[p.index], c, cfg.vocab_size)?;
+            }
         }
         Ok(())
     }
@@ -762,8 +1031,9 @@ impl GpuEngine {
 
     /// Runs the backward of every sequence of `batch` and reads back the
     /// losses and head-scale gradients; the weight gradients stay in
-    /// `self.grads` (and, with `flat`, in `self.flat_grads`, whose norm
-    /// with `clip` lands in the optimizer's stats).
+    /// `self.grads`. With `norm` (a full backward), their global norm and
+    /// the clipping scale of `norm`'s max land in the optimizer's stats,
+    /// the norm also in the result.
     async fn run_gradients(
         &mut self,
         batch: &[Vec<u32>],
@@ -781,9 +1051,6 @@ impl GpuEngine {
                 grads.push(self.ctx.zeros("weight gradient", s.len).await?);
             }
             self.grads = Some(grads);
-        }
-        if full && self.flat_grads.is_none() {
-            self.flat_grads = Some(self.ctx.zeros("flat gradient", self.layout.total).await?);
         }
         self.upload_head_scales(head_scales)?;
         let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
@@ -810,18 +1077,22 @@ impl GpuEngine {
         let mut offset = 0;
         for (i, tokens) in batch.iter().enumerate() {
             let seq = self.upload_sequence(tokens).await?;
-            let groups = if full {
-                Some(TokenGroupsBuffers::upload(&self.ctx, &TokenGroups::new(tokens, cfg.vocab_size)?).await?)
-            } else {
-                None
-            };
+            // The embedding's gradient groups, page by page.
+            let mut groups = Vec::new();
+            if full {
+                let ws = self.ws.as_ref().expect("workspace");
+                for p in ws.pages(tokens.len()) {
+                    let page = TokenGroups::new(&tokens[p.first..p.first + p.rows], cfg.vocab_size)?;
+                    groups.push(TokenGroupsBuffers::upload(&self.ctx, &page).await?);
+                }
+            }
             self.ctx
                 .submit("backward", |enc| {
                     self.record_layers(enc, &seq, true, None)?;
                     self.record_backward(
                         enc,
                         &seq,
-                        groups.as_ref(),
+                        full.then_some(&groups[..]),
                         weight,
                         full,
                         &results,
@@ -835,17 +1106,13 @@ impl GpuEngine {
         }
         if let (Some(clip), true) = (norm, full) {
             let opt = self.opt.as_ref().expect("optimizer state");
-            let flat = self.flat_grads.as_ref().expect("made above");
             let grads = self.grads.as_ref().expect("made above");
-            let n = self.layout.total;
+            let parts: Vec<(&wgpu::Buffer, usize)> = grads.iter().zip(&self.slots).map(|(g, s)| (g, s.len)).collect();
             self.ctx
                 .submit("gradient norm", |enc| {
-                    for (s, g) in self.slots.iter().zip(grads) {
-                        enc.copy_buffer_to_buffer(g, 0, flat, (s.offset * 4) as u64, (s.len * 4) as u64);
-                    }
                     self.kernels
                         .optim
-                        .grad_norm(&self.ctx, enc, &opt.stats, &opt.partials, flat, n, clip)?;
+                        .grad_norm_parts(&self.ctx, enc, &opt.stats, &opt.partials, &parts, clip)?;
                     enc.copy_buffer_to_buffer(&opt.stats, 0, &results, (stats_base * 4) as u64, (STATS_LEN * 4) as u64);
                     Ok(())
                 })
@@ -895,17 +1162,6 @@ impl GpuEngine {
             debug_assert_eq!(words.len(), decay_words(s.len));
             decay.push(self.ctx.upload("decay flags", &words).await?);
         }
-        let limit = self.ctx.limits().max_storage_buffer_binding_size;
-        let bytes = self.layout.total as u64 * 4;
-        if bytes > limit {
-            return Err(GpuError::Limit {
-                adapter: self.ctx.adapter(),
-                what: "the global gradient norm over the whole flat gradient (not split yet)".into(),
-                needed: bytes,
-                limit,
-                limit_name: "max storage buffer binding size (bytes)",
-            });
-        }
         self.opt = Some(OptState {
             m,
             v,
@@ -913,7 +1169,10 @@ impl GpuEngine {
             stats: self.ctx.zeros("optimizer stats", STATS_LEN).await?,
             partials: self
                 .ctx
-                .zeros("gradient norm partials", norm_partials_len(self.layout.total))
+                .zeros(
+                    "gradient norm partials",
+                    norm_partials_len_parts(self.slots.iter().map(|s| s.len)),
+                )
                 .await?,
             step: 0,
         });

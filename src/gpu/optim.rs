@@ -40,6 +40,7 @@ pub struct NormParams {
     pub max_norm: f32,
     pub guard: f32,
     pub clip: u32,
+    pub first: u32,
 }
 
 /// Mirrors `Params` in grad_clip.wgsl.
@@ -108,6 +109,11 @@ pub fn shaders() -> [ShaderSource; 3] {
 /// The scratch `grad_norm` needs, in f32 elements.
 pub fn norm_partials_len(n: usize) -> usize {
     n.div_ceil(NORM_CHUNK as usize)
+}
+
+/// The scratch `grad_norm_parts` needs for parts of these lengths.
+pub fn norm_partials_len_parts(lens: impl IntoIterator<Item = usize>) -> usize {
+    lens.into_iter().map(norm_partials_len).sum()
 }
 
 /// u32 words of the packed decay flags of `n` parameters.
@@ -185,35 +191,75 @@ impl Optim {
         n: usize,
         max_norm: Option<f32>,
     ) -> Result<()> {
+        self.grad_norm_parts(ctx, encoder, stats, partials, &[(grads, n)], max_norm)
+    }
+
+    /// `grad_norm` of one gradient held in several buffers, (buffer,
+    /// elements) in order (the engine's weight slots, each within the max
+    /// storage binding where the whole might not be); `partials` is
+    /// scratch of `norm_partials_len_parts` of their lengths.
+    pub fn grad_norm_parts(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        stats: &wgpu::Buffer,
+        partials: &wgpu::Buffer,
+        parts: &[(&wgpu::Buffer, usize)],
+        max_norm: Option<f32>,
+    ) -> Result<()> {
         let op = "grad_norm";
-        let chunks = norm_partials_len(n);
-        let params = NormParams {
-            n: shader::to_u32(op, "n", n)?,
-            chunks: chunks as u32,
+        let total = norm_partials_len_parts(parts.iter().map(|&(_, n)| n));
+        let base = NormParams {
+            n: 0,
+            chunks: shader::to_u32(op, "chunks", total)?,
             max_norm: max_norm.unwrap_or(0.0),
             guard: CLIP_GUARD,
             clip: max_norm.is_some() as u32,
+            first: 0,
         };
         ctx.check_binding(op, "stats", stats, STATS_LEN)?;
-        ctx.check_binding(op, "partials", partials, chunks)?;
-        ctx.check_binding(op, "grads", grads, n)?;
-        let params = ctx.uniform("grad_norm params", &params);
-        let bind_group = ctx.bind(
-            "grad_norm bind group",
-            &self.norm_layout,
-            &[(stats, STATS_LEN), (partials, chunks), (grads, n)],
-            &params,
-        );
-        let workgroups = ctx.grid(op, chunks as u64)?;
-        ctx.dispatch(
-            encoder,
-            "grad_norm_partial",
-            &self.norm_partial,
-            &bind_group,
-            workgroups,
-        );
-        // Also with n = 0, so that stats always holds (0, 1) afterwards.
-        ctx.dispatch(encoder, "grad_norm_final", &self.norm_final, &bind_group, [1, 1, 1]);
+        ctx.check_binding(op, "partials", partials, total)?;
+        for &(grads, n) in parts {
+            shader::to_u32(op, "n", n)?;
+            ctx.check_binding(op, "grads", grads, n)?;
+        }
+        let Some(&(last, last_n)) = parts.last() else {
+            return Err(Error::Shape {
+                op,
+                message: "no gradient buffers".into(),
+            });
+        };
+        let bind = |grads: &wgpu::Buffer, n: usize, params: &NormParams| {
+            let params = ctx.uniform("grad_norm params", params);
+            ctx.bind(
+                "grad_norm bind group",
+                &self.norm_layout,
+                &[(stats, STATS_LEN), (partials, total), (grads, n)],
+                &params,
+            )
+        };
+        let mut first = 0;
+        for &(grads, n) in parts {
+            let chunks = norm_partials_len(n);
+            let params = NormParams {
+                n: n as u32,
+                chunks: chunks as u32,
+                first: first as u32,
+                ..base
+            };
+            let workgroups = ctx.grid(op, chunks as u64)?;
+            ctx.dispatch(
+                encoder,
+                "grad_norm_partial",
+                &self.norm_partial,
+                &bind(grads, n, &params),
+                workgroups,
+            );
+            first += chunks;
+        }
+        // Also with no elements, so that stats always holds (0, 1) afterwards.
+        let final_group = bind(last, last_n, &base);
+        ctx.dispatch(encoder, "grad_norm_final", &self.norm_final, &final_group, [1, 1, 1]);
         Ok(())
     }
 

@@ -36,11 +36,16 @@ pub fn shaders() -> [ShaderSource; 1] {
 /// cos and sin (positions, hd / 2) of position * theta^(-2i/hd), computed
 /// in f64 and rounded once, the twin's values.
 pub fn rope_tables(positions: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    rope_table_rows(0..positions, hd, theta)
+}
+
+/// `rope_tables`' rows for `positions` only (one page of a long sequence).
+pub fn rope_table_rows(positions: std::ops::Range<usize>, hd: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
     let inv_freq: Vec<f64> = (0..half).map(|i| theta.powf(-((2 * i) as f64) / hd as f64)).collect();
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for pos in 0..positions {
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for pos in positions {
         for &f in &inv_freq {
             let (s, c) = (pos as f64 * f).sin_cos();
             cos.push(c as f32);
@@ -51,11 +56,13 @@ pub fn rope_tables(positions: usize, hd: usize, theta: f64) -> (Vec<f32>, Vec<f3
 }
 
 /// `rope_tables` on the device: serves every sequence up to `positions`
-/// long with this head dim and theta.
+/// long with this head dim and theta, or (`upload_rows`) the rows of one
+/// page of a sequence from position `first`.
 #[derive(Debug)]
 pub struct RopeTables {
     pub cos: wgpu::Buffer,
     pub sin: wgpu::Buffer,
+    pub first: usize,
     pub positions: usize,
     pub hd: usize,
     pub theta: f64,
@@ -63,10 +70,17 @@ pub struct RopeTables {
 
 impl RopeTables {
     pub async fn upload(ctx: &GpuContext, positions: usize, hd: usize, theta: f64) -> Result<Self> {
-        let (cos, sin) = rope_tables(positions, hd, theta);
+        Self::upload_rows(ctx, 0, positions, hd, theta).await
+    }
+
+    /// The tables of positions first..first + positions: x's row r is
+    /// rotated as position first + r.
+    pub async fn upload_rows(ctx: &GpuContext, first: usize, positions: usize, hd: usize, theta: f64) -> Result<Self> {
+        let (cos, sin) = rope_table_rows(first..first + positions, hd, theta);
         Ok(RopeTables {
             cos: ctx.upload("rope cos table", &cos).await?,
             sin: ctx.upload("rope sin table", &sin).await?,
+            first,
             positions,
             hd,
             theta,
