@@ -78,7 +78,16 @@ where
         .y_desc(plot.y_desc)
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Log axes get a tick at every integer multiple; label only those
+        // that start with 1, 2 or 5 so the labels never collide.
+        .x_label_formatter(&|x| {
+            let lead = format!("{x:.0}").chars().next().unwrap_or('0');
+            if matches!(lead, '1' | '2' | '5') {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(|x| e(&x))?;
     if let Some((x, label)) = &plot.marker {

@@ -419,8 +419,16 @@ pub fn checks(r: &Results) -> Vec<Check> {
             (Some(a), Some(b), Some(c)) => {
                 let lost = a - b;
                 let back = c - b;
+                if lost <= 0.0 {
+                    out.push(Check {
+                        what: format!("the best uniform scale takes back at least half of the accuracy lost at {f}L"),
+                        measured: format!("nothing to take back: NoPE keeps {} at {f}L ({} at L)", pct(b), pct(a)),
+                        met: Some(true),
+                    });
+                    continue;
+                }
                 (
-                    Some(lost <= 0.0 || back >= 0.5 * lost),
+                    Some(back >= 0.5 * lost),
                     format!(
                         "lost {} (from {} at L to {}), took back {} with s = {:.1}",
                         pct(lost.max(0.0)),
