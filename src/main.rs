@@ -17,9 +17,7 @@ use nopescope::model::head_scales::HeadScales;
 use nopescope::model::optim::{AdamWConfig, AdamWState};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
-use nopescope::model::{
-    Engine, Error, ForwardOptions, ForwardOutput, GradMode, Gradients, HfConfig, ModelConfig, PositionEncoding,
-};
+use nopescope::model::{Engine, Error, ForwardOptions, ForwardOutput, GradMode, Gradients, HfConfig, ModelConfig};
 
 #[derive(Parser)]
 #[command(
@@ -245,6 +243,17 @@ fn err(e: Error) -> String {
     e.to_string()
 }
 
+/// The model's tokenizer, or an error naming the folder and the command.
+fn tokenizer_of<'a>(tokenizer: &'a Option<Tokenizer>, dir: &Path, command: &str) -> CliResult<&'a Tokenizer> {
+    tokenizer.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no {} ({command} needs the tokenizer)",
+            dir.display(),
+            files::TOKENIZER_FILE
+        )
+    })
+}
+
 fn read_text(path: &Path) -> CliResult<String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if text.trim().is_empty() {
@@ -295,10 +304,7 @@ fn info(dir: &Path, json: bool) -> CliResult<()> {
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
     }
-    let pe = match c.position_encoding {
-        PositionEncoding::None => "none (NoPE)".to_string(),
-        PositionEncoding::Rope { theta } => format!("rope (theta {theta})"),
-    };
+    let pe = c.position_encoding.describe();
     println!("model            {}", dir.display());
     println!("parameters       {}", m.params.data.len());
     println!("layers           {}", c.num_layers);
@@ -532,13 +538,7 @@ fn eval_cmd(
     json: bool,
 ) -> CliResult<()> {
     let m = load_model_dir(dir).map_err(err)?;
-    let tok = m.tokenizer.as_ref().ok_or_else(|| {
-        format!(
-            "{}: no {} (eval needs the tokenizer)",
-            dir.display(),
-            files::TOKENIZER_FILE
-        )
-    })?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let text = read_text(text)?;
     let tokens = tok.encode(&text).map_err(err)?;
@@ -606,13 +606,7 @@ fn passkey_cmd(
     json: bool,
 ) -> CliResult<()> {
     let m = load_model_dir(dir).map_err(err)?;
-    let tok = m.tokenizer.as_ref().ok_or_else(|| {
-        format!(
-            "{}: no {} (passkey needs the tokenizer)",
-            dir.display(),
-            files::TOKENIZER_FILE
-        )
-    })?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let filler_tokens = match text_filler {
         Some(p) => Some(tok.encode(&read_text(p)?).map_err(err)?),
@@ -839,14 +833,8 @@ fn reproduce_cmd(
     let clock = std::time::Instant::now();
     let n = load_model_dir(nope).map_err(err)?;
     let r = load_model_dir(rope).map_err(err)?;
-    let tok = n
-        .tokenizer
-        .as_ref()
-        .ok_or_else(|| format!("{}: no {}", nope.display(), files::TOKENIZER_FILE))?;
-    let rope_tok = r
-        .tokenizer
-        .as_ref()
-        .ok_or_else(|| format!("{}: no {}", rope.display(), files::TOKENIZER_FILE))?;
+    let tok = tokenizer_of(&n.tokenizer, &n.dir, "reproduce")?;
+    let rope_tok = tokenizer_of(&r.tokenizer, &r.dir, "reproduce")?;
     if tok.to_json().map_err(err)? != rope_tok.to_json().map_err(err)? {
         return Err(format!(
             "{} and {} have different tokenizers: the comparison needs one",

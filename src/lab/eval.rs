@@ -43,6 +43,18 @@ pub struct EvalReport {
     pub cancelled: bool,
 }
 
+/// -ln softmax(row)[target] in f64, for scoring a few rows of returned
+/// logits (pass-key digits, copy documents); an error if the row holds no
+/// finite maximum.
+pub fn row_nll(row: &[f32], target: usize) -> Result<f64> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return Err(Error::Engine(format!("logits hold {max}")));
+    }
+    let lse = max as f64 + row.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln();
+    Ok(lse - row[target] as f64)
+}
+
 /// Start offsets of up to `max_windows` windows of `need` tokens, spread
 /// evenly over `available` tokens without overlapping.
 pub fn window_starts(available: usize, need: usize, max_windows: usize) -> Vec<usize> {

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::eval::Progress;
+use super::eval::{row_nll, Progress};
 use crate::model::engine::{Engine, ForwardOptions, LogitsRequest};
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
@@ -76,10 +76,15 @@ impl<'t> PasskeyBuilder<'t> {
         Ok((sentence, full, answer_len))
     }
 
+    /// Tokens every document with these key parts needs besides filler.
+    fn fixed_len_of(&self, sentence: &[u32], question_answer: &[u32]) -> usize {
+        self.bos.is_some() as usize + self.instruction.len() + sentence.len() + question_answer.len()
+    }
+
     /// Tokens every document of this key needs besides filler.
     pub fn fixed_len(&self, key: u32) -> Result<usize> {
         let (sentence, question_answer, _) = self.key_parts(key)?;
-        Ok(self.bos.is_some() as usize + self.instruction.len() + sentence.len() + question_answer.len())
+        Ok(self.fixed_len_of(&sentence, &question_answer))
     }
 
     /// Shortest document this format allows (with a 5-digit key).
@@ -91,7 +96,7 @@ impl<'t> PasskeyBuilder<'t> {
     /// after the instruction, 1 = right before the question) of the filler.
     pub fn build(&self, length: usize, depth: f64, key: u32, filler: Filler, rng: &mut Rng) -> Result<PasskeyDoc> {
         let (sentence, question_answer, answer_len) = self.key_parts(key)?;
-        let fixed = self.bos.is_some() as usize + self.instruction.len() + sentence.len() + question_answer.len();
+        let fixed = self.fixed_len_of(&sentence, &question_answer);
         if length <= fixed {
             return Err(Error::Input(format!(
                 "a pass-key document of {length} tokens is too short: the format alone takes {fixed}"
@@ -214,12 +219,7 @@ async fn score<E: Engine>(
     for j in 0..a {
         let row = &logits[j * vocab..(j + 1) * vocab];
         let target = doc.tokens[t - a + j] as usize;
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if !max.is_finite() {
-            return Err(Error::Engine(format!("logits hold {max}")));
-        }
-        let lse = max as f64 + row.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln();
-        loss += lse - row[target] as f64;
+        loss += row_nll(row, target)?;
         // Ties go to the lowest id, as argmax does.
         let argmax = row
             .iter()

@@ -181,6 +181,32 @@ async fn entropy_curves<E: Engine>(
     Ok(curves)
 }
 
+/// Pass-key retrieval and validation loss/entropy of one model at one
+/// scale policy, at every length: one cell of each table.
+async fn measure<E: Engine>(
+    engine: &mut E,
+    builder: &PasskeyBuilder<'_>,
+    validation: &[u32],
+    bos: Option<u32>,
+    lengths: &[usize],
+    opts: &Options,
+    scales: &HeadScales,
+) -> Result<(Vec<PasskeyResult>, Vec<LengthResult>)> {
+    let p = passkey_lengths(
+        engine,
+        builder,
+        lengths,
+        opts.trials,
+        opts.seed,
+        Filler::Repeated,
+        scales,
+        &mut Silent,
+    )
+    .await?;
+    let v = eval_lengths(engine, validation, bos, lengths, opts.windows, scales, &mut Silent).await?;
+    Ok((p.results, v.results))
+}
+
 /// Runs everything. `nope` and `rope` are the two bundled models; both
 /// share the tokenizer behind `builder` and the validation tokens.
 #[allow(clippy::too_many_arguments)]
@@ -206,7 +232,6 @@ pub async fn run<E: Engine>(
         .iter()
         .map(|f| (f * l as f64).round() as usize)
         .collect();
-    let filler = Filler::Repeated;
     let mut sweep = Vec::new();
     let mut sweep_loss = Vec::new();
     let mut sweep_val = Vec::new();
@@ -215,21 +240,10 @@ pub async fn run<E: Engine>(
             "NoPE, uniform scale {s:.1}: pass key and validation at {lengths:?}"
         ));
         let hs = HeadScales::uniform(&cfg, s)?;
-        let p = passkey_lengths(
-            nope,
-            builder,
-            &lengths,
-            opts.trials,
-            opts.seed,
-            filler,
-            &hs,
-            &mut Silent,
-        )
-        .await?;
-        let v = eval_lengths(nope, validation, bos, &lengths, opts.windows, &hs, &mut Silent).await?;
-        sweep_loss.push((s, v.results.iter().map(|r| r.loss).collect()));
-        sweep.push((s, p.results));
-        sweep_val.push(v.results);
+        let (p, v) = measure(nope, builder, validation, bos, &lengths, opts, &hs).await?;
+        sweep_loss.push((s, v.iter().map(|r| r.loss).collect()));
+        sweep.push((s, p));
+        sweep_val.push(v);
     }
     let one = opts
         .scales
@@ -247,19 +261,16 @@ pub async fn run<E: Engine>(
         best_val.push(sweep_val[b][k].clone());
     }
     progress(&format!("RoPE: pass key and validation at {lengths:?}"));
-    let rope_hs = HeadScales::ones(rope.config());
-    let rope_p = passkey_lengths(
+    let (rope_p, rope_v) = measure(
         rope,
         builder,
+        validation,
+        bos,
         &lengths,
-        opts.trials,
-        opts.seed,
-        filler,
-        &rope_hs,
-        &mut Silent,
+        opts,
+        &HeadScales::ones(rope.config()),
     )
     .await?;
-    let rope_v = eval_lengths(rope, validation, bos, &lengths, opts.windows, &rope_hs, &mut Silent).await?;
 
     let nope_row = Row {
         name: "NoPE".into(),
@@ -318,9 +329,9 @@ pub async fn run<E: Engine>(
         nope: nope_row,
         rope: Row {
             name: "RoPE".into(),
-            scales: vec![1.0; rope_p.results.len()],
-            passkey: rope_p.results,
-            validation: rope_v.results,
+            scales: vec![1.0; rope_p.len()],
+            passkey: rope_p,
+            validation: rope_v,
         },
         sweep,
         sweep_loss,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::eval::{eval_lengths, Silent};
+use super::eval::{eval_lengths, row_nll, Silent};
 use super::passkey::{passkey_lengths, random_key, Filler, PasskeyBuilder};
 use crate::model::config::{HfConfig, ModelConfig};
 use crate::model::engine::Engine;
@@ -598,10 +598,7 @@ pub async fn copy_loss<E: Engine>(engine: &mut E, data: &TrainData) -> Result<f6
             .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
         for j in 0..m {
             let row = &logits[j * vocab..(j + 1) * vocab];
-            let target = doc[doc.len() - m + j] as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = max as f64 + row.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln();
-            sum += lse - row[target] as f64;
+            sum += row_nll(row, doc[doc.len() - m + j] as usize)?;
             n += 1;
         }
     }
@@ -737,10 +734,7 @@ pub fn log_until(rows: Vec<LogRow>, step: usize) -> Vec<LogRow> {
 /// The model card (README.md) of a trained model.
 pub fn model_card(name: &str, summary: &TrainSummary, config: &ModelConfig, command: &str, params: usize) -> String {
     let r = &summary.recipe;
-    let pe = match config.position_encoding {
-        crate::model::config::PositionEncoding::None => "none (NoPE)".to_string(),
-        crate::model::config::PositionEncoding::Rope { theta } => format!("RoPE (theta {theta})"),
-    };
+    let pe = config.position_encoding.describe();
     format!(
         "# {name}\n\n\
 A small Llama-style decoder trained by nopescope's `train` command on this machine's CPU.\n\n\

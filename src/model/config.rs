@@ -63,6 +63,16 @@ pub enum PositionEncoding {
     Rope { theta: f64 },
 }
 
+impl PositionEncoding {
+    /// For people: `none (NoPE)` or `RoPE (theta 10000)`.
+    pub fn describe(&self) -> String {
+        match self {
+            PositionEncoding::None => "none (NoPE)".to_string(),
+            PositionEncoding::Rope { theta } => format!("RoPE (theta {theta})"),
+        }
+    }
+}
+
 /// The validated configuration every engine works from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
