@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use nopescope::gpu::{GpuContext, GpuEngine};
-use nopescope::lab::passkey::{self, Filler, PasskeyBuilder};
+use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
 use nopescope::model::cpu::CpuEngine;
@@ -609,7 +609,19 @@ fn passkey_cmd(
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let filler_tokens = match text_filler {
-        Some(p) => Some(tok.encode(&read_text(p)?).map_err(err)?),
+        Some(p) => {
+            let text = FillerText::from_text(tok, &read_text(p)?).map_err(err)?;
+            if let Some(&longest) = lengths.iter().max() {
+                if text.cycles_for(longest) {
+                    eprintln!(
+                        "note: {} has {} tokens, fewer than a {longest}-token document: its filler reads the text again from the start",
+                        p.display(),
+                        text.len()
+                    );
+                }
+            }
+            Some(text)
+        }
         None => None,
     };
     let filler = match &filler_tokens {

@@ -29,8 +29,91 @@ fn key_sentence(key: u32) -> String {
 pub enum Filler<'a> {
     /// The paper's sentences, repeated.
     Repeated,
-    /// Real text (token ids), drawn at random offsets: the harder variant.
-    Text(&'a [u32]),
+    /// Real text, drawn in spans at random offsets: the harder variant.
+    Text(&'a FillerText),
+}
+
+/// A real text as filler: its tokens, and where words start, so that spans
+/// begin and end on word boundaries (the text's own line breaks are kept,
+/// being tokens like any other). A text shorter than a span is cycled:
+/// read again from its start (`cycles_for` tells a caller when).
+#[derive(Debug, Clone)]
+pub struct FillerText {
+    tokens: Vec<u32>,
+    /// `starts_word[p]`: a word starts at token p (its text begins with
+    /// white space, or the previous token's ends with it, or p = 0).
+    starts_word: Vec<bool>,
+    /// Positions where a word starts, to draw span starts from.
+    word_starts: Vec<usize>,
+}
+
+/// Tries at drawing a span that ends on a word boundary too, before taking
+/// one that only starts on one (English BPE text: most tokens start words,
+/// so the first few tries almost always succeed).
+const SPAN_TRIES: usize = 256;
+
+impl FillerText {
+    pub fn new(tok: &Tokenizer, tokens: Vec<u32>) -> Result<Self> {
+        if tokens.is_empty() {
+            return Err(Error::Input("the filler text is empty".into()));
+        }
+        // Each distinct token decoded once: (starts with space, ends with space).
+        let mut edges = std::collections::HashMap::new();
+        for &t in &tokens {
+            if let std::collections::hash_map::Entry::Vacant(e) = edges.entry(t) {
+                let s = tok.decode(&[t])?;
+                e.insert((
+                    s.chars().next().is_some_and(char::is_whitespace),
+                    s.chars().last().is_some_and(char::is_whitespace),
+                ));
+            }
+        }
+        let starts_word: Vec<bool> = (0..tokens.len())
+            .map(|p| p == 0 || edges[&tokens[p]].0 || edges[&tokens[p - 1]].1)
+            .collect();
+        let word_starts = (0..tokens.len()).filter(|&p| starts_word[p]).collect();
+        Ok(FillerText {
+            tokens,
+            starts_word,
+            word_starts,
+        })
+    }
+
+    /// Tokenizes `text` and indexes its word boundaries.
+    pub fn from_text(tok: &Tokenizer, text: &str) -> Result<Self> {
+        Self::new(tok, tok.encode(text)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Whether a span of `count` tokens has to read the text more than once.
+    pub fn cycles_for(&self, count: usize) -> bool {
+        count >= self.tokens.len()
+    }
+
+    /// `count` tokens from a random word start, ending before a word start
+    /// where one can be found in `SPAN_TRIES` draws; read cyclically.
+    fn span(&self, count: usize, rng: &mut Rng) -> Vec<u32> {
+        let n = self.tokens.len();
+        let mut start = self.word_starts[rng.below(self.word_starts.len())];
+        for _ in 0..SPAN_TRIES {
+            if self.starts_word[(start + count) % n] {
+                break;
+            }
+            start = self.word_starts[rng.below(self.word_starts.len())];
+        }
+        (start..start + count).map(|p| self.tokens[p % n]).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,11 +191,7 @@ impl<'t> PasskeyBuilder<'t> {
         let take = |count: usize, rng: &mut Rng| -> Vec<u32> {
             match filler {
                 Filler::Repeated => self.filler.iter().copied().cycle().take(count).collect(),
-                Filler::Text(text) if text.len() > count => {
-                    let start = rng.below(text.len() - count);
-                    text[start..start + count].to_vec()
-                }
-                Filler::Text(_) => self.filler.iter().copied().cycle().take(count).collect(),
+                Filler::Text(text) => text.span(count, rng),
             }
         };
         let mut tokens = Vec::with_capacity(length);
@@ -334,7 +413,7 @@ mod tests {
         let tok = tok();
         let b = PasskeyBuilder::new(&tok).unwrap();
         let mut rng = Rng::new(1);
-        let text = tok.encode(&"we the people of the united states. ".repeat(50)).unwrap();
+        let text = FillerText::from_text(&tok, &"we the people of the united states. ".repeat(50)).unwrap();
         for &(len, depth) in &[(b.min_len().unwrap(), 0.0), (200, 0.5), (300, 1.0), (150, 0.3)] {
             for filler in [Filler::Repeated, Filler::Text(&text)] {
                 let d = b.build(len, depth, 48213, filler, &mut rng).unwrap();
@@ -355,6 +434,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("too short"), "{err}");
+    }
+
+    #[test]
+    fn text_filler_spans_keep_words_whole_and_cycle_a_short_text() {
+        let tok = tok();
+        let b = PasskeyBuilder::new(&tok).unwrap();
+        let source = "the state of the union\nis strong and the people are free.\n".repeat(40);
+        let text = FillerText::from_text(&tok, &source).unwrap();
+        let mut rng = Rng::new(5);
+        for trial in 0..20 {
+            let d = b
+                .build(220, trial as f64 / 19.0, 40000 + trial, Filler::Text(&text), &mut rng)
+                .unwrap();
+            let pre = tok.decode(&d.tokens[..d.key_position]).unwrap();
+            let filler = pre.split("there.").nth(1).unwrap();
+            // Every word of the filler is a whole word of the source.
+            for w in filler.split_whitespace() {
+                assert!(
+                    source.split_whitespace().any(|x| x == w),
+                    "cut word {w:?} in {filler:?}"
+                );
+            }
+        }
+        // Line breaks survive.
+        let d = b.build(300, 0.5, 12345, Filler::Text(&text), &mut rng).unwrap();
+        assert!(tok.decode(&d.tokens).unwrap().contains('\n'));
+        // A text shorter than the filler is read again from its start.
+        let short = FillerText::from_text(&tok, "the people are free.\n").unwrap();
+        assert!(short.cycles_for(100) && !text.cycles_for(100));
+        let d = b.build(200, 0.5, 12345, Filler::Text(&short), &mut rng).unwrap();
+        assert_eq!(d.tokens.len(), 200);
+        assert!(tok.decode(&d.tokens).unwrap().matches("people are free").count() > 5);
+        assert!(FillerText::from_text(&tok, "").is_err());
     }
 
     #[test]

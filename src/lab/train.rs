@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::eval::{eval_lengths, row_nll, Silent};
-use super::passkey::{passkey_lengths, random_key, Filler, PasskeyBuilder};
+use super::passkey::{passkey_lengths, random_key, Filler, FillerText, PasskeyBuilder};
 use crate::model::config::{HfConfig, ModelConfig};
 use crate::model::engine::Engine;
 use crate::model::error::{Error, Result};
@@ -179,6 +179,8 @@ impl Recipe {
 /// Tokenized training and validation text.
 pub struct TrainData {
     pub train: Vec<u32>,
+    /// The training text as pass-key filler (word boundaries indexed).
+    pub train_filler: FillerText,
     pub validation: Vec<u32>,
     pub bos: Option<u32>,
 }
@@ -188,6 +190,7 @@ impl TrainData {
         let train = tok.encode(train_text)?;
         let validation = tok.encode(validation_text)?;
         Ok(TrainData {
+            train_filler: FillerText::new(tok, train.clone())?,
             train,
             validation,
             bos: tok.bos_id(),
@@ -221,7 +224,7 @@ pub fn batch_for_step(
             let depth = rng.uniform();
             let key = random_key(&mut rng);
             let filler = if rng.uniform() < recipe.hard_filler_share {
-                Filler::Text(&data.train)
+                Filler::Text(&data.train_filler)
             } else {
                 Filler::Repeated
             };
