@@ -26,6 +26,7 @@ fn main() {
     let all = ForwardOptions {
         logits: LogitsRequest::All,
         entropy: false,
+        ..Default::default()
     };
     let t0 = std::time::Instant::now();
     for _ in 0..steps {

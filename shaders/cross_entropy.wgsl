@@ -2,7 +2,9 @@
 // row, reducing in workgroup memory:
 //   loss[r] = lse - z[target]  with  lse = m + ln sum_j e^(z_j - m),  m = max_j z_j
 // and, when p.write_grad is 1, the row is overwritten by its gradient
-//   dz = (softmax(z) - onehot(target)) * p.grad_weight.
+//   dz = (softmax(z) - onehot(target)) * p.grad_weight * row_weights[r]
+// (the loss weight of that prediction; the loss itself stays unweighted:
+// the host weighs the sum).
 // A row whose target is NO_TARGET (the last position predicts nothing) has
 // loss 0 and, when writing gradients, a zero gradient.
 // CPU twin: model::cpu::ops::cross_entropy_row.
@@ -18,7 +20,8 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> losses: array<f32>; // (rows)
 @group(0) @binding(1) var<storage, read_write> z: array<f32>;      // (rows, V): logits in, gradient out
 @group(0) @binding(2) var<storage, read> targets: array<u32>;      // (rows), NO_TARGET for none
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> row_weights: array<f32>;  // (rows)
+@group(0) @binding(4) var<uniform> p: Params;
 
 // Invocations per row (a power of two, for the tree reductions).
 const WG: u32 = {{ROW_WG}}u;
@@ -107,10 +110,11 @@ fn cross_entropy(
     if (p.write_grad == 1u) {
         // Invocation 0 has read z[tgt] before its owner overwrites it.
         workgroupBarrier();
-        let k = p.grad_weight / s;
+        let gw = p.grad_weight * row_weights[row];
+        let k = gw / s;
         for (var j = lid; j < p.vocab; j += WG) {
             let g = exp(z[base + j] - m) * k;
-            z[base + j] = select(g, g - p.grad_weight, j == tgt);
+            z[base + j] = select(g, g - gw, j == tgt);
         }
     }
 }

@@ -406,15 +406,16 @@ impl Engine for AnyEngine {
         }
     }
 
-    async fn gradients(
+    async fn weighted_gradients(
         &mut self,
         batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
         head_scales: &HeadScales,
         mode: GradMode,
     ) -> nopescope::model::Result<Gradients> {
         match self {
-            AnyEngine::Cpu(e) => e.gradients(batch, head_scales, mode).await,
-            AnyEngine::Gpu(e) => e.gradients(batch, head_scales, mode).await,
+            AnyEngine::Cpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
+            AnyEngine::Gpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
         }
     }
 

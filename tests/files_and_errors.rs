@@ -259,6 +259,7 @@ fn bad_tokens_and_head_scales_are_errors() {
         num_layers: 1,
         num_heads: 4,
         values: vec![1.0; 4],
+        rule: Default::default(),
     };
     let e = pollster::block_on(engine.forward(&[1, 2, 3], &wrong_shape, &opts))
         .unwrap_err()

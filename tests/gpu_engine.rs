@@ -198,6 +198,7 @@ fn against_cpu(case: Case) {
     let options = ForwardOptions {
         logits: LogitsRequest::Last(kept),
         entropy: true,
+        ..Default::default()
     };
     let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
@@ -454,6 +455,7 @@ fn what_cannot_be_split_is_refused() {
     let all = ForwardOptions {
         logits: LogitsRequest::All,
         entropy: true,
+        ..Default::default()
     };
 
     // The widest weight is gate and up together: (2F, C) = 88 x 32 floats.
@@ -485,6 +487,7 @@ fn what_cannot_be_split_is_refused() {
     let last = ForwardOptions {
         logits: LogitsRequest::Last(40),
         entropy: true,
+        ..Default::default()
     };
     let got = block_on(gpu.forward(&tokens, &hs, &last)).unwrap();
     let mut cpu = CpuEngine::new(cfg, params).unwrap();
@@ -516,4 +519,115 @@ fn bad_inputs_are_errors() {
     let other = small_config(PositionEncoding::None, true);
     let wrong = Params::<f32>::random(&other, 0.3, 5);
     assert!(block_on(GpuEngine::new(ctx, cfg, wrong)).is_err());
+}
+
+/// Loss weights per prediction (some 0) and the per-position scale rules,
+/// paged (pages of 20 rows, logits in chunks of 7): the forward's weighted
+/// loss and per-prediction losses, and the weighted gradients (frozen and
+/// full) against the CPU engine.
+#[test]
+fn loss_weights_and_scale_rules_match_cpu() {
+    use nopescope::model::head_scales::ScaleRule;
+    let Some(ctx) = context("loss weights and scale rules") else {
+        return;
+    };
+    for (k, (pe, rule)) in [
+        (PositionEncoding::None, ScaleRule::LogN { training_length: 16 }),
+        (
+            PositionEncoding::Rope { theta: 10000.0 },
+            ScaleRule::Fitted {
+                a: 0.3,
+                training_length: 10,
+            },
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("{pe:?} {rule:?}");
+        let cfg = paged_config(pe, k == 1);
+        let params = Params::<f32>::random(&cfg, 0.3, 40 + k as u64);
+        let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
+        let mut gpu = gpu_engine(ctx.clone(), cfg.clone(), params);
+        gpu.set_logit_rows(7);
+        gpu.set_binding_limit(4000);
+        let mut rng = Rng::new(50 + k as u64);
+        let hs = random_scales(&mut rng, &cfg).with_rule(rule);
+        let batch: Vec<Vec<u32>> = [83usize, 1, 41]
+            .iter()
+            .map(|&n| random_tokens(&mut rng, n, cfg.vocab_size))
+            .collect();
+        let weights: Vec<Vec<f32>> = batch
+            .iter()
+            .map(|s| {
+                (0..s.len().saturating_sub(1))
+                    .map(|i| if i % 4 == 0 { 0.0 } else { 2.0 * rng.uniform() as f32 })
+                    .collect()
+            })
+            .collect();
+        let options = ForwardOptions {
+            entropy: true,
+            losses: true,
+            loss_weights: Some(weights[0].clone()),
+            ..Default::default()
+        };
+        let want = block_on(cpu.forward(&batch[0], &hs, &options)).unwrap();
+        let got = block_on(gpu.forward(&batch[0], &hs, &options)).unwrap();
+        check(
+            &format!("{name} weighted loss"),
+            &[got.loss_sum as f32],
+            &[want.loss_sum],
+            LOSS_TOL,
+        );
+        assert!((got.weight_sum - want.weight_sum).abs() < 1e-9);
+        check(
+            &format!("{name} per-prediction losses"),
+            got.losses.as_ref().unwrap(),
+            want.losses.as_ref().unwrap(),
+            LOSS_TOL,
+        );
+        check(
+            &format!("{name} entropy"),
+            got.entropy_bits.as_ref().unwrap(),
+            want.entropy_bits.as_ref().unwrap(),
+            ENTROPY_TOL,
+        );
+        for mode in [GradMode::HeadScalesOnly, GradMode::Full] {
+            let want = block_on(cpu.weighted_gradients(&batch, Some(&weights), &hs, mode)).unwrap();
+            let got = block_on(gpu.weighted_gradients(&batch, Some(&weights), &hs, mode)).unwrap();
+            check(
+                &format!("{name} {mode:?} loss"),
+                &[got.loss as f32],
+                &[want.loss],
+                LOSS_TOL,
+            );
+            check(
+                &format!("{name} {mode:?} head-scale grads"),
+                &got.head_scales,
+                &want.head_scales,
+                GRAD_TOL,
+            );
+            if let (Some(gw), Some(ww)) = (got.weights, want.weights) {
+                for t in &cpu.params_ref().layout.tensors {
+                    check(
+                        &format!("{name} grad.{}", t.name),
+                        &gw[t.range()],
+                        &ww[t.range()],
+                        grad_tol(&ww[t.range()]),
+                    );
+                }
+            }
+        }
+        // Weights that do not fit are refused by both engines alike.
+        let short = vec![vec![1.0f32; 3]];
+        for e in [
+            block_on(cpu.weighted_gradients(&batch[..1], Some(&short), &hs, GradMode::HeadScalesOnly)).unwrap_err(),
+            block_on(gpu.weighted_gradients(&batch[..1], Some(&short), &hs, GradMode::HeadScalesOnly)).unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains("3 loss weights for a sequence of 83 tokens"),
+                "{e}"
+            );
+        }
+    }
 }

@@ -588,6 +588,37 @@ fn rope_forward_and_inverse_match_cpu() {
 const CE_TOL: Tolerance = Tolerance::new(1e-6, 1e-5);
 
 #[test]
+fn scale_rows_matches_cpu() {
+    use nopescope::model::head_scales::ScaleRule;
+    let Some(g) = gpu("scale_rows_matches_cpu") else {
+        return;
+    };
+    // Sizes that are not multiples of the workgroup, the rules' factors.
+    for (i, &(rows, width)) in [(1, 1), (7, 33), (300, 65), (1000, 13)].iter().enumerate() {
+        let mut rng = Rng::new(700 + i as u64);
+        let x = normal(&mut rng, rows * width);
+        let rule = ScaleRule::Fitted {
+            a: 0.3,
+            training_length: 16,
+        };
+        let factors: Vec<f32> = (0..rows).map(|r| rule.factor(r) as f32).collect();
+        let mut want = f64s(&x);
+        ops::scale_rows(&mut want, &f64s(&factors), width);
+        let xb = g.upload("x", &x);
+        let fb = g.upload("factors", &factors);
+        g.run("scale_rows test", |enc| {
+            g.kernels.scale_rows.apply(&g.ctx, enc, &xb, &fb, rows, width)
+        });
+        check(
+            &format!("scale_rows rows={rows} width={width}"),
+            &g.read("x", &xb, rows * width),
+            &want,
+            Tolerance::new(1e-6, 1e-7),
+        );
+    }
+}
+
+#[test]
 fn cross_entropy_matches_cpu() {
     use nopescope::gpu::cross_entropy::NO_TARGET;
     let Some(g) = gpu("cross_entropy_matches_cpu") else {
@@ -613,6 +644,10 @@ fn cross_entropy_matches_cpu() {
         let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
         *targets.last_mut().unwrap() = NO_TARGET;
         let weight = 1.0 / rows as f32;
+        // Per-row loss weights: some 0 (not scored), some above 1.
+        let row_weights: Vec<f32> = (0..rows)
+            .map(|r| if r % 3 == 1 { 0.0 } else { 2.0 * rng.uniform() as f32 })
+            .collect();
 
         let mut loss_ref = vec![0.0; rows];
         let mut grad_ref = f64s(&z);
@@ -621,18 +656,20 @@ fn cross_entropy_matches_cpu() {
             if targets[r] == NO_TARGET {
                 row.fill(0.0);
             } else {
-                loss_ref[r] = ops::cross_entropy_row(row, targets[r] as usize, Some(weight as f64));
+                let w = weight as f64 * row_weights[r] as f64;
+                loss_ref[r] = ops::cross_entropy_row(row, targets[r] as usize, Some(w));
             }
         }
 
         let tb = g.upload("targets", &targets);
+        let wb = g.upload("row weights", &row_weights);
         let zb = g.upload("z", &z);
         let zb_forward = g.upload("z forward only", &z);
         let losses = g.upload("losses", &vec![f32::NAN; rows]);
         let losses_forward = g.upload("losses forward only", &vec![f32::NAN; rows]);
         g.run("cross_entropy test", |enc| {
-            ce.forward_backward(&g.ctx, enc, &losses, &zb, &tb, rows, vocab, Some(weight))?;
-            ce.forward_backward(&g.ctx, enc, &losses_forward, &zb_forward, &tb, rows, vocab, None)
+            ce.forward_backward(&g.ctx, enc, &losses, &zb, &tb, &wb, rows, vocab, Some(weight))?;
+            ce.forward_backward(&g.ctx, enc, &losses_forward, &zb_forward, &tb, &wb, rows, vocab, None)
         });
         let what = format!("rows={rows} vocab={vocab} spread={spread}");
         let got = g.read("losses", &losses, rows);

@@ -151,6 +151,7 @@ async fn webgpu_engine_matches_pytorch_and_the_cpu_engine() {
     let options = ForwardOptions {
         logits: LogitsRequest::All,
         entropy: true,
+        ..Default::default()
     };
     let got = gpu
         .forward(&tokens, &hs, &options)

@@ -2,7 +2,8 @@
 //! (`shaders/cross_entropy.wgsl`): one workgroup per row, the max and the
 //! sum of exponentials reduced in workgroup memory. The CPU twin is
 //! `model::cpu::ops::cross_entropy_row`: per row, loss = lse - z[target]
-//! and, optionally, the row overwritten by (softmax - onehot) * weight.
+//! and, optionally, the row overwritten by (softmax - onehot) * weight,
+//! the weight being a common factor times the row's own loss weight.
 //!
 //! Targets come as a buffer with `NO_TARGET` where a row predicts nothing
 //! (a sequence's last position): its loss is 0 and its gradient row 0, as
@@ -57,7 +58,7 @@ impl CrossEntropy {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
         use Access::{Read, ReadWrite};
         let [src] = shaders();
-        let (layout, mut p) = shader::build(ctx, &src, &[ReadWrite, ReadWrite, Read], &["cross_entropy"]).await?;
+        let (layout, mut p) = shader::build(ctx, &src, &[ReadWrite, ReadWrite, Read, Read], &["cross_entropy"]).await?;
         Ok(CrossEntropy {
             layout,
             pipeline: p.remove(0),
@@ -65,9 +66,10 @@ impl CrossEntropy {
     }
 
     /// losses (rows) = lse(z) - z[target] per row of z (rows, vocab); with
-    /// `grad_weight`, z is overwritten by (softmax(z) - onehot) * weight.
-    /// Targets (rows) must be below `vocab` or `NO_TARGET` (checked where
-    /// they come from, on the host).
+    /// `grad_weight`, z is overwritten by (softmax(z) - onehot) *
+    /// grad_weight * row_weights[row]. Targets (rows) must be below `vocab`
+    /// or `NO_TARGET` (checked where they come from, on the host).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_backward(
         &self,
         ctx: &GpuContext,
@@ -75,6 +77,7 @@ impl CrossEntropy {
         losses: &wgpu::Buffer,
         z: &wgpu::Buffer,
         targets: &wgpu::Buffer,
+        row_weights: &wgpu::Buffer,
         rows: usize,
         vocab: usize,
         grad_weight: Option<f32>,
@@ -90,6 +93,7 @@ impl CrossEntropy {
         ctx.check_binding(op, "losses", losses, rows)?;
         ctx.check_binding(op, "z", z, rows * vocab)?;
         ctx.check_binding(op, "targets", targets, rows)?;
+        ctx.check_binding(op, "row_weights", row_weights, rows)?;
         if rows == 0 || vocab == 0 {
             return Ok(());
         }
@@ -97,7 +101,7 @@ impl CrossEntropy {
         let bind_group = ctx.bind(
             "cross_entropy bind group",
             &self.layout,
-            &[(losses, rows), (z, rows * vocab), (targets, rows)],
+            &[(losses, rows), (z, rows * vocab), (targets, rows), (row_weights, rows)],
             &params,
         );
         let workgroups = ctx.grid(op, rows as u64)?;

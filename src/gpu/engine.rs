@@ -59,7 +59,8 @@ use super::Kernels;
 use crate::model::config::{ModelConfig, PositionEncoding};
 use crate::model::cpu::attention::AttnShape;
 use crate::model::engine::{
-    check_inputs, Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, LogitsRequest, StepStats,
+    check_batch, check_finite_update, check_inputs, check_loss_weights, Engine, ForwardOptions, ForwardOutput,
+    GradMode, Gradients, LogitsRequest, StepStats,
 };
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
@@ -280,6 +281,7 @@ struct Workspace {
     xf_chunk: wgpu::Buffer,     // (chunk, C)
     loss_chunk: wgpu::Buffer,   // (chunk)
     target_chunk: wgpu::Buffer, // (chunk)
+    weight_chunk: wgpu::Buffer, // (chunk)
     /// RoPE's cos and sin per page.
     rope: Vec<RopeTables>,
     /// One per layer when a backward follows, else one shared by all.
@@ -311,6 +313,9 @@ struct SeqInputs {
     t: usize,
     tokens: Paged,  // (T) u32
     targets: Paged, // (T) u32, `NO_TARGET` last
+    weights: Paged, // (T) f32: each prediction's loss weight, the last 0
+    /// (T) f32: the scale rule's r(i) per query position; `None` when constant.
+    factors: Option<Paged>,
 }
 
 pub struct GpuEngine {
@@ -570,6 +575,7 @@ impl GpuEngine {
             z: ctx.zeros("logits chunk", chunk * vocab).await?,
             xf_chunk: ctx.zeros("xf chunk", chunk * c).await?,
             loss_chunk: ctx.zeros("loss chunk", chunk).await?,
+            weight_chunk: ctx.zeros("weight chunk", chunk).await?,
             target_chunk: ctx.zeros("target chunk", chunk).await?,
             rope,
             layers,
@@ -589,19 +595,40 @@ impl GpuEngine {
         self.ctx.check_health()
     }
 
-    /// The sequence's tokens and targets, paged as the workspace pages it.
-    async fn upload_sequence(&self, tokens: &[u32]) -> GpuResult<SeqInputs> {
+    /// The sequence's tokens, targets, loss weights (checked; None: all 1)
+    /// and the scale rule's factors, paged as the workspace pages it.
+    async fn upload_sequence(
+        &self,
+        tokens: &[u32],
+        loss_weights: Option<&[f32]>,
+        head_scales: &HeadScales,
+    ) -> GpuResult<SeqInputs> {
         let ws = self.ws.as_ref().expect("workspace");
+        let t = tokens.len();
         let targets = next_token_targets(tokens);
+        let mut weights = match loss_weights {
+            Some(w) => w.to_vec(),
+            None => vec![1.0; t.saturating_sub(1)],
+        };
+        weights.push(0.0);
+        let factors = (!head_scales.rule.is_constant()).then(|| head_scales.position_factors(t));
         let mut seq = SeqInputs {
-            t: tokens.len(),
+            t,
             tokens: Vec::new(),
             targets: Vec::new(),
+            weights: Vec::new(),
+            factors: factors.as_ref().map(|_| Vec::new()),
         };
-        for p in ws.pages(tokens.len()) {
+        for p in ws.pages(t) {
             let rows = p.first..p.first + p.rows;
             seq.tokens.push(self.ctx.upload("tokens", &tokens[rows.clone()]).await?);
-            seq.targets.push(self.ctx.upload("targets", &targets[rows]).await?);
+            seq.targets
+                .push(self.ctx.upload("targets", &targets[rows.clone()]).await?);
+            seq.weights
+                .push(self.ctx.upload("loss weights", &weights[rows.clone()]).await?);
+            if let (Some(all), Some(f)) = (seq.factors.as_mut(), factors.as_ref()) {
+                all.push(self.ctx.upload("scale rule factors", &f[rows]).await?);
+            }
         }
         Ok(seq)
     }
@@ -649,6 +676,10 @@ impl GpuEngine {
                 if let Some(tables) = ws.rope.get(i) {
                     k.rope.apply(ctx, enc, &lb.q[i], tables, n, hh, hd, false)?;
                     k.rope.apply(ctx, enc, &lb.k[i], tables, n, kvh, hd, false)?;
+                }
+                // The scale rule: q_i <- r(i) q_i.
+                if let Some(factors) = &seq.factors {
+                    k.scale_rows.apply(ctx, enc, &lb.q[i], &factors[i], n, qd)?;
                 }
             }
             // Query page i over key pages 0..=i, the softmax carried in
@@ -755,11 +786,12 @@ impl GpuEngine {
                     enc.copy_buffer_to_buffer(&ws.xf[i], (s0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
                     &ws.xf_chunk
                 };
-                let targets = if whole {
-                    &seq.targets[i]
+                let (targets, weights) = if whole {
+                    (&seq.targets[i], &seq.weights[i])
                 } else {
                     enc.copy_buffer_to_buffer(&seq.targets[i], (s0 * 4) as u64, &ws.target_chunk, 0, (n * 4) as u64);
-                    &ws.target_chunk
+                    enc.copy_buffer_to_buffer(&seq.weights[i], (s0 * 4) as u64, &ws.weight_chunk, 0, (n * 4) as u64);
+                    (&ws.target_chunk, &ws.weight_chunk)
                 };
                 k.matmul.matmul_nt(ctx, enc, &ws.z, xfc, wl, n, c, vocab, 1.0, 0.0)?;
                 if let Some((kept, first_kept)) = logits {
@@ -775,8 +807,17 @@ impl GpuEngine {
                         );
                     }
                 }
-                k.cross_entropy
-                    .forward_backward(ctx, enc, &ws.loss_chunk, &ws.z, targets, n, vocab, grad_weight)?;
+                k.cross_entropy.forward_backward(
+                    ctx,
+                    enc,
+                    &ws.loss_chunk,
+                    &ws.z,
+                    targets,
+                    weights,
+                    n,
+                    vocab,
+                    grad_weight,
+                )?;
                 enc.copy_buffer_to_buffer(
                     &ws.loss_chunk,
                     0,
@@ -973,6 +1014,10 @@ impl GpuEngine {
             }
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
+                // Back through q_i <- r(i) q_i.
+                if let Some(factors) = &seq.factors {
+                    k.scale_rows.apply(ctx, enc, &b.dq[i], &factors[i], n, qd)?;
+                }
                 if let Some(tables) = ws.rope.get(i) {
                     k.rope.apply(ctx, enc, &b.dq[i], tables, n, hh, hd, true)?;
                     k.rope.apply(ctx, enc, &b.dk[i], tables, n, kvh, hd, true)?;
@@ -1013,18 +1058,16 @@ impl GpuEngine {
         Ok(())
     }
 
-    fn check_batch(&self, batch: &[Vec<u32>], head_scales: &HeadScales) -> Result<()> {
-        if batch.is_empty() {
-            return Err(Error::Input("empty batch".into()));
-        }
+    /// The shared batch checks, and that every sequence fits the device.
+    fn check_batch(
+        &self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+    ) -> Result<()> {
+        check_batch(&self.config, batch, loss_weights, head_scales)?;
         for seq in batch {
-            check_inputs(&self.config, seq, head_scales)?;
             self.check_fits(seq.len())?;
-        }
-        if batch.iter().all(|s| s.len() < 2) {
-            return Err(Error::Input(
-                "every sequence has fewer than 2 tokens: nothing to predict".into(),
-            ));
         }
         Ok(())
     }
@@ -1037,6 +1080,7 @@ impl GpuEngine {
     async fn run_gradients(
         &mut self,
         batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
         head_scales: &HeadScales,
         mode: GradMode,
         norm: Option<Option<f32>>,
@@ -1054,7 +1098,12 @@ impl GpuEngine {
         }
         self.upload_head_scales(head_scales)?;
         let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
-        let weight = 1.0f32 / predictions.max(1) as f32;
+        let total = match loss_weights {
+            Some(w) => w.iter().flatten().map(|&x| x as f64).sum::<f64>(),
+            None => predictions as f64,
+        };
+        let total = if total > 0.0 { total } else { 1.0 };
+        let weight = (1.0 / total) as f32;
         let lh = cfg.num_layers * cfg.num_heads;
         let total_t: usize = batch.iter().map(Vec::len).sum();
         // [losses of every position | head-scale gradients per sequence | stats]
@@ -1076,7 +1125,9 @@ impl GpuEngine {
         }
         let mut offset = 0;
         for (i, tokens) in batch.iter().enumerate() {
-            let seq = self.upload_sequence(tokens).await?;
+            let seq = self
+                .upload_sequence(tokens, loss_weights.map(|w| &w[i][..]), head_scales)
+                .await?;
             // The embedding's gradient groups, page by page.
             let mut groups = Vec::new();
             if full {
@@ -1122,7 +1173,22 @@ impl GpuEngine {
             .ctx
             .read_f32("losses and head-scale gradients", &results, stats_base + STATS_LEN)
             .await?;
-        let loss_sum: f64 = all[..total_t].iter().map(|&x| x as f64).sum();
+        // sum_i w_i l_i in f64, sequence by sequence (a sequence's last row
+        // predicts nothing).
+        let mut loss_sum = 0f64;
+        let mut row0 = 0;
+        for (s, tokens) in batch.iter().enumerate() {
+            let losses = &all[row0..row0 + tokens.len().saturating_sub(1)];
+            loss_sum += match loss_weights {
+                Some(w) => losses
+                    .iter()
+                    .zip(&w[s])
+                    .map(|(&l, &w)| l as f64 * w as f64)
+                    .sum::<f64>(),
+                None => losses.iter().map(|&l| l as f64).sum::<f64>(),
+            };
+            row0 += tokens.len();
+        }
         let mut dscales = vec![0f32; lh];
         for i in 0..batch.len() {
             let d = &all[dscale_base + i * lh..dscale_base + (i + 1) * lh];
@@ -1131,7 +1197,7 @@ impl GpuEngine {
             }
         }
         let norm_value = norm.map(|_| all[stats_base]);
-        Ok((loss_sum / predictions.max(1) as f64, predictions, dscales, norm_value))
+        Ok((loss_sum / total, predictions, dscales, norm_value))
     }
 
     /// The slots' buffers copied into one flat vector (layout order).
@@ -1196,6 +1262,9 @@ impl Engine for GpuEngine {
         options: &ForwardOptions,
     ) -> Result<ForwardOutput> {
         check_inputs(&self.config, tokens, head_scales)?;
+        if let Some(w) = &options.loss_weights {
+            check_loss_weights(tokens, w)?;
+        }
         let t = tokens.len();
         self.check_fits(t)?;
         let (vocab, lht) = (
@@ -1211,7 +1280,7 @@ impl Engine for GpuEngine {
         let run = async {
             self.ensure_workspace(t, false, false).await?;
             self.upload_head_scales(head_scales)?;
-            let seq = self.upload_sequence(tokens).await?;
+            let seq = self.upload_sequence(tokens, None, head_scales).await?;
             let losses = self.ctx.zeros("losses", t).await?;
             let entropy = match options.entropy {
                 true => Some(self.ctx.zeros("entropy (L, H, T)", lht).await?),
@@ -1249,20 +1318,35 @@ impl Engine for GpuEngine {
         let (row_losses, entropy_bits, logits) = run.await.map_err(engine_error)?;
         // The last row predicts nothing (its loss is 0); sum the rest in
         // order, in f64, as the CPU engine does.
-        let loss_sum = row_losses[..t - 1].iter().map(|&x| x as f64).sum();
+        let scored = &row_losses[..t - 1];
+        let (loss_sum, weight_sum) = match &options.loss_weights {
+            Some(w) => (
+                scored.iter().zip(w).map(|(&l, &w)| l as f64 * w as f64).sum(),
+                w.iter().map(|&w| w as f64).sum(),
+            ),
+            None => (scored.iter().map(|&x| x as f64).sum(), (t - 1) as f64),
+        };
         Ok(ForwardOutput {
             loss_sum,
             predictions: t - 1,
+            weight_sum,
+            losses: options.losses.then(|| scored.to_vec()),
             logits,
             logits_rows: kept_rows,
             entropy_bits,
         })
     }
 
-    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
-        self.check_batch(batch, head_scales)?;
+    async fn weighted_gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> Result<Gradients> {
+        self.check_batch(batch, loss_weights, head_scales)?;
         let (loss, predictions, hs, _) = self
-            .run_gradients(batch, head_scales, mode, None)
+            .run_gradients(batch, loss_weights, head_scales, mode, None)
             .await
             .map_err(engine_error)?;
         let weights = if mode == GradMode::Full {
@@ -1286,21 +1370,14 @@ impl Engine for GpuEngine {
         optimizer: &AdamWConfig,
         lr: f32,
     ) -> Result<StepStats> {
-        self.check_batch(batch, head_scales)?;
+        self.check_batch(batch, None, head_scales)?;
         self.ensure_optimizer().await.map_err(engine_error)?;
         let (loss, _, _, norm) = self
-            .run_gradients(batch, head_scales, GradMode::Full, Some(optimizer.clip_norm))
+            .run_gradients(batch, None, head_scales, GradMode::Full, Some(optimizer.clip_norm))
             .await
             .map_err(engine_error)?;
-        if !loss.is_finite() {
-            return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
-        }
         let grad_norm = norm.expect("asked for") as f64;
-        if !grad_norm.is_finite() {
-            return Err(Error::Engine(format!(
-                "gradient norm is {grad_norm}: refusing to update the weights"
-            )));
-        }
+        check_finite_update(loss, grad_norm)?;
         let opt = self.opt.as_mut().expect("made above");
         opt.step += 1;
         let opt = self.opt.as_ref().expect("made above");

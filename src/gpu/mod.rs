@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod optim;
 pub mod rmsnorm;
 pub mod rope;
+pub mod scale_rows;
 pub mod shader;
 pub mod swiglu;
 
@@ -42,6 +43,7 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all.extend(embedding::shaders());
     all.extend(swiglu::shaders());
     all.extend(rope::shaders());
+    all.extend(scale_rows::shaders());
     all.extend(cross_entropy::shaders());
     all.extend(optim::shaders());
     all.extend(attention::shaders());
@@ -56,6 +58,7 @@ pub struct Kernels {
     pub embedding: embedding::Embedding,
     pub swiglu: swiglu::Swiglu,
     pub rope: rope::Rope,
+    pub scale_rows: scale_rows::ScaleRows,
     pub cross_entropy: cross_entropy::CrossEntropy,
     pub optim: optim::Optim,
     pub attention: attention::Attention,
@@ -69,6 +72,7 @@ impl Kernels {
             embedding: embedding::Embedding::new(ctx).await?,
             swiglu: swiglu::Swiglu::new(ctx).await?,
             rope: rope::Rope::new(ctx).await?,
+            scale_rows: scale_rows::ScaleRows::new(ctx).await?,
             cross_entropy: cross_entropy::CrossEntropy::new(ctx).await?,
             optim: optim::Optim::new(ctx).await?,
             attention: attention::Attention::new(ctx).await?,

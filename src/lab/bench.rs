@@ -73,6 +73,7 @@ async fn timed_entropy_forward<E: Engine>(
             &ForwardOptions {
                 entropy: true,
                 logits: LogitsRequest::None,
+                ..Default::default()
             },
         )
         .await?;
@@ -111,6 +112,7 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
     let all_logits = ForwardOptions {
         logits: LogitsRequest::All,
         entropy: false,
+        ..Default::default()
     };
     engine.forward(&tokens, &hs, &all_logits).await?; // warm-up
     let mut times = Vec::new();

@@ -287,6 +287,7 @@ async fn score<E: Engine>(
             &ForwardOptions {
                 logits: LogitsRequest::Last(a + 1),
                 entropy: true,
+                ..Default::default()
             },
         )
         .await?;

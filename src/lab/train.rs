@@ -593,6 +593,7 @@ pub async fn copy_loss<E: Engine>(engine: &mut E, data: &TrainData) -> Result<f6
                 &crate::model::engine::ForwardOptions {
                     logits: crate::model::engine::LogitsRequest::Last(m + 1),
                     entropy: false,
+                    ..Default::default()
                 },
             )
             .await?;

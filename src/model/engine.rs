@@ -26,14 +26,24 @@ pub struct ForwardOptions {
     pub logits: LogitsRequest,
     /// Attention entropy in bits per layer, head and query position.
     pub entropy: bool,
+    /// Return every prediction's loss (`ForwardOutput::losses`).
+    pub losses: bool,
+    /// A weight per next-token prediction (T - 1 of them; 0 = not scored):
+    /// `loss_sum` becomes the weighted sum. `None`: all 1.
+    pub loss_weights: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ForwardOutput {
-    /// Sum over positions 0..T-1 of -ln p(token[i+1] | tokens[..=i]).
+    /// Sum over positions 0..T-1 of w_i * -ln p(token[i+1] | tokens[..=i])
+    /// (w_i = 1 without loss weights).
     pub loss_sum: f64,
-    /// How many next-token predictions `loss_sum` adds up (T - 1).
+    /// How many next-token predictions there are (T - 1).
     pub predictions: usize,
+    /// The sum of the weights (= `predictions` without loss weights).
+    pub weight_sum: f64,
+    /// (T - 1) each prediction's loss, unweighted, when asked for.
+    pub losses: Option<Vec<f32>>,
     /// (rows, vocab), the rows asked for in `ForwardOptions::logits`.
     pub logits: Option<Vec<f32>>,
     pub logits_rows: usize,
@@ -42,11 +52,12 @@ pub struct ForwardOutput {
 }
 
 impl ForwardOutput {
+    /// The (weighted) mean loss over the scored predictions.
     pub fn mean_loss(&self) -> f64 {
-        if self.predictions == 0 {
+        if self.weight_sum <= 0.0 {
             f64::NAN
         } else {
-            self.loss_sum / self.predictions as f64
+            self.loss_sum / self.weight_sum
         }
     }
 }
@@ -62,7 +73,8 @@ pub enum GradMode {
 
 #[derive(Debug, Clone)]
 pub struct Gradients {
-    /// Mean next-token cross-entropy over all predictions of the batch.
+    /// Mean next-token cross-entropy over all predictions of the batch,
+    /// weighted by the loss weights when given: sum w_i l_i / sum w_i.
     pub loss: f64,
     pub predictions: usize,
     /// Same layout as the parameters; `None` in `HeadScalesOnly` mode.
@@ -93,7 +105,21 @@ pub trait Engine {
     ) -> Result<ForwardOutput>;
 
     /// Mean next-token loss of a batch and its gradients.
-    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients>;
+    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
+        self.weighted_gradients(batch, None, head_scales, mode).await
+    }
+
+    /// The weighted mean next-token loss of a batch, sum w l / sum w, and
+    /// its gradients. `loss_weights[s]` holds one weight per prediction of
+    /// sequence s (its length - 1); `None`: all 1. Checked by
+    /// [`check_batch`].
+    async fn weighted_gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> Result<Gradients>;
 
     /// One AdamW step on every weight, with gradient clipping; the engine
     /// keeps the optimizer state.
@@ -114,6 +140,75 @@ pub trait Engine {
 
     /// Replaces the optimizer's state (resuming from a checkpoint).
     async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()>;
+}
+
+/// Checks loss weights against the sequence they score: one finite,
+/// non-negative weight per prediction.
+pub fn check_loss_weights(tokens: &[u32], weights: &[f32]) -> Result<()> {
+    let predictions = tokens.len().saturating_sub(1);
+    if weights.len() != predictions {
+        return Err(Error::Input(format!(
+            "{} loss weights for a sequence of {} tokens ({predictions} predictions)",
+            weights.len(),
+            tokens.len()
+        )));
+    }
+    if let Some((i, w)) = weights.iter().enumerate().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
+        return Err(Error::Input(format!(
+            "loss weight {w} at prediction {i} is not a finite non-negative number"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks both engines apply to a batch before any work: a non-empty
+/// batch of valid sequences, something to predict, weights that fit.
+pub fn check_batch(
+    config: &ModelConfig,
+    batch: &[Vec<u32>],
+    loss_weights: Option<&[Vec<f32>]>,
+    head_scales: &HeadScales,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Err(Error::Input("empty batch".into()));
+    }
+    for seq in batch {
+        check_inputs(config, seq, head_scales)?;
+    }
+    if batch.iter().all(|s| s.len() < 2) {
+        return Err(Error::Input(
+            "every sequence has fewer than 2 tokens: nothing to predict".into(),
+        ));
+    }
+    if let Some(weights) = loss_weights {
+        if weights.len() != batch.len() {
+            return Err(Error::Input(format!(
+                "loss weights for {} sequences, the batch has {}",
+                weights.len(),
+                batch.len()
+            )));
+        }
+        for (seq, w) in batch.iter().zip(weights) {
+            check_loss_weights(seq, w)?;
+        }
+        if weights.iter().flatten().all(|&w| w == 0.0) {
+            return Err(Error::Input("every loss weight is 0: nothing is scored".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to apply an update computed from a non-finite loss or gradient.
+pub fn check_finite_update(loss: f64, grad_norm: f64) -> Result<()> {
+    if !loss.is_finite() {
+        return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
+    }
+    if !grad_norm.is_finite() {
+        return Err(Error::Engine(format!(
+            "gradient norm is {grad_norm}: refusing to update the weights"
+        )));
+    }
+    Ok(())
 }
 
 /// The checks every engine applies to its inputs before any work.

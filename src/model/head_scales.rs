@@ -1,6 +1,15 @@
 //! One attention scale per query head per layer: logits = s * q.k / sqrt(d).
 //! Plain NoPE is all ones; a uniform scale is the case of all equal. Saved as
 //! a small JSON file beside the model (`head_scales.json`).
+//!
+//! Besides the constant scale s_h, a *rule* may make the scale grow with the
+//! query's position i: the query at i uses s_h * r(i) ([`ScaleRule`]). Both
+//! engines apply r(i) to the query rows right after they are projected (and
+//! rotated), before attention: attention then computes exactly
+//! softmax_j(s_h r(i) q_i.k_j / sqrt d), the head-scale gradient it returns
+//! is exact under every rule (r(i) is part of the query it differentiates
+//! through), and the query's own gradient is multiplied by r(i) on the way
+//! back. Files written before rules existed have none: constant.
 
 use std::path::Path;
 
@@ -11,20 +20,105 @@ use super::error::{Error, Result};
 
 pub const HEAD_SCALES_FILE: &str = "head_scales.json";
 
+/// How the scale of a query grows with its position i (0-based), relative
+/// to the training length L: the query at i uses s_h * r(i).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ScaleRule {
+    /// r(i) = 1.
+    #[default]
+    Constant,
+    /// Log-length scaling: r(i) = max(1, ln(i + 1) / ln L).
+    LogN { training_length: usize },
+    /// The paper's fitted s*(i): r(i) = max(1, 1 + a ln((i + 1) / L)).
+    Fitted { a: f64, training_length: usize },
+}
+
+impl ScaleRule {
+    /// r(i) for the query at position `i`.
+    pub fn factor(&self, i: usize) -> f64 {
+        let x = (i + 1) as f64;
+        match *self {
+            ScaleRule::Constant => 1.0,
+            ScaleRule::LogN { training_length } => (x.ln() / (training_length as f64).ln()).max(1.0),
+            ScaleRule::Fitted { a, training_length } => (1.0 + a * (x / training_length as f64).ln()).max(1.0),
+        }
+    }
+
+    pub fn is_constant(&self) -> bool {
+        matches!(self, ScaleRule::Constant)
+    }
+
+    /// The rule's name, as files and the command line spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScaleRule::Constant => "constant",
+            ScaleRule::LogN { .. } => "log-n",
+            ScaleRule::Fitted { .. } => "fitted",
+        }
+    }
+
+    /// A rule from its name (`constant`, `log-n`, `fitted`), the training
+    /// length and, for `fitted`, its a.
+    pub fn parse(name: &str, training_length: usize, a: Option<f64>) -> Result<Self> {
+        let rule = match name {
+            "constant" => ScaleRule::Constant,
+            "log-n" => ScaleRule::LogN { training_length },
+            "fitted" => ScaleRule::Fitted {
+                a: a.ok_or_else(|| Error::Input("the `fitted` rule needs its coefficient a".into()))?,
+                training_length,
+            },
+            other => {
+                return Err(Error::Input(format!(
+                    "unknown scale rule `{other}`: expected constant, log-n or fitted"
+                )))
+            }
+        };
+        rule.validate(None)?;
+        Ok(rule)
+    }
+
+    fn validate(&self, path: Option<&Path>) -> Result<()> {
+        let err = |message: String| Error::HeadScales {
+            path: path.map(Path::to_path_buf),
+            message,
+        };
+        match *self {
+            ScaleRule::Constant => Ok(()),
+            ScaleRule::LogN { training_length } | ScaleRule::Fitted { training_length, .. } if training_length < 2 => {
+                Err(err(format!(
+                    "rule `{}`: training_length {training_length} must be at least 2",
+                    self.name()
+                )))
+            }
+            ScaleRule::Fitted { a, .. } if !a.is_finite() => Err(err(format!("rule `fitted`: a = {a} is not finite"))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadScales {
     pub num_layers: usize,
     pub num_heads: usize,
     /// (L, H), row-major.
     pub values: Vec<f32>,
+    /// How each query's scale grows with its position.
+    pub rule: ScaleRule,
 }
 
 #[derive(Serialize, Deserialize)]
 struct HeadScalesFile {
     /// One row per layer, one scale per query head.
     head_scales: Vec<Vec<f32>>,
+    /// Absent in files written before rules existed: constant.
+    #[serde(default, skip_serializing_if = "ScaleRule::is_constant")]
+    rule: ScaleRule,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// Where the scales came from (a search's settings and result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provenance: Option<serde_json::Value>,
 }
 
 impl HeadScales {
@@ -33,6 +127,7 @@ impl HeadScales {
             num_layers: config.num_layers,
             num_heads: config.num_heads,
             values: vec![s; config.num_layers * config.num_heads],
+            rule: ScaleRule::Constant,
         };
         hs.validate(None)?;
         Ok(hs)
@@ -43,19 +138,32 @@ impl HeadScales {
             num_layers: config.num_layers,
             num_heads: config.num_heads,
             values: vec![1.0; config.num_layers * config.num_heads],
+            rule: ScaleRule::Constant,
         }
+    }
+
+    /// The same scales under another rule.
+    pub fn with_rule(mut self, rule: ScaleRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Plain NoPE: every scale 1, constant.
+    pub fn is_identity(&self) -> bool {
+        self.rule.is_constant() && self.values.iter().all(|&s| s == 1.0)
     }
 
     pub fn get(&self, layer: usize, head: usize) -> f32 {
         self.values[layer * self.num_heads + head]
     }
 
-    /// Every scale must be a finite positive number.
+    /// Every scale must be a finite positive number, the rule well formed.
     pub fn validate(&self, path: Option<&Path>) -> Result<()> {
         let err = |message: String| Error::HeadScales {
             path: path.map(Path::to_path_buf),
             message,
         };
+        self.rule.validate(path)?;
         if self.values.len() != self.num_layers * self.num_heads {
             return Err(err(format!(
                 "{} values for {} layers x {} heads",
@@ -93,7 +201,9 @@ impl HeadScales {
     pub fn from_json(text: &str, path: Option<&Path>) -> Result<Self> {
         let f: HeadScalesFile = serde_json::from_str(text).map_err(|e| Error::HeadScales {
             path: path.map(Path::to_path_buf),
-            message: format!("not a head-scales file ({e}); expected {{\"head_scales\": [[layer 0 heads..], ..]}}"),
+            message: format!(
+                "not a head-scales file ({e}); expected {{\"head_scales\": [[layer 0 heads..], ..], \"rule\": {{\"rule\": \"constant\" | \"log-n\" | \"fitted\", ..}}}}"
+            ),
         })?;
         let num_layers = f.head_scales.len();
         let num_heads = f.head_scales.first().map_or(0, Vec::len);
@@ -113,15 +223,23 @@ impl HeadScales {
             num_layers,
             num_heads,
             values: f.head_scales.concat(),
+            rule: f.rule,
         };
         hs.validate(path)?;
         Ok(hs)
     }
 
     pub fn to_json(&self, note: Option<String>) -> String {
+        self.to_json_with(note, None)
+    }
+
+    /// The file's text, with where the scales came from.
+    pub fn to_json_with(&self, note: Option<String>, provenance: Option<serde_json::Value>) -> String {
         let f = HeadScalesFile {
             head_scales: self.values.chunks(self.num_heads).map(<[f32]>::to_vec).collect(),
+            rule: self.rule,
             note,
+            provenance,
         };
         serde_json::to_string_pretty(&f).expect("head scales serialize")
     }
@@ -138,6 +256,12 @@ impl HeadScales {
     pub fn save(&self, path: &Path, note: Option<String>) -> Result<()> {
         super::files::write_atomic(path, self.to_json(note).as_bytes())
     }
+
+    /// The scale factor r(i) of every query position 0..t (f32, as the
+    /// engines apply it).
+    pub fn position_factors(&self, t: usize) -> Vec<f32> {
+        (0..t).map(|i| self.rule.factor(i) as f32).collect()
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +274,7 @@ mod tests {
             num_layers: 2,
             num_heads: 3,
             values: vec![1.0, 1.5, 2.0, 1.0, 1.25, 3.0],
+            rule: ScaleRule::Constant,
         };
         let back = HeadScales::from_json(&hs.to_json(None), None).unwrap();
         assert_eq!(back, hs);
@@ -165,7 +290,54 @@ mod tests {
             num_layers: 1,
             num_heads: 2,
             values: vec![1.0, f32::NAN],
+            rule: ScaleRule::Constant,
         };
         assert!(nan.validate(None).unwrap_err().to_string().contains("head 1"));
+    }
+
+    #[test]
+    fn rules_round_trip_old_files_load_and_factors_follow_the_formulas() {
+        let base = HeadScales {
+            num_layers: 1,
+            num_heads: 2,
+            values: vec![1.0, 2.0],
+            rule: ScaleRule::Constant,
+        };
+        for rule in [
+            ScaleRule::Constant,
+            ScaleRule::LogN { training_length: 256 },
+            ScaleRule::Fitted {
+                a: 0.207,
+                training_length: 256,
+            },
+        ] {
+            let hs = base.clone().with_rule(rule);
+            assert_eq!(HeadScales::from_json(&hs.to_json(None), None).unwrap(), hs);
+        }
+        // A file from before rules: constant.
+        let old = HeadScales::from_json("{\"head_scales\": [[1.0, 2.0]]}", None).unwrap();
+        assert_eq!(old.rule, ScaleRule::Constant);
+        for bad in [
+            "{\"head_scales\": [[1.0]], \"rule\": {\"rule\": \"yarn\"}}",
+            "{\"head_scales\": [[1.0]], \"rule\": {\"rule\": \"log-n\", \"training_length\": 1}}",
+            "{\"head_scales\": [[1.0]], \"rule\": {\"rule\": \"fitted\", \"training_length\": 256}}",
+        ] {
+            assert!(HeadScales::from_json(bad, None).is_err(), "{bad}");
+        }
+        let logn = ScaleRule::LogN { training_length: 256 };
+        assert_eq!(logn.factor(0), 1.0);
+        assert_eq!(logn.factor(255), 1.0);
+        assert!((logn.factor(1023) - 1024f64.ln() / 256f64.ln()).abs() < 1e-12);
+        let fitted = ScaleRule::Fitted {
+            a: 0.5,
+            training_length: 100,
+        };
+        assert_eq!(fitted.factor(10), 1.0);
+        assert!((fitted.factor(399) - (1.0 + 0.5 * 4f64.ln())).abs() < 1e-12);
+        assert!(ScaleRule::parse("fitted", 256, None).is_err());
+        assert!(ScaleRule::parse("nope", 256, None)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown scale rule"));
     }
 }

@@ -94,6 +94,7 @@ pub fn check_engine_against_fixture<E: nopescope::model::Engine>(
     let options = ForwardOptions {
         logits: LogitsRequest::All,
         entropy: true,
+        ..Default::default()
     };
     let out = block_on(engine.forward(&tokens, &hs, &options)).unwrap();
     check_forward(variant, &out, &expected);

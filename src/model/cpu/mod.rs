@@ -8,9 +8,13 @@ pub mod par;
 pub mod transformer;
 
 use crate::model::config::ModelConfig;
-use crate::model::engine::{check_inputs, Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, StepStats};
+use crate::model::engine::{
+    check_batch, check_finite_update, check_inputs, check_loss_weights, Engine, ForwardOptions, ForwardOutput,
+    GradMode, Gradients, StepStats,
+};
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
+use crate::model::head_scales::ScaleRule;
 use crate::model::optim::{clip_grad_norm, AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
 use crate::model::real::Real;
@@ -72,38 +76,45 @@ pub fn batch_gradients<T: Real>(
     head_scales: &[T],
     mode: GradMode,
 ) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
+    weighted_batch_gradients(config, params, batch, None, head_scales, ScaleRule::Constant, mode)
+}
+
+/// Gradients of the weighted mean next-token loss, sum w l / sum w, over
+/// `batch` (weights per prediction, None: all 1), with query scales
+/// following `rule`.
+pub fn weighted_batch_gradients<T: Real>(
+    config: &ModelConfig,
+    params: &Params<T>,
+    batch: &[Vec<u32>],
+    loss_weights: Option<&[Vec<f32>]>,
+    head_scales: &[T],
+    rule: ScaleRule,
+    mode: GradMode,
+) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
     let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
-    let weight = T::one() / T::from_f64(predictions.max(1) as f64);
+    let total = match loss_weights {
+        Some(w) => w.iter().flatten().map(|&x| x as f64).sum::<f64>(),
+        None => predictions as f64,
+    };
+    let total = if total > 0.0 { total } else { 1.0 };
+    let weight = T::one() / T::from_f64(total);
     let mut grads = (mode == GradMode::Full).then(|| vec![T::zero(); params.data.len()]);
     let mut dscales = vec![T::zero(); head_scales.len()];
     let mut loss = 0.0;
-    for seq in batch {
+    for (s, seq) in batch.iter().enumerate() {
         loss += transformer::backward(
             config,
             params,
             seq,
             head_scales,
+            rule,
+            loss_weights.map(|w| &w[s][..]),
             weight,
             grads.as_deref_mut(),
             &mut dscales,
         );
     }
-    (loss / predictions.max(1) as f64, predictions, grads, dscales)
-}
-
-fn check_batch(config: &ModelConfig, batch: &[Vec<u32>], head_scales: &HeadScales) -> Result<()> {
-    if batch.is_empty() {
-        return Err(Error::Input("empty batch".into()));
-    }
-    for seq in batch {
-        check_inputs(config, seq, head_scales)?;
-    }
-    if batch.iter().all(|s| s.len() < 2) {
-        return Err(Error::Input(
-            "every sequence has fewer than 2 tokens: nothing to predict".into(),
-        ));
-    }
-    Ok(())
+    (loss / total, predictions, grads, dscales)
 }
 
 impl Engine for CpuEngine {
@@ -126,22 +137,44 @@ impl Engine for CpuEngine {
         options: &ForwardOptions,
     ) -> Result<ForwardOutput> {
         check_inputs(&self.config, tokens, head_scales)?;
+        if let Some(w) = &options.loss_weights {
+            check_loss_weights(tokens, w)?;
+        }
         let (config, params) = (&self.config, &self.params);
-        let (r, _) = par::in_pool(|| transformer::forward(config, params, tokens, &head_scales.values, options, false));
+        let rule = head_scales.rule;
+        let (r, _) =
+            par::in_pool(|| transformer::forward(config, params, tokens, &head_scales.values, rule, options, false));
         Ok(ForwardOutput {
             loss_sum: r.loss_sum,
             predictions: r.predictions,
+            weight_sum: r.weight_sum,
+            losses: r.losses,
             logits: r.logits,
             logits_rows: r.logits_rows,
             entropy_bits: r.entropy_bits,
         })
     }
 
-    async fn gradients(&mut self, batch: &[Vec<u32>], head_scales: &HeadScales, mode: GradMode) -> Result<Gradients> {
-        check_batch(&self.config, batch, head_scales)?;
+    async fn weighted_gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> Result<Gradients> {
+        check_batch(&self.config, batch, loss_weights, head_scales)?;
         let (config, params) = (&self.config, &self.params);
-        let (loss, predictions, weights, hs) =
-            par::in_pool(|| batch_gradients(config, params, batch, &head_scales.values, mode));
+        let (loss, predictions, weights, hs) = par::in_pool(|| {
+            weighted_batch_gradients(
+                config,
+                params,
+                batch,
+                loss_weights,
+                &head_scales.values,
+                head_scales.rule,
+                mode,
+            )
+        });
         Ok(Gradients {
             loss,
             predictions,
@@ -157,23 +190,19 @@ impl Engine for CpuEngine {
         optimizer: &AdamWConfig,
         lr: f32,
     ) -> Result<StepStats> {
-        check_batch(&self.config, batch, head_scales)?;
+        check_batch(&self.config, batch, None, head_scales)?;
         let (config, params) = (&self.config, &self.params);
-        let (loss, _, grads, _) =
-            par::in_pool(|| batch_gradients(config, params, batch, &head_scales.values, GradMode::Full));
+        let rule = head_scales.rule;
+        let (loss, _, grads, _) = par::in_pool(|| {
+            weighted_batch_gradients(config, params, batch, None, &head_scales.values, rule, GradMode::Full)
+        });
         let mut grads = grads.expect("full gradients");
-        if !loss.is_finite() {
-            return Err(Error::Engine(format!("loss is {loss}: refusing to update the weights")));
-        }
+        check_finite_update(loss, 0.0)?;
         let grad_norm = match optimizer.clip_norm {
             Some(max) => clip_grad_norm(&mut grads, max),
             None => crate::model::optim::grad_norm(&grads),
         };
-        if !grad_norm.is_finite() {
-            return Err(Error::Engine(format!(
-                "gradient norm is {grad_norm}: refusing to update the weights"
-            )));
-        }
+        check_finite_update(loss, grad_norm)?;
         let n = self.params.data.len();
         let mask = Self::decay_mask(&self.params.layout);
         let state = self.optimizer.get_or_insert_with(|| AdamWState::new(n));

@@ -22,6 +22,16 @@ pub fn embedding_backward<T: Real>(dembed: &mut [T], dout: &[T], tokens: &[u32],
     }
 }
 
+/// x[i, :] *= factors[i]: the per-position scale rule applied to the query
+/// rows (x is (T, width)), and, on the way back, to their gradient.
+pub fn scale_rows<T: Real>(x: &mut [T], factors: &[T], width: usize) {
+    for (row, &f) in x.chunks_exact_mut(width).zip(factors) {
+        for v in row {
+            *v *= f;
+        }
+    }
+}
+
 /// out = x * rstd * w per row, rstd = 1 / sqrt(mean(x^2) + eps); keeps rstd (T).
 pub fn rmsnorm_forward<T: Real>(out: &mut [T], rstd: &mut [T], x: &[T], w: &[T], c: usize, eps: f64) {
     let eps = T::from_f64(eps);

@@ -7,6 +7,7 @@ use super::attention::{attention_backward, attention_forward, AttnShape};
 use super::ops::*;
 use crate::model::config::{ModelConfig, PositionEncoding};
 use crate::model::engine::{ForwardOptions, LogitsRequest};
+use crate::model::head_scales::ScaleRule;
 use crate::model::params::{LayerOffsets, Params};
 use crate::model::real::{matmul_nn, matmul_nt, matmul_tn, Real};
 
@@ -40,8 +41,12 @@ pub struct Cache<T> {
 }
 
 pub struct ForwardResult {
+    /// Weighted by `options.loss_weights` when given.
     pub loss_sum: f64,
     pub predictions: usize,
+    pub weight_sum: f64,
+    /// (T - 1) unweighted, when `options.losses`.
+    pub losses: Option<Vec<f32>>,
     pub logits: Option<Vec<f32>>,
     pub logits_rows: usize,
     pub entropy_bits: Option<Vec<f32>>,
@@ -51,13 +56,21 @@ fn w<T>(p: &Params<T>, off: usize, len: usize) -> &[T] {
     &p.data[off..off + len]
 }
 
+/// r(i) per query position, or `None` for the constant rule.
+fn row_factors<T: Real>(rule: ScaleRule, t: usize) -> Option<Vec<T>> {
+    (!rule.is_constant()).then(|| (0..t).map(|i| T::from_f64(rule.factor(i) as f32 as f64)).collect())
+}
+
 /// Runs the model on `tokens`; with `keep`, returns the cache the backward
-/// needs. Tokens must already be checked against the vocabulary.
+/// needs. Tokens must already be checked against the vocabulary, loss
+/// weights against the tokens. Query i's scale is head_scales[h] * r(i)
+/// with r from `rule`.
 pub fn forward<T: Real>(
     cfg: &ModelConfig,
     params: &Params<T>,
     tokens: &[u32],
     head_scales: &[T],
+    rule: ScaleRule,
     options: &ForwardOptions,
     keep: bool,
 ) -> (ForwardResult, Option<Cache<T>>) {
@@ -75,6 +88,7 @@ pub fn forward<T: Real>(
     let mut x = vec![T::zero(); t * c];
     embedding_forward(&mut x, w(params, lay.embed, cfg.vocab_size * c), tokens, c);
     let mut entropy = options.entropy.then(|| vec![0f32; cfg.num_layers * hh * t]);
+    let factors = row_factors::<T>(rule, t);
     let mut layers = Vec::new();
     // Scratch reused layer to layer when nothing is kept.
     let mut lc = LayerCache::<T>::default();
@@ -112,6 +126,9 @@ pub fn forward<T: Real>(
         if let PositionEncoding::Rope { theta } = cfg.position_encoding {
             rope_apply(&mut lc.q, t, hh, hd, theta, false);
             rope_apply(&mut lc.k, t, kvh, hd, theta, false);
+        }
+        if let Some(r) = &factors {
+            scale_rows(&mut lc.q, r, qd);
         }
         lc.att.resize(t * qd, T::zero());
         lc.lse.resize(hh * t, T::zero());
@@ -169,10 +186,19 @@ pub fn forward<T: Real>(
     let mut rstd_f = vec![T::zero(); t];
     let mut xf = vec![T::zero(); t * c];
     rmsnorm_forward(&mut xf, &mut rstd_f, &x, w(params, lay.norm, c), c, cfg.rms_norm_eps);
-    let (loss_sum, logits, logits_rows) = lm_head(cfg, params, &xf, tokens, options.logits, None);
+    let scoring = Scoring {
+        weights: options.loss_weights.as_deref(),
+        losses: options.losses.then(|| Vec::with_capacity(t - 1)),
+    };
+    let (loss_sum, logits, logits_rows, losses) = lm_head(cfg, params, &xf, tokens, options.logits, scoring, None);
     let result = ForwardResult {
         loss_sum,
         predictions: t - 1,
+        weight_sum: match &options.loss_weights {
+            Some(w) => w.iter().map(|&x| x as f64).sum(),
+            None => (t - 1) as f64,
+        },
+        losses,
         logits,
         logits_rows,
         entropy_bits: entropy,
@@ -222,16 +248,25 @@ struct HeadGrads<'a, T> {
     weight: T,
 }
 
-/// Logits in chunks of rows; scores positions 0..T-1 against the next token.
-/// With `grads`, also writes dxf and accumulates the head's weight gradient.
+/// How the LM head scores predictions: per-prediction weights (None: 1),
+/// and where to put each prediction's unweighted loss (None: nowhere).
+struct Scoring<'a> {
+    weights: Option<&'a [f32]>,
+    losses: Option<Vec<f32>>,
+}
+
+/// Logits in chunks of rows; scores positions 0..T-1 against the next token
+/// (the sum of weight * loss). With `grads`, also writes dxf and
+/// accumulates the head's weight gradient.
 fn lm_head<T: Real>(
     cfg: &ModelConfig,
     params: &Params<T>,
     xf: &[T],
     tokens: &[u32],
     request: LogitsRequest,
+    mut scoring: Scoring<'_>,
     mut grads: Option<HeadGrads<'_, T>>,
-) -> (f64, Option<Vec<f32>>, usize) {
+) -> (f64, Option<Vec<f32>>, usize, Option<Vec<f32>>) {
     let (t, c, vocab) = (tokens.len(), cfg.hidden_size, cfg.vocab_size);
     let wl = w(params, params.layout.lm_head, vocab * c);
     let first_kept = match request {
@@ -257,7 +292,13 @@ fn lm_head<T: Real>(
             let row = &mut z[r * vocab..(r + 1) * vocab];
             if i + 1 < t {
                 let target = tokens[i + 1] as usize;
-                loss += cross_entropy_row(row, target, grads.as_ref().map(|g| g.weight)).as_f64();
+                let wi = scoring.weights.map_or(1.0, |w| w[i]);
+                let li =
+                    cross_entropy_row(row, target, grads.as_ref().map(|g| g.weight * T::from_f64(wi as f64))).as_f64();
+                loss += wi as f64 * li;
+                if let Some(l) = scoring.losses.as_mut() {
+                    l.push(li as f32);
+                }
             } else if grads.is_some() {
                 row.fill(T::zero()); // the last position predicts nothing
             }
@@ -280,22 +321,26 @@ fn lm_head<T: Real>(
         }
         r0 += n;
     }
-    (loss, kept, t - first_kept)
+    (loss, kept, t - first_kept, scoring.losses)
 }
 
 /// Accumulates into `grads` (parameter layout; None = frozen model) and
-/// `d_head_scales` (L*H) the gradient of `weight * sum of next-token losses`
-/// of one sequence. Returns the sum of its losses.
+/// `d_head_scales` (L*H) the gradient of `weight * sum_i w_i l_i` of one
+/// sequence, w_i its loss weights (None: all 1). Returns sum_i w_i l_i.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
     cfg: &ModelConfig,
     params: &Params<T>,
     tokens: &[u32],
     head_scales: &[T],
+    rule: ScaleRule,
+    loss_weights: Option<&[f32]>,
     weight: T,
     mut grads: Option<&mut [T]>,
     d_head_scales: &mut [T],
 ) -> f64 {
-    let (fwd, cache) = forward(cfg, params, tokens, head_scales, &ForwardOptions::default(), true);
+    let (_, cache) = forward(cfg, params, tokens, head_scales, rule, &ForwardOptions::default(), true);
+    let factors = row_factors::<T>(rule, tokens.len());
     let cache = cache.expect("kept");
     let t = tokens.len();
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
@@ -310,7 +355,7 @@ pub fn backward<T: Real>(
     let lay = &params.layout;
     let full = grads.is_some();
     let mut dxf = vec![T::zero(); t * c];
-    {
+    let loss_sum = {
         // The LM head's weight gradient lands on its slot (the embedding's, if tied).
         let dw = grads
             .as_deref_mut()
@@ -320,8 +365,12 @@ pub fn backward<T: Real>(
             dw,
             weight,
         };
-        lm_head(cfg, params, &cache.xf, tokens, LogitsRequest::None, Some(hg));
-    }
+        let scoring = Scoring {
+            weights: loss_weights,
+            losses: None,
+        };
+        lm_head(cfg, params, &cache.xf, tokens, LogitsRequest::None, scoring, Some(hg)).0
+    };
     let mut dx = vec![T::zero(); t * c];
     {
         let dw = grads.as_deref_mut().map(|g| &mut g[lay.norm..lay.norm + c]);
@@ -396,6 +445,10 @@ pub fn backward<T: Real>(
         if l == 0 && !full {
             break; // a frozen model needs nothing below the first attention
         }
+        // Back through q_i <- r(i) q_i.
+        if let Some(r) = &factors {
+            scale_rows(&mut dq, r, qd);
+        }
         if let PositionEncoding::Rope { theta } = cfg.position_encoding {
             rope_apply(&mut dq, t, hh, hd, theta, true);
             rope_apply(&mut dk, t, kvh, hd, theta, true);
@@ -431,5 +484,5 @@ pub fn backward<T: Real>(
     if let Some(g) = grads {
         embedding_backward(&mut g[lay.embed..lay.embed + cfg.vocab_size * c], &dx, tokens, c);
     }
-    fwd.loss_sum
+    loss_sum
 }

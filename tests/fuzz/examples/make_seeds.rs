@@ -167,6 +167,7 @@ fn head_scale_seeds(dir: &Path) {
         num_layers: 3,
         num_heads: 2,
         values: vec![1.0, 0.5, 2.0, 1.25, 3.0, 0.125],
+        rule: Default::default(),
     };
     write(dir, "noted", hs.to_json(Some("seed".into())).as_bytes());
     write(dir, "one", b"{\"head_scales\": [[1.0]]}");
