@@ -10,5 +10,6 @@ pub mod figures;
 pub mod passkey;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod reproduce;
+pub mod search;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;

@@ -1,0 +1,221 @@
+//! `nopescope search`: the temperature search of `lab::search` from the
+//! command line, with a progress bar, a per-step CSV log and the result
+//! written atomically with its provenance. Cancelled or failed, nothing is
+//! written and an existing scales file stays as it was.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use nopescope::lab::passkey::FillerText;
+use nopescope::lab::search::{self, HeadSearchConfig, Objective, SearchData, SearchProgress, SearchStep};
+use nopescope::model::files::{self, write_atomic};
+use nopescope::model::head_scales::{HeadScales, ScaleRule};
+
+use crate::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
+
+/// The command line's settings for one search.
+pub struct SearchArgs {
+    pub dir: PathBuf,
+    pub uniform: bool,
+    pub objective: String,
+    pub length: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub init: f32,
+    pub warmup: f64,
+    pub clip: f32,
+    pub rule: String,
+    pub rule_a: Option<f64>,
+    pub text: Option<PathBuf>,
+    pub docs: usize,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub backend: Backend,
+    pub json: bool,
+    /// The command as typed, for the provenance.
+    pub command: String,
+}
+
+/// A step of the head search: the bar, and the CSV log's row.
+struct StepBar {
+    bar: ProgressBar,
+    start: Instant,
+    rows: Vec<String>,
+}
+
+impl SearchProgress for StepBar {
+    fn step(&mut self, s: &SearchStep) -> bool {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let left = elapsed / s.step as f64 * (s.steps - s.step) as f64;
+        self.bar.set_length(s.steps as u64);
+        self.bar.set_position(s.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4}  lr {:.3}  s min/mean/max {:.3}/{:.3}/{:.3}  {:.0} s left",
+            s.loss, s.lr, s.min, s.mean, s.max, left
+        ));
+        self.rows.push(format!(
+            "{},{},{},{},{},{},{},{:.3}",
+            s.step, s.loss, s.lr, s.grad_norm, s.min, s.mean, s.max, elapsed
+        ));
+        true
+    }
+
+    fn point(&mut self, scale: f32, loss: f64, done: usize, total: usize) -> bool {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!("s = {scale:.2}: objective {loss:.4}"));
+        self.rows
+            .push(format!("{scale},{loss},{:.3}", self.start.elapsed().as_secs_f64()));
+        true
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+pub fn run(a: SearchArgs) -> CliResult<()> {
+    let objective = Objective::parse(&a.objective).map_err(err)?;
+    let m = files::load_model_dir(&a.dir).map_err(err)?;
+    let cfg = m.config.clone();
+    let rule = ScaleRule::parse(&a.rule, cfg.training_length, a.rule_a).map_err(err)?;
+    let recipe = HeadSearchConfig {
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        init: a.init,
+        warmup_share: a.warmup,
+        clip_norm: a.clip,
+        rule,
+        seed: a.seed,
+        ..HeadSearchConfig::default()
+    };
+    if !a.uniform {
+        recipe.check().map_err(err)?;
+    }
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, "search")?;
+    let text = match &a.text {
+        Some(p) => Some(read_text(p)?),
+        None => None,
+    };
+    let filler;
+    let text_tokens;
+    let data = match objective {
+        Objective::Passkey => {
+            filler = match &text {
+                Some(t) => Some(FillerText::from_text(tok, t).map_err(err)?),
+                None => None,
+            };
+            SearchData::passkey(a.length, tok, filler.as_ref()).map_err(err)?
+        }
+        Objective::Text => {
+            let t = text.as_deref().ok_or("--objective text needs --text FILE")?;
+            text_tokens = tok.encode(t).map_err(err)?;
+            SearchData::text(a.length, &text_tokens, tok.bos_id()).map_err(err)?
+        }
+    };
+    let mut engine = make_engine(a.backend, cfg.clone(), m.params)?;
+    let mut progress = StepBar {
+        bar: progress_bar(if a.uniform { "points" } else { "steps" }),
+        start: Instant::now(),
+        rows: Vec::new(),
+    };
+    let mut provenance = serde_json::json!({
+        "model": a.dir.display().to_string(),
+        "objective": objective.name(),
+        "target_length": a.length,
+        "filler": a.text.as_ref().map(|p| p.display().to_string()),
+        "rule": rule,
+        "date": today(),
+        "command": a.command,
+    });
+    let (scales, csv_header, summary) = if a.uniform {
+        let r = pollster::block_on(search::uniform_search(
+            &mut engine,
+            &data,
+            a.docs,
+            rule,
+            a.seed,
+            &mut progress,
+        ))
+        .map_err(err)?;
+        progress.bar.finish_and_clear();
+        if !a.json {
+            println!("{:>6} {:>10}", "s", "objective");
+            for (s, l) in &r.curve {
+                let mark = if *s == r.best_scale { "  <- best" } else { "" };
+                println!("{s:>6.2} {l:>10.4}{mark}");
+            }
+        }
+        provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": r.curve});
+        provenance["final_loss"] = r.best_loss.into();
+        let hs = HeadScales::uniform(&cfg, r.best_scale).map_err(err)?.with_rule(rule);
+        (hs, "scale,objective,elapsed_s", serde_json::to_value(&r).expect("json"))
+    } else {
+        let r = pollster::block_on(search::head_search(&mut engine, &data, &recipe, &mut progress)).map_err(err)?;
+        progress.bar.finish_and_clear();
+        provenance["search"] = serde_json::json!({"kind": "heads", "recipe": recipe});
+        provenance["final_loss"] = r.final_loss.into();
+        provenance["first_loss"] = r.losses.first().copied().unwrap_or(f64::NAN).into();
+        if !a.json {
+            println!(
+                "{} steps: objective {:.4} (first step) -> {:.4} (mean of the last 10%)",
+                r.steps_run,
+                r.losses.first().copied().unwrap_or(f64::NAN),
+                r.final_loss
+            );
+            for (l, row) in r.scales.values.chunks(cfg.num_heads).enumerate() {
+                let cells: Vec<String> = row.iter().map(|s| format!("{s:.3}")).collect();
+                println!("layer {l}: {}", cells.join(" "));
+            }
+        }
+        (
+            r.scales.clone(),
+            "step,loss,lr,grad_norm,min,mean,max,elapsed_s",
+            serde_json::to_value(&r).expect("json"),
+        )
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.dir.join(format!(
+            "head_scales-{}-{}-{}.json",
+            if a.uniform { "uniform" } else { "heads" },
+            objective.name(),
+            a.length
+        ))
+    });
+    let log = a.log.clone().unwrap_or_else(|| out.with_extension("csv"));
+    let note = format!(
+        "{} search on the {} objective at {} tokens",
+        if a.uniform { "uniform" } else { "per-head" },
+        objective.name(),
+        a.length
+    );
+    write_atomic(&log, format!("{csv_header}\n{}\n", progress.rows.join("\n")).as_bytes()).map_err(err)?;
+    write_atomic(&out, scales.to_json_with(Some(note), Some(provenance)).as_bytes()).map_err(err)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": out.display().to_string(), "log": log.display().to_string(), "result": summary, "scales": scales.values})
+        );
+    } else {
+        eprintln!("wrote {} and {}", out.display(), log.display());
+    }
+    Ok(())
+}
