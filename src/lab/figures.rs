@@ -9,6 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::reproduce::Results;
+use super::scales_report::ScaleReport;
 use crate::model::error::{Error, Result};
 
 const FONT: &str = "sans-serif";
@@ -220,4 +221,206 @@ pub fn write_figures(r: &Results, dir: &Path) -> Result<()> {
             legend: SeriesLabelPosition::LowerLeft,
         },
     )
+}
+
+pub const HEATMAP_FIGURE: &str = "passkey-length-by-depth";
+pub const SCATTER_FIGURE: &str = "scale-against-entropy";
+
+/// Cividis-like colour for x in [0, 1]: dark blue to yellow, readable in
+/// greyscale and by the common colour-vision deficiencies.
+fn cividis(x: f64) -> RGBColor {
+    const STOPS: [(f64, (f64, f64, f64)); 5] = [
+        (0.0, (0.0, 34.0, 78.0)),
+        (0.25, (65.0, 77.0, 108.0)),
+        (0.5, (124.0, 123.0, 120.0)),
+        (0.75, (188.0, 175.0, 111.0)),
+        (1.0, (255.0, 234.0, 70.0)),
+    ];
+    let x = x.clamp(0.0, 1.0);
+    let i = STOPS.iter().position(|s| s.0 >= x).unwrap_or(4).max(1);
+    let (x0, a) = STOPS[i - 1];
+    let (x1, b) = STOPS[i];
+    let t = (x - x0) / (x1 - x0);
+    let mix = |p: f64, q: f64| (p + (q - p) * t).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Panels of pass-key accuracy, length (columns) by depth (rows).
+fn draw_heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    lengths: &[usize],
+    panels: &[(String, Vec<Vec<f64>>)],
+    l: usize,
+) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (root, legend) = root.split_horizontally(SIZE.0 - 90);
+    let areas = root.split_evenly((2, panels.len().div_ceil(2).max(1)));
+    for (area, (name, cells)) in areas.iter().zip(panels) {
+        let depths = cells.first().map_or(0, Vec::len);
+        let mut chart = ChartBuilder::on(area)
+            .caption(name, (FONT, 18))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0..lengths.len(), 0..depths)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(lengths.len() + 1)
+            .y_labels(depths + 1)
+            .x_label_formatter(&|&k| {
+                lengths
+                    .get(k)
+                    .map(|&x| if x == l { format!("{x} (L)") } else { x.to_string() })
+                    .unwrap_or_default()
+            })
+            .y_label_formatter(&|&d| {
+                if d < depths {
+                    format!("{:.1}", d as f64 / depths as f64)
+                } else {
+                    String::new()
+                }
+            })
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(cells.iter().enumerate().flat_map(|(k, col)| {
+                col.iter().enumerate().map(move |(d, &acc)| {
+                    let c = if acc.is_nan() {
+                        RGBColor(220, 220, 220)
+                    } else {
+                        cividis(acc)
+                    };
+                    Rectangle::new([(k, d), (k + 1, d + 1)], c.filled())
+                })
+            }))
+            .map_err(|x| e(&x))?;
+    }
+    // The colour legend: 0% at the bottom, 100% at the top.
+    let h = SIZE.1 as i32 - 80;
+    for i in 0..h {
+        let c = cividis(1.0 - i as f64 / h as f64);
+        legend
+            .draw(&Rectangle::new([(20, 40 + i), (44, 41 + i)], c.filled()))
+            .map_err(|x| e(&x))?;
+    }
+    let style = (FONT, 14).into_font();
+    legend
+        .draw(&Text::new("100%", (46, 34), style.clone()))
+        .map_err(|x| e(&x))?;
+    legend
+        .draw(&Text::new("0%", (46, 40 + h - 8), style))
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+fn draw_scatter<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &ScaleReport) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let xs = r.scatter.iter().map(|p| p.entropy_bits);
+    let (x0, x1) = xs
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let y1 = r.scatter.iter().map(|p| p.scale as f64).fold(1.1, f64::max);
+    let title = format!(
+        "Searched scale against entropy at L ({}; Spearman {:.2})",
+        r.scatter_of.as_deref().unwrap_or(""),
+        r.rank_correlation.unwrap_or(f64::NAN)
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x0 - 0.2)..(x1 + 0.2), 0.95..(y1 + 0.1))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("head's attention entropy at L (bits)")
+        .y_desc("searched scale s")
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(r.scatter.iter().map(|p| {
+            let c = COLORS[p.layer % COLORS.len()];
+            EmptyElement::at((p.entropy_bits, p.scale as f64))
+                + Circle::new((0, 0), 6, c.filled())
+                + Text::new(format!("{}.{}", p.layer, p.head), (8, -8), (FONT, 13).into_font())
+        }))
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The heatmap and the scatter of the temperature report, into `dir`.
+pub fn write_scale_figures(r: &ScaleReport, dir: &Path) -> Result<()> {
+    register_font();
+    std::fs::create_dir_all(dir).map_err(|x| Error::io(dir, x))?;
+    let Some(repeated) = r.fillers.first() else {
+        return Ok(());
+    };
+    let wanted = [
+        "NoPE",
+        "NoPE, best uniform scale",
+        "NoPE, head scales searched at 4L",
+        "RoPE",
+    ];
+    let panels: Vec<(String, Vec<Vec<f64>>)> = wanted
+        .iter()
+        .filter_map(|w| repeated.rows.iter().find(|(n, _)| n.starts_with(w)))
+        .map(|(n, rows)| (n.clone(), rows.iter().map(|p| p.accuracy_by_depth.clone()).collect()))
+        .collect();
+    let mut jobs: Vec<(&str, Box<dyn Fn(&Path, bool) -> std::result::Result<(), String>>)> = vec![(
+        HEATMAP_FIGURE,
+        Box::new(|p: &Path, svg: bool| {
+            if svg {
+                draw_heatmap(
+                    SVGBackend::new(p, SIZE).into_drawing_area(),
+                    &r.lengths,
+                    &panels,
+                    r.training_length,
+                )
+            } else {
+                draw_heatmap(
+                    BitMapBackend::new(p, SIZE).into_drawing_area(),
+                    &r.lengths,
+                    &panels,
+                    r.training_length,
+                )
+            }
+        }),
+    )];
+    if !r.scatter.is_empty() {
+        jobs.push((
+            SCATTER_FIGURE,
+            Box::new(|p: &Path, svg: bool| {
+                if svg {
+                    draw_scatter(SVGBackend::new(p, SIZE).into_drawing_area(), r)
+                } else {
+                    draw_scatter(BitMapBackend::new(p, SIZE).into_drawing_area(), r)
+                }
+            }),
+        ));
+    }
+    for (stem, draw) in jobs {
+        for (ext, svg) in [("svg", true), ("png", false)] {
+            let path = dir.join(format!("{stem}.{ext}"));
+            let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
+            draw(&tmp, svg).map_err(|x| draw_error(&path, x))?;
+            std::fs::rename(&tmp, &path).map_err(|x| Error::io(&path, x))?;
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,8 @@ pub mod figures;
 pub mod passkey;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod reproduce;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod scales_report;
 pub mod search;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;

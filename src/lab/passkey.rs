@@ -245,7 +245,7 @@ pub struct PasskeyReport {
 }
 
 /// Number of depth buckets reported per length.
-pub const DEPTH_BUCKETS: usize = 5;
+pub const DEPTH_BUCKETS: usize = 10;
 
 /// The trials of one length: depths evenly spread over [0, 1], keys from
 /// `seed` (the same keys and depths at every length and scale, so rows

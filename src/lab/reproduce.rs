@@ -13,6 +13,9 @@ use crate::model::engine::{Engine, ForwardOptions};
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
 
+/// The held-out Moby-Dick chapters, the second real-text filler.
+pub const MOBY_VALIDATION: &str = "assets/text/moby-dick-validation.txt";
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Multiples of the training length (0.5 = L/2).

@@ -1,0 +1,298 @@
+//! The temperature part of `nopescope reproduce`: pass-key retrieval at
+//! L/2..16L for NoPE with the head scales searched at 4L and 8L (shipped
+//! next to the model, made by `nopescope search`), the `fitted` and `log-n`
+//! rules, the best uniform scale and RoPE, on the paper's repeated filler
+//! and on real-text fillers that no search saw; a length x depth accuracy
+//! heatmap; each head's searched scale against its entropy at L.
+//! Written against the engine trait, like the rest of `reproduce`.
+
+use serde::Serialize;
+
+use super::eval::Silent;
+use super::passkey::{passkey_lengths, Filler, FillerText, PasskeyBuilder, PasskeyResult};
+use super::search::rank_correlation;
+use crate::model::engine::Engine;
+use crate::model::error::Result;
+use crate::model::head_scales::{HeadScales, ScaleRule};
+
+/// A filler and the rows measured on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FillerRows {
+    pub filler: String,
+    /// Per row: name, then the pass-key result at each length.
+    pub rows: Vec<(String, Vec<PasskeyResult>)>,
+    /// The best uniform scale at each length on this filler.
+    pub best_uniform: Vec<f32>,
+}
+
+/// One head's searched scale and its attention entropy at L.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadPoint {
+    pub layer: usize,
+    pub head: usize,
+    pub scale: f32,
+    pub entropy_bits: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub lengths: Vec<usize>,
+    pub training_length: usize,
+    pub fillers: Vec<FillerRows>,
+    /// The searched scales the scatter uses (the first set) and its name.
+    pub scatter_of: Option<String>,
+    pub scatter: Vec<HeadPoint>,
+    /// Spearman's rank correlation of scale and entropy over the heads.
+    pub rank_correlation: Option<f64>,
+}
+
+/// What to measure: searched scale sets (name, scales), the fitted rule's
+/// a (from the uniform sweep), the scales swept for the best uniform, and
+/// the fillers (name, None = repeated sentences).
+pub struct ScaleInputs<'a> {
+    pub searched: Vec<(String, HeadScales)>,
+    pub fit_a: Option<f64>,
+    pub sweep: &'a [f32],
+    pub fillers: Vec<(String, Option<&'a FillerText>)>,
+    /// Per layer and head, the NoPE model's mean attention entropy at L.
+    pub entropy_at_l: Vec<Vec<f64>>,
+    pub trials: usize,
+    pub seed: u64,
+}
+
+fn best_by_length(sweep: &[(f32, Vec<PasskeyResult>)]) -> (Vec<f32>, Vec<PasskeyResult>) {
+    let n = sweep.first().map_or(0, |s| s.1.len());
+    (0..n)
+        .map(|k| {
+            // Highest accuracy, then lowest key loss, then the smallest s.
+            let (s, r) = sweep
+                .iter()
+                .map(|(s, r)| (*s, &r[k]))
+                .fold(None::<(f32, &PasskeyResult)>, |best, (s, r)| match best {
+                    Some((bs, br))
+                        if br.accuracy > r.accuracy || (br.accuracy == r.accuracy && br.key_loss <= r.key_loss) =>
+                    {
+                        Some((bs, br))
+                    }
+                    _ => Some((s, r)),
+                })
+                .expect("a sweep");
+            (s, r.clone())
+        })
+        .unzip()
+}
+
+/// Runs every row on every filler.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<E: Engine>(
+    nope: &mut E,
+    rope: &mut E,
+    builder: &PasskeyBuilder<'_>,
+    lengths: &[usize],
+    inputs: &ScaleInputs<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ScaleReport> {
+    let cfg = nope.config().clone();
+    let l = cfg.training_length;
+    let mut policies: Vec<(String, HeadScales)> = vec![("NoPE".into(), HeadScales::ones(&cfg))];
+    policies.extend(inputs.searched.iter().cloned());
+    if let Some(a) = inputs.fit_a {
+        policies.push((
+            format!("NoPE, fitted rule s(i) = 1 + {a:.3} ln(i/L)"),
+            HeadScales::ones(&cfg).with_rule(ScaleRule::Fitted { a, training_length: l }),
+        ));
+    }
+    policies.push((
+        "NoPE, log-n rule ln(i)/ln(L)".into(),
+        HeadScales::ones(&cfg).with_rule(ScaleRule::LogN { training_length: l }),
+    ));
+    let mut fillers = Vec::new();
+    for (fname, text) in &inputs.fillers {
+        let filler = text.map_or(Filler::Repeated, Filler::Text);
+        let mut rows = Vec::new();
+        for (name, hs) in &policies {
+            progress(&format!("{name}, filler {fname}: pass key at {lengths:?}"));
+            let r = passkey_lengths(
+                nope,
+                builder,
+                lengths,
+                inputs.trials,
+                inputs.seed,
+                filler,
+                hs,
+                &mut Silent,
+            )
+            .await?;
+            rows.push((name.clone(), r.results));
+        }
+        let mut sweep = Vec::new();
+        for &s in inputs.sweep {
+            if s == 1.0 {
+                sweep.push((s, rows[0].1.clone()));
+                continue;
+            }
+            progress(&format!("NoPE, uniform scale {s:.1}, filler {fname}"));
+            let hs = HeadScales::uniform(&cfg, s)?;
+            let r = passkey_lengths(
+                nope,
+                builder,
+                lengths,
+                inputs.trials,
+                inputs.seed,
+                filler,
+                &hs,
+                &mut Silent,
+            )
+            .await?;
+            sweep.push((s, r.results));
+        }
+        let (best_uniform, best) = best_by_length(&sweep);
+        rows.insert(1, ("NoPE, best uniform scale".into(), best));
+        progress(&format!("RoPE, filler {fname}"));
+        let r = passkey_lengths(
+            rope,
+            builder,
+            lengths,
+            inputs.trials,
+            inputs.seed,
+            filler,
+            &HeadScales::ones(rope.config()),
+            &mut Silent,
+        )
+        .await?;
+        rows.push(("RoPE".into(), r.results));
+        fillers.push(FillerRows {
+            filler: fname.clone(),
+            rows,
+            best_uniform,
+        });
+    }
+    let (scatter_of, scatter, rank) = match inputs.searched.first() {
+        Some((name, hs)) => {
+            let mut pts = Vec::new();
+            for (layer, row) in inputs.entropy_at_l.iter().enumerate() {
+                for (head, &e) in row.iter().enumerate() {
+                    pts.push(HeadPoint {
+                        layer,
+                        head,
+                        scale: hs.get(layer, head),
+                        entropy_bits: e,
+                    });
+                }
+            }
+            let xs: Vec<f64> = pts.iter().map(|p| p.entropy_bits).collect();
+            let ys: Vec<f64> = pts.iter().map(|p| p.scale as f64).collect();
+            (Some(name.clone()), pts, Some(rank_correlation(&xs, &ys)))
+        }
+        None => (None, Vec::new(), None),
+    };
+    Ok(ScaleReport {
+        lengths: lengths.to_vec(),
+        training_length: l,
+        fillers,
+        scatter_of,
+        scatter,
+        rank_correlation: rank,
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+/// The rows NoPE loses and a policy takes back at `length`, on one filler:
+/// (lost points, points taken back), from accuracy at L.
+pub fn taken_back(f: &FillerRows, name_prefix: &str, length: usize, lengths: &[usize], l: usize) -> Option<(f64, f64)> {
+    let at = |name: &str, x: usize| {
+        let k = lengths.iter().position(|&y| y == x)?;
+        f.rows
+            .iter()
+            .find(|(n, _)| n.starts_with(name))
+            .map(|(_, r)| r[k].accuracy)
+    };
+    let base = at("NoPE", l)?;
+    let nope = at("NoPE", length)?;
+    let with = at(name_prefix, length)?;
+    Some((base - nope, with - nope))
+}
+
+/// The markdown section for docs/RESULTS.md.
+pub fn markdown(r: &ScaleReport) -> String {
+    use std::fmt::Write;
+    let l = r.training_length;
+    let mut s = String::new();
+    let label = |x: usize| {
+        let f = x as f64 / l as f64;
+        if f >= 1.0 {
+            format!("{x} ({f:.0}L)")
+        } else {
+            format!("{x} (L/{:.0})", 1.0 / f)
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\n## Temperatures: searched head scales, rules and uniform scales\n\nThe head scales were searched with the \
+model frozen by `nopescope search` (pass-key objective: the loss of the key digits, on documents whose filler is \
+`assets/text/sotu-tuning.txt`, drawn from their own seed) at 4L and at 8L and ship beside the model \
+(`head_scales-4L.json`, `head_scales-8L.json`, with the command that made them inside). The fitted rule's a comes \
+from the uniform sweep above; log-n is max(1, ln(i+1)/ln L). The best uniform scale is chosen per length and per \
+filler. The real-text fillers were never used by a search: they are the held-out check.\n"
+    );
+    for f in &r.fillers {
+        let _ = writeln!(s, "### Filler: {}\n", f.filler);
+        let _ = write!(s, "| pass key |");
+        for &x in &r.lengths {
+            let _ = write!(s, " {} |", label(x));
+        }
+        s.push('\n');
+        s.push_str(&format!("|---|{}\n", "---:|".repeat(r.lengths.len())));
+        for (name, row) in &f.rows {
+            let _ = write!(s, "| {name} |");
+            for (k, p) in row.iter().enumerate() {
+                if name.contains("best uniform") {
+                    let _ = write!(s, " {} (s = {:.1}) |", pct(p.accuracy), f.best_uniform[k]);
+                } else {
+                    let _ = write!(s, " {} |", pct(p.accuracy));
+                }
+            }
+            s.push('\n');
+        }
+        for factor in [2, 4] {
+            let x = factor * l;
+            let mut parts = Vec::new();
+            for (name, _) in f.rows.iter().filter(|(n, _)| n != "NoPE" && n != "RoPE") {
+                if let Some((lost, back)) = taken_back(f, name, x, &r.lengths, l) {
+                    parts.push(format!("{name}: {:+.0} points", 100.0 * back));
+                    if parts.len() == 1 {
+                        parts.insert(0, format!("NoPE loses {:.0} points from L", 100.0 * lost));
+                    }
+                }
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(s, "\nAt {factor}L: {}.", parts.join("; "));
+            }
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "![pass-key accuracy by length and depth](figures/{}.svg)\n\nAccuracy by length (columns) and depth of the key \
+(rows, 0 = right after the instruction) on the repeated filler, for NoPE, the best uniform scale, the head scales \
+searched at 4L and RoPE.\n",
+        super::figures::HEATMAP_FIGURE
+    );
+    if let (Some(name), Some(rho)) = (&r.scatter_of, r.rank_correlation) {
+        let _ = writeln!(
+            s,
+            "![searched scale against entropy](figures/{}.svg)\n\nEach head's scale in {name} against its mean attention \
+entropy at L on the validation text. Spearman's rank correlation: **{rho:.2}** ({}).\n",
+            super::figures::SCATTER_FIGURE,
+            if rho > 0.0 {
+                "heads with higher entropy got larger scales, as the paper reports"
+            } else {
+                "the paper's trend, larger scales for higher-entropy heads, does not hold here"
+            }
+        );
+    }
+    s
+}
