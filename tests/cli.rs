@@ -275,3 +275,129 @@ fn train_recipe_errors_name_the_field() {
         .arg("--resume"));
     assert!(!ok, "{stderr}");
 }
+
+/// `search` end to end on a fresh model: a per-head search writes the
+/// scales (with rule and provenance) and its CSV log; a uniform search
+/// prints its curve; bad settings are errors naming them and leave an
+/// existing scales file as it was.
+#[test]
+fn search_writes_scales_and_refuses_bad_settings() {
+    let dir = tempdir("search");
+    let text_path = dir.join("text.txt");
+    let full =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/text/sotu-validation.txt")).unwrap();
+    std::fs::write(&text_path, &full[..40_000]).unwrap();
+    let cfg_path = dir.join("config.json");
+    std::fs::write(
+        &cfg_path,
+        r#"{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 32}"#,
+    )
+    .unwrap();
+    let model = dir.join("model");
+    let (ok, _, err) = run(bin()
+        .args(["init", "--config"])
+        .arg(&cfg_path)
+        .arg("--text")
+        .arg(&text_path)
+        .arg("--out")
+        .arg(&model));
+    assert!(ok, "{err}");
+    let out = dir.join("scales.json");
+    let search = |extra: &[&str]| {
+        run(bin()
+            .arg("search")
+            .arg(&model)
+            .args(["--objective", "text", "--text"])
+            .arg(&text_path)
+            .arg("--out")
+            .arg(&out)
+            .args(["--backend", "cpu"])
+            .args(extra))
+    };
+    let (ok, stdout, err) = search(&[
+        "--length", "64", "--steps", "3", "--batch", "2", "--rule", "log-n", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["result"]["steps_run"], 3);
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(file["rule"]["rule"], "log-n");
+    assert_eq!(file["rule"]["training_length"], 32);
+    assert_eq!(file["provenance"]["objective"], "text");
+    assert_eq!(file["provenance"]["target_length"], 64);
+    assert!(file["head_scales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .all(|s| s.as_f64().unwrap() >= 1.0));
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    // The scales load where scales are used.
+    let (ok, _, err) = run(bin()
+        .arg("eval")
+        .arg(&model)
+        .arg("--text")
+        .arg(&text_path)
+        .arg("--head-scales")
+        .arg(&out)
+        .args(["--lengths", "64", "--backend", "cpu"]));
+    assert!(ok, "{err}");
+
+    let before = std::fs::read(&out).unwrap();
+    for (args, word) in [
+        (&["--length", "64", "--lr=-1"][..], "lr"),
+        (&["--length", "64", "--lr", "NaN"][..], "lr"),
+        (&["--length", "64", "--steps", "0"][..], "steps"),
+        (&["--length", "1"][..], "below 2"),
+        (&["--length", "64", "--rule", "yarn"][..], "unknown scale rule"),
+        (&["--length", "64", "--rule", "fitted"][..], "coefficient a"),
+        (&["--length", "100000"][..], "tokens; windows of 100000"),
+    ] {
+        let (ok, _, err) = search(args);
+        assert!(!ok && err.contains(word), "{args:?}: {err}");
+    }
+    let (ok, _, err) = run(bin()
+        .arg("search")
+        .arg(&model)
+        .args(["--objective", "copy", "--length", "64"])
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok && err.contains("unknown objective"), "{err}");
+    // The pass-key objective needs documents longer than its format.
+    let (ok, _, err) = run(bin()
+        .arg("search")
+        .arg(&model)
+        .args(["--length", "20", "--backend", "cpu"])
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok && err.contains("pass-key document needs at least"), "{err}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "a failed search changed the scales file"
+    );
+
+    let (ok, stdout, err) = search(&["--scales", "uniform", "--length", "64", "--docs", "2"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("<- best"), "{stdout}");
+
+    // A scales file with a rule this program does not know, or the wrong shape.
+    let bad = dir.join("bad.json");
+    for text in [
+        r#"{"head_scales": [[1,1,1,1],[1,1,1,1]], "rule": {"rule": "yarn"}}"#,
+        r#"{"head_scales": [[1,1,1]]}"#,
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let (ok, _, err) = run(bin()
+            .arg("eval")
+            .arg(&model)
+            .arg("--text")
+            .arg(&text_path)
+            .arg("--head-scales")
+            .arg(&bad)
+            .args(["--lengths", "64", "--backend", "cpu"]));
+        assert!(!ok && err.contains("head scales"), "{err}");
+    }
+}

@@ -21,6 +21,9 @@ pub struct BenchReport {
     pub entropy_forward_peak_rss_bytes_t16384: Option<u64>,
     pub train_tokens_per_s_t256: f64,
     pub scale_only_tokens_per_s_t256: f64,
+    /// One step of the per-head temperature search (`lab::search`): 8
+    /// sequences of 1024 tokens, frozen model, text objective.
+    pub search_step_seconds_t1024_b8: f64,
     /// Only with `--long`: (length, seconds, peak RSS bytes) of forwards with
     /// entropy at 16384, 32768 and 65536, to show memory growing linearly.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +175,32 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         report.scale_only_tokens_per_s_t256
     ));
 
+    // One step of the temperature search as the app and `search` run it.
+    {
+        use super::search::{head_search, HeadSearchConfig, SearchData, SearchProgress, SearchStep};
+        struct Times(Instant, Vec<f64>);
+        impl SearchProgress for Times {
+            fn step(&mut self, _: &SearchStep) -> bool {
+                self.1.push(self.0.elapsed().as_secs_f64());
+                self.0 = Instant::now();
+                true
+            }
+        }
+        let text = random_tokens(&mut rng, 16 * 1024, cfg.vocab_size);
+        let data = SearchData::text(1024, &text, None)?;
+        let recipe = HeadSearchConfig {
+            steps: 3,
+            ..HeadSearchConfig::default()
+        };
+        let mut times = Times(Instant::now(), Vec::new());
+        head_search(engine, &data, &recipe, &mut times).await?;
+        report.search_step_seconds_t1024_b8 = median(times.1[1..].to_vec());
+        log(&format!(
+            "temperature search step, 8 x 1024 tokens: {:.2} s",
+            report.search_step_seconds_t1024_b8
+        ));
+    }
+
     if long {
         for length in [16384, 32768, 65536] {
             let r = timed_entropy_forward(engine, &mut rng, length, &hs).await?;
@@ -217,6 +246,10 @@ impl BenchReport {
         s += &format!(
             "{:<44} {:>14.0}\n",
             "head-scale step tokens/s, T=256", self.scale_only_tokens_per_s_t256
+        );
+        s += &format!(
+            "{:<44} {:>14.2}\n",
+            "search step seconds, 8 x 1024 tokens", self.search_step_seconds_t1024_b8
         );
         for r in &self.long_entropy_forward {
             s += &format!(
