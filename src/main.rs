@@ -342,8 +342,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CLI's wording of a library error: the message, and what to do
+/// where the kind of failure says.
 fn err(e: Error) -> String {
-    e.to_string()
+    use nopescope::model::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DeviceLimit => format!("{e}; use --backend cpu"),
+        ErrorKind::DeviceLost => format!("{e}; run again, or use --backend cpu"),
+        _ => e.to_string(),
+    }
 }
 
 /// The model's tokenizer, or an error naming the folder and the command.

@@ -461,12 +461,12 @@ fn what_cannot_be_split_is_refused() {
     // The widest weight is gate and up together: (2F, C) = 88 x 32 floats.
     let mut gpu = gpu_engine(ctx.clone(), cfg.clone(), params.clone());
     gpu.set_binding_limit(10_000);
-    let e = block_on(gpu.forward(&tokens, &hs, &ForwardOptions::default()))
-        .unwrap_err()
-        .to_string();
+    let e = block_on(gpu.forward(&tokens, &hs, &ForwardOptions::default())).unwrap_err();
+    // A typed kind a caller can act on (the CLI advises the CPU engine).
+    assert_eq!(e.kind(), nopescope::model::error::ErrorKind::DeviceLimit);
+    let e = e.to_string();
     assert!(e.contains("model.layers.0.mlp.gate_proj.weight"), "{e}");
     assert!(e.contains("11264 bytes") && e.contains("10000 bytes"), "{e}");
-    assert!(e.contains("--backend cpu"), "{e}");
     let e = block_on(gpu.gradients(std::slice::from_ref(&tokens), &hs, GradMode::HeadScalesOnly))
         .unwrap_err()
         .to_string();
@@ -478,12 +478,13 @@ fn what_cannot_be_split_is_refused() {
     gpu.set_binding_limit(12_000);
     gpu.set_buffer_limit(12_000);
     assert_eq!(gpu.page_rows_for(60), 34);
-    let e = block_on(gpu.forward(&tokens, &hs, &all)).unwrap_err().to_string();
+    let e = block_on(gpu.forward(&tokens, &hs, &all)).unwrap_err();
+    assert_eq!(e.kind(), nopescope::model::error::ErrorKind::DeviceLimit);
+    let e = e.to_string();
     assert!(
         e.contains("`logits`") && e.contains("14640") && e.contains("12000"),
         "{e}"
     );
-    assert!(e.contains("--backend cpu"), "{e}");
     let last = ForwardOptions {
         logits: LogitsRequest::Last(40),
         entropy: true,

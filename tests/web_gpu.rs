@@ -214,5 +214,35 @@ async fn webgpu_engine_matches_pytorch_and_the_cpu_engine() {
         GRAD_TOL,
     );
     check("WebGPU frozen loss vs CPU", &[got.loss as f32], &[want.loss], LOSS_TOL);
+
+    // Engine contract v2: loss weights per prediction (some 0) and the
+    // log-n scale rule, against the CPU engine in the same page.
+    let ruled = hs
+        .clone()
+        .with_rule(nopescope::model::head_scales::ScaleRule::LogN { training_length: 8 });
+    let weights: Vec<Vec<f32>> = seq
+        .iter()
+        .map(|s| (0..s.len() - 1).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect())
+        .collect();
+    let got = gpu
+        .weighted_gradients(seq, Some(&weights), &ruled, GradMode::HeadScalesOnly)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = cpu
+        .weighted_gradients(seq, Some(&weights), &ruled, GradMode::HeadScalesOnly)
+        .await
+        .unwrap();
+    check(
+        "WebGPU weighted, log-n grad.head_scales vs CPU",
+        &got.head_scales,
+        &want.head_scales,
+        GRAD_TOL,
+    );
+    check(
+        "WebGPU weighted, log-n loss vs CPU",
+        &[got.loss as f32],
+        &[want.loss],
+        LOSS_TOL,
+    );
     console_log!("browser WebGPU test passed");
 }

@@ -120,7 +120,8 @@ fn slots_of(cfg: &ModelConfig, layout: &ParamLayout) -> Vec<Slot> {
 /// engine could not split its way around points at the CPU engine.
 fn engine_error(e: GpuError) -> Error {
     match e {
-        GpuError::Limit { .. } => Error::Engine(format!("GPU engine: {e}; use --backend cpu")),
+        GpuError::Limit { .. } => Error::DeviceLimit(format!("GPU engine: {e}")),
+        GpuError::DeviceLost { .. } => Error::DeviceLost(format!("GPU engine: {e}")),
         e => Error::Engine(format!("GPU engine: {e}")),
     }
 }
@@ -453,9 +454,9 @@ impl GpuEngine {
                     .filter(|t| t.offset >= s.offset && t.offset < s.offset + s.len)
                     .map(|t| t.name.as_str())
                     .collect();
-                return Err(Error::Engine(format!(
+                return Err(Error::DeviceLimit(format!(
                     "GPU engine ({}): the weight matrix {} ({} values, {bytes} bytes) is past the device's max \
-                     storage buffer binding of {limit} bytes, and weights are not split; use --backend cpu",
+                     storage buffer binding of {limit} bytes, and weights are not split",
                     self.ctx.adapter(),
                     names.join(" + "),
                     s.len
@@ -494,9 +495,9 @@ impl GpuEngine {
         let vocab_row = self.config.vocab_size as u64 * 4;
         for (what, bytes) in [(what, row), ("the logits", vocab_row)] {
             if t > 0 && bytes > limit {
-                return Err(Error::Engine(format!(
+                return Err(Error::DeviceLimit(format!(
                     "GPU engine ({adapter}): one row of {what} ({bytes} bytes) is past the device's max storage \
-                     buffer binding of {limit} bytes, and a row is not split; use --backend cpu"
+                     buffer binding of {limit} bytes, and a row is not split"
                 )));
             }
         }

@@ -51,7 +51,30 @@ pub enum Error {
     Input(String),
     #[error("{0}")]
     Engine(String),
+    /// Work past what the device can hold (a binding, a buffer, a
+    /// dispatch): the same work may run on another engine.
+    #[error("{0}")]
+    DeviceLimit(String),
+    /// The GPU device was lost (driver reset, tab in the background too
+    /// long): the engine must be made again.
+    #[error("{0}")]
+    DeviceLost(String),
     #[error("cancelled")]
+    Cancelled,
+}
+
+/// What kind of failure an [`Error`] is, for callers that react to it (the
+/// CLI's advice, the app's fallback to the CPU engine) rather than print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A file: missing, unreadable, not what it claims to be.
+    File,
+    /// Bad input from the caller: shapes, tokens, settings.
+    BadInput,
+    DeviceLimit,
+    DeviceLost,
+    /// The engine failed otherwise (a diverging update, an internal error).
+    Engine,
     Cancelled,
 }
 
@@ -63,6 +86,25 @@ fn source_name(path: &Option<PathBuf>) -> String {
 }
 
 impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. }
+            | Error::Json { .. }
+            | Error::Safetensors { .. }
+            | Error::Shape { .. }
+            | Error::MissingTensor { .. }
+            | Error::ExtraTensor { .. }
+            | Error::BadTensor { .. }
+            | Error::Tokenizer { .. }
+            | Error::HeadScales { .. } => ErrorKind::File,
+            Error::Config { .. } | Error::TokenOutOfRange { .. } | Error::Input(_) => ErrorKind::BadInput,
+            Error::Engine(_) => ErrorKind::Engine,
+            Error::DeviceLimit(_) => ErrorKind::DeviceLimit,
+            Error::DeviceLost(_) => ErrorKind::DeviceLost,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

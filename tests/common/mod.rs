@@ -122,6 +122,67 @@ pub fn check_engine_against_fixture<E: nopescope::model::Engine>(
 
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
+
+    // Engine contract v2: loss weights and a scale rule, full and frozen,
+    // and the forward's weighted loss and per-prediction losses.
+    let rule: nopescope::model::head_scales::ScaleRule =
+        serde_json::from_str(meta.get("weighted_rule").expect("metadata weighted_rule")).unwrap();
+    let ruled = hs.clone().with_rule(rule);
+    let w: Vec<f32> = f64s(&expected, "weighted.loss_weights")
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    let weights_batch = vec![w.clone()];
+    let g = block_on(engine.weighted_gradients(seq, Some(&weights_batch), &ruled, GradMode::Full)).unwrap();
+    assert_close(
+        &format!("{variant} weighted loss ({rule:?})"),
+        &[g.loss],
+        &f64s(&expected, "weighted.loss"),
+        OUTPUT_TOL,
+    );
+    let weights = g.weights.as_ref().unwrap();
+    for t in &layout.tensors {
+        let want = f64s(&expected, &format!("weighted.grad.{}", t.name));
+        // rtol 1e-3 with an absolute floor of 1e-4 of the tensor's largest
+        // gradient, for entries that are sums of cancelling terms: the
+        // rule's sharper attention makes more of them (CPU f32, k_proj of
+        // tiny-nope: 1.41e-4 against 1.397e-4, where the largest is ~1e-2).
+        let max = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        assert_close(
+            &format!("{variant} weighted grad.{} ({rule:?})", t.name),
+            &weights[t.range()],
+            &want,
+            Tolerance::new((1e-4 * max).max(GRAD_TOL.atol), GRAD_TOL.rtol),
+        );
+    }
+    let want_hs = f64s(&expected, "weighted.grad.head_scales");
+    assert_close(
+        &format!("{variant} weighted grad.head_scales"),
+        &g.head_scales,
+        &want_hs,
+        GRAD_TOL,
+    );
+    let frozen =
+        block_on(engine.weighted_gradients(seq, Some(&weights_batch), &ruled, GradMode::HeadScalesOnly)).unwrap();
+    assert_close(
+        &format!("{variant} weighted frozen grad.head_scales"),
+        &frozen.head_scales,
+        &want_hs,
+        GRAD_TOL,
+    );
+    let fwd = ForwardOptions {
+        losses: true,
+        loss_weights: Some(w),
+        ..Default::default()
+    };
+    let out = block_on(engine.forward(&tokens, &ruled, &fwd)).unwrap();
+    assert_eq!(out.losses.as_ref().map(Vec::len), Some(tokens.len() - 1));
+    assert_close(
+        &format!("{variant} weighted forward loss"),
+        &[out.mean_loss()],
+        &f64s(&expected, "weighted.loss"),
+        OUTPUT_TOL,
+    );
     let m = |k: &str| -> f32 { meta.get(k).unwrap_or_else(|| panic!("metadata {k}")).parse().unwrap() };
     let opt = AdamWConfig {
         beta1: m("beta1"),

@@ -139,11 +139,13 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def forward(params, head_scales, tokens, use_rope):
+def forward(params, head_scales, tokens, use_rope, rule=None, loss_weights=None):
     """Returns logits (T, V), loss (scalar), entropy_bits (L, H, T).
 
     params: dict of float64 tensors; head_scales: (L, H) float64;
-    tokens: (T,) int64.
+    tokens: (T,) int64; rule: None or (T,) float64 factors r(i) (the query
+    at position i uses s_h * r(i)); loss_weights: None or (T-1,) float64,
+    the loss then being sum w l / sum w.
     """
     T = tokens.shape[0]
     H, KV, hd = N_HEADS, N_KV_HEADS, HEAD_DIM
@@ -174,6 +176,8 @@ def forward(params, head_scales, tokens, use_rope):
         v = v.repeat_interleave(group, dim=0)  # (H, T, hd)
 
         scale = head_scales[layer].view(H, 1, 1) / math.sqrt(hd)  # (H, 1, 1)
+        if rule is not None:
+            scale = scale * rule.view(1, T, 1)  # (H, T, 1): per query row
         scores = scale * (q @ k.transpose(1, 2))  # (H, T, T)
         scores = scores.masked_fill(~causal, float("-inf"))
         a = torch.softmax(scores, dim=-1)  # (H, T, T), zero where j > i
@@ -196,7 +200,11 @@ def forward(params, head_scales, tokens, use_rope):
     xf = rmsnorm(x, params["model.norm.weight"])  # (T, C)
     logits = xf @ params["lm_head.weight"].T  # (T, V)
     # Mean next-token cross-entropy over the T-1 predictions.
-    loss = F.cross_entropy(logits[:-1], tokens[1:], reduction="mean")
+    if loss_weights is None:
+        loss = F.cross_entropy(logits[:-1], tokens[1:], reduction="mean")
+    else:
+        each = F.cross_entropy(logits[:-1], tokens[1:], reduction="none")  # (T-1,)
+        loss = (loss_weights * each).sum() / loss_weights.sum()
     entropy_bits = torch.stack(entropies)  # (L, H, T)
     return logits, loss, entropy_bits
 
@@ -208,10 +216,26 @@ def to_f64_leaves(weights):
     return {n: w.to(torch.float64).clone().requires_grad_(True) for n, w in weights.items()}
 
 
-def gradients(weights32, head_scales32, tokens, use_rope):
+def rule_factors(rule, T):
+    """(T,) r(i) of a scale rule (as nopescope's ScaleRule::factor)."""
+    i = torch.arange(T, dtype=torch.float64) + 1.0
+    L = float(rule["training_length"])
+    if rule["rule"] == "log-n":
+        r = torch.log(i) / math.log(L)
+    else:  # fitted
+        r = 1.0 + rule["a"] * torch.log(i / L)
+    return torch.clamp(r, min=1.0)
+
+
+def fixture_loss_weights(T):
+    """(T-1,) loss weights: 0 for every third prediction, the rest 0.5..1.5."""
+    return torch.tensor([0.0 if i % 3 == 0 else 0.5 + 0.25 * (i % 5) for i in range(T - 1)], dtype=torch.float64)
+
+
+def gradients(weights32, head_scales32, tokens, use_rope, rule=None, loss_weights=None):
     params = to_f64_leaves(weights32)
     hs = head_scales32.to(torch.float64).clone().requires_grad_(True)  # (L, H)
-    logits, loss, entropy = forward(params, hs, tokens, use_rope)
+    logits, loss, entropy = forward(params, hs, tokens, use_rope, rule, loss_weights)
     loss.backward()
     grads = {f"grad.{n}": p.grad.detach().clone() for n, p in params.items()}
     grads["grad.head_scales"] = hs.grad.detach().clone()
@@ -349,7 +373,18 @@ def write_variant(name, use_rope, weights32, head_scales32, tokens):
         "adamw_losses": losses.contiguous(),  # (ADAMW_STEPS,)
     }
     expected.update({n: g.contiguous() for n, g in grads.items()})
+    # Engine contract v2: loss weights per prediction and a per-position
+    # scale rule (log-n for NoPE, fitted for RoPE, both relative to L = 8
+    # so most positions of the sequence are past it).
+    rule = {"rule": "fitted", "a": 0.3, "training_length": 8} if use_rope else {"rule": "log-n", "training_length": 8}
+    w = fixture_loss_weights(tokens.shape[0])
+    _, wloss, _, wgrads = gradients(weights32, head_scales32, tokens, use_rope, rule_factors(rule, tokens.shape[0]), w)
+    print(f"    weighted loss under {rule}: {wloss.item():.12f}")
+    expected["weighted.loss_weights"] = w.contiguous()
+    expected["weighted.loss"] = wloss.reshape(1).contiguous()
+    expected.update({f"weighted.{n}": g.contiguous() for n, g in wgrads.items()})
     metadata = {
+        "weighted_rule": json.dumps(rule, sort_keys=True),
         "format": "pt",
         "position_encoding": "rope" if use_rope else "none",
         "torch_version": torch.__version__,
