@@ -364,6 +364,9 @@ where
     Ok(())
 }
 
+/// Draws a figure to a path, as SVG (true) or PNG.
+type DrawTo<'a> = dyn Fn(&Path, bool) -> std::result::Result<(), String> + 'a;
+
 /// The heatmap and the scatter of the temperature report, into `dir`.
 pub fn write_scale_figures(r: &ScaleReport, dir: &Path) -> Result<()> {
     register_font();
@@ -382,7 +385,7 @@ pub fn write_scale_figures(r: &ScaleReport, dir: &Path) -> Result<()> {
         .filter_map(|w| repeated.rows.iter().find(|(n, _)| n.starts_with(w)))
         .map(|(n, rows)| (n.clone(), rows.iter().map(|p| p.accuracy_by_depth.clone()).collect()))
         .collect();
-    let mut jobs: Vec<(&str, Box<dyn Fn(&Path, bool) -> std::result::Result<(), String>>)> = vec![(
+    let mut jobs: Vec<(&str, Box<DrawTo>)> = vec![(
         HEATMAP_FIGURE,
         Box::new(|p: &Path, svg: bool| {
             if svg {

@@ -137,7 +137,7 @@ impl HeadSearchConfig {
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return bad("clip", format!("{} is not a positive number", self.clip_norm));
         }
-        if !(self.min_lr_ratio.is_finite() && self.min_lr_ratio >= 0.0) || !self.weight_decay.is_finite() {
+        if !(self.min_lr_ratio.is_finite() && self.min_lr_ratio >= 0.0 && self.weight_decay.is_finite()) {
             return bad(
                 "schedule",
                 "min lr ratio and weight decay must be finite, the ratio >= 0".into(),
