@@ -44,6 +44,19 @@ struct StepBar {
     bar: ProgressBar,
     start: Instant,
     rows: Vec<String>,
+    /// When stderr is not a terminal (a log file), a plain line every 30 s.
+    last_line: Option<Instant>,
+}
+
+impl StepBar {
+    fn line(&mut self, text: String) {
+        if let Some(last) = self.last_line.as_mut() {
+            if last.elapsed().as_secs() >= 30 {
+                eprintln!("{text}");
+                *last = Instant::now();
+            }
+        }
+    }
 }
 
 impl SearchProgress for StepBar {
@@ -55,6 +68,10 @@ impl SearchProgress for StepBar {
         self.bar.set_message(format!(
             "loss {:.4}  lr {:.3}  s min/mean/max {:.3}/{:.3}/{:.3}  {:.0} s left",
             s.loss, s.lr, s.min, s.mean, s.max, left
+        ));
+        self.line(format!(
+            "step {}/{}  loss {:.4}  s min/mean/max {:.3}/{:.3}/{:.3}  {:.0} s left",
+            s.step, s.steps, s.loss, s.min, s.mean, s.max, left
         ));
         self.rows.push(format!(
             "{},{},{},{},{},{},{},{:.3}",
@@ -136,6 +153,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         bar: progress_bar(if a.uniform { "points" } else { "steps" }),
         start: Instant::now(),
         rows: Vec::new(),
+        last_line: (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(Instant::now),
     };
     let mut provenance = serde_json::json!({
         "model": a.dir.display().to_string(),
