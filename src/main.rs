@@ -1056,7 +1056,10 @@ fn reproduce_cmd(
     let json = serde_json::to_string_pretty(&results).expect("json");
     files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
     print!("{}", reproduce::short_table(&results));
-    for c in reproduce::checks(&results) {
+    for c in reproduce::checks(&results)
+        .into_iter()
+        .chain(nopescope::lab::scales_report::checks(&temps))
+    {
         let met = match c.met {
             Some(true) => "met",
             Some(false) => "NOT met",

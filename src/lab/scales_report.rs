@@ -216,6 +216,102 @@ pub fn taken_back(f: &FillerRows, name_prefix: &str, length: usize, lengths: &[u
     Some((base - nope, with - nope))
 }
 
+/// Accuracy of the row whose name starts with `name` at `length`.
+fn acc(f: &FillerRows, name: &str, lengths: &[usize], length: usize) -> Option<f64> {
+    let k = lengths.iter().position(|&x| x == length)?;
+    f.rows.iter().find(|(n, _)| n.starts_with(name)).map(|(_, r)| r[k].accuracy)
+}
+
+/// The first length past L where a row's accuracy falls under half of its
+/// accuracy at L.
+fn breaks_at(f: &FillerRows, name: &str, lengths: &[usize], l: usize) -> Option<usize> {
+    let at_l = acc(f, name, lengths, l)?;
+    lengths
+        .iter()
+        .copied()
+        .filter(|&x| x > l)
+        .find(|&x| acc(f, name, lengths, x).is_some_and(|a| a < 0.5 * at_l))
+}
+
+/// The issues' conditions on the temperatures, per filler, each with what
+/// was measured (`met` is None where a length was not measured).
+pub fn checks(r: &ScaleReport) -> Vec<super::reproduce::Check> {
+    use super::reproduce::Check;
+    let l = r.training_length;
+    let lens = &r.lengths;
+    let mut out = Vec::new();
+    for f in &r.fillers {
+        let name = f.filler.split(" (").next().unwrap_or(&f.filler);
+        let nope_l = acc(f, "NoPE", lens, l);
+        out.push(Check {
+            what: format!("{name}: NoPE retrieves at L at least 90%"),
+            measured: nope_l.map_or("not measured".into(), pct),
+            met: nope_l.map(|a| a >= 0.9),
+        });
+        let nope_4l = acc(f, "NoPE", lens, 4 * l);
+        out.push(Check {
+            what: format!("{name}: NoPE at 4L at most half of its accuracy at L"),
+            measured: nope_4l.map_or("not measured".into(), pct),
+            met: nope_l.zip(nope_4l).map(|(a, b)| b <= 0.5 * a),
+        });
+        let (bn, br) = (breaks_at(f, "NoPE", lens, l), breaks_at(f, "RoPE", lens, l));
+        out.push(Check {
+            what: format!("{name}: RoPE breaks no later than NoPE"),
+            measured: format!("RoPE {br:?}, NoPE {bn:?}"),
+            met: match (br, bn) {
+                (Some(a), Some(b)) => Some(a <= b),
+                (Some(_), None) => Some(true),
+                _ => None,
+            },
+        });
+        for factor in [2, 4] {
+            for policy in ["NoPE, best uniform scale", "NoPE, head scales searched at 4L"] {
+                if let Some((lost, back)) = taken_back(f, policy, factor * l, lens, l) {
+                    let half = policy.contains("searched") && factor == 2;
+                    out.push(Check {
+                        what: format!(
+                            "{name}: {policy} at {factor}L{}",
+                            if half { " takes back at least half of what is lost" } else { ": what it takes back" }
+                        ),
+                        measured: format!("lost {:.0} points, took back {:+.0}", 100.0 * lost, 100.0 * back),
+                        met: if half { Some(lost <= 0.0 || back >= 0.5 * lost) } else { None },
+                    });
+                }
+            }
+        }
+        if let (Some(h), Some(u)) = (
+            acc(f, "NoPE, head scales searched at 4L", lens, 4 * l),
+            acc(f, "NoPE, best uniform scale", lens, 4 * l),
+        ) {
+            out.push(Check {
+                what: format!("{name}: scales searched at 4L retrieve at 4L at least as well as the best uniform scale"),
+                measured: format!("{} against {}", pct(h), pct(u)),
+                met: Some(h >= u),
+            });
+        }
+        for searched in ["NoPE, head scales searched at 4L", "NoPE, head scales searched at 8L"] {
+            if let (Some(h), Some(u)) = (
+                acc(f, searched, lens, 8 * l),
+                acc(f, "NoPE, best uniform scale", lens, 8 * l),
+            ) {
+                out.push(Check {
+                    what: format!("{name}: {searched} beat the best uniform scale at 8L"),
+                    measured: format!("{} against {}", pct(h), pct(u)),
+                    met: Some(h > u),
+                });
+            }
+        }
+    }
+    if let Some(rho) = r.rank_correlation {
+        out.push(Check {
+            what: "heads with higher entropy at L get larger searched scales (Spearman's rho > 0)".into(),
+            measured: format!("rho = {rho:.2}"),
+            met: Some(rho > 0.0),
+        });
+    }
+    out
+}
+
 /// The markdown section for docs/RESULTS.md.
 pub fn markdown(r: &ScaleReport) -> String {
     use std::fmt::Write;
@@ -238,6 +334,16 @@ model frozen by `nopescope search` (pass-key objective: the loss of the key digi
 from the uniform sweep above; log-n is max(1, ln(i+1)/ln L). The best uniform scale is chosen per length and per \
 filler. The real-text fillers were never used by a search: they are the held-out check.\n"
     );
+    s.push_str("| condition | measured | met |\n|---|---|---|\n");
+    for c in checks(r) {
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "reported",
+        };
+        let _ = writeln!(s, "| {} | {} | {met} |", c.what, c.measured);
+    }
+    s.push('\n');
     for f in &r.fillers {
         let _ = writeln!(s, "### Filler: {}\n", f.filler);
         let _ = write!(s, "| pass key |");
