@@ -26,8 +26,9 @@ use nopescope::model::{Engine, Error, ForwardOptions, ForwardOutput, GradMode, G
     about = "Attention distraction and head temperatures in NoPE transformers"
 )]
 struct Cli {
+    /// Without a subcommand, the desktop app opens.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -162,7 +163,10 @@ type CliResult<T> = Result<T, String>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        return run_app();
+    };
+    let result = match command {
         Command::Init {
             config,
             text,
@@ -237,6 +241,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// No subcommand: the desktop app (src/app/).
+#[cfg(feature = "app")]
+fn run_app() -> ExitCode {
+    match nopescope::app::run_native() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the app could not open a window: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "app"))]
+fn run_app() -> ExitCode {
+    eprintln!("error: built without the app (feature `app`); give a subcommand, see --help");
+    ExitCode::FAILURE
 }
 
 fn err(e: Error) -> String {
