@@ -35,6 +35,9 @@ pub struct AppOptions {
     /// Show the frame time in the status bar (off in snapshot tests, where
     /// it would change from run to run).
     pub show_frame_time: bool,
+    /// Print the time to the first entropy plot and the frame times while
+    /// computing to stderr whenever the jobs finish (`NOPESCOPE_TIMING=1`).
+    pub log_timing: bool,
 }
 
 /// Frame times seen while any job ran, for docs/APP.md's numbers.
@@ -114,7 +117,11 @@ impl NopeApp {
             queue: rs.queue.clone(),
         });
         let state = state.or(saved).unwrap_or_default();
-        Self::new(&cc.egui_ctx, state, gpu, AppOptions { show_frame_time: true })
+        let options = AppOptions {
+            show_frame_time: true,
+            log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
+        };
+        Self::new(&cc.egui_ctx, state, gpu, options)
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -138,6 +145,17 @@ impl NopeApp {
             s.busy_frames += 1;
             s.busy_max_ms = s.busy_max_ms.max(ms);
             s.busy_total_ms += ms as f64;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.options.log_timing && self.last_frame.is_some() && !busy {
+            let s = &self.frame_stats;
+            eprintln!(
+                "timing: first entropy plot {:.2} s after the first frame; frames while computing: {}, mean {:.1} ms, max {:.1} ms",
+                self.first_plot_s.unwrap_or(f64::NAN),
+                s.busy_frames,
+                s.busy_total_ms / s.busy_frames.max(1) as f64,
+                s.busy_max_ms
+            );
         }
         self.last_frame = busy.then_some(now);
         if busy {
@@ -225,9 +243,15 @@ impl eframe::App for NopeApp {
     }
 }
 
-/// Opens the desktop app (what `nopescope` with no subcommand does).
+/// Opens the desktop app (what `nopescope` with no subcommand does). The
+/// environment variable `NOPESCOPE_STATE` (the state as JSON, as in the
+/// web page's URL) opens a given view instead of the saved one.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run_native() -> Result<(), String> {
+    let state = match std::env::var("NOPESCOPE_STATE") {
+        Ok(json) => Some(ViewState::from_json(&json).map_err(|e| format!("NOPESCOPE_STATE: {e}"))?),
+        Err(_) => None,
+    };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(text::APP_TITLE)
@@ -239,7 +263,7 @@ pub fn run_native() -> Result<(), String> {
     eframe::run_native(
         "nopescope",
         options,
-        Box::new(|cc| Ok(Box::new(NopeApp::from_creation(cc, None)))),
+        Box::new(move |cc| Ok(Box::new(NopeApp::from_creation(cc, state)))),
     )
     .map_err(|e| e.to_string())
 }

@@ -145,7 +145,7 @@ impl AttentionView {
                             let tex = self.textures.entry(key.clone()).or_insert_with(|| {
                                 ui.ctx().load_texture(
                                     format!("{key:?}"),
-                                    pooled_image(&p),
+                                    pooled_image(p),
                                     egui::TextureOptions::NEAREST,
                                 )
                             });
