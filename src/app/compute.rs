@@ -168,7 +168,9 @@ impl Lab {
             (Some(g), _) => (
                 backend,
                 GpuContext::new(&g.adapter, g.device.clone(), g.queue.clone()).map_err(|e| e.to_string()),
-                None,
+                g.report()
+                    .is_cpu
+                    .then(|| super::text::gpu_on_cpu_adapter(&g.report().label())),
             ),
         };
         let chosen = choose_engine(backend, context, config, params).await?;

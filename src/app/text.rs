@@ -171,3 +171,9 @@ pub fn frame_time(ms: f32) -> String {
     format!("frame {ms:.1} ms while computing")
 }
 pub const CANCELLED: &str = "cancelled; change a setting to compute again";
+
+pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
+    format!(
+        "the GPU engine on {adapter}, as asked: a CPU adapter that also draws this window, so frames stall while it computes; the CPU engine is faster here"
+    )
+}

@@ -143,6 +143,11 @@ try {
   check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
   // 3. WebGPU off: WebGL2 drawing, the CPU engine computes.
   await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
+  // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
+  if (process.env.MEASURE) {
+    const big = "#state=" + encodeURIComponent(JSON.stringify({ length: 4096 }));
+    await run("measure-4096-cpu", WEBGPU, big, 4096, /cpu/);
+  }
 } catch (e) {
   console.log(`FAIL ${e.stack ?? e}`);
   failures++;
