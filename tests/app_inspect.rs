@@ -124,3 +124,49 @@ fn gpu_engine_gives_the_cpu_rows_and_map() {
         assert!((a - b).abs() < 1e-5);
     }
 }
+
+/// The web page's forward, a few rows at a time with a K/V cache, gives the
+/// engine's loss and entropy (NoPE and RoPE, chunks that do not divide T).
+#[test]
+fn chunked_forward_matches_the_engine() {
+    use nopescope::model::cpu::chunked::ChunkedForward;
+    for dir in ["assets/models/nope-sotu", "assets/models/rope-sotu"] {
+        let m = load_model_dir(std::path::Path::new(dir)).unwrap();
+        let tok = m.tokenizer.as_ref().unwrap();
+        let text = std::fs::read_to_string("assets/text/sotu-validation.txt").unwrap();
+        let mut tokens: Vec<u32> = tok.bos_id().into_iter().collect();
+        tokens.extend(tok.encode(&text[5_000..15_000]).unwrap());
+        tokens.truncate(203);
+        let mut scales = HeadScales::ones(&m.config);
+        scales.values[3] = 1.7;
+        let mut cpu = CpuEngine::new(m.config.clone(), m.params.clone()).unwrap();
+        let out = block_on(cpu.forward(
+            &tokens,
+            &scales,
+            &ForwardOptions {
+                entropy: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        let mut ch = ChunkedForward::new(&m.config, &m.params, &tokens, &scales).unwrap();
+        assert!(ch.rows_for(1e6) >= 1);
+        let mut steps = 0;
+        while !ch.is_done() {
+            ch.step(7);
+            steps += 1;
+        }
+        assert_eq!(steps, 29);
+        assert!((ch.fraction() - 1.0).abs() < 1e-6);
+        assert!(
+            (ch.loss_sum - out.loss_sum).abs() < 1e-3 * out.loss_sum.abs(),
+            "{dir}: loss {} vs {}",
+            ch.loss_sum,
+            out.loss_sum
+        );
+        let want = out.entropy_bits.unwrap();
+        for (k, (a, b)) in ch.entropy_bits.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 2e-3, "{dir}: entropy {k}: {a} vs {b}");
+        }
+    }
+}

@@ -273,6 +273,17 @@ impl Lab {
                     if !ctl.progress(k as f32 / n as f32, &format!("window {}/{n}", k + 1)) {
                         return Err(Error::Input("cancelled".into()));
                     }
+                    // On the web the CPU engine would hold the page's one
+                    // thread for a whole forward: run it in slices instead.
+                    #[cfg(target_arch = "wasm32")]
+                    if let AnyEngine::Cpu(cpu) = &*engine {
+                        let (e, l) = sliced_forward(cpu, w, &hs, ctl, k, n).await?;
+                        loss += l / n as f64;
+                        for (acc, x) in bits.iter_mut().zip(&e) {
+                            *acc += x / n as f32;
+                        }
+                        continue;
+                    }
                     let out = engine
                         .forward(
                             w,
@@ -427,6 +438,37 @@ impl Lab {
         }
         Ok(JobResult::AgainstLength(AgainstLengthResult { points, lengths }))
     }
+}
+
+/// One window through [`ChunkedForward`], a slice of rows at a time sized
+/// to about `SLICE_MS`, yielding to the browser between slices so frames
+/// keep coming. Returns (entropy bits, mean loss).
+#[cfg(target_arch = "wasm32")]
+async fn sliced_forward(
+    cpu: &crate::model::cpu::CpuEngine,
+    tokens: &[u32],
+    hs: &HeadScales,
+    ctl: &mut dyn JobControl,
+    window: usize,
+    windows: usize,
+) -> Result<(Vec<f32>, f64)> {
+    use crate::model::cpu::chunked::ChunkedForward;
+    const SLICE_MS: f64 = 25.0;
+    let mut fwd = ChunkedForward::new(cpu.config(), cpu.params_ref(), tokens, hs)?;
+    let mut budget = 2e6f64;
+    while !fwd.is_done() {
+        let t0 = super::web::now_ms();
+        fwd.step(fwd.rows_for(budget));
+        let ms = (super::web::now_ms() - t0).max(0.1);
+        budget = (budget * (SLICE_MS / ms).clamp(0.5, 2.0)).max(1e5);
+        let done = (window as f32 + fwd.fraction()) / windows as f32;
+        if !ctl.progress(done, &format!("window {}/{windows}", window + 1)) {
+            return Err(Error::Input("cancelled".into()));
+        }
+        super::web::yield_to_browser(0).await;
+    }
+    let predictions = (tokens.len() - 1).max(1) as f64;
+    Ok((fwd.entropy_bits, fwd.loss_sum / predictions))
 }
 
 /// L/2, L, 2L, ..., 16L.

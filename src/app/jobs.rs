@@ -392,6 +392,9 @@ impl Jobs {
     }
 }
 
+/// How soon a progress report redraws the UI.
+const PROGRESS_REPAINT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What the runner reports through, checking the job's cancel flag.
 struct Control<'a> {
     key: &'a JobKey,
@@ -409,7 +412,9 @@ impl JobControl for Control<'_> {
             fraction,
             message.to_string(),
         ));
-        self.ctx.request_repaint();
+        // Progress alone need not redraw at once: where drawing is slow
+        // (software WebGPU) frames would eat the time the work needs.
+        self.ctx.request_repaint_after(PROGRESS_REPAINT);
         !self.cancel.load(Ordering::Relaxed)
     }
 

@@ -151,7 +151,8 @@ impl NopeApp {
         }
         self.last_frame = busy.then_some(now);
         if busy {
-            ui.ctx().request_repaint();
+            // Progress bars move; input still redraws at once.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(50));
         }
     }
 

@@ -53,6 +53,14 @@ pub async fn yield_to_browser(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// Milliseconds on the page's clock.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_default()
+}
+
 fn state_from_url() -> Option<ViewState> {
     let hash = web_sys::window()?.location().hash().ok()?;
     ViewState::from_fragment(&hash)?.ok()
