@@ -60,6 +60,16 @@ impl GpuSource {
     pub fn report(&self) -> AdapterReport {
         AdapterReport::new(&self.adapter.get_info(), &self.device.limits())
     }
+
+    /// The adapter's name for the status bar; browsers hide it from wgpu.
+    pub fn label(&self) -> String {
+        let r = self.report();
+        if r.name.is_empty() {
+            format!("{}{}", super::text::UNNAMED_ADAPTER, r.label())
+        } else {
+            r.label()
+        }
+    }
 }
 
 struct ModelSlot {
@@ -161,16 +171,14 @@ impl Lab {
                 Err("not asked for".to_string()),
                 Some(format!(
                     "auto: {} is a CPU / fallback adapter, slower than the CPU engine; the CPU engine",
-                    g.report().label()
+                    g.label()
                 )),
             ),
             (Some(_), Backend::Cpu) => (backend, Err("not asked for".to_string()), None),
             (Some(g), _) => (
                 backend,
                 GpuContext::new(&g.adapter, g.device.clone(), g.queue.clone()).map_err(|e| e.to_string()),
-                g.report()
-                    .is_cpu
-                    .then(|| super::text::gpu_on_cpu_adapter(&g.report().label())),
+                g.report().is_cpu.then(|| super::text::gpu_on_cpu_adapter(&g.label())),
             ),
         };
         let chosen = choose_engine(backend, context, config, params).await?;

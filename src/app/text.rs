@@ -177,3 +177,4 @@ pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
         "the GPU engine on {adapter}, as asked: a CPU adapter that also draws this window, so frames stall while it computes; the CPU engine is faster here"
     )
 }
+pub const UNNAMED_ADAPTER: &str = "the browser's adapter";

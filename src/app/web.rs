@@ -129,6 +129,17 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
         .get_element_by_id(canvas_id)
         .ok_or_else(|| JsValue::from_str("no canvas"))?
         .dyn_into::<web_sys::HtmlCanvasElement>()?;
+    // The hook on `window` too, whatever the page's loader does with the
+    // module's exports.
+    if let Some(window) = web_sys::window() {
+        let status = Closure::<dyn Fn() -> String>::new(nopescope_status);
+        let set = Closure::<dyn Fn(String) -> Result<(), JsValue>>::new(|json: String| nopescope_set_state(&json));
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_status"), status.as_ref())?;
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_set_state"), set.as_ref())?;
+        // They live as long as the page.
+        status.forget();
+        set.forget();
+    }
     let url_state = state_from_url();
     eframe::WebRunner::new()
         .start(

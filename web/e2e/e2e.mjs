@@ -64,7 +64,7 @@ function check(cond, what) {
 
 async function status(page) {
   return page.evaluate(() => {
-    const f = window.wasmBindings && window.wasmBindings.nopescope_status;
+    const f = window.nopescope_status || (window.wasmBindings && window.wasmBindings.nopescope_status);
     return f ? JSON.parse(f() || "null") : null;
   });
 }
