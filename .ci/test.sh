@@ -2,6 +2,8 @@
 # All of nopescope's checks, in order: format, lints, the wasm32 library
 # build, then every test (release profile: the numerics are slow unoptimised),
 # then the browser test on WebGPU (tests/web_gpu.rs).
+# The app's UI tests (tests/app_ui.rs, egui_kittest on lavapipe) run with
+# the other tests; then the web page is built and tested end to end.
 # Installs what it needs first, idempotently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +45,16 @@ echo "== tests"; cargo test --release
 echo "== browser WebGPU tests"
 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 WASM_BINDGEN_TEST_DRIVER_TIMEOUT=30 \
   cargo test --target wasm32-unknown-unknown --no-default-features --test web_gpu -- --nocapture
+# The web page (Trunk; installs trunk and wasm-bindgen-cli if missing), then
+# its end-to-end test in headless Chromium: WebGPU on SwiftShader, a URL
+# with state, and WebGPU off (CPU engine). Screenshots go to target/e2e.
+echo "== web page build"; web/serve.sh --build
+echo "== web page end to end"
+if ! command -v npm >/dev/null 2>&1; then
+  need_root apt-get update && need_root apt-get install -y nodejs npm
+fi
+if [ ! -d web/e2e/node_modules/playwright-core ]; then
+  (cd web/e2e && npm ci --no-audit --no-fund)
+fi
+node web/e2e/e2e.mjs dist target/e2e
 echo "== all checks passed"

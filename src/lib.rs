@@ -5,6 +5,9 @@
 //! (sweeps, eval, searches, generic over the engine) <- the CLI; `gpu`
 //! (the WGSL engine) depends on `model`, never the other way.
 
+/// The egui/eframe app, desktop and web (feature `app`).
+#[cfg(feature = "app")]
+pub mod app;
 pub mod gpu;
 pub mod lab;
 pub mod model;

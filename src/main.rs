@@ -8,18 +8,16 @@ mod cli;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use nopescope::gpu::{GpuContext, GpuEngine};
+use nopescope::gpu::GpuContext;
+use nopescope::lab::backend::{self, AnyEngine};
 use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
-use nopescope::model::cpu::CpuEngine;
-use nopescope::model::engine::StepStats;
 use nopescope::model::files::{self, load_model_dir, save_model};
 use nopescope::model::head_scales::HeadScales;
-use nopescope::model::optim::{AdamWConfig, AdamWState};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
-use nopescope::model::{Engine, Error, ForwardOptions, ForwardOutput, GradMode, Gradients, HfConfig, ModelConfig};
+use nopescope::model::{Engine, Error, HfConfig, ModelConfig};
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +26,9 @@ use nopescope::model::{Engine, Error, ForwardOptions, ForwardOutput, GradMode, G
     about = "Attention distraction and head temperatures in NoPE transformers"
 )]
 struct Cli {
+    /// Without a subcommand, the desktop app opens.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -220,7 +219,10 @@ type CliResult<T> = Result<T, String>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        return run_app();
+    };
+    let result = match command {
         Command::Init {
             config,
             text,
@@ -340,6 +342,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// No subcommand: the desktop app (src/app/).
+#[cfg(feature = "app")]
+fn run_app() -> ExitCode {
+    match nopescope::app::run_native() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the app could not open a window: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "app"))]
+fn run_app() -> ExitCode {
+    eprintln!("error: built without the app (feature `app`); give a subcommand, see --help");
+    ExitCode::FAILURE
 }
 
 /// The CLI's wording of a library error: the message, and what to do
@@ -481,139 +501,25 @@ fn devices(json: bool) -> CliResult<()> {
     Ok(())
 }
 
-/// Either engine, chosen at run time; `lab/` stays generic over `Engine`.
-/// One engine lives per command, so the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-enum AnyEngine {
-    Cpu(CpuEngine),
-    Gpu(GpuEngine),
-}
-
-impl Engine for AnyEngine {
-    fn name(&self) -> String {
-        match self {
-            AnyEngine::Cpu(e) => e.name(),
-            AnyEngine::Gpu(e) => e.name(),
-        }
-    }
-
-    fn config(&self) -> &ModelConfig {
-        match self {
-            AnyEngine::Cpu(e) => e.config(),
-            AnyEngine::Gpu(e) => e.config(),
-        }
-    }
-
-    async fn forward(
-        &mut self,
-        tokens: &[u32],
-        head_scales: &HeadScales,
-        options: &ForwardOptions,
-    ) -> nopescope::model::Result<ForwardOutput> {
-        match self {
-            AnyEngine::Cpu(e) => e.forward(tokens, head_scales, options).await,
-            AnyEngine::Gpu(e) => e.forward(tokens, head_scales, options).await,
-        }
-    }
-
-    async fn weighted_gradients(
-        &mut self,
-        batch: &[Vec<u32>],
-        loss_weights: Option<&[Vec<f32>]>,
-        head_scales: &HeadScales,
-        mode: GradMode,
-    ) -> nopescope::model::Result<Gradients> {
-        match self {
-            AnyEngine::Cpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
-            AnyEngine::Gpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
-        }
-    }
-
-    async fn train_step(
-        &mut self,
-        batch: &[Vec<u32>],
-        head_scales: &HeadScales,
-        optimizer: &AdamWConfig,
-        lr: f32,
-    ) -> nopescope::model::Result<StepStats> {
-        match self {
-            AnyEngine::Cpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
-            AnyEngine::Gpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
-        }
-    }
-
-    async fn params(&mut self) -> nopescope::model::Result<Params<f32>> {
-        match self {
-            AnyEngine::Cpu(e) => e.params().await,
-            AnyEngine::Gpu(e) => e.params().await,
-        }
-    }
-
-    async fn optimizer_state(&mut self) -> nopescope::model::Result<Option<AdamWState>> {
-        match self {
-            AnyEngine::Cpu(e) => e.optimizer_state().await,
-            AnyEngine::Gpu(e) => e.optimizer_state().await,
-        }
-    }
-
-    async fn set_optimizer_state(&mut self, state: AdamWState) -> nopescope::model::Result<()> {
-        match self {
-            AnyEngine::Cpu(e) => e.set_optimizer_state(state).await,
-            AnyEngine::Gpu(e) => e.set_optimizer_state(state).await,
-        }
-    }
-}
-
-fn cpu_engine(config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
-    let e = CpuEngine::new(config, params).map_err(err)?;
-    eprintln!("backend: {}", e.name());
-    Ok(AnyEngine::Cpu(e))
-}
-
-/// Picks the engine: `cpu`; `gpu` (an error, suggesting `--backend cpu`,
-/// if the device or a shader fails); `auto`: the GPU engine on a real GPU,
-/// the CPU engine on a CPU / fallback adapter (lavapipe, SwiftShader, WARP
-/// are slower than it) or when there is no usable adapter. The choice and
-/// the adapter go to stderr.
+/// Picks the engine with the library's one rule (`lab::backend`, shared
+/// with the app): `cpu`; `gpu` (an error if the device or a shader fails);
+/// `auto`: the GPU engine on a real GPU, the CPU engine on a CPU / fallback
+/// adapter (lavapipe, SwiftShader, WARP are slower than it) or when there is
+/// no usable adapter. The choice and why go to stderr.
 fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
-    match backend {
-        Backend::Cpu => cpu_engine(config, params),
-        Backend::Gpu => {
-            let ctx = GpuContext::new_default().map_err(|e| format!("{e}; use --backend cpu"))?;
-            let adapter = ctx.adapter();
-            let e = pollster::block_on(GpuEngine::new(ctx, config, params))
-                .map_err(|e| format!("the GPU engine failed on {adapter}: {e}; use --backend cpu"))?;
-            eprintln!("backend: {}", e.name());
-            Ok(AnyEngine::Gpu(e))
-        }
-        Backend::Auto => {
-            let ctx = match GpuContext::new_default() {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    eprintln!("backend auto: no usable GPU ({e}); using the CPU engine");
-                    return cpu_engine(config, params);
-                }
-            };
-            if ctx.report().is_cpu {
-                eprintln!(
-                    "backend auto: {} is a CPU / fallback adapter, slower than the CPU engine; using the CPU engine",
-                    ctx.adapter()
-                );
-                return cpu_engine(config, params);
-            }
-            let adapter = ctx.adapter();
-            match pollster::block_on(GpuEngine::new(ctx, config.clone(), params.clone())) {
-                Ok(e) => {
-                    eprintln!("backend auto: the GPU engine on {adapter}");
-                    Ok(AnyEngine::Gpu(e))
-                }
-                Err(e) => {
-                    eprintln!("backend auto: the GPU engine failed on {adapter} ({e}); using the CPU engine");
-                    cpu_engine(config, params)
-                }
-            }
-        }
-    }
+    let backend = match backend {
+        Backend::Cpu => backend::Backend::Cpu,
+        Backend::Gpu => backend::Backend::Gpu,
+        Backend::Auto => backend::Backend::Auto,
+    };
+    let chosen = backend::choose_engine_native(backend, config, params).map_err(|e| {
+        format!(
+            "{}; use --backend cpu",
+            e.to_string().trim_end_matches("; use the CPU engine")
+        )
+    })?;
+    eprintln!("backend: {} ({})", chosen.engine.name(), chosen.reason);
+    Ok(chosen.engine)
 }
 
 struct Bar(ProgressBar);

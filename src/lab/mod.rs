@@ -2,6 +2,7 @@
 //! [`Engine`](crate::model::Engine) trait: evaluation over lengths, the
 //! benchmark. Must not depend on a particular engine's internals.
 
+pub mod backend;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod eval;

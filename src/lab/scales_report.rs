@@ -219,7 +219,10 @@ pub fn taken_back(f: &FillerRows, name_prefix: &str, length: usize, lengths: &[u
 /// Accuracy of the row whose name starts with `name` at `length`.
 fn acc(f: &FillerRows, name: &str, lengths: &[usize], length: usize) -> Option<f64> {
     let k = lengths.iter().position(|&x| x == length)?;
-    f.rows.iter().find(|(n, _)| n.starts_with(name)).map(|(_, r)| r[k].accuracy)
+    f.rows
+        .iter()
+        .find(|(n, _)| n.starts_with(name))
+        .map(|(_, r)| r[k].accuracy)
 }
 
 /// The first length past L where a row's accuracy falls under half of its
@@ -271,10 +274,18 @@ pub fn checks(r: &ScaleReport) -> Vec<super::reproduce::Check> {
                     out.push(Check {
                         what: format!(
                             "{name}: {policy} at {factor}L{}",
-                            if half { " takes back at least half of what is lost" } else { ": what it takes back" }
+                            if half {
+                                " takes back at least half of what is lost"
+                            } else {
+                                ": what it takes back"
+                            }
                         ),
                         measured: format!("lost {:.0} points, took back {:+.0}", 100.0 * lost, 100.0 * back),
-                        met: if half { Some(lost <= 0.0 || back >= 0.5 * lost) } else { None },
+                        met: if half {
+                            Some(lost <= 0.0 || back >= 0.5 * lost)
+                        } else {
+                            None
+                        },
                     });
                 }
             }
@@ -284,7 +295,9 @@ pub fn checks(r: &ScaleReport) -> Vec<super::reproduce::Check> {
             acc(f, "NoPE, best uniform scale", lens, 4 * l),
         ) {
             out.push(Check {
-                what: format!("{name}: scales searched at 4L retrieve at 4L at least as well as the best uniform scale"),
+                what: format!(
+                    "{name}: scales searched at 4L retrieve at 4L at least as well as the best uniform scale"
+                ),
                 measured: format!("{} against {}", pct(h), pct(u)),
                 met: Some(h >= u),
             });

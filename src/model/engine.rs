@@ -140,6 +140,37 @@ pub trait Engine {
 
     /// Replaces the optimizer's state (resuming from a checkpoint).
     async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()>;
+
+    /// The attention of each query in `queries` over all keys for one
+    /// layer and query head: `queries.len()` rows of T (zero past the
+    /// query). Computed from the weights by the CPU definition
+    /// ([`crate::model::cpu::inspect`]), never as a T x T buffer; an engine
+    /// may override it with its own kernels.
+    async fn attention_rows(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        layer: usize,
+        head: usize,
+        queries: &[usize],
+    ) -> Result<Vec<f32>> {
+        let params = self.params().await?;
+        crate::model::cpu::inspect::attention_rows(self.config(), &params, tokens, head_scales, layer, head, queries)
+    }
+
+    /// One head's T x T attention pooled to at most `cells` x `cells`
+    /// (see [`crate::model::cpu::inspect::pooled_attention`]): (map, n).
+    async fn pooled_attention(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        layer: usize,
+        head: usize,
+        cells: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let params = self.params().await?;
+        crate::model::cpu::inspect::pooled_attention(self.config(), &params, tokens, head_scales, layer, head, cells)
+    }
 }
 
 /// Checks loss weights against the sequence they score: one finite,

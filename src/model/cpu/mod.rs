@@ -2,6 +2,8 @@
 //! multi-threaded natively (rayon + threaded sgemm), single-threaded in wasm.
 
 pub mod attention;
+pub mod chunked;
+pub mod inspect;
 pub mod kernels;
 pub mod ops;
 pub mod par;

@@ -1,0 +1,503 @@
+//! What the app computes, and the one thing that owns the engines: `Lab`
+//! turns a job (a `JobKey`) into a result through `lab/` and the `Engine`
+//! trait. Runs wherever the runner runs it (a thread natively, async tasks
+//! on the web); knows nothing of egui.
+
+use std::path::Path;
+
+use crate::gpu::{AdapterReport, GpuContext};
+use crate::lab::backend::{choose_engine, AnyEngine, Backend};
+use crate::lab::eval::{self, Progress};
+use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
+use crate::model::engine::{Engine, ForwardOptions};
+use crate::model::error::{Error, Result};
+use crate::model::files::model_from_bytes;
+use crate::model::head_scales::HeadScales;
+use crate::model::params::Params;
+use crate::model::rng::Rng;
+use crate::model::tokenizer::Tokenizer;
+use crate::model::ModelConfig;
+
+use super::jobs::{
+    AgainstLengthResult, AttnRowResult, EntropyProfile, InputAt, InputKey, JobKey, JobResult, LengthPoint,
+    PooledResult, ScalesKey,
+};
+use super::models;
+use super::state::ModelChoice;
+
+/// Windows of validation text averaged per length (fewer when long).
+pub fn entropy_windows(length: usize) -> usize {
+    if length >= 4096 {
+        2
+    } else {
+        4
+    }
+}
+/// Validation text tokenized, at most (enough for 4 windows of 16K).
+const VALIDATION_CHARS: usize = 400_000;
+/// The against-length sweep: windows and pass-key trials per length.
+const SWEEP_WINDOWS: usize = 2;
+const SWEEP_TRIALS: usize = 4;
+const SWEEP_SEED: u64 = 20_240_101;
+
+/// What a job reports while it runs; `progress` returning false cancels.
+pub trait JobControl {
+    fn progress(&mut self, fraction: f32, message: &str) -> bool;
+    fn partial(&mut self, result: JobResult);
+}
+
+/// eframe's own device, handed to the lab only as parts so that no
+/// `GpuContext` (which installs error handlers) exists until the GPU
+/// engine is really chosen.
+#[derive(Clone)]
+pub struct GpuSource {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+}
+
+impl GpuSource {
+    pub fn report(&self) -> AdapterReport {
+        AdapterReport::new(&self.adapter.get_info(), &self.device.limits())
+    }
+
+    /// The adapter's name for the status bar; browsers hide it from wgpu.
+    pub fn label(&self) -> String {
+        let r = self.report();
+        if r.name.is_empty() {
+            format!("{}{}", super::text::UNNAMED_ADAPTER, r.label())
+        } else {
+            r.label()
+        }
+    }
+}
+
+struct ModelSlot {
+    config: ModelConfig,
+    params: Params<f32>,
+    tokenizer: Tokenizer,
+    engine: Option<AnyEngine>,
+    validation: Option<Vec<u32>>,
+}
+
+impl ModelSlot {
+    fn load(choice: ModelChoice) -> Result<Self> {
+        let b = models::bundled(choice);
+        let (config, params) = model_from_bytes(b.config, b.weights, Path::new(b.name))?;
+        let tokenizer = Tokenizer::from_bytes(b.tokenizer, &Path::new(b.name).join("tokenizer.json"))?;
+        Ok(ModelSlot {
+            config,
+            params,
+            tokenizer,
+            engine: None,
+            validation: None,
+        })
+    }
+
+    fn validation_tokens(&mut self) -> Result<&[u32]> {
+        if self.validation.is_none() {
+            let text = models::VALIDATION_TEXT;
+            let mut end = VALIDATION_CHARS.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.validation = Some(self.tokenizer.encode(&text[..end])?);
+        }
+        Ok(self.validation.as_deref().unwrap_or_default())
+    }
+}
+
+/// The token windows of one input at one length.
+struct Resolved {
+    windows: Vec<Vec<u32>>,
+    key_position: Option<usize>,
+    retrieval_query: Option<usize>,
+    note: Option<String>,
+}
+
+pub struct Lab {
+    slots: Vec<(ModelChoice, ModelSlot)>,
+    backend: Backend,
+    gpu: Option<GpuSource>,
+    /// Which engine runs and why, once one has started.
+    engine_note: String,
+}
+
+impl Lab {
+    pub fn new(backend: Backend, gpu: Option<GpuSource>) -> Self {
+        Lab {
+            slots: Vec::new(),
+            backend,
+            gpu,
+            engine_note: String::new(),
+        }
+    }
+
+    pub fn engine_note(&self) -> &str {
+        &self.engine_note
+    }
+
+    /// Switches engines: every engine is rebuilt on next use.
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+        for (_, s) in &mut self.slots {
+            s.engine = None;
+        }
+        self.engine_note.clear();
+    }
+
+    fn slot(&mut self, choice: ModelChoice) -> Result<&mut ModelSlot> {
+        if !self.slots.iter().any(|(c, _)| *c == choice) {
+            let slot = ModelSlot::load(choice)?;
+            self.slots.push((choice, slot));
+        }
+        let i = self.slots.iter().position(|(c, _)| *c == choice).unwrap_or_default();
+        Ok(&mut self.slots[i].1)
+    }
+
+    async fn ensure_engine(&mut self, choice: ModelChoice) -> Result<()> {
+        let (backend, gpu) = (self.backend, self.gpu.clone());
+        let slot = self.slot(choice)?;
+        if slot.engine.is_some() {
+            return Ok(());
+        }
+        let (config, params) = (slot.config.clone(), slot.params.clone());
+        // `auto` on a CPU adapter never wraps eframe's device: the CPU engine
+        // is faster there, and eframe keeps its own error handling.
+        let (backend, context, pre_reason) = match (&gpu, backend) {
+            (None, _) => (backend, Err("no wgpu device in this window".to_string()), None),
+            (Some(g), Backend::Auto) if g.report().is_cpu => (
+                Backend::Cpu,
+                Err("not asked for".to_string()),
+                Some(format!(
+                    "auto: {} is a CPU / fallback adapter, slower than the CPU engine; the CPU engine",
+                    g.label()
+                )),
+            ),
+            (Some(_), Backend::Cpu) => (backend, Err("not asked for".to_string()), None),
+            (Some(g), _) => (
+                backend,
+                GpuContext::new(&g.adapter, g.device.clone(), g.queue.clone()).map_err(|e| e.to_string()),
+                g.report().is_cpu.then(|| super::text::gpu_on_cpu_adapter(&g.label())),
+            ),
+        };
+        let chosen = choose_engine(backend, context, config, params).await?;
+        self.engine_note = format!("{} ({})", chosen.engine.name(), pre_reason.unwrap_or(chosen.reason));
+        self.slot(choice)?.engine = Some(chosen.engine);
+        Ok(())
+    }
+
+    /// The tokens behind an input at a length (the first window is the one
+    /// the attention viewer shows).
+    fn resolve(&mut self, at: &InputAt) -> Result<Resolved> {
+        let slot = self.slot(at.model)?;
+        let bos = slot.tokenizer.bos_id();
+        match &at.input {
+            InputKey::Validation => {
+                let tokens = slot.validation_tokens()?;
+                let windows = eval::windows(tokens, bos, at.length, entropy_windows(at.length))?;
+                Ok(Resolved {
+                    windows,
+                    key_position: None,
+                    retrieval_query: None,
+                    note: None,
+                })
+            }
+            InputKey::Passkey { key, depth_permille } => {
+                let builder = PasskeyBuilder::new(&slot.tokenizer)?;
+                let mut rng = Rng::new(u64::from(*key));
+                let doc = builder.build(
+                    at.length,
+                    f64::from(*depth_permille) / 1000.0,
+                    *key,
+                    Filler::Repeated,
+                    &mut rng,
+                )?;
+                let t = doc.tokens.len();
+                Ok(Resolved {
+                    retrieval_query: Some(t - doc.answer_len - 1),
+                    key_position: Some(doc.key_position),
+                    windows: vec![doc.tokens],
+                    note: None,
+                })
+            }
+            InputKey::Pasted(text) => {
+                let mut tokens: Vec<u32> = bos.into_iter().collect();
+                tokens.extend(slot.tokenizer.encode(text)?);
+                if tokens.len() < 2 {
+                    return Err(Error::Input("the text is empty: type or paste some text".into()));
+                }
+                let note = (tokens.len() < at.length).then(|| super::text::text_too_short(tokens.len(), at.length));
+                tokens.truncate(at.length);
+                Ok(Resolved {
+                    windows: vec![tokens],
+                    key_position: None,
+                    retrieval_query: None,
+                    note,
+                })
+            }
+        }
+    }
+
+    fn scales(&mut self, model: ModelChoice, key: &ScalesKey) -> Result<HeadScales> {
+        let c = &self.slot(model)?.config;
+        let hs = HeadScales {
+            num_layers: c.num_layers,
+            num_heads: c.num_heads,
+            values: key.values(),
+            rule: Default::default(),
+        };
+        hs.check_for(c, None)?;
+        Ok(hs)
+    }
+
+    fn token_texts(&mut self, model: ModelChoice, tokens: &[u32]) -> Result<Vec<String>> {
+        let tok = &self.slot(model)?.tokenizer;
+        tokens.iter().map(|&t| tok.decode(&[t])).collect()
+    }
+
+    fn engine(&mut self, model: ModelChoice) -> Result<&mut AnyEngine> {
+        self.slot(model)?
+            .engine
+            .as_mut()
+            .ok_or_else(|| Error::Engine("the engine is not started".into()))
+    }
+
+    /// Runs one job to its result.
+    pub async fn run(&mut self, key: &JobKey, ctl: &mut dyn JobControl) -> Result<JobResult> {
+        ctl.progress(0.0, super::text::STARTING_ENGINE);
+        match key {
+            JobKey::Entropy { at, scales } => {
+                self.ensure_engine(at.model).await?;
+                let hs = self.scales(at.model, scales)?;
+                let r = self.resolve(at)?;
+                let tokens = self.token_texts(at.model, &r.windows[0])?;
+                let engine = self.engine(at.model)?;
+                let (layers, heads) = (engine.config().num_layers, engine.config().num_heads);
+                let t = r.windows[0].len();
+                let mut bits = vec![0f32; layers * heads * t];
+                let mut loss = 0.0;
+                let n = r.windows.len();
+                for (k, w) in r.windows.iter().enumerate() {
+                    if !ctl.progress(k as f32 / n as f32, &format!("window {}/{n}", k + 1)) {
+                        return Err(Error::Input("cancelled".into()));
+                    }
+                    // On the web the CPU engine would hold the page's one
+                    // thread for a whole forward: run it in slices instead.
+                    #[cfg(target_arch = "wasm32")]
+                    if let AnyEngine::Cpu(cpu) = &*engine {
+                        let (e, l) = sliced_forward(cpu, w, &hs, ctl, k, n).await?;
+                        loss += l / n as f64;
+                        for (acc, x) in bits.iter_mut().zip(&e) {
+                            *acc += x / n as f32;
+                        }
+                        continue;
+                    }
+                    let out = engine
+                        .forward(
+                            w,
+                            &hs,
+                            &ForwardOptions {
+                                entropy: true,
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    loss += out.mean_loss() / n as f64;
+                    let e = out
+                        .entropy_bits
+                        .ok_or_else(|| Error::Engine("engine returned no entropy".into()))?;
+                    for (acc, x) in bits.iter_mut().zip(&e) {
+                        *acc += x / n as f32;
+                    }
+                }
+                Ok(JobResult::Entropy(EntropyProfile {
+                    length: t,
+                    windows: n,
+                    layers,
+                    heads,
+                    bits,
+                    loss,
+                    tokens,
+                    key_position: r.key_position,
+                    retrieval_query: r.retrieval_query,
+                    note: r.note,
+                }))
+            }
+            JobKey::AttnRow {
+                at,
+                scales,
+                layer,
+                head,
+                query,
+            } => {
+                self.ensure_engine(at.model).await?;
+                let hs = self.scales(at.model, scales)?;
+                let r = self.resolve(at)?;
+                let w = &r.windows[0];
+                let q = query.or(r.retrieval_query).unwrap_or(w.len() - 1).min(w.len() - 1);
+                let row = self
+                    .engine(at.model)?
+                    .attention_rows(w, &hs, *layer, *head, &[q])
+                    .await?;
+                Ok(JobResult::AttnRow(AttnRowResult {
+                    query: q,
+                    row,
+                    key_position: r.key_position,
+                }))
+            }
+            JobKey::Pooled {
+                at,
+                scales,
+                layer,
+                head,
+            } => {
+                self.ensure_engine(at.model).await?;
+                let hs = self.scales(at.model, scales)?;
+                let r = self.resolve(at)?;
+                let w = &r.windows[0];
+                let (map, n) = self
+                    .engine(at.model)?
+                    .pooled_attention(w, &hs, *layer, *head, super::state::POOLED_CELLS)
+                    .await?;
+                Ok(JobResult::Pooled(PooledResult {
+                    map,
+                    n,
+                    length: w.len(),
+                }))
+            }
+            JobKey::AgainstLength { model, scales } => self.against_length(*model, scales, ctl).await,
+        }
+    }
+
+    async fn against_length(
+        &mut self,
+        model: ModelChoice,
+        scales: &ScalesKey,
+        ctl: &mut dyn JobControl,
+    ) -> Result<JobResult> {
+        self.ensure_engine(model).await?;
+        let hs = self.scales(model, scales)?;
+        let lengths = sweep_lengths(self.slot(model)?.config.training_length);
+        let slot = self.slot(model)?;
+        slot.validation_tokens()?;
+        let ModelSlot {
+            tokenizer,
+            engine,
+            validation,
+            ..
+        } = slot;
+        let engine = engine
+            .as_mut()
+            .ok_or_else(|| Error::Engine("the engine is not started".into()))?;
+        let tokens = validation.as_deref().unwrap_or_default();
+        let builder = PasskeyBuilder::new(tokenizer)?;
+        let bos = tokenizer.bos_id();
+        let total: usize = lengths.iter().map(|l| l * (SWEEP_WINDOWS + SWEEP_TRIALS)).sum();
+        let mut done = 0usize;
+        let mut points = Vec::new();
+        for &length in &lengths {
+            let mut p = Relay {
+                ctl: &mut *ctl,
+                base: done,
+                span: length * SWEEP_WINDOWS,
+                total,
+            };
+            let ev = eval::eval_lengths(engine, tokens, bos, &[length], SWEEP_WINDOWS, &hs, &mut p).await?;
+            if ev.cancelled {
+                return Err(Error::Input("cancelled".into()));
+            }
+            done += length * SWEEP_WINDOWS;
+            let mut p = Relay {
+                ctl: &mut *ctl,
+                base: done,
+                span: length * SWEEP_TRIALS,
+                total,
+            };
+            let pk = passkey_lengths(
+                engine,
+                &builder,
+                &[length],
+                SWEEP_TRIALS,
+                SWEEP_SEED,
+                Filler::Repeated,
+                &hs,
+                &mut p,
+            )
+            .await;
+            done += length * SWEEP_TRIALS;
+            let accuracy = match pk {
+                Ok(r) if r.cancelled => return Err(Error::Input("cancelled".into())),
+                Ok(r) => r.results.first().map(|x| x.accuracy),
+                // Too short for the pass-key format: no point there.
+                Err(_) => None,
+            };
+            if let Some(e) = ev.results.first() {
+                points.push(LengthPoint {
+                    length,
+                    entropy_bits: e.mean_entropy_bits,
+                    perplexity: e.perplexity,
+                    passkey_accuracy: accuracy,
+                });
+            }
+            ctl.partial(JobResult::AgainstLength(AgainstLengthResult {
+                points: points.clone(),
+                lengths: lengths.clone(),
+            }));
+        }
+        Ok(JobResult::AgainstLength(AgainstLengthResult { points, lengths }))
+    }
+}
+
+/// One window through [`ChunkedForward`], a slice of rows at a time sized
+/// to about `SLICE_MS`, yielding to the browser between slices so frames
+/// keep coming. Returns (entropy bits, mean loss).
+#[cfg(target_arch = "wasm32")]
+async fn sliced_forward(
+    cpu: &crate::model::cpu::CpuEngine,
+    tokens: &[u32],
+    hs: &HeadScales,
+    ctl: &mut dyn JobControl,
+    window: usize,
+    windows: usize,
+) -> Result<(Vec<f32>, f64)> {
+    use crate::model::cpu::chunked::ChunkedForward;
+    const SLICE_MS: f64 = 25.0;
+    let mut fwd = ChunkedForward::new(cpu.config(), cpu.params_ref(), tokens, hs)?;
+    let mut budget = 2e6f64;
+    while !fwd.is_done() {
+        let t0 = super::web::now_ms();
+        fwd.step(fwd.rows_for(budget));
+        let ms = (super::web::now_ms() - t0).max(0.1);
+        budget = (budget * (SLICE_MS / ms).clamp(0.5, 2.0)).max(1e5);
+        let done = (window as f32 + fwd.fraction()) / windows as f32;
+        if !ctl.progress(done, &format!("window {}/{windows}", window + 1)) {
+            return Err(Error::Input("cancelled".into()));
+        }
+        super::web::yield_to_browser(0).await;
+    }
+    let predictions = (tokens.len() - 1).max(1) as f64;
+    Ok((fwd.entropy_bits, fwd.loss_sum / predictions))
+}
+
+/// L/2, L, 2L, ..., 16L.
+pub fn sweep_lengths(training_length: usize) -> Vec<usize> {
+    (0..6).map(|k| (training_length / 2) << k).filter(|&l| l >= 2).collect()
+}
+
+/// Hands `lab/`'s progress of one call on as a fraction of the whole
+/// sweep: the call covers `span` of its `total` tokens, from `base`.
+struct Relay<'a> {
+    ctl: &'a mut dyn JobControl,
+    base: usize,
+    span: usize,
+    total: usize,
+}
+
+impl Progress for Relay<'_> {
+    fn update(&mut self, done: usize, total: usize, message: &str) -> bool {
+        let part = if total == 0 { 0.0 } else { done as f64 / total as f64 };
+        let here = self.base as f64 + part * self.span as f64;
+        self.ctl.progress((here / self.total.max(1) as f64) as f32, message)
+    }
+}

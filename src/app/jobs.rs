@@ -1,0 +1,514 @@
+//! Job requests, the runner that owns the engines, and the results cache.
+//!
+//! Views ask `Jobs` for a result by its key; a key not in the cache becomes
+//! a request to the runner. The runner (a thread natively; async tasks on
+//! the web) runs requests one at a time through `compute::Lab`, reporting
+//! progress and partial results; results land in the cache and a repaint is
+//! requested. A job no view asked for during a frame is cancelled: when
+//! the state moves on, stale work stops. The runner is the only part that
+//! knows native from web.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use eframe::egui;
+
+use super::compute::{GpuSource, JobControl, Lab};
+use super::state::ModelChoice;
+use crate::lab::backend::Backend;
+
+/// The input the views look at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InputKey {
+    Validation,
+    Passkey { key: u32, depth_permille: u32 },
+    Pasted(String),
+}
+
+/// Head scales as exact bits, so equal scales are one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScalesKey(Vec<u32>);
+
+impl ScalesKey {
+    pub fn of(values: &[f32]) -> Self {
+        ScalesKey(values.iter().map(|v| v.to_bits()).collect())
+    }
+    pub fn ones(n: usize) -> Self {
+        Self::of(&vec![1.0; n])
+    }
+    pub fn values(&self) -> Vec<f32> {
+        self.0.iter().map(|&b| f32::from_bits(b)).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InputAt {
+    pub model: ModelChoice,
+    pub input: InputKey,
+    pub length: usize,
+}
+
+/// What a job computes: the cache's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobKey {
+    /// Attention entropy per layer, head and position, mean over windows.
+    Entropy { at: InputAt, scales: ScalesKey },
+    /// One query's attention row for one head (`None`: the default query).
+    AttnRow {
+        at: InputAt,
+        scales: ScalesKey,
+        layer: usize,
+        head: usize,
+        query: Option<usize>,
+    },
+    /// One head's whole pattern, pooled.
+    Pooled {
+        at: InputAt,
+        scales: ScalesKey,
+        layer: usize,
+        head: usize,
+    },
+    /// Entropy, perplexity and pass-key accuracy from L/2 to 16L.
+    AgainstLength { model: ModelChoice, scales: ScalesKey },
+}
+
+#[derive(Debug, Clone)]
+pub struct EntropyProfile {
+    pub length: usize,
+    pub windows: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// (layers, heads, length) bits, mean over windows.
+    pub bits: Vec<f32>,
+    /// Mean next-token loss (nats).
+    pub loss: f64,
+    /// The first window's tokens as text.
+    pub tokens: Vec<String>,
+    pub key_position: Option<usize>,
+    pub retrieval_query: Option<usize>,
+    pub note: Option<String>,
+}
+
+impl EntropyProfile {
+    pub fn head(&self, layer: usize, head: usize) -> &[f32] {
+        let t = self.length;
+        let i = layer * self.heads + head;
+        &self.bits[i * t..(i + 1) * t]
+    }
+
+    /// Per position, the mean over every layer and head.
+    pub fn mean_over_heads(&self) -> Vec<f32> {
+        let t = self.length;
+        let n = (self.layers * self.heads) as f32;
+        let mut out = vec![0f32; t];
+        for lh in self.bits.chunks_exact(t) {
+            for (o, x) in out.iter_mut().zip(lh) {
+                *o += x / n;
+            }
+        }
+        out
+    }
+
+    /// Per layer and head, the mean over positions.
+    pub fn head_means(&self) -> Vec<f32> {
+        self.bits
+            .chunks_exact(self.length)
+            .map(|r| r.iter().sum::<f32>() / r.len() as f32)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttnRowResult {
+    pub query: usize,
+    /// Attention over keys 0..T (zero past the query).
+    pub row: Vec<f32>,
+    pub key_position: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PooledResult {
+    /// (n, n): rows are query bins, columns key bins.
+    pub map: Vec<f32>,
+    pub n: usize,
+    pub length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LengthPoint {
+    pub length: usize,
+    pub entropy_bits: f64,
+    pub perplexity: f64,
+    pub passkey_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgainstLengthResult {
+    pub points: Vec<LengthPoint>,
+    /// Every length of the sweep (the points fill in as they finish).
+    pub lengths: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobResult {
+    Entropy(EntropyProfile),
+    AttnRow(AttnRowResult),
+    Pooled(PooledResult),
+    AgainstLength(AgainstLengthResult),
+}
+
+/// A job as the views see it.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Running {
+        fraction: f32,
+        message: String,
+        partial: Option<Arc<JobResult>>,
+    },
+    Done(Arc<JobResult>),
+    Failed(String),
+}
+
+impl Entry {
+    pub fn result(&self) -> Option<&JobResult> {
+        match self {
+            Entry::Done(r) => Some(r),
+            Entry::Running { partial: Some(r), .. } => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The result (final or partial) as a shared handle.
+    pub fn shared(&self) -> Option<Arc<JobResult>> {
+        match self {
+            Entry::Done(r) => Some(Arc::clone(r)),
+            Entry::Running { partial: Some(r), .. } => Some(Arc::clone(r)),
+            _ => None,
+        }
+    }
+}
+
+/// A request to the runner: the key, its id (one per request, so results
+/// of a cancelled run never land on a newer request of the same key) and
+/// its cancel flag.
+type Request = (JobKey, u64, Arc<AtomicBool>);
+
+enum Msg {
+    Run(Request),
+    SetBackend(Backend),
+}
+
+enum Event {
+    Progress(JobKey, u64, f32, String),
+    Partial(JobKey, u64, JobResult),
+    Done(JobKey, u64, Result<JobResult, String>),
+    Engine(String),
+}
+
+struct Slot {
+    id: u64,
+    entry: Entry,
+    cancel: Arc<AtomicBool>,
+}
+
+pub struct Jobs {
+    tx: Sender<Msg>,
+    rx: Receiver<Event>,
+    cache: HashMap<JobKey, Slot>,
+    wanted: HashSet<JobKey>,
+    backend: Backend,
+    engine: String,
+    /// Results received since the app started (tests wait on it).
+    completed: u64,
+    next_id: u64,
+}
+
+impl Jobs {
+    /// Starts the runner. `gpu`: eframe's device, when it renders with wgpu.
+    pub fn start(ctx: &egui::Context, backend: Backend, gpu: Option<GpuSource>) -> Self {
+        let (tx, runner_rx) = std::sync::mpsc::channel();
+        let (runner_tx, rx) = std::sync::mpsc::channel();
+        spawn_runner(Lab::new(backend, gpu), runner_rx, runner_tx, ctx.clone());
+        Jobs {
+            tx,
+            rx,
+            cache: HashMap::new(),
+            wanted: HashSet::new(),
+            backend,
+            engine: String::new(),
+            completed: 0,
+            next_id: 0,
+        }
+    }
+
+    /// The result (or progress) of `key`, requesting it if new; marks it
+    /// wanted this frame.
+    pub fn get(&mut self, key: &JobKey) -> &Entry {
+        self.wanted.insert(key.clone());
+        if !self.cache.contains_key(key) {
+            let cancel = Arc::new(AtomicBool::new(false));
+            self.next_id += 1;
+            let id = self.next_id;
+            // A closed channel means the runner is gone: the entry stays
+            // "running".
+            let _ = self.tx.send(Msg::Run((key.clone(), id, Arc::clone(&cancel))));
+            self.cache.insert(
+                key.clone(),
+                Slot {
+                    id,
+                    entry: Entry::Running {
+                        fraction: 0.0,
+                        message: super::text::WORKING.into(),
+                        partial: None,
+                    },
+                    cancel,
+                },
+            );
+        }
+        &self.cache[key].entry
+    }
+
+    /// The entry of `key` if it was asked for, without asking.
+    pub fn peek(&self, key: &JobKey) -> Option<&Entry> {
+        self.cache.get(key).map(|s| &s.entry)
+    }
+
+    /// Takes in what the runner sent since the last frame.
+    pub fn poll(&mut self) {
+        while let Ok(ev) = self.rx.try_recv() {
+            match ev {
+                Event::Progress(k, id, f, m) => {
+                    if let Some(Slot {
+                        entry: Entry::Running { fraction, message, .. },
+                        ..
+                    }) = self.cache.get_mut(&k).filter(|s| s.id == id)
+                    {
+                        *fraction = f;
+                        *message = m;
+                    }
+                }
+                Event::Partial(k, id, r) => {
+                    if let Some(Slot {
+                        entry: Entry::Running { partial, .. },
+                        ..
+                    }) = self.cache.get_mut(&k).filter(|s| s.id == id)
+                    {
+                        *partial = Some(Arc::new(r));
+                    }
+                }
+                Event::Done(k, id, r) => {
+                    if let Some(slot) = self.cache.get_mut(&k).filter(|s| s.id == id) {
+                        if !matches!(slot.entry, Entry::Running { .. }) {
+                            // Cancelled by the user: stays cancelled.
+                        } else if slot.cancel.load(Ordering::Relaxed) {
+                            self.cache.remove(&k);
+                        } else {
+                            slot.entry = match r {
+                                Ok(r) => Entry::Done(Arc::new(r)),
+                                Err(e) => Entry::Failed(e),
+                            };
+                            self.completed += 1;
+                        }
+                    }
+                }
+                Event::Engine(name) => self.engine = name,
+            }
+        }
+    }
+
+    /// Cancels running jobs no view asked for this frame.
+    pub fn end_frame(&mut self) {
+        let stale: Vec<JobKey> = self
+            .cache
+            .iter()
+            .filter(|(k, s)| matches!(s.entry, Entry::Running { .. }) && !self.wanted.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.cancel(&k);
+        }
+        self.wanted.clear();
+    }
+
+    /// Stops a job, keeping nothing of it: asking again starts it afresh.
+    pub fn cancel(&mut self, key: &JobKey) {
+        if let Some(slot) = self.cache.remove(key) {
+            slot.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The user's cancel: stops every running job and keeps it as
+    /// cancelled, so it is not asked for again until the state changes.
+    pub fn cancel_all(&mut self) {
+        for slot in self.cache.values_mut() {
+            if matches!(slot.entry, Entry::Running { .. }) {
+                slot.cancel.store(true, Ordering::Relaxed);
+                slot.entry = Entry::Failed(super::text::CANCELLED.into());
+            }
+        }
+    }
+
+    /// Switches engines; results are recomputed on the new one.
+    pub fn set_backend(&mut self, backend: Backend) {
+        if backend != self.backend {
+            self.backend = backend;
+            for slot in self.cache.values() {
+                slot.cancel.store(true, Ordering::Relaxed);
+            }
+            self.cache.clear();
+            self.engine.clear();
+            let _ = self.tx.send(Msg::SetBackend(backend));
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Which engine runs and why ("" until it has started).
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// Running jobs: (fraction done, message) of each.
+    pub fn running(&self) -> Vec<(f32, String)> {
+        self.cache
+            .values()
+            .filter_map(|s| match &s.entry {
+                Entry::Running { fraction, message, .. } => Some((*fraction, message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.cache.values().all(|s| !matches!(s.entry, Entry::Running { .. }))
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+}
+
+/// How soon a progress report redraws the UI.
+const PROGRESS_REPAINT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the runner reports through, checking the job's cancel flag.
+struct Control<'a> {
+    key: &'a JobKey,
+    id: u64,
+    cancel: &'a AtomicBool,
+    tx: &'a Sender<Event>,
+    ctx: &'a egui::Context,
+}
+
+impl JobControl for Control<'_> {
+    fn progress(&mut self, fraction: f32, message: &str) -> bool {
+        let _ = self.tx.send(Event::Progress(
+            self.key.clone(),
+            self.id,
+            fraction,
+            message.to_string(),
+        ));
+        // Progress alone need not redraw at once: where drawing is slow
+        // (software WebGPU) frames would eat the time the work needs.
+        self.ctx.request_repaint_after(PROGRESS_REPAINT);
+        !self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn partial(&mut self, result: JobResult) {
+        let _ = self.tx.send(Event::Partial(self.key.clone(), self.id, result));
+        self.ctx.request_repaint();
+    }
+}
+
+/// Takes every message waiting; returns false when the app is gone.
+fn drain(rx: &Receiver<Msg>, queue: &mut VecDeque<Request>, lab: &mut Lab) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(Msg::Run(r)) => queue.push_back(r),
+            Ok(Msg::SetBackend(b)) => lab.set_backend(b),
+            Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Runs one job, sending its result (and the engine, if it changed).
+async fn run_one(lab: &mut Lab, request: &Request, tx: &Sender<Event>, ctx: &egui::Context) {
+    let (key, id, cancel) = request;
+    let before = lab.engine_note().to_string();
+    let mut control = Control {
+        key,
+        id: *id,
+        cancel,
+        tx,
+        ctx,
+    };
+    let result = lab.run(key, &mut control).await.map_err(|e| e.to_string());
+    if lab.engine_note() != before {
+        let _ = tx.send(Event::Engine(lab.engine_note().to_string()));
+    }
+    let _ = tx.send(Event::Done(key.clone(), *id, result));
+    ctx.request_repaint();
+}
+
+/// Natively: a thread owns the lab and its engines.
+#[cfg(not(target_arch = "wasm32"))]
+fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::Context) {
+    let spawned = std::thread::Builder::new()
+        .name("nopescope runner".into())
+        .spawn(move || {
+            let mut queue = VecDeque::new();
+            loop {
+                if !drain(&rx, &mut queue, &mut lab) {
+                    return;
+                }
+                match queue.pop_front() {
+                    Some(request) => {
+                        if !request.2.load(Ordering::Relaxed) {
+                            pollster::block_on(run_one(&mut lab, &request, &tx, &ctx));
+                        }
+                    }
+                    None => match rx.recv() {
+                        Ok(Msg::Run(r)) => queue.push_back(r),
+                        Ok(Msg::SetBackend(b)) => lab.set_backend(b),
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("nopescope: cannot start the runner thread: {e}\n").as_bytes(),
+        );
+    }
+}
+
+/// On the web: async tasks on the page's one thread. The runner checks for
+/// work every few milliseconds and yields to the browser between jobs, so
+/// frames keep coming; a long CPU forward still holds the thread while it
+/// runs (see docs/APP.md).
+#[cfg(target_arch = "wasm32")]
+fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::Context) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut queue = VecDeque::new();
+        loop {
+            if !drain(&rx, &mut queue, &mut lab) {
+                return;
+            }
+            match queue.pop_front() {
+                Some(request) => {
+                    if !request.2.load(Ordering::Relaxed) {
+                        run_one(&mut lab, &request, &tx, &ctx).await;
+                    }
+                    super::web::yield_to_browser(0).await;
+                }
+                None => super::web::yield_to_browser(16).await,
+            }
+        }
+    });
+}

@@ -1,0 +1,286 @@
+//! The app: one egui program for the desktop (eframe, wgpu) and the web
+//! page. Owns the UI only; it calls `lab/` and the engines through the
+//! runner in `jobs`, never directly, and nothing below depends on it.
+//!
+//! Data flows one way: a UI event changes `ViewState`; each frame the views
+//! derive job keys from it and ask `Jobs` for their results; the runner
+//! (which alone owns the engines) computes what is missing off the UI
+//! thread; results land in the cache and the views draw them.
+
+pub mod compute;
+pub mod jobs;
+pub mod models;
+pub mod palette;
+pub mod state;
+pub mod text;
+pub mod views;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+use eframe::egui;
+
+use compute::GpuSource;
+use jobs::{JobResult, Jobs};
+use models::ModelInfo;
+use state::{ModelChoice, ViewState};
+use views::Keys;
+
+/// Where eframe keeps the state between runs.
+pub const STORAGE_KEY: &str = "nopescope view state";
+/// Below this width (points) the panels stack in one column.
+const NARROW: f32 = 980.0;
+
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Show the frame time in the status bar (off in snapshot tests, where
+    /// it would change from run to run).
+    pub show_frame_time: bool,
+    /// Print the time to the first entropy plot and the frame times while
+    /// computing to stderr whenever the jobs finish (`NOPESCOPE_TIMING=1`).
+    pub log_timing: bool,
+}
+
+/// Frame times seen while any job ran, for docs/APP.md's numbers.
+#[derive(Debug, Clone, Default)]
+pub struct FrameStats {
+    pub busy_frames: u64,
+    pub busy_max_ms: f32,
+    pub busy_total_ms: f64,
+    /// The longest the app's own UI code (`show`, without egui's
+    /// tessellation and the renderer) took in a frame while busy (native).
+    pub busy_ui_max_ms: f32,
+}
+
+#[derive(Default)]
+struct Views {
+    input: views::input::InputView,
+    scales: views::scales::ScalesView,
+    map: views::head_map::HeadMapView,
+    entropy: views::entropy::EntropyView,
+    attention: views::attention::AttentionView,
+    against: views::against::AgainstLengthView,
+    status: views::status::StatusView,
+}
+
+pub struct NopeApp {
+    pub state: ViewState,
+    pub jobs: Jobs,
+    views: Views,
+    options: AppOptions,
+    infos: [ModelInfo; 2],
+    frame_ms: Option<f32>,
+    last_frame: Option<f64>,
+    pub frame_stats: FrameStats,
+    /// When the app started and when the first entropy curve was drawn
+    /// (seconds on egui's clock).
+    started: Option<f64>,
+    pub first_plot_s: Option<f64>,
+}
+
+impl NopeApp {
+    /// The app on `state`; `gpu` is eframe's wgpu device when it has one.
+    pub fn new(ctx: &egui::Context, mut state: ViewState, gpu: Option<GpuSource>, options: AppOptions) -> Self {
+        // The bundled configs are compiled in and tested; the fallback only
+        // keeps a broken build drawing an error instead of panicking.
+        let info = |m| {
+            ModelInfo::of(m).unwrap_or(ModelInfo {
+                layers: 1,
+                heads: 1,
+                training_length: 256,
+            })
+        };
+        let infos = [info(ModelChoice::Nope), info(ModelChoice::Rope)];
+        let i = infos[state.model as usize];
+        state.sanitize(i.layers, i.heads);
+        let jobs = Jobs::start(ctx, state.backend, gpu);
+        NopeApp {
+            state,
+            jobs,
+            views: Views::default(),
+            options,
+            infos,
+            frame_ms: None,
+            last_frame: None,
+            frame_stats: FrameStats::default(),
+            started: None,
+            first_plot_s: None,
+        }
+    }
+
+    /// The desktop app, from eframe's creation context: the saved state,
+    /// and eframe's own wgpu device for the GPU engine.
+    pub fn from_creation(cc: &eframe::CreationContext<'_>, state: Option<ViewState>) -> Self {
+        let saved = cc
+            .storage
+            .and_then(|s| s.get_string(STORAGE_KEY))
+            .and_then(|json| ViewState::from_json(&json).ok());
+        let gpu = cc.wgpu_render_state.as_ref().map(|rs| GpuSource {
+            adapter: rs.adapter.clone(),
+            device: rs.device.clone(),
+            queue: rs.queue.clone(),
+        });
+        let state = state.or(saved).unwrap_or_default();
+        let options = AppOptions {
+            show_frame_time: true,
+            log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
+        };
+        Self::new(&cc.egui_ctx, state, gpu, options)
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        self.infos[self.state.model as usize]
+    }
+
+    /// While jobs run the app repaints continuously (the progress bars
+    /// move), so the time between frames is the frame time the user sees;
+    /// idle, egui draws only on input and the interval means nothing.
+    fn time_frame(&mut self, ui: &egui::Ui) {
+        let now = ui.input(|i| i.time);
+        self.started.get_or_insert(now);
+        let busy = !self.jobs.is_idle();
+        if let (Some(last), true) = (self.last_frame, busy) {
+            let ms = ((now - last) * 1000.0) as f32;
+            self.frame_ms = Some(match self.frame_ms {
+                Some(avg) => 0.9 * avg + 0.1 * ms,
+                None => ms,
+            });
+            let s = &mut self.frame_stats;
+            s.busy_frames += 1;
+            s.busy_max_ms = s.busy_max_ms.max(ms);
+            s.busy_total_ms += ms as f64;
+        }
+        self.last_frame = busy.then_some(now);
+        if busy {
+            // Progress bars move; input still redraws at once.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The whole UI, inside `ui` (eframe's root, or a test harness).
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let (t0, was_busy) = (std::time::Instant::now(), self.last_frame.is_some());
+        self.show_views(ui);
+        #[cfg(not(target_arch = "wasm32"))]
+        if !self.jobs.is_idle() {
+            let ms = t0.elapsed().as_secs_f32() * 1000.0;
+            self.frame_stats.busy_ui_max_ms = self.frame_stats.busy_ui_max_ms.max(ms);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.options.log_timing && was_busy && self.jobs.is_idle() {
+            let s = &self.frame_stats;
+            eprintln!(
+                "timing: first entropy plot {:.2} s after the first frame; frames while computing: {}, mean {:.1} ms, max {:.1} ms; the app's UI code at most {:.1} ms a frame",
+                self.first_plot_s.unwrap_or(f64::NAN),
+                s.busy_frames,
+                s.busy_total_ms / s.busy_frames.max(1) as f64,
+                s.busy_max_ms,
+                s.busy_ui_max_ms
+            );
+        }
+    }
+
+    fn show_views(&mut self, ui: &mut egui::Ui) {
+        self.jobs.poll();
+        let info = self.info();
+        self.state.sanitize(info.layers, info.heads);
+        if self.state.backend != self.jobs.backend() {
+            self.jobs.set_backend(self.state.backend);
+        }
+        let keys = Keys::of(&self.state, info);
+        let tokens = match self.jobs.get(&keys.entropy(&keys.ones)).result() {
+            Some(JobResult::Entropy(p)) => Some(p.length),
+            _ => None,
+        };
+        if tokens.is_some() && self.first_plot_s.is_none() {
+            let now = ui.input(|i| i.time);
+            self.first_plot_s = Some(now - self.started.unwrap_or(now));
+        }
+        let frame_ms = self.options.show_frame_time.then_some(self.frame_ms).flatten();
+        let NopeApp { state, jobs, views, .. } = self;
+        egui::Panel::bottom("status").show(ui, |ui| views.status.ui(ui, state, jobs, frame_ms));
+        let wide = ui.available_width() >= NARROW;
+        let controls = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
+            views.input.ui(ui, state, info, tokens);
+            ui.separator();
+            views.scales.ui(ui, state, info);
+            ui.separator();
+            views.map.ui(ui, state, jobs, &keys);
+        };
+        let figures = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
+            views.entropy.ui(ui, state, jobs, &keys);
+            ui.separator();
+            views.attention.ui(ui, state, jobs, &keys);
+            ui.separator();
+            views.against.ui(ui, state, jobs, &keys);
+        };
+        if wide {
+            egui::Panel::left("controls")
+                .resizable(true)
+                .default_size(360.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .id_salt("controls scroll")
+                        .show(ui, |ui| controls(ui, state, jobs, views));
+                });
+            egui::CentralPanel::default().show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("figures scroll")
+                    .show(ui, |ui| figures(ui, state, jobs, views));
+            });
+        } else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                egui::ScrollArea::vertical().id_salt("one column").show(ui, |ui| {
+                    controls(ui, state, jobs, views);
+                    ui.separator();
+                    figures(ui, state, jobs, views);
+                });
+            });
+        }
+        self.jobs.end_frame();
+        // After the views asked for this frame's jobs, so "busy" counts them.
+        self.time_frame(ui);
+    }
+}
+
+impl eframe::App for NopeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+        #[cfg(target_arch = "wasm32")]
+        web::after_frame(self);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        storage.set_string(STORAGE_KEY, self.state.to_json());
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(&mut *self)
+    }
+}
+
+/// Opens the desktop app (what `nopescope` with no subcommand does). The
+/// environment variable `NOPESCOPE_STATE` (the state as JSON, as in the
+/// web page's URL) opens a given view instead of the saved one.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_native() -> Result<(), String> {
+    let state = match std::env::var("NOPESCOPE_STATE") {
+        Ok(json) => Some(ViewState::from_json(&json).map_err(|e| format!("NOPESCOPE_STATE: {e}"))?),
+        Err(_) => None,
+    };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(text::APP_TITLE)
+            .with_inner_size([1280.0, 860.0])
+            .with_min_inner_size([360.0, 400.0]),
+        renderer: eframe::Renderer::Wgpu,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "nopescope",
+        options,
+        Box::new(move |cc| Ok(Box::new(NopeApp::from_creation(cc, state)))),
+    )
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,55 @@
+//! The bundled models and validation text, compiled into the program so the
+//! desktop app and the web page work offline with nothing to fetch.
+
+use super::state::ModelChoice;
+
+pub struct Bundled {
+    pub name: &'static str,
+    pub config: &'static [u8],
+    pub weights: &'static [u8],
+    pub tokenizer: &'static [u8],
+}
+
+pub const NOPE: Bundled = Bundled {
+    name: "assets/models/nope-sotu",
+    config: include_bytes!("../../assets/models/nope-sotu/config.json"),
+    weights: include_bytes!("../../assets/models/nope-sotu/model.safetensors"),
+    tokenizer: include_bytes!("../../assets/models/nope-sotu/tokenizer.json"),
+};
+
+pub const ROPE: Bundled = Bundled {
+    name: "assets/models/rope-sotu",
+    config: include_bytes!("../../assets/models/rope-sotu/config.json"),
+    weights: include_bytes!("../../assets/models/rope-sotu/model.safetensors"),
+    tokenizer: include_bytes!("../../assets/models/rope-sotu/tokenizer.json"),
+};
+
+/// Held-out State of the Union text (CC0), never seen in training.
+pub const VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
+
+pub fn bundled(choice: ModelChoice) -> &'static Bundled {
+    match choice {
+        ModelChoice::Nope => &NOPE,
+        ModelChoice::Rope => &ROPE,
+    }
+}
+
+/// What the UI needs to know of a model before any engine runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelInfo {
+    pub layers: usize,
+    pub heads: usize,
+    pub training_length: usize,
+}
+
+impl ModelInfo {
+    pub fn of(choice: ModelChoice) -> Result<Self, String> {
+        let hf: crate::model::HfConfig = serde_json::from_slice(bundled(choice).config).map_err(|e| e.to_string())?;
+        let c = hf.validate().map_err(|e| e.to_string())?;
+        Ok(ModelInfo {
+            layers: c.num_layers,
+            heads: c.num_heads,
+            training_length: c.training_length,
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Every colour and line width the app draws with, in one place: the
+//! Okabe-Ito colours for series (distinguishable with the common colour
+//! vision deficiencies) and viridis for maps (perceptually uniform, readable
+//! in grey). A theme is one edit here.
+
+use eframe::egui::Color32;
+
+/// Plain NoPE (all head scales 1).
+pub const NOPE: Color32 = Color32::from_rgb(0x00, 0x72, 0xB2); // blue
+/// NoPE with the current head scales.
+pub const SCALED: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00); // vermillion
+/// The RoPE twin.
+pub const ROPE: Color32 = Color32::from_rgb(0x00, 0x9E, 0x73); // bluish green
+/// The selected head (drawn dashed beside the mean over heads).
+pub const SELECTED_HEAD: Color32 = Color32::from_rgb(0xCC, 0x79, 0xA7); // reddish purple
+/// log2(i + 1): the entropy of uniform attention, the ceiling.
+pub const CEILING: Color32 = Color32::from_rgb(0x88, 0x88, 0x88);
+/// The training length L on every length axis.
+pub const TRAINING_LENGTH: Color32 = Color32::from_rgb(0xE6, 0x9F, 0x00); // orange
+/// The pass key's position and the chosen query.
+pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
+pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
+/// Outline of the selected cell in the layer x head map.
+pub const SELECTION: Color32 = Color32::WHITE;
+pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
+
+pub const LINE_WIDTH: f32 = 2.0;
+pub const THIN_LINE: f32 = 1.0;
+
+/// Viridis at nine evenly spaced stops (0, 1/8, ..., 1).
+const VIRIDIS: [[u8; 3]; 9] = [
+    [68, 1, 84],
+    [72, 40, 120],
+    [62, 74, 137],
+    [49, 104, 142],
+    [38, 130, 142],
+    [31, 158, 137],
+    [53, 183, 121],
+    [110, 206, 88],
+    [253, 231, 37],
+];
+
+/// Viridis at t in [0, 1] (clamped; NaN gives the low end), linear between stops.
+pub fn viridis(t: f32) -> Color32 {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    let x = t * (VIRIDIS.len() - 1) as f32;
+    let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = x - i as f32;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    let mix = |k: usize| (a[k] as f32 + (b[k] as f32 - a[k] as f32) * f).round() as u8;
+    Color32::from_rgb(mix(0), mix(1), mix(2))
+}
+
+/// Black or white, whichever reads better on `fill`.
+pub fn text_on(fill: Color32) -> Color32 {
+    let luma = 0.299 * fill.r() as f32 + 0.587 * fill.g() as f32 + 0.114 * fill.b() as f32;
+    if luma > 140.0 {
+        Color32::BLACK
+    } else {
+        Color32::WHITE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viridis_ends_and_clamps() {
+        assert_eq!(viridis(0.0), Color32::from_rgb(68, 1, 84));
+        assert_eq!(viridis(1.0), Color32::from_rgb(253, 231, 37));
+        assert_eq!(viridis(-3.0), viridis(0.0));
+        assert_eq!(viridis(f32::NAN), viridis(0.0));
+        assert_eq!(viridis(7.0), viridis(1.0));
+    }
+}

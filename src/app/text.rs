@@ -1,0 +1,180 @@
+//! Every sentence and label the user reads, in one place, so wording is
+//! reviewed (and one day translated) in one file. Tests find widgets by
+//! these same constants.
+
+pub const APP_TITLE: &str = "nopescope: attention without position encoding, past the training length";
+
+// Input
+pub const INPUT_HEADING: &str = "Input";
+pub const INPUT_VALIDATION: &str = "Validation text";
+pub const INPUT_PASSKEY: &str = "Pass-key document";
+pub const INPUT_PASTED: &str = "Your text";
+pub const PASTE_HINT: &str = "Paste or type text here";
+pub const LENGTH: &str = "Length (tokens)";
+pub const LENGTH_HELP: &str =
+    "Tokens per window, 16 to 16384 on a log scale; L marks the length the model was trained on.";
+pub const PASSKEY_KEY: &str = "Key";
+pub const PASSKEY_DEPTH: &str = "Depth";
+pub const MODEL: &str = "Model";
+pub const MODEL_NOPE: &str = "NoPE (bundled)";
+pub const MODEL_ROPE: &str = "RoPE twin (bundled)";
+
+// Scales
+pub const SCALES_HEADING: &str = "Head scales";
+pub const UNIFORM_SCALE: &str = "Uniform scale";
+pub const UNIFORM_HELP: &str =
+    "Multiplies every head's attention logits: s = 1 is plain NoPE, s > 1 sharpens attention.";
+pub const RESET_SCALES: &str = "Reset to NoPE (s = 1)";
+pub const SCALES_FILE: &str = "Head-scales file (path or JSON)";
+pub const LOAD_SCALES: &str = "Load head scales";
+pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
+
+// Views
+pub const ENTROPY_HEADING: &str = "Attention entropy against position";
+pub const ENTROPY_HELP: &str = "Entropy of each query's attention in bits, mean over windows. The grey curve, log2(i + 1), is attention spread evenly over every earlier token: the most distracted a head can be.";
+pub const MEAN_OVER_HEADS: &str = "mean over heads";
+pub const SELECTED_HEAD: &str = "selected head";
+pub const CEILING: &str = "uniform attention, log2(i + 1)";
+pub const TRAINING_LENGTH: &str = "training length L";
+pub const MAP_HEADING: &str = "Layer x head map";
+pub const MAP_ENTROPY: &str = "Entropy at this length";
+pub const MAP_RISE: &str = "Rise from L to this length";
+pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow.";
+pub const ATTENTION_HEADING: &str = "Attention of the selected head";
+pub const QUERY: &str = "Query position";
+pub const POOLED_HELP: &str =
+    "Whole attention pattern, pooled to at most 512 x 512 cells (log colour scale): rows are queries, columns keys.";
+pub const BEFORE: &str = "NoPE (s = 1)";
+pub const AFTER: &str = "with the current scales";
+pub const AGAINST_HEADING: &str = "Against length";
+pub const AGAINST_HELP: &str =
+    "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin.";
+pub const AGAINST_START: &str = "Compute against length";
+pub const AGAINST_STOP: &str = "Stop";
+
+// Status
+pub const ENGINE: &str = "Engine";
+pub const CANCEL: &str = "Cancel";
+pub const WORKING: &str = "computing";
+pub const STARTING_ENGINE: &str = "starting the engine";
+
+pub fn head_name(layer: usize, head: usize) -> String {
+    format!("layer {layer}, head {head}")
+}
+
+pub fn selected(layer: usize, head: usize) -> String {
+    format!("Selected: {}", head_name(layer, head))
+}
+
+pub fn tokens_note(tokens: usize) -> String {
+    format!("{tokens} tokens")
+}
+
+pub fn text_too_short(have: usize, asked: usize) -> String {
+    format!("your text has {have} tokens, fewer than the {asked} asked for: the views use all {have}")
+}
+
+pub fn error(message: &str) -> String {
+    format!("Error: {message}")
+}
+
+pub const HALVE_LENGTH: &str = "Halve length";
+pub const DOUBLE_LENGTH: &str = "Double length";
+
+pub fn at_training_length(l: usize) -> String {
+    format!("L = {l}")
+}
+
+pub fn length_vs_training(length: usize, training: usize, ratio: f64) -> String {
+    format!("{length} tokens = {ratio:.2} x the training length L = {training}")
+}
+pub const NO_SCALES_SOURCE: &str = "type the path of a head-scales file, or paste its JSON";
+
+pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
+    format!("the file has {layers} layers x {heads} heads of scales; the model has {model_layers} x {model_heads}")
+}
+
+pub fn loaded_from(name: &str) -> String {
+    format!("loaded from {name}")
+}
+
+pub fn head_column(head: usize) -> String {
+    format!("h{head}")
+}
+
+pub fn layer_row(layer: usize) -> String {
+    format!("layer {layer}")
+}
+
+pub fn map_unit(rise: bool) -> &'static str {
+    if rise {
+        "bits of rise from L"
+    } else {
+        "bits"
+    }
+}
+
+pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
+    format!("{name}: {value:.3} {}", map_unit(rise))
+}
+
+pub const POSITION_AXIS: &str = "query position i";
+pub const BITS_AXIS: &str = "entropy (bits)";
+pub const KEY_POSITION: &str = "pass key";
+
+pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
+    format!(
+        "{length} tokens, mean over {windows} window(s); loss {loss:.3} nats, perplexity {:.1}",
+        loss.exp()
+    )
+}
+
+pub fn position_hover(i: usize, y: f64, token: &str) -> String {
+    format!("position {i}: {y:.3}\ntoken {token:?}")
+}
+
+pub const KEY_AXIS: &str = "key position j";
+pub const WEIGHT_AXIS: &str = "attention weight";
+pub const RETRIEVING_QUERY: &str = "Query that retrieves the key";
+pub const LAST_QUERY: &str = "Last token as query";
+
+pub fn key_hover(j: usize, y: f64, token: &str) -> String {
+    format!("key {j}: {y:.4}\ntoken {token:?}")
+}
+
+pub fn row_caption(query: usize, token: Option<&str>) -> String {
+    format!(
+        "Attention of query {query} (token {:?}) over every earlier token",
+        token.unwrap_or("")
+    )
+}
+
+pub fn pooled_alt(name: &str, n: usize, length: usize) -> String {
+    format!("{name}: attention of {length} queries over {length} keys, pooled to {n} x {n}")
+}
+
+pub const LENGTH_AXIS: &str = "length (tokens, log scale)";
+pub const PERPLEXITY_AXIS: &str = "perplexity";
+pub const PASSKEY_AXIS: &str = "pass-key accuracy";
+
+pub const BACKEND_AUTO: &str = "auto";
+pub const BACKEND_CPU: &str = "CPU";
+pub const BACKEND_GPU: &str = "GPU";
+pub const ENGINE_NOT_STARTED: &str = "(starts with the first computation)";
+pub const IDLE: &str = "idle";
+
+pub fn jobs_running(n: usize, message: &str) -> String {
+    format!("{n} running: {message}")
+}
+
+pub fn frame_time(ms: f32) -> String {
+    format!("frame {ms:.1} ms while computing")
+}
+pub const CANCELLED: &str = "cancelled; change a setting to compute again";
+
+pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
+    format!(
+        "the GPU engine on {adapter}, as asked: a CPU adapter that also draws this window, so frames stall while it computes; the CPU engine is faster here"
+    )
+}
+pub const UNNAMED_ADAPTER: &str = "the browser's adapter";

@@ -1,0 +1,122 @@
+//! Against length: mean entropy, perplexity and pass-key accuracy from L/2
+//! to 16L for NoPE, the current scales and the RoPE twin, computed on
+//! request with progress, points appearing as each length finishes.
+
+use std::sync::Arc;
+
+use eframe::egui;
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points, VLine};
+
+use super::{show_entry_status, Keys};
+use crate::app::jobs::{JobKey, JobResult, Jobs, LengthPoint};
+use crate::app::palette;
+use crate::app::state::{ModelChoice, ViewState};
+use crate::app::text;
+
+#[derive(Default)]
+pub struct AgainstLengthView;
+
+type Metric = fn(&LengthPoint) -> Option<f64>;
+
+impl AgainstLengthView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::AGAINST_HEADING);
+        ui.label(text::AGAINST_HELP);
+        if !state.against_length {
+            if ui.button(text::AGAINST_START).clicked() {
+                state.against_length = true;
+            }
+            return;
+        }
+        if ui.button(text::AGAINST_STOP).clicked() {
+            // Not asking for the jobs this frame cancels them.
+            state.against_length = false;
+            return;
+        }
+        let mut series: Vec<(String, egui::Color32, JobKey)> = vec![(
+            text::BEFORE.to_string(),
+            palette::NOPE,
+            JobKey::AgainstLength {
+                model: ModelChoice::Nope,
+                scales: keys.ones.clone(),
+            },
+        )];
+        if !keys.plain {
+            series.push((
+                text::AFTER.to_string(),
+                palette::SCALED,
+                JobKey::AgainstLength {
+                    model: ModelChoice::Nope,
+                    scales: keys.scales.clone(),
+                },
+            ));
+        }
+        series.push((
+            text::MODEL_ROPE.to_string(),
+            palette::ROPE,
+            JobKey::AgainstLength {
+                model: ModelChoice::Rope,
+                scales: keys.ones.clone(),
+            },
+        ));
+        let mut results: Vec<(String, egui::Color32, Arc<JobResult>)> = Vec::new();
+        for (name, colour, key) in &series {
+            let entry = jobs.get(key).clone();
+            if !matches!(entry, crate::app::jobs::Entry::Done(_)) {
+                ui.horizontal(|ui| {
+                    ui.label(name);
+                    show_entry_status(ui, &entry);
+                });
+            }
+            if let Some(r) = entry.shared() {
+                results.push((name.clone(), *colour, r));
+            }
+        }
+        let l = (keys.info.training_length as f64).log2();
+        let metrics: [(&str, &str, Metric); 3] = [
+            ("against entropy", text::BITS_AXIS, |p| Some(p.entropy_bits)),
+            ("against perplexity", text::PERPLEXITY_AXIS, |p| Some(p.perplexity)),
+            ("against passkey", text::PASSKEY_AXIS, |p| p.passkey_accuracy),
+        ];
+        let width = ((ui.available_width() - 24.0) / 3.0).max(220.0);
+        ui.horizontal_wrapped(|ui| {
+            for (id, axis, metric) in metrics {
+                let results = &results;
+                Plot::new(id)
+                    .width(width)
+                    .height(200.0)
+                    .legend(Legend::default())
+                    .x_axis_label(text::LENGTH_AXIS)
+                    .y_axis_label(axis)
+                    .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
+                    .show(ui, |plot| {
+                        for (name, colour, r) in results {
+                            let JobResult::AgainstLength(a) = r.as_ref() else {
+                                continue;
+                            };
+                            let pts: Vec<[f64; 2]> = a
+                                .points
+                                .iter()
+                                .filter_map(|p| metric(p).map(|y| [(p.length as f64).log2(), y]))
+                                .collect();
+                            plot.line(
+                                Line::new(name.as_str(), PlotPoints::from(pts.clone()))
+                                    .color(*colour)
+                                    .width(palette::LINE_WIDTH),
+                            );
+                            plot.points(
+                                Points::new(name.as_str(), PlotPoints::from(pts))
+                                    .color(*colour)
+                                    .radius(3.0),
+                            );
+                        }
+                        plot.vline(
+                            VLine::new(text::TRAINING_LENGTH, l)
+                                .color(palette::TRAINING_LENGTH)
+                                .width(palette::LINE_WIDTH),
+                        );
+                    });
+            }
+        });
+    }
+}

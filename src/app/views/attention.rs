@@ -1,0 +1,167 @@
+//! The selected head's attention: one query's row over every key (the
+//! pass key's position marked, tokens on hover), and the whole T x T
+//! pattern pooled to at most 512 x 512 cells as a texture; NoPE and the
+//! current scales side by side.
+
+use std::collections::HashMap;
+
+use eframe::egui;
+use egui_plot::{HoverPosition, Legend, Line, Plot, PlotPoints, VLine};
+
+use super::entropy::binned;
+use super::{show_entry_status, Keys};
+use crate::app::jobs::{JobKey, JobResult, Jobs, PooledResult};
+use crate::app::palette;
+use crate::app::state::ViewState;
+use crate::app::text;
+
+/// Side of each pooled map on screen, in points.
+const MAP_SIDE: f32 = 256.0;
+
+#[derive(Default)]
+pub struct AttentionView {
+    textures: HashMap<JobKey, egui::TextureHandle>,
+}
+
+/// Colour of a pooled cell: log scale from 1e-4 (dark) to 1 (bright);
+/// cells above the diagonal (keys after every query of the bin) are masked.
+fn pooled_image(p: &PooledResult) -> egui::ColorImage {
+    let n = p.n;
+    let mut pixels = Vec::with_capacity(n * n);
+    for a in 0..n {
+        for b in 0..n {
+            let v = p.map[a * n + b];
+            pixels.push(if b > a {
+                egui::Color32::from_gray(40)
+            } else {
+                palette::viridis((v.max(1e-6).log10() + 4.0) / 4.0)
+            });
+        }
+    }
+    egui::ColorImage::new([n, n], pixels)
+}
+
+impl AttentionView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::ATTENTION_HEADING);
+        ui.label(text::selected(state.layer, state.head));
+        // The query's range and default come from the entropy profile.
+        let profile = match jobs.get(&keys.entropy(&keys.ones)).result() {
+            Some(JobResult::Entropy(p)) => Some((p.length, p.retrieval_query, p.tokens.clone())),
+            _ => None,
+        };
+        let Some((length, retrieval, tokens)) = profile else {
+            return;
+        };
+        let default_query = retrieval.unwrap_or(length - 1);
+        let mut q = state.query.unwrap_or(default_query).min(length - 1);
+        ui.horizontal_wrapped(|ui| {
+            if ui
+                .add(egui::Slider::new(&mut q, 0..=length - 1).text(text::QUERY))
+                .changed()
+            {
+                state.query = Some(q);
+            }
+            let reset = if retrieval.is_some() {
+                text::RETRIEVING_QUERY
+            } else {
+                text::LAST_QUERY
+            };
+            if ui.button(reset).clicked() {
+                state.query = None;
+            }
+        });
+        let query = state.query.map(|q| q.min(length - 1));
+        let mut rows = Vec::new();
+        for (name, scales, colour) in keys.settings() {
+            let key = JobKey::AttnRow {
+                at: keys.at.clone(),
+                scales,
+                layer: state.layer,
+                head: state.head,
+                query,
+            };
+            let entry = jobs.get(&key).clone();
+            match entry.shared() {
+                Some(r) => rows.push((name, colour, r)),
+                None => show_entry_status(ui, &entry),
+            }
+        }
+        let row_query = rows.iter().find_map(|(_, _, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some((a.query, a.key_position)),
+            _ => None,
+        });
+        if let Some((shown_query, key_position)) = row_query {
+            let hover_tokens = tokens.clone();
+            Plot::new("attention row")
+                .height(200.0)
+                .legend(Legend::default())
+                .x_axis_label(text::KEY_AXIS)
+                .y_axis_label(text::WEIGHT_AXIS)
+                .include_y(0.0)
+                .label_formatter(move |pos| {
+                    let p = match pos {
+                        HoverPosition::NearDataPoint { position, .. } => position,
+                        HoverPosition::Elsewhere { position } => position,
+                    };
+                    let j = p.x.round().max(0.0) as usize;
+                    let token = hover_tokens.get(j).map(String::as_str).unwrap_or("");
+                    Some(text::key_hover(j, p.y, token))
+                })
+                .show(ui, |plot| {
+                    for (name, colour, r) in &rows {
+                        let JobResult::AttnRow(a) = r.as_ref() else { continue };
+                        plot.line(
+                            Line::new(*name, PlotPoints::from(binned(&a.row[..=a.query])))
+                                .color(*colour)
+                                .width(palette::LINE_WIDTH),
+                        );
+                    }
+                    plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
+                    if let Some(k) = key_position {
+                        plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
+                    }
+                });
+            ui.label(text::row_caption(
+                shown_query,
+                tokens.get(shown_query).map(String::as_str),
+            ));
+        }
+        ui.label(text::POOLED_HELP);
+        let mut wanted = Vec::new();
+        ui.horizontal_wrapped(|ui| {
+            for (name, scales, _) in keys.settings() {
+                let key = JobKey::Pooled {
+                    at: keys.at.clone(),
+                    scales,
+                    layer: state.layer,
+                    head: state.head,
+                };
+                let entry = jobs.get(&key).clone();
+                ui.vertical(|ui| {
+                    ui.label(name);
+                    match entry.shared().as_deref() {
+                        Some(JobResult::Pooled(p)) => {
+                            let tex = self.textures.entry(key.clone()).or_insert_with(|| {
+                                ui.ctx().load_texture(
+                                    format!("{key:?}"),
+                                    pooled_image(p),
+                                    egui::TextureOptions::NEAREST,
+                                )
+                            });
+                            ui.add(
+                                egui::Image::new(&*tex)
+                                    .fit_to_exact_size(egui::vec2(MAP_SIDE, MAP_SIDE))
+                                    .alt_text(text::pooled_alt(name, p.n, p.length)),
+                            );
+                        }
+                        _ => show_entry_status(ui, &entry),
+                    }
+                });
+                wanted.push(key);
+            }
+        });
+        // Textures of maps no longer shown are freed.
+        self.textures.retain(|k, _| wanted.contains(k));
+    }
+}

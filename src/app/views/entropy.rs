@@ -1,0 +1,117 @@
+//! Attention entropy against query position: the mean over heads and the
+//! selected head, for NoPE and for the current scales, under the ceiling
+//! log2(i + 1) of uniform attention, with the training length L marked.
+//! Hovering reads the value and the token at that position.
+
+use std::sync::Arc;
+
+use eframe::egui;
+use egui_plot::{HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
+
+use super::{show_entry_status, Keys};
+use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
+use crate::app::palette;
+use crate::app::state::ViewState;
+use crate::app::text;
+
+/// Points per curve at most: longer curves are averaged in bins.
+const MAX_POINTS: usize = 1024;
+
+#[derive(Default)]
+pub struct EntropyView;
+
+/// (x, y) of `ys` averaged over consecutive bins, at most MAX_POINTS.
+pub fn binned(ys: &[f32]) -> Vec<[f64; 2]> {
+    let bin = ys.len().div_ceil(MAX_POINTS).max(1);
+    ys.chunks(bin)
+        .enumerate()
+        .map(|(k, c)| {
+            let x = (k * bin) as f64 + (c.len() as f64 - 1.0) / 2.0;
+            [x, c.iter().map(|&v| v as f64).sum::<f64>() / c.len() as f64]
+        })
+        .collect()
+}
+
+impl EntropyView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::ENTROPY_HEADING);
+        ui.label(text::ENTROPY_HELP);
+        let mut profiles: Vec<(&'static str, egui::Color32, Arc<JobResult>)> = Vec::new();
+        for (name, scales, colour) in keys.settings() {
+            let entry = jobs.get(&keys.entropy(&scales)).clone();
+            match entry.shared() {
+                Some(r) => profiles.push((name, colour, r)),
+                None => show_entry_status(ui, &entry),
+            }
+        }
+        let first: Option<&EntropyProfile> = profiles.iter().find_map(|(_, _, r)| match r.as_ref() {
+            JobResult::Entropy(p) => Some(p),
+            _ => None,
+        });
+        let Some(first) = first else { return };
+        if let Some(note) = &first.note {
+            ui.label(note);
+        }
+        ui.label(text::entropy_summary(first.length, first.windows, first.loss));
+        let tokens = first.tokens.clone();
+        let length = first.length;
+        let key_position = first.key_position;
+        let (layer, head) = (state.layer, state.head);
+        let training = keys.info.training_length;
+        Plot::new("entropy against position")
+            .height(260.0)
+            .legend(Legend::default())
+            .x_axis_label(text::POSITION_AXIS)
+            .y_axis_label(text::BITS_AXIS)
+            .include_y(0.0)
+            .label_formatter(move |pos| {
+                let p = match pos {
+                    HoverPosition::NearDataPoint { position, .. } => position,
+                    HoverPosition::Elsewhere { position } => position,
+                };
+                let i = p.x.round().max(0.0) as usize;
+                let token = tokens.get(i).map(String::as_str).unwrap_or("");
+                Some(text::position_hover(i, p.y, token))
+            })
+            .show(ui, |plot| {
+                let ceiling: Vec<[f64; 2]> = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
+                plot.line(
+                    Line::new(text::CEILING, PlotPoints::from(ceiling))
+                        .color(palette::CEILING)
+                        .width(palette::THIN_LINE),
+                );
+                for (name, colour, r) in &profiles {
+                    let JobResult::Entropy(p) = r.as_ref() else { continue };
+                    plot.line(
+                        Line::new(
+                            format!("{name}: {}", text::MEAN_OVER_HEADS),
+                            PlotPoints::from(binned(&p.mean_over_heads())),
+                        )
+                        .color(*colour)
+                        .width(palette::LINE_WIDTH),
+                    );
+                    if layer < p.layers && head < p.heads {
+                        plot.line(
+                            Line::new(
+                                format!("{name}: {}", text::head_name(layer, head)),
+                                PlotPoints::from(binned(p.head(layer, head))),
+                            )
+                            .color(*colour)
+                            .style(LineStyle::dashed_dense())
+                            .width(palette::THIN_LINE),
+                        );
+                    }
+                }
+                if training < length {
+                    plot.vline(
+                        VLine::new(text::TRAINING_LENGTH, training as f64)
+                            .color(palette::TRAINING_LENGTH)
+                            .width(palette::LINE_WIDTH),
+                    );
+                }
+                if let Some(k) = key_position {
+                    plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
+                }
+            });
+    }
+}

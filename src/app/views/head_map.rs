@@ -1,0 +1,124 @@
+//! The layer x head map: each head's mean attention entropy at the chosen
+//! length, or its rise from the training length L to it (the distracted
+//! heads stand out). Viridis with a legend; a click (or Enter on a focused
+//! cell) selects the head for every other view.
+
+use eframe::egui;
+
+use super::{show_entry_status, Keys};
+use crate::app::jobs::{InputAt, JobKey, JobResult, Jobs};
+use crate::app::palette;
+use crate::app::state::{MapMode, ViewState};
+use crate::app::text;
+
+const CELL: f32 = 44.0;
+
+#[derive(Default)]
+pub struct HeadMapView;
+
+/// Per-head values to colour, and the colour scale's range.
+fn values(jobs: &mut Jobs, keys: &Keys, mode: MapMode) -> Option<(Vec<f32>, f32, f32)> {
+    let here = jobs.get(&keys.entropy(&keys.scales)).result().cloned();
+    let JobResult::Entropy(p) = here? else { return None };
+    let means = p.head_means();
+    match mode {
+        MapMode::Entropy => {
+            let hi = (p.length as f32).log2().max(1.0);
+            Some((means, 0.0, hi))
+        }
+        MapMode::Rise => {
+            let at_l = JobKey::Entropy {
+                at: InputAt {
+                    length: keys.info.training_length,
+                    ..keys.at.clone()
+                },
+                scales: keys.scales.clone(),
+            };
+            let JobResult::Entropy(base) = jobs.get(&at_l).result().cloned()? else {
+                return None;
+            };
+            let rise: Vec<f32> = means.iter().zip(base.head_means()).map(|(a, b)| a - b).collect();
+            let lo = rise.iter().copied().fold(0.0f32, f32::min);
+            let hi = rise.iter().copied().fold(lo + 1e-3, f32::max);
+            Some((rise, lo, hi))
+        }
+    }
+}
+
+impl HeadMapView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::MAP_HEADING);
+        ui.horizontal_wrapped(|ui| {
+            ui.selectable_value(&mut state.map_mode, MapMode::Entropy, text::MAP_ENTROPY);
+            ui.selectable_value(&mut state.map_mode, MapMode::Rise, text::MAP_RISE);
+        });
+        ui.label(text::MAP_HELP);
+        let Some((vals, lo, hi)) = values(jobs, keys, state.map_mode) else {
+            let entry = jobs.get(&keys.entropy(&keys.scales)).clone();
+            show_entry_status(ui, &entry);
+            return;
+        };
+        let (layers, heads) = (keys.info.layers, keys.info.heads);
+        ui.horizontal(|ui| {
+            ui.add_space(56.0);
+            for h in 0..heads {
+                ui.add_sized([CELL, 14.0], egui::Label::new(text::head_column(h)));
+            }
+        });
+        for l in 0..layers {
+            ui.horizontal(|ui| {
+                ui.add_sized([52.0, CELL], egui::Label::new(text::layer_row(l)));
+                for h in 0..heads {
+                    let v = vals[l * heads + h];
+                    let t = (v - lo) / (hi - lo).max(1e-6);
+                    let fill = palette::viridis(t);
+                    let selected = (state.layer, state.head) == (l, h);
+                    let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::click());
+                    let name = text::head_name(l, h);
+                    response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
+                    let painter = ui.painter();
+                    painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                    if selected || response.has_focus() {
+                        painter.rect_stroke(
+                            rect.shrink(2.0),
+                            2.0,
+                            egui::Stroke::new(3.0, palette::SELECTION),
+                            egui::StrokeKind::Inside,
+                        );
+                    }
+                    painter.text(
+                        rect.center(),
+                        egui::Align2::CENTER_CENTER,
+                        format!("{v:.2}"),
+                        egui::FontId::proportional(12.0),
+                        palette::text_on(fill),
+                    );
+                    let response = response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
+                    if response.clicked() {
+                        state.layer = l;
+                        state.head = h;
+                    }
+                }
+            });
+        }
+        legend(ui, lo, hi, state.map_mode);
+        ui.label(text::selected(state.layer, state.head));
+    }
+}
+
+/// The colour bar, low to high, with its ends labelled.
+fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
+    ui.horizontal(|ui| {
+        ui.label(format!("{lo:.2}"));
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
+        let steps = 32;
+        for i in 0..steps {
+            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
+            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
+            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
+            ui.painter()
+                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
+        }
+        ui.label(format!("{hi:.2} {}", text::map_unit(mode == MapMode::Rise)));
+    });
+}

@@ -1,0 +1,75 @@
+//! The input: which model, which text (validation, pass-key document or
+//! the user's own) and how many tokens, on a log scale from 16 to 16K.
+
+use eframe::egui;
+
+use crate::app::models::ModelInfo;
+use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
+use crate::app::text;
+
+#[derive(Default)]
+pub struct InputView;
+
+impl InputView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo, tokens: Option<usize>) {
+        ui.heading(text::INPUT_HEADING);
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::MODEL);
+            ui.selectable_value(&mut state.model, ModelChoice::Nope, text::MODEL_NOPE);
+            ui.selectable_value(&mut state.model, ModelChoice::Rope, text::MODEL_ROPE);
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.selectable_value(&mut state.input, InputKind::Validation, text::INPUT_VALIDATION);
+            ui.selectable_value(&mut state.input, InputKind::Passkey, text::INPUT_PASSKEY);
+            ui.selectable_value(&mut state.input, InputKind::Pasted, text::INPUT_PASTED);
+        });
+        match state.input {
+            InputKind::Validation => {}
+            InputKind::Passkey => {
+                ui.horizontal_wrapped(|ui| {
+                    let label = ui.label(text::PASSKEY_KEY);
+                    ui.add(egui::DragValue::new(&mut state.passkey.key).range(10_000..=99_999))
+                        .labelled_by(label.id);
+                    ui.add(egui::Slider::new(&mut state.passkey.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
+                });
+            }
+            InputKind::Pasted => {
+                ui.add(
+                    egui::TextEdit::multiline(&mut state.pasted_text)
+                        .hint_text(text::PASTE_HINT)
+                        .desired_rows(4)
+                        .desired_width(f32::INFINITY),
+                );
+            }
+        }
+        ui.add(
+            egui::Slider::new(&mut state.length, MIN_LENGTH..=MAX_LENGTH)
+                .logarithmic(true)
+                .text(text::LENGTH),
+        )
+        .on_hover_text(text::LENGTH_HELP);
+        ui.horizontal_wrapped(|ui| {
+            if ui.button(text::HALVE_LENGTH).clicked() {
+                state.length = (state.length / 2).max(MIN_LENGTH);
+            }
+            if ui.button(text::DOUBLE_LENGTH).clicked() {
+                state.length = (state.length * 2).min(MAX_LENGTH);
+            }
+            for (label, l) in [
+                (text::at_training_length(info.training_length), info.training_length),
+                ("4L".to_string(), 4 * info.training_length),
+                ("16L".to_string(), 16 * info.training_length),
+            ] {
+                if ui.button(label).clicked() {
+                    state.length = l.clamp(MIN_LENGTH, MAX_LENGTH);
+                }
+            }
+        });
+        let ratio = state.length as f64 / info.training_length as f64;
+        let mut line = text::length_vs_training(state.length, info.training_length, ratio);
+        if let Some(t) = tokens {
+            line.push_str(&format!("; {}", text::tokens_note(t)));
+        }
+        ui.label(line);
+    }
+}

@@ -1,0 +1,90 @@
+//! The views: each a small struct with one `ui` method that reads results
+//! from `Jobs`, asks for what it needs by key, and changes `ViewState`.
+//! Views hold no engine handles.
+
+pub mod against;
+pub mod attention;
+pub mod entropy;
+pub mod head_map;
+pub mod input;
+pub mod scales;
+pub mod status;
+
+use eframe::egui;
+
+use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey};
+use super::models::ModelInfo;
+use super::palette;
+use super::state::{InputKind, ViewState};
+use super::text;
+
+/// The keys every view derives from the state, built once per frame.
+pub struct Keys {
+    pub at: InputAt,
+    /// The scales in use.
+    pub scales: ScalesKey,
+    /// Plain NoPE.
+    pub ones: ScalesKey,
+    /// True when the scales in use are plain NoPE (one set of curves).
+    pub plain: bool,
+    pub info: ModelInfo,
+}
+
+impl Keys {
+    pub fn of(state: &ViewState, info: ModelInfo) -> Self {
+        let n = info.layers * info.heads;
+        let input = match state.input {
+            InputKind::Validation => InputKey::Validation,
+            InputKind::Passkey => InputKey::Passkey {
+                key: state.passkey.key,
+                depth_permille: (state.passkey.depth * 1000.0).round() as u32,
+            },
+            InputKind::Pasted => InputKey::Pasted(state.pasted_text.clone()),
+        };
+        Keys {
+            at: InputAt {
+                model: state.model,
+                input,
+                length: state.length,
+            },
+            scales: ScalesKey::of(&state.scales.values(info.layers, info.heads)),
+            ones: ScalesKey::ones(n),
+            plain: state.scales.is_plain(),
+            info,
+        }
+    }
+
+    pub fn entropy(&self, scales: &ScalesKey) -> JobKey {
+        JobKey::Entropy {
+            at: self.at.clone(),
+            scales: scales.clone(),
+        }
+    }
+
+    /// The scale settings to draw: NoPE, then the current scales if they differ.
+    pub fn settings(&self) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
+        let mut v = vec![(text::BEFORE, self.ones.clone(), palette::NOPE)];
+        if !self.plain {
+            v.push((text::AFTER, self.scales.clone(), palette::SCALED));
+        }
+        v
+    }
+}
+
+/// Progress of a running entry, or its error; true when there is nothing
+/// to draw yet.
+pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
+    match entry {
+        Entry::Running { fraction, message, .. } => {
+            ui.add(
+                egui::ProgressBar::new(*fraction)
+                    .text(format!("{}: {message}", text::WORKING))
+                    .desired_width(ui.available_width().min(360.0)),
+            );
+        }
+        Entry::Failed(e) => {
+            ui.colored_label(palette::ERROR, text::error(e));
+        }
+        Entry::Done(_) => {}
+    }
+}

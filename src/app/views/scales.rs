@@ -1,0 +1,85 @@
+//! Head scales: one uniform scale for every head, or per-head scales from a
+//! head-scales file (a path natively, or the file's JSON pasted). A bad
+//! file shows the loader's error here; nothing panics.
+
+use std::path::Path;
+
+use eframe::egui;
+
+use crate::app::models::ModelInfo;
+use crate::app::palette;
+use crate::app::state::{LoadedScales, ViewState};
+use crate::app::text;
+use crate::model::head_scales::HeadScales;
+
+#[derive(Default)]
+pub struct ScalesView {
+    /// What the user typed: a path or JSON.
+    pub source: String,
+    pub error: Option<String>,
+}
+
+/// Reads head scales from a path or from JSON text, checked against the
+/// model's shape.
+pub fn load_scales(source: &str, info: ModelInfo) -> Result<LoadedScales, String> {
+    let source = source.trim();
+    if source.is_empty() {
+        return Err(text::NO_SCALES_SOURCE.into());
+    }
+    let (hs, name) = if source.starts_with('{') {
+        (HeadScales::from_json(source, None), "pasted JSON".to_string())
+    } else {
+        let path = Path::new(source);
+        let body = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        (HeadScales::from_json(&body, Some(path)), path.display().to_string())
+    };
+    let hs = hs.map_err(|e| e.to_string())?;
+    if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
+        return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
+    }
+    Ok(LoadedScales {
+        name,
+        layers: hs.num_layers,
+        heads: hs.num_heads,
+        values: hs.values,
+    })
+}
+
+impl ScalesView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo) {
+        ui.heading(text::SCALES_HEADING);
+        let s = &mut state.scales;
+        ui.add_enabled(
+            !(s.use_file && s.file.is_some()),
+            egui::Slider::new(&mut s.uniform, 0.25..=4.0)
+                .logarithmic(true)
+                .text(text::UNIFORM_SCALE),
+        )
+        .on_hover_text(text::UNIFORM_HELP);
+        if ui.button(text::RESET_SCALES).clicked() {
+            s.uniform = 1.0;
+            s.use_file = false;
+        }
+        let label = ui.label(text::SCALES_FILE);
+        ui.add(egui::TextEdit::singleline(&mut self.source).desired_width(f32::INFINITY))
+            .labelled_by(label.id);
+        if ui.button(text::LOAD_SCALES).clicked() {
+            match load_scales(&self.source, info) {
+                Ok(loaded) => {
+                    s.file = Some(loaded);
+                    s.use_file = true;
+                    self.error = None;
+                }
+                Err(e) => self.error = Some(e),
+            }
+        }
+        if let Some(e) = &self.error {
+            ui.colored_label(palette::ERROR, text::error(e));
+        }
+        if let Some(f) = &s.file {
+            let name = f.name.clone();
+            ui.checkbox(&mut s.use_file, text::USE_FILE_SCALES);
+            ui.label(text::loaded_from(&name));
+        }
+    }
+}

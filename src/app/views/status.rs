@@ -1,0 +1,53 @@
+//! The status bar: which engine runs on which adapter (and why), a switch
+//! between engines, what is being computed with a cancel button, and the
+//! frame time (the UI must keep drawing while work runs).
+
+use eframe::egui;
+
+use crate::app::jobs::Jobs;
+use crate::app::state::ViewState;
+use crate::app::text;
+use crate::lab::backend::Backend;
+
+#[derive(Default)]
+pub struct StatusView;
+
+impl StatusView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, frame_ms: Option<f32>) {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::ENGINE);
+            for (b, label) in [
+                (Backend::Auto, text::BACKEND_AUTO),
+                (Backend::Cpu, text::BACKEND_CPU),
+                (Backend::Gpu, text::BACKEND_GPU),
+            ] {
+                ui.selectable_value(&mut state.backend, b, label);
+            }
+            let engine = jobs.engine();
+            ui.label(if engine.is_empty() {
+                text::ENGINE_NOT_STARTED
+            } else {
+                engine
+            });
+            ui.separator();
+            let running = jobs.running();
+            if running.is_empty() {
+                ui.label(text::IDLE);
+            } else {
+                let (f, m) = &running[0];
+                ui.add(
+                    egui::ProgressBar::new(*f)
+                        .desired_width(160.0)
+                        .text(text::jobs_running(running.len(), m)),
+                );
+                if ui.button(text::CANCEL).clicked() {
+                    jobs.cancel_all();
+                }
+            }
+            if let Some(ms) = frame_ms {
+                ui.separator();
+                ui.label(text::frame_time(ms));
+            }
+        });
+    }
+}

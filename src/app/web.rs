@@ -1,0 +1,154 @@
+//! The web page's side of the app: start on a canvas, the state in the URL
+//! (`#state=...`, so a shared link opens the same view), a small hook for
+//! tests and scripts (`nopescope_status()` returns the app's state and
+//! progress as JSON, `nopescope_set_state(json)` sets the view), and the
+//! page title as a readiness signal ("nopescope · ready").
+
+use std::cell::RefCell;
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::jobs::JobResult;
+use super::state::ViewState;
+use super::NopeApp;
+
+thread_local! {
+    /// The app's status as JSON, written after every frame.
+    static STATUS: RefCell<String> = const { RefCell::new(String::new()) };
+    /// A state set from JavaScript, applied at the next frame.
+    static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
+    /// The fragment last written to the URL.
+    static FRAGMENT: RefCell<String> = const { RefCell::new(String::new()) };
+    static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
+}
+
+/// The app's state and what it has computed, as JSON.
+#[wasm_bindgen]
+pub fn nopescope_status() -> String {
+    STATUS.with(|s| s.borrow().clone())
+}
+
+/// Sets the view from JSON (as `nopescope_status().state` gives it).
+#[wasm_bindgen]
+pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
+    let state = ViewState::from_json(json).map_err(|e| JsValue::from_str(&e))?;
+    PENDING.with(|p| *p.borrow_mut() = Some(state));
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow().as_ref() {
+            ctx.request_repaint();
+        }
+    });
+    Ok(())
+}
+
+/// Resolves after `ms` milliseconds through the browser's event loop, so
+/// the runner lets frames through.
+pub async fn yield_to_browser(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Milliseconds on the page's clock.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_default()
+}
+
+fn state_from_url() -> Option<ViewState> {
+    let hash = web_sys::window()?.location().hash().ok()?;
+    ViewState::from_fragment(&hash)?.ok()
+}
+
+/// After each frame: apply a state set from JavaScript, mirror the state
+/// in the URL and publish the status.
+pub fn after_frame(app: &mut NopeApp) {
+    if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
+        app.state = s;
+    }
+    let fragment = app.state.to_fragment();
+    let changed = FRAGMENT.with(|f| {
+        let mut f = f.borrow_mut();
+        let changed = *f != fragment;
+        if changed {
+            *f = fragment.clone();
+        }
+        changed
+    });
+    if changed {
+        if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&fragment));
+        }
+    }
+    let keys = super::views::Keys::of(&app.state, app.info());
+    let entropy = match app.jobs.get(&keys.entropy(&keys.ones)).result() {
+        Some(JobResult::Entropy(p)) => {
+            let mean = p.mean_over_heads();
+            Some(serde_json::json!({
+                "length": p.length,
+                "windows": p.windows,
+                "mean_bits": mean.iter().sum::<f32>() / mean.len().max(1) as f32,
+                "loss": p.loss,
+            }))
+        }
+        _ => None,
+    };
+    let ready = entropy.is_some();
+    let status = serde_json::json!({
+        "state": app.state,
+        "engine": app.jobs.engine(),
+        "entropy": entropy,
+        "idle": app.jobs.is_idle(),
+        "first_plot_s": app.first_plot_s,
+        "busy_frames": app.frame_stats.busy_frames,
+        "busy_max_ms": app.frame_stats.busy_max_ms,
+        "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
+    });
+    STATUS.with(|s| *s.borrow_mut() = status.to_string());
+    if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+        doc.set_title(if ready {
+            "nopescope · ready"
+        } else {
+            "nopescope · computing"
+        });
+    }
+}
+
+/// Starts the app on the canvas with id `canvas_id`.
+pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| JsValue::from_str("no document"))?;
+    let canvas = document
+        .get_element_by_id(canvas_id)
+        .ok_or_else(|| JsValue::from_str("no canvas"))?
+        .dyn_into::<web_sys::HtmlCanvasElement>()?;
+    // The hook on `window` too, whatever the page's loader does with the
+    // module's exports.
+    if let Some(window) = web_sys::window() {
+        let status = Closure::<dyn Fn() -> String>::new(nopescope_status);
+        let set = Closure::<dyn Fn(String) -> Result<(), JsValue>>::new(|json: String| nopescope_set_state(&json));
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_status"), status.as_ref())?;
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_set_state"), set.as_ref())?;
+        // They live as long as the page.
+        status.forget();
+        set.forget();
+    }
+    let url_state = state_from_url();
+    eframe::WebRunner::new()
+        .start(
+            canvas,
+            eframe::WebOptions::default(),
+            Box::new(move |cc| {
+                CTX.with(|c| *c.borrow_mut() = Some(cc.egui_ctx.clone()));
+                Ok(Box::new(NopeApp::from_creation(cc, url_state)))
+            }),
+        )
+        .await
+}

@@ -1,0 +1,238 @@
+//! Which engine runs, chosen at run time, and the one `auto` rule that the
+//! CLI, the desktop app and the web page share: the WGSL engine on a real
+//! GPU; the CPU engine on a CPU / fallback adapter (lavapipe, SwiftShader,
+//! WARP are slower than it), where there is no adapter, where the adapter
+//! has no compute shaders (WebGL2) or where the GPU engine fails to start.
+//!
+//! Owns no device: the caller hands in the GPU context it has (eframe's own
+//! device in the app, a fresh one in the CLI), so there is never a second
+//! device.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{GpuContext, GpuEngine};
+use crate::model::cpu::CpuEngine;
+use crate::model::engine::{Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, StepStats};
+use crate::model::error::{Error, Result};
+use crate::model::head_scales::HeadScales;
+use crate::model::optim::{AdamWConfig, AdamWState};
+use crate::model::params::Params;
+use crate::model::ModelConfig;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Gpu,
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Cpu => "cpu",
+            Backend::Gpu => "gpu",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+/// Either engine; `lab/` stays generic over `Engine`. One engine lives per
+/// model, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyEngine {
+    Cpu(CpuEngine),
+    Gpu(GpuEngine),
+}
+
+impl AnyEngine {
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, AnyEngine::Gpu(_))
+    }
+}
+
+/// An engine and one sentence saying why it was picked.
+pub struct Chosen {
+    pub engine: AnyEngine,
+    pub reason: String,
+}
+
+/// True when `auto` should run the WGSL engine on this adapter.
+pub fn auto_prefers_gpu(ctx: &GpuContext) -> bool {
+    !ctx.report().is_cpu
+}
+
+fn cpu(config: ModelConfig, params: Params<f32>, reason: String) -> Result<Chosen> {
+    Ok(Chosen {
+        engine: AnyEngine::Cpu(CpuEngine::new(config, params)?),
+        reason,
+    })
+}
+
+/// Picks the engine for `backend`. `gpu` is the device to use, or why there
+/// is none. `Backend::Gpu` without a usable device is an error that
+/// suggests the CPU engine; `Auto` falls back to the CPU engine and says why.
+pub async fn choose_engine(
+    backend: Backend,
+    gpu: std::result::Result<GpuContext, String>,
+    config: ModelConfig,
+    params: Params<f32>,
+) -> Result<Chosen> {
+    match backend {
+        Backend::Cpu => cpu(config, params, "the CPU engine, as asked".into()),
+        Backend::Gpu => {
+            let ctx = gpu.map_err(|e| Error::Engine(format!("no usable GPU ({e}); use the CPU engine")))?;
+            let adapter = ctx.adapter();
+            let engine = GpuEngine::new(ctx, config, params)
+                .await
+                .map_err(|e| Error::Engine(format!("the GPU engine failed on {adapter}: {e}; use the CPU engine")))?;
+            Ok(Chosen {
+                engine: AnyEngine::Gpu(engine),
+                reason: format!("the GPU engine on {adapter}, as asked"),
+            })
+        }
+        Backend::Auto => {
+            let ctx = match gpu {
+                Ok(ctx) => ctx,
+                Err(e) => return cpu(config, params, format!("auto: no usable GPU ({e}); the CPU engine")),
+            };
+            if !auto_prefers_gpu(&ctx) {
+                let reason = format!(
+                    "auto: {} is a CPU / fallback adapter, slower than the CPU engine; the CPU engine",
+                    ctx.adapter()
+                );
+                return cpu(config, params, reason);
+            }
+            let adapter = ctx.adapter();
+            match GpuEngine::new(ctx, config.clone(), params.clone()).await {
+                Ok(e) => Ok(Chosen {
+                    engine: AnyEngine::Gpu(e),
+                    reason: format!("auto: the GPU engine on {adapter}"),
+                }),
+                Err(e) => cpu(
+                    config,
+                    params,
+                    format!("auto: the GPU engine failed on {adapter} ({e}); the CPU engine"),
+                ),
+            }
+        }
+    }
+}
+
+/// Natively: opens the default adapter only when the choice may use it, and
+/// picks the engine (what the CLI does).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn choose_engine_native(backend: Backend, config: ModelConfig, params: Params<f32>) -> Result<Chosen> {
+    let gpu = match backend {
+        Backend::Cpu => Err("not asked for".to_string()),
+        _ => GpuContext::new_default().map_err(|e| e.to_string()),
+    };
+    pollster::block_on(choose_engine(backend, gpu, config, params))
+}
+
+impl Engine for AnyEngine {
+    fn name(&self) -> String {
+        match self {
+            AnyEngine::Cpu(e) => e.name(),
+            AnyEngine::Gpu(e) => e.name(),
+        }
+    }
+
+    fn config(&self) -> &ModelConfig {
+        match self {
+            AnyEngine::Cpu(e) => e.config(),
+            AnyEngine::Gpu(e) => e.config(),
+        }
+    }
+
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        match self {
+            AnyEngine::Cpu(e) => e.forward(tokens, head_scales, options).await,
+            AnyEngine::Gpu(e) => e.forward(tokens, head_scales, options).await,
+        }
+    }
+
+    async fn weighted_gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> Result<Gradients> {
+        match self {
+            AnyEngine::Cpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
+            AnyEngine::Gpu(e) => e.weighted_gradients(batch, loss_weights, head_scales, mode).await,
+        }
+    }
+
+    async fn train_step(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        optimizer: &AdamWConfig,
+        lr: f32,
+    ) -> Result<StepStats> {
+        match self {
+            AnyEngine::Cpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
+            AnyEngine::Gpu(e) => e.train_step(batch, head_scales, optimizer, lr).await,
+        }
+    }
+
+    async fn params(&mut self) -> Result<Params<f32>> {
+        match self {
+            AnyEngine::Cpu(e) => e.params().await,
+            AnyEngine::Gpu(e) => e.params().await,
+        }
+    }
+
+    async fn optimizer_state(&mut self) -> Result<Option<AdamWState>> {
+        match self {
+            AnyEngine::Cpu(e) => e.optimizer_state().await,
+            AnyEngine::Gpu(e) => e.optimizer_state().await,
+        }
+    }
+
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+        match self {
+            AnyEngine::Cpu(e) => e.set_optimizer_state(state).await,
+            AnyEngine::Gpu(e) => e.set_optimizer_state(state).await,
+        }
+    }
+
+    async fn attention_rows(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        layer: usize,
+        head: usize,
+        queries: &[usize],
+    ) -> Result<Vec<f32>> {
+        match self {
+            AnyEngine::Cpu(e) => e.attention_rows(tokens, head_scales, layer, head, queries).await,
+            AnyEngine::Gpu(e) => e.attention_rows(tokens, head_scales, layer, head, queries).await,
+        }
+    }
+
+    async fn pooled_attention(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        layer: usize,
+        head: usize,
+        cells: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        match self {
+            AnyEngine::Cpu(e) => e.pooled_attention(tokens, head_scales, layer, head, cells).await,
+            AnyEngine::Gpu(e) => e.pooled_attention(tokens, head_scales, layer, head, cells).await,
+        }
+    }
+}

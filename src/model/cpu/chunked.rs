@@ -1,0 +1,203 @@
+//! The forward pass a few query rows at a time: prefill in chunks with a
+//! K/V cache per layer. Causal attention lets rows [a, b) go through every
+//! layer once the keys and values of rows [0, b) exist, so a single-threaded
+//! caller (the web page) can stop after any chunk, let the browser draw a
+//! frame, and go on. Same loss and attention entropy as
+//! [`super::transformer::forward`], checked in tests/app_inspect.rs.
+
+use super::ops::{cross_entropy_row, embedding_forward, rmsnorm_forward, swiglu_forward};
+use crate::model::config::{ModelConfig, PositionEncoding};
+use crate::model::engine::check_inputs;
+use crate::model::error::Result;
+use crate::model::head_scales::HeadScales;
+use crate::model::params::Params;
+use crate::model::real::matmul_nt;
+
+pub struct ChunkedForward<'a> {
+    cfg: &'a ModelConfig,
+    params: &'a Params<f32>,
+    tokens: &'a [u32],
+    scales: &'a [f32],
+    /// The per-position scale rule.
+    rule: crate::model::head_scales::ScaleRule,
+    /// Rows done so far.
+    done: usize,
+    /// Per layer, keys and values of rows 0..done: (T, KV*hd) each.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// (layers, heads, T) bits.
+    pub entropy_bits: Vec<f32>,
+    /// Sum of -ln p(token[i+1]) over the rows done.
+    pub loss_sum: f64,
+}
+
+fn w(p: &Params<f32>, off: usize, len: usize) -> &[f32] {
+    &p.data[off..off + len]
+}
+
+/// RoPE of `n` rows at positions pos0.. (the same rotation as
+/// `ops::rope_apply`, which starts at position 0).
+fn rope_rows(x: &mut [f32], pos0: usize, n: usize, heads: usize, hd: usize, theta: f64) {
+    let half = hd / 2;
+    for r in 0..n {
+        let pos = (pos0 + r) as f64;
+        for i in 0..half {
+            let (sin, cos) = (pos * theta.powf(-((2 * i) as f64) / hd as f64)).sin_cos();
+            let (sin, cos) = (sin as f32, cos as f32);
+            for h in 0..heads {
+                let base = (r * heads + h) * hd;
+                let (a, b) = (x[base + i], x[base + i + half]);
+                x[base + i] = a * cos - b * sin;
+                x[base + i + half] = b * cos + a * sin;
+            }
+        }
+    }
+}
+
+impl<'a> ChunkedForward<'a> {
+    pub fn new(cfg: &'a ModelConfig, params: &'a Params<f32>, tokens: &'a [u32], hs: &'a HeadScales) -> Result<Self> {
+        check_inputs(cfg, tokens, hs)?;
+        let t = tokens.len();
+        Ok(ChunkedForward {
+            cfg,
+            params,
+            tokens,
+            scales: &hs.values,
+            rule: hs.rule,
+            done: 0,
+            k: vec![vec![0.0; t * cfg.kv_dim()]; cfg.num_layers],
+            v: vec![vec![0.0; t * cfg.kv_dim()]; cfg.num_layers],
+            entropy_bits: vec![0.0; cfg.num_layers * cfg.num_heads * t],
+            loss_sum: 0.0,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done == self.tokens.len()
+    }
+
+    /// Fraction of the work done (attention grows with the row, so rows
+    /// late in the sequence weigh more).
+    pub fn fraction(&self) -> f32 {
+        let t = self.tokens.len() as f64;
+        let d = self.done as f64;
+        (0.5 * (d / t + (d * d) / (t * t))) as f32
+    }
+
+    /// How many rows from here make about `budget` multiply-adds.
+    pub fn rows_for(&self, budget: f64) -> usize {
+        let c = self.cfg;
+        let per_row = (c.num_layers
+            * (c.hidden_size * (c.q_dim() + 2 * c.kv_dim() + c.q_dim()) + 3 * c.hidden_size * c.intermediate_size)
+            + c.vocab_size * c.hidden_size) as f64;
+        let per_key = (c.num_layers * c.num_heads * c.head_dim * 2) as f64;
+        let mut cost = 0.0;
+        let mut rows = 0;
+        while self.done + rows < self.tokens.len() && (rows == 0 || cost < budget) {
+            cost += per_row + per_key * (self.done + rows + 1) as f64;
+            rows += 1;
+        }
+        rows
+    }
+
+    /// Runs rows done..done+rows through every layer and the LM head.
+    pub fn step(&mut self, rows: usize) {
+        let cfg = self.cfg;
+        let (a, t) = (self.done, self.tokens.len());
+        let n = rows.min(t - a);
+        if n == 0 {
+            return;
+        }
+        let (c, f, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let group = hh / kvh;
+        let lay = &self.params.layout;
+        let p = self.params;
+        let mut x = vec![0f32; n * c]; // (n, C)
+        embedding_forward(&mut x, w(p, lay.embed, vocab * c), &self.tokens[a..a + n], c);
+        let mut xn = vec![0f32; n * c];
+        let mut rstd = vec![0f32; n];
+        let mut qkv = vec![0f32; n * (qd + 2 * kvd)];
+        let mut q = vec![0f32; n * qd];
+        let mut att = vec![0f32; n * qd];
+        let mut gu = vec![0f32; n * 2 * f];
+        let mut h = vec![0f32; n * f];
+        let mut s = vec![0f32; a + n]; // one row of scores
+        for (l, o) in lay.layers.iter().enumerate() {
+            rmsnorm_forward(&mut xn, &mut rstd, &x, w(p, o.attn_norm, c), c, cfg.rms_norm_eps);
+            matmul_nt(
+                &mut qkv,
+                &xn,
+                w(p, o.wq, (qd + 2 * kvd) * c),
+                n,
+                c,
+                qd + 2 * kvd,
+                1.0,
+                0.0,
+            );
+            let (kc, vc) = (&mut self.k[l], &mut self.v[l]);
+            for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
+                q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+                kc[(a + r) * kvd..(a + r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                vc[(a + r) * kvd..(a + r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+            }
+            if let PositionEncoding::Rope { theta } = cfg.position_encoding {
+                rope_rows(&mut q, a, n, hh, hd, theta);
+                rope_rows(&mut kc[a * kvd..(a + n) * kvd], a, n, kvh, hd, theta);
+            }
+            // The scale rule: q_i <- r(i) q_i for the rows a..a+n.
+            if !self.rule.is_constant() {
+                for (r, row) in q.chunks_exact_mut(qd).enumerate() {
+                    let f = self.rule.factor(a + r) as f32;
+                    row.iter_mut().for_each(|v| *v *= f);
+                }
+            }
+            // Attention of each new row over keys 0..=i, with its entropy:
+            // H = ln Z - E / Z in nats (E = sum e^{s-m} (s-m)), over ln 2.
+            for r in 0..n {
+                let i = a + r;
+                for head in 0..hh {
+                    let g = head / group;
+                    let lambda = self.scales[l * hh + head] / (hd as f32).sqrt();
+                    let qi = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
+                    let mut m = f32::NEG_INFINITY;
+                    for (j, sj) in s.iter_mut().enumerate().take(i + 1) {
+                        let kj = &kc[j * kvd + g * hd..j * kvd + (g + 1) * hd];
+                        *sj = lambda * qi.iter().zip(kj).map(|(x, y)| x * y).sum::<f32>();
+                        m = m.max(*sj);
+                    }
+                    let out = &mut att[r * qd + head * hd..r * qd + (head + 1) * hd];
+                    out.fill(0.0);
+                    let (mut z, mut e) = (0f32, 0f32);
+                    for (j, &sj) in s.iter().enumerate().take(i + 1) {
+                        let pj = (sj - m).exp();
+                        z += pj;
+                        e += pj * (sj - m);
+                        let vj = &vc[j * kvd + g * hd..j * kvd + (g + 1) * hd];
+                        for (o, v) in out.iter_mut().zip(vj) {
+                            *o += pj * v;
+                        }
+                    }
+                    out.iter_mut().for_each(|o| *o /= z);
+                    self.entropy_bits[(l * hh + head) * t + i] = (z.ln() - e / z) / std::f32::consts::LN_2;
+                }
+            }
+            matmul_nt(&mut x, &att, w(p, o.wo, c * qd), n, qd, c, 1.0, 1.0);
+            rmsnorm_forward(&mut xn, &mut rstd, &x, w(p, o.mlp_norm, c), c, cfg.rms_norm_eps);
+            matmul_nt(&mut gu, &xn, w(p, o.w_gate, 2 * f * c), n, c, 2 * f, 1.0, 0.0);
+            swiglu_forward(&mut h, &gu, f);
+            matmul_nt(&mut x, &h, w(p, o.w_down, c * f), n, f, c, 1.0, 1.0);
+        }
+        rmsnorm_forward(&mut xn, &mut rstd, &x, w(p, lay.norm, c), c, cfg.rms_norm_eps);
+        let mut z = vec![0f32; n * vocab];
+        matmul_nt(&mut z, &xn, w(p, lay.lm_head, vocab * c), n, c, vocab, 1.0, 0.0);
+        for (r, row) in z.chunks_exact_mut(vocab).enumerate() {
+            let i = a + r;
+            if i + 1 < t {
+                self.loss_sum += cross_entropy_row(row, self.tokens[i + 1] as usize, None) as f64;
+            }
+        }
+        self.done = a + n;
+    }
+}

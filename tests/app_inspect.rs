@@ -1,0 +1,172 @@
+//! What the attention viewer shows, on both engines: the attention rows of
+//! chosen queries and the pooled T x T map (`Engine::attention_rows`,
+//! `Engine::pooled_attention`), checked against the engines' own streaming
+//! entropy (the same softmax, never materialized), against each other, and
+//! the GPU engine against the CPU. The GPU part needs an adapter (lavapipe
+//! on CI): without one it fails.
+
+use nopescope::gpu::{GpuContext, GpuEngine};
+use nopescope::model::cpu::inspect::row_entropy_bits;
+use nopescope::model::cpu::CpuEngine;
+use nopescope::model::files::load_model_dir;
+use nopescope::model::{Engine, ForwardOptions, HeadScales};
+use pollster::block_on;
+
+struct Setup {
+    cpu: CpuEngine,
+    tokens: Vec<u32>,
+    scales: HeadScales,
+    params: nopescope::model::Params<f32>,
+}
+
+fn setup(t: usize) -> Setup {
+    let m = load_model_dir(std::path::Path::new("assets/models/nope-sotu")).unwrap();
+    let tok = m.tokenizer.as_ref().unwrap();
+    let text = std::fs::read_to_string("assets/text/sotu-validation.txt").unwrap();
+    let mut tokens: Vec<u32> = tok.bos_id().into_iter().collect();
+    tokens.extend(tok.encode(&text[..20_000]).unwrap());
+    tokens.truncate(t);
+    let mut scales = HeadScales::ones(&m.config);
+    for (i, s) in scales.values.iter_mut().enumerate() {
+        *s = 0.8 + 0.05 * i as f32;
+    }
+    Setup {
+        cpu: CpuEngine::new(m.config.clone(), m.params.clone()).unwrap(),
+        tokens,
+        scales,
+        params: m.params,
+    }
+}
+
+#[test]
+fn rows_match_the_streaming_entropy_and_sum_to_one() {
+    let t = 300;
+    let mut s = setup(t);
+    let out = block_on(s.cpu.forward(
+        &s.tokens,
+        &s.scales,
+        &ForwardOptions {
+            entropy: true,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let ent = out.entropy_bits.unwrap();
+    let heads = s.cpu.config().num_heads;
+    let queries = [0usize, 1, 17, 150, t - 1];
+    for (layer, head) in [(0, 0), (1, 3), (3, 2)] {
+        let rows = block_on(s.cpu.attention_rows(&s.tokens, &s.scales, layer, head, &queries)).unwrap();
+        assert_eq!(rows.len(), queries.len() * t);
+        for (row, &q) in rows.chunks_exact(t).zip(&queries) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "row {q} sums to {sum}");
+            assert!(row[q + 1..].iter().all(|&p| p == 0.0), "row {q} attends to the future");
+            let want = ent[(layer * heads + head) * t + q] as f64;
+            let got = row_entropy_bits(row);
+            assert!(
+                (got - want).abs() < 2e-3,
+                "layer {layer} head {head} query {q}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pooled_map_is_the_rows_pooled() {
+    let t = 96;
+    let mut s = setup(t);
+    let all: Vec<usize> = (0..t).collect();
+    let rows = block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 2, 1, &all)).unwrap();
+    // At n = T the pooled map is the attention matrix itself.
+    let (full, n) = block_on(s.cpu.pooled_attention(&s.tokens, &s.scales, 2, 1, 512)).unwrap();
+    assert_eq!(n, t);
+    for (a, b) in full.iter().zip(&rows) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    // At n = 8 each cell is the mean over its 12 queries of their mass on its 12 keys.
+    let (pooled, n) = block_on(s.cpu.pooled_attention(&s.tokens, &s.scales, 2, 1, 8)).unwrap();
+    assert_eq!(n, 8);
+    for a in 0..8 {
+        for b in 0..8 {
+            let want: f32 = (a * 12..(a + 1) * 12)
+                .map(|i| (b * 12..(b + 1) * 12).map(|j| rows[i * t + j]).sum::<f32>())
+                .sum::<f32>()
+                / 12.0;
+            assert!((pooled[a * 8 + b] - want).abs() < 1e-5, "cell {a},{b}");
+        }
+        let row_sum: f32 = pooled[a * 8..(a + 1) * 8].iter().sum();
+        assert!((row_sum - 1.0).abs() < 1e-4);
+    }
+    // Out of range heads and queries are errors, not panics.
+    assert!(block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 9, 0, &[0])).is_err());
+    assert!(block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 0, 0, &[t])).is_err());
+    assert!(block_on(s.cpu.pooled_attention(&s.tokens, &s.scales, 0, 0, 0)).is_err());
+}
+
+#[test]
+fn gpu_engine_gives_the_cpu_rows_and_map() {
+    let t = 200;
+    let mut s = setup(t);
+    let ctx = GpuContext::new_default().unwrap_or_else(|e| {
+        panic!("this test needs a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers): {e}")
+    });
+    let mut gpu = block_on(GpuEngine::new(ctx, s.cpu.config().clone(), s.params.clone())).unwrap();
+    let queries = [0usize, 99, t - 1];
+    let want = block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 3, 1, &queries)).unwrap();
+    let got = block_on(gpu.attention_rows(&s.tokens, &s.scales, 3, 1, &queries)).unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    let (want, _) = block_on(s.cpu.pooled_attention(&s.tokens, &s.scales, 1, 2, 64)).unwrap();
+    let (got, n) = block_on(gpu.pooled_attention(&s.tokens, &s.scales, 1, 2, 64)).unwrap();
+    assert_eq!(n, 64);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
+
+/// The web page's forward, a few rows at a time with a K/V cache, gives the
+/// engine's loss and entropy (NoPE and RoPE, chunks that do not divide T).
+#[test]
+fn chunked_forward_matches_the_engine() {
+    use nopescope::model::cpu::chunked::ChunkedForward;
+    for dir in ["assets/models/nope-sotu", "assets/models/rope-sotu"] {
+        let m = load_model_dir(std::path::Path::new(dir)).unwrap();
+        let tok = m.tokenizer.as_ref().unwrap();
+        let text = std::fs::read_to_string("assets/text/sotu-validation.txt").unwrap();
+        let mut tokens: Vec<u32> = tok.bos_id().into_iter().collect();
+        tokens.extend(tok.encode(&text[5_000..15_000]).unwrap());
+        tokens.truncate(203);
+        let mut scales = HeadScales::ones(&m.config);
+        scales.values[3] = 1.7;
+        let mut cpu = CpuEngine::new(m.config.clone(), m.params.clone()).unwrap();
+        let out = block_on(cpu.forward(
+            &tokens,
+            &scales,
+            &ForwardOptions {
+                entropy: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+        let mut ch = ChunkedForward::new(&m.config, &m.params, &tokens, &scales).unwrap();
+        assert!(ch.rows_for(1e6) >= 1);
+        let mut steps = 0;
+        while !ch.is_done() {
+            ch.step(7);
+            steps += 1;
+        }
+        assert_eq!(steps, 29);
+        assert!((ch.fraction() - 1.0).abs() < 1e-6);
+        assert!(
+            (ch.loss_sum - out.loss_sum).abs() < 1e-3 * out.loss_sum.abs(),
+            "{dir}: loss {} vs {}",
+            ch.loss_sum,
+            out.loss_sum
+        );
+        let want = out.entropy_bits.unwrap();
+        for (k, (a, b)) in ch.entropy_bits.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 2e-3, "{dir}: entropy {k}: {a} vs {b}");
+        }
+    }
+}

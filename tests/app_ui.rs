@@ -1,0 +1,183 @@
+//! The app driven the way a person would, through egui_kittest: rendered
+//! with wgpu (lavapipe on CI machines; no adapter is a failure, not a
+//! skip), compared with committed snapshots (`UPDATE_SNAPSHOTS=1` writes
+//! them), and clicked and typed through the accessibility tree. Each test
+//! checks that the state changed and that the views recomputed.
+#![cfg(feature = "app")]
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nopescope::app::jobs::{Entry, JobKey, JobResult};
+use nopescope::app::state::ViewState;
+use nopescope::app::views::Keys;
+use nopescope::app::{text, AppOptions, NopeApp};
+
+fn harness(state: ViewState, width: f32) -> Harness<'static, NopeApp> {
+    Harness::builder()
+        .with_size([width, 980.0])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+}
+
+/// Steps frames until every job has finished (a minute at most).
+fn settle(h: &mut Harness<'static, NopeApp>) {
+    let start = Instant::now();
+    let mut idle_frames = 0;
+    while idle_frames < 3 {
+        h.step();
+        if h.state().jobs.is_idle() {
+            idle_frames += 1;
+        } else {
+            idle_frames = 0;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "jobs still running after a minute"
+        );
+    }
+}
+
+fn small_state() -> ViewState {
+    ViewState {
+        length: 512,
+        ..Default::default()
+    }
+}
+
+fn done(h: &Harness<'static, NopeApp>, key: &JobKey) -> bool {
+    matches!(h.state().jobs.peek(key), Some(Entry::Done(_)))
+}
+
+#[test]
+fn default_view_computes_and_matches_snapshot() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let entry = app.jobs.peek(&keys.entropy(&keys.ones)).cloned();
+    match entry.as_ref().and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => {
+            assert_eq!(p.length, 512);
+            assert_eq!((p.layers, p.heads), (4, 4));
+            // Entropy can never pass the uniform ceiling log2(i + 1).
+            for (i, &e) in p.mean_over_heads().iter().enumerate() {
+                assert!(e >= -1e-3 && e <= ((i + 1) as f32).log2() + 1e-3, "position {i}: {e}");
+            }
+        }
+        other => panic!("no entropy profile: {other:?}"),
+    }
+    h.get_by_label(&text::head_name(0, 0));
+    h.snapshot("app_default");
+}
+
+#[test]
+fn clicking_a_head_selects_it_and_recomputes_its_attention() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(&text::head_name(2, 3)).click();
+    h.step();
+    assert_eq!((h.state().state.layer, h.state().state.head), (2, 3));
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let row = JobKey::AttnRow {
+        at: keys.at.clone(),
+        scales: keys.ones.clone(),
+        layer: 2,
+        head: 3,
+        query: None,
+    };
+    assert!(done(&h, &row), "the attention row of layer 2, head 3 was not computed");
+    assert!(
+        h.get_all_by_label(&text::selected(2, 3)).count() >= 2,
+        "the map and the attention view name the head"
+    );
+}
+
+#[test]
+fn doubling_the_length_recomputes_the_entropy() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::DOUBLE_LENGTH).click();
+    h.step();
+    assert_eq!(h.state().state.length, 1024);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => assert_eq!(p.length, 1024),
+        other => panic!("no entropy at 1024: {other:?}"),
+    }
+    h.get_by_label_contains("1024 tokens, mean over");
+}
+
+#[test]
+fn a_bad_scales_file_shows_the_error_and_a_good_one_applies() {
+    let dir = std::env::temp_dir().join(format!("nopescope-app-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad_scales.json");
+    std::fs::write(&bad, "{\"head_scales\": [[1.0, -2.0]]").unwrap();
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::SCALES_FILE).type_text(bad.to_str().unwrap());
+    h.get_by_label(text::LOAD_SCALES).click();
+    h.run_steps(2);
+    h.get_by_label_contains("Error:");
+    assert!(h.state().state.scales.file.is_none());
+
+    // A file of the wrong shape is refused with the shapes in the message.
+    let wrong = dir.join("wrong_shape.json");
+    std::fs::write(&wrong, "{\"head_scales\": [[1.5, 1.5], [1.5, 1.5]]}").unwrap();
+    let field = h.get_by_label(text::SCALES_FILE);
+    field.focus();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label(text::SCALES_FILE).type_text(wrong.to_str().unwrap());
+    h.get_by_label(text::LOAD_SCALES).click();
+    h.run_steps(2);
+    h.get_by_label_contains("the file has 2 layers x 2 heads");
+
+    // Pasted JSON of the right shape applies, and the scaled views compute.
+    let good = format!("{{\"head_scales\": {}}}", serde_json_rows(4, 4, 1.5));
+    h.get_by_label(text::SCALES_FILE).focus();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label(text::SCALES_FILE).type_text(&good);
+    h.get_by_label(text::LOAD_SCALES).click();
+    h.step();
+    assert!(h.state().state.scales.use_file);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert!(!keys.plain);
+    assert!(
+        done(&h, &keys.entropy(&keys.scales)),
+        "entropy with the loaded scales was not computed"
+    );
+    assert!(h.query_by_label_contains("Error:").is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn serde_json_rows(layers: usize, heads: usize, s: f32) -> String {
+    let row = format!("[{}]", vec![s.to_string(); heads].join(", "));
+    format!("[{}]", vec![row; layers].join(", "))
+}
+
+#[test]
+fn narrow_window_stacks_the_panels_pass_key_document() {
+    let mut state = small_state();
+    state.input = nopescope::app::state::InputKind::Passkey;
+    let mut h = harness(state, 560.0);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => {
+            assert!(p.key_position.is_some());
+            assert_eq!(p.retrieval_query.map(|q| q < p.length), Some(true));
+        }
+        other => panic!("no pass-key profile: {other:?}"),
+    }
+    h.snapshot("app_narrow_passkey");
+}

@@ -1,0 +1,158 @@
+// End-to-end test of the built web page (dist/, from `trunk build
+// --release`) in headless Chromium: real WebGPU on SwiftShader, then with
+// WebGPU off (eframe draws with WebGL2 and the app computes on the CPU
+// engine). Reads the app through its test hook (nopescope_status) and
+// checks screenshots are not blank. Fails loudly: any failed check exits 1.
+//
+//   node web/e2e/e2e.mjs [dist dir] [screenshot dir]
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+
+const dist = path.resolve(process.argv[2] ?? "dist");
+const shots = path.resolve(process.argv[3] ?? "target/e2e");
+fs.mkdirSync(shots, { recursive: true });
+
+const TYPES = {
+  ".html": "text/html",
+  ".js": "text/javascript",
+  ".wasm": "application/wasm",
+  ".css": "text/css",
+  ".png": "image/png",
+  ".json": "application/json",
+};
+
+// A static file server on 127.0.0.1 (a secure context: WebGPU is offered).
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, "http://127.0.0.1");
+  let file = path.join(dist, decodeURIComponent(url.pathname));
+  if (!file.startsWith(dist)) {
+    res.writeHead(403).end();
+    return;
+  }
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, "index.html");
+  fs.readFile(file, (err, body) => {
+    if (err) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+    res.end(body);
+  });
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+const COMMON = [
+  "--no-sandbox",
+  "--disable-gpu-sandbox",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const WEBGPU = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader"];
+const NO_WEBGPU = ["--disable-features=WebGPU", "--use-angle=swiftshader"];
+
+let failures = 0;
+function check(cond, what) {
+  console.log(`${cond ? "ok  " : "FAIL"} ${what}`);
+  if (!cond) failures++;
+}
+
+async function status(page) {
+  return page.evaluate(() => {
+    const f = window.nopescope_status || (window.wasmBindings && window.wasmBindings.nopescope_status);
+    return f ? JSON.parse(f() || "null") : null;
+  });
+}
+
+async function waitReady(page, wantLength, timeoutMs) {
+  const t0 = Date.now();
+  for (;;) {
+    const s = await status(page).catch(() => null);
+    if (s && s.entropy && s.entropy.length === wantLength) return s;
+    if (Date.now() - t0 > timeoutMs) return s;
+    await page.waitForTimeout(250);
+  }
+}
+
+// Distinct colours in a screenshot, counted in the page (no image library).
+async function distinctColours(page, png) {
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = "data:image/png;base64," + b64;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.width;
+    c.height = img.height;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4 * 7) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return seen.size;
+  }, png.toString("base64"));
+}
+
+async function run(label, flags, hash, wantLength, wantEngine) {
+  const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
+  const ctx = await chromium.launchPersistentContext(userDir, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [...COMMON, ...flags],
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = ctx.pages()[0] ?? (await ctx.newPage());
+  page.on("console", (m) => {
+    if (m.type() === "error") console.log(`  [console] ${m.text()}`);
+  });
+  const t0 = Date.now();
+  await page.goto(base + hash);
+  const s = await waitReady(page, wantLength, 240_000);
+  const seconds = (Date.now() - t0) / 1000;
+  check(s && s.entropy && s.entropy.length === wantLength, `${label}: first entropy plot at length ${wantLength} (${seconds.toFixed(1)} s)`);
+  if (s) {
+    console.log(`  engine: ${s.engine}`);
+    console.log(`  app: first plot ${s.first_plot_s?.toFixed?.(2)} s after start; frames while busy: ${s.busy_frames}, mean ${s.busy_mean_ms?.toFixed?.(1)} ms, max ${s.busy_max_ms?.toFixed?.(1)} ms`);
+    check(wantEngine.test(s.engine), `${label}: engine ${wantEngine}`);
+    check(s.entropy && s.entropy.mean_bits > 0, `${label}: mean entropy ${s.entropy?.mean_bits}`);
+  }
+  await page.waitForTimeout(500);
+  const png = await page.screenshot();
+  fs.writeFileSync(path.join(shots, `${label}.png`), png);
+  const colours = await distinctColours(page, png);
+  check(colours > 20, `${label}: screenshot is not blank (${colours} colours)`);
+  const title = await page.title();
+  await ctx.close();
+  fs.rmSync(userDir, { recursive: true, force: true });
+  return { s, seconds, title };
+}
+
+try {
+  // 1. The page as a newcomer opens it: WebGPU on, default view.
+  const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu/);
+  check(first.s && first.s.state.length === 1024, "default state length 1024");
+  // 2. A URL with state opens that view.
+  const want = { length: 300, layer: 1, head: 2, input: "passkey" };
+  const hash = "#state=" + encodeURIComponent(JSON.stringify(want));
+  const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
+  const st = linked.s?.state ?? {};
+  check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
+  // 3. WebGPU off: WebGL2 drawing, the CPU engine computes.
+  await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
+  // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
+  if (process.env.MEASURE) {
+    const big = "#state=" + encodeURIComponent(JSON.stringify({ length: 4096 }));
+    await run("measure-4096-cpu", WEBGPU, big, 4096, /cpu/);
+  }
+} catch (e) {
+  console.log(`FAIL ${e.stack ?? e}`);
+  failures++;
+} finally {
+  server.close();
+}
+console.log(failures ? `${failures} check(s) failed` : "all web checks passed");
+process.exit(failures ? 1 : 0);
