@@ -170,3 +170,31 @@ fn chunked_forward_matches_the_engine() {
         }
     }
 }
+
+/// The web page's attention rows (captured while the chunked forward runs)
+/// are the engine's.
+#[test]
+fn chunked_capture_gives_the_attention_rows() {
+    use nopescope::model::cpu::chunked::ChunkedForward;
+    let t = 150;
+    let mut s = setup(t);
+    let cfg = s.cpu.config().clone();
+    let queries = [0usize, 77, t - 1];
+    for dir_layer_head in [(1usize, 2usize), (3, 0)] {
+        let (layer, head) = dir_layer_head;
+        let want = block_on(s.cpu.attention_rows(&s.tokens, &s.scales, layer, head, &queries)).unwrap();
+        let mut ch = ChunkedForward::new(&cfg, &s.params, &s.tokens, &s.scales)
+            .unwrap()
+            .capture(layer, head);
+        while !ch.is_done() {
+            ch.step(11);
+        }
+        let mut row = vec![0f32; t];
+        for (k, &q) in queries.iter().enumerate() {
+            ch.attention_row(q, &mut row).unwrap();
+            for (a, b) in row.iter().zip(&want[k * t..(k + 1) * t]) {
+                assert!((a - b).abs() < 1e-5, "layer {layer} head {head} query {q}");
+            }
+        }
+    }
+}

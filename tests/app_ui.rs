@@ -16,7 +16,7 @@ use nopescope::app::{text, AppOptions, NopeApp};
 
 fn harness(state: ViewState, width: f32) -> Harness<'static, NopeApp> {
     Harness::builder()
-        .with_size([width, 980.0])
+        .with_size([width, HEIGHT])
         .wgpu()
         .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
 }
@@ -39,6 +39,16 @@ fn settle(h: &mut Harness<'static, NopeApp>) {
         );
     }
 }
+
+/// Snapshots leave out the status bar: it names the engine with this
+/// machine's thread count and adapter.
+fn snapshot(h: &mut Harness<'static, NopeApp>, name: &str, width: f32) {
+    use eframe::egui::{pos2, Rect};
+    h.mask(Rect::from_min_max(pos2(0.0, HEIGHT - 48.0), pos2(width, HEIGHT)));
+    h.snapshot(name);
+}
+
+const HEIGHT: f32 = 980.0;
 
 fn small_state() -> ViewState {
     ViewState {
@@ -70,7 +80,7 @@ fn default_view_computes_and_matches_snapshot() {
         other => panic!("no entropy profile: {other:?}"),
     }
     h.get_by_label(&text::head_name(0, 0));
-    h.snapshot("app_default");
+    snapshot(&mut h, "app_default", 1280.0);
 }
 
 #[test]
@@ -179,5 +189,5 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
         }
         other => panic!("no pass-key profile: {other:?}"),
     }
-    h.snapshot("app_narrow_passkey");
+    snapshot(&mut h, "app_narrow_passkey", 560.0);
 }

@@ -336,10 +336,14 @@ impl Lab {
                 let r = self.resolve(at)?;
                 let w = &r.windows[0];
                 let q = query.or(r.retrieval_query).unwrap_or(w.len() - 1).min(w.len() - 1);
-                let row = self
-                    .engine(at.model)?
-                    .attention_rows(w, &hs, *layer, *head, &[q])
-                    .await?;
+                let engine = self.engine(at.model)?;
+                #[cfg(target_arch = "wasm32")]
+                let row = match &*engine {
+                    AnyEngine::Cpu(cpu) => sliced_attention(cpu, w, &hs, *layer, *head, Some(q), ctl).await?.0,
+                    _ => engine.attention_rows(w, &hs, *layer, *head, &[q]).await?,
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let row = engine.attention_rows(w, &hs, *layer, *head, &[q]).await?;
                 Ok(JobResult::AttnRow(AttnRowResult {
                     query: q,
                     row,
@@ -356,8 +360,18 @@ impl Lab {
                 let hs = self.scales(at.model, scales)?;
                 let r = self.resolve(at)?;
                 let w = &r.windows[0];
-                let (map, n) = self
-                    .engine(at.model)?
+                let engine = self.engine(at.model)?;
+                #[cfg(target_arch = "wasm32")]
+                let (map, n) = match &*engine {
+                    AnyEngine::Cpu(cpu) => sliced_attention(cpu, w, &hs, *layer, *head, None, ctl).await?,
+                    _ => {
+                        engine
+                            .pooled_attention(w, &hs, *layer, *head, super::state::POOLED_CELLS)
+                            .await?
+                    }
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let (map, n) = engine
                     .pooled_attention(w, &hs, *layer, *head, super::state::POOLED_CELLS)
                     .await?;
                 Ok(JobResult::Pooled(PooledResult {
@@ -449,9 +463,35 @@ impl Lab {
     }
 }
 
-/// One window through [`ChunkedForward`], a slice of rows at a time sized
-/// to about `SLICE_MS`, yielding to the browser between slices so frames
-/// keep coming. Returns (entropy bits, mean loss).
+/// Runs `fwd` to the end a slice of rows at a time, each sized to about
+/// `SLICE_MS` by the page clock, yielding to the browser between slices so
+/// frames keep coming; progress goes from `base` over `span`.
+#[cfg(target_arch = "wasm32")]
+async fn run_sliced(
+    fwd: &mut crate::model::cpu::chunked::ChunkedForward<'_>,
+    ctl: &mut dyn JobControl,
+    message: &str,
+    base: f32,
+    span: f32,
+) -> Result<()> {
+    let mut budget = 2e6f64;
+    while !fwd.is_done() {
+        let t0 = super::web::now_ms();
+        fwd.step(fwd.rows_for(budget));
+        let ms = (super::web::now_ms() - t0).max(0.1);
+        budget = (budget * (SLICE_MS / ms).clamp(0.5, 2.0)).max(1e5);
+        if !ctl.progress(base + span * fwd.fraction(), message) {
+            return Err(Error::Input("cancelled".into()));
+        }
+        super::web::yield_to_browser(0).await;
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "wasm32")]
+const SLICE_MS: f64 = 25.0;
+
+/// One window through [`ChunkedForward`] in slices: (entropy bits, mean loss).
 #[cfg(target_arch = "wasm32")]
 async fn sliced_forward(
     cpu: &crate::model::cpu::CpuEngine,
@@ -462,22 +502,75 @@ async fn sliced_forward(
     windows: usize,
 ) -> Result<(Vec<f32>, f64)> {
     use crate::model::cpu::chunked::ChunkedForward;
-    const SLICE_MS: f64 = 25.0;
     let mut fwd = ChunkedForward::new(cpu.config(), cpu.params_ref(), tokens, hs)?;
-    let mut budget = 2e6f64;
-    while !fwd.is_done() {
-        let t0 = super::web::now_ms();
-        fwd.step(fwd.rows_for(budget));
-        let ms = (super::web::now_ms() - t0).max(0.1);
-        budget = (budget * (SLICE_MS / ms).clamp(0.5, 2.0)).max(1e5);
-        let done = (window as f32 + fwd.fraction()) / windows as f32;
-        if !ctl.progress(done, &format!("window {}/{windows}", window + 1)) {
-            return Err(Error::Input("cancelled".into()));
-        }
-        super::web::yield_to_browser(0).await;
-    }
+    let message = format!("window {}/{windows}", window + 1);
+    run_sliced(
+        &mut fwd,
+        ctl,
+        &message,
+        window as f32 / windows as f32,
+        1.0 / windows as f32,
+    )
+    .await?;
     let predictions = (tokens.len() - 1).max(1) as f64;
     Ok((fwd.entropy_bits, fwd.loss_sum / predictions))
+}
+
+/// The attention viewer's row (`Some(query)`) or pooled map (`None`) in
+/// slices, through the chunked forward's captured queries.
+#[cfg(target_arch = "wasm32")]
+async fn sliced_attention(
+    cpu: &crate::model::cpu::CpuEngine,
+    tokens: &[u32],
+    hs: &HeadScales,
+    layer: usize,
+    head: usize,
+    query: Option<usize>,
+    ctl: &mut dyn JobControl,
+) -> Result<(Vec<f32>, usize)> {
+    use crate::model::cpu::chunked::ChunkedForward;
+    let cfg = cpu.config();
+    if layer >= cfg.num_layers || head >= cfg.num_heads {
+        return Err(Error::Input(format!("no layer {layer}, head {head} in this model")));
+    }
+    let t = tokens.len();
+    let mut fwd = ChunkedForward::new(cfg, cpu.params_ref(), tokens, hs)?.capture(layer, head);
+    run_sliced(&mut fwd, ctl, super::text::WORKING, 0.0, 0.5).await?;
+    let mut row = vec![0f32; t];
+    let missing = || Error::Engine("no captured queries".into());
+    if let Some(q) = query {
+        fwd.attention_row(q.min(t - 1), &mut row).ok_or_else(missing)?;
+        return Ok((row, 1));
+    }
+    // Pooled as in model::cpu::inspect::pooled_attention, in slices of rows.
+    let n = super::state::POOLED_CELLS.min(t);
+    let bin = |x: usize| x * n / t;
+    let mut map = vec![0f32; n * n];
+    let mut count = vec![0usize; n];
+    let mut t0 = super::web::now_ms();
+    for i in 0..t {
+        fwd.attention_row(i, &mut row).ok_or_else(missing)?;
+        let a = bin(i);
+        count[a] += 1;
+        let cells = &mut map[a * n..(a + 1) * n];
+        for (j, &p) in row.iter().enumerate().take(i + 1) {
+            cells[bin(j)] += p;
+        }
+        if super::web::now_ms() - t0 > SLICE_MS {
+            let done = 0.5 + 0.5 * ((i + 1) as f32 / t as f32).powi(2);
+            if !ctl.progress(done, super::text::WORKING) {
+                return Err(Error::Input("cancelled".into()));
+            }
+            super::web::yield_to_browser(0).await;
+            t0 = super::web::now_ms();
+        }
+    }
+    for (cells, &c) in map.chunks_exact_mut(n).zip(&count) {
+        if c > 0 {
+            cells.iter_mut().for_each(|x| *x /= c as f32);
+        }
+    }
+    Ok((map, n))
 }
 
 /// L/2, L, 2L, ..., 16L.

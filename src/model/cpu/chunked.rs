@@ -29,6 +29,8 @@ pub struct ChunkedForward<'a> {
     pub entropy_bits: Vec<f32>,
     /// Sum of -ln p(token[i+1]) over the rows done.
     pub loss_sum: f64,
+    /// With `capture(layer, head)`: that head's queries, (T, hd), as rotated.
+    capture: Option<(usize, usize, Vec<f32>)>,
 }
 
 fn w(p: &Params<f32>, off: usize, len: usize) -> &[f32] {
@@ -69,7 +71,41 @@ impl<'a> ChunkedForward<'a> {
             v: vec![vec![0.0; t * cfg.kv_dim()]; cfg.num_layers],
             entropy_bits: vec![0.0; cfg.num_layers * cfg.num_heads * t],
             loss_sum: 0.0,
+            capture: None,
         })
+    }
+
+    /// Keeps the queries of one layer's head as the rows go by, for the
+    /// attention viewer (see [`Self::attention_row`]).
+    pub fn capture(mut self, layer: usize, head: usize) -> Self {
+        let t = self.tokens.len();
+        self.capture = Some((layer, head, vec![0.0; t * self.cfg.head_dim]));
+        self
+    }
+
+    /// Attention of query `i` (a row done, of the captured head) over keys
+    /// 0..=i, into `row` (length > i); None without a capture.
+    pub fn attention_row(&self, i: usize, row: &mut [f32]) -> Option<()> {
+        let (layer, head, q) = self.capture.as_ref()?;
+        let (hd, kvd) = (self.cfg.head_dim, self.cfg.kv_dim());
+        let g = head / (self.cfg.num_heads / self.cfg.num_kv_heads);
+        let lambda = self.scales[layer * self.cfg.num_heads + head] / (hd as f32).sqrt();
+        let k = &self.k[*layer];
+        let qi = &q[i * hd..(i + 1) * hd];
+        let mut m = f32::NEG_INFINITY;
+        for (j, r) in row.iter_mut().enumerate().take(i + 1) {
+            let kj = &k[j * kvd + g * hd..j * kvd + (g + 1) * hd];
+            *r = lambda * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
+            m = m.max(*r);
+        }
+        let mut z = 0.0;
+        for r in row.iter_mut().take(i + 1) {
+            *r = (*r - m).exp();
+            z += *r;
+        }
+        row.iter_mut().take(i + 1).for_each(|r| *r /= z);
+        row.iter_mut().skip(i + 1).for_each(|r| *r = 0.0);
+        Some(())
     }
 
     pub fn is_done(&self) -> bool {
@@ -151,6 +187,14 @@ impl<'a> ChunkedForward<'a> {
                 for (r, row) in q.chunks_exact_mut(qd).enumerate() {
                     let f = self.rule.factor(a + r) as f32;
                     row.iter_mut().for_each(|v| *v *= f);
+                }
+            }
+            if let Some((cl, ch, cq)) = self.capture.as_mut() {
+                if *cl == l {
+                    for r in 0..n {
+                        cq[(a + r) * hd..(a + r + 1) * hd]
+                            .copy_from_slice(&q[r * qd + *ch * hd..r * qd + (*ch + 1) * hd]);
+                    }
                 }
             }
             // Attention of each new row over keys 0..=i, with its entropy:
