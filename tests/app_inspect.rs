@@ -126,7 +126,8 @@ fn gpu_engine_gives_the_cpu_rows_and_map() {
 }
 
 /// The web page's forward, a few rows at a time with a K/V cache, gives the
-/// engine's loss and entropy (NoPE and RoPE, chunks that do not divide T).
+/// engine's loss and entropy (NoPE and RoPE, chunks that do not divide T,
+/// under the log-n and fitted scale rules).
 #[test]
 fn chunked_forward_matches_the_engine() {
     use nopescope::model::cpu::chunked::ChunkedForward;
@@ -139,6 +140,16 @@ fn chunked_forward_matches_the_engine() {
         tokens.truncate(203);
         let mut scales = HeadScales::ones(&m.config);
         scales.values[3] = 1.7;
+        // A scale rule whose factors pass 1 inside the 203 tokens.
+        use nopescope::model::head_scales::ScaleRule;
+        let scales = scales.with_rule(if dir.contains("rope") {
+            ScaleRule::Fitted {
+                a: 0.3,
+                training_length: 64,
+            }
+        } else {
+            ScaleRule::LogN { training_length: 64 }
+        });
         let mut cpu = CpuEngine::new(m.config.clone(), m.params.clone()).unwrap();
         let out = block_on(cpu.forward(
             &tokens,

@@ -601,7 +601,7 @@ fn scale_rows_matches_cpu() {
             a: 0.3,
             training_length: 16,
         };
-        let factors: Vec<f32> = (0..rows).map(|r| rule.factor(r) as f32).collect();
+        let factors = rule.factors(0..rows).expect("a non-constant rule");
         let mut want = f64s(&x);
         ops::scale_rows(&mut want, &f64s(&factors), width);
         let xb = g.upload("x", &x);

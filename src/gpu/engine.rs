@@ -612,7 +612,7 @@ impl GpuEngine {
             None => vec![1.0; t.saturating_sub(1)],
         };
         weights.push(0.0);
-        let factors = (!head_scales.rule.is_constant()).then(|| head_scales.position_factors(t));
+        let factors = head_scales.rule.factors(0..t);
         let mut seq = SeqInputs {
             t,
             tokens: Vec::new(),

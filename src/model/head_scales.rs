@@ -49,6 +49,13 @@ impl ScaleRule {
         matches!(self, ScaleRule::Constant)
     }
 
+    /// r(i) for the query positions in `positions`, rounded to f32 once:
+    /// the values both engines apply (one place computes them). `None` for
+    /// the constant rule: nothing to apply.
+    pub fn factors(&self, positions: std::ops::Range<usize>) -> Option<Vec<f32>> {
+        (!self.is_constant()).then(|| positions.map(|i| self.factor(i) as f32).collect())
+    }
+
     /// The rule's name, as files and the command line spell it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -255,12 +262,6 @@ impl HeadScales {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn save(&self, path: &Path, note: Option<String>) -> Result<()> {
         super::files::write_atomic(path, self.to_json(note).as_bytes())
-    }
-
-    /// The scale factor r(i) of every query position 0..t (f32, as the
-    /// engines apply it).
-    pub fn position_factors(&self, t: usize) -> Vec<f32> {
-        (0..t).map(|i| self.rule.factor(i) as f32).collect()
     }
 }
 

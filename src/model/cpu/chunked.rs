@@ -5,7 +5,7 @@
 //! frame, and go on. Same loss and attention entropy as
 //! [`super::transformer::forward`], checked in tests/app_inspect.rs.
 
-use super::ops::{cross_entropy_row, embedding_forward, rmsnorm_forward, swiglu_forward};
+use super::ops::{cross_entropy_row, embedding_forward, rmsnorm_forward, scale_rows, swiglu_forward};
 use crate::model::config::{ModelConfig, PositionEncoding};
 use crate::model::engine::check_inputs;
 use crate::model::error::Result;
@@ -183,11 +183,8 @@ impl<'a> ChunkedForward<'a> {
                 rope_rows(&mut kc[a * kvd..(a + n) * kvd], a, n, kvh, hd, theta);
             }
             // The scale rule: q_i <- r(i) q_i for the rows a..a+n.
-            if !self.rule.is_constant() {
-                for (r, row) in q.chunks_exact_mut(qd).enumerate() {
-                    let f = self.rule.factor(a + r) as f32;
-                    row.iter_mut().for_each(|v| *v *= f);
-                }
+            if let Some(factors) = self.rule.factors(a..a + n) {
+                scale_rows(&mut q, &factors, qd);
             }
             if let Some((cl, ch, cq)) = self.capture.as_mut() {
                 if *cl == l {

@@ -63,8 +63,8 @@ fn layer_qk(
             rope_apply(&mut k, t, kvh, hd, theta, false);
         }
         // The scale rule: q_i <- r(i) q_i, as the engines apply it.
-        if !head_scales.rule.is_constant() {
-            scale_rows(&mut q, &head_scales.position_factors(t), qd);
+        if let Some(factors) = head_scales.rule.factors(0..t) {
+            scale_rows(&mut q, &factors, qd);
         }
         if l == layer {
             break;

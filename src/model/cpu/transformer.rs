@@ -58,7 +58,8 @@ fn w<T>(p: &Params<T>, off: usize, len: usize) -> &[T] {
 
 /// r(i) per query position, or `None` for the constant rule.
 fn row_factors<T: Real>(rule: ScaleRule, t: usize) -> Option<Vec<T>> {
-    (!rule.is_constant()).then(|| (0..t).map(|i| T::from_f64(rule.factor(i) as f32 as f64)).collect())
+    rule.factors(0..t)
+        .map(|f| f.iter().map(|&x| T::from_f64(x as f64)).collect())
 }
 
 /// Runs the model on `tokens`; with `keep`, returns the cache the backward
