@@ -15,8 +15,7 @@ use crate::model::engine::{
     GradMode, Gradients, StepStats,
 };
 use crate::model::error::{Error, Result};
-use crate::model::head_scales::HeadScales;
-use crate::model::head_scales::ScaleRule;
+use crate::model::head_scales::{HeadScales, ScaleRule};
 use crate::model::optim::{clip_grad_norm, AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
 use crate::model::real::Real;
@@ -199,11 +198,11 @@ impl Engine for CpuEngine {
             weighted_batch_gradients(config, params, batch, None, &head_scales.values, rule, GradMode::Full)
         });
         let mut grads = grads.expect("full gradients");
-        check_finite_update(loss, 0.0)?;
         let grad_norm = match optimizer.clip_norm {
             Some(max) => clip_grad_norm(&mut grads, max),
             None => crate::model::optim::grad_norm(&grads),
         };
+        // The loss first: a non-finite loss is named as such.
         check_finite_update(loss, grad_norm)?;
         let n = self.params.data.len();
         let mask = Self::decay_mask(&self.params.layout);
