@@ -931,6 +931,10 @@ fn reproduce_cmd(
         entropy_at_l: results.nope.validation[at_l].entropy_bits.clone(),
         trials: opts.trials,
         seed: opts.seed,
+        repeated: Some(nopescope::lab::scales_report::Measured {
+            sweep: &results.sweep,
+            rope: &results.rope.passkey,
+        }),
     };
     let temps = pollster::block_on(nopescope::lab::scales_report::run(
         &mut ne,

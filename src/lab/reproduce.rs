@@ -93,7 +93,7 @@ pub struct Results {
 
 /// The scale of the sweep with the best accuracy; ties go to the lower key
 /// loss.
-fn best_index(results: &[&PasskeyResult]) -> usize {
+pub(super) fn best_index(results: &[&PasskeyResult]) -> usize {
     let mut best = 0;
     for (i, r) in results.iter().enumerate() {
         let b = results[best];

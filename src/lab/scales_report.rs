@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::eval::Silent;
 use super::passkey::{passkey_lengths, Filler, FillerText, PasskeyBuilder, PasskeyResult};
+use super::reproduce::best_index;
 use super::search::rank_correlation;
 use crate::model::engine::Engine;
 use crate::model::error::Result;
@@ -58,28 +59,52 @@ pub struct ScaleInputs<'a> {
     pub entropy_at_l: Vec<Vec<f64>>,
     pub trials: usize,
     pub seed: u64,
+    /// What reproduce measured on the repeated filler, reused there.
+    pub repeated: Option<Measured<'a>>,
 }
 
+/// Reproduce's own rows on the repeated filler, with the same lengths,
+/// trials and seed: the uniform sweep and RoPE.
+pub struct Measured<'a> {
+    pub sweep: &'a [(f32, Vec<PasskeyResult>)],
+    pub rope: &'a [PasskeyResult],
+}
+
+/// The best uniform scale at each length of a sweep (reproduce's rule:
+/// accuracy, then key loss, then the smaller s) and its results.
 fn best_by_length(sweep: &[(f32, Vec<PasskeyResult>)]) -> (Vec<f32>, Vec<PasskeyResult>) {
     let n = sweep.first().map_or(0, |s| s.1.len());
     (0..n)
         .map(|k| {
-            // Highest accuracy, then lowest key loss, then the smallest s.
-            let (s, r) = sweep
-                .iter()
-                .map(|(s, r)| (*s, &r[k]))
-                .fold(None::<(f32, &PasskeyResult)>, |best, (s, r)| match best {
-                    Some((bs, br))
-                        if br.accuracy > r.accuracy || (br.accuracy == r.accuracy && br.key_loss <= r.key_loss) =>
-                    {
-                        Some((bs, br))
-                    }
-                    _ => Some((s, r)),
-                })
-                .expect("a sweep");
-            (s, r.clone())
+            let at: Vec<&PasskeyResult> = sweep.iter().map(|(_, r)| &r[k]).collect();
+            let b = best_index(&at);
+            (sweep[b].0, at[b].clone())
         })
         .unzip()
+}
+
+/// One row: pass-key retrieval of `nope` (or `rope`) under `hs` at every
+/// length on `filler`, with the inputs' trials and seed.
+async fn row<E: Engine>(
+    engine: &mut E,
+    builder: &PasskeyBuilder<'_>,
+    lengths: &[usize],
+    inputs: &ScaleInputs<'_>,
+    filler: Filler<'_>,
+    hs: &HeadScales,
+) -> Result<Vec<PasskeyResult>> {
+    let r = passkey_lengths(
+        engine,
+        builder,
+        lengths,
+        inputs.trials,
+        inputs.seed,
+        filler,
+        hs,
+        &mut Silent,
+    )
+    .await?;
+    Ok(r.results)
 }
 
 /// Runs every row on every filler.
@@ -94,8 +119,7 @@ pub async fn run<E: Engine>(
 ) -> Result<ScaleReport> {
     let cfg = nope.config().clone();
     let l = cfg.training_length;
-    let mut policies: Vec<(String, HeadScales)> = vec![("NoPE".into(), HeadScales::ones(&cfg))];
-    policies.extend(inputs.searched.iter().cloned());
+    let mut policies: Vec<(String, HeadScales)> = inputs.searched.clone();
     if let Some(a) = inputs.fit_a {
         policies.push((
             format!("NoPE, fitted rule s(i) = 1 + {a:.3} ln(i/L)"),
@@ -109,58 +133,43 @@ pub async fn run<E: Engine>(
     let mut fillers = Vec::new();
     for (fname, text) in &inputs.fillers {
         let filler = text.map_or(Filler::Repeated, Filler::Text);
-        let mut rows = Vec::new();
+        // On the repeated filler, the sweep and RoPE are what reproduce
+        // measured already (same lengths, trials and seed).
+        let known = inputs.repeated.as_ref().filter(|_| text.is_none());
+        let sweep = match known {
+            Some(m) => m.sweep.to_vec(),
+            None => {
+                let mut sweep = Vec::new();
+                for &s in inputs.sweep {
+                    progress(&format!("NoPE, uniform scale {s:.1}, filler {fname}"));
+                    let hs = HeadScales::uniform(&cfg, s)?;
+                    sweep.push((s, row(nope, builder, lengths, inputs, filler, &hs).await?));
+                }
+                sweep
+            }
+        };
+        let nope_row = match sweep.iter().find(|(s, _)| *s == 1.0) {
+            Some((_, r)) => r.clone(),
+            None => row(nope, builder, lengths, inputs, filler, &HeadScales::ones(&cfg)).await?,
+        };
+        let (best_uniform, best) = best_by_length(&sweep);
+        let mut rows = vec![
+            ("NoPE".to_string(), nope_row),
+            ("NoPE, best uniform scale".into(), best),
+        ];
         for (name, hs) in &policies {
             progress(&format!("{name}, filler {fname}: pass key at {lengths:?}"));
-            let r = passkey_lengths(
-                nope,
-                builder,
-                lengths,
-                inputs.trials,
-                inputs.seed,
-                filler,
-                hs,
-                &mut Silent,
-            )
-            .await?;
-            rows.push((name.clone(), r.results));
+            rows.push((name.clone(), row(nope, builder, lengths, inputs, filler, hs).await?));
         }
-        let mut sweep = Vec::new();
-        for &s in inputs.sweep {
-            if s == 1.0 {
-                sweep.push((s, rows[0].1.clone()));
-                continue;
+        let rope_row = match known {
+            Some(m) => m.rope.to_vec(),
+            None => {
+                progress(&format!("RoPE, filler {fname}"));
+                let ones = HeadScales::ones(rope.config());
+                row(rope, builder, lengths, inputs, filler, &ones).await?
             }
-            progress(&format!("NoPE, uniform scale {s:.1}, filler {fname}"));
-            let hs = HeadScales::uniform(&cfg, s)?;
-            let r = passkey_lengths(
-                nope,
-                builder,
-                lengths,
-                inputs.trials,
-                inputs.seed,
-                filler,
-                &hs,
-                &mut Silent,
-            )
-            .await?;
-            sweep.push((s, r.results));
-        }
-        let (best_uniform, best) = best_by_length(&sweep);
-        rows.insert(1, ("NoPE, best uniform scale".into(), best));
-        progress(&format!("RoPE, filler {fname}"));
-        let r = passkey_lengths(
-            rope,
-            builder,
-            lengths,
-            inputs.trials,
-            inputs.seed,
-            filler,
-            &HeadScales::ones(rope.config()),
-            &mut Silent,
-        )
-        .await?;
-        rows.push(("RoPE".into(), r.results));
+        };
+        rows.push(("RoPE".into(), rope_row));
         fillers.push(FillerRows {
             filler: fname.clone(),
             rows,
@@ -203,16 +212,9 @@ fn pct(x: f64) -> String {
 /// The rows NoPE loses and a policy takes back at `length`, on one filler:
 /// (lost points, points taken back), from accuracy at L.
 pub fn taken_back(f: &FillerRows, name_prefix: &str, length: usize, lengths: &[usize], l: usize) -> Option<(f64, f64)> {
-    let at = |name: &str, x: usize| {
-        let k = lengths.iter().position(|&y| y == x)?;
-        f.rows
-            .iter()
-            .find(|(n, _)| n.starts_with(name))
-            .map(|(_, r)| r[k].accuracy)
-    };
-    let base = at("NoPE", l)?;
-    let nope = at("NoPE", length)?;
-    let with = at(name_prefix, length)?;
+    let base = acc(f, "NoPE", lengths, l)?;
+    let nope = acc(f, "NoPE", lengths, length)?;
+    let with = acc(f, name_prefix, lengths, length)?;
     Some((base - nope, with - nope))
 }
 
