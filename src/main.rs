@@ -149,59 +149,7 @@ enum Command {
     /// Search attention scales with the model frozen: one uniform scale
     /// (a grid, then refined) or one per layer and head (AdamW, clamp
     /// s >= 1), on the pass-key or text objective at a target length.
-    Search {
-        dir: PathBuf,
-        /// `uniform` (one scale, a grid) or `heads` (one per layer and head).
-        #[arg(long, default_value = "heads", value_parser = ["uniform", "heads"])]
-        scales: String,
-        /// `passkey` (loss of the key digits) or `text` (next-token loss).
-        #[arg(long, default_value = "passkey")]
-        objective: String,
-        /// The target length in tokens.
-        #[arg(long)]
-        length: usize,
-        #[arg(long, default_value_t = 200)]
-        steps: usize,
-        /// Sequences per step.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        #[arg(long, default_value_t = 0.1)]
-        lr: f32,
-        /// Every scale's starting value (the paper used 1.6).
-        #[arg(long, default_value_t = 1.0)]
-        init: f32,
-        /// Share of the steps spent warming up.
-        #[arg(long, default_value_t = 0.1)]
-        warmup: f64,
-        /// Gradient norm clip.
-        #[arg(long, default_value_t = 1.0)]
-        clip: f32,
-        /// Per-position rule the scales are used under: constant, log-n, fitted.
-        #[arg(long, default_value = "constant")]
-        rule: String,
-        /// The `fitted` rule's a in 1 + a ln(i / L).
-        #[arg(long)]
-        rule_a: Option<f64>,
-        /// The text objective's text; for `passkey`, the filler text (default:
-        /// the paper's repeated sentences).
-        #[arg(long)]
-        text: Option<PathBuf>,
-        /// Documents per point of the uniform search.
-        #[arg(long, default_value_t = 16)]
-        docs: usize,
-        #[arg(long, default_value_t = nopescope::lab::search::SEARCH_SEED)]
-        seed: u64,
-        /// Where the scales go (default DIR/head_scales-<kind>-<objective>-<length>.json).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The per-step CSV log (default: --out with .csv).
-        #[arg(long)]
-        log: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Backend::Auto)]
-        backend: Backend,
-        #[arg(long)]
-        json: bool,
-    },
+    Search(cli::search::SearchArgs),
     /// Time the bench model (random weights): forward, forward with
     /// entropy at 16384, a training step and a head-scale step.
     Bench {
@@ -254,51 +202,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Bench { backend, json, long } => bench_cmd(backend, json, long),
-        Command::Search {
-            dir,
-            scales,
-            objective,
-            length,
-            steps,
-            batch,
-            lr,
-            init,
-            warmup,
-            clip,
-            rule,
-            rule_a,
-            text,
-            docs,
-            seed,
-            out,
-            log,
-            backend,
-            json,
-        } => cli::search::run(cli::search::SearchArgs {
-            dir,
-            uniform: scales == "uniform",
-            objective,
-            length,
-            steps,
-            batch,
-            lr,
-            init,
-            warmup,
-            clip,
-            rule,
-            rule_a,
-            text,
-            docs,
-            seed,
-            out,
-            log,
-            backend,
-            json,
-            command: std::iter::once("nopescope".to_string())
-                .chain(std::env::args().skip(1))
-                .collect::<Vec<_>>()
-                .join(" "),
-        }),
+        Command::Search(args) => cli::search::run(args),
         Command::Reproduce {
             nope,
             rope,

@@ -15,28 +15,59 @@ use nopescope::model::head_scales::{HeadScales, ScaleRule};
 use crate::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
 
 /// The command line's settings for one search.
+#[derive(clap::Args)]
 pub struct SearchArgs {
-    pub dir: PathBuf,
-    pub uniform: bool,
-    pub objective: String,
-    pub length: usize,
-    pub steps: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub init: f32,
-    pub warmup: f64,
-    pub clip: f32,
-    pub rule: String,
-    pub rule_a: Option<f64>,
-    pub text: Option<PathBuf>,
-    pub docs: usize,
-    pub seed: u64,
-    pub out: Option<PathBuf>,
-    pub log: Option<PathBuf>,
-    pub backend: Backend,
-    pub json: bool,
-    /// The command as typed, for the provenance.
-    pub command: String,
+    dir: PathBuf,
+    /// `uniform` (one scale, a grid) or `heads` (one per layer and head).
+    #[arg(long, default_value = "heads", value_parser = ["uniform", "heads"])]
+    scales: String,
+    /// `passkey` (loss of the key digits) or `text` (next-token loss).
+    #[arg(long, default_value = "passkey")]
+    objective: String,
+    /// The target length in tokens.
+    #[arg(long)]
+    length: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.1)]
+    lr: f32,
+    /// Every scale's starting value (the paper used 1.6).
+    #[arg(long, default_value_t = 1.0)]
+    init: f32,
+    /// Share of the steps spent warming up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Gradient norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Per-position rule the scales are used under: constant, log-n, fitted.
+    #[arg(long, default_value = "constant")]
+    rule: String,
+    /// The `fitted` rule's a in 1 + a ln(i / L).
+    #[arg(long)]
+    rule_a: Option<f64>,
+    /// The text objective's text; for `passkey`, the filler text (default:
+    /// the paper's repeated sentences).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Documents per point of the uniform search.
+    #[arg(long, default_value_t = 16)]
+    docs: usize,
+    #[arg(long, default_value_t = search::SEARCH_SEED)]
+    seed: u64,
+    /// Where the scales go (default DIR/head_scales-<kind>-<objective>-<length>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The per-step CSV log (default: --out with .csv).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    #[arg(long)]
+    json: bool,
 }
 
 /// A step of the head search: the bar, and the CSV log's row.
@@ -109,6 +140,12 @@ fn today() -> String {
 }
 
 pub fn run(a: SearchArgs) -> CliResult<()> {
+    let uniform = a.scales == "uniform";
+    // The command as typed, for the provenance.
+    let command = std::iter::once("nopescope".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     let objective = Objective::parse(&a.objective).map_err(err)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
@@ -124,7 +161,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         seed: a.seed,
         ..HeadSearchConfig::default()
     };
-    if !a.uniform {
+    if !uniform {
         recipe.check().map_err(err)?;
     }
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "search")?;
@@ -150,7 +187,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     };
     let mut engine = make_engine(a.backend, cfg.clone(), m.params)?;
     let mut progress = StepBar {
-        bar: progress_bar(if a.uniform { "points" } else { "steps" }),
+        bar: progress_bar(if uniform { "points" } else { "steps" }),
         start: Instant::now(),
         rows: Vec::new(),
         last_line: (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(Instant::now),
@@ -162,9 +199,9 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         "filler": a.text.as_ref().map(|p| p.display().to_string()),
         "rule": rule,
         "date": today(),
-        "command": a.command,
+        "command": command,
     });
-    let (scales, csv_header, summary) = if a.uniform {
+    let (scales, csv_header, summary) = if uniform {
         let r = pollster::block_on(search::uniform_search(
             &mut engine,
             &data,
@@ -213,7 +250,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     let out = a.out.clone().unwrap_or_else(|| {
         a.dir.join(format!(
             "head_scales-{}-{}-{}.json",
-            if a.uniform { "uniform" } else { "heads" },
+            if uniform { "uniform" } else { "heads" },
             objective.name(),
             a.length
         ))
@@ -221,7 +258,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     let log = a.log.clone().unwrap_or_else(|| out.with_extension("csv"));
     let note = format!(
         "{} search on the {} objective at {} tokens",
-        if a.uniform { "uniform" } else { "per-head" },
+        if uniform { "uniform" } else { "per-head" },
         objective.name(),
         a.length
     );
