@@ -24,18 +24,22 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn init_info_eval_round() {
-    let dir = tempdir("round");
+/// A small random model made by `init` in a fresh folder `name`, from the
+/// first `text_bytes` of the shipped validation text, with training length
+/// `training_length`: (the text, the config, the model folder).
+fn init_model(name: &str, text_bytes: usize, training_length: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = tempdir(name);
     let text_path = dir.join("text.txt");
     let full =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/text/sotu-validation.txt")).unwrap();
-    std::fs::write(&text_path, &full[..60_000]).unwrap();
+    std::fs::write(&text_path, &full[..text_bytes]).unwrap();
     let cfg_path = dir.join("config.json");
     std::fs::write(
         &cfg_path,
-        r#"{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 64}"#,
+        format!(
+            r#"{{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": {training_length}}}"#
+        ),
     )
     .unwrap();
     let model = dir.join("model");
@@ -47,6 +51,13 @@ fn init_info_eval_round() {
         .arg("--out")
         .arg(&model));
     assert!(ok, "{err}");
+    (text_path, cfg_path, model)
+}
+
+#[test]
+fn init_info_eval_round() {
+    let (text_path, cfg_path, model) = init_model("round", 60_000, 64);
+    let dir = model.parent().unwrap().to_path_buf();
     // A second init does not overwrite without --force.
     let (ok, _, err) = run(bin()
         .args(["init", "--config"])
@@ -282,27 +293,8 @@ fn train_recipe_errors_name_the_field() {
 /// existing scales file as it was.
 #[test]
 fn search_writes_scales_and_refuses_bad_settings() {
-    let dir = tempdir("search");
-    let text_path = dir.join("text.txt");
-    let full =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/text/sotu-validation.txt")).unwrap();
-    std::fs::write(&text_path, &full[..40_000]).unwrap();
-    let cfg_path = dir.join("config.json");
-    std::fs::write(
-        &cfg_path,
-        r#"{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 32}"#,
-    )
-    .unwrap();
-    let model = dir.join("model");
-    let (ok, _, err) = run(bin()
-        .args(["init", "--config"])
-        .arg(&cfg_path)
-        .arg("--text")
-        .arg(&text_path)
-        .arg("--out")
-        .arg(&model));
-    assert!(ok, "{err}");
+    let (text_path, _, model) = init_model("search", 40_000, 32);
+    let dir = model.parent().unwrap().to_path_buf();
     let out = dir.join("scales.json");
     let search = |extra: &[&str]| {
         run(bin()
