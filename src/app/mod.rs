@@ -22,7 +22,7 @@ use eframe::egui;
 use compute::GpuSource;
 use jobs::{JobResult, Jobs};
 use models::ModelInfo;
-use state::{ModelChoice, ViewState};
+use state::{ModelChoice, Tab, ViewState};
 use views::Keys;
 
 /// Where eframe keeps the state between runs.
@@ -60,6 +60,9 @@ struct Views {
     attention: views::attention::AttentionView,
     against: views::against::AgainstLengthView,
     status: views::status::StatusView,
+    tuning: views::tuning::TuningView,
+    passkey_lab: views::passkey_lab::PasskeyLabView,
+    tour: views::tour::TourView,
 }
 
 pub struct NopeApp {
@@ -199,6 +202,48 @@ impl NopeApp {
         let frame_ms = self.options.show_frame_time.then_some(self.frame_ms).flatten();
         let NopeApp { state, jobs, views, .. } = self;
         egui::Panel::bottom("status").show(ui, |ui| views.status.ui(ui, state, jobs, frame_ms));
+        egui::Panel::top("pages").show(ui, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                for (tab, label) in [
+                    (Tab::Explore, text::TAB_EXPLORE),
+                    (Tab::Tune, text::TAB_TUNE),
+                    (Tab::Passkey, text::TAB_PASSKEY),
+                ] {
+                    ui.selectable_value(&mut state.tab, tab, label);
+                }
+                ui.separator();
+                let mut open = state.tour.is_some();
+                if ui.toggle_value(&mut open, text::TOUR_OPEN).changed() {
+                    state.tour = open.then_some(0);
+                }
+            });
+        });
+        if state.tour.is_some() {
+            egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state));
+        }
+        match state.tab {
+            Tab::Explore => {}
+            Tab::Tune => {
+                egui::CentralPanel::default().show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .id_salt("tune scroll")
+                        .show(ui, |ui| views.tuning.ui(ui, state, jobs, &keys));
+                });
+                self.jobs.end_frame();
+                self.time_frame(ui);
+                return;
+            }
+            Tab::Passkey => {
+                egui::CentralPanel::default().show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .id_salt("passkey scroll")
+                        .show(ui, |ui| views.passkey_lab.ui(ui, state, jobs, &keys));
+                });
+                self.jobs.end_frame();
+                self.time_frame(ui);
+                return;
+            }
+        }
         let wide = ui.available_width() >= NARROW;
         let controls = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
             views.input.ui(ui, state, info, tokens);

@@ -30,6 +30,17 @@ pub enum InputKind {
     Pasted,
 }
 
+/// The app's pages: the explorer (every view of one input), the tuning
+/// panel (the temperature search) and the pass-key lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tab {
+    #[default]
+    Explore,
+    Tune,
+    Passkey,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapMode {
@@ -120,6 +131,11 @@ pub struct ViewState {
     pub backend: Backend,
     /// The against-length sweep runs only when asked for.
     pub against_length: bool,
+    pub tab: Tab,
+    /// The classroom walkthrough's step (0-based), when it is open.
+    pub tour: Option<usize>,
+    /// Panels hidden for embedding in a course page (`views::Panel` names).
+    pub hide: Vec<String>,
 }
 
 impl Default for ViewState {
@@ -137,6 +153,9 @@ impl Default for ViewState {
             scales: ScalesState::default(),
             backend: Backend::Auto,
             against_length: false,
+            tab: Tab::Explore,
+            tour: None,
+            hide: Vec::new(),
         }
     }
 }

@@ -5,6 +5,10 @@
 pub const APP_TITLE: &str = "nopescope: attention without position encoding, past the training length";
 
 // Input
+pub const TAB_EXPLORE: &str = "Explore";
+pub const TAB_TUNE: &str = "Tune the scales";
+pub const TAB_PASSKEY: &str = "Pass-key lab";
+pub const TOUR_OPEN: &str = "Walkthrough";
 pub const INPUT_HEADING: &str = "Input";
 pub const INPUT_VALIDATION: &str = "Validation text";
 pub const INPUT_PASSKEY: &str = "Pass-key document";

@@ -7,8 +7,11 @@ pub mod attention;
 pub mod entropy;
 pub mod head_map;
 pub mod input;
+pub mod passkey_lab;
 pub mod scales;
 pub mod status;
+pub mod tour;
+pub mod tuning;
 
 use eframe::egui;
 
