@@ -13,6 +13,7 @@ pub mod models;
 pub mod palette;
 pub mod state;
 pub mod text;
+pub mod tour;
 pub mod views;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
@@ -187,10 +188,13 @@ impl NopeApp {
         self.jobs.poll();
         let info = self.info();
         self.state.sanitize(info.layers, info.heads);
+        self.views.tour.sync(&mut self.state, info);
+        let info = self.info();
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }
         let keys = Keys::of(&self.state, info);
+        self.views.tour.follow_up(&mut self.state, &self.jobs, &keys);
         let tokens = match self.jobs.get(&keys.entropy(&keys.ones)).result() {
             Some(JobResult::Entropy(p)) => Some(p.length),
             _ => None,
@@ -200,91 +204,144 @@ impl NopeApp {
             self.first_plot_s = Some(now - self.started.unwrap_or(now));
         }
         let frame_ms = self.options.show_frame_time.then_some(self.frame_ms).flatten();
+        let hide = Hidden::of(&self.state);
         let NopeApp { state, jobs, views, .. } = self;
-        egui::Panel::bottom("status").show(ui, |ui| views.status.ui(ui, state, jobs, frame_ms));
-        egui::Panel::top("pages").show(ui, |ui| {
-            ui.horizontal_wrapped(|ui| {
-                for (tab, label) in [
-                    (Tab::Explore, text::TAB_EXPLORE),
-                    (Tab::Tune, text::TAB_TUNE),
-                    (Tab::Passkey, text::TAB_PASSKEY),
-                ] {
-                    ui.selectable_value(&mut state.tab, tab, label);
-                }
-                ui.separator();
-                let mut open = state.tour.is_some();
-                if ui.toggle_value(&mut open, text::TOUR_OPEN).changed() {
-                    state.tour = open.then_some(0);
-                }
-            });
-        });
-        if state.tour.is_some() {
-            egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state));
+        if !hide.status {
+            egui::Panel::bottom("status").show(ui, |ui| views.status.ui(ui, state, jobs, frame_ms));
         }
-        match state.tab {
-            Tab::Explore => {}
-            Tab::Tune => {
-                egui::CentralPanel::default().show(ui, |ui| {
-                    egui::ScrollArea::vertical()
-                        .id_salt("tune scroll")
-                        .show(ui, |ui| views.tuning.ui(ui, state, jobs, &keys));
-                });
-                self.jobs.end_frame();
-                self.time_frame(ui);
-                return;
-            }
-            Tab::Passkey => {
-                egui::CentralPanel::default().show(ui, |ui| {
-                    egui::ScrollArea::vertical()
-                        .id_salt("passkey scroll")
-                        .show(ui, |ui| views.passkey_lab.ui(ui, state, jobs, &keys));
-                });
-                self.jobs.end_frame();
-                self.time_frame(ui);
-                return;
-            }
-        }
-        let wide = ui.available_width() >= NARROW;
-        let controls = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
-            views.input.ui(ui, state, info, tokens);
-            ui.separator();
-            views.scales.ui(ui, state, info);
-            ui.separator();
-            views.map.ui(ui, state, jobs, &keys);
-        };
-        let figures = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
-            views.entropy.ui(ui, state, jobs, &keys);
-            ui.separator();
-            views.attention.ui(ui, state, jobs, &keys);
-            ui.separator();
-            views.against.ui(ui, state, jobs, &keys);
-        };
-        if wide {
-            egui::Panel::left("controls")
-                .resizable(true)
-                .default_size(360.0)
-                .show(ui, |ui| {
-                    egui::ScrollArea::vertical()
-                        .id_salt("controls scroll")
-                        .show(ui, |ui| controls(ui, state, jobs, views));
-                });
-            egui::CentralPanel::default().show(ui, |ui| {
-                egui::ScrollArea::vertical()
-                    .id_salt("figures scroll")
-                    .show(ui, |ui| figures(ui, state, jobs, views));
-            });
-        } else {
-            egui::CentralPanel::default().show(ui, |ui| {
-                egui::ScrollArea::vertical().id_salt("one column").show(ui, |ui| {
-                    controls(ui, state, jobs, views);
+        if !hide.pages {
+            egui::Panel::top("pages").show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    for (tab, label) in [
+                        (Tab::Explore, text::TAB_EXPLORE),
+                        (Tab::Tune, text::TAB_TUNE),
+                        (Tab::Passkey, text::TAB_PASSKEY),
+                    ] {
+                        ui.selectable_value(&mut state.tab, tab, label);
+                    }
                     ui.separator();
-                    figures(ui, state, jobs, views);
+                    let mut open = state.tour.is_some();
+                    if ui.toggle_value(&mut open, text::TOUR_OPEN).changed() {
+                        state.tour = open.then_some(0);
+                    }
                 });
             });
+        }
+        if state.tour.is_some() && !hide.tour {
+            egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys));
+        }
+        let page = |ui: &mut egui::Ui, salt: &str, add: &mut dyn FnMut(&mut egui::Ui)| {
+            egui::CentralPanel::default().show(ui, |ui| {
+                egui::ScrollArea::vertical().id_salt(salt).show(ui, |ui| add(ui));
+            });
+        };
+        match state.tab {
+            Tab::Tune => page(ui, "tune scroll", &mut |ui| views.tuning.ui(ui, state, jobs, &keys)),
+            Tab::Passkey => page(ui, "passkey scroll", &mut |ui| {
+                views.passkey_lab.ui(ui, state, jobs, &keys)
+            }),
+            Tab::Explore => {
+                let wide = ui.available_width() >= NARROW;
+                let controls = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
+                    let mut sep = Separators::default();
+                    if !hide.input {
+                        sep.before(ui);
+                        views.input.ui(ui, state, info, tokens);
+                    }
+                    if !hide.scales {
+                        sep.before(ui);
+                        views.scales.ui(ui, state, info);
+                    }
+                    if !hide.map {
+                        sep.before(ui);
+                        views.map.ui(ui, state, jobs, &keys);
+                    }
+                };
+                let figures = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
+                    let mut sep = Separators::default();
+                    if !hide.entropy {
+                        sep.before(ui);
+                        views.entropy.ui(ui, state, jobs, &keys);
+                    }
+                    if !hide.attention {
+                        sep.before(ui);
+                        views.attention.ui(ui, state, jobs, &keys);
+                    }
+                    if !hide.against {
+                        sep.before(ui);
+                        views.against.ui(ui, state, jobs, &keys);
+                    }
+                };
+                let any_control = !(hide.input && hide.scales && hide.map);
+                if wide && any_control {
+                    egui::Panel::left("controls")
+                        .resizable(true)
+                        .default_size(360.0)
+                        .show(ui, |ui| {
+                            egui::ScrollArea::vertical()
+                                .id_salt("controls scroll")
+                                .show(ui, |ui| controls(ui, state, jobs, views));
+                        });
+                    page(ui, "figures scroll", &mut |ui| figures(ui, state, jobs, views));
+                } else {
+                    page(ui, "one column", &mut |ui| {
+                        controls(ui, state, jobs, views);
+                        if any_control {
+                            ui.separator();
+                        }
+                        figures(ui, state, jobs, views);
+                    });
+                }
+            }
         }
         self.jobs.end_frame();
         // After the views asked for this frame's jobs, so "busy" counts them.
         self.time_frame(ui);
+    }
+}
+
+/// Which panels the state hides (`ViewState::hide`, for embedding one view
+/// in a course page).
+#[derive(Clone, Copy)]
+struct Hidden {
+    pages: bool,
+    tour: bool,
+    status: bool,
+    input: bool,
+    scales: bool,
+    map: bool,
+    entropy: bool,
+    attention: bool,
+    against: bool,
+}
+
+impl Hidden {
+    fn of(state: &ViewState) -> Self {
+        let h = |p| state.hidden(p);
+        Hidden {
+            pages: h(state::PANEL_PAGES),
+            tour: h(state::PANEL_TOUR),
+            status: h(state::PANEL_STATUS),
+            input: h(state::PANEL_INPUT),
+            scales: h(state::PANEL_SCALES),
+            map: h(state::PANEL_MAP),
+            entropy: h(state::PANEL_ENTROPY),
+            attention: h(state::PANEL_ATTENTION),
+            against: h(state::PANEL_AGAINST),
+        }
+    }
+}
+
+/// A separator before every view but the first shown.
+#[derive(Default)]
+struct Separators(bool);
+
+impl Separators {
+    fn before(&mut self, ui: &mut egui::Ui) {
+        if self.0 {
+            ui.separator();
+        }
+        self.0 = true;
     }
 }
 

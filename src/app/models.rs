@@ -53,3 +53,6 @@ impl ModelInfo {
         })
     }
 }
+
+/// The head scales searched at 4L that ship with the bundled NoPE model.
+pub const SHIPPED_HEAD_SCALES: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");

@@ -13,6 +13,32 @@ pub const MAX_LENGTH: usize = 16384;
 /// Side of the pooled attention map, at most.
 pub const POOLED_CELLS: usize = 512;
 
+/// The panels a URL can hide (`"hide": ["controls", ...]` in the state, or
+/// `&hide=input,scales` beside it): "controls" hides input, scales and map
+/// at once.
+pub const PANEL_PAGES: &str = "pages";
+pub const PANEL_TOUR: &str = "tour";
+pub const PANEL_STATUS: &str = "status";
+pub const PANEL_CONTROLS: &str = "controls";
+pub const PANEL_INPUT: &str = "input";
+pub const PANEL_SCALES: &str = "scales";
+pub const PANEL_MAP: &str = "map";
+pub const PANEL_ENTROPY: &str = "entropy";
+pub const PANEL_ATTENTION: &str = "attention";
+pub const PANEL_AGAINST: &str = "against";
+pub const PANELS: [&str; 10] = [
+    PANEL_PAGES,
+    PANEL_TOUR,
+    PANEL_STATUS,
+    PANEL_CONTROLS,
+    PANEL_INPUT,
+    PANEL_SCALES,
+    PANEL_MAP,
+    PANEL_ENTROPY,
+    PANEL_ATTENTION,
+    PANEL_AGAINST,
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelChoice {
@@ -184,6 +210,15 @@ impl ViewState {
         }
     }
 
+    /// True when `panel` is hidden (the three control panels also through
+    /// "controls").
+    pub fn hidden(&self, panel: &str) -> bool {
+        let controls = [PANEL_INPUT, PANEL_SCALES, PANEL_MAP].contains(&panel);
+        self.hide
+            .iter()
+            .any(|h| h == panel || (controls && h == PANEL_CONTROLS))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -199,11 +234,41 @@ impl ViewState {
     }
 
     /// Reads `state=` from a URL fragment or query (with or without `#`/`?`).
+    /// Beside it, `hide=a,b` hides panels and `step=N` opens the
+    /// walkthrough at step N (1-based), so a course page can link
+    /// `#step=3&hide=pages,status` without writing JSON.
     pub fn from_fragment(fragment: &str) -> Option<Result<Self, String>> {
         let body = fragment.trim_start_matches(['#', '?']);
-        body.split('&')
-            .find_map(|part| part.strip_prefix("state="))
-            .map(|v| percent_decode(v).and_then(|json| Self::from_json(&json)))
+        let part = |name: &str| {
+            body.split('&')
+                .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        let (state, hide, step) = (part("state"), part("hide"), part("step"));
+        if state.is_none() && hide.is_none() && step.is_none() {
+            return None;
+        }
+        let mut s = match state {
+            Some(v) => match percent_decode(v).and_then(|json| Self::from_json(&json)) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            },
+            None => Self::default(),
+        };
+        if let Some(h) = hide {
+            match percent_decode(h) {
+                Ok(h) => s
+                    .hide
+                    .extend(h.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if let Some(n) = step {
+            match n.parse::<usize>() {
+                Ok(n) if n >= 1 => s.tour = Some(n - 1),
+                _ => return Some(Err(format!("step={n} in the URL: expected a step number from 1"))),
+            }
+        }
+        Some(Ok(s))
     }
 }
 
@@ -255,6 +320,12 @@ mod tests {
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);
         assert!(ViewState::from_fragment("#other=1").is_none());
+        let linked = ViewState::from_fragment("#step=3&hide=pages,status").unwrap().unwrap();
+        assert_eq!(linked.tour, Some(2));
+        assert!(linked.hidden(PANEL_STATUS) && linked.hidden(PANEL_PAGES) && !linked.hidden(PANEL_MAP));
+        let controls = ViewState::from_fragment("#hide=controls").unwrap().unwrap();
+        assert!(controls.hidden(PANEL_MAP) && controls.hidden(PANEL_INPUT) && !controls.hidden(PANEL_ENTROPY));
+        assert!(ViewState::from_fragment("#step=0").unwrap().is_err());
         assert!(ViewState::from_fragment("#state=%zz").unwrap().is_err());
         let mut wild = ViewState {
             length: 1 << 30,

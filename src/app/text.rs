@@ -182,3 +182,55 @@ pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
     )
 }
 pub const UNNAMED_ADAPTER: &str = "the browser's adapter";
+
+// The classroom walkthrough (app::tour): two to four plain sentences a step.
+pub const TOUR_BACK: &str = "Back";
+pub const TOUR_NEXT: &str = "Next";
+pub const TOUR_CLOSE: &str = "Close the walkthrough";
+pub const TOUR_PENDING: &str = "Computing what this step shows...";
+pub const SHIPPED_SCALES_NAME: &str = "head scales searched at 4L (shipped with the model)";
+
+pub fn tour_step(step: usize, steps: usize) -> String {
+    format!("Step {} of {steps}", step + 1)
+}
+pub fn tour_met(what: &str) -> String {
+    format!("Measured just now: {what}.")
+}
+pub fn tour_broken(what: &str) -> String {
+    format!("This step's claim does not hold on these results: {what}.")
+}
+
+pub const TOUR_1_TITLE: &str = "What attention is, and its entropy";
+pub const TOUR_1_BODY: &str = "At every position the model looks back at the tokens before it and shares out one unit of attention among them. The entropy of that share, in bits, says how spread out it is: 0 bits means one token gets everything, log2(n) bits means all n tokens get the same. The model here reads 256 tokens of a speech it never saw.";
+pub const TOUR_1_LOOK: &str =
+    "Look at the entropy curve: it stays well below the grey ceiling, the entropy of attention spread evenly.";
+
+pub const TOUR_2_TITLE: &str = "Trained on L = 256 tokens, it finds a hidden key";
+pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked by the orange line on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length the query that must answer looks straight at the key.";
+pub const TOUR_2_LOOK: &str = "Look at the attention row: pick a head in the map and see where the answering query looks; the key is marked in yellow.";
+
+pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
+pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the orange line the entropy keeps climbing towards the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
+pub const TOUR_3_LOOK: &str = "Look at the entropy curve right of the orange line.";
+
+pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
+pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now mostly fails: the answering query's attention is smeared over the filler instead of resting on the key.";
+pub const TOUR_4_LOOK: &str = "Compare the attention row with the previous step; the key is still marked in yellow.";
+
+pub const TOUR_5_TITLE: &str = "The distracted heads";
+pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
+pub const TOUR_5_LOOK: &str = "Look at the layer x head map, then at the selected head's curve and attention pattern.";
+
+pub const TOUR_6_TITLE: &str = "A temperature brings attention back";
+pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the entropy past L falls and the key at 2L = 512 tokens is found far more often (in docs/RESULTS.md, 80% of 50 documents against 2% without it).";
+pub const TOUR_6_LOOK: &str =
+    "Compare the blue curves (NoPE) with the orange ones (scaled), and the two attention rows.";
+
+pub const TOUR_7_TITLE: &str = "One scale per head, searched";
+pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points NoPE loses in docs/RESULTS.md. The Tune page runs such a search on this device.";
+pub const TOUR_7_LOOK: &str =
+    "Look at the scaled curves and attention rows, then open \"Tune the scales\" to search your own.";
+
+pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
+pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). It too fails past L, for a different reason: it meets positions it never saw in training. Switch between the two models in the input panel to compare their curves.";
+pub const TOUR_8_LOOK: &str = "Look at the entropy curve past the orange line, and switch the model back to NoPE.";

@@ -100,10 +100,25 @@ pub fn after_frame(app: &mut NopeApp) {
         _ => None,
     };
     let ready = entropy.is_some();
+    let tour = app.state.tour.map(|step| {
+        let step = step.min(super::tour::STEPS.len() - 1);
+        let (promise, detail) = match super::tour::promise(step, &app.state, &app.jobs, &keys) {
+            super::tour::Promise::Pending => ("pending", String::new()),
+            super::tour::Promise::Met(m) => ("met", m),
+            super::tour::Promise::Broken(m) => ("broken", m),
+        };
+        serde_json::json!({
+            "step": step + 1,
+            "title": super::tour::STEPS[step].title,
+            "promise": promise,
+            "detail": detail,
+        })
+    });
     let status = serde_json::json!({
         "state": app.state,
         "engine": app.jobs.engine(),
         "entropy": entropy,
+        "tour": tour,
         "idle": app.jobs.is_idle(),
         "first_plot_s": app.first_plot_s,
         "busy_frames": app.frame_stats.busy_frames,

@@ -97,7 +97,18 @@ async function distinctColours(page, png) {
   }, png.toString("base64"));
 }
 
-async function run(label, flags, hash, wantLength, wantEngine) {
+// Polls the hook until `pred(status)` holds (or the time is up).
+async function waitFor(page, pred, timeoutMs) {
+  const t0 = Date.now();
+  for (;;) {
+    const s = await status(page).catch(() => null);
+    if (s && pred(s)) return s;
+    if (Date.now() - t0 > timeoutMs) return s;
+    await page.waitForTimeout(250);
+  }
+}
+
+async function run(label, flags, hash, wantLength, wantEngine, more) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
   const ctx = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -120,6 +131,7 @@ async function run(label, flags, hash, wantLength, wantEngine) {
     check(wantEngine.test(s.engine), `${label}: engine ${wantEngine}`);
     check(s.entropy && s.entropy.mean_bits > 0, `${label}: mean entropy ${s.entropy?.mean_bits}`);
   }
+  if (more) await more(page, s);
   await page.waitForTimeout(500);
   const png = await page.screenshot();
   fs.writeFileSync(path.join(shots, `${label}.png`), png);
@@ -141,7 +153,16 @@ try {
   const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
   const st = linked.s?.state ?? {};
   check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
-  // 3. WebGPU off: WebGL2 drawing, the CPU engine computes.
+  // 3. A walkthrough step opened from its link, as a course page embeds
+  // it (the page bar and status bar hidden): the step's view is set and
+  // what the step promises holds on the page's own results.
+  await run("webgpu-tour-step-3", WEBGPU, "#step=3&hide=pages,status", 1024, /cpu/, async (page, s0) => {
+    const s = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
+    const t = s?.tour ?? {};
+    check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
+    check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
+  });
+  // 4. WebGPU off: WebGL2 drawing, the CPU engine computes.
   await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
   // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
   if (process.env.MEASURE) {

@@ -1,13 +1,91 @@
-//! The classroom walkthrough: a guided sequence of steps, each setting the
-//! views and explaining what they show.
+//! The classroom walkthrough's panel: the step's title and text, where to
+//! look, whether its promise holds on the live results, and back / next.
+//! The steps themselves are `app::tour`.
 
 use eframe::egui;
 
+use super::Keys;
+use crate::app::jobs::Jobs;
+use crate::app::models::ModelInfo;
+use crate::app::palette;
 use crate::app::state::ViewState;
+use crate::app::text;
+use crate::app::tour::{self, Promise, STEPS};
 
 #[derive(Default)]
-pub struct TourView;
+pub struct TourView {
+    /// The step whose setting is applied (a step from a URL or the saved
+    /// state is applied when first shown).
+    applied: Option<usize>,
+    /// Step 5 selects the most distracted head once it is known.
+    select_pending: bool,
+    error: Option<String>,
+}
 
 impl TourView {
-    pub fn ui(&mut self, _ui: &mut egui::Ui, _state: &mut ViewState) {}
+    /// Applies the step in `state.tour` if it is not applied yet; call
+    /// before the keys of the frame are built.
+    pub fn sync(&mut self, state: &mut ViewState, info: ModelInfo) {
+        let Some(step) = state.tour else {
+            self.applied = None;
+            return;
+        };
+        let step = step.min(STEPS.len() - 1);
+        if self.applied != Some(step) {
+            self.error = tour::apply(step, state, info).err();
+            self.applied = Some(step);
+            self.select_pending = STEPS[step].setting.select_most_distracted;
+        }
+    }
+
+    /// Follow-ups that need results (selecting the most distracted head).
+    pub fn follow_up(&mut self, state: &mut ViewState, jobs: &Jobs, keys: &Keys) {
+        if !self.select_pending {
+            return;
+        }
+        if let Some((layer, head, _)) =
+            tour::rise(jobs, keys, &keys.ones).and_then(|r| tour::most_distracted(&r, keys.info.heads))
+        {
+            state.layer = layer;
+            state.head = head;
+            self.select_pending = false;
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &Jobs, keys: &Keys) {
+        let Some(step) = state.tour.map(|s| s.min(STEPS.len() - 1)) else {
+            return;
+        };
+        let s = &STEPS[step];
+        ui.add_space(4.0);
+        ui.horizontal_wrapped(|ui| {
+            ui.label(egui::RichText::new(text::tour_step(step, STEPS.len())).weak());
+            ui.label(egui::RichText::new(s.title).heading());
+        });
+        ui.label(egui::RichText::new(s.body).size(16.0));
+        ui.label(egui::RichText::new(s.look).italics());
+        match tour::promise(step, state, jobs, keys) {
+            Promise::Pending => ui.label(text::TOUR_PENDING),
+            Promise::Met(m) => ui.label(text::tour_met(&m)),
+            Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
+        };
+        if let Some(e) = &self.error {
+            ui.colored_label(palette::ERROR, text::error(e));
+        }
+        ui.horizontal(|ui| {
+            if ui.add_enabled(step > 0, egui::Button::new(text::TOUR_BACK)).clicked() {
+                state.tour = Some(step - 1);
+            }
+            if ui
+                .add_enabled(step + 1 < STEPS.len(), egui::Button::new(text::TOUR_NEXT))
+                .clicked()
+            {
+                state.tour = Some(step + 1);
+            }
+            if ui.button(text::TOUR_CLOSE).clicked() {
+                state.tour = None;
+            }
+        });
+        ui.add_space(4.0);
+    }
 }

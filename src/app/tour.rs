@@ -1,0 +1,289 @@
+//! The classroom walkthrough: a guided sequence of steps, each setting the
+//! views (a `ViewState` change, so each step has its own URL) and saying in
+//! a few plain sentences what they show. Every step also states what its
+//! computed result must show (its promise), checked on the live results:
+//! by the tests, and by the web page's test hook.
+//!
+//! No egui here: the panel that shows a step is `views::tour`.
+
+use super::jobs::{InputAt, JobKey, JobResult, Jobs, ScalesKey};
+use super::models::{self, ModelInfo};
+use super::state::{InputKind, LoadedScales, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
+use super::text;
+use super::views::Keys;
+
+/// One step of the walkthrough.
+pub struct Step {
+    pub title: &'static str,
+    /// Two to four plain sentences.
+    pub body: &'static str,
+    /// Where to look on the screen.
+    pub look: &'static str,
+    /// What this step sets.
+    pub setting: Setting,
+}
+
+/// The part of the state a step sets; the rest (the engine, hidden panels)
+/// stays the user's.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub model: ModelChoice,
+    pub input: InputKind,
+    /// In multiples of the training length L (a fraction for L/2).
+    pub length_in_l: f32,
+    pub scales: Scales,
+    pub map_mode: MapMode,
+    /// Select the head whose entropy rises most from L to this length
+    /// once it is computed.
+    pub select_most_distracted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scales {
+    Nope,
+    Uniform(f32),
+    /// The head scales searched at 4L that ship with the bundled model.
+    Shipped,
+}
+
+/// The key and depth every pass-key step uses: one document, so the class
+/// sees the same text change only in length and scales.
+pub const TOUR_PASSKEY: PasskeySpec = PasskeySpec {
+    key: 47_815,
+    depth: 0.5,
+};
+
+/// The uniform scale the temperature step applies (the best uniform scale
+/// at 2L on the paper's filler, docs/RESULTS.md).
+pub const TOUR_UNIFORM: f32 = 1.2;
+
+const fn setting(input: InputKind, length_in_l: f32) -> Setting {
+    Setting {
+        model: ModelChoice::Nope,
+        input,
+        length_in_l,
+        scales: Scales::Nope,
+        map_mode: MapMode::Entropy,
+        select_most_distracted: false,
+    }
+}
+
+pub const STEPS: [Step; 8] = [
+    Step {
+        title: text::TOUR_1_TITLE,
+        body: text::TOUR_1_BODY,
+        look: text::TOUR_1_LOOK,
+        setting: setting(InputKind::Validation, 1.0),
+    },
+    Step {
+        title: text::TOUR_2_TITLE,
+        body: text::TOUR_2_BODY,
+        look: text::TOUR_2_LOOK,
+        setting: setting(InputKind::Passkey, 1.0),
+    },
+    Step {
+        title: text::TOUR_3_TITLE,
+        body: text::TOUR_3_BODY,
+        look: text::TOUR_3_LOOK,
+        setting: setting(InputKind::Validation, 4.0),
+    },
+    Step {
+        title: text::TOUR_4_TITLE,
+        body: text::TOUR_4_BODY,
+        look: text::TOUR_4_LOOK,
+        setting: setting(InputKind::Passkey, 4.0),
+    },
+    Step {
+        title: text::TOUR_5_TITLE,
+        body: text::TOUR_5_BODY,
+        look: text::TOUR_5_LOOK,
+        setting: Setting {
+            map_mode: MapMode::Rise,
+            select_most_distracted: true,
+            ..setting(InputKind::Validation, 4.0)
+        },
+    },
+    Step {
+        title: text::TOUR_6_TITLE,
+        body: text::TOUR_6_BODY,
+        look: text::TOUR_6_LOOK,
+        setting: Setting {
+            scales: Scales::Uniform(TOUR_UNIFORM),
+            ..setting(InputKind::Passkey, 2.0)
+        },
+    },
+    Step {
+        title: text::TOUR_7_TITLE,
+        body: text::TOUR_7_BODY,
+        look: text::TOUR_7_LOOK,
+        setting: Setting {
+            scales: Scales::Shipped,
+            ..setting(InputKind::Passkey, 2.0)
+        },
+    },
+    Step {
+        title: text::TOUR_8_TITLE,
+        body: text::TOUR_8_BODY,
+        look: text::TOUR_8_LOOK,
+        setting: Setting {
+            model: ModelChoice::Rope,
+            ..setting(InputKind::Validation, 4.0)
+        },
+    },
+];
+
+/// The shipped head scales as the app loads them, or the loader's error.
+pub fn shipped_scales(info: ModelInfo) -> Result<LoadedScales, String> {
+    let hs = crate::model::head_scales::HeadScales::from_json(models::SHIPPED_HEAD_SCALES, None)
+        .map_err(|e| e.to_string())?;
+    if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
+        return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
+    }
+    Ok(LoadedScales {
+        name: text::SHIPPED_SCALES_NAME.into(),
+        layers: hs.num_layers,
+        heads: hs.num_heads,
+        values: hs.values,
+    })
+}
+
+/// Sets the state to step `index` (clamped), on a model of `info`'s shape.
+pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(), String> {
+    let index = index.min(STEPS.len() - 1);
+    let s = STEPS[index].setting;
+    state.tour = Some(index);
+    state.tab = Tab::Explore;
+    state.model = s.model;
+    state.input = s.input;
+    state.passkey = TOUR_PASSKEY;
+    state.length = (s.length_in_l * info.training_length as f32).round() as usize;
+    state.map_mode = s.map_mode;
+    state.query = None;
+    state.against_length = false;
+    state.scales.uniform = 1.0;
+    state.scales.use_file = false;
+    match s.scales {
+        Scales::Nope => {}
+        Scales::Uniform(u) => state.scales.uniform = u,
+        Scales::Shipped => {
+            state.scales.file = Some(shipped_scales(info)?);
+            state.scales.use_file = true;
+        }
+    }
+    Ok(())
+}
+
+/// Where a step's promise stands on the results computed so far.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Promise {
+    /// Not computed yet.
+    Pending,
+    /// Holds; the text says what was measured.
+    Met(String),
+    /// Computed, and does not hold.
+    Broken(String),
+}
+
+fn entropy(jobs: &Jobs, key: &JobKey) -> Option<super::jobs::EntropyProfile> {
+    match jobs.peek(key)?.result()? {
+        JobResult::Entropy(p) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+/// Mean of `xs[range]`.
+fn mean(xs: &[f32], from: usize, to: usize) -> f32 {
+    let s = &xs[from.min(xs.len())..to.min(xs.len())];
+    s.iter().sum::<f32>() / s.len().max(1) as f32
+}
+
+/// Each head's rise of mean entropy from L to the current length, when
+/// both are computed (layers x heads).
+pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
+    let here = entropy(jobs, &keys.entropy(scales))?;
+    let at_l = JobKey::Entropy {
+        at: InputAt {
+            length: keys.info.training_length,
+            ..keys.at.clone()
+        },
+        scales: scales.clone(),
+    };
+    let base = entropy(jobs, &at_l)?;
+    Some(
+        here.head_means()
+            .iter()
+            .zip(base.head_means())
+            .map(|(a, b)| a - b)
+            .collect(),
+    )
+}
+
+/// The head whose entropy rises most (layer, head, rise).
+pub fn most_distracted(rise: &[f32], heads: usize) -> Option<(usize, usize, f32)> {
+    let (i, &r) = rise.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+    Some((i / heads, i % heads, r))
+}
+
+/// What step `index` promises, checked on the results in `jobs` for the
+/// state `keys` was built from.
+pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Promise {
+    let l = keys.info.training_length;
+    let Some(p) = entropy(jobs, &keys.entropy(&keys.ones)) else {
+        return Promise::Pending;
+    };
+    let check = |ok: bool, msg: String| if ok { Promise::Met(msg) } else { Promise::Broken(msg) };
+    let m = p.mean_over_heads();
+    match index {
+        // Attention entropy stays under the uniform ceiling everywhere.
+        0 => {
+            let worst = m
+                .iter()
+                .enumerate()
+                .map(|(i, &e)| e - ((i + 1) as f32).log2())
+                .fold(f32::NEG_INFINITY, f32::max);
+            check(
+                p.length == l && worst <= 1e-3,
+                format!("{} tokens; entropy at most {worst:+.3} bits from the ceiling", p.length),
+            )
+        }
+        // Entropy past L is higher than before L.
+        2 | 7 => {
+            let before = mean(&m, l / 2, l);
+            let after = mean(&m, p.length - l / 2, p.length);
+            check(
+                p.length > l && after > before,
+                format!("mean entropy {before:.2} bits just before L, {after:.2} bits at the end"),
+            )
+        }
+        // The selected head is the most distracted one.
+        4 => match rise(jobs, keys, &keys.ones) {
+            None => Promise::Pending,
+            Some(r) => {
+                let Some((layer, head, most)) = most_distracted(&r, keys.info.heads) else {
+                    return Promise::Pending;
+                };
+                check(
+                    (state.layer, state.head) == (layer, head) && most > 0.0,
+                    format!("layer {layer}, head {head} rises most: {most:+.2} bits"),
+                )
+            }
+        },
+        // Pass-key steps: the document is built with its key marked.
+        1 | 3 => match (p.key_position, p.retrieval_query) {
+            (Some(k), Some(_)) => Promise::Met(format!("a {}-token pass-key document, the key at token {k}", p.length)),
+            _ => Promise::Broken(format!("a {}-token document without a pass key", p.length)),
+        },
+        // Scaling sharpens: the scaled entropy is lower past L.
+        5 | 6 => match entropy(jobs, &keys.entropy(&keys.scales)) {
+            None => Promise::Pending,
+            Some(s) => {
+                let (a, b) = (mean(&m, l, p.length), mean(&s.mean_over_heads(), l, s.length));
+                check(
+                    !keys.plain && b < a,
+                    format!("mean entropy past L: {a:.2} bits with NoPE, {b:.2} bits scaled"),
+                )
+            }
+        },
+        _ => Promise::Pending,
+    }
+}

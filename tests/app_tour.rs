@@ -1,0 +1,117 @@
+//! The classroom walkthrough, walked the way a teacher would: open it, check
+//! that each step's promise holds on the live results (computed on the
+//! bundled models), snapshot it, press Next. Also: a panel hidden through
+//! the URL's `hide=` is not drawn. Rendered with wgpu (lavapipe on CI
+//! machines; no adapter is a failure, not a skip).
+#![cfg(feature = "app")]
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nopescope::app::state::{ViewState, PANEL_CONTROLS, PANEL_STATUS};
+use nopescope::app::tour::{self, Promise, STEPS};
+use nopescope::app::views::Keys;
+use nopescope::app::{text, AppOptions, NopeApp};
+
+const WIDTH: f32 = 1280.0;
+const HEIGHT: f32 = 1000.0;
+
+fn harness(state: ViewState) -> Harness<'static, NopeApp> {
+    Harness::builder()
+        .with_size([WIDTH, HEIGHT])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+}
+
+/// Steps frames until every job has finished; returns how long it took.
+fn settle(h: &mut Harness<'static, NopeApp>) -> Duration {
+    let start = Instant::now();
+    let mut idle_frames = 0;
+    while idle_frames < 3 {
+        h.step();
+        if h.state().jobs.is_idle() {
+            idle_frames += 1;
+        } else {
+            idle_frames = 0;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "jobs still running after two minutes"
+        );
+    }
+    start.elapsed()
+}
+
+fn promise(h: &Harness<'static, NopeApp>, step: usize) -> Promise {
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    tour::promise(step, &app.state, &app.jobs, &keys)
+}
+
+#[test]
+fn every_walkthrough_step_keeps_its_promise() {
+    let mut h = harness(ViewState::default());
+    settle(&mut h);
+    h.get_by_label(text::TOUR_OPEN).click();
+    for (step, this) in STEPS.iter().enumerate() {
+        h.step();
+        let took = settle(&mut h);
+        // The follow-up of a step (selecting a head) may ask for more.
+        h.run_steps(2);
+        settle(&mut h);
+        assert_eq!(h.state().state.tour, Some(step));
+        h.get_by_label(this.title);
+        match promise(&h, step) {
+            Promise::Met(m) => eprintln!("step {}: {:.1} s: {m}", step + 1, took.as_secs_f64()),
+            other => panic!("step {} ({}): {other:?}", step + 1, this.title),
+        }
+        h.mask(eframe::egui::Rect::from_min_max(
+            eframe::egui::pos2(0.0, HEIGHT - 48.0),
+            eframe::egui::pos2(WIDTH, HEIGHT),
+        ));
+        h.snapshot(format!("tour_step_{}", step + 1));
+        if step + 1 < STEPS.len() {
+            h.get_by_label(text::TOUR_NEXT).click();
+        }
+    }
+    // Back returns to the previous step's setting.
+    h.get_by_label(text::TOUR_BACK).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.tour, Some(STEPS.len() - 2));
+    h.get_by_label(text::TOUR_CLOSE).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.tour, None);
+}
+
+#[test]
+fn a_step_opened_from_its_link_sets_its_view() {
+    // What a teacher's link `#step=4` opens.
+    let state = ViewState::from_fragment("#step=4").unwrap().unwrap();
+    let mut h = harness(state);
+    h.run_steps(2);
+    let s = &h.state().state;
+    assert_eq!(s.tour, Some(3));
+    assert_eq!(s.length, 4 * h.state().info().training_length);
+    assert_eq!(s.input, nopescope::app::state::InputKind::Passkey);
+    h.get_by_label(STEPS[3].title);
+}
+
+#[test]
+fn hidden_panels_are_not_drawn() {
+    let mut state = ViewState {
+        length: 256,
+        ..Default::default()
+    };
+    state.hide = vec![PANEL_CONTROLS.into(), PANEL_STATUS.into()];
+    let mut h = harness(state);
+    settle(&mut h);
+    assert!(
+        h.query_by_label(text::INPUT_HEADING).is_none(),
+        "the input panel is hidden"
+    );
+    assert!(h.query_by_label(text::MAP_HEADING).is_none(), "the map is hidden");
+    assert!(h.query_by_label(text::ENGINE).is_none(), "the status bar is hidden");
+    h.get_by_label(text::ENTROPY_HEADING);
+}
