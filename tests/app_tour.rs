@@ -115,3 +115,55 @@ fn hidden_panels_are_not_drawn() {
     assert!(h.query_by_label(text::ENGINE).is_none(), "the status bar is hidden");
     h.get_by_label(text::ENTROPY_HEADING);
 }
+
+/// A plot's data exported through the save dialog: the proposed path is
+/// in the current folder, the file lands where the user typed, and it holds
+/// every plotted series (CSV) or a drawable figure (SVG).
+#[test]
+fn exporting_the_entropy_plot_saves_csv_and_svg() {
+    let dir = std::env::temp_dir().join(format!("nopescope-export-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = harness(ViewState {
+        length: 256,
+        ..Default::default()
+    });
+    settle(&mut h);
+    for (button, file) in [("CSV", "entropy.csv"), ("SVG", "entropy.svg")] {
+        // The first export row belongs to the entropy plot.
+        h.get_all_by_label(button).next().unwrap().click();
+        h.run_steps(2);
+        let proposed = h.state().exporter.proposed_path().map(String::from);
+        assert!(
+            proposed
+                .as_deref()
+                .is_some_and(|p| p.ends_with(&format!("nopescope-entropy-256.{}", button.to_lowercase()))),
+            "{proposed:?}"
+        );
+        let path = dir.join(file);
+        h.get_by_label(text::SAVE_PATH).focus();
+        h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+        h.get_by_label(text::SAVE_PATH).type_text(path.to_str().unwrap());
+        h.run_steps(1);
+        h.get_by_label(text::SAVE).click();
+        h.run_steps(2);
+        let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if button == "CSV" {
+            assert!(
+                body.starts_with("series,query position i,entropy (bits)\n"),
+                "{}",
+                &body[..80.min(body.len())]
+            );
+            // The ceiling and the mean over heads, 256 points each, the
+            // selected head too, and the mark for L.
+            assert_eq!(body.lines().count(), 1 + 1 + 3 * 256, "rows");
+            assert!(body.contains(text::TRAINING_LENGTH));
+        } else {
+            assert!(
+                body.starts_with("<svg") && body.matches("<polyline").count() == 3,
+                "svg"
+            );
+        }
+        assert!(h.state().exporter.proposed_path().is_none(), "the dialog closed");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -411,6 +411,59 @@ fn an_error_outside_the_scopes_is_returned_once() {
     assert_eq!(block_on(ctx.read_f32("x", &x, 4)).unwrap(), vec![1.0; 4]);
 }
 
+/// A borrowed device (eframe's, in the app) keeps its owner's error
+/// handler: an error outside the engine's scopes reaches the owner, not the
+/// engine, and the engine's own errors still come back as Err.
+#[test]
+fn a_borrowed_device_keeps_its_owners_error_handler() {
+    if gpu("a_borrowed_device_keeps_its_owners_error_handler").is_none() {
+        return;
+    }
+    let owner = GpuContext::new_default().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    owner
+        .device
+        .on_uncaptured_error(std::sync::Arc::new(move |_e: wgpu::Error| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    let ctx = GpuContext::borrowed(&adapter, owner.device.clone(), owner.queue.clone()).unwrap();
+    let x = block_on(ctx.upload("x", &[2f32; 8])).unwrap();
+    assert_eq!(block_on(ctx.read_f32("x", &x, 8)).unwrap(), vec![2.0; 8]);
+    // The owner's mistake, outside any scope: its handler sees it.
+    let layout = owner.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("one storage buffer"),
+        entries: &[wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: true },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }],
+    });
+    let _ = owner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("missing its entry"),
+        layout: &layout,
+        entries: &[],
+    });
+    let _ = owner.device.poll(wgpu::PollType::Poll);
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the owner's handler saw its error"
+    );
+    // The engine's own error (a read past the buffer) is the engine's Err,
+    // and never reaches the owner.
+    assert!(block_on(ctx.read_f32("x", &x, 64)).is_err());
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(block_on(ctx.read_f32("x", &x, 8)).unwrap(), vec![2.0; 8]);
+}
+
 #[test]
 fn the_adapter_report_names_the_limits() {
     let Some(g) = gpu("the_adapter_report_names_the_limits") else {

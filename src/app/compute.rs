@@ -46,9 +46,9 @@ pub trait JobControl {
     fn partial(&mut self, result: JobResult);
 }
 
-/// eframe's own device, handed to the lab only as parts so that no
-/// `GpuContext` (which installs error handlers) exists until the GPU
-/// engine is really chosen.
+/// eframe's own device, handed to the lab only as parts; the GPU engine
+/// wraps it with `GpuContext::borrowed`, which leaves eframe's error
+/// handling alone.
 #[derive(Clone)]
 pub struct GpuSource {
     pub adapter: wgpu::Adapter,
@@ -177,7 +177,7 @@ impl Lab {
             (Some(_), Backend::Cpu) => (backend, Err("not asked for".to_string()), None),
             (Some(g), _) => (
                 backend,
-                GpuContext::new(&g.adapter, g.device.clone(), g.queue.clone()).map_err(|e| e.to_string()),
+                GpuContext::borrowed(&g.adapter, g.device.clone(), g.queue.clone()).map_err(|e| e.to_string()),
                 g.report().is_cpu.then(|| super::text::gpu_on_cpu_adapter(&g.label())),
             ),
         };

@@ -8,6 +8,7 @@
 //! thread; results land in the cache and the views draw them.
 
 pub mod compute;
+pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod palette;
@@ -22,6 +23,7 @@ use eframe::egui;
 
 use compute::GpuSource;
 use jobs::{JobResult, Jobs};
+
 use models::ModelInfo;
 use state::{ModelChoice, Tab, ViewState};
 use views::Keys;
@@ -79,6 +81,8 @@ pub struct NopeApp {
     /// (seconds on egui's clock).
     started: Option<f64>,
     pub first_plot_s: Option<f64>,
+    /// Plot exports: the save dialog natively, downloads on the web.
+    pub exporter: export::Exporter,
 }
 
 impl NopeApp {
@@ -108,6 +112,7 @@ impl NopeApp {
             frame_stats: FrameStats::default(),
             started: None,
             first_plot_s: None,
+            exporter: export::Exporter::default(),
         }
     }
 
@@ -205,10 +210,20 @@ impl NopeApp {
         }
         let frame_ms = self.options.show_frame_time.then_some(self.frame_ms).flatten();
         let hide = Hidden::of(&self.state);
-        let NopeApp { state, jobs, views, .. } = self;
         if !hide.status {
-            egui::Panel::bottom("status").show(ui, |ui| views.status.ui(ui, state, jobs, frame_ms));
+            let exported = self.exporter.message.clone();
+            egui::Panel::bottom("status").show(ui, |ui| {
+                self.views.status.ui(ui, &mut self.state, &mut self.jobs, frame_ms);
+                if let Some((m, failed)) = exported {
+                    if failed {
+                        ui.colored_label(crate::app::palette::ERROR, text::error(&m));
+                    } else {
+                        ui.label(m);
+                    }
+                }
+            });
         }
+        let NopeApp { state, jobs, views, .. } = self;
         if !hide.pages {
             egui::Panel::top("pages").show(ui, |ui| {
                 ui.horizontal_wrapped(|ui| {
@@ -294,6 +309,7 @@ impl NopeApp {
                 }
             }
         }
+        self.exporter.update(ui.ctx());
         self.jobs.end_frame();
         // After the views asked for this frame's jobs, so "busy" counts them.
         self.time_frame(ui);

@@ -234,3 +234,22 @@ pub const TOUR_7_LOOK: &str =
 pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
 pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). It too fails past L, for a different reason: it meets positions it never saw in training. Switch between the two models in the input panel to compare their curves.";
 pub const TOUR_8_LOOK: &str = "Look at the entropy curve past the orange line, and switch the model back to NoPE.";
+
+// Export (app::export).
+pub const EXPORT: &str = "Export";
+pub const EXPORT_CSV_HELP: &str = "The plotted data as CSV: one row per point (series, x, y); marks such as L first.";
+pub const EXPORT_SVG_HELP: &str = "The figure as SVG, drawn from the same data (for slides and papers).";
+pub const EXPORT_PNG_HELP: &str = "The plot as it looks on screen, as PNG.";
+pub const EXPORT_EMPTY: &str = "the plot is not on screen: scroll it into view and export again";
+pub const SAVE_PATH: &str = "Save to";
+pub const SAVE: &str = "Save";
+pub const REPLACE_FILE: &str = "A file of that name exists: replace it";
+pub fn save_title(name: &str) -> String {
+    format!("Save {name}")
+}
+pub fn saved_to(path: &str) -> String {
+    format!("Saved {path}")
+}
+pub fn downloaded(name: &str) -> String {
+    format!("Downloaded {name}")
+}

@@ -61,6 +61,29 @@ pub fn now_ms() -> f64 {
         .unwrap_or_default()
 }
 
+/// Offers `bytes` to the user as a download named `name`.
+pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+    let fail = |e: JsValue| format!("cannot download {name}: {e:?}");
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| format!("cannot download {name}: no document"))?;
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(fail)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(fail)?;
+    let a = document
+        .create_element("a")
+        .map_err(fail)?
+        .dyn_into::<web_sys::HtmlAnchorElement>()
+        .map_err(|_| format!("cannot download {name}: no anchor element"))?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
+}
+
 fn state_from_url() -> Option<ViewState> {
     let hash = web_sys::window()?.location().hash().ok()?;
     ViewState::from_fragment(&hash)?.ok()

@@ -125,12 +125,32 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    /// Wraps a device opened elsewhere (by eframe, the CLI or a test).
-    /// Checks that the adapter runs compute shaders, and installs a
-    /// device-lost callback and an uncaptured-error handler (replacing any
-    /// set before), so errors that escape the scopes are recorded and
-    /// returned by the next call instead of panicking.
+    /// Wraps a device this program opened (the CLI, a test): checks that
+    /// the adapter runs compute shaders, and installs a device-lost
+    /// callback and an uncaptured-error handler (replacing any set before),
+    /// so errors that escape the scopes are recorded and returned by the
+    /// next call instead of panicking.
     pub fn new(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let ctx = Self::borrowed(adapter, device, queue)?;
+        let lost = Arc::clone(&ctx.health);
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            let mut h = lost.lock().unwrap_or_else(|e| e.into_inner());
+            h.lost.get_or_insert_with(|| format!("{reason:?}: {message}"));
+        });
+        let uncaptured = Arc::clone(&ctx.health);
+        ctx.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut h = uncaptured.lock().unwrap_or_else(|e| e.into_inner());
+            h.uncaptured.get_or_insert_with(|| e.to_string());
+        }));
+        Ok(ctx)
+    }
+
+    /// Wraps a device someone else owns (eframe's, which draws the window)
+    /// without touching its handlers: the owner keeps its own error
+    /// handling and device-lost callback. Every engine call already runs
+    /// inside error scopes, so the engine's errors still come back as Err;
+    /// a lost device shows as the error of the call that met it.
+    pub fn borrowed(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let report = AdapterReport::new(&adapter.get_info(), &device.limits());
         let downlevel = adapter.get_downlevel_capabilities();
         if !downlevel.flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
@@ -138,22 +158,11 @@ impl GpuContext {
                 adapter: report.label(),
             });
         }
-        let health = Arc::new(Mutex::new(Health::default()));
-        let lost = Arc::clone(&health);
-        device.set_device_lost_callback(move |reason, message| {
-            let mut h = lost.lock().unwrap_or_else(|e| e.into_inner());
-            h.lost.get_or_insert_with(|| format!("{reason:?}: {message}"));
-        });
-        let uncaptured = Arc::clone(&health);
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut h = uncaptured.lock().unwrap_or_else(|e| e.into_inner());
-            h.uncaptured.get_or_insert_with(|| e.to_string());
-        }));
         Ok(GpuContext {
             device,
             queue,
             report,
-            health,
+            health: Arc::new(Mutex::new(Health::default())),
         })
     }
 

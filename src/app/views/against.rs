@@ -8,6 +8,7 @@ use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points, VLine};
 
 use super::{show_entry_status, Keys};
+use crate::app::export;
 use crate::app::jobs::{JobKey, JobResult, Jobs, LengthPoint};
 use crate::app::palette;
 use crate::app::state::{ModelChoice, ViewState};
@@ -82,40 +83,70 @@ impl AgainstLengthView {
         ui.horizontal_wrapped(|ui| {
             for (id, axis, metric) in metrics {
                 let results = &results;
-                Plot::new(id)
-                    .width(width)
-                    .height(200.0)
-                    .legend(Legend::default())
-                    .x_axis_label(text::LENGTH_AXIS)
-                    .y_axis_label(axis)
-                    .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
-                    .show(ui, |plot| {
-                        for (name, colour, r) in results {
-                            let JobResult::AgainstLength(a) = r.as_ref() else {
-                                continue;
-                            };
-                            let pts: Vec<[f64; 2]> = a
-                                .points
-                                .iter()
-                                .filter_map(|p| metric(p).map(|y| [(p.length as f64).log2(), y]))
-                                .collect();
-                            plot.line(
-                                Line::new(name.as_str(), PlotPoints::from(pts.clone()))
-                                    .color(*colour)
+                ui.vertical(|ui| {
+                    let plot = Plot::new(id)
+                        .width(width)
+                        .height(200.0)
+                        .legend(Legend::default())
+                        .x_axis_label(text::LENGTH_AXIS)
+                        .y_axis_label(axis)
+                        .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
+                        .show(ui, |plot| {
+                            for (name, colour, r) in results {
+                                let JobResult::AgainstLength(a) = r.as_ref() else {
+                                    continue;
+                                };
+                                let pts: Vec<[f64; 2]> = a
+                                    .points
+                                    .iter()
+                                    .filter_map(|p| metric(p).map(|y| [(p.length as f64).log2(), y]))
+                                    .collect();
+                                plot.line(
+                                    Line::new(name.as_str(), PlotPoints::from(pts.clone()))
+                                        .color(*colour)
+                                        .width(palette::LINE_WIDTH),
+                                );
+                                plot.points(
+                                    Points::new(name.as_str(), PlotPoints::from(pts))
+                                        .color(*colour)
+                                        .radius(3.0),
+                                );
+                            }
+                            plot.vline(
+                                VLine::new(text::TRAINING_LENGTH, l)
+                                    .color(palette::TRAINING_LENGTH)
                                     .width(palette::LINE_WIDTH),
                             );
-                            plot.points(
-                                Points::new(name.as_str(), PlotPoints::from(pts))
-                                    .color(*colour)
-                                    .radius(3.0),
-                            );
-                        }
-                        plot.vline(
-                            VLine::new(text::TRAINING_LENGTH, l)
-                                .color(palette::TRAINING_LENGTH)
-                                .width(palette::LINE_WIDTH),
-                        );
+                        });
+                    export::buttons(ui, plot.response.rect, || export::Figure {
+                        stem: format!("nopescope-{}", id.replace(' ', "-")),
+                        title: format!("{}: {axis}", text::AGAINST_HEADING),
+                        x_label: text::LENGTH_AXIS.into(),
+                        y_label: axis.into(),
+                        series: results
+                            .iter()
+                            .filter_map(|(name, colour, r)| match r.as_ref() {
+                                JobResult::AgainstLength(a) => Some(export::Series {
+                                    name: name.clone(),
+                                    colour: *colour,
+                                    dashed: false,
+                                    points: a
+                                        .points
+                                        .iter()
+                                        .filter_map(|p| metric(p).map(|y| [p.length as f64, y]))
+                                        .collect(),
+                                }),
+                                _ => None,
+                            })
+                            .collect(),
+                        marks: vec![export::Mark {
+                            name: text::TRAINING_LENGTH.into(),
+                            x: 2f64.powf(l),
+                            colour: palette::TRAINING_LENGTH,
+                        }],
+                        log_x: true,
                     });
+                });
             }
         });
     }

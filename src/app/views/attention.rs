@@ -10,6 +10,7 @@ use egui_plot::{HoverPosition, Legend, Line, Plot, PlotPoints, VLine};
 
 use super::entropy::binned;
 use super::{show_entry_status, Keys};
+use crate::app::export;
 use crate::app::jobs::{JobKey, JobResult, Jobs, PooledResult};
 use crate::app::palette;
 use crate::app::state::ViewState;
@@ -93,7 +94,7 @@ impl AttentionView {
         });
         if let Some((shown_query, key_position)) = row_query {
             let hover_tokens = tokens.clone();
-            Plot::new("attention row")
+            let plot = Plot::new("attention row")
                 .height(200.0)
                 .legend(Legend::default())
                 .x_axis_label(text::KEY_AXIS)
@@ -122,6 +123,42 @@ impl AttentionView {
                         plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
                     }
                 });
+            let (layer, head) = (state.layer, state.head);
+            export::buttons(ui, plot.response.rect, || {
+                let series = rows
+                    .iter()
+                    .filter_map(|(name, colour, r)| match r.as_ref() {
+                        JobResult::AttnRow(a) => Some(export::Series {
+                            name: name.to_string(),
+                            colour: *colour,
+                            dashed: false,
+                            points: binned(&a.row[..=a.query]),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let mut marks = vec![export::Mark {
+                    name: text::QUERY.into(),
+                    x: shown_query as f64,
+                    colour: palette::QUERY,
+                }];
+                if let Some(k) = key_position {
+                    marks.push(export::Mark {
+                        name: text::KEY_POSITION.into(),
+                        x: k as f64,
+                        colour: palette::KEY,
+                    });
+                }
+                export::Figure {
+                    stem: format!("nopescope-attention-l{layer}h{head}-q{shown_query}"),
+                    title: format!("{}, query {shown_query}", text::head_name(layer, head)),
+                    x_label: text::KEY_AXIS.into(),
+                    y_label: text::WEIGHT_AXIS.into(),
+                    series,
+                    marks,
+                    log_x: false,
+                }
+            });
             ui.label(text::row_caption(
                 shown_query,
                 tokens.get(shown_query).map(String::as_str),

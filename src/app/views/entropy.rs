@@ -9,6 +9,7 @@ use eframe::egui;
 use egui_plot::{HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
 
 use super::{show_entry_status, Keys};
+use crate::app::export;
 use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
 use crate::app::palette;
 use crate::app::state::ViewState;
@@ -58,7 +59,7 @@ impl EntropyView {
         let key_position = first.key_position;
         let (layer, head) = (state.layer, state.head);
         let training = keys.info.training_length;
-        Plot::new("entropy against position")
+        let plot = Plot::new("entropy against position")
             .height(260.0)
             .legend(Legend::default())
             .x_axis_label(text::POSITION_AXIS)
@@ -113,5 +114,51 @@ impl EntropyView {
                     plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
                 }
             });
+        export::buttons(ui, plot.response.rect, || {
+            let mut series = vec![export::Series {
+                name: text::CEILING.into(),
+                colour: palette::CEILING,
+                dashed: false,
+                points: binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>()),
+            }];
+            for (name, colour, r) in &profiles {
+                let JobResult::Entropy(p) = r.as_ref() else { continue };
+                series.push(export::Series {
+                    name: format!("{name}: {}", text::MEAN_OVER_HEADS),
+                    colour: *colour,
+                    dashed: false,
+                    points: binned(&p.mean_over_heads()),
+                });
+                if layer < p.layers && head < p.heads {
+                    series.push(export::Series {
+                        name: format!("{name}: {}", text::head_name(layer, head)),
+                        colour: *colour,
+                        dashed: true,
+                        points: binned(p.head(layer, head)),
+                    });
+                }
+            }
+            let mut marks = vec![export::Mark {
+                name: text::TRAINING_LENGTH.into(),
+                x: training as f64,
+                colour: palette::TRAINING_LENGTH,
+            }];
+            if let Some(k) = key_position {
+                marks.push(export::Mark {
+                    name: text::KEY_POSITION.into(),
+                    x: k as f64,
+                    colour: palette::KEY,
+                });
+            }
+            export::Figure {
+                stem: format!("nopescope-entropy-{length}"),
+                title: format!("{} ({length} tokens)", text::ENTROPY_HEADING),
+                x_label: text::POSITION_AXIS.into(),
+                y_label: text::BITS_AXIS.into(),
+                series,
+                marks,
+                log_x: false,
+            }
+        });
     }
 }

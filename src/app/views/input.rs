@@ -67,7 +67,7 @@ impl InputView {
         });
         let ratio = state.length as f64 / info.training_length as f64;
         let mut line = text::length_vs_training(state.length, info.training_length, ratio);
-        if let Some(t) = tokens {
+        if let Some(t) = tokens.filter(|&t| t != state.length) {
             line.push_str(&format!("; {}", text::tokens_note(t)));
         }
         ui.label(line);

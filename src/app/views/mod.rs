@@ -81,7 +81,11 @@ pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
         Entry::Running { fraction, message, .. } => {
             ui.add(
                 egui::ProgressBar::new(*fraction)
-                    .text(format!("{}: {message}", text::WORKING))
+                    .text(if message == text::WORKING {
+                        message.clone()
+                    } else {
+                        format!("{}: {message}", text::WORKING)
+                    })
                     .desired_width(ui.available_width().min(360.0)),
             );
         }

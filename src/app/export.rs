@@ -1,0 +1,558 @@
+//! Exporting a plot: its data as CSV, the figure as SVG (drawn here from the
+//! same data) and its picture as PNG (the plot's pixels on screen). A view
+//! describes what it plots as a [`Figure`] and calls [`buttons`]; the app
+//! then saves: natively through a save dialog (a path, prefilled, and a
+//! confirmation before replacing a file; written to a temporary name and
+//! renamed), on the web as a download.
+//!
+//! Requests travel through egui's memory, so views need no extra handle.
+
+use eframe::egui;
+
+use super::text;
+
+/// One line of a figure.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub colour: egui::Color32,
+    pub dashed: bool,
+    pub points: Vec<[f64; 2]>,
+}
+
+/// A vertical mark (the training length L, the pass key).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub name: String,
+    pub x: f64,
+    pub colour: egui::Color32,
+}
+
+/// What a plot shows, as data.
+#[derive(Debug, Clone, Default)]
+pub struct Figure {
+    /// File name without extension.
+    pub stem: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub marks: Vec<Mark>,
+    /// Log-scaled x axis (lengths).
+    pub log_x: bool,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn hex(c: egui::Color32) -> String {
+    format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b())
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// About five round tick values covering [lo, hi].
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + step * 1e-9 {
+        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
+        t += step;
+    }
+    out
+}
+
+fn tick_label(v: f64) -> String {
+    if v.abs() >= 1000.0 || v == v.round() {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+impl Figure {
+    /// Long format: one row per point (series, x, y); the marks first as
+    /// rows with an empty y.
+    pub fn csv(&self) -> String {
+        let mut out = format!("series,{},{}\n", csv_field(&self.x_label), csv_field(&self.y_label));
+        for m in &self.marks {
+            out.push_str(&format!("{},{},\n", csv_field(&m.name), m.x));
+        }
+        for s in &self.series {
+            let name = csv_field(&s.name);
+            for [x, y] in &s.points {
+                out.push_str(&format!("{name},{x},{y}\n"));
+            }
+        }
+        out
+    }
+
+    /// A standalone SVG of the figure: axes with ticks, every series as a
+    /// polyline, the marks, a legend and the title.
+    pub fn svg(&self) -> String {
+        let (w, h) = (760.0, 440.0);
+        let (left, right, top, bottom) = (70.0, 220.0, 40.0, 55.0);
+        let (pw, ph) = (w - left - right, h - top - bottom);
+        let finite = |v: f64| v.is_finite();
+        let xs = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p[0]))
+            .chain(self.marks.iter().map(|m| m.x))
+            .filter(|&x| finite(x) && (!self.log_x || x > 0.0));
+        let ys = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p[1]))
+            .filter(|&y| finite(y));
+        let fold = |it: &mut dyn Iterator<Item = f64>| {
+            it.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+        };
+        let (mut x0, mut x1) = fold(&mut xs.into_iter());
+        let (mut y0, mut y1) = fold(&mut ys.into_iter());
+        if !(x0.is_finite() && x1.is_finite()) {
+            (x0, x1) = (0.0, 1.0);
+        }
+        if !(y0.is_finite() && y1.is_finite()) {
+            (y0, y1) = (0.0, 1.0);
+        }
+        y0 = y0.min(0.0);
+        if y1 <= y0 {
+            y1 = y0 + 1.0;
+        }
+        let tx = |x: f64| -> f64 {
+            if self.log_x {
+                let (a, b) = (x0.max(1e-12).log2(), x1.max(1e-12).log2());
+                left + pw * (x.max(1e-12).log2() - a) / (b - a).max(1e-12)
+            } else {
+                left + pw * (x - x0) / (x1 - x0).max(1e-12)
+            }
+        };
+        let ty = |y: f64| top + ph * (1.0 - (y - y0) / (y1 - y0));
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">{}</text>\n",
+            xml(&self.title)
+        );
+        // Axes and ticks.
+        s.push_str(&format!(
+            "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n"
+        ));
+        let xticks = if self.log_x {
+            let mut t = Vec::new();
+            let mut v = 2f64.powf(x0.max(1e-12).log2().ceil());
+            while v <= x1 * 1.0001 {
+                t.push(v);
+                v *= 2.0;
+            }
+            t
+        } else {
+            ticks(x0, x1)
+        };
+        for x in xticks {
+            let px = tx(x);
+            s.push_str(&format!(
+                "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+                top + ph,
+                top + ph + 16.0,
+                tick_label(x)
+            ));
+        }
+        for y in ticks(y0, y1) {
+            let py = ty(y);
+            s.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{py:.1}\" x2=\"{:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                left + pw,
+                left - 6.0,
+                py + 4.0,
+                tick_label(y)
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n<text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+            left + pw / 2.0,
+            h - 12.0,
+            xml(&self.x_label),
+            top + ph / 2.0,
+            xml(&self.y_label)
+        ));
+        for m in &self.marks {
+            let px = tx(m.x);
+            s.push_str(&format!(
+                "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"{}\" stroke-width=\"2\"/>\n",
+                top + ph,
+                hex(m.colour)
+            ));
+        }
+        for series in &self.series {
+            let pts: Vec<String> = series
+                .points
+                .iter()
+                .filter(|p| p[0].is_finite() && p[1].is_finite() && (!self.log_x || p[0] > 0.0))
+                .map(|p| format!("{:.1},{:.1}", tx(p[0]), ty(p[1])))
+                .collect();
+            let dash = if series.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+            s.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"/>\n",
+                hex(series.colour),
+                pts.join(" ")
+            ));
+        }
+        // Legend: series, then marks.
+        let lx = left + pw + 14.0;
+        let entries = self
+            .series
+            .iter()
+            .map(|x| (&x.name, x.colour, x.dashed))
+            .chain(self.marks.iter().map(|m| (&m.name, m.colour, false)));
+        for (k, (name, colour, dashed)) in entries.enumerate() {
+            let y = top + 10.0 + 18.0 * k as f64;
+            let dash = if dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+            s.push_str(&format!(
+                "<line x1=\"{lx}\" y1=\"{y}\" x2=\"{:.1}\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                lx + 22.0,
+                hex(colour),
+                lx + 28.0,
+                y + 4.0,
+                xml(name)
+            ));
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+/// What a user asked to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Svg,
+    Png,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Svg => "svg",
+            Format::Png => "png",
+        }
+    }
+    fn mime(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv",
+            Format::Svg => "image/svg+xml",
+            Format::Png => "image/png",
+        }
+    }
+}
+
+/// A request from a view, waiting for the app to handle it.
+#[derive(Debug, Clone)]
+struct Request {
+    figure: Figure,
+    format: Format,
+    /// The plot's rectangle on screen (for PNG).
+    rect: egui::Rect,
+}
+
+fn request_id() -> egui::Id {
+    egui::Id::unique("nopescope export request")
+}
+
+/// CSV / SVG / PNG buttons under a plot; `figure` is built only when one
+/// is clicked.
+pub fn buttons(ui: &mut egui::Ui, plot_rect: egui::Rect, figure: impl FnOnce() -> Figure) {
+    let mut format = None;
+    ui.horizontal(|ui| {
+        ui.label(text::EXPORT);
+        for (f, label, help) in [
+            (Format::Csv, "CSV", text::EXPORT_CSV_HELP),
+            (Format::Svg, "SVG", text::EXPORT_SVG_HELP),
+            (Format::Png, "PNG", text::EXPORT_PNG_HELP),
+        ] {
+            if ui.small_button(label).on_hover_text(help).clicked() {
+                format = Some(f);
+            }
+        }
+    });
+    if let Some(format) = format {
+        let request = Request {
+            figure: figure(),
+            format,
+            rect: plot_rect,
+        };
+        ui.ctx().data_mut(|d| d.insert_temp(request_id(), Some(request)));
+    }
+}
+
+/// A file ready to save: its name and bytes.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub mime: &'static str,
+}
+
+/// The app's side: takes requests, waits for the screenshot of a PNG, and
+/// shows the save dialog natively.
+#[derive(Default)]
+pub struct Exporter {
+    /// A PNG waiting for its screenshot, and where the screenshot lands.
+    waiting: Option<Request>,
+    shot: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<egui::ColorImage>>>>,
+    /// Natively: a file waiting for the user to confirm its path.
+    dialog: Option<(Ready, String, bool)>,
+    /// The last outcome ("Saved ...", or an error), shown in the status bar.
+    pub message: Option<(String, bool)>,
+    /// What was saved last (tests read it).
+    pub last_saved: Option<Ready>,
+}
+
+impl Exporter {
+    /// Handles this frame's request and screenshot; call once per frame
+    /// after the views.
+    pub fn update(&mut self, ctx: &egui::Context) {
+        if let Some(r) = ctx
+            .data_mut(|d| d.remove_temp::<Option<Request>>(request_id()))
+            .flatten()
+        {
+            let name = format!("{}.{}", r.figure.stem, r.format.extension());
+            match r.format {
+                Format::Csv => self.ready(r.figure.csv().into_bytes(), name, Format::Csv),
+                Format::Svg => self.ready(r.figure.svg().into_bytes(), name, Format::Svg),
+                Format::Png => {
+                    let slot = std::sync::Arc::clone(&self.shot);
+                    let repaint = ctx.clone();
+                    ctx.request_screenshot(move |image| {
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(image);
+                        repaint.request_repaint();
+                    });
+                    self.waiting = Some(r);
+                }
+            }
+        }
+        if self.waiting.is_some() {
+            let shot = self.shot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let (Some(image), Some(r)) = (shot, self.waiting.take()) {
+                let ppp = ctx.pixels_per_point();
+                let name = format!("{}.png", r.figure.stem);
+                match crop_png(&image, r.rect, ppp) {
+                    Ok(bytes) => self.ready(bytes, name, Format::Png),
+                    Err(e) => self.message = Some((e, true)),
+                }
+            } else {
+                ctx.request_repaint();
+            }
+        }
+        self.dialog(ctx);
+    }
+
+    fn ready(&mut self, bytes: Vec<u8>, name: String, format: Format) {
+        let ready = Ready {
+            name,
+            bytes,
+            mime: format.mime(),
+        };
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.message = Some(match super::web::download(&ready.name, &ready.bytes, ready.mime) {
+                Ok(()) => (text::downloaded(&ready.name), false),
+                Err(e) => (e, true),
+            });
+            self.last_saved = Some(ready);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let dir = std::env::current_dir().unwrap_or_default();
+            let path = dir.join(&ready.name).display().to_string();
+            self.dialog = Some((ready, path, false));
+        }
+    }
+
+    /// Saves the file in the open dialog to `path` (what its Save button
+    /// does; tests call it directly).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_to(&mut self, path: &str) -> Result<(), String> {
+        let Some((ready, _, _)) = self.dialog.take() else {
+            return Err("nothing to save".into());
+        };
+        let path = std::path::Path::new(path.trim());
+        let result = crate::model::files::write_atomic(path, &ready.bytes).map_err(|e| e.to_string());
+        self.message = Some(match &result {
+            Ok(()) => (text::saved_to(&path.display().to_string()), false),
+            Err(e) => (e.clone(), true),
+        });
+        self.last_saved = Some(ready);
+        result
+    }
+
+    /// The path the save dialog proposes, when it is open.
+    pub fn proposed_path(&self) -> Option<&str> {
+        self.dialog.as_ref().map(|d| d.1.as_str())
+    }
+
+    fn dialog(&mut self, ctx: &egui::Context) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let Some((ready, path, replace)) = &mut self.dialog else {
+                return;
+            };
+            let mut action = None;
+            let exists = std::path::Path::new(path.trim()).exists();
+            egui::Modal::new(egui::Id::unique("nopescope save dialog")).show(ctx, |ui| {
+                ui.heading(text::save_title(&ready.name));
+                let label = ui.label(text::SAVE_PATH);
+                ui.add(egui::TextEdit::singleline(path).desired_width(520.0))
+                    .labelled_by(label.id);
+                if exists {
+                    ui.checkbox(replace, text::REPLACE_FILE);
+                }
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(!exists || *replace, egui::Button::new(text::SAVE))
+                        .clicked()
+                    {
+                        action = Some(true);
+                    }
+                    if ui.button(text::CANCEL).clicked() || ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                        action = Some(false);
+                    }
+                });
+            });
+            match action {
+                Some(true) => {
+                    let path = path.clone();
+                    let _ = self.save_to(&path);
+                }
+                Some(false) => self.dialog = None,
+                None => {}
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = ctx;
+    }
+}
+
+/// The part of a screenshot inside `rect` (points), as PNG bytes.
+fn crop_png(image: &egui::ColorImage, rect: egui::Rect, ppp: f32) -> Result<Vec<u8>, String> {
+    let [w, h] = image.size;
+    let x0 = ((rect.min.x * ppp).floor().max(0.0) as usize).min(w);
+    let y0 = ((rect.min.y * ppp).floor().max(0.0) as usize).min(h);
+    let x1 = ((rect.max.x * ppp).ceil().max(0.0) as usize).clamp(x0, w);
+    let y1 = ((rect.max.y * ppp).ceil().max(0.0) as usize).clamp(y0, h);
+    if x1 == x0 || y1 == y0 {
+        return Err(text::EXPORT_EMPTY.into());
+    }
+    let mut rgba = Vec::with_capacity((x1 - x0) * (y1 - y0) * 4);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            rgba.extend_from_slice(&image.pixels[y * w + x].to_array());
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, (x1 - x0) as u32, (y1 - y0) as u32);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&rgba).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure() -> Figure {
+        Figure {
+            stem: "t".into(),
+            title: "a <title>".into(),
+            x_label: "length".into(),
+            y_label: "bits".into(),
+            series: vec![Series {
+                name: "NoPE, mean".into(),
+                colour: egui::Color32::from_rgb(0, 0x72, 0xB2),
+                dashed: false,
+                points: vec![[1.0, 2.0], [2.0, 3.5]],
+            }],
+            marks: vec![Mark {
+                name: "L".into(),
+                x: 2.0,
+                colour: egui::Color32::from_rgb(0xE6, 0x9F, 0),
+            }],
+            log_x: false,
+        }
+    }
+
+    #[test]
+    fn csv_has_every_point_and_quotes_commas() {
+        let csv = figure().csv();
+        assert_eq!(
+            csv,
+            "series,length,bits\nL,2,\n\"NoPE, mean\",1,2\n\"NoPE, mean\",2,3.5\n"
+        );
+    }
+
+    #[test]
+    fn svg_is_escaped_and_draws_each_series_and_mark() {
+        let svg = figure().svg();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("a &lt;title&gt;"));
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(svg.contains("#0072b2") && svg.contains("#e69f00"));
+        let mut log = figure();
+        log.log_x = true;
+        assert!(log.svg().contains("<polyline"));
+    }
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(ticks(0.0, 10.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let t = ticks(0.13, 0.97);
+        assert!(t.len() >= 3 && t[0] >= 0.13 && *t.last().unwrap() <= 0.97);
+    }
+
+    #[test]
+    fn crop_keeps_the_rectangle() {
+        let mut img = egui::ColorImage::filled([4, 3], egui::Color32::BLACK);
+        img.pixels[4 + 1] = egui::Color32::WHITE;
+        let png = crop_png(
+            &img,
+            egui::Rect::from_min_max(egui::pos2(1.0, 1.0), egui::pos2(3.0, 3.0)),
+            1.0,
+        )
+        .unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (2, 2));
+        assert_eq!(&buf[..4], &[255, 255, 255, 255]);
+        assert!(crop_png(
+            &img,
+            egui::Rect::from_min_max(egui::pos2(9.0, 9.0), egui::pos2(12.0, 12.0)),
+            1.0
+        )
+        .is_err());
+    }
+}
