@@ -191,3 +191,66 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
     }
     snapshot(&mut h, "app_narrow_passkey", 560.0);
 }
+
+/// Opening your own model: a broken folder shows the loader's error and
+/// keeps the bundled model; a Hugging Face folder opens, becomes the model
+/// in view, and its entropy is computed.
+#[test]
+fn opening_a_model_folder_shows_errors_and_computes_on_it() {
+    let dir = std::env::temp_dir().join(format!("nopescope-open-model-{}", std::process::id()));
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("config.json"), "{\"hidden_size\": ").unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/rope-sotu");
+    std::fs::copy(bundled.join("tokenizer.json"), broken.join("tokenizer.json")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), b"not safetensors").unwrap();
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::OPEN_MODEL).click();
+    h.run_steps(2);
+    let open = |h: &mut Harness<'static, NopeApp>, path: &str| {
+        h.get_by_label(text::MODEL_FOLDER).focus();
+        h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+        h.get_by_label(text::MODEL_FOLDER).type_text(path);
+        h.run_steps(1);
+        h.get_by_label(text::OPEN_FOLDER).click();
+        let start = Instant::now();
+        h.run_steps(2);
+        while h.state().jobs.opened.opening {
+            assert!(start.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(20));
+            h.step();
+        }
+        h.run_steps(2);
+    };
+    open(&mut h, broken.to_str().unwrap());
+    let error = h
+        .state()
+        .jobs
+        .opened
+        .error
+        .clone()
+        .expect("an error for the broken folder");
+    assert!(error.contains("config.json"), "{error}");
+    h.get_by_label_contains("Error:");
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Nope);
+
+    // A real folder (the bundled RoPE twin, opened as a user's model).
+    open(&mut h, bundled.to_str().unwrap());
+    assert!(
+        h.state().jobs.opened.error.is_none(),
+        "{:?}",
+        h.state().jobs.opened.error
+    );
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Custom);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert_eq!(keys.at.model, nopescope::app::state::ModelChoice::Custom);
+    match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => assert_eq!((p.length, p.layers), (512, 4)),
+        other => panic!("no entropy on the opened model: {other:?}"),
+    }
+    h.get_by_label_contains("Opened ");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -283,3 +283,49 @@ fn saving_never_leaves_a_partial_file() {
     assert!(save_model(&dir, &other, &params).is_err());
     assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), before);
 }
+
+/// The browser's way in: a model from named files' bytes, unsharded or
+/// sharded, and a clear error naming what is missing.
+#[test]
+fn a_model_opens_from_named_files_and_names_what_is_missing() {
+    use nopescope::model::files::{model_from_files, read_model_files};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
+    let files = read_model_files(&dir).unwrap();
+    let (config, params, tok) = model_from_files(&files, std::path::Path::new("dropped")).unwrap();
+    assert_eq!(config.num_layers, 4);
+    assert!(tok.vocab_size() > 0);
+    let (_, direct) = nopescope::model::files::model_from_bytes(
+        &std::fs::read(dir.join("config.json")).unwrap(),
+        &std::fs::read(dir.join("model.safetensors")).unwrap(),
+        &dir,
+    )
+    .unwrap();
+    assert_eq!(params.data, direct.data);
+    // Names with folders count by their last part (as browsers give them).
+    let nested: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, b)| (format!("some/folder/{n}"), b.clone()))
+        .collect();
+    assert!(model_from_files(&nested, std::path::Path::new("dropped")).is_ok());
+    for missing in ["config.json", "tokenizer.json", "model.safetensors"] {
+        let without: Vec<(String, Vec<u8>)> = files.iter().filter(|(n, _)| n != missing).cloned().collect();
+        let e = model_from_files(&without, std::path::Path::new("dropped"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(missing.split('.').next().unwrap()), "{missing}: {e}");
+    }
+    // An index naming a shard that was not given.
+    let mut sharded: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .filter(|(n, _)| n != "model.safetensors")
+        .cloned()
+        .collect();
+    sharded.push((
+        "model.safetensors.index.json".into(),
+        br#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}"#.to_vec(),
+    ));
+    let e = model_from_files(&sharded, std::path::Path::new("dropped"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model-00001-of-00002.safetensors"), "{e}");
+}

@@ -11,7 +11,7 @@ use crate::lab::eval::{self, Progress};
 use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
 use crate::model::engine::{Engine, ForwardOptions};
 use crate::model::error::{Error, Result};
-use crate::model::files::model_from_bytes;
+use crate::model::files::{model_from_bytes, model_from_files};
 use crate::model::head_scales::HeadScales;
 use crate::model::params::Params;
 use crate::model::rng::Rng;
@@ -82,7 +82,7 @@ struct ModelSlot {
 
 impl ModelSlot {
     fn load(choice: ModelChoice) -> Result<Self> {
-        let b = models::bundled(choice);
+        let b = models::bundled(choice).ok_or_else(|| Error::Input(super::text::NO_MODEL_OPENED.into()))?;
         let (config, params) = model_from_bytes(b.config, b.weights, Path::new(b.name))?;
         let tokenizer = Tokenizer::from_bytes(b.tokenizer, &Path::new(b.name).join("tokenizer.json"))?;
         Ok(ModelSlot {
@@ -135,6 +135,30 @@ impl Lab {
 
     pub fn engine_note(&self) -> &str {
         &self.engine_note
+    }
+
+    /// Opens the user's model from its files (replacing one opened before);
+    /// returns its shape.
+    pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo)> {
+        let (name, files) = match source {
+            ModelSource::Files { name, files } => (name, files),
+            #[cfg(not(target_arch = "wasm32"))]
+            ModelSource::Folder(dir) => (dir.display().to_string(), crate::model::files::read_model_files(&dir)?),
+        };
+        let (config, params, tokenizer) = model_from_files(&files, Path::new(&name))?;
+        let info = models::ModelInfo::of_config(&config);
+        self.slots.retain(|(c, _)| *c != ModelChoice::Custom);
+        self.slots.push((
+            ModelChoice::Custom,
+            ModelSlot {
+                config,
+                params,
+                tokenizer,
+                engine: None,
+                validation: None,
+            },
+        ));
+        Ok((name, info))
     }
 
     /// Switches engines: every engine is rebuilt on next use.
@@ -571,6 +595,19 @@ async fn sliced_attention(
         }
     }
     Ok((map, n))
+}
+
+/// Where the user's model comes from.
+pub enum ModelSource {
+    /// Files' names and bytes (picked or dropped in a browser, or dropped
+    /// natively).
+    Files {
+        name: String,
+        files: Vec<(String, Vec<u8>)>,
+    },
+    /// A folder on this machine.
+    #[cfg(not(target_arch = "wasm32"))]
+    Folder(std::path::PathBuf),
 }
 
 /// L/2, L, 2L, ..., 16L.

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::compute::{GpuSource, JobControl, Lab};
+use super::compute::{GpuSource, JobControl, Lab, ModelSource};
+use super::models::ModelInfo;
 use super::state::ModelChoice;
 use crate::lab::backend::Backend;
 
@@ -72,6 +73,16 @@ pub enum JobKey {
     },
     /// Entropy, perplexity and pass-key accuracy from L/2 to 16L.
     AgainstLength { model: ModelChoice, scales: ScalesKey },
+}
+
+impl JobKey {
+    /// The model a job runs on.
+    pub fn model(&self) -> ModelChoice {
+        match self {
+            JobKey::Entropy { at, .. } | JobKey::AttnRow { at, .. } | JobKey::Pooled { at, .. } => at.model,
+            JobKey::AgainstLength { model, .. } => *model,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +209,7 @@ type Request = (JobKey, u64, Arc<AtomicBool>);
 enum Msg {
     Run(Request),
     SetBackend(Backend),
+    OpenModel(ModelSource),
 }
 
 enum Event {
@@ -205,6 +217,18 @@ enum Event {
     Partial(JobKey, u64, JobResult),
     Done(JobKey, u64, Result<JobResult, String>),
     Engine(String),
+    Opened(Result<(String, ModelInfo), String>),
+}
+
+/// The user's own model, as the UI knows it.
+#[derive(Debug, Clone, Default)]
+pub struct OpenedModel {
+    /// Its name and shape once open.
+    pub model: Option<(String, ModelInfo)>,
+    pub opening: bool,
+    pub error: Option<String>,
+    /// Set when a model has just opened (the app then switches to it).
+    pub fresh: bool,
 }
 
 struct Slot {
@@ -223,6 +247,7 @@ pub struct Jobs {
     /// Results received since the app started (tests wait on it).
     completed: u64,
     next_id: u64,
+    pub opened: OpenedModel,
 }
 
 impl Jobs {
@@ -240,6 +265,7 @@ impl Jobs {
             engine: String::new(),
             completed: 0,
             next_id: 0,
+            opened: OpenedModel::default(),
         }
     }
 
@@ -314,6 +340,19 @@ impl Jobs {
                     }
                 }
                 Event::Engine(name) => self.engine = name,
+                Event::Opened(r) => {
+                    self.opened.opening = false;
+                    match r {
+                        Ok(m) => {
+                            // Results of a model opened before are stale.
+                            self.forget_model(ModelChoice::Custom);
+                            self.opened.model = Some(m);
+                            self.opened.error = None;
+                            self.opened.fresh = true;
+                        }
+                        Err(e) => self.opened.error = Some(e),
+                    }
+                }
             }
         }
     }
@@ -347,6 +386,32 @@ impl Jobs {
                 slot.cancel.store(true, Ordering::Relaxed);
                 slot.entry = Entry::Failed(super::text::CANCELLED.into());
             }
+        }
+    }
+
+    /// Opens the user's model in the runner; `opened` follows.
+    pub fn open_model(&mut self, source: ModelSource) {
+        self.opened.opening = true;
+        self.opened.error = None;
+        let _ = self.tx.send(Msg::OpenModel(source));
+    }
+
+    /// A handle that opens a model later (after the browser has read the
+    /// files); marks the model as opening now.
+    pub fn model_opener(&mut self) -> impl Fn(ModelSource) + 'static {
+        self.opened.opening = true;
+        self.opened.error = None;
+        let tx = self.tx.clone();
+        move |source| {
+            let _ = tx.send(Msg::OpenModel(source));
+        }
+    }
+
+    /// Drops every result of `model`, cancelling what runs.
+    fn forget_model(&mut self, model: ModelChoice) {
+        let stale: Vec<JobKey> = self.cache.keys().filter(|k| k.model() == model).cloned().collect();
+        for k in stale {
+            self.cancel(&k);
         }
     }
 
@@ -425,11 +490,21 @@ impl JobControl for Control<'_> {
 }
 
 /// Takes every message waiting; returns false when the app is gone.
-fn drain(rx: &Receiver<Msg>, queue: &mut VecDeque<Request>, lab: &mut Lab) -> bool {
+fn drain(
+    rx: &Receiver<Msg>,
+    queue: &mut VecDeque<Request>,
+    lab: &mut Lab,
+    events: &Sender<Event>,
+    ctx: &egui::Context,
+) -> bool {
     loop {
         match rx.try_recv() {
             Ok(Msg::Run(r)) => queue.push_back(r),
             Ok(Msg::SetBackend(b)) => lab.set_backend(b),
+            Ok(Msg::OpenModel(source)) => {
+                let _ = events.send(Event::Opened(lab.open_model(source).map_err(|e| e.to_string())));
+                ctx.request_repaint();
+            }
             Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
         }
@@ -463,7 +538,7 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
         .spawn(move || {
             let mut queue = VecDeque::new();
             loop {
-                if !drain(&rx, &mut queue, &mut lab) {
+                if !drain(&rx, &mut queue, &mut lab, &tx, &ctx) {
                     return;
                 }
                 match queue.pop_front() {
@@ -475,6 +550,11 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
                     None => match rx.recv() {
                         Ok(Msg::Run(r)) => queue.push_back(r),
                         Ok(Msg::SetBackend(b)) => lab.set_backend(b),
+                        Ok(Msg::OpenModel(source)) => {
+                            let opened = lab.open_model(source).map_err(|e| e.to_string());
+                            let _ = tx.send(Event::Opened(opened));
+                            ctx.request_repaint();
+                        }
                         Err(_) => return,
                     },
                 }
@@ -497,7 +577,7 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
     wasm_bindgen_futures::spawn_local(async move {
         let mut queue = VecDeque::new();
         loop {
-            if !drain(&rx, &mut queue, &mut lab) {
+            if !drain(&rx, &mut queue, &mut lab, &tx, &ctx) {
                 return;
             }
             match queue.pop_front() {

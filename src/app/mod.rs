@@ -137,7 +137,46 @@ impl NopeApp {
     }
 
     pub fn info(&self) -> ModelInfo {
-        self.infos[self.state.model as usize]
+        match self.state.model {
+            ModelChoice::Custom => self.jobs.opened.model.as_ref().map_or(self.infos[0], |m| m.1),
+            m => self.infos[m as usize],
+        }
+    }
+
+    /// Files dropped on the window open a model: natively their folder,
+    /// on the web the files themselves.
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        if dropped.is_empty() {
+            return;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let p = dropped[0].path().to_path_buf();
+            let dir = if p.is_dir() {
+                p
+            } else {
+                p.parent().map(|d| d.to_path_buf()).unwrap_or(p)
+            };
+            self.jobs.open_model(compute::ModelSource::Folder(dir));
+        }
+        // Browsers read files asynchronously: read them all, then open.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let open = self.jobs.model_opener();
+            wasm_bindgen_futures::spawn_local(async move {
+                let mut files = Vec::new();
+                for f in &dropped {
+                    if let Ok(bytes) = f.bytes_async().await {
+                        files.push((f.path().display().to_string(), bytes));
+                    }
+                }
+                open(compute::ModelSource::Files {
+                    name: text::DROPPED_FILES.into(),
+                    files,
+                });
+            });
+        }
     }
 
     /// While jobs run the app repaints continuously (the progress bars
@@ -191,6 +230,13 @@ impl NopeApp {
 
     fn show_views(&mut self, ui: &mut egui::Ui) {
         self.jobs.poll();
+        self.take_dropped_files(ui.ctx());
+        if std::mem::take(&mut self.jobs.opened.fresh) {
+            self.state.model = ModelChoice::Custom;
+        }
+        if self.state.model == ModelChoice::Custom && self.jobs.opened.model.is_none() {
+            self.state.model = ModelChoice::Nope;
+        }
         let info = self.info();
         self.state.sanitize(info.layers, info.heads);
         self.views.tour.sync(&mut self.state, info);
@@ -261,7 +307,7 @@ impl NopeApp {
                     let mut sep = Separators::default();
                     if !hide.input {
                         sep.before(ui);
-                        views.input.ui(ui, state, info, tokens);
+                        views.input.ui(ui, state, jobs, info, tokens);
                     }
                     if !hide.scales {
                         sep.before(ui);

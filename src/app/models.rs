@@ -27,10 +27,12 @@ pub const ROPE: Bundled = Bundled {
 /// Held-out State of the Union text (CC0), never seen in training.
 pub const VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
 
-pub fn bundled(choice: ModelChoice) -> &'static Bundled {
+/// The bundled model of `choice` (none for a model the user opened).
+pub fn bundled(choice: ModelChoice) -> Option<&'static Bundled> {
     match choice {
-        ModelChoice::Nope => &NOPE,
-        ModelChoice::Rope => &ROPE,
+        ModelChoice::Nope => Some(&NOPE),
+        ModelChoice::Rope => Some(&ROPE),
+        ModelChoice::Custom => None,
     }
 }
 
@@ -44,13 +46,18 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     pub fn of(choice: ModelChoice) -> Result<Self, String> {
-        let hf: crate::model::HfConfig = serde_json::from_slice(bundled(choice).config).map_err(|e| e.to_string())?;
+        let b = bundled(choice).ok_or_else(|| super::text::NO_MODEL_OPENED.to_string())?;
+        let hf: crate::model::HfConfig = serde_json::from_slice(b.config).map_err(|e| e.to_string())?;
         let c = hf.validate().map_err(|e| e.to_string())?;
-        Ok(ModelInfo {
+        Ok(Self::of_config(&c))
+    }
+
+    pub fn of_config(c: &crate::model::ModelConfig) -> Self {
+        ModelInfo {
             layers: c.num_layers,
             heads: c.num_heads,
             training_length: c.training_length,
-        })
+        }
     }
 }
 

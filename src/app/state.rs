@@ -45,6 +45,9 @@ pub enum ModelChoice {
     #[default]
     Nope,
     Rope,
+    /// A Hugging Face folder the user opened (not kept in the URL: a link
+    /// with it opens the bundled NoPE model).
+    Custom,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

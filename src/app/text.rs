@@ -253,3 +253,16 @@ pub fn saved_to(path: &str) -> String {
 pub fn downloaded(name: &str) -> String {
     format!("Downloaded {name}")
 }
+
+// Your own model (a Hugging Face folder).
+pub const NO_MODEL_OPENED: &str = "no model of your own is open: open a Hugging Face folder first";
+pub const MODEL_CUSTOM: &str = "Your model";
+pub const OPEN_MODEL: &str = "Open a model";
+pub const MODEL_FOLDER: &str = "Hugging Face folder (config.json, model.safetensors or shards, tokenizer.json)";
+pub const OPEN_FOLDER: &str = "Open folder";
+pub const OPENING_MODEL: &str = "Opening the model...";
+pub const DROPPED_FILES: &str = "the dropped files";
+pub const DROP_HINT: &str = "Or drop the folder's files on this window.";
+pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) -> String {
+    format!("Opened {name}: {layers} layers x {heads} heads, training length {training}")
+}

@@ -158,6 +158,83 @@ pub fn model_from_bytes(config_json: &[u8], weights: &[u8], name: &Path) -> Resu
     Ok((config, params))
 }
 
+/// The shard files an index (`model.safetensors.index.json`) names, sorted,
+/// each once; a name that is not a plain file name is an error.
+pub fn shard_names(index: &[u8], index_path: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let idx: Index = serde_json::from_slice(index).map_err(|source| Error::Json {
+        path: index_path.to_path_buf(),
+        source,
+    })?;
+    let mut shards: Vec<String> = idx.weight_map.into_values().collect();
+    shards.sort();
+    shards.dedup();
+    for shard in &shards {
+        if shard.contains(['/', '\\']) || shard.starts_with('.') {
+            return Err(Error::Safetensors {
+                path: index_path.to_path_buf(),
+                message: format!("shard name `{shard}` must be a plain file name in the model folder"),
+            });
+        }
+    }
+    Ok(shards)
+}
+
+/// A model given as named files' bytes (what a browser gets from picked or
+/// dropped files, and what the app reads from a folder): `config.json`,
+/// `tokenizer.json`, and `model.safetensors` or the shards named by
+/// `model.safetensors.index.json`. Names may carry folders (only the last
+/// part counts). `name` is the model's name in messages.
+pub fn model_from_files(files: &[(String, Vec<u8>)], name: &Path) -> Result<(ModelConfig, Params<f32>, Tokenizer)> {
+    let base = |n: &str| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string();
+    let find = |want: &str| files.iter().find(|(n, _)| base(n) == want).map(|(_, b)| b.as_slice());
+    let missing = |what: &str| Error::Input(format!("{}: no {what} among the files given", name.display()));
+    let config_bytes = find(CONFIG_FILE).ok_or_else(|| missing(CONFIG_FILE))?;
+    let hf: HfConfig = serde_json::from_slice(config_bytes).map_err(|source| Error::Json {
+        path: name.join(CONFIG_FILE),
+        source,
+    })?;
+    let config = hf.validate()?;
+    let tok_path = name.join(TOKENIZER_FILE);
+    let tokenizer = Tokenizer::from_bytes(find(TOKENIZER_FILE).ok_or_else(|| missing(TOKENIZER_FILE))?, &tok_path)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::Tokenizer {
+            path: tok_path,
+            message: format!(
+                "has {} entries, more than the model's vocab_size {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        });
+    }
+    if let Some(weights) = find(WEIGHTS_FILE) {
+        let (_, params) = model_from_bytes(config_bytes, weights, name)?;
+        return Ok((config, params, tokenizer));
+    }
+    let index_path = name.join(WEIGHTS_INDEX_FILE);
+    let index = find(WEIGHTS_INDEX_FILE).ok_or_else(|| missing(&format!("{WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}")))?;
+    let shards = shard_names(index, &index_path)?;
+    let mut parts = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        parts.push((
+            name.join(shard),
+            find(shard).ok_or_else(|| missing(&format!("shard {shard}")))?,
+        ));
+    }
+    let total = parts.iter().map(|(_, b)| b.len() as u64).sum();
+    check_weights_size(&config, &name.join(CONFIG_FILE), total, &index_path)?;
+    let mut params = Params::zeros(ParamLayout::new(&config));
+    let mut seen = vec![false; params.layout.tensors.len()];
+    for (path, bytes) in parts {
+        read_safetensors(bytes, &path, &config, &mut params, &mut seen)?;
+    }
+    check_complete(&params.layout, &seen, &index_path)?;
+    Ok((config, params, tokenizer))
+}
+
 /// Serializes all parameters as f32 safetensors under Hugging Face names.
 pub fn params_to_safetensors(params: &Params<f32>) -> Result<Vec<u8>> {
     let mut views = Vec::with_capacity(params.layout.tensors.len());
@@ -192,7 +269,6 @@ pub use native::*;
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::*;
-    use std::collections::BTreeMap;
     use std::io::Write;
 
     /// Writes `bytes` to `path` through a temporary file in the same folder
@@ -247,26 +323,9 @@ mod native {
             check_complete(&params.layout, &seen, &single)?;
             params
         } else if index.exists() {
-            #[derive(serde::Deserialize)]
-            struct Index {
-                weight_map: BTreeMap<String, String>,
-            }
-            let text = read(&index)?;
-            let idx: Index = serde_json::from_slice(&text).map_err(|source| Error::Json {
-                path: index.clone(),
-                source,
-            })?;
-            let mut shards: Vec<&String> = idx.weight_map.values().collect();
-            shards.sort();
-            shards.dedup();
+            let shards = shard_names(&read(&index)?, &index)?;
             let mut total = 0u64;
             for shard in &shards {
-                if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                    return Err(Error::Safetensors {
-                        path: index.clone(),
-                        message: format!("shard name `{shard}` must be a plain file name in the model folder"),
-                    });
-                }
                 let p = dir.join(shard);
                 total = total.saturating_add(std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len());
             }
@@ -284,6 +343,28 @@ mod native {
             });
         };
         Ok(params)
+    }
+
+    /// The files of a model folder as names and bytes, for
+    /// [`model_from_files`]: config, tokenizer, and the weights (one file,
+    /// or the index and every shard it names).
+    pub fn read_model_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+        if !dir.is_dir() {
+            return Err(Error::Input(format!("{} is not a folder", dir.display())));
+        }
+        let file = |name: &str| -> Result<(String, Vec<u8>)> { Ok((name.to_string(), read(&dir.join(name))?)) };
+        let mut files = vec![file(CONFIG_FILE)?, file(TOKENIZER_FILE)?];
+        if dir.join(WEIGHTS_FILE).exists() {
+            files.push(file(WEIGHTS_FILE)?);
+        } else {
+            let index = file(WEIGHTS_INDEX_FILE)?;
+            let shards = shard_names(&index.1, &dir.join(WEIGHTS_INDEX_FILE))?;
+            files.push(index);
+            for shard in shards {
+                files.push(file(&shard)?);
+            }
+        }
+        Ok(files)
     }
 
     /// Loads config, weights and (if present) tokenizer.

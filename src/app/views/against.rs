@@ -34,11 +34,17 @@ impl AgainstLengthView {
             state.against_length = false;
             return;
         }
+        // The model in view (the bundled NoPE, or the user's own).
+        let model = if state.model == ModelChoice::Custom {
+            ModelChoice::Custom
+        } else {
+            ModelChoice::Nope
+        };
         let mut series: Vec<(String, egui::Color32, JobKey)> = vec![(
             text::BEFORE.to_string(),
             palette::NOPE,
             JobKey::AgainstLength {
-                model: ModelChoice::Nope,
+                model,
                 scales: keys.ones.clone(),
             },
         )];
@@ -47,7 +53,7 @@ impl AgainstLengthView {
                 text::AFTER.to_string(),
                 palette::SCALED,
                 JobKey::AgainstLength {
-                    model: ModelChoice::Nope,
+                    model,
                     scales: keys.scales.clone(),
                 },
             ));

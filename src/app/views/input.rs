@@ -3,21 +3,37 @@
 
 use eframe::egui;
 
+use crate::app::jobs::Jobs;
 use crate::app::models::ModelInfo;
+use crate::app::palette;
 use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 
 #[derive(Default)]
-pub struct InputView;
+pub struct InputView {
+    /// The model folder the user typed (natively).
+    pub folder: String,
+}
 
 impl InputView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo, tokens: Option<usize>) {
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        state: &mut ViewState,
+        jobs: &mut Jobs,
+        info: ModelInfo,
+        tokens: Option<usize>,
+    ) {
         ui.heading(text::INPUT_HEADING);
         ui.horizontal_wrapped(|ui| {
             ui.label(text::MODEL);
             ui.selectable_value(&mut state.model, ModelChoice::Nope, text::MODEL_NOPE);
             ui.selectable_value(&mut state.model, ModelChoice::Rope, text::MODEL_ROPE);
+            if jobs.opened.model.is_some() {
+                ui.selectable_value(&mut state.model, ModelChoice::Custom, text::MODEL_CUSTOM);
+            }
         });
+        self.open_model(ui, jobs);
         ui.horizontal_wrapped(|ui| {
             ui.selectable_value(&mut state.input, InputKind::Validation, text::INPUT_VALIDATION);
             ui.selectable_value(&mut state.input, InputKind::Passkey, text::INPUT_PASSKEY);
@@ -71,5 +87,38 @@ impl InputView {
             line.push_str(&format!("; {}", text::tokens_note(t)));
         }
         ui.label(line);
+    }
+
+    /// Opening a Hugging Face folder: a path natively; dropped files
+    /// everywhere (the app takes them in `NopeApp::take_dropped_files`).
+    fn open_model(&mut self, ui: &mut egui::Ui, jobs: &mut Jobs) {
+        egui::CollapsingHeader::new(text::OPEN_MODEL)
+            .default_open(jobs.opened.error.is_some())
+            .show(ui, |ui| {
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    let label = ui.label(text::MODEL_FOLDER);
+                    ui.add(egui::TextEdit::singleline(&mut self.folder).desired_width(f32::INFINITY))
+                        .labelled_by(label.id);
+                    if ui
+                        .add_enabled(!jobs.opened.opening, egui::Button::new(text::OPEN_FOLDER))
+                        .clicked()
+                    {
+                        let dir = std::path::PathBuf::from(self.folder.trim());
+                        jobs.open_model(crate::app::compute::ModelSource::Folder(dir));
+                    }
+                }
+                ui.label(text::DROP_HINT);
+                if jobs.opened.opening {
+                    ui.add(egui::Spinner::new());
+                    ui.label(text::OPENING_MODEL);
+                }
+                if let Some(e) = &jobs.opened.error {
+                    ui.colored_label(palette::ERROR, text::error(e));
+                }
+                if let Some((name, i)) = &jobs.opened.model {
+                    ui.label(text::model_opened(name, i.layers, i.heads, i.training_length));
+                }
+            });
     }
 }
