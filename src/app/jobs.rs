@@ -401,6 +401,12 @@ impl Jobs {
     pub fn model_opener(&mut self) -> impl Fn(ModelSource) + 'static {
         self.opened.opening = true;
         self.opened.error = None;
+        self.model_sender()
+    }
+
+    /// The same without marking anything (a file picker the user may
+    /// close without picking).
+    pub fn model_sender(&self) -> impl Fn(ModelSource) + 'static {
         let tx = self.tx.clone();
         move |source| {
             let _ = tx.send(Msg::OpenModel(source));

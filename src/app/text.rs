@@ -262,6 +262,8 @@ pub const MODEL_FOLDER: &str = "Hugging Face folder (config.json, model.safetens
 pub const OPEN_FOLDER: &str = "Open folder";
 pub const OPENING_MODEL: &str = "Opening the model...";
 pub const DROPPED_FILES: &str = "the dropped files";
+pub const PICKED_FILES: &str = "the picked files";
+pub const PICK_FILES: &str = "Pick the model's files";
 pub const DROP_HINT: &str = "Or drop the folder's files on this window.";
 pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) -> String {
     format!("Opened {name}: {layers} layers x {heads} heads, training length {training}")

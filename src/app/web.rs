@@ -84,6 +84,44 @@ pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Lets the user pick files (several at once) and hands their names and
+/// bytes to `open` once the browser has read them all.
+pub fn pick_files(open: impl Fn(super::compute::ModelSource) + 'static) -> Result<(), String> {
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("cannot pick files: no document")?;
+    let input = document
+        .create_element("input")
+        .map_err(|e| format!("cannot pick files: {e:?}"))?
+        .dyn_into::<web_sys::HtmlInputElement>()
+        .map_err(|_| "cannot pick files: no input element".to_string())?;
+    input.set_type("file");
+    input.set_multiple(true);
+    let picked = input.clone();
+    let open = std::rc::Rc::new(open);
+    let on_change = Closure::<dyn FnMut()>::new(move || {
+        let Some(list) = picked.files() else { return };
+        let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+        let open = std::rc::Rc::clone(&open);
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut out = Vec::new();
+            for f in files {
+                if let Ok(buf) = wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await {
+                    out.push((f.name(), js_sys::Uint8Array::new(&buf).to_vec()));
+                }
+            }
+            open(super::compute::ModelSource::Files {
+                name: super::text::PICKED_FILES.into(),
+                files: out,
+            });
+        });
+    });
+    input.set_onchange(Some(on_change.as_ref().unchecked_ref()));
+    on_change.forget();
+    input.click();
+    Ok(())
+}
+
 fn state_from_url() -> Option<ViewState> {
     let hash = web_sys::window()?.location().hash().ok()?;
     ViewState::from_fragment(&hash)?.ok()

@@ -108,6 +108,15 @@ impl InputView {
                         jobs.open_model(crate::app::compute::ModelSource::Folder(dir));
                     }
                 }
+                #[cfg(target_arch = "wasm32")]
+                if ui
+                    .add_enabled(!jobs.opened.opening, egui::Button::new(text::PICK_FILES))
+                    .clicked()
+                {
+                    if let Err(e) = crate::app::web::pick_files(jobs.model_sender()) {
+                        jobs.opened.error = Some(e);
+                    }
+                }
                 ui.label(text::DROP_HINT);
                 if jobs.opened.opening {
                     ui.add(egui::Spinner::new());
