@@ -108,6 +108,36 @@ fn clicking_a_head_selects_it_and_recomputes_its_attention() {
 }
 
 #[test]
+fn shift_click_pins_more_heads_without_moving_the_selection() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(&text::head_name(1, 2))
+        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    h.run_steps(2);
+    h.get_by_label(&text::head_name(3, 0))
+        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    h.run_steps(2);
+    let s = &h.state().state;
+    assert_eq!((s.layer, s.head), (0, 0), "the selection stays");
+    assert_eq!(s.pinned, vec![[1, 2], [3, 0]]);
+    // The entropy plot's legend names the pinned heads (beside the cell).
+    assert!(h.get_all_by_label_contains(&text::head_name(1, 2)).count() >= 2);
+    h.get_by_label(&text::head_name(1, 2))
+        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    h.run_steps(2);
+    assert_eq!(h.state().state.pinned, vec![[3, 0]], "a second shift-click unpins");
+    // From the keyboard: a focused cell, Shift+Enter.
+    h.get_by_label(&text::head_name(2, 1)).focus();
+    h.key_press_modifiers(eframe::egui::Modifiers::SHIFT, eframe::egui::Key::Enter);
+    h.run_steps(2);
+    assert_eq!(h.state().state.pinned, vec![[3, 0], [2, 1]], "Shift+Enter pins");
+    h.get_by_label(&text::head_name(2, 1)).focus();
+    h.key_press(eframe::egui::Key::Enter);
+    h.run_steps(2);
+    assert_eq!((h.state().state.layer, h.state().state.head), (2, 1), "Enter selects");
+}
+
+#[test]
 fn doubling_the_length_recomputes_the_entropy() {
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);

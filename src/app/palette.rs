@@ -20,6 +20,16 @@ pub const TRAINING_LENGTH: Color32 = Color32::from_rgb(0xE6, 0x9F, 0x00); // ora
 /// The pass key's position and the chosen query.
 pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
 pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
+/// Heads pinned beside the selected one (Okabe-Ito, in order; the
+/// settings' colours are left out).
+pub const PINNED: [Color32; 4] = [
+    Color32::from_rgb(0xE6, 0x9F, 0x00), // orange
+    Color32::from_rgb(0x00, 0x9E, 0x73), // bluish green
+    Color32::from_rgb(0xCC, 0x79, 0xA7), // reddish purple
+    Color32::from_rgb(0x56, 0xB4, 0xE9), // sky blue
+];
+/// Outline of a pinned cell in the layer x head map.
+pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);
 /// Outline of the selected cell in the layer x head map.
 pub const SELECTION: Color32 = Color32::WHITE;
 pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);

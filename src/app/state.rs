@@ -10,6 +10,8 @@ use crate::lab::backend::Backend;
 /// Shortest and longest input the length control offers.
 pub const MIN_LENGTH: usize = 16;
 pub const MAX_LENGTH: usize = 16384;
+/// Heads pinned beside the selected one, at most.
+pub const MAX_PINNED: usize = 6;
 /// Side of the pooled attention map, at most.
 pub const POOLED_CELLS: usize = 512;
 
@@ -152,6 +154,9 @@ pub struct ViewState {
     pub length: usize,
     pub layer: usize,
     pub head: usize,
+    /// More heads drawn beside the selected one in the entropy view
+    /// ([layer, head]; shift-click in the map), at most `MAX_PINNED`.
+    pub pinned: Vec<[usize; 2]>,
     /// The query whose attention row is shown; `None`: the last token (in a
     /// pass-key document, the query that predicts the key's first token).
     pub query: Option<usize>,
@@ -177,6 +182,7 @@ impl Default for ViewState {
             length: 1024,
             layer: 0,
             head: 0,
+            pinned: Vec::new(),
             query: None,
             map_mode: MapMode::Entropy,
             scales: ScalesState::default(),
@@ -195,6 +201,10 @@ impl ViewState {
         self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);
         self.layer = self.layer.min(layers.saturating_sub(1));
         self.head = self.head.min(heads.saturating_sub(1));
+        let mut seen = std::collections::HashSet::new();
+        self.pinned
+            .retain(|&[l, h]| l < layers && h < heads && seen.insert([l, h]));
+        self.pinned.truncate(MAX_PINNED);
         self.passkey.depth = if self.passkey.depth.is_finite() {
             self.passkey.depth.clamp(0.0, 1.0)
         } else {
@@ -210,6 +220,15 @@ impl ViewState {
                 self.scales.file = None;
                 self.scales.use_file = false;
             }
+        }
+    }
+
+    /// Pins a head beside the selected one, or unpins it.
+    pub fn toggle_pinned(&mut self, layer: usize, head: usize) {
+        if let Some(i) = self.pinned.iter().position(|&p| p == [layer, head]) {
+            self.pinned.remove(i);
+        } else if self.pinned.len() < MAX_PINNED {
+            self.pinned.push([layer, head]);
         }
     }
 

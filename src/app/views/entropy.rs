@@ -58,6 +58,7 @@ impl EntropyView {
         let length = first.length;
         let key_position = first.key_position;
         let (layer, head) = (state.layer, state.head);
+        let pinned: Vec<[usize; 2]> = state.pinned.iter().copied().filter(|&p| p != [layer, head]).collect();
         let training = keys.info.training_length;
         let plot = Plot::new("entropy against position")
             .height(260.0)
@@ -103,6 +104,25 @@ impl EntropyView {
                         );
                     }
                 }
+                // Pinned heads: a colour each; NoPE solid, other settings dashed.
+                for (k, &[pl, ph]) in pinned.iter().enumerate() {
+                    for (s, (name, _, r)) in profiles.iter().enumerate() {
+                        let JobResult::Entropy(p) = r.as_ref() else { continue };
+                        if pl < p.layers && ph < p.heads {
+                            let line = Line::new(
+                                format!("{name}: {}", text::head_name(pl, ph)),
+                                PlotPoints::from(binned(p.head(pl, ph))),
+                            )
+                            .color(palette::PINNED[k % palette::PINNED.len()])
+                            .width(palette::THIN_LINE);
+                            plot.line(if s == 0 {
+                                line
+                            } else {
+                                line.style(LineStyle::dashed_loose())
+                            });
+                        }
+                    }
+                }
                 if training < length {
                     plot.vline(
                         VLine::new(text::TRAINING_LENGTH, training as f64)
@@ -136,6 +156,16 @@ impl EntropyView {
                         dashed: true,
                         points: binned(p.head(layer, head)),
                     });
+                }
+                for (k, &[pl, ph]) in pinned.iter().enumerate() {
+                    if pl < p.layers && ph < p.heads {
+                        series.push(export::Series {
+                            name: format!("{name}: {}", text::head_name(pl, ph)),
+                            colour: palette::PINNED[k % palette::PINNED.len()],
+                            dashed: false,
+                            points: binned(p.head(pl, ph)),
+                        });
+                    }
                 }
             }
             let mut marks = vec![export::Mark {

@@ -85,6 +85,13 @@ impl HeadMapView {
                             egui::Stroke::new(3.0, palette::SELECTION),
                             egui::StrokeKind::Inside,
                         );
+                    } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
+                        painter.rect_stroke(
+                            rect.shrink(3.0),
+                            2.0,
+                            egui::Stroke::new(2.5, palette::PINNED[k % palette::PINNED.len()]),
+                            egui::StrokeKind::Inside,
+                        );
                     }
                     painter.text(
                         rect.center(),
@@ -95,8 +102,12 @@ impl HeadMapView {
                     );
                     let response = response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
                     if response.clicked() {
-                        state.layer = l;
-                        state.head = h;
+                        if ui.input(|i| i.modifiers.shift) {
+                            state.toggle_pinned(l, h);
+                        } else {
+                            state.layer = l;
+                            state.head = h;
+                        }
                     }
                 }
             });
