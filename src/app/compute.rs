@@ -3,6 +3,8 @@
 //! trait. Runs wherever the runner runs it (a thread natively, async tasks
 //! on the web); knows nothing of egui.
 
+pub mod passkey;
+
 use std::path::Path;
 
 use crate::gpu::{AdapterReport, GpuContext};
@@ -221,6 +223,7 @@ impl Lab {
                     note: None,
                 })
             }
+            InputKey::PasskeyLab { .. } => passkey::resolve(slot, at),
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
                 tokens.extend(slot.tokenizer.encode(text)?);
@@ -381,6 +384,9 @@ impl Lab {
                 }))
             }
             JobKey::AgainstLength { model, scales } => self.against_length(*model, scales, ctl).await,
+            JobKey::PasskeyAnswer { .. } | JobKey::PasskeyHeads { .. } | JobKey::PasskeyGrid(_) => {
+                self.run_passkey(key, ctl).await
+            }
         }
     }
 

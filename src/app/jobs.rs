@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
+use super::compute::passkey::{GridKey, PasskeyAnswerResult, PasskeyGridResult, PasskeyHeadsResult};
 use super::compute::{GpuSource, JobControl, Lab};
 use super::state::ModelChoice;
 use crate::lab::backend::Backend;
@@ -23,7 +24,24 @@ use crate::lab::backend::Backend;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum InputKey {
     Validation,
-    Passkey { key: u32, depth_permille: u32 },
+    Passkey {
+        key: u32,
+        depth_permille: u32,
+    },
+    Pasted(String),
+    /// A pass-key lab document: the key at a depth in a chosen filler.
+    PasskeyLab {
+        key: u32,
+        depth_permille: u32,
+        filler: FillerKey,
+    },
+}
+
+/// A pass-key lab document's filler, with the user's text when it is theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FillerKey {
+    Repeated,
+    Validation,
     Pasted(String),
 }
 
@@ -72,6 +90,14 @@ pub enum JobKey {
     },
     /// Entropy, perplexity and pass-key accuracy from L/2 to 16L.
     AgainstLength { model: ModelChoice, scales: ScalesKey },
+    /// A pass-key document's answer, decoded greedily (`at.input` is
+    /// `InputKey::PasskeyLab`).
+    PasskeyAnswer { at: InputAt, scales: ScalesKey },
+    /// Every head's attention mass on the key sentence, from the query
+    /// that retrieves the key.
+    PasskeyHeads { at: InputAt, scales: ScalesKey },
+    /// Pass-key accuracy over lengths x depths.
+    PasskeyGrid(GridKey),
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +183,9 @@ pub enum JobResult {
     AttnRow(AttnRowResult),
     Pooled(PooledResult),
     AgainstLength(AgainstLengthResult),
+    PasskeyAnswer(PasskeyAnswerResult),
+    PasskeyHeads(PasskeyHeadsResult),
+    PasskeyGrid(PasskeyGridResult),
 }
 
 /// A job as the views see it.

@@ -22,6 +22,10 @@ pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
 pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
 /// Outline of the selected cell in the layer x head map.
 pub const SELECTION: Color32 = Color32::WHITE;
+/// Pass-key accuracy map cells not yet run, and lengths too short to hold
+/// the format (greys, outside viridis' range).
+pub const GRID_PENDING: Color32 = Color32::from_gray(72);
+pub const GRID_TOO_SHORT: Color32 = Color32::from_gray(128);
 pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
 
 pub const LINE_WIDTH: f32 = 2.0;

@@ -182,3 +182,116 @@ pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
     )
 }
 pub const UNNAMED_ADAPTER: &str = "the browser's adapter";
+
+// Pass-key lab
+pub const PASSKEY_HEADING: &str = "Pass-key lab";
+pub const PASSKEY_HELP: &str = "A 5-digit key hidden at some depth in filler text, asked for at the end. The model's answer is decoded greedily; past the training length L plain NoPE's attention spreads out and the key is lost, and the head scales bring it back.";
+pub const PASSKEY_DOC_HEADING: &str = "One document";
+pub const PASSKEY_LENGTH: &str = "Document length (tokens)";
+pub const PASSKEY_RANDOM_KEY: &str = "Random key";
+pub const FILLER: &str = "Filler";
+pub const FILLER_REPEATED: &str = "The paper's repeated sentences";
+pub const FILLER_VALIDATION: &str = "Validation text";
+pub const FILLER_PASTED: &str = "Your text";
+pub const FILLER_PASTED_NONE: &str = "Type or paste text under \"Your text\" on the Explore page first.";
+pub const PASSKEY_NO_TEXT: &str = "there is no text of yours to use as filler: type or paste some on the Explore page";
+pub const PASSKEY_DECODING: &str = "decoding the answer";
+pub const LAYER: &str = "Layer";
+pub const HEAD: &str = "Head";
+pub const SHOW_BEST_HEAD: &str = "Show this head";
+pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence.";
+pub const KEY_SENTENCE: &str = "key sentence";
+pub const GRID_HEADING: &str = "Accuracy over length and depth";
+pub const GRID_HELP: &str = "Each cell: the share of documents of that length, with the key at that depth, whose key the model decodes exactly. The same keys and depths at every length; the orange column marks the training length L. Hover or focus a cell for its counts.";
+pub const GRID_START: &str = "Compute the accuracy map";
+pub const GRID_STOP: &str = "Stop the accuracy map";
+pub const GRID_TRIALS: &str = "Trials per cell";
+pub const GRID_DEPTHS: &str = "Depths";
+pub const GRID_LONGEST: &str = "Longest length";
+pub const GRID_SERIES: &str = "Compute for";
+pub const GRID_DEPTH_AXIS: &str = "depth of the key";
+pub const GRID_LENGTH_AXIS: &str = "length (tokens)";
+pub const GRID_PENDING: &str = "not yet run";
+pub const GRID_TOO_SHORT: &str = "too short for the format";
+pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";
+pub const EXPORT_CSV: &str = "Export CSV";
+pub const EXPORT_PATH: &str = "CSV file path";
+pub const EXPORT_COPY: &str = "The accuracy maps as CSV, to copy";
+pub const EXPORT_NO_PATH: &str = "type the path of the CSV file to write";
+
+pub fn passkey_too_short(length: usize, shortest: usize) -> String {
+    format!(
+        "a pass-key document of {length} tokens is too short: the instruction, key sentence and question alone take {}; choose {shortest} tokens or more",
+        shortest - 1
+    )
+}
+
+pub fn passkey_ranking(layer: usize, head: usize) -> String {
+    format!("attention on the key, {}", head_name(layer, head))
+}
+
+pub fn grid_progress(length: usize, depth: f64, trial: usize, trials: usize) -> String {
+    format!("length {length}, depth {depth:.2}, trial {trial}/{trials}")
+}
+
+pub fn passkey_key_line(key: u32, length: usize, training: usize) -> String {
+    format!(
+        "Key {key} in {length} tokens ({:.2} x L = {training})",
+        length as f64 / training as f64
+    )
+}
+
+/// The answer beside the key; the verdict in words, not colour alone.
+pub fn passkey_answer(setting: &str, answer: &str, key: u32, correct: bool) -> String {
+    let answer = answer.trim();
+    if correct {
+        format!("{setting}: answers {answer:?}: correct, the key is {key}")
+    } else {
+        format!("{setting}: answers {answer:?}: wrong, the key is {key}")
+    }
+}
+
+pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
+    format!(
+        "{setting}: the head that retrieves best is {} ({:.0}% of the retrieving query's attention on the key sentence)",
+        head_name(layer, head),
+        100.0 * mass
+    )
+}
+
+pub fn grid_cell(series: &str, length: usize, depth: f64, correct: usize, trials: usize) -> String {
+    format!(
+        "{series}, length {length}, depth {depth:.2}: {correct} of {trials} correct ({:.0}%)",
+        100.0 * correct as f64 / trials.max(1) as f64
+    )
+}
+
+pub fn grid_cell_other(series: &str, length: usize, depth: f64, what: &str) -> String {
+    format!("{series}, length {length}, depth {depth:.2}: {what}")
+}
+
+pub fn grid_longest(factor: usize) -> String {
+    if factor == 1 {
+        "L".into()
+    } else {
+        format!("{factor}L")
+    }
+}
+
+pub fn grid_cost(documents: usize, tokens: usize) -> String {
+    format!("{documents} documents, {tokens} tokens per model")
+}
+
+pub fn exported(path: &str, rows: usize) -> String {
+    format!("wrote {rows} rows to {path}")
+}
+
+pub const ACCURACY_LOW: &str = "0%";
+pub const ACCURACY_HIGH: &str = "100% correct";
+
+pub fn key_mass(setting: &str, head: &str, mass: f32) -> String {
+    format!(
+        "{setting}: {head} puts {:.1}% of its attention on the key sentence",
+        100.0 * mass
+    )
+}

@@ -123,6 +123,8 @@ pub struct PasskeyDoc {
     pub answer_len: usize,
     /// Index of the key sentence's first token.
     pub key_position: usize,
+    /// Tokens of the key sentence, from `key_position`.
+    pub key_len: usize,
 }
 
 /// Tokenized pieces of the format, encoded once.
@@ -207,6 +209,7 @@ impl<'t> PasskeyBuilder<'t> {
             tokens,
             answer_len,
             key_position,
+            key_len: sentence.len(),
         })
     }
 }
@@ -269,6 +272,83 @@ pub fn trial_docs(
             builder.build(length, depth, key, filler, &mut rng).map(|d| (depth, d))
         })
         .collect()
+}
+
+/// The argmax of each answer step with the key's tokens given (teacher
+/// forced): one forward, no entropy.
+async fn answer_argmax<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<Vec<u32>> {
+    let a = doc.answer_len;
+    let out = engine
+        .forward(
+            &doc.tokens,
+            head_scales,
+            &ForwardOptions {
+                logits: LogitsRequest::Last(a + 1),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let logits = out
+        .logits
+        .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
+    let vocab = engine.config().vocab_size;
+    Ok(logits.chunks_exact(vocab).take(a).map(argmax).collect())
+}
+
+/// The first highest entry (ties go to the lowest id).
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+        )
+        .0 as u32
+}
+
+/// Whether greedy decoding after the question produces the key: the
+/// criterion of [`PasskeyResult::accuracy`], in one forward.
+pub async fn retrieves<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<bool> {
+    let t = doc.tokens.len();
+    Ok(answer_argmax(engine, doc, head_scales).await? == doc.tokens[t - doc.answer_len..])
+}
+
+/// The model's own answer: `answer_len` tokens decoded greedily after the
+/// question. The teacher-forced argmaxes are greedy decoding's own up to
+/// and including the first that misses the key, so one forward suffices
+/// when the model is right and each token after a miss takes one more.
+pub async fn greedy_answer<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<Vec<u32>> {
+    let t = doc.tokens.len();
+    let a = doc.answer_len;
+    let forced = answer_argmax(engine, doc, head_scales).await?;
+    let mut answer = Vec::with_capacity(a);
+    for (&p, &key) in forced.iter().zip(&doc.tokens[t - a..]) {
+        answer.push(p);
+        if p != key {
+            break;
+        }
+    }
+    let mut tokens = doc.tokens[..t - a].to_vec();
+    tokens.extend_from_slice(&answer);
+    while answer.len() < a {
+        let out = engine
+            .forward(
+                &tokens,
+                head_scales,
+                &ForwardOptions {
+                    logits: LogitsRequest::Last(1),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let logits = out
+            .logits
+            .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
+        let next = argmax(&logits);
+        answer.push(next);
+        tokens.push(next);
+    }
+    Ok(answer)
 }
 
 /// Scores one document: (all exact, key loss, exact tokens, retrieval-row
