@@ -189,3 +189,60 @@ fn a_too_short_document_shows_an_error() {
     settle(&mut h, Duration::from_secs(120));
     assert!(h.query_by_label_contains("Error:").is_none());
 }
+
+/// Snapshots leave out the status bar: it names the engine with this
+/// machine's thread count and adapter.
+fn snapshot(h: &mut Harness<'static, NopeApp>, name: &str) {
+    use eframe::egui::{pos2, Rect};
+    h.mask(Rect::from_min_max(
+        pos2(0.0, SNAPSHOT_HEIGHT - 48.0),
+        pos2(WIDTH, SNAPSHOT_HEIGHT),
+    ));
+    h.snapshot(name);
+}
+
+const SNAPSHOT_HEIGHT: f32 = 1240.0;
+
+#[test]
+fn lab_with_maps_matches_snapshot() {
+    let mut state = lab_state();
+    state.scales.uniform = 1.5;
+    let lab = &mut state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials, lab.grid) = (4, 5, 2, true);
+    let mut h = Harness::builder()
+        .with_size([WIDTH, SNAPSHOT_HEIGHT])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()));
+    settle(&mut h, Duration::from_secs(300));
+    // NoPE, the current scales and the RoPE twin, every cell finished.
+    assert_eq!(h.get_all_by_label_contains(" of 2 correct (").count(), 3 * 4 * 5);
+    snapshot(&mut h, "app_passkey_lab");
+}
+
+/// The default map's cost (8L, 5 depths x 4 trials, NoPE and RoPE), for
+/// docs/APP.md: `cargo test --release --test app_passkey -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn default_map_timing() {
+    let mut state = lab_state();
+    state.passkey_lab.grid = true;
+    let mut h = harness(state);
+    let start = Instant::now();
+    settle(&mut h, Duration::from_secs(600));
+    eprintln!(
+        "timing: the default accuracy maps (NoPE and RoPE, L/2..8L, 5 depths x 4 trials) and the document at L in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    for (name, _, key) in grid_series(&app.state, &keys) {
+        if let Some(JobResult::PasskeyGrid(g)) = app.jobs.peek(&key).and_then(Entry::result) {
+            for (li, l) in g.lengths.iter().enumerate() {
+                let accs: Vec<String> = (0..g.depths.len())
+                    .map(|d| format!("{:.2}", g.cell(li, d).accuracy().unwrap_or(f64::NAN)))
+                    .collect();
+                eprintln!("{name} length {l}: {}", accs.join(" "));
+            }
+        }
+    }
+}

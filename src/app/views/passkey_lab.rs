@@ -141,7 +141,7 @@ impl PasskeyLabView {
         let settings = keys.settings();
         // The answers first: the runner takes jobs in the order asked.
         let mut answers = Vec::new();
-        for (name, scales, colour) in &settings {
+        for (name, scales, _) in &settings {
             let key = JobKey::PasskeyAnswer {
                 at: at.clone(),
                 scales: scales.clone(),
@@ -150,8 +150,9 @@ impl PasskeyLabView {
             match entry.result() {
                 Some(JobResult::PasskeyAnswer(a)) => {
                     let verdict = text::passkey_answer(name, &a.answer, a.key, a.correct);
-                    let colour = if a.correct { *colour } else { palette::ERROR };
-                    ui.label(egui::RichText::new(verdict).strong().color(colour));
+                    // The verdict is in the words; colour only repeats it.
+                    let line = egui::RichText::new(verdict).strong();
+                    ui.label(if a.correct { line } else { line.color(palette::ERROR) });
                     answers.push(a.clone());
                 }
                 _ => show_entry_status(ui, &entry),
@@ -288,9 +289,8 @@ impl PasskeyLabView {
                 ui.vertical(|ui| {
                     ui.label(egui::RichText::new(*name).strong().color(*colour));
                     draw_grid(ui, name, grid, keys.info.training_length);
-                    match &entry {
-                        Some(e @ (Entry::Running { .. } | Entry::Failed(_))) => show_entry_status(ui, e),
-                        _ => {}
+                    if let Some(e @ (Entry::Running { .. } | Entry::Failed(_))) = &entry {
+                        show_entry_status(ui, e);
                     }
                 });
                 if let Some(r) = result {
@@ -298,6 +298,7 @@ impl PasskeyLabView {
                 }
             }
         });
+        ui.label(egui::RichText::new(text::GRID_LENGTH_AXIS).small());
         grid_legend(ui);
         if !shown.is_empty() {
             self.export(ui, &mut state.passkey_lab, &shown);
@@ -423,7 +424,10 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
         .spacing([2.0, 2.0])
         .min_col_width(0.0);
     grid.show(ui, |ui| {
-        ui.add_sized([ROW_LABEL_W, CELL_H], egui::Label::new(text::GRID_DEPTH_AXIS).wrap());
+        ui.add_sized(
+            [ROW_LABEL_W, CELL_H],
+            egui::Label::new(egui::RichText::new(text::GRID_DEPTH_AXIS).small()),
+        );
         for &length in &g.lengths {
             let mut label = egui::RichText::new(length.to_string()).small();
             if length == training_length {
@@ -494,7 +498,6 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
             ui.end_row();
         }
     });
-    ui.label(egui::RichText::new(text::GRID_LENGTH_AXIS).small());
 }
 
 /// The accuracy colour bar and the two kinds of empty cell.
