@@ -281,6 +281,18 @@ impl Lab {
                 if !ctl.progress(done, &text::passkey_ranking(l, h)) {
                     return Err(cancelled());
                 }
+                // On the web the CPU engine runs the row in slices, as the
+                // attention viewer's does, so frames keep coming.
+                #[cfg(target_arch = "wasm32")]
+                let row = match &*engine {
+                    crate::lab::backend::AnyEngine::Cpu(cpu) => {
+                        super::sliced_attention(cpu, &doc.tokens, &hs, l, h, Some(query), ctl)
+                            .await?
+                            .0
+                    }
+                    _ => engine.attention_rows(&doc.tokens, &hs, l, h, &[query]).await?,
+                };
+                #[cfg(not(target_arch = "wasm32"))]
                 let row = engine.attention_rows(&doc.tokens, &hs, l, h, &[query]).await?;
                 mass.push(row[span.clone()].iter().sum());
                 let_frames_through().await;
