@@ -562,4 +562,60 @@ mod tests {
             assert_eq!(x.tokens[x.tokens.len() - 5..], y.tokens[y.tokens.len() - 5..]);
         }
     }
+
+    #[test]
+    fn greedy_answer_equals_decoding_token_by_token() {
+        use crate::model::config::{ModelConfig, PositionEncoding};
+        use crate::model::cpu::CpuEngine;
+        use crate::model::params::Params;
+        let tok = tok();
+        let config = ModelConfig {
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: tok.vocab_size(),
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            training_length: 64,
+            position_encoding: PositionEncoding::None,
+            bos_token_id: tok.bos_id(),
+        };
+        let hs = HeadScales::ones(&config);
+        let b = PasskeyBuilder::new(&tok).unwrap();
+        let mut rng = Rng::new(3);
+        let doc = b.build(120, 0.3, 40718, Filler::Repeated, &mut rng).unwrap();
+        assert!(
+            doc.answer_len >= 2,
+            "the key is one token: nothing after a miss to decode"
+        );
+        let (t, a) = (doc.tokens.len(), doc.answer_len);
+        let mut missed_first = false;
+        for seed in 0..4 {
+            let mut engine = CpuEngine::new(config.clone(), Params::random(&config, 0.4, seed)).unwrap();
+            let fast = pollster::block_on(greedy_answer(&mut engine, &doc, &hs)).unwrap();
+            // One forward per answer token, the plain way.
+            let mut tokens = doc.tokens[..t - a].to_vec();
+            for _ in 0..a {
+                let out = pollster::block_on(engine.forward(
+                    &tokens,
+                    &hs,
+                    &ForwardOptions {
+                        logits: LogitsRequest::Last(1),
+                        ..Default::default()
+                    },
+                ))
+                .unwrap();
+                tokens.push(argmax(&out.logits.unwrap()));
+            }
+            assert_eq!(fast, tokens[t - a..], "seed {seed}");
+            let right = pollster::block_on(retrieves(&mut engine, &doc, &hs)).unwrap();
+            assert_eq!(right, fast == doc.tokens[t - a..]);
+            missed_first |= fast[0] != doc.tokens[t - a];
+        }
+        // Random weights miss the key: the tokens after a miss were decoded.
+        assert!(missed_first);
+    }
 }
