@@ -95,7 +95,7 @@ fn a_document_at_l_is_answered_with_its_key() {
     h.get_by_label(&text::passkey_answer(text::BEFORE, &key.to_string(), key, true));
     // Which head retrieves best is named, with a button to show it.
     h.get_by_label_contains("the head that retrieves best is");
-    h.get_by_label_contains("of its attention on the key sentence");
+    h.get_by_label_contains("of its attention on the key's tokens");
     assert!(h.query_by_label_contains("Error:").is_none());
 
     // A new random key rebuilds the document and decodes again.
@@ -214,6 +214,26 @@ fn lab_with_maps_matches_snapshot() {
         .wgpu()
         .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()));
     settle(&mut h, Duration::from_secs(300));
+    // "Show this head" selects NoPE's best retrieving head.
+    let best = {
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        let JobKey::PasskeyAnswer { at, scales } = answer_key(&app.state, &keys) else {
+            unreachable!()
+        };
+        match app
+            .jobs
+            .peek(&JobKey::PasskeyHeads { at, scales })
+            .and_then(Entry::result)
+        {
+            Some(JobResult::PasskeyHeads(r)) => r.best().unwrap(),
+            other => panic!("no head ranking: {other:?}"),
+        }
+    };
+    h.get_all_by_label(text::SHOW_BEST_HEAD).next().unwrap().click();
+    h.step();
+    assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));
+    settle(&mut h, Duration::from_secs(120));
     // NoPE, the current scales and the RoPE twin, every cell finished.
     assert_eq!(h.get_all_by_label_contains(" of 2 correct (").count(), 3 * 4 * 5);
     snapshot(&mut h, "app_passkey_lab");

@@ -199,7 +199,7 @@ pub const PASSKEY_DECODING: &str = "decoding the answer";
 pub const LAYER: &str = "Layer";
 pub const HEAD: &str = "Head";
 pub const SHOW_BEST_HEAD: &str = "Show this head";
-pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence.";
+pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice.";
 pub const KEY_SENTENCE: &str = "key sentence";
 pub const GRID_HEADING: &str = "Accuracy over length and depth";
 pub const GRID_HELP: &str = "Each cell: the share of documents of that length, with the key at that depth, whose key the model decodes exactly. The same keys and depths at every length; the orange column marks the training length L. Hover or focus a cell for its counts.";
@@ -253,7 +253,7 @@ pub fn passkey_answer(setting: &str, answer: &str, key: u32, correct: bool) -> S
 
 pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
     format!(
-        "{setting}: the head that retrieves best is {} ({:.0}% of the retrieving query's attention on the key sentence)",
+        "{setting}: the head that retrieves best is {} ({:.0}% of the retrieving query's attention on the key's tokens)",
         head_name(layer, head),
         100.0 * mass
     )
@@ -289,9 +289,10 @@ pub fn exported(path: &str, rows: usize) -> String {
 pub const ACCURACY_LOW: &str = "0%";
 pub const ACCURACY_HIGH: &str = "100% correct";
 
-pub fn key_mass(setting: &str, head: &str, mass: f32) -> String {
+pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
     format!(
-        "{setting}: {head} puts {:.1}% of its attention on the key sentence",
-        100.0 * mass
+        "{setting}: {head} puts {:.1}% of its attention on the key's tokens, {:.1}% on the whole key sentence",
+        100.0 * key,
+        100.0 * sentence
     )
 }

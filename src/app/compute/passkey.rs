@@ -64,6 +64,8 @@ pub struct PasskeyAnswerResult {
     /// The key sentence: its first token and how many tokens it has.
     pub key_position: usize,
     pub key_len: usize,
+    /// Positions of the key's own tokens (the digits) in the key sentence.
+    pub key_tokens: Vec<usize>,
     /// The query that predicts the key's first token.
     pub query: usize,
 }
@@ -72,12 +74,12 @@ pub struct PasskeyAnswerResult {
 pub struct PasskeyHeadsResult {
     pub layers: usize,
     pub heads: usize,
-    /// (layers, heads): the retrieving query's attention on the key sentence.
+    /// (layers, heads): the retrieving query's attention on the key's tokens.
     pub mass: Vec<f32>,
 }
 
 impl PasskeyHeadsResult {
-    /// The head with the most attention on the key sentence: (layer, head, mass).
+    /// The head with the most attention on the key's tokens: (layer, head, mass).
     pub fn best(&self) -> Option<(usize, usize, f32)> {
         self.mass
             .iter()
@@ -214,6 +216,18 @@ pub(super) fn resolve(slot: &mut ModelSlot, at: &InputAt) -> Result<Resolved> {
     })
 }
 
+/// Where the key itself sits: the tokens of the key sentence that hold a
+/// digit (the sentence names the key twice).
+fn key_token_positions(tok: &crate::model::tokenizer::Tokenizer, doc: &PasskeyDoc) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for p in doc.key_position..doc.key_position + doc.key_len {
+        if tok.decode(&doc.tokens[p..=p])?.chars().any(|c| c.is_ascii_digit()) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 fn cancelled() -> Error {
     Error::Input("cancelled".into())
 }
@@ -255,9 +269,11 @@ impl Lab {
             InputKey::PasskeyLab { key, .. } => key,
             _ => 0,
         };
+        let tok = &self.slot(at.model)?.tokenizer;
         Ok(JobResult::PasskeyAnswer(PasskeyAnswerResult {
             key,
-            answer: self.slot(at.model)?.tokenizer.decode(&answer)?,
+            answer: tok.decode(&answer)?,
+            key_tokens: key_token_positions(tok, &doc)?,
             correct: answer == doc.tokens[t - a..],
             length: t,
             key_position: doc.key_position,
@@ -271,7 +287,7 @@ impl Lab {
         let hs = self.scales(at.model, scales)?;
         let doc = lab_doc(self.slot(at.model)?, at)?;
         let query = doc.tokens.len() - doc.answer_len - 1;
-        let span = doc.key_position..doc.key_position + doc.key_len;
+        let key_tokens = key_token_positions(&self.slot(at.model)?.tokenizer, &doc)?;
         let engine = self.engine(at.model)?;
         let (layers, heads) = (engine.config().num_layers, engine.config().num_heads);
         let mut mass = Vec::with_capacity(layers * heads);
@@ -294,7 +310,7 @@ impl Lab {
                 };
                 #[cfg(not(target_arch = "wasm32"))]
                 let row = engine.attention_rows(&doc.tokens, &hs, l, h, &[query]).await?;
-                mass.push(row[span.clone()].iter().sum());
+                mass.push(key_tokens.iter().map(|&p| row[p]).sum());
                 let_frames_through().await;
             }
         }

@@ -213,8 +213,10 @@ impl PasskeyLabView {
         for (name, _, r) in &rows {
             if let JobResult::AttnRow(a) = r.as_ref() {
                 let end = (doc.key_position + doc.key_len).min(a.row.len());
-                let mass: f32 = a.row.get(doc.key_position..end).map_or(0.0, |s| s.iter().sum());
-                ui.label(text::key_mass(name, &text::head_name(state.layer, state.head), mass));
+                let sentence: f32 = a.row.get(doc.key_position..end).map_or(0.0, |s| s.iter().sum());
+                let key: f32 = doc.key_tokens.iter().filter_map(|&p| a.row.get(p)).sum();
+                let head = text::head_name(state.layer, state.head);
+                ui.label(text::key_mass(name, &head, key, sentence));
             }
         }
     }
