@@ -16,7 +16,8 @@ use nopescope::app::views::Keys;
 use nopescope::app::{text, AppOptions, NopeApp};
 
 const WIDTH: f32 = 1280.0;
-const HEIGHT: f32 = 980.0;
+/// Tall enough for the whole page with the maps (the snapshot).
+const HEIGHT: f32 = 1240.0;
 
 fn harness(state: ViewState) -> Harness<'static, NopeApp> {
     Harness::builder()
@@ -150,6 +151,27 @@ fn the_accuracy_map_fills_in_and_stops() {
     }
     assert_eq!(h.get_all_by_label_contains(" of 2 correct (").count(), 4);
 
+    // Export: no path is an error; a path gets the CSV, header and 4 rows.
+    h.get_by_label(text::EXPORT_CSV).click();
+    h.run_steps(2);
+    h.get_by_label_contains(text::EXPORT_NO_PATH);
+    let dir = std::env::temp_dir().join(format!("nopescope-passkey-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("map.csv");
+    // Focused a frame ahead: the click before left the focus on the button.
+    h.get_by_label(text::EXPORT_PATH).focus();
+    h.step();
+    h.get_by_label(text::EXPORT_PATH).type_text(path.to_str().unwrap());
+    h.get_by_label(text::EXPORT_CSV).click();
+    h.run_steps(2);
+    h.get_by_label(&text::exported(path.to_str().unwrap(), 4));
+    let csv = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert_eq!(lines[0], "series,length,depth,trials,correct,accuracy");
+    assert!(lines[1].starts_with(&format!("{},128,0.000,2,", text::BEFORE.replace(',', " "))));
+    std::fs::remove_dir_all(&dir).ok();
+
     // A bigger map: cells arrive one by one, and Stop ends the job.
     let lab = &mut h.state_mut().state.passkey_lab;
     (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (16, 5, 4);
@@ -194,14 +216,9 @@ fn a_too_short_document_shows_an_error() {
 /// machine's thread count and adapter.
 fn snapshot(h: &mut Harness<'static, NopeApp>, name: &str) {
     use eframe::egui::{pos2, Rect};
-    h.mask(Rect::from_min_max(
-        pos2(0.0, SNAPSHOT_HEIGHT - 48.0),
-        pos2(WIDTH, SNAPSHOT_HEIGHT),
-    ));
+    h.mask(Rect::from_min_max(pos2(0.0, HEIGHT - 48.0), pos2(WIDTH, HEIGHT)));
     h.snapshot(name);
 }
-
-const SNAPSHOT_HEIGHT: f32 = 1240.0;
 
 #[test]
 fn lab_with_maps_matches_snapshot() {
@@ -210,7 +227,7 @@ fn lab_with_maps_matches_snapshot() {
     let lab = &mut state.passkey_lab;
     (lab.grid_factor, lab.grid_depths, lab.grid_trials, lab.grid) = (4, 5, 2, true);
     let mut h = Harness::builder()
-        .with_size([WIDTH, SNAPSHOT_HEIGHT])
+        .with_size([WIDTH, HEIGHT])
         .wgpu()
         .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()));
     settle(&mut h, Duration::from_secs(300));
@@ -278,4 +295,38 @@ fn default_map_timing() {
             }
         }
     }
+}
+
+#[test]
+fn real_text_filler_builds_a_document_and_answers() {
+    let mut state = lab_state();
+    state.passkey_lab.filler = nopescope::app::state::FillerChoice::Validation;
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let JobKey::PasskeyAnswer { at, scales } = answer_key(&app.state, &keys) else {
+        unreachable!()
+    };
+    let at = InputAt {
+        input: InputKey::PasskeyLab {
+            key: app.state.passkey_lab.key,
+            depth_permille: 500,
+            filler: FillerKey::Validation,
+        },
+        ..at
+    };
+    match app
+        .jobs
+        .peek(&JobKey::PasskeyAnswer { at, scales })
+        .and_then(Entry::result)
+    {
+        Some(JobResult::PasskeyAnswer(a)) => {
+            assert_eq!(a.length, 256);
+            assert!(!a.key_tokens.is_empty());
+            assert_eq!(a.answer.trim() == a.key.to_string(), a.correct);
+        }
+        other => panic!("no answer on the validation filler: {other:?}"),
+    }
+    assert!(h.query_by_label_contains("Error:").is_none());
 }
