@@ -223,7 +223,6 @@ impl Lab {
                     note: None,
                 })
             }
-            InputKey::PasskeyLab { .. } => passkey::resolve(slot, at),
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
                 tokens.extend(slot.tokenizer.encode(text)?);
@@ -239,6 +238,7 @@ impl Lab {
                     note,
                 })
             }
+            InputKey::PasskeyLab { .. } => passkey::resolve(slot, at),
         }
     }
 
