@@ -3,6 +3,8 @@
 //! trait. Runs wherever the runner runs it (a thread natively, async tasks
 //! on the web); knows nothing of egui.
 
+pub mod passkey;
+
 use std::path::Path;
 
 use crate::gpu::{AdapterReport, GpuContext};
@@ -260,6 +262,7 @@ impl Lab {
                     note,
                 })
             }
+            InputKey::PasskeyLab { .. } => passkey::resolve(slot, at),
         }
     }
 
@@ -405,6 +408,9 @@ impl Lab {
                 }))
             }
             JobKey::AgainstLength { model, scales } => self.against_length(*model, scales, ctl).await,
+            JobKey::PasskeyAnswer { .. } | JobKey::PasskeyHeads { .. } | JobKey::PasskeyGrid(_) => {
+                self.run_passkey(key, ctl).await
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
+use super::compute::passkey::{GridKey, PasskeyAnswerResult, PasskeyGridResult, PasskeyHeadsResult};
 use super::compute::{GpuSource, JobControl, Lab, ModelSource};
 use super::models::ModelInfo;
 use super::state::ModelChoice;
@@ -24,7 +25,24 @@ use crate::lab::backend::Backend;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum InputKey {
     Validation,
-    Passkey { key: u32, depth_permille: u32 },
+    Passkey {
+        key: u32,
+        depth_permille: u32,
+    },
+    Pasted(String),
+    /// A pass-key lab document: the key at a depth in a chosen filler.
+    PasskeyLab {
+        key: u32,
+        depth_permille: u32,
+        filler: FillerKey,
+    },
+}
+
+/// A pass-key lab document's filler, with the user's text when it is theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FillerKey {
+    Repeated,
+    Validation,
     Pasted(String),
 }
 
@@ -73,14 +91,27 @@ pub enum JobKey {
     },
     /// Entropy, perplexity and pass-key accuracy from L/2 to 16L.
     AgainstLength { model: ModelChoice, scales: ScalesKey },
+    /// A pass-key document's answer, decoded greedily (`at.input` is
+    /// `InputKey::PasskeyLab`).
+    PasskeyAnswer { at: InputAt, scales: ScalesKey },
+    /// Every head's attention mass on the key sentence, from the query
+    /// that retrieves the key.
+    PasskeyHeads { at: InputAt, scales: ScalesKey },
+    /// Pass-key accuracy over lengths x depths.
+    PasskeyGrid(GridKey),
 }
 
 impl JobKey {
     /// The model a job runs on.
     pub fn model(&self) -> ModelChoice {
         match self {
-            JobKey::Entropy { at, .. } | JobKey::AttnRow { at, .. } | JobKey::Pooled { at, .. } => at.model,
+            JobKey::Entropy { at, .. }
+            | JobKey::AttnRow { at, .. }
+            | JobKey::Pooled { at, .. }
+            | JobKey::PasskeyAnswer { at, .. }
+            | JobKey::PasskeyHeads { at, .. } => at.model,
             JobKey::AgainstLength { model, .. } => *model,
+            JobKey::PasskeyGrid(g) => g.model,
         }
     }
 }
@@ -168,6 +199,9 @@ pub enum JobResult {
     AttnRow(AttnRowResult),
     Pooled(PooledResult),
     AgainstLength(AgainstLengthResult),
+    PasskeyAnswer(PasskeyAnswerResult),
+    PasskeyHeads(PasskeyHeadsResult),
+    PasskeyGrid(PasskeyGridResult),
 }
 
 /// A job as the views see it.

@@ -32,6 +32,10 @@ pub const PINNED: [Color32; 4] = [
 pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);
 /// Outline of the selected cell in the layer x head map.
 pub const SELECTION: Color32 = Color32::WHITE;
+/// Pass-key accuracy map cells not yet run, and lengths too short to hold
+/// the format (greys, outside viridis' range).
+pub const GRID_PENDING: Color32 = Color32::from_gray(72);
+pub const GRID_TOO_SHORT: Color32 = Color32::from_gray(128);
 pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
 
 pub const LINE_WIDTH: f32 = 2.0;

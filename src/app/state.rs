@@ -170,6 +170,8 @@ pub struct ViewState {
     pub tour: Option<usize>,
     /// Panels hidden for embedding in a course page (`views::Panel` names).
     pub hide: Vec<String>,
+    /// The pass-key lab's document and accuracy map.
+    pub passkey_lab: PasskeyLabState,
 }
 
 impl Default for ViewState {
@@ -191,6 +193,7 @@ impl Default for ViewState {
             tab: Tab::Explore,
             tour: None,
             hide: Vec::new(),
+            passkey_lab: PasskeyLabState::default(),
         }
     }
 }
@@ -211,6 +214,7 @@ impl ViewState {
             0.5
         };
         self.passkey.key = self.passkey.key.clamp(10_000, 99_999);
+        self.passkey_lab.sanitize();
         if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0) {
             self.scales.uniform = 1.0;
         }
@@ -291,6 +295,82 @@ impl ViewState {
             }
         }
         Some(Ok(s))
+    }
+}
+
+/// Where the pass-key lab's filler comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FillerChoice {
+    /// The paper's sentences, repeated.
+    #[default]
+    Repeated,
+    /// Spans of the bundled validation text.
+    Validation,
+    /// Spans of the user's text (`ViewState::pasted_text`).
+    Pasted,
+}
+
+/// Most trials per cell and depth rows the accuracy map offers.
+pub const MAX_GRID_TRIALS: usize = 32;
+pub const MAX_GRID_DEPTHS: usize = 10;
+/// The map's longest length as a multiple of L: 1, 2, 4, 8 or 16.
+pub const MAX_GRID_FACTOR: usize = 16;
+
+/// The pass-key lab: one document (length, depth, key, filler) and the
+/// length x depth accuracy map (asked for, trials, depths, reach, series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PasskeyLabState {
+    pub length: usize,
+    pub depth: f32,
+    pub key: u32,
+    pub filler: FillerChoice,
+    /// The accuracy map runs only when asked for.
+    pub grid: bool,
+    pub grid_trials: usize,
+    pub grid_depths: usize,
+    /// The longest length of the map, as a multiple of L.
+    pub grid_factor: usize,
+    /// Which series the map computes: NoPE, the current scales, the RoPE twin.
+    pub grid_nope: bool,
+    pub grid_scaled: bool,
+    pub grid_rope: bool,
+    /// Where the CSV export goes (desktop).
+    pub export_path: String,
+}
+
+impl Default for PasskeyLabState {
+    fn default() -> Self {
+        PasskeyLabState {
+            length: 256,
+            depth: 0.5,
+            key: 47_815,
+            filler: FillerChoice::Repeated,
+            grid: false,
+            grid_trials: 4,
+            grid_depths: 5,
+            grid_factor: 8,
+            grid_nope: true,
+            grid_scaled: true,
+            grid_rope: true,
+            export_path: String::new(),
+        }
+    }
+}
+
+impl PasskeyLabState {
+    pub fn sanitize(&mut self) {
+        self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);
+        self.depth = if self.depth.is_finite() {
+            self.depth.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        self.key = self.key.clamp(10_000, 99_999);
+        self.grid_trials = self.grid_trials.clamp(1, MAX_GRID_TRIALS);
+        self.grid_depths = self.grid_depths.clamp(1, MAX_GRID_DEPTHS);
+        self.grid_factor = self.grid_factor.clamp(1, MAX_GRID_FACTOR).next_power_of_two();
     }
 }
 

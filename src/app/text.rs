@@ -206,30 +206,29 @@ pub const TOUR_1_LOOK: &str =
     "Look at the entropy curve: it stays well below the grey ceiling, the entropy of attention spread evenly.";
 
 pub const TOUR_2_TITLE: &str = "Trained on L = 256 tokens, it finds a hidden key";
-pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked by the orange line on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length the query that must answer looks straight at the key.";
-pub const TOUR_2_LOOK: &str = "Look at the attention row: pick a head in the map and see where the answering query looks; the key is marked in yellow.";
+pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked in orange on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
+pub const TOUR_2_LOOK: &str = "Look at the answer beside the key, and at the attention row of the head that retrieves best: most of it rests on the key's digits.";
 
 pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
 pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the orange line the entropy keeps climbing towards the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
 pub const TOUR_3_LOOK: &str = "Look at the entropy curve right of the orange line.";
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
-pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now mostly fails: the answering query's attention is smeared over the filler instead of resting on the key.";
-pub const TOUR_4_LOOK: &str = "Compare the attention row with the previous step; the key is still marked in yellow.";
+pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";
+pub const TOUR_4_LOOK: &str =
+    "Look at the answer, and compare the attention row with the previous step; the key's tokens are shaded.";
 
 pub const TOUR_5_TITLE: &str = "The distracted heads";
 pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
 pub const TOUR_5_LOOK: &str = "Look at the layer x head map, then at the selected head's curve and attention pattern.";
 
 pub const TOUR_6_TITLE: &str = "A temperature brings attention back";
-pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the entropy past L falls and the key at 2L = 512 tokens is found far more often (in docs/RESULTS.md, 80% of 50 documents against 2% without it).";
-pub const TOUR_6_LOOK: &str =
-    "Compare the blue curves (NoPE) with the orange ones (scaled), and the two attention rows.";
+pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the model finds this key in 2L = 512 tokens, where plain NoPE does not; over 50 documents in docs/RESULTS.md, 80% against 2%.";
+pub const TOUR_6_LOOK: &str = "Compare the two answers and attention rows (NoPE, and with the scale); the Explore page shows the entropy falling.";
 
 pub const TOUR_7_TITLE: &str = "One scale per head, searched";
 pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points NoPE loses in docs/RESULTS.md. The Tune page runs such a search on this device.";
-pub const TOUR_7_LOOK: &str =
-    "Look at the scaled curves and attention rows, then open \"Tune the scales\" to search your own.";
+pub const TOUR_7_LOOK: &str = "Compare the two answers, then open \"Tune the scales\" to search scales of your own.";
 
 pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
 pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). It too fails past L, for a different reason: it meets positions it never saw in training. Switch between the two models in the input panel to compare their curves.";
@@ -267,4 +266,118 @@ pub const PICK_FILES: &str = "Pick the model's files";
 pub const DROP_HINT: &str = "Or drop the folder's files on this window.";
 pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) -> String {
     format!("Opened {name}: {layers} layers x {heads} heads, training length {training}")
+}
+
+// Pass-key lab
+pub const PASSKEY_HEADING: &str = "Pass-key lab";
+pub const PASSKEY_HELP: &str = "A 5-digit key hidden at some depth in filler text, asked for at the end. The model's answer is decoded greedily; past the training length L plain NoPE's attention spreads out and the key is lost, and the head scales bring it back.";
+pub const PASSKEY_DOC_HEADING: &str = "One document";
+pub const PASSKEY_LENGTH: &str = "Document length (tokens)";
+pub const PASSKEY_RANDOM_KEY: &str = "Random key";
+pub const FILLER: &str = "Filler";
+pub const FILLER_REPEATED: &str = "The paper's repeated sentences";
+pub const FILLER_VALIDATION: &str = "Validation text";
+pub const FILLER_PASTED: &str = "Your text";
+pub const FILLER_PASTED_NONE: &str = "Type or paste text under \"Your text\" on the Explore page first.";
+pub const PASSKEY_NO_TEXT: &str = "there is no text of yours to use as filler: type or paste some on the Explore page";
+pub const PASSKEY_DECODING: &str = "decoding the answer";
+pub const LAYER: &str = "Layer";
+pub const HEAD: &str = "Head";
+pub const SHOW_BEST_HEAD: &str = "Show this head";
+pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice.";
+pub const KEY_SENTENCE: &str = "key sentence";
+pub const GRID_HEADING: &str = "Accuracy over length and depth";
+pub const GRID_HELP: &str = "Each cell: the share of documents of that length, with the key at that depth, whose key the model decodes exactly. The same keys and depths at every length; the orange column marks the training length L. Hover or focus a cell for its counts.";
+pub const GRID_START: &str = "Compute the accuracy map";
+pub const GRID_STOP: &str = "Stop the accuracy map";
+pub const GRID_TRIALS: &str = "Trials per cell";
+pub const GRID_DEPTHS: &str = "Depths";
+pub const GRID_LONGEST: &str = "Longest length";
+pub const GRID_SERIES: &str = "Compute for";
+pub const GRID_DEPTH_AXIS: &str = "depth";
+pub const GRID_LENGTH_AXIS: &str = "across: length (tokens); down: depth of the key (0 = start, 1 = end)";
+pub const GRID_PENDING: &str = "not yet run";
+pub const GRID_TOO_SHORT: &str = "too short for the format";
+pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";
+pub const EXPORT_CSV: &str = "Export CSV";
+pub const EXPORT_PATH: &str = "CSV file path";
+pub const EXPORT_COPY: &str = "The accuracy maps as CSV, to copy";
+pub const EXPORT_NO_PATH: &str = "type the path of the CSV file to write";
+
+pub fn passkey_too_short(length: usize, shortest: usize) -> String {
+    format!(
+        "a pass-key document of {length} tokens is too short: the instruction, key sentence and question alone take {}; choose {shortest} tokens or more",
+        shortest - 1
+    )
+}
+
+pub fn passkey_ranking(layer: usize, head: usize) -> String {
+    format!("attention on the key, {}", head_name(layer, head))
+}
+
+pub fn grid_progress(length: usize, depth: f64, trial: usize, trials: usize) -> String {
+    format!("length {length}, depth {depth:.2}, trial {trial}/{trials}")
+}
+
+pub fn passkey_key_line(key: u32, length: usize, training: usize) -> String {
+    format!(
+        "Key {key} in {length} tokens ({:.2} x L = {training})",
+        length as f64 / training as f64
+    )
+}
+
+/// The answer beside the key; the verdict in words, not colour alone.
+pub fn passkey_answer(setting: &str, answer: &str, key: u32, correct: bool) -> String {
+    let answer = answer.trim();
+    if correct {
+        format!("{setting}: answers {answer:?}: correct, the key is {key}")
+    } else {
+        format!("{setting}: answers {answer:?}: wrong, the key is {key}")
+    }
+}
+
+pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
+    format!(
+        "{setting}: the head that retrieves best is {} ({:.0}% of the retrieving query's attention on the key's tokens)",
+        head_name(layer, head),
+        100.0 * mass
+    )
+}
+
+pub fn grid_cell(series: &str, length: usize, depth: f64, correct: usize, trials: usize) -> String {
+    format!(
+        "{series}, length {length}, depth {depth:.2}: {correct} of {trials} correct ({:.0}%)",
+        100.0 * correct as f64 / trials.max(1) as f64
+    )
+}
+
+pub fn grid_cell_other(series: &str, length: usize, depth: f64, what: &str) -> String {
+    format!("{series}, length {length}, depth {depth:.2}: {what}")
+}
+
+pub fn grid_longest(factor: usize) -> String {
+    if factor == 1 {
+        "L".into()
+    } else {
+        format!("{factor}L")
+    }
+}
+
+pub fn grid_cost(documents: usize, tokens: usize) -> String {
+    format!("{documents} documents, {tokens} tokens per model")
+}
+
+pub fn exported(path: &str, rows: usize) -> String {
+    format!("wrote {rows} rows to {path}")
+}
+
+pub const ACCURACY_LOW: &str = "0%";
+pub const ACCURACY_HIGH: &str = "100% correct";
+
+pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
+    format!(
+        "{setting}: {head} puts {:.1}% of its attention on the key's tokens, {:.1}% on the whole key sentence",
+        100.0 * key,
+        100.0 * sentence
+    )
 }

@@ -6,9 +6,10 @@
 //!
 //! No egui here: the panel that shows a step is `views::tour`.
 
+use super::compute::passkey::PasskeyAnswerResult;
 use super::jobs::{InputAt, JobKey, JobResult, Jobs, ScalesKey};
 use super::models::{self, ModelInfo};
-use super::state::{InputKind, LoadedScales, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
+use super::state::{FillerChoice, InputKind, LoadedScales, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
 use super::text;
 use super::views::Keys;
 
@@ -36,6 +37,9 @@ pub struct Setting {
     /// Select the head whose entropy rises most from L to this length
     /// once it is computed.
     pub select_most_distracted: bool,
+    /// Show the pass-key lab (the model's answer beside the key) instead of
+    /// the explorer.
+    pub lab: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +70,16 @@ const fn setting(input: InputKind, length_in_l: f32) -> Setting {
         scales: Scales::Nope,
         map_mode: MapMode::Entropy,
         select_most_distracted: false,
+        lab: false,
+    }
+}
+
+/// A pass-key step: the lab, its document at `length_in_l` x L.
+const fn lab(length_in_l: f32, scales: Scales) -> Setting {
+    Setting {
+        scales,
+        lab: true,
+        ..setting(InputKind::Passkey, length_in_l)
     }
 }
 
@@ -80,7 +94,7 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_2_TITLE,
         body: text::TOUR_2_BODY,
         look: text::TOUR_2_LOOK,
-        setting: setting(InputKind::Passkey, 1.0),
+        setting: lab(1.0, Scales::Nope),
     },
     Step {
         title: text::TOUR_3_TITLE,
@@ -92,7 +106,7 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_4_TITLE,
         body: text::TOUR_4_BODY,
         look: text::TOUR_4_LOOK,
-        setting: setting(InputKind::Passkey, 4.0),
+        setting: lab(4.0, Scales::Nope),
     },
     Step {
         title: text::TOUR_5_TITLE,
@@ -108,19 +122,13 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_6_TITLE,
         body: text::TOUR_6_BODY,
         look: text::TOUR_6_LOOK,
-        setting: Setting {
-            scales: Scales::Uniform(TOUR_UNIFORM),
-            ..setting(InputKind::Passkey, 2.0)
-        },
+        setting: lab(2.0, Scales::Uniform(TOUR_UNIFORM)),
     },
     Step {
         title: text::TOUR_7_TITLE,
         body: text::TOUR_7_BODY,
         look: text::TOUR_7_LOOK,
-        setting: Setting {
-            scales: Scales::Shipped,
-            ..setting(InputKind::Passkey, 2.0)
-        },
+        setting: lab(2.0, Scales::Shipped),
     },
     Step {
         title: text::TOUR_8_TITLE,
@@ -153,11 +161,17 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     let index = index.min(STEPS.len() - 1);
     let s = STEPS[index].setting;
     state.tour = Some(index);
-    state.tab = Tab::Explore;
+    state.tab = if s.lab { Tab::Passkey } else { Tab::Explore };
     state.model = s.model;
     state.input = s.input;
     state.passkey = TOUR_PASSKEY;
     state.length = (s.length_in_l * info.training_length as f32).round() as usize;
+    let lab = &mut state.passkey_lab;
+    lab.length = state.length;
+    lab.key = TOUR_PASSKEY.key;
+    lab.depth = TOUR_PASSKEY.depth;
+    lab.filler = FillerChoice::Repeated;
+    lab.grid = false;
     state.map_mode = s.map_mode;
     state.query = None;
     state.against_length = false;
@@ -225,14 +239,55 @@ pub fn most_distracted(rise: &[f32], heads: usize) -> Option<(usize, usize, f32)
     Some((i / heads, i % heads, r))
 }
 
+/// The pass-key lab's decoded answer for `scales`, when computed.
+fn answer(jobs: &Jobs, state: &ViewState, scales: &ScalesKey) -> Option<PasskeyAnswerResult> {
+    let key = JobKey::PasskeyAnswer {
+        at: super::views::passkey_lab::doc_input(state),
+        scales: scales.clone(),
+    };
+    match jobs.peek(&key)?.result()? {
+        JobResult::PasskeyAnswer(a) => Some(a.clone()),
+        _ => None,
+    }
+}
+
+fn said(a: &PasskeyAnswerResult) -> String {
+    format!(
+        "the key is {}, the model answers \"{}\" at {} tokens",
+        a.key,
+        a.answer.trim(),
+        a.length
+    )
+}
+
 /// What step `index` promises, checked on the results in `jobs` for the
 /// state `keys` was built from.
 pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Promise {
     let l = keys.info.training_length;
+    let check = |ok: bool, msg: String| if ok { Promise::Met(msg) } else { Promise::Broken(msg) };
+    match index {
+        // Retrieval works at L and fails past it (NoPE).
+        1 | 3 => {
+            return match answer(jobs, state, &keys.ones) {
+                None => Promise::Pending,
+                Some(a) => check(a.correct == (index == 1), said(&a)),
+            };
+        }
+        // The scales bring it back where NoPE fails.
+        5 | 6 => {
+            return match (answer(jobs, state, &keys.ones), answer(jobs, state, &keys.scales)) {
+                (Some(nope), Some(scaled)) => check(
+                    !keys.plain && !nope.correct && scaled.correct,
+                    format!("without scales {}; with them \"{}\"", said(&nope), scaled.answer.trim()),
+                ),
+                _ => Promise::Pending,
+            };
+        }
+        _ => {}
+    }
     let Some(p) = entropy(jobs, &keys.entropy(&keys.ones)) else {
         return Promise::Pending;
     };
-    let check = |ok: bool, msg: String| if ok { Promise::Met(msg) } else { Promise::Broken(msg) };
     let m = p.mean_over_heads();
     match index {
         // Attention entropy stays under the uniform ceiling everywhere.
@@ -266,22 +321,6 @@ pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Pro
                 check(
                     (state.layer, state.head) == (layer, head) && most > 0.0,
                     format!("layer {layer}, head {head} rises most: {most:+.2} bits"),
-                )
-            }
-        },
-        // Pass-key steps: the document is built with its key marked.
-        1 | 3 => match (p.key_position, p.retrieval_query) {
-            (Some(k), Some(_)) => Promise::Met(format!("a {}-token pass-key document, the key at token {k}", p.length)),
-            _ => Promise::Broken(format!("a {}-token document without a pass key", p.length)),
-        },
-        // Scaling sharpens: the scaled entropy is lower past L.
-        5 | 6 => match entropy(jobs, &keys.entropy(&keys.scales)) {
-            None => Promise::Pending,
-            Some(s) => {
-                let (a, b) = (mean(&m, l, p.length), mean(&s.mean_over_heads(), l, s.length));
-                check(
-                    !keys.plain && b < a,
-                    format!("mean entropy past L: {a:.2} bits with NoPE, {b:.2} bits scaled"),
                 )
             }
         },

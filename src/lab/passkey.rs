@@ -123,6 +123,8 @@ pub struct PasskeyDoc {
     pub answer_len: usize,
     /// Index of the key sentence's first token.
     pub key_position: usize,
+    /// Tokens of the key sentence, from `key_position`.
+    pub key_len: usize,
 }
 
 /// Tokenized pieces of the format, encoded once.
@@ -207,6 +209,7 @@ impl<'t> PasskeyBuilder<'t> {
             tokens,
             answer_len,
             key_position,
+            key_len: sentence.len(),
         })
     }
 }
@@ -269,6 +272,83 @@ pub fn trial_docs(
             builder.build(length, depth, key, filler, &mut rng).map(|d| (depth, d))
         })
         .collect()
+}
+
+/// The argmax of each answer step with the key's tokens given (teacher
+/// forced): one forward, no entropy.
+async fn answer_argmax<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<Vec<u32>> {
+    let a = doc.answer_len;
+    let out = engine
+        .forward(
+            &doc.tokens,
+            head_scales,
+            &ForwardOptions {
+                logits: LogitsRequest::Last(a + 1),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let logits = out
+        .logits
+        .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
+    let vocab = engine.config().vocab_size;
+    Ok(logits.chunks_exact(vocab).take(a).map(argmax).collect())
+}
+
+/// The first highest entry (ties go to the lowest id).
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
+        )
+        .0 as u32
+}
+
+/// Whether greedy decoding after the question produces the key: the
+/// criterion of [`PasskeyResult::accuracy`], in one forward.
+pub async fn retrieves<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<bool> {
+    let t = doc.tokens.len();
+    Ok(answer_argmax(engine, doc, head_scales).await? == doc.tokens[t - doc.answer_len..])
+}
+
+/// The model's own answer: `answer_len` tokens decoded greedily after the
+/// question. The teacher-forced argmaxes are greedy decoding's own up to
+/// and including the first that misses the key, so one forward suffices
+/// when the model is right and each token after a miss takes one more.
+pub async fn greedy_answer<E: Engine>(engine: &mut E, doc: &PasskeyDoc, head_scales: &HeadScales) -> Result<Vec<u32>> {
+    let t = doc.tokens.len();
+    let a = doc.answer_len;
+    let forced = answer_argmax(engine, doc, head_scales).await?;
+    let mut answer = Vec::with_capacity(a);
+    for (&p, &key) in forced.iter().zip(&doc.tokens[t - a..]) {
+        answer.push(p);
+        if p != key {
+            break;
+        }
+    }
+    let mut tokens = doc.tokens[..t - a].to_vec();
+    tokens.extend_from_slice(&answer);
+    while answer.len() < a {
+        let out = engine
+            .forward(
+                &tokens,
+                head_scales,
+                &ForwardOptions {
+                    logits: LogitsRequest::Last(1),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let logits = out
+            .logits
+            .ok_or_else(|| Error::Engine("engine returned no logits".into()))?;
+        let next = argmax(&logits);
+        answer.push(next);
+        tokens.push(next);
+    }
+    Ok(answer)
 }
 
 /// Scores one document: (all exact, key loss, exact tokens, retrieval-row
@@ -481,5 +561,61 @@ mod tests {
         for ((_, x), (_, y)) in a.iter().zip(&c) {
             assert_eq!(x.tokens[x.tokens.len() - 5..], y.tokens[y.tokens.len() - 5..]);
         }
+    }
+
+    #[test]
+    fn greedy_answer_equals_decoding_token_by_token() {
+        use crate::model::config::{ModelConfig, PositionEncoding};
+        use crate::model::cpu::CpuEngine;
+        use crate::model::params::Params;
+        let tok = tok();
+        let config = ModelConfig {
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_layers: 2,
+            num_heads: 2,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: tok.vocab_size(),
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: true,
+            training_length: 64,
+            position_encoding: PositionEncoding::None,
+            bos_token_id: tok.bos_id(),
+        };
+        let hs = HeadScales::ones(&config);
+        let b = PasskeyBuilder::new(&tok).unwrap();
+        let mut rng = Rng::new(3);
+        let doc = b.build(120, 0.3, 40718, Filler::Repeated, &mut rng).unwrap();
+        assert!(
+            doc.answer_len >= 2,
+            "the key is one token: nothing after a miss to decode"
+        );
+        let (t, a) = (doc.tokens.len(), doc.answer_len);
+        let mut missed_first = false;
+        for seed in 0..4 {
+            let mut engine = CpuEngine::new(config.clone(), Params::random(&config, 0.4, seed)).unwrap();
+            let fast = pollster::block_on(greedy_answer(&mut engine, &doc, &hs)).unwrap();
+            // One forward per answer token, the plain way.
+            let mut tokens = doc.tokens[..t - a].to_vec();
+            for _ in 0..a {
+                let out = pollster::block_on(engine.forward(
+                    &tokens,
+                    &hs,
+                    &ForwardOptions {
+                        logits: LogitsRequest::Last(1),
+                        ..Default::default()
+                    },
+                ))
+                .unwrap();
+                tokens.push(argmax(&out.logits.unwrap()));
+            }
+            assert_eq!(fast, tokens[t - a..], "seed {seed}");
+            let right = pollster::block_on(retrieves(&mut engine, &doc, &hs)).unwrap();
+            assert_eq!(right, fast == doc.tokens[t - a..]);
+            missed_first |= fast[0] != doc.tokens[t - a];
+        }
+        // Random weights miss the key: the tokens after a miss were decoded.
+        assert!(missed_first);
     }
 }

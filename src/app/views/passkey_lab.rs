@@ -1,19 +1,537 @@
-//! The pass-key lab: build one pass-key document, decode the model's answer
-//! greedily beside the key, show the retrieving query's attention, and a
-//! length x depth accuracy map filled in live.
+//! The pass-key lab: build one pass-key document (length, depth, key,
+//! filler), decode the model's answer greedily beside the key for NoPE and
+//! the current scales, show the retrieving query's attention for the chosen
+//! head with the key sentence marked, and name the head that retrieves
+//! best; below, a length x depth accuracy map per model, filled in live,
+//! with its CSV. Asks for jobs only; computes nothing itself.
+
+use std::sync::Arc;
 
 use eframe::egui;
+use egui_plot::{Legend, Line, Plot, PlotPoints, Polygon, VLine};
 
-use super::Keys;
-use crate::app::jobs::Jobs;
-use crate::app::state::ViewState;
+use super::entropy::binned;
+use super::{show_entry_status, Keys};
+use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
+use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs};
+use crate::app::palette;
+use crate::app::state::{
+    FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
+    MAX_LENGTH, MIN_LENGTH,
+};
 use crate::app::text;
+use crate::lab::passkey::random_key;
+use crate::model::rng::Rng;
+
+/// Every head is ranked by its attention on the key (one pass per head)
+/// up to this length; past it the ranking would hold the runner too long.
+const RANK_HEADS_UP_TO: usize = 4096;
+/// A map cell on screen, in points.
+const CELL_W: f32 = 50.0;
+const CELL_H: f32 = 24.0;
+const ROW_LABEL_W: f32 = 40.0;
 
 #[derive(Default)]
-pub struct PasskeyLabView;
+pub struct PasskeyLabView {
+    /// The last export's outcome: Ok(message) or Err(error).
+    export: Option<Result<String, String>>,
+}
+
+/// The lab's document as a job input.
+pub fn doc_input(state: &ViewState) -> InputAt {
+    let lab = &state.passkey_lab;
+    InputAt {
+        model: state.model,
+        input: InputKey::PasskeyLab {
+            key: lab.key,
+            depth_permille: (lab.depth * 1000.0).round() as u32,
+            filler: filler_key(lab.filler, state),
+        },
+        length: lab.length,
+    }
+}
+
+fn filler_key(choice: FillerChoice, state: &ViewState) -> FillerKey {
+    match choice {
+        FillerChoice::Repeated => FillerKey::Repeated,
+        FillerChoice::Validation => FillerKey::Validation,
+        FillerChoice::Pasted => FillerKey::Pasted(state.pasted_text.clone()),
+    }
+}
+
+/// The accuracy maps asked for: (name, colour, key), NoPE first.
+pub fn grid_series(state: &ViewState, keys: &Keys) -> Vec<(&'static str, egui::Color32, JobKey)> {
+    let lab = &state.passkey_lab;
+    let grid = |model, scales: &crate::app::jobs::ScalesKey| {
+        JobKey::PasskeyGrid(GridKey {
+            model,
+            scales: scales.clone(),
+            filler: filler_key(lab.filler, state),
+            lengths: grid_lengths(keys.info.training_length, lab.grid_factor),
+            depths: lab.grid_depths,
+            trials: lab.grid_trials,
+            seed: GRID_SEED,
+        })
+    };
+    let mut v = Vec::new();
+    if lab.grid_nope {
+        v.push((text::BEFORE, palette::NOPE, grid(ModelChoice::Nope, &keys.ones)));
+    }
+    if lab.grid_scaled && !keys.plain {
+        v.push((text::AFTER, palette::SCALED, grid(ModelChoice::Nope, &keys.scales)));
+    }
+    if lab.grid_rope {
+        v.push((text::MODEL_ROPE, palette::ROPE, grid(ModelChoice::Rope, &keys.ones)));
+    }
+    v
+}
 
 impl PasskeyLabView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, _state: &mut ViewState, _jobs: &mut Jobs, _keys: &Keys) {
-        ui.heading(text::TAB_PASSKEY);
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::PASSKEY_HEADING);
+        ui.label(text::PASSKEY_HELP);
+        ui.separator();
+        self.document(ui, state, jobs, keys);
+        ui.separator();
+        self.grid(ui, state, jobs, keys);
     }
+
+    fn document(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::PASSKEY_DOC_HEADING);
+        let training = keys.info.training_length;
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::MODEL);
+            ui.selectable_value(&mut state.model, ModelChoice::Nope, text::MODEL_NOPE);
+            ui.selectable_value(&mut state.model, ModelChoice::Rope, text::MODEL_ROPE);
+        });
+        let has_text = !state.pasted_text.trim().is_empty();
+        let lab = &mut state.passkey_lab;
+        ui.horizontal_wrapped(|ui| {
+            ui.add(
+                egui::Slider::new(&mut lab.length, MIN_LENGTH..=MAX_LENGTH)
+                    .logarithmic(true)
+                    .text(text::PASSKEY_LENGTH),
+            )
+            .on_hover_text(text::LENGTH_HELP);
+            for (label, l) in [
+                (text::at_training_length(training), training),
+                ("4L".to_string(), 4 * training),
+                ("16L".to_string(), 16 * training),
+            ] {
+                if ui.button(label).clicked() {
+                    lab.length = l.clamp(MIN_LENGTH, MAX_LENGTH);
+                }
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(text::PASSKEY_KEY);
+            ui.add(egui::DragValue::new(&mut lab.key).range(10_000..=99_999))
+                .labelled_by(label.id);
+            if ui.button(text::PASSKEY_RANDOM_KEY).clicked() {
+                // Any fresh key will do: seeded from the clock and the old key.
+                let seed = ui.input(|i| i.time).to_bits() ^ u64::from(lab.key);
+                lab.key = random_key(&mut Rng::new(seed));
+            }
+            ui.add(egui::Slider::new(&mut lab.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
+        });
+        filler_choice(ui, lab, has_text);
+        ui.label(text::passkey_key_line(lab.key, lab.length, training));
+
+        let at = doc_input(state);
+        let settings = keys.settings();
+        // The answers first: the runner takes jobs in the order asked.
+        let mut answers = Vec::new();
+        for (name, scales, _) in &settings {
+            let key = JobKey::PasskeyAnswer {
+                at: at.clone(),
+                scales: scales.clone(),
+            };
+            let entry = jobs.get(&key).clone();
+            match entry.result() {
+                Some(JobResult::PasskeyAnswer(a)) => {
+                    let verdict = text::passkey_answer(name, &a.answer, a.key, a.correct);
+                    // The verdict is in the words; colour only repeats it.
+                    let line = egui::RichText::new(verdict).strong();
+                    ui.label(if a.correct { line } else { line.color(palette::ERROR) });
+                    answers.push(a.clone());
+                }
+                _ => show_entry_status(ui, &entry),
+            }
+        }
+        let Some(doc) = answers.first().cloned() else {
+            return;
+        };
+        if doc.length <= RANK_HEADS_UP_TO {
+            for (name, scales, _) in &settings {
+                let key = JobKey::PasskeyHeads {
+                    at: at.clone(),
+                    scales: scales.clone(),
+                };
+                let entry = jobs.get(&key).clone();
+                match entry.result() {
+                    Some(JobResult::PasskeyHeads(h)) => {
+                        if let Some((l, hd, mass)) = h.best() {
+                            ui.horizontal_wrapped(|ui| {
+                                ui.label(text::best_head(name, l, hd, mass));
+                                if ui.button(text::SHOW_BEST_HEAD).clicked() {
+                                    state.layer = l;
+                                    state.head = hd;
+                                }
+                            });
+                        }
+                    }
+                    _ => show_entry_status(ui, &entry),
+                }
+            }
+        }
+
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(text::LAYER);
+            ui.add(egui::DragValue::new(&mut state.layer).range(0..=keys.info.layers.saturating_sub(1)))
+                .labelled_by(label.id);
+            let label = ui.label(text::HEAD);
+            ui.add(egui::DragValue::new(&mut state.head).range(0..=keys.info.heads.saturating_sub(1)))
+                .labelled_by(label.id);
+        });
+        ui.label(text::PASSKEY_ROW_HELP);
+        let mut rows = Vec::new();
+        for (name, scales, colour) in &settings {
+            let key = JobKey::AttnRow {
+                at: at.clone(),
+                scales: scales.clone(),
+                layer: state.layer,
+                head: state.head,
+                query: None,
+            };
+            let entry = jobs.get(&key).clone();
+            match entry.shared() {
+                Some(r) => rows.push((*name, *colour, r)),
+                None => show_entry_status(ui, &entry),
+            }
+        }
+        attention_plot(ui, &rows, &doc);
+        for (name, _, r) in &rows {
+            if let JobResult::AttnRow(a) = r.as_ref() {
+                let end = (doc.key_position + doc.key_len).min(a.row.len());
+                let sentence: f32 = a.row.get(doc.key_position..end).map_or(0.0, |s| s.iter().sum());
+                let key: f32 = doc.key_tokens.iter().filter_map(|&p| a.row.get(p)).sum();
+                let head = text::head_name(state.layer, state.head);
+                ui.label(text::key_mass(name, &head, key, sentence));
+            }
+        }
+    }
+
+    fn grid(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::GRID_HEADING);
+        ui.label(text::GRID_HELP);
+        let lab = &mut state.passkey_lab;
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(text::GRID_TRIALS);
+            ui.add(egui::DragValue::new(&mut lab.grid_trials).range(1..=MAX_GRID_TRIALS))
+                .labelled_by(label.id);
+            let label = ui.label(text::GRID_DEPTHS);
+            ui.add(egui::DragValue::new(&mut lab.grid_depths).range(1..=MAX_GRID_DEPTHS))
+                .labelled_by(label.id);
+            ui.label(text::GRID_LONGEST);
+            let mut f = 1;
+            while f <= MAX_GRID_FACTOR {
+                ui.selectable_value(&mut lab.grid_factor, f, text::grid_longest(f));
+                f *= 2;
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::GRID_SERIES);
+            ui.checkbox(&mut lab.grid_nope, text::BEFORE);
+            ui.add_enabled(!keys.plain, egui::Checkbox::new(&mut lab.grid_scaled, text::AFTER));
+            ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
+        });
+        let lengths = grid_lengths(keys.info.training_length, lab.grid_factor);
+        let documents = lengths.len() * lab.grid_depths * lab.grid_trials;
+        let tokens: usize = lengths.iter().sum::<usize>() * lab.grid_depths * lab.grid_trials;
+        ui.label(text::grid_cost(documents, tokens));
+        if lab.grid {
+            if ui.button(text::GRID_STOP).clicked() {
+                // Not asking for the jobs this frame cancels them.
+                lab.grid = false;
+                return;
+            }
+        } else if ui.button(text::GRID_START).clicked() {
+            lab.grid = true;
+        }
+        let running = state.passkey_lab.grid;
+        let series = grid_series(state, keys);
+        if series.is_empty() {
+            ui.label(text::GRID_NO_SERIES);
+            return;
+        }
+        let mut shown: Vec<(&str, Arc<JobResult>)> = Vec::new();
+        ui.horizontal_wrapped(|ui| {
+            for (name, colour, key) in &series {
+                let entry = if running {
+                    Some(jobs.get(key).clone())
+                } else {
+                    jobs.peek(key).cloned()
+                };
+                let JobKey::PasskeyGrid(g) = key else { continue };
+                let result = entry.as_ref().and_then(Entry::shared);
+                let placeholder;
+                let grid = match result.as_deref() {
+                    Some(JobResult::PasskeyGrid(r)) => r,
+                    _ => {
+                        placeholder = PasskeyGridResult {
+                            lengths: g.lengths.clone(),
+                            depths: (0..g.depths)
+                                .map(|d| crate::app::compute::passkey::grid_depth(d, g.depths))
+                                .collect(),
+                            cells: vec![Cell::Pending; g.lengths.len() * g.depths],
+                        };
+                        &placeholder
+                    }
+                };
+                ui.vertical(|ui| {
+                    ui.label(egui::RichText::new(*name).strong().color(*colour));
+                    draw_grid(ui, name, grid, keys.info.training_length);
+                    if let Some(e @ (Entry::Running { .. } | Entry::Failed(_))) = &entry {
+                        show_entry_status(ui, e);
+                    }
+                });
+                if let Some(r) = result {
+                    shown.push((name, r));
+                }
+            }
+        });
+        ui.label(egui::RichText::new(text::GRID_LENGTH_AXIS).small());
+        grid_legend(ui);
+        if !shown.is_empty() {
+            self.export(ui, &mut state.passkey_lab, &shown);
+        }
+    }
+
+    /// The shown maps as CSV: written to a file natively, as text to copy
+    /// on the web.
+    fn export(&mut self, ui: &mut egui::Ui, lab: &mut PasskeyLabState, shown: &[(&str, Arc<JobResult>)]) {
+        let maps: Vec<(&str, &PasskeyGridResult)> = shown
+            .iter()
+            .filter_map(|(n, r)| match r.as_ref() {
+                JobResult::PasskeyGrid(g) => Some((*n, g)),
+                _ => None,
+            })
+            .collect();
+        let csv = grid_csv(&maps);
+        #[cfg(not(target_arch = "wasm32"))]
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(text::EXPORT_PATH);
+            ui.add(egui::TextEdit::singleline(&mut lab.export_path).desired_width(280.0))
+                .labelled_by(label.id);
+            if ui.button(text::EXPORT_CSV).clicked() {
+                let path = lab.export_path.trim();
+                self.export = Some(if path.is_empty() {
+                    Err(text::EXPORT_NO_PATH.to_string())
+                } else {
+                    crate::app::compute::passkey::write_file_atomically(std::path::Path::new(path), &csv)
+                        .map(|()| text::exported(path, csv.lines().count().saturating_sub(1)))
+                        .map_err(|e| format!("{path}: {e}"))
+                });
+            }
+        });
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = &lab;
+            ui.collapsing(text::EXPORT_COPY, |ui| {
+                let mut shown = csv.as_str();
+                ui.add(
+                    egui::TextEdit::multiline(&mut shown)
+                        .code_editor()
+                        .desired_rows(6)
+                        .desired_width(f32::INFINITY),
+                );
+            });
+        }
+        match &self.export {
+            Some(Ok(m)) => {
+                ui.label(m);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(palette::ERROR, text::error(e));
+            }
+            None => {}
+        }
+    }
+}
+
+/// The filler choice; the user's own text only once there is some.
+fn filler_choice(ui: &mut egui::Ui, lab: &mut PasskeyLabState, has_text: bool) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label(text::FILLER);
+        ui.selectable_value(&mut lab.filler, FillerChoice::Repeated, text::FILLER_REPEATED);
+        ui.selectable_value(&mut lab.filler, FillerChoice::Validation, text::FILLER_VALIDATION);
+        ui.add_enabled_ui(has_text, |ui| {
+            ui.selectable_value(&mut lab.filler, FillerChoice::Pasted, text::FILLER_PASTED)
+                .on_disabled_hover_text(text::FILLER_PASTED_NONE);
+        });
+    });
+    if lab.filler == FillerChoice::Pasted && !has_text {
+        ui.colored_label(palette::ERROR, text::FILLER_PASTED_NONE);
+    }
+}
+
+/// The retrieving query's row for each setting, the key sentence shaded.
+fn attention_plot(
+    ui: &mut egui::Ui,
+    rows: &[(&str, egui::Color32, Arc<JobResult>)],
+    doc: &crate::app::compute::passkey::PasskeyAnswerResult,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let top = rows
+        .iter()
+        .filter_map(|(_, _, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some(binned(&a.row).iter().fold(0.0f64, |m, p| m.max(p[1]))),
+            _ => None,
+        })
+        .fold(1e-3, f64::max);
+    let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
+    Plot::new("passkey attention row")
+        .height(200.0)
+        .legend(Legend::default())
+        .x_axis_label(text::KEY_AXIS)
+        .y_axis_label(text::WEIGHT_AXIS)
+        .include_y(0.0)
+        .show(ui, |plot| {
+            plot.polygon(
+                Polygon::new(
+                    text::KEY_SENTENCE,
+                    PlotPoints::from(vec![[k0, 0.0], [k1, 0.0], [k1, top], [k0, top]]),
+                )
+                .fill_color(palette::KEY.gamma_multiply(0.35))
+                .stroke(egui::Stroke::new(palette::THIN_LINE, palette::KEY)),
+            );
+            for (name, colour, r) in rows {
+                let JobResult::AttnRow(a) = r.as_ref() else { continue };
+                plot.line(
+                    Line::new(*name, PlotPoints::from(binned(&a.row[..=a.query])))
+                        .color(*colour)
+                        .width(palette::LINE_WIDTH),
+                );
+            }
+            plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
+        });
+}
+
+/// One accuracy map: lengths across, depths down, the L column outlined;
+/// every cell focusable and named for screen readers and tests.
+fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_length: usize) {
+    let grid = egui::Grid::new(("passkey grid", series))
+        .spacing([2.0, 2.0])
+        .min_col_width(0.0);
+    grid.show(ui, |ui| {
+        ui.add_sized(
+            [ROW_LABEL_W, CELL_H],
+            egui::Label::new(egui::RichText::new(text::GRID_DEPTH_AXIS).small()),
+        );
+        for &length in &g.lengths {
+            let mut label = egui::RichText::new(length.to_string()).small();
+            if length == training_length {
+                label = egui::RichText::new(format!("{length} L"))
+                    .small()
+                    .strong()
+                    .color(palette::TRAINING_LENGTH);
+            }
+            ui.add_sized([CELL_W, CELL_H], egui::Label::new(label));
+        }
+        ui.end_row();
+        for (d, &depth) in g.depths.iter().enumerate() {
+            ui.add_sized([ROW_LABEL_W, CELL_H], egui::Label::new(format!("{depth:.2}")));
+            for (li, &length) in g.lengths.iter().enumerate() {
+                let cell = g.cell(li, d);
+                let (fill, mark, name) = match cell {
+                    Cell::Done { correct, trials } => {
+                        let acc = correct as f32 / trials.max(1) as f32;
+                        (
+                            palette::viridis(acc),
+                            format!("{:.0}%", 100.0 * acc),
+                            text::grid_cell(series, length, depth, correct, trials),
+                        )
+                    }
+                    Cell::Pending => (
+                        palette::GRID_PENDING,
+                        String::new(),
+                        text::grid_cell_other(series, length, depth, text::GRID_PENDING),
+                    ),
+                    Cell::TooShort => (
+                        palette::GRID_TOO_SHORT,
+                        "n/a".into(),
+                        text::grid_cell_other(series, length, depth, text::GRID_TOO_SHORT),
+                    ),
+                };
+                let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL_W, CELL_H), egui::Sense::click());
+                response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Cell, true, &name));
+                let painter = ui.painter();
+                painter.rect_filled(rect, 2.0, fill);
+                if length == training_length {
+                    painter.rect_stroke(
+                        rect,
+                        2.0,
+                        egui::Stroke::new(2.0, palette::TRAINING_LENGTH),
+                        egui::StrokeKind::Inside,
+                    );
+                }
+                if response.has_focus() {
+                    painter.rect_stroke(
+                        rect.shrink(1.0),
+                        2.0,
+                        egui::Stroke::new(2.0, palette::SELECTION),
+                        egui::StrokeKind::Inside,
+                    );
+                }
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    mark,
+                    egui::FontId::proportional(12.0),
+                    palette::text_on(fill),
+                );
+                let response = response.on_hover_text(&name);
+                if response.has_focus() {
+                    response.show_tooltip_text(&name);
+                }
+            }
+            ui.end_row();
+        }
+    });
+}
+
+/// The accuracy colour bar and the two kinds of empty cell.
+fn grid_legend(ui: &mut egui::Ui) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label(text::ACCURACY_LOW);
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
+        let steps = 32;
+        for i in 0..steps {
+            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
+            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
+            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
+            ui.painter()
+                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
+        }
+        ui.label(text::ACCURACY_HIGH);
+        ui.separator();
+        for (fill, what) in [
+            (palette::GRID_PENDING, text::GRID_PENDING),
+            (palette::GRID_TOO_SHORT, text::GRID_TOO_SHORT),
+        ] {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
+            ui.painter().rect_filled(rect, 2.0, fill);
+            ui.label(what);
+        }
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
+        ui.painter().rect_stroke(
+            rect,
+            2.0,
+            egui::Stroke::new(2.0, palette::TRAINING_LENGTH),
+            egui::StrokeKind::Inside,
+        );
+        ui.label(text::TRAINING_LENGTH);
+    });
 }

@@ -1,0 +1,332 @@
+//! The pass-key lab driven the way a person would, through egui_kittest
+//! (wgpu rendering; lavapipe on CI machines): one document's greedy answer
+//! beside its key, the accuracy map filling in and stopping, and a length
+//! too short for the format answered with an error, not a panic.
+#![cfg(feature = "app")]
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nopescope::app::compute::passkey::Cell;
+use nopescope::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult};
+use nopescope::app::state::{ModelChoice, Tab, ViewState};
+use nopescope::app::views::passkey_lab::grid_series;
+use nopescope::app::views::Keys;
+use nopescope::app::{text, AppOptions, NopeApp};
+
+const WIDTH: f32 = 1280.0;
+/// Tall enough for the whole page with the maps (the snapshot).
+const HEIGHT: f32 = 1240.0;
+
+fn harness(state: ViewState) -> Harness<'static, NopeApp> {
+    Harness::builder()
+        .with_size([WIDTH, HEIGHT])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+}
+
+/// Steps frames until every job has finished (`limit` at most).
+fn settle(h: &mut Harness<'static, NopeApp>, limit: Duration) {
+    let start = Instant::now();
+    let mut idle_frames = 0;
+    while idle_frames < 3 {
+        h.step();
+        if h.state().jobs.is_idle() {
+            idle_frames += 1;
+        } else {
+            idle_frames = 0;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(start.elapsed() < limit, "jobs still running after {limit:?}");
+    }
+}
+
+fn lab_state() -> ViewState {
+    let mut s = ViewState {
+        tab: Tab::Passkey,
+        ..Default::default()
+    };
+    s.passkey_lab.length = 256;
+    s
+}
+
+fn answer_key(state: &ViewState, keys: &Keys) -> JobKey {
+    JobKey::PasskeyAnswer {
+        at: InputAt {
+            model: ModelChoice::Nope,
+            input: InputKey::PasskeyLab {
+                key: state.passkey_lab.key,
+                depth_permille: (state.passkey_lab.depth * 1000.0).round() as u32,
+                filler: FillerKey::Repeated,
+            },
+            length: state.passkey_lab.length,
+        },
+        scales: keys.ones.clone(),
+    }
+}
+
+#[test]
+fn a_document_at_l_is_answered_with_its_key() {
+    // Opened from the explorer by its tab, as a person would.
+    let mut h = harness(ViewState {
+        length: 256,
+        ..Default::default()
+    });
+    h.step();
+    h.get_by_label(text::TAB_PASSKEY).click();
+    h.step();
+    assert_eq!(h.state().state.tab, Tab::Passkey);
+    let key = h.state().state.passkey_lab.key;
+    settle(&mut h, Duration::from_secs(120));
+
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    match app.jobs.peek(&answer_key(&app.state, &keys)).and_then(Entry::result) {
+        Some(JobResult::PasskeyAnswer(a)) => {
+            assert_eq!(a.length, 256);
+            assert_eq!(a.key, key);
+            // The decoded text itself, not only the verdict.
+            assert_eq!(a.answer.trim(), key.to_string(), "NoPE at L answered {:?}", a.answer);
+            assert!(a.correct);
+            assert!(a.key_position < a.query && a.query < a.length);
+        }
+        other => panic!("no answer: {other:?}"),
+    }
+    h.get_by_label(&text::passkey_answer(text::BEFORE, &key.to_string(), key, true));
+    // Which head retrieves best is named, with a button to show it.
+    h.get_by_label_contains("the head that retrieves best is");
+    h.get_by_label_contains("of its attention on the key's tokens");
+    assert!(h.query_by_label_contains("Error:").is_none());
+
+    // A new random key rebuilds the document and decodes again.
+    h.get_by_label(text::PASSKEY_RANDOM_KEY).click();
+    h.step();
+    let new_key = h.state().state.passkey_lab.key;
+    assert!((10_000..=99_999).contains(&new_key));
+    settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    match app.jobs.peek(&answer_key(&app.state, &keys)).and_then(Entry::result) {
+        Some(JobResult::PasskeyAnswer(a)) => assert_eq!(a.key, new_key),
+        other => panic!("no answer for the new key: {other:?}"),
+    }
+}
+
+fn grid_result(h: &Harness<'static, NopeApp>) -> Option<(bool, Vec<Cell>)> {
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let series = grid_series(&app.state, &keys);
+    let (_, _, key) = series.first()?;
+    let entry = app.jobs.peek(key)?;
+    let running = matches!(entry, Entry::Running { .. });
+    match entry.result() {
+        Some(JobResult::PasskeyGrid(g)) => Some((running, g.cells.clone())),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_accuracy_map_fills_in_and_stops() {
+    let mut state = lab_state();
+    let lab = &mut state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (1, 2, 2);
+    (lab.grid_rope, lab.grid_scaled) = (false, false);
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(120));
+    h.get_by_label(text::GRID_START).click();
+    h.step();
+    assert!(h.state().state.passkey_lab.grid);
+    settle(&mut h, Duration::from_secs(120));
+    let (running, cells) = grid_result(&h).expect("no accuracy map");
+    assert!(!running);
+    assert_eq!(cells.len(), 4, "2 lengths x 2 depths");
+    for c in &cells {
+        let Cell::Done { correct, trials } = *c else {
+            panic!("a cell did not finish: {c:?}")
+        };
+        assert_eq!(trials, 2);
+        let acc = c.accuracy().unwrap();
+        assert!((0.0..=1.0).contains(&acc) && correct <= trials);
+    }
+    assert_eq!(h.get_all_by_label_contains(" of 2 correct (").count(), 4);
+
+    // Export: no path is an error; a path gets the CSV, header and 4 rows.
+    h.get_by_label(text::EXPORT_CSV).click();
+    h.run_steps(2);
+    h.get_by_label_contains(text::EXPORT_NO_PATH);
+    let dir = std::env::temp_dir().join(format!("nopescope-passkey-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("map.csv");
+    // Focused a frame ahead: the click before left the focus on the button.
+    h.get_by_label(text::EXPORT_PATH).focus();
+    h.step();
+    h.get_by_label(text::EXPORT_PATH).type_text(path.to_str().unwrap());
+    h.get_by_label(text::EXPORT_CSV).click();
+    h.run_steps(2);
+    h.get_by_label(&text::exported(path.to_str().unwrap(), 4));
+    let csv = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert_eq!(lines[0], "series,length,depth,trials,correct,accuracy");
+    assert!(lines[1].starts_with(&format!("{},128,0.000,2,", text::BEFORE.replace(',', " "))));
+    std::fs::remove_dir_all(&dir).ok();
+
+    // A bigger map: cells arrive one by one, and Stop ends the job.
+    let lab = &mut h.state_mut().state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (16, 5, 4);
+    let start = Instant::now();
+    let partial = loop {
+        h.step();
+        if let Some((true, cells)) = grid_result(&h) {
+            let done = cells.iter().filter(|c| !matches!(c, Cell::Pending)).count();
+            if done > 0 {
+                break (done, cells.len());
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no partial map");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        partial.0 < partial.1,
+        "the whole map finished before it was seen partial"
+    );
+    h.get_by_label(text::GRID_STOP).click();
+    h.run_steps(3);
+    assert!(!h.state().state.passkey_lab.grid);
+    assert!(h.state().jobs.is_idle(), "the map still runs after Stop");
+    h.get_by_label(text::GRID_START);
+}
+
+#[test]
+fn a_too_short_document_shows_an_error() {
+    let mut state = lab_state();
+    state.passkey_lab.length = 16;
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(60));
+    h.get_by_label_contains("Error: a pass-key document of 16 tokens is too short");
+    // Back to a length that holds the format: the error goes.
+    h.get_by_label(&text::at_training_length(256)).click();
+    h.step();
+    settle(&mut h, Duration::from_secs(120));
+    assert!(h.query_by_label_contains("Error:").is_none());
+}
+
+/// Snapshots leave out the status bar: it names the engine with this
+/// machine's thread count and adapter.
+fn snapshot(h: &mut Harness<'static, NopeApp>, name: &str) {
+    use eframe::egui::{pos2, Rect};
+    h.mask(Rect::from_min_max(pos2(0.0, HEIGHT - 48.0), pos2(WIDTH, HEIGHT)));
+    h.snapshot(name);
+}
+
+#[test]
+fn lab_with_maps_matches_snapshot() {
+    let mut state = lab_state();
+    state.scales.uniform = 1.5;
+    let lab = &mut state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials, lab.grid) = (4, 5, 2, true);
+    let mut h = Harness::builder()
+        .with_size([WIDTH, HEIGHT])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()));
+    settle(&mut h, Duration::from_secs(300));
+    // "Show this head" selects NoPE's best retrieving head.
+    let best = {
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        let JobKey::PasskeyAnswer { at, scales } = answer_key(&app.state, &keys) else {
+            unreachable!()
+        };
+        match app
+            .jobs
+            .peek(&JobKey::PasskeyHeads { at, scales })
+            .and_then(Entry::result)
+        {
+            Some(JobResult::PasskeyHeads(r)) => r.best().unwrap(),
+            other => panic!("no head ranking: {other:?}"),
+        }
+    };
+    h.get_all_by_label(text::SHOW_BEST_HEAD).next().unwrap().click();
+    h.step();
+    assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));
+    settle(&mut h, Duration::from_secs(120));
+    // NoPE, the current scales and the RoPE twin, every cell finished.
+    assert_eq!(h.get_all_by_label_contains(" of 2 correct (").count(), 3 * 4 * 5);
+    snapshot(&mut h, "app_passkey_lab");
+}
+
+/// The default maps' cost (NoPE and RoPE, 5 depths x 4 trials, up to 8L or
+/// `NOPESCOPE_GRID_FACTOR` x L) and one 16384-token document's, for
+/// docs/APP.md: `cargo test --release --test app_passkey -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn default_map_timing() {
+    let mut state = lab_state();
+    state.passkey_lab.grid = true;
+    if let Some(f) = std::env::var("NOPESCOPE_GRID_FACTOR").ok().and_then(|f| f.parse().ok()) {
+        state.passkey_lab.grid_factor = f;
+    }
+    let factor = state.passkey_lab.grid_factor;
+    let mut h = harness(state);
+    let start = Instant::now();
+    settle(&mut h, Duration::from_secs(1200));
+    eprintln!(
+        "timing: the accuracy maps (NoPE and RoPE, L/2..{factor}L, 5 depths x 4 trials) and the document at L in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let lab = &mut h.state_mut().state.passkey_lab;
+    (lab.grid, lab.length) = (false, 16384);
+    let start = Instant::now();
+    settle(&mut h, Duration::from_secs(600));
+    eprintln!(
+        "timing: a 16384-token document (answer and the attention row, NoPE) in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    for (name, _, key) in grid_series(&app.state, &keys) {
+        if let Some(JobResult::PasskeyGrid(g)) = app.jobs.peek(&key).and_then(Entry::result) {
+            for (li, l) in g.lengths.iter().enumerate() {
+                let accs: Vec<String> = (0..g.depths.len())
+                    .map(|d| format!("{:.2}", g.cell(li, d).accuracy().unwrap_or(f64::NAN)))
+                    .collect();
+                eprintln!("{name} length {l}: {}", accs.join(" "));
+            }
+        }
+    }
+}
+
+#[test]
+fn real_text_filler_builds_a_document_and_answers() {
+    let mut state = lab_state();
+    state.passkey_lab.filler = nopescope::app::state::FillerChoice::Validation;
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let JobKey::PasskeyAnswer { at, scales } = answer_key(&app.state, &keys) else {
+        unreachable!()
+    };
+    let at = InputAt {
+        input: InputKey::PasskeyLab {
+            key: app.state.passkey_lab.key,
+            depth_permille: 500,
+            filler: FillerKey::Validation,
+        },
+        ..at
+    };
+    match app
+        .jobs
+        .peek(&JobKey::PasskeyAnswer { at, scales })
+        .and_then(Entry::result)
+    {
+        Some(JobResult::PasskeyAnswer(a)) => {
+            assert_eq!(a.length, 256);
+            assert!(!a.key_tokens.is_empty());
+            assert_eq!(a.answer.trim() == a.key.to_string(), a.correct);
+        }
+        other => panic!("no answer on the validation filler: {other:?}"),
+    }
+    assert!(h.query_by_label_contains("Error:").is_none());
+}
