@@ -59,7 +59,7 @@ use super::context::GpuContext;
 use super::error::{Error, Result};
 use super::shader::{self, Access, ShaderSource};
 use super::ROW_WG;
-use crate::model::cpu::attention::AttnShape;
+use crate::model::shapes::AttnShape;
 
 /// Invocations per workgroup of the per-row passes: consecutive query (or
 /// key) rows of one head.

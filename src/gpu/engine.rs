@@ -57,7 +57,6 @@ use super::rmsnorm::dw_partials_len;
 use super::rope::RopeTables;
 use super::Kernels;
 use crate::model::config::{ModelConfig, PositionEncoding};
-use crate::model::cpu::attention::AttnShape;
 use crate::model::engine::{
     check_batch, check_finite_update, check_inputs, check_loss_weights, Engine, ForwardOptions, ForwardOutput,
     GradMode, Gradients, LogitsRequest, StepStats,
@@ -66,11 +65,12 @@ use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
 use crate::model::optim::{AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
+use crate::model::shapes::AttnShape;
 
-/// Rows of logits made at once (the CPU engine's `LOGIT_ROWS`), fewer when
+/// Rows of logits made at once (`model::shapes::LOGIT_ROWS`, as the CPU engine), fewer when
 /// a chunk of logits would pass the device's max storage binding or a page
 /// is shorter.
-pub const LOGIT_ROWS: usize = crate::model::cpu::transformer::LOGIT_ROWS;
+pub const LOGIT_ROWS: usize = crate::model::shapes::LOGIT_ROWS;
 
 /// Slots per decoder layer, in layout order.
 const LAYER_SLOTS: usize = 8;

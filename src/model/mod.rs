@@ -17,6 +17,7 @@ pub mod optim;
 pub mod params;
 pub mod real;
 pub mod rng;
+pub mod shapes;
 pub mod tokenizer;
 
 pub use config::{HfConfig, ModelConfig, PositionEncoding};

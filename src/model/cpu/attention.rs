@@ -53,25 +53,7 @@ const PACK_BUDGET: usize = 1 << 20;
 // groups per query block.
 const _: () = assert!(BLOCK_K.is_multiple_of(KEY_STEP) && BLOCK_Q.is_multiple_of(GROUP));
 
-#[derive(Debug, Clone, Copy)]
-pub struct AttnShape {
-    pub t: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub hd: usize,
-}
-
-impl AttnShape {
-    fn q_stride(&self) -> usize {
-        self.heads * self.hd
-    }
-    fn kv_stride(&self) -> usize {
-        self.kv_heads * self.hd
-    }
-    fn group(&self, h: usize) -> usize {
-        h / (self.heads / self.kv_heads)
-    }
-}
+pub use crate::model::shapes::AttnShape;
 
 /// Keys row i may see inside the key block starting at j0 of width nk.
 #[inline]

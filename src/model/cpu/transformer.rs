@@ -11,9 +11,7 @@ use crate::model::head_scales::ScaleRule;
 use crate::model::params::{LayerOffsets, Params};
 use crate::model::real::{matmul_nn, matmul_nt, matmul_tn, Real};
 
-/// Rows of logits made at once: the (T, V) matrix is never whole unless
-/// asked for.
-pub const LOGIT_ROWS: usize = 1024;
+pub use crate::model::shapes::LOGIT_ROWS;
 
 /// What one layer's forward keeps for its backward.
 #[derive(Default)]
