@@ -11,6 +11,7 @@ pub mod compute;
 pub mod jobs;
 pub mod models;
 pub mod palette;
+pub mod search_job;
 pub mod state;
 pub mod text;
 pub mod views;
@@ -128,6 +129,11 @@ impl NopeApp {
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
         };
         Self::new(&cc.egui_ctx, state, gpu, options)
+    }
+
+    /// The tuning panel (its search run, for tests).
+    pub fn tuning(&self) -> &views::tuning::TuningView {
+        &self.views.tuning
     }
 
     pub fn info(&self) -> ModelInfo {

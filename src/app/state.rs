@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::search_job::{ScalesSetting, TuneSettings};
 use crate::lab::backend::Backend;
+use crate::model::head_scales::{HeadScales, ScaleRule};
 
 /// Shortest and longest input the length control offers.
 pub const MIN_LENGTH: usize = 16;
@@ -74,6 +76,8 @@ pub struct LoadedScales {
     pub layers: usize,
     pub heads: usize,
     pub values: Vec<f32>,
+    /// The file's per-position rule (constant when it has none).
+    pub rule: ScaleRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +87,8 @@ pub struct ScalesState {
     pub file: Option<LoadedScales>,
     /// Use `file` (when there is one) instead of the uniform scale.
     pub use_file: bool,
+    /// The rule the uniform scale is used under (a file carries its own).
+    pub rule: ScaleRule,
 }
 
 impl Default for ScalesState {
@@ -91,6 +97,7 @@ impl Default for ScalesState {
             uniform: 1.0,
             file: None,
             use_file: false,
+            rule: ScaleRule::Constant,
         }
     }
 }
@@ -104,12 +111,21 @@ impl ScalesState {
         }
     }
 
-    /// True when the scales in use are plain NoPE (every scale 1).
-    pub fn is_plain(&self) -> bool {
+    /// The per-position rule of the scales in use.
+    pub fn rule(&self) -> ScaleRule {
         match (&self.file, self.use_file) {
+            (Some(f), true) => f.rule,
+            _ => self.rule,
+        }
+    }
+
+    /// True when the scales in use are plain NoPE (every scale 1, no rule).
+    pub fn is_plain(&self) -> bool {
+        let ones = match (&self.file, self.use_file) {
             (Some(f), true) => f.values.iter().all(|&v| v == 1.0),
             _ => self.uniform == 1.0,
-        }
+        };
+        ones && self.rule().is_constant()
     }
 }
 
@@ -136,6 +152,11 @@ pub struct ViewState {
     pub tour: Option<usize>,
     /// Panels hidden for embedding in a course page (`views::Panel` names).
     pub hide: Vec<String>,
+    /// The tuning panel's search settings.
+    pub tune: TuneSettings,
+    /// Setting B: what the explorer draws the current scales against
+    /// (`None`: plain NoPE).
+    pub compare: Option<ScalesSetting>,
 }
 
 impl Default for ViewState {
@@ -156,6 +177,8 @@ impl Default for ViewState {
             tab: Tab::Explore,
             tour: None,
             hide: Vec::new(),
+            tune: TuneSettings::default(),
+            compare: None,
         }
     }
 }
@@ -175,13 +198,31 @@ impl ViewState {
         if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0) {
             self.scales.uniform = 1.0;
         }
+        let fits = |values: &[f32], rule: ScaleRule| {
+            HeadScales {
+                num_layers: layers,
+                num_heads: heads,
+                values: values.to_vec(),
+                rule,
+            }
+            .validate(None)
+            .is_ok()
+        };
+        if !fits(&vec![1.0; layers * heads], self.scales.rule) {
+            self.scales.rule = ScaleRule::Constant;
+        }
         if let Some(f) = &self.scales.file {
-            let ok = f.values.len() == layers * heads && f.values.iter().all(|v| v.is_finite() && *v > 0.0);
-            if !ok {
+            if !fits(&f.values, f.rule) {
                 self.scales.file = None;
                 self.scales.use_file = false;
             }
         }
+        if let Some(b) = &self.compare {
+            if !fits(&b.values, b.rule) {
+                self.compare = None;
+            }
+        }
+        self.tune.sanitize();
     }
 
     pub fn to_json(&self) -> String {
