@@ -120,6 +120,15 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     // What the panel says, and that nothing was applied yet.
     h.get_by_label_contains("step 3 of 3");
     assert!(h.state().state.scales.is_plain());
+    // The scatter's entropy at L, then the picture (status bar masked: it
+    // names this machine's adapter and threads).
+    wait_for(&mut h, "the entropy at L", |a| a.jobs.is_idle());
+    h.run_steps(3);
+    h.mask(eframe::egui::Rect::from_min_max(
+        eframe::egui::pos2(0.0, HEIGHT - 48.0),
+        eframe::egui::pos2(WIDTH, HEIGHT),
+    ));
+    h.snapshot("app_tuning");
 
     // Save, then load the file back: the values are the ones saved.
     let dir = std::env::temp_dir().join(format!("nopescope-tuning-test-{}", std::process::id()));
@@ -216,4 +225,71 @@ fn a_search_runs_on_another_page_pauses_resumes_and_cancel_keeps_the_scales() {
         std::thread::sleep(Duration::from_millis(10));
         assert!(start.elapsed() < Duration::from_secs(60), "the search did not stop");
     }
+}
+
+#[test]
+fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
+    let mut h = harness(tuning_state(3));
+    h.run_steps(2);
+    // The shipped scales as setting B: the explorer's views draw them
+    // instead of NoPE.
+    let shipped =
+        nopescope::model::head_scales::HeadScales::from_json(nopescope::app::models::NOPE_HEAD_SCALES_4L, None)
+            .unwrap();
+    h.get_all_by_label(text::PRESET_AS_B).nth(4).unwrap().click();
+    h.step();
+    let b = h.state().state.compare.clone().expect("setting B");
+    assert_eq!(b.values, shipped.values);
+    assert_eq!(b.name, text::PRESET_SHIPPED);
+    // The uniform preset in use (s = 1.2 by default).
+    h.get_all_by_label(text::USE_PRESET).nth(1).unwrap().click();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.state.scales.uniform, 1.2);
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    let settings = keys.settings();
+    assert_eq!(settings.len(), 2);
+    assert_eq!(settings[0].0, text::SETTING_B);
+    assert_eq!(settings[0].1.values(), shipped.values);
+    assert_eq!(settings[1].1.values(), vec![1.2; 16]);
+    // The fitted rule in use: the rule is part of the key.
+    h.get_all_by_label(text::USE_PRESET).nth(2).unwrap().click();
+    h.step();
+    let app = h.state();
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    assert!(matches!(
+        keys.scales.rule(),
+        nopescope::model::head_scales::ScaleRule::Fitted {
+            training_length: 256,
+            ..
+        }
+    ));
+    assert!(!keys.plain);
+
+    // Pass-key accuracy of B and the current scales at L, 2L and 4L.
+    h.get_by_label(text::COMPARE_PASSKEY).click();
+    h.step();
+    wait_for(&mut h, "the pass-key comparison", |a| a.jobs.is_idle());
+    h.run_steps(2);
+    let app = h.state();
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    for scales in [keys.compare.clone().unwrap(), keys.scales.clone()] {
+        let key = nopescope::app::jobs::JobKey::PasskeyCompare {
+            model: app.state.model,
+            scales,
+            trials: nopescope::app::search_job::COMPARE_TRIALS,
+        };
+        match app.jobs.peek(&key) {
+            Some(nopescope::app::jobs::Entry::Done(r)) => match r.as_ref() {
+                nopescope::app::jobs::JobResult::PasskeyCompare(c) => {
+                    assert_eq!(c.lengths, vec![256, 512, 1024]);
+                    assert_eq!(c.accuracy.len(), 3);
+                    assert!(c.accuracy.iter().all(|a| (0.0..=1.0).contains(a)));
+                }
+                other => panic!("not a comparison: {other:?}"),
+            },
+            other => panic!("the comparison did not finish: {other:?}"),
+        }
+    }
+    h.get_by_label("2L = 512");
 }

@@ -290,7 +290,7 @@ pub fn duration(seconds: f64) -> String {
 
 pub fn expected_time(seconds: f64) -> String {
     format!(
-        "Expected: about {} on a 2-core CPU with the CPU engine (a GPU is faster).",
+        "Expected: about {} on a 2-core CPU with the desktop app's CPU engine (the web page's is several times slower, a GPU faster).",
         duration(seconds)
     )
 }

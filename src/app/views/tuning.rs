@@ -11,7 +11,7 @@
 //! checkpoint (in the last partial report) starts the next one.
 
 use eframe::egui;
-use egui_plot::{HoverPosition, Legend, Line, Plot, PlotPoints, Points};
+use egui_plot::{HoverPosition, Line, Plot, PlotPoints, Points};
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
@@ -550,7 +550,6 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     Plot::new("search loss")
         .width(420.0)
         .height(220.0)
-        .legend(Legend::default())
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
         .show(ui, |plot| {
@@ -685,17 +684,20 @@ fn save(path: &str, json: &str) -> Result<String, String> {
     Ok(text::saved_to(&p.display().to_string()))
 }
 
-/// A rough time for a search before it runs: seconds per token of a
-/// document's gradient (forward only for the uniform search), measured on
-/// a 2-core CPU with the CPU engine (docs/APP.md).
+/// A rough time for a search before it runs, from what one costs on a
+/// 2-core CPU with the CPU engine (docs/APP.md, `nopescope search` timed at
+/// 128, 512 and 2048 tokens): seconds per token of a document's gradient,
+/// growing with the length (attention), and a forward at about a third.
 pub fn estimate_seconds(spec: &SearchSpec) -> f64 {
-    let tokens = spec.length as f64;
+    let t = spec.length as f64;
+    let per_token = GRAD_SECONDS_PER_TOKEN + GRAD_SECONDS_PER_TOKEN_SQUARED * t;
     match spec.kind {
-        SearchKind::Heads => spec.steps as f64 * spec.batch as f64 * tokens * GRAD_SECONDS_PER_TOKEN,
-        SearchKind::Uniform => spec.planned() as f64 * spec.batch as f64 * tokens * FORWARD_SECONDS_PER_TOKEN,
+        SearchKind::Heads => spec.steps as f64 * spec.batch as f64 * t * per_token,
+        SearchKind::Uniform => spec.planned() as f64 * spec.batch as f64 * t * per_token * FORWARD_SHARE,
     }
 }
 
 /// Measured: see `estimate_seconds`.
-const GRAD_SECONDS_PER_TOKEN: f64 = 1.0e-4;
-const FORWARD_SECONDS_PER_TOKEN: f64 = 3.0e-5;
+const GRAD_SECONDS_PER_TOKEN: f64 = 1.33e-4;
+const GRAD_SECONDS_PER_TOKEN_SQUARED: f64 = 9.1e-8;
+const FORWARD_SHARE: f64 = 0.36;
