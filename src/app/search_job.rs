@@ -32,7 +32,7 @@ pub const DEFAULT_BATCH: usize = 4;
 pub const COMPARE_TRIALS: usize = 8;
 /// The comparison's documents: a seed of their own, apart from the
 /// search's (`search::SEARCH_SEED`).
-const COMPARE_SEED: u64 = 0xC0_4DA2_E5;
+const COMPARE_SEED: u64 = 0xC04D_A2E5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,7 +258,7 @@ pub struct SearchKey {
 }
 
 impl SearchKey {
-    fn from_done(&self) -> Option<usize> {
+    fn start_step(&self) -> Option<usize> {
         self.from.as_deref().map(Checkpoint::done)
     }
 }
@@ -266,7 +266,7 @@ impl SearchKey {
 // A run's segments differ by where they start: the step count is enough.
 impl PartialEq for SearchKey {
     fn eq(&self, other: &Self) -> bool {
-        self.spec == other.spec && self.run == other.run && self.from_done() == other.from_done()
+        self.spec == other.spec && self.run == other.run && self.start_step() == other.start_step()
     }
 }
 impl Eq for SearchKey {}
@@ -274,7 +274,7 @@ impl Hash for SearchKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.spec.hash(state);
         self.run.hash(state);
-        self.from_done().hash(state);
+        self.start_step().hash(state);
     }
 }
 

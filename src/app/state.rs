@@ -306,4 +306,30 @@ mod tests {
         wild.sanitize(4, 4);
         assert_eq!((wild.length, wild.layer, wild.scales.uniform), (MAX_LENGTH, 3, 1.0));
     }
+
+    #[test]
+    fn scales_carry_their_rule_and_old_states_still_load() {
+        // A state saved before rules existed.
+        let old = ViewState::from_json(r#"{"scales": {"uniform": 1.5, "file": {"name": "f", "layers": 1, "heads": 2, "values": [1.0, 2.0]}, "use_file": true}}"#).unwrap();
+        assert_eq!(old.scales.rule(), ScaleRule::Constant);
+        assert!(old.compare.is_none());
+        let mut s = ViewState::default();
+        s.scales.rule = ScaleRule::Fitted {
+            a: 0.25,
+            training_length: 256,
+        };
+        assert!(!s.scales.is_plain(), "a rule is not plain NoPE");
+        let back = ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap();
+        assert_eq!(back.scales.rule(), s.scales.rule);
+        // A malformed rule from a URL falls back to constant.
+        s.scales.rule = ScaleRule::LogN { training_length: 1 };
+        s.sanitize(4, 4);
+        assert_eq!(s.scales.rule, ScaleRule::Constant);
+        use crate::app::jobs::ScalesKey;
+        let v = [1.0f32; 4];
+        assert_ne!(
+            ScalesKey::of(&v),
+            ScalesKey::with_rule(&v, ScaleRule::LogN { training_length: 256 })
+        );
+    }
 }

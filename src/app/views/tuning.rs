@@ -56,6 +56,7 @@ pub struct SearchRun {
 pub struct TuningView {
     pub run: Option<SearchRun>,
     runs: u64,
+    #[cfg(not(target_arch = "wasm32"))]
     save_path: String,
     load_source: String,
     /// The last save or load: what happened, or its error.
@@ -234,28 +235,20 @@ impl TuningView {
                 self.start(jobs, spec.clone());
             }
             if let Some(run) = &mut self.run {
-                match run.phase {
-                    Phase::Running => {
-                        if ui.button(text::PAUSE).clicked() {
-                            jobs.cancel(&run.key);
-                            run.phase = Phase::Paused;
-                        }
-                    }
-                    Phase::Paused => {
-                        if ui.button(text::RESUME).clicked() {
-                            let from = run.report.as_ref().map(|r| r.checkpoint.clone());
-                            run.key = JobKey::Search(SearchKey {
-                                spec: run.spec.clone(),
-                                run: run.run,
-                                from,
-                            });
-                            jobs.get_pinned(&run.key);
-                            run.phase = Phase::Running;
-                            run.clock = None;
-                            run.rate = None;
-                        }
-                    }
-                    _ => {}
+                if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
+                    jobs.cancel(&run.key);
+                    run.phase = Phase::Paused;
+                } else if run.phase == Phase::Paused && ui.button(text::RESUME).clicked() {
+                    let from = run.report.as_ref().map(|r| r.checkpoint.clone());
+                    run.key = JobKey::Search(SearchKey {
+                        spec: run.spec.clone(),
+                        run: run.run,
+                        from,
+                    });
+                    jobs.get_pinned(&run.key);
+                    run.phase = Phase::Running;
+                    run.clock = None;
+                    run.rate = None;
                 }
                 if matches!(run.phase, Phase::Running | Phase::Paused) && ui.button(text::CANCEL_SEARCH).clicked() {
                     // Nothing of the run was applied: the scales in use stay.
@@ -344,6 +337,8 @@ impl TuningView {
                     self.outcome = Some(save(&self.save_path, &json));
                 }
             });
+            #[cfg(target_arch = "wasm32")]
+            ui.label(text::SAVE_ON_WEB);
             if self.show_json {
                 if ui.button(text::COPY_JSON).clicked() {
                     ui.ctx().copy_text(json.clone());
