@@ -214,6 +214,15 @@ fn a_search_runs_on_another_page_pauses_resumes_and_cancel_keeps_the_scales() {
     };
     assert_eq!(st.losses.len(), report.done, "the losses before the pause were kept");
 
+    // The status bar's Cancel (every job) pauses the search too; it resumes.
+    h.get_by_label(text::CANCEL).click();
+    h.run_steps(2);
+    assert_eq!(phase(h.state()), Some(Phase::Paused));
+    let paused_at = steps_done(h.state());
+    h.get_by_label(text::RESUME).click();
+    h.step();
+    wait_for(&mut h, "a step after the second resume", |a| steps_done(a) > paused_at);
+
     // Cancel: the run is gone, and the scales in use are those from before.
     h.get_by_label(text::CANCEL_SEARCH).click();
     h.step();

@@ -245,6 +245,9 @@ impl TuningView {
                         run: run.run,
                         from,
                     });
+                    // A segment the status bar's Cancel stopped before its
+                    // first step has this same key, kept as cancelled.
+                    jobs.cancel(&run.key);
                     jobs.get_pinned(&run.key);
                     run.phase = Phase::Running;
                     run.clock = None;
