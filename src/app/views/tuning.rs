@@ -24,6 +24,8 @@ use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 use crate::app::views::scales::load_scales;
 
+/// Width of the search's settings column, in points.
+const SETTINGS_WIDTH: f32 = 400.0;
 /// Side of a cell of the scale map, in points.
 const CELL: f32 = 40.0;
 /// The scale map's colours run from 1 to at least this.
@@ -152,8 +154,28 @@ impl TuningView {
         self.scatter_ui(ui, state, jobs, keys);
     }
 
+    /// The settings and controls on the left, the live curve and map on
+    /// the right (below them in a narrow window).
     fn search_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::SEARCH_HEADING);
+        ui.horizontal_wrapped(|ui| {
+            ui.vertical(|ui| {
+                ui.set_max_width(SETTINGS_WIDTH);
+                self.controls_ui(ui, state, jobs, keys);
+            });
+            if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+                ui.add_space(12.0);
+                ui.vertical(|ui| loss_plot(ui, report));
+                ui.add_space(12.0);
+                ui.vertical(|ui| {
+                    ui.label(text::SCALE_MAP_HEADING);
+                    scale_map(ui, &report.scales, keys.info.layers, keys.info.heads);
+                });
+            }
+        });
+    }
+
+    fn controls_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         let info = keys.info;
         let t = &mut state.tune;
         let running = self.run.as_ref().is_some_and(|r| r.phase == Phase::Running);
@@ -290,18 +312,10 @@ impl TuningView {
                 ui.add(
                     egui::ProgressBar::new(done as f32 / planned.max(1) as f32)
                         .text(line)
-                        .desired_width(ui.available_width().min(640.0)),
+                        .desired_width(ui.available_width().min(SETTINGS_WIDTH)),
                 );
             }
         }
-        let Some(report) = &run.report else { return };
-        ui.horizontal_wrapped(|ui| {
-            ui.vertical(|ui| loss_plot(ui, report));
-            ui.vertical(|ui| {
-                ui.label(text::SCALE_MAP_HEADING);
-                scale_map(ui, &report.scales, keys.info.layers, keys.info.heads);
-            });
-        });
     }
 
     fn result_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
@@ -546,8 +560,8 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     ui.label(text::LOSS_HEADING);
     let points = report.curve();
     Plot::new("search loss")
-        .width(420.0)
-        .height(220.0)
+        .width(360.0)
+        .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
         .show(ui, |plot| {
@@ -648,6 +662,7 @@ fn presets_ui(ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
                                 ui.add(
                                     egui::DragValue::new(&mut state.tune.fitted_a)
                                         .range(0.0..=2.0)
+                                        .max_decimals(3)
                                         .speed(0.005),
                                 )
                                 .labelled_by(label.id);
