@@ -208,8 +208,9 @@ pub const START_SEARCH: &str = "Start search";
 pub const PAUSE: &str = "Pause";
 pub const RESUME: &str = "Resume";
 pub const CANCEL_SEARCH: &str = "Cancel search";
-pub const NO_SEARCH_YET: &str =
-    "No search yet. The defaults (per head, pass-key digits, 2L, 40 steps of 4 documents) suit a classroom.";
+pub fn no_search_yet(steps: usize, batch: usize) -> String {
+    format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
+}
 pub const SCALE_MAP_HEADING: &str = "Scales now (layer x head)";
 pub const LOSS_HEADING: &str = "Objective";
 pub const STEP_AXIS: &str = "step";

@@ -18,7 +18,7 @@ use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
 use crate::app::palette;
 use crate::app::search_job::{
     compare_lengths, presets, RuleChoice, ScalesSetting, SearchKey, SearchKind, SearchReport, SearchSpec,
-    TuneObjective, COMPARE_TRIALS,
+    TuneObjective, COMPARE_TRIALS, DEFAULT_BATCH, DEFAULT_STEPS,
 };
 use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
@@ -283,7 +283,7 @@ impl TuningView {
             }
         });
         let Some(run) = &self.run else {
-            ui.label(text::NO_SEARCH_YET);
+            ui.label(text::no_search_yet(DEFAULT_STEPS, DEFAULT_BATCH));
             return;
         };
         let (done, planned) = run
@@ -454,8 +454,8 @@ impl TuningView {
             .spacing([18.0, 4.0])
             .show(ui, |ui| {
                 ui.label(text::SETTING);
-                for (i, l) in lengths.iter().enumerate() {
-                    ui.label(text::length_column(*l, 1 << i));
+                for &l in &lengths {
+                    ui.label(text::length_column(l, l / keys.info.training_length.max(1)));
                 }
                 ui.end_row();
                 for (name, colour, acc) in &results {
