@@ -24,8 +24,9 @@ use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 use crate::app::views::scales::load_scales;
 
-/// Width of the search's settings column, in points.
+/// Width of the search's settings column and of the loss curve, in points.
 const SETTINGS_WIDTH: f32 = 400.0;
+const LOSS_WIDTH: f32 = 360.0;
 /// Side of a cell of the scale map, in points.
 const CELL: f32 = 40.0;
 /// The scale map's colours run from 1 to at least this.
@@ -155,24 +156,45 @@ impl TuningView {
     }
 
     /// The settings and controls on the left, the live curve and map on
-    /// the right (below them in a narrow window).
+    /// the right; in a narrower window the curve and map go below them,
+    /// and one under the other when narrower still.
     fn search_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::SEARCH_HEADING);
-        ui.horizontal_wrapped(|ui| {
+        let (layers, heads) = (keys.info.layers, keys.info.heads);
+        let map_width = 56.0 + heads as f32 * (CELL + 8.0);
+        let width = ui.available_width();
+        let live = |ui: &mut egui::Ui, report: &SearchReport| {
+            ui.vertical(|ui| loss_plot(ui, report));
+            ui.add_space(12.0);
             ui.vertical(|ui| {
-                ui.set_max_width(SETTINGS_WIDTH);
-                self.controls_ui(ui, state, jobs, keys);
+                ui.label(text::SCALE_MAP_HEADING);
+                scale_map(ui, &report.scales, layers, heads);
             });
-            if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
-                ui.add_space(12.0);
-                ui.vertical(|ui| loss_plot(ui, report));
-                ui.add_space(12.0);
+        };
+        if width >= SETTINGS_WIDTH + LOSS_WIDTH + map_width + 48.0 {
+            ui.horizontal_top(|ui| {
                 ui.vertical(|ui| {
-                    ui.label(text::SCALE_MAP_HEADING);
-                    scale_map(ui, &report.scales, keys.info.layers, keys.info.heads);
+                    ui.set_max_width(SETTINGS_WIDTH);
+                    self.controls_ui(ui, state, jobs, keys);
                 });
-            }
+                if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+                    ui.add_space(12.0);
+                    live(ui, report);
+                }
+            });
+            return;
+        }
+        ui.vertical(|ui| {
+            ui.set_max_width(SETTINGS_WIDTH.min(width));
+            self.controls_ui(ui, state, jobs, keys);
         });
+        if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+            if width >= LOSS_WIDTH + map_width + 24.0 {
+                ui.horizontal_top(|ui| live(ui, report));
+            } else {
+                live(ui, report);
+            }
+        }
     }
 
     fn controls_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
@@ -347,7 +369,7 @@ impl TuningView {
                 ui.add(
                     egui::TextEdit::singleline(&mut self.save_path)
                         .hint_text(text::SAVE_HINT)
-                        .desired_width(320.0),
+                        .desired_width(320f32.min(ui.available_width())),
                 )
                 .labelled_by(label.id);
                 if ui.button(text::SAVE_SCALES).clicked() {
@@ -374,7 +396,7 @@ impl TuningView {
             ui.add(
                 egui::TextEdit::singleline(&mut self.load_source)
                     .hint_text(text::NO_SCALES_SOURCE)
-                    .desired_width(320.0),
+                    .desired_width(320f32.min(ui.available_width())),
             )
             .labelled_by(label.id);
             if ui.button(text::LOAD_AND_APPLY).clicked() {
@@ -560,7 +582,7 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     ui.label(text::LOSS_HEADING);
     let points = report.curve();
     Plot::new("search loss")
-        .width(360.0)
+        .width(LOSS_WIDTH.min(ui.available_width()))
         .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
