@@ -661,3 +661,73 @@ pub(super) async fn run_passkey_compare(
         trials,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ModelInfo {
+        ModelInfo::of(ModelChoice::Nope).unwrap()
+    }
+
+    #[test]
+    fn presets_load_and_the_rule_and_defaults_follow_the_settings() {
+        let t = TuneSettings::default();
+        let list = presets(ModelChoice::Nope, info(), &t);
+        assert_eq!(list.len(), 5);
+        let list: Vec<ScalesSetting> = list.into_iter().map(|p| p.unwrap()).collect();
+        assert!(list[0].values.iter().all(|&v| v == 1.0) && list[0].rule.is_constant());
+        assert_eq!(list[1].values, vec![t.preset_uniform; 16]);
+        assert!(matches!(list[2].rule, ScaleRule::Fitted { a, training_length: 256 } if a == t.fitted_a));
+        assert_eq!(list[3].rule, ScaleRule::LogN { training_length: 256 });
+        // The shipped scales differ from head to head.
+        assert!(list[4].values.iter().any(|&v| v != list[4].values[0]));
+        // No shipped scales for the RoPE twin.
+        assert_eq!(presets(ModelChoice::Rope, info(), &t).len(), 4);
+        let spec = t.spec(ModelChoice::Nope, info());
+        let c = spec.config();
+        assert_eq!((c.steps, c.batch, spec.length), (DEFAULT_STEPS, DEFAULT_BATCH, 512));
+        c.check().unwrap();
+        let fitted = TuneSettings {
+            rule: RuleChoice::Fitted,
+            fitted_a: 0.5,
+            ..t
+        };
+        assert_eq!(
+            fitted.spec(ModelChoice::Nope, info()).rule(),
+            ScaleRule::Fitted {
+                a: 0.5,
+                training_length: 256
+            }
+        );
+    }
+
+    #[test]
+    fn a_run_s_segments_are_keyed_by_where_they_start() {
+        use crate::model::optim::AdamWState;
+        let spec = TuneSettings::default().spec(ModelChoice::Nope, info());
+        let at = |step: usize| {
+            Some(Arc::new(Checkpoint::Heads(HeadSearchState {
+                scales: HeadScales {
+                    num_layers: 4,
+                    num_heads: 4,
+                    values: vec![1.0 + step as f32; 16],
+                    rule: ScaleRule::Constant,
+                },
+                optimizer: AdamWState::new(16),
+                step,
+                losses: vec![1.0; step],
+            })))
+        };
+        let key = |run: u64, from| SearchKey {
+            spec: spec.clone(),
+            run,
+            from,
+        };
+        assert_eq!(key(1, None), key(1, None));
+        assert_ne!(key(1, None), key(2, None), "two runs are two jobs");
+        assert_ne!(key(1, None), key(1, at(2)), "a resumed segment is a new job");
+        assert_eq!(key(1, at(2)), key(1, at(2)));
+        assert_ne!(key(1, at(2)), key(1, at(3)));
+    }
+}
