@@ -151,3 +151,74 @@ fn bad_settings_are_errors_naming_them() {
         "unknown objective `x`: expected passkey or text"
     );
 }
+
+/// Stops (as a pause does) after `after` steps or points, keeping the
+/// last checkpoint.
+struct PauseAfter {
+    after: usize,
+    seen: usize,
+    state: Option<search::HeadSearchState>,
+    curve: Vec<(f32, f64)>,
+}
+
+impl SearchProgress for PauseAfter {
+    fn step(&mut self, _: &SearchStep) -> bool {
+        self.seen += 1;
+        self.seen < self.after
+    }
+    fn point(&mut self, s: f32, loss: f64, _: usize, _: usize) -> bool {
+        self.curve.push((s, loss));
+        self.seen += 1;
+        self.seen < self.after
+    }
+    fn checkpoint(&mut self, state: &search::HeadSearchState) {
+        self.state = Some(state.clone());
+    }
+}
+
+#[test]
+fn a_stopped_search_continues_exactly_where_it_stopped() {
+    let (mut cpu, text) = tiny();
+    let data = SearchData::text(60, &text, None).unwrap();
+    let cfg = HeadSearchConfig { init: 1.1, ..recipe(5) };
+    let whole = block_on(head_search(&mut cpu, &data, &cfg, &mut Quiet)).unwrap();
+    let mut stop = PauseAfter {
+        after: 2,
+        seen: 0,
+        state: None,
+        curve: Vec::new(),
+    };
+    let first = block_on(head_search(&mut cpu, &data, &cfg, &mut stop)).unwrap();
+    assert!(first.cancelled);
+    assert_eq!(first.steps_run, 2);
+    let mut state = stop.state.expect("a checkpoint after each step");
+    assert_eq!(state.step, 2);
+    let ran_out = block_on(search::head_search_from(&mut cpu, &data, &cfg, &mut state, &mut Quiet)).unwrap();
+    assert!(ran_out && state.finished(&cfg));
+    let resumed = state.result(false);
+    assert_eq!(resumed.losses, whole.losses);
+    assert_eq!(resumed.scales, whole.scales);
+
+    // The uniform search too: 5 points, then the rest.
+    let full = block_on(uniform_search(&mut cpu, &data, 2, ScaleRule::Constant, 7, &mut Quiet)).unwrap();
+    let mut stop = PauseAfter {
+        after: 5,
+        seen: 0,
+        state: None,
+        curve: Vec::new(),
+    };
+    let part = block_on(uniform_search(&mut cpu, &data, 2, ScaleRule::Constant, 7, &mut stop)).unwrap();
+    assert!(part.cancelled && stop.curve.len() == 5);
+    let rest = block_on(search::uniform_search_from(
+        &mut cpu,
+        &data,
+        2,
+        ScaleRule::Constant,
+        7,
+        &stop.curve,
+        &mut Quiet,
+    ))
+    .unwrap();
+    assert_eq!(rest.curve, full.curve);
+    assert_eq!(rest.best_scale, full.best_scale);
+}

@@ -109,6 +109,13 @@ impl ModelSlot {
     }
 }
 
+/// A model's parts that jobs outside this file need.
+pub(super) struct LabParts<'a> {
+    pub engine: &'a mut AnyEngine,
+    pub tokenizer: &'a Tokenizer,
+    pub config: &'a ModelConfig,
+}
+
 /// The token windows of one input at one length.
 struct Resolved {
     windows: Vec<Vec<u32>>,
@@ -272,7 +279,7 @@ impl Lab {
             num_layers: c.num_layers,
             num_heads: c.num_heads,
             values: key.values(),
-            rule: Default::default(),
+            rule: key.rule(),
         };
         hs.check_for(c, None)?;
         Ok(hs)
@@ -411,7 +418,36 @@ impl Lab {
             JobKey::PasskeyAnswer { .. } | JobKey::PasskeyHeads { .. } | JobKey::PasskeyGrid(_) => {
                 self.run_passkey(key, ctl).await
             }
+            JobKey::Search(k) => super::search_job::run_search(self, k, ctl).await,
+            JobKey::PasskeyCompare { model, scales, trials } => {
+                super::search_job::run_passkey_compare(self, *model, scales, *trials, ctl).await
+            }
         }
+    }
+
+    /// The engine (started), tokenizer and config of a model, for jobs
+    /// written outside this file (`search_job`).
+    pub(super) async fn parts(&mut self, model: ModelChoice) -> Result<LabParts<'_>> {
+        self.ensure_engine(model).await?;
+        let ModelSlot {
+            config,
+            tokenizer,
+            engine,
+            ..
+        } = self.slot(model)?;
+        let engine = engine
+            .as_mut()
+            .ok_or_else(|| Error::Engine("the engine is not started".into()))?;
+        Ok(LabParts {
+            engine,
+            tokenizer,
+            config,
+        })
+    }
+
+    /// The head scales a key stands for, checked against the model.
+    pub(super) fn head_scales(&mut self, model: ModelChoice, key: &ScalesKey) -> Result<HeadScales> {
+        self.scales(model, key)
     }
 
     async fn against_length(

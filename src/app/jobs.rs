@@ -18,8 +18,10 @@ use eframe::egui;
 use super::compute::passkey::{GridKey, PasskeyAnswerResult, PasskeyGridResult, PasskeyHeadsResult};
 use super::compute::{GpuSource, JobControl, Lab, ModelSource};
 use super::models::ModelInfo;
+use super::search_job::{PasskeyCompareResult, SearchKey, SearchReport};
 use super::state::ModelChoice;
 use crate::lab::backend::Backend;
+use crate::model::head_scales::ScaleRule;
 
 /// The input the views look at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,19 +48,55 @@ pub enum FillerKey {
     Pasted(String),
 }
 
-/// Head scales as exact bits, so equal scales are one key.
+/// Head scales as exact bits, and the rule they are used under, so equal
+/// settings are one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ScalesKey(Vec<u32>);
+pub struct ScalesKey(Vec<u32>, RuleKey);
 
 impl ScalesKey {
+    /// Constant scales (no rule).
     pub fn of(values: &[f32]) -> Self {
-        ScalesKey(values.iter().map(|v| v.to_bits()).collect())
+        Self::with_rule(values, ScaleRule::Constant)
+    }
+    pub fn with_rule(values: &[f32], rule: ScaleRule) -> Self {
+        ScalesKey(values.iter().map(|v| v.to_bits()).collect(), RuleKey::of(rule))
     }
     pub fn ones(n: usize) -> Self {
         Self::of(&vec![1.0; n])
     }
     pub fn values(&self) -> Vec<f32> {
         self.0.iter().map(|&b| f32::from_bits(b)).collect()
+    }
+    pub fn rule(&self) -> ScaleRule {
+        self.1.rule()
+    }
+}
+
+/// A `ScaleRule` as exact bits (its `a` is a float), for keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleKey {
+    Constant,
+    LogN(usize),
+    Fitted(u64, usize),
+}
+
+impl RuleKey {
+    pub fn of(rule: ScaleRule) -> Self {
+        match rule {
+            ScaleRule::Constant => RuleKey::Constant,
+            ScaleRule::LogN { training_length } => RuleKey::LogN(training_length),
+            ScaleRule::Fitted { a, training_length } => RuleKey::Fitted(a.to_bits(), training_length),
+        }
+    }
+    pub fn rule(self) -> ScaleRule {
+        match self {
+            RuleKey::Constant => ScaleRule::Constant,
+            RuleKey::LogN(training_length) => ScaleRule::LogN { training_length },
+            RuleKey::Fitted(a, training_length) => ScaleRule::Fitted {
+                a: f64::from_bits(a),
+                training_length,
+            },
+        }
     }
 }
 
@@ -99,6 +137,15 @@ pub enum JobKey {
     PasskeyHeads { at: InputAt, scales: ScalesKey },
     /// Pass-key accuracy over lengths x depths.
     PasskeyGrid(GridKey),
+    /// One segment of a temperature search (`search_job`): from the start,
+    /// or continued from where a pause stopped it.
+    Search(SearchKey),
+    /// Pass-key accuracy at L, 2L and 4L, a few trials each.
+    PasskeyCompare {
+        model: ModelChoice,
+        scales: ScalesKey,
+        trials: usize,
+    },
 }
 
 impl JobKey {
@@ -112,6 +159,8 @@ impl JobKey {
             | JobKey::PasskeyHeads { at, .. } => at.model,
             JobKey::AgainstLength { model, .. } => *model,
             JobKey::PasskeyGrid(g) => g.model,
+            JobKey::Search(k) => k.spec.model,
+            JobKey::PasskeyCompare { model, .. } => *model,
         }
     }
 }
@@ -202,6 +251,8 @@ pub enum JobResult {
     PasskeyAnswer(PasskeyAnswerResult),
     PasskeyHeads(PasskeyHeadsResult),
     PasskeyGrid(PasskeyGridResult),
+    Search(SearchReport),
+    PasskeyCompare(PasskeyCompareResult),
 }
 
 /// A job as the views see it.
@@ -276,6 +327,9 @@ pub struct Jobs {
     rx: Receiver<Event>,
     cache: HashMap<JobKey, Slot>,
     wanted: HashSet<JobKey>,
+    /// Jobs that run on whether or not a view asks for them (a search goes
+    /// on while the user looks at another page).
+    pinned: HashSet<JobKey>,
     backend: Backend,
     engine: String,
     /// Results received since the app started (tests wait on it).
@@ -295,6 +349,7 @@ impl Jobs {
             rx,
             cache: HashMap::new(),
             wanted: HashSet::new(),
+            pinned: HashSet::new(),
             backend,
             engine: String::new(),
             completed: 0,
@@ -328,6 +383,18 @@ impl Jobs {
             );
         }
         &self.cache[key].entry
+    }
+
+    /// Like `get`, and the job keeps running in frames where no view asks
+    /// for it, until `unpin` or `cancel`.
+    pub fn get_pinned(&mut self, key: &JobKey) -> &Entry {
+        self.pinned.insert(key.clone());
+        self.get(key)
+    }
+
+    /// Lets `end_frame` cancel the job again when no view asks for it.
+    pub fn unpin(&mut self, key: &JobKey) {
+        self.pinned.remove(key);
     }
 
     /// The entry of `key` if it was asked for, without asking.
@@ -391,12 +458,14 @@ impl Jobs {
         }
     }
 
-    /// Cancels running jobs no view asked for this frame.
+    /// Cancels running jobs no view asked for this frame (pinned ones run on).
     pub fn end_frame(&mut self) {
         let stale: Vec<JobKey> = self
             .cache
             .iter()
-            .filter(|(k, s)| matches!(s.entry, Entry::Running { .. }) && !self.wanted.contains(*k))
+            .filter(|(k, s)| {
+                matches!(s.entry, Entry::Running { .. }) && !self.wanted.contains(*k) && !self.pinned.contains(*k)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
@@ -407,6 +476,7 @@ impl Jobs {
 
     /// Stops a job, keeping nothing of it: asking again starts it afresh.
     pub fn cancel(&mut self, key: &JobKey) {
+        self.pinned.remove(key);
         if let Some(slot) = self.cache.remove(key) {
             slot.cancel.store(true, Ordering::Relaxed);
         }

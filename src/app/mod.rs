@@ -12,6 +12,7 @@ pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod palette;
+pub mod search_job;
 pub mod state;
 pub mod text;
 pub mod tour;
@@ -134,6 +135,11 @@ impl NopeApp {
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
         };
         Self::new(&cc.egui_ctx, state, gpu, options)
+    }
+
+    /// The tuning panel (its search run, for tests).
+    pub fn tuning(&self) -> &views::tuning::TuningView {
+        &self.views.tuning
     }
 
     pub fn info(&self) -> ModelInfo {

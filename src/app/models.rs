@@ -27,6 +27,31 @@ pub const ROPE: Bundled = Bundled {
 /// Held-out State of the Union text (CC0), never seen in training.
 pub const VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
 
+/// The per-head scales shipped with the NoPE model: `nopescope search` at
+/// 4L on the pass-key objective (the command is inside the file).
+pub const NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");
+
+/// Text for the tuning panel's text objective: the tuning split, never the
+/// validation text the views evaluate on.
+pub const TUNING_TEXT: &str = include_str!("../../assets/text/sotu-tuning.txt");
+
+/// What `nopescope reproduce` measured on the bundled NoPE model; the app
+/// reads the fitted rule's a from it (`fit_a`).
+const REPRODUCTION: &str = include_str!("../../docs/results.json");
+
+/// The a of the fitted rule s*(i) = 1 + a ln(i / L), as the reproduction
+/// fitted it on the bundled NoPE model (None if the file has none).
+pub fn fitted_a() -> Option<f64> {
+    #[derive(serde::Deserialize)]
+    struct Fit {
+        fit_a: Option<f64>,
+    }
+    serde_json::from_str::<Fit>(REPRODUCTION)
+        .ok()
+        .and_then(|f| f.fit_a)
+        .filter(|a| a.is_finite())
+}
+
 /// The bundled model of `choice` (none for a model the user opened).
 pub fn bundled(choice: ModelChoice) -> Option<&'static Bundled> {
     match choice {
@@ -60,6 +85,3 @@ impl ModelInfo {
         }
     }
 }
-
-/// The head scales searched at 4L that ship with the bundled NoPE model.
-pub const SHIPPED_HEAD_SCALES: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::search_job::{ScalesSetting, TuneSettings};
 use crate::lab::backend::Backend;
+use crate::model::head_scales::{HeadScales, ScaleRule};
 
 /// Shortest and longest input the length control offers.
 pub const MIN_LENGTH: usize = 16;
@@ -105,6 +107,8 @@ pub struct LoadedScales {
     pub layers: usize,
     pub heads: usize,
     pub values: Vec<f32>,
+    /// The file's per-position rule (constant when it has none).
+    pub rule: ScaleRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +118,8 @@ pub struct ScalesState {
     pub file: Option<LoadedScales>,
     /// Use `file` (when there is one) instead of the uniform scale.
     pub use_file: bool,
+    /// The rule the uniform scale is used under (a file carries its own).
+    pub rule: ScaleRule,
 }
 
 impl Default for ScalesState {
@@ -122,6 +128,7 @@ impl Default for ScalesState {
             uniform: 1.0,
             file: None,
             use_file: false,
+            rule: ScaleRule::Constant,
         }
     }
 }
@@ -135,12 +142,21 @@ impl ScalesState {
         }
     }
 
-    /// True when the scales in use are plain NoPE (every scale 1).
-    pub fn is_plain(&self) -> bool {
+    /// The per-position rule of the scales in use.
+    pub fn rule(&self) -> ScaleRule {
         match (&self.file, self.use_file) {
+            (Some(f), true) => f.rule,
+            _ => self.rule,
+        }
+    }
+
+    /// True when the scales in use are plain NoPE (every scale 1, no rule).
+    pub fn is_plain(&self) -> bool {
+        let ones = match (&self.file, self.use_file) {
             (Some(f), true) => f.values.iter().all(|&v| v == 1.0),
             _ => self.uniform == 1.0,
-        }
+        };
+        ones && self.rule().is_constant()
     }
 }
 
@@ -172,6 +188,11 @@ pub struct ViewState {
     pub hide: Vec<String>,
     /// The pass-key lab's document and accuracy map.
     pub passkey_lab: PasskeyLabState,
+    /// The tuning panel's search settings.
+    pub tune: TuneSettings,
+    /// Setting B: what the explorer draws the current scales against
+    /// (`None`: plain NoPE).
+    pub compare: Option<ScalesSetting>,
 }
 
 impl Default for ViewState {
@@ -194,6 +215,8 @@ impl Default for ViewState {
             tour: None,
             hide: Vec::new(),
             passkey_lab: PasskeyLabState::default(),
+            tune: TuneSettings::default(),
+            compare: None,
         }
     }
 }
@@ -218,13 +241,31 @@ impl ViewState {
         if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0) {
             self.scales.uniform = 1.0;
         }
+        let fits = |values: &[f32], rule: ScaleRule| {
+            HeadScales {
+                num_layers: layers,
+                num_heads: heads,
+                values: values.to_vec(),
+                rule,
+            }
+            .validate(None)
+            .is_ok()
+        };
+        if !fits(&vec![1.0; layers * heads], self.scales.rule) {
+            self.scales.rule = ScaleRule::Constant;
+        }
         if let Some(f) = &self.scales.file {
-            let ok = f.values.len() == layers * heads && f.values.iter().all(|v| v.is_finite() && *v > 0.0);
-            if !ok {
+            if !fits(&f.values, f.rule) {
                 self.scales.file = None;
                 self.scales.use_file = false;
             }
         }
+        if let Some(b) = &self.compare {
+            if !fits(&b.values, b.rule) {
+                self.compare = None;
+            }
+        }
+        self.tune.sanitize();
     }
 
     /// Pins a head beside the selected one, or unpins it.
@@ -437,5 +478,31 @@ mod tests {
         wild.scales.uniform = f32::NAN;
         wild.sanitize(4, 4);
         assert_eq!((wild.length, wild.layer, wild.scales.uniform), (MAX_LENGTH, 3, 1.0));
+    }
+
+    #[test]
+    fn scales_carry_their_rule_and_old_states_still_load() {
+        // A state saved before rules existed.
+        let old = ViewState::from_json(r#"{"scales": {"uniform": 1.5, "file": {"name": "f", "layers": 1, "heads": 2, "values": [1.0, 2.0]}, "use_file": true}}"#).unwrap();
+        assert_eq!(old.scales.rule(), ScaleRule::Constant);
+        assert!(old.compare.is_none());
+        let mut s = ViewState::default();
+        s.scales.rule = ScaleRule::Fitted {
+            a: 0.25,
+            training_length: 256,
+        };
+        assert!(!s.scales.is_plain(), "a rule is not plain NoPE");
+        let back = ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap();
+        assert_eq!(back.scales.rule(), s.scales.rule);
+        // A malformed rule from a URL falls back to constant.
+        s.scales.rule = ScaleRule::LogN { training_length: 1 };
+        s.sanitize(4, 4);
+        assert_eq!(s.scales.rule, ScaleRule::Constant);
+        use crate::app::jobs::ScalesKey;
+        let v = [1.0f32; 4];
+        assert_ne!(
+            ScalesKey::of(&v),
+            ScalesKey::with_rule(&v, ScaleRule::LogN { training_length: 256 })
+        );
     }
 }

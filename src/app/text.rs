@@ -188,7 +188,6 @@ pub const TOUR_BACK: &str = "Back";
 pub const TOUR_NEXT: &str = "Next";
 pub const TOUR_CLOSE: &str = "Close the walkthrough";
 pub const TOUR_PENDING: &str = "Computing what this step shows...";
-pub const SHIPPED_SCALES_NAME: &str = "head scales searched at 4L (shipped with the model)";
 
 pub fn tour_step(step: usize, steps: usize) -> String {
     format!("Step {} of {steps}", step + 1)
@@ -380,4 +379,209 @@ pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
         100.0 * key,
         100.0 * sentence
     )
+}
+
+// Tuning panel
+pub const TUNE_HEADING: &str = "Tune the head scales";
+pub const TUNE_HELP: &str = "Search attention temperatures with every weight frozen: one scale per head (AdamW, scales kept >= 1, the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
+pub const IN_USE: &str = "Scales in use:";
+pub const SEARCH_HEADING: &str = "Search";
+pub const SEARCH_KIND: &str = "Search";
+pub const KIND_HEADS: &str = "Per head";
+pub const KIND_UNIFORM: &str = "Uniform";
+pub const OBJECTIVE: &str = "Objective";
+pub const OBJECTIVE_PASSKEY: &str = "Pass-key digits";
+pub const OBJECTIVE_TEXT: &str = "Text";
+pub const TARGET_LENGTH: &str = "Target length";
+pub const STEPS: &str = "Steps";
+pub const BATCH: &str = "Documents per step";
+pub const DOCUMENTS: &str = "Documents per point";
+pub const LEARNING_RATE: &str = "Learning rate";
+pub const INIT: &str = "Initial scale";
+pub const RULE: &str = "Rule";
+pub const RULE_CONSTANT: &str = "constant";
+pub const RULE_LOG_N: &str = "log-n";
+pub const RULE_FITTED: &str = "fitted s*(i)";
+pub const START_SEARCH: &str = "Start search";
+pub const PAUSE: &str = "Pause";
+pub const RESUME: &str = "Resume";
+pub const CANCEL_SEARCH: &str = "Cancel search";
+pub fn no_search_yet(steps: usize, batch: usize) -> String {
+    format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
+}
+pub const SCALE_MAP_HEADING: &str = "Scales now (layer x head)";
+pub const LOSS_HEADING: &str = "Objective";
+pub const STEP_AXIS: &str = "step";
+pub const OBJECTIVE_AXIS: &str = "objective (nats)";
+pub const SCALE_AXIS: &str = "head scale s";
+pub const RESULT: &str = "Result:";
+pub const APPLY_RESULT: &str = "Apply the result";
+pub const RESULT_AS_B: &str = "Compare with it (setting B)";
+pub const SHOW_JSON: &str = "Show as JSON";
+pub const COPY_JSON: &str = "Copy the JSON";
+pub const SAVE_ON_WEB: &str =
+    "To keep the scales: show them as JSON, copy it into a file, and load it here later (or paste it).";
+pub const SAVE_HINT: &str = "path of a new head-scales file (.json)";
+pub const SAVE_SCALES: &str = "Save the scales";
+pub const NO_SAVE_PATH: &str = "type the path to save the head scales to";
+pub const LOAD_SOURCE: &str = "Load scales (path or JSON)";
+pub const LOAD_AND_APPLY: &str = "Load and apply";
+pub const PRESETS_HEADING: &str = "Presets";
+pub const PRESETS_HELP: &str = "Use one in every view, or make it setting B to compare against.";
+pub const USE_PRESET: &str = "Use";
+pub const PRESET_AS_B: &str = "Set as B";
+pub const PRESET_S: &str = "s";
+pub const PRESET_A: &str = "a";
+pub const PRESET_NOPE: &str = "NoPE (every s = 1)";
+pub const PRESET_LOG_N: &str = "log-n rule: s(i) = max(1, ln(i + 1) / ln L)";
+pub const PRESET_SHIPPED: &str = "scales shipped with the model (searched at 4L)";
+pub const CURRENT_SCALES: &str = "the current scales";
+pub const SETTING_B: &str = "setting B";
+pub const COMPARE_HEADING: &str = "Compare";
+pub const COMPARE_HELP: &str =
+    "The explorer draws the current scales against setting B: NoPE unless you choose another.";
+pub const SETTING_B_IS: &str = "Setting B:";
+pub const CLEAR_B: &str = "Back to NoPE";
+pub const COMPARE_PASSKEY: &str = "Compare pass-key accuracy";
+pub const SETTING: &str = "setting";
+pub const SCATTER_HEADING: &str = "Scale against entropy at L";
+pub const SCATTER_HELP: &str =
+    "Each head's scale against its NoPE attention entropy at the training length (validation text). Hover a point to name the head.";
+pub const SCATTER_OF_SEARCH: &str = "Scales of the latest search";
+pub const SCATTER_OF_CURRENT: &str = "Scales in use";
+pub const ENTROPY_AT_L_AXIS: &str = "entropy at L (bits)";
+
+pub fn rule_name(rule: &crate::model::head_scales::ScaleRule) -> String {
+    use crate::model::head_scales::ScaleRule;
+    match *rule {
+        ScaleRule::Constant => "constant".into(),
+        ScaleRule::LogN { .. } => "log-n, s(i) = max(1, ln(i + 1) / ln L)".into(),
+        ScaleRule::Fitted { a, .. } => format!("fitted, s(i) = 1 + {a:.3} ln(i / L)"),
+    }
+}
+
+pub fn rule_in_use(rule: &crate::model::head_scales::ScaleRule) -> String {
+    format!("rule: {}", rule_name(rule))
+}
+
+pub fn uniform_in_use(s: f32, rule: &crate::model::head_scales::ScaleRule) -> String {
+    if rule.is_constant() {
+        if s == 1.0 {
+            PRESET_NOPE.into()
+        } else {
+            format!("uniform s = {s:.3}")
+        }
+    } else {
+        format!("s = {s:.3}, {}", rule_name(rule))
+    }
+}
+
+pub fn times_training_length(length: usize, training: usize) -> String {
+    format!("= {:.2} L", length as f64 / training.max(1) as f64)
+}
+
+pub fn duration(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{:.0} s", seconds.max(1.0))
+    } else {
+        format!("{:.1} min", seconds / 60.0)
+    }
+}
+
+pub fn expected_time(seconds: f64) -> String {
+    format!(
+        "Expected: about {} on a 2-core CPU with the desktop app's CPU engine (the web page's is several times slower, a GPU faster).",
+        duration(seconds)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn search_status(
+    uniform: bool,
+    done: usize,
+    planned: usize,
+    rate: Option<f64>,
+    left: Option<f64>,
+    paused: bool,
+    finished: bool,
+    loss: Option<f64>,
+) -> String {
+    let unit = if uniform { "point" } else { "step" };
+    let mut s = format!("{unit} {done} of {planned}");
+    if let Some(l) = loss {
+        s.push_str(&format!(", objective {l:.3}"));
+    }
+    if finished {
+        s.push_str(", finished");
+    } else if paused {
+        s.push_str(", paused");
+    } else {
+        if let Some(r) = rate {
+            s.push_str(&format!(", {r:.2} {unit}s/s"));
+        }
+        if let Some(t) = left {
+            s.push_str(&format!(", about {} left", duration(t)));
+        }
+    }
+    s
+}
+
+pub fn search_step(step: usize, steps: usize, loss: f64) -> String {
+    format!("search step {step}/{steps}, objective {loss:.3}")
+}
+
+pub fn search_point(done: usize, total: usize, s: f32, loss: f64) -> String {
+    format!("uniform search {done}/{total}: s = {s:.2}, objective {loss:.3}")
+}
+
+pub fn search_starting(done: usize, planned: usize) -> String {
+    if done == 0 {
+        "search: starting".into()
+    } else {
+        format!("search: resuming after {done} of {planned}")
+    }
+}
+
+pub fn search_result_name(uniform: bool, length: usize, done: usize) -> String {
+    if uniform {
+        format!("uniform search at {length} tokens ({done} points)")
+    } else {
+        format!("per-head search at {length} tokens ({done} steps)")
+    }
+}
+
+pub fn preset_uniform(s: f32) -> String {
+    format!("uniform s = {s:.2}")
+}
+
+pub fn preset_fitted(a: f64) -> String {
+    format!("fitted rule: s(i) = 1 + {a:.3} ln(i / L)")
+}
+
+pub fn scale_hover(name: &str, s: f32) -> String {
+    format!("{name}: s = {s:.3}")
+}
+
+pub fn scale_legend(hi: f32) -> String {
+    format!("{hi:.2} (head scale)")
+}
+
+pub fn scatter_hover(name: &str, s: f64, bits: f64) -> String {
+    format!("{name}\ns = {s:.3}, entropy at L {bits:.2} bits")
+}
+
+pub fn compare_trials(trials: usize) -> String {
+    format!("Pass-key accuracy, {trials} documents per length (the repeated filler, depths spread evenly):")
+}
+
+pub fn length_column(length: usize, times: usize) -> String {
+    if times == 1 {
+        format!("L = {length}")
+    } else {
+        format!("{times}L = {length}")
+    }
+}
+
+pub fn percent(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
 }

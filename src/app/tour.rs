@@ -8,8 +8,8 @@
 
 use super::compute::passkey::PasskeyAnswerResult;
 use super::jobs::{InputAt, JobKey, JobResult, Jobs, ScalesKey};
-use super::models::{self, ModelInfo};
-use super::state::{FillerChoice, InputKind, LoadedScales, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
+use super::models::ModelInfo;
+use super::state::{FillerChoice, InputKind, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
 use super::text;
 use super::views::Keys;
 
@@ -141,21 +141,6 @@ pub const STEPS: [Step; 8] = [
     },
 ];
 
-/// The shipped head scales as the app loads them, or the loader's error.
-pub fn shipped_scales(info: ModelInfo) -> Result<LoadedScales, String> {
-    let hs = crate::model::head_scales::HeadScales::from_json(models::SHIPPED_HEAD_SCALES, None)
-        .map_err(|e| e.to_string())?;
-    if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
-        return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
-    }
-    Ok(LoadedScales {
-        name: text::SHIPPED_SCALES_NAME.into(),
-        layers: hs.num_layers,
-        heads: hs.num_heads,
-        values: hs.values,
-    })
-}
-
 /// Sets the state to step `index` (clamped), on a model of `info`'s shape.
 pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(), String> {
     let index = index.min(STEPS.len() - 1);
@@ -176,14 +161,15 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     state.query = None;
     state.against_length = false;
     state.scales.uniform = 1.0;
+    state.scales.rule = Default::default();
     state.scales.use_file = false;
+    state.compare = None;
     match s.scales {
         Scales::Nope => {}
         Scales::Uniform(u) => state.scales.uniform = u,
-        Scales::Shipped => {
-            state.scales.file = Some(shipped_scales(info)?);
-            state.scales.use_file = true;
-        }
+        Scales::Shipped => super::search_job::shipped(info)
+            .map_err(|e| e.to_string())?
+            .apply_to(&mut state.scales, info.heads),
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ use crate::model::tokenizer::Tokenizer;
 pub const SEARCH_SEED: u64 = 0x5EA2_C4ED;
 
 /// What the search minimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Objective {
     /// Mean next-token loss over text windows of the target length.
@@ -183,6 +183,9 @@ pub trait SearchProgress {
     fn point(&mut self, _scale: f32, _loss: f64, _done: usize, _total: usize) -> bool {
         true
     }
+    /// A head search's whole state after each step (before `step`), for a
+    /// caller that may stop the search and continue it later.
+    fn checkpoint(&mut self, _state: &HeadSearchState) {}
 }
 
 /// Progress nobody watches.
@@ -383,6 +386,22 @@ pub async fn uniform_search<E: Engine>(
     seed: u64,
     progress: &mut dyn SearchProgress,
 ) -> Result<UniformSearchResult> {
+    uniform_search_from(engine, data, docs, rule, seed, &[], progress).await
+}
+
+/// [`uniform_search`] continued from the points of a stopped run (`done`:
+/// (s, objective) as it reported them): those are kept, not measured again,
+/// and the rest follow exactly as in an uninterrupted run (the documents
+/// depend on the seed alone; the refinement centres on the best grid point).
+pub async fn uniform_search_from<E: Engine>(
+    engine: &mut E,
+    data: &SearchData<'_>,
+    docs: usize,
+    rule: ScaleRule,
+    seed: u64,
+    done: &[(f32, f64)],
+    progress: &mut dyn SearchProgress,
+) -> Result<UniformSearchResult> {
     if docs == 0 {
         return Err(Error::Input("the uniform search needs at least 1 document".into()));
     }
@@ -390,13 +409,17 @@ pub async fn uniform_search<E: Engine>(
     let cfg = engine.config().clone();
     let grid = uniform_grid();
     let total = grid.len() + 8;
-    let mut curve: Vec<(f32, f64)> = Vec::new();
+    let mut curve: Vec<(f32, f64)> = done.to_vec();
+    let measured = |curve: &[(f32, f64)], s: f32| curve.iter().any(|&(x, _)| (x - s).abs() < 1e-4);
     let mut cancelled = false;
     let run = |curve: &mut Vec<(f32, f64)>, s: f32, loss: f64, progress: &mut dyn SearchProgress| {
         curve.push((s, loss));
         progress.point(s, loss, curve.len(), total)
     };
     for &s in &grid {
+        if measured(&curve, s) {
+            continue;
+        }
         let hs = HeadScales::uniform(&cfg, s)?.with_rule(rule);
         let loss = objective(engine, &batch, &hs).await?;
         if !run(&mut curve, s, loss, progress) {
@@ -405,11 +428,17 @@ pub async fn uniform_search<E: Engine>(
         }
     }
     if !cancelled {
-        let (best, _) = best_of(&curve);
+        // The best grid point (a resumed run may hold refinement points).
+        let on_grid: Vec<(f32, f64)> = curve
+            .iter()
+            .copied()
+            .filter(|&(x, _)| grid.iter().any(|&g| (g - x).abs() < 1e-4))
+            .collect();
+        let (best, _) = best_of(&on_grid);
         // Four points either side at 0.01 (those on the grid already done).
         for k in [-4i32, -3, -2, -1, 1, 2, 3, 4] {
             let s = best + 0.01 * k as f32;
-            if s < 1.0 - 1e-6 || curve.iter().any(|&(x, _)| (x - s).abs() < 1e-4) {
+            if s < 1.0 - 1e-6 || measured(&curve, s) {
                 continue;
             }
             let hs = HeadScales::uniform(&cfg, s)?.with_rule(rule);
@@ -449,6 +478,60 @@ fn best_of(curve: &[(f32, f64)]) -> (f32, f64) {
     })
 }
 
+/// Where a head search stands after some steps: everything needed to
+/// continue it exactly where it stopped (the scales, the optimizer's
+/// moments, the step count and the losses so far). A caller that stops a
+/// search (a pause) keeps this and hands it to [`head_search_from`] later;
+/// the steps that follow are the ones an uninterrupted run would take,
+/// since each step's batch is a function of (seed, step) alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadSearchState {
+    pub scales: HeadScales,
+    pub optimizer: AdamWState,
+    /// Steps done (the next step is `step + 1`, 1-based).
+    pub step: usize,
+    /// The objective of each step done.
+    pub losses: Vec<f64>,
+}
+
+impl HeadSearchState {
+    /// The state before the first step: every scale at the recipe's init.
+    pub fn start(model: &crate::model::ModelConfig, config: &HeadSearchConfig) -> Result<Self> {
+        config.check()?;
+        let scales = HeadScales::uniform(model, config.init.max(config.min_scale))?.with_rule(config.rule);
+        let n = scales.values.len();
+        Ok(HeadSearchState {
+            scales,
+            optimizer: AdamWState::new(n),
+            step: 0,
+            losses: Vec::new(),
+        })
+    }
+
+    /// True when every step of `config` is done.
+    pub fn finished(&self, config: &HeadSearchConfig) -> bool {
+        self.step >= config.steps
+    }
+
+    /// The result of the steps done so far.
+    pub fn result(&self, cancelled: bool) -> HeadSearchResult {
+        let losses = &self.losses;
+        let tail = (losses.len() / 10).max(1).min(losses.len());
+        let final_loss = if losses.is_empty() {
+            f64::NAN
+        } else {
+            losses[losses.len() - tail..].iter().sum::<f64>() / tail as f64
+        };
+        HeadSearchResult {
+            scales: self.scales.clone(),
+            steps_run: losses.len(),
+            losses: losses.clone(),
+            final_loss,
+            cancelled,
+        }
+    }
+}
+
 /// One scale per layer and query head, the model frozen: AdamW on the
 /// objective, clip, clamp to `min_scale`. Cancelled (progress said stop)
 /// it returns what it has with `cancelled` set; an engine error or a
@@ -459,11 +542,33 @@ pub async fn head_search<E: Engine>(
     config: &HeadSearchConfig,
     progress: &mut dyn SearchProgress,
 ) -> Result<HeadSearchResult> {
+    let mut state = HeadSearchState::start(engine.config(), config)?;
+    let cancelled = !head_search_from(engine, data, config, &mut state, progress).await?;
+    state.scales.validate(None)?;
+    Ok(state.result(cancelled))
+}
+
+/// Runs the steps of `config` that `state` has not done yet, updating it in
+/// place; true when it ran to the end, false when progress said stop (the
+/// state then holds every step completed, ready to continue). The state is
+/// reported to `progress.checkpoint` after every step, before `step`.
+pub async fn head_search_from<E: Engine>(
+    engine: &mut E,
+    data: &SearchData<'_>,
+    config: &HeadSearchConfig,
+    state: &mut HeadSearchState,
+    progress: &mut dyn SearchProgress,
+) -> Result<bool> {
     config.check()?;
-    let cfg = engine.config().clone();
-    let mut scales = HeadScales::uniform(&cfg, config.init.max(config.min_scale))?.with_rule(config.rule);
-    let n = scales.values.len();
-    let mut state = AdamWState::new(n);
+    let n = state.scales.values.len();
+    let cfg = engine.config();
+    if n != cfg.num_layers * cfg.num_heads || state.optimizer.m.len() != n || state.losses.len() != state.step {
+        return Err(Error::Input(format!(
+            "a search state of {n} scales at step {} does not fit this model ({} layers x {} heads) or is inconsistent",
+            state.step, cfg.num_layers, cfg.num_heads
+        )));
+    }
+    state.scales.rule = config.rule;
     let adamw = AdamWConfig {
         beta1: config.beta1,
         beta2: config.beta2,
@@ -472,13 +577,16 @@ pub async fn head_search<E: Engine>(
         clip_norm: Some(config.clip_norm),
     };
     let schedule = config.schedule();
-    let mut losses = Vec::with_capacity(config.steps);
-    let mut cancelled = false;
-    for step in 0..config.steps {
+    for step in state.step..config.steps {
         let seed = config.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let batch = data.batch(config.batch, seed)?;
         let g = engine
-            .weighted_gradients(&batch.docs, Some(&batch.weights), &scales, GradMode::HeadScalesOnly)
+            .weighted_gradients(
+                &batch.docs,
+                Some(&batch.weights),
+                &state.scales,
+                GradMode::HeadScalesOnly,
+            )
             .await?;
         let mut grads = g.head_scales;
         let grad_norm = clip_grad_norm(&mut grads, config.clip_norm);
@@ -490,13 +598,16 @@ pub async fn head_search<E: Engine>(
             )));
         }
         let lr = schedule.lr(step);
-        state.update(&mut scales.values, &grads, &adamw, lr, None);
-        for s in &mut scales.values {
+        state
+            .optimizer
+            .update(&mut state.scales.values, &grads, &adamw, lr, None);
+        for s in &mut state.scales.values {
             *s = s.max(config.min_scale);
         }
-        losses.push(g.loss);
-        let (min, max) = scales
-            .values
+        state.losses.push(g.loss);
+        state.step = step + 1;
+        let values = &state.scales.values;
+        let (min, max) = values
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let report = SearchStep {
@@ -506,30 +617,17 @@ pub async fn head_search<E: Engine>(
             lr,
             grad_norm,
             min,
-            mean: scales.values.iter().sum::<f32>() / n as f32,
+            mean: values.iter().sum::<f32>() / n as f32,
             max,
-            scales: scales.values.clone(),
+            scales: values.clone(),
         };
+        progress.checkpoint(state);
         if !progress.step(&report) {
-            cancelled = true;
-            break;
+            return Ok(false);
         }
         yield_now().await;
     }
-    let tail = (losses.len() / 10).max(1).min(losses.len());
-    let final_loss = if losses.is_empty() {
-        f64::NAN
-    } else {
-        losses[losses.len() - tail..].iter().sum::<f64>() / tail as f64
-    };
-    scales.validate(None)?;
-    Ok(HeadSearchResult {
-        scales,
-        steps_run: losses.len(),
-        losses,
-        final_loss,
-        cancelled,
-    })
+    Ok(true)
 }
 
 /// Spearman's rank correlation of two equally long series (ties get the

@@ -30,6 +30,8 @@ pub struct Keys {
     pub ones: ScalesKey,
     /// True when the scales in use are plain NoPE (one set of curves).
     pub plain: bool,
+    /// Setting B, drawn instead of NoPE when the user chose one.
+    pub compare: Option<ScalesKey>,
     pub info: ModelInfo,
 }
 
@@ -50,9 +52,10 @@ impl Keys {
                 input,
                 length: state.length,
             },
-            scales: ScalesKey::of(&state.scales.values(info.layers, info.heads)),
+            scales: ScalesKey::with_rule(&state.scales.values(info.layers, info.heads), state.scales.rule()),
             ones: ScalesKey::ones(n),
             plain: state.scales.is_plain(),
+            compare: state.compare.as_ref().map(|b| ScalesKey::with_rule(&b.values, b.rule)),
             info,
         }
     }
@@ -64,10 +67,16 @@ impl Keys {
         }
     }
 
-    /// The scale settings to draw: NoPE, then the current scales if they differ.
+    /// The scale settings to draw: NoPE (or setting B, when chosen), then
+    /// the current scales if they differ.
     pub fn settings(&self) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
-        let mut v = vec![(text::BEFORE, self.ones.clone(), palette::NOPE)];
-        if !self.plain {
+        let (name, base) = match &self.compare {
+            Some(b) => (text::SETTING_B, b.clone()),
+            None => (text::BEFORE, self.ones.clone()),
+        };
+        let same = base == self.scales;
+        let mut v = vec![(name, base, palette::NOPE)];
+        if !same {
             v.push((text::AFTER, self.scales.clone(), palette::SCALED));
         }
         v

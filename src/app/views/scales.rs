@@ -42,6 +42,7 @@ pub fn load_scales(source: &str, info: ModelInfo) -> Result<LoadedScales, String
         layers: hs.num_layers,
         heads: hs.num_heads,
         values: hs.values,
+        rule: hs.rule,
     })
 }
 
@@ -56,9 +57,13 @@ impl ScalesView {
                 .text(text::UNIFORM_SCALE),
         )
         .on_hover_text(text::UNIFORM_HELP);
+        if !s.rule().is_constant() {
+            ui.label(text::rule_in_use(&s.rule()));
+        }
         if ui.button(text::RESET_SCALES).clicked() {
             s.uniform = 1.0;
             s.use_file = false;
+            s.rule = Default::default();
         }
         let label = ui.label(text::SCALES_FILE);
         ui.add(egui::TextEdit::singleline(&mut self.source).desired_width(f32::INFINITY))

@@ -1,19 +1,738 @@
 //! The tuning panel: the temperature search of `lab::search` (uniform and
-//! per head) run on the app's engine, with its live loss curve and scale
-//! map, and the presets it is compared with.
+//! per head) run on the app's engine, with its live loss curve, the layer
+//! x head map of the scales as they change, its rate and time left, pause,
+//! resume and cancel; applying, saving and loading the scales found; the
+//! presets it is compared with; setting B for the explorer's comparison, a
+//! pass-key comparison of the two settings, and each head's scale against
+//! its entropy at L.
+//!
+//! The search runs as pinned jobs (`Jobs::get_pinned`): it goes on while
+//! the user looks at another page. A pause ends the job; its last
+//! checkpoint (in the last partial report) starts the next one.
 
 use eframe::egui;
+use egui_plot::{HoverPosition, Line, Plot, PlotPoints, Points};
 
-use super::Keys;
-use crate::app::jobs::Jobs;
-use crate::app::state::ViewState;
+use super::{show_entry_status, Keys};
+use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
+use crate::app::palette;
+use crate::app::search_job::{
+    compare_lengths, presets, RuleChoice, ScalesSetting, SearchKey, SearchKind, SearchReport, SearchSpec,
+    TuneObjective, COMPARE_TRIALS, DEFAULT_BATCH, DEFAULT_STEPS,
+};
+use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
+use crate::app::views::scales::load_scales;
+
+/// Width of the search's settings column and of the loss curve, in points.
+const SETTINGS_WIDTH: f32 = 400.0;
+const LOSS_WIDTH: f32 = 360.0;
+/// Side of a cell of the scale map, in points.
+const CELL: f32 = 40.0;
+/// The scale map's colours run from 1 to at least this.
+const MAP_TOP: f32 = 2.0;
+
+/// A search's place in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Running,
+    Paused,
+    Finished,
+    Failed(String),
+}
+
+/// One search run: its segments' spec, the segment running, and the last
+/// report seen.
+pub struct SearchRun {
+    pub spec: SearchSpec,
+    run: u64,
+    key: JobKey,
+    pub phase: Phase,
+    pub report: Option<SearchReport>,
+    /// (egui time, steps done) at the first report of this segment, and
+    /// the steps per second since.
+    clock: Option<(f64, usize)>,
+    rate: Option<f64>,
+}
 
 #[derive(Default)]
-pub struct TuningView;
+pub struct TuningView {
+    pub run: Option<SearchRun>,
+    runs: u64,
+    #[cfg(not(target_arch = "wasm32"))]
+    save_path: String,
+    load_source: String,
+    /// The last save or load: what happened, or its error.
+    outcome: Option<Result<String, String>>,
+    compare_passkey: bool,
+    show_json: bool,
+}
 
 impl TuningView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, _state: &mut ViewState, _jobs: &mut Jobs, _keys: &Keys) {
-        ui.heading(text::TAB_TUNE);
+    /// Takes in the running segment's progress.
+    fn poll(&mut self, jobs: &mut Jobs, now: f64) {
+        let Some(run) = &mut self.run else { return };
+        if run.phase != Phase::Running {
+            return;
+        }
+        let take = |run: &mut SearchRun, r: &JobResult| {
+            if let JobResult::Search(rep) = r {
+                let done = rep.done;
+                match run.clock {
+                    None => run.clock = Some((now, done)),
+                    Some((t0, d0)) if done > d0 && now > t0 => run.rate = Some((done - d0) as f64 / (now - t0)),
+                    _ => {}
+                }
+                run.report = Some(rep.clone());
+            }
+        };
+        match jobs.peek(&run.key).cloned() {
+            Some(Entry::Running { partial, .. }) => {
+                if let Some(p) = partial {
+                    take(run, &p);
+                }
+            }
+            Some(Entry::Done(r)) => {
+                take(run, &r);
+                run.phase = Phase::Finished;
+                jobs.unpin(&run.key);
+            }
+            Some(Entry::Failed(e)) => {
+                // The status bar's Cancel stops every job: a pause here.
+                run.phase = if e == text::CANCELLED {
+                    Phase::Paused
+                } else {
+                    Phase::Failed(e)
+                };
+                jobs.unpin(&run.key);
+            }
+            // Gone from the cache (the engine was switched): a pause.
+            None => run.phase = Phase::Paused,
+        }
+    }
+
+    fn start(&mut self, jobs: &mut Jobs, spec: SearchSpec) {
+        if let Some(old) = &self.run {
+            jobs.cancel(&old.key);
+        }
+        self.runs += 1;
+        let key = JobKey::Search(SearchKey {
+            spec: spec.clone(),
+            run: self.runs,
+            from: None,
+        });
+        jobs.get_pinned(&key);
+        self.run = Some(SearchRun {
+            spec,
+            run: self.runs,
+            key,
+            phase: Phase::Running,
+            report: None,
+            clock: None,
+            rate: None,
+        });
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        let now = ui.input(|i| i.time);
+        self.poll(jobs, now);
+        ui.heading(text::TUNE_HEADING);
+        ui.label(text::TUNE_HELP);
+        ui.add_space(6.0);
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::IN_USE);
+            ui.strong(in_use_name(state));
+        });
+        ui.separator();
+        self.search_ui(ui, state, jobs, keys);
+        ui.separator();
+        self.result_ui(ui, state, keys);
+        ui.separator();
+        presets_ui(ui, state, keys);
+        ui.separator();
+        self.compare_ui(ui, state, jobs, keys);
+        ui.separator();
+        self.scatter_ui(ui, state, jobs, keys);
+    }
+
+    /// The settings and controls on the left, the live curve and map on
+    /// the right; in a narrower window the curve and map go below them,
+    /// and one under the other when narrower still.
+    fn search_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::SEARCH_HEADING);
+        let (layers, heads) = (keys.info.layers, keys.info.heads);
+        let map_width = 56.0 + heads as f32 * (CELL + 8.0);
+        let width = ui.available_width();
+        let live = |ui: &mut egui::Ui, report: &SearchReport| {
+            ui.vertical(|ui| loss_plot(ui, report));
+            ui.add_space(12.0);
+            ui.vertical(|ui| {
+                ui.label(text::SCALE_MAP_HEADING);
+                scale_map(ui, &report.scales, layers, heads);
+            });
+        };
+        if width >= SETTINGS_WIDTH + LOSS_WIDTH + map_width + 48.0 {
+            ui.horizontal_top(|ui| {
+                ui.vertical(|ui| {
+                    ui.set_max_width(SETTINGS_WIDTH);
+                    self.controls_ui(ui, state, jobs, keys);
+                });
+                if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+                    ui.add_space(12.0);
+                    live(ui, report);
+                }
+            });
+            return;
+        }
+        ui.vertical(|ui| {
+            ui.set_max_width(SETTINGS_WIDTH.min(width));
+            self.controls_ui(ui, state, jobs, keys);
+        });
+        if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+            if width >= LOSS_WIDTH + map_width + 24.0 {
+                ui.horizontal_top(|ui| live(ui, report));
+            } else {
+                live(ui, report);
+            }
+        }
+    }
+
+    fn controls_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        let info = keys.info;
+        let t = &mut state.tune;
+        let running = self.run.as_ref().is_some_and(|r| r.phase == Phase::Running);
+        ui.add_enabled_ui(!running, |ui| {
+            egui::Grid::new("search settings")
+                .num_columns(2)
+                .spacing([12.0, 6.0])
+                .show(ui, |ui| {
+                    ui.label(text::SEARCH_KIND);
+                    ui.horizontal(|ui| {
+                        ui.selectable_value(&mut t.kind, SearchKind::Heads, text::KIND_HEADS);
+                        ui.selectable_value(&mut t.kind, SearchKind::Uniform, text::KIND_UNIFORM);
+                    });
+                    ui.end_row();
+                    ui.label(text::OBJECTIVE);
+                    ui.horizontal(|ui| {
+                        ui.selectable_value(&mut t.objective, TuneObjective::Passkey, text::OBJECTIVE_PASSKEY);
+                        ui.selectable_value(&mut t.objective, TuneObjective::Text, text::OBJECTIVE_TEXT);
+                    });
+                    ui.end_row();
+                    let ratio = text::times_training_length(t.length, info.training_length);
+                    labelled_drag(
+                        ui,
+                        text::TARGET_LENGTH,
+                        egui::DragValue::new(&mut t.length)
+                            .range(MIN_LENGTH..=MAX_LENGTH)
+                            .speed(8.0),
+                        Some(ratio),
+                    );
+                    if t.kind == SearchKind::Heads {
+                        labelled_drag(
+                            ui,
+                            text::STEPS,
+                            egui::DragValue::new(&mut t.steps).range(1..=10_000),
+                            None,
+                        );
+                    }
+                    labelled_drag(
+                        ui,
+                        if t.kind == SearchKind::Heads {
+                            text::BATCH
+                        } else {
+                            text::DOCUMENTS
+                        },
+                        egui::DragValue::new(&mut t.batch).range(1..=64),
+                        None,
+                    );
+                    if t.kind == SearchKind::Heads {
+                        labelled_drag(
+                            ui,
+                            text::LEARNING_RATE,
+                            egui::DragValue::new(&mut t.lr).range(0.001..=1.0).speed(0.005),
+                            None,
+                        );
+                        labelled_drag(
+                            ui,
+                            text::INIT,
+                            egui::DragValue::new(&mut t.init).range(1.0..=4.0).speed(0.01),
+                            None,
+                        );
+                    }
+                    ui.label(text::RULE);
+                    ui.horizontal_wrapped(|ui| {
+                        ui.selectable_value(&mut t.rule, RuleChoice::Constant, text::RULE_CONSTANT);
+                        ui.selectable_value(&mut t.rule, RuleChoice::LogN, text::RULE_LOG_N);
+                        ui.selectable_value(&mut t.rule, RuleChoice::Fitted, text::RULE_FITTED);
+                    });
+                    ui.end_row();
+                });
+        });
+        let spec = state.tune.spec(state.model, info);
+        ui.label(text::expected_time(estimate_seconds(&spec)));
+        ui.horizontal_wrapped(|ui| {
+            let phase = self.run.as_ref().map(|r| r.phase.clone());
+            if ui
+                .add_enabled(phase != Some(Phase::Running), egui::Button::new(text::START_SEARCH))
+                .clicked()
+            {
+                self.start(jobs, spec.clone());
+            }
+            if let Some(run) = &mut self.run {
+                if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
+                    jobs.cancel(&run.key);
+                    run.phase = Phase::Paused;
+                } else if run.phase == Phase::Paused && ui.button(text::RESUME).clicked() {
+                    let from = run.report.as_ref().map(|r| r.checkpoint.clone());
+                    run.key = JobKey::Search(SearchKey {
+                        spec: run.spec.clone(),
+                        run: run.run,
+                        from,
+                    });
+                    // A segment the status bar's Cancel stopped before its
+                    // first step has this same key, kept as cancelled.
+                    jobs.cancel(&run.key);
+                    jobs.get_pinned(&run.key);
+                    run.phase = Phase::Running;
+                    run.clock = None;
+                    run.rate = None;
+                }
+                if matches!(run.phase, Phase::Running | Phase::Paused) && ui.button(text::CANCEL_SEARCH).clicked() {
+                    // Nothing of the run was applied: the scales in use stay.
+                    jobs.cancel(&run.key);
+                    self.run = None;
+                }
+            }
+        });
+        let Some(run) = &self.run else {
+            ui.label(text::no_search_yet(DEFAULT_STEPS, DEFAULT_BATCH));
+            return;
+        };
+        let (done, planned) = run
+            .report
+            .as_ref()
+            .map_or((0, run.spec.planned()), |r| (r.done, r.planned));
+        match &run.phase {
+            Phase::Failed(e) => {
+                ui.colored_label(palette::ERROR, text::error(e));
+            }
+            phase => {
+                let left = run
+                    .rate
+                    .filter(|r| *r > 0.0)
+                    .map(|r| (planned - done.min(planned)) as f64 / r);
+                let line = text::search_status(
+                    run.spec.kind == SearchKind::Uniform,
+                    done,
+                    planned,
+                    run.rate,
+                    left,
+                    phase == &Phase::Paused,
+                    phase == &Phase::Finished,
+                    run.report.as_ref().and_then(SearchReport::latest_loss),
+                );
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / planned.max(1) as f32)
+                        .text(line)
+                        .desired_width(ui.available_width().min(SETTINGS_WIDTH)),
+                );
+            }
+        }
+    }
+
+    fn result_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
+        let info = keys.info;
+        let found = self
+            .run
+            .as_ref()
+            .filter(|r| matches!(r.phase, Phase::Paused | Phase::Finished))
+            .and_then(|r| r.report.as_ref());
+        if let Some(report) = found {
+            let setting = report.setting();
+            ui.horizontal_wrapped(|ui| {
+                ui.label(text::RESULT);
+                ui.strong(&setting.name);
+            });
+            ui.horizontal_wrapped(|ui| {
+                if ui.button(text::APPLY_RESULT).clicked() {
+                    setting.apply_to(&mut state.scales, info.heads);
+                }
+                if ui.button(text::RESULT_AS_B).clicked() {
+                    state.compare = Some(setting.clone());
+                }
+                ui.toggle_value(&mut self.show_json, text::SHOW_JSON);
+            });
+            let json = setting.to_json(info.heads, Some(report.spec.provenance()));
+            #[cfg(not(target_arch = "wasm32"))]
+            ui.horizontal_wrapped(|ui| {
+                let label = ui.label(text::SAVE_PATH);
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.save_path)
+                        .hint_text(text::SAVE_HINT)
+                        .desired_width(320f32.min(ui.available_width())),
+                )
+                .labelled_by(label.id);
+                if ui.button(text::SAVE_SCALES).clicked() {
+                    self.outcome = Some(save(&self.save_path, &json));
+                }
+            });
+            #[cfg(target_arch = "wasm32")]
+            ui.label(text::SAVE_ON_WEB);
+            if self.show_json {
+                if ui.button(text::COPY_JSON).clicked() {
+                    ui.ctx().copy_text(json.clone());
+                }
+                let mut shown = json.as_str();
+                ui.add(
+                    egui::TextEdit::multiline(&mut shown)
+                        .code_editor()
+                        .desired_rows(8)
+                        .desired_width(f32::INFINITY),
+                );
+            }
+        }
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label(text::LOAD_SOURCE);
+            ui.add(
+                egui::TextEdit::singleline(&mut self.load_source)
+                    .hint_text(text::NO_SCALES_SOURCE)
+                    .desired_width(320f32.min(ui.available_width())),
+            )
+            .labelled_by(label.id);
+            if ui.button(text::LOAD_AND_APPLY).clicked() {
+                self.outcome = Some(load_scales(&self.load_source, info).map(|loaded| {
+                    let name = loaded.name.clone();
+                    state.scales.file = Some(loaded);
+                    state.scales.use_file = true;
+                    text::loaded_from(&name)
+                }));
+            }
+        });
+        match &self.outcome {
+            Some(Ok(m)) => {
+                ui.label(m);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(palette::ERROR, text::error(e));
+            }
+            None => {}
+        }
+    }
+
+    fn compare_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::COMPARE_HEADING);
+        ui.label(text::COMPARE_HELP);
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::SETTING_B_IS);
+            match &state.compare {
+                Some(b) => {
+                    ui.strong(&b.name);
+                    if ui.button(text::CLEAR_B).clicked() {
+                        state.compare = None;
+                    }
+                }
+                None => {
+                    ui.strong(text::PRESET_NOPE);
+                }
+            }
+        });
+        ui.toggle_value(&mut self.compare_passkey, text::COMPARE_PASSKEY);
+        if !self.compare_passkey {
+            return;
+        }
+        let b_name = state
+            .compare
+            .as_ref()
+            .map_or(text::PRESET_NOPE.to_string(), |b| b.name.clone());
+        let b_key = keys.compare.clone().unwrap_or_else(|| keys.ones.clone());
+        let rows = [
+            (b_name, b_key, palette::NOPE),
+            (text::CURRENT_SCALES.to_string(), keys.scales.clone(), palette::SCALED),
+        ];
+        let lengths = compare_lengths(keys.info.training_length);
+        let mut results = Vec::new();
+        for (name, scales, colour) in &rows {
+            let key = JobKey::PasskeyCompare {
+                model: state.model,
+                scales: scales.clone(),
+                trials: COMPARE_TRIALS,
+            };
+            let entry = jobs.get(&key).clone();
+            if !matches!(entry, Entry::Done(_)) {
+                ui.horizontal(|ui| {
+                    ui.label(name);
+                    show_entry_status(ui, &entry);
+                });
+            }
+            let acc = match entry.result() {
+                Some(JobResult::PasskeyCompare(r)) => r.accuracy.clone(),
+                _ => Vec::new(),
+            };
+            results.push((name.clone(), *colour, acc));
+        }
+        ui.label(text::compare_trials(COMPARE_TRIALS));
+        egui::Grid::new("passkey comparison")
+            .striped(true)
+            .spacing([18.0, 4.0])
+            .show(ui, |ui| {
+                ui.label(text::SETTING);
+                for &l in &lengths {
+                    ui.label(text::length_column(l, l / keys.info.training_length.max(1)));
+                }
+                ui.end_row();
+                for (name, colour, acc) in &results {
+                    ui.colored_label(*colour, name);
+                    for i in 0..lengths.len() {
+                        ui.label(acc.get(i).map_or("…".to_string(), |a| text::percent(*a)));
+                    }
+                    ui.end_row();
+                }
+            });
+    }
+
+    fn scatter_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+        ui.heading(text::SCATTER_HEADING);
+        ui.label(text::SCATTER_HELP);
+        let (layers, heads) = (keys.info.layers, keys.info.heads);
+        let found = self.run.as_ref().and_then(|r| r.report.as_ref());
+        let (name, scales) = match found {
+            Some(r) => (text::SCATTER_OF_SEARCH, r.scales.clone()),
+            None => (
+                text::SCATTER_OF_CURRENT,
+                ScalesSetting::current(&state.scales, layers, heads).values,
+            ),
+        };
+        let key = JobKey::Entropy {
+            at: InputAt {
+                model: state.model,
+                input: InputKey::Validation,
+                length: keys.info.training_length,
+            },
+            scales: keys.ones.clone(),
+        };
+        let entry = jobs.get(&key).clone();
+        let Some(JobResult::Entropy(p)) = entry.result() else {
+            show_entry_status(ui, &entry);
+            return;
+        };
+        let entropy = p.head_means();
+        let points: Vec<[f64; 2]> = entropy
+            .iter()
+            .zip(&scales)
+            .map(|(&e, &s)| [e as f64, s as f64])
+            .collect();
+        let hover = points.clone();
+        ui.label(name);
+        Plot::new("scale against entropy")
+            .height(220.0)
+            .width(ui.available_width().min(520.0))
+            .x_axis_label(text::ENTROPY_AT_L_AXIS)
+            .y_axis_label(text::SCALE_AXIS)
+            .include_y(1.0)
+            .label_formatter(move |pos| {
+                let p = match pos {
+                    HoverPosition::NearDataPoint { position, .. } => position,
+                    HoverPosition::Elsewhere { position } => position,
+                };
+                let nearest = hover
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| {
+                        let d = |q: &[f64; 2]| (q[0] - p.x).powi(2) + (q[1] - p.y).powi(2);
+                        d(a.1).total_cmp(&d(b.1))
+                    })
+                    .map(|(i, q)| text::scatter_hover(&text::head_name(i / heads, i % heads), q[1], q[0]));
+                nearest
+            })
+            .show(ui, |plot| {
+                plot.points(
+                    Points::new(text::SCALE_AXIS, PlotPoints::from(points))
+                        .color(palette::SCALED)
+                        .radius(4.0),
+                );
+            });
     }
 }
+
+/// The name of the scales in use, for the panel's first line.
+fn in_use_name(state: &ViewState) -> String {
+    let s = &state.scales;
+    match (&s.file, s.use_file) {
+        (Some(f), true) => f.name.clone(),
+        _ => text::uniform_in_use(s.uniform, &s.rule()),
+    }
+}
+
+/// A label and its widget in a grid row, the widget named by the label
+/// (kittest and screen readers find it by that name).
+fn labelled_drag(ui: &mut egui::Ui, name: &str, widget: egui::DragValue<'_>, note: Option<String>) {
+    let label = ui.label(name);
+    ui.horizontal(|ui| {
+        ui.add(widget).labelled_by(label.id);
+        if let Some(n) = note {
+            ui.label(n);
+        }
+    });
+    ui.end_row();
+}
+
+/// The objective against step (per head) or against s (uniform).
+fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
+    let uniform = report.spec.kind == SearchKind::Uniform;
+    ui.label(text::LOSS_HEADING);
+    let points = report.curve();
+    Plot::new("search loss")
+        .width(LOSS_WIDTH.min(ui.available_width()))
+        .height(200.0)
+        .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
+        .y_axis_label(text::OBJECTIVE_AXIS)
+        .show(ui, |plot| {
+            plot.line(
+                Line::new(text::OBJECTIVE_AXIS, PlotPoints::from(points.clone()))
+                    .color(palette::SCALED)
+                    .width(palette::LINE_WIDTH),
+            );
+            if uniform {
+                plot.points(
+                    Points::new(text::OBJECTIVE_AXIS, PlotPoints::from(points))
+                        .color(palette::SCALED)
+                        .radius(3.0),
+                );
+            }
+        });
+}
+
+/// The layer x head map of `values`, viridis from 1 up, with a legend.
+fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
+    let hi = values.iter().copied().fold(MAP_TOP, f32::max);
+    let lo = 1.0f32;
+    ui.horizontal(|ui| {
+        ui.add_space(56.0);
+        for h in 0..heads {
+            ui.add_sized([CELL, 14.0], egui::Label::new(text::head_column(h)));
+        }
+    });
+    for l in 0..layers {
+        ui.horizontal(|ui| {
+            ui.add_sized([52.0, CELL], egui::Label::new(text::layer_row(l)));
+            for h in 0..heads {
+                let v = values.get(l * heads + h).copied().unwrap_or(f32::NAN);
+                let fill = palette::viridis((v - lo) / (hi - lo));
+                let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::hover());
+                let painter = ui.painter();
+                painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    format!("{v:.2}"),
+                    egui::FontId::proportional(12.0),
+                    palette::text_on(fill),
+                );
+                response.on_hover_text(text::scale_hover(&text::head_name(l, h), v));
+            }
+        });
+    }
+    ui.horizontal(|ui| {
+        ui.label(format!("{lo:.2}"));
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
+        let steps = 32;
+        for i in 0..steps {
+            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
+            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
+            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
+            ui.painter()
+                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
+        }
+        ui.label(text::scale_legend(hi));
+    });
+}
+
+/// The presets: apply one, or make it setting B.
+fn presets_ui(ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
+    ui.heading(text::PRESETS_HEADING);
+    ui.label(text::PRESETS_HELP);
+    let info = keys.info;
+    let list = presets(state.model, info, &state.tune);
+    let mut apply = None;
+    let mut as_b = None;
+    egui::Grid::new("presets")
+        .num_columns(4)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            for (i, p) in list.iter().enumerate() {
+                match p {
+                    Ok(p) => {
+                        ui.label(&p.name);
+                        if ui.button(text::USE_PRESET).clicked() {
+                            apply = Some(p.clone());
+                        }
+                        if ui.button(text::PRESET_AS_B).clicked() {
+                            as_b = Some(p.clone());
+                        }
+                        match i {
+                            1 => {
+                                let label = ui.label(text::PRESET_S);
+                                ui.add(
+                                    egui::DragValue::new(&mut state.tune.preset_uniform)
+                                        .range(0.25..=4.0)
+                                        .speed(0.01),
+                                )
+                                .labelled_by(label.id);
+                            }
+                            2 => {
+                                let label = ui.label(text::PRESET_A);
+                                ui.add(
+                                    egui::DragValue::new(&mut state.tune.fitted_a)
+                                        .range(0.0..=2.0)
+                                        .max_decimals(3)
+                                        .speed(0.005),
+                                )
+                                .labelled_by(label.id);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(e) => {
+                        ui.colored_label(palette::ERROR, text::error(&e.to_string()));
+                    }
+                }
+                ui.end_row();
+            }
+        });
+    if let Some(p) = apply {
+        p.apply_to(&mut state.scales, info.heads);
+    }
+    if let Some(p) = as_b {
+        state.compare = Some(p);
+    }
+}
+
+/// Writes the file natively: a temporary name, then a rename.
+#[cfg(not(target_arch = "wasm32"))]
+fn save(path: &str, json: &str) -> Result<String, String> {
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(text::NO_SAVE_PATH.into());
+    }
+    let p = std::path::Path::new(path);
+    crate::model::files::write_atomic(p, json.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(text::saved_to(&p.display().to_string()))
+}
+
+/// A rough time for a search before it runs, from what one costs on a
+/// 2-core CPU with the CPU engine (docs/APP.md, `nopescope search` timed at
+/// 128, 512 and 2048 tokens): seconds per token of a document's gradient,
+/// growing with the length (attention), and a forward at about a third.
+pub fn estimate_seconds(spec: &SearchSpec) -> f64 {
+    let t = spec.length as f64;
+    let per_token = GRAD_SECONDS_PER_TOKEN + GRAD_SECONDS_PER_TOKEN_SQUARED * t;
+    match spec.kind {
+        SearchKind::Heads => spec.steps as f64 * spec.batch as f64 * t * per_token,
+        SearchKind::Uniform => spec.planned() as f64 * spec.batch as f64 * t * per_token * FORWARD_SHARE,
+    }
+}
+
+/// Measured: see `estimate_seconds`.
+const GRAD_SECONDS_PER_TOKEN: f64 = 1.33e-4;
+const GRAD_SECONDS_PER_TOKEN_SQUARED: f64 = 9.1e-8;
+const FORWARD_SHARE: f64 = 0.36;

@@ -1,0 +1,304 @@
+//! The tuning panel driven through the accessibility tree (egui_kittest,
+//! wgpu on lavapipe here): a 3-step search on the bundled model updates the
+//! loss curve and the scale map; its scales are saved to a file and loaded
+//! back equal; a search keeps running on another page, pauses, resumes
+//! where it stopped, and cancelling it leaves the scales in use alone.
+#![cfg(feature = "app")]
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nopescope::app::search_job::{Checkpoint, SearchKind, TuneSettings};
+use nopescope::app::state::{Tab, ViewState};
+use nopescope::app::views::tuning::Phase;
+use nopescope::app::{text, AppOptions, NopeApp};
+
+const WIDTH: f32 = 1280.0;
+const HEIGHT: f32 = 1500.0;
+
+fn harness(state: ViewState) -> Harness<'static, NopeApp> {
+    Harness::builder()
+        .with_size([WIDTH, HEIGHT])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+}
+
+/// A short search on the tuning page: per head, pass-key digits, 128
+/// tokens, 2 documents a step.
+fn tuning_state(steps: usize) -> ViewState {
+    ViewState {
+        tab: Tab::Tune,
+        tune: TuneSettings {
+            kind: SearchKind::Heads,
+            length: 128,
+            batch: 2,
+            steps,
+            // Above the clamp at 1, so every step moves the scales.
+            init: 1.2,
+            ..TuneSettings::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Steps frames until `done` holds (two minutes at most).
+fn wait_for(h: &mut Harness<'static, NopeApp>, what: &str, done: impl Fn(&NopeApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "waited two minutes for {what}"
+        );
+    }
+}
+
+/// Focuses the text field named `label`, types `text` and checks it landed.
+fn type_into(h: &mut Harness<'static, NopeApp>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.step();
+    h.get_by_label(label).type_text(text);
+    h.step();
+    assert_eq!(h.get_by_label(label).value().as_deref(), Some(text));
+}
+
+fn steps_done(app: &NopeApp) -> usize {
+    app.tuning()
+        .run
+        .as_ref()
+        .and_then(|r| r.report.as_ref())
+        .map_or(0, |r| r.done)
+}
+
+fn phase(app: &NopeApp) -> Option<Phase> {
+    app.tuning().run.as_ref().map(|r| r.phase.clone())
+}
+
+#[test]
+fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() {
+    let mut h = harness(tuning_state(3));
+    h.run_steps(2);
+    h.get_by_label(text::START_SEARCH).click();
+    h.step();
+    assert_eq!(phase(h.state()), Some(Phase::Running));
+    // The map changes step by step: the scales after step 1 differ from
+    // the init, and those after step 3 from those after step 1.
+    wait_for(&mut h, "the first step", |a| steps_done(a) >= 1);
+    let after_one = h
+        .state()
+        .tuning()
+        .run
+        .as_ref()
+        .unwrap()
+        .report
+        .as_ref()
+        .unwrap()
+        .scales
+        .clone();
+    assert!(
+        after_one.iter().any(|&s| s != 1.2),
+        "step 1 moved nothing: {after_one:?}"
+    );
+    wait_for(&mut h, "the search to finish", |a| phase(a) != Some(Phase::Running));
+    h.run_steps(3);
+    let app = h.state();
+    let run = app.tuning().run.as_ref().unwrap();
+    assert_eq!(run.phase, Phase::Finished);
+    let report = run.report.clone().unwrap();
+    assert_eq!(report.done, 3);
+    assert!(report.finished);
+    let Checkpoint::Heads(st) = report.checkpoint.as_ref() else {
+        panic!("a per-head search keeps a per-head checkpoint")
+    };
+    assert_eq!(st.losses.len(), 3, "three losses on the curve");
+    assert!(st.losses.iter().all(|l| l.is_finite() && *l > 0.0), "{:?}", st.losses);
+    assert_eq!(report.curve().len(), 3);
+    assert!(report.scales.iter().all(|&s| s >= 1.0));
+    assert_ne!(report.scales, after_one, "the map did not change after step 1");
+    // What the panel says, and that nothing was applied yet.
+    h.get_by_label_contains("step 3 of 3");
+    assert!(h.state().state.scales.is_plain());
+    // The scatter's entropy at L, then the picture (status bar masked: it
+    // names this machine's adapter and threads).
+    wait_for(&mut h, "the entropy at L", |a| a.jobs.is_idle());
+    h.run_steps(3);
+    h.mask(eframe::egui::Rect::from_min_max(
+        eframe::egui::pos2(0.0, HEIGHT - 48.0),
+        eframe::egui::pos2(WIDTH, HEIGHT),
+    ));
+    h.snapshot("app_tuning");
+
+    // Save, then load the file back: the values are the ones saved.
+    let dir = std::env::temp_dir().join(format!("nopescope-tuning-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("searched.json");
+    type_into(&mut h, text::SAVE_PATH, path.to_str().unwrap());
+    h.get_by_label(text::SAVE_SCALES).click();
+    h.run_steps(2);
+    h.get_by_label_contains("Saved ");
+    let written =
+        nopescope::model::head_scales::HeadScales::from_json(&std::fs::read_to_string(&path).unwrap(), None).unwrap();
+    assert_eq!(written.values, report.scales);
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() == 1,
+        "a temporary file was left behind"
+    );
+    type_into(&mut h, text::LOAD_SOURCE, path.to_str().unwrap());
+    h.get_by_label(text::LOAD_AND_APPLY).click();
+    h.run_steps(2);
+    let s = &h.state().state.scales;
+    assert!(s.use_file);
+    assert_eq!(s.file.as_ref().unwrap().values, report.scales);
+    assert!(h.query_by_label_contains("Error:").is_none());
+    std::fs::remove_dir_all(&dir).ok();
+
+    // Applying the result makes it the scales every view uses.
+    h.state_mut().state.scales = Default::default();
+    h.run_steps(2);
+    h.get_by_label(text::APPLY_RESULT).click();
+    h.run_steps(2);
+    let app = h.state();
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    assert_eq!(keys.scales.values(), report.scales);
+}
+
+#[test]
+fn a_search_runs_on_another_page_pauses_resumes_and_cancel_keeps_the_scales() {
+    let mut state = tuning_state(500);
+    state.scales.uniform = 1.3;
+    let before = state.scales.clone();
+    let mut h = harness(state);
+    h.run_steps(2);
+    h.get_by_label(text::START_SEARCH).click();
+    wait_for(&mut h, "the first step", |a| steps_done(a) >= 1);
+
+    // On the explorer the search goes on (its job is pinned).
+    h.get_by_label(text::TAB_EXPLORE).click();
+    h.step();
+    let step_of = |app: &NopeApp| {
+        app.jobs.running().iter().find_map(|(_, m)| {
+            m.strip_prefix("search step ")
+                .and_then(|r| r.split('/').next()?.parse::<usize>().ok())
+        })
+    };
+    wait_for(&mut h, "a step on the explorer page", |a| step_of(a).is_some());
+    let first = step_of(h.state()).unwrap();
+    wait_for(&mut h, "another step on the explorer page", |a| {
+        step_of(a).is_some_and(|s| s > first)
+    });
+
+    // Back on the panel: pause ends the job and keeps the checkpoint.
+    h.get_by_label(text::TAB_TUNE).click();
+    h.step();
+    h.get_by_label(text::PAUSE).click();
+    h.step();
+    assert_eq!(phase(h.state()), Some(Phase::Paused));
+    let paused_at = steps_done(h.state());
+    assert!(paused_at > first, "the panel missed the steps run on the other page");
+    for _ in 0..20 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(steps_done(h.state()), paused_at, "steps ran while paused");
+
+    // Resume continues from the checkpoint, not from step 0.
+    h.get_by_label(text::RESUME).click();
+    h.step();
+    assert_eq!(phase(h.state()), Some(Phase::Running));
+    wait_for(&mut h, "a step after resuming", |a| steps_done(a) > paused_at);
+    let report = h.state().tuning().run.as_ref().unwrap().report.clone().unwrap();
+    let Checkpoint::Heads(st) = report.checkpoint.as_ref() else {
+        panic!()
+    };
+    assert_eq!(st.losses.len(), report.done, "the losses before the pause were kept");
+
+    // The status bar's Cancel (every job) pauses the search too; it resumes.
+    h.get_by_label(text::CANCEL).click();
+    h.run_steps(2);
+    assert_eq!(phase(h.state()), Some(Phase::Paused));
+    let paused_at = steps_done(h.state());
+    h.get_by_label(text::RESUME).click();
+    h.step();
+    wait_for(&mut h, "a step after the second resume", |a| steps_done(a) > paused_at);
+
+    // Cancel: the run is gone, and the scales in use are those from before.
+    h.get_by_label(text::CANCEL_SEARCH).click();
+    h.step();
+    assert!(h.state().tuning().run.is_none());
+    assert_eq!(h.state().state.scales, before);
+    let start = Instant::now();
+    while h.state().jobs.running().iter().any(|(_, m)| m.starts_with("search")) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(start.elapsed() < Duration::from_secs(60), "the search did not stop");
+    }
+}
+
+#[test]
+fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
+    let mut h = harness(tuning_state(3));
+    h.run_steps(2);
+    // The shipped scales as setting B: the explorer's views draw them
+    // instead of NoPE.
+    let shipped =
+        nopescope::model::head_scales::HeadScales::from_json(nopescope::app::models::NOPE_HEAD_SCALES_4L, None)
+            .unwrap();
+    h.get_all_by_label(text::PRESET_AS_B).nth(4).unwrap().click();
+    h.step();
+    let b = h.state().state.compare.clone().expect("setting B");
+    assert_eq!(b.values, shipped.values);
+    assert_eq!(b.name, text::PRESET_SHIPPED);
+    // The uniform preset in use (s = 1.2 by default).
+    h.get_all_by_label(text::USE_PRESET).nth(1).unwrap().click();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.state.scales.uniform, 1.2);
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    let settings = keys.settings();
+    assert_eq!(settings.len(), 2);
+    assert_eq!(settings[0].0, text::SETTING_B);
+    assert_eq!(settings[0].1.values(), shipped.values);
+    assert_eq!(settings[1].1.values(), vec![1.2; 16]);
+    // The fitted rule in use: the rule is part of the key.
+    h.get_all_by_label(text::USE_PRESET).nth(2).unwrap().click();
+    h.step();
+    let app = h.state();
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    assert!(matches!(
+        keys.scales.rule(),
+        nopescope::model::head_scales::ScaleRule::Fitted {
+            training_length: 256,
+            ..
+        }
+    ));
+    assert!(!keys.plain);
+
+    // Pass-key accuracy of B and the current scales at L, 2L and 4L.
+    h.get_by_label(text::COMPARE_PASSKEY).click();
+    h.step();
+    wait_for(&mut h, "the pass-key comparison", |a| a.jobs.is_idle());
+    h.run_steps(2);
+    let app = h.state();
+    let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    for scales in [keys.compare.clone().unwrap(), keys.scales.clone()] {
+        let key = nopescope::app::jobs::JobKey::PasskeyCompare {
+            model: app.state.model,
+            scales,
+            trials: nopescope::app::search_job::COMPARE_TRIALS,
+        };
+        match app.jobs.peek(&key) {
+            Some(nopescope::app::jobs::Entry::Done(r)) => match r.as_ref() {
+                nopescope::app::jobs::JobResult::PasskeyCompare(c) => {
+                    assert_eq!(c.lengths, vec![256, 512, 1024]);
+                    assert_eq!(c.accuracy.len(), 3);
+                    assert!(c.accuracy.iter().all(|a| (0.0..=1.0).contains(a)));
+                }
+                other => panic!("not a comparison: {other:?}"),
+            },
+            other => panic!("the comparison did not finish: {other:?}"),
+        }
+    }
+    h.get_by_label("2L = 512");
+}
