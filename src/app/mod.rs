@@ -142,6 +142,14 @@ impl NopeApp {
         &self.views.tuning
     }
 
+    /// Starts a search with the tuning panel's settings (what its Start
+    /// button does; the web page's test hook calls it).
+    pub fn start_search(&mut self) {
+        let info = self.info();
+        let spec = self.state.tune.spec(self.state.model, info);
+        self.views.tuning.start(&mut self.jobs, spec);
+    }
+
     pub fn info(&self) -> ModelInfo {
         match self.state.model {
             ModelChoice::Custom => self.jobs.opened.model.as_ref().map_or(self.infos[0], |m| m.1),

@@ -18,6 +18,8 @@ thread_local! {
     static STATUS: RefCell<String> = const { RefCell::new(String::new()) };
     /// A state set from JavaScript, applied at the next frame.
     static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
+    /// A search asked for from JavaScript, started at the next frame.
+    static START_SEARCH: RefCell<bool> = const { RefCell::new(false) };
     /// The fragment last written to the URL.
     static FRAGMENT: RefCell<String> = const { RefCell::new(String::new()) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
@@ -40,6 +42,18 @@ pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
         }
     });
     Ok(())
+}
+
+/// Starts a temperature search with the tuning panel's settings (as its
+/// Start button does); `nopescope_status().search` follows it.
+#[wasm_bindgen]
+pub fn nopescope_start_search() {
+    START_SEARCH.with(|s| *s.borrow_mut() = true);
+    CTX.with(|c| {
+        if let Some(ctx) = c.borrow().as_ref() {
+            ctx.request_repaint();
+        }
+    });
 }
 
 /// Resolves after `ms` milliseconds through the browser's event loop, so
@@ -133,6 +147,9 @@ pub fn after_frame(app: &mut NopeApp) {
     if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
         app.state = s;
     }
+    if START_SEARCH.with(|s| std::mem::take(&mut *s.borrow_mut())) {
+        app.start_search();
+    }
     let fragment = app.state.to_fragment();
     let changed = FRAGMENT.with(|f| {
         let mut f = f.borrow_mut();
@@ -180,6 +197,10 @@ pub fn after_frame(app: &mut NopeApp) {
         "engine": app.jobs.engine(),
         "entropy": entropy,
         "tour": tour,
+        "search": app.tuning().losses().map(|(losses, finished)| serde_json::json!({
+            "losses": losses,
+            "finished": finished,
+        })),
         "idle": app.jobs.is_idle(),
         "first_plot_s": app.first_plot_s,
         "busy_frames": app.frame_stats.busy_frames,
@@ -210,6 +231,9 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     if let Some(window) = web_sys::window() {
         let status = Closure::<dyn Fn() -> String>::new(nopescope_status);
         let set = Closure::<dyn Fn(String) -> Result<(), JsValue>>::new(|json: String| nopescope_set_state(&json));
+        let search = Closure::<dyn Fn()>::new(nopescope_start_search);
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_start_search"), search.as_ref())?;
+        search.forget();
         js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_status"), status.as_ref())?;
         js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_set_state"), set.as_ref())?;
         // They live as long as the page.

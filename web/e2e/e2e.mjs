@@ -162,7 +162,25 @@ try {
     check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
     check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
   });
-  // 4. WebGPU off: WebGL2 drawing, the CPU engine computes.
+  // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
+  // with the key at L; then a short temperature search in the page, whose
+  // loss must go down.
+  const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
+  await run("webgpu-lab-and-search", WEBGPU, "#step=2", 1024, /cpu/, async (page) => {
+    const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
+    check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
+    await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);
+    await page.waitForTimeout(500);
+    await page.evaluate(() => window.nopescope_start_search());
+    const t0 = Date.now();
+    const s = await waitFor(page, (x) => x.search && x.search.finished, 240_000);
+    const losses = s?.search?.losses ?? [];
+    console.log(`  search: ${losses.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s, losses ${losses.map((x) => x.toFixed(3)).join(" ")}`);
+    const first = losses.slice(0, 2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
+    const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
+    check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);
+  });
+  // 5. WebGPU off: WebGL2 drawing, the CPU engine computes.
   await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
   // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
   if (process.env.MEASURE) {

@@ -111,7 +111,18 @@ impl TuningView {
         }
     }
 
-    fn start(&mut self, jobs: &mut Jobs, spec: SearchSpec) {
+    /// The losses of the current run so far (per step for a head search,
+    /// per point for a uniform one), and whether it finished.
+    pub fn losses(&self) -> Option<(Vec<f64>, bool)> {
+        let report = self.run.as_ref()?.report.as_ref()?;
+        let losses = match report.checkpoint.as_ref() {
+            crate::app::search_job::Checkpoint::Heads(h) => h.losses.clone(),
+            crate::app::search_job::Checkpoint::Uniform(points) => points.iter().map(|p| p.1).collect(),
+        };
+        Some((losses, report.finished))
+    }
+
+    pub fn start(&mut self, jobs: &mut Jobs, spec: SearchSpec) {
         if let Some(old) = &self.run {
             jobs.cancel(&old.key);
         }
