@@ -63,6 +63,17 @@ fn every_walkthrough_step_keeps_its_promise() {
         settle(&mut h);
         assert_eq!(h.state().state.tour, Some(step));
         h.get_by_label(this.title);
+        if this.setting.lab {
+            let app = h.state();
+            let keys = Keys::of(&app.state, app.info());
+            let best = tour::best_retrieving_head(&app.jobs, &app.state, &keys).expect("heads ranked");
+            assert_eq!(
+                (app.state.layer, app.state.head),
+                (best.0, best.1),
+                "step {}: the best head is selected",
+                step + 1
+            );
+        }
         match promise(&h, step) {
             Promise::Met(m) => eprintln!("step {}: {:.1} s: {m}", step + 1, took.as_secs_f64()),
             other => panic!("step {} ({}): {other:?}", step + 1, this.title),

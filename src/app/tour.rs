@@ -38,7 +38,7 @@ pub struct Setting {
     /// once it is computed.
     pub select_most_distracted: bool,
     /// Show the pass-key lab (the model's answer beside the key) instead of
-    /// the explorer.
+    /// the explorer, and select the head that retrieves best once ranked.
     pub lab: bool,
 }
 
@@ -217,6 +217,20 @@ pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
             .map(|(a, b)| a - b)
             .collect(),
     )
+}
+
+/// In the pass-key lab, the head whose retrieving query puts the most
+/// attention on the key's tokens, with the scales in use (layer, head,
+/// share), once ranked.
+pub fn best_retrieving_head(jobs: &Jobs, state: &ViewState, keys: &Keys) -> Option<(usize, usize, f32)> {
+    let key = JobKey::PasskeyHeads {
+        at: super::views::passkey_lab::doc_input(state),
+        scales: keys.scales.clone(),
+    };
+    match jobs.peek(&key)?.result()? {
+        JobResult::PasskeyHeads(h) => h.best(),
+        _ => None,
+    }
 }
 
 /// The head whose entropy rises most (layer, head, rise).

@@ -166,7 +166,7 @@ try {
   // with the key at L; then a short temperature search in the page, whose
   // loss must go down.
   const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
-  await run("webgpu-lab-and-search", WEBGPU, "#step=2", 1024, /cpu/, async (page) => {
+  await run("webgpu-lab-and-search", WEBGPU, "#step=2", 256, /cpu/, async (page) => {
     const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
     check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
     await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);

@@ -34,7 +34,8 @@ impl TourView {
         if self.applied != Some(step) {
             self.error = tour::apply(step, state, info).err();
             self.applied = Some(step);
-            self.select_pending = STEPS[step].setting.select_most_distracted;
+            let setting = STEPS[step].setting;
+            self.select_pending = setting.select_most_distracted || setting.lab;
         }
     }
 
@@ -43,9 +44,13 @@ impl TourView {
         if !self.select_pending {
             return;
         }
-        if let Some((layer, head, _)) =
+        let step = state.tour.unwrap_or_default().min(STEPS.len() - 1);
+        let found = if STEPS[step].setting.lab {
+            tour::best_retrieving_head(jobs, state, keys)
+        } else {
             tour::rise(jobs, keys, &keys.ones).and_then(|r| tour::most_distracted(&r, keys.info.heads))
-        {
+        };
+        if let Some((layer, head, _)) = found {
             state.layer = layer;
             state.head = head;
             self.select_pending = false;
