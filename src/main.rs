@@ -160,6 +160,10 @@ enum Command {
         /// Also run forwards with entropy at 32768 and 65536.
         #[arg(long)]
         long: bool,
+        /// Only the 16-token forward (the fixed cost per call, with the
+        /// device work it asks for): quick, even on a software adapter.
+        #[arg(long)]
+        fixed_cost: bool,
     },
 }
 
@@ -201,7 +205,12 @@ fn main() -> ExitCode {
             backend,
             json,
         ),
-        Command::Bench { backend, json, long } => bench_cmd(backend, json, long),
+        Command::Bench {
+            backend,
+            json,
+            long,
+            fixed_cost,
+        } => bench_cmd(backend, json, long, fixed_cost),
         Command::Search(args) => cli::search::run(args),
         Command::Reproduce {
             nope,
@@ -494,11 +503,14 @@ fn eval_cmd(
     Ok(())
 }
 
-fn bench_cmd(backend: Backend, json: bool, long: bool) -> CliResult<()> {
+fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool) -> CliResult<()> {
     let cfg = ModelConfig::bench();
     let params = Params::<f32>::random(&cfg, 0.02, 7);
     let mut engine = make_engine(backend, cfg, params)?;
-    let report = pollster::block_on(bench::run(&mut engine, long, &mut |line| eprintln!("{line}"))).map_err(err)?;
+    let report = pollster::block_on(bench::run(&mut engine, long, fixed_cost, &mut |line| {
+        eprintln!("{line}")
+    }))
+    .map_err(err)?;
     if json {
         println!("{}", serde_json::to_string(&report).expect("json"));
     } else {

@@ -10,6 +10,7 @@
 //! the device until the copy is done.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::{Error, Result};
@@ -122,6 +123,21 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     report: AdapterReport,
     health: Arc<Mutex<Health>>,
+    work: Arc<WorkCounters>,
+}
+
+/// Counts of what the context asked of the device (`DeviceWork`).
+#[derive(Debug, Default)]
+struct WorkCounters {
+    submits: AtomicU64,
+    dispatches: AtomicU64,
+    buffers: AtomicU64,
+    bind_groups: AtomicU64,
+    read_backs: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 impl GpuContext {
@@ -163,6 +179,7 @@ impl GpuContext {
             queue,
             report,
             health: Arc::new(Mutex::new(Health::default())),
+            work: Arc::default(),
         })
     }
 
@@ -244,6 +261,19 @@ impl GpuContext {
         l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
     }
 
+    /// What this context (and its clones) asked of the device so far.
+    pub fn work(&self) -> crate::model::engine::DeviceWork {
+        let w = &self.work;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::model::engine::DeviceWork {
+            submits: get(&w.submits),
+            dispatches: get(&w.dispatches),
+            buffers: get(&w.buffers),
+            bind_groups: get(&w.bind_groups),
+            read_backs: get(&w.read_backs),
+        }
+    }
+
     /// Err if the device was lost (every call from then on), or once for an
     /// error that escaped every scope since the last check.
     pub fn check_health(&self) -> Result<()> {
@@ -317,6 +347,7 @@ impl GpuContext {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
             record(&mut encoder)?;
+            bump(&self.work.submits);
             self.queue.submit([encoder.finish()]);
             Ok(())
         })
@@ -343,6 +374,7 @@ impl GpuContext {
     /// when the device is lost; the write lands before the next submission.
     fn buffer_with(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
         let size = bytes.len().max(4).next_multiple_of(4);
+        bump(&self.work.buffers);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: size as u64,
@@ -364,6 +396,7 @@ impl GpuContext {
         let bytes = (len.max(1) * 4) as u64;
         self.check_buffer_size(label, bytes)?;
         self.scoped(label, || {
+            bump(&self.work.buffers);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes,
@@ -404,6 +437,9 @@ impl GpuContext {
         }
         let staging = self
             .scoped(what, || {
+                bump(&self.work.buffers);
+                bump(&self.work.read_backs);
+                bump(&self.work.submits);
                 let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("read-back staging"),
                     size: bytes,
@@ -561,6 +597,7 @@ impl GpuContext {
         if workgroups.contains(&0) {
             return;
         }
+        bump(&self.work.dispatches);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
             timestamp_writes: None,
@@ -597,6 +634,7 @@ impl GpuContext {
             binding: storage.len() as u32,
             resource: params.as_entire_binding(),
         });
+        bump(&self.work.bind_groups);
         self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
             layout,

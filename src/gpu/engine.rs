@@ -1252,6 +1252,10 @@ impl Engine for GpuEngine {
         format!("gpu ({})", self.ctx.adapter())
     }
 
+    fn device_work(&self) -> Option<crate::model::engine::DeviceWork> {
+        Some(self.ctx.work())
+    }
+
     fn config(&self) -> &ModelConfig {
         &self.config
     }

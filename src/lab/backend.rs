@@ -142,6 +142,13 @@ impl Engine for AnyEngine {
         }
     }
 
+    fn device_work(&self) -> Option<crate::model::engine::DeviceWork> {
+        match self {
+            AnyEngine::Cpu(e) => e.device_work(),
+            AnyEngine::Gpu(e) => e.device_work(),
+        }
+    }
+
     fn config(&self) -> &ModelConfig {
         match self {
             AnyEngine::Cpu(e) => e.config(),

@@ -16,6 +16,17 @@ use crate::model::rng::Rng;
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BenchReport {
     pub backend: String,
+    /// A forward of 16 tokens (logits of the last): almost no arithmetic,
+    /// so its time is the engine's fixed cost per call.
+    pub forward_seconds_t16: f64,
+    /// True when only the 16-token forward ran (`--fixed-cost`).
+    pub fixed_cost_only: bool,
+    /// What one such forward asks of the device (GPU engines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_work_forward_t16: Option<crate::model::engine::DeviceWork>,
+    /// And one forward of 1024 tokens with all logits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_work_forward_t1024: Option<crate::model::engine::DeviceWork>,
     pub forward_tokens_per_s_t1024: f64,
     pub entropy_forward_seconds_t16384: f64,
     pub entropy_forward_peak_rss_bytes_t16384: Option<u64>,
@@ -91,7 +102,40 @@ async fn timed_entropy_forward<E: Engine>(
 
 /// Runs the benchmark on `engine` (which must hold the bench model).
 /// `log` receives a line per measurement as it finishes.
-pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+/// The device work of one call, from counts before and after `calls`.
+fn per_call(
+    before: Option<crate::model::engine::DeviceWork>,
+    after: Option<crate::model::engine::DeviceWork>,
+    calls: u64,
+) -> Option<crate::model::engine::DeviceWork> {
+    let w = after?.since(before?);
+    Some(crate::model::engine::DeviceWork {
+        submits: w.submits / calls,
+        dispatches: w.dispatches / calls,
+        buffers: w.buffers / calls,
+        bind_groups: w.bind_groups / calls,
+        read_backs: w.read_backs / calls,
+    })
+}
+
+fn fmt_work(w: Option<crate::model::engine::DeviceWork>) -> String {
+    match w {
+        Some(w) => format!(
+            " ({} submits, {} dispatches, {} buffers, {} bind groups, {} read-backs per call)",
+            w.submits, w.dispatches, w.buffers, w.bind_groups, w.read_backs
+        ),
+        None => String::new(),
+    }
+}
+
+/// `only_fixed_cost`: stop after the 16-token forward (a quick look at the
+/// fixed cost, e.g. on a software adapter where the rest takes long).
+pub async fn run<E: Engine>(
+    engine: &mut E,
+    long: bool,
+    only_fixed_cost: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
     let cfg = engine.config().clone();
     let hs = HeadScales::ones(&cfg);
     let mut rng = Rng::new(2024);
@@ -99,6 +143,28 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         backend: engine.name(),
         ..Default::default()
     };
+
+    // The fixed cost: 16 tokens, the last one's logits.
+    let short = random_tokens(&mut rng, 16, cfg.vocab_size);
+    engine.forward(&short, &hs, &ForwardOptions::default()).await?; // warm-up
+    let before = engine.device_work();
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        engine.forward(&short, &hs, &ForwardOptions::default()).await?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    report.forward_seconds_t16 = median(times);
+    report.device_work_forward_t16 = per_call(before, engine.device_work(), 7);
+    log(&format!(
+        "forward, T=16: {:.2} ms{}",
+        1e3 * report.forward_seconds_t16,
+        fmt_work(report.device_work_forward_t16)
+    ));
+    if only_fixed_cost {
+        report.fixed_cost_only = true;
+        return Ok(report);
+    }
 
     // Long forward with entropy first, while the heap is small, so the peak
     // it records is this forward's.
@@ -118,12 +184,14 @@ pub async fn run<E: Engine>(engine: &mut E, long: bool, log: &mut dyn FnMut(&str
         ..Default::default()
     };
     engine.forward(&tokens, &hs, &all_logits).await?; // warm-up
+    let before = engine.device_work();
     let mut times = Vec::new();
     for _ in 0..7 {
         let t0 = Instant::now();
         engine.forward(&tokens, &hs, &all_logits).await?;
         times.push(t0.elapsed().as_secs_f64());
     }
+    report.device_work_forward_t1024 = per_call(before, engine.device_work(), 7);
     report.forward_tokens_per_s_t1024 = 1024.0 / median(times);
     log(&format!(
         "forward (logits), T=1024: {:.0} tokens/s",
@@ -226,6 +294,42 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut s = format!("backend: {}\n", self.backend);
         s += &format!("{:<44} {:>14}\n", "measurement", "value");
+        s += &format!(
+            "{:<44} {:>14.3}\n",
+            "forward ms, T=16 (fixed cost)",
+            1e3 * self.forward_seconds_t16
+        );
+        for (name, w) in [
+            ("T=16", self.device_work_forward_t16),
+            ("T=1024", self.device_work_forward_t1024),
+        ] {
+            if let Some(w) = w {
+                s += &format!("{:<44} {:>14}\n", format!("submits per forward, {name}"), w.submits);
+                s += &format!(
+                    "{:<44} {:>14}\n",
+                    format!("dispatches per forward, {name}"),
+                    w.dispatches
+                );
+                s += &format!(
+                    "{:<44} {:>14}\n",
+                    format!("buffers made per forward, {name}"),
+                    w.buffers
+                );
+                s += &format!(
+                    "{:<44} {:>14}\n",
+                    format!("bind groups made per forward, {name}"),
+                    w.bind_groups
+                );
+                s += &format!(
+                    "{:<44} {:>14}\n",
+                    format!("read-backs per forward, {name}"),
+                    w.read_backs
+                );
+            }
+        }
+        if self.fixed_cost_only {
+            return s;
+        }
         s += &format!(
             "{:<44} {:>14.0}\n",
             "forward tokens/s, T=1024", self.forward_tokens_per_s_t1024

@@ -90,10 +90,43 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// What an engine has asked of its device so far (GPU engines): the fixed
+/// cost of a call is in these counts, whatever the size of the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceWork {
+    /// Command buffers submitted (each a round through the driver).
+    pub submits: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Buffers created (storage, uniforms, read-back staging).
+    pub buffers: u64,
+    pub bind_groups: u64,
+    /// Read-backs to the host (each waits for the device).
+    pub read_backs: u64,
+}
+
+impl DeviceWork {
+    /// The work done since `before`.
+    pub fn since(self, before: DeviceWork) -> DeviceWork {
+        DeviceWork {
+            submits: self.submits - before.submits,
+            dispatches: self.dispatches - before.dispatches,
+            buffers: self.buffers - before.buffers,
+            bind_groups: self.bind_groups - before.bind_groups,
+            read_backs: self.read_backs - before.read_backs,
+        }
+    }
+}
+
 #[allow(async_fn_in_trait)]
 pub trait Engine {
     /// A short description: which engine, which device.
     fn name(&self) -> String;
+
+    /// The device work so far (None for an engine without a device).
+    fn device_work(&self) -> Option<DeviceWork> {
+        None
+    }
     fn config(&self) -> &ModelConfig;
 
     /// One sequence through the model.
