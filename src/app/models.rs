@@ -10,14 +10,14 @@ pub struct Bundled {
     pub tokenizer: &'static [u8],
 }
 
-pub const NOPE: Bundled = Bundled {
+pub static NOPE: Bundled = Bundled {
     name: "assets/models/nope-sotu",
     config: include_bytes!("../../assets/models/nope-sotu/config.json"),
     weights: include_bytes!("../../assets/models/nope-sotu/model.safetensors"),
     tokenizer: include_bytes!("../../assets/models/nope-sotu/tokenizer.json"),
 };
 
-pub const ROPE: Bundled = Bundled {
+pub static ROPE: Bundled = Bundled {
     name: "assets/models/rope-sotu",
     config: include_bytes!("../../assets/models/rope-sotu/config.json"),
     weights: include_bytes!("../../assets/models/rope-sotu/model.safetensors"),
@@ -25,19 +25,19 @@ pub const ROPE: Bundled = Bundled {
 };
 
 /// Held-out State of the Union text (CC0), never seen in training.
-pub const VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
+pub static VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
 
 /// The per-head scales shipped with the NoPE model: `nopescope search` at
 /// 4L on the pass-key objective (the command is inside the file).
-pub const NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");
+pub static NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");
 
 /// Text for the tuning panel's text objective: the tuning split, never the
 /// validation text the views evaluate on.
-pub const TUNING_TEXT: &str = include_str!("../../assets/text/sotu-tuning.txt");
+pub static TUNING_TEXT: &str = include_str!("../../assets/text/sotu-tuning.txt");
 
 /// What `nopescope reproduce` measured on the bundled NoPE model; the app
 /// reads the fitted rule's a from it (`fit_a`).
-const REPRODUCTION: &str = include_str!("../../docs/results.json");
+static REPRODUCTION: &str = include_str!("../../docs/results.json");
 
 /// The a of the fitted rule s*(i) = 1 + a ln(i / L), as the reproduction
 /// fitted it on the bundled NoPE model (None if the file has none).
