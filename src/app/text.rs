@@ -419,8 +419,8 @@ pub const APPLY_RESULT: &str = "Apply the result";
 pub const RESULT_AS_B: &str = "Compare with it (setting B)";
 pub const SHOW_JSON: &str = "Show as JSON";
 pub const COPY_JSON: &str = "Copy the JSON";
-pub const SAVE_ON_WEB: &str =
-    "To keep the scales: show them as JSON, copy it into a file, and load it here later (or paste it).";
+pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file or the JSON here later.";
+pub const DOWNLOAD_SCALES: &str = "Download the scales (head_scales.json)";
 pub const SAVE_HINT: &str = "path of a new head-scales file (.json)";
 pub const SAVE_SCALES: &str = "Save the scales";
 pub const NO_SAVE_PATH: &str = "type the path to save the head scales to";

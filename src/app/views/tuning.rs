@@ -388,7 +388,15 @@ impl TuningView {
                 }
             });
             #[cfg(target_arch = "wasm32")]
-            ui.label(text::SAVE_ON_WEB);
+            ui.horizontal_wrapped(|ui| {
+                if ui.button(text::DOWNLOAD_SCALES).clicked() {
+                    self.outcome = Some(
+                        crate::app::web::download("head_scales.json", json.as_bytes(), "application/json")
+                            .map(|()| text::downloaded("head_scales.json")),
+                    );
+                }
+                ui.label(text::SAVE_ON_WEB);
+            });
             if self.show_json {
                 if ui.button(text::COPY_JSON).clicked() {
                     ui.ctx().copy_text(json.clone());
