@@ -1440,3 +1440,76 @@ fn no_adapter(test: &str) {
         );
     }
 }
+
+/// Where a tiny call's time goes on this adapter: 64 dispatches of a
+/// one-workgroup kernel, each in its own compute pass (as the engine
+/// records them today) against all in one pass, and against one dispatch
+/// (information for docs/BENCH.md's fixed cost; `--ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check: prints per-pass and per-dispatch times (run with --ignored --nocapture)"]
+fn passes_against_dispatches_speed() {
+    let Some(g) = gpu("passes_against_dispatches_speed") else {
+        return;
+    };
+    let device = &g.ctx.device;
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("add one"),
+        source: wgpu::ShaderSource::Wgsl(
+            "@group(0) @binding(0) var<storage, read_write> x: array<f32>;\n\
+             @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) i: vec3<u32>) {\n\
+                 if i.x < arrayLength(&x) { x[i.x] = x[i.x] + 1.0; }\n\
+             }"
+            .into(),
+        ),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("add one"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let x = block_on(g.ctx.upload("x", &[0f32; 64])).unwrap();
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("x"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: x.as_entire_binding(),
+        }],
+    });
+    let run = |passes: usize, per_pass: usize| -> f64 {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t0 = std::time::Instant::now();
+            let mut enc = device.create_command_encoder(&Default::default());
+            for _ in 0..passes {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                for _ in 0..per_pass {
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
+            }
+            g.ctx.queue.submit([enc.finish()]);
+            device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let one = run(1, 1);
+    let passes = run(64, 1);
+    let dispatches = run(1, 64);
+    eprintln!(
+        "{}: one dispatch {:.2} ms; 64 passes of one dispatch {:.2} ms; one pass of 64 dispatches {:.2} ms",
+        g.ctx.report().name,
+        one * 1e3,
+        passes * 1e3,
+        dispatches * 1e3
+    );
+    // Each run really added one per dispatch.
+    let total = 5 * (1 + 64 + 64);
+    assert_eq!(block_on(g.ctx.read_f32("x", &x, 1)).unwrap(), vec![total as f32]);
+}
