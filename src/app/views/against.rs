@@ -40,24 +40,13 @@ impl AgainstLengthView {
         } else {
             ModelChoice::Nope
         };
-        let mut series: Vec<(String, egui::Color32, JobKey)> = vec![(
-            text::BEFORE.to_string(),
-            palette::NOPE,
-            JobKey::AgainstLength {
-                model,
-                scales: keys.ones.clone(),
-            },
-        )];
-        if !keys.plain {
-            series.push((
-                text::AFTER.to_string(),
-                palette::SCALED,
-                JobKey::AgainstLength {
-                    model,
-                    scales: keys.scales.clone(),
-                },
-            ));
-        }
+        // The settings every view draws: NoPE (or setting B), then the
+        // current scales when they differ.
+        let mut series: Vec<(String, egui::Color32, JobKey)> = keys
+            .settings()
+            .into_iter()
+            .map(|(name, scales, colour)| (name.to_string(), colour, JobKey::AgainstLength { model, scales }))
+            .collect();
         series.push((
             text::MODEL_ROPE.to_string(),
             palette::ROPE,
