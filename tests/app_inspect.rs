@@ -209,3 +209,19 @@ fn chunked_capture_gives_the_attention_rows() {
         }
     }
 }
+
+/// The CPU engine's forward speed on the bundled NoPE model natively, the
+/// number the web page's `nopescope_bench_forward` is compared with in
+/// docs/BENCH.md (information only; run with one thread:
+/// `RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 cargo test --release --test
+/// app_inspect bundled_forward_speed -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn bundled_forward_speed() {
+    let start = std::time::Instant::now();
+    let now = move || start.elapsed().as_secs_f64() * 1000.0;
+    for length in [256, 1024] {
+        let tps = pollster::block_on(nopescope::app::compute::time_bundled_forward(length, 7, &now)).unwrap();
+        eprintln!("native CPU engine, bundled NoPE, forward at {length}: {tps:.0} tokens/s");
+    }
+}

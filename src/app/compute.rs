@@ -652,6 +652,34 @@ pub enum ModelSource {
     Folder(std::path::PathBuf),
 }
 
+/// Forward tokens per second of the CPU engine on the bundled NoPE model:
+/// `length` tokens of the validation text, one warm-up and the median of
+/// `repeats` timed forwards (logits of the last token only). `now_ms` is
+/// the caller's clock (the page's, or `Instant` natively), so the same
+/// code measures the engine in a browser and on the desktop.
+pub async fn time_bundled_forward(length: usize, repeats: usize, now_ms: &dyn Fn() -> f64) -> Result<f64> {
+    let mut slot = ModelSlot::load(ModelChoice::Nope)?;
+    let tokens: Vec<u32> = slot.validation_tokens()?.iter().copied().take(length).collect();
+    if tokens.len() < length {
+        return Err(Error::Input(format!(
+            "the validation text has only {} tokens",
+            tokens.len()
+        )));
+    }
+    let mut engine = crate::model::cpu::CpuEngine::new(slot.config.clone(), slot.params.clone())?;
+    let hs = HeadScales::ones(&slot.config);
+    let opts = ForwardOptions::default();
+    engine.forward(&tokens, &hs, &opts).await?;
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let t0 = now_ms();
+        engine.forward(&tokens, &hs, &opts).await?;
+        times.push(now_ms() - t0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(length as f64 / (times[times.len() / 2] / 1000.0))
+}
+
 /// L/2, L, 2L, ..., 16L.
 pub fn sweep_lengths(training_length: usize) -> Vec<usize> {
     (0..6).map(|k| (training_length / 2) << k).filter(|&l| l >= 2).collect()

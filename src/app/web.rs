@@ -56,6 +56,16 @@ pub fn nopescope_start_search() {
     });
 }
 
+/// Forward tokens per second of the CPU engine in this page on the bundled
+/// NoPE model at `length` tokens (median of `repeats`), for docs/BENCH.md;
+/// holds the page while it runs.
+#[wasm_bindgen]
+pub async fn nopescope_bench_forward(length: usize, repeats: usize) -> Result<f64, JsValue> {
+    super::compute::time_bundled_forward(length, repeats, &now_ms)
+        .await
+        .map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
 /// Resolves after `ms` milliseconds through the browser's event loop, so
 /// the runner lets frames through.
 pub async fn yield_to_browser(ms: i32) {
@@ -231,6 +241,13 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     if let Some(window) = web_sys::window() {
         let status = Closure::<dyn Fn() -> String>::new(nopescope_status);
         let set = Closure::<dyn Fn(String) -> Result<(), JsValue>>::new(|json: String| nopescope_set_state(&json));
+        let bench = Closure::<dyn Fn(usize, usize) -> js_sys::Promise>::new(|length, repeats| {
+            wasm_bindgen_futures::future_to_promise(async move {
+                nopescope_bench_forward(length, repeats).await.map(JsValue::from)
+            })
+        });
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_bench_forward"), bench.as_ref())?;
+        bench.forget();
         let search = Closure::<dyn Fn()>::new(nopescope_start_search);
         js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_start_search"), search.as_ref())?;
         search.forget();

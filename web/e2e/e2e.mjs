@@ -184,6 +184,13 @@ try {
   await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
   // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
   if (process.env.MEASURE) {
+    // The CPU engine's forward speed in the page (docs/BENCH.md).
+    await run("measure-forward-speed", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
+      for (const length of [256, 1024]) {
+        const tps = await page.evaluate((l) => window.nopescope_bench_forward(l, 5), length);
+        console.log(`  web CPU engine, bundled NoPE, forward at ${length}: ${tps.toFixed(0)} tokens/s`);
+      }
+    });
     const big = "#state=" + encodeURIComponent(JSON.stringify({ length: 4096 }));
     await run("measure-4096-cpu", WEBGPU, big, 4096, /cpu/);
   }
