@@ -1,0 +1,426 @@
+//! The WGSL engine: the engine contract (`model::Engine`) on the kernels of
+//! this module's siblings, computing what the CPU engine
+//! (`model::cpu::transformer`) computes, step for step: embedding, per
+//! layer x += Attn(RMSNorm(x)) and x += MLP(RMSNorm(x)), a final RMSNorm and
+//! the LM head in chunks of rows scored as they are made; the backward in
+//! the same order, accumulating over the sequences of a batch.
+//!
+//! Where the weights live: one storage buffer per *slot*, a run of
+//! adjacent tensors of the flat parameter layout that the kernels read as
+//! one matrix (q, k and v each alone, gate and up together as the (2F, C)
+//! matrix whose product is the (T, 2F) `gu` SwiGLU reads). Bindings start
+//! at offset 0 (`GpuContext::bind`), so per-slot buffers avoid the 256-byte
+//! offset alignment; copies (4-byte aligned) move data between a slot and
+//! flat buffers where the whole parameter vector is needed (the global
+//! gradient norm, reading the gradients or the weights back).
+//!
+//! Sequences longer than one binding allows: every per-token buffer (the
+//! (T, C) residual stream and norms, q, k, v, the (T, 2F) gate/up and
+//! SwiGLU output, the attention's (H, T) stats, the backward's gradients
+//! of all of these, the tokens and targets) lives in *pages*, one buffer
+//! per run of `Workspace::page_rows` consecutive rows (the last page
+//! shorter): as many rows as the widest per-row buffer fits in the max
+//! storage binding and, on a CPU adapter, llvmpipe's loop budget (a weight
+//! gradient loops once per row). A page is bound whole at offset 0, so no
+//! binding passes the limit, no offset needs the storage offset alignment,
+//! and no buffer holds a whole (T, .) tensor. Row-wise steps (norms,
+//! products with the weights, SwiGLU, RoPE, the LM head) run page by page;
+//! weight and gain gradients add up page after page. Attention, the one
+//! step that mixes rows, runs query page i against key pages 0..=i in
+//! order, carrying the online softmax's (m, Z, E) and the output's
+//! accumulator from one key page to the next as it carries them between
+//! loop-budget passes (`gpu/attention.rs`); its backward does dq per query
+//! page over its key pages, dk and dv per key page over its query pages,
+//! and adds the head-scale gradient page by page. A sequence that fits is
+//! one page: the dispatches of an unpaged engine. What cannot be split is
+//! refused with an error naming the buffer, its size and the limit
+//! (`check_fits`): a weight matrix past the max storage binding, or an
+//! output read back whole (logits, entropy) past the max buffer size.
+//!
+//! The optimizer's state (AdamW moments per slot, the step count) stays on
+//! the device; a training step reads back only the losses and the
+//! gradient norm (summed slot by slot, so the flat gradient is never
+//! bound whole) to refuse a non-finite update as the CPU engine does.
+//!
+//! Every call awaits its read-backs (`GpuContext::read_f32`), so nothing
+//! blocks on the web.
+//!
+//! The code, one job a file: `weights.rs` (the slots), `workspace.rs`
+//! (paging, the per-length buffers, uploads), `record.rs` (the forward's
+//! recording, step by step as `model::cpu::transformer`), `gradients.rs`
+//! (the backward and the gradient run, the optimizer's state); this file
+//! holds the engine itself and the `Engine` contract.
+//!
+//! Not yet: reusing recorded work between calls.
+
+use super::attention::{AttnSpan, CPU_LOOP_BUDGET};
+use super::context::GpuContext;
+use super::cross_entropy::next_token_targets;
+use super::embedding::{TokenGroups, TokenGroupsBuffers};
+use super::error::{Error as GpuError, Result as GpuResult};
+use super::optim::{decay_words, norm_partials_len_parts, pack_decay_flags, STATS_LEN};
+use super::rmsnorm::dw_partials_len;
+use super::rope::RopeTables;
+use super::Kernels;
+use crate::model::config::{ModelConfig, PositionEncoding};
+use crate::model::engine::{
+    check_batch, check_finite_update, check_inputs, check_loss_weights, Engine, ForwardOptions, ForwardOutput,
+    GradMode, Gradients, LogitsRequest, StepStats,
+};
+use crate::model::error::{Error, Result};
+use crate::model::head_scales::HeadScales;
+use crate::model::optim::{AdamWConfig, AdamWState};
+use crate::model::params::{ParamLayout, Params};
+use crate::model::shapes::AttnShape;
+
+/// Rows of logits made at once (`model::shapes::LOGIT_ROWS`, as the CPU engine), fewer when
+/// a chunk of logits would pass the device's max storage binding or a page
+/// is shorter.
+mod gradients;
+mod record;
+mod weights;
+mod workspace;
+
+use gradients::*;
+use weights::*;
+use workspace::*;
+
+pub const LOGIT_ROWS: usize = crate::model::shapes::LOGIT_ROWS;
+
+/// Slots per decoder layer, in layout order.
+const LAYER_SLOTS: usize = 8;
+const ATTN_NORM: usize = 0;
+const WQ: usize = 1;
+const WK: usize = 2;
+const WV: usize = 3;
+const WO: usize = 4;
+const MLP_NORM: usize = 5;
+const GATE_UP: usize = 6;
+const W_DOWN: usize = 7;
+
+/// What a gpu::Error becomes at the engine's boundary; a limit that the
+/// engine could not split its way around points at the CPU engine.
+fn engine_error(e: GpuError) -> Error {
+    match e {
+        GpuError::Limit { .. } => Error::DeviceLimit(format!("GPU engine: {e}")),
+        GpuError::DeviceLost { .. } => Error::DeviceLost(format!("GPU engine: {e}")),
+        e => Error::Engine(format!("GPU engine: {e}")),
+    }
+}
+
+pub struct GpuEngine {
+    ctx: GpuContext,
+    kernels: Kernels,
+    config: ModelConfig,
+    layout: ParamLayout,
+    slots: Vec<Slot>,
+    weights: Vec<wgpu::Buffer>,
+    /// Weight gradients per slot, made on the first full backward.
+    grads: Option<Vec<wgpu::Buffer>>,
+    head_scales: Vec<wgpu::Buffer>,
+    ws: Option<Workspace>,
+    opt: Option<OptState>,
+    /// Rows of logits per chunk at most (`LOGIT_ROWS`; tests lower it).
+    logit_rows: usize,
+}
+
+impl GpuEngine {
+    /// Builds the kernels on `ctx`'s device and uploads the weights once.
+    pub async fn new(ctx: GpuContext, config: ModelConfig, params: Params<f32>) -> Result<Self> {
+        let layout = ParamLayout::new(&config);
+        if params.layout != layout {
+            return Err(Error::Input("parameters do not match the config's layout".into()));
+        }
+        if config.head_dim > super::attention::MAX_HEAD_DIM as usize {
+            return Err(Error::Engine(format!(
+                "GPU engine ({}): head dim {} is past the attention kernels' largest, {}",
+                ctx.adapter(),
+                config.head_dim,
+                super::attention::MAX_HEAD_DIM
+            )));
+        }
+        let kernels = Kernels::new(&ctx).await.map_err(engine_error)?;
+        let slots = slots_of(&config, &layout);
+        let mut engine = GpuEngine {
+            ctx,
+            kernels,
+            config,
+            layout,
+            slots,
+            weights: Vec::new(),
+            grads: None,
+            head_scales: Vec::new(),
+            ws: None,
+            opt: None,
+            logit_rows: LOGIT_ROWS,
+        };
+        engine.check_weights()?;
+        for s in &engine.slots {
+            let data = &params.data[s.offset..s.offset + s.len];
+            let buffer = engine.ctx.upload("weights", data).await.map_err(engine_error)?;
+            engine.weights.push(buffer);
+        }
+        for _ in 0..engine.config.num_layers {
+            let buffer = engine
+                .ctx
+                .zeros("head scales", engine.config.num_heads)
+                .await
+                .map_err(engine_error)?;
+            engine.head_scales.push(buffer);
+        }
+        Ok(engine)
+    }
+
+    /// Makes logits at most `rows` rows at a time (at least 1), so tests
+    /// reach the chunked LM head at small sizes.
+    pub fn set_logit_rows(&mut self, rows: usize) {
+        self.logit_rows = rows.max(1);
+        self.ws = None;
+    }
+
+    /// Lowers (never raises) the max storage binding this engine pages
+    /// its sequences by and checks every binding against, so tests reach
+    /// the paged path at small sizes. Below a weight matrix, every call
+    /// fails with an error naming it (weights are not split).
+    pub fn set_binding_limit(&mut self, bytes: u64) {
+        self.ctx.lower_limits(bytes, u64::MAX);
+        self.ws = None;
+    }
+
+    /// Lowers (never raises) the max buffer size this engine checks its
+    /// buffers against, so tests reach the refusal of outputs that are
+    /// read back whole.
+    #[doc(hidden)]
+    pub fn set_buffer_limit(&mut self, bytes: u64) {
+        self.ctx.lower_limits(u64::MAX, bytes);
+        self.ws = None;
+    }
+
+    /// Rows per page for sequences of `t` tokens under the limits in force
+    /// (`t` itself when nothing needs paging), so tests can say how a
+    /// sequence was split.
+    #[doc(hidden)]
+    pub fn page_rows_for(&self, t: usize) -> usize {
+        self.page_rows(t)
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+}
+
+impl Engine for GpuEngine {
+    fn name(&self) -> String {
+        format!("gpu ({})", self.ctx.adapter())
+    }
+
+    fn device_work(&self) -> Option<crate::model::engine::DeviceWork> {
+        Some(self.ctx.work())
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        check_inputs(&self.config, tokens, head_scales)?;
+        if let Some(w) = &options.loss_weights {
+            check_loss_weights(tokens, w)?;
+        }
+        let t = tokens.len();
+        self.check_fits(t)?;
+        let (vocab, lht) = (
+            self.config.vocab_size,
+            self.config.num_layers * self.config.num_heads * t,
+        );
+        let first_kept = match options.logits {
+            LogitsRequest::None => t,
+            LogitsRequest::All => 0,
+            LogitsRequest::Last(n) => t - n.min(t),
+        };
+        let kept_rows = t - first_kept;
+        let run = async {
+            self.ensure_workspace(t, false, false).await?;
+            self.upload_head_scales(head_scales)?;
+            let seq = self.upload_sequence(tokens, None, head_scales).await?;
+            let losses = self.ctx.zeros("losses", t).await?;
+            let entropy = match options.entropy {
+                true => Some(self.ctx.zeros("entropy (L, H, T)", lht).await?),
+                false => None,
+            };
+            let logits = match kept_rows {
+                0 => None,
+                n => Some(self.ctx.zeros("logits", n * vocab).await?),
+            };
+            self.ctx
+                .submit("forward", |enc| {
+                    self.record_layers(enc, &seq, false, entropy.as_ref())?;
+                    self.record_lm_head(
+                        enc,
+                        &seq,
+                        &losses,
+                        0,
+                        logits.as_ref().map(|b| (b, first_kept)),
+                        None,
+                        false,
+                    )
+                })
+                .await?;
+            let row_losses = self.ctx.read_f32("losses", &losses, t).await?;
+            let entropy_bits = match &entropy {
+                Some(b) => Some(self.ctx.read_f32("entropy", b, lht).await?),
+                None => None,
+            };
+            let logits = match &logits {
+                Some(b) => Some(self.ctx.read_f32("logits", b, kept_rows * vocab).await?),
+                None => None,
+            };
+            GpuResult::Ok((row_losses, entropy_bits, logits))
+        };
+        let (row_losses, entropy_bits, logits) = run.await.map_err(engine_error)?;
+        // The last row predicts nothing (its loss is 0); sum the rest in
+        // order, in f64, as the CPU engine does.
+        let scored = &row_losses[..t - 1];
+        let (loss_sum, weight_sum) = match &options.loss_weights {
+            Some(w) => (
+                scored.iter().zip(w).map(|(&l, &w)| l as f64 * w as f64).sum(),
+                w.iter().map(|&w| w as f64).sum(),
+            ),
+            None => (scored.iter().map(|&x| x as f64).sum(), (t - 1) as f64),
+        };
+        Ok(ForwardOutput {
+            loss_sum,
+            predictions: t - 1,
+            weight_sum,
+            losses: options.losses.then(|| scored.to_vec()),
+            logits,
+            logits_rows: kept_rows,
+            entropy_bits,
+        })
+    }
+
+    async fn weighted_gradients(
+        &mut self,
+        batch: &[Vec<u32>],
+        loss_weights: Option<&[Vec<f32>]>,
+        head_scales: &HeadScales,
+        mode: GradMode,
+    ) -> Result<Gradients> {
+        self.check_batch(batch, loss_weights, head_scales)?;
+        let (loss, predictions, hs, _) = self
+            .run_gradients(batch, loss_weights, head_scales, mode, None)
+            .await
+            .map_err(engine_error)?;
+        let weights = if mode == GradMode::Full {
+            let grads = self.grads.as_ref().expect("full backward made them");
+            Some(self.read_flat("weight gradients", grads).await.map_err(engine_error)?)
+        } else {
+            None
+        };
+        Ok(Gradients {
+            loss,
+            predictions,
+            weights,
+            head_scales: hs,
+        })
+    }
+
+    async fn train_step(
+        &mut self,
+        batch: &[Vec<u32>],
+        head_scales: &HeadScales,
+        optimizer: &AdamWConfig,
+        lr: f32,
+    ) -> Result<StepStats> {
+        self.check_batch(batch, None, head_scales)?;
+        self.ensure_optimizer().await.map_err(engine_error)?;
+        let (loss, _, _, norm) = self
+            .run_gradients(batch, None, head_scales, GradMode::Full, Some(optimizer.clip_norm))
+            .await
+            .map_err(engine_error)?;
+        let grad_norm = norm.expect("asked for") as f64;
+        check_finite_update(loss, grad_norm)?;
+        let opt = self.opt.as_mut().expect("made above");
+        opt.step += 1;
+        let opt = self.opt.as_ref().expect("made above");
+        let grads = self.grads.as_ref().expect("full backward made them");
+        self.ctx
+            .submit("adamw", |enc| {
+                for (i, s) in self.slots.iter().enumerate() {
+                    self.kernels.optim.adamw(
+                        &self.ctx,
+                        enc,
+                        &self.weights[i],
+                        &opt.m[i],
+                        &opt.v[i],
+                        &grads[i],
+                        &opt.decay[i],
+                        &opt.stats,
+                        s.len,
+                        optimizer,
+                        lr,
+                        opt.step,
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(engine_error)?;
+        Ok(StepStats { loss, grad_norm })
+    }
+
+    async fn params(&mut self) -> Result<Params<f32>> {
+        let data = self.read_flat("weights", &self.weights).await.map_err(engine_error)?;
+        Ok(Params {
+            layout: self.layout.clone(),
+            data,
+        })
+    }
+
+    async fn optimizer_state(&mut self) -> Result<Option<AdamWState>> {
+        let Some(opt) = self.opt.as_ref() else {
+            return Ok(None);
+        };
+        let step = opt.step;
+        let m = self.read_flat("adamw m", &opt.m).await.map_err(engine_error)?;
+        let v = self.read_flat("adamw v", &opt.v).await.map_err(engine_error)?;
+        Ok(Some(AdamWState { step, m, v }))
+    }
+
+    async fn set_optimizer_state(&mut self, state: AdamWState) -> Result<()> {
+        let n = self.layout.total;
+        if state.m.len() != n || state.v.len() != n {
+            return Err(Error::Input(format!(
+                "optimizer state has {} entries, the model has {n} parameters",
+                state.m.len()
+            )));
+        }
+        self.ensure_optimizer().await.map_err(engine_error)?;
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for s in &self.slots {
+            let range = s.offset..s.offset + s.len;
+            m.push(
+                self.ctx
+                    .upload("adamw m", &state.m[range.clone()])
+                    .await
+                    .map_err(engine_error)?,
+            );
+            v.push(
+                self.ctx
+                    .upload("adamw v", &state.v[range])
+                    .await
+                    .map_err(engine_error)?,
+            );
+        }
+        let opt = self.opt.as_mut().expect("made above");
+        opt.m = m;
+        opt.v = v;
+        opt.step = state.step;
+        Ok(())
+    }
+}

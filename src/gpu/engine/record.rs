@@ -1,0 +1,218 @@
+//! Recording the forward, step by step as `model::cpu::transformer` computes
+//! it: embedding, per layer norm, projections, scaled attention with its
+//! entropy, the MLP; then the LM head and the loss.
+
+use super::*;
+
+impl GpuEngine {
+    /// Records the forward through the layers (no LM head): x holds the
+    /// last layer's output. With `keep`, layer l's activations stay in
+    /// `ws.layers[l]`; `entropy` (L, H, T) receives each layer's entropy.
+    pub(super) fn record_layers(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        seq: &SeqInputs,
+        keep: bool,
+        entropy: Option<&wgpu::Buffer>,
+    ) -> GpuResult<()> {
+        let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
+        let ws = self.ws.as_ref().expect("workspace");
+        let t = seq.t;
+        let pages = ws.pages(t);
+        let (c, f, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let eps = cfg.rms_norm_eps as f32;
+        let shape = AttnShape {
+            t,
+            heads: hh,
+            kv_heads: kvh,
+            hd,
+        };
+        let mm = &k.matmul;
+        for p in &pages {
+            let (i, n) = (p.index, p.rows);
+            k.embedding
+                .forward(ctx, enc, &ws.x[i], &self.weights[0], &seq.tokens[i], n, c, vocab)?;
+        }
+        for l in 0..cfg.num_layers {
+            let lb = &ws.layers[if keep { l } else { 0 }];
+            let w = |which| &self.weights[self.slot(l, which)];
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                k.rmsnorm
+                    .forward(ctx, enc, &lb.xn1[i], &lb.rstd1[i], &ws.x[i], w(ATTN_NORM), n, c, eps)?;
+                mm.matmul_nt(ctx, enc, &lb.q[i], &lb.xn1[i], w(WQ), n, c, qd, 1.0, 0.0)?;
+                mm.matmul_nt(ctx, enc, &lb.k[i], &lb.xn1[i], w(WK), n, c, kvd, 1.0, 0.0)?;
+                mm.matmul_nt(ctx, enc, &lb.v[i], &lb.xn1[i], w(WV), n, c, kvd, 1.0, 0.0)?;
+                if let Some(tables) = ws.rope.get(i) {
+                    k.rope.apply(ctx, enc, &lb.q[i], tables, n, hh, hd, false)?;
+                    k.rope.apply(ctx, enc, &lb.k[i], tables, n, kvh, hd, false)?;
+                }
+                // The scale rule: q_i <- r(i) q_i.
+                if let Some(factors) = &seq.factors {
+                    k.scale_rows.apply(ctx, enc, &lb.q[i], &factors[i], n, qd)?;
+                }
+            }
+            // Query page i over key pages 0..=i, the softmax carried in
+            // attn_state; the page's rows are done with its own keys.
+            for (qi, &qp) in pages.iter().enumerate() {
+                let i = qp.index;
+                for &kp in &pages[..=qi] {
+                    k.attention.forward_span(
+                        ctx,
+                        enc,
+                        &lb.att[i],
+                        &lb.lse[i],
+                        &ws.entropy,
+                        &ws.attn_state,
+                        &lb.q[i],
+                        &lb.k[kp.index],
+                        &lb.v[kp.index],
+                        &self.head_scales[l],
+                        shape,
+                        span(qp, kp),
+                    )?;
+                }
+                if let Some(all) = entropy {
+                    // (H, rows) into (L, H, T): one copy per head, or one
+                    // for all when the page is the whole sequence.
+                    let n = qp.rows;
+                    let runs = if n == t {
+                        vec![(0, hh * n)]
+                    } else {
+                        (0..hh).map(|h| (h, n)).collect()
+                    };
+                    for (h, len) in runs {
+                        let dst = (l * hh + h) * t + qp.first;
+                        enc.copy_buffer_to_buffer(
+                            &ws.entropy,
+                            (h * n * 4) as u64,
+                            all,
+                            (dst * 4) as u64,
+                            (len * 4) as u64,
+                        );
+                    }
+                }
+            }
+            for p in &pages {
+                let (i, n) = (p.index, p.rows);
+                if keep {
+                    enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_in[i], 0, (n * c * 4) as u64);
+                }
+                // x += att Wo^T
+                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.att[i], w(WO), n, qd, c, 1.0, 1.0)?;
+                k.rmsnorm
+                    .forward(ctx, enc, &lb.xn2[i], &lb.rstd2[i], &ws.x[i], w(MLP_NORM), n, c, eps)?;
+                // [g u] = xn2 [Wg; Wu]^T
+                mm.matmul_nt(ctx, enc, &lb.gu[i], &lb.xn2[i], w(GATE_UP), n, c, 2 * f, 1.0, 0.0)?;
+                k.swiglu.forward(ctx, enc, &lb.h[i], &lb.gu[i], n, f)?;
+                if keep {
+                    enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_mid[i], 0, (n * c * 4) as u64);
+                }
+                // x += h Wd^T
+                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.h[i], w(W_DOWN), n, f, c, 1.0, 1.0)?;
+            }
+        }
+        let norm = &self.weights[self.norm_slot()];
+        for p in &pages {
+            let (i, n) = (p.index, p.rows);
+            k.rmsnorm
+                .forward(ctx, enc, &ws.xf[i], &ws.rstd_f[i], &ws.x[i], norm, n, c, eps)?;
+        }
+        Ok(())
+    }
+
+    /// Records the LM head over xf in chunks of rows within each page:
+    /// per-row losses into `losses` (T, the last 0) from `losses_offset`
+    /// on; the kept rows of logits into `logits` from row `first_kept`.
+    /// With `grad_weight`, also dxf and (`weight_grad`) the head's weight
+    /// gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_lm_head(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        seq: &SeqInputs,
+        losses: &wgpu::Buffer,
+        losses_offset: usize,
+        logits: Option<(&wgpu::Buffer, usize)>,
+        grad_weight: Option<f32>,
+        weight_grad: bool,
+    ) -> GpuResult<()> {
+        let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
+        let ws = self.ws.as_ref().expect("workspace");
+        let (c, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let wl = &self.weights[self.lm_head_slot()];
+        for p in ws.pages(seq.t) {
+            let i = p.index;
+            let mut s0 = 0;
+            while s0 < p.rows {
+                let n = ws.chunk.min(p.rows - s0);
+                let r0 = p.first + s0;
+                // The chunk's rows of xf and targets, copied to offset 0 (a
+                // binding starts at 0) unless the chunk is the whole page.
+                let whole = n == p.rows;
+                let xfc = if whole {
+                    &ws.xf[i]
+                } else {
+                    enc.copy_buffer_to_buffer(&ws.xf[i], (s0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
+                    &ws.xf_chunk
+                };
+                let (targets, weights) = if whole {
+                    (&seq.targets[i], &seq.weights[i])
+                } else {
+                    enc.copy_buffer_to_buffer(&seq.targets[i], (s0 * 4) as u64, &ws.target_chunk, 0, (n * 4) as u64);
+                    enc.copy_buffer_to_buffer(&seq.weights[i], (s0 * 4) as u64, &ws.weight_chunk, 0, (n * 4) as u64);
+                    (&ws.target_chunk, &ws.weight_chunk)
+                };
+                k.matmul.matmul_nt(ctx, enc, &ws.z, xfc, wl, n, c, vocab, 1.0, 0.0)?;
+                if let Some((kept, first_kept)) = logits {
+                    let from = first_kept.max(r0);
+                    if from < r0 + n {
+                        let row = (vocab * 4) as u64;
+                        enc.copy_buffer_to_buffer(
+                            &ws.z,
+                            (from - r0) as u64 * row,
+                            kept,
+                            (from - first_kept) as u64 * row,
+                            (r0 + n - from) as u64 * row,
+                        );
+                    }
+                }
+                k.cross_entropy.forward_backward(
+                    ctx,
+                    enc,
+                    &ws.loss_chunk,
+                    &ws.z,
+                    targets,
+                    weights,
+                    n,
+                    vocab,
+                    grad_weight,
+                )?;
+                enc.copy_buffer_to_buffer(
+                    &ws.loss_chunk,
+                    0,
+                    losses,
+                    ((losses_offset + r0) * 4) as u64,
+                    (n * 4) as u64,
+                );
+                if grad_weight.is_some() {
+                    let b = ws.backward.as_ref().expect("backward buffers");
+                    // dxf = dz W, dW += dz^T xf
+                    let dxfc = if whole { &b.dxf[i] } else { &b.dxf_chunk };
+                    k.matmul.matmul_nn(ctx, enc, dxfc, &ws.z, wl, n, vocab, c, 1.0, 0.0)?;
+                    if !whole {
+                        enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);
+                    }
+                    if weight_grad {
+                        let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
+                        k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
+                    }
+                }
+                s0 += n;
+            }
+        }
+        Ok(())
+    }
+}
