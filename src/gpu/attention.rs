@@ -35,7 +35,7 @@
 //! (`AttnSpan`): `rows` query rows from position `q_first` (q, out, dout,
 //! dq and the (H, rows) stats) against `keys` key rows from `k_first` (k,
 //! v, dk, dv), so a long sequence's buffers can live in pages that each
-//! fit the max storage binding (`gpu/engine.rs`). The shaders index the
+//! fit the max storage binding (`gpu/engine/`). The shaders index the
 //! bound rows, compare positions in the sequence for causality, and carry
 //! the online softmax (forward) and the sums (dq, dk, dv, scale gradient)
 //! from one key chunk (or query chunk) to the next exactly as they carry
@@ -116,7 +116,7 @@ pub struct AttnParams {
 /// position `q_first` and `keys` key rows from `k_first`, the keys ending
 /// at or before the query rows do (`k_first + keys <= q_first + rows`); a
 /// key chunk wholly before the query rows is the case of a paged sequence
-/// (`gpu/engine.rs`).
+/// (`gpu/engine/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttnSpan {
     pub q_first: usize,
