@@ -126,6 +126,13 @@ pub struct GpuContext {
     work: Arc<WorkCounters>,
 }
 
+/// A copy recorded for reading back (`GpuContext::stage`).
+#[derive(Debug)]
+pub struct Staged {
+    what: String,
+    buffer: Option<wgpu::Buffer>,
+}
+
 /// Counts of what the context asked of the device (`DeviceWork`).
 #[derive(Debug, Default)]
 struct WorkCounters {
@@ -425,6 +432,31 @@ impl GpuContext {
     /// polls the device until the copy is done; on the web it awaits the
     /// browser's callback and never blocks.
     pub async fn read_f32(&self, what: &str, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let staged = self
+            .scoped(what, || {
+                let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("read-back copy"),
+                });
+                let staged = self.stage(&mut encoder, what, buffer, len)?;
+                bump(&self.work.submits);
+                self.queue.submit([encoder.finish()]);
+                Ok::<_, Error>(staged)
+            })
+            .await??;
+        self.read_staged(staged).await
+    }
+
+    /// Records, into `encoder`, a copy of the first `len` f32 of `buffer`
+    /// into a new staging buffer, to be read with [`Self::read_staged`]
+    /// once the encoder is submitted: outputs then come back with the
+    /// work that made them, in one submission.
+    pub(crate) fn stage(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        what: &str,
+        buffer: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Staged> {
         let bytes = (len * 4) as u64;
         if buffer.size() < bytes {
             return Err(Error::Shape {
@@ -433,27 +465,35 @@ impl GpuContext {
             });
         }
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(Staged {
+                what: what.to_string(),
+                buffer: None,
+            });
         }
-        let staging = self
-            .scoped(what, || {
-                bump(&self.work.buffers);
-                bump(&self.work.read_backs);
-                bump(&self.work.submits);
-                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("read-back staging"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("read-back copy"),
-                });
-                encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
-                self.queue.submit([encoder.finish()]);
-                staging
-            })
-            .await?;
+        bump(&self.work.buffers);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        Ok(Staged {
+            what: what.to_string(),
+            buffer: Some(staging),
+        })
+    }
+
+    /// The data of a staged copy, once its submission ran. Natively it
+    /// polls the device until the copy is done; on the web it awaits the
+    /// browser's callback and never blocks.
+    pub(crate) async fn read_staged(&self, staged: Staged) -> Result<Vec<f32>> {
+        let Staged { what, buffer } = staged;
+        let what = what.as_str();
+        let Some(staging) = buffer else {
+            return Ok(Vec::new());
+        };
+        bump(&self.work.read_backs);
         let (sender, mut receiver) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             // The receiver only goes away if the caller's future was dropped.

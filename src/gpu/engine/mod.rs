@@ -257,6 +257,8 @@ impl Engine for GpuEngine {
                 0 => None,
                 n => Some(self.ctx.zeros("logits", n * vocab).await?),
             };
+            // The outputs' copies go in the same submission as the work.
+            let mut staged = Vec::new();
             self.ctx
                 .submit("forward", |enc| {
                     self.record_layers(enc, &seq, false, entropy.as_ref())?;
@@ -268,16 +270,29 @@ impl Engine for GpuEngine {
                         logits.as_ref().map(|b| (b, first_kept)),
                         None,
                         false,
-                    )
+                    )?;
+                    staged.push(self.ctx.stage(enc, "losses", &losses, t)?);
+                    if let Some(b) = &entropy {
+                        staged.push(self.ctx.stage(enc, "entropy", b, lht)?);
+                    }
+                    if let Some(b) = &logits {
+                        staged.push(self.ctx.stage(enc, "logits", b, kept_rows * vocab)?);
+                    }
+                    Ok(())
                 })
                 .await?;
-            let row_losses = self.ctx.read_f32("losses", &losses, t).await?;
-            let entropy_bits = match &entropy {
-                Some(b) => Some(self.ctx.read_f32("entropy", b, lht).await?),
+            let mut staged = staged.into_iter();
+            let mut next = async || match staged.next() {
+                Some(s) => self.ctx.read_staged(s).await.map(Some),
+                None => Ok(None),
+            };
+            let row_losses = next().await?.unwrap_or_default();
+            let entropy_bits = match entropy {
+                Some(_) => next().await?,
                 None => None,
             };
-            let logits = match &logits {
-                Some(b) => Some(self.ctx.read_f32("logits", b, kept_rows * vocab).await?),
+            let logits = match logits {
+                Some(_) => next().await?,
                 None => None,
             };
             GpuResult::Ok((row_losses, entropy_bits, logits))
