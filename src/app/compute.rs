@@ -124,6 +124,20 @@ struct Resolved {
     note: Option<String>,
 }
 
+impl Resolved {
+    /// One pass-key document: its key, and the query that predicts the
+    /// key's first token.
+    fn of_doc(doc: crate::lab::passkey::PasskeyDoc) -> Self {
+        let t = doc.tokens.len();
+        Resolved {
+            retrieval_query: Some(t - doc.answer_len - 1),
+            key_position: Some(doc.key_position),
+            windows: vec![doc.tokens],
+            note: None,
+        }
+    }
+}
+
 pub struct Lab {
     slots: Vec<(ModelChoice, ModelSlot)>,
     backend: Backend,
@@ -246,13 +260,7 @@ impl Lab {
                     Filler::Repeated,
                     &mut rng,
                 )?;
-                let t = doc.tokens.len();
-                Ok(Resolved {
-                    retrieval_query: Some(t - doc.answer_len - 1),
-                    key_position: Some(doc.key_position),
-                    windows: vec![doc.tokens],
-                    note: None,
-                })
+                Ok(Resolved::of_doc(doc))
             }
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();

@@ -202,6 +202,16 @@ impl EntropyProfile {
         out
     }
 
+    /// Per layer and head, how much the mean entropy rose from `base` (the
+    /// same input at another length, usually L) to this profile.
+    pub fn rise_from(&self, base: &EntropyProfile) -> Vec<f32> {
+        self.head_means()
+            .iter()
+            .zip(base.head_means())
+            .map(|(a, b)| a - b)
+            .collect()
+    }
+
     /// Per layer and head, the mean over positions.
     pub fn head_means(&self) -> Vec<f32> {
         self.bits
@@ -609,14 +619,22 @@ fn drain(
 ) -> bool {
     loop {
         match rx.try_recv() {
-            Ok(Msg::Run(r)) => queue.push_back(r),
-            Ok(Msg::SetBackend(b)) => lab.set_backend(b),
-            Ok(Msg::OpenModel(source)) => {
-                let _ = events.send(Event::Opened(lab.open_model(source).map_err(|e| e.to_string())));
-                ctx.request_repaint();
-            }
+            Ok(msg) => handle(msg, queue, lab, events, ctx),
             Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// What the runner does with one message: queue a job, switch engines, or
+/// open the user's model (answered at once).
+fn handle(msg: Msg, queue: &mut VecDeque<Request>, lab: &mut Lab, events: &Sender<Event>, ctx: &egui::Context) {
+    match msg {
+        Msg::Run(r) => queue.push_back(r),
+        Msg::SetBackend(b) => lab.set_backend(b),
+        Msg::OpenModel(source) => {
+            let _ = events.send(Event::Opened(lab.open_model(source).map_err(|e| e.to_string())));
+            ctx.request_repaint();
         }
     }
 }
@@ -658,13 +676,7 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
                         }
                     }
                     None => match rx.recv() {
-                        Ok(Msg::Run(r)) => queue.push_back(r),
-                        Ok(Msg::SetBackend(b)) => lab.set_backend(b),
-                        Ok(Msg::OpenModel(source)) => {
-                            let opened = lab.open_model(source).map_err(|e| e.to_string());
-                            let _ = tx.send(Event::Opened(opened));
-                            ctx.request_repaint();
-                        }
+                        Ok(msg) => handle(msg, &mut queue, &mut lab, &tx, &ctx),
                         Err(_) => return,
                     },
                 }

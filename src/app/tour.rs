@@ -210,13 +210,7 @@ pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
         scales: scales.clone(),
     };
     let base = entropy(jobs, &at_l)?;
-    Some(
-        here.head_means()
-            .iter()
-            .zip(base.head_means())
-            .map(|(a, b)| a - b)
-            .collect(),
-    )
+    Some(here.rise_from(&base))
 }
 
 /// In the pass-key lab, the head whose retrieving query puts the most

@@ -206,14 +206,7 @@ fn lab_doc(slot: &mut ModelSlot, at: &InputAt) -> Result<PasskeyDoc> {
 
 /// The lab's document as the attention viewer's input.
 pub(super) fn resolve(slot: &mut ModelSlot, at: &InputAt) -> Result<Resolved> {
-    let doc = lab_doc(slot, at)?;
-    let t = doc.tokens.len();
-    Ok(Resolved {
-        retrieval_query: Some(t - doc.answer_len - 1),
-        key_position: Some(doc.key_position),
-        windows: vec![doc.tokens],
-        note: None,
-    })
+    Ok(Resolved::of_doc(lab_doc(slot, at)?))
 }
 
 /// Where the key itself sits: the tokens of the key sentence that hold a

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use eframe::egui;
-use egui_plot::{HoverPosition, Legend, Line, Plot, PlotPoints, VLine};
+use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
 
 use super::entropy::binned;
 use super::{show_entry_status, Keys};
@@ -101,10 +101,7 @@ impl AttentionView {
                 .y_axis_label(text::WEIGHT_AXIS)
                 .include_y(0.0)
                 .label_formatter(move |pos| {
-                    let p = match pos {
-                        HoverPosition::NearDataPoint { position, .. } => position,
-                        HoverPosition::Elsewhere { position } => position,
-                    };
+                    let p = super::hovered(pos);
                     let j = p.x.round().max(0.0) as usize;
                     let token = hover_tokens.get(j).map(String::as_str).unwrap_or("");
                     Some(text::key_hover(j, p.y, token))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
+use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints, VLine};
 
 use super::{show_entry_status, Keys};
 use crate::app::export;
@@ -67,10 +67,7 @@ impl EntropyView {
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)
             .label_formatter(move |pos| {
-                let p = match pos {
-                    HoverPosition::NearDataPoint { position, .. } => position,
-                    HoverPosition::Elsewhere { position } => position,
-                };
+                let p = super::hovered(pos);
                 let i = p.x.round().max(0.0) as usize;
                 let token = tokens.get(i).map(String::as_str).unwrap_or("");
                 Some(text::position_hover(i, p.y, token))

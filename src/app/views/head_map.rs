@@ -37,7 +37,7 @@ fn values(jobs: &mut Jobs, keys: &Keys, mode: MapMode) -> Option<(Vec<f32>, f32,
             let JobResult::Entropy(base) = jobs.get(&at_l).result().cloned()? else {
                 return None;
             };
-            let rise: Vec<f32> = means.iter().zip(base.head_means()).map(|(a, b)| a - b).collect();
+            let rise = p.rise_from(&base);
             let lo = rise.iter().copied().fold(0.0f32, f32::min);
             let hi = rise.iter().copied().fold(lo + 1e-3, f32::max);
             Some((rise, lo, hi))
@@ -121,15 +121,7 @@ impl HeadMapView {
 fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
     ui.horizontal(|ui| {
         ui.label(format!("{lo:.2}"));
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
-        let steps = 32;
-        for i in 0..steps {
-            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
-            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
-            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
-            ui.painter()
-                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
-        }
+        super::colour_bar(ui);
         ui.label(format!("{hi:.2} {}", text::map_unit(mode == MapMode::Rise)));
     });
 }

@@ -83,6 +83,29 @@ impl Keys {
     }
 }
 
+/// Where the pointer is in a plot's coordinates, near a data point or not
+/// (for the plots' hover labels).
+pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
+    match pos {
+        egui_plot::HoverPosition::NearDataPoint { position, .. } => *position,
+        egui_plot::HoverPosition::Elsewhere { position } => *position,
+    }
+}
+
+/// The viridis colour bar of the maps, low to high (its ends are the
+/// caller's labels).
+pub fn colour_bar(ui: &mut egui::Ui) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
+    let steps = 32;
+    for i in 0..steps {
+        let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
+        let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
+        let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
+        ui.painter()
+            .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
+    }
+}
+
 /// Progress of a running entry, or its error; true when there is nothing
 /// to draw yet.
 pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {

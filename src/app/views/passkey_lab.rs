@@ -506,15 +506,7 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
 fn grid_legend(ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         ui.label(text::ACCURACY_LOW);
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
-        let steps = 32;
-        for i in 0..steps {
-            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
-            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
-            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
-            ui.painter()
-                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
-        }
+        super::colour_bar(ui);
         ui.label(text::ACCURACY_HIGH);
         ui.separator();
         for (fill, what) in [

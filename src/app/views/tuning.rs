@@ -11,7 +11,7 @@
 //! checkpoint (in the last partial report) starts the next one.
 
 use eframe::egui;
-use egui_plot::{HoverPosition, Line, Plot, PlotPoints, Points};
+use egui_plot::{Line, Plot, PlotPoints, Points};
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
@@ -549,10 +549,7 @@ impl TuningView {
             .y_axis_label(text::SCALE_AXIS)
             .include_y(1.0)
             .label_formatter(move |pos| {
-                let p = match pos {
-                    HoverPosition::NearDataPoint { position, .. } => position,
-                    HoverPosition::Elsewhere { position } => position,
-                };
+                let p = super::hovered(pos);
                 let nearest = hover
                     .iter()
                     .enumerate()
@@ -653,15 +650,7 @@ fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
     }
     ui.horizontal(|ui| {
         ui.label(format!("{lo:.2}"));
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 14.0), egui::Sense::hover());
-        let steps = 32;
-        for i in 0..steps {
-            let x0 = rect.left() + rect.width() * i as f32 / steps as f32;
-            let x1 = rect.left() + rect.width() * (i + 1) as f32 / steps as f32;
-            let r = egui::Rect::from_min_max(egui::pos2(x0, rect.top()), egui::pos2(x1 + 0.5, rect.bottom()));
-            ui.painter()
-                .rect_filled(r, 0.0, palette::viridis((i as f32 + 0.5) / steps as f32));
-        }
+        super::colour_bar(ui);
         ui.label(text::scale_legend(hi));
     });
 }
