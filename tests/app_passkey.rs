@@ -4,8 +4,11 @@
 //! too short for the format answered with an error, not a panic.
 #![cfg(feature = "app")]
 
+mod app_common;
+
 use std::time::{Duration, Instant};
 
+use app_common::settle;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nopescope::app::compute::passkey::Cell;
@@ -13,33 +16,14 @@ use nopescope::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResul
 use nopescope::app::state::{ModelChoice, Tab, ViewState};
 use nopescope::app::views::passkey_lab::grid_series;
 use nopescope::app::views::Keys;
-use nopescope::app::{text, AppOptions, NopeApp};
+use nopescope::app::{text, NopeApp};
 
 const WIDTH: f32 = 1280.0;
 /// Tall enough for the whole page with the maps (the snapshot).
 const HEIGHT: f32 = 1240.0;
 
 fn harness(state: ViewState) -> Harness<'static, NopeApp> {
-    Harness::builder()
-        .with_size([WIDTH, HEIGHT])
-        .wgpu()
-        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
-}
-
-/// Steps frames until every job has finished (`limit` at most).
-fn settle(h: &mut Harness<'static, NopeApp>, limit: Duration) {
-    let start = Instant::now();
-    let mut idle_frames = 0;
-    while idle_frames < 3 {
-        h.step();
-        if h.state().jobs.is_idle() {
-            idle_frames += 1;
-        } else {
-            idle_frames = 0;
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(start.elapsed() < limit, "jobs still running after {limit:?}");
-    }
+    app_common::harness(state, [WIDTH, HEIGHT])
 }
 
 fn lab_state() -> ViewState {
@@ -226,10 +210,7 @@ fn lab_with_maps_matches_snapshot() {
     state.scales.uniform = 1.5;
     let lab = &mut state.passkey_lab;
     (lab.grid_factor, lab.grid_depths, lab.grid_trials, lab.grid) = (4, 5, 2, true);
-    let mut h = Harness::builder()
-        .with_size([WIDTH, HEIGHT])
-        .wgpu()
-        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()));
+    let mut h = harness(state);
     settle(&mut h, Duration::from_secs(300));
     // "Show this head" selects NoPE's best retrieving head.
     let best = {

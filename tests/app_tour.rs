@@ -5,43 +5,27 @@
 //! machines; no adapter is a failure, not a skip).
 #![cfg(feature = "app")]
 
-use std::time::{Duration, Instant};
+mod app_common;
+
+use std::time::Duration;
 
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nopescope::app::state::{ViewState, PANEL_CONTROLS, PANEL_STATUS};
 use nopescope::app::tour::{self, Promise, STEPS};
 use nopescope::app::views::Keys;
-use nopescope::app::{text, AppOptions, NopeApp};
+use nopescope::app::{text, NopeApp};
 
 const WIDTH: f32 = 1280.0;
 const HEIGHT: f32 = 1000.0;
 
 fn harness(state: ViewState) -> Harness<'static, NopeApp> {
-    Harness::builder()
-        .with_size([WIDTH, HEIGHT])
-        .wgpu()
-        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+    app_common::harness(state, [WIDTH, HEIGHT])
 }
 
 /// Steps frames until every job has finished; returns how long it took.
 fn settle(h: &mut Harness<'static, NopeApp>) -> Duration {
-    let start = Instant::now();
-    let mut idle_frames = 0;
-    while idle_frames < 3 {
-        h.step();
-        if h.state().jobs.is_idle() {
-            idle_frames += 1;
-        } else {
-            idle_frames = 0;
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "jobs still running after two minutes"
-        );
-    }
-    start.elapsed()
+    app_common::settle(h, Duration::from_secs(120))
 }
 
 fn promise(h: &Harness<'static, NopeApp>, step: usize) -> Promise {

@@ -5,6 +5,8 @@
 //! where it stopped, and cancelling it leaves the scales in use alone.
 #![cfg(feature = "app")]
 
+mod app_common;
+
 use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
@@ -12,16 +14,13 @@ use egui_kittest::Harness;
 use nopescope::app::search_job::{Checkpoint, SearchKind, TuneSettings};
 use nopescope::app::state::{Tab, ViewState};
 use nopescope::app::views::tuning::Phase;
-use nopescope::app::{text, AppOptions, NopeApp};
+use nopescope::app::{text, NopeApp};
 
 const WIDTH: f32 = 1280.0;
 const HEIGHT: f32 = 1500.0;
 
 fn harness(state: ViewState) -> Harness<'static, NopeApp> {
-    Harness::builder()
-        .with_size([WIDTH, HEIGHT])
-        .wgpu()
-        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+    app_common::harness(state, [WIDTH, HEIGHT])
 }
 
 /// A short search on the tuning page: per head, pass-key digits, 128

@@ -5,6 +5,8 @@
 //! checks that the state changed and that the views recomputed.
 #![cfg(feature = "app")]
 
+mod app_common;
+
 use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
@@ -12,32 +14,15 @@ use egui_kittest::Harness;
 use nopescope::app::jobs::{Entry, JobKey, JobResult};
 use nopescope::app::state::ViewState;
 use nopescope::app::views::Keys;
-use nopescope::app::{text, AppOptions, NopeApp};
+use nopescope::app::{text, NopeApp};
 
 fn harness(state: ViewState, width: f32) -> Harness<'static, NopeApp> {
-    Harness::builder()
-        .with_size([width, HEIGHT])
-        .wgpu()
-        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, AppOptions::default()))
+    app_common::harness(state, [width, HEIGHT])
 }
 
 /// Steps frames until every job has finished (a minute at most).
 fn settle(h: &mut Harness<'static, NopeApp>) {
-    let start = Instant::now();
-    let mut idle_frames = 0;
-    while idle_frames < 3 {
-        h.step();
-        if h.state().jobs.is_idle() {
-            idle_frames += 1;
-        } else {
-            idle_frames = 0;
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "jobs still running after a minute"
-        );
-    }
+    app_common::settle(h, Duration::from_secs(60));
 }
 
 /// Snapshots leave out the status bar: it names the engine with this
