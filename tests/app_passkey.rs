@@ -241,7 +241,7 @@ fn lab_with_maps_matches_snapshot() {
 /// `NOPESCOPE_GRID_FACTOR` x L) and one 16384-token document's, for
 /// docs/APP.md: `cargo test --release --test app_passkey -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: prints the maps' times (run with --ignored --nocapture)"]
 fn default_map_timing() {
     let mut state = lab_state();
     state.passkey_lab.grid = true;
