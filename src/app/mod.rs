@@ -299,6 +299,9 @@ impl NopeApp {
                     if ui.toggle_value(&mut open, text::TOUR_OPEN).changed() {
                         state.tour = open.then_some(0);
                     }
+                    if !open {
+                        ui.label(egui::RichText::new(text::TOUR_HINT).weak());
+                    }
                 });
             });
         }

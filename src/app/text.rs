@@ -9,6 +9,7 @@ pub const TAB_EXPLORE: &str = "Explore";
 pub const TAB_TUNE: &str = "Tune the scales";
 pub const TAB_PASSKEY: &str = "Pass-key lab";
 pub const TOUR_OPEN: &str = "Walkthrough";
+pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in eight short steps.";
 pub const INPUT_HEADING: &str = "Input";
 pub const INPUT_VALIDATION: &str = "Validation text";
 pub const INPUT_PASSKEY: &str = "Pass-key document";

@@ -94,6 +94,7 @@ impl AttentionView {
         });
         if let Some((shown_query, key_position)) = row_query {
             let hover_tokens = tokens.clone();
+            let training = keys.info.training_length;
             let plot = Plot::new("attention row")
                 .height(200.0)
                 .legend(Legend::default())
@@ -118,6 +119,13 @@ impl AttentionView {
                     plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
                     if let Some(k) = key_position {
                         plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
+                    }
+                    if training <= shown_query {
+                        plot.vline(
+                            VLine::new(text::TRAINING_LENGTH, training as f64)
+                                .color(palette::TRAINING_LENGTH)
+                                .width(palette::LINE_WIDTH),
+                        );
                     }
                 });
             let (layer, head) = (state.layer, state.head);
@@ -144,6 +152,13 @@ impl AttentionView {
                         name: text::KEY_POSITION.into(),
                         x: k as f64,
                         colour: palette::KEY,
+                    });
+                }
+                if training <= shown_query {
+                    marks.push(export::Mark {
+                        name: text::TRAINING_LENGTH.into(),
+                        x: training as f64,
+                        colour: palette::TRAINING_LENGTH,
                     });
                 }
                 export::Figure {
