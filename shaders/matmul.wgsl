@@ -17,6 +17,12 @@ struct Params {
     n: u32,
     alpha: f32,
     beta: f32,
+    // Row strides and first elements (in f32s) of A and C inside their
+    // buffers: lda = K (nt, nn) or M (tn), ldc = N and 0 for dense ones.
+    lda: u32,
+    a_off: u32,
+    ldc: u32,
+    c_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>; // (M, N)
@@ -60,7 +66,7 @@ fn store_row(i: u32, j0: u32, acc: vec4<f32>) {
         if (j >= p.n) {
             return;
         }
-        let idx = i * p.n + j;
+        let idx = i * p.ldc + p.c_off + j;
         var v = p.alpha * acc[s];
         // beta = 0 must not read C: it may hold anything, NaN included.
         if (p.beta != 0.0) {
@@ -78,7 +84,7 @@ fn matmul_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let k = p.k;
-    let ra = clamped4(i0, p.m) * k; // row offsets into A
+    let ra = clamped4(i0, p.m) * p.lda + vec4<u32>(p.a_off); // row offsets into A
     let rb = clamped4(j0, p.n) * k; // row offsets into B
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -123,7 +129,7 @@ fn matmul_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let k = p.k;
     let n = p.n;
-    let ra = clamped4(i0, p.m) * k; // row offsets into A
+    let ra = clamped4(i0, p.m) * p.lda + vec4<u32>(p.a_off); // row offsets into A
     let cb = clamped4(j0, n);       // column indices into B
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -174,7 +180,7 @@ fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc3 = vec4<f32>(0.0);
     // one outer product of A[q, i0..i0 + 4] and B[q, j0..j0 + 4] per row q
     for (var q = 0u; q < p.k; q++) {
-        let x = a_at(q * p.m, ca);
+        let x = a_at(q * p.lda + p.a_off, ca);
         let y = b_at(q * p.n, cb);
         acc0 += x.x * y;
         acc1 += x.y * y;

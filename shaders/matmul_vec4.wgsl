@@ -5,6 +5,7 @@
 //   matmul_nn_vec4: A (M, K), B (K, N)   needs K % 4 == 0 and N % 4 == 0
 //   matmul_tn_vec4: A (K, M), B (K, N)   needs M % 4 == 0 and N % 4 == 0
 //   C (M, N) = alpha * op(A) op(B) + beta * C
+// lda and a_off are multiples of 4 too (A is read in vec4s).
 // src/gpu/matmul.rs picks this file or matmul.wgsl per call.
 // CPU twins: model::real::{matmul_nt, matmul_nn, matmul_tn}.
 
@@ -14,6 +15,12 @@ struct Params {
     n: u32,
     alpha: f32,
     beta: f32,
+    // Row strides and first elements (in f32s) of A and C inside their
+    // buffers: lda = K (nt, nn) or M (tn), ldc = N and 0 for dense ones.
+    lda: u32,
+    a_off: u32,
+    ldc: u32,
+    c_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;  // (M, N)
@@ -39,7 +46,7 @@ fn store_row(i: u32, j0: u32, acc: vec4<f32>) {
         if (j >= p.n) {
             return;
         }
-        let idx = i * p.n + j;
+        let idx = i * p.ldc + p.c_off + j;
         var v = p.alpha * acc[s];
         // beta = 0 must not read C: it may hold anything, NaN included.
         if (p.beta != 0.0) {
@@ -57,7 +64,7 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let k4 = p.k / 4u;
-    let ra = clamped4(i0, p.m) * k4; // row offsets into A, in vec4s
+    let ra = (clamped4(i0, p.m) * p.lda + vec4<u32>(p.a_off)) / 4u; // row offsets into A, in vec4s
     let rb = clamped4(j0, p.n) * k4; // row offsets into B, in vec4s
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -92,7 +99,7 @@ fn matmul_nn_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let k4 = p.k / 4u;
     let n4 = p.n / 4u;
-    let ra = clamped4(i0, p.m) * k4; // row offsets into A, in vec4s
+    let ra = (clamped4(i0, p.m) * p.lda + vec4<u32>(p.a_off)) / 4u; // row offsets into A, in vec4s
     let cb = j0 / 4u;                // this block's vec4 within a row of B
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -127,7 +134,8 @@ fn matmul_tn_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i0 >= p.m || j0 >= p.n) {
         return;
     }
-    let m4 = p.m / 4u;
+    let lda4 = p.lda / 4u;
+    let a_off4 = p.a_off / 4u;
     let n4 = p.n / 4u;
     let ca = i0 / 4u; // this block's vec4 within a row of A
     let cb = j0 / 4u; // and of B
@@ -137,7 +145,7 @@ fn matmul_tn_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc3 = vec4<f32>(0.0);
     // one outer product of A[q, i0..i0 + 4] and B[q, j0..j0 + 4] per row q
     for (var q = 0u; q < p.k; q++) {
-        let x = a[q * m4 + ca];
+        let x = a[q * lda4 + a_off4 + ca];
         let y = b[q * n4 + cb];
         acc0 += x.x * y;
         acc1 += x.y * y;

@@ -401,6 +401,76 @@ fn paged_config(pe: PositionEncoding, tied: bool) -> ModelConfig {
     }
 }
 
+/// The (vocab, C) embedding and LM head split by rows across bindings, as
+/// the paper's 1.1B model needs in a browser (262 MB each against 128
+/// MiB): made on a context whose max storage binding is 4096 bytes, each
+/// 301 x 16 matrix (19264 bytes) is 5 parts of 64 rows, the last 45; the
+/// sequences are paged too (21 rows of gate/up per page). Forward (loss,
+/// logits, entropy) and the head-scale gradients of the frozen model match
+/// the CPU engine, the weights read back whole, and training is refused
+/// with an error naming the split matrix.
+#[test]
+fn split_embedding_and_lm_head_match_cpu() {
+    let Some(ctx) = context("split_embedding_and_lm_head_match_cpu") else {
+        return;
+    };
+    for tied in [false, true] {
+        let cfg = ModelConfig {
+            vocab_size: 301,
+            ..paged_config(PositionEncoding::None, tied)
+        };
+        let params = Params::<f32>::random(&cfg, 0.3, 70 + tied as u64);
+        let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
+        let mut gpu = gpu_engine(ctx.clone().with_binding_limit(4096), cfg.clone(), params.clone());
+        assert_eq!(gpu.page_rows_for(45), 21);
+        let mut rng = Rng::new(80);
+        let hs = random_scales(&mut rng, &cfg);
+        let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
+        let name = format!("split weights (tied {tied})");
+        let options = ForwardOptions {
+            logits: LogitsRequest::Last(9),
+            entropy: true,
+            ..Default::default()
+        };
+        let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+        let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+        check(&format!("{name} loss"), &[got.loss_sum as f32], &[want.loss_sum], LOSS_TOL);
+        check(
+            &format!("{name} logits"),
+            got.logits.as_ref().unwrap(),
+            want.logits.as_ref().unwrap(),
+            LOGITS_TOL,
+        );
+        check(
+            &format!("{name} entropy"),
+            got.entropy_bits.as_ref().unwrap(),
+            want.entropy_bits.as_ref().unwrap(),
+            ENTROPY_TOL,
+        );
+        let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
+        let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+        let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+        check(&format!("{name} frozen loss"), &[got.loss as f32], &[want.loss], LOSS_TOL);
+        check(
+            &format!("{name} frozen head-scale grads"),
+            &got.head_scales,
+            &want.head_scales,
+            GRAD_TOL,
+        );
+        let read = block_on(gpu.params()).unwrap();
+        assert_eq!(read.data, params.data, "{name}: the weights read back from their parts");
+
+        let e = block_on(gpu.gradients(&batch, &hs, GradMode::Full)).unwrap_err();
+        assert_eq!(e.kind(), nopescope::model::error::ErrorKind::DeviceLimit);
+        let e = e.to_string();
+        assert!(e.contains("model.embed_tokens.weight") && e.contains("5 bindings"), "{e}");
+        let e = block_on(gpu.train_step(&batch, &hs, &AdamWConfig::default(), 1e-3))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("training needs each weight matrix in one binding"), "{e}");
+    }
+}
+
 /// 203 tokens (not a multiple of the 64-invocation workgroups) under a
 /// 4000-byte binding: pages of 4000 / 192 = 20 rows, the last of 3; no
 /// (T, .) buffer of the forward's sequence fits one binding (k: 6496

@@ -184,6 +184,68 @@ fn matmul_with_k_zero_scales_c() {
     }
 }
 
+/// A block of columns of a wider matrix as an operand (`Strided`): C of
+/// `matmul_nt_into` and A of `matmul_nn_from`, at offsets and strides that
+/// fit the vec4 shader and that do not. The columns outside the block stay
+/// as they were.
+#[test]
+fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
+    let Some(g) = gpu("matmul_on_blocks_of_wider_matrices_matches_cpu") else {
+        return;
+    };
+    use nopescope::gpu::matmul::Strided;
+    // (m, k, n, width, offset): the block is `n` (nt) or `k` (nn) columns
+    // of a matrix `width` wide, from column `offset`.
+    let shapes = [(8, 12, 16, 40, 8), (7, 5, 3, 11, 3), (33, 64, 36, 100, 60), (5, 8, 12, 13, 1)];
+    for (i, &(m, k, n, width, off)) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(900 + i as u64);
+        for beta in [0.0f32, 0.5] {
+            // nt into columns off..off + n of C (m, width).
+            let a = normal(&mut rng, m * k);
+            let b = normal(&mut rng, n * k);
+            let c0 = normal(&mut rng, m * width);
+            let mut block: Vec<f64> = (0..m * n).map(|e| c0[(e / n) * width + off + e % n] as f64).collect();
+            matmul_nt(&mut block, &f64s(&a), &f64s(&b), m, k, n, 0.75, beta as f64);
+            let mut want = f64s(&c0);
+            for e in 0..m * n {
+                want[(e / n) * width + off + e % n] = block[e];
+            }
+            let (ab, bb, cb) = (g.upload("a", &a), g.upload("b", &b), g.upload("c", &c0));
+            let c = Strided {
+                buffer: &cb,
+                ld: width,
+                offset: off,
+            };
+            g.run("matmul_nt_into", |enc| {
+                g.kernels.matmul.matmul_nt_into(&g.ctx, enc, c, &ab, &bb, m, k, n, 0.75, beta)
+            });
+            let what = format!("nt into C[:, {off}..{}] of ({m}, {width}), k={k} beta={beta}", off + n);
+            check(&what, &g.read("c", &cb, m * width), &want, MATMUL_TOL);
+
+            // nn from columns off..off + k of A (m, width).
+            if off + k <= width {
+                let a = normal(&mut rng, m * width);
+                let b = normal(&mut rng, k * n);
+                let c0 = normal(&mut rng, m * n);
+                let block: Vec<f64> = (0..m * k).map(|e| a[(e / k) * width + off + e % k] as f64).collect();
+                let mut want = f64s(&c0);
+                matmul_nn(&mut want, &block, &f64s(&b), m, k, n, 0.75, beta as f64);
+                let (ab, bb, cb) = (g.upload("a", &a), g.upload("b", &b), g.upload("c", &c0));
+                let a = Strided {
+                    buffer: &ab,
+                    ld: width,
+                    offset: off,
+                };
+                g.run("matmul_nn_from", |enc| {
+                    g.kernels.matmul.matmul_nn_from(&g.ctx, enc, &cb, a, &bb, m, k, n, 0.75, beta)
+                });
+                let what = format!("nn from A[:, {off}..{}] of ({m}, {width}), n={n} beta={beta}", off + k);
+                check(&what, &g.read("c", &cb, m * n), &want, MATMUL_TOL);
+            }
+        }
+    }
+}
+
 // Sums of squares and dot products over c <= 200 values, reduced as a
 // tree, and dw over up to 129 rows in chunks: the worst measured on
 // lavapipe is 6.2e-6 absolute (dw), 6.6e-7 elsewhere.
@@ -276,12 +338,34 @@ fn embedding_case(g: &Gpu, t: usize, c: usize, vocab: usize, seed: u64) {
     let out = block_on(g.ctx.zeros("out", t * c)).unwrap();
     let doutb = g.upload("dout", &dout);
     let dembed = g.upload("dembed", &dembed0);
+    // The same gather from the table split by rows into parts of
+    // ceil(vocab / 3) rows (the last shorter), one dispatch per part, as a
+    // table past the max storage binding is held.
+    let part_rows = vocab.div_ceil(3);
+    let parts: Vec<(std::ops::Range<usize>, wgpu::Buffer)> = (0..vocab)
+        .step_by(part_rows)
+        .map(|r0| {
+            let rows = r0..(r0 + part_rows).min(vocab);
+            let b = g.upload("embed part", &embed[rows.start * c..rows.end * c]);
+            (rows, b)
+        })
+        .collect();
+    let out_split = block_on(g.ctx.zeros("out from parts", t * c)).unwrap();
     let emb = &g.kernels.embedding;
     g.run("embedding test", |enc| {
         emb.forward(&g.ctx, enc, &out, &embedb, &tokensb, t, c, vocab)?;
+        for (rows, part) in &parts {
+            emb.forward_rows(&g.ctx, enc, &out_split, part, &tokensb, t, c, vocab, rows.clone())?;
+        }
         emb.backward(&g.ctx, enc, &dembed, &doutb, &groups, c, vocab)
     });
     let what = format!("t={t} c={c} vocab={vocab}");
+    assert_close(
+        &format!("embedding out from {} parts {what}", parts.len()),
+        &g.read("out from parts", &out_split, t * c),
+        &out_ref,
+        EXACT,
+    );
     assert_close(
         &format!("embedding out {what}"),
         &g.read("out", &out, t * c),

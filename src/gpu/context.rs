@@ -260,6 +260,15 @@ impl GpuContext {
     /// the engine's paging of long sequences at small sizes and every
     /// binding is checked against the lower limit. The device's own limits
     /// stay; only this copy of the context is affected.
+    /// This context with its max storage binding lowered to `bytes` (never
+    /// raised): what an engine made on it splits its weights and pages its
+    /// sequences by, as on a device that allows only that (many browsers
+    /// allow 128 MiB). For tests and `nopescope bench --binding-limit`.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        self.lower_limits(bytes, u64::MAX);
+        self
+    }
+
     pub(crate) fn lower_limits(&mut self, max_storage_buffer_binding_size: u64, max_buffer_size: u64) {
         let l = &mut self.report.limits;
         l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(max_storage_buffer_binding_size);

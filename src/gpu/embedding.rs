@@ -22,6 +22,9 @@ pub struct ForwardParams {
     pub tokens: u32,
     pub c: u32,
     pub vocab: u32,
+    /// The first row of the table that `embed` holds, and how many.
+    pub row0: u32,
+    pub rows: u32,
 }
 
 /// Mirrors `Params` in embedding_backward.wgsl.
@@ -169,31 +172,60 @@ impl Embedding {
         c: usize,
         vocab: usize,
     ) -> Result<()> {
+        self.forward_rows(ctx, encoder, out, embed, tokens, t, c, vocab, 0..vocab)
+    }
+
+    /// The gather from one part of a table split by rows: `part` holds
+    /// rows `rows` of the (vocab, c) table, and out (t, c) receives the
+    /// rows of the tokens in that range, the other rows left as they are.
+    /// One dispatch per part, in any order, makes the whole gather.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rows(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        out: &wgpu::Buffer,
+        part: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+        t: usize,
+        c: usize,
+        vocab: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<()> {
         let op = "embedding_forward";
-        let params = ForwardParams {
-            tokens: shader::to_u32(op, "t", t)?,
-            c: shader::to_u32(op, "c", c)?,
-            vocab: shader::to_u32(op, "vocab", vocab)?,
-        };
-        shader::to_u32(op, "t * c", t as u64 * c as u64)?;
-        shader::to_u32(op, "vocab * c", vocab as u64 * c as u64)?;
-        ctx.check_binding(op, "out", out, t * c)?;
-        ctx.check_binding(op, "embed", embed, vocab * c)?;
-        ctx.check_binding(op, "tokens", tokens, t)?;
-        if t == 0 || c == 0 {
-            return Ok(());
+        if rows.end > vocab || rows.start > rows.end {
+            return Err(Error::Shape {
+                op,
+                message: format!("rows {rows:?} of a table of {vocab} rows"),
+            });
         }
-        if vocab == 0 {
+        if vocab == 0 && t > 0 {
             return Err(Error::Shape {
                 op,
                 message: format!("{t} tokens and an empty vocabulary"),
             });
         }
+        let n_rows = rows.end - rows.start;
+        let params = ForwardParams {
+            tokens: shader::to_u32(op, "t", t)?,
+            c: shader::to_u32(op, "c", c)?,
+            vocab: shader::to_u32(op, "vocab", vocab)?,
+            row0: shader::to_u32(op, "first row", rows.start)?,
+            rows: shader::to_u32(op, "rows", n_rows)?,
+        };
+        shader::to_u32(op, "t * c", t as u64 * c as u64)?;
+        shader::to_u32(op, "rows * c", n_rows as u64 * c as u64)?;
+        ctx.check_binding(op, "out", out, t * c)?;
+        ctx.check_binding(op, "embed", part, n_rows * c)?;
+        ctx.check_binding(op, "tokens", tokens, t)?;
+        if t == 0 || c == 0 || n_rows == 0 {
+            return Ok(());
+        }
         let params = ctx.uniform("embedding_forward params", &params);
         let bind_group = ctx.bind(
             "embedding_forward bind group",
             &self.forward_layout,
-            &[(out, t * c), (embed, vocab * c), (tokens, t)],
+            &[(out, t * c), (part, n_rows * c), (tokens, t)],
             &params,
         );
         let workgroups = ctx.grid(op, ((t * c) as u64).div_ceil(ELEMENT_WG as u64))?;

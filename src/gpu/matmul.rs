@@ -38,6 +38,39 @@ pub struct MatmulParams {
     pub n: u32,
     pub alpha: f32,
     pub beta: f32,
+    pub lda: u32,
+    pub a_off: u32,
+    pub ldc: u32,
+    pub c_off: u32,
+}
+
+/// A matrix inside a buffer: row r starts at f32 `offset + r * ld`. The
+/// products read A and write C through one (dense when `ld` is the row's
+/// length and `offset` 0), so a block of columns of a wider matrix (the
+/// logits of one part of a split LM head) is an operand without a copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub ld: usize,
+    pub offset: usize,
+}
+
+impl<'a> Strided<'a> {
+    pub fn dense(buffer: &'a wgpu::Buffer, row: usize) -> Self {
+        Strided {
+            buffer,
+            ld: row,
+            offset: 0,
+        }
+    }
+
+    /// f32s a binding must hold for `rows` rows of `cols`.
+    fn extent(&self, rows: usize, cols: usize) -> usize {
+        match rows {
+            0 => 0,
+            r => (r - 1) * self.ld + self.offset + cols,
+        }
+    }
 }
 
 pub fn shaders() -> [ShaderSource; 2] {
@@ -89,15 +122,25 @@ impl Form {
     }
 
     /// Whether the vec4 shader can read these operands: every dimension
-    /// that is contiguous in A or B a multiple of 4 (and none empty, since
-    /// a vec4 binding holds at least one vec4).
-    fn vec4_fits(self, m: usize, k: usize, n: usize) -> bool {
+    /// that is contiguous in A or B a multiple of 4, and A's stride and
+    /// offset too (and none empty, since a vec4 binding holds at least one
+    /// vec4).
+    fn vec4_fits(self, m: usize, k: usize, n: usize, a: &Strided) -> bool {
         let contiguous_ok = match self {
             Form::Nt => k.is_multiple_of(4),
             Form::Nn => k.is_multiple_of(4) && n.is_multiple_of(4),
             Form::Tn => m.is_multiple_of(4) && n.is_multiple_of(4),
         };
-        contiguous_ok && m > 0 && k > 0 && n > 0
+        let a_ok = a.ld.is_multiple_of(4) && a.offset.is_multiple_of(4);
+        contiguous_ok && a_ok && m > 0 && k > 0 && n > 0
+    }
+
+    /// A's rows and columns as stored: (m, k) for nt and nn, (k, m) for tn.
+    fn a_shape(self, m: usize, k: usize) -> (usize, usize) {
+        match self {
+            Form::Nt | Form::Nn => (m, k),
+            Form::Tn => (k, m),
+        }
     }
 }
 
@@ -143,8 +186,8 @@ impl Matmul {
     }
 
     /// The one place the kernel for a product is chosen.
-    fn variant(&self, form: Form, m: usize, k: usize, n: usize) -> Variant {
-        if self.prefer_vec4 && form.vec4_fits(m, k, n) {
+    fn variant(&self, form: Form, m: usize, k: usize, n: usize, a: &Strided) -> Variant {
+        if self.prefer_vec4 && form.vec4_fits(m, k, n, a) {
             Variant::Vec4
         } else {
             Variant::General
@@ -165,6 +208,8 @@ impl Matmul {
         alpha: f32,
         beta: f32,
     ) -> Result<()> {
+        let a_row = Form::Nt.a_shape(m, k).1;
+        let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
         self.encode(ctx, encoder, Form::Nt, c, a, b, m, k, n, alpha, beta)
     }
 
@@ -182,6 +227,8 @@ impl Matmul {
         alpha: f32,
         beta: f32,
     ) -> Result<()> {
+        let a_row = Form::Nn.a_shape(m, k).1;
+        let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
         self.encode(ctx, encoder, Form::Nn, c, a, b, m, k, n, alpha, beta)
     }
 
@@ -199,7 +246,47 @@ impl Matmul {
         alpha: f32,
         beta: f32,
     ) -> Result<()> {
+        let a_row = Form::Tn.a_shape(m, k).1;
+        let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
         self.encode(ctx, encoder, Form::Tn, c, a, b, m, k, n, alpha, beta)
+    }
+
+    /// C (m, n), a block of a wider matrix = alpha A (m, k) B (n, k)^T +
+    /// beta C: the forward through one part of a weight split by rows.
+    pub fn matmul_nt_into(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        c: Strided,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let a = Strided::dense(a, k);
+        self.encode(ctx, encoder, Form::Nt, c, a, b, m, k, n, alpha, beta)
+    }
+
+    /// C (m, n) = alpha A (m, k) B (k, n) + beta C, A a block of a wider
+    /// matrix: the input gradient through one part of a split weight.
+    pub fn matmul_nn_from(
+        &self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        c: &wgpu::Buffer,
+        a: Strided,
+        b: &wgpu::Buffer,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let c = Strided::dense(c, n);
+        self.encode(ctx, encoder, Form::Nn, c, a, b, m, k, n, alpha, beta)
     }
 
     fn encode(
@@ -207,8 +294,8 @@ impl Matmul {
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
         form: Form,
-        c: &wgpu::Buffer,
-        a: &wgpu::Buffer,
+        c: Strided,
+        a: Strided,
         b: &wgpu::Buffer,
         m: usize,
         k: usize,
@@ -218,11 +305,22 @@ impl Matmul {
     ) -> Result<()> {
         let op = form.name();
         // The largest flat index the shader forms must fit u32 too.
-        shader::to_u32(op, "m * n", m as u64 * n as u64)?;
-        shader::to_u32(op, "m * k", m as u64 * k as u64)?;
+        let (a_rows, a_cols) = form.a_shape(m, k);
+        if c.ld < n || a.ld < a_cols {
+            return Err(super::error::Error::Shape {
+                op,
+                message: format!(
+                    "row strides ({}, {}) shorter than the rows of C ({n}) and A ({a_cols})",
+                    c.ld, a.ld
+                ),
+            });
+        }
+        let (c_len, a_len) = (c.extent(m, n), a.extent(a_rows, a_cols));
+        shader::to_u32(op, "the extent of C", c_len as u64)?;
+        shader::to_u32(op, "the extent of A", a_len as u64)?;
         shader::to_u32(op, "n * k", n as u64 * k as u64)?;
-        ctx.check_binding(op, "c", c, m * n)?;
-        ctx.check_binding(op, "a", a, m * k)?;
+        ctx.check_binding(op, "c", c.buffer, c_len)?;
+        ctx.check_binding(op, "a", a.buffer, a_len)?;
         ctx.check_binding(op, "b", b, n * k)?;
         if m == 0 || n == 0 {
             return Ok(());
@@ -233,8 +331,12 @@ impl Matmul {
             n: n as u32,
             alpha,
             beta,
+            lda: a.ld as u32,
+            a_off: a.offset as u32,
+            ldc: c.ld as u32,
+            c_off: c.offset as u32,
         };
-        let pipelines = match self.variant(form, m, k, n) {
+        let pipelines = match self.variant(form, m, k, n, &a) {
             Variant::General => &self.general,
             Variant::Vec4 => &self.vec4,
         };
@@ -242,7 +344,7 @@ impl Matmul {
         let bind_group = ctx.bind(
             &format!("{op} bind group"),
             &pipelines.layout,
-            &[(c, m * n), (a, m * k), (b, n * k)],
+            &[(c.buffer, c_len), (a.buffer, a_len), (b, n * k)],
             &params,
         );
         let per_workgroup = (BLOCK * WG_SIDE) as u64;

@@ -65,7 +65,7 @@ impl GpuEngine {
                 &b.dxf[i],
                 &ws.x[i],
                 &ws.rstd_f[i],
-                &self.weights[norm],
+                self.whole(norm),
                 n,
                 c,
             )?;
@@ -77,7 +77,7 @@ impl GpuEngine {
         for l in (0..cfg.num_layers).rev() {
             let lb = &ws.layers[l];
             let s = |which| self.slot(l, which);
-            let w = |which| &self.weights[s(which)];
+            let w = |which| self.whole(s(which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 // MLP: x_out = x_mid + h Wd^T
@@ -374,13 +374,13 @@ impl GpuEngine {
     }
 
     /// The slots' buffers copied into one flat vector (layout order).
-    pub(super) async fn read_flat(&self, what: &str, slots: &[wgpu::Buffer]) -> GpuResult<Vec<f32>> {
+    pub(super) async fn read_flat(&self, what: &str, pieces: &[(usize, usize, &wgpu::Buffer)]) -> GpuResult<Vec<f32>> {
         let n = self.layout.total;
         let flat = self.ctx.zeros(what, n).await?;
         self.ctx
             .submit(what, |enc| {
-                for (s, b) in self.slots.iter().zip(slots) {
-                    enc.copy_buffer_to_buffer(b, 0, &flat, (s.offset * 4) as u64, (s.len * 4) as u64);
+                for &(offset, len, b) in pieces {
+                    enc.copy_buffer_to_buffer(b, 0, &flat, (offset * 4) as u64, (len * 4) as u64);
                 }
                 Ok(())
             })

@@ -12,7 +12,12 @@
 //! at offset 0 (`GpuContext::bind`), so per-slot buffers avoid the 256-byte
 //! offset alignment; copies (4-byte aligned) move data between a slot and
 //! flat buffers where the whole parameter vector is needed (the global
-//! gradient norm, reading the gradients or the weights back).
+//! gradient norm, reading the gradients or the weights back). The two
+//! (vocab, C) matrices, embedding and LM head, are split by rows into
+//! parts when one binding cannot hold them (`weights.rs`): the gather runs
+//! once per part, and the LM head's products write (and its input
+//! gradient reads) each part's block of logit columns in place
+//! (`matmul::Strided`). Training needs each matrix whole and says so.
 //!
 //! Sequences longer than one binding allows: every per-token buffer (the
 //! (T, C) residual stream and norms, q, k, v, the (T, 2F) gate/up and
@@ -34,8 +39,9 @@
 //! and adds the head-scale gradient page by page. A sequence that fits is
 //! one page: the dispatches of an unpaged engine. What cannot be split is
 //! refused with an error naming the buffer, its size and the limit
-//! (`check_fits`): a weight matrix past the max storage binding, or an
-//! output read back whole (logits, entropy) past the max buffer size.
+//! (`check_fits`): a weight matrix other than those two past the max
+//! storage binding, or an output read back whole (logits, entropy) past
+//! the max buffer size.
 //!
 //! The optimizer's state (AdamW moments per slot, the step count) stays on
 //! the device; a training step reads back only the losses and the
@@ -114,7 +120,8 @@ pub struct GpuEngine {
     config: ModelConfig,
     layout: ParamLayout,
     slots: Vec<Slot>,
-    weights: Vec<wgpu::Buffer>,
+    /// Per slot, its buffers: one, or the parts of a split matrix.
+    weights: Vec<Vec<Part>>,
     /// Weight gradients per slot, made on the first full backward.
     grads: Option<Vec<wgpu::Buffer>>,
     head_scales: Vec<wgpu::Buffer>,
@@ -154,11 +161,19 @@ impl GpuEngine {
             opt: None,
             logit_rows: LOGIT_ROWS,
         };
-        engine.check_weights()?;
-        for s in &engine.slots {
-            let data = &params.data[s.offset..s.offset + s.len];
-            let buffer = engine.ctx.upload("weights", data).await.map_err(engine_error)?;
-            engine.weights.push(buffer);
+        let plan = engine.plan_parts()?;
+        for (s, rows) in engine.slots.iter().zip(plan) {
+            let row = s.split_row.unwrap_or(s.len);
+            let mut parts = Vec::with_capacity(rows.len());
+            for rows in rows {
+                let data = match s.split_row {
+                    Some(_) => &params.data[s.offset + rows.start * row..s.offset + rows.end * row],
+                    None => &params.data[s.offset..s.offset + s.len],
+                };
+                let buffer = engine.ctx.upload("weights", data).await.map_err(engine_error)?;
+                parts.push(Part { rows, buffer });
+            }
+            engine.weights.push(parts);
         }
         for _ in 0..engine.config.num_layers {
             let buffer = engine
@@ -180,8 +195,10 @@ impl GpuEngine {
 
     /// Lowers (never raises) the max storage binding this engine pages
     /// its sequences by and checks every binding against, so tests reach
-    /// the paged path at small sizes. Below a weight matrix, every call
-    /// fails with an error naming it (weights are not split).
+    /// the paged path at small sizes. Weights were split (or not) when the
+    /// engine was made: below one of their buffers, every call fails with
+    /// an error naming it. To split them, lower the context's limit first
+    /// (`GpuContext::with_binding_limit`).
     pub fn set_binding_limit(&mut self, bytes: u64) {
         self.ctx.lower_limits(bytes, u64::MAX);
         self.ws = None;
@@ -327,13 +344,17 @@ impl Engine for GpuEngine {
         mode: GradMode,
     ) -> Result<Gradients> {
         self.check_batch(batch, loss_weights, head_scales)?;
+        if mode == GradMode::Full {
+            self.check_trainable()?;
+        }
         let (loss, predictions, hs, _) = self
             .run_gradients(batch, loss_weights, head_scales, mode, None)
             .await
             .map_err(engine_error)?;
         let weights = if mode == GradMode::Full {
             let grads = self.grads.as_ref().expect("full backward made them");
-            Some(self.read_flat("weight gradients", grads).await.map_err(engine_error)?)
+            let pieces = self.slot_pieces(grads);
+            Some(self.read_flat("weight gradients", &pieces).await.map_err(engine_error)?)
         } else {
             None
         };
@@ -353,6 +374,7 @@ impl Engine for GpuEngine {
         lr: f32,
     ) -> Result<StepStats> {
         self.check_batch(batch, None, head_scales)?;
+        self.check_trainable()?;
         self.ensure_optimizer().await.map_err(engine_error)?;
         let (loss, _, _, norm) = self
             .run_gradients(batch, None, head_scales, GradMode::Full, Some(optimizer.clip_norm))
@@ -370,7 +392,7 @@ impl Engine for GpuEngine {
                     self.kernels.optim.adamw(
                         &self.ctx,
                         enc,
-                        &self.weights[i],
+                        self.whole(i),
                         &opt.m[i],
                         &opt.v[i],
                         &grads[i],
@@ -390,7 +412,10 @@ impl Engine for GpuEngine {
     }
 
     async fn params(&mut self) -> Result<Params<f32>> {
-        let data = self.read_flat("weights", &self.weights).await.map_err(engine_error)?;
+        let data = self
+            .read_flat("weights", &self.weight_pieces())
+            .await
+            .map_err(engine_error)?;
         Ok(Params {
             layout: self.layout.clone(),
             data,
@@ -402,8 +427,8 @@ impl Engine for GpuEngine {
             return Ok(None);
         };
         let step = opt.step;
-        let m = self.read_flat("adamw m", &opt.m).await.map_err(engine_error)?;
-        let v = self.read_flat("adamw v", &opt.v).await.map_err(engine_error)?;
+        let m = self.read_flat("adamw m", &self.slot_pieces(&opt.m)).await.map_err(engine_error)?;
+        let v = self.read_flat("adamw v", &self.slot_pieces(&opt.v)).await.map_err(engine_error)?;
         Ok(Some(AdamWState { step, m, v }))
     }
 
@@ -415,6 +440,7 @@ impl Engine for GpuEngine {
                 state.m.len()
             )));
         }
+        self.check_trainable()?;
         self.ensure_optimizer().await.map_err(engine_error)?;
         let (mut m, mut v) = (Vec::new(), Vec::new());
         for s in &self.slots {

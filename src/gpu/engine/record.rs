@@ -3,6 +3,7 @@
 //! entropy, the MLP; then the LM head and the loss.
 
 use super::*;
+use crate::gpu::matmul::Strided;
 
 impl GpuEngine {
     /// Records the forward through the layers (no LM head): x holds the
@@ -32,12 +33,15 @@ impl GpuEngine {
         let mm = &k.matmul;
         for p in &pages {
             let (i, n) = (p.index, p.rows);
-            k.embedding
-                .forward(ctx, enc, &ws.x[i], &self.weights[0], &seq.tokens[i], n, c, vocab)?;
+            for part in &self.weights[0] {
+                let rows = part.rows.clone();
+                k.embedding
+                    .forward_rows(ctx, enc, &ws.x[i], &part.buffer, &seq.tokens[i], n, c, vocab, rows)?;
+            }
         }
         for l in 0..cfg.num_layers {
             let lb = &ws.layers[if keep { l } else { 0 }];
-            let w = |which| &self.weights[self.slot(l, which)];
+            let w = |which| self.whole(self.slot(l, which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 k.rmsnorm
@@ -114,7 +118,7 @@ impl GpuEngine {
                 mm.matmul_nt(ctx, enc, &ws.x[i], &lb.h[i], w(W_DOWN), n, f, c, 1.0, 1.0)?;
             }
         }
-        let norm = &self.weights[self.norm_slot()];
+        let norm = self.whole(self.norm_slot());
         for p in &pages {
             let (i, n) = (p.index, p.rows);
             k.rmsnorm
@@ -142,7 +146,7 @@ impl GpuEngine {
         let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
         let ws = self.ws.as_ref().expect("workspace");
         let (c, vocab) = (cfg.hidden_size, cfg.vocab_size);
-        let wl = &self.weights[self.lm_head_slot()];
+        let head = &self.weights[self.lm_head_slot()];
         for p in ws.pages(seq.t) {
             let i = p.index;
             let mut s0 = 0;
@@ -165,7 +169,16 @@ impl GpuEngine {
                     enc.copy_buffer_to_buffer(&seq.weights[i], (s0 * 4) as u64, &ws.weight_chunk, 0, (n * 4) as u64);
                     (&ws.target_chunk, &ws.weight_chunk)
                 };
-                k.matmul.matmul_nt(ctx, enc, &ws.z, xfc, wl, n, c, vocab, 1.0, 0.0)?;
+                // z[:, part] = xf W[part]^T, one product per part of W.
+                for part in head {
+                    let z = Strided {
+                        buffer: &ws.z,
+                        ld: vocab,
+                        offset: part.rows.start,
+                    };
+                    let rows = part.rows.len();
+                    k.matmul.matmul_nt_into(ctx, enc, z, xfc, &part.buffer, n, c, rows, 1.0, 0.0)?;
+                }
                 if let Some((kept, first_kept)) = logits {
                     let from = first_kept.max(r0);
                     if from < r0 + n {
@@ -201,12 +214,21 @@ impl GpuEngine {
                     let b = ws.backward.as_ref().expect("backward buffers");
                     // dxf = dz W, dW += dz^T xf
                     let dxfc = if whole { &b.dxf[i] } else { &b.dxf_chunk };
-                    k.matmul.matmul_nn(ctx, enc, dxfc, &ws.z, wl, n, vocab, c, 1.0, 0.0)?;
+                    for (j, part) in head.iter().enumerate() {
+                        let dz = Strided {
+                            buffer: &ws.z,
+                            ld: vocab,
+                            offset: part.rows.start,
+                        };
+                        let (rows, beta) = (part.rows.len(), if j == 0 { 0.0 } else { 1.0 });
+                        k.matmul.matmul_nn_from(ctx, enc, dxfc, dz, &part.buffer, n, rows, c, 1.0, beta)?;
+                    }
                     if !whole {
                         enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);
                     }
                     if weight_grad {
                         let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
+                        // Full gradients refuse split weights (`check_trainable`).
                         k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
                     }
                 }
