@@ -164,6 +164,17 @@ enum Command {
         /// device work it asks for): quick, even on a software adapter.
         #[arg(long)]
         fixed_cost: bool,
+        /// Time this model folder instead of the bench model: loading,
+        /// forwards with entropy at --tokens, peak memory against the
+        /// estimate made before loading.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Tokens per forward with --model.
+        #[arg(long, default_value_t = 2048)]
+        tokens: usize,
+        /// Forwards with --model (the first also makes the buffers).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
 }
 
@@ -210,6 +221,20 @@ fn main() -> ExitCode {
             json,
             long,
             fixed_cost,
+            model: Some(dir),
+            tokens,
+            runs,
+        } => {
+            let _ = (long, fixed_cost);
+            bench_model_cmd(&dir, backend, tokens, runs, json)
+        }
+        Command::Bench {
+            backend,
+            json,
+            long,
+            fixed_cost,
+            model: None,
+            ..
         } => bench_cmd(backend, json, long, fixed_cost),
         Command::Search(args) => cli::search::run(args),
         Command::Reproduce {
@@ -414,18 +439,31 @@ fn devices(json: bool) -> CliResult<()> {
     Ok(())
 }
 
+/// The library's backend for the CLI's flag.
+fn lab_backend(backend: Backend) -> backend::Backend {
+    match backend {
+        Backend::Cpu => backend::Backend::Cpu,
+        Backend::Gpu => backend::Backend::Gpu,
+        Backend::Auto => backend::Backend::Auto,
+    }
+}
+
+/// Before the weights of `dir` are read: refuses (with needed and
+/// available) a model that cannot fit where `backend` will run it at up to
+/// `t` tokens; otherwise says what it needs on stderr.
+fn check_fits(dir: &Path, backend: Backend, t: usize) -> CliResult<()> {
+    let check = backend::check_memory_native(dir, lab_backend(backend), t).map_err(err)?;
+    eprintln!("memory: {} {}", dir.display(), check.summary());
+    Ok(())
+}
+
 /// Picks the engine with the library's one rule (`lab::backend`, shared
 /// with the app): `cpu`; `gpu` (an error if the device or a shader fails);
 /// `auto`: the GPU engine on a real GPU, the CPU engine on a CPU / fallback
 /// adapter (lavapipe, SwiftShader, WARP are slower than it) or when there is
 /// no usable adapter. The choice and why go to stderr.
 fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
-    let backend = match backend {
-        Backend::Cpu => backend::Backend::Cpu,
-        Backend::Gpu => backend::Backend::Gpu,
-        Backend::Auto => backend::Backend::Auto,
-    };
-    let chosen = backend::choose_engine_native(backend, config, params).map_err(|e| {
+    let chosen = backend::choose_engine_native(lab_backend(backend), config, params).map_err(|e| {
         format!(
             "{}; use --backend cpu",
             e.to_string().trim_end_matches("; use the CPU engine")
@@ -467,6 +505,7 @@ fn eval_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1))?;
     let m = load_model_dir(dir).map_err(err)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
@@ -519,6 +558,44 @@ fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool) -> CliR
     Ok(())
 }
 
+fn bench_model_cmd(dir: &Path, backend: Backend, tokens: usize, runs: usize, json: bool) -> CliResult<()> {
+    if tokens < 2 {
+        return Err(format!("--tokens {tokens}: a forward needs at least 2 tokens"));
+    }
+    let memory = backend::check_memory_native(dir, lab_backend(backend), tokens).map_err(err)?;
+    eprintln!("memory: {} {}", dir.display(), memory.summary());
+    let t0 = std::time::Instant::now();
+    let m = load_model_dir(dir).map_err(err)?;
+    let parameters = m.params.data.len();
+    let mut engine = make_engine(backend, m.config.clone(), m.params)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("loaded in {load_seconds:.1} s; {runs} forward(s) with entropy at {tokens} tokens");
+    // Before the forwards reset it: the peak of loading.
+    let load_peak = bench::peak_rss_bytes();
+    let forwards = pollster::block_on(bench::model_forwards(&mut engine, tokens, runs)).map_err(err)?;
+    let fastest = forwards.iter().map(|r| r.seconds).fold(f64::INFINITY, f64::min);
+    let forward_peak = forwards.iter().filter_map(|r| r.peak_rss_bytes).max();
+    let report = bench::ModelBenchReport {
+        model: dir.display().to_string(),
+        backend: engine.name(),
+        parameters,
+        tokens,
+        load_seconds,
+        forward_seconds: forwards.iter().map(|r| r.seconds).collect(),
+        tokens_per_s: tokens as f64 / fastest,
+        peak_rss_bytes: load_peak.max(forward_peak),
+        forward_peak_rss_bytes: forward_peak,
+        estimated_host_bytes: memory.host_needed,
+        estimated_device_bytes: memory.device_needed,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
 fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
     match (uniform, file) {
         (Some(s), _) => HeadScales::uniform(config, s).map_err(err),
@@ -538,6 +615,7 @@ fn passkey_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1))?;
     let m = load_model_dir(dir).map_err(err)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;

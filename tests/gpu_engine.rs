@@ -715,3 +715,75 @@ fn no_adapter(test: &str) {
         );
     }
 }
+
+/// The paper's checkpoint shapes (TinyLlama-NoPE-1.1B: hidden 2048, 32
+/// heads, 4 KV heads, SwiGLU 5632, vocabulary 32000, untied) with 2 of its
+/// 22 layers and random weights, written in the Hugging Face layout with
+/// bf16 weights (438 MB): it loads, passes the memory check, and runs a
+/// forward with entropy on both engines, which agree. On lavapipe (max
+/// storage binding 128 MiB) the 262 MB embedding and LM head are each split
+/// in two.
+#[test]
+fn paper_shapes_load_from_bf16_and_agree_between_engines() {
+    let Some(ctx) = context("paper_shapes_load_from_bf16_and_agree_between_engines") else {
+        return;
+    };
+    use nopescope::model::files;
+    let cfg = ModelConfig {
+        num_layers: 2,
+        ..ModelConfig::tinyllama_nope()
+    };
+    let dir = std::env::temp_dir().join(format!("nopescope-paper-shapes-{}", std::process::id()));
+    let bytes = files::save_random_bf16(&dir, &cfg, 0.02, 11).unwrap();
+    let n = nopescope::model::ParamLayout::new(&cfg).total as u64;
+    assert!(bytes >= 2 * n && bytes < 2 * n + 1_000_000, "{bytes} bytes for {n} bf16 values");
+    let memory = nopescope::lab::backend::check_memory_native(&dir, nopescope::lab::backend::Backend::Cpu, 16);
+    let m = files::load_model_dir(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let memory = memory.unwrap();
+    assert!(memory.host_needed >= bytes + 4 * n, "{}", memory.summary());
+    let m = m.unwrap();
+    assert_eq!(m.config, cfg);
+    assert!(m.tokenizer.is_none());
+
+    let mut rng = Rng::new(12);
+    let tokens = random_tokens(&mut rng, 16, cfg.vocab_size);
+    let hs = random_scales(&mut rng, &cfg);
+    let options = ForwardOptions {
+        logits: LogitsRequest::Last(2),
+        entropy: true,
+        ..Default::default()
+    };
+    let mut cpu = CpuEngine::new(cfg.clone(), m.params.clone()).unwrap();
+    let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+    drop(cpu);
+    let limit = ctx.limits().max_storage_buffer_binding_size;
+    let mut gpu = gpu_engine(ctx.with_binding_limit(128 << 20), cfg.clone(), m.params);
+    eprintln!("paper shapes on the GPU engine, max storage binding {limit} bytes (128 MiB in force)");
+    let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+    check("paper shapes loss", &[got.loss_sum as f32], &[want.loss_sum], LOSS_TOL);
+    check(
+        "paper shapes logits",
+        got.logits.as_ref().unwrap(),
+        want.logits.as_ref().unwrap(),
+        LOGITS_TOL,
+    );
+    check(
+        "paper shapes entropy",
+        got.entropy_bits.as_ref().unwrap(),
+        want.entropy_bits.as_ref().unwrap(),
+        ENTROPY_TOL,
+    );
+}
+
+/// Writes the paper's full 22-layer shape with random bf16 weights (2.2
+/// GB) to $NOPESCOPE_PAPER_DIR, for `nopescope bench --model`
+/// (docs/BENCH.md). Not a check: `--ignored`.
+#[test]
+#[ignore = "writes 2.2 GB where NOPESCOPE_PAPER_DIR says, for the bench; not a check"]
+fn write_paper_shape_model() {
+    let dir = std::env::var_os("NOPESCOPE_PAPER_DIR").expect("set NOPESCOPE_PAPER_DIR to the folder to write");
+    let cfg = ModelConfig::tinyllama_nope();
+    let bytes = nopescope::model::files::save_random_bf16(std::path::Path::new(&dir), &cfg, 0.02, 11).unwrap();
+    eprintln!("wrote {bytes} bytes of bf16 weights");
+}

@@ -123,6 +123,136 @@ pub async fn choose_engine(
     }
 }
 
+/// Where the engine for a backend will run, resolved before a model is
+/// loaded (as `choose_engine` resolves `auto`), to check its memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    /// The WGSL engine; `shares_host` on a CPU adapter (lavapipe,
+    /// SwiftShader), whose device memory is this machine's memory.
+    Gpu { adapter: String, shares_host: bool },
+}
+
+/// What a model needs where it will run, estimated before loading it
+/// (`model::memory`), against what is available.
+#[derive(Debug, Clone)]
+pub struct MemoryCheck {
+    /// Peak bytes of this machine's memory: loading (the files and the f32
+    /// weights together), then the engine (and a CPU adapter's device).
+    pub host_needed: u64,
+    pub host_available: Option<u64>,
+    /// Bytes on a real GPU's device. WebGPU does not report a device's
+    /// free memory, so this is printed, not checked; running out there is
+    /// the engine's allocation error.
+    pub device_needed: Option<u64>,
+}
+
+impl MemoryCheck {
+    pub fn summary(&self) -> String {
+        use crate::model::memory::human;
+        let mut s = format!("needs about {} of memory", human(self.host_needed));
+        if let Some(a) = self.host_available {
+            s += &format!(" ({} available)", human(a));
+        }
+        if let Some(d) = self.device_needed {
+            s += &format!(" and {} on the GPU", human(d));
+        }
+        s
+    }
+}
+
+/// The memory `config` needs on `target` for forwards of up to `t` tokens,
+/// its weight files being `file_bytes`: Err (`Error::Memory`, both numbers
+/// and what they are made of) when this machine's available memory is
+/// less than the peak.
+pub fn check_memory(
+    config: &ModelConfig,
+    file_bytes: u64,
+    target: &Target,
+    t: usize,
+    threads: usize,
+    host_available: Option<u64>,
+) -> Result<MemoryCheck> {
+    use crate::model::memory::{self, human};
+    let loading = memory::loading(config, file_bytes);
+    let (engine, host_needed, device_needed, footprint) = match target {
+        Target::Cpu => {
+            let f = memory::cpu_engine(config, t, threads);
+            ("the CPU engine".to_string(), loading.max(f.total()), None, f)
+        }
+        Target::Gpu { adapter, shares_host } => {
+            let f = crate::gpu::engine::footprint(config, t);
+            match shares_host {
+                // The host's f32 weights stay until the upload is done.
+                true => (
+                    format!("the GPU engine on {adapter} (device memory is this machine's)"),
+                    loading.max(f.weights + f.total()),
+                    None,
+                    f,
+                ),
+                false => (format!("the GPU engine on {adapter}"), loading, Some(f.total()), f),
+            }
+        }
+    };
+    let check = MemoryCheck {
+        host_needed,
+        host_available,
+        device_needed,
+    };
+    if let Some(available) = host_available {
+        if host_needed > available {
+            return Err(Error::Memory(format!(
+                "this model needs about {} of memory on {engine} and this machine has {} available: {} of f32 \
+                 weights, {} of working memory for {t} tokens, {} while loading ({} of weight files and the f32 \
+                 weights together); try fewer tokens{}",
+                human(host_needed),
+                human(available),
+                human(footprint.weights),
+                human(footprint.working),
+                human(loading),
+                human(file_bytes),
+                match target {
+                    Target::Cpu => "",
+                    Target::Gpu { .. } => " or a real GPU",
+                }
+            )));
+        }
+    }
+    Ok(check)
+}
+
+/// Natively: where `backend` will run for the model in `dir` and whether
+/// it fits (`check_memory`, at up to `t` tokens), from the config and the
+/// weight files' sizes, before reading the weights. Finds the adapter
+/// kind by listing adapters (no device is opened).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize) -> Result<MemoryCheck> {
+    use crate::model::{files, memory};
+    let config = files::load_config(dir)?;
+    let file_bytes = files::weights_file_bytes(dir)?;
+    let target = match backend {
+        Backend::Cpu => Target::Cpu,
+        Backend::Gpu | Backend::Auto => {
+            let adapters = GpuContext::list_adapters();
+            match adapters.iter().find(|a| !a.is_cpu) {
+                Some(a) => Target::Gpu {
+                    adapter: a.name.clone(),
+                    shares_host: false,
+                },
+                None => match (backend, adapters.first()) {
+                    (Backend::Gpu, Some(a)) => Target::Gpu {
+                        adapter: a.name.clone(),
+                        shares_host: true,
+                    },
+                    _ => Target::Cpu,
+                },
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    check_memory(&config, file_bytes, &target, t, threads, memory::available_host())
+}
+
 /// Natively: opens the default adapter only when the choice may use it, and
 /// picks the engine (what the CLI does).
 #[cfg(not(target_arch = "wasm32"))]
@@ -241,5 +371,43 @@ impl Engine for AnyEngine {
             AnyEngine::Cpu(e) => e.pooled_attention(tokens, head_scales, layer, head, cells).await,
             AnyEngine::Gpu(e) => e.pooled_attention(tokens, head_scales, layer, head, cells).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paper's model does not fit 1 GiB, on either engine, and the
+    /// error gives both numbers; it fits 64 GiB on the CPU engine.
+    #[test]
+    fn a_model_too_big_for_the_memory_is_refused_before_loading() {
+        let cfg = ModelConfig::tinyllama_nope();
+        let weights = crate::model::memory::weights_bytes(&cfg);
+        assert_eq!(weights, 1_100_048_384 * 4);
+        let gib = 1u64 << 30;
+        for target in [
+            Target::Cpu,
+            Target::Gpu {
+                adapter: "llvmpipe".into(),
+                shares_host: true,
+            },
+        ] {
+            let e = check_memory(&cfg, weights / 2, &target, 2048, 2, Some(gib)).unwrap_err();
+            assert_eq!(e.kind(), crate::model::error::ErrorKind::Memory);
+            let e = e.to_string();
+            assert!(e.contains("1.00 GiB available") && e.contains("4.10 GiB of f32 weights"), "{e}");
+        }
+        let ok = check_memory(&cfg, weights / 2, &Target::Cpu, 2048, 2, Some(64 * gib)).unwrap();
+        // Loading holds the bf16 files and the f32 weights together.
+        assert_eq!(ok.host_needed, weights / 2 + weights);
+        assert!(ok.summary().contains("64.00 GiB available"), "{}", ok.summary());
+        // A real GPU's memory is not reported: printed, not checked.
+        let gpu = Target::Gpu {
+            adapter: "a GPU".into(),
+            shares_host: false,
+        };
+        let ok = check_memory(&cfg, weights / 2, &gpu, 2048, 2, Some(64 * gib)).unwrap();
+        assert!(ok.device_needed.unwrap() > weights);
     }
 }

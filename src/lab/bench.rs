@@ -70,7 +70,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-async fn timed_entropy_forward<E: Engine>(
+pub async fn timed_entropy_forward<E: Engine>(
     engine: &mut E,
     rng: &mut Rng,
     length: usize,
@@ -361,6 +361,69 @@ impl BenchReport {
                 format!("forward + entropy, T={}", r.length),
                 format!("{:.2} s {}", r.seconds, fmt_bytes(r.peak_rss_bytes))
             );
+        }
+        s
+    }
+}
+
+/// `nopescope bench --model DIR`: one model folder, timed on forwards with
+/// entropy at one length, with the memory estimated before loading beside
+/// the memory measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBenchReport {
+    pub model: String,
+    pub backend: String,
+    pub parameters: usize,
+    pub tokens: usize,
+    /// Reading the files and making the engine (weights uploaded).
+    pub load_seconds: f64,
+    /// Each forward with entropy (no logits kept), in order: the first
+    /// also makes the engine's per-length buffers.
+    pub forward_seconds: Vec<f64>,
+    pub tokens_per_s: f64,
+    /// This process's peak resident memory over the whole run (loading
+    /// included), and during the forwards alone.
+    pub peak_rss_bytes: Option<u64>,
+    pub forward_peak_rss_bytes: Option<u64>,
+    /// `lab::backend::check_memory`'s estimate, made before loading.
+    pub estimated_host_bytes: u64,
+    pub estimated_device_bytes: Option<u64>,
+}
+
+/// Times `runs` forwards with entropy of `tokens` random tokens on an
+/// engine holding the model; the caller fills in the loading.
+pub async fn model_forwards<E: Engine>(engine: &mut E, tokens: usize, runs: usize) -> Result<Vec<LongRun>> {
+    let mut rng = Rng::new(3);
+    let hs = HeadScales::ones(engine.config());
+    let mut out = Vec::new();
+    for _ in 0..runs.max(1) {
+        out.push(timed_entropy_forward(engine, &mut rng, tokens, &hs).await?);
+    }
+    Ok(out)
+}
+
+impl ModelBenchReport {
+    pub fn table(&self) -> String {
+        let mut s = format!("model: {} ({} parameters)\nbackend: {}\n", self.model, self.parameters, self.backend);
+        s += &format!("{:<44} {:>14}\n", "measurement", "value");
+        s += &format!("{:<44} {:>14.2}\n", "load seconds (files + engine)", self.load_seconds);
+        for (i, t) in self.forward_seconds.iter().enumerate() {
+            s += &format!(
+                "{:<44} {:>14.2}\n",
+                format!("forward + entropy seconds, T={}, run {}", self.tokens, i + 1),
+                t
+            );
+        }
+        s += &format!("{:<44} {:>14.0}\n", "tokens/s (fastest run)", self.tokens_per_s);
+        s += &format!("{:<44} {:>14}\n", "peak RSS, whole run", fmt_bytes(self.peak_rss_bytes));
+        s += &format!("{:<44} {:>14}\n", "peak RSS, forwards", fmt_bytes(self.forward_peak_rss_bytes));
+        s += &format!(
+            "{:<44} {:>14}\n",
+            "estimated before loading, host",
+            fmt_bytes(Some(self.estimated_host_bytes))
+        );
+        if let Some(d) = self.estimated_device_bytes {
+            s += &format!("{:<44} {:>14}\n", "estimated before loading, GPU", fmt_bytes(Some(d)));
         }
         s
     }

@@ -323,6 +323,27 @@ impl ModelConfig {
             bos_token_id: None,
         }
     }
+
+    /// The shapes of the paper's checkpoint, TinyLlama-NoPE-1.1B: 22
+    /// layers, 32 heads of 64, 4 KV heads, hidden 2048, SwiGLU 5632,
+    /// vocabulary 32000, untied, trained to 2048 tokens (1.1B parameters;
+    /// its embedding and LM head are 262 MB each in f32).
+    pub fn tinyllama_nope() -> ModelConfig {
+        ModelConfig {
+            hidden_size: 2048,
+            intermediate_size: 5632,
+            num_layers: 22,
+            num_heads: 32,
+            num_kv_heads: 4,
+            head_dim: 64,
+            vocab_size: 32000,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: false,
+            training_length: 2048,
+            position_encoding: PositionEncoding::None,
+            bos_token_id: Some(1),
+        }
+    }
 }
 
 #[cfg(test)]

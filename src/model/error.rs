@@ -59,6 +59,10 @@ pub enum Error {
     /// long): the engine must be made again.
     #[error("{0}")]
     DeviceLost(String),
+    /// A model that needs more memory than the machine (or device) has,
+    /// found before loading it: the message gives both.
+    #[error("{0}")]
+    Memory(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -73,6 +77,8 @@ pub enum ErrorKind {
     BadInput,
     DeviceLimit,
     DeviceLost,
+    /// Not enough memory for the model on the chosen engine.
+    Memory,
     /// The engine failed otherwise (a diverging update, an internal error).
     Engine,
     Cancelled,
@@ -101,6 +107,7 @@ impl Error {
             Error::Engine(_) => ErrorKind::Engine,
             Error::DeviceLimit(_) => ErrorKind::DeviceLimit,
             Error::DeviceLost(_) => ErrorKind::DeviceLost,
+            Error::Memory(_) => ErrorKind::Memory,
             Error::Cancelled => ErrorKind::Cancelled,
         }
     }

@@ -274,6 +274,12 @@ mod native {
     /// Writes `bytes` to `path` through a temporary file in the same folder
     /// and a rename, so readers see the old file or the new one, never half.
     pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomic_with(path, |f| f.write_all(bytes))
+    }
+
+    /// `write_atomic` for contents written piece by piece (a file larger
+    /// than is worth holding in memory whole).
+    pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -284,8 +290,9 @@ mod native {
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            write(&mut f)?;
+            let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         })();
@@ -302,6 +309,28 @@ mod native {
 
     pub fn load_config(dir: &Path) -> Result<ModelConfig> {
         HfConfig::load(&dir.join(CONFIG_FILE))?.validate()
+    }
+
+    /// The bytes of `dir`'s weight files (one `model.safetensors`, or the
+    /// index's shards), from their sizes, without reading them.
+    pub fn weights_file_bytes(dir: &Path) -> Result<u64> {
+        let single = dir.join(WEIGHTS_FILE);
+        let index = dir.join(WEIGHTS_INDEX_FILE);
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e));
+        if single.exists() {
+            return size(&single);
+        }
+        if !index.exists() {
+            return Err(Error::Safetensors {
+                path: dir.to_path_buf(),
+                message: format!("no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in this folder"),
+            });
+        }
+        let mut total = 0u64;
+        for shard in shard_names(&read(&index)?, &index)? {
+            total = total.saturating_add(size(&dir.join(shard))?);
+        }
+        Ok(total)
     }
 
     /// Loads the weights of `dir`: one `model.safetensors`, or the shards
@@ -324,12 +353,7 @@ mod native {
             params
         } else if index.exists() {
             let shards = shard_names(&read(&index)?, &index)?;
-            let mut total = 0u64;
-            for shard in &shards {
-                let p = dir.join(shard);
-                total = total.saturating_add(std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len());
-            }
-            let (mut params, mut seen) = zeros(total, &index)?;
+            let (mut params, mut seen) = zeros(weights_file_bytes(dir)?, &index)?;
             for shard in shards {
                 let p = dir.join(shard);
                 read_safetensors(&read(&p)?, &p, config, &mut params, &mut seen)?;
@@ -398,6 +422,51 @@ mod native {
     }
 
     /// Writes config.json and model.safetensors (f32) into `dir`, creating it.
+    /// Writes a model of `config`'s shapes with random weights in the
+    /// Hugging Face layout (config.json, model.safetensors in bf16, no
+    /// tokenizer), tensor by tensor so that no f32 copy of the whole model
+    /// is made: matrices ~ N(0, std^2), norm gains 1. For tests and
+    /// benchmarks at the shapes of real checkpoints (the paper's 1.1B
+    /// model). Returns the weight file's size in bytes.
+    pub fn save_random_bf16(dir: &Path, config: &ModelConfig, std: f32, seed: u64) -> Result<u64> {
+        let layout = ParamLayout::new(config);
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for t in &layout.tensors {
+            let end = offset + 2 * t.len();
+            header.insert(
+                t.name.clone(),
+                serde_json::json!({"dtype": "BF16", "shape": t.shape, "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serializes");
+        // The data starts 8-byte aligned, as safetensors writers pad it.
+        while !(8 + header.len()).is_multiple_of(8) {
+            header.push(b' ');
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut rng = crate::model::rng::Rng::new(seed);
+        write_atomic_with(&dir.join(WEIGHTS_FILE), |w| {
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(&header)?;
+            let mut buf = Vec::new();
+            for t in &layout.tensors {
+                let norm = t.shape.len() == 1;
+                buf.clear();
+                for _ in 0..t.len() {
+                    let x = if norm { 1.0 } else { std * rng.normal() as f32 };
+                    buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+                }
+                w.write_all(&buf)?;
+            }
+            Ok(())
+        })?;
+        let json = serde_json::to_string_pretty(&config.to_hf()).expect("config serializes");
+        write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())?;
+        Ok((8 + header.len() + offset) as u64)
+    }
+
     pub fn save_model(dir: &Path, config: &ModelConfig, params: &Params<f32>) -> Result<()> {
         if params.layout != ParamLayout::new(config) {
             return Err(Error::Input("parameters do not match the config's layout".into()));

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod head_scales;
+pub mod memory;
 pub mod optim;
 pub mod params;
 pub mod real;

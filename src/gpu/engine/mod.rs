@@ -91,6 +91,8 @@ use gradients::*;
 use weights::*;
 use workspace::*;
 
+pub use workspace::footprint;
+
 pub const LOGIT_ROWS: usize = crate::model::shapes::LOGIT_ROWS;
 
 /// Slots per decoder layer, in layout order.

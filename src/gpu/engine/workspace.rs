@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// Device bytes the engine holds for `cfg` at `t` tokens, for a forward
+/// with entropy (`model::memory`): the f32 weights, and per token the
+/// residual stream, norms, q, k, v, the attention output and state,
+/// gate/up and SwiGLU of one layer, the final norm, the tokens, targets
+/// and loss weights; one chunk of logits; the entropy (L, H, T) and its
+/// read-back copy.
+pub fn footprint(cfg: &ModelConfig, t: usize) -> crate::model::memory::Footprint {
+    let (c, f, qd, kvd, h) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.num_heads,
+    );
+    let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * cfg.num_layers * h;
+    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size;
+    crate::model::memory::Footprint {
+        weights: crate::model::memory::weights_bytes(cfg),
+        working: ((per_token * t + fixed) * 4) as u64,
+    }
+}
+
 /// A (T, width) activation: one buffer per page of rows.
 pub(super) type Paged = Vec<wgpu::Buffer>;
 

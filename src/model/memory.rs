@@ -1,0 +1,103 @@
+//! How much memory a model needs, estimated from its config before its
+//! weights are read, and how much this machine has: so that a model too
+//! big for the chosen engine is refused with both numbers instead of
+//! failing part way (or taking the machine down) while it loads.
+//!
+//! Estimates, not measurements: the f32 weights exactly, the working
+//! memory of a forward with entropy from the buffers the engine makes per
+//! token (`nopescope bench --model DIR` prints the estimate beside the
+//! measured peak).
+
+use super::config::ModelConfig;
+use super::params::ParamLayout;
+use super::shapes::LOGIT_ROWS;
+
+/// Bytes an engine holds for a model: its weights and the working memory
+/// of one forward with entropy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub weights: u64,
+    pub working: u64,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.weights + self.working
+    }
+}
+
+/// The f32 weights of `cfg`.
+pub fn weights_bytes(cfg: &ModelConfig) -> u64 {
+    ParamLayout::new(cfg).total as u64 * 4
+}
+
+/// The CPU engine at `t` tokens on `threads` threads (`model::cpu::transformer`'s
+/// forward: the residual stream and its norms, q, k, v and their joint
+/// product, the attention output, gate/up and SwiGLU per token; the
+/// entropy (L, H, T); one chunk of logits; a row of scores per thread).
+pub fn cpu_engine(cfg: &ModelConfig, t: usize, threads: usize) -> Footprint {
+    let (c, f, qd, kvd, h) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.num_heads,
+    );
+    let per_token = 4 * c + 3 * qd + 4 * kvd + 3 * f + h + cfg.num_layers * h;
+    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + threads.max(1) * 2 * t;
+    Footprint {
+        weights: weights_bytes(cfg),
+        working: ((per_token * t + fixed) * 4) as u64,
+    }
+}
+
+/// Peak host memory while a model loads: the weight files' bytes and the
+/// f32 parameters they become, held together while converting.
+pub fn loading(cfg: &ModelConfig, file_bytes: u64) -> u64 {
+    file_bytes + weights_bytes(cfg)
+}
+
+/// Memory this machine can still give a process (Linux: `MemAvailable`
+/// of /proc/meminfo); None where it is not known.
+pub fn available_host() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        meminfo_available(&info)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+pub fn meminfo_available(info: &str) -> Option<u64> {
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes for people: "1.23 GiB", "45.6 MiB".
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_is_read() {
+        let info = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   23000000 kB\n";
+        assert_eq!(meminfo_available(info), Some(23_000_000 * 1024));
+        assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(human(3 * 1024 * 1024 * 1024 / 2), "1.50 GiB");
+        assert_eq!(human(10 * 1024 * 1024), "10.0 MiB");
+    }
+}
