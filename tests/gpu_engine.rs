@@ -434,7 +434,12 @@ fn split_embedding_and_lm_head_match_cpu() {
         };
         let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
         let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check(&format!("{name} loss"), &[got.loss_sum as f32], &[want.loss_sum], LOSS_TOL);
+        check(
+            &format!("{name} loss"),
+            &[got.loss_sum as f32],
+            &[want.loss_sum],
+            LOSS_TOL,
+        );
         check(
             &format!("{name} logits"),
             got.logits.as_ref().unwrap(),
@@ -450,7 +455,12 @@ fn split_embedding_and_lm_head_match_cpu() {
         let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
         let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
         let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-        check(&format!("{name} frozen loss"), &[got.loss as f32], &[want.loss], LOSS_TOL);
+        check(
+            &format!("{name} frozen loss"),
+            &[got.loss as f32],
+            &[want.loss],
+            LOSS_TOL,
+        );
         check(
             &format!("{name} frozen head-scale grads"),
             &got.head_scales,
@@ -463,7 +473,10 @@ fn split_embedding_and_lm_head_match_cpu() {
         let e = block_on(gpu.gradients(&batch, &hs, GradMode::Full)).unwrap_err();
         assert_eq!(e.kind(), nopescope::model::error::ErrorKind::DeviceLimit);
         let e = e.to_string();
-        assert!(e.contains("model.embed_tokens.weight") && e.contains("5 bindings"), "{e}");
+        assert!(
+            e.contains("model.embed_tokens.weight") && e.contains("5 bindings"),
+            "{e}"
+        );
         let e = block_on(gpu.train_step(&batch, &hs, &AdamWConfig::default(), 1e-3))
             .unwrap_err()
             .to_string();
@@ -736,7 +749,10 @@ fn paper_shapes_load_from_bf16_and_agree_between_engines() {
     let dir = std::env::temp_dir().join(format!("nopescope-paper-shapes-{}", std::process::id()));
     let bytes = files::save_random_bf16(&dir, &cfg, 0.02, 11).unwrap();
     let n = nopescope::model::ParamLayout::new(&cfg).total as u64;
-    assert!(bytes >= 2 * n && bytes < 2 * n + 1_000_000, "{bytes} bytes for {n} bf16 values");
+    assert!(
+        bytes >= 2 * n && bytes < 2 * n + 1_000_000,
+        "{bytes} bytes for {n} bf16 values"
+    );
     let memory = nopescope::lab::backend::check_memory_native(&dir, nopescope::lab::backend::Backend::Cpu, 16);
     let m = files::load_model_dir(&dir);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -196,7 +196,12 @@ fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
     use nopescope::gpu::matmul::Strided;
     // (m, k, n, width, offset): the block is `n` (nt) or `k` (nn) columns
     // of a matrix `width` wide, from column `offset`.
-    let shapes = [(8, 12, 16, 40, 8), (7, 5, 3, 11, 3), (33, 64, 36, 100, 60), (5, 8, 12, 13, 1)];
+    let shapes = [
+        (8, 12, 16, 40, 8),
+        (7, 5, 3, 11, 3),
+        (33, 64, 36, 100, 60),
+        (5, 8, 12, 13, 1),
+    ];
     for (i, &(m, k, n, width, off)) in shapes.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
         for beta in [0.0f32, 0.5] {
@@ -217,7 +222,9 @@ fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
                 offset: off,
             };
             g.run("matmul_nt_into", |enc| {
-                g.kernels.matmul.matmul_nt_into(&g.ctx, enc, c, &ab, &bb, m, k, n, 0.75, beta)
+                g.kernels
+                    .matmul
+                    .matmul_nt_into(&g.ctx, enc, c, &ab, &bb, m, k, n, 0.75, beta)
             });
             let what = format!("nt into C[:, {off}..{}] of ({m}, {width}), k={k} beta={beta}", off + n);
             check(&what, &g.read("c", &cb, m * width), &want, MATMUL_TOL);
@@ -237,7 +244,9 @@ fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
                     offset: off,
                 };
                 g.run("matmul_nn_from", |enc| {
-                    g.kernels.matmul.matmul_nn_from(&g.ctx, enc, &cb, a, &bb, m, k, n, 0.75, beta)
+                    g.kernels
+                        .matmul
+                        .matmul_nn_from(&g.ctx, enc, &cb, a, &bb, m, k, n, 0.75, beta)
                 });
                 let what = format!("nn from A[:, {off}..{}] of ({m}, {width}), n={n} beta={beta}", off + k);
                 check(&what, &g.read("c", &cb, m * n), &want, MATMUL_TOL);

@@ -57,7 +57,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::{Error, Result};
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ROW_WG;
 use crate::model::shapes::AttnShape;
 
@@ -148,32 +148,38 @@ pub fn shaders() -> [ShaderSource; 6] {
             "attention_forward.wgsl",
             include_str!("../../shaders/attention_forward.wgsl"),
             &rows,
-        ),
+        )
+        .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_forward_tiled.wgsl",
             include_str!("../../shaders/attention_forward_tiled.wgsl"),
             &rows,
-        ),
+        )
+        .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_delta.wgsl",
             include_str!("../../shaders/attention_backward_delta.wgsl"),
             &rows[..1],
-        ),
+        )
+        .bind(&[("rowstats", Access::ReadWrite), ("dout", Access::Read), ("out", Access::Read), ("lse", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dq.wgsl",
             include_str!("../../shaders/attention_backward_dq.wgsl"),
             &[rows[0], rows[2]],
-        ),
+        )
+        .bind(&[("dq", Access::ReadWrite), ("dscale_partials", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dkdv.wgsl",
             include_str!("../../shaders/attention_backward_dkdv.wgsl"),
             &[rows[0], rows[2]],
-        ),
+        )
+        .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dscale.wgsl",
             include_str!("../../shaders/attention_backward_dscale.wgsl"),
             &[("ROW_WG", ROW_WG)],
-        ),
+        )
+        .bind(&[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
     ]
 }
 
@@ -224,7 +230,6 @@ pub struct Attention {
 
 impl Attention {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let limit = ctx.limits().max_storage_buffers_per_shader_stage;
         if limit < MAX_STORAGE_BINDINGS {
             return Err(Error::Limit {
@@ -237,22 +242,12 @@ impl Attention {
         }
         let [rows_src, tiled_src, delta_src, dq_src, dkdv_src, dscale_src] = shaders();
         let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
-        let forward = [ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read];
-        let (rows_layout, forward_rows) = one(shader::build(ctx, &rows_src, &forward, &["attention_forward"]).await?);
-        let (tiled_layout, forward_tiled) =
-            one(shader::build(ctx, &tiled_src, &forward, &["attention_forward_tiled"]).await?);
-        let (delta_layout, delta) = one(shader::build(
-            ctx,
-            &delta_src,
-            &[ReadWrite, Read, Read, Read],
-            &["attention_backward_delta"],
-        )
-        .await?);
-        let grads = [ReadWrite, ReadWrite, Read, Read, Read, Read, Read, Read];
-        let (dq_layout, dq) = one(shader::build(ctx, &dq_src, &grads, &["attention_backward_dq"]).await?);
-        let (dkdv_layout, dkdv) = one(shader::build(ctx, &dkdv_src, &grads, &["attention_backward_dkdv"]).await?);
-        let (dscale_layout, dscale) =
-            one(shader::build(ctx, &dscale_src, &[ReadWrite, Read], &["attention_backward_dscale"]).await?);
+        let (rows_layout, forward_rows) = one(shader::build(ctx, &rows_src, &["attention_forward"]).await?);
+        let (tiled_layout, forward_tiled) = one(shader::build(ctx, &tiled_src, &["attention_forward_tiled"]).await?);
+        let (delta_layout, delta) = one(shader::build(ctx, &delta_src, &["attention_backward_delta"]).await?);
+        let (dq_layout, dq) = one(shader::build(ctx, &dq_src, &["attention_backward_dq"]).await?);
+        let (dkdv_layout, dkdv) = one(shader::build(ctx, &dkdv_src, &["attention_backward_dkdv"]).await?);
+        let (dscale_layout, dscale) = one(shader::build(ctx, &dscale_src, &["attention_backward_dscale"]).await?);
         Ok(Attention {
             rows_layout,
             forward_rows,

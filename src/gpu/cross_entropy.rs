@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ROW_WG;
 
 /// The target of a row that predicts nothing.
@@ -34,6 +34,15 @@ pub fn shaders() -> [ShaderSource; 1] {
         "cross_entropy.wgsl",
         include_str!("../../shaders/cross_entropy.wgsl"),
         &[("ROW_WG", ROW_WG), ("NO_TARGET", NO_TARGET)],
+    )
+    .bind(
+        &[
+            ("losses", Access::ReadWrite),
+            ("z", Access::ReadWrite),
+            ("targets", Access::Read),
+            ("row_weights", Access::Read),
+        ],
+        uniform_layout!(CrossEntropyParams: rows, vocab, grad_weight, write_grad),
     )]
 }
 
@@ -56,9 +65,8 @@ pub struct CrossEntropy {
 
 impl CrossEntropy {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let [src] = shaders();
-        let (layout, mut p) = shader::build(ctx, &src, &[ReadWrite, ReadWrite, Read, Read], &["cross_entropy"]).await?;
+        let (layout, mut p) = shader::build(ctx, &src, &["cross_entropy"]).await?;
         Ok(CrossEntropy {
             layout,
             pipeline: p.remove(0),

@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::{Error, Result};
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
 
 /// Mirrors `Params` in embedding_forward.wgsl.
@@ -36,16 +36,31 @@ pub struct BackwardParams {
 }
 
 pub fn shaders() -> [ShaderSource; 2] {
+    use Access::{Read, ReadWrite};
     [
         ShaderSource::new(
             "embedding_forward.wgsl",
             include_str!("../../shaders/embedding_forward.wgsl"),
             &[("WG", ELEMENT_WG)],
+        )
+        .bind(
+            &[("out", ReadWrite), ("embed", Read), ("tokens", Read)],
+            uniform_layout!(ForwardParams: tokens, c, vocab, row0, rows),
         ),
         ShaderSource::new(
             "embedding_backward.wgsl",
             include_str!("../../shaders/embedding_backward.wgsl"),
             &[("WG", ELEMENT_WG)],
+        )
+        .bind(
+            &[
+                ("dembed", ReadWrite),
+                ("dout", Read),
+                ("rows", Read),
+                ("starts", Read),
+                ("positions", Read),
+            ],
+            uniform_layout!(BackwardParams: groups, c),
         ),
     ]
 }
@@ -138,18 +153,10 @@ pub struct Embedding {
 
 impl Embedding {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let [forward_src, backward_src] = shaders();
-        let (forward_layout, mut p) =
-            shader::build(ctx, &forward_src, &[ReadWrite, Read, Read], &["embedding_forward"]).await?;
+        let (forward_layout, mut p) = shader::build(ctx, &forward_src, &["embedding_forward"]).await?;
         let forward = p.remove(0);
-        let (backward_layout, mut p) = shader::build(
-            ctx,
-            &backward_src,
-            &[ReadWrite, Read, Read, Read, Read],
-            &["embedding_backward"],
-        )
-        .await?;
+        let (backward_layout, mut p) = shader::build(ctx, &backward_src, &["embedding_backward"]).await?;
         let backward = p.remove(0);
         Ok(Embedding {
             forward_layout,

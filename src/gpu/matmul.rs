@@ -18,7 +18,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 
 /// Rows and columns of C per invocation: the width of the shader's vec4
 /// accumulators, so it cannot change without rewriting the shader.
@@ -75,13 +75,16 @@ impl<'a> Strided<'a> {
 
 pub fn shaders() -> [ShaderSource; 2] {
     let sizes = [("BLOCK", BLOCK), ("WG_SIDE", WG_SIDE)];
+    const STORAGE: &[(&str, Access)] = &[("c", Access::ReadWrite), ("a", Access::Read), ("b", Access::Read)];
+    let uniform = || uniform_layout!(MatmulParams: m, k, n, alpha, beta, lda, a_off, ldc, c_off);
     [
-        ShaderSource::new("matmul.wgsl", include_str!("../../shaders/matmul.wgsl"), &sizes),
+        ShaderSource::new("matmul.wgsl", include_str!("../../shaders/matmul.wgsl"), &sizes).bind(STORAGE, uniform()),
         ShaderSource::new(
             "matmul_vec4.wgsl",
             include_str!("../../shaders/matmul_vec4.wgsl"),
             &sizes,
-        ),
+        )
+        .bind(STORAGE, uniform()),
     ]
 }
 
@@ -153,13 +156,7 @@ struct Pipelines {
 
 impl Pipelines {
     async fn new(ctx: &GpuContext, source: &ShaderSource, entry_points: [&str; 3]) -> Result<Self> {
-        let (layout, pipelines) = shader::build(
-            ctx,
-            source,
-            &[Access::ReadWrite, Access::Read, Access::Read],
-            &entry_points,
-        )
-        .await?;
+        let (layout, pipelines) = shader::build(ctx, source, &entry_points).await?;
         let forms = pipelines.try_into().expect("one pipeline per form");
         Ok(Pipelines { layout, forms })
     }

@@ -92,6 +92,7 @@ mod tests {
         assert!(all.len() >= 19);
         for s in &all {
             assert!(!s.text.contains("{{"), "{}: a token was left unsubstituted", s.file);
+            assert!(s.bindings.is_some(), "{}: no bindings declared on the Rust side", s.file);
             if let Err(e) = s.validate() {
                 panic!("{}:\n{e}", s.file);
             }
@@ -157,6 +158,37 @@ mod tests {
             4 + 2 + 2 + 1 + 1 + 4 + 6,
             "an entry point is missing from this test"
         );
+    }
+
+    /// The naga check of a kernel's bindings against the Rust side fails
+    /// on each kind of mismatch, naming it: access, name, binding count,
+    /// a uniform field missing, out of order, or of another size.
+    #[test]
+    fn bindings_that_disagree_with_the_wgsl_are_refused() {
+        use shader::{uniform_layout, Access::*, UniformLayout};
+        let [src, _] = matmul::shaders();
+        assert!(src.validate().is_ok());
+        let with = |storage: &'static [(&'static str, shader::Access)], uniform: UniformLayout| {
+            let mut s = src.clone();
+            s.bindings = None;
+            s.bind(storage, uniform).validate().unwrap_err()
+        };
+        let full = || uniform_layout!(matmul::MatmulParams: m, k, n, alpha, beta, lda, a_off, ldc, c_off);
+        let e = with(&[("c", ReadWrite), ("a", ReadWrite), ("b", Read)], full());
+        assert!(e.contains("binding 1 (`a`) has access"), "{e}");
+        let e = with(&[("c", ReadWrite), ("b", Read), ("a", Read)], full());
+        assert!(e.contains("binding 1 is `a` in the WGSL, `b` on the Rust side"), "{e}");
+        let e = with(&[("c", ReadWrite), ("a", Read)], full());
+        assert!(e.contains("bindings [0, 1, 2, 3]; the Rust side binds 0..3"), "{e}");
+        let storage = &[("c", ReadWrite), ("a", Read), ("b", Read)];
+        let e = with(storage, uniform_layout!(matmul::MatmulParams: m, k, n, alpha, beta, lda, a_off, ldc));
+        assert!(e.contains("the uniform struct is 36 bytes"), "{e}");
+        let e = with(storage, uniform_layout!(matmul::MatmulParams: k, m, n, alpha, beta, lda, a_off, ldc, c_off));
+        assert!(e.contains("on the Rust side"), "{e}");
+        let mut small = full();
+        small.size = 32;
+        let e = with(storage, small);
+        assert!(e.contains("32 bytes with"), "{e}");
     }
 
     /// A broken shader's error is naga's, naming the file and line.

@@ -15,7 +15,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::{Error, Result};
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::{ELEMENT_WG, ROW_WG};
 use crate::model::optim::AdamWConfig;
 
@@ -92,17 +92,20 @@ pub fn shaders() -> [ShaderSource; 3] {
             "grad_norm.wgsl",
             include_str!("../../shaders/grad_norm.wgsl"),
             &[("ROW_WG", ROW_WG), ("PER_INVOCATION", NORM_PER_INVOCATION)],
-        ),
+        )
+        .bind(&[("stats", Access::ReadWrite), ("partials", Access::ReadWrite), ("grads", Access::Read)], uniform_layout!(NormParams: n, chunks, max_norm, guard, clip, first)),
         ShaderSource::new(
             "grad_clip.wgsl",
             include_str!("../../shaders/grad_clip.wgsl"),
             &[("WG", ELEMENT_WG)],
-        ),
+        )
+        .bind(&[("grads", Access::ReadWrite), ("stats", Access::Read)], uniform_layout!(ClipParams: n)),
         ShaderSource::new(
             "adamw.wgsl",
             include_str!("../../shaders/adamw.wgsl"),
             &[("WG", ELEMENT_WG)],
-        ),
+        )
+        .bind(&[("weights", Access::ReadWrite), ("m", Access::ReadWrite), ("v", Access::ReadWrite), ("grads", Access::Read), ("decay", Access::Read), ("stats", Access::Read)], uniform_layout!(AdamWParams: n, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, step_size, inv_bc2_sqrt, shrink)),
     ]
 }
 
@@ -146,25 +149,12 @@ pub struct Optim {
 
 impl Optim {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let [norm_src, clip_src, adamw_src] = shaders();
-        let (norm_layout, p) = shader::build(
-            ctx,
-            &norm_src,
-            &[ReadWrite, ReadWrite, Read],
-            &["grad_norm_partial", "grad_norm_final"],
-        )
-        .await?;
+        let (norm_layout, p) = shader::build(ctx, &norm_src, &["grad_norm_partial", "grad_norm_final"]).await?;
         let [norm_partial, norm_final]: [wgpu::ComputePipeline; 2] = p.try_into().expect("two passes");
-        let (clip_layout, mut p) = shader::build(ctx, &clip_src, &[ReadWrite, Read], &["grad_clip"]).await?;
+        let (clip_layout, mut p) = shader::build(ctx, &clip_src, &["grad_clip"]).await?;
         let clip = p.remove(0);
-        let (adamw_layout, mut p) = shader::build(
-            ctx,
-            &adamw_src,
-            &[ReadWrite, ReadWrite, ReadWrite, Read, Read, Read],
-            &["adamw"],
-        )
-        .await?;
+        let (adamw_layout, mut p) = shader::build(ctx, &adamw_src, &["adamw"]).await?;
         let adamw = p.remove(0);
         Ok(Optim {
             norm_layout,

@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::{ELEMENT_WG, ROW_WG};
 
 /// Rows summed by one invocation of dw's first pass.
@@ -50,16 +50,45 @@ pub fn shaders() -> [ShaderSource; 3] {
             "rmsnorm_forward.wgsl",
             include_str!("../../shaders/rmsnorm_forward.wgsl"),
             &[("ROW_WG", ROW_WG)],
+        )
+        .bind(
+            &[
+                ("out", Access::ReadWrite),
+                ("rstd", Access::ReadWrite),
+                ("x", Access::Read),
+                ("w", Access::Read),
+            ],
+            uniform_layout!(ForwardParams: rows, c, eps),
         ),
         ShaderSource::new(
             "rmsnorm_backward.wgsl",
             include_str!("../../shaders/rmsnorm_backward.wgsl"),
             &[("ROW_WG", ROW_WG)],
+        )
+        .bind(
+            &[
+                ("dx", Access::ReadWrite),
+                ("dout", Access::Read),
+                ("x", Access::Read),
+                ("rstd", Access::Read),
+                ("w", Access::Read),
+            ],
+            uniform_layout!(BackwardParams: rows, c),
         ),
         ShaderSource::new(
             "rmsnorm_backward_dw.wgsl",
             include_str!("../../shaders/rmsnorm_backward_dw.wgsl"),
             &[("WG", ELEMENT_WG), ("CHUNK_ROWS", DW_CHUNK_ROWS)],
+        )
+        .bind(
+            &[
+                ("dw", Access::ReadWrite),
+                ("partials", Access::ReadWrite),
+                ("dout", Access::Read),
+                ("x", Access::Read),
+                ("rstd", Access::Read),
+            ],
+            uniform_layout!(DwParams: rows, c, chunks),
         ),
     ]
 }
@@ -82,31 +111,12 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let [forward_src, dx_src, dw_src] = shaders();
-        let (forward_layout, mut p) = shader::build(
-            ctx,
-            &forward_src,
-            &[ReadWrite, ReadWrite, Read, Read],
-            &["rmsnorm_forward"],
-        )
-        .await?;
+        let (forward_layout, mut p) = shader::build(ctx, &forward_src, &["rmsnorm_forward"]).await?;
         let forward = p.remove(0);
-        let (dx_layout, mut p) = shader::build(
-            ctx,
-            &dx_src,
-            &[ReadWrite, Read, Read, Read, Read],
-            &["rmsnorm_backward"],
-        )
-        .await?;
+        let (dx_layout, mut p) = shader::build(ctx, &dx_src, &["rmsnorm_backward"]).await?;
         let dx = p.remove(0);
-        let (dw_layout, p) = shader::build(
-            ctx,
-            &dw_src,
-            &[ReadWrite, ReadWrite, Read, Read, Read],
-            &["rmsnorm_dw_partial", "rmsnorm_dw_reduce"],
-        )
-        .await?;
+        let (dw_layout, p) = shader::build(ctx, &dw_src, &["rmsnorm_dw_partial", "rmsnorm_dw_reduce"]).await?;
         let [dw_partial, dw_reduce]: [wgpu::ComputePipeline; 2] = p.try_into().expect("two passes");
         Ok(RmsNorm {
             forward_layout,

@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::{Error, Result};
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
 
 /// Mirrors `Params` in rope.wgsl.
@@ -30,6 +30,14 @@ pub fn shaders() -> [ShaderSource; 1] {
         "rope.wgsl",
         include_str!("../../shaders/rope.wgsl"),
         &[("WG", ELEMENT_WG)],
+    )
+    .bind(
+        &[
+            ("x", Access::ReadWrite),
+            ("cos_t", Access::Read),
+            ("sin_t", Access::Read),
+        ],
+        uniform_layout!(RopeParams: t, heads, hd, half, inverse),
     )]
 }
 
@@ -97,13 +105,7 @@ pub struct Rope {
 impl Rope {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
         let [src] = shaders();
-        let (layout, mut p) = shader::build(
-            ctx,
-            &src,
-            &[Access::ReadWrite, Access::Read, Access::Read],
-            &["rope_apply"],
-        )
-        .await?;
+        let (layout, mut p) = shader::build(ctx, &src, &["rope_apply"]).await?;
         Ok(Rope {
             layout,
             pipeline: p.remove(0),

@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
 
 /// Mirrors `Params` in scale_rows.wgsl.
@@ -25,6 +25,10 @@ pub fn shaders() -> [ShaderSource; 1] {
         "scale_rows.wgsl",
         include_str!("../../shaders/scale_rows.wgsl"),
         &[("WG", ELEMENT_WG)],
+    )
+    .bind(
+        &[("x", Access::ReadWrite), ("factors", Access::Read)],
+        uniform_layout!(ScaleRowsParams: rows, width),
     )]
 }
 
@@ -37,7 +41,7 @@ pub struct ScaleRows {
 impl ScaleRows {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
         let [src] = shaders();
-        let (layout, mut p) = shader::build(ctx, &src, &[Access::ReadWrite, Access::Read], &["scale_rows"]).await?;
+        let (layout, mut p) = shader::build(ctx, &src, &["scale_rows"]).await?;
         Ok(ScaleRows {
             layout,
             pipeline: p.remove(0),

@@ -9,13 +9,48 @@
 use super::context::GpuContext;
 use super::error::{Error, Result};
 
-/// One kernel's WGSL after substitution.
+/// One kernel's WGSL after substitution, with the bindings the Rust side
+/// binds it with.
 #[derive(Debug, Clone)]
 pub struct ShaderSource {
     /// The file under `shaders/`, for messages.
     pub file: &'static str,
     pub text: String,
+    /// Written once per kernel (`bind`): they make the bind-group layout
+    /// (`build`) and are checked against the WGSL by naga (`validate`).
+    pub bindings: Option<Bindings>,
 }
+
+/// A kernel's bindings as the Rust side uses them: the storage buffers
+/// 0, 1, .. by name and access (outputs, then inputs; `GpuContext::bind`
+/// takes the buffers in this order), then one uniform, the Rust struct
+/// whose bytes fill it.
+#[derive(Debug, Clone)]
+pub struct Bindings {
+    pub storage: &'static [(&'static str, Access)],
+    pub uniform: UniformLayout,
+}
+
+/// A `#[repr(C)]` parameter struct's size and its fields' byte offsets,
+/// in order (`uniform_layout!`), to check against the WGSL struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniformLayout {
+    pub size: usize,
+    pub fields: Vec<(&'static str, usize)>,
+}
+
+/// `UniformLayout` of a Rust struct: `uniform_layout!(MatmulParams: m, k, n)`.
+/// A field name that the struct lacks does not compile; one left out or
+/// out of order fails the naga check.
+macro_rules! uniform_layout {
+    ($t:ty: $($field:ident),+ $(,)?) => {
+        $crate::gpu::shader::UniformLayout {
+            size: ::std::mem::size_of::<$t>(),
+            fields: vec![$((stringify!($field), ::std::mem::offset_of!($t, $field))),+],
+        }
+    };
+}
+pub(crate) use uniform_layout;
 
 impl ShaderSource {
     /// Replaces every `{{NAME}}` of `template` with its value. A token left
@@ -27,7 +62,17 @@ impl ShaderSource {
             debug_assert!(text.contains(&token), "{file}: no {token} to substitute");
             text = text.replace(&token, &value.to_string());
         }
-        ShaderSource { file, text }
+        ShaderSource {
+            file,
+            text,
+            bindings: None,
+        }
+    }
+
+    /// Declares the bindings the kernel is built and bound with.
+    pub(crate) fn bind(mut self, storage: &'static [(&'static str, Access)], uniform: UniformLayout) -> Self {
+        self.bindings = Some(Bindings { storage, uniform });
+        self
     }
 
     /// Parses and validates with naga; Err is naga's report with the file,
@@ -41,13 +86,87 @@ impl ShaderSource {
         )
         .validate(&module)
         .map_err(|e| e.emit_to_string_with_path(&self.text, self.file))?;
+        if let Some(b) = &self.bindings {
+            check_bindings(&module, b).map_err(|e| format!("{}: {e}", self.file))?;
+        }
         Ok(module)
     }
 }
 
+/// The WGSL's global bindings against the Rust side's: group 0; storage
+/// binding i named and accessed as `storage[i]` says (read: load only;
+/// read-write: load and store); then the uniform, a struct of the Rust
+/// struct's size whose members have its fields' names and offsets, in
+/// order; nothing else bound.
+pub fn check_bindings(module: &naga::Module, b: &Bindings) -> Result<(), String> {
+    use naga::{AddressSpace, StorageAccess, TypeInner};
+    let mut bound: Vec<(u32, &naga::GlobalVariable)> = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        if let Some(rb) = &var.binding {
+            if rb.group != 0 {
+                return Err(format!(
+                    "{:?} is in group {}, the engine binds group 0",
+                    var.name, rb.group
+                ));
+            }
+            bound.push((rb.binding, var));
+        }
+    }
+    bound.sort_by_key(|&(i, _)| i);
+    let want = b.storage.len() + 1;
+    let indices: Vec<u32> = bound.iter().map(|&(i, _)| i).collect();
+    if indices != (0..want as u32).collect::<Vec<_>>() {
+        return Err(format!(
+            "bindings {indices:?}; the Rust side binds 0..{want} ({} storage buffers and the uniform)",
+            b.storage.len()
+        ));
+    }
+    for (&(i, var), &(name, access)) in bound.iter().zip(b.storage) {
+        let var_name = var.name.as_deref().unwrap_or("?");
+        if var_name != name {
+            return Err(format!(
+                "binding {i} is `{var_name}` in the WGSL, `{name}` on the Rust side"
+            ));
+        }
+        let AddressSpace::Storage { access: got } = var.space else {
+            return Err(format!(
+                "binding {i} (`{name}`) is {:?}, not a storage buffer",
+                var.space
+            ));
+        };
+        let ok = match access {
+            Access::Read => got == StorageAccess::LOAD,
+            Access::ReadWrite => got.contains(StorageAccess::LOAD | StorageAccess::STORE),
+        };
+        if !ok {
+            return Err(format!(
+                "binding {i} (`{name}`) has access {got:?} in the WGSL, {access:?} on the Rust side"
+            ));
+        }
+    }
+    let (_, uniform) = bound[b.storage.len()];
+    if uniform.space != AddressSpace::Uniform {
+        return Err(format!("the last binding ({:?}) is not the uniform", uniform.name));
+    }
+    let TypeInner::Struct { members, span } = &module.types[uniform.ty].inner else {
+        return Err("the uniform is not a struct".into());
+    };
+    let wgsl: Vec<(&str, usize)> = members
+        .iter()
+        .map(|m| (m.name.as_deref().unwrap_or("?"), m.offset as usize))
+        .collect();
+    if *span as usize != b.uniform.size || wgsl != b.uniform.fields {
+        return Err(format!(
+            "the uniform struct is {span} bytes with fields {wgsl:?} in the WGSL, {} bytes with {:?} on the Rust side",
+            b.uniform.size, b.uniform.fields
+        ));
+    }
+    Ok(())
+}
+
 /// How a kernel uses one storage binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     ReadWrite,
     Read,
 }
@@ -96,7 +215,6 @@ pub(crate) fn layout(ctx: &GpuContext, label: &str, storage: &[Access]) -> wgpu:
 pub(crate) async fn build(
     ctx: &GpuContext,
     shader: &ShaderSource,
-    storage: &[Access],
     entry_points: &[&str],
 ) -> Result<(wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)> {
     let shader_error = |message: String| Error::Shader {
@@ -105,6 +223,11 @@ pub(crate) async fn build(
         message,
     };
     shader.validate().map_err(shader_error)?;
+    let Some(bindings) = &shader.bindings else {
+        return Err(shader_error("no bindings declared on the Rust side".into()));
+    };
+    let storage: Vec<Access> = bindings.storage.iter().map(|&(_, a)| a).collect();
+    let storage = storage.as_slice();
     let built = ctx
         .scoped(shader.file, || {
             let layout = layout(ctx, &format!("{} bind group layout", shader.file), storage);

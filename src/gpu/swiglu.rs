@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
 
 /// Mirrors `Params` in swiglu_forward.wgsl and swiglu_backward.wgsl.
@@ -24,11 +24,19 @@ pub fn shaders() -> [ShaderSource; 2] {
             "swiglu_forward.wgsl",
             include_str!("../../shaders/swiglu_forward.wgsl"),
             &[("WG", ELEMENT_WG)],
+        )
+        .bind(
+            &[("h", Access::ReadWrite), ("gu", Access::Read)],
+            uniform_layout!(SwigluParams: rows, f),
         ),
         ShaderSource::new(
             "swiglu_backward.wgsl",
             include_str!("../../shaders/swiglu_backward.wgsl"),
             &[("WG", ELEMENT_WG)],
+        )
+        .bind(
+            &[("dgu", Access::ReadWrite), ("dh", Access::Read), ("gu", Access::Read)],
+            uniform_layout!(SwigluParams: rows, f),
         ),
     ]
 }
@@ -43,12 +51,10 @@ pub struct Swiglu {
 
 impl Swiglu {
     pub async fn new(ctx: &GpuContext) -> Result<Self> {
-        use Access::{Read, ReadWrite};
         let [forward_src, backward_src] = shaders();
-        let (forward_layout, mut p) = shader::build(ctx, &forward_src, &[ReadWrite, Read], &["swiglu_forward"]).await?;
+        let (forward_layout, mut p) = shader::build(ctx, &forward_src, &["swiglu_forward"]).await?;
         let forward = p.remove(0);
-        let (backward_layout, mut p) =
-            shader::build(ctx, &backward_src, &[ReadWrite, Read, Read], &["swiglu_backward"]).await?;
+        let (backward_layout, mut p) = shader::build(ctx, &backward_src, &["swiglu_backward"]).await?;
         let backward = p.remove(0);
         Ok(Swiglu {
             forward_layout,

@@ -130,7 +130,10 @@ pub enum Target {
     Cpu,
     /// The WGSL engine; `shares_host` on a CPU adapter (lavapipe,
     /// SwiftShader), whose device memory is this machine's memory.
-    Gpu { adapter: String, shares_host: bool },
+    Gpu {
+        adapter: String,
+        shares_host: bool,
+    },
 }
 
 /// What a model needs where it will run, estimated before loading it
@@ -396,7 +399,10 @@ mod tests {
             let e = check_memory(&cfg, weights / 2, &target, 2048, 2, Some(gib)).unwrap_err();
             assert_eq!(e.kind(), crate::model::error::ErrorKind::Memory);
             let e = e.to_string();
-            assert!(e.contains("1.00 GiB available") && e.contains("4.10 GiB of f32 weights"), "{e}");
+            assert!(
+                e.contains("1.00 GiB available") && e.contains("4.10 GiB of f32 weights"),
+                "{e}"
+            );
         }
         let ok = check_memory(&cfg, weights / 2, &Target::Cpu, 2048, 2, Some(64 * gib)).unwrap();
         // Loading holds the bf16 files and the f32 weights together.

@@ -404,7 +404,10 @@ pub async fn model_forwards<E: Engine>(engine: &mut E, tokens: usize, runs: usiz
 
 impl ModelBenchReport {
     pub fn table(&self) -> String {
-        let mut s = format!("model: {} ({} parameters)\nbackend: {}\n", self.model, self.parameters, self.backend);
+        let mut s = format!(
+            "model: {} ({} parameters)\nbackend: {}\n",
+            self.model, self.parameters, self.backend
+        );
         s += &format!("{:<44} {:>14}\n", "measurement", "value");
         s += &format!("{:<44} {:>14.2}\n", "load seconds (files + engine)", self.load_seconds);
         for (i, t) in self.forward_seconds.iter().enumerate() {
@@ -416,7 +419,11 @@ impl ModelBenchReport {
         }
         s += &format!("{:<44} {:>14.0}\n", "tokens/s (fastest run)", self.tokens_per_s);
         s += &format!("{:<44} {:>14}\n", "peak RSS, whole run", fmt_bytes(self.peak_rss_bytes));
-        s += &format!("{:<44} {:>14}\n", "peak RSS, forwards", fmt_bytes(self.forward_peak_rss_bytes));
+        s += &format!(
+            "{:<44} {:>14}\n",
+            "peak RSS, forwards",
+            fmt_bytes(self.forward_peak_rss_bytes)
+        );
         s += &format!(
             "{:<44} {:>14}\n",
             "estimated before loading, host",

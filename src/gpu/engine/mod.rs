@@ -356,7 +356,11 @@ impl Engine for GpuEngine {
         let weights = if mode == GradMode::Full {
             let grads = self.grads.as_ref().expect("full backward made them");
             let pieces = self.slot_pieces(grads);
-            Some(self.read_flat("weight gradients", &pieces).await.map_err(engine_error)?)
+            Some(
+                self.read_flat("weight gradients", &pieces)
+                    .await
+                    .map_err(engine_error)?,
+            )
         } else {
             None
         };
@@ -429,8 +433,14 @@ impl Engine for GpuEngine {
             return Ok(None);
         };
         let step = opt.step;
-        let m = self.read_flat("adamw m", &self.slot_pieces(&opt.m)).await.map_err(engine_error)?;
-        let v = self.read_flat("adamw v", &self.slot_pieces(&opt.v)).await.map_err(engine_error)?;
+        let m = self
+            .read_flat("adamw m", &self.slot_pieces(&opt.m))
+            .await
+            .map_err(engine_error)?;
+        let v = self
+            .read_flat("adamw v", &self.slot_pieces(&opt.v))
+            .await
+            .map_err(engine_error)?;
         Ok(Some(AdamWState { step, m, v }))
     }
 

@@ -177,7 +177,8 @@ impl GpuEngine {
                         offset: part.rows.start,
                     };
                     let rows = part.rows.len();
-                    k.matmul.matmul_nt_into(ctx, enc, z, xfc, &part.buffer, n, c, rows, 1.0, 0.0)?;
+                    k.matmul
+                        .matmul_nt_into(ctx, enc, z, xfc, &part.buffer, n, c, rows, 1.0, 0.0)?;
                 }
                 if let Some((kept, first_kept)) = logits {
                     let from = first_kept.max(r0);
@@ -221,7 +222,8 @@ impl GpuEngine {
                             offset: part.rows.start,
                         };
                         let (rows, beta) = (part.rows.len(), if j == 0 { 0.0 } else { 1.0 });
-                        k.matmul.matmul_nn_from(ctx, enc, dxfc, dz, &part.buffer, n, rows, c, 1.0, beta)?;
+                        k.matmul
+                            .matmul_nn_from(ctx, enc, dxfc, dz, &part.buffer, n, rows, c, 1.0, beta)?;
                     }
                     if !whole {
                         enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);

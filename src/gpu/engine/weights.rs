@@ -81,7 +81,12 @@ pub(super) fn part_rows(slot: &Slot, limit: u64) -> Option<Vec<Range<usize>>> {
         return None;
     }
     let rows = slot.len / row;
-    Some((0..rows).step_by(per_part).map(|r| r..(r + per_part).min(rows)).collect())
+    Some(
+        (0..rows)
+            .step_by(per_part)
+            .map(|r| r..(r + per_part).min(rows))
+            .collect(),
+    )
 }
 
 impl GpuEngine {
@@ -214,7 +219,11 @@ impl GpuEngine {
 
     /// Per-slot buffers (gradients, moments) as `weight_pieces` gives them.
     pub(super) fn slot_pieces<'a>(&self, buffers: &'a [wgpu::Buffer]) -> Vec<(usize, usize, &'a wgpu::Buffer)> {
-        self.slots.iter().zip(buffers).map(|(s, b)| (s.offset, s.len, b)).collect()
+        self.slots
+            .iter()
+            .zip(buffers)
+            .map(|(s, b)| (s.offset, s.len, b))
+            .collect()
     }
 
     /// The widest of the per-token buffers that are paged by rows: (what,
