@@ -182,6 +182,68 @@ fn chunked_forward_matches_the_engine() {
     }
 }
 
+/// A CPU engine with a `Slicer` (the web page's) gives every output of the
+/// forward contract as the whole forward does: the (weighted) loss, each
+/// prediction's loss, the kept logits and the entropy; it paused between
+/// slices (a clock that runs 1 ms per reading makes slices of a few rows).
+#[test]
+fn sliced_engine_forward_matches_the_whole_forward() {
+    use nopescope::model::cpu::Slicer;
+    use nopescope::model::LogitsRequest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CLOCK: AtomicU64 = AtomicU64::new(0);
+    static PAUSES: AtomicU64 = AtomicU64::new(0);
+    let mut s = setup(203);
+    let weights: Vec<f32> = (0..202).map(|i| if i % 3 == 0 { 0.0 } else { 0.5 + (i % 7) as f32 }).collect();
+    let mut sliced = CpuEngine::new(s.cpu.config().clone(), s.params.clone()).unwrap();
+    sliced.set_slicer(Slicer {
+        clock: || CLOCK.fetch_add(1, Ordering::Relaxed) as f64,
+        pause: || {
+            PAUSES.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async {})
+        },
+        slice_ms: 0.5,
+    });
+    for (logits, weights) in [
+        (LogitsRequest::Last(5), None),
+        (LogitsRequest::All, Some(weights.clone())),
+        (LogitsRequest::None, None),
+    ] {
+        let options = ForwardOptions {
+            entropy: true,
+            losses: true,
+            logits,
+            loss_weights: weights,
+        };
+        let want = block_on(s.cpu.forward(&s.tokens, &s.scales, &options)).unwrap();
+        let before = PAUSES.load(Ordering::Relaxed);
+        let got = block_on(sliced.forward(&s.tokens, &s.scales, &options)).unwrap();
+        assert!(PAUSES.load(Ordering::Relaxed) - before >= 3, "{logits:?}: paused between slices");
+        let what = format!("{logits:?}");
+        assert_eq!((got.predictions, got.logits_rows), (want.predictions, want.logits_rows), "{what}");
+        assert!((got.weight_sum - want.weight_sum).abs() < 1e-9, "{what}");
+        assert!(
+            (got.loss_sum - want.loss_sum).abs() < 1e-4 * want.loss_sum.abs(),
+            "{what}: loss {} vs {}",
+            got.loss_sum,
+            want.loss_sum
+        );
+        let close = |name: &str, a: &[f32], b: &[f32], tol: f32| {
+            assert_eq!(a.len(), b.len(), "{what}: {name} lengths");
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: {name} {k}: {x} vs {y}");
+            }
+        };
+        close("losses", got.losses.as_ref().unwrap(), want.losses.as_ref().unwrap(), 1e-3);
+        close("entropy", got.entropy_bits.as_ref().unwrap(), want.entropy_bits.as_ref().unwrap(), 2e-3);
+        match (&got.logits, &want.logits) {
+            (Some(a), Some(b)) => close("logits", a, b, 1e-3),
+            (None, None) => {}
+            _ => panic!("{what}: logits kept by one forward only"),
+        }
+    }
+}
+
 /// The web page's attention rows (captured while the chunked forward runs)
 /// are the engine's.
 #[test]

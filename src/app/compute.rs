@@ -228,7 +228,19 @@ impl Lab {
                 g.report().is_cpu.then(|| super::text::gpu_on_cpu_adapter(&g.label())),
             ),
         };
-        let chosen = choose_engine(backend, context, config, params).await?;
+        #[allow(unused_mut)]
+        let mut chosen = choose_engine(backend, context, config, params).await?;
+        // On the page's one thread the CPU engine's forwards run in slices,
+        // the page drawing frames between them (every job, the sweeps and
+        // the pass-key documents included).
+        #[cfg(target_arch = "wasm32")]
+        if let AnyEngine::Cpu(cpu) = &mut chosen.engine {
+            cpu.set_slicer(crate::model::cpu::Slicer {
+                clock: super::web::now_ms,
+                pause: || Box::pin(super::web::yield_to_browser(0)),
+                slice_ms: SLICE_MS,
+            });
+        }
         self.engine_note = format!("{} ({})", chosen.engine.name(), pre_reason.unwrap_or(chosen.reason));
         self.slot(choice)?.engine = Some(chosen.engine);
         Ok(())
@@ -548,18 +560,15 @@ async fn run_sliced(
     base: f32,
     span: f32,
 ) -> Result<()> {
-    let mut budget = 2e6f64;
-    while !fwd.is_done() {
-        let t0 = super::web::now_ms();
-        fwd.step(fwd.rows_for(budget));
-        let ms = (super::web::now_ms() - t0).max(0.1);
-        budget = (budget * (SLICE_MS / ms).clamp(0.5, 2.0)).max(1e5);
-        if !ctl.progress(base + span * fwd.fraction(), message) {
-            return Err(Error::Input("cancelled".into()));
+    fwd.run_sliced(super::web::now_ms, SLICE_MS, |fraction| {
+        let go_on = ctl.progress(base + span * fraction, message);
+        async move {
+            super::web::yield_to_browser(0).await;
+            go_on
         }
-        super::web::yield_to_browser(0).await;
-    }
-    Ok(())
+    })
+    .await
+    .map_err(|_| Error::Input("cancelled".into()))
 }
 
 #[cfg(target_arch = "wasm32")]

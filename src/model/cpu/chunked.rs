@@ -31,6 +31,12 @@ pub struct ChunkedForward<'a> {
     pub loss_sum: f64,
     /// With `capture(layer, head)`: that head's queries, (T, hd), as rotated.
     capture: Option<(usize, usize, Vec<f32>)>,
+    /// With `outputs`: the logits of rows `keep_from`.. as they go by,
+    /// each prediction's loss, and the loss weights `loss_sum` uses.
+    keep_from: usize,
+    pub logits: Vec<f32>,
+    pub losses: Option<Vec<f32>>,
+    weights: Option<&'a [f32]>,
 }
 
 fn w(p: &Params<f32>, off: usize, len: usize) -> &[f32] {
@@ -72,7 +78,33 @@ impl<'a> ChunkedForward<'a> {
             entropy_bits: vec![0.0; cfg.num_layers * cfg.num_heads * t],
             loss_sum: 0.0,
             capture: None,
+            keep_from: t,
+            logits: Vec::new(),
+            losses: None,
+            weights: None,
         })
+    }
+
+    /// Also keeps the logits of rows `keep_from`.. (row-major, vocab per
+    /// row), each prediction's loss (`losses`), and weighs the loss sum by
+    /// `weights` (one per prediction, checked by the caller), as the
+    /// engine contract's forward options ask.
+    pub fn outputs(mut self, keep_from: usize, losses: bool, weights: Option<&'a [f32]>) -> Self {
+        let t = self.tokens.len();
+        self.keep_from = keep_from.min(t);
+        self.logits = Vec::with_capacity((t - self.keep_from) * self.cfg.vocab_size);
+        self.losses = losses.then(|| Vec::with_capacity(t.saturating_sub(1)));
+        self.weights = weights;
+        self
+    }
+
+    /// The sum of the loss weights over the predictions (their count
+    /// without weights), the denominator of the mean loss.
+    pub fn weight_sum(&self) -> f64 {
+        match self.weights {
+            Some(w) => w.iter().map(|&x| x as f64).sum(),
+            None => self.tokens.len().saturating_sub(1) as f64,
+        }
     }
 
     /// Keeps the queries of one layer's head as the rows go by, for the
@@ -134,6 +166,29 @@ impl<'a> ChunkedForward<'a> {
             rows += 1;
         }
         rows
+    }
+
+    /// Runs to the end a slice of rows at a time, each sized to about
+    /// `slice_ms` by `clock` (milliseconds), awaiting `between(fraction)`
+    /// after every slice but the last: the caller's frame, progress and
+    /// cancel (`false` stops with `Error::Cancelled`).
+    pub async fn run_sliced<F, Fut>(&mut self, clock: fn() -> f64, slice_ms: f64, mut between: F) -> Result<()>
+    where
+        F: FnMut(f32) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        // Multiply-adds per slice, adjusted to the clock as slices finish.
+        let mut budget = 2e6f64;
+        while !self.is_done() {
+            let t0 = clock();
+            self.step(self.rows_for(budget));
+            let ms = (clock() - t0).max(0.1);
+            budget = (budget * (slice_ms / ms).clamp(0.5, 2.0)).max(1e5);
+            if !self.is_done() && !between(self.fraction()).await {
+                return Err(crate::model::error::Error::Cancelled);
+            }
+        }
+        Ok(())
     }
 
     /// Runs rows done..done+rows through every layer and the LM head.
@@ -235,8 +290,18 @@ impl<'a> ChunkedForward<'a> {
         matmul_nt(&mut z, &xn, w(p, lay.lm_head, vocab * c), n, c, vocab, 1.0, 0.0);
         for (r, row) in z.chunks_exact_mut(vocab).enumerate() {
             let i = a + r;
+            if i >= self.keep_from {
+                self.logits.extend_from_slice(row);
+            }
             if i + 1 < t {
-                self.loss_sum += cross_entropy_row(row, self.tokens[i + 1] as usize, None) as f64;
+                let loss = cross_entropy_row(row, self.tokens[i + 1] as usize, None);
+                self.loss_sum += match self.weights {
+                    Some(w) => loss as f64 * w[i] as f64,
+                    None => loss as f64,
+                };
+                if let Some(losses) = self.losses.as_mut() {
+                    losses.push(loss);
+                }
             }
         }
         self.done = a + n;

@@ -24,6 +24,20 @@ pub struct CpuEngine {
     config: ModelConfig,
     params: Params<f32>,
     optimizer: Option<AdamWState>,
+    slicer: Option<Slicer>,
+}
+
+/// How a single-threaded caller (the web page) keeps its thread for
+/// itself while the engine computes: forwards then run through
+/// [`chunked::ChunkedForward`] a slice of rows at a time, each sized to
+/// about `slice_ms` by `clock`, awaiting `pause` between slices (the page
+/// draws a frame there). The same function as the whole forward, checked
+/// in tests/app_inspect.rs; gradients are not sliced.
+pub struct Slicer {
+    /// Milliseconds from any fixed origin.
+    pub clock: fn() -> f64,
+    pub pause: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    pub slice_ms: f64,
 }
 
 impl CpuEngine {
@@ -35,6 +49,50 @@ impl CpuEngine {
             config,
             params,
             optimizer: None,
+            slicer: None,
+        })
+    }
+
+    /// Runs forwards in slices from now on (`Slicer`).
+    pub fn set_slicer(&mut self, slicer: Slicer) {
+        self.slicer = Some(slicer);
+    }
+
+    /// The forward through `ChunkedForward` in slices of about
+    /// `slicer.slice_ms`, pausing between them.
+    async fn sliced_forward(
+        &self,
+        slicer: &Slicer,
+        tokens: &[u32],
+        head_scales: &HeadScales,
+        options: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        use crate::model::engine::LogitsRequest;
+        let t = tokens.len();
+        let keep_from = match options.logits {
+            LogitsRequest::None => t,
+            LogitsRequest::All => 0,
+            LogitsRequest::Last(n) => t - n.min(t),
+        };
+        let mut fwd = chunked::ChunkedForward::new(&self.config, &self.params, tokens, head_scales)?.outputs(
+            keep_from,
+            options.losses,
+            options.loss_weights.as_deref(),
+        );
+        fwd.run_sliced(slicer.clock, slicer.slice_ms, |_| async {
+            (slicer.pause)().await;
+            true
+        })
+        .await?;
+        let weight_sum = fwd.weight_sum();
+        Ok(ForwardOutput {
+            loss_sum: fwd.loss_sum,
+            predictions: t - 1,
+            weight_sum,
+            losses: fwd.losses.take(),
+            logits_rows: t - keep_from,
+            logits: (keep_from < t).then(|| std::mem::take(&mut fwd.logits)),
+            entropy_bits: options.entropy.then(|| std::mem::take(&mut fwd.entropy_bits)),
         })
     }
 
@@ -140,6 +198,9 @@ impl Engine for CpuEngine {
         check_inputs(&self.config, tokens, head_scales)?;
         if let Some(w) = &options.loss_weights {
             check_loss_weights(tokens, w)?;
+        }
+        if let Some(slicer) = &self.slicer {
+            return self.sliced_forward(slicer, tokens, head_scales, options).await;
         }
         let (config, params) = (&self.config, &self.params);
         let rule = head_scales.rule;
