@@ -287,3 +287,41 @@ fn bundled_forward_speed() {
         eprintln!("native CPU engine, bundled NoPE, forward at {length}: {tps:.0} tokens/s");
     }
 }
+
+/// The sliced forward (the web page's) against the whole forward, on the
+/// bundled NoPE model, tokens/s (information for docs/APP.md; run with
+/// `RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 cargo test --release --test
+/// app_inspect sliced_forward_speed -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn sliced_forward_speed() {
+    use nopescope::model::cpu::Slicer;
+    fn clock() -> f64 {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
+    }
+    for t in [1024, 4096] {
+        let mut s = setup(t);
+        let mut tokens = s.tokens.clone();
+        while tokens.len() < t {
+            tokens.extend_from_within(..t.min(2 * tokens.len()) - tokens.len());
+        }
+        let options = ForwardOptions {
+            entropy: true,
+            ..Default::default()
+        };
+        let mut sliced = CpuEngine::new(s.cpu.config().clone(), s.params.clone()).unwrap();
+        sliced.set_slicer(Slicer {
+            clock,
+            pause: || Box::pin(async {}),
+            slice_ms: 25.0,
+        });
+        for (name, engine) in [("whole", &mut s.cpu), ("sliced", &mut sliced)] {
+            let t0 = std::time::Instant::now();
+            block_on(engine.forward(&tokens, &s.scales, &options)).unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            eprintln!("{name} forward at {t}: {secs:.3} s, {:.0} tokens/s", t as f64 / secs);
+        }
+    }
+}

@@ -11,7 +11,7 @@ use crate::model::engine::check_inputs;
 use crate::model::error::Result;
 use crate::model::head_scales::HeadScales;
 use crate::model::params::Params;
-use crate::model::real::matmul_nt;
+use crate::model::real::{matmul_nn, matmul_nt};
 
 pub struct ChunkedForward<'a> {
     cfg: &'a ModelConfig,
@@ -22,7 +22,8 @@ pub struct ChunkedForward<'a> {
     rule: crate::model::head_scales::ScaleRule,
     /// Rows done so far.
     done: usize,
-    /// Per layer, keys and values of rows 0..done: (T, KV*hd) each.
+    /// Per layer, keys and values of rows 0..done, per KV head: (KV, T,
+    /// hd) each, so one head's keys are one contiguous (T, hd) matrix.
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     /// (layers, heads, T) bits.
@@ -119,14 +120,15 @@ impl<'a> ChunkedForward<'a> {
     /// 0..=i, into `row` (length > i); None without a capture.
     pub fn attention_row(&self, i: usize, row: &mut [f32]) -> Option<()> {
         let (layer, head, q) = self.capture.as_ref()?;
-        let (hd, kvd) = (self.cfg.head_dim, self.cfg.kv_dim());
+        let hd = self.cfg.head_dim;
         let g = head / (self.cfg.num_heads / self.cfg.num_kv_heads);
         let lambda = self.scales[layer * self.cfg.num_heads + head] / (hd as f32).sqrt();
-        let k = &self.k[*layer];
+        let t = self.tokens.len();
+        let k = &self.k[*layer][g * t * hd..(g + 1) * t * hd];
         let qi = &q[i * hd..(i + 1) * hd];
         let mut m = f32::NEG_INFINITY;
         for (j, r) in row.iter_mut().enumerate().take(i + 1) {
-            let kj = &k[j * kvd + g * hd..j * kvd + (g + 1) * hd];
+            let kj = &k[j * hd..(j + 1) * hd];
             *r = lambda * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
             m = m.max(*r);
         }
@@ -214,7 +216,11 @@ impl<'a> ChunkedForward<'a> {
         let mut att = vec![0f32; n * qd];
         let mut gu = vec![0f32; n * 2 * f];
         let mut h = vec![0f32; n * f];
-        let mut s = vec![0f32; a + n]; // one row of scores
+        let keys = a + n;
+        let (mut kn, mut vn) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
+        let mut qh = vec![0f32; n * hd]; // one head's queries
+        let mut scores = vec![0f32; n * keys]; // one head's (rows, keys)
+        let mut oh = vec![0f32; n * hd]; // one head's output
         for (l, o) in lay.layers.iter().enumerate() {
             rmsnorm_forward(&mut xn, &mut rstd, &x, w(p, o.attn_norm, c), c, cfg.rms_norm_eps);
             matmul_nt(
@@ -227,15 +233,23 @@ impl<'a> ChunkedForward<'a> {
                 1.0,
                 0.0,
             );
-            let (kc, vc) = (&mut self.k[l], &mut self.v[l]);
             for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
                 q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
-                kc[(a + r) * kvd..(a + r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
-                vc[(a + r) * kvd..(a + r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+                kn[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                vn[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
             }
             if let PositionEncoding::Rope { theta } = cfg.position_encoding {
                 rope_rows(&mut q, a, n, hh, hd, theta);
-                rope_rows(&mut kc[a * kvd..(a + n) * kvd], a, n, kvh, hd, theta);
+                rope_rows(&mut kn, a, n, kvh, hd, theta);
+            }
+            // The new rows' keys and values into each KV head's (T, hd).
+            let (kc, vc) = (&mut self.k[l], &mut self.v[l]);
+            for g in 0..kvh {
+                for r in 0..n {
+                    let (dst, src) = ((g * t + a + r) * hd, r * kvd + g * hd);
+                    kc[dst..dst + hd].copy_from_slice(&kn[src..src + hd]);
+                    vc[dst..dst + hd].copy_from_slice(&vn[src..src + hd]);
+                }
             }
             // The scale rule: q_i <- r(i) q_i for the rows a..a+n.
             if let Some(factors) = self.rule.factors(a..a + n) {
@@ -249,34 +263,39 @@ impl<'a> ChunkedForward<'a> {
                     }
                 }
             }
-            // Attention of each new row over keys 0..=i, with its entropy:
-            // H = ln Z - E / Z in nats (E = sum e^{s-m} (s-m)), over ln 2.
-            for r in 0..n {
-                let i = a + r;
-                for head in 0..hh {
-                    let g = head / group;
-                    let lambda = self.scales[l * hh + head] / (hd as f32).sqrt();
-                    let qi = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
-                    let mut m = f32::NEG_INFINITY;
-                    for (j, sj) in s.iter_mut().enumerate().take(i + 1) {
-                        let kj = &kc[j * kvd + g * hd..j * kvd + (g + 1) * hd];
-                        *sj = lambda * qi.iter().zip(kj).map(|(x, y)| x * y).sum::<f32>();
-                        m = m.max(*sj);
-                    }
-                    let out = &mut att[r * qd + head * hd..r * qd + (head + 1) * hd];
-                    out.fill(0.0);
+            // Attention of the new rows over keys 0..=i, per head as two
+            // matrix products (scores, then the weighted values) around a
+            // masked softmax with its entropy: H = ln Z - E / Z in nats
+            // (E = sum e^{s-m} (s-m)), over ln 2.
+            for head in 0..hh {
+                let g = head / group;
+                let lambda = self.scales[l * hh + head] / (hd as f32).sqrt();
+                let kg = &kc[g * t * hd..(g * t + keys) * hd];
+                let vg = &vc[g * t * hd..(g * t + keys) * hd];
+                for r in 0..n {
+                    qh[r * hd..(r + 1) * hd].copy_from_slice(&q[r * qd + head * hd..r * qd + (head + 1) * hd]);
+                }
+                matmul_nt(&mut scores, &qh, kg, n, hd, keys, lambda, 0.0);
+                for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+                    let i = a + r;
+                    let (seen, future) = row.split_at_mut(i + 1);
+                    let m = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                     let (mut z, mut e) = (0f32, 0f32);
-                    for (j, &sj) in s.iter().enumerate().take(i + 1) {
-                        let pj = (sj - m).exp();
+                    for x in seen.iter_mut() {
+                        let d = *x - m;
+                        let pj = d.exp();
                         z += pj;
-                        e += pj * (sj - m);
-                        let vj = &vc[j * kvd + g * hd..j * kvd + (g + 1) * hd];
-                        for (o, v) in out.iter_mut().zip(vj) {
-                            *o += pj * v;
-                        }
+                        e += pj * d;
+                        *x = pj;
                     }
-                    out.iter_mut().for_each(|o| *o /= z);
+                    let inv = 1.0 / z;
+                    seen.iter_mut().for_each(|x| *x *= inv);
+                    future.fill(0.0);
                     self.entropy_bits[(l * hh + head) * t + i] = (z.ln() - e / z) / std::f32::consts::LN_2;
+                }
+                matmul_nn(&mut oh, &scores, vg, n, keys, hd, 1.0, 0.0);
+                for r in 0..n {
+                    att[r * qd + head * hd..r * qd + (head + 1) * hd].copy_from_slice(&oh[r * hd..(r + 1) * hd]);
                 }
             }
             matmul_nt(&mut x, &att, w(p, o.wo, c * qd), n, qd, c, 1.0, 1.0);
