@@ -242,6 +242,17 @@ fn sliced_engine_forward_matches_the_whole_forward() {
             _ => panic!("{what}: logits kept by one forward only"),
         }
     }
+    // Gradients: the same, with a pause between the batch's sequences.
+    use nopescope::model::GradMode;
+    let batch = vec![s.tokens[..90].to_vec(), s.tokens[90..].to_vec(), s.tokens[..40].to_vec()];
+    let w: Vec<Vec<f32>> = batch.iter().map(|b| weights[..b.len() - 1].to_vec()).collect();
+    let want = block_on(s.cpu.weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly)).unwrap();
+    let before = PAUSES.load(Ordering::Relaxed);
+    let got = block_on(sliced.weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly)).unwrap();
+    assert_eq!(PAUSES.load(Ordering::Relaxed) - before, 2, "a pause between sequences");
+    assert_eq!(got.predictions, want.predictions);
+    assert!((got.loss - want.loss).abs() <= 1e-9 * want.loss.abs());
+    assert_eq!(got.head_scales, want.head_scales, "the same sums in the same order");
 }
 
 /// The web page's attention rows (captured while the chunked forward runs)

@@ -32,7 +32,8 @@ pub struct CpuEngine {
 /// [`chunked::ChunkedForward`] a slice of rows at a time, each sized to
 /// about `slice_ms` by `clock`, awaiting `pause` between slices (the page
 /// draws a frame there). The same function as the whole forward, checked
-/// in tests/app_inspect.rs; gradients are not sliced.
+/// in tests/app_inspect.rs. Gradients pause between the batch's sequences
+/// (one sequence's backward is not sliced).
 pub struct Slicer {
     /// Milliseconds from any fixed origin.
     pub clock: fn() -> f64,
@@ -150,30 +151,71 @@ pub fn weighted_batch_gradients<T: Real>(
     rule: ScaleRule,
     mode: GradMode,
 ) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
-    let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
-    let total = match loss_weights {
-        Some(w) => w.iter().flatten().map(|&x| x as f64).sum::<f64>(),
-        None => predictions as f64,
-    };
-    let total = if total > 0.0 { total } else { 1.0 };
-    let weight = T::one() / T::from_f64(total);
-    let mut grads = (mode == GradMode::Full).then(|| vec![T::zero(); params.data.len()]);
-    let mut dscales = vec![T::zero(); head_scales.len()];
-    let mut loss = 0.0;
-    for (s, seq) in batch.iter().enumerate() {
-        loss += transformer::backward(
+    let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, head_scales.len(), mode);
+    for s in 0..batch.len() {
+        acc.add(config, params, s, head_scales, rule);
+    }
+    acc.finish()
+}
+
+/// `weighted_batch_gradients` one sequence at a time, so that a caller
+/// can pause between sequences (the web page's engine does).
+pub struct BatchGradients<'b, T> {
+    batch: &'b [Vec<u32>],
+    loss_weights: Option<&'b [Vec<f32>]>,
+    predictions: usize,
+    total: f64,
+    weight: T,
+    grads: Option<Vec<T>>,
+    dscales: Vec<T>,
+    loss: f64,
+}
+
+impl<'b, T: Real> BatchGradients<'b, T> {
+    pub fn new(
+        n_params: usize,
+        batch: &'b [Vec<u32>],
+        loss_weights: Option<&'b [Vec<f32>]>,
+        n_scales: usize,
+        mode: GradMode,
+    ) -> Self {
+        let predictions: usize = batch.iter().map(|s| s.len().saturating_sub(1)).sum();
+        let total = match loss_weights {
+            Some(w) => w.iter().flatten().map(|&x| x as f64).sum::<f64>(),
+            None => predictions as f64,
+        };
+        let total = if total > 0.0 { total } else { 1.0 };
+        BatchGradients {
+            batch,
+            loss_weights,
+            predictions,
+            total,
+            weight: T::one() / T::from_f64(total),
+            grads: (mode == GradMode::Full).then(|| vec![T::zero(); n_params]),
+            dscales: vec![T::zero(); n_scales],
+            loss: 0.0,
+        }
+    }
+
+    /// Adds sequence `s` of the batch.
+    pub fn add(&mut self, config: &ModelConfig, params: &Params<T>, s: usize, head_scales: &[T], rule: ScaleRule) {
+        self.loss += transformer::backward(
             config,
             params,
-            seq,
+            &self.batch[s],
             head_scales,
             rule,
-            loss_weights.map(|w| &w[s][..]),
-            weight,
-            grads.as_deref_mut(),
-            &mut dscales,
+            self.loss_weights.map(|w| &w[s][..]),
+            self.weight,
+            self.grads.as_deref_mut(),
+            &mut self.dscales,
         );
     }
-    (loss / total, predictions, grads, dscales)
+
+    /// (mean loss, predictions, weight gradients, head-scale gradients).
+    pub fn finish(self) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
+        (self.loss / self.total, self.predictions, self.grads, self.dscales)
+    }
 }
 
 impl Engine for CpuEngine {
@@ -226,6 +268,24 @@ impl Engine for CpuEngine {
     ) -> Result<Gradients> {
         check_batch(&self.config, batch, loss_weights, head_scales)?;
         let (config, params) = (&self.config, &self.params);
+        if let Some(slicer) = &self.slicer {
+            // One sequence at a time, pausing between them.
+            let (values, rule) = (&head_scales.values, head_scales.rule);
+            let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, values.len(), mode);
+            for s in 0..batch.len() {
+                acc.add(config, params, s, values, rule);
+                if s + 1 < batch.len() {
+                    (slicer.pause)().await;
+                }
+            }
+            let (loss, predictions, weights, hs) = acc.finish();
+            return Ok(Gradients {
+                loss,
+                predictions,
+                weights,
+                head_scales: hs,
+            });
+        }
         let (loss, predictions, weights, hs) = par::in_pool(|| {
             weighted_batch_gradients(
                 config,
