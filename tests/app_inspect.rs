@@ -194,7 +194,9 @@ fn sliced_engine_forward_matches_the_whole_forward() {
     static CLOCK: AtomicU64 = AtomicU64::new(0);
     static PAUSES: AtomicU64 = AtomicU64::new(0);
     let mut s = setup(203);
-    let weights: Vec<f32> = (0..202).map(|i| if i % 3 == 0 { 0.0 } else { 0.5 + (i % 7) as f32 }).collect();
+    let weights: Vec<f32> = (0..202)
+        .map(|i| if i % 3 == 0 { 0.0 } else { 0.5 + (i % 7) as f32 })
+        .collect();
     let mut sliced = CpuEngine::new(s.cpu.config().clone(), s.params.clone()).unwrap();
     sliced.set_slicer(Slicer {
         clock: || CLOCK.fetch_add(1, Ordering::Relaxed) as f64,
@@ -218,9 +220,16 @@ fn sliced_engine_forward_matches_the_whole_forward() {
         let want = block_on(s.cpu.forward(&s.tokens, &s.scales, &options)).unwrap();
         let before = PAUSES.load(Ordering::Relaxed);
         let got = block_on(sliced.forward(&s.tokens, &s.scales, &options)).unwrap();
-        assert!(PAUSES.load(Ordering::Relaxed) - before >= 3, "{logits:?}: paused between slices");
+        assert!(
+            PAUSES.load(Ordering::Relaxed) - before >= 3,
+            "{logits:?}: paused between slices"
+        );
         let what = format!("{logits:?}");
-        assert_eq!((got.predictions, got.logits_rows), (want.predictions, want.logits_rows), "{what}");
+        assert_eq!(
+            (got.predictions, got.logits_rows),
+            (want.predictions, want.logits_rows),
+            "{what}"
+        );
         assert!((got.weight_sum - want.weight_sum).abs() < 1e-9, "{what}");
         assert!(
             (got.loss_sum - want.loss_sum).abs() < 1e-4 * want.loss_sum.abs(),
@@ -234,8 +243,18 @@ fn sliced_engine_forward_matches_the_whole_forward() {
                 assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: {name} {k}: {x} vs {y}");
             }
         };
-        close("losses", got.losses.as_ref().unwrap(), want.losses.as_ref().unwrap(), 1e-3);
-        close("entropy", got.entropy_bits.as_ref().unwrap(), want.entropy_bits.as_ref().unwrap(), 2e-3);
+        close(
+            "losses",
+            got.losses.as_ref().unwrap(),
+            want.losses.as_ref().unwrap(),
+            1e-3,
+        );
+        close(
+            "entropy",
+            got.entropy_bits.as_ref().unwrap(),
+            want.entropy_bits.as_ref().unwrap(),
+            2e-3,
+        );
         match (&got.logits, &want.logits) {
             (Some(a), Some(b)) => close("logits", a, b, 1e-3),
             (None, None) => {}
@@ -244,9 +263,17 @@ fn sliced_engine_forward_matches_the_whole_forward() {
     }
     // Gradients: the same, with a pause between the batch's sequences.
     use nopescope::model::GradMode;
-    let batch = vec![s.tokens[..90].to_vec(), s.tokens[90..].to_vec(), s.tokens[..40].to_vec()];
+    let batch = vec![
+        s.tokens[..90].to_vec(),
+        s.tokens[90..].to_vec(),
+        s.tokens[..40].to_vec(),
+    ];
     let w: Vec<Vec<f32>> = batch.iter().map(|b| weights[..b.len() - 1].to_vec()).collect();
-    let want = block_on(s.cpu.weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly)).unwrap();
+    let want = block_on(
+        s.cpu
+            .weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly),
+    )
+    .unwrap();
     let before = PAUSES.load(Ordering::Relaxed);
     let got = block_on(sliced.weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly)).unwrap();
     assert_eq!(PAUSES.load(Ordering::Relaxed) - before, 2, "a pause between sequences");

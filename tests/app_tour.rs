@@ -111,36 +111,54 @@ fn hidden_panels_are_not_drawn() {
     h.get_by_label(text::ENTROPY_HEADING);
 }
 
-/// A plot's data exported through the save dialog: the proposed path is
-/// in the current folder, the file lands where the user typed, and it holds
-/// every plotted series (CSV) or a drawable figure (SVG).
-#[test]
-fn exporting_the_entropy_plot_saves_csv_and_svg() {
-    let dir = std::env::temp_dir().join(format!("nopescope-export-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut h = harness(ViewState {
-        length: 256,
-        ..Default::default()
-    });
-    settle(&mut h);
-    for (button, file) in [("CSV", "entropy.csv"), ("SVG", "entropy.svg")] {
-        // The first export row belongs to the entropy plot.
-        h.get_all_by_label(button).next().unwrap().click();
+/// What each export button of a kind offers: the proposed file names, in
+/// the order of the buttons (each dialog cancelled).
+fn proposals(h: &mut Harness<'static, NopeApp>, button: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in 0..h.get_all_by_label(button).count() {
+        h.get_all_by_label(button).nth(k).unwrap().click();
         h.run_steps(2);
         let proposed = h.state().exporter.proposed_path().map(String::from);
-        assert!(
-            proposed
-                .as_deref()
-                .is_some_and(|p| p.ends_with(&format!("nopescope-entropy-256.{}", button.to_lowercase()))),
-            "{proposed:?}"
-        );
-        let path = dir.join(file);
-        h.get_by_label(text::SAVE_PATH).focus();
-        h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
-        h.get_by_label(text::SAVE_PATH).type_text(path.to_str().unwrap());
-        h.run_steps(1);
-        h.get_by_label(text::SAVE).click();
+        if proposed.is_some() {
+            h.get_by_label(text::CANCEL).click();
+            h.run_steps(2);
+        }
+        out.push(proposed.unwrap_or_else(|| "(no dialog)".into()));
+    }
+    out
+}
+
+/// A plot's data exported through the save dialog: the proposed path is
+/// in the current folder, the file lands where the user typed, and it holds
+/// every plotted series (CSV) or a drawable figure (SVG). The maps export
+/// too: the layer x head map (a row per head) and the pooled attention map.
+#[test]
+fn exporting_plots_and_maps_saves_csv_and_svg() {
+    let dir = std::env::temp_dir().join(format!("nopescope-export-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Tall enough that every map's buttons are on screen.
+    let state = ViewState {
+        length: 256,
+        ..Default::default()
+    };
+    let mut h = app_common::harness(state, [WIDTH, 1400.0]);
+    settle(&mut h);
+    let csv = proposals(&mut h, "CSV");
+    let svg = proposals(&mut h, "SVG");
+    let at = |list: &[String], end: &str| {
+        list.iter()
+            .position(|p| p.ends_with(end))
+            .unwrap_or_else(|| panic!("no button offers {end}: {list:?}"))
+    };
+    assert!(csv.iter().any(|p| p.contains("pooled_attention_L") && p.ends_with("_256.csv")), "{csv:?}");
+    assert!(!svg.iter().any(|p| p.contains("pooled_attention_L")), "65536 cells: no SVG");
+    let entropy_csv = at(&csv, "nopescope-entropy-256.csv");
+    let entropy_svg = at(&svg, "nopescope-entropy-256.svg");
+    for (button, k, file) in [("CSV", entropy_csv, "entropy.csv"), ("SVG", entropy_svg, "entropy.svg")] {
+        h.get_all_by_label(button).nth(k).unwrap().click();
         h.run_steps(2);
+        app_common::save_through_dialog(&mut h, &dir.join(file));
+        let path = dir.join(file);
         let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if button == "CSV" {
             assert!(
@@ -158,7 +176,20 @@ fn exporting_the_entropy_plot_saves_csv_and_svg() {
                 "svg"
             );
         }
-        assert!(h.state().exporter.proposed_path().is_none(), "the dialog closed");
     }
+    h.get_all_by_label("CSV").nth(at(&csv, "head_map_entropy_256.csv")).unwrap().click();
+    h.run_steps(2);
+    let path = dir.join("map.csv");
+    app_common::save_through_dialog(&mut h, &path);
+    let body = std::fs::read_to_string(&path).unwrap();
+    assert!(body.starts_with("layer,head,"), "{body}");
+    // The bundled NoPE model: 4 layers of 4 heads.
+    assert_eq!(body.lines().count(), 1 + 4 * 4, "{body}");
+    h.get_all_by_label("SVG").nth(at(&svg, "head_map_entropy_256.svg")).unwrap().click();
+    h.run_steps(2);
+    let path = dir.join("map.svg");
+    app_common::save_through_dialog(&mut h, &path);
+    let body = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(body.matches("<rect").count(), 1 + 16 + 50, "a square per head");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,9 +1,11 @@
 //! Exporting a plot: its data as CSV, the figure as SVG (drawn here from the
 //! same data) and its picture as PNG (the plot's pixels on screen). A view
-//! describes what it plots as a [`Figure`] and calls [`buttons`]; the app
-//! then saves: natively through a save dialog (a path, prefilled, and a
-//! confirmation before replacing a file; written to a temporary name and
-//! renamed), on the web as a download.
+//! describes what it plots as a [`Figure`] (lines) or a [`Grid`] (a map)
+//! and calls [`buttons`] or [`grid_buttons`]; any other file the app
+//! writes (a head-scales file, the pass-key lab's CSV) goes through
+//! [`save_file`]. One path for all of them: natively a save dialog (a path,
+//! prefilled, and a confirmation before replacing a file; written to a
+//! temporary name and renamed), on the web a download.
 //!
 //! Requests travel through egui's memory, so views need no extra handle.
 
@@ -40,6 +42,138 @@ pub struct Figure {
     pub marks: Vec<Mark>,
     /// Log-scaled x axis (lengths).
     pub log_x: bool,
+}
+
+/// A map (the layer x head map, the pooled attention map): values per
+/// (row, column), coloured low to high with viridis between `lo` and `hi`.
+#[derive(Debug, Clone, Default)]
+pub struct Grid {
+    /// File name without extension.
+    pub stem: String,
+    pub title: String,
+    pub row_label: String,
+    pub col_label: String,
+    pub value_label: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    /// Row-major, rows x cols; NaN for an empty cell.
+    pub values: Vec<f64>,
+    pub lo: f64,
+    pub hi: f64,
+    /// Colour by log10 of the value (lo and hi as values, both > 0).
+    pub log_colour: bool,
+}
+
+/// Cells past which a map is not offered as SVG (one rect per cell).
+pub const SVG_MAX_CELLS: usize = 128 * 128;
+
+impl Grid {
+    /// Long format: one row per cell (row, column, value).
+    pub fn csv(&self) -> String {
+        let mut out = format!(
+            "{},{},{}\n",
+            csv_field(&self.row_label),
+            csv_field(&self.col_label),
+            csv_field(&self.value_label)
+        );
+        let cols = self.cols.len().max(1);
+        for (k, v) in self.values.iter().enumerate() {
+            let (r, c) = (k / cols, k % cols);
+            let (rn, cn) = (
+                self.rows.get(r).map_or("", String::as_str),
+                self.cols.get(c).map_or("", String::as_str),
+            );
+            let v = if v.is_finite() { v.to_string() } else { String::new() };
+            out.push_str(&format!("{},{},{v}\n", csv_field(rn), csv_field(cn)));
+        }
+        out
+    }
+
+    /// A standalone SVG: one square per cell in viridis, the row and column
+    /// names, and a colour bar with its ends.
+    pub fn svg(&self) -> String {
+        let (nr, nc) = (self.rows.len().max(1), self.cols.len().max(1));
+        let cell = (480.0 / nr.max(nc) as f64).clamp(2.0, 40.0);
+        let (left, top) = (90.0, 60.0);
+        let (gw, gh) = (cell * nc as f64, cell * nr as f64);
+        // Wide enough for the title (about 7 px a character at 15 px).
+        let title_w = left + 7.5 * self.title.chars().count() as f64 + 20.0;
+        let (w, h) = ((left + gw + 40.0).max(title_w), top + gh + 80.0);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">{}</text>\n<text x=\"{left}\" y=\"42\">{} (columns) by {} (rows)</text>\n",
+            xml(&self.title),
+            xml(&self.col_label),
+            xml(&self.row_label)
+        );
+        let scale = |v: f64| if self.log_colour { v.max(1e-30).log10() } else { v };
+        let (lo, span) = (scale(self.lo), (scale(self.hi) - scale(self.lo)).max(1e-12));
+        for (k, v) in self.values.iter().enumerate() {
+            if !v.is_finite() {
+                continue;
+            }
+            let (r, c) = (k / nc, k % nc);
+            let fill = super::palette::viridis(((scale(*v) - lo) / span) as f32);
+            s.push_str(&format!(
+                "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"{}\"><title>{}, {}: {v}</title></rect>\n",
+                left + c as f64 * cell,
+                top + r as f64 * cell,
+                cell,
+                cell,
+                hex(fill),
+                xml(self.rows.get(r).map_or("", String::as_str)),
+                xml(self.cols.get(c).map_or("", String::as_str)),
+            ));
+            // The value in the cell where it fits, as the app shows it.
+            if cell >= 28.0 {
+                s.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{}\">{v:.2}</text>\n",
+                    left + (c as f64 + 0.5) * cell,
+                    top + (r as f64 + 0.5) * cell + 4.0,
+                    hex(super::palette::text_on(fill)),
+                ));
+            }
+        }
+        // Names where they fit: every row and column when cells are large
+        // enough, else about ten of each.
+        let every = |n: usize| if cell >= 14.0 { 1 } else { n.div_ceil(10).max(1) };
+        for (r, name) in self.rows.iter().enumerate().step_by(every(nr)) {
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                left - 6.0,
+                top + (r as f64 + 0.5) * cell + 4.0,
+                xml(name)
+            ));
+        }
+        for (c, name) in self.cols.iter().enumerate().step_by(every(nc)) {
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+                left + (c as f64 + 0.5) * cell,
+                top + gh + 16.0,
+                xml(name)
+            ));
+        }
+        // The colour bar.
+        let (bx, by, bw) = (left, top + gh + 36.0, gw.clamp(120.0, 300.0));
+        for i in 0..50 {
+            let t = i as f32 / 49.0;
+            s.push_str(&format!(
+                "<rect x=\"{:.2}\" y=\"{by}\" width=\"{:.2}\" height=\"12\" fill=\"{}\"/>\n",
+                bx + bw * i as f64 / 50.0,
+                bw / 50.0 + 0.5,
+                hex(super::palette::viridis(t))
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{bx}\" y=\"{:.1}\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{} {}</text>\n</svg>\n",
+            by + 28.0,
+            tick_label(self.lo),
+            bx + bw,
+            by + 28.0,
+            tick_label(self.hi),
+            xml(&self.value_label)
+        ));
+        s
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -265,10 +399,38 @@ impl Format {
     }
 }
 
+/// What a view exports: a plot of lines or a map.
+#[derive(Debug, Clone)]
+enum Exportable {
+    Figure(Figure),
+    Grid(Grid),
+}
+
+impl Exportable {
+    fn stem(&self) -> &str {
+        match self {
+            Exportable::Figure(f) => &f.stem,
+            Exportable::Grid(g) => &g.stem,
+        }
+    }
+    fn csv(&self) -> String {
+        match self {
+            Exportable::Figure(f) => f.csv(),
+            Exportable::Grid(g) => g.csv(),
+        }
+    }
+    fn svg(&self) -> String {
+        match self {
+            Exportable::Figure(f) => f.svg(),
+            Exportable::Grid(g) => g.svg(),
+        }
+    }
+}
+
 /// A request from a view, waiting for the app to handle it.
 #[derive(Debug, Clone)]
 struct Request {
-    figure: Figure,
+    what: Exportable,
     format: Format,
     /// The plot's rectangle on screen (for PNG).
     rect: egui::Rect,
@@ -281,6 +443,19 @@ fn request_id() -> egui::Id {
 /// CSV / SVG / PNG buttons under a plot; `figure` is built only when one
 /// is clicked.
 pub fn buttons(ui: &mut egui::Ui, plot_rect: egui::Rect, figure: impl FnOnce() -> Figure) {
+    if let Some(format) = format_buttons(ui, true) {
+        request(ui, Exportable::Figure(figure()), format, plot_rect);
+    }
+}
+
+/// The same under a map of `cells` cells (SVG only up to `SVG_MAX_CELLS`).
+pub fn grid_buttons(ui: &mut egui::Ui, map_rect: egui::Rect, cells: usize, grid: impl FnOnce() -> Grid) {
+    if let Some(format) = format_buttons(ui, cells <= SVG_MAX_CELLS) {
+        request(ui, Exportable::Grid(grid()), format, map_rect);
+    }
+}
+
+fn format_buttons(ui: &mut egui::Ui, svg: bool) -> Option<Format> {
     let mut format = None;
     ui.horizontal(|ui| {
         ui.label(text::EXPORT);
@@ -289,19 +464,35 @@ pub fn buttons(ui: &mut egui::Ui, plot_rect: egui::Rect, figure: impl FnOnce() -
             (Format::Svg, "SVG", text::EXPORT_SVG_HELP),
             (Format::Png, "PNG", text::EXPORT_PNG_HELP),
         ] {
+            if f == Format::Svg && !svg {
+                continue;
+            }
             if ui.small_button(label).on_hover_text(help).clicked() {
                 format = Some(f);
             }
         }
     });
-    if let Some(format) = format {
-        let request = Request {
-            figure: figure(),
-            format,
-            rect: plot_rect,
-        };
-        ui.ctx().data_mut(|d| d.insert_temp(request_id(), Some(request)));
-    }
+    format
+}
+
+fn request(ui: &egui::Ui, what: Exportable, format: Format, rect: egui::Rect) {
+    let request = Request { what, format, rect };
+    ui.ctx().data_mut(|d| d.insert_temp(request_id(), Some(request)));
+}
+
+fn file_request_id() -> egui::Id {
+    egui::Id::unique("nopescope save file request")
+}
+
+/// Offers a file to save, from anywhere in the app: natively the save
+/// dialog opens with `name` in the working folder, on the web it downloads.
+pub fn save_file(ctx: &egui::Context, name: impl Into<String>, bytes: Vec<u8>, mime: &'static str) {
+    let ready = Ready {
+        name: name.into(),
+        bytes,
+        mime,
+    };
+    ctx.data_mut(|d| d.insert_temp(file_request_id(), Some(ready)));
 }
 
 /// A file ready to save: its name and bytes.
@@ -335,10 +526,10 @@ impl Exporter {
             .data_mut(|d| d.remove_temp::<Option<Request>>(request_id()))
             .flatten()
         {
-            let name = format!("{}.{}", r.figure.stem, r.format.extension());
+            let name = format!("{}.{}", r.what.stem(), r.format.extension());
             match r.format {
-                Format::Csv => self.ready(r.figure.csv().into_bytes(), name, Format::Csv),
-                Format::Svg => self.ready(r.figure.svg().into_bytes(), name, Format::Svg),
+                Format::Csv => self.ready(r.what.csv().into_bytes(), name, Format::Csv),
+                Format::Svg => self.ready(r.what.svg().into_bytes(), name, Format::Svg),
                 Format::Png => {
                     let slot = std::sync::Arc::clone(&self.shot);
                     let repaint = ctx.clone();
@@ -354,7 +545,7 @@ impl Exporter {
             let shot = self.shot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let (Some(image), Some(r)) = (shot, self.waiting.take()) {
                 let ppp = ctx.pixels_per_point();
-                let name = format!("{}.png", r.figure.stem);
+                let name = format!("{}.png", r.what.stem());
                 match crop_png(&image, r.rect, ppp) {
                     Ok(bytes) => self.ready(bytes, name, Format::Png),
                     Err(e) => self.message = Some((e, true)),
@@ -363,15 +554,25 @@ impl Exporter {
                 ctx.request_repaint();
             }
         }
+        if let Some(ready) = ctx
+            .data_mut(|d| d.remove_temp::<Option<Ready>>(file_request_id()))
+            .flatten()
+        {
+            self.offer(ready);
+        }
         self.dialog(ctx);
     }
 
     fn ready(&mut self, bytes: Vec<u8>, name: String, format: Format) {
-        let ready = Ready {
+        self.offer(Ready {
             name,
             bytes,
             mime: format.mime(),
-        };
+        });
+    }
+
+    /// Saves natively through the dialog, downloads on the web.
+    fn offer(&mut self, ready: Ready) {
         #[cfg(target_arch = "wasm32")]
         {
             self.message = Some(match super::web::download(&ready.name, &ready.bytes, ready.mime) {
@@ -482,6 +683,34 @@ fn crop_png(image: &egui::ColorImage, rect: egui::Rect, ppp: f32) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grid_exports_one_row_and_one_square_per_cell() {
+        let g = Grid {
+            stem: "m".into(),
+            title: "A <map>".into(),
+            row_label: "layer".into(),
+            col_label: "head".into(),
+            value_label: "bits".into(),
+            rows: vec!["layer 0".into(), "layer 1".into()],
+            cols: vec!["h0".into(), "h1".into(), "h2".into()],
+            values: vec![0.0, 1.0, 2.0, 3.0, f64::NAN, 5.0],
+            lo: 0.0,
+            hi: 5.0,
+            log_colour: false,
+        };
+        let csv = g.csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 7);
+        assert_eq!(lines[0], "layer,head,bits");
+        assert_eq!(lines[2], "layer 0,h1,1");
+        assert_eq!(lines[5], "layer 1,h1,", "an empty cell has no value");
+        let svg = g.svg();
+        assert!(svg.starts_with("<svg") && svg.contains("A &lt;map&gt;"));
+        // Five cells (the empty one drawn as nothing), 50 colour-bar steps.
+        assert_eq!(svg.matches("<rect").count(), 1 + 5 + 50);
+        assert!(svg.contains(&hex(crate::app::palette::viridis(1.0))), "the top of the scale");
+    }
 
     fn figure() -> Figure {
         Figure {

@@ -377,8 +377,6 @@ pub struct PasskeyLabState {
     pub grid_nope: bool,
     pub grid_scaled: bool,
     pub grid_rope: bool,
-    /// Where the CSV export goes (desktop).
-    pub export_path: String,
 }
 
 impl Default for PasskeyLabState {
@@ -395,7 +393,6 @@ impl Default for PasskeyLabState {
             grid_nope: true,
             grid_scaled: true,
             grid_rope: true,
-            export_path: String::new(),
         }
     }
 }

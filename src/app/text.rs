@@ -154,6 +154,21 @@ pub fn row_caption(query: usize, token: Option<&str>) -> String {
     )
 }
 
+pub const MAP_ROWS: &str = "layer";
+pub const MAP_COLS: &str = "head";
+
+pub fn map_title(rise: bool, length: usize) -> String {
+    if rise {
+        format!("Rise of each head's mean attention entropy from L to {length} tokens")
+    } else {
+        format!("Each head's mean attention entropy at {length} tokens")
+    }
+}
+
+pub const POOLED_ROWS: &str = "query bin (first token)";
+pub const POOLED_COLS: &str = "key bin (first token)";
+pub const POOLED_VALUE: &str = "mean attention";
+
 pub fn pooled_alt(name: &str, n: usize, length: usize) -> String {
     format!("{name}: attention of {length} queries over {length} keys, pooled to {n} x {n}")
 }
@@ -300,9 +315,8 @@ pub const GRID_PENDING: &str = "not yet run";
 pub const GRID_TOO_SHORT: &str = "too short for the format";
 pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";
 pub const EXPORT_CSV: &str = "Export CSV";
-pub const EXPORT_PATH: &str = "CSV file path";
-pub const EXPORT_COPY: &str = "The accuracy maps as CSV, to copy";
-pub const EXPORT_NO_PATH: &str = "type the path of the CSV file to write";
+pub const EXPORT_GRID_HELP: &str =
+    "The accuracy maps shown, as CSV (one row per map, length and depth): natively through the save dialog, on the web as a download.";
 
 pub fn passkey_too_short(length: usize, shortest: usize) -> String {
     format!(
@@ -367,10 +381,6 @@ pub fn grid_cost(documents: usize, tokens: usize) -> String {
     format!("{documents} documents, {tokens} tokens per model")
 }
 
-pub fn exported(path: &str, rows: usize) -> String {
-    format!("wrote {rows} rows to {path}")
-}
-
 pub const ACCURACY_LOW: &str = "0%";
 pub const ACCURACY_HIGH: &str = "100% correct";
 
@@ -421,10 +431,9 @@ pub const RESULT_AS_B: &str = "Compare with it (setting B)";
 pub const SHOW_JSON: &str = "Show as JSON";
 pub const COPY_JSON: &str = "Copy the JSON";
 pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file or the JSON here later.";
-pub const DOWNLOAD_SCALES: &str = "Download the scales (head_scales.json)";
-pub const SAVE_HINT: &str = "path of a new head-scales file (.json)";
 pub const SAVE_SCALES: &str = "Save the scales";
-pub const NO_SAVE_PATH: &str = "type the path to save the head scales to";
+pub const SAVE_SCALES_HELP: &str =
+    "A head-scales file (JSON, with how it was found): natively through the save dialog, on the web as a download. Load it again with \"Load and apply\".";
 pub const LOAD_SOURCE: &str = "Load scales (path or JSON)";
 pub const LOAD_AND_APPLY: &str = "Load and apply";
 pub const PRESETS_HEADING: &str = "Presets";

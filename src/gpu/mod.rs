@@ -92,7 +92,11 @@ mod tests {
         assert!(all.len() >= 19);
         for s in &all {
             assert!(!s.text.contains("{{"), "{}: a token was left unsubstituted", s.file);
-            assert!(s.bindings.is_some(), "{}: no bindings declared on the Rust side", s.file);
+            assert!(
+                s.bindings.is_some(),
+                "{}: no bindings declared on the Rust side",
+                s.file
+            );
             if let Err(e) = s.validate() {
                 panic!("{}:\n{e}", s.file);
             }
@@ -181,9 +185,15 @@ mod tests {
         let e = with(&[("c", ReadWrite), ("a", Read)], full());
         assert!(e.contains("bindings [0, 1, 2, 3]; the Rust side binds 0..3"), "{e}");
         let storage = &[("c", ReadWrite), ("a", Read), ("b", Read)];
-        let e = with(storage, uniform_layout!(matmul::MatmulParams: m, k, n, alpha, beta, lda, a_off, ldc));
+        let e = with(
+            storage,
+            uniform_layout!(matmul::MatmulParams: m, k, n, alpha, beta, lda, a_off, ldc),
+        );
         assert!(e.contains("the uniform struct is 36 bytes"), "{e}");
-        let e = with(storage, uniform_layout!(matmul::MatmulParams: k, m, n, alpha, beta, lda, a_off, ldc, c_off));
+        let e = with(
+            storage,
+            uniform_layout!(matmul::MatmulParams: k, m, n, alpha, beta, lda, a_off, ldc, c_off),
+        );
         assert!(e.contains("on the Rust side"), "{e}");
         let mut small = full();
         small.size = 32;

@@ -34,3 +34,20 @@ pub fn settle(h: &mut Harness<'static, NopeApp>, limit: Duration) -> Duration {
     }
     start.elapsed()
 }
+
+/// Saves the file the app's save dialog offers (after an export or a
+/// save button) to `path`: the path typed over the proposed one, then
+/// Save. Checks the dialog was open and closes.
+#[allow(dead_code)]
+pub fn save_through_dialog(h: &mut Harness<'static, NopeApp>, path: &std::path::Path) {
+    use egui_kittest::kittest::Queryable;
+    use nopescope::app::text;
+    assert!(h.state().exporter.proposed_path().is_some(), "no save dialog open");
+    h.get_by_label(text::SAVE_PATH).focus();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label(text::SAVE_PATH).type_text(path.to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label(text::SAVE).click();
+    h.run_steps(2);
+    assert!(h.state().exporter.proposed_path().is_none(), "the dialog closed");
+}

@@ -156,19 +156,6 @@ pub fn grid_csv(series: &[(&str, &PasskeyGridResult)]) -> String {
     out
 }
 
-/// Writes `contents` to `path` through a temporary name beside it, so a
-/// reader never sees half a file.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn write_file_atomically(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
 /// The real text a filler choice reads from (`None`: the repeated sentences).
 fn filler_text(slot: &mut ModelSlot, filler: &FillerKey) -> Result<Option<FillerText>> {
     match filler {
@@ -407,18 +394,5 @@ mod tests {
             mass: vec![0.1, 0.4, 0.9, 0.2],
         };
         assert_eq!(heads.best(), Some((1, 0, 0.9)));
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    #[test]
-    fn export_replaces_the_file_whole() {
-        let dir = std::env::temp_dir().join(format!("nopescope-grid-csv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("grid.csv");
-        write_file_atomically(&path, "a\n").unwrap();
-        write_file_atomically(&path, "b\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
-        assert!(!dir.join("grid.csv.tmp").exists());
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -42,6 +42,29 @@ fn pooled_image(p: &PooledResult) -> egui::ColorImage {
     egui::ColorImage::new([n, n], pixels)
 }
 
+/// The pooled map as an exportable grid: attention per (query bin, key
+/// bin), bins named by their first token; cells above the diagonal empty.
+fn pooled_grid(p: &PooledResult, stem: String, title: String) -> export::Grid {
+    let n = p.n;
+    let names: Vec<String> = (0..n).map(|a| (a * p.length / n.max(1)).to_string()).collect();
+    let values = (0..n * n)
+        .map(|k| if k % n > k / n { f64::NAN } else { p.map[k] as f64 })
+        .collect();
+    export::Grid {
+        stem,
+        title,
+        row_label: text::POOLED_ROWS.into(),
+        col_label: text::POOLED_COLS.into(),
+        value_label: text::POOLED_VALUE.into(),
+        rows: names.clone(),
+        cols: names,
+        values,
+        lo: 1e-4,
+        hi: 1.0,
+        log_colour: true,
+    }
+}
+
 impl AttentionView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::ATTENTION_HEADING);
@@ -198,11 +221,14 @@ impl AttentionView {
                                     egui::TextureOptions::NEAREST,
                                 )
                             });
-                            ui.add(
+                            let image = ui.add(
                                 egui::Image::new(&*tex)
                                     .fit_to_exact_size(egui::vec2(MAP_SIDE, MAP_SIDE))
                                     .alt_text(text::pooled_alt(name, p.n, p.length)),
                             );
+                            let stem = format!("pooled_attention_L{}H{}_{}", state.layer, state.head, p.length);
+                            let title = text::pooled_alt(name, p.n, p.length);
+                            export::grid_buttons(ui, image.rect, p.n * p.n, || pooled_grid(p, stem, title));
                         }
                         _ => show_entry_status(ui, &entry),
                     }

@@ -7,9 +7,9 @@ use eframe::egui;
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{InputAt, JobKey, JobResult, Jobs};
-use crate::app::palette;
 use crate::app::state::{MapMode, ViewState};
 use crate::app::text;
+use crate::app::{export, palette};
 
 const CELL: f32 = 44.0;
 
@@ -59,60 +59,77 @@ impl HeadMapView {
             return;
         };
         let (layers, heads) = (keys.info.layers, keys.info.heads);
-        ui.horizontal(|ui| {
-            ui.add_space(56.0);
-            for h in 0..heads {
-                ui.add_sized([CELL, 14.0], egui::Label::new(text::head_column(h)));
-            }
-        });
-        for l in 0..layers {
+        let map = ui.vertical(|ui| {
             ui.horizontal(|ui| {
-                ui.add_sized([52.0, CELL], egui::Label::new(text::layer_row(l)));
+                ui.add_space(56.0);
                 for h in 0..heads {
-                    let v = vals[l * heads + h];
-                    let t = (v - lo) / (hi - lo).max(1e-6);
-                    let fill = palette::viridis(t);
-                    let selected = (state.layer, state.head) == (l, h);
-                    let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::click());
-                    let name = text::head_name(l, h);
-                    response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
-                    let painter = ui.painter();
-                    painter.rect_filled(rect.shrink(1.0), 2.0, fill);
-                    if selected || response.has_focus() {
-                        painter.rect_stroke(
-                            rect.shrink(2.0),
-                            2.0,
-                            egui::Stroke::new(3.0, palette::SELECTION),
-                            egui::StrokeKind::Inside,
-                        );
-                    } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
-                        painter.rect_stroke(
-                            rect.shrink(3.0),
-                            2.0,
-                            egui::Stroke::new(2.5, palette::PINNED[k % palette::PINNED.len()]),
-                            egui::StrokeKind::Inside,
-                        );
-                    }
-                    painter.text(
-                        rect.center(),
-                        egui::Align2::CENTER_CENTER,
-                        format!("{v:.2}"),
-                        egui::FontId::proportional(12.0),
-                        palette::text_on(fill),
-                    );
-                    let response = response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
-                    if response.clicked() {
-                        if ui.input(|i| i.modifiers.shift) {
-                            state.toggle_pinned(l, h);
-                        } else {
-                            state.layer = l;
-                            state.head = h;
-                        }
-                    }
+                    ui.add_sized([CELL, 14.0], egui::Label::new(text::head_column(h)));
                 }
             });
-        }
+            for l in 0..layers {
+                ui.horizontal(|ui| {
+                    ui.add_sized([52.0, CELL], egui::Label::new(text::layer_row(l)));
+                    for h in 0..heads {
+                        let v = vals[l * heads + h];
+                        let t = (v - lo) / (hi - lo).max(1e-6);
+                        let fill = palette::viridis(t);
+                        let selected = (state.layer, state.head) == (l, h);
+                        let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::click());
+                        let name = text::head_name(l, h);
+                        response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
+                        let painter = ui.painter();
+                        painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                        if selected || response.has_focus() {
+                            painter.rect_stroke(
+                                rect.shrink(2.0),
+                                2.0,
+                                egui::Stroke::new(3.0, palette::SELECTION),
+                                egui::StrokeKind::Inside,
+                            );
+                        } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
+                            painter.rect_stroke(
+                                rect.shrink(3.0),
+                                2.0,
+                                egui::Stroke::new(2.5, palette::PINNED[k % palette::PINNED.len()]),
+                                egui::StrokeKind::Inside,
+                            );
+                        }
+                        painter.text(
+                            rect.center(),
+                            egui::Align2::CENTER_CENTER,
+                            format!("{v:.2}"),
+                            egui::FontId::proportional(12.0),
+                            palette::text_on(fill),
+                        );
+                        let response =
+                            response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
+                        if response.clicked() {
+                            if ui.input(|i| i.modifiers.shift) {
+                                state.toggle_pinned(l, h);
+                            } else {
+                                state.layer = l;
+                                state.head = h;
+                            }
+                        }
+                    }
+                });
+            }
+        });
         legend(ui, lo, hi, state.map_mode);
+        let rise = state.map_mode == MapMode::Rise;
+        export::grid_buttons(ui, map.response.rect, layers * heads, || export::Grid {
+            stem: format!("head_map_{}_{}", if rise { "rise" } else { "entropy" }, keys.at.length),
+            title: text::map_title(rise, keys.at.length),
+            row_label: text::MAP_ROWS.into(),
+            col_label: text::MAP_COLS.into(),
+            value_label: text::map_unit(rise).into(),
+            rows: (0..layers).map(text::layer_row).collect(),
+            cols: (0..heads).map(text::head_column).collect(),
+            values: vals.iter().map(|&v| v as f64).collect(),
+            lo: lo as f64,
+            hi: hi as f64,
+            log_colour: false,
+        });
         ui.label(text::selected(state.layer, state.head));
     }
 }

@@ -14,12 +14,12 @@ use super::entropy::binned;
 use super::{show_entry_status, Keys};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
 use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs};
-use crate::app::palette;
 use crate::app::state::{
     FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
     MAX_LENGTH, MIN_LENGTH,
 };
 use crate::app::text;
+use crate::app::{export, palette};
 use crate::lab::passkey::random_key;
 use crate::model::rng::Rng;
 
@@ -32,10 +32,7 @@ const CELL_H: f32 = 24.0;
 const ROW_LABEL_W: f32 = 40.0;
 
 #[derive(Default)]
-pub struct PasskeyLabView {
-    /// The last export's outcome: Ok(message) or Err(error).
-    export: Option<Result<String, String>>,
-}
+pub struct PasskeyLabView {}
 
 /// The lab's document as a job input.
 pub fn doc_input(state: &ViewState) -> InputAt {
@@ -303,13 +300,20 @@ impl PasskeyLabView {
         ui.label(egui::RichText::new(text::GRID_LENGTH_AXIS).small());
         grid_legend(ui);
         if !shown.is_empty() {
-            self.export(ui, &mut state.passkey_lab, &shown);
+            Self::export_csv(ui, &shown);
         }
     }
 
-    /// The shown maps as CSV: written to a file natively, as text to copy
-    /// on the web.
-    fn export(&mut self, ui: &mut egui::Ui, lab: &mut PasskeyLabState, shown: &[(&str, Arc<JobResult>)]) {
+    /// The shown maps as one CSV, offered through the app's save path
+    /// (`export::save_file`).
+    fn export_csv(ui: &mut egui::Ui, shown: &[(&str, Arc<JobResult>)]) {
+        if !ui
+            .button(text::EXPORT_CSV)
+            .on_hover_text(text::EXPORT_GRID_HELP)
+            .clicked()
+        {
+            return;
+        }
         let maps: Vec<(&str, &PasskeyGridResult)> = shown
             .iter()
             .filter_map(|(n, r)| match r.as_ref() {
@@ -317,45 +321,12 @@ impl PasskeyLabView {
                 _ => None,
             })
             .collect();
-        let csv = grid_csv(&maps);
-        #[cfg(not(target_arch = "wasm32"))]
-        ui.horizontal_wrapped(|ui| {
-            let label = ui.label(text::EXPORT_PATH);
-            ui.add(egui::TextEdit::singleline(&mut lab.export_path).desired_width(280.0))
-                .labelled_by(label.id);
-            if ui.button(text::EXPORT_CSV).clicked() {
-                let path = lab.export_path.trim();
-                self.export = Some(if path.is_empty() {
-                    Err(text::EXPORT_NO_PATH.to_string())
-                } else {
-                    crate::app::compute::passkey::write_file_atomically(std::path::Path::new(path), &csv)
-                        .map(|()| text::exported(path, csv.lines().count().saturating_sub(1)))
-                        .map_err(|e| format!("{path}: {e}"))
-                });
-            }
-        });
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = &lab;
-            ui.collapsing(text::EXPORT_COPY, |ui| {
-                let mut shown = csv.as_str();
-                ui.add(
-                    egui::TextEdit::multiline(&mut shown)
-                        .code_editor()
-                        .desired_rows(6)
-                        .desired_width(f32::INFINITY),
-                );
-            });
-        }
-        match &self.export {
-            Some(Ok(m)) => {
-                ui.label(m);
-            }
-            Some(Err(e)) => {
-                ui.colored_label(palette::ERROR, text::error(e));
-            }
-            None => {}
-        }
+        export::save_file(
+            ui.ctx(),
+            "passkey_accuracy.csv",
+            grid_csv(&maps).into_bytes(),
+            "text/csv",
+        );
     }
 }
 

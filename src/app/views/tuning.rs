@@ -15,7 +15,6 @@ use egui_plot::{Line, Plot, PlotPoints, Points};
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
-use crate::app::palette;
 use crate::app::search_job::{
     compare_lengths, presets, RuleChoice, ScalesSetting, SearchKey, SearchKind, SearchReport, SearchSpec,
     TuneObjective, COMPARE_TRIALS, DEFAULT_BATCH, DEFAULT_STEPS,
@@ -23,6 +22,7 @@ use crate::app::search_job::{
 use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 use crate::app::views::scales::load_scales;
+use crate::app::{export, palette};
 
 /// Width of the search's settings column and of the loss curve, in points.
 const SETTINGS_WIDTH: f32 = 400.0;
@@ -59,10 +59,9 @@ pub struct SearchRun {
 pub struct TuningView {
     pub run: Option<SearchRun>,
     runs: u64,
-    #[cfg(not(target_arch = "wasm32"))]
-    save_path: String,
     load_source: String,
-    /// The last save or load: what happened, or its error.
+    /// The last load: what happened, or its error (saves report in the
+    /// status bar, as every export).
     outcome: Option<Result<String, String>>,
     compare_passkey: bool,
     show_json: bool,
@@ -374,28 +373,19 @@ impl TuningView {
                 ui.toggle_value(&mut self.show_json, text::SHOW_JSON);
             });
             let json = setting.to_json(info.heads, Some(report.spec.provenance()));
-            #[cfg(not(target_arch = "wasm32"))]
             ui.horizontal_wrapped(|ui| {
-                let label = ui.label(text::SAVE_PATH);
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.save_path)
-                        .hint_text(text::SAVE_HINT)
-                        .desired_width(320f32.min(ui.available_width())),
-                )
-                .labelled_by(label.id);
-                if ui.button(text::SAVE_SCALES).clicked() {
-                    self.outcome = Some(save(&self.save_path, &json));
-                }
-            });
-            #[cfg(target_arch = "wasm32")]
-            ui.horizontal_wrapped(|ui| {
-                if ui.button(text::DOWNLOAD_SCALES).clicked() {
-                    self.outcome = Some(
-                        crate::app::web::download("head_scales.json", json.as_bytes(), "application/json")
-                            .map(|()| text::downloaded("head_scales.json")),
+                if ui
+                    .button(text::SAVE_SCALES)
+                    .on_hover_text(text::SAVE_SCALES_HELP)
+                    .clicked()
+                {
+                    export::save_file(
+                        ui.ctx(),
+                        "head_scales.json",
+                        json.clone().into_bytes(),
+                        "application/json",
                     );
                 }
-                ui.label(text::SAVE_ON_WEB);
             });
             if self.show_json {
                 if ui.button(text::COPY_JSON).clicked() {
@@ -713,18 +703,6 @@ fn presets_ui(ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
     if let Some(p) = as_b {
         state.compare = Some(p);
     }
-}
-
-/// Writes the file natively: a temporary name, then a rename.
-#[cfg(not(target_arch = "wasm32"))]
-fn save(path: &str, json: &str) -> Result<String, String> {
-    let path = path.trim();
-    if path.is_empty() {
-        return Err(text::NO_SAVE_PATH.into());
-    }
-    let p = std::path::Path::new(path);
-    crate::model::files::write_atomic(p, json.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(text::saved_to(&p.display().to_string()))
 }
 
 /// A rough time for a search before it runs, from what one costs on a
