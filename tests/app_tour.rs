@@ -150,8 +150,15 @@ fn exporting_plots_and_maps_saves_csv_and_svg() {
             .position(|p| p.ends_with(end))
             .unwrap_or_else(|| panic!("no button offers {end}: {list:?}"))
     };
-    assert!(csv.iter().any(|p| p.contains("pooled_attention_L") && p.ends_with("_256.csv")), "{csv:?}");
-    assert!(!svg.iter().any(|p| p.contains("pooled_attention_L")), "65536 cells: no SVG");
+    assert!(
+        csv.iter()
+            .any(|p| p.contains("pooled_attention_L") && p.ends_with("_256.csv")),
+        "{csv:?}"
+    );
+    assert!(
+        !svg.iter().any(|p| p.contains("pooled_attention_L")),
+        "65536 cells: no SVG"
+    );
     let entropy_csv = at(&csv, "nopescope-entropy-256.csv");
     let entropy_svg = at(&svg, "nopescope-entropy-256.svg");
     for (button, k, file) in [("CSV", entropy_csv, "entropy.csv"), ("SVG", entropy_svg, "entropy.svg")] {
@@ -177,7 +184,10 @@ fn exporting_plots_and_maps_saves_csv_and_svg() {
             );
         }
     }
-    h.get_all_by_label("CSV").nth(at(&csv, "head_map_entropy_256.csv")).unwrap().click();
+    h.get_all_by_label("CSV")
+        .nth(at(&csv, "head_map_entropy_256.csv"))
+        .unwrap()
+        .click();
     h.run_steps(2);
     let path = dir.join("map.csv");
     app_common::save_through_dialog(&mut h, &path);
@@ -185,7 +195,10 @@ fn exporting_plots_and_maps_saves_csv_and_svg() {
     assert!(body.starts_with("layer,head,"), "{body}");
     // The bundled NoPE model: 4 layers of 4 heads.
     assert_eq!(body.lines().count(), 1 + 4 * 4, "{body}");
-    h.get_all_by_label("SVG").nth(at(&svg, "head_map_entropy_256.svg")).unwrap().click();
+    h.get_all_by_label("SVG")
+        .nth(at(&svg, "head_map_entropy_256.svg"))
+        .unwrap()
+        .click();
     h.run_steps(2);
     let path = dir.join("map.svg");
     app_common::save_through_dialog(&mut h, &path);

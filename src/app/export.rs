@@ -709,7 +709,10 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("A &lt;map&gt;"));
         // Five cells (the empty one drawn as nothing), 50 colour-bar steps.
         assert_eq!(svg.matches("<rect").count(), 1 + 5 + 50);
-        assert!(svg.contains(&hex(crate::app::palette::viridis(1.0))), "the top of the scale");
+        assert!(
+            svg.contains(&hex(crate::app::palette::viridis(1.0))),
+            "the top of the scale"
+        );
     }
 
     fn figure() -> Figure {
