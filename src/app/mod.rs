@@ -428,7 +428,7 @@ impl eframe::App for NopeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
         #[cfg(target_arch = "wasm32")]
-        web::after_frame(self);
+        web::after_frame(self, ui.ctx());
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -153,7 +153,7 @@ fn state_from_url() -> Option<ViewState> {
 
 /// After each frame: apply a state set from JavaScript, mirror the state
 /// in the URL and publish the status.
-pub fn after_frame(app: &mut NopeApp) {
+pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
         app.state = s;
     }
@@ -202,6 +202,10 @@ pub fn after_frame(app: &mut NopeApp) {
             "detail": detail,
         })
     });
+    // egui's points in CSS pixels (the zoom factor; 1 unless the user zoomed
+    // the app itself).
+    let dpr = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio()) as f32;
+    let css_per_point = ctx.pixels_per_point() / dpr.max(1e-3);
     let status = serde_json::json!({
         "state": app.state,
         "engine": app.jobs.engine(),
@@ -212,6 +216,12 @@ pub fn after_frame(app: &mut NopeApp) {
             "finished": finished,
         })),
         "idle": app.jobs.is_idle(),
+        // Where to tap: each head map cell's centre, in CSS pixels.
+        "head_cells": super::views::head_map::cell_centres(ctx)
+            .iter()
+            .map(|&(l, h, p)| [l as f32, h as f32, p.x * css_per_point, p.y * css_per_point])
+            .collect::<Vec<_>>(),
+        "screen_points": [ctx.content_rect().width(), ctx.content_rect().height()],
         "first_plot_s": app.first_plot_s,
         "busy_frames": app.frame_stats.busy_frames,
         "busy_max_ms": app.frame_stats.busy_max_ms,

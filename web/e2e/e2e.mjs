@@ -108,13 +108,14 @@ async function waitFor(page, pred, timeoutMs) {
   }
 }
 
-async function run(label, flags, hash, wantLength, wantEngine, more) {
+async function run(label, flags, hash, wantLength, wantEngine, more, device = {}) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
   const ctx = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: [...COMMON, ...flags],
     viewport: { width: 1280, height: 900 },
+    ...device,
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   page.on("console", (m) => {
@@ -180,7 +181,22 @@ try {
     const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
     check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);
   });
-  // 5. WebGPU off: WebGL2 drawing, the CPU engine computes.
+  // 5. A tablet in portrait, with touch: the panels stack, and tapping a
+  // cell of the layer x head map selects that head.
+  const TABLET = { viewport: { width: 820, height: 1180 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 };
+  await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
+    const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
+    check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
+    // A cell on screen that is not the selected head.
+    const cell = (s?.head_cells ?? []).find(([l, h, , y]) => (l !== s.state.layer || h !== s.state.head) && y > 40 && y < 1140);
+    check(!!cell, `a head map cell is on screen to tap (${JSON.stringify(cell)})`);
+    if (!cell) return;
+    const [l, h, x, y] = cell;
+    await page.touchscreen.tap(x, y);
+    const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
+    check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
+  }, TABLET);
+  // 6. WebGPU off: WebGL2 drawing, the CPU engine computes.
   await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
   // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
   if (process.env.MEASURE) {

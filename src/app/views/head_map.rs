@@ -13,6 +13,16 @@ use crate::app::{export, palette};
 
 const CELL: f32 = 44.0;
 
+fn cells_id() -> egui::Id {
+    egui::Id::unique("nopescope head map cell centres")
+}
+
+/// Where this frame drew each head's cell: (layer, head, centre in
+/// points), for the web page's test hook (a touch test taps them).
+pub fn cell_centres(ctx: &egui::Context) -> Vec<(usize, usize, egui::Pos2)> {
+    ctx.data(|d| d.get_temp(cells_id())).unwrap_or_default()
+}
+
 #[derive(Default)]
 pub struct HeadMapView;
 
@@ -59,6 +69,7 @@ impl HeadMapView {
             return;
         };
         let (layers, heads) = (keys.info.layers, keys.info.heads);
+        let mut centres = Vec::with_capacity(layers * heads);
         let map = ui.vertical(|ui| {
             ui.horizontal(|ui| {
                 ui.add_space(56.0);
@@ -75,6 +86,7 @@ impl HeadMapView {
                         let fill = palette::viridis(t);
                         let selected = (state.layer, state.head) == (l, h);
                         let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::click());
+                        centres.push((l, h, rect.center()));
                         let name = text::head_name(l, h);
                         response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
                         let painter = ui.painter();
@@ -115,6 +127,7 @@ impl HeadMapView {
                 });
             }
         });
+        ui.ctx().data_mut(|d| d.insert_temp(cells_id(), centres));
         legend(ui, lo, hi, state.map_mode);
         let rise = state.map_mode == MapMode::Rise;
         export::grid_buttons(ui, map.response.rect, layers * heads, || export::Grid {
