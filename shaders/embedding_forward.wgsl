@@ -16,9 +16,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>; // (T, C)
-@group(0) @binding(1) var<storage, read> embed: array<f32>;     // (rows, C)
+@group(0) @binding(1) var<storage, read> embed: array<WT>;     // (rows, C)
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;    // (T)
 @group(0) @binding(3) var<uniform> p: Params;
+
+// The table's element: f32, or f16 for weights held in half precision
+// (the variant src/gpu/embedding.rs makes by substitution).
+alias WT = f32;
 
 const WG: u32 = {{WG}}u;
 
@@ -38,5 +42,5 @@ fn embedding_forward(
     if (row < p.row0 || row - p.row0 >= p.rows) {
         return;
     }
-    out[e] = embed[(row - p.row0) * p.c + j];
+    out[e] = f32(embed[(row - p.row0) * p.c + j]);
 }

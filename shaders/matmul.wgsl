@@ -27,8 +27,12 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>; // (M, N)
 @group(0) @binding(1) var<storage, read> a: array<f32>;       // nt, nn: (M, K); tn: (K, M)
-@group(0) @binding(2) var<storage, read> b: array<f32>;       // nt: (N, K); nn, tn: (K, N)
+@group(0) @binding(2) var<storage, read> b: array<WT>;        // nt: (N, K); nn, tn: (K, N)
 @group(0) @binding(3) var<uniform> p: Params;
+
+// B's element: f32, or f16 for weights held in half precision (the
+// variant src/gpu/matmul.rs makes by substitution; sums stay in f32).
+alias WT = f32;
 
 // The width of a vec4: one accumulator holds one row of the block.
 const BLOCK: u32 = {{BLOCK}}u;
@@ -43,8 +47,12 @@ fn a4(o: u32) -> vec4<f32> {
     return vec4<f32>(a[o], a[o + 1u], a[o + 2u], a[o + 3u]);
 }
 
+fn bv(i: u32) -> f32 {
+    return f32(b[i]);
+}
+
 fn b4(o: u32) -> vec4<f32> {
-    return vec4<f32>(b[o], b[o + 1u], b[o + 2u], b[o + 3u]);
+    return vec4<f32>(bv(o), bv(o + 1u), bv(o + 2u), bv(o + 3u));
 }
 
 // The elements at o + each of four offsets.
@@ -53,7 +61,7 @@ fn a_at(o: u32, offsets: vec4<u32>) -> vec4<f32> {
 }
 
 fn b_at(o: u32, offsets: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(b[o + offsets.x], b[o + offsets.y], b[o + offsets.z], b[o + offsets.w]);
+    return vec4<f32>(bv(o + offsets.x), bv(o + offsets.y), bv(o + offsets.z), bv(o + offsets.w));
 }
 
 // C[i, j0..j0 + 4] = alpha * acc + beta * C, for i < M and columns < N.

@@ -25,8 +25,16 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;  // (M, N)
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // nt, nn: (M, K / 4); tn: (K, M / 4)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;  // nt: (N, K / 4); nn, tn: (K, N / 4)
+@group(0) @binding(2) var<storage, read> b: array<vec4<WT>>;  // nt: (N, K / 4); nn, tn: (K, N / 4)
 @group(0) @binding(3) var<uniform> p: Params;
+
+// B's element: f32, or f16 for weights held in half precision (the
+// variant src/gpu/matmul.rs makes by substitution; sums stay in f32).
+alias WT = f32;
+
+fn bv(i: u32) -> vec4<f32> {
+    return vec4<f32>(b[i]);
+}
 
 // The width of a vec4: one accumulator holds one row of the block.
 const BLOCK: u32 = {{BLOCK}}u;
@@ -75,10 +83,10 @@ fn matmul_nt_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let x1 = a[ra.y + q];
         let x2 = a[ra.z + q];
         let x3 = a[ra.w + q];
-        let y0 = b[rb.x + q];
-        let y1 = b[rb.y + q];
-        let y2 = b[rb.z + q];
-        let y3 = b[rb.w + q];
+        let y0 = bv(rb.x + q);
+        let y1 = bv(rb.y + q);
+        let y2 = bv(rb.z + q);
+        let y3 = bv(rb.w + q);
         acc0 += vec4<f32>(dot(x0, y0), dot(x0, y1), dot(x0, y2), dot(x0, y3));
         acc1 += vec4<f32>(dot(x1, y0), dot(x1, y1), dot(x1, y2), dot(x1, y3));
         acc2 += vec4<f32>(dot(x2, y0), dot(x2, y1), dot(x2, y2), dot(x2, y3));
@@ -112,10 +120,10 @@ fn matmul_nn_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let x2 = a[ra.z + q];
         let x3 = a[ra.w + q];
         let rb = 4u * q * n4 + cb;
-        let y0 = b[rb];
-        let y1 = b[rb + n4];
-        let y2 = b[rb + 2u * n4];
-        let y3 = b[rb + 3u * n4];
+        let y0 = bv(rb);
+        let y1 = bv(rb + n4);
+        let y2 = bv(rb + 2u * n4);
+        let y3 = bv(rb + 3u * n4);
         acc0 += x0.x * y0 + x0.y * y1 + x0.z * y2 + x0.w * y3;
         acc1 += x1.x * y0 + x1.y * y1 + x1.z * y2 + x1.w * y3;
         acc2 += x2.x * y0 + x2.y * y1 + x2.z * y2 + x2.w * y3;
@@ -146,7 +154,7 @@ fn matmul_tn_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     // one outer product of A[q, i0..i0 + 4] and B[q, j0..j0 + 4] per row q
     for (var q = 0u; q < p.k; q++) {
         let x = a[q * lda4 + a_off4 + ca];
-        let y = b[q * n4 + cb];
+        let y = bv(q * n4 + cb);
         acc0 += x.x * y;
         acc1 += x.y * y;
         acc2 += x.z * y;

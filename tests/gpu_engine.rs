@@ -484,6 +484,93 @@ fn split_embedding_and_lm_head_match_cpu() {
     }
 }
 
+/// The weight matrices held in f16 (`GpuEngine::new_with(.., Elem::F16)`),
+/// whole and split across bindings: forward (loss, logits, entropy) and the
+/// frozen model's head-scale gradients match the CPU engine run on the same
+/// weights rounded to f16, with the f32 engine's tolerances (the sums are
+/// f32); the weights read back are the rounded ones; training is refused.
+/// lavapipe offers shader-f16, so there its absence fails.
+#[test]
+fn f16_weights_match_cpu_on_the_rounded_weights() {
+    let Some(ctx) = context("f16_weights_match_cpu_on_the_rounded_weights") else {
+        return;
+    };
+    use nopescope::gpu::shader::Elem;
+    if !ctx.has_f16() {
+        assert!(!ctx.adapter().contains("llvmpipe"), "lavapipe offers shader-f16");
+        eprintln!("SKIP: {} has no shader-f16", ctx.adapter());
+        return;
+    }
+    for (tied, limit) in [(false, None), (true, Some(2048u64))] {
+        let cfg = ModelConfig {
+            vocab_size: 301,
+            ..paged_config(PositionEncoding::None, tied)
+        };
+        let params = Params::<f32>::random(&cfg, 0.3, 90 + tied as u64);
+        // The CPU engine's reference: the matrices rounded to f16, the
+        // RMSNorm gains (kept f32 on the GPU) as they are.
+        let mut rounded = params.clone();
+        for t in params.layout.tensors.iter().filter(|t| !t.is_norm()) {
+            for x in &mut rounded.data[t.range()] {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
+        let mut cpu = CpuEngine::new(cfg.clone(), rounded.clone()).unwrap();
+        let ctx = match limit {
+            Some(bytes) => ctx.clone().with_binding_limit(bytes),
+            None => ctx.clone(),
+        };
+        let mut gpu = block_on(GpuEngine::new_with(ctx, cfg.clone(), params, Elem::F16)).unwrap();
+        let name = format!("f16 weights (tied {tied}, binding limit {limit:?})");
+        let mut rng = Rng::new(91);
+        let hs = random_scales(&mut rng, &cfg);
+        let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
+        let options = ForwardOptions {
+            logits: LogitsRequest::Last(9),
+            entropy: true,
+            ..Default::default()
+        };
+        let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+        let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+        check(
+            &format!("{name} loss"),
+            &[got.loss_sum as f32],
+            &[want.loss_sum],
+            LOSS_TOL,
+        );
+        check(
+            &format!("{name} logits"),
+            got.logits.as_ref().unwrap(),
+            want.logits.as_ref().unwrap(),
+            LOGITS_TOL,
+        );
+        check(
+            &format!("{name} entropy"),
+            got.entropy_bits.as_ref().unwrap(),
+            want.entropy_bits.as_ref().unwrap(),
+            ENTROPY_TOL,
+        );
+        let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
+        let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+        let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+        check(
+            &format!("{name} frozen head-scale grads"),
+            &got.head_scales,
+            &want.head_scales,
+            GRAD_TOL,
+        );
+        assert_eq!(
+            block_on(gpu.params()).unwrap().data,
+            rounded.data,
+            "{name}: the weights read back"
+        );
+        let e = block_on(gpu.train_step(&batch, &hs, &AdamWConfig::default(), 1e-3))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("held in f16"), "{e}");
+    }
+}
+
 /// 203 tokens (not a multiple of the 64-invocation workgroups) under a
 /// 4000-byte binding: pages of 4000 / 192 = 20 rows, the last of 3; no
 /// (T, .) buffer of the forward's sequence fits one binding (k: 6496

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm};
 use nopescope::gpu::embedding::{TokenGroups, TokenGroupsBuffers};
 use nopescope::gpu::matmul::Matmul;
+use nopescope::gpu::shader::{Elem, Weight};
 use nopescope::gpu::{rmsnorm, Error, GpuContext, Kernels};
 use nopescope::model::check::{assert_close, Tolerance};
 use nopescope::model::cpu::attention::{attention_backward, attention_forward, AttnShape};
@@ -224,7 +225,7 @@ fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
             g.run("matmul_nt_into", |enc| {
                 g.kernels
                     .matmul
-                    .matmul_nt_into(&g.ctx, enc, c, &ab, &bb, m, k, n, 0.75, beta)
+                    .matmul_nt_into(&g.ctx, enc, c, &ab, Weight::f32(&bb), m, k, n, 0.75, beta)
             });
             let what = format!("nt into C[:, {off}..{}] of ({m}, {width}), k={k} beta={beta}", off + n);
             check(&what, &g.read("c", &cb, m * width), &want, MATMUL_TOL);
@@ -246,13 +247,116 @@ fn matmul_on_blocks_of_wider_matrices_matches_cpu() {
                 g.run("matmul_nn_from", |enc| {
                     g.kernels
                         .matmul
-                        .matmul_nn_from(&g.ctx, enc, &cb, a, &bb, m, k, n, 0.75, beta)
+                        .matmul_nn_from(&g.ctx, enc, &cb, a, Weight::f32(&bb), m, k, n, 0.75, beta)
                 });
                 let what = format!("nn from A[:, {off}..{}] of ({m}, {width}), n={n} beta={beta}", off + k);
                 check(&what, &g.read("c", &cb, m * n), &want, MATMUL_TOL);
             }
         }
     }
+}
+
+/// Whether this device reads f16; lavapipe (CI) must, so there a missing
+/// `shader-f16` fails; elsewhere the f16 tests say so and pass.
+fn has_f16(g: &Gpu, test: &str) -> bool {
+    if g.ctx.has_f16() {
+        return true;
+    }
+    assert!(
+        !g.ctx.adapter().contains("llvmpipe"),
+        "{test}: lavapipe offers shader-f16, and this device was opened without it"
+    );
+    eprintln!("SKIP {test}: {} has no shader-f16", g.ctx.adapter());
+    false
+}
+
+/// f16 words of `x` rounded to f16 (two to a u32 word, the first low),
+/// and the rounded values in f64 for the reference.
+fn to_f16(x: &[f32]) -> (Vec<u16>, Vec<f64>) {
+    let bits: Vec<u16> = x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+    let back = bits.iter().map(|&b| half::f16::from_bits(b).to_f64()).collect();
+    (bits, back)
+}
+
+/// Weights held in f16 (`Elem::F16`): the products read B as f16 and sum
+/// in f32, against the twins run in f64 on the f16-rounded B (so only the
+/// sums' rounding differs, as for f32 weights), both shaders, dense and on
+/// blocks; the gather from an f16 table is exact.
+#[test]
+fn f16_weights_match_cpu() {
+    let Some(g) = gpu("f16_weights_match_cpu") else {
+        return;
+    };
+    if !has_f16(g, "f16_weights_match_cpu") {
+        return;
+    }
+    use nopescope::gpu::matmul::Strided;
+    let mut general_only = block_on(Matmul::new(&g.ctx)).unwrap();
+    general_only.prefer_vec4 = false;
+    // (m, k, n): vec4-able and not, odd sizes (an odd count of f16).
+    for (i, &(m, k, n)) in [(7, 5, 3), (33, 64, 36), (4, 8, 12), (65, 33, 129), (1, 1, 1)]
+        .iter()
+        .enumerate()
+    {
+        for mm in [&g.kernels.matmul, &general_only] {
+            let mut rng = Rng::new(1100 + i as u64);
+            // nt: C (m, n) = A (m, k) W (n, k)^T
+            let a = normal(&mut rng, m * k);
+            let w = normal(&mut rng, n * k);
+            let (wb, w64) = to_f16(&w);
+            let c0 = normal(&mut rng, m * n);
+            let mut want = f64s(&c0);
+            matmul_nt(&mut want, &f64s(&a), &w64, m, k, n, 1.0, 0.5);
+            let (ab, wbuf, cb) = (g.upload("a", &a), g.upload("w f16", &wb), g.upload("c", &c0));
+            let wt = Weight {
+                buffer: &wbuf,
+                elem: Elem::F16,
+            };
+            g.run("f16 nt", |enc| {
+                mm.matmul_nt_into(&g.ctx, enc, Strided::dense(&cb, n), &ab, wt, m, k, n, 1.0, 0.5)
+            });
+            let what = format!("f16 W, nt ({m}, {k}, {n}), vec4 preferred {}", mm.prefer_vec4);
+            check(&what, &g.read("c", &cb, m * n), &want, MATMUL_TOL);
+            // nn: C (m, n) = A (m, k) W (k, n)
+            let a = normal(&mut rng, m * k);
+            let w = normal(&mut rng, k * n);
+            let (wb, w64) = to_f16(&w);
+            let mut want = vec![0f64; m * n];
+            matmul_nn(&mut want, &f64s(&a), &w64, m, k, n, 1.0, 0.0);
+            let (ab, wbuf) = (g.upload("a", &a), g.upload("w f16", &wb));
+            let cb = block_on(g.ctx.zeros("c", m * n)).unwrap();
+            let wt = Weight {
+                buffer: &wbuf,
+                elem: Elem::F16,
+            };
+            g.run("f16 nn", |enc| {
+                mm.matmul_nn_from(&g.ctx, enc, &cb, Strided::dense(&ab, k), wt, m, k, n, 1.0, 0.0)
+            });
+            let what = format!("f16 W, nn ({m}, {k}, {n}), vec4 preferred {}", mm.prefer_vec4);
+            check(&what, &g.read("c", &cb, m * n), &want, MATMUL_TOL);
+        }
+    }
+    // The gather from an f16 table: the f16 values, widened, exactly.
+    let (t, c, vocab) = (33, 7, 11);
+    let mut rng = Rng::new(1200);
+    let table = normal(&mut rng, vocab * c);
+    let (bits, rounded) = to_f16(&table);
+    let rounded: Vec<f32> = rounded.iter().map(|&x| x as f32).collect();
+    let tokens: Vec<u32> = (0..t).map(|_| rng.below(vocab) as u32).collect();
+    let mut want = vec![0f32; t * c];
+    ops::embedding_forward(&mut want, &rounded, &tokens, c);
+    let (tb, tok) = (g.upload("table f16", &bits), g.upload("tokens", &tokens));
+    let out = block_on(g.ctx.zeros("out", t * c)).unwrap();
+    let table16 = Weight {
+        buffer: &tb,
+        elem: Elem::F16,
+    };
+    g.run("f16 gather", |enc| {
+        g.kernels
+            .embedding
+            .forward_rows(&g.ctx, enc, &out, table16, &tok, t, c, vocab, 0..vocab)
+    });
+    assert_close("f16 embedding gather", &g.read("out", &out, t * c), &want, EXACT);
 }
 
 // Sums of squares and dot products over c <= 200 values, reduced as a
@@ -364,7 +468,17 @@ fn embedding_case(g: &Gpu, t: usize, c: usize, vocab: usize, seed: u64) {
     g.run("embedding test", |enc| {
         emb.forward(&g.ctx, enc, &out, &embedb, &tokensb, t, c, vocab)?;
         for (rows, part) in &parts {
-            emb.forward_rows(&g.ctx, enc, &out_split, part, &tokensb, t, c, vocab, rows.clone())?;
+            emb.forward_rows(
+                &g.ctx,
+                enc,
+                &out_split,
+                Weight::f32(part),
+                &tokensb,
+                t,
+                c,
+                vocab,
+                rows.clone(),
+            )?;
         }
         emb.backward(&g.ctx, enc, &dembed, &doutb, &groups, c, vocab)
     });

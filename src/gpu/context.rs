@@ -215,6 +215,8 @@ impl GpuContext {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("nopescope device"),
                 required_limits: adapter.limits(),
+                // Weights may be held in f16 where the adapter can.
+                required_features: adapter.features() & wgpu::Features::SHADER_F16,
                 ..Default::default()
             })
             .await
@@ -275,6 +277,11 @@ impl GpuContext {
         l.max_buffer_size = l.max_buffer_size.min(max_buffer_size);
         // As in WebGPU, no binding is larger than a buffer may be.
         l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+    }
+
+    /// Whether kernels may read f16 (`shader-f16` enabled on the device).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
     }
 
     /// What this context (and its clones) asked of the device so far.

@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::{Error, Result};
-use super::shader::{self, uniform_layout, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, Elem, ShaderSource, Weight};
 use super::ELEMENT_WG;
 
 /// Mirrors `Params` in embedding_forward.wgsl.
@@ -63,6 +63,12 @@ pub fn shaders() -> [ShaderSource; 2] {
             uniform_layout!(BackwardParams: groups, c),
         ),
     ]
+}
+
+/// The gather from an f16 table (sums none: values widened to f32).
+pub fn f16_shaders() -> [ShaderSource; 1] {
+    let [forward, _] = shaders();
+    [forward.with_f16_weights("embedding_forward.wgsl (f16 weights)")]
 }
 
 /// The positions of each distinct token, grouped: token `rows[u]` occurs at
@@ -147,6 +153,8 @@ impl TokenGroupsBuffers {
 pub struct Embedding {
     forward_layout: wgpu::BindGroupLayout,
     forward: wgpu::ComputePipeline,
+    /// The gather from an f16 table, where the device has `shader-f16`.
+    forward_f16: Option<wgpu::ComputePipeline>,
     backward_layout: wgpu::BindGroupLayout,
     backward: wgpu::ComputePipeline,
 }
@@ -156,11 +164,19 @@ impl Embedding {
         let [forward_src, backward_src] = shaders();
         let (forward_layout, mut p) = shader::build(ctx, &forward_src, &["embedding_forward"]).await?;
         let forward = p.remove(0);
+        let forward_f16 = match ctx.has_f16() {
+            true => {
+                let [src] = f16_shaders();
+                Some(shader::build(ctx, &src, &["embedding_forward"]).await?.1.remove(0))
+            }
+            false => None,
+        };
         let (backward_layout, mut p) = shader::build(ctx, &backward_src, &["embedding_backward"]).await?;
         let backward = p.remove(0);
         Ok(Embedding {
             forward_layout,
             forward,
+            forward_f16,
             backward_layout,
             backward,
         })
@@ -179,7 +195,7 @@ impl Embedding {
         c: usize,
         vocab: usize,
     ) -> Result<()> {
-        self.forward_rows(ctx, encoder, out, embed, tokens, t, c, vocab, 0..vocab)
+        self.forward_rows(ctx, encoder, out, Weight::f32(embed), tokens, t, c, vocab, 0..vocab)
     }
 
     /// The gather from one part of a table split by rows: `part` holds
@@ -192,7 +208,7 @@ impl Embedding {
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
         out: &wgpu::Buffer,
-        part: &wgpu::Buffer,
+        part: Weight,
         tokens: &wgpu::Buffer,
         t: usize,
         c: usize,
@@ -223,7 +239,8 @@ impl Embedding {
         shader::to_u32(op, "t * c", t as u64 * c as u64)?;
         shader::to_u32(op, "rows * c", n_rows as u64 * c as u64)?;
         ctx.check_binding(op, "out", out, t * c)?;
-        ctx.check_binding(op, "embed", part, n_rows * c)?;
+        let part_words = part.elem.words(n_rows * c);
+        ctx.check_binding(op, "embed", part.buffer, part_words)?;
         ctx.check_binding(op, "tokens", tokens, t)?;
         if t == 0 || c == 0 || n_rows == 0 {
             return Ok(());
@@ -232,11 +249,18 @@ impl Embedding {
         let bind_group = ctx.bind(
             "embedding_forward bind group",
             &self.forward_layout,
-            &[(out, t * c), (part, n_rows * c), (tokens, t)],
+            &[(out, t * c), (part.buffer, part_words), (tokens, t)],
             &params,
         );
+        let pipeline = match part.elem {
+            Elem::F32 => &self.forward,
+            Elem::F16 => self.forward_f16.as_ref().ok_or_else(|| Error::Shape {
+                op,
+                message: format!("an f16 table, and {} has no shader-f16", ctx.adapter()),
+            })?,
+        };
         let workgroups = ctx.grid(op, ((t * c) as u64).div_ceil(ELEMENT_WG as u64))?;
-        ctx.dispatch(encoder, op, &self.forward, &bind_group, workgroups);
+        ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::error::Result;
-use super::shader::{self, uniform_layout, Access, ShaderSource};
+use super::shader::{self, uniform_layout, Access, Elem, ShaderSource, Weight};
 
 /// Rows and columns of C per invocation: the width of the shader's vec4
 /// accumulators, so it cannot change without rewriting the shader.
@@ -85,6 +85,15 @@ pub fn shaders() -> [ShaderSource; 2] {
             &sizes,
         )
         .bind(STORAGE, uniform()),
+    ]
+}
+
+/// The f16-weight variants of both shaders (B read as f16, sums in f32).
+pub fn f16_shaders() -> [ShaderSource; 2] {
+    let [general, vec4] = shaders();
+    [
+        general.with_f16_weights("matmul.wgsl (f16 weights)"),
+        vec4.with_f16_weights("matmul_vec4.wgsl (f16 weights)"),
     ]
 }
 
@@ -167,6 +176,8 @@ impl Pipelines {
 pub struct Matmul {
     general: Pipelines,
     vec4: Pipelines,
+    /// The same for f16 weights, where the device has `shader-f16`.
+    f16: Option<(Pipelines, Pipelines)>,
     /// Use the vec4 shader where it fits (the default); false forces the
     /// general one (for tests and measurements).
     pub prefer_vec4: bool,
@@ -178,6 +189,16 @@ impl Matmul {
         Ok(Matmul {
             general: Pipelines::new(ctx, &general, FORMS.map(Form::name)).await?,
             vec4: Pipelines::new(ctx, &vec4, FORMS.map(Form::vec4_name)).await?,
+            f16: match ctx.has_f16() {
+                true => {
+                    let [general, vec4] = f16_shaders();
+                    Some((
+                        Pipelines::new(ctx, &general, FORMS.map(Form::name)).await?,
+                        Pipelines::new(ctx, &vec4, FORMS.map(Form::vec4_name)).await?,
+                    ))
+                }
+                false => None,
+            },
             prefer_vec4: true,
         })
     }
@@ -207,7 +228,7 @@ impl Matmul {
     ) -> Result<()> {
         let a_row = Form::Nt.a_shape(m, k).1;
         let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
-        self.encode(ctx, encoder, Form::Nt, c, a, b, m, k, n, alpha, beta)
+        self.encode(ctx, encoder, Form::Nt, c, a, Weight::f32(b), m, k, n, alpha, beta)
     }
 
     /// C (m, n) = alpha A (m, k) B (k, n) + beta C.
@@ -226,7 +247,7 @@ impl Matmul {
     ) -> Result<()> {
         let a_row = Form::Nn.a_shape(m, k).1;
         let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
-        self.encode(ctx, encoder, Form::Nn, c, a, b, m, k, n, alpha, beta)
+        self.encode(ctx, encoder, Form::Nn, c, a, Weight::f32(b), m, k, n, alpha, beta)
     }
 
     /// C (m, n) = alpha A (k, m)^T B (k, n) + beta C.
@@ -245,18 +266,19 @@ impl Matmul {
     ) -> Result<()> {
         let a_row = Form::Tn.a_shape(m, k).1;
         let (c, a) = (Strided::dense(c, n), Strided::dense(a, a_row));
-        self.encode(ctx, encoder, Form::Tn, c, a, b, m, k, n, alpha, beta)
+        self.encode(ctx, encoder, Form::Tn, c, a, Weight::f32(b), m, k, n, alpha, beta)
     }
 
-    /// C (m, n), a block of a wider matrix = alpha A (m, k) B (n, k)^T +
-    /// beta C: the forward through one part of a weight split by rows.
+    /// C (m, n), a block of a wider matrix or dense, = alpha A (m, k)
+    /// W (n, k)^T + beta C: the forward through a weight (f32 or f16), or
+    /// through one part of a weight split by rows.
     pub fn matmul_nt_into(
         &self,
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
         c: Strided,
         a: &wgpu::Buffer,
-        b: &wgpu::Buffer,
+        b: Weight,
         m: usize,
         k: usize,
         n: usize,
@@ -267,15 +289,16 @@ impl Matmul {
         self.encode(ctx, encoder, Form::Nt, c, a, b, m, k, n, alpha, beta)
     }
 
-    /// C (m, n) = alpha A (m, k) B (k, n) + beta C, A a block of a wider
-    /// matrix: the input gradient through one part of a split weight.
+    /// C (m, n) = alpha A (m, k) W (k, n) + beta C, A a block of a wider
+    /// matrix or dense: the input gradient through a weight (f32 or f16),
+    /// or through one part of a split weight.
     pub fn matmul_nn_from(
         &self,
         ctx: &GpuContext,
         encoder: &mut wgpu::CommandEncoder,
         c: &wgpu::Buffer,
         a: Strided,
-        b: &wgpu::Buffer,
+        b: Weight,
         m: usize,
         k: usize,
         n: usize,
@@ -293,7 +316,7 @@ impl Matmul {
         form: Form,
         c: Strided,
         a: Strided,
-        b: &wgpu::Buffer,
+        b: Weight,
         m: usize,
         k: usize,
         n: usize,
@@ -318,7 +341,8 @@ impl Matmul {
         shader::to_u32(op, "n * k", n as u64 * k as u64)?;
         ctx.check_binding(op, "c", c.buffer, c_len)?;
         ctx.check_binding(op, "a", a.buffer, a_len)?;
-        ctx.check_binding(op, "b", b, n * k)?;
+        let b_words = b.elem.words(n * k);
+        ctx.check_binding(op, "b", b.buffer, b_words)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -333,15 +357,27 @@ impl Matmul {
             ldc: c.ld as u32,
             c_off: c.offset as u32,
         };
-        let pipelines = match self.variant(form, m, k, n, &a) {
-            Variant::General => &self.general,
-            Variant::Vec4 => &self.vec4,
+        let pipelines = match (b.elem, self.variant(form, m, k, n, &a)) {
+            (Elem::F32, Variant::General) => &self.general,
+            (Elem::F32, Variant::Vec4) => &self.vec4,
+            (Elem::F16, variant) => {
+                let Some((general, vec4)) = &self.f16 else {
+                    return Err(super::error::Error::Shape {
+                        op,
+                        message: format!("f16 weights, and {} has no shader-f16", ctx.adapter()),
+                    });
+                };
+                match variant {
+                    Variant::General => general,
+                    Variant::Vec4 => vec4,
+                }
+            }
         };
         let params = ctx.uniform(&format!("{op} params"), &params);
         let bind_group = ctx.bind(
             &format!("{op} bind group"),
             &pipelines.layout,
-            &[(c.buffer, c_len), (a.buffer, a_len), (b, n * k)],
+            &[(c.buffer, c_len), (a.buffer, a_len), (b.buffer, b_words)],
             &params,
         );
         let per_workgroup = (BLOCK * WG_SIDE) as u64;

@@ -39,6 +39,8 @@ const _: () = assert!(ROW_WG.is_power_of_two());
 pub fn all_shaders() -> Vec<ShaderSource> {
     let mut all = Vec::new();
     all.extend(matmul::shaders());
+    all.extend(matmul::f16_shaders());
+    all.extend(embedding::f16_shaders());
     all.extend(rmsnorm::shaders());
     all.extend(embedding::shaders());
     all.extend(swiglu::shaders());

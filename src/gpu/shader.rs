@@ -69,6 +69,19 @@ impl ShaderSource {
         }
     }
 
+    /// The variant of a kernel that reads its weights (the WGSL's `WT`
+    /// elements) as f16, accumulating in f32: `enable f16;` and
+    /// `alias WT = f16;`. Needs the device's `shader-f16`.
+    pub fn with_f16_weights(&self, file: &'static str) -> Self {
+        const F32: &str = "alias WT = f32;";
+        debug_assert!(self.text.contains(F32), "{}: no `{F32}` to substitute", self.file);
+        ShaderSource {
+            file,
+            text: format!("enable f16;\n{}", self.text.replace(F32, "alias WT = f16;")),
+            bindings: self.bindings.clone(),
+        }
+    }
+
     /// Declares the bindings the kernel is built and bound with.
     pub(crate) fn bind(mut self, storage: &'static [(&'static str, Access)], uniform: UniformLayout) -> Self {
         self.bindings = Some(Bindings { storage, uniform });
@@ -80,12 +93,13 @@ impl ShaderSource {
     pub fn validate(&self) -> Result<naga::Module, String> {
         let module =
             naga::front::wgsl::parse_str(&self.text).map_err(|e| e.emit_to_string_with_path(&self.text, self.file))?;
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
-        )
-        .validate(&module)
-        .map_err(|e| e.emit_to_string_with_path(&self.text, self.file))?;
+        let mut capabilities = naga::valid::Capabilities::default();
+        if self.text.starts_with("enable f16;") {
+            capabilities |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+            .validate(&module)
+            .map_err(|e| e.emit_to_string_with_path(&self.text, self.file))?;
         if let Some(b) = &self.bindings {
             check_bindings(&module, b).map_err(|e| format!("{}: {e}", self.file))?;
         }
@@ -162,6 +176,48 @@ pub fn check_bindings(module: &naga::Module, b: &Bindings) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// How a weight's values are held on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Elem {
+    #[default]
+    F32,
+    /// Half precision (`shader-f16`), two values to a 4-byte word.
+    F16,
+}
+
+impl Elem {
+    /// 4-byte words holding `n` values (what a binding of them measures).
+    pub fn words(self, n: usize) -> usize {
+        match self {
+            Elem::F32 => n,
+            Elem::F16 => n.div_ceil(2),
+        }
+    }
+
+    pub fn bytes(self, n: usize) -> u64 {
+        match self {
+            Elem::F32 => n as u64 * 4,
+            Elem::F16 => n as u64 * 2,
+        }
+    }
+}
+
+/// A weight operand: its buffer and how its values are held.
+#[derive(Debug, Clone, Copy)]
+pub struct Weight<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub elem: Elem,
+}
+
+impl<'a> Weight<'a> {
+    pub fn f32(buffer: &'a wgpu::Buffer) -> Self {
+        Weight {
+            buffer,
+            elem: Elem::F32,
+        }
+    }
 }
 
 /// How a kernel uses one storage binding.

@@ -3,6 +3,7 @@
 //! state.
 
 use super::*;
+use crate::gpu::matmul::Strided;
 
 /// AdamW's state on the device.
 #[derive(Debug)]
@@ -78,15 +79,38 @@ impl GpuEngine {
             let lb = &ws.layers[l];
             let s = |which| self.slot(l, which);
             let w = |which| self.whole(s(which));
+            let wt = |which| self.weight(s(which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 // MLP: x_out = x_mid + h Wd^T
-                mm.matmul_nn(ctx, enc, &b.dh[i], &b.dx[i], w(W_DOWN), n, c, f, 1.0, 0.0)?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.dh[i],
+                    Strided::dense(&b.dx[i], c),
+                    wt(W_DOWN),
+                    n,
+                    c,
+                    f,
+                    1.0,
+                    0.0,
+                )?;
                 if let Some(gw) = g(s(W_DOWN)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.h[i], c, n, f, 1.0, 1.0)?;
                 }
                 k.swiglu.backward(ctx, enc, &b.dgu[i], &b.dh[i], &lb.gu[i], n, f)?;
-                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dgu[i], w(GATE_UP), n, 2 * f, c, 1.0, 0.0)?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.dxn[i],
+                    Strided::dense(&b.dgu[i], 2 * f),
+                    wt(GATE_UP),
+                    n,
+                    2 * f,
+                    c,
+                    1.0,
+                    0.0,
+                )?;
                 if let Some(gw) = g(s(GATE_UP)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dgu[i], &lb.xn2[i], 2 * f, n, c, 1.0, 1.0)?;
                 }
@@ -115,7 +139,18 @@ impl GpuEngine {
                     )?;
                 }
                 // Attention: x_mid = x_in + att Wo^T
-                mm.matmul_nn(ctx, enc, &b.datt[i], &b.dx[i], w(WO), n, c, qd, 1.0, 0.0)?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.datt[i],
+                    Strided::dense(&b.dx[i], c),
+                    wt(WO),
+                    n,
+                    c,
+                    qd,
+                    1.0,
+                    0.0,
+                )?;
                 if let Some(gw) = g(s(WO)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.att[i], c, n, qd, 1.0, 1.0)?;
                 }
@@ -196,9 +231,42 @@ impl GpuEngine {
                     k.rope.apply(ctx, enc, &b.dk[i], tables, n, kvh, hd, true)?;
                 }
                 // dxn = dq Wq + dk Wk + dv Wv; dW{q,k,v} += d{q,k,v}^T xn1
-                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dq[i], w(WQ), n, qd, c, 1.0, 0.0)?;
-                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dk[i], w(WK), n, kvd, c, 1.0, 1.0)?;
-                mm.matmul_nn(ctx, enc, &b.dxn[i], &b.dv[i], w(WV), n, kvd, c, 1.0, 1.0)?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.dxn[i],
+                    Strided::dense(&b.dq[i], qd),
+                    wt(WQ),
+                    n,
+                    qd,
+                    c,
+                    1.0,
+                    0.0,
+                )?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.dxn[i],
+                    Strided::dense(&b.dk[i], kvd),
+                    wt(WK),
+                    n,
+                    kvd,
+                    c,
+                    1.0,
+                    1.0,
+                )?;
+                mm.matmul_nn_from(
+                    ctx,
+                    enc,
+                    &b.dxn[i],
+                    Strided::dense(&b.dv[i], kvd),
+                    wt(WV),
+                    n,
+                    kvd,
+                    c,
+                    1.0,
+                    1.0,
+                )?;
                 if full {
                     for (which, d, width) in [(WQ, &b.dq[i], qd), (WK, &b.dk[i], kvd), (WV, &b.dv[i], kvd)] {
                         let gw = g(s(which)).expect("full");
@@ -386,6 +454,34 @@ impl GpuEngine {
             })
             .await?;
         self.ctx.read_f32(what, &flat, n).await
+    }
+
+    /// The weights read back when the matrices are held in f16: each
+    /// part's 4-byte words, two f16 values each (the first in the low
+    /// half), widened to f32; the gains read as f32.
+    pub(super) async fn read_f16_weights(&self) -> GpuResult<Vec<f32>> {
+        let mut flat = vec![0f32; self.layout.total];
+        for (s, parts) in self.slots.iter().zip(&self.weights) {
+            let row = s.split_row.unwrap_or(s.len);
+            for p in parts {
+                let (start, len) = match s.split_row {
+                    Some(_) => (s.offset + p.rows.start * row, p.rows.len() * row),
+                    None => (s.offset, s.len),
+                };
+                let words = self.ctx.read_f32("weights", &p.buffer, p.elem.words(len)).await?;
+                let out = &mut flat[start..start + len];
+                match p.elem {
+                    crate::gpu::shader::Elem::F32 => out.copy_from_slice(&words),
+                    crate::gpu::shader::Elem::F16 => {
+                        for (k, o) in out.iter_mut().enumerate() {
+                            let bits = words[k / 2].to_bits() >> (16 * (k % 2)) as u32;
+                            *o = half::f16::from_bits(bits as u16).to_f32();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(flat)
     }
 
     pub(super) async fn ensure_optimizer(&mut self) -> GpuResult<()> {

@@ -124,6 +124,8 @@ pub struct GpuEngine {
     slots: Vec<Slot>,
     /// Per slot, its buffers: one, or the parts of a split matrix.
     weights: Vec<Vec<Part>>,
+    /// How the matrices are held (the RMSNorm gains are always f32).
+    elem: crate::gpu::shader::Elem,
     /// Weight gradients per slot, made on the first full backward.
     grads: Option<Vec<wgpu::Buffer>>,
     head_scales: Vec<wgpu::Buffer>,
@@ -134,8 +136,28 @@ pub struct GpuEngine {
 }
 
 impl GpuEngine {
-    /// Builds the kernels on `ctx`'s device and uploads the weights once.
+    /// Builds the kernels on `ctx`'s device and uploads the weights once,
+    /// in f32.
     pub async fn new(ctx: GpuContext, config: ModelConfig, params: Params<f32>) -> Result<Self> {
+        Self::new_with(ctx, config, params, crate::gpu::shader::Elem::F32).await
+    }
+
+    /// `new`, the weight matrices held as `elem`: f16 halves their memory
+    /// (the products accumulate in f32; the RMSNorm gains stay f32) and
+    /// needs the device's `shader-f16`; such an engine runs forwards and
+    /// head-scale gradients, not training.
+    pub async fn new_with(
+        ctx: GpuContext,
+        config: ModelConfig,
+        params: Params<f32>,
+        elem: crate::gpu::shader::Elem,
+    ) -> Result<Self> {
+        if elem == crate::gpu::shader::Elem::F16 && !ctx.has_f16() {
+            return Err(Error::Engine(format!(
+                "GPU engine ({}): f16 weights need shader-f16, which this device does not offer",
+                ctx.adapter()
+            )));
+        }
         let layout = ParamLayout::new(&config);
         if params.layout != layout {
             return Err(Error::Input("parameters do not match the config's layout".into()));
@@ -157,6 +179,7 @@ impl GpuEngine {
             layout,
             slots,
             weights: Vec::new(),
+            elem,
             grads: None,
             head_scales: Vec::new(),
             ws: None,
@@ -166,14 +189,22 @@ impl GpuEngine {
         let plan = engine.plan_parts()?;
         for (s, rows) in engine.slots.iter().zip(plan) {
             let row = s.split_row.unwrap_or(s.len);
+            let elem = engine.slot_elem(s);
             let mut parts = Vec::with_capacity(rows.len());
             for rows in rows {
                 let data = match s.split_row {
                     Some(_) => &params.data[s.offset + rows.start * row..s.offset + rows.end * row],
                     None => &params.data[s.offset..s.offset + s.len],
                 };
-                let buffer = engine.ctx.upload("weights", data).await.map_err(engine_error)?;
-                parts.push(Part { rows, buffer });
+                let buffer = match elem {
+                    crate::gpu::shader::Elem::F32 => engine.ctx.upload("weights", data).await,
+                    crate::gpu::shader::Elem::F16 => {
+                        let bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                        engine.ctx.upload("weights (f16)", &bits).await
+                    }
+                }
+                .map_err(engine_error)?;
+                parts.push(Part { rows, buffer, elem });
             }
             engine.weights.push(parts);
         }
@@ -418,10 +449,12 @@ impl Engine for GpuEngine {
     }
 
     async fn params(&mut self) -> Result<Params<f32>> {
-        let data = self
-            .read_flat("weights", &self.weight_pieces())
-            .await
-            .map_err(engine_error)?;
+        let data = if self.elem == crate::gpu::shader::Elem::F16 {
+            self.read_f16_weights().await
+        } else {
+            self.read_flat("weights", &self.weight_pieces()).await
+        }
+        .map_err(engine_error)?;
         Ok(Params {
             layout: self.layout.clone(),
             data,

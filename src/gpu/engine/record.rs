@@ -36,19 +36,53 @@ impl GpuEngine {
             for part in &self.weights[0] {
                 let rows = part.rows.clone();
                 k.embedding
-                    .forward_rows(ctx, enc, &ws.x[i], &part.buffer, &seq.tokens[i], n, c, vocab, rows)?;
+                    .forward_rows(ctx, enc, &ws.x[i], part.weight(), &seq.tokens[i], n, c, vocab, rows)?;
             }
         }
         for l in 0..cfg.num_layers {
             let lb = &ws.layers[if keep { l } else { 0 }];
             let w = |which| self.whole(self.slot(l, which));
+            let wt = |which| self.weight(self.slot(l, which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 k.rmsnorm
                     .forward(ctx, enc, &lb.xn1[i], &lb.rstd1[i], &ws.x[i], w(ATTN_NORM), n, c, eps)?;
-                mm.matmul_nt(ctx, enc, &lb.q[i], &lb.xn1[i], w(WQ), n, c, qd, 1.0, 0.0)?;
-                mm.matmul_nt(ctx, enc, &lb.k[i], &lb.xn1[i], w(WK), n, c, kvd, 1.0, 0.0)?;
-                mm.matmul_nt(ctx, enc, &lb.v[i], &lb.xn1[i], w(WV), n, c, kvd, 1.0, 0.0)?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&lb.q[i], qd),
+                    &lb.xn1[i],
+                    wt(WQ),
+                    n,
+                    c,
+                    qd,
+                    1.0,
+                    0.0,
+                )?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&lb.k[i], kvd),
+                    &lb.xn1[i],
+                    wt(WK),
+                    n,
+                    c,
+                    kvd,
+                    1.0,
+                    0.0,
+                )?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&lb.v[i], kvd),
+                    &lb.xn1[i],
+                    wt(WV),
+                    n,
+                    c,
+                    kvd,
+                    1.0,
+                    0.0,
+                )?;
                 if let Some(tables) = ws.rope.get(i) {
                     k.rope.apply(ctx, enc, &lb.q[i], tables, n, hh, hd, false)?;
                     k.rope.apply(ctx, enc, &lb.k[i], tables, n, kvh, hd, false)?;
@@ -105,17 +139,50 @@ impl GpuEngine {
                     enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_in[i], 0, (n * c * 4) as u64);
                 }
                 // x += att Wo^T
-                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.att[i], w(WO), n, qd, c, 1.0, 1.0)?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&ws.x[i], c),
+                    &lb.att[i],
+                    wt(WO),
+                    n,
+                    qd,
+                    c,
+                    1.0,
+                    1.0,
+                )?;
                 k.rmsnorm
                     .forward(ctx, enc, &lb.xn2[i], &lb.rstd2[i], &ws.x[i], w(MLP_NORM), n, c, eps)?;
                 // [g u] = xn2 [Wg; Wu]^T
-                mm.matmul_nt(ctx, enc, &lb.gu[i], &lb.xn2[i], w(GATE_UP), n, c, 2 * f, 1.0, 0.0)?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&lb.gu[i], 2 * f),
+                    &lb.xn2[i],
+                    wt(GATE_UP),
+                    n,
+                    c,
+                    2 * f,
+                    1.0,
+                    0.0,
+                )?;
                 k.swiglu.forward(ctx, enc, &lb.h[i], &lb.gu[i], n, f)?;
                 if keep {
                     enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_mid[i], 0, (n * c * 4) as u64);
                 }
                 // x += h Wd^T
-                mm.matmul_nt(ctx, enc, &ws.x[i], &lb.h[i], w(W_DOWN), n, f, c, 1.0, 1.0)?;
+                mm.matmul_nt_into(
+                    ctx,
+                    enc,
+                    Strided::dense(&ws.x[i], c),
+                    &lb.h[i],
+                    wt(W_DOWN),
+                    n,
+                    f,
+                    c,
+                    1.0,
+                    1.0,
+                )?;
             }
         }
         let norm = self.whole(self.norm_slot());
@@ -178,7 +245,7 @@ impl GpuEngine {
                     };
                     let rows = part.rows.len();
                     k.matmul
-                        .matmul_nt_into(ctx, enc, z, xfc, &part.buffer, n, c, rows, 1.0, 0.0)?;
+                        .matmul_nt_into(ctx, enc, z, xfc, part.weight(), n, c, rows, 1.0, 0.0)?;
                 }
                 if let Some((kept, first_kept)) = logits {
                     let from = first_kept.max(r0);
@@ -223,7 +290,7 @@ impl GpuEngine {
                         };
                         let (rows, beta) = (part.rows.len(), if j == 0 { 0.0 } else { 1.0 });
                         k.matmul
-                            .matmul_nn_from(ctx, enc, dxfc, dz, &part.buffer, n, rows, c, 1.0, beta)?;
+                            .matmul_nn_from(ctx, enc, dxfc, dz, part.weight(), n, rows, c, 1.0, beta)?;
                     }
                     if !whole {
                         enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);

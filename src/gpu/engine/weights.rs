@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use super::*;
+use crate::gpu::shader::{Elem, Weight};
 
 /// A run of adjacent tensors held in one buffer.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,16 @@ pub(super) struct Slot {
 pub(super) struct Part {
     pub(super) rows: Range<usize>,
     pub(super) buffer: wgpu::Buffer,
+    pub(super) elem: Elem,
+}
+
+impl Part {
+    pub(super) fn weight(&self) -> Weight<'_> {
+        Weight {
+            buffer: &self.buffer,
+            elem: self.elem,
+        }
+    }
 }
 
 pub(super) fn slots_of(cfg: &ModelConfig, layout: &ParamLayout) -> Vec<Slot> {
@@ -69,13 +80,13 @@ pub(super) fn slots_of(cfg: &ModelConfig, layout: &ParamLayout) -> Vec<Slot> {
 /// many rows as fit, a multiple of 4 where at least 4 fit (so each part's
 /// first column in the logits suits the vec4 products), the last shorter.
 /// None when the slot cannot be held: not splittable, or one row too wide.
-pub(super) fn part_rows(slot: &Slot, limit: u64) -> Option<Vec<Range<usize>>> {
-    if slot.len as u64 * 4 <= limit {
+pub(super) fn part_rows(slot: &Slot, elem: Elem, limit: u64) -> Option<Vec<Range<usize>>> {
+    if elem.bytes(slot.len) <= limit {
         let rows = slot.split_row.map_or(1, |row| slot.len / row.max(1));
         return Some(std::iter::once(0..rows).collect());
     }
     let row = slot.split_row?;
-    let fit = (limit / (row as u64 * 4)) as usize;
+    let fit = (limit / elem.bytes(row)) as usize;
     let per_part = if fit >= 4 { fit - fit % 4 } else { fit };
     if per_part == 0 {
         return None;
@@ -123,6 +134,16 @@ impl GpuEngine {
         names.join(" + ")
     }
 
+    /// How a slot's values are held: the engine's format for matrices,
+    /// f32 for the RMSNorm gains.
+    pub(super) fn slot_elem(&self, s: &Slot) -> Elem {
+        if s.norm {
+            Elem::F32
+        } else {
+            self.elem
+        }
+    }
+
     /// The parts of every slot under the binding limit in force; Err
     /// naming the first weight matrix that no split lets the device hold.
     pub(super) fn plan_parts(&self) -> Result<Vec<Vec<Range<usize>>>> {
@@ -130,8 +151,8 @@ impl GpuEngine {
         self.slots
             .iter()
             .map(|s| {
-                part_rows(s, limit).ok_or_else(|| {
-                    let bytes = s.len as u64 * 4;
+                part_rows(s, self.slot_elem(s), limit).ok_or_else(|| {
+                    let bytes = self.slot_elem(s).bytes(s.len);
                     let why = match s.split_row {
                         None => "and only the embedding and the LM head are split by rows",
                         Some(_) => "and not even one row of it fits",
@@ -173,9 +194,14 @@ impl GpuEngine {
     /// A slot's one buffer: every slot but the embedding and the LM head,
     /// which `plan_parts` never splits.
     pub(super) fn whole(&self, slot: usize) -> &wgpu::Buffer {
+        self.weight(slot).buffer
+    }
+
+    /// A matrix slot's one buffer as a weight operand (f32 or f16).
+    pub(super) fn weight(&self, slot: usize) -> Weight<'_> {
         let parts = &self.weights[slot];
         debug_assert_eq!(parts.len(), 1, "slot {slot} is split");
-        &parts[0].buffer
+        parts[0].weight()
     }
 
     /// Err when a weight matrix is split across bindings: the weight
@@ -183,6 +209,13 @@ impl GpuEngine {
     /// Inference and the head-scale gradients of a frozen model run on
     /// split weights; training them needs the CPU engine.
     pub(super) fn check_trainable(&self) -> Result<()> {
+        if self.elem == Elem::F16 {
+            return Err(Error::Engine(format!(
+                "GPU engine ({}): the weights are held in f16, for forwards and head-scale searches; training \
+                 needs them in f32",
+                self.ctx.adapter()
+            )));
+        }
         for (s, parts) in self.slots.iter().zip(&self.weights) {
             if parts.len() > 1 {
                 return Err(Error::DeviceLimit(format!(
