@@ -8,6 +8,7 @@ mod cli;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use nopescope::gpu::shader::Elem;
 use nopescope::gpu::GpuContext;
 use nopescope::lab::backend::{self, AnyEngine};
 use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
@@ -36,6 +37,12 @@ enum Backend {
     Cpu,
     Gpu,
     Auto,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GpuWeights {
+    F32,
+    F16,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +182,10 @@ enum Command {
         /// Forwards with --model (the first also makes the buffers).
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// How the GPU engine holds the weight matrices with --model (f16
+        /// needs the device's shader-f16; the CPU engine is always f32).
+        #[arg(long, value_enum, default_value_t = GpuWeights::F32)]
+        gpu_weights: GpuWeights,
     },
 }
 
@@ -224,9 +235,10 @@ fn main() -> ExitCode {
             model: Some(dir),
             tokens,
             runs,
+            gpu_weights,
         } => {
             let _ = (long, fixed_cost);
-            bench_model_cmd(&dir, backend, tokens, runs, json)
+            bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json)
         }
         Command::Bench {
             backend,
@@ -452,7 +464,7 @@ fn lab_backend(backend: Backend) -> backend::Backend {
 /// available) a model that cannot fit where `backend` will run it at up to
 /// `t` tokens; otherwise says what it needs on stderr.
 fn check_fits(dir: &Path, backend: Backend, t: usize) -> CliResult<()> {
-    let check = backend::check_memory_native(dir, lab_backend(backend), t).map_err(err)?;
+    let check = backend::check_memory_native(dir, lab_backend(backend), t, Elem::F32).map_err(err)?;
     eprintln!("memory: {} {}", dir.display(), check.summary());
     Ok(())
 }
@@ -463,7 +475,12 @@ fn check_fits(dir: &Path, backend: Backend, t: usize) -> CliResult<()> {
 /// adapter (lavapipe, SwiftShader, WARP are slower than it) or when there is
 /// no usable adapter. The choice and why go to stderr.
 fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
-    let chosen = backend::choose_engine_native(lab_backend(backend), config, params).map_err(|e| {
+    make_engine_with(backend, config, params, Elem::F32)
+}
+
+/// `make_engine`, a GPU engine holding its weight matrices as `elem`.
+fn make_engine_with(backend: Backend, config: ModelConfig, params: Params<f32>, elem: Elem) -> CliResult<AnyEngine> {
+    let chosen = backend::choose_engine_native(lab_backend(backend), config, params, elem).map_err(|e| {
         format!(
             "{}; use --backend cpu",
             e.to_string().trim_end_matches("; use the CPU engine")
@@ -558,16 +575,27 @@ fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool) -> CliR
     Ok(())
 }
 
-fn bench_model_cmd(dir: &Path, backend: Backend, tokens: usize, runs: usize, json: bool) -> CliResult<()> {
+fn bench_model_cmd(
+    dir: &Path,
+    backend: Backend,
+    tokens: usize,
+    runs: usize,
+    gpu_weights: GpuWeights,
+    json: bool,
+) -> CliResult<()> {
     if tokens < 2 {
         return Err(format!("--tokens {tokens}: a forward needs at least 2 tokens"));
     }
-    let memory = backend::check_memory_native(dir, lab_backend(backend), tokens).map_err(err)?;
+    let elem = match gpu_weights {
+        GpuWeights::F32 => Elem::F32,
+        GpuWeights::F16 => Elem::F16,
+    };
+    let memory = backend::check_memory_native(dir, lab_backend(backend), tokens, elem).map_err(err)?;
     eprintln!("memory: {} {}", dir.display(), memory.summary());
     let t0 = std::time::Instant::now();
     let m = load_model_dir(dir).map_err(err)?;
     let parameters = m.params.data.len();
-    let mut engine = make_engine(backend, m.config.clone(), m.params)?;
+    let mut engine = make_engine_with(backend, m.config.clone(), m.params, elem)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     eprintln!("loaded in {load_seconds:.1} s; {runs} forward(s) with entropy at {tokens} tokens");
     // Before the forwards reset it: the peak of loading.

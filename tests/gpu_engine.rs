@@ -840,7 +840,12 @@ fn paper_shapes_load_from_bf16_and_agree_between_engines() {
         bytes >= 2 * n && bytes < 2 * n + 1_000_000,
         "{bytes} bytes for {n} bf16 values"
     );
-    let memory = nopescope::lab::backend::check_memory_native(&dir, nopescope::lab::backend::Backend::Cpu, 16);
+    let memory = nopescope::lab::backend::check_memory_native(
+        &dir,
+        nopescope::lab::backend::Backend::Cpu,
+        16,
+        nopescope::gpu::shader::Elem::F32,
+    );
     let m = files::load_model_dir(&dir);
     std::fs::remove_dir_all(&dir).unwrap();
     let memory = memory.unwrap();
@@ -879,14 +884,20 @@ fn paper_shapes_load_from_bf16_and_agree_between_engines() {
     );
 }
 
-/// Writes the paper's full 22-layer shape with random bf16 weights (2.2
-/// GB) to $NOPESCOPE_PAPER_DIR, for `nopescope bench --model`
+/// Writes the paper's full 22-layer shape (or $NOPESCOPE_PAPER_LAYERS
+/// layers) with random bf16 weights (2.2 GB) to $NOPESCOPE_PAPER_DIR, for
+/// `nopescope bench --model`
 /// (docs/BENCH.md). Not a check: `--ignored`.
 #[test]
 #[ignore = "writes 2.2 GB where NOPESCOPE_PAPER_DIR says, for the bench; not a check"]
 fn write_paper_shape_model() {
     let dir = std::env::var_os("NOPESCOPE_PAPER_DIR").expect("set NOPESCOPE_PAPER_DIR to the folder to write");
-    let cfg = ModelConfig::tinyllama_nope();
+    // NOPESCOPE_PAPER_LAYERS: fewer layers than the paper's 22.
+    let layers = std::env::var("NOPESCOPE_PAPER_LAYERS").map_or(22, |v| v.parse().expect("a number of layers"));
+    let cfg = ModelConfig {
+        num_layers: layers,
+        ..ModelConfig::tinyllama_nope()
+    };
     let bytes = nopescope::model::files::save_random_bf16(std::path::Path::new(&dir), &cfg, 0.02, 11).unwrap();
     eprintln!("wrote {bytes} bytes of bf16 weights");
 }

@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gpu::shader::Elem;
 use crate::gpu::{GpuContext, GpuEngine};
 use crate::model::cpu::CpuEngine;
 use crate::model::engine::{Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, StepStats};
@@ -82,12 +83,24 @@ pub async fn choose_engine(
     config: ModelConfig,
     params: Params<f32>,
 ) -> Result<Chosen> {
+    choose_engine_with(backend, gpu, config, params, Elem::F32).await
+}
+
+/// `choose_engine`, the GPU engine holding its weight matrices as `elem`
+/// (f16 needs the device's shader-f16; the CPU engine is always f32).
+pub async fn choose_engine_with(
+    backend: Backend,
+    gpu: std::result::Result<GpuContext, String>,
+    config: ModelConfig,
+    params: Params<f32>,
+    elem: Elem,
+) -> Result<Chosen> {
     match backend {
         Backend::Cpu => cpu(config, params, "the CPU engine, as asked".into()),
         Backend::Gpu => {
             let ctx = gpu.map_err(|e| Error::Engine(format!("no usable GPU ({e}); use the CPU engine")))?;
             let adapter = ctx.adapter();
-            let engine = GpuEngine::new(ctx, config, params)
+            let engine = GpuEngine::new_with(ctx, config, params, elem)
                 .await
                 .map_err(|e| Error::Engine(format!("the GPU engine failed on {adapter}: {e}; use the CPU engine")))?;
             Ok(Chosen {
@@ -108,7 +121,7 @@ pub async fn choose_engine(
                 return cpu(config, params, reason);
             }
             let adapter = ctx.adapter();
-            match GpuEngine::new(ctx, config.clone(), params.clone()).await {
+            match GpuEngine::new_with(ctx, config.clone(), params.clone(), elem).await {
                 Ok(e) => Ok(Chosen {
                     engine: AnyEngine::Gpu(e),
                     reason: format!("auto: the GPU engine on {adapter}"),
@@ -129,10 +142,12 @@ pub async fn choose_engine(
 pub enum Target {
     Cpu,
     /// The WGSL engine; `shares_host` on a CPU adapter (lavapipe,
-    /// SwiftShader), whose device memory is this machine's memory.
+    /// SwiftShader), whose device memory is this machine's memory; its
+    /// weight matrices held as `elem`.
     Gpu {
         adapter: String,
         shares_host: bool,
+        elem: Elem,
     },
 }
 
@@ -183,13 +198,26 @@ pub fn check_memory(
             let f = memory::cpu_engine(config, t, threads);
             ("the CPU engine".to_string(), loading.max(f.total()), None, f)
         }
-        Target::Gpu { adapter, shares_host } => {
-            let f = crate::gpu::engine::footprint(config, t);
+        Target::Gpu {
+            adapter,
+            shares_host,
+            elem,
+        } => {
+            let f = crate::gpu::engine::footprint(config, t, *elem);
             match shares_host {
-                // The host's f32 weights stay until the upload is done.
+                // The host's f32 weights stay until the upload is done,
+                // and f16 weights pass through a converted copy of (at
+                // most) the largest matrix on their way.
                 true => (
                     format!("the GPU engine on {adapter} (device memory is this machine's)"),
-                    loading.max(f.weights + f.total()),
+                    loading.max(
+                        memory::weights_bytes(config)
+                            + f.total()
+                            + match elem {
+                                Elem::F32 => 0,
+                                Elem::F16 => elem.bytes(config.vocab_size * config.hidden_size),
+                            },
+                    ),
                     None,
                     f,
                 ),
@@ -229,7 +257,7 @@ pub fn check_memory(
 /// weight files' sizes, before reading the weights. Finds the adapter
 /// kind by listing adapters (no device is opened).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize) -> Result<MemoryCheck> {
+pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize, elem: Elem) -> Result<MemoryCheck> {
     use crate::model::{files, memory};
     let config = files::load_config(dir)?;
     let file_bytes = files::weights_file_bytes(dir)?;
@@ -241,11 +269,13 @@ pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize) ->
                 Some(a) => Target::Gpu {
                     adapter: a.name.clone(),
                     shares_host: false,
+                    elem,
                 },
                 None => match (backend, adapters.first()) {
                     (Backend::Gpu, Some(a)) => Target::Gpu {
                         adapter: a.name.clone(),
                         shares_host: true,
+                        elem,
                     },
                     _ => Target::Cpu,
                 },
@@ -257,14 +287,14 @@ pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize) ->
 }
 
 /// Natively: opens the default adapter only when the choice may use it, and
-/// picks the engine (what the CLI does).
+/// picks the engine (what the CLI does), its GPU weights held as `elem`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn choose_engine_native(backend: Backend, config: ModelConfig, params: Params<f32>) -> Result<Chosen> {
+pub fn choose_engine_native(backend: Backend, config: ModelConfig, params: Params<f32>, elem: Elem) -> Result<Chosen> {
     let gpu = match backend {
         Backend::Cpu => Err("not asked for".to_string()),
         _ => GpuContext::new_default().map_err(|e| e.to_string()),
     };
-    pollster::block_on(choose_engine(backend, gpu, config, params))
+    pollster::block_on(choose_engine_with(backend, gpu, config, params, elem))
 }
 
 impl Engine for AnyEngine {
@@ -394,6 +424,7 @@ mod tests {
             Target::Gpu {
                 adapter: "llvmpipe".into(),
                 shares_host: true,
+                elem: Elem::F32,
             },
         ] {
             let e = check_memory(&cfg, weights / 2, &target, 2048, 2, Some(gib)).unwrap_err();
@@ -409,11 +440,15 @@ mod tests {
         assert_eq!(ok.host_needed, weights / 2 + weights);
         assert!(ok.summary().contains("64.00 GiB available"), "{}", ok.summary());
         // A real GPU's memory is not reported: printed, not checked.
-        let gpu = Target::Gpu {
+        let gpu = |elem| Target::Gpu {
             adapter: "a GPU".into(),
             shares_host: false,
+            elem,
         };
-        let ok = check_memory(&cfg, weights / 2, &gpu, 2048, 2, Some(64 * gib)).unwrap();
+        let ok = check_memory(&cfg, weights / 2, &gpu(Elem::F32), 2048, 2, Some(64 * gib)).unwrap();
         assert!(ok.device_needed.unwrap() > weights);
+        // f16 weights: half the weights' bytes on the device.
+        let half = check_memory(&cfg, weights / 2, &gpu(Elem::F16), 2048, 2, Some(64 * gib)).unwrap();
+        assert_eq!(ok.device_needed.unwrap() - half.device_needed.unwrap(), weights / 2);
     }
 }

@@ -8,8 +8,8 @@ use super::*;
 /// residual stream, norms, q, k, v, the attention output and state,
 /// gate/up and SwiGLU of one layer, the final norm, the tokens, targets
 /// and loss weights; one chunk of logits; the entropy (L, H, T) and its
-/// read-back copy.
-pub fn footprint(cfg: &ModelConfig, t: usize) -> crate::model::memory::Footprint {
+/// read-back copy. The weights in `elem` (f16 halves them).
+pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) -> crate::model::memory::Footprint {
     let (c, f, qd, kvd, h) = (
         cfg.hidden_size,
         cfg.intermediate_size,
@@ -19,8 +19,10 @@ pub fn footprint(cfg: &ModelConfig, t: usize) -> crate::model::memory::Footprint
     );
     let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * cfg.num_layers * h;
     let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size;
+    // The matrices in `elem`; the gains (a few per layer) counted as such too.
+    let values = crate::model::memory::weights_bytes(cfg) as usize / 4;
     crate::model::memory::Footprint {
-        weights: crate::model::memory::weights_bytes(cfg),
+        weights: elem.bytes(values),
         working: ((per_token * t + fixed) * 4) as u64,
     }
 }
