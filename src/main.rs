@@ -39,7 +39,7 @@ enum Backend {
     Auto,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum GpuWeights {
     F32,
     F16,
@@ -590,12 +590,28 @@ fn bench_model_cmd(
         GpuWeights::F32 => Elem::F32,
         GpuWeights::F16 => Elem::F16,
     };
+    if elem == Elem::F16 && !matches!(backend, Backend::Gpu) {
+        return Err("--gpu-weights f16 is for the GPU engine: add --backend gpu".into());
+    }
     let memory = backend::check_memory_native(dir, lab_backend(backend), tokens, elem).map_err(err)?;
     eprintln!("memory: {} {}", dir.display(), memory.summary());
     let t0 = std::time::Instant::now();
-    let m = load_model_dir(dir).map_err(err)?;
-    let parameters = m.params.data.len();
-    let mut engine = make_engine_with(backend, m.config.clone(), m.params, elem)?;
+    let (parameters, mut engine) = match elem {
+        Elem::F32 => {
+            let m = load_model_dir(dir).map_err(err)?;
+            (m.params.data.len(), make_engine(backend, m.config.clone(), m.params)?)
+        }
+        // Read straight into f16: no f32 copy of the model on the host.
+        Elem::F16 => {
+            let config = files::load_config(dir).map_err(err)?;
+            let (_, data) = files::load_params_as::<half::f16>(dir, &config).map_err(err)?;
+            let ctx = GpuContext::new_default().map_err(|e| format!("no usable GPU ({e}); use --backend cpu"))?;
+            let engine = pollster::block_on(nopescope::gpu::GpuEngine::new_from_f16(ctx, config, data)).map_err(err)?;
+            eprintln!("backend: {} (f16 weights, as asked)", engine.name());
+            let n = nopescope::model::ParamLayout::new(engine.config()).total;
+            (n, AnyEngine::Gpu(engine))
+        }
+    };
     let load_seconds = t0.elapsed().as_secs_f64();
     eprintln!("loaded in {load_seconds:.1} s; {runs} forward(s) with entropy at {tokens} tokens");
     // Before the forwards reset it: the peak of loading.

@@ -568,6 +568,34 @@ fn f16_weights_match_cpu_on_the_rounded_weights() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("held in f16"), "{e}");
+
+        // Weights already in f16 on the host (as `files::load_params_as`
+        // reads a bf16 or f16 checkpoint): every value f16, the gains too.
+        let halves: Vec<half::f16> = rounded.data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let mut all_rounded = rounded.clone();
+        for (x, h) in all_rounded.data.iter_mut().zip(&halves) {
+            *x = h.to_f32();
+        }
+        let mut cpu = CpuEngine::new(cfg.clone(), all_rounded).unwrap();
+        let ctx2 = match limit {
+            Some(bytes) => context("f16").unwrap().with_binding_limit(bytes),
+            None => context("f16").unwrap(),
+        };
+        let mut gpu = block_on(GpuEngine::new_from_f16(ctx2, cfg.clone(), halves)).unwrap();
+        let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+        let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+        check(
+            &format!("{name}, from f16 on the host: loss"),
+            &[got.loss_sum as f32],
+            &[want.loss_sum],
+            LOSS_TOL,
+        );
+        check(
+            &format!("{name}, from f16 on the host: logits"),
+            got.logits.as_ref().unwrap(),
+            want.logits.as_ref().unwrap(),
+            LOGITS_TOL,
+        );
     }
 }
 

@@ -192,7 +192,16 @@ pub fn check_memory(
     host_available: Option<u64>,
 ) -> Result<MemoryCheck> {
     use crate::model::memory::{self, human};
-    let loading = memory::loading(config, file_bytes);
+    // f16 weights are read from the files into f16 on the host
+    // (`files::load_params_as`), f32 ones into f32; the host copy stays
+    // until the upload is done, and each part passes through one converted
+    // copy (at most the largest matrix) on its way.
+    let host_elem = match target {
+        Target::Gpu { elem, .. } => *elem,
+        Target::Cpu => Elem::F32,
+    };
+    let host_weights = host_elem.bytes(memory::weights_bytes(config) as usize / 4);
+    let loading = file_bytes + host_weights;
     let (engine, host_needed, device_needed, footprint) = match target {
         Target::Cpu => {
             let f = memory::cpu_engine(config, t, threads);
@@ -204,24 +213,23 @@ pub fn check_memory(
             elem,
         } => {
             let f = crate::gpu::engine::footprint(config, t, *elem);
+            let convert = match elem {
+                Elem::F32 => 0,
+                Elem::F16 => elem.bytes(config.vocab_size * config.hidden_size),
+            };
             match shares_host {
-                // The host's f32 weights stay until the upload is done,
-                // and f16 weights pass through a converted copy of (at
-                // most) the largest matrix on their way.
                 true => (
                     format!("the GPU engine on {adapter} (device memory is this machine's)"),
-                    loading.max(
-                        memory::weights_bytes(config)
-                            + f.total()
-                            + match elem {
-                                Elem::F32 => 0,
-                                Elem::F16 => elem.bytes(config.vocab_size * config.hidden_size),
-                            },
-                    ),
+                    loading.max(host_weights + f.total() + convert),
                     None,
                     f,
                 ),
-                false => (format!("the GPU engine on {adapter}"), loading, Some(f.total()), f),
+                false => (
+                    format!("the GPU engine on {adapter}"),
+                    loading.max(host_weights + convert),
+                    Some(f.total()),
+                    f,
+                ),
             }
         }
     };
@@ -233,15 +241,17 @@ pub fn check_memory(
     if let Some(available) = host_available {
         if host_needed > available {
             return Err(Error::Memory(format!(
-                "this model needs about {} of memory on {engine} and this machine has {} available: {} of f32 \
-                 weights, {} of working memory for {t} tokens, {} while loading ({} of weight files and the f32 \
+                "this model needs about {} of memory on {engine} and this machine has {} available: {} of {} \
+                 weights, {} of working memory for {t} tokens, {} while loading ({} of weight files and the {} \
                  weights together); try fewer tokens{}",
                 human(host_needed),
                 human(available),
                 human(footprint.weights),
+                if host_elem == Elem::F16 { "f16" } else { "f32" },
                 human(footprint.working),
                 human(loading),
                 human(file_bytes),
+                if host_elem == Elem::F16 { "f16" } else { "f32" },
                 match target {
                     Target::Cpu => "",
                     Target::Gpu { .. } => " or a real GPU",

@@ -25,6 +25,55 @@ fn is_ignorable(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq")
 }
 
+/// What the loader can store a weight as: f32 (the engines' reference
+/// precision), or f16 (for a GPU engine that keeps its weights in f16, so
+/// that a bf16 or f16 checkpoint never needs an f32 copy on the host).
+pub trait Stored: Copy + Default {
+    fn from_f32(x: f32) -> Self;
+    fn from_f16(x: half::f16) -> Self;
+    fn from_bf16(x: half::bf16) -> Self;
+    fn is_finite(self) -> bool;
+    fn to_f64(self) -> f64;
+}
+
+impl Stored for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn from_f16(x: half::f16) -> Self {
+        x.to_f32()
+    }
+    fn from_bf16(x: half::bf16) -> Self {
+        x.to_f32()
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+/// Past f16's range (65504) a weight becomes infinite, which the loader
+/// refuses as it refuses any non-finite weight.
+impl Stored for half::f16 {
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+    fn from_f16(x: half::f16) -> Self {
+        x
+    }
+    fn from_bf16(x: half::bf16) -> Self {
+        half::f16::from_f32(x.to_f32())
+    }
+    fn is_finite(self) -> bool {
+        half::f16::is_finite(self)
+    }
+    fn to_f64(self) -> f64 {
+        half::f16::to_f64(self)
+    }
+}
+
 /// Fills `params` from one safetensors file's bytes. `seen` marks tensors
 /// already loaded (across shards); `path` is only used in messages.
 pub fn read_safetensors(
@@ -32,6 +81,18 @@ pub fn read_safetensors(
     path: &Path,
     config: &ModelConfig,
     params: &mut Params<f32>,
+    seen: &mut [bool],
+) -> Result<()> {
+    read_safetensors_as(bytes, path, config, &params.layout, &mut params.data, seen)
+}
+
+/// `read_safetensors` into `data` (the flat `layout`) stored as `T`.
+pub fn read_safetensors_as<T: Stored>(
+    bytes: &[u8],
+    path: &Path,
+    config: &ModelConfig,
+    layout: &ParamLayout,
+    data: &mut [T],
     seen: &mut [bool],
 ) -> Result<()> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
@@ -44,7 +105,7 @@ pub fn read_safetensors(
         if is_ignorable(&name) {
             continue;
         }
-        let index = params.layout.tensors.iter().position(|t| t.name == name);
+        let index = layout.tensors.iter().position(|t| t.name == name);
         let Some(index) = index else {
             if config.tie_word_embeddings && name == "lm_head.weight" {
                 // Tied checkpoints sometimes store the shared matrix twice.
@@ -62,7 +123,7 @@ pub fn read_safetensors(
             name: name.clone(),
             message: e.to_string(),
         })?;
-        let spec = params.layout.tensors[index].clone();
+        let spec = layout.tensors[index].clone();
         if view.shape() != spec.shape.as_slice() {
             return Err(Error::Shape {
                 path: path.to_path_buf(),
@@ -78,7 +139,7 @@ pub fn read_safetensors(
                 message: "appears twice (in two shards)".into(),
             });
         }
-        let dst = &mut params.data[spec.range()];
+        let dst = &mut data[spec.range()];
         let raw = view.data();
         let bad = |message: String| Error::BadTensor {
             path: path.to_path_buf(),
@@ -88,23 +149,31 @@ pub fn read_safetensors(
         match view.dtype() {
             Dtype::F32 => {
                 for (d, b) in dst.iter_mut().zip(raw.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    *d = T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 }
             }
             Dtype::F16 => {
                 for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
-                    *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    *d = T::from_f16(half::f16::from_le_bytes([b[0], b[1]]));
                 }
             }
             Dtype::BF16 => {
                 for (d, b) in dst.iter_mut().zip(raw.chunks_exact(2)) {
-                    *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                    *d = T::from_bf16(half::bf16::from_le_bytes([b[0], b[1]]));
                 }
             }
             other => return Err(bad(format!("dtype {other:?} is not supported (f32, f16 or bf16)"))),
         }
         if let Some(i) = dst.iter().position(|x| !x.is_finite()) {
-            return Err(bad(format!("element {i} is {} (weights must be finite)", dst[i])));
+            return Err(bad(format!(
+                "element {i} is {} as stored (weights must be finite{})",
+                dst[i].to_f64(),
+                if std::mem::size_of::<T>() == 2 {
+                    "; f16 holds at most 65504 in magnitude"
+                } else {
+                    ""
+                }
+            )));
         }
         seen[index] = true;
     }
@@ -336,37 +405,43 @@ mod native {
     /// Loads the weights of `dir`: one `model.safetensors`, or the shards
     /// named by `model.safetensors.index.json`.
     pub fn load_params(dir: &Path, config: &ModelConfig) -> Result<Params<f32>> {
+        let (layout, data) = load_params_as::<f32>(dir, config)?;
+        Ok(Params { layout, data })
+    }
+
+    /// `load_params`, each weight stored as `T` as it is read (f16: no f32
+    /// copy of the model is made on the way).
+    pub fn load_params_as<T: Stored>(dir: &Path, config: &ModelConfig) -> Result<(ParamLayout, Vec<T>)> {
         let single = dir.join(WEIGHTS_FILE);
         let index = dir.join(WEIGHTS_INDEX_FILE);
+        let layout = ParamLayout::new(config);
         // Allocated once the weights' size is known to fit the config.
-        let zeros = |bytes: u64, path: &Path| -> Result<(Params<f32>, Vec<bool>)> {
+        let zeros = |bytes: u64, path: &Path| -> Result<(Vec<T>, Vec<bool>)> {
             check_weights_size(config, &dir.join(CONFIG_FILE), bytes, path)?;
-            let params = Params::zeros(ParamLayout::new(config));
-            let seen = vec![false; params.layout.tensors.len()];
-            Ok((params, seen))
+            Ok((vec![T::default(); layout.total], vec![false; layout.tensors.len()]))
         };
-        let params = if single.exists() {
+        let data = if single.exists() {
             let bytes = read(&single)?;
-            let (mut params, mut seen) = zeros(bytes.len() as u64, &single)?;
-            read_safetensors(&bytes, &single, config, &mut params, &mut seen)?;
-            check_complete(&params.layout, &seen, &single)?;
-            params
+            let (mut data, mut seen) = zeros(bytes.len() as u64, &single)?;
+            read_safetensors_as(&bytes, &single, config, &layout, &mut data, &mut seen)?;
+            check_complete(&layout, &seen, &single)?;
+            data
         } else if index.exists() {
             let shards = shard_names(&read(&index)?, &index)?;
-            let (mut params, mut seen) = zeros(weights_file_bytes(dir)?, &index)?;
+            let (mut data, mut seen) = zeros(weights_file_bytes(dir)?, &index)?;
             for shard in shards {
                 let p = dir.join(shard);
-                read_safetensors(&read(&p)?, &p, config, &mut params, &mut seen)?;
+                read_safetensors_as(&read(&p)?, &p, config, &layout, &mut data, &mut seen)?;
             }
-            check_complete(&params.layout, &seen, &index)?;
-            params
+            check_complete(&layout, &seen, &index)?;
+            data
         } else {
             return Err(Error::Safetensors {
                 path: dir.to_path_buf(),
                 message: format!("no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in this folder"),
             });
         };
-        Ok(params)
+        Ok((layout, data))
     }
 
     /// The files of a model folder as names and bytes, for
@@ -497,6 +572,42 @@ mod tests {
         c["num_attention_heads"] = 1.into();
         c["num_key_value_heads"] = 1.into();
         serde_json::to_vec(&c).unwrap()
+    }
+
+    /// The loader stores weights as f16 when asked, each the f32 load's
+    /// value rounded to f16 (bf16 files here, written by
+    /// `save_random_bf16`), and refuses a weight past f16's range by name.
+    #[test]
+    fn weights_load_as_f16_without_an_f32_copy() {
+        let config = ModelConfig {
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 4,
+            vocab_size: 37,
+            ..ModelConfig::bench()
+        };
+        let dir = std::env::temp_dir().join(format!("nopescope-f16-load-{}", std::process::id()));
+        save_random_bf16(&dir, &config, 0.5, 3).unwrap();
+        let wide = load_params(&dir, &config).unwrap();
+        let (layout, half) = load_params_as::<half::f16>(&dir, &config).unwrap();
+        assert_eq!(layout, wide.layout);
+        for (h, w) in half.iter().zip(&wide.data) {
+            assert_eq!(h.to_bits(), half::f16::from_f32(*w).to_bits());
+        }
+        // A weight of 1e6 (f32 file): finite in f32, infinite in f16.
+        let mut params = wide.clone();
+        params.data[layout.tensors[3].offset + 2] = 1e6;
+        save_model(&dir, &config, &params).unwrap();
+        assert!(load_params(&dir, &config).is_ok());
+        let e = load_params_as::<half::f16>(&dir, &config).unwrap_err().to_string();
+        assert!(
+            e.contains(&layout.tensors[3].name) && e.contains("element 2 is inf") && e.contains("65504"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

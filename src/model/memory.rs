@@ -51,12 +51,6 @@ pub fn cpu_engine(cfg: &ModelConfig, t: usize, threads: usize) -> Footprint {
     }
 }
 
-/// Peak host memory while a model loads: the weight files' bytes and the
-/// f32 parameters they become, held together while converting.
-pub fn loading(cfg: &ModelConfig, file_bytes: u64) -> u64 {
-    file_bytes + weights_bytes(cfg)
-}
-
 /// Memory this machine can still give a process (Linux: `MemAvailable`
 /// of /proc/meminfo); None where it is not known.
 pub fn available_host() -> Option<u64> {

@@ -116,6 +116,39 @@ fn engine_error(e: GpuError) -> Error {
     }
 }
 
+/// The weights on the host, as loaded: f32, or already f16.
+enum HostWeights<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl HostWeights<'_> {
+    /// Uploads the values `range` as `elem`, converting one part at a time.
+    async fn upload(
+        &self,
+        ctx: &GpuContext,
+        range: std::ops::Range<usize>,
+        elem: crate::gpu::shader::Elem,
+    ) -> GpuResult<wgpu::Buffer> {
+        use crate::gpu::shader::Elem;
+        match (self, elem) {
+            (HostWeights::F32(d), Elem::F32) => ctx.upload("weights", &d[range]).await,
+            (HostWeights::F32(d), Elem::F16) => {
+                let bits: Vec<u16> = d[range].iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                ctx.upload("weights (f16)", &bits).await
+            }
+            (HostWeights::F16(d), Elem::F16) => {
+                let bits: Vec<u16> = d[range].iter().map(|x| x.to_bits()).collect();
+                ctx.upload("weights (f16)", &bits).await
+            }
+            (HostWeights::F16(d), Elem::F32) => {
+                let wide: Vec<f32> = d[range].iter().map(|x| x.to_f32()).collect();
+                ctx.upload("weights", &wide).await
+            }
+        }
+    }
+}
+
 pub struct GpuEngine {
     ctx: GpuContext,
     kernels: Kernels,
@@ -152,16 +185,40 @@ impl GpuEngine {
         params: Params<f32>,
         elem: crate::gpu::shader::Elem,
     ) -> Result<Self> {
-        if elem == crate::gpu::shader::Elem::F16 && !ctx.has_f16() {
+        if params.layout != ParamLayout::new(&config) {
+            return Err(Error::Input("parameters do not match the config's layout".into()));
+        }
+        Self::build(ctx, config, HostWeights::F32(&params.data), elem).await
+    }
+
+    /// An engine holding its matrices in f16 from weights already in f16
+    /// on the host (`files::load_params_as::<half::f16>`): a bf16 or f16
+    /// checkpoint reaches the device without an f32 copy of the model.
+    pub async fn new_from_f16(ctx: GpuContext, config: ModelConfig, data: Vec<half::f16>) -> Result<Self> {
+        let total = ParamLayout::new(&config).total;
+        if data.len() != total {
+            return Err(Error::Input(format!(
+                "{} f16 weights for a config of {total} parameters",
+                data.len()
+            )));
+        }
+        Self::build(ctx, config, HostWeights::F16(&data), crate::gpu::shader::Elem::F16).await
+    }
+
+    async fn build(
+        ctx: GpuContext,
+        config: ModelConfig,
+        host: HostWeights<'_>,
+        elem: crate::gpu::shader::Elem,
+    ) -> Result<Self> {
+        use crate::gpu::shader::Elem;
+        if elem == Elem::F16 && !ctx.has_f16() {
             return Err(Error::Engine(format!(
                 "GPU engine ({}): f16 weights need shader-f16, which this device does not offer",
                 ctx.adapter()
             )));
         }
         let layout = ParamLayout::new(&config);
-        if params.layout != layout {
-            return Err(Error::Input("parameters do not match the config's layout".into()));
-        }
         if config.head_dim > super::attention::MAX_HEAD_DIM as usize {
             return Err(Error::Engine(format!(
                 "GPU engine ({}): head dim {} is past the attention kernels' largest, {}",
@@ -192,18 +249,11 @@ impl GpuEngine {
             let elem = engine.slot_elem(s);
             let mut parts = Vec::with_capacity(rows.len());
             for rows in rows {
-                let data = match s.split_row {
-                    Some(_) => &params.data[s.offset + rows.start * row..s.offset + rows.end * row],
-                    None => &params.data[s.offset..s.offset + s.len],
+                let range = match s.split_row {
+                    Some(_) => s.offset + rows.start * row..s.offset + rows.end * row,
+                    None => s.offset..s.offset + s.len,
                 };
-                let buffer = match elem {
-                    crate::gpu::shader::Elem::F32 => engine.ctx.upload("weights", data).await,
-                    crate::gpu::shader::Elem::F16 => {
-                        let bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-                        engine.ctx.upload("weights (f16)", &bits).await
-                    }
-                }
-                .map_err(engine_error)?;
+                let buffer = host.upload(&engine.ctx, range, elem).await.map_err(engine_error)?;
                 parts.push(Part { rows, buffer, elem });
             }
             engine.weights.push(parts);
