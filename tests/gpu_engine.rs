@@ -132,6 +132,28 @@ fn grad_tol(reference: &[f32]) -> Tolerance {
     Tolerance::new(1e-4 * max, 1e-3)
 }
 
+/// A forward's loss, kept logits and entropy, against another engine's.
+fn check_forward(name: &str, got: &nopescope::model::ForwardOutput, want: &nopescope::model::ForwardOutput) {
+    check(
+        &format!("{name} loss"),
+        &[got.loss_sum as f32],
+        &[want.loss_sum],
+        LOSS_TOL,
+    );
+    check(
+        &format!("{name} logits"),
+        got.logits.as_ref().unwrap(),
+        want.logits.as_ref().unwrap(),
+        LOGITS_TOL,
+    );
+    check(
+        &format!("{name} entropy"),
+        got.entropy_bits.as_ref().unwrap(),
+        want.entropy_bits.as_ref().unwrap(),
+        ENTROPY_TOL,
+    );
+}
+
 /// One comparison of the GPU engine with the CPU engine (`against_cpu`).
 struct Case {
     name: &'static str,
@@ -203,24 +225,7 @@ fn against_cpu(case: Case) {
     let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
     assert_eq!((got.predictions, got.logits_rows), (t - 1, kept));
-    check(
-        &format!("{name} loss"),
-        &[got.loss_sum as f32],
-        &[want.loss_sum],
-        LOSS_TOL,
-    );
-    check(
-        &format!("{name} logits"),
-        got.logits.as_ref().unwrap(),
-        want.logits.as_ref().unwrap(),
-        LOGITS_TOL,
-    );
-    check(
-        &format!("{name} entropy"),
-        got.entropy_bits.as_ref().unwrap(),
-        want.entropy_bits.as_ref().unwrap(),
-        ENTROPY_TOL,
-    );
+    check_forward(&name, &got, &want);
     if let Some(unpaged) = &mut unpaged {
         let whole = block_on(unpaged.forward(&tokens, &hs, &options)).unwrap();
         check(
@@ -434,24 +439,7 @@ fn split_embedding_and_lm_head_match_cpu() {
         };
         let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
         let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check(
-            &format!("{name} loss"),
-            &[got.loss_sum as f32],
-            &[want.loss_sum],
-            LOSS_TOL,
-        );
-        check(
-            &format!("{name} logits"),
-            got.logits.as_ref().unwrap(),
-            want.logits.as_ref().unwrap(),
-            LOGITS_TOL,
-        );
-        check(
-            &format!("{name} entropy"),
-            got.entropy_bits.as_ref().unwrap(),
-            want.entropy_bits.as_ref().unwrap(),
-            ENTROPY_TOL,
-        );
+        check_forward(&name, &got, &want);
         let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
         let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
         let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
@@ -532,24 +520,7 @@ fn f16_weights_match_cpu_on_the_rounded_weights() {
         };
         let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
         let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check(
-            &format!("{name} loss"),
-            &[got.loss_sum as f32],
-            &[want.loss_sum],
-            LOSS_TOL,
-        );
-        check(
-            &format!("{name} logits"),
-            got.logits.as_ref().unwrap(),
-            want.logits.as_ref().unwrap(),
-            LOGITS_TOL,
-        );
-        check(
-            &format!("{name} entropy"),
-            got.entropy_bits.as_ref().unwrap(),
-            want.entropy_bits.as_ref().unwrap(),
-            ENTROPY_TOL,
-        );
+        check_forward(&name, &got, &want);
         let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
         let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
         let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
@@ -897,19 +868,7 @@ fn paper_shapes_load_from_bf16_and_agree_between_engines() {
     let mut gpu = gpu_engine(ctx.with_binding_limit(128 << 20), cfg.clone(), m.params);
     eprintln!("paper shapes on the GPU engine, max storage binding {limit} bytes (128 MiB in force)");
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-    check("paper shapes loss", &[got.loss_sum as f32], &[want.loss_sum], LOSS_TOL);
-    check(
-        "paper shapes logits",
-        got.logits.as_ref().unwrap(),
-        want.logits.as_ref().unwrap(),
-        LOGITS_TOL,
-    );
-    check(
-        "paper shapes entropy",
-        got.entropy_bits.as_ref().unwrap(),
-        want.entropy_bits.as_ref().unwrap(),
-        ENTROPY_TOL,
-    );
+    check_forward("paper shapes", &got, &want);
 }
 
 /// Writes the paper's full 22-layer shape (or $NOPESCOPE_PAPER_LAYERS

@@ -3,7 +3,6 @@
 //! state.
 
 use super::*;
-use crate::gpu::matmul::Strided;
 
 /// AdamW's state on the device.
 #[derive(Debug)]
@@ -79,38 +78,15 @@ impl GpuEngine {
             let lb = &ws.layers[l];
             let s = |which| self.slot(l, which);
             let w = |which| self.whole(s(which));
-            let wt = |which| self.weight(s(which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 // MLP: x_out = x_mid + h Wd^T
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.dh[i],
-                    Strided::dense(&b.dx[i], c),
-                    wt(W_DOWN),
-                    n,
-                    c,
-                    f,
-                    1.0,
-                    0.0,
-                )?;
+                self.linear_input_grad(enc, &b.dh[i], &b.dx[i], s(W_DOWN), n, c, f, 0.0)?;
                 if let Some(gw) = g(s(W_DOWN)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.h[i], c, n, f, 1.0, 1.0)?;
                 }
                 k.swiglu.backward(ctx, enc, &b.dgu[i], &b.dh[i], &lb.gu[i], n, f)?;
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.dxn[i],
-                    Strided::dense(&b.dgu[i], 2 * f),
-                    wt(GATE_UP),
-                    n,
-                    2 * f,
-                    c,
-                    1.0,
-                    0.0,
-                )?;
+                self.linear_input_grad(enc, &b.dxn[i], &b.dgu[i], s(GATE_UP), n, 2 * f, c, 0.0)?;
                 if let Some(gw) = g(s(GATE_UP)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dgu[i], &lb.xn2[i], 2 * f, n, c, 1.0, 1.0)?;
                 }
@@ -139,18 +115,7 @@ impl GpuEngine {
                     )?;
                 }
                 // Attention: x_mid = x_in + att Wo^T
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.datt[i],
-                    Strided::dense(&b.dx[i], c),
-                    wt(WO),
-                    n,
-                    c,
-                    qd,
-                    1.0,
-                    0.0,
-                )?;
+                self.linear_input_grad(enc, &b.datt[i], &b.dx[i], s(WO), n, c, qd, 0.0)?;
                 if let Some(gw) = g(s(WO)) {
                     mm.matmul_tn(ctx, enc, gw, &b.dx[i], &lb.att[i], c, n, qd, 1.0, 1.0)?;
                 }
@@ -231,42 +196,9 @@ impl GpuEngine {
                     k.rope.apply(ctx, enc, &b.dk[i], tables, n, kvh, hd, true)?;
                 }
                 // dxn = dq Wq + dk Wk + dv Wv; dW{q,k,v} += d{q,k,v}^T xn1
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.dxn[i],
-                    Strided::dense(&b.dq[i], qd),
-                    wt(WQ),
-                    n,
-                    qd,
-                    c,
-                    1.0,
-                    0.0,
-                )?;
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.dxn[i],
-                    Strided::dense(&b.dk[i], kvd),
-                    wt(WK),
-                    n,
-                    kvd,
-                    c,
-                    1.0,
-                    1.0,
-                )?;
-                mm.matmul_nn_from(
-                    ctx,
-                    enc,
-                    &b.dxn[i],
-                    Strided::dense(&b.dv[i], kvd),
-                    wt(WV),
-                    n,
-                    kvd,
-                    c,
-                    1.0,
-                    1.0,
-                )?;
+                self.linear_input_grad(enc, &b.dxn[i], &b.dq[i], s(WQ), n, qd, c, 0.0)?;
+                self.linear_input_grad(enc, &b.dxn[i], &b.dk[i], s(WK), n, kvd, c, 1.0)?;
+                self.linear_input_grad(enc, &b.dxn[i], &b.dv[i], s(WV), n, kvd, c, 1.0)?;
                 if full {
                     for (which, d, width) in [(WQ, &b.dq[i], qd), (WK, &b.dk[i], kvd), (WV, &b.dv[i], kvd)] {
                         let gw = g(s(which)).expect("full");

@@ -6,6 +6,46 @@ use super::*;
 use crate::gpu::matmul::Strided;
 
 impl GpuEngine {
+    /// y (rows, n) = x (rows, k) W^T + beta y, W the (n, k) matrix of
+    /// `slot` (f32 or f16): a `Linear` forward.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        y: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        slot: usize,
+        rows: usize,
+        k: usize,
+        n: usize,
+        beta: f32,
+    ) -> GpuResult<()> {
+        let y = Strided::dense(y, n);
+        self.kernels
+            .matmul
+            .matmul_nt_into(&self.ctx, enc, y, x, self.weight(slot), rows, k, n, 1.0, beta)
+    }
+
+    /// dx (rows, k) = dy (rows, n) W + beta dx, W the (n, k) matrix of
+    /// `slot`: a `Linear`'s input gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear_input_grad(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        dx: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        slot: usize,
+        rows: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) -> GpuResult<()> {
+        let dy = Strided::dense(dy, n);
+        self.kernels
+            .matmul
+            .matmul_nn_from(&self.ctx, enc, dx, dy, self.weight(slot), rows, n, k, 1.0, beta)
+    }
+
     /// Records the forward through the layers (no LM head): x holds the
     /// last layer's output. With `keep`, layer l's activations stay in
     /// `ws.layers[l]`; `entropy` (L, H, T) receives each layer's entropy.
@@ -30,7 +70,6 @@ impl GpuEngine {
             kv_heads: kvh,
             hd,
         };
-        let mm = &k.matmul;
         for p in &pages {
             let (i, n) = (p.index, p.rows);
             for part in &self.weights[0] {
@@ -42,47 +81,13 @@ impl GpuEngine {
         for l in 0..cfg.num_layers {
             let lb = &ws.layers[if keep { l } else { 0 }];
             let w = |which| self.whole(self.slot(l, which));
-            let wt = |which| self.weight(self.slot(l, which));
             for p in &pages {
                 let (i, n) = (p.index, p.rows);
                 k.rmsnorm
                     .forward(ctx, enc, &lb.xn1[i], &lb.rstd1[i], &ws.x[i], w(ATTN_NORM), n, c, eps)?;
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&lb.q[i], qd),
-                    &lb.xn1[i],
-                    wt(WQ),
-                    n,
-                    c,
-                    qd,
-                    1.0,
-                    0.0,
-                )?;
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&lb.k[i], kvd),
-                    &lb.xn1[i],
-                    wt(WK),
-                    n,
-                    c,
-                    kvd,
-                    1.0,
-                    0.0,
-                )?;
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&lb.v[i], kvd),
-                    &lb.xn1[i],
-                    wt(WV),
-                    n,
-                    c,
-                    kvd,
-                    1.0,
-                    0.0,
-                )?;
+                self.linear(enc, &lb.q[i], &lb.xn1[i], self.slot(l, WQ), n, c, qd, 0.0)?;
+                self.linear(enc, &lb.k[i], &lb.xn1[i], self.slot(l, WK), n, c, kvd, 0.0)?;
+                self.linear(enc, &lb.v[i], &lb.xn1[i], self.slot(l, WV), n, c, kvd, 0.0)?;
                 if let Some(tables) = ws.rope.get(i) {
                     k.rope.apply(ctx, enc, &lb.q[i], tables, n, hh, hd, false)?;
                     k.rope.apply(ctx, enc, &lb.k[i], tables, n, kvh, hd, false)?;
@@ -139,50 +144,17 @@ impl GpuEngine {
                     enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_in[i], 0, (n * c * 4) as u64);
                 }
                 // x += att Wo^T
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&ws.x[i], c),
-                    &lb.att[i],
-                    wt(WO),
-                    n,
-                    qd,
-                    c,
-                    1.0,
-                    1.0,
-                )?;
+                self.linear(enc, &ws.x[i], &lb.att[i], self.slot(l, WO), n, qd, c, 1.0)?;
                 k.rmsnorm
                     .forward(ctx, enc, &lb.xn2[i], &lb.rstd2[i], &ws.x[i], w(MLP_NORM), n, c, eps)?;
                 // [g u] = xn2 [Wg; Wu]^T
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&lb.gu[i], 2 * f),
-                    &lb.xn2[i],
-                    wt(GATE_UP),
-                    n,
-                    c,
-                    2 * f,
-                    1.0,
-                    0.0,
-                )?;
+                self.linear(enc, &lb.gu[i], &lb.xn2[i], self.slot(l, GATE_UP), n, c, 2 * f, 0.0)?;
                 k.swiglu.forward(ctx, enc, &lb.h[i], &lb.gu[i], n, f)?;
                 if keep {
                     enc.copy_buffer_to_buffer(&ws.x[i], 0, &lb.x_mid[i], 0, (n * c * 4) as u64);
                 }
                 // x += h Wd^T
-                mm.matmul_nt_into(
-                    ctx,
-                    enc,
-                    Strided::dense(&ws.x[i], c),
-                    &lb.h[i],
-                    wt(W_DOWN),
-                    n,
-                    f,
-                    c,
-                    1.0,
-                    1.0,
-                )?;
+                self.linear(enc, &ws.x[i], &lb.h[i], self.slot(l, W_DOWN), n, f, c, 1.0)?;
             }
         }
         let norm = self.whole(self.norm_slot());
