@@ -225,7 +225,7 @@ fn against_cpu(case: Case) {
     let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
     assert_eq!((got.predictions, got.logits_rows), (t - 1, kept));
-    check_forward(&name, &got, &want);
+    check_forward(name, &got, &want);
     if let Some(unpaged) = &mut unpaged {
         let whole = block_on(unpaged.forward(&tokens, &hs, &options)).unwrap();
         check(
