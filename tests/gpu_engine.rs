@@ -888,3 +888,44 @@ fn write_paper_shape_model() {
     let bytes = nopescope::model::files::save_random_bf16(std::path::Path::new(&dir), &cfg, 0.02, 11).unwrap();
     eprintln!("wrote {bytes} bytes of bf16 weights");
 }
+
+/// What a call makes is kept for the next (`GpuContext`'s caches): a
+/// second forward of the same length makes a few buffers and bind groups
+/// (those over its own tokens), not one per dispatch, and gives the same
+/// outputs bit for bit; a third at another length still matches the CPU.
+#[test]
+fn a_repeated_forward_reuses_its_uniforms_and_bind_groups() {
+    let Some(ctx) = context("a_repeated_forward_reuses_its_uniforms_and_bind_groups") else {
+        return;
+    };
+    let cfg = small_config(PositionEncoding::None, false);
+    let params = Params::<f32>::random(&cfg, 0.3, 31);
+    let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
+    let mut gpu = gpu_engine(ctx, cfg.clone(), params);
+    let mut rng = Rng::new(32);
+    let hs = random_scales(&mut rng, &cfg);
+    let options = ForwardOptions {
+        logits: LogitsRequest::Last(3),
+        entropy: true,
+        ..Default::default()
+    };
+    let tokens = random_tokens(&mut rng, 40, cfg.vocab_size);
+    let w0 = gpu.device_work().unwrap();
+    let first = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+    let w1 = gpu.device_work().unwrap();
+    let second = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+    let w2 = gpu.device_work().unwrap();
+    let (a, b) = (w1.since(w0), w2.since(w1));
+    eprintln!("first forward: {a:?}\nsecond forward: {b:?}");
+    assert!(a.bind_groups >= 20, "{a:?}");
+    assert!(
+        b.bind_groups * 4 <= a.bind_groups && b.buffers * 4 <= a.buffers,
+        "{b:?} against {a:?}"
+    );
+    assert_eq!(first.logits, second.logits);
+    assert_eq!(first.entropy_bits, second.entropy_bits);
+    let shorter = random_tokens(&mut rng, 23, cfg.vocab_size);
+    let got = block_on(gpu.forward(&shorter, &hs, &options)).unwrap();
+    let want = block_on(cpu.forward(&shorter, &hs, &options)).unwrap();
+    check_forward("after the caches, another length", &got, &want);
+}

@@ -124,7 +124,30 @@ pub struct GpuContext {
     report: AdapterReport,
     health: Arc<Mutex<Health>>,
     work: Arc<WorkCounters>,
+    caches: Arc<Mutex<Caches>>,
 }
+
+/// What a call made that the next call can use again: a uniform buffer per
+/// distinct parameter bytes, a bind group per distinct (layout, bound
+/// buffers and sizes, uniform). A forward at a length the engine has seen
+/// records the same dispatches over the same buffers, so it makes none of
+/// these again. Entries keep their buffers alive: both maps are emptied
+/// when they pass `CACHE_ENTRIES`, and by `GpuContext::clear_caches`
+/// (the engine calls it when it drops its buffers for another length).
+#[derive(Default, Debug)]
+struct Caches {
+    uniforms: std::collections::HashMap<Vec<u8>, wgpu::Buffer>,
+    bind_groups: std::collections::HashMap<BindKey, wgpu::BindGroup>,
+}
+
+#[derive(PartialEq, Eq, Hash, Debug)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    storage: Vec<(wgpu::Buffer, usize)>,
+    params: wgpu::Buffer,
+}
+
+const CACHE_ENTRIES: usize = 4096;
 
 /// A copy recorded for reading back (`GpuContext::stage`).
 #[derive(Debug)]
@@ -187,6 +210,7 @@ impl GpuContext {
             report,
             health: Arc::new(Mutex::new(Health::default())),
             work: Arc::default(),
+            caches: Arc::default(),
         })
     }
 
@@ -566,8 +590,28 @@ impl GpuContext {
     }
 
     /// A uniform buffer holding one kernel's parameters.
+    /// A uniform buffer holding `params`: the one made before for the same
+    /// bytes, else a new one (`Caches`).
     pub(crate) fn uniform<P: bytemuck::Pod>(&self, label: &str, params: &P) -> wgpu::Buffer {
-        self.buffer_with(label, bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)
+        let bytes = bytemuck::bytes_of(params);
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = caches.uniforms.get(bytes) {
+            return b.clone();
+        }
+        let buffer = self.buffer_with(label, bytes, wgpu::BufferUsages::UNIFORM);
+        if caches.uniforms.len() >= CACHE_ENTRIES {
+            caches.uniforms.clear();
+        }
+        caches.uniforms.insert(bytes.to_vec(), buffer.clone());
+        buffer
+    }
+
+    /// Forgets what was kept for reuse (`Caches`), releasing the buffers
+    /// only the cached bind groups still held.
+    pub fn clear_caches(&self) {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.uniforms.clear();
+        caches.bind_groups.clear();
     }
 
     /// Err unless `buffer` holds `elements` 4-byte values and one binding
@@ -674,6 +718,15 @@ impl GpuContext {
         storage: &[(&wgpu::Buffer, usize)],
         params: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
+        let key = BindKey {
+            layout: layout.clone(),
+            storage: storage.iter().map(|&(b, n)| (b.clone(), n)).collect(),
+            params: params.clone(),
+        };
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = caches.bind_groups.get(&key) {
+            return g.clone();
+        }
         let mut entries: Vec<wgpu::BindGroupEntry> = storage
             .iter()
             .enumerate()
@@ -691,10 +744,15 @@ impl GpuContext {
             resource: params.as_entire_binding(),
         });
         bump(&self.work.bind_groups);
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
             layout,
             entries: &entries,
-        })
+        });
+        if caches.bind_groups.len() >= CACHE_ENTRIES {
+            caches.bind_groups.clear();
+        }
+        caches.bind_groups.insert(key, group.clone());
+        group
     }
 }

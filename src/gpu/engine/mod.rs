@@ -57,7 +57,10 @@
 //! (the backward and the gradient run, the optimizer's state); this file
 //! holds the engine itself and the `Engine` contract.
 //!
-//! Not yet: reusing recorded work between calls.
+//! Between calls the context keeps each uniform buffer and bind group it
+//! made (`GpuContext`'s caches), so a call at a length already seen makes
+//! only its outputs and its token buffers; the command buffer itself is
+//! recorded anew each call.
 
 use super::attention::{AttnSpan, CPU_LOOP_BUDGET};
 use super::context::GpuContext;

@@ -269,6 +269,8 @@ impl GpuEngine {
             None => (t, need_layers, backward),
         };
         self.ws = None;
+        // The bind groups kept over the old buffers would keep them alive.
+        self.ctx.clear_caches();
         let page_rows = self.page_rows(t);
         let chunk = self.chunk_rows(page_rows);
         let pages = pages_of(t, page_rows);
