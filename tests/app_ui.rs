@@ -238,6 +238,32 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
         }
         h.run_steps(2);
     };
+    // A model bigger than this machine (the paper's shapes deepened to 400
+    // layers and a 500k vocabulary: 19G parameters, 37 GB of bf16 as a
+    // sparse file, about 185 GB to open): refused with needed and available
+    // before its weights are read.
+    let huge = dir.join("huge");
+    std::fs::create_dir_all(&huge).unwrap();
+    let cfg = nopescope::model::ModelConfig {
+        num_layers: 400,
+        vocab_size: 500_000,
+        ..nopescope::model::ModelConfig::tinyllama_nope()
+    };
+    let json = serde_json::to_string(&cfg.to_hf()).unwrap();
+    std::fs::write(huge.join("config.json"), json).unwrap();
+    let n = nopescope::model::ParamLayout::new(&cfg).total as u64;
+    std::fs::File::create(huge.join("model.safetensors"))
+        .unwrap()
+        .set_len(2 * n)
+        .unwrap();
+    open(&mut h, huge.to_str().unwrap());
+    let error = h.state().jobs.opened.error.clone().expect("the huge model refused");
+    assert!(
+        error.contains("needs about") && error.contains("available") && error.contains("not loaded"),
+        "{error}"
+    );
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Nope);
+
     open(&mut h, broken.to_str().unwrap());
     let error = h
         .state()

@@ -166,7 +166,10 @@ impl Lab {
         let (name, files) = match source {
             ModelSource::Files { name, files } => (name, files),
             #[cfg(not(target_arch = "wasm32"))]
-            ModelSource::Folder(dir) => (dir.display().to_string(), crate::model::files::read_model_files(&dir)?),
+            ModelSource::Folder(dir) => {
+                self.check_memory(&dir)?;
+                (dir.display().to_string(), crate::model::files::read_model_files(&dir)?)
+            }
         };
         let (config, params, tokenizer) = model_from_files(&files, Path::new(&name))?;
         let info = models::ModelInfo::of_config(&config);
@@ -182,6 +185,44 @@ impl Lab {
             },
         ));
         Ok((name, info))
+    }
+
+    /// Refuses, before reading its weights, a model folder this machine
+    /// cannot hold where the app would run it (`backend::check_memory` at
+    /// `MEMORY_CHECK_LENGTH` tokens), plus the copy of the weights the app
+    /// keeps beside its engine's.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn check_memory(&self, dir: &Path) -> Result<()> {
+        use crate::lab::backend::{check_memory, Target};
+        use crate::model::{files, memory};
+        let config = files::load_config(dir)?;
+        let file_bytes = files::weights_file_bytes(dir)?;
+        let target = match (&self.gpu, self.backend) {
+            (_, Backend::Cpu) | (None, _) => Target::Cpu,
+            (Some(g), backend) => {
+                let report = g.report();
+                if backend == Backend::Auto && report.is_cpu {
+                    Target::Cpu
+                } else {
+                    Target::Gpu {
+                        adapter: g.label(),
+                        shares_host: report.is_cpu,
+                        elem: crate::gpu::shader::Elem::F32,
+                    }
+                }
+            }
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let check = check_memory(&config, file_bytes, &target, MEMORY_CHECK_LENGTH, threads, None)?;
+        let needed = check.host_needed + memory::weights_bytes(&config);
+        match memory::available_host() {
+            Some(available) if needed > available => Err(Error::Memory(super::text::model_too_big(
+                &memory::human(needed),
+                &memory::human(available),
+                MEMORY_CHECK_LENGTH,
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Switches engines: every engine is rebuilt on next use.
@@ -657,6 +698,11 @@ async fn sliced_attention(
 }
 
 /// Where the user's model comes from.
+/// The length a model folder's memory is checked at before the app opens
+/// it (the views' lengths vary; longer ones need more working memory).
+#[cfg(not(target_arch = "wasm32"))]
+const MEMORY_CHECK_LENGTH: usize = 2048;
+
 pub enum ModelSource {
     /// Files' names and bytes (picked or dropped in a browser, or dropped
     /// natively).

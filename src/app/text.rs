@@ -595,3 +595,10 @@ pub fn length_column(length: usize, times: usize) -> String {
 pub fn percent(x: f64) -> String {
     format!("{:.0}%", 100.0 * x)
 }
+
+pub fn model_too_big(needed: &str, available: &str, tokens: usize) -> String {
+    format!(
+        "this model needs about {needed} of memory here (its weights twice, the app's copy and the engine's, and what \
+         {tokens} tokens take) and this machine has {available} available; the model was not loaded"
+    )
+}
