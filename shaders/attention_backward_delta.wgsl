@@ -6,26 +6,8 @@
 // (see attention_forward.wgsl).
 // CPU twin: the D of model::cpu::attention::attention_backward.
 
-struct Params {
-    // Query rows bound: q, out and the stats' row stride.
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    // heads / kv_heads: query heads per KV head.
-    group: u32,
-    // 1 / sqrt(hd)
-    inv_sqrt_hd: f32,
-    // The dispatch's range and the chunk's positions (unused here; see
-    // attention_forward.wgsl).
-    begin: u32,
-    end: u32,
-    q_first: u32,
-    k_first: u32,
-    keys: u32,
-    // Unused here (attention_backward_dscale.wgsl).
-    accumulate: u32,
-}
+// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+{{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> rowstats: array<f32>; // (H, rows, 2): lse, D
 @group(0) @binding(1) var<storage, read> dout: array<f32>;           // (rows, H * hd)

@@ -10,27 +10,8 @@
 // query chunks in order, from its own on.
 // CPU twin: model::cpu::attention::attention_backward.
 
-struct Params {
-    // Query rows bound: q, out and the stats' row stride.
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    // heads / kv_heads: query heads per KV head.
-    group: u32,
-    // 1 / sqrt(hd)
-    inv_sqrt_hd: f32,
-    // This dispatch's keys: [begin, end).
-    begin: u32,
-    end: u32,
-    // Positions of the first bound query row and the first bound key row.
-    q_first: u32,
-    k_first: u32,
-    // Key rows bound.
-    keys: u32,
-    // Unused here (attention_backward_dscale.wgsl).
-    accumulate: u32,
-}
+// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+{{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> dk: array<f32>;    // (keys, KV * hd)
 @group(0) @binding(1) var<storage, read_write> dv: array<f32>;    // (keys, KV * hd)

@@ -11,27 +11,8 @@
 // chunk of the sequence, positions as in attention_forward.wgsl.
 // CPU twin: model::cpu::attention::attention_backward.
 
-struct Params {
-    // Query rows bound: q, out and the stats' row stride.
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    // heads / kv_heads: query heads per KV head.
-    group: u32,
-    // 1 / sqrt(hd)
-    inv_sqrt_hd: f32,
-    // This dispatch's keys: [begin, end).
-    begin: u32,
-    end: u32,
-    // Positions of the first bound query row and the first bound key row.
-    q_first: u32,
-    k_first: u32,
-    // Key rows bound.
-    keys: u32,
-    // Unused here (attention_backward_dscale.wgsl).
-    accumulate: u32,
-}
+// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+{{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> dq: array<f32>;              // (rows, H * hd)
 @group(0) @binding(1) var<storage, read_write> dscale_partials: array<f32>; // (H, rows)

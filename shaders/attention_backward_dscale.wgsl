@@ -6,26 +6,8 @@
 // engine sums a sequence's row chunks one after another).
 // CPU twin: the d_head_scales of model::cpu::attention::attention_backward.
 
-struct Params {
-    // Query rows bound: q, out and the stats' row stride.
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    // heads / kv_heads: query heads per KV head.
-    group: u32,
-    // 1 / sqrt(hd)
-    inv_sqrt_hd: f32,
-    // The dispatch's range and the chunk's positions (unused here; see
-    // attention_forward.wgsl).
-    begin: u32,
-    end: u32,
-    q_first: u32,
-    k_first: u32,
-    keys: u32,
-    // 1: add to d_head_scales (the query rows come in chunks).
-    accumulate: u32,
-}
+// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+{{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> d_head_scales: array<f32>; // (H)
 @group(0) @binding(1) var<storage, read> dscale_partials: array<f32>;     // (H, rows)

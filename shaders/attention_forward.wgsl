@@ -22,27 +22,8 @@
 // rows from p.k_first; begin, end, i and j are positions in the sequence.
 // CPU twin: model::cpu::attention::attention_forward.
 
-struct Params {
-    // Query rows bound: q, out and the stats' row stride.
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    hd: u32,
-    // heads / kv_heads: query heads per KV head.
-    group: u32,
-    // 1 / sqrt(hd)
-    inv_sqrt_hd: f32,
-    // This dispatch's keys: [begin, end).
-    begin: u32,
-    end: u32,
-    // Positions of the first bound query row and the first bound key row.
-    q_first: u32,
-    k_first: u32,
-    // Key rows bound.
-    keys: u32,
-    // Unused here (attention_backward_dscale.wgsl).
-    accumulate: u32,
-}
+// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+{{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd): acc until a row's last pass
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, rows)

@@ -137,6 +137,16 @@ impl AttnSpan {
     }
 }
 
+/// The attention kernels' shared uniform struct, written once.
+const PARAMS_WGSL: &str = include_str!("../../shaders/attention_params.wgsl");
+
+/// An attention shader with the shared `Params` where it says
+/// `{{ATTENTION_PARAMS}}`.
+fn with_params(template: &str) -> String {
+    debug_assert!(template.contains("{{ATTENTION_PARAMS}}"));
+    template.replace("{{ATTENTION_PARAMS}}", PARAMS_WGSL)
+}
+
 pub fn shaders() -> [ShaderSource; 6] {
     let rows = [
         ("QUERY_WG", QUERY_WG),
@@ -146,37 +156,37 @@ pub fn shaders() -> [ShaderSource; 6] {
     [
         ShaderSource::new(
             "attention_forward.wgsl",
-            include_str!("../../shaders/attention_forward.wgsl"),
+            &with_params(include_str!("../../shaders/attention_forward.wgsl")),
             &rows,
         )
         .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_forward_tiled.wgsl",
-            include_str!("../../shaders/attention_forward_tiled.wgsl"),
+            &with_params(include_str!("../../shaders/attention_forward_tiled.wgsl")),
             &rows,
         )
         .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_delta.wgsl",
-            include_str!("../../shaders/attention_backward_delta.wgsl"),
+            &with_params(include_str!("../../shaders/attention_backward_delta.wgsl")),
             &rows[..1],
         )
         .bind(&[("rowstats", Access::ReadWrite), ("dout", Access::Read), ("out", Access::Read), ("lse", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dq.wgsl",
-            include_str!("../../shaders/attention_backward_dq.wgsl"),
+            &with_params(include_str!("../../shaders/attention_backward_dq.wgsl")),
             &[rows[0], rows[2]],
         )
         .bind(&[("dq", Access::ReadWrite), ("dscale_partials", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dkdv.wgsl",
-            include_str!("../../shaders/attention_backward_dkdv.wgsl"),
+            &with_params(include_str!("../../shaders/attention_backward_dkdv.wgsl")),
             &[rows[0], rows[2]],
         )
         .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dscale.wgsl",
-            include_str!("../../shaders/attention_backward_dscale.wgsl"),
+            &with_params(include_str!("../../shaders/attention_backward_dscale.wgsl")),
             &[("ROW_WG", ROW_WG)],
         )
         .bind(&[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
