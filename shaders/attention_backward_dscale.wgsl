@@ -16,7 +16,8 @@
 // Invocations per head (a power of two, for the tree reduction).
 const WG: u32 = {{ROW_WG}}u;
 
-var<workgroup> partial: array<f32, WG>;
+// workgroup_sum (shaders/workgroup_reduce.wgsl).
+{{WORKGROUP_REDUCE}}
 
 @compute @workgroup_size(WG)
 fn attention_backward_dscale(
@@ -32,16 +33,9 @@ fn attention_backward_dscale(
     for (var i = lid; i < p.rows; i += WG) {
         s += dscale_partials[h * p.rows + i];
     }
-    partial[lid] = s;
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    workgroupBarrier();
+    let total = workgroup_sum(lid, s);
     if (lid == 0u) {
         let before = select(0.0, d_head_scales[h], p.accumulate == 1u);
-        d_head_scales[h] = before + partial[0] * p.inv_sqrt_hd;
+        d_head_scales[h] = before + total * p.inv_sqrt_hd;
     }
 }

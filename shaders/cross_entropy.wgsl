@@ -32,38 +32,8 @@ const NO_TARGET: u32 = {{NO_TARGET}}u;
 // -3.40282347e38 as not representable in f32.
 const LOWEST: f32 = -0x1.fffffep+127f;
 
-var<workgroup> partial: array<f32, WG>;
-
-// The workgroup's sum of `v`; every invocation gets it. Call from uniform
-// control flow.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    workgroupBarrier();
-    let total = partial[0];
-    // Before `partial` is written again.
-    workgroupBarrier();
-    return total;
-}
-
-fn workgroup_max(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] = max(partial[lid], partial[lid + stride]);
-        }
-    }
-    workgroupBarrier();
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+// workgroup_sum, workgroup_max (shaders/workgroup_reduce.wgsl).
+{{WORKGROUP_REDUCE}}
 
 @compute @workgroup_size(WG)
 fn cross_entropy(

@@ -36,19 +36,8 @@ const WG: u32 = {{ROW_WG}}u;
 const PER_INVOCATION: u32 = {{PER_INVOCATION}}u;
 const CHUNK: u32 = WG * PER_INVOCATION;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    workgroupBarrier();
-    return partial[0];
-}
+// workgroup_sum (shaders/workgroup_reduce.wgsl).
+{{WORKGROUP_REDUCE}}
 
 @compute @workgroup_size(WG)
 fn grad_norm_partial(
@@ -69,7 +58,7 @@ fn grad_norm_partial(
             s += g * g;
         }
     }
-    let total = tree_sum(lid, s);
+    let total = workgroup_sum(lid, s);
     if (lid == 0u) {
         partials[p.first + chunk] = total;
     }
@@ -81,7 +70,7 @@ fn grad_norm_final(@builtin(local_invocation_index) lid: u32) {
     for (var c = lid; c < p.chunks; c += WG) {
         s += partials[c];
     }
-    let norm = sqrt(tree_sum(lid, s));
+    let norm = sqrt(workgroup_sum(lid, s));
     if (lid == 0u) {
         let coef = p.max_norm / (norm + p.guard);
         stats[0] = norm;

@@ -19,7 +19,8 @@ struct Params {
 // Invocations per row (a power of two, for the tree reduction).
 const WG: u32 = {{ROW_WG}}u;
 
-var<workgroup> partial: array<f32, WG>;
+// workgroup_sum (shaders/workgroup_reduce.wgsl).
+{{WORKGROUP_REDUCE}}
 
 @compute @workgroup_size(WG)
 fn rmsnorm_backward(
@@ -38,16 +39,9 @@ fn rmsnorm_backward(
     for (var j = lid; j < p.c; j += WG) {
         d += dout[base + j] * w[j] * x[base + j] * s;
     }
-    partial[lid] = d;
-    // pass 2: tree reduction in workgroup memory
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    workgroupBarrier();
-    let mean = partial[0] / f32(p.c);
+    // pass 2: the workgroup's total
+    let total = workgroup_sum(lid, d);
+    let mean = total / f32(p.c);
     // pass 3: the input gradient
     for (var j = lid; j < p.c; j += WG) {
         let xhat = x[base + j] * s;

@@ -18,7 +18,8 @@ struct Params {
 // Invocations per row (a power of two, for the tree reduction).
 const WG: u32 = {{ROW_WG}}u;
 
-var<workgroup> partial: array<f32, WG>;
+// workgroup_sum (shaders/workgroup_reduce.wgsl).
+{{WORKGROUP_REDUCE}}
 
 @compute @workgroup_size(WG)
 fn rmsnorm_forward(
@@ -38,16 +39,9 @@ fn rmsnorm_forward(
         let v = x[base + j];
         s += v * v;
     }
-    partial[lid] = s;
-    // pass 2: tree reduction in workgroup memory
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    workgroupBarrier();
-    let r = 1.0 / sqrt(partial[0] / f32(p.c) + p.eps);
+    // pass 2: the workgroup's total
+    let total = workgroup_sum(lid, s);
+    let r = 1.0 / sqrt(total / f32(p.c) + p.eps);
     // pass 3: normalize and scale
     if (lid == 0u) {
         rstd[row] = r;

@@ -138,13 +138,11 @@ impl AttnSpan {
 }
 
 /// The attention kernels' shared uniform struct, written once.
-const PARAMS_WGSL: &str = include_str!("../../shaders/attention_params.wgsl");
+const ATTENTION_PARAMS: (&str, &str) = ("ATTENTION_PARAMS", include_str!("../../shaders/attention_params.wgsl"));
 
-/// An attention shader with the shared `Params` where it says
-/// `{{ATTENTION_PARAMS}}`.
+/// An attention shader with the shared `Params` where it says so.
 fn with_params(template: &str) -> String {
-    debug_assert!(template.contains("{{ATTENTION_PARAMS}}"));
-    template.replace("{{ATTENTION_PARAMS}}", PARAMS_WGSL)
+    shader::include(template, &[ATTENTION_PARAMS])
 }
 
 pub fn shaders() -> [ShaderSource; 6] {
@@ -186,7 +184,10 @@ pub fn shaders() -> [ShaderSource; 6] {
         .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dscale.wgsl",
-            &with_params(include_str!("../../shaders/attention_backward_dscale.wgsl")),
+            &shader::include(
+                include_str!("../../shaders/attention_backward_dscale.wgsl"),
+                &[ATTENTION_PARAMS, shader::WORKGROUP_REDUCE],
+            ),
             &[("ROW_WG", ROW_WG)],
         )
         .bind(&[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),

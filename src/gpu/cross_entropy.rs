@@ -32,7 +32,10 @@ pub struct CrossEntropyParams {
 pub fn shaders() -> [ShaderSource; 1] {
     [ShaderSource::new(
         "cross_entropy.wgsl",
-        include_str!("../../shaders/cross_entropy.wgsl"),
+        &shader::include(
+            include_str!("../../shaders/cross_entropy.wgsl"),
+            &[shader::WORKGROUP_REDUCE],
+        ),
         &[("ROW_WG", ROW_WG), ("NO_TARGET", NO_TARGET)],
     )
     .bind(

@@ -90,7 +90,7 @@ pub fn shaders() -> [ShaderSource; 3] {
     [
         ShaderSource::new(
             "grad_norm.wgsl",
-            include_str!("../../shaders/grad_norm.wgsl"),
+            &shader::include(include_str!("../../shaders/grad_norm.wgsl"), &[shader::WORKGROUP_REDUCE]),
             &[("ROW_WG", ROW_WG), ("PER_INVOCATION", NORM_PER_INVOCATION)],
         )
         .bind(&[("stats", Access::ReadWrite), ("partials", Access::ReadWrite), ("grads", Access::Read)], uniform_layout!(NormParams: n, chunks, max_norm, guard, clip, first)),

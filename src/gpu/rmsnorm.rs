@@ -48,7 +48,10 @@ pub fn shaders() -> [ShaderSource; 3] {
     [
         ShaderSource::new(
             "rmsnorm_forward.wgsl",
-            include_str!("../../shaders/rmsnorm_forward.wgsl"),
+            &shader::include(
+                include_str!("../../shaders/rmsnorm_forward.wgsl"),
+                &[shader::WORKGROUP_REDUCE],
+            ),
             &[("ROW_WG", ROW_WG)],
         )
         .bind(
@@ -62,7 +65,10 @@ pub fn shaders() -> [ShaderSource; 3] {
         ),
         ShaderSource::new(
             "rmsnorm_backward.wgsl",
-            include_str!("../../shaders/rmsnorm_backward.wgsl"),
+            &shader::include(
+                include_str!("../../shaders/rmsnorm_backward.wgsl"),
+                &[shader::WORKGROUP_REDUCE],
+            ),
             &[("ROW_WG", ROW_WG)],
         )
         .bind(

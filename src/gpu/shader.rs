@@ -178,6 +178,24 @@ pub fn check_bindings(module: &naga::Module, b: &Bindings) -> Result<(), String>
     Ok(())
 }
 
+/// The workgroup sum and max the row kernels share
+/// (`shaders/workgroup_reduce.wgsl`), for [`include`].
+pub(crate) const WORKGROUP_REDUCE: (&str, &str) =
+    ("WORKGROUP_REDUCE", include_str!("../../shaders/workgroup_reduce.wgsl"));
+
+/// `template` with each part's text where it names the part (`{{NAME}}`):
+/// WGSL written once for several kernels. Values (`ShaderSource::new`)
+/// are substituted after, so a part may use them.
+pub(crate) fn include(template: &str, parts: &[(&str, &str)]) -> String {
+    let mut text = template.to_string();
+    for (name, part) in parts {
+        let token = format!("{{{{{name}}}}}");
+        debug_assert!(text.contains(&token), "no {token} to put the part in");
+        text = text.replace(&token, part);
+    }
+    text
+}
+
 /// How a weight's values are held on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Elem {
