@@ -246,3 +246,96 @@ async fn webgpu_engine_matches_pytorch_and_the_cpu_engine() {
     );
     console_log!("browser WebGPU test passed");
 }
+
+/// Weights split across bindings (a 301 x 16 embedding and LM head under a
+/// 4096-byte binding: 5 parts each, the sequence paged too) and, where the
+/// browser's adapter offers shader-f16, weights held in f16: forward and
+/// the frozen model's head-scale gradients against the CPU engine in the
+/// same page (on the f16-rounded weights for the f16 engine).
+#[wasm_bindgen_test]
+async fn webgpu_split_and_f16_weights_match_the_cpu_engine() {
+    use nopescope::gpu::shader::Elem;
+    use nopescope::model::rng::Rng;
+    use nopescope::model::{ModelConfig, Params, PositionEncoding};
+    let ctx = webgpu_context().await;
+    let cfg = ModelConfig {
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_layers: 2,
+        num_heads: 8,
+        num_kv_heads: 2,
+        head_dim: 4,
+        vocab_size: 301,
+        rms_norm_eps: 1e-5,
+        tie_word_embeddings: false,
+        training_length: 64,
+        position_encoding: PositionEncoding::None,
+        bos_token_id: None,
+    };
+    let params = Params::<f32>::random(&cfg, 0.3, 70);
+    let mut rng = Rng::new(71);
+    let tokens: Vec<u32> = (0..45).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let mut hs = HeadScales::ones(&cfg);
+    for s in &mut hs.values {
+        *s = 0.5 + 1.5 * rng.uniform() as f32;
+    }
+    let options = ForwardOptions {
+        logits: LogitsRequest::Last(9),
+        entropy: true,
+        ..Default::default()
+    };
+    let seq = std::slice::from_ref(&tokens);
+    let mut cases = vec![("split", Elem::F32, params.clone())];
+    if ctx.has_f16() {
+        let mut rounded = params.clone();
+        for t in params.layout.tensors.iter().filter(|t| !t.is_norm()) {
+            for x in &mut rounded.data[t.range()] {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
+        cases.push(("split, f16 weights", Elem::F16, rounded));
+    } else {
+        console_log!("this browser's adapter has no shader-f16: the f16 case does not run here");
+    }
+    for (name, elem, reference) in cases {
+        let mut gpu = GpuEngine::new_with(ctx.clone().with_binding_limit(4096), cfg.clone(), params.clone(), elem)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut cpu = CpuEngine::new(cfg.clone(), reference).unwrap();
+        let got = gpu
+            .forward(&tokens, &hs, &options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = cpu.forward(&tokens, &hs, &options).await.unwrap();
+        check(
+            &format!("WebGPU {name}: loss"),
+            &[got.loss_sum as f32],
+            &[want.loss_sum],
+            LOSS_TOL,
+        );
+        check(
+            &format!("WebGPU {name}: logits"),
+            got.logits.as_ref().unwrap(),
+            want.logits.as_ref().unwrap(),
+            LOGITS_TOL,
+        );
+        check(
+            &format!("WebGPU {name}: entropy"),
+            got.entropy_bits.as_ref().unwrap(),
+            want.entropy_bits.as_ref().unwrap(),
+            ENTROPY_TOL,
+        );
+        let got = gpu
+            .gradients(seq, &hs, GradMode::HeadScalesOnly)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = cpu.gradients(seq, &hs, GradMode::HeadScalesOnly).await.unwrap();
+        check(
+            &format!("WebGPU {name}: frozen grad.head_scales"),
+            &got.head_scales,
+            &want.head_scales,
+            GRAD_TOL,
+        );
+    }
+    console_log!("browser split / f16 test passed");
+}
