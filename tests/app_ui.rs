@@ -295,3 +295,66 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
     h.get_by_label_contains("Opened ");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The keyboard alone: Tab walks every control of the Explore page (the
+/// pages, the walkthrough, the input and its length, the scales, every
+/// head of the map, the plots' export buttons, the engine) and comes back
+/// round; Enter on a focused head map cell selects that head, and Enter on
+/// the walkthrough button opens it.
+#[test]
+fn the_keyboard_alone_reaches_every_control() {
+    use eframe::egui::Key;
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    // The focused node's label (None: nothing focused).
+    let focused = |h: &Harness<'static, NopeApp>| {
+        let label = std::cell::RefCell::new(None);
+        h.query(egui_kittest::kittest::by().predicate(|n| {
+            let f = n.is_focused();
+            if f {
+                *label.borrow_mut() = Some(n.label().unwrap_or_default());
+            }
+            f
+        }));
+        label.into_inner()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..400 {
+        h.key_press(Key::Tab);
+        h.run_steps(1);
+        let Some(label) = focused(&h) else { continue };
+        if seen.first() == Some(&label) && seen.len() > 10 {
+            break;
+        }
+        seen.push(label);
+    }
+    eprintln!("{} stops: {seen:?}", seen.len());
+    for want in [
+        text::TAB_EXPLORE,
+        text::TOUR_OPEN,
+        text::HALVE_LENGTH,
+        text::DOUBLE_LENGTH,
+        "layer 0, head 0",
+        "layer 3, head 3",
+        "CSV",
+        "PNG",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "Tab never reaches {want:?}: {seen:?}");
+    }
+    // Enter on a focused cell selects it.
+    while focused(&h).as_deref() != Some("layer 2, head 1") {
+        h.key_press(Key::Tab);
+        h.run_steps(1);
+    }
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    assert_eq!((h.state().state.layer, h.state().state.head), (2, 1));
+    // Enter on the walkthrough button opens it.
+    while focused(&h).as_deref() != Some(text::TOUR_OPEN) {
+        h.key_press(Key::Tab);
+        h.run_steps(1);
+    }
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    assert!(h.state().state.tour.is_some(), "the walkthrough opened");
+}
