@@ -934,11 +934,19 @@ fn reproduce_cmd(
     // The temperatures: searched head scales shipped beside the model, the
     // rules, on the repeated filler and on held-out real text.
     let mut searched = Vec::new();
-    for factor in [4, 8] {
-        let path = nope.join(format!("head_scales-{factor}L.json"));
+    for (file, name) in [
+        ("head_scales-4L.json", "NoPE, head scales searched at 4L"),
+        ("head_scales-8L.json", "NoPE, head scales searched at 8L"),
+        // The same search from the paper's start (issue 8's comparison).
+        (
+            "head_scales-4L-init1.6.json",
+            "NoPE, head scales from s = 1.6, searched at 4L",
+        ),
+    ] {
+        let path = nope.join(file);
         if path.exists() {
             let hs = HeadScales::load(&path, &n.config).map_err(err)?;
-            searched.push((format!("NoPE, head scales searched at {factor}L"), hs));
+            searched.push((name.to_string(), hs));
         }
     }
     let mut filler_texts = Vec::new();
