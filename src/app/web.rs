@@ -222,6 +222,9 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
             .map(|&(l, h, p)| [l as f32, h as f32, p.x * css_per_point, p.y * css_per_point])
             .collect::<Vec<_>>(),
         "screen_points": [ctx.content_rect().width(), ctx.content_rect().height()],
+        "pixels_per_point": ctx.pixels_per_point(),
+        "zoom_factor": ctx.zoom_factor(),
+        "device_pixel_ratio": dpr,
         "first_plot_s": app.first_plot_s,
         "busy_frames": app.frame_stats.busy_frames,
         "busy_max_ms": app.frame_stats.busy_max_ms,

@@ -187,6 +187,8 @@ try {
   await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
     const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
     check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
+    const canvas = await page.evaluate(() => { const c = document.getElementById("nopescope_canvas"); return [c.clientWidth, c.width, window.devicePixelRatio, window.innerWidth]; });
+    console.log(`  canvas CSS width, backing width, devicePixelRatio, innerWidth: ${canvas}; egui pixels per point ${s?.pixels_per_point}, zoom ${s?.zoom_factor}`);
     // A cell on screen that is not the selected head.
     const cell = (s?.head_cells ?? []).find(([l, h, , y]) => (l !== s.state.layer || h !== s.state.head) && y > 40 && y < 1140);
     check(!!cell, `a head map cell is on screen to tap (${JSON.stringify(cell)})`);
