@@ -462,11 +462,12 @@ fn lab_backend(backend: Backend) -> backend::Backend {
 
 /// Before the weights of `dir` are read: refuses (with needed and
 /// available) a model that cannot fit where `backend` will run it at up to
-/// `t` tokens; otherwise says what it needs on stderr.
-fn check_fits(dir: &Path, backend: Backend, t: usize) -> CliResult<()> {
-    let check = backend::check_memory_native(dir, lab_backend(backend), t, Elem::F32).map_err(err)?;
+/// `t` tokens, its GPU weights held as `elem`; otherwise says what it needs
+/// on stderr.
+fn check_fits(dir: &Path, backend: Backend, t: usize, elem: Elem) -> CliResult<backend::MemoryCheck> {
+    let check = backend::check_memory_native(dir, lab_backend(backend), t, elem).map_err(err)?;
     eprintln!("memory: {} {}", dir.display(), check.summary());
-    Ok(())
+    Ok(check)
 }
 
 /// Picks the engine with the library's one rule (`lab::backend`, shared
@@ -475,12 +476,7 @@ fn check_fits(dir: &Path, backend: Backend, t: usize) -> CliResult<()> {
 /// adapter (lavapipe, SwiftShader, WARP are slower than it) or when there is
 /// no usable adapter. The choice and why go to stderr.
 fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
-    make_engine_with(backend, config, params, Elem::F32)
-}
-
-/// `make_engine`, a GPU engine holding its weight matrices as `elem`.
-fn make_engine_with(backend: Backend, config: ModelConfig, params: Params<f32>, elem: Elem) -> CliResult<AnyEngine> {
-    let chosen = backend::choose_engine_native(lab_backend(backend), config, params, elem).map_err(|e| {
+    let chosen = backend::choose_engine_native(lab_backend(backend), config, params).map_err(|e| {
         format!(
             "{}; use --backend cpu",
             e.to_string().trim_end_matches("; use the CPU engine")
@@ -522,7 +518,7 @@ fn eval_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1))?;
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
     let m = load_model_dir(dir).map_err(err)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
@@ -593,8 +589,7 @@ fn bench_model_cmd(
     if elem == Elem::F16 && !matches!(backend, Backend::Gpu) {
         return Err("--gpu-weights f16 is for the GPU engine: add --backend gpu".into());
     }
-    let memory = backend::check_memory_native(dir, lab_backend(backend), tokens, elem).map_err(err)?;
-    eprintln!("memory: {} {}", dir.display(), memory.summary());
+    let memory = check_fits(dir, backend, tokens, elem)?;
     let t0 = std::time::Instant::now();
     let (parameters, mut engine) = match elem {
         Elem::F32 => {
@@ -659,7 +654,7 @@ fn passkey_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1))?;
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
     let m = load_model_dir(dir).map_err(err)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
     let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;

@@ -538,18 +538,7 @@ fn f16_weights_match_cpu_on_the_rounded_weights() {
         let mut gpu = block_on(GpuEngine::new_from_f16(ctx2, cfg.clone(), halves)).unwrap();
         let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
         let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check(
-            &format!("{name}, from f16 on the host: loss"),
-            &[got.loss_sum as f32],
-            &[want.loss_sum],
-            LOSS_TOL,
-        );
-        check(
-            &format!("{name}, from f16 on the host: logits"),
-            got.logits.as_ref().unwrap(),
-            want.logits.as_ref().unwrap(),
-            LOGITS_TOL,
-        );
+        check_forward(&format!("{name}, from f16 on the host:"), &got, &want);
     }
 }
 

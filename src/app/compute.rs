@@ -197,21 +197,9 @@ impl Lab {
         use crate::model::{files, memory};
         let config = files::load_config(dir)?;
         let file_bytes = files::weights_file_bytes(dir)?;
-        let target = match (&self.gpu, self.backend) {
-            (_, Backend::Cpu) | (None, _) => Target::Cpu,
-            (Some(g), backend) => {
-                let report = g.report();
-                if backend == Backend::Auto && report.is_cpu {
-                    Target::Cpu
-                } else {
-                    Target::Gpu {
-                        adapter: g.label(),
-                        shares_host: report.is_cpu,
-                        elem: crate::gpu::shader::Elem::F32,
-                    }
-                }
-            }
-        };
+        let adapter = self.gpu.as_ref().map(|g| (g.label(), g.report().is_cpu));
+        let adapter = adapter.as_ref().map(|(name, is_cpu)| (name.as_str(), *is_cpu));
+        let target = Target::of(self.backend, adapter, crate::gpu::shader::Elem::F32);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let check = check_memory(&config, file_bytes, &target, MEMORY_CHECK_LENGTH, threads, None)?;
         let needed = check.host_needed + memory::weights_bytes(&config);

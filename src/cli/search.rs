@@ -147,7 +147,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let objective = Objective::parse(&a.objective).map_err(err)?;
-    crate::check_fits(&a.dir, a.backend, a.length)?;
+    crate::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
     let rule = ScaleRule::parse(&a.rule, cfg.training_length, a.rule_a).map_err(err)?;

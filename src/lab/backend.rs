@@ -83,24 +83,12 @@ pub async fn choose_engine(
     config: ModelConfig,
     params: Params<f32>,
 ) -> Result<Chosen> {
-    choose_engine_with(backend, gpu, config, params, Elem::F32).await
-}
-
-/// `choose_engine`, the GPU engine holding its weight matrices as `elem`
-/// (f16 needs the device's shader-f16; the CPU engine is always f32).
-pub async fn choose_engine_with(
-    backend: Backend,
-    gpu: std::result::Result<GpuContext, String>,
-    config: ModelConfig,
-    params: Params<f32>,
-    elem: Elem,
-) -> Result<Chosen> {
     match backend {
         Backend::Cpu => cpu(config, params, "the CPU engine, as asked".into()),
         Backend::Gpu => {
             let ctx = gpu.map_err(|e| Error::Engine(format!("no usable GPU ({e}); use the CPU engine")))?;
             let adapter = ctx.adapter();
-            let engine = GpuEngine::new_with(ctx, config, params, elem)
+            let engine = GpuEngine::new(ctx, config, params)
                 .await
                 .map_err(|e| Error::Engine(format!("the GPU engine failed on {adapter}: {e}; use the CPU engine")))?;
             Ok(Chosen {
@@ -121,7 +109,7 @@ pub async fn choose_engine_with(
                 return cpu(config, params, reason);
             }
             let adapter = ctx.adapter();
-            match GpuEngine::new_with(ctx, config.clone(), params.clone(), elem).await {
+            match GpuEngine::new(ctx, config.clone(), params.clone()).await {
                 Ok(e) => Ok(Chosen {
                     engine: AnyEngine::Gpu(e),
                     reason: format!("auto: the GPU engine on {adapter}"),
@@ -149,6 +137,21 @@ pub enum Target {
         shares_host: bool,
         elem: Elem,
     },
+}
+
+impl Target {
+    /// Where `backend` will run, given the adapter there is (its name and
+    /// whether it is a CPU / fallback adapter): `choose_engine`'s rule.
+    pub fn of(backend: Backend, adapter: Option<(&str, bool)>, elem: Elem) -> Target {
+        match (backend, adapter) {
+            (Backend::Cpu, _) | (_, None) | (Backend::Auto, Some((_, true))) => Target::Cpu,
+            (_, Some((name, is_cpu))) => Target::Gpu {
+                adapter: name.to_string(),
+                shares_host: is_cpu,
+                elem,
+            },
+        }
+    }
 }
 
 /// What a model needs where it will run, estimated before loading it
@@ -271,40 +274,26 @@ pub fn check_memory_native(dir: &std::path::Path, backend: Backend, t: usize, el
     use crate::model::{files, memory};
     let config = files::load_config(dir)?;
     let file_bytes = files::weights_file_bytes(dir)?;
-    let target = match backend {
-        Backend::Cpu => Target::Cpu,
-        Backend::Gpu | Backend::Auto => {
-            let adapters = GpuContext::list_adapters();
-            match adapters.iter().find(|a| !a.is_cpu) {
-                Some(a) => Target::Gpu {
-                    adapter: a.name.clone(),
-                    shares_host: false,
-                    elem,
-                },
-                None => match (backend, adapters.first()) {
-                    (Backend::Gpu, Some(a)) => Target::Gpu {
-                        adapter: a.name.clone(),
-                        shares_host: true,
-                        elem,
-                    },
-                    _ => Target::Cpu,
-                },
-            }
-        }
+    // The default adapter is a real GPU where there is one.
+    let adapters = match backend {
+        Backend::Cpu => Vec::new(),
+        Backend::Gpu | Backend::Auto => GpuContext::list_adapters(),
     };
+    let adapter = adapters.iter().find(|a| !a.is_cpu).or(adapters.first());
+    let target = Target::of(backend, adapter.map(|a| (a.name.as_str(), a.is_cpu)), elem);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     check_memory(&config, file_bytes, &target, t, threads, memory::available_host())
 }
 
 /// Natively: opens the default adapter only when the choice may use it, and
-/// picks the engine (what the CLI does), its GPU weights held as `elem`.
+/// picks the engine (what the CLI does).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn choose_engine_native(backend: Backend, config: ModelConfig, params: Params<f32>, elem: Elem) -> Result<Chosen> {
+pub fn choose_engine_native(backend: Backend, config: ModelConfig, params: Params<f32>) -> Result<Chosen> {
     let gpu = match backend {
         Backend::Cpu => Err("not asked for".to_string()),
         _ => GpuContext::new_default().map_err(|e| e.to_string()),
     };
-    pollster::block_on(choose_engine_with(backend, gpu, config, params, elem))
+    pollster::block_on(choose_engine(backend, gpu, config, params))
 }
 
 impl Engine for AnyEngine {
@@ -420,6 +409,22 @@ impl Engine for AnyEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule `choose_engine` applies, before any device is opened.
+    #[test]
+    fn the_target_follows_the_auto_rule() {
+        let gpu = |shares_host| Target::Gpu {
+            adapter: "a".into(),
+            shares_host,
+            elem: Elem::F32,
+        };
+        assert_eq!(Target::of(Backend::Cpu, Some(("a", false)), Elem::F32), Target::Cpu);
+        assert_eq!(Target::of(Backend::Auto, None, Elem::F32), Target::Cpu);
+        assert_eq!(Target::of(Backend::Auto, Some(("a", true)), Elem::F32), Target::Cpu);
+        assert_eq!(Target::of(Backend::Auto, Some(("a", false)), Elem::F32), gpu(false));
+        assert_eq!(Target::of(Backend::Gpu, Some(("a", true)), Elem::F32), gpu(true));
+        assert_eq!(Target::of(Backend::Gpu, None, Elem::F32), Target::Cpu);
+    }
 
     /// The paper's model does not fit 1 GiB, on either engine, and the
     /// error gives both numbers; it fits 64 GiB on the CPU engine.

@@ -268,35 +268,21 @@ impl Engine for CpuEngine {
     ) -> Result<Gradients> {
         check_batch(&self.config, batch, loss_weights, head_scales)?;
         let (config, params) = (&self.config, &self.params);
-        if let Some(slicer) = &self.slicer {
+        let (values, rule) = (&head_scales.values, head_scales.rule);
+        let (loss, predictions, weights, hs) = match &self.slicer {
             // One sequence at a time, pausing between them.
-            let (values, rule) = (&head_scales.values, head_scales.rule);
-            let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, values.len(), mode);
-            for s in 0..batch.len() {
-                acc.add(config, params, s, values, rule);
-                if s + 1 < batch.len() {
-                    (slicer.pause)().await;
+            Some(slicer) => {
+                let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, values.len(), mode);
+                for s in 0..batch.len() {
+                    acc.add(config, params, s, values, rule);
+                    if s + 1 < batch.len() {
+                        (slicer.pause)().await;
+                    }
                 }
+                acc.finish()
             }
-            let (loss, predictions, weights, hs) = acc.finish();
-            return Ok(Gradients {
-                loss,
-                predictions,
-                weights,
-                head_scales: hs,
-            });
-        }
-        let (loss, predictions, weights, hs) = par::in_pool(|| {
-            weighted_batch_gradients(
-                config,
-                params,
-                batch,
-                loss_weights,
-                &head_scales.values,
-                head_scales.rule,
-                mode,
-            )
-        });
+            None => par::in_pool(|| weighted_batch_gradients(config, params, batch, loss_weights, values, rule, mode)),
+        };
         Ok(Gradients {
             loss,
             predictions,
