@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm};
+use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm, FLASH_WG};
 use nopescope::gpu::embedding::{TokenGroups, TokenGroupsBuffers};
 use nopescope::gpu::matmul::Matmul;
 use nopescope::gpu::shader::{Elem, Weight};
@@ -1293,6 +1293,25 @@ fn attention_whole(
     }
 }
 
+/// The attention kernels with the forward in `form` (the flash form built
+/// for head dim `hd`, `FLASH_WG` rows per workgroup) and, with
+/// `small_budget`, so few loop iterations per dispatch that T is split
+/// into passes: of 12 keys at hd 8 (6 query rows for dk, dv), 5 at hd 16
+/// (2), 1 at hd 128.
+fn attention_with(g: &Gpu, form: ForwardForm, hd: usize, small_budget: bool) -> Attention {
+    let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
+    if form == ForwardForm::Flash {
+        block_on(attn.build_flash(&g.ctx, hd, FLASH_WG)).unwrap();
+    }
+    attn.form = form;
+    if small_budget {
+        attn.loop_budget = 400;
+    }
+    attn
+}
+
+const FORMS: [ForwardForm; 3] = [ForwardForm::Rows, ForwardForm::Tiled, ForwardForm::Flash];
+
 /// Attention forward and backward on the GPU against the CPU twins in f64.
 fn attention_case(g: &Gpu, attn: &Attention, shape: AttnShape, scales: &[f32], seed: u64) {
     let AttnShape { t, heads, kv_heads, hd } = shape;
@@ -1403,43 +1422,35 @@ fn attention_forward_and_backward_match_cpu() {
     let Some(g) = gpu("attention_forward_and_backward_match_cpu") else {
         return;
     };
-    // Both forward forms, each with the adapter's loop budget and with one
-    // so small that T is split into passes: of 12 keys at hd 8 (6 query
-    // rows for dk, dv), 5 at hd 16 (2), 1 at hd 128.
-    let mut variants = Vec::new();
-    for form in [ForwardForm::Rows, ForwardForm::Tiled] {
+    // Every forward form, each with the adapter's loop budget and with one
+    // so small that T is split into passes (`attention_with`).
+    for form in FORMS {
         for small in [false, true] {
-            let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-            attn.form = form;
-            if small {
-                attn.loop_budget = 400;
+            // Scales not all equal, the extremes included: near-uniform (0.01)
+            // and near-one-hot (100) attention.
+            let scales = [0.01, 1.0, 100.0, 2.5];
+            let mut seed = 1000;
+            for hd in [8, 16] {
+                let attn = attention_with(g, form, hd, small);
+                for t in [1, 7, 33, 70] {
+                    let shape = AttnShape {
+                        t,
+                        heads: 4,
+                        kv_heads: 2,
+                        hd,
+                    };
+                    attention_case(g, &attn, shape, &scales, seed);
+                    seed += 1;
+                }
             }
-            variants.push(attn);
-        }
-    }
-    for attn in &variants {
-        // Scales not all equal, the extremes included: near-uniform (0.01)
-        // and near-one-hot (100) attention.
-        let scales = [0.01, 1.0, 100.0, 2.5];
-        let mut seed = 1000;
-        for hd in [8, 16] {
-            for t in [1, 7, 33, 70] {
-                let shape = AttnShape {
-                    t,
-                    heads: 4,
-                    kv_heads: 2,
-                    hd,
-                };
-                attention_case(g, attn, shape, &scales, seed);
+            // Other groupings (one KV head; as many as heads), an odd head dim,
+            // and the largest head dim over more than two blocks of queries.
+            for (t, heads, kv_heads, hd) in [(33, 4, 1, 8), (33, 4, 4, 16), (7, 2, 2, 5), (130, 2, 1, 128)] {
+                let attn = attention_with(g, form, hd, small);
+                let shape = AttnShape { t, heads, kv_heads, hd };
+                attention_case(g, &attn, shape, &[0.7, 1.3, 0.01, 100.0][..heads], seed);
                 seed += 1;
             }
-        }
-        // Other groupings (one KV head; as many as heads), an odd head dim,
-        // and the largest head dim over more than two blocks of queries.
-        for (t, heads, kv_heads, hd) in [(33, 4, 1, 8), (33, 4, 4, 16), (7, 2, 2, 5), (130, 2, 1, 128)] {
-            let shape = AttnShape { t, heads, kv_heads, hd };
-            attention_case(g, attn, shape, &[0.7, 1.3, 0.01, 100.0][..heads], seed);
-            seed += 1;
         }
     }
 }
@@ -1453,18 +1464,18 @@ fn attention_at_extreme_scales_over_many_seeds() {
         return;
     };
     let scales = [0.01, 1.0, 100.0, 30.0];
-    for form in [ForwardForm::Rows, ForwardForm::Tiled] {
-        let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-        attn.form = form;
+    for form in FORMS {
+        let by_hd = [attention_with(g, form, 16, false), attention_with(g, form, 8, false)];
         for seed in 5000..5040 {
             let (t, hd) = if seed % 2 == 0 { (33, 16) } else { (70, 8) };
+            let attn = &by_hd[seed as usize % 2];
             let shape = AttnShape {
                 t,
                 heads: 4,
                 kv_heads: 2,
                 hd,
             };
-            attention_case(g, &attn, shape, &scales, seed);
+            attention_case(g, attn, shape, &scales, seed);
         }
     }
 }
@@ -1483,7 +1494,9 @@ fn attention_past_the_loop_limit_matches_cpu() {
         kv_heads: 1,
         hd: 64,
     };
-    attention_case(g, &g.kernels.attention, shape, &[0.7, 1.3], 1100);
+    for form in FORMS {
+        attention_case(g, &attention_with(g, form, 64, false), shape, &[0.7, 1.3], 1100);
+    }
 }
 
 /// Attention as the paged engine runs it (`AttnSpan`: query pages against
@@ -1503,13 +1516,9 @@ fn attention_in_pages_matches_whole() {
     };
     let scales = [0.01, 1.0, 100.0, 2.5];
     let mut seed = 1200;
-    for form in [ForwardForm::Rows, ForwardForm::Tiled] {
+    for form in FORMS {
         for small in [false, true] {
-            let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-            attn.form = form;
-            if small {
-                attn.loop_budget = 400;
-            }
+            let attn = attention_with(g, form, 8, small);
             for (t, page) in [(70, 23), (70, 69), (33, 1), (150, 70)] {
                 let shape = AttnShape {
                     t,
@@ -1551,20 +1560,38 @@ fn attention_in_pages_matches_whole() {
     }
 }
 
-/// Attention forward and backward times on this adapter, both forward
-/// forms (information only; `--ignored --nocapture`).
+/// Attention forward and backward times on this adapter, every forward
+/// form (information only; `--ignored --nocapture`). The shapes are
+/// T x heads x hd, 1024x6x32 (the bench model at 1024) unless
+/// NOPESCOPE_ATTN_SHAPES lists others, e.g. `1024x6x32,16384x6x32`.
 #[test]
-#[ignore = "a measurement, not a check: prints lavapipe timings (run with --ignored --nocapture)"]
+#[ignore = "a measurement, not a check: prints timings (run with --ignored --nocapture)"]
 fn attention_speed() {
     let Some(g) = gpu("attention_speed") else {
         return;
     };
-    let shape = AttnShape {
-        t: 1024,
-        heads: 6,
-        kv_heads: 6,
-        hd: 32,
-    };
+    let shapes = std::env::var("NOPESCOPE_ATTN_SHAPES").unwrap_or_else(|_| "1024x6x32".into());
+    for spec in shapes.split(',') {
+        let dims: Vec<usize> = spec
+            .split('x')
+            .map(|d| d.trim().parse().expect("T x heads x hd"))
+            .collect();
+        let [t, heads, hd] = dims[..] else {
+            panic!("NOPESCOPE_ATTN_SHAPES: `{spec}` is not T x heads x hd");
+        };
+        attention_speed_at(
+            g,
+            AttnShape {
+                t,
+                heads,
+                kv_heads: heads,
+                hd,
+            },
+        );
+    }
+}
+
+fn attention_speed_at(g: &Gpu, shape: AttnShape) {
     let AttnShape { t, heads, kv_heads, hd } = shape;
     let mut rng = Rng::new(11);
     let q = g.upload("q", &normal(&mut rng, t * heads * hd));
@@ -1593,12 +1620,18 @@ fn attention_speed() {
         }
         best
     };
-    for form in [ForwardForm::Rows, ForwardForm::Tiled] {
+    let mut variants: Vec<(String, Attention)> = [ForwardForm::Rows, ForwardForm::Tiled]
+        .map(|form| (format!("{form:?}"), attention_with(g, form, hd, false)))
+        .into();
+    for wg in [32, FLASH_WG] {
         let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-        attn.form = form;
+        block_on(attn.build_flash(&g.ctx, hd, wg)).unwrap();
+        variants.push((format!("Flash/{wg}"), attn));
+    }
+    for (form, attn) in &variants {
         let s = time(&|enc| attn.forward(&g.ctx, enc, &out, &lse, &ent, &scratch, &q, &k, &v, &scales, shape));
         eprintln!(
-            "attention forward {form:?} T={t} H={heads} hd={hd}: {:.1} ms, {:.2} GFLOP/s",
+            "attention forward {form} T={t} H={heads} hd={hd}: {:.2} ms, {:.2} GFLOP/s",
             s * 1e3,
             forward_flops / s / 1e9
         );
@@ -1609,7 +1642,7 @@ fn attention_speed() {
             &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &dout, &q, &k, &v, &out, &lse, &scales, shape,
         )
     });
-    eprintln!("attention backward T={t} H={heads} hd={hd}: {:.1} ms", s * 1e3);
+    eprintln!("attention backward T={t} H={heads} hd={hd}: {:.2} ms", s * 1e3);
 }
 
 #[test]

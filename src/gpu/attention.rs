@@ -19,9 +19,17 @@
 //!   real GPUs, where reading every key from the buffer once per query row
 //!   is what limits `Rows`.
 //!
-//! Both do the same arithmetic in the same order. `Rows` is the default
-//! until `Tiled` is measured on a real GPU (`attention_speed` in
-//! tests/gpu_kernels.rs).
+//! - `Flash` (`attention_forward_flash.wgsl`): `Tiled` built for one head
+//!   dim (`Attention::build_flash`), so its loops over the head dim have
+//!   constant length and the query, the accumulator and a tile's scores
+//!   live in vec4 registers instead of arrays sized for the largest head
+//!   dim; the tiles are vec4s, each tile's scores are computed whole
+//!   (masked past the row's position) and its max moves once per tile.
+//!
+//! `Rows` and `Tiled` do the same arithmetic in the same order; `Flash`
+//! groups each dot product by fours. The engine uses `Flash`, the fastest
+//! on every adapter measured (lavapipe, the H200: docs/BENCH.md); the
+//! tests run all three.
 //!
 //! The backward is four steps, deterministic (every output has one
 //! writer, no float atomics): (1) per (row, head) its lse and D = dO . O
@@ -88,6 +96,42 @@ pub enum ForwardForm {
     /// One workgroup per (block of query rows, head), keys and values
     /// shared through workgroup memory.
     Tiled,
+    /// `Tiled` built for one head dim, its rows in vec4 registers
+    /// (`Attention::build_flash`).
+    Flash,
+}
+
+/// Query rows per workgroup of the flash forward.
+pub const FLASH_WG: u32 = 64;
+/// The most keys per tile of the flash forward; fewer where a large head
+/// dim's two tiles would pass the device's workgroup memory.
+pub const FLASH_KEY_BLOCK: u32 = 32;
+
+/// The flash forward's source for head dim `hd`, `wg` rows and
+/// `key_block` keys per tile.
+pub fn flash_shader(hd: u32, wg: u32, key_block: u32) -> ShaderSource {
+    ShaderSource::new(
+        "attention_forward_flash.wgsl",
+        &with_params(include_str!("../../shaders/attention_forward_flash.wgsl")),
+        &[("QUERY_WG", wg), ("KEY_BLOCK", key_block), ("HEAD_DIM", hd)],
+    )
+    .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate))
+}
+
+/// Keys per tile of the flash forward for head dim `hd`: its K and V
+/// tiles (vec4s, the head dim rounded up to 4) within `workgroup_bytes`.
+pub fn flash_key_block(hd: u32, workgroup_bytes: u32) -> u32 {
+    let per_key = 2 * 16 * hd.div_ceil(4).max(1);
+    (workgroup_bytes / per_key).clamp(1, FLASH_KEY_BLOCK)
+}
+
+/// The flash forward's pipeline for one head dim.
+#[derive(Debug)]
+struct FlashKernel {
+    hd: u32,
+    wg: u32,
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
 }
 
 /// Mirrors `Params` in every attention shader.
@@ -231,7 +275,10 @@ pub struct Attention {
     dkdv: wgpu::ComputePipeline,
     dscale_layout: wgpu::BindGroupLayout,
     dscale: wgpu::ComputePipeline,
-    /// The forward's kernel; `Rows` unless changed (tests run both).
+    /// The flash forward, once built for a head dim (`build_flash`).
+    flash: Option<FlashKernel>,
+    /// The forward's kernel; `Rows` unless changed (tests run all three;
+    /// the engine picks `Flash`).
     pub form: ForwardForm,
     /// Loop iterations one invocation may run, which sets how many keys
     /// (or query rows) one dispatch covers: `CPU_LOOP_BUDGET` on a CPU
@@ -272,6 +319,7 @@ impl Attention {
             dkdv,
             dscale_layout,
             dscale,
+            flash: None,
             form: ForwardForm::Rows,
             loop_budget: if ctx.report().is_cpu {
                 CPU_LOOP_BUDGET
@@ -279,6 +327,30 @@ impl Attention {
                 GPU_LOOP_BUDGET
             },
         })
+    }
+
+    /// Builds the flash forward for head dim `hd` with `wg` query rows per
+    /// workgroup (`FLASH_WG` unless a probe asks otherwise) and makes it
+    /// the forward's form. Its calls must then have this head dim.
+    pub async fn build_flash(&mut self, ctx: &GpuContext, hd: usize, wg: u32) -> Result<()> {
+        if hd == 0 || hd > MAX_HEAD_DIM as usize {
+            return Err(Error::Shape {
+                op: "attention_forward_flash",
+                message: format!("head dim {hd}: the flash forward is built for 1 to {MAX_HEAD_DIM}"),
+            });
+        }
+        let hd = hd as u32;
+        let key_block = flash_key_block(hd, ctx.limits().max_compute_workgroup_storage_size);
+        let src = flash_shader(hd, wg, key_block);
+        let (layout, mut pipelines) = shader::build(ctx, &src, &["attention_forward_flash"]).await?;
+        self.flash = Some(FlashKernel {
+            hd,
+            wg,
+            layout,
+            pipeline: pipelines.remove(0),
+        });
+        self.form = ForwardForm::Flash;
+        Ok(())
     }
 
     /// Keys (forward, dq) or query rows (dk, dv) one dispatch covers, so
@@ -430,17 +502,31 @@ impl Attention {
             // invocation per (row, head); Tiled: one workgroup per (block
             // of QUERY_WG rows, head) from the block holding row `lo`.
             let lo = begin.max(q_first) - q_first;
-            let (layout, pipeline, workgroups) = match self.form {
-                ForwardForm::Rows => (&self.rows_layout, &self.forward_rows, (heads * (rows - lo)) as u64),
-                ForwardForm::Tiled => (
-                    &self.tiled_layout,
-                    &self.forward_tiled,
-                    heads as u64 * ((rows as u64).div_ceil(wg) - lo as u64 / wg) * wg,
+            // Tiled and Flash: whole blocks of `block` rows per head.
+            let blocks = |block: u64| heads as u64 * ((rows as u64).div_ceil(block) - lo as u64 / block);
+            let (layout, pipeline, workgroups) = match (self.form, &self.flash) {
+                (ForwardForm::Rows, _) => (
+                    &self.rows_layout,
+                    &self.forward_rows,
+                    ((heads * (rows - lo)) as u64).div_ceil(wg),
                 ),
+                (ForwardForm::Tiled, _) => (&self.tiled_layout, &self.forward_tiled, blocks(wg)),
+                (ForwardForm::Flash, Some(f)) if f.hd as usize == shape.hd => {
+                    (&f.layout, &f.pipeline, blocks(f.wg as u64))
+                }
+                (ForwardForm::Flash, f) => {
+                    return Err(Error::Shape {
+                        op,
+                        message: match f {
+                            Some(f) => format!("the flash forward was built for head dim {}, not {}", f.hd, shape.hd),
+                            None => "the flash forward was not built (Attention::build_flash)".into(),
+                        },
+                    })
+                }
             };
             let params = ctx.uniform("attention_forward params", &params);
             let bind_group = ctx.bind("attention_forward bind group", layout, &storage, &params);
-            let workgroups = ctx.grid(op, workgroups.div_ceil(wg))?;
+            let workgroups = ctx.grid(op, workgroups)?;
             ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
         }
         Ok(())
@@ -759,5 +845,23 @@ mod tests {
         assert_eq!(passes(0, 3, 100).collect::<Vec<_>>(), vec![(0, 3)]);
         assert_eq!(passes(0, 0, 5).count(), 0);
         assert_eq!(passes(5, 12, 4).collect::<Vec<_>>(), vec![(5, 9), (9, 12)]);
+    }
+
+    /// The flash forward validates for every kind of head dim (under a
+    /// vec4, not a multiple of 4, the largest) with its workgroup size,
+    /// and its tiles fit WebGPU's default 16 KiB of workgroup memory.
+    #[test]
+    fn flash_variants_validate_and_fit() {
+        for hd in [1, 5, 8, 32, 63, 64, 128] {
+            for wg in [32, FLASH_WG] {
+                let key_block = flash_key_block(hd, 16384);
+                assert!(2 * 16 * hd.div_ceil(4) * key_block <= 16384, "hd {hd}");
+                let module = flash_shader(hd, wg, key_block).validate().unwrap();
+                assert_eq!(module.entry_points[0].workgroup_size, [wg, 1, 1]);
+            }
+        }
+        assert_eq!(flash_key_block(32, 16384), FLASH_KEY_BLOCK);
+        assert_eq!(flash_key_block(128, 16384), 16);
+        assert_eq!(flash_key_block(128, 49152), FLASH_KEY_BLOCK);
     }
 }

@@ -49,6 +49,11 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all.extend(cross_entropy::shaders());
     all.extend(optim::shaders());
     all.extend(attention::shaders());
+    all.push(attention::flash_shader(
+        32,
+        attention::FLASH_WG,
+        attention::FLASH_KEY_BLOCK,
+    ));
     all
 }
 

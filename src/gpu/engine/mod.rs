@@ -230,7 +230,14 @@ impl GpuEngine {
                 super::attention::MAX_HEAD_DIM
             )));
         }
-        let kernels = Kernels::new(&ctx).await.map_err(engine_error)?;
+        let mut kernels = Kernels::new(&ctx).await.map_err(engine_error)?;
+        // The forward's attention built for this model's head dim: the
+        // fastest form on every adapter measured (docs/BENCH.md).
+        kernels
+            .attention
+            .build_flash(&ctx, config.head_dim, super::attention::FLASH_WG)
+            .await
+            .map_err(engine_error)?;
         let slots = slots_of(&config, &layout);
         let mut engine = GpuEngine {
             ctx,
