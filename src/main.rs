@@ -171,6 +171,10 @@ enum Command {
         /// device work it asks for): quick, even on a software adapter.
         #[arg(long)]
         fixed_cost: bool,
+        /// Then time every kernel of a few calls on the device's clock
+        /// (GPU engine, where the device has timestamp queries).
+        #[arg(long)]
+        profile: bool,
         /// Time this model folder instead of the bench model: loading,
         /// forwards with entropy at --tokens, peak memory against the
         /// estimate made before loading.
@@ -232,12 +236,13 @@ fn main() -> ExitCode {
             json,
             long,
             fixed_cost,
+            profile,
             model: Some(dir),
             tokens,
             runs,
             gpu_weights,
         } => {
-            let _ = (long, fixed_cost);
+            let _ = (long, fixed_cost, profile);
             bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json)
         }
         Command::Bench {
@@ -245,9 +250,10 @@ fn main() -> ExitCode {
             json,
             long,
             fixed_cost,
+            profile,
             model: None,
             ..
-        } => bench_cmd(backend, json, long, fixed_cost),
+        } => bench_cmd(backend, json, long, fixed_cost, profile),
         Command::Search(args) => cli::search::run(args),
         Command::Reproduce {
             nope,
@@ -555,11 +561,11 @@ fn eval_cmd(
     Ok(())
 }
 
-fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool) -> CliResult<()> {
+fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool, profile: bool) -> CliResult<()> {
     let cfg = ModelConfig::bench();
     let params = Params::<f32>::random(&cfg, 0.02, 7);
     let mut engine = make_engine(backend, cfg, params)?;
-    let report = pollster::block_on(bench::run(&mut engine, long, fixed_cost, &mut |line| {
+    let report = pollster::block_on(bench::run(&mut engine, long, fixed_cost, profile, &mut |line| {
         eprintln!("{line}")
     }))
     .map_err(err)?;

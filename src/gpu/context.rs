@@ -125,6 +125,7 @@ pub struct GpuContext {
     health: Arc<Mutex<Health>>,
     work: Arc<WorkCounters>,
     caches: Arc<Mutex<Caches>>,
+    profile: Arc<Mutex<Option<super::profile::Profile>>>,
 }
 
 /// What a call made that the next call can use again: a uniform buffer per
@@ -211,6 +212,7 @@ impl GpuContext {
             health: Arc::new(Mutex::new(Health::default())),
             work: Arc::default(),
             caches: Arc::default(),
+            profile: Arc::default(),
         })
     }
 
@@ -239,8 +241,9 @@ impl GpuContext {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("nopescope device"),
                 required_limits: adapter.limits(),
-                // Weights may be held in f16 where the adapter can.
-                required_features: adapter.features() & wgpu::Features::SHADER_F16,
+                // Weights may be held in f16 where the adapter can; kernels
+                // can be timed where it has timestamp queries.
+                required_features: adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY),
                 ..Default::default()
             })
             .await
@@ -589,7 +592,58 @@ impl GpuContext {
         Ok(data)
     }
 
-    /// A uniform buffer holding one kernel's parameters.
+    /// Starts timing every compute pass (`gpu::profile`); false where the
+    /// device has no timestamp queries. A profile already running restarts.
+    pub fn profile_start(&self) -> bool {
+        if !self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return false;
+        }
+        let mut profile = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        *profile = Some(super::profile::Profile::new(&self.device));
+        true
+    }
+
+    /// True while a profile runs.
+    pub fn profiling(&self) -> bool {
+        self.profile.lock().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    /// Ends the profile and returns the time per kernel of the passes
+    /// submitted since `profile_start`, longest first (empty if none ran).
+    pub async fn profile_finish(&self) -> Result<Vec<crate::model::engine::KernelTime>> {
+        let Some(profile) = self.profile.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(Vec::new());
+        };
+        let n = profile.labels.len() as u32;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = 16 * n as u64;
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kernel profile timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut staged = None;
+        self.submit("kernel profile", |encoder| {
+            encoder.resolve_query_set(&profile.set, 0..2 * n, &resolved, 0);
+            staged = Some(self.stage(encoder, "kernel profile", &resolved, 4 * n as usize)?);
+            Ok(())
+        })
+        .await?;
+        let Some(staged) = staged else {
+            return Ok(Vec::new());
+        };
+        let words = self.read_staged(staged).await?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(bytemuck::cast_slice::<f32, u8>(&words));
+        Ok(super::profile::kernel_times(
+            &profile.labels,
+            &ticks,
+            self.queue.get_timestamp_period(),
+        ))
+    }
+
     /// A uniform buffer holding `params`: the one made before for the same
     /// bytes, else a new one (`Caches`).
     pub(crate) fn uniform<P: bytemuck::Pod>(&self, label: &str, params: &P) -> wgpu::Buffer {
@@ -698,9 +752,10 @@ impl GpuContext {
             return;
         }
         bump(&self.work.dispatches);
+        let mut profile = self.profile.lock().unwrap_or_else(|e| e.into_inner());
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
-            timestamp_writes: None,
+            timestamp_writes: profile.as_mut().and_then(|p| p.next_pass(label)),
         });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, bind_group, &[]);

@@ -387,7 +387,13 @@ impl Matmul {
             (m as u64).div_ceil(per_workgroup),
         )?;
         let pipeline = &pipelines.forms[form as usize];
-        ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+        if ctx.profiling() {
+            // timed per shape (`gpu::profile`)
+            let label = format!("{op} {m}x{k}x{n}");
+            ctx.dispatch(encoder, &label, pipeline, &bind_group, workgroups);
+        } else {
+            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod matmul;
 pub mod optim;
+pub mod profile;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scale_rows;

@@ -311,6 +311,20 @@ impl Engine for AnyEngine {
         }
     }
 
+    fn profile_start(&self) -> bool {
+        match self {
+            AnyEngine::Cpu(e) => e.profile_start(),
+            AnyEngine::Gpu(e) => e.profile_start(),
+        }
+    }
+
+    async fn profile_finish(&self) -> crate::model::Result<Vec<crate::model::engine::KernelTime>> {
+        match self {
+            AnyEngine::Cpu(e) => e.profile_finish().await,
+            AnyEngine::Gpu(e) => e.profile_finish().await,
+        }
+    }
+
     fn config(&self) -> &ModelConfig {
         match self {
             AnyEngine::Cpu(e) => e.config(),

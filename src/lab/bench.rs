@@ -39,6 +39,22 @@ pub struct BenchReport {
     /// entropy at 16384, 32768 and 65536, to show memory growing linearly.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub long_entropy_forward: Vec<LongRun>,
+    /// Only with `--profile`, on a device with timestamp queries: each
+    /// call's time per kernel on the device's clock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<ProfiledCall>,
+}
+
+/// One call run once under the kernel profiler (`Engine::profile_start`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfiledCall {
+    pub call: String,
+    /// The whole call on the host's clock, read-back included.
+    pub wall_seconds: f64,
+    /// The sum of its kernels' times on the device's clock.
+    pub kernel_seconds: f64,
+    /// Longest first.
+    pub kernels: Vec<crate::model::engine::KernelTime>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,10 +146,13 @@ fn fmt_work(w: Option<crate::model::engine::DeviceWork>) -> String {
 
 /// `only_fixed_cost`: stop after the 16-token forward (a quick look at the
 /// fixed cost, e.g. on a software adapter where the rest takes long).
+/// `profile`: then time each kernel of a few calls on the device's clock
+/// (`profile_calls`).
 pub async fn run<E: Engine>(
     engine: &mut E,
     long: bool,
     only_fixed_cost: bool,
+    profile: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
     let cfg = engine.config().clone();
@@ -163,6 +182,9 @@ pub async fn run<E: Engine>(
     ));
     if only_fixed_cost {
         report.fixed_cost_only = true;
+        if profile {
+            report.profiles = profile_calls(engine, &mut rng, true, log).await?;
+        }
         return Ok(report);
     }
 
@@ -280,7 +302,98 @@ pub async fn run<E: Engine>(
             report.long_entropy_forward.push(r);
         }
     }
+    if profile {
+        report.profiles = profile_calls(engine, &mut rng, false, log).await?;
+    }
     Ok(report)
+}
+
+/// Each of the bench's calls once more under the kernel profiler (the
+/// 16-token forward alone with `short`), warm: the time of every kernel
+/// on the device's clock beside the call's wall time. Empty, with a line
+/// saying so, where the engine cannot profile.
+pub async fn profile_calls<E: Engine>(
+    engine: &mut E,
+    rng: &mut Rng,
+    short: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<ProfiledCall>> {
+    let cfg = engine.config().clone();
+    let hs = HeadScales::ones(&cfg);
+    let mut calls = Vec::new();
+    let mut lengths = vec![16];
+    if !short {
+        lengths.extend([1024, 16384, 256]);
+    }
+    for t in lengths {
+        let tokens = random_tokens(rng, t, cfg.vocab_size);
+        let (call, options) = match t {
+            16 => ("forward, T=16, last logits", ForwardOptions::default()),
+            1024 => (
+                "forward, T=1024, all logits",
+                ForwardOptions {
+                    logits: LogitsRequest::All,
+                    ..Default::default()
+                },
+            ),
+            _ => (
+                "forward + entropy, T=16384",
+                ForwardOptions {
+                    entropy: true,
+                    logits: LogitsRequest::None,
+                    ..Default::default()
+                },
+            ),
+        };
+        if !engine.profile_start() {
+            log("profile: this engine or device cannot time kernels (no timestamp queries)");
+            return Ok(Vec::new());
+        }
+        let t0 = Instant::now();
+        let call = if t == 256 {
+            let opt = AdamWConfig::default();
+            engine.train_step(&[tokens], &hs, &opt, 1e-4).await?;
+            "training step, T=256"
+        } else {
+            engine.forward(&tokens, &hs, &options).await?;
+            call
+        };
+        let wall_seconds = t0.elapsed().as_secs_f64();
+        let kernels = engine.profile_finish().await?;
+        let kernel_seconds = kernels.iter().map(|k| k.seconds).sum();
+        let c = ProfiledCall {
+            call: call.to_string(),
+            wall_seconds,
+            kernel_seconds,
+            kernels,
+        };
+        log(&c.table());
+        calls.push(c);
+    }
+    Ok(calls)
+}
+
+impl ProfiledCall {
+    /// The call's kernels, longest first, with their share of the kernel time.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "profile: {}: {:.3} ms wall, {:.3} ms in kernels\n",
+            self.call,
+            1e3 * self.wall_seconds,
+            1e3 * self.kernel_seconds
+        );
+        s += &format!("  {:<40} {:>6} {:>10} {:>7}\n", "kernel", "calls", "ms", "share");
+        for k in &self.kernels {
+            s += &format!(
+                "  {:<40} {:>6} {:>10.3} {:>6.1}%\n",
+                k.kernel,
+                k.calls,
+                1e3 * k.seconds,
+                100.0 * k.seconds / self.kernel_seconds.max(1e-12)
+            );
+        }
+        s
+    }
 }
 
 pub fn fmt_bytes(b: Option<u64>) -> String {

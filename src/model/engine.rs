@@ -118,6 +118,15 @@ impl DeviceWork {
     }
 }
 
+/// One kernel's share of the device time while a profile ran
+/// (`Engine::profile_start`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub calls: u64,
+    pub seconds: f64,
+}
+
 #[allow(async_fn_in_trait)]
 pub trait Engine {
     /// A short description: which engine, which device.
@@ -126,6 +135,18 @@ pub trait Engine {
     /// The device work so far (None for an engine without a device).
     fn device_work(&self) -> Option<DeviceWork> {
         None
+    }
+
+    /// Starts timing every kernel on the device's clock (GPU engines on a
+    /// device with timestamp queries); false where the engine cannot.
+    fn profile_start(&self) -> bool {
+        false
+    }
+
+    /// The kernel times since `profile_start`, longest first (empty where
+    /// no profile ran).
+    async fn profile_finish(&self) -> Result<Vec<KernelTime>> {
+        Ok(Vec::new())
     }
     fn config(&self) -> &ModelConfig;
 

@@ -328,6 +328,14 @@ impl Engine for GpuEngine {
         Some(self.ctx.work())
     }
 
+    fn profile_start(&self) -> bool {
+        self.ctx.profile_start()
+    }
+
+    async fn profile_finish(&self) -> crate::model::Result<Vec<crate::model::engine::KernelTime>> {
+        self.ctx.profile_finish().await.map_err(engine_error)
+    }
+
     fn config(&self) -> &ModelConfig {
         &self.config
     }
