@@ -12,6 +12,7 @@
 use std::sync::OnceLock;
 
 use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm, FLASH_WG};
+use nopescope::gpu::context::Recorder;
 use nopescope::gpu::embedding::{TokenGroups, TokenGroupsBuffers};
 use nopescope::gpu::matmul::Matmul;
 use nopescope::gpu::shader::{Elem, Weight};
@@ -87,7 +88,7 @@ impl Gpu {
         block_on(self.ctx.read_f32(what, buffer, len)).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn run(&self, what: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> nopescope::gpu::Result<()>) {
+    fn run(&self, what: &str, record: impl FnOnce(&mut Recorder) -> nopescope::gpu::Result<()>) {
         block_on(self.ctx.submit(what, record)).unwrap_or_else(|e| panic!("{e}"));
     }
 }
@@ -1610,7 +1611,7 @@ fn attention_speed_at(g: &Gpu, shape: AttnShape) {
     let scratch = block_on(AttentionScratch::new(&g.ctx, heads, t)).unwrap();
     // Causal: half of the T^2 scores, each 2 hd flops for q.k and 2 hd for p v.
     let forward_flops = (t * (t + 1) / 2 * heads * 4 * hd) as f64;
-    let time = |f: &dyn Fn(&mut wgpu::CommandEncoder) -> nopescope::gpu::Result<()>| {
+    let time = |f: &dyn Fn(&mut Recorder) -> nopescope::gpu::Result<()>| {
         let mut best = f64::INFINITY;
         for _ in 0..3 {
             let start = std::time::Instant::now();

@@ -63,7 +63,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::{Error, Result};
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ROW_WG;
@@ -418,7 +418,7 @@ impl Attention {
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         out: &wgpu::Buffer,
         lse: &wgpu::Buffer,
         entropy_bits: &wgpu::Buffer,
@@ -455,7 +455,7 @@ impl Attention {
     pub fn forward_span(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         out: &wgpu::Buffer,
         lse: &wgpu::Buffer,
         entropy_bits: &wgpu::Buffer,
@@ -539,7 +539,7 @@ impl Attention {
     pub fn backward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dq: &wgpu::Buffer,
         dk: &wgpu::Buffer,
         dv: &wgpu::Buffer,
@@ -581,7 +581,7 @@ impl Attention {
     pub fn backward_rowstats(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         rowstats: &wgpu::Buffer,
         dout: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -631,7 +631,7 @@ impl Attention {
     pub fn backward_dq(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dq: &wgpu::Buffer,
         dscale_partials: &wgpu::Buffer,
         dout: &wgpu::Buffer,
@@ -689,7 +689,7 @@ impl Attention {
     pub fn backward_dkdv(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dk: &wgpu::Buffer,
         dv: &wgpu::Buffer,
         dout: &wgpu::Buffer,
@@ -781,7 +781,7 @@ impl Attention {
     pub fn backward_dscale(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         d_head_scales: &wgpu::Buffer,
         dscale_partials: &wgpu::Buffer,
         shape: AttnShape,

@@ -109,6 +109,64 @@ impl fmt::Display for AdapterReport {
     }
 }
 
+/// Commands being recorded for one submission: the encoder, and the
+/// compute pass that consecutive dispatches share (`GpuContext::dispatch`).
+/// Anything else recorded through the encoder (a copy, a clear, a
+/// read-back) goes through `DerefMut`, which ends the open pass first, so
+/// the commands keep the order they were recorded in; within a pass wgpu
+/// orders each dispatch after the writes of the ones before.
+pub struct Recorder {
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Recorder {
+    pub fn new(encoder: wgpu::CommandEncoder) -> Self {
+        Recorder { encoder, pass: None }
+    }
+
+    /// The open compute pass, begun if none is.
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let encoder = &mut self.encoder;
+        self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("nopescope dispatches"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
+        })
+    }
+
+    /// Ends the open pass and the recording.
+    pub fn finish(mut self) -> wgpu::CommandBuffer {
+        self.pass = None;
+        self.encoder.finish()
+    }
+}
+
+impl std::ops::Deref for Recorder {
+    type Target = wgpu::CommandEncoder;
+    fn deref(&self) -> &wgpu::CommandEncoder {
+        &self.encoder
+    }
+}
+
+impl std::ops::DerefMut for Recorder {
+    fn deref_mut(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.encoder
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("pass_open", &self.pass.is_some())
+            .finish()
+    }
+}
+
 /// What the device callbacks saw: a loss, or an error no scope caught.
 #[derive(Debug, Default)]
 struct Health {
@@ -391,14 +449,15 @@ impl GpuContext {
     /// Records commands with `record` into one encoder and submits them,
     /// all inside error scopes. If `record` returns Err (a kernel's shape
     /// check), nothing is submitted.
-    pub async fn submit(&self, what: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
+    pub async fn submit(&self, what: &str, record: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<()> {
         self.scoped(what, || {
-            let mut encoder = self
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
-            record(&mut encoder)?;
+            let mut recorder = Recorder::new(
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) }),
+            );
+            record(&mut recorder)?;
             bump(&self.work.submits);
-            self.queue.submit([encoder.finish()]);
+            self.queue.submit([recorder.finish()]);
             Ok(())
         })
         .await?
@@ -500,6 +559,7 @@ impl GpuContext {
         buffer: &wgpu::Buffer,
         len: usize,
     ) -> Result<Staged> {
+        // (A `Recorder` passed here ends its open compute pass first.)
         let bytes = (len * 4) as u64;
         if buffer.size() < bytes {
             return Err(Error::Shape {
@@ -739,10 +799,14 @@ impl GpuContext {
         Ok([x as u32, y as u32, 1])
     }
 
-    /// Records one dispatch of `pipeline` with one bind group.
+    /// Records one dispatch of `pipeline` with one bind group, in the
+    /// compute pass `recorder` has open (consecutive dispatches share one
+    /// pass: a pass costs the driver about 20 us on the H200, a dispatch
+    /// within one about 5, docs/BENCH.md). While a profile runs, each
+    /// dispatch gets its own pass, timed (`gpu::profile`).
     pub(crate) fn dispatch(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        recorder: &mut Recorder,
         label: &str,
         pipeline: &wgpu::ComputePipeline,
         bind_group: &wgpu::BindGroup,
@@ -753,10 +817,19 @@ impl GpuContext {
         }
         bump(&self.work.dispatches);
         let mut profile = self.profile.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: profile.as_mut().and_then(|p| p.next_pass(label)),
-        });
+        if let Some(profile) = profile.as_mut() {
+            let encoder: &mut wgpu::CommandEncoder = recorder;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: profile.next_pass(label),
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            return;
+        }
+        drop(profile);
+        let pass = recorder.pass();
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);

@@ -11,7 +11,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::Result;
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ROW_WG;
@@ -84,7 +84,7 @@ impl CrossEntropy {
     pub fn forward_backward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         losses: &wgpu::Buffer,
         z: &wgpu::Buffer,
         targets: &wgpu::Buffer,

@@ -10,7 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::{Error, Result};
 use super::shader::{self, uniform_layout, Access, Elem, ShaderSource, Weight};
 use super::ELEMENT_WG;
@@ -187,7 +187,7 @@ impl Embedding {
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         out: &wgpu::Buffer,
         embed: &wgpu::Buffer,
         tokens: &wgpu::Buffer,
@@ -206,7 +206,7 @@ impl Embedding {
     pub fn forward_rows(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         out: &wgpu::Buffer,
         part: Weight,
         tokens: &wgpu::Buffer,
@@ -269,7 +269,7 @@ impl Embedding {
     pub fn backward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dembed: &wgpu::Buffer,
         dout: &wgpu::Buffer,
         groups: &TokenGroupsBuffers,

@@ -16,7 +16,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::Result;
 use super::shader::{self, uniform_layout, Access, Elem, ShaderSource, Weight};
 
@@ -216,7 +216,7 @@ impl Matmul {
     pub fn matmul_nt(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         c: &wgpu::Buffer,
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
@@ -235,7 +235,7 @@ impl Matmul {
     pub fn matmul_nn(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         c: &wgpu::Buffer,
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
@@ -254,7 +254,7 @@ impl Matmul {
     pub fn matmul_tn(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         c: &wgpu::Buffer,
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
@@ -275,7 +275,7 @@ impl Matmul {
     pub fn matmul_nt_into(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         c: Strided,
         a: &wgpu::Buffer,
         b: Weight,
@@ -295,7 +295,7 @@ impl Matmul {
     pub fn matmul_nn_from(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         c: &wgpu::Buffer,
         a: Strided,
         b: Weight,
@@ -312,7 +312,7 @@ impl Matmul {
     fn encode(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         form: Form,
         c: Strided,
         a: Strided,

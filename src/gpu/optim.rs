@@ -13,7 +13,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::{Error, Result};
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::{ELEMENT_WG, ROW_WG};
@@ -174,7 +174,7 @@ impl Optim {
     pub fn grad_norm(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         stats: &wgpu::Buffer,
         partials: &wgpu::Buffer,
         grads: &wgpu::Buffer,
@@ -191,7 +191,7 @@ impl Optim {
     pub fn grad_norm_parts(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         stats: &wgpu::Buffer,
         partials: &wgpu::Buffer,
         parts: &[(&wgpu::Buffer, usize)],
@@ -257,7 +257,7 @@ impl Optim {
     pub fn clip(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         grads: &wgpu::Buffer,
         stats: &wgpu::Buffer,
         n: usize,
@@ -289,7 +289,7 @@ impl Optim {
     pub fn adamw(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         weights: &wgpu::Buffer,
         m: &wgpu::Buffer,
         v: &wgpu::Buffer,

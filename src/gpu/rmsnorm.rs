@@ -10,7 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::Result;
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::{ELEMENT_WG, ROW_WG};
@@ -139,7 +139,7 @@ impl RmsNorm {
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         out: &wgpu::Buffer,
         rstd: &wgpu::Buffer,
         x: &wgpu::Buffer,
@@ -179,7 +179,7 @@ impl RmsNorm {
     pub fn backward_dx(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dx: &wgpu::Buffer,
         dout: &wgpu::Buffer,
         x: &wgpu::Buffer,
@@ -219,7 +219,7 @@ impl RmsNorm {
     pub fn backward_dw(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dw: &wgpu::Buffer,
         partials: &wgpu::Buffer,
         dout: &wgpu::Buffer,

@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::{Error, Result};
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
@@ -117,7 +117,7 @@ impl Rope {
     pub fn apply(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         x: &wgpu::Buffer,
         tables: &RopeTables,
         t: usize,

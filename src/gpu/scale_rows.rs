@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::Result;
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
@@ -52,7 +52,7 @@ impl ScaleRows {
     pub fn apply(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         x: &wgpu::Buffer,
         factors: &wgpu::Buffer,
         rows: usize,

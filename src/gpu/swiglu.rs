@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Recorder};
 use super::error::Result;
 use super::shader::{self, uniform_layout, Access, ShaderSource};
 use super::ELEMENT_WG;
@@ -77,7 +77,7 @@ impl Swiglu {
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         h: &wgpu::Buffer,
         gu: &wgpu::Buffer,
         rows: usize,
@@ -107,7 +107,7 @@ impl Swiglu {
     pub fn backward(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut Recorder,
         dgu: &wgpu::Buffer,
         dh: &wgpu::Buffer,
         gu: &wgpu::Buffer,

@@ -3,6 +3,7 @@
 //! state.
 
 use super::*;
+use crate::gpu::context::Recorder;
 
 /// AdamW's state on the device.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ impl GpuEngine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record_backward(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         seq: &SeqInputs,
         groups: Option<&[TokenGroupsBuffers]>,
         grad_weight: f32,

@@ -3,6 +3,7 @@
 //! entropy, the MLP; then the LM head and the loss.
 
 use super::*;
+use crate::gpu::context::Recorder;
 use crate::gpu::matmul::Strided;
 
 impl GpuEngine {
@@ -11,7 +12,7 @@ impl GpuEngine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         y: &wgpu::Buffer,
         x: &wgpu::Buffer,
         slot: usize,
@@ -31,7 +32,7 @@ impl GpuEngine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_input_grad(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         dx: &wgpu::Buffer,
         dy: &wgpu::Buffer,
         slot: usize,
@@ -51,7 +52,7 @@ impl GpuEngine {
     /// `ws.layers[l]`; `entropy` (L, H, T) receives each layer's entropy.
     pub(super) fn record_layers(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         seq: &SeqInputs,
         keep: bool,
         entropy: Option<&wgpu::Buffer>,
@@ -174,7 +175,7 @@ impl GpuEngine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record_lm_head(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         seq: &SeqInputs,
         losses: &wgpu::Buffer,
         losses_offset: usize,
