@@ -25,11 +25,6 @@
 
 const WG: u32 = {{QUERY_WG}}u;
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
-// Nonzero in the build for one head dim (src/gpu/attention.rs,
-// `Attention::specialize`, where MAX_HD is that head dim too): the loops
-// over the head dim then have a constant length the compiler can unroll,
-// keeping the private arrays in registers. 0: p.hd, any head dim.
-const FIXED_HD: u32 = {{FIXED_HEAD_DIM}}u;
 
 @compute @workgroup_size(WG)
 fn attention_backward_dkdv(
@@ -37,7 +32,6 @@ fn attention_backward_dkdv(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let hd = select(p.hd, FIXED_HD, FIXED_HD != 0u);
     // bound keys 0..n (those before position `end`) of every KV head,
     // head after head: key j sees the rows max(j, begin)..end of this pass
     let n = min(p.end - p.k_first, p.keys);
@@ -48,15 +42,15 @@ fn attention_backward_dkdv(
     let g = e / n;
     let jl = e % n;
     let j = p.k_first + jl;
-    let qs = p.heads * hd;
-    let k0 = jl * p.kv_heads * hd + g * hd;
+    let qs = p.heads * p.hd;
+    let k0 = jl * p.kv_heads * p.hd + g * p.hd;
 
     var kv: array<f32, MAX_HD>;
     var vv: array<f32, MAX_HD>;
     var dka: array<f32, MAX_HD>;
     var dva: array<f32, MAX_HD>;
     let first = j >= p.begin;
-    for (var d = 0u; d < hd; d++) {
+    for (var d = 0u; d < p.hd; d++) {
         kv[d] = k[k0 + d];
         vv[d] = v[k0 + d];
         dka[d] = select(dk[k0 + d], 0.0, first);
@@ -66,23 +60,23 @@ fn attention_backward_dkdv(
         for (var h = g * p.group; h < (g + 1u) * p.group; h++) {
             let lambda = head_scales[h] * p.inv_sqrt_hd;
             let il = i - p.q_first;
-            let q0 = il * qs + h * hd;
+            let q0 = il * qs + h * p.hd;
             let r = 2u * (h * p.rows + il);
             var raw = 0.0;
             var dp = 0.0;
-            for (var d = 0u; d < hd; d++) {
+            for (var d = 0u; d < p.hd; d++) {
                 raw += q[q0 + d] * kv[d];
                 dp += dout[q0 + d] * vv[d];
             }
             let pij = exp(min(lambda * raw - rowstats[r], 0.0));
             let a = pij * (dp - rowstats[r + 1u]) * lambda;
-            for (var d = 0u; d < hd; d++) {
+            for (var d = 0u; d < p.hd; d++) {
                 dka[d] += a * q[q0 + d];
                 dva[d] += pij * dout[q0 + d];
             }
         }
     }
-    for (var d = 0u; d < hd; d++) {
+    for (var d = 0u; d < p.hd; d++) {
         dk[k0 + d] = dka[d];
         dv[k0 + d] = dva[d];
     }

@@ -26,11 +26,6 @@
 
 const WG: u32 = {{QUERY_WG}}u;
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
-// Nonzero in the build for one head dim (src/gpu/attention.rs,
-// `Attention::specialize`, where MAX_HD is that head dim too): the loops
-// over the head dim then have a constant length the compiler can unroll,
-// keeping the private arrays in registers. 0: p.hd, any head dim.
-const FIXED_HD: u32 = {{FIXED_HEAD_DIM}}u;
 
 @compute @workgroup_size(WG)
 fn attention_backward_dq(
@@ -38,7 +33,6 @@ fn attention_backward_dq(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let hd = select(p.hd, FIXED_HD, FIXED_HD != 0u);
     // bound rows lo..rows of every head, head after head: the rows at or
     // past key `begin`
     let lo = max(p.begin, p.q_first) - p.q_first;
@@ -51,29 +45,29 @@ fn attention_backward_dq(
     let il = lo + e % n;
     let i = p.q_first + il;
     let g = h / p.group;
-    let qs = p.heads * hd;
-    let kvs = p.kv_heads * hd;
+    let qs = p.heads * p.hd;
+    let kvs = p.kv_heads * p.hd;
     let lambda = head_scales[h] * p.inv_sqrt_hd;
     let r = h * p.rows + il;
     let row_lse = rowstats[2u * r];
     let row_d = rowstats[2u * r + 1u];
-    let q0 = il * qs + h * hd;
+    let q0 = il * qs + h * p.hd;
 
     var qv: array<f32, MAX_HD>;
     var dov: array<f32, MAX_HD>;
     var dqa: array<f32, MAX_HD>;
     let first = p.begin == 0u;
-    for (var d = 0u; d < hd; d++) {
+    for (var d = 0u; d < p.hd; d++) {
         qv[d] = q[q0 + d];
         dov[d] = dout[q0 + d];
         dqa[d] = select(dq[q0 + d], 0.0, first);
     }
     var dscale = select(dscale_partials[r], 0.0, first);
     for (var j = p.begin; j < min(p.end, i + 1u); j++) {
-        let k0 = (j - p.k_first) * kvs + g * hd;
+        let k0 = (j - p.k_first) * kvs + g * p.hd;
         var raw = 0.0;
         var dp = 0.0;
-        for (var d = 0u; d < hd; d++) {
+        for (var d = 0u; d < p.hd; d++) {
             raw += qv[d] * k[k0 + d];
             dp += dov[d] * v[k0 + d];
         }
@@ -82,11 +76,11 @@ fn attention_backward_dq(
         let ds = pij * (dp - row_d);
         dscale += ds * raw;
         let a = ds * lambda;
-        for (var d = 0u; d < hd; d++) {
+        for (var d = 0u; d < p.hd; d++) {
             dqa[d] += a * k[k0 + d];
         }
     }
-    for (var d = 0u; d < hd; d++) {
+    for (var d = 0u; d < p.hd; d++) {
         dq[q0 + d] = dqa[d];
     }
     dscale_partials[r] = dscale;

@@ -1295,16 +1295,14 @@ fn attention_whole(
 }
 
 /// The attention kernels with the forward in `form` (the flash form built
-/// for head dim `hd`, `FLASH_WG` rows per workgroup, and with it the
-/// backward's steps for that head dim) and, with
+/// for head dim `hd`, `FLASH_WG` rows per workgroup) and, with
 /// `small_budget`, so few loop iterations per dispatch that T is split
 /// into passes: of 12 keys at hd 8 (6 query rows for dk, dv), 5 at hd 16
 /// (2), 1 at hd 128.
 fn attention_with(g: &Gpu, form: ForwardForm, hd: usize, small_budget: bool) -> Attention {
     let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
     if form == ForwardForm::Flash {
-        block_on(attn.specialize(&g.ctx, hd, FLASH_WG)).unwrap();
-        attn.fixed_backward = true;
+        block_on(attn.build_flash(&g.ctx, hd, FLASH_WG)).unwrap();
     }
     attn.form = form;
     if small_budget {
@@ -1628,7 +1626,7 @@ fn attention_speed_at(g: &Gpu, shape: AttnShape) {
         .into();
     for wg in [32, FLASH_WG] {
         let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-        block_on(attn.specialize(&g.ctx, hd, wg)).unwrap();
+        block_on(attn.build_flash(&g.ctx, hd, wg)).unwrap();
         variants.push((format!("Flash/{wg}"), attn));
     }
     for (form, attn) in &variants {
@@ -1639,22 +1637,13 @@ fn attention_speed_at(g: &Gpu, shape: AttnShape) {
             forward_flops / s / 1e9
         );
     }
-    for fixed in [false, true] {
-        let attn = &mut variants[3].1;
-        attn.fixed_backward = fixed;
-        let attn = &*attn;
-        let what = if fixed {
-            "built for the head dim"
-        } else {
-            "any head dim"
-        };
-        let s = time(&|enc| {
-            attn.backward(
-                &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &dout, &q, &k, &v, &out, &lse, &scales, shape,
-            )
-        });
-        eprintln!("attention backward ({what}) T={t} H={heads} hd={hd}: {:.2} ms", s * 1e3);
-    }
+    let attn = &g.kernels.attention;
+    let s = time(&|enc| {
+        attn.backward(
+            &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &dout, &q, &k, &v, &out, &lse, &scales, shape,
+        )
+    });
+    eprintln!("attention backward T={t} H={heads} hd={hd}: {:.2} ms", s * 1e3);
 }
 
 #[test]

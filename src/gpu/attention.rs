@@ -20,7 +20,7 @@
 //!   is what limits `Rows`.
 //!
 //! - `Flash` (`attention_forward_flash.wgsl`): `Tiled` built for one head
-//!   dim (`Attention::specialize`), so its loops over the head dim have
+//!   dim (`Attention::build_flash`), so its loops over the head dim have
 //!   constant length and the query, the accumulator and a tile's scores
 //!   live in vec4 registers instead of arrays sized for the largest head
 //!   dim; the tiles are vec4s, each tile's scores are computed whole
@@ -97,7 +97,7 @@ pub enum ForwardForm {
     /// shared through workgroup memory.
     Tiled,
     /// `Tiled` built for one head dim, its rows in vec4 registers
-    /// (`Attention::specialize`).
+    /// (`Attention::build_flash`).
     Flash,
 }
 
@@ -125,18 +125,13 @@ pub fn flash_key_block(hd: u32, workgroup_bytes: u32) -> u32 {
     (workgroup_bytes / per_key).clamp(1, FLASH_KEY_BLOCK)
 }
 
-/// The kernels built for one head dim (`Attention::specialize`): the flash
-/// forward, and the backward's steps 2 and 3 with constant-length loops.
+/// The flash forward's pipeline for one head dim.
 #[derive(Debug)]
 struct FlashKernel {
     hd: u32,
     wg: u32,
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
-    dq_layout: wgpu::BindGroupLayout,
-    dq: wgpu::ComputePipeline,
-    dkdv_layout: wgpu::BindGroupLayout,
-    dkdv: wgpu::ComputePipeline,
 }
 
 /// Mirrors `Params` in every attention shader.
@@ -219,8 +214,18 @@ pub fn shaders() -> [ShaderSource; 6] {
             &rows[..1],
         )
         .bind(&[("rowstats", Access::ReadWrite), ("dout", Access::Read), ("out", Access::Read), ("lse", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
-        dq_shader(MAX_HEAD_DIM, 0),
-        dkdv_shader(MAX_HEAD_DIM, 0),
+        ShaderSource::new(
+            "attention_backward_dq.wgsl",
+            &with_params(include_str!("../../shaders/attention_backward_dq.wgsl")),
+            &[rows[0], rows[2]],
+        )
+        .bind(&[("dq", Access::ReadWrite), ("dscale_partials", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        ShaderSource::new(
+            "attention_backward_dkdv.wgsl",
+            &with_params(include_str!("../../shaders/attention_backward_dkdv.wgsl")),
+            &[rows[0], rows[2]],
+        )
+        .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_backward_dscale.wgsl",
             &shader::include(
@@ -231,27 +236,6 @@ pub fn shaders() -> [ShaderSource; 6] {
         )
         .bind(&[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
     ]
-}
-
-/// Backward step 2's source: private arrays of `max_hd`, and loops over
-/// `fixed_hd` (0: the call's head dim, any up to `max_hd`).
-fn dq_shader(max_hd: u32, fixed_hd: u32) -> ShaderSource {
-    ShaderSource::new(
-        "attention_backward_dq.wgsl",
-        &with_params(include_str!("../../shaders/attention_backward_dq.wgsl")),
-        &[("QUERY_WG", QUERY_WG), ("MAX_HEAD_DIM", max_hd), ("FIXED_HEAD_DIM", fixed_hd)],
-    )
-    .bind(&[("dq", Access::ReadWrite), ("dscale_partials", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate))
-}
-
-/// Backward step 3's source, as `dq_shader`.
-fn dkdv_shader(max_hd: u32, fixed_hd: u32) -> ShaderSource {
-    ShaderSource::new(
-        "attention_backward_dkdv.wgsl",
-        &with_params(include_str!("../../shaders/attention_backward_dkdv.wgsl")),
-        &[("QUERY_WG", QUERY_WG), ("MAX_HEAD_DIM", max_hd), ("FIXED_HEAD_DIM", fixed_hd)],
-    )
-    .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate))
 }
 
 /// Scratch of the whole-sequence forward and backward (the engine keeps
@@ -291,15 +275,11 @@ pub struct Attention {
     dkdv: wgpu::ComputePipeline,
     dscale_layout: wgpu::BindGroupLayout,
     dscale: wgpu::ComputePipeline,
-    /// The kernels built for one head dim (`specialize`).
+    /// The flash forward, once built for a head dim (`build_flash`).
     flash: Option<FlashKernel>,
     /// The forward's kernel; `Rows` unless changed (tests run all three;
     /// the engine picks `Flash`).
     pub form: ForwardForm,
-    /// Whether the backward uses its steps built for the head dim
-    /// (`specialize`): on real GPUs; on CPU adapters, where llvmpipe
-    /// unrolls them into slower code (docs/BENCH.md), when a test asks.
-    pub fixed_backward: bool,
     /// Loop iterations one invocation may run, which sets how many keys
     /// (or query rows) one dispatch covers: `CPU_LOOP_BUDGET` on a CPU
     /// adapter, else `GPU_LOOP_BUDGET`. Tests lower it to split small T.
@@ -341,7 +321,6 @@ impl Attention {
             dscale,
             flash: None,
             form: ForwardForm::Rows,
-            fixed_backward: false,
             loop_budget: if ctx.report().is_cpu {
                 CPU_LOOP_BUDGET
             } else {
@@ -350,13 +329,10 @@ impl Attention {
         })
     }
 
-    /// Builds the kernels for head dim `hd`: the flash forward with `wg`
-    /// query rows per workgroup (`FLASH_WG` unless a probe asks otherwise),
-    /// made the forward's form (its calls must then have this head dim),
-    /// and the backward's steps 2 and 3 with loops of constant length,
-    /// which the backward uses for calls of this head dim where
-    /// `fixed_backward` says (on real GPUs).
-    pub async fn specialize(&mut self, ctx: &GpuContext, hd: usize, wg: u32) -> Result<()> {
+    /// Builds the flash forward for head dim `hd` with `wg` query rows per
+    /// workgroup (`FLASH_WG` unless a probe asks otherwise) and makes it
+    /// the forward's form. Its calls must then have this head dim.
+    pub async fn build_flash(&mut self, ctx: &GpuContext, hd: usize, wg: u32) -> Result<()> {
         if hd == 0 || hd > MAX_HEAD_DIM as usize {
             return Err(Error::Shape {
                 op: "attention_forward_flash",
@@ -367,20 +343,13 @@ impl Attention {
         let key_block = flash_key_block(hd, ctx.limits().max_compute_workgroup_storage_size);
         let src = flash_shader(hd, wg, key_block);
         let (layout, mut pipelines) = shader::build(ctx, &src, &["attention_forward_flash"]).await?;
-        let (dq_layout, mut dq) = shader::build(ctx, &dq_shader(hd, hd), &["attention_backward_dq"]).await?;
-        let (dkdv_layout, mut dkdv) = shader::build(ctx, &dkdv_shader(hd, hd), &["attention_backward_dkdv"]).await?;
         self.flash = Some(FlashKernel {
             hd,
             wg,
             layout,
             pipeline: pipelines.remove(0),
-            dq_layout,
-            dq: dq.remove(0),
-            dkdv_layout,
-            dkdv: dkdv.remove(0),
         });
         self.form = ForwardForm::Flash;
-        self.fixed_backward = !ctx.report().is_cpu;
         Ok(())
     }
 
@@ -550,7 +519,7 @@ impl Attention {
                         op,
                         message: match f {
                             Some(f) => format!("the flash forward was built for head dim {}, not {}", f.hd, shape.hd),
-                            None => "the flash forward was not built (Attention::specialize)".into(),
+                            None => "the flash forward was not built (Attention::build_flash)".into(),
                         },
                     })
                 }
@@ -703,14 +672,10 @@ impl Attention {
                 ..base
             };
             let lo = begin.max(q_first) - q_first;
-            let (layout, pipeline) = match &self.flash {
-                Some(f) if self.fixed_backward && f.hd as usize == shape.hd => (&f.dq_layout, &f.dq),
-                _ => (&self.dq_layout, &self.dq),
-            };
             let params = ctx.uniform("attention_backward_dq params", &params);
-            let bind_group = ctx.bind("attention_backward_dq bind group", layout, &storage, &params);
+            let bind_group = ctx.bind("attention_backward_dq bind group", &self.dq_layout, &storage, &params);
             let workgroups = ctx.grid(op, ((shape.heads * (rows - lo)) as u64).div_ceil(QUERY_WG as u64))?;
-            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+            ctx.dispatch(encoder, op, &self.dq, &bind_group, workgroups);
         }
         Ok(())
     }
@@ -769,14 +734,15 @@ impl Attention {
             if n == 0 {
                 continue;
             }
-            let (layout, pipeline) = match &self.flash {
-                Some(f) if self.fixed_backward && f.hd as usize == shape.hd => (&f.dkdv_layout, &f.dkdv),
-                _ => (&self.dkdv_layout, &self.dkdv),
-            };
             let params = ctx.uniform("attention_backward_dkdv params", &params);
-            let bind_group = ctx.bind("attention_backward_dkdv bind group", layout, &storage, &params);
+            let bind_group = ctx.bind(
+                "attention_backward_dkdv bind group",
+                &self.dkdv_layout,
+                &storage,
+                &params,
+            );
             let workgroups = ctx.grid(op, ((shape.kv_heads * n) as u64).div_ceil(QUERY_WG as u64))?;
-            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+            ctx.dispatch(encoder, op, &self.dkdv, &bind_group, workgroups);
         }
         Ok(())
     }
@@ -884,16 +850,6 @@ mod tests {
     /// The flash forward validates for every kind of head dim (under a
     /// vec4, not a multiple of 4, the largest) with its workgroup size,
     /// and its tiles fit WebGPU's default 16 KiB of workgroup memory.
-    /// The backward's steps built for one head dim validate for the same
-    /// kinds of head dim.
-    #[test]
-    fn fixed_head_dim_backward_validates() {
-        for hd in [1, 5, 8, 32, 63, 64, 128] {
-            dq_shader(hd, hd).validate().unwrap();
-            dkdv_shader(hd, hd).validate().unwrap();
-        }
-    }
-
     #[test]
     fn flash_variants_validate_and_fit() {
         for hd in [1, 5, 8, 32, 63, 64, 128] {

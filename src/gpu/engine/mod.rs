@@ -235,7 +235,7 @@ impl GpuEngine {
         // fastest form on every adapter measured (docs/BENCH.md).
         kernels
             .attention
-            .specialize(&ctx, config.head_dim, super::attention::FLASH_WG)
+            .build_flash(&ctx, config.head_dim, super::attention::FLASH_WG)
             .await
             .map_err(engine_error)?;
         let slots = slots_of(&config, &layout);
