@@ -25,15 +25,9 @@
 // The uniform every attention kernel shares (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd): acc until a row's last pass
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, rows)
-@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, rows)
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, rows, 3): m, Z, E between passes
-@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (rows, H * hd)
-@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (keys, KV * hd)
-@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (keys, KV * hd)
-@group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
-@group(0) @binding(8) var<uniform> p: Params;
+// The bindings, LOWEST, LN2 and the tiled forms' blocks
+// (shaders/attention_forward_common.wgsl).
+{{ATTENTION_FORWARD_COMMON}}
 
 // Invocations per workgroup: consecutive query rows of one head, which
 // read the same keys.
@@ -42,12 +36,6 @@ const WG: u32 = {{QUERY_WG}}u;
 const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
 // The private arrays' length: hd <= MAX_HD (checked on the host).
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
-// The lowest finite f32, the max before any key (WGSL has no infinity
-// literal); e^(LOWEST - m') is 0 for every finite score m'.
-// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
-// -3.40282347e38 as not representable in f32.
-const LOWEST: f32 = -0x1.fffffep+127f;
-const LN2: f32 = 0.693147180559945;
 
 @compute @workgroup_size(WG)
 fn attention_forward(

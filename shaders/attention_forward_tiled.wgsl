@@ -11,25 +11,15 @@
 // The uniform every attention kernel shares (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd): acc until a row's last pass
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;          // (H, rows)
-@group(0) @binding(2) var<storage, read_write> entropy_bits: array<f32>; // (H, rows)
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;        // (H, rows, 3): m, Z, E between passes
-@group(0) @binding(4) var<storage, read> q: array<f32>;                  // (rows, H * hd)
-@group(0) @binding(5) var<storage, read> k: array<f32>;                  // (keys, KV * hd)
-@group(0) @binding(6) var<storage, read> v: array<f32>;                  // (keys, KV * hd)
-@group(0) @binding(7) var<storage, read> head_scales: array<f32>;        // (H)
-@group(0) @binding(8) var<uniform> p: Params;
+// The bindings, LOWEST, LN2 and the tiled forms' blocks
+// (shaders/attention_forward_common.wgsl).
+{{ATTENTION_FORWARD_COMMON}}
 
 // Query rows per workgroup, one per invocation.
 const WG: u32 = {{QUERY_WG}}u;
 // Keys per tile, and per step of the online softmax.
 const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
 const MAX_HD: u32 = {{MAX_HEAD_DIM}}u;
-// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
-// -3.40282347e38 as not representable in f32.
-const LOWEST: f32 = -0x1.fffffep+127f;
-const LN2: f32 = 0.693147180559945;
 
 var<workgroup> k_tile: array<f32, KEY_BLOCK * MAX_HD>; // (KEY_BLOCK, hd)
 var<workgroup> v_tile: array<f32, KEY_BLOCK * MAX_HD>; // (KEY_BLOCK, hd)
@@ -40,21 +30,16 @@ fn attention_forward_tiled(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // blocks of bound rows from the one holding the first row at or past
-    // key `begin` to the last
-    let lo = max(p.begin, p.q_first) - p.q_first;
-    let first_block = lo / WG;
-    let blocks = (p.rows + WG - 1u) / WG - first_block;
-    let w = wid.x + wid.y * nwg.x;
-    if (w >= p.heads * blocks) {
+    let b = forward_block(wid.x + wid.y * nwg.x, WG);
+    if (!b.valid) {
         return;
     }
-    let h = w / blocks;
-    let i0 = (first_block + w % blocks) * WG;
+    let h = b.h;
+    let i0 = b.i0;
     let il = i0 + lid;
     let i = p.q_first + il;
     // Rows outside [lo, rows) still load tiles and meet every barrier.
-    let in_range = il < p.rows && il >= lo;
+    let in_range = il < p.rows && il >= b.lo;
     let g = h / p.group;
     let qs = p.heads * p.hd;
     let kvs = p.kv_heads * p.hd;

@@ -112,7 +112,7 @@ pub const FLASH_KEY_BLOCK: u32 = 32;
 pub fn flash_shader(hd: u32, wg: u32, key_block: u32) -> ShaderSource {
     ShaderSource::new(
         "attention_forward_flash.wgsl",
-        &with_params(include_str!("../../shaders/attention_forward_flash.wgsl")),
+        &forward_source(include_str!("../../shaders/attention_forward_flash.wgsl")),
         &[("QUERY_WG", wg), ("KEY_BLOCK", key_block), ("HEAD_DIM", hd)],
     )
     .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate))
@@ -184,9 +184,21 @@ impl AttnSpan {
 /// The attention kernels' shared uniform struct, written once.
 const ATTENTION_PARAMS: (&str, &str) = ("ATTENTION_PARAMS", include_str!("../../shaders/attention_params.wgsl"));
 
+/// What the forward shaders share: the bindings, constants and the tiled
+/// forms' blocks.
+const ATTENTION_FORWARD_COMMON: (&str, &str) = (
+    "ATTENTION_FORWARD_COMMON",
+    include_str!("../../shaders/attention_forward_common.wgsl"),
+);
+
 /// An attention shader with the shared `Params` where it says so.
 fn with_params(template: &str) -> String {
     shader::include(template, &[ATTENTION_PARAMS])
+}
+
+/// A forward shader with the shared `Params` and forward parts.
+fn forward_source(template: &str) -> String {
+    shader::include(template, &[ATTENTION_PARAMS, ATTENTION_FORWARD_COMMON])
 }
 
 pub fn shaders() -> [ShaderSource; 6] {
@@ -198,13 +210,13 @@ pub fn shaders() -> [ShaderSource; 6] {
     [
         ShaderSource::new(
             "attention_forward.wgsl",
-            &with_params(include_str!("../../shaders/attention_forward.wgsl")),
+            &forward_source(include_str!("../../shaders/attention_forward.wgsl")),
             &rows,
         )
         .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
         ShaderSource::new(
             "attention_forward_tiled.wgsl",
-            &with_params(include_str!("../../shaders/attention_forward_tiled.wgsl")),
+            &forward_source(include_str!("../../shaders/attention_forward_tiled.wgsl")),
             &rows,
         )
         .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
