@@ -237,23 +237,14 @@ fn main() -> ExitCode {
             long,
             fixed_cost,
             profile,
-            model: Some(dir),
+            model,
             tokens,
             runs,
             gpu_weights,
-        } => {
-            let _ = (long, fixed_cost, profile);
-            bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json)
-        }
-        Command::Bench {
-            backend,
-            json,
-            long,
-            fixed_cost,
-            profile,
-            model: None,
-            ..
-        } => bench_cmd(backend, json, long, fixed_cost, profile),
+        } => match model {
+            Some(dir) => bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json),
+            None => bench_cmd(backend, json, long, fixed_cost, profile),
+        },
         Command::Search(args) => cli::search::run(args),
         Command::Reproduce {
             nope,

@@ -320,44 +320,38 @@ pub async fn profile_calls<E: Engine>(
 ) -> Result<Vec<ProfiledCall>> {
     let cfg = engine.config().clone();
     let hs = HeadScales::ones(&cfg);
-    let mut calls = Vec::new();
-    let mut lengths = vec![16];
+    let forward = |logits, entropy| {
+        Some(ForwardOptions {
+            logits,
+            entropy,
+            ..Default::default()
+        })
+    };
+    // (call, tokens, the forward's options; None: a training step)
+    let mut plan = vec![("forward, T=16, last logits", 16, Some(ForwardOptions::default()))];
     if !short {
-        lengths.extend([1024, 16384, 256]);
+        plan.extend([
+            ("forward, T=1024, all logits", 1024, forward(LogitsRequest::All, false)),
+            ("forward + entropy, T=16384", 16384, forward(LogitsRequest::None, true)),
+            ("training step, T=256", 256, None),
+        ]);
     }
-    for t in lengths {
+    let mut calls = Vec::new();
+    for (call, t, options) in plan {
         let tokens = random_tokens(rng, t, cfg.vocab_size);
-        let (call, options) = match t {
-            16 => ("forward, T=16, last logits", ForwardOptions::default()),
-            1024 => (
-                "forward, T=1024, all logits",
-                ForwardOptions {
-                    logits: LogitsRequest::All,
-                    ..Default::default()
-                },
-            ),
-            _ => (
-                "forward + entropy, T=16384",
-                ForwardOptions {
-                    entropy: true,
-                    logits: LogitsRequest::None,
-                    ..Default::default()
-                },
-            ),
-        };
         if !engine.profile_start() {
             log("profile: this engine or device cannot time kernels (no timestamp queries)");
             return Ok(Vec::new());
         }
         let t0 = Instant::now();
-        let call = if t == 256 {
-            let opt = AdamWConfig::default();
-            engine.train_step(&[tokens], &hs, &opt, 1e-4).await?;
-            "training step, T=256"
-        } else {
-            engine.forward(&tokens, &hs, &options).await?;
-            call
-        };
+        match options {
+            Some(options) => {
+                engine.forward(&tokens, &hs, &options).await?;
+            }
+            None => {
+                engine.train_step(&[tokens], &hs, &AdamWConfig::default(), 1e-4).await?;
+            }
+        }
         let wall_seconds = t0.elapsed().as_secs_f64();
         let kernels = engine.profile_finish().await?;
         let kernel_seconds = kernels.iter().map(|k| k.seconds).sum();
