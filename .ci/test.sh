@@ -31,6 +31,11 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -qx 'wasm-bindgen-tes
   # Not --locked: its lock file names a webpki-roots the registry here lacks.
   cargo install wasm-bindgen-cli --version 0.2.130
 fi
+# Node: the web page's end-to-end test, and the runner of the library's
+# tests in the web build (wasm-bindgen-test-runner uses Node by default).
+if ! command -v npm >/dev/null 2>&1; then
+  need_root apt-get update && need_root apt-get install -y nodejs npm
+fi
 # Quiets lavapipe's warning about a missing runtime directory.
 XDG_RUNTIME_DIR=$(mktemp -d)
 export XDG_RUNTIME_DIR
@@ -39,6 +44,11 @@ echo "== fmt"; cargo fmt --check
 echo "== clippy"; cargo clippy --all-targets --release -- -D warnings
 echo "== wasm32 library"; cargo check --lib --target wasm32-unknown-unknown
 echo "== tests"; cargo test --release
+# The library's model tests again in the web page's build (wasm32 with
+# simd128, in Node): the CPU engine's wasm kernels and matrix product are
+# checked where they run.
+echo "== CPU engine tests, wasm32"
+cargo test --release --target wasm32-unknown-unknown --no-default-features --lib -- model::
 # tests/web_gpu.rs in headless Chromium on real WebGPU; fails if there is
 # none. --no-default-features leaves out the CLI, which does not build for
 # wasm32 (integration tests build every binary).
@@ -50,9 +60,6 @@ CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 WASM_BINDGEN_TE
 # with state, and WebGPU off (CPU engine). Screenshots go to target/e2e.
 echo "== web page build"; web/serve.sh --build
 echo "== web page end to end"
-if ! command -v npm >/dev/null 2>&1; then
-  need_root apt-get update && need_root apt-get install -y nodejs npm
-fi
 if [ ! -d web/e2e/node_modules/playwright-core ]; then
   (cd web/e2e && npm ci --no-audit --no-fund)
 fi

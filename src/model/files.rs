@@ -577,6 +577,7 @@ mod tests {
     /// The loader stores weights as f16 when asked, each the f32 load's
     /// value rounded to f16 (bf16 files here, written by
     /// `save_random_bf16`), and refuses a weight past f16's range by name.
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn weights_load_as_f16_without_an_f32_copy() {
         let config = ModelConfig {

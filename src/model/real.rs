@@ -102,6 +102,9 @@ impl Real for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return crate::model::wasm_sgemm::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
@@ -462,6 +465,78 @@ unsafe fn gemm_rows_parallel<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::check::{assert_close, Tolerance};
+    use crate::model::rng::Rng;
+    // Run in the web page's build too (see model/cpu/kernels.rs).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// The f32 product this target uses (matrixmultiply natively, the
+    /// wasm kernel in the web build) against f64 loops: sizes that are not
+    /// multiples of its tiles, depths past one packed block, the three
+    /// stride forms of the engine, beta 0 (C is garbage, never read), 1 and
+    /// 0.5, and a k of 0.
+    #[test]
+    fn f32_gemm_matches_loops() {
+        let mut rng = Rng::new(11);
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (4, 8, 8),
+            (13, 300, 19),
+            (33, 530, 9),
+            (9, 0, 6),
+            (64, 129, 70),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+            // (name, rsa, csa, rsb, csb): A and B as (m x k) and (k x n)
+            // views of the same floats, row- or column-major.
+            let forms = [
+                ("nn", k as isize, 1, n as isize, 1),
+                ("nt", k as isize, 1, 1, k as isize),
+                ("tn", 1, m as isize, n as isize, 1),
+            ];
+            for (name, rsa, csa, rsb, csb) in forms {
+                for beta in [0.0f32, 1.0, 0.5] {
+                    let mut c = if beta == 0.0 { vec![f32::NAN; m * n] } else { c0.clone() };
+                    unsafe {
+                        f32::gemm_raw(
+                            m,
+                            k,
+                            n,
+                            0.75,
+                            a.as_ptr(),
+                            rsa,
+                            csa,
+                            b.as_ptr(),
+                            rsb,
+                            csb,
+                            beta,
+                            c.as_mut_ptr(),
+                            n as isize,
+                            1,
+                        )
+                    };
+                    let want: Vec<f64> = (0..m * n)
+                        .map(|ij| {
+                            let (i, j) = (ij / n, ij % n);
+                            let dot: f64 = (0..k)
+                                .map(|p| {
+                                    a[(i as isize * rsa + p as isize * csa) as usize] as f64
+                                        * b[(p as isize * rsb + j as isize * csb) as usize] as f64
+                                })
+                                .sum();
+                            0.75 * dot + if beta == 0.0 { 0.0 } else { beta as f64 * c0[ij] as f64 }
+                        })
+                        .collect();
+                    let tol = Tolerance::new(1e-6 * (k as f64).sqrt().max(1.0) * 4.0, 1e-5);
+                    assert_close(&format!("{name} {m}x{k}x{n} beta {beta}"), &c, &want, tol);
+                }
+            }
+        }
+    }
 
     #[test]
     fn fast_exp_matches_std() {

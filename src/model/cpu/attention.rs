@@ -869,6 +869,11 @@ mod tests {
     use super::*;
     use crate::model::check::{assert_close, Tolerance};
     use crate::model::rng::Rng;
+    // In the web page's build these tests run too (wasm-bindgen-test in
+    // Node: `cargo test --target wasm32-unknown-unknown --lib`), so the
+    // wasm copy of the kernels is checked where it runs.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn inputs(seed: u64, shape: AttnShape, spread: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let mut rng = Rng::new(seed);

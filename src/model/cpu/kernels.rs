@@ -6,7 +6,7 @@
 //! packs once, and keep their accumulators in registers.
 //!
 //! Layout: a group of [`GROUP`] = 32 query rows lies along the vector lanes
-//! (2 vectors of 16 in AVX-512, 4 of 8 in AVX2, 8 of 4 in the portable
+//! (2 vectors of 16 in AVX-512, 4 of 8 in AVX2, 8 of 4 in the wasm and portable
 //! copy). A score tile is stored key-major, "transposed": row j holds the 32
 //! scores of key j, one per query row. Then
 //!
@@ -29,10 +29,11 @@
 //! [`bwd_t`] the backward's elementwise step.
 //!
 //! Every body is written once, `#[inline(always)]`, generic over [`Simd`]
-//! (a vector of W f32 lanes and its operations), and instantiated three
+//! (a vector of W f32 lanes and its operations), and instantiated four
 //! times: AVX-512 (16 lanes) and AVX2 + FMA (8 lanes) copies, on x86-64
-//! intrinsics inside `#[target_feature]` functions chosen at run time, and a
-//! portable copy over 4-lane arrays everywhere else (wasm included). (Plain
+//! intrinsics inside `#[target_feature]` functions chosen at run time; a
+//! wasm `simd128` copy (4 lanes, the web page's build); and a portable copy
+//! over 4-lane arrays everywhere else. (Plain
 //! lane arrays on x86 were tried: LLVM's SLP vectorizer then vectorized the
 //! score tile along the keys, with one broadcast per query row, and spilled;
 //! intrinsics pin the layout.) Tile sizes per copy keep the accumulators in
@@ -58,7 +59,10 @@ pub enum Isa {
     Avx512,
     /// x86-64 with AVX2 + FMA.
     Avx2,
-    /// Plain Rust, 4 lanes: wasm and other architectures.
+    /// wasm32 with the `simd128` feature (the web page's build): 4 lanes
+    /// on v128 intrinsics.
+    Wasm128,
+    /// Plain Rust, 4 lanes: other architectures.
     Portable,
 }
 
@@ -80,7 +84,9 @@ impl Isa {
                 }
             })
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return Isa::Wasm128;
+        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
         Isa::Portable
     }
 
@@ -89,6 +95,7 @@ impl Isa {
         match Isa::best() {
             Isa::Avx512 => vec![Isa::Avx512, Isa::Avx2, Isa::Portable],
             Isa::Avx2 => vec![Isa::Avx2, Isa::Portable],
+            Isa::Wasm128 => vec![Isa::Wasm128, Isa::Portable],
             Isa::Portable => vec![Isa::Portable],
         }
     }
@@ -257,6 +264,8 @@ pub unsafe fn scores_t(isa: Isa, qt: *const f32, hd: usize, kt: *const f32, ncol
         Isa::Avx512 => x86::scores_t_avx512(qt, hd, kt, ncols, s),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::scores_t_avx2(qt, hd, kt, ncols, s),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Wasm128 => scores_t_body::<wasm::Wasm128, 8, 1>(qt, hd, kt, ncols, s),
         _ => scores_t_body::<Portable, 8, 2>(qt, hd, kt, ncols, s),
     }
 }
@@ -316,6 +325,8 @@ pub unsafe fn pv_t(isa: Isa, p: *const f32, n: usize, b: *const f32, ps: usize, 
         Isa::Avx512 => x86::pv_t_avx512(p, n, b, ps, nd, acc),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::pv_t_avx2(p, n, b, ps, nd, acc),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Wasm128 => pv_t_body::<wasm::Wasm128, 8, 1>(p, n, b, ps, nd, acc),
         _ => pv_t_body::<Portable, 8, 2>(p, n, b, ps, nd, acc),
     }
 }
@@ -390,6 +401,8 @@ pub unsafe fn rows_acc(
         Isa::Avx512 => x86::rows_acc_avx512(a, nrows, b, ldb, ncols, acc, ldacc),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::rows_acc_avx2(a, nrows, b, ldb, ncols, acc, ldacc),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Wasm128 => rows_acc_body::<wasm::Wasm128, 4, 2>(a, nrows, b, ldb, ncols, acc, ldacc),
         _ => rows_acc_body::<Portable, 8, 2>(a, nrows, b, ldb, ncols, acc, ldacc),
     }
 }
@@ -509,6 +522,10 @@ pub unsafe fn softmax_t(
         (Isa::Avx2, false) => x86::softmax_t_avx2(s, nk, state, acc, nd),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, true) => x86::softmax_t_masked_avx2(s, nk, dg, state, acc, nd),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Isa::Wasm128, false) => softmax_t_body::<wasm::Wasm128, 8, 2, false>(s, nk, 0, state, acc, nd),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Isa::Wasm128, true) => softmax_t_body::<wasm::Wasm128, 8, 2, true>(s, nk, dg, state, acc, nd),
         (_, false) => softmax_t_body::<Portable, 8, 2, false>(s, nk, 0, state, acc, nd),
         (_, true) => softmax_t_body::<Portable, 8, 2, true>(s, nk, dg, state, acc, nd),
     }
@@ -621,6 +638,10 @@ pub unsafe fn bwd_t(
         (Isa::Avx2, false) => x86::bwd_t_avx2(raw, dp, nk, dg, rows, lse, dd, lambda),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, true) => x86::bwd_t_masked_avx2(raw, dp, nk, dg, rows, lse, dd, lambda),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Isa::Wasm128, false) => bwd_t_body::<wasm::Wasm128, 8, false>(raw, dp, nk, dg, rows, lse, dd, lambda),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Isa::Wasm128, true) => bwd_t_body::<wasm::Wasm128, 8, true>(raw, dp, nk, dg, rows, lse, dd, lambda),
         (_, false) => bwd_t_body::<Portable, 8, false>(raw, dp, nk, dg, rows, lse, dd, lambda),
         (_, true) => bwd_t_body::<Portable, 8, true>(raw, dp, nk, dg, rows, lse, dd, lambda),
     }
@@ -664,6 +685,86 @@ unsafe fn bwd_t_body<S: Simd, const C: usize, const MASKED: bool>(
         }
     }
     S::hsum(dl)
+}
+
+// ---------------------------------------------------------------------------
+// The wasm copy: the same bodies on v128 (4 lanes). The web page's build
+// has `simd128` (.cargo/config.toml); engines compile each v128 operation
+// to one SSE/AVX or NEON instruction. They have 16 vector registers (on
+// x86, one of them their scratch), so the tiles are the AVX2 copy's
+// register counts: 8 accumulators in the products.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::Simd;
+    use std::arch::wasm32::*;
+
+    pub struct Wasm128;
+
+    impl Simd for Wasm128 {
+        type V = v128;
+        const W: usize = 4;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> v128 {
+            f32x4_splat(x)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> v128 {
+            v128_load(p as *const v128)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: v128) {
+            v128_store(p as *mut v128, v)
+        }
+        #[inline(always)]
+        unsafe fn add(a: v128, b: v128) -> v128 {
+            f32x4_add(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: v128, b: v128) -> v128 {
+            f32x4_sub(a, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: v128, b: v128) -> v128 {
+            f32x4_mul(a, b)
+        }
+        // The pseudo-min/max (`b < a ? b : a`): one instruction on x86,
+        // where the IEEE forms need several; equal to them without NaN.
+        #[inline(always)]
+        unsafe fn max(a: v128, b: v128) -> v128 {
+            f32x4_pmax(a, b)
+        }
+        #[inline(always)]
+        unsafe fn min(a: v128, b: v128) -> v128 {
+            f32x4_pmin(a, b)
+        }
+        /// Not fused: fused multiply-add is only in relaxed SIMD, which
+        /// not every browser has.
+        #[inline(always)]
+        unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
+            f32x4_add(f32x4_mul(a, b), c)
+        }
+        #[inline(always)]
+        unsafe fn pow2_shifted(k: v128) -> v128 {
+            const SHIFTER_BITS: i32 = 0x4b40_0000; // 12582912.0 = 1.5 * 2^23
+            i32x4_shl(i32x4_sub(k, i32x4_splat(SHIFTER_BITS - 127)), 23)
+        }
+        #[inline(always)]
+        unsafe fn zero_where_below(v: v128, x: v128, lim: f32) -> v128 {
+            v128_andnot(v, f32x4_lt(x, f32x4_splat(lim)))
+        }
+        #[inline(always)]
+        unsafe fn keep_range(v: v128, from: i32, lo: i32, hi: i32, fill: f32) -> v128 {
+            let idx = i32x4_add(i32x4_splat(from), i32x4(0, 1, 2, 3));
+            let keep = v128_and(i32x4_ge(idx, i32x4_splat(lo)), i32x4_lt(idx, i32x4_splat(hi)));
+            v128_bitselect(v, f32x4_splat(fill), keep)
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: v128) -> f32 {
+            (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<2>(v))
+                + (f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<3>(v))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -986,6 +1087,8 @@ fn exp_test(isa: Isa, x: &[f32; GROUP]) -> [f32; GROUP] {
             Isa::Avx512 => x86::exp_avx512(x),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::exp_avx2(x),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Wasm128 => exp_group::<wasm::Wasm128>(x),
             _ => exp_group::<Portable>(x),
         }
     }
@@ -998,6 +1101,11 @@ mod tests {
     use super::*;
     use crate::model::check::{assert_close, Tolerance};
     use crate::model::rng::Rng;
+    // In the web page's build these tests run too (wasm-bindgen-test in
+    // Node: `cargo test --target wasm32-unknown-unknown --lib`), so the
+    // wasm copy of the kernels is checked where it runs.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn rand(rng: &mut Rng, n: usize, spread: f64) -> Vec<f32> {
         (0..n).map(|_| (rng.normal() * spread) as f32).collect()
