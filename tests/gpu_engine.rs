@@ -389,6 +389,53 @@ fn paged_config(pe: PositionEncoding, tied: bool) -> ModelConfig {
     }
 }
 
+/// What a model's weights are checked by, however the GPU engine holds
+/// them: on 45 random tokens the forward (loss, the last 9 logits,
+/// entropy), and on a batch of two sequences the frozen model's loss and
+/// head-scale gradients, against the CPU engine. Returns the inputs, for
+/// the caller's own checks.
+fn weights_agree(name: &str, cpu: &mut CpuEngine, gpu: &mut GpuEngine, cfg: &ModelConfig, seed: u64) -> Probe {
+    let mut rng = Rng::new(seed);
+    let hs = random_scales(&mut rng, cfg);
+    let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
+    let options = ForwardOptions {
+        logits: LogitsRequest::Last(9),
+        entropy: true,
+        ..Default::default()
+    };
+    let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+    let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
+    check_forward(name, &got, &want);
+    let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
+    let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+    let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
+    check(
+        &format!("{name} frozen loss"),
+        &[got.loss as f32],
+        &[want.loss],
+        LOSS_TOL,
+    );
+    check(
+        &format!("{name} frozen head-scale grads"),
+        &got.head_scales,
+        &want.head_scales,
+        GRAD_TOL,
+    );
+    Probe {
+        hs,
+        tokens,
+        options,
+        batch,
+    }
+}
+
+struct Probe {
+    hs: HeadScales,
+    tokens: Vec<u32>,
+    options: ForwardOptions,
+    batch: Vec<Vec<u32>>,
+}
+
 /// The (vocab, C) embedding and LM head split by rows across bindings, as
 /// the paper's 1.1B model needs in a browser (262 MB each against 128
 /// MiB): made on a context whose max storage binding is 4096 bytes, each
@@ -411,33 +458,8 @@ fn split_embedding_and_lm_head_match_cpu() {
         let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
         let mut gpu = gpu_engine(ctx.clone().with_binding_limit(4096), cfg.clone(), params.clone());
         assert_eq!(gpu.page_rows_for(45), 21);
-        let mut rng = Rng::new(80);
-        let hs = random_scales(&mut rng, &cfg);
-        let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
         let name = format!("split weights (tied {tied})");
-        let options = ForwardOptions {
-            logits: LogitsRequest::Last(9),
-            entropy: true,
-            ..Default::default()
-        };
-        let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
-        let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check_forward(&name, &got, &want);
-        let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
-        let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-        let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-        check(
-            &format!("{name} frozen loss"),
-            &[got.loss as f32],
-            &[want.loss],
-            LOSS_TOL,
-        );
-        check(
-            &format!("{name} frozen head-scale grads"),
-            &got.head_scales,
-            &want.head_scales,
-            GRAD_TOL,
-        );
+        let Probe { hs, batch, .. } = weights_agree(&name, &mut cpu, &mut gpu, &cfg, 80);
         let read = block_on(gpu.params()).unwrap();
         assert_eq!(read.data, params.data, "{name}: the weights read back from their parts");
 
@@ -493,26 +515,12 @@ fn f16_weights_match_cpu_on_the_rounded_weights() {
         };
         let mut gpu = block_on(GpuEngine::new_with(ctx, cfg.clone(), params, Elem::F16)).unwrap();
         let name = format!("f16 weights (tied {tied}, binding limit {limit:?})");
-        let mut rng = Rng::new(91);
-        let hs = random_scales(&mut rng, &cfg);
-        let tokens = random_tokens(&mut rng, 45, cfg.vocab_size);
-        let options = ForwardOptions {
-            logits: LogitsRequest::Last(9),
-            entropy: true,
-            ..Default::default()
-        };
-        let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
-        let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
-        check_forward(&name, &got, &want);
-        let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
-        let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-        let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-        check(
-            &format!("{name} frozen head-scale grads"),
-            &got.head_scales,
-            &want.head_scales,
-            GRAD_TOL,
-        );
+        let Probe {
+            hs,
+            tokens,
+            options,
+            batch,
+        } = weights_agree(&name, &mut cpu, &mut gpu, &cfg, 91);
         assert_eq!(
             block_on(gpu.params()).unwrap().data,
             rounded.data,

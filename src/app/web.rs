@@ -4,7 +4,7 @@
 //! progress as JSON, `nopescope_set_state(json)` sets the view), and the
 //! page title as a readiness signal ("nopescope · ready").
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -23,6 +23,11 @@ thread_local! {
     /// The fragment last written to the URL.
     static FRAGMENT: RefCell<String> = const { RefCell::new(String::new()) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
+    /// When the computations last got the thread back from the browser,
+    /// and the longest they have held it since the page opened (ms): the
+    /// longest a frame can wait for them (docs/APP.md).
+    static RESUMED: Cell<Option<f64>> = const { Cell::new(None) };
+    static HELD_MAX_MS: Cell<f64> = const { Cell::new(0.0) };
 }
 
 /// The app's state and what it has computed, as JSON.
@@ -69,12 +74,16 @@ pub async fn nopescope_bench_forward(length: usize, repeats: usize) -> Result<f6
 /// Resolves after `ms` milliseconds through the browser's event loop, so
 /// the runner lets frames through.
 pub async fn yield_to_browser(ms: i32) {
+    if let Some(t0) = RESUMED.get() {
+        HELD_MAX_MS.set(HELD_MAX_MS.get().max(now_ms() - t0));
+    }
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
             let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    RESUMED.set(Some(now_ms()));
 }
 
 /// Milliseconds on the page's clock.
@@ -229,6 +238,7 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "busy_frames": app.frame_stats.busy_frames,
         "busy_max_ms": app.frame_stats.busy_max_ms,
         "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
+        "held_max_ms": HELD_MAX_MS.get(),
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {

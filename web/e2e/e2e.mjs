@@ -128,7 +128,7 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
   check(s && s.entropy && s.entropy.length === wantLength, `${label}: first entropy plot at length ${wantLength} (${seconds.toFixed(1)} s)`);
   if (s) {
     console.log(`  engine: ${s.engine}`);
-    console.log(`  app: first plot ${s.first_plot_s?.toFixed?.(2)} s after start; frames while busy: ${s.busy_frames}, mean ${s.busy_mean_ms?.toFixed?.(1)} ms, max ${s.busy_max_ms?.toFixed?.(1)} ms`);
+    console.log(`  app: first plot ${s.first_plot_s?.toFixed?.(2)} s after start; frames while busy: ${s.busy_frames}, mean ${s.busy_mean_ms?.toFixed?.(1)} ms, max ${s.busy_max_ms?.toFixed?.(1)} ms; the computations held the page's thread at most ${s.held_max_ms?.toFixed?.(1)} ms at a time`);
     check(wantEngine.test(s.engine), `${label}: engine ${wantEngine}`);
     check(s.entropy && s.entropy.mean_bits > 0, `${label}: mean entropy ${s.entropy?.mean_bits}`);
   }

@@ -11,7 +11,7 @@ use crate::model::engine::check_inputs;
 use crate::model::error::Result;
 use crate::model::head_scales::HeadScales;
 use crate::model::params::Params;
-use crate::model::real::{matmul_nn, matmul_nt};
+use crate::model::real::{matmul_nn, matmul_nt, Real};
 
 pub struct ChunkedForward<'a> {
     cfg: &'a ModelConfig,
@@ -279,15 +279,10 @@ impl<'a> ChunkedForward<'a> {
                 for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
                     let i = a + r;
                     let (seen, future) = row.split_at_mut(i + 1);
-                    let m = seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let (mut z, mut e) = (0f32, 0f32);
-                    for x in seen.iter_mut() {
-                        let d = *x - m;
-                        let pj = d.exp();
-                        z += pj;
-                        e += pj * d;
-                        *x = pj;
-                    }
+                    // The engine's vectorized max and exponentials (a
+                    // polynomial, not the scalar library call).
+                    let m = f32::row_max(seen);
+                    let (z, e) = f32::exp_shift_sums(seen, m);
                     let inv = 1.0 / z;
                     seen.iter_mut().for_each(|x| *x *= inv);
                     future.fill(0.0);
