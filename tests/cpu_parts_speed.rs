@@ -111,12 +111,40 @@ async fn probe() {
         });
     say(&format!("{:<36} {sum:8.2} ms", "sum of the parts, one forward"));
 
+    // What the app does once before its first result: read the model,
+    // its tokenizer, and tokenize the validation text it shows.
+    let tokenizer_json = include_bytes!("../assets/models/nope-sotu/tokenizer.json");
+    let text = include_str!("../assets/text/sotu-validation.txt");
+    let t0 = now_ms();
+    let tokenizer =
+        nopescope::model::tokenizer::Tokenizer::from_bytes(tokenizer_json, std::path::Path::new("tokenizer.json"))
+            .unwrap();
+    let t1 = now_ms();
+    let mut end = 400_000.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ids = tokenizer.encode(&text[..end]).unwrap();
+    let t2 = now_ms();
+    say(&format!("{:<36} {:8.2} ms", "tokenizer from JSON", t1 - t0));
+    say(&format!(
+        "{:<36} {:8.2} ms ({} tokens)",
+        "tokenize 400,000 characters",
+        t2 - t1,
+        ids.len()
+    ));
+    let t0 = now_ms();
     let (config, params) = nopescope::model::files::model_from_bytes(
         include_bytes!("../assets/models/nope-sotu/config.json"),
         include_bytes!("../assets/models/nope-sotu/model.safetensors"),
         std::path::Path::new("assets/models/nope-sotu"),
     )
     .unwrap();
+    say(&format!(
+        "{:<36} {:8.2} ms",
+        "model from safetensors bytes",
+        now_ms() - t0
+    ));
     let tokens: Vec<u32> = (0..T).map(|_| (rng.uniform() * 4096.0) as u32 % 4096).collect();
     let mut engine = nopescope::model::cpu::CpuEngine::new(config.clone(), params).unwrap();
     let (hs, opts) = (HeadScales::ones(&config), ForwardOptions::default());

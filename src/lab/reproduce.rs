@@ -351,6 +351,22 @@ pub struct Check {
     pub met: Option<bool>,
 }
 
+/// The check that RoPE breaks no later than NoPE, from the first length
+/// at which each breaks (None: no break measured).
+pub fn rope_breaks_no_later(what: String, rope: Option<usize>, nope: Option<usize>) -> Check {
+    let show = |b: Option<usize>| b.map(|x| x.to_string()).unwrap_or_else(|| "no break measured".into());
+    Check {
+        what,
+        measured: format!("RoPE: {}, NoPE: {}", show(rope), show(nope)),
+        met: match (rope, nope) {
+            (Some(a), Some(b)) => Some(a <= b),
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        },
+    }
+}
+
 fn acc_at(row: &Row, lengths: &[usize], length: usize) -> Option<f64> {
     lengths
         .iter()
@@ -413,19 +429,11 @@ pub fn checks(r: &Results) -> Vec<Check> {
         },
         met: k_l.zip(k_4l).map(|(a, b)| mean_ret(b) > mean_ret(a)),
     });
-    let nb = break_length(&r.nope, ls, l);
-    let rb = break_length(&r.rope, ls, l);
-    let show = |b: Option<usize>| b.map(|x| x.to_string()).unwrap_or_else(|| "no break measured".into());
-    out.push(Check {
-        what: "RoPE breaks no later than NoPE (first length past L with accuracy under half of that at L)".into(),
-        measured: format!("RoPE: {}, NoPE: {}", show(rb), show(nb)),
-        met: match (rb, nb) {
-            (Some(a), Some(b)) => Some(a <= b),
-            (Some(_), None) => Some(true),
-            (None, Some(_)) => Some(false),
-            (None, None) => None,
-        },
-    });
+    out.push(rope_breaks_no_later(
+        "RoPE breaks no later than NoPE (first length past L with accuracy under half of that at L)".into(),
+        break_length(&r.rope, ls, l),
+        break_length(&r.nope, ls, l),
+    ));
     for f in [2, 4] {
         let x = f * l;
         let (a, b, c) = (nope_l, acc_at(&r.nope, ls, x), acc_at(&r.nope_best, ls, x));

@@ -259,16 +259,11 @@ pub fn checks(r: &ScaleReport) -> Vec<super::reproduce::Check> {
             measured: nope_4l.map_or("not measured".into(), pct),
             met: nope_l.zip(nope_4l).map(|(a, b)| b <= 0.5 * a),
         });
-        let (bn, br) = (breaks_at(f, "NoPE", lens, l), breaks_at(f, "RoPE", lens, l));
-        out.push(Check {
-            what: format!("{name}: RoPE breaks no later than NoPE"),
-            measured: format!("RoPE {br:?}, NoPE {bn:?}"),
-            met: match (br, bn) {
-                (Some(a), Some(b)) => Some(a <= b),
-                (Some(_), None) => Some(true),
-                _ => None,
-            },
-        });
+        out.push(super::reproduce::rope_breaks_no_later(
+            format!("{name}: RoPE breaks no later than NoPE"),
+            breaks_at(f, "RoPE", lens, l),
+            breaks_at(f, "NoPE", lens, l),
+        ));
         for factor in [2, 4] {
             for policy in ["NoPE, best uniform scale", "NoPE, head scales searched at 4L"] {
                 if let Some((lost, back)) = taken_back(f, policy, factor * l, lens, l) {

@@ -149,9 +149,59 @@ impl Tokenizer {
     }
 }
 
+/// `text` cut into consecutive pieces of about `piece_bytes` (or more),
+/// each cut before a space that has an ASCII letter on both sides. The
+/// byte-level pre-tokenizer splits there anyway ("word" + " Word"), so the
+/// pieces' tokens, concatenated, are the whole text's; a caller can then
+/// tokenize a long text a piece at a time (the web page does, between
+/// frames). A text with no such space is one piece.
+pub fn word_pieces(text: &str, piece_bytes: usize) -> Vec<&str> {
+    let b = text.as_bytes();
+    let cut_ok = |i: usize| {
+        i >= 1 && i + 1 < b.len() && b[i] == b' ' && b[i - 1].is_ascii_alphabetic() && b[i + 1].is_ascii_alphabetic()
+    };
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut i = piece_bytes.max(1);
+    while i < b.len() {
+        if cut_ok(i) {
+            pieces.push(&text[start..i]);
+            start = i;
+            i += piece_bytes.max(1);
+        } else {
+            i += 1;
+        }
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bundled tokenizer on the shipped validation text: tokenized in
+    /// pieces of 20,000 bytes (as the web page does) it gives the same
+    /// tokens as whole.
+    #[test]
+    fn pieces_tokenize_as_the_whole_text() {
+        let tok = Tokenizer::from_bytes(
+            include_bytes!("../../assets/models/nope-sotu/tokenizer.json"),
+            Path::new("tokenizer.json"),
+        )
+        .unwrap();
+        let text = include_str!("../../assets/text/sotu-validation.txt");
+        let pieces = word_pieces(text, 20_000);
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert_eq!(pieces.concat(), text);
+        let mut ids = Vec::new();
+        for p in &pieces {
+            ids.extend(tok.encode(p).unwrap());
+        }
+        assert_eq!(ids, tok.encode(text).unwrap());
+        assert_eq!(word_pieces("no-break-here", 3), vec!["no-break-here"]);
+        assert_eq!(word_pieces("ab cd, 12 ef gh", 2), vec!["ab", " cd, 12 ef", " gh"]);
+    }
 
     #[test]
     fn trains_encodes_and_round_trips() {
