@@ -9,7 +9,7 @@ mod app_common;
 
 use std::time::{Duration, Instant};
 
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use nopescope::app::jobs::{Entry, JobKey, JobResult};
 use nopescope::app::state::ViewState;
@@ -294,6 +294,63 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
     }
     h.get_by_label_contains("Opened ");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The folder browser: Browse opens it on the folder typed (the bundled
+/// models' folder), which holds no model (Open this folder disabled); a
+/// click steps into a model's folder, the dialog says which of a model's
+/// files it holds, and Open this folder opens that model. Escape closes it.
+#[test]
+fn the_folder_browser_steps_into_a_model_folder_and_opens_it() {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::OPEN_MODEL).click();
+    h.run_steps(2);
+    h.get_by_label(text::MODEL_FOLDER).focus();
+    h.get_by_label(text::MODEL_FOLDER).type_text(models.to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label(text::BROWSE).click();
+    h.run_steps(2);
+    h.get_by_label("nope-sotu/");
+    assert!(
+        h.get_by_label(text::OPEN_THIS_FOLDER).accesskit_node().is_disabled(),
+        "no config.json here"
+    );
+    h.get_by_label_contains("no config.json");
+    h.get_by_label("rope-sotu/").click();
+    h.run_steps(2);
+    h.get_by_label_contains("has config.json, has model.safetensors, has tokenizer.json");
+    assert!(!h.get_by_label(text::OPEN_THIS_FOLDER).accesskit_node().is_disabled());
+    h.get_by_label(text::OPEN_THIS_FOLDER).click();
+    let start = Instant::now();
+    h.run_steps(2);
+    while h.state().jobs.opened.opening {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.run_steps(2);
+    assert!(h.query_by_label(text::OPEN_THIS_FOLDER).is_none(), "the dialog closed");
+    assert!(
+        h.state().jobs.opened.error.is_none(),
+        "{:?}",
+        h.state().jobs.opened.error
+    );
+    let (name, _) = h.state().jobs.opened.model.clone().expect("a model opened");
+    assert!(name.contains("rope-sotu"), "{name}");
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Custom);
+    // Browse again, then Escape: closed, nothing else changed.
+    h.get_by_label(text::BROWSE).click();
+    h.run_steps(2);
+    h.get_by_label(text::OPEN_THIS_FOLDER);
+    h.key_press(eframe::egui::Key::Escape);
+    h.run_steps(2);
+    assert!(
+        h.query_by_label(text::OPEN_THIS_FOLDER).is_none(),
+        "Escape closed the dialog"
+    );
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Custom);
 }
 
 /// The keyboard alone: Tab walks every control of the Explore page (the

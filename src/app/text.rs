@@ -279,6 +279,18 @@ pub const DROPPED_FILES: &str = "the dropped files";
 pub const PICKED_FILES: &str = "the picked files";
 pub const PICK_FILES: &str = "Pick the model's files";
 pub const DROP_HINT: &str = "Or drop the folder's files on this window.";
+pub const BROWSE: &str = "Browse...";
+pub const CHOOSE_FOLDER: &str = "Choose a model folder";
+pub const FOLDER_UP: &str = "Up one folder";
+pub const FOLDER_HOME: &str = "Home folder";
+pub const NO_SUBFOLDERS: &str = "(no folders inside)";
+pub const HAS: &str = "has";
+pub const LACKS: &str = "no";
+pub const OPEN_THIS_FOLDER: &str = "Open this folder";
+pub const NOT_A_MODEL_FOLDER: &str = "A model folder has a config.json (and its weights and tokenizer.json).";
+pub fn cannot_list_folder(dir: &str, why: &str) -> String {
+    format!("cannot list {dir}: {why}")
+}
 pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) -> String {
     format!("Opened {name}: {layers} layers x {heads} heads, training length {training}")
 }

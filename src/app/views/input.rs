@@ -11,8 +11,11 @@ use crate::app::text;
 
 #[derive(Default)]
 pub struct InputView {
-    /// The model folder the user typed (natively).
+    /// The model folder the user typed or chose (natively).
     pub folder: String,
+    /// The folder browser, while it is open.
+    #[cfg(not(target_arch = "wasm32"))]
+    dialog: Option<super::folder_dialog::FolderDialog>,
 }
 
 impl InputView {
@@ -89,8 +92,8 @@ impl InputView {
         ui.label(line);
     }
 
-    /// Opening a Hugging Face folder: a path natively; dropped files
-    /// everywhere (the app takes them in `NopeApp::take_dropped_files`).
+    /// Opening a Hugging Face folder: a path typed or chosen in the folder
+    /// browser natively; dropped files everywhere (the app takes them in `NopeApp::take_dropped_files`).
     fn open_model(&mut self, ui: &mut egui::Ui, jobs: &mut Jobs) {
         egui::CollapsingHeader::new(text::OPEN_MODEL)
             .default_open(jobs.opened.error.is_some())
@@ -100,13 +103,22 @@ impl InputView {
                     let label = ui.label(text::MODEL_FOLDER);
                     ui.add(egui::TextEdit::singleline(&mut self.folder).desired_width(f32::INFINITY))
                         .labelled_by(label.id);
-                    if ui
-                        .add_enabled(!jobs.opened.opening, egui::Button::new(text::OPEN_FOLDER))
-                        .clicked()
-                    {
-                        let dir = std::path::PathBuf::from(self.folder.trim());
-                        jobs.open_model(crate::app::compute::ModelSource::Folder(dir));
-                    }
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add_enabled(!jobs.opened.opening, egui::Button::new(text::OPEN_FOLDER))
+                            .clicked()
+                        {
+                            let dir = std::path::PathBuf::from(self.folder.trim());
+                            jobs.open_model(crate::app::compute::ModelSource::Folder(dir));
+                        }
+                        if ui
+                            .add_enabled(!jobs.opened.opening, egui::Button::new(text::BROWSE))
+                            .clicked()
+                        {
+                            let start = std::path::PathBuf::from(self.folder.trim());
+                            self.dialog = Some(super::folder_dialog::FolderDialog::new(&start));
+                        }
+                    });
                 }
                 #[cfg(target_arch = "wasm32")]
                 if ui
@@ -129,5 +141,19 @@ impl InputView {
                     ui.label(text::model_opened(name, i.layers, i.heads, i.training_length));
                 }
             });
+        // The folder browser, drawn over everything while it is open.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use super::folder_dialog::Choice;
+            match self.dialog.as_mut().and_then(|d| d.show(ui.ctx())) {
+                Some(Choice::Open(dir)) => {
+                    self.folder = dir.display().to_string();
+                    self.dialog = None;
+                    jobs.open_model(crate::app::compute::ModelSource::Folder(dir));
+                }
+                Some(Choice::Cancel) => self.dialog = None,
+                None => {}
+            }
+        }
     }
 }

@@ -5,6 +5,8 @@
 pub mod against;
 pub mod attention;
 pub mod entropy;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod folder_dialog;
 pub mod head_map;
 pub mod input;
 pub mod passkey_lab;
