@@ -128,6 +128,46 @@ fn proposals(h: &mut Harness<'static, NopeApp>, button: &str) -> Vec<String> {
     out
 }
 
+/// The save dialog's Browse...: the folder browser opens on the folder of
+/// the path typed, a click steps into a subfolder, "Save in this folder"
+/// puts the file's name in that folder, and Save writes it there.
+#[test]
+fn an_export_saves_in_a_folder_chosen_by_browsing() {
+    let dir = std::env::temp_dir().join(format!("nopescope-export-browse-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("chosen")).unwrap();
+    let state = ViewState {
+        length: 256,
+        ..Default::default()
+    };
+    let mut h = app_common::harness(state, [WIDTH, 1400.0]);
+    settle(&mut h);
+    h.get_all_by_label("CSV").next().unwrap().click();
+    h.run_steps(2);
+    h.get_by_label(text::SAVE_PATH).focus();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label(text::SAVE_PATH)
+        .type_text(dir.join("first.csv").to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label(text::BROWSE).click();
+    h.run_steps(3);
+    h.get_by_label("chosen/").click();
+    h.run_steps(3);
+    h.get_by_label(text::SAVE_IN_THIS_FOLDER).click();
+    h.run_steps(3);
+    assert!(
+        h.query_by_label(text::SAVE_IN_THIS_FOLDER).is_none(),
+        "the browser closed"
+    );
+    let want = dir.canonicalize().unwrap().join("chosen").join("first.csv");
+    assert_eq!(h.state().exporter.proposed_path(), Some(want.to_str().unwrap()));
+    h.get_by_label(text::SAVE).click();
+    h.run_steps(2);
+    assert!(h.state().exporter.proposed_path().is_none(), "the save dialog closed");
+    let body = std::fs::read_to_string(&want).unwrap_or_else(|e| panic!("{}: {e}", want.display()));
+    assert!(body.contains(','), "{body}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A plot's data exported through the save dialog: the proposed path is
 /// in the current folder, the file lands where the user typed, and it holds
 /// every plotted series (CSV) or a drawable figure (SVG). The maps export

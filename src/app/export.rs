@@ -512,6 +512,9 @@ pub struct Exporter {
     shot: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<egui::ColorImage>>>>,
     /// Natively: a file waiting for the user to confirm its path.
     dialog: Option<(Ready, String, bool)>,
+    /// Natively: the folder browser, when the user asked to pick where.
+    #[cfg(not(target_arch = "wasm32"))]
+    browse: Option<super::views::folder_dialog::FolderDialog>,
     /// The last outcome ("Saved ...", or an error), shown in the status bar.
     pub message: Option<(String, bool)>,
     /// What was saved last (tests read it).
@@ -618,12 +621,22 @@ impl Exporter {
                 return;
             };
             let mut action = None;
+            let browsing = self.browse.is_some();
             let exists = std::path::Path::new(path.trim()).exists();
             egui::Modal::new(egui::Id::unique("nopescope save dialog")).show(ctx, |ui| {
                 ui.heading(text::save_title(&ready.name));
                 let label = ui.label(text::SAVE_PATH);
                 ui.add(egui::TextEdit::singleline(path).desired_width(520.0))
                     .labelled_by(label.id);
+                if ui.button(text::BROWSE).clicked() {
+                    let start = std::path::Path::new(path.trim())
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."));
+                    self.browse = Some(super::views::folder_dialog::FolderDialog::new(
+                        start,
+                        super::views::folder_dialog::Purpose::SaveHere,
+                    ));
+                }
                 if exists {
                     ui.checkbox(replace, text::REPLACE_FILE);
                 }
@@ -639,6 +652,24 @@ impl Exporter {
                     }
                 });
             });
+            // The folder browser over the save dialog: its choice keeps
+            // the file's name.
+            use super::views::folder_dialog::Choice;
+            match self.browse.as_mut().and_then(|b| b.show(ctx)) {
+                Some(Choice::Open(dir)) => {
+                    let name = std::path::Path::new(path.trim())
+                        .file_name()
+                        .map_or_else(|| ready.name.clone().into(), |n| n.to_os_string());
+                    *path = dir.join(name).display().to_string();
+                    self.browse = None;
+                }
+                Some(Choice::Cancel) => self.browse = None,
+                None => {}
+            }
+            if browsing {
+                // Keys and clicks belonged to the browser this frame.
+                action = None;
+            }
             match action {
                 Some(true) => {
                     let path = path.clone();

@@ -287,6 +287,9 @@ pub const NO_SUBFOLDERS: &str = "(no folders inside)";
 pub const HAS: &str = "has";
 pub const LACKS: &str = "no";
 pub const OPEN_THIS_FOLDER: &str = "Open this folder";
+pub const CHOOSE_SAVE_FOLDER: &str = "Choose where to save";
+pub const SAVE_IN_THIS_FOLDER: &str = "Save in this folder";
+pub const CANNOT_SAVE_HERE: &str = "This folder cannot be read (see above).";
 pub const NOT_A_MODEL_FOLDER: &str = "A model folder has a config.json (and its weights and tokenizer.json).";
 pub fn cannot_list_folder(dir: &str, why: &str) -> String {
     format!("cannot list {dir}: {why}")

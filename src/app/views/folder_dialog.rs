@@ -1,8 +1,9 @@
-//! Choosing a model folder natively: a folder browser the app draws itself
+//! Choosing a folder natively: a folder browser the app draws itself
 //! (nothing to install, the same on every desktop, reachable by keyboard
 //! and through the accessibility tree like the rest of the app). It lists
-//! the current folder's subfolders to step into, its parent, which of a
-//! Hugging Face model's files the folder holds, and opens it.
+//! the current folder's subfolders to step into and its parent; to open a
+//! model it also says which of a Hugging Face model's files the folder
+//! holds; to save an export it picks where.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,17 @@ pub enum Choice {
     Cancel,
 }
 
+/// What the folder is chosen for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A model folder: Open is offered where there is a config.json.
+    OpenModel,
+    /// Where to save a file.
+    SaveHere,
+}
+
 pub struct FolderDialog {
+    purpose: Purpose,
     dir: PathBuf,
     /// The subfolders (hidden ones left out), sorted by name.
     folders: Vec<String>,
@@ -35,7 +46,7 @@ pub struct FolderDialog {
 impl FolderDialog {
     /// Opens on `start` when it is a folder, else on its nearest existing
     /// parent, else on the working directory.
-    pub fn new(start: &Path) -> Self {
+    pub fn new(start: &Path, purpose: Purpose) -> Self {
         let mut dir = start.to_path_buf();
         while !dir.is_dir() {
             if !dir.pop() {
@@ -44,6 +55,7 @@ impl FolderDialog {
             }
         }
         let mut d = FolderDialog {
+            purpose,
             dir: dir.canonicalize().unwrap_or(dir),
             folders: Vec::new(),
             config: false,
@@ -102,7 +114,10 @@ impl FolderDialog {
         let mut go = None;
         egui::Modal::new(egui::Id::unique("nopescope folder dialog")).show(ctx, |ui| {
             ui.set_width(560.0);
-            ui.heading(text::CHOOSE_FOLDER);
+            ui.heading(match self.purpose {
+                Purpose::OpenModel => text::CHOOSE_FOLDER,
+                Purpose::SaveHere => text::CHOOSE_SAVE_FOLDER,
+            });
             ui.label(self.dir.display().to_string());
             ui.horizontal(|ui| {
                 if ui
@@ -134,17 +149,23 @@ impl FolderDialog {
                 }
             });
             ui.separator();
-            let mark = |ok: bool, what: &str| format!("{} {what}", if ok { text::HAS } else { text::LACKS });
-            ui.label(format!(
-                "{}, {}, {}",
-                mark(self.config, CONFIG_FILE),
-                mark(self.weights, WEIGHTS_FILE),
-                mark(self.tokenizer, TOKENIZER_FILE)
-            ));
+            let (button, ok, why) = match self.purpose {
+                Purpose::OpenModel => {
+                    let mark = |ok: bool, what: &str| format!("{} {what}", if ok { text::HAS } else { text::LACKS });
+                    ui.label(format!(
+                        "{}, {}, {}",
+                        mark(self.config, CONFIG_FILE),
+                        mark(self.weights, WEIGHTS_FILE),
+                        mark(self.tokenizer, TOKENIZER_FILE)
+                    ));
+                    (text::OPEN_THIS_FOLDER, self.config, text::NOT_A_MODEL_FOLDER)
+                }
+                Purpose::SaveHere => (text::SAVE_IN_THIS_FOLDER, self.error.is_none(), text::CANNOT_SAVE_HERE),
+            };
             ui.horizontal(|ui| {
                 if ui
-                    .add_enabled(self.config, egui::Button::new(text::OPEN_THIS_FOLDER))
-                    .on_disabled_hover_text(text::NOT_A_MODEL_FOLDER)
+                    .add_enabled(ok, egui::Button::new(button))
+                    .on_disabled_hover_text(why)
                     .clicked()
                 {
                     choice = Some(Choice::Open(self.dir.clone()));
@@ -174,7 +195,7 @@ mod tests {
         std::fs::create_dir_all(root.join(".hidden")).unwrap();
         std::fs::write(model.join(CONFIG_FILE), "{}").unwrap();
         std::fs::write(model.join(TOKENIZER_FILE), "{}").unwrap();
-        let mut d = FolderDialog::new(&root.join("missing/child"));
+        let mut d = FolderDialog::new(&root.join("missing/child"), Purpose::OpenModel);
         assert_eq!(d.dir(), root.canonicalize().unwrap());
         assert_eq!(d.folders, vec!["A-other", "b-model"]);
         assert!(!d.config);

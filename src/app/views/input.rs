@@ -116,7 +116,10 @@ impl InputView {
                             .clicked()
                         {
                             let start = std::path::PathBuf::from(self.folder.trim());
-                            self.dialog = Some(super::folder_dialog::FolderDialog::new(&start));
+                            self.dialog = Some(super::folder_dialog::FolderDialog::new(
+                                &start,
+                                super::folder_dialog::Purpose::OpenModel,
+                            ));
                         }
                     });
                 }
