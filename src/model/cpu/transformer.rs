@@ -257,6 +257,12 @@ struct Scoring<'a> {
 /// Logits in chunks of rows; scores positions 0..T-1 against the next token
 /// (the sum of weight * loss). With `grads`, also writes dxf and
 /// accumulates the head's weight gradient.
+///
+/// Only the rows that matter are multiplied: a position whose loss weight
+/// is 0 adds nothing to the loss or the gradients, so unless its logits or
+/// its loss are asked for it is skipped (a pass-key objective scores 5 of
+/// hundreds of positions). Each row's product does not depend on the
+/// others, so the rows computed are the same numbers either way.
 fn lm_head<T: Real>(
     cfg: &ModelConfig,
     params: &Params<T>,
@@ -273,21 +279,34 @@ fn lm_head<T: Real>(
         LogitsRequest::All => 0,
         LogitsRequest::Last(n) => t - n.min(t),
     };
+    let all_losses = scoring.losses.is_some();
+    let needed =
+        |i: usize| i >= first_kept || (i + 1 < t && (all_losses || scoring.weights.is_none_or(|w| w[i] != 0.0)));
+    let rows: Vec<usize> = (0..t).filter(|&i| needed(i)).collect();
+    if let Some(g) = grads.as_mut() {
+        g.dxf.fill(T::zero()); // the rows skipped have no gradient
+    }
     let mut kept = (first_kept < t).then(|| Vec::with_capacity((t - first_kept) * vocab));
-    let mut chunk = vec![T::zero(); LOGIT_ROWS.min(t) * vocab];
+    let chunk_rows = LOGIT_ROWS.min(rows.len().max(1));
+    let mut chunk = vec![T::zero(); chunk_rows * vocab];
+    // The chunk's rows of xf side by side (and their dxf, backward).
+    let mut xg = vec![T::zero(); chunk_rows * c];
+    let mut dxg = vec![T::zero(); if grads.is_some() { chunk_rows * c } else { 0 }];
     let mut loss = 0f64;
-    let mut r0 = 0;
-    while r0 < t {
-        let n = LOGIT_ROWS.min(t - r0);
+    for part in rows.chunks(chunk_rows) {
+        let n = part.len();
+        for (r, &i) in part.iter().enumerate() {
+            xg[r * c..(r + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+        }
+        let xg = &xg[..n * c];
         let z = &mut chunk[..n * vocab];
-        matmul_nt(z, &xf[r0 * c..(r0 + n) * c], wl, n, c, vocab, T::one(), T::zero());
+        matmul_nt(z, xg, wl, n, c, vocab, T::one(), T::zero());
         if let Some(kept) = kept.as_mut() {
-            for r in first_kept.max(r0)..r0 + n {
-                kept.extend(z[(r - r0) * vocab..(r - r0 + 1) * vocab].iter().map(|x| x.as_f32()));
+            for (r, _) in part.iter().enumerate().filter(|(_, &i)| i >= first_kept) {
+                kept.extend(z[r * vocab..(r + 1) * vocab].iter().map(|x| x.as_f32()));
             }
         }
-        for r in 0..n {
-            let i = r0 + r;
+        for (r, &i) in part.iter().enumerate() {
             let row = &mut z[r * vocab..(r + 1) * vocab];
             if i + 1 < t {
                 let target = tokens[i + 1] as usize;
@@ -304,21 +323,15 @@ fn lm_head<T: Real>(
         }
         if let Some(g) = grads.as_mut() {
             // dxf = dz W, dW += dz^T xf
-            matmul_nn(
-                &mut g.dxf[r0 * c..(r0 + n) * c],
-                z,
-                wl,
-                n,
-                vocab,
-                c,
-                T::one(),
-                T::zero(),
-            );
+            let dxg = &mut dxg[..n * c];
+            matmul_nn(dxg, z, wl, n, vocab, c, T::one(), T::zero());
+            for (r, &i) in part.iter().enumerate() {
+                g.dxf[i * c..(i + 1) * c].copy_from_slice(&dxg[r * c..(r + 1) * c]);
+            }
             if let Some(dw) = g.dw.as_deref_mut() {
-                matmul_tn(dw, z, &xf[r0 * c..(r0 + n) * c], vocab, n, c, T::one(), T::one());
+                matmul_tn(dw, z, xg, vocab, n, c, T::one(), T::one());
             }
         }
-        r0 += n;
     }
     (loss, kept, t - first_kept, scoring.losses)
 }
