@@ -261,7 +261,10 @@ fn sliced_engine_forward_matches_the_whole_forward() {
             _ => panic!("{what}: logits kept by one forward only"),
         }
     }
-    // Gradients: the same, with a pause between the batch's sequences.
+    // Gradients: the same, with a pause between the batch's sequences and,
+    // inside each, between the forward's layers, after the forward, after
+    // the LM head and after every backward layer but the first (a frozen
+    // model stops at the first layer's attention).
     use nopescope::model::GradMode;
     let batch = vec![
         s.tokens[..90].to_vec(),
@@ -276,7 +279,12 @@ fn sliced_engine_forward_matches_the_whole_forward() {
     .unwrap();
     let before = PAUSES.load(Ordering::Relaxed);
     let got = block_on(sliced.weighted_gradients(&batch, Some(&w), &s.scales, GradMode::HeadScalesOnly)).unwrap();
-    assert_eq!(PAUSES.load(Ordering::Relaxed) - before, 2, "a pause between sequences");
+    let layers = s.cpu.config().num_layers as u64;
+    assert_eq!(
+        PAUSES.load(Ordering::Relaxed) - before,
+        2 + 3 * ((layers - 1) + 2 + (layers - 1)),
+        "pauses between and inside the sequences"
+    );
     assert_eq!(got.predictions, want.predictions);
     assert!((got.loss - want.loss).abs() <= 1e-9 * want.loss.abs());
     assert_eq!(got.head_scales, want.head_scales, "the same sums in the same order");

@@ -24,8 +24,9 @@ thread_local! {
     static FRAGMENT: RefCell<String> = const { RefCell::new(String::new()) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
     /// When the computations last got the thread back from the browser,
-    /// and the longest they have held it since the page opened (ms): the
-    /// longest a frame can wait for them (docs/APP.md).
+    /// and the longest they have held it since the page opened, or since a
+    /// search was started through the hook (ms): the longest a frame can
+    /// wait for them (docs/APP.md).
     static RESUMED: Cell<Option<f64>> = const { Cell::new(None) };
     static HELD_MAX_MS: Cell<f64> = const { Cell::new(0.0) };
 }
@@ -54,6 +55,8 @@ pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
 #[wasm_bindgen]
 pub fn nopescope_start_search() {
     START_SEARCH.with(|s| *s.borrow_mut() = true);
+    // From here `held_max_ms` measures the search alone.
+    HELD_MAX_MS.set(0.0);
     CTX.with(|c| {
         if let Some(ctx) = c.borrow().as_ref() {
             ctx.request_repaint();

@@ -176,7 +176,7 @@ try {
     const t0 = Date.now();
     const s = await waitFor(page, (x) => x.search && x.search.finished, 240_000);
     const losses = s?.search?.losses ?? [];
-    console.log(`  search: ${losses.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s, losses ${losses.map((x) => x.toFixed(3)).join(" ")}`);
+    console.log(`  search: ${losses.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s, losses ${losses.map((x) => x.toFixed(3)).join(" ")}; the page's thread held at most ${s?.held_max_ms?.toFixed?.(1)} ms at a time`);
     const first = losses.slice(0, 2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
     const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
     check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);

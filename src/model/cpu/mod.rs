@@ -33,7 +33,8 @@ pub struct CpuEngine {
 /// about `slice_ms` by `clock`, awaiting `pause` between slices (the page
 /// draws a frame there). The same function as the whole forward, checked
 /// in tests/app_inspect.rs. Gradients pause between the batch's sequences
-/// (one sequence's backward is not sliced).
+/// and, inside one sequence's, after its forward, its LM head and each
+/// layer (`transformer::backward_pausing`).
 pub struct Slicer {
     /// Milliseconds from any fixed origin.
     pub clock: fn() -> f64,
@@ -212,6 +213,31 @@ impl<'b, T: Real> BatchGradients<'b, T> {
         );
     }
 
+    /// [`Self::add`], awaiting `pause` between the backward's stages.
+    pub async fn add_pausing(
+        &mut self,
+        config: &ModelConfig,
+        params: &Params<T>,
+        s: usize,
+        head_scales: &[T],
+        rule: ScaleRule,
+        pause: transformer::Pause,
+    ) {
+        self.loss += transformer::backward_pausing(
+            config,
+            params,
+            &self.batch[s],
+            head_scales,
+            rule,
+            self.loss_weights.map(|w| &w[s][..]),
+            self.weight,
+            self.grads.as_deref_mut(),
+            &mut self.dscales,
+            Some(pause),
+        )
+        .await;
+    }
+
     /// (mean loss, predictions, weight gradients, head-scale gradients).
     pub fn finish(self) -> (f64, usize, Option<Vec<T>>, Vec<T>) {
         (self.loss / self.total, self.predictions, self.grads, self.dscales)
@@ -274,7 +300,7 @@ impl Engine for CpuEngine {
             Some(slicer) => {
                 let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, values.len(), mode);
                 for s in 0..batch.len() {
-                    acc.add(config, params, s, values, rule);
+                    acc.add_pausing(config, params, s, values, rule, slicer.pause).await;
                     if s + 1 < batch.len() {
                         (slicer.pause)().await;
                     }

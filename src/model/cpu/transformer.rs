@@ -73,6 +73,48 @@ pub fn forward<T: Real>(
     options: &ForwardOptions,
     keep: bool,
 ) -> (ForwardResult, Option<Cache<T>>) {
+    run_unpaused(forward_pausing(
+        cfg,
+        params,
+        tokens,
+        head_scales,
+        rule,
+        options,
+        keep,
+        None,
+    ))
+}
+
+/// Runs a computation that awaits nothing but its pauses, given none: one
+/// poll finishes it.
+fn run_unpaused<F: std::future::Future>(run: F) -> F::Output {
+    let mut run = std::pin::pin!(run);
+    match run
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => unreachable!("a computation without pauses never waits"),
+    }
+}
+
+/// Awaited between the stages of [`forward_pausing`] and
+/// [`backward_pausing`] (the web page draws a frame there).
+pub type Pause = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// [`forward`], awaiting `pause` (when given) after each layer but the
+/// last: the same arithmetic in the same order.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward_pausing<T: Real>(
+    cfg: &ModelConfig,
+    params: &Params<T>,
+    tokens: &[u32],
+    head_scales: &[T],
+    rule: ScaleRule,
+    options: &ForwardOptions,
+    keep: bool,
+    pause: Option<Pause>,
+) -> (ForwardResult, Option<Cache<T>>) {
     let t = tokens.len();
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -179,6 +221,9 @@ pub fn forward<T: Real>(
         matmul_nt(&mut x, &lc.h, w(params, o.w_down, c * f), t, f, c, T::one(), T::one());
         if keep {
             layers.push(std::mem::take(&mut lc));
+        }
+        if let (Some(p), true) = (pause, l + 1 < cfg.num_layers) {
+            p().await;
         }
     }
     drop(lc);
@@ -348,10 +393,46 @@ pub fn backward<T: Real>(
     rule: ScaleRule,
     loss_weights: Option<&[f32]>,
     weight: T,
-    mut grads: Option<&mut [T]>,
+    grads: Option<&mut [T]>,
     d_head_scales: &mut [T],
 ) -> f64 {
-    let (_, cache) = forward(cfg, params, tokens, head_scales, rule, &ForwardOptions::default(), true);
+    let run = backward_pausing(
+        cfg,
+        params,
+        tokens,
+        head_scales,
+        rule,
+        loss_weights,
+        weight,
+        grads,
+        d_head_scales,
+        None,
+    );
+    run_unpaused(run)
+}
+
+/// [`backward`], awaiting `pause` (when given) after each layer of the
+/// forward, after the LM head and after each layer of the backward, so
+/// that a single-threaded caller holds its thread for one stage at a time.
+/// The same arithmetic in the same order either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn backward_pausing<T: Real>(
+    cfg: &ModelConfig,
+    params: &Params<T>,
+    tokens: &[u32],
+    head_scales: &[T],
+    rule: ScaleRule,
+    loss_weights: Option<&[f32]>,
+    weight: T,
+    mut grads: Option<&mut [T]>,
+    d_head_scales: &mut [T],
+    pause: Option<Pause>,
+) -> f64 {
+    let options = ForwardOptions::default();
+    let (_, cache) = forward_pausing(cfg, params, tokens, head_scales, rule, &options, true, pause).await;
+    if let Some(p) = pause {
+        p().await;
+    }
     let factors = row_factors::<T>(rule, tokens.len());
     let cache = cache.expect("kept");
     let t = tokens.len();
@@ -383,6 +464,9 @@ pub fn backward<T: Real>(
         };
         lm_head(cfg, params, &cache.xf, tokens, LogitsRequest::None, scoring, Some(hg)).0
     };
+    if let Some(p) = pause {
+        p().await;
+    }
     let mut dx = vec![T::zero(); t * c];
     {
         let dw = grads.as_deref_mut().map(|g| &mut g[lay.norm..lay.norm + c]);
@@ -456,6 +540,9 @@ pub fn backward<T: Real>(
         }
         if l == 0 && !full {
             break; // a frozen model needs nothing below the first attention
+        }
+        if let Some(p) = pause {
+            p().await;
         }
         // Back through q_i <- r(i) q_i.
         if let Some(r) = &factors {
