@@ -207,6 +207,19 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
     snapshot(&mut h, "app_narrow_passkey", 560.0);
 }
 
+/// Steps frames until the model the user asked for has opened or failed
+/// (a minute at most).
+fn wait_opened(h: &mut Harness<'static, NopeApp>) {
+    let start = Instant::now();
+    h.run_steps(2);
+    while h.state().jobs.opened.opening {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.run_steps(2);
+}
+
 /// Opening your own model: a broken folder shows the loader's error and
 /// keeps the bundled model; a Hugging Face folder opens, becomes the model
 /// in view, and its entropy is computed.
@@ -229,14 +242,7 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
         h.get_by_label(text::MODEL_FOLDER).type_text(path);
         h.run_steps(1);
         h.get_by_label(text::OPEN_FOLDER).click();
-        let start = Instant::now();
-        h.run_steps(2);
-        while h.state().jobs.opened.opening {
-            assert!(start.elapsed() < Duration::from_secs(60));
-            std::thread::sleep(Duration::from_millis(20));
-            h.step();
-        }
-        h.run_steps(2);
+        wait_opened(h);
     };
     // A model bigger than this machine (the paper's shapes deepened to 400
     // layers and a 500k vocabulary: 19G parameters, 37 GB of bf16 as a
@@ -323,14 +329,7 @@ fn the_folder_browser_steps_into_a_model_folder_and_opens_it() {
     h.get_by_label_contains("has config.json, has model.safetensors, has tokenizer.json");
     assert!(!h.get_by_label(text::OPEN_THIS_FOLDER).accesskit_node().is_disabled());
     h.get_by_label(text::OPEN_THIS_FOLDER).click();
-    let start = Instant::now();
-    h.run_steps(2);
-    while h.state().jobs.opened.opening {
-        assert!(start.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
-    h.run_steps(2);
+    wait_opened(&mut h);
     assert!(h.query_by_label(text::OPEN_THIS_FOLDER).is_none(), "the dialog closed");
     assert!(
         h.state().jobs.opened.error.is_none(),

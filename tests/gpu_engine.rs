@@ -244,22 +244,7 @@ fn against_cpu(case: Case) {
     for &n in lengths {
         batch.push(random_tokens(&mut rng, n, cfg.vocab_size));
     }
-    let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-    let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-    assert_eq!(got.predictions, want.predictions);
-    assert!(got.weights.is_none());
-    check(
-        &format!("{name} frozen loss"),
-        &[got.loss as f32],
-        &[want.loss],
-        LOSS_TOL,
-    );
-    check(
-        &format!("{name} frozen head-scale grads"),
-        &got.head_scales,
-        &want.head_scales,
-        GRAD_TOL,
-    );
+    frozen_grads_agree(name, &mut cpu, &mut gpu, &batch, &hs);
     let want = block_on(cpu.gradients(&batch, &hs, GradMode::Full)).unwrap();
     let got = block_on(gpu.gradients(&batch, &hs, GradMode::Full)).unwrap();
     check(&format!("{name} full loss"), &[got.loss as f32], &[want.loss], LOSS_TOL);
@@ -389,6 +374,28 @@ fn paged_config(pe: PositionEncoding, tied: bool) -> ModelConfig {
     }
 }
 
+/// The frozen model's loss and head-scale gradients on `batch`: the GPU
+/// engine's against the CPU engine's (no weight gradients asked, none
+/// returned).
+fn frozen_grads_agree(name: &str, cpu: &mut CpuEngine, gpu: &mut GpuEngine, batch: &[Vec<u32>], hs: &HeadScales) {
+    let want = block_on(cpu.gradients(batch, hs, GradMode::HeadScalesOnly)).unwrap();
+    let got = block_on(gpu.gradients(batch, hs, GradMode::HeadScalesOnly)).unwrap();
+    assert_eq!(got.predictions, want.predictions, "{name}");
+    assert!(got.weights.is_none(), "{name}");
+    check(
+        &format!("{name} frozen loss"),
+        &[got.loss as f32],
+        &[want.loss],
+        LOSS_TOL,
+    );
+    check(
+        &format!("{name} frozen head-scale grads"),
+        &got.head_scales,
+        &want.head_scales,
+        GRAD_TOL,
+    );
+}
+
 /// What a model's weights are checked by, however the GPU engine holds
 /// them: on 45 random tokens the forward (loss, the last 9 logits,
 /// entropy), and on a batch of two sequences the frozen model's loss and
@@ -407,20 +414,7 @@ fn weights_agree(name: &str, cpu: &mut CpuEngine, gpu: &mut GpuEngine, cfg: &Mod
     let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
     check_forward(name, &got, &want);
     let batch = vec![tokens.clone(), random_tokens(&mut rng, 30, cfg.vocab_size)];
-    let want = block_on(cpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-    let got = block_on(gpu.gradients(&batch, &hs, GradMode::HeadScalesOnly)).unwrap();
-    check(
-        &format!("{name} frozen loss"),
-        &[got.loss as f32],
-        &[want.loss],
-        LOSS_TOL,
-    );
-    check(
-        &format!("{name} frozen head-scale grads"),
-        &got.head_scales,
-        &want.head_scales,
-        GRAD_TOL,
-    );
+    frozen_grads_agree(name, cpu, gpu, &batch, &hs);
     Probe {
         hs,
         tokens,

@@ -200,20 +200,11 @@ impl<'b, T: Real> BatchGradients<'b, T> {
 
     /// Adds sequence `s` of the batch.
     pub fn add(&mut self, config: &ModelConfig, params: &Params<T>, s: usize, head_scales: &[T], rule: ScaleRule) {
-        self.loss += transformer::backward(
-            config,
-            params,
-            &self.batch[s],
-            head_scales,
-            rule,
-            self.loss_weights.map(|w| &w[s][..]),
-            self.weight,
-            self.grads.as_deref_mut(),
-            &mut self.dscales,
-        );
+        transformer::run_unpaused(self.add_pausing(config, params, s, head_scales, rule, None));
     }
 
-    /// [`Self::add`], awaiting `pause` between the backward's stages.
+    /// [`Self::add`], awaiting `pause` (when given) between the backward's
+    /// stages.
     pub async fn add_pausing(
         &mut self,
         config: &ModelConfig,
@@ -221,7 +212,7 @@ impl<'b, T: Real> BatchGradients<'b, T> {
         s: usize,
         head_scales: &[T],
         rule: ScaleRule,
-        pause: transformer::Pause,
+        pause: Option<transformer::Pause>,
     ) {
         self.loss += transformer::backward_pausing(
             config,
@@ -233,7 +224,7 @@ impl<'b, T: Real> BatchGradients<'b, T> {
             self.weight,
             self.grads.as_deref_mut(),
             &mut self.dscales,
-            Some(pause),
+            pause,
         )
         .await;
     }
@@ -300,7 +291,8 @@ impl Engine for CpuEngine {
             Some(slicer) => {
                 let mut acc = BatchGradients::new(params.data.len(), batch, loss_weights, values.len(), mode);
                 for s in 0..batch.len() {
-                    acc.add_pausing(config, params, s, values, rule, slicer.pause).await;
+                    acc.add_pausing(config, params, s, values, rule, Some(slicer.pause))
+                        .await;
                     if s + 1 < batch.len() {
                         (slicer.pause)().await;
                     }

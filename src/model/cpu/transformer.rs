@@ -87,7 +87,7 @@ pub fn forward<T: Real>(
 
 /// Runs a computation that awaits nothing but its pauses, given none: one
 /// poll finishes it.
-fn run_unpaused<F: std::future::Future>(run: F) -> F::Output {
+pub fn run_unpaused<F: std::future::Future>(run: F) -> F::Output {
     let mut run = std::pin::pin!(run);
     match run
         .as_mut()
@@ -384,37 +384,11 @@ fn lm_head<T: Real>(
 /// Accumulates into `grads` (parameter layout; None = frozen model) and
 /// `d_head_scales` (L*H) the gradient of `weight * sum_i w_i l_i` of one
 /// sequence, w_i its loss weights (None: all 1). Returns sum_i w_i l_i.
-#[allow(clippy::too_many_arguments)]
-pub fn backward<T: Real>(
-    cfg: &ModelConfig,
-    params: &Params<T>,
-    tokens: &[u32],
-    head_scales: &[T],
-    rule: ScaleRule,
-    loss_weights: Option<&[f32]>,
-    weight: T,
-    grads: Option<&mut [T]>,
-    d_head_scales: &mut [T],
-) -> f64 {
-    let run = backward_pausing(
-        cfg,
-        params,
-        tokens,
-        head_scales,
-        rule,
-        loss_weights,
-        weight,
-        grads,
-        d_head_scales,
-        None,
-    );
-    run_unpaused(run)
-}
-
-/// [`backward`], awaiting `pause` (when given) after each layer of the
-/// forward, after the LM head and after each layer of the backward, so
-/// that a single-threaded caller holds its thread for one stage at a time.
-/// The same arithmetic in the same order either way.
+///
+/// With `pause`, awaits it after each layer of the forward, after the LM
+/// head and after each layer of the backward, so that a single-threaded
+/// caller holds its thread for one stage at a time (the same arithmetic in
+/// the same order); without, it never waits ([`run_unpaused`] runs it).
 #[allow(clippy::too_many_arguments)]
 pub async fn backward_pausing<T: Real>(
     cfg: &ModelConfig,
