@@ -665,10 +665,10 @@ fn bad_inputs_are_errors() {
     assert!(block_on(GpuEngine::new(ctx, cfg, wrong)).is_err());
 }
 
-/// Loss weights per prediction (some 0) and the per-position scale rules,
-/// paged (pages of 20 rows, logits in chunks of 7): the forward's weighted
-/// loss and per-prediction losses, and the weighted gradients (frozen and
-/// full) against the CPU engine.
+/// Loss weights per prediction (some 0, or all but 5) and the per-position
+/// scale rules, paged (pages of 20 rows, logits in chunks of 7): the
+/// forward's weighted loss and per-prediction losses, and the weighted
+/// gradients (frozen and full) against the CPU engine.
 #[test]
 fn loss_weights_and_scale_rules_match_cpu() {
     use nopescope::model::head_scales::ScaleRule;
@@ -736,9 +736,26 @@ fn loss_weights_and_scale_rules_match_cpu() {
             want.entropy_bits.as_ref().unwrap(),
             ENTROPY_TOL,
         );
-        for mode in [GradMode::HeadScalesOnly, GradMode::Full] {
-            let want = block_on(cpu.weighted_gradients(&batch, Some(&weights), &hs, mode)).unwrap();
-            let got = block_on(gpu.weighted_gradients(&batch, Some(&weights), &hs, mode)).unwrap();
+        // Every 4th weight 0 (runs of 3 scored rows across pages and logit
+        // chunks), then a pass-key-like scoring: 5 rows of the first
+        // sequence, none of the others (whole pages the LM head skips).
+        let sparse: Vec<Vec<f32>> = weights
+            .iter()
+            .enumerate()
+            .map(|(s, w)| {
+                (0..w.len())
+                    .map(|i| if s == 0 && (50..55).contains(&i) { 1.0 } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        for (mode, weights) in [
+            (GradMode::HeadScalesOnly, &weights),
+            (GradMode::Full, &weights),
+            (GradMode::HeadScalesOnly, &sparse),
+            (GradMode::Full, &sparse),
+        ] {
+            let want = block_on(cpu.weighted_gradients(&batch, Some(weights), &hs, mode)).unwrap();
+            let got = block_on(gpu.weighted_gradients(&batch, Some(weights), &hs, mode)).unwrap();
             check(
                 &format!("{name} {mode:?} loss"),
                 &[got.loss as f32],

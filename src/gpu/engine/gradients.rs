@@ -17,12 +17,27 @@ pub(super) struct OptState {
     pub(super) step: u64,
 }
 
+/// The runs of predictions whose loss weight is not 0: a row of weight 0
+/// adds nothing to the loss or to any gradient, so the LM head skips it
+/// (a pass-key objective scores 5 positions of a document).
+fn scored_rows(weights: &[f32]) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, _) in weights.iter().enumerate().filter(|(_, &w)| w != 0.0) {
+        match runs.last_mut() {
+            Some(r) if r.end == i => r.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
 impl GpuEngine {
     /// Records one sequence's backward (after `record_layers` with keep):
     /// weight gradients accumulated into `self.grads` when `full` (with
     /// the embedding's from `groups`, one per page), each layer's
     /// head-scale gradient copied into `dscales` at `dscale_offset + l * H`,
-    /// the losses into `losses` at `losses_offset`.
+    /// the losses into `losses` at `losses_offset`. `scored`: the rows whose
+    /// loss weight is not 0 (None: all), the only ones the LM head computes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record_backward(
         &self,
@@ -35,8 +50,9 @@ impl GpuEngine {
         losses_offset: usize,
         dscales: &wgpu::Buffer,
         dscale_offset: usize,
+        scored: Option<&[std::ops::Range<usize>]>,
     ) -> GpuResult<()> {
-        self.record_lm_head(enc, seq, losses, losses_offset, None, Some(grad_weight), full)?;
+        self.record_lm_head(enc, seq, losses, losses_offset, None, Some(grad_weight), full, scored)?;
         let (ctx, k, cfg) = (&self.ctx, &self.kernels, &self.config);
         let ws = self.ws.as_ref().expect("workspace");
         let b = ws.backward.as_ref().expect("backward buffers");
@@ -311,6 +327,7 @@ impl GpuEngine {
                     groups.push(TokenGroupsBuffers::upload(&self.ctx, &page).await?);
                 }
             }
+            let scored = loss_weights.map(|w| scored_rows(&w[i]));
             self.ctx
                 .submit("backward", |enc| {
                     self.record_layers(enc, &seq, true, None)?;
@@ -324,6 +341,7 @@ impl GpuEngine {
                         offset,
                         &results,
                         dscale_base + i * lh,
+                        scored.as_deref(),
                     )
                 })
                 .await?;

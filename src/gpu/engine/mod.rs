@@ -388,6 +388,7 @@ impl Engine for GpuEngine {
                         logits.as_ref().map(|b| (b, first_kept)),
                         None,
                         false,
+                        None,
                     )?;
                     staged.push(self.ctx.stage(enc, "losses", &losses, t)?);
                     if let Some(b) = &entropy {
