@@ -48,7 +48,7 @@ echo "== tests"; cargo test --release
 # simd128, in Node): the CPU engine's wasm kernels and matrix product are
 # checked where they run.
 echo "== CPU engine tests, wasm32"
-cargo test --release --target wasm32-unknown-unknown --no-default-features --lib -- model::
+cargo test --target wasm32-unknown-unknown --no-default-features --lib -- model::
 # tests/web_gpu.rs in headless Chromium on real WebGPU; fails if there is
 # none. --no-default-features leaves out the CLI, which does not build for
 # wasm32 (integration tests build every binary).
