@@ -163,14 +163,14 @@ async fn probe() {
 
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen_test::wasm_bindgen_test]
-#[ignore]
+#[ignore = "a measurement, not a check: prints each part's time (run with --ignored / --include-ignored and --nocapture)"]
 async fn parts_of_the_forward() {
     probe().await
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: prints each part's time (run with --ignored / --include-ignored and --nocapture)"]
 fn parts_of_the_forward() {
     pollster::block_on(probe())
 }

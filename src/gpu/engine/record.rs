@@ -202,7 +202,9 @@ impl GpuEngine {
                     .map(|(a, b)| (a - p.first, b - p.first))
                     .collect(),
             };
-            if let (Some(_), Some(b)) = (only, ws.backward.as_ref().filter(|_| grad_weight.is_some())) {
+            if only.is_some() && grad_weight.is_some() {
+                // The rows skipped have no gradient.
+                let b = ws.backward.as_ref().expect("backward buffers");
                 enc.clear_buffer(&b.dxf[i], 0, Some((p.rows * c * 4) as u64));
             }
             for (mut s0, end) in segments {

@@ -38,7 +38,7 @@ pub struct CpuEngine {
 pub struct Slicer {
     /// Milliseconds from any fixed origin.
     pub clock: fn() -> f64,
-    pub pause: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    pub pause: transformer::Pause,
     pub slice_ms: f64,
 }
 

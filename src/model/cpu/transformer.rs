@@ -87,7 +87,7 @@ pub fn forward<T: Real>(
 
 /// Runs a computation that awaits nothing but its pauses, given none: one
 /// poll finishes it.
-pub fn run_unpaused<F: std::future::Future>(run: F) -> F::Output {
+pub(crate) fn run_unpaused<F: std::future::Future>(run: F) -> F::Output {
     let mut run = std::pin::pin!(run);
     match run
         .as_mut()
@@ -388,7 +388,7 @@ fn lm_head<T: Real>(
 /// With `pause`, awaits it after each layer of the forward, after the LM
 /// head and after each layer of the backward, so that a single-threaded
 /// caller holds its thread for one stage at a time (the same arithmetic in
-/// the same order); without, it never waits ([`run_unpaused`] runs it).
+/// the same order); without, it never waits (`run_unpaused` runs it).
 #[allow(clippy::too_many_arguments)]
 pub async fn backward_pausing<T: Real>(
     cfg: &ModelConfig,
