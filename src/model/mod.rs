@@ -21,7 +21,7 @@ pub mod rng;
 pub mod shapes;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod wasm_sgemm;
+pub(crate) mod wasm_sgemm;
 
 pub use config::{HfConfig, ModelConfig, PositionEncoding};
 pub use engine::{Engine, ForwardOptions, ForwardOutput, GradMode, Gradients, LogitsRequest};

@@ -296,6 +296,9 @@ mod simd {
         if has_avx2() {
             return unsafe { exp_shift_sums_avx2(row, m) };
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return crate::model::cpu::kernels::exp_shift_sums_wasm(row, m);
+        #[allow(unreachable_code)]
         exp_shift_sums_body(row, m)
     }
 }
@@ -556,6 +559,36 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpos_f32(0.0), 1.0);
         assert_eq!(exp_nonpos_f32(f32::NEG_INFINITY), 0.0);
+    }
+
+    /// The online-softmax step of one row in f32 (each target's vector
+    /// copy) against f64: rows that are not multiples of its steps, values
+    /// down past the underflow at -87, the row's max exactly 0 after the
+    /// shift.
+    #[test]
+    fn exp_shift_sums_matches_f64() {
+        let mut rng = Rng::new(31);
+        for n in [1, 3, 16, 17, 37, 4099] {
+            let row: Vec<f32> = (0..n).map(|_| (rng.normal() * 30.0) as f32).collect();
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut got = row.clone();
+            let (z, e) = f32::exp_shift_sums(&mut got, m);
+            // The shift is rounded to f32 first, as the kernels round it.
+            let want: Vec<f64> = row.iter().map(|&x| ((x - m) as f64).exp()).collect();
+            let tol = Tolerance {
+                atol: 1e-30,
+                rtol: 1e-6,
+            };
+            assert_close(&format!("e^(x - m), n = {n}"), &got, &want, tol);
+            let wz: f64 = want.iter().sum();
+            let we: f64 = want.iter().zip(&row).map(|(p, &x)| p * (x - m) as f64).sum();
+            assert_close(
+                &format!("sums, n = {n}"),
+                &[z, e],
+                &[wz, we],
+                Tolerance { atol: 1e-6, rtol: 1e-5 },
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 // checks screenshots are not blank. Fails loudly: any failed check exits 1.
 //
 //   node web/e2e/e2e.mjs [dist dir] [screenshot dir]
+//   MEASURE=1 node web/e2e/e2e.mjs dist     # also the timings of docs/APP.md, BENCH.md
+//   MEASURE=only node web/e2e/e2e.mjs dist  # the timings alone
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
@@ -144,9 +146,13 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
   return { s, seconds, title };
 }
 
+// MEASURE=only: the measurements alone, without the checks before them.
+const ONLY_MEASURE = process.env.MEASURE === "only";
 try {
-  // 1. The page as a newcomer opens it: WebGPU on, default view.
-  const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu/);
+  if (!ONLY_MEASURE) {
+  // 1. The page as a newcomer opens it: WebGPU on, default view. Chromium
+  // validates relaxed SIMD, so the loader (web/relaxed.sh) picks that build.
+  const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/);
   check(first.s && first.s.state.length === 1024, "default state length 1024");
   // 2. A URL with state opens that view.
   const want = { length: 300, layer: 1, head: 2, input: "passkey" };
@@ -198,17 +204,24 @@ try {
     const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
     check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
   }, TABLET);
-  // 6. WebGPU off: WebGL2 drawing, the CPU engine computes.
-  await run("webgl-fallback", NO_WEBGPU, "", 1024, /cpu/);
-  // For docs/APP.md (MEASURE=1): frame times during a 4096-token computation.
+  // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
+  // loads the plain SIMD build, as a browser without relaxed SIMD would.
+  await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
+  }
+  // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
   if (process.env.MEASURE) {
-    // The CPU engine's forward speed in the page (docs/BENCH.md).
-    await run("measure-forward-speed", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
-      for (const length of [256, 1024]) {
-        const tps = await page.evaluate((l) => window.nopescope_bench_forward(l, 5), length);
-        console.log(`  web CPU engine, bundled NoPE, forward at ${length}: ${tps.toFixed(0)} tokens/s`);
-      }
-    });
+    // The CPU engine's forward speed in the page (docs/BENCH.md), in
+    // both builds.
+    for (const [build, query] of [["relaxed SIMD", ""], ["plain SIMD", "?simd=plain"]]) {
+      await run("measure-forward-speed", WEBGPU, query + "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
+        // Timed once the page's own views are computed (they share the thread).
+        await waitFor(page, (x) => x.idle, 60_000);
+        for (const length of [256, 1024]) {
+          const tps = await page.evaluate((l) => window.nopescope_bench_forward(l, 9), length);
+          console.log(`  web CPU engine (${build} build), bundled NoPE, forward at ${length}: ${tps.toFixed(0)} tokens/s`);
+        }
+      });
+    }
     const big = "#state=" + encodeURIComponent(JSON.stringify({ length: 4096 }));
     await run("measure-4096-cpu", WEBGPU, big, 4096, /cpu/);
   }

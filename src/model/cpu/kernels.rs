@@ -90,6 +90,19 @@ impl Isa {
         Isa::Portable
     }
 
+    /// The instruction set in words, for the engine's name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2",
+            // The web page's second build (web/relaxed.sh), served to
+            // browsers that validate relaxed SIMD.
+            Isa::Wasm128 if cfg!(target_feature = "relaxed-simd") => "wasm SIMD, fused multiply-add",
+            Isa::Wasm128 => "wasm SIMD",
+            Isa::Portable => "portable",
+        }
+    }
+
     /// Every copy this processor runs, best first (the tests check each).
     pub fn available() -> Vec<Isa> {
         match Isa::best() {
@@ -160,6 +173,46 @@ unsafe fn exp_nonpos<S: Simd>(x: S::V) -> S::V {
     p = S::fma(p, r, S::splat(1.0));
     p = S::fma(p, r, S::splat(1.0));
     S::zero_where_below(S::mul(p, S::pow2_shifted(k)), x, -87.0)
+}
+
+/// The online-softmax step of one row on wasm SIMD (the web page's build):
+/// `Real::exp_shift_sums` for f32, with the attention kernels' exponential
+/// (pseudo-min/max, no clamp, fused multiply-adds in the relaxed-SIMD
+/// build), where LLVM's vectorizing of the scalar formula is about 2x
+/// slower. Needs row[j] <= m, as there.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn exp_shift_sums_wasm(row: &mut [f32], m: f32) -> (f32, f32) {
+    use wasm::Wasm128 as S;
+    /// Vectors a step: independent sums.
+    const U: usize = 4;
+    let mut chunks = row.chunks_exact_mut(U * S::W);
+    // SAFETY: every load and store is inside a chunk of U * W floats.
+    let (mut zs, mut es) = unsafe {
+        let mv = S::splat(m);
+        let (mut z, mut e) = ([S::splat(0.0); U], [S::splat(0.0); U]);
+        for c in &mut chunks {
+            for u in 0..U {
+                let at = c.as_mut_ptr().add(u * S::W);
+                let d = S::sub(S::load(at), mv);
+                let p = exp_nonpos::<S>(d);
+                S::store(at, p);
+                z[u] = S::add(z[u], p);
+                e[u] = S::fma(p, d, e[u]);
+            }
+        }
+        (
+            S::hsum(S::add(S::add(z[0], z[1]), S::add(z[2], z[3]))),
+            S::hsum(S::add(S::add(e[0], e[1]), S::add(e[2], e[3]))),
+        )
+    };
+    for x in chunks.into_remainder() {
+        let d = *x - m;
+        let p = crate::model::real::exp_nonpos_f32(d);
+        *x = p;
+        zs += p;
+        es += p * d;
+    }
+    (zs, es)
 }
 
 /// The portable copy: 4 lanes as an array (LLVM vectorizes the lane loops
@@ -265,42 +318,46 @@ pub unsafe fn scores_t(isa: Isa, qt: *const f32, hd: usize, kt: *const f32, ncol
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::scores_t_avx2(qt, hd, kt, ncols, s),
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Isa::Wasm128 => scores_t_body::<wasm::Wasm128, 8, 1>(qt, hd, kt, ncols, s),
-        _ => scores_t_body::<Portable, 8, 2>(qt, hd, kt, ncols, s),
+        Isa::Wasm128 => scores_t_body::<wasm::Wasm128, 8, 2, 4>(qt, hd, kt, ncols, s),
+        _ => scores_t_body::<Portable, 8, 2, 8>(qt, hd, kt, ncols, s),
     }
 }
 
-/// RK keys at a time: RK * C accumulators (C = GROUP / W vectors a key).
+/// RK keys by CV of a key's C vectors (C = GROUP / W) at a time: RK * CV
+/// accumulators. Every score is the same sum in the same order whatever
+/// the tile.
 #[inline(always)]
-unsafe fn scores_t_body<S: Simd, const C: usize, const RK: usize>(
+unsafe fn scores_t_body<S: Simd, const C: usize, const RK: usize, const CV: usize>(
     qt: *const f32,
     hd: usize,
     kt: *const f32,
     ncols: usize,
     s: *mut f32,
 ) {
-    debug_assert!(C * S::W == GROUP && KEY_STEP.is_multiple_of(RK));
-    for j0 in (0..ncols).step_by(RK) {
-        let mut acc = [[S::splat(0.0); C]; RK];
-        let panel = kt.add(j0 / KEY_STEP * hd * KEY_STEP + j0 % KEY_STEP);
-        let (mut kp, mut qp) = (panel, qt);
-        for _ in 0..hd {
-            let mut qv = [S::splat(0.0); C];
-            for (c, x) in qv.iter_mut().enumerate() {
-                *x = S::load(qp.add(c * S::W));
-            }
-            for (t, row) in acc.iter_mut().enumerate() {
-                let kb = S::splat(*kp.add(t));
-                for (a, &x) in row.iter_mut().zip(&qv) {
-                    *a = S::fma(kb, x, *a);
+    debug_assert!(C * S::W == GROUP && KEY_STEP.is_multiple_of(RK) && C.is_multiple_of(CV));
+    for c0 in (0..C).step_by(CV) {
+        for j0 in (0..ncols).step_by(RK) {
+            let mut acc = [[S::splat(0.0); CV]; RK];
+            let panel = kt.add(j0 / KEY_STEP * hd * KEY_STEP + j0 % KEY_STEP);
+            let (mut kp, mut qp) = (panel, qt.add(c0 * S::W));
+            for _ in 0..hd {
+                let mut qv = [S::splat(0.0); CV];
+                for (c, x) in qv.iter_mut().enumerate() {
+                    *x = S::load(qp.add(c * S::W));
                 }
+                for (t, row) in acc.iter_mut().enumerate() {
+                    let kb = S::splat(*kp.add(t));
+                    for (a, &x) in row.iter_mut().zip(&qv) {
+                        *a = S::fma(kb, x, *a);
+                    }
+                }
+                kp = kp.add(KEY_STEP);
+                qp = qp.add(GROUP);
             }
-            kp = kp.add(KEY_STEP);
-            qp = qp.add(GROUP);
-        }
-        for (t, row) in acc.iter().enumerate() {
-            for (c, &a) in row.iter().enumerate() {
-                S::store(s.add((j0 + t) * GROUP + c * S::W), a);
+            for (t, row) in acc.iter().enumerate() {
+                for (c, &a) in row.iter().enumerate() {
+                    S::store(s.add((j0 + t) * GROUP + (c0 + c) * S::W), a);
+                }
             }
         }
     }
@@ -326,14 +383,15 @@ pub unsafe fn pv_t(isa: Isa, p: *const f32, n: usize, b: *const f32, ps: usize, 
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::pv_t_avx2(p, n, b, ps, nd, acc),
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Isa::Wasm128 => pv_t_body::<wasm::Wasm128, 8, 1>(p, n, b, ps, nd, acc),
-        _ => pv_t_body::<Portable, 8, 2>(p, n, b, ps, nd, acc),
+        Isa::Wasm128 => pv_t_body::<wasm::Wasm128, 8, 2, 4>(p, n, b, ps, nd, acc),
+        _ => pv_t_body::<Portable, 8, 2, 8>(p, n, b, ps, nd, acc),
     }
 }
 
-/// DT head-dim rows at a time: DT * C accumulators.
+/// DT head-dim rows by CV of a row's C vectors at a time: DT * CV
+/// accumulators (each sum in the same order whatever the tile).
 #[inline(always)]
-unsafe fn pv_t_body<S: Simd, const C: usize, const DT: usize>(
+unsafe fn pv_t_body<S: Simd, const C: usize, const DT: usize, const CV: usize>(
     p: *const f32,
     n: usize,
     b: *const f32,
@@ -341,32 +399,34 @@ unsafe fn pv_t_body<S: Simd, const C: usize, const DT: usize>(
     nd: usize,
     acc: *mut f32,
 ) {
-    debug_assert!(C * S::W == GROUP && HD_STEP.is_multiple_of(DT));
-    for d0 in (0..nd).step_by(DT) {
-        let mut o = [[S::splat(0.0); C]; DT];
-        for (t, row) in o.iter_mut().enumerate() {
-            for (c, x) in row.iter_mut().enumerate() {
-                *x = S::load(acc.add((d0 + t) * GROUP + c * S::W));
-            }
-        }
-        let (mut pp, mut bp) = (p, b.add(d0 / HD_STEP * ps + d0 % HD_STEP));
-        for _ in 0..n {
-            let mut pv = [S::splat(0.0); C];
-            for (c, x) in pv.iter_mut().enumerate() {
-                *x = S::load(pp.add(c * S::W));
-            }
+    debug_assert!(C * S::W == GROUP && HD_STEP.is_multiple_of(DT) && C.is_multiple_of(CV));
+    for c0 in (0..C).step_by(CV) {
+        for d0 in (0..nd).step_by(DT) {
+            let mut o = [[S::splat(0.0); CV]; DT];
             for (t, row) in o.iter_mut().enumerate() {
-                let bb = S::splat(*bp.add(t));
-                for (x, &y) in row.iter_mut().zip(&pv) {
-                    *x = S::fma(bb, y, *x);
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x = S::load(acc.add((d0 + t) * GROUP + (c0 + c) * S::W));
                 }
             }
-            pp = pp.add(GROUP);
-            bp = bp.add(HD_STEP);
-        }
-        for (t, row) in o.iter().enumerate() {
-            for (c, &x) in row.iter().enumerate() {
-                S::store(acc.add((d0 + t) * GROUP + c * S::W), x);
+            let (mut pp, mut bp) = (p.add(c0 * S::W), b.add(d0 / HD_STEP * ps + d0 % HD_STEP));
+            for _ in 0..n {
+                let mut pv = [S::splat(0.0); CV];
+                for (c, x) in pv.iter_mut().enumerate() {
+                    *x = S::load(pp.add(c * S::W));
+                }
+                for (t, row) in o.iter_mut().enumerate() {
+                    let bb = S::splat(*bp.add(t));
+                    for (x, &y) in row.iter_mut().zip(&pv) {
+                        *x = S::fma(bb, y, *x);
+                    }
+                }
+                pp = pp.add(GROUP);
+                bp = bp.add(HD_STEP);
+            }
+            for (t, row) in o.iter().enumerate() {
+                for (c, &x) in row.iter().enumerate() {
+                    S::store(acc.add((d0 + t) * GROUP + (c0 + c) * S::W), x);
+                }
             }
         }
     }
@@ -738,11 +798,12 @@ mod wasm {
         unsafe fn min(a: v128, b: v128) -> v128 {
             f32x4_pmin(a, b)
         }
-        /// Not fused: fused multiply-add is only in relaxed SIMD, which
-        /// not every browser has.
+        /// Fused only in the build with relaxed SIMD (web/relaxed.sh: the
+        /// page loads it where the browser validates it); a module using
+        /// relaxed SIMD does not load where it is missing.
         #[inline(always)]
         unsafe fn fma(a: v128, b: v128, c: v128) -> v128 {
-            f32x4_add(f32x4_mul(a, b), c)
+            crate::model::wasm_sgemm::madd(a, b, c)
         }
         #[inline(always)]
         unsafe fn pow2_shifted(k: v128) -> v128 {
@@ -927,12 +988,12 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn scores_t_avx512(qt: *const f32, hd: usize, kt: *const f32, ncols: usize, s: *mut f32) {
-        scores_t_body::<Avx512, 2, 8>(qt, hd, kt, ncols, s)
+        scores_t_body::<Avx512, 2, 8, 2>(qt, hd, kt, ncols, s)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn pv_t_avx512(p: *const f32, n: usize, b: *const f32, ps: usize, nd: usize, acc: *mut f32) {
-        pv_t_body::<Avx512, 2, 8>(p, n, b, ps, nd, acc)
+        pv_t_body::<Avx512, 2, 8, 2>(p, n, b, ps, nd, acc)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
@@ -999,12 +1060,12 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scores_t_avx2(qt: *const f32, hd: usize, kt: *const f32, ncols: usize, s: *mut f32) {
-        scores_t_body::<Avx2, 4, 2>(qt, hd, kt, ncols, s)
+        scores_t_body::<Avx2, 4, 2, 4>(qt, hd, kt, ncols, s)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn pv_t_avx2(p: *const f32, n: usize, b: *const f32, ps: usize, nd: usize, acc: *mut f32) {
-        pv_t_body::<Avx2, 4, 2>(p, n, b, ps, nd, acc)
+        pv_t_body::<Avx2, 4, 2, 4>(p, n, b, ps, nd, acc)
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -241,7 +241,8 @@ impl Engine for CpuEngine {
         let threads = rayon::current_num_threads();
         #[cfg(target_arch = "wasm32")]
         let threads = 1;
-        format!("cpu ({threads} threads)")
+        let isa = kernels::Isa::best().label();
+        format!("cpu ({threads} thread{}, {isa})", if threads == 1 { "" } else { "s" })
     }
 
     fn config(&self) -> &ModelConfig {
