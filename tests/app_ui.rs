@@ -362,28 +362,7 @@ fn the_keyboard_alone_reaches_every_control() {
     use eframe::egui::Key;
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);
-    // The focused node's label (None: nothing focused).
-    let focused = |h: &Harness<'static, NopeApp>| {
-        let label = std::cell::RefCell::new(None);
-        h.query(egui_kittest::kittest::by().predicate(|n| {
-            let f = n.is_focused();
-            if f {
-                *label.borrow_mut() = Some(n.label().unwrap_or_default());
-            }
-            f
-        }));
-        label.into_inner()
-    };
-    let mut seen: Vec<String> = Vec::new();
-    for _ in 0..400 {
-        h.key_press(Key::Tab);
-        h.run_steps(1);
-        let Some(label) = focused(&h) else { continue };
-        if seen.first() == Some(&label) && seen.len() > 10 {
-            break;
-        }
-        seen.push(label);
-    }
+    let seen = tab_stops(&mut h);
     eprintln!("{} stops: {seen:?}", seen.len());
     for want in [
         text::TAB_EXPLORE,
@@ -398,19 +377,112 @@ fn the_keyboard_alone_reaches_every_control() {
         assert!(seen.iter().any(|s| s == want), "Tab never reaches {want:?}: {seen:?}");
     }
     // Enter on a focused cell selects it.
-    while focused(&h).as_deref() != Some("layer 2, head 1") {
-        h.key_press(Key::Tab);
-        h.run_steps(1);
-    }
+    tab_to(&mut h, "layer 2, head 1");
     h.key_press(Key::Enter);
     h.run_steps(2);
     assert_eq!((h.state().state.layer, h.state().state.head), (2, 1));
     // Enter on the walkthrough button opens it.
-    while focused(&h).as_deref() != Some(text::TOUR_OPEN) {
-        h.key_press(Key::Tab);
-        h.run_steps(1);
-    }
+    tab_to(&mut h, text::TOUR_OPEN);
     h.key_press(Key::Enter);
     h.run_steps(2);
     assert!(h.state().state.tour.is_some(), "the walkthrough opened");
+}
+
+/// The other two pages with the keyboard alone: Tab reaches the tuning
+/// panel's search settings, start button, presets and loading, and the
+/// pass-key lab's document controls; Enter acts on them.
+#[test]
+fn the_keyboard_alone_works_the_tuning_panel_and_the_pass_key_lab() {
+    use eframe::egui::Key;
+    use nopescope::app::search_job::SearchKind;
+    use nopescope::app::state::Tab;
+    let mut state = small_state();
+    state.tab = Tab::Tune;
+    state.tune.kind = SearchKind::Heads;
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    let seen = tab_stops(&mut h);
+    eprintln!("tuning panel, {} stops: {seen:?}", seen.len());
+    for want in [
+        text::TAB_TUNE,
+        text::KIND_HEADS,
+        text::KIND_UNIFORM,
+        text::OBJECTIVE_PASSKEY,
+        text::OBJECTIVE_TEXT,
+        text::START_SEARCH,
+        text::USE_PRESET,
+        text::PRESET_AS_B,
+        text::LOAD_AND_APPLY,
+    ] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "Tab never reaches {want:?} on the tuning panel: {seen:?}"
+        );
+    }
+    tab_to(&mut h, text::KIND_UNIFORM);
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    assert_eq!(
+        h.state().state.tune.kind,
+        SearchKind::Uniform,
+        "Enter chose the uniform search"
+    );
+
+    let mut state = small_state();
+    state.tab = Tab::Passkey;
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    let seen = tab_stops(&mut h);
+    eprintln!("pass-key lab, {} stops: {seen:?}", seen.len());
+    for want in [text::TAB_PASSKEY, text::PASSKEY_RANDOM_KEY] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "Tab never reaches {want:?} in the pass-key lab: {seen:?}"
+        );
+    }
+    let key = h.state().state.passkey_lab.key;
+    tab_to(&mut h, text::PASSKEY_RANDOM_KEY);
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    assert_ne!(h.state().state.passkey_lab.key, key, "Enter drew a new key");
+}
+
+/// The focused node's label (None: nothing focused).
+fn focused(h: &Harness<'static, NopeApp>) -> Option<String> {
+    let label = std::cell::RefCell::new(None);
+    h.query(egui_kittest::kittest::by().predicate(|n| {
+        let f = n.is_focused();
+        if f {
+            *label.borrow_mut() = Some(n.label().unwrap_or_default());
+        }
+        f
+    }));
+    label.into_inner()
+}
+
+/// The labels Tab visits, in order, once round the page.
+fn tab_stops(h: &mut Harness<'static, NopeApp>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..400 {
+        h.key_press(eframe::egui::Key::Tab);
+        h.run_steps(1);
+        let Some(label) = focused(h) else { continue };
+        if seen.first() == Some(&label) && seen.len() > 10 {
+            break;
+        }
+        seen.push(label);
+    }
+    seen
+}
+
+/// Presses Tab until the control named `label` has the focus.
+fn tab_to(h: &mut Harness<'static, NopeApp>, label: &str) {
+    for _ in 0..400 {
+        if focused(h).as_deref() == Some(label) {
+            return;
+        }
+        h.key_press(eframe::egui::Key::Tab);
+        h.run_steps(1);
+    }
+    panic!("Tab never reached {label:?}");
 }
