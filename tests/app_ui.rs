@@ -65,6 +65,16 @@ fn default_view_computes_and_matches_snapshot() {
         other => panic!("no entropy profile: {other:?}"),
     }
     h.get_by_label(&text::head_name(0, 0));
+    // The status bar names the engine (here the CPU engine, with its
+    // instruction set); why it was chosen is on hover, not in the bar.
+    let engine = h.state().jobs.engine().clone();
+    assert!(engine.name.starts_with("cpu ("), "{engine:?}");
+    assert!(!engine.why.is_empty(), "{engine:?}");
+    h.get_by_label(&engine.name);
+    assert!(
+        h.query_by_label_contains(&engine.why).is_none(),
+        "the reason is not in the bar"
+    );
     snapshot(&mut h, "app_default", 1280.0);
 }
 

@@ -161,12 +161,29 @@ impl Resolved {
     }
 }
 
+/// Which engine computes and why it was chosen (the status bar shows the
+/// name and the reason on hover); empty until one has started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineNote {
+    pub name: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for EngineNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.why.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{} ({})", self.name, self.why)
+        }
+    }
+}
+
 pub struct Lab {
     slots: Vec<(ModelChoice, ModelSlot)>,
     backend: Backend,
     gpu: Option<GpuSource>,
-    /// Which engine runs and why, once one has started.
-    engine_note: String,
+    engine_note: EngineNote,
 }
 
 impl Lab {
@@ -175,11 +192,11 @@ impl Lab {
             slots: Vec::new(),
             backend,
             gpu,
-            engine_note: String::new(),
+            engine_note: EngineNote::default(),
         }
     }
 
-    pub fn engine_note(&self) -> &str {
+    pub fn engine_note(&self) -> &EngineNote {
         &self.engine_note
     }
 
@@ -242,7 +259,7 @@ impl Lab {
         for (_, s) in &mut self.slots {
             s.engine = None;
         }
-        self.engine_note.clear();
+        self.engine_note = EngineNote::default();
     }
 
     fn slot(&mut self, choice: ModelChoice) -> Result<&mut ModelSlot> {
@@ -296,7 +313,10 @@ impl Lab {
                 slice_ms: SLICE_MS,
             });
         }
-        self.engine_note = format!("{} ({})", chosen.engine.name(), pre_reason.unwrap_or(chosen.reason));
+        self.engine_note = EngineNote {
+            name: chosen.engine.name(),
+            why: pre_reason.unwrap_or(chosen.reason),
+        };
         self.slot(choice)?.engine = Some(chosen.engine);
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::compute::passkey::{GridKey, PasskeyAnswerResult, PasskeyGridResult, PasskeyHeadsResult};
-use super::compute::{GpuSource, JobControl, Lab, ModelSource};
+use super::compute::{EngineNote, GpuSource, JobControl, Lab, ModelSource};
 use super::models::ModelInfo;
 use super::search_job::{PasskeyCompareResult, SearchKey, SearchReport};
 use super::state::ModelChoice;
@@ -311,7 +311,7 @@ enum Event {
     Progress(JobKey, u64, f32, String),
     Partial(JobKey, u64, JobResult),
     Done(JobKey, u64, Result<JobResult, String>),
-    Engine(String),
+    Engine(EngineNote),
     Opened(Result<(String, ModelInfo), String>),
 }
 
@@ -341,7 +341,7 @@ pub struct Jobs {
     /// on while the user looks at another page).
     pinned: HashSet<JobKey>,
     backend: Backend,
-    engine: String,
+    engine: EngineNote,
     /// Results received since the app started (tests wait on it).
     completed: u64,
     next_id: u64,
@@ -361,7 +361,7 @@ impl Jobs {
             wanted: HashSet::new(),
             pinned: HashSet::new(),
             backend,
-            engine: String::new(),
+            engine: EngineNote::default(),
             completed: 0,
             next_id: 0,
             opened: OpenedModel::default(),
@@ -543,7 +543,7 @@ impl Jobs {
                 slot.cancel.store(true, Ordering::Relaxed);
             }
             self.cache.clear();
-            self.engine.clear();
+            self.engine = EngineNote::default();
             let _ = self.tx.send(Msg::SetBackend(backend));
         }
     }
@@ -552,8 +552,8 @@ impl Jobs {
         self.backend
     }
 
-    /// Which engine runs and why ("" until it has started).
-    pub fn engine(&self) -> &str {
+    /// Which engine runs and why (empty until it has started).
+    pub fn engine(&self) -> &EngineNote {
         &self.engine
     }
 
@@ -642,7 +642,7 @@ fn handle(msg: Msg, queue: &mut VecDeque<Request>, lab: &mut Lab, events: &Sende
 /// Runs one job, sending its result (and the engine, if it changed).
 async fn run_one(lab: &mut Lab, request: &Request, tx: &Sender<Event>, ctx: &egui::Context) {
     let (key, id, cancel) = request;
-    let before = lab.engine_note().to_string();
+    let before = lab.engine_note().clone();
     let mut control = Control {
         key,
         id: *id,
@@ -651,8 +651,8 @@ async fn run_one(lab: &mut Lab, request: &Request, tx: &Sender<Event>, ctx: &egu
         ctx,
     };
     let result = lab.run(key, &mut control).await.map_err(|e| e.to_string());
-    if lab.engine_note() != before {
-        let _ = tx.send(Event::Engine(lab.engine_note().to_string()));
+    if *lab.engine_note() != before {
+        let _ = tx.send(Event::Engine(lab.engine_note().clone()));
     }
     let _ = tx.send(Event::Done(key.clone(), *id, result));
     ctx.request_repaint();

@@ -220,7 +220,7 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     let css_per_point = ctx.pixels_per_point() / dpr.max(1e-3);
     let status = serde_json::json!({
         "state": app.state,
-        "engine": app.jobs.engine(),
+        "engine": app.jobs.engine().to_string(),
         "entropy": entropy,
         "tour": tour,
         "search": app.tuning().losses().map(|(losses, finished)| serde_json::json!({

@@ -23,12 +23,13 @@ impl StatusView {
             ] {
                 ui.selectable_value(&mut state.backend, b, label);
             }
+            // The name only; why this engine (and its adapter) on hover.
             let engine = jobs.engine();
-            ui.label(if engine.is_empty() {
-                text::ENGINE_NOT_STARTED
+            if engine.name.is_empty() {
+                ui.label(text::ENGINE_NOT_STARTED);
             } else {
-                engine
-            });
+                ui.label(&engine.name).on_hover_text(&engine.why);
+            }
             ui.separator();
             let running = jobs.running();
             if running.is_empty() {
