@@ -123,6 +123,10 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
   page.on("console", (m) => {
     if (m.type() === "error") console.log(`  [console] ${m.text()}`);
   });
+  // Every file the page asks for must exist (a 404 is a broken build).
+  page.on("response", (r) => {
+    if (r.status() >= 400) check(false, `${label}: ${r.url()} answered ${r.status()}`);
+  });
   const t0 = Date.now();
   await page.goto(base + hash);
   const s = await waitReady(page, wantLength, 240_000);
