@@ -113,9 +113,11 @@ impl ModelSlot {
         }
         let mut ids = Vec::new();
         for piece in crate::model::tokenizer::word_pieces(validation_text(), 20_000) {
-            ids.extend(self.tokenizer.encode(piece)?);
+            // Before each piece, so that loading the model is not held
+            // together with the first one.
             #[cfg(target_arch = "wasm32")]
             super::web::yield_to_browser(0).await;
+            ids.extend(self.tokenizer.encode(piece)?);
         }
         self.validation = Some(ids);
         Ok(())
@@ -273,6 +275,12 @@ impl Lab {
 
     async fn ensure_engine(&mut self, choice: ModelChoice) -> Result<()> {
         let (backend, gpu) = (self.backend, self.gpu.clone());
+        // On the web, a frame before reading a bundled model, so that
+        // reading it is not held together with the work before.
+        #[cfg(target_arch = "wasm32")]
+        if !self.slots.iter().any(|(c, _)| *c == choice) {
+            super::web::yield_to_browser(0).await;
+        }
         let slot = self.slot(choice)?;
         if choice != ModelChoice::Custom {
             slot.tokenize_validation().await?;
