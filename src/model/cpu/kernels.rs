@@ -177,9 +177,10 @@ unsafe fn exp_nonpos<S: Simd>(x: S::V) -> S::V {
 
 /// The online-softmax step of one row on wasm SIMD (the web page's build):
 /// `Real::exp_shift_sums` for f32, with the attention kernels' exponential
-/// (pseudo-min/max, no clamp, fused multiply-adds in the relaxed-SIMD
-/// build), where LLVM's vectorizing of the scalar formula is about 2x
-/// slower. Needs row[j] <= m, as there.
+/// (no clamp, lanes below -87 set to 0 at the end; fused multiply-adds in
+/// the relaxed-SIMD build): LLVM's vectorizing of the scalar formula ran
+/// the cross entropy 1.2-1.7x slower (docs/BENCH.md). Needs row[j] <= m,
+/// as there.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub fn exp_shift_sums_wasm(row: &mut [f32], m: f32) -> (f32, f32) {
     use wasm::Wasm128 as S;
