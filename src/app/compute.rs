@@ -11,6 +11,7 @@ use crate::gpu::{AdapterReport, GpuContext};
 use crate::lab::backend::{choose_engine, AnyEngine, Backend};
 use crate::lab::eval::{self, Progress};
 use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
+use crate::model::cpu::transformer::Pause;
 use crate::model::engine::{Engine, ForwardOptions};
 use crate::model::error::{Error, Result};
 use crate::model::files::{model_from_bytes, model_from_files};
@@ -84,8 +85,17 @@ struct ModelSlot {
 
 impl ModelSlot {
     fn load(choice: ModelChoice) -> Result<Self> {
+        crate::model::cpu::transformer::run_unpaused(Self::load_pausing(choice, None))
+    }
+
+    /// Reads a bundled model: its weights, then `pause` (on the web, a
+    /// frame), then its tokenizer.
+    async fn load_pausing(choice: ModelChoice, pause: Option<Pause>) -> Result<Self> {
         let b = models::bundled(choice).ok_or_else(|| Error::Input(super::text::NO_MODEL_OPENED.into()))?;
         let (config, params) = model_from_bytes(b.config, b.weights, Path::new(b.name))?;
+        if let Some(pause) = pause {
+            pause().await;
+        }
         let tokenizer = Tokenizer::from_bytes(b.tokenizer, &Path::new(b.name).join("tokenizer.json"))?;
         Ok(ModelSlot {
             config,
@@ -275,11 +285,14 @@ impl Lab {
 
     async fn ensure_engine(&mut self, choice: ModelChoice) -> Result<()> {
         let (backend, gpu) = (self.backend, self.gpu.clone());
-        // On the web, a frame before reading a bundled model, so that
-        // reading it is not held together with the work before.
+        // On the web, a frame before reading a bundled model (so that it is
+        // not held together with the work before) and one inside.
         #[cfg(target_arch = "wasm32")]
-        if !self.slots.iter().any(|(c, _)| *c == choice) {
-            super::web::yield_to_browser(0).await;
+        if choice != ModelChoice::Custom && !self.slots.iter().any(|(c, _)| *c == choice) {
+            let pause: Pause = || Box::pin(super::web::yield_to_browser(0));
+            pause().await;
+            let slot = ModelSlot::load_pausing(choice, Some(pause)).await?;
+            self.slots.push((choice, slot));
         }
         let slot = self.slot(choice)?;
         if choice != ModelChoice::Custom {
