@@ -6,7 +6,8 @@
 # load where the browser lacks it, so the page keeps trunk's plain build
 # too, and this script replaces trunk's loader in index.html with one that
 # asks the browser (WebAssembly.validate on a 37-byte module) which build
-# it can run. `?simd=plain` in the page's URL forces the plain build.
+# it can run (and falls back to the plain build if the relaxed one does not
+# start). `?simd=plain` in the page's URL forces the plain build.
 #
 # Runs inside `trunk build` / `trunk serve`, which set TRUNK_STAGING_DIR
 # (the folder that becomes dist/) and TRUNK_PROFILE.
@@ -49,12 +50,24 @@ loader=$(cat <<EOF
 <script type="module">
 const probe = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
 const fused = WebAssembly.validate(probe) && !/[?&]simd=plain(&|$)/.test(location.search);
-const base = fused ? './relaxed/$name' : './$plain';
-try {
+// The relaxed build first where the browser validates it; if it does not
+// start (a network error, or a browser that validates relaxed SIMD but
+// cannot compile it), the plain build.
+const builds = fused ? ['./relaxed/$name', './$plain'] : ['./$plain'];
+async function start(base) {
   const bindings = await import(base + '.js');
   const wasm = await bindings.default({ module_or_path: base + '_bg.wasm' });
   window.wasmBindings = bindings;
   dispatchEvent(new CustomEvent("TrunkApplicationStarted", { detail: { wasm } }));
+}
+try {
+  try {
+    await start(builds[0]);
+  } catch (e) {
+    if (builds.length < 2) throw e;
+    console.warn('nopescope: the relaxed-SIMD build did not start (' + e + '); starting the plain build');
+    await start(builds[1]);
+  }
 } catch (e) {
   document.getElementById('nopescope_error').textContent =
     'nopescope could not start: ' + e + '. Reload the page; if it persists, try another browser.';

@@ -112,14 +112,17 @@ async function waitFor(page, pred, timeoutMs) {
 
 async function run(label, flags, hash, wantLength, wantEngine, more, device = {}) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
+  // `device.block`: URLs the page may not load (a network error).
+  const { block, ...launch } = device;
   const ctx = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: [...COMMON, ...flags],
     viewport: { width: 1280, height: 900 },
-    ...device,
+    ...launch,
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
+  if (block) await page.route(block, (r) => r.abort());
   page.on("console", (m) => {
     if (m.type() === "error") console.log(`  [console] ${m.text()}`);
   });
@@ -211,6 +214,9 @@ try {
   // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
   // loads the plain SIMD build, as a browser without relaxed SIMD would.
   await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
+  // 7. The relaxed-SIMD build cannot be fetched: the loader starts the
+  // plain one instead of failing.
+  await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: "**/relaxed/**" });
   }
   // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
   if (process.env.MEASURE) {
