@@ -60,13 +60,10 @@ CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 WASM_BINDGEN_TE
 # with state, and WebGPU off (CPU engine). Screenshots go to target/e2e.
 echo "== web page build"; web/serve.sh --build
 # The library's model tests in the page's second build (relaxed SIMD:
-# fused multiply-adds, web/relaxed.sh), in headless Chromium, which has
-# relaxed SIMD (Node 20 has it only behind a flag). Same target folder and
-# profile as that build, so its compiled dependencies are shared.
-echo "== CPU engine tests, wasm32 with relaxed SIMD"
-CARGO_TARGET_DIR=target/relaxed-simd RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
-  WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 \
-  cargo test --release --target wasm32-unknown-unknown --no-default-features --lib -- model::
+# fused multiply-adds), with that build's flags and target folder, in
+# headless Chromium, which has relaxed SIMD (Node 20 has it only behind a
+# flag).
+echo "== CPU engine tests, wasm32 with relaxed SIMD"; web/relaxed.sh --test
 echo "== web page end to end"
 if [ ! -d web/e2e/node_modules/playwright-core ]; then
   (cd web/e2e && npm ci --no-audit --no-fund)

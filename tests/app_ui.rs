@@ -372,20 +372,21 @@ fn the_keyboard_alone_reaches_every_control() {
     use eframe::egui::Key;
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);
-    let seen = tab_stops(&mut h);
-    eprintln!("{} stops: {seen:?}", seen.len());
-    for want in [
-        text::TAB_EXPLORE,
-        text::TOUR_OPEN,
-        text::HALVE_LENGTH,
-        text::DOUBLE_LENGTH,
-        "layer 0, head 0",
-        "layer 3, head 3",
-        "CSV",
-        "PNG",
-    ] {
-        assert!(seen.iter().any(|s| s == want), "Tab never reaches {want:?}: {seen:?}");
-    }
+    let seen = tab_stops(&mut h, "the Explore page");
+    assert_reaches(
+        &seen,
+        "the Explore page",
+        &[
+            text::TAB_EXPLORE,
+            text::TOUR_OPEN,
+            text::HALVE_LENGTH,
+            text::DOUBLE_LENGTH,
+            "layer 0, head 0",
+            "layer 3, head 3",
+            "CSV",
+            "PNG",
+        ],
+    );
     // Enter on a focused cell selects it.
     tab_to(&mut h, "layer 2, head 1");
     h.key_press(Key::Enter);
@@ -411,24 +412,22 @@ fn the_keyboard_alone_works_the_tuning_panel_and_the_pass_key_lab() {
     state.tune.kind = SearchKind::Heads;
     let mut h = harness(state, 1280.0);
     settle(&mut h);
-    let seen = tab_stops(&mut h);
-    eprintln!("tuning panel, {} stops: {seen:?}", seen.len());
-    for want in [
-        text::TAB_TUNE,
-        text::KIND_HEADS,
-        text::KIND_UNIFORM,
-        text::OBJECTIVE_PASSKEY,
-        text::OBJECTIVE_TEXT,
-        text::START_SEARCH,
-        text::USE_PRESET,
-        text::PRESET_AS_B,
-        text::LOAD_AND_APPLY,
-    ] {
-        assert!(
-            seen.iter().any(|s| s == want),
-            "Tab never reaches {want:?} on the tuning panel: {seen:?}"
-        );
-    }
+    let seen = tab_stops(&mut h, "the tuning panel");
+    assert_reaches(
+        &seen,
+        "the tuning panel",
+        &[
+            text::TAB_TUNE,
+            text::KIND_HEADS,
+            text::KIND_UNIFORM,
+            text::OBJECTIVE_PASSKEY,
+            text::OBJECTIVE_TEXT,
+            text::START_SEARCH,
+            text::USE_PRESET,
+            text::PRESET_AS_B,
+            text::LOAD_AND_APPLY,
+        ],
+    );
     tab_to(&mut h, text::KIND_UNIFORM);
     h.key_press(Key::Enter);
     h.run_steps(2);
@@ -442,14 +441,12 @@ fn the_keyboard_alone_works_the_tuning_panel_and_the_pass_key_lab() {
     state.tab = Tab::Passkey;
     let mut h = harness(state, 1280.0);
     settle(&mut h);
-    let seen = tab_stops(&mut h);
-    eprintln!("pass-key lab, {} stops: {seen:?}", seen.len());
-    for want in [text::TAB_PASSKEY, text::PASSKEY_RANDOM_KEY] {
-        assert!(
-            seen.iter().any(|s| s == want),
-            "Tab never reaches {want:?} in the pass-key lab: {seen:?}"
-        );
-    }
+    let seen = tab_stops(&mut h, "the pass-key lab");
+    assert_reaches(
+        &seen,
+        "the pass-key lab",
+        &[text::TAB_PASSKEY, text::PASSKEY_RANDOM_KEY],
+    );
     let key = h.state().state.passkey_lab.key;
     tab_to(&mut h, text::PASSKEY_RANDOM_KEY);
     h.key_press(Key::Enter);
@@ -470,8 +467,8 @@ fn focused(h: &Harness<'static, NopeApp>) -> Option<String> {
     label.into_inner()
 }
 
-/// The labels Tab visits, in order, once round the page.
-fn tab_stops(h: &mut Harness<'static, NopeApp>) -> Vec<String> {
+/// The labels Tab visits on `page`, in order, once round (printed).
+fn tab_stops(h: &mut Harness<'static, NopeApp>, page: &str) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for _ in 0..400 {
         h.key_press(eframe::egui::Key::Tab);
@@ -482,7 +479,18 @@ fn tab_stops(h: &mut Harness<'static, NopeApp>) -> Vec<String> {
         }
         seen.push(label);
     }
+    eprintln!("{page}, {} stops: {seen:?}", seen.len());
     seen
+}
+
+/// Each of `wants` is among the Tab stops `seen` on `page`.
+fn assert_reaches(seen: &[String], page: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "Tab never reaches {want:?} on {page}: {seen:?}"
+        );
+    }
 }
 
 /// Presses Tab until the control named `label` has the focus.

@@ -10,9 +10,23 @@
 # start). `?simd=plain` in the page's URL forces the plain build.
 #
 # Runs inside `trunk build` / `trunk serve`, which set TRUNK_STAGING_DIR
-# (the folder that becomes dist/) and TRUNK_PROFILE.
+# (the folder that becomes dist/) and TRUNK_PROFILE. `web/relaxed.sh
+# --test` instead runs the library's model tests in this build, in
+# headless Chromium (.ci/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# This build's flags and its own target folder (other RUSTFLAGS, so
+# nothing to share with the plain build's).
+export CARGO_TARGET_DIR=target/relaxed-simd
+export RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
+
+if [ "${1:-}" = "--test" ]; then
+  # Release, as the page's build, whose compiled dependencies it shares.
+  export WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300
+  exec cargo test --release --target wasm32-unknown-unknown --no-default-features --lib -- model::
+fi
+
 : "${TRUNK_STAGING_DIR:?run by trunk (web/serve.sh), not by hand}"
 html="$TRUNK_STAGING_DIR/index.html"
 
@@ -23,11 +37,7 @@ if [ "${TRUNK_PROFILE:-release}" = "debug" ]; then
   profile_dir=debug
 fi
 
-# Its own target folder: other RUSTFLAGS, so nothing to share with the
-# plain build's.
-export CARGO_TARGET_DIR=target/relaxed-simd
-RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
-  cargo build $profile_flag --offline --target wasm32-unknown-unknown \
+cargo build $profile_flag --offline --target wasm32-unknown-unknown \
   --no-default-features --features app --bin nopescope-web
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/$profile_dir/nopescope-web.wasm"
 

@@ -275,8 +275,18 @@ impl Lab {
     }
 
     fn slot(&mut self, choice: ModelChoice) -> Result<&mut ModelSlot> {
+        crate::model::cpu::transformer::run_unpaused(self.slot_pausing(choice, None))
+    }
+
+    /// [`Lab::slot`], awaiting `pause` (on the web, a frame) before reading
+    /// a bundled model not read yet and between its parts, so that reading
+    /// it is held neither with the work before nor in one piece.
+    async fn slot_pausing(&mut self, choice: ModelChoice, pause: Option<Pause>) -> Result<&mut ModelSlot> {
         if !self.slots.iter().any(|(c, _)| *c == choice) {
-            let slot = ModelSlot::load(choice)?;
+            if let Some(pause) = pause {
+                pause().await;
+            }
+            let slot = ModelSlot::load_pausing(choice, pause).await?;
             self.slots.push((choice, slot));
         }
         let i = self.slots.iter().position(|(c, _)| *c == choice).unwrap_or_default();
@@ -285,16 +295,11 @@ impl Lab {
 
     async fn ensure_engine(&mut self, choice: ModelChoice) -> Result<()> {
         let (backend, gpu) = (self.backend, self.gpu.clone());
-        // On the web, a frame before reading a bundled model (so that it is
-        // not held together with the work before) and one inside.
         #[cfg(target_arch = "wasm32")]
-        if choice != ModelChoice::Custom && !self.slots.iter().any(|(c, _)| *c == choice) {
-            let pause: Pause = || Box::pin(super::web::yield_to_browser(0));
-            pause().await;
-            let slot = ModelSlot::load_pausing(choice, Some(pause)).await?;
-            self.slots.push((choice, slot));
-        }
-        let slot = self.slot(choice)?;
+        let pause: Option<Pause> = Some(super::web::pause);
+        #[cfg(not(target_arch = "wasm32"))]
+        let pause: Option<Pause> = None;
+        let slot = self.slot_pausing(choice, pause).await?;
         if choice != ModelChoice::Custom {
             slot.tokenize_validation().await?;
         }
@@ -330,7 +335,7 @@ impl Lab {
         if let AnyEngine::Cpu(cpu) = &mut chosen.engine {
             cpu.set_slicer(crate::model::cpu::Slicer {
                 clock: super::web::now_ms,
-                pause: || Box::pin(super::web::yield_to_browser(0)),
+                pause: super::web::pause,
                 slice_ms: SLICE_MS,
             });
         }

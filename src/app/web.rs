@@ -89,6 +89,12 @@ pub async fn yield_to_browser(ms: i32) {
     RESUMED.set(Some(now_ms()));
 }
 
+/// A frame for the browser, as the engine's and the lab's pauses take it
+/// (`transformer::Pause`).
+pub fn pause() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(yield_to_browser(0))
+}
+
 /// Milliseconds on the page's clock.
 pub fn now_ms() -> f64 {
     web_sys::window()

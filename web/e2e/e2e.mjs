@@ -157,66 +157,66 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
 const ONLY_MEASURE = process.env.MEASURE === "only";
 try {
   if (!ONLY_MEASURE) {
-  // 1. The page as a newcomer opens it: WebGPU on, default view. Chromium
-  // validates relaxed SIMD, so the loader (web/relaxed.sh) picks that build.
-  const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/);
-  check(first.s && first.s.state.length === 1024, "default state length 1024");
-  // 2. A URL with state opens that view.
-  const want = { length: 300, layer: 1, head: 2, input: "passkey" };
-  const hash = "#state=" + encodeURIComponent(JSON.stringify(want));
-  const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
-  const st = linked.s?.state ?? {};
-  check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
-  // 3. A walkthrough step opened from its link, as a course page embeds
-  // it (the page bar and status bar hidden): the step's view is set and
-  // what the step promises holds on the page's own results.
-  await run("webgpu-tour-step-3", WEBGPU, "#step=3&hide=pages,status", 1024, /cpu/, async (page, s0) => {
-    const s = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
-    const t = s?.tour ?? {};
-    check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
-    check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
-  });
-  // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
-  // with the key at L; then a short temperature search in the page, whose
-  // loss must go down.
-  const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
-  await run("webgpu-lab-and-search", WEBGPU, "#step=2", 256, /cpu/, async (page) => {
-    const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
-    check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
-    await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);
-    await page.waitForTimeout(500);
-    await page.evaluate(() => window.nopescope_start_search());
-    const t0 = Date.now();
-    const s = await waitFor(page, (x) => x.search && x.search.finished, 240_000);
-    const losses = s?.search?.losses ?? [];
-    console.log(`  search: ${losses.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s, losses ${losses.map((x) => x.toFixed(3)).join(" ")}; the page's thread held at most ${s?.held_max_ms?.toFixed?.(1)} ms at a time`);
-    const first = losses.slice(0, 2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
-    const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
-    check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);
-  });
-  // 5. A tablet in portrait, with touch: the panels stack, and tapping a
-  // cell of the layer x head map selects that head.
-  const TABLET = { viewport: { width: 820, height: 1180 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 };
-  await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
-    const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
-    check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
-    const canvas = await page.evaluate(() => { const c = document.getElementById("nopescope_canvas"); return [c.clientWidth, c.width, window.devicePixelRatio, window.innerWidth]; });
-    console.log(`  canvas CSS width, backing width, devicePixelRatio, innerWidth: ${canvas}; egui pixels per point ${s?.pixels_per_point}, zoom ${s?.zoom_factor}`);
-    // A cell on screen that is not the selected head.
-    const cell = (s?.head_cells ?? []).find(([l, h, , y]) => (l !== s.state.layer || h !== s.state.head) && y > 40 && y < 1140);
-    check(!!cell, `a head map cell is on screen to tap (${JSON.stringify(cell)})`);
-    if (!cell) return;
-    const [l, h, x, y] = cell;
-    await page.touchscreen.tap(x, y);
-    const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
-    check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
-  }, TABLET);
-  // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
-  // loads the plain SIMD build, as a browser without relaxed SIMD would.
-  await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
-  // 7. The relaxed-SIMD build cannot be fetched: the loader starts the
-  // plain one instead of failing.
-  await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: "**/relaxed/**" });
+    // 1. The page as a newcomer opens it: WebGPU on, default view. Chromium
+    // validates relaxed SIMD, so the loader (web/relaxed.sh) picks that build.
+    const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/);
+    check(first.s && first.s.state.length === 1024, "default state length 1024");
+    // 2. A URL with state opens that view.
+    const want = { length: 300, layer: 1, head: 2, input: "passkey" };
+    const hash = "#state=" + encodeURIComponent(JSON.stringify(want));
+    const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
+    const st = linked.s?.state ?? {};
+    check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
+    // 3. A walkthrough step opened from its link, as a course page embeds
+    // it (the page bar and status bar hidden): the step's view is set and
+    // what the step promises holds on the page's own results.
+    await run("webgpu-tour-step-3", WEBGPU, "#step=3&hide=pages,status", 1024, /cpu/, async (page, s0) => {
+      const s = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
+      const t = s?.tour ?? {};
+      check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
+      check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
+    });
+    // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
+    // with the key at L; then a short temperature search in the page, whose
+    // loss must go down.
+    const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
+    await run("webgpu-lab-and-search", WEBGPU, "#step=2", 256, /cpu/, async (page) => {
+      const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
+      check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
+      await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);
+      await page.waitForTimeout(500);
+      await page.evaluate(() => window.nopescope_start_search());
+      const t0 = Date.now();
+      const s = await waitFor(page, (x) => x.search && x.search.finished, 240_000);
+      const losses = s?.search?.losses ?? [];
+      console.log(`  search: ${losses.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s, losses ${losses.map((x) => x.toFixed(3)).join(" ")}; the page's thread held at most ${s?.held_max_ms?.toFixed?.(1)} ms at a time`);
+      const first = losses.slice(0, 2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
+      const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
+      check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);
+    });
+    // 5. A tablet in portrait, with touch: the panels stack, and tapping a
+    // cell of the layer x head map selects that head.
+    const TABLET = { viewport: { width: 820, height: 1180 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 };
+    await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
+      const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
+      check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
+      const canvas = await page.evaluate(() => { const c = document.getElementById("nopescope_canvas"); return [c.clientWidth, c.width, window.devicePixelRatio, window.innerWidth]; });
+      console.log(`  canvas CSS width, backing width, devicePixelRatio, innerWidth: ${canvas}; egui pixels per point ${s?.pixels_per_point}, zoom ${s?.zoom_factor}`);
+      // A cell on screen that is not the selected head.
+      const cell = (s?.head_cells ?? []).find(([l, h, , y]) => (l !== s.state.layer || h !== s.state.head) && y > 40 && y < 1140);
+      check(!!cell, `a head map cell is on screen to tap (${JSON.stringify(cell)})`);
+      if (!cell) return;
+      const [l, h, x, y] = cell;
+      await page.touchscreen.tap(x, y);
+      const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
+      check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
+    }, TABLET);
+    // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
+    // loads the plain SIMD build, as a browser without relaxed SIMD would.
+    await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
+    // 7. The relaxed-SIMD build cannot be fetched: the loader starts the
+    // plain one instead of failing.
+    await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: "**/relaxed/**" });
   }
   // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
   if (process.env.MEASURE) {

@@ -207,110 +207,92 @@ impl GpuEngine {
                 let b = ws.backward.as_ref().expect("backward buffers");
                 enc.clear_buffer(&b.dxf[i], 0, Some((p.rows * c * 4) as u64));
             }
-            for (mut s0, end) in segments {
-                while s0 < end {
-                    let n = ws.chunk.min(end - s0);
-                    let r0 = p.first + s0;
-                    // The chunk's rows of xf and targets, copied to offset 0 (a
-                    // binding starts at 0) unless the chunk is the whole page.
-                    let whole = n == p.rows;
-                    let xfc = if whole {
-                        &ws.xf[i]
-                    } else {
-                        enc.copy_buffer_to_buffer(&ws.xf[i], (s0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
-                        &ws.xf_chunk
+            // Each segment in chunks of at most `ws.chunk` rows.
+            let chunks = segments
+                .into_iter()
+                .flat_map(|(a, b)| (a..b).step_by(ws.chunk).map(move |s0| (s0, ws.chunk.min(b - s0))));
+            for (s0, n) in chunks {
+                let r0 = p.first + s0;
+                // The chunk's rows of xf and targets, copied to offset 0 (a
+                // binding starts at 0) unless the chunk is the whole page.
+                let whole = n == p.rows;
+                let xfc = if whole {
+                    &ws.xf[i]
+                } else {
+                    enc.copy_buffer_to_buffer(&ws.xf[i], (s0 * c * 4) as u64, &ws.xf_chunk, 0, (n * c * 4) as u64);
+                    &ws.xf_chunk
+                };
+                let (targets, weights) = if whole {
+                    (&seq.targets[i], &seq.weights[i])
+                } else {
+                    enc.copy_buffer_to_buffer(&seq.targets[i], (s0 * 4) as u64, &ws.target_chunk, 0, (n * 4) as u64);
+                    enc.copy_buffer_to_buffer(&seq.weights[i], (s0 * 4) as u64, &ws.weight_chunk, 0, (n * 4) as u64);
+                    (&ws.target_chunk, &ws.weight_chunk)
+                };
+                // z[:, part] = xf W[part]^T, one product per part of W.
+                for part in head {
+                    let z = Strided {
+                        buffer: &ws.z,
+                        ld: vocab,
+                        offset: part.rows.start,
                     };
-                    let (targets, weights) = if whole {
-                        (&seq.targets[i], &seq.weights[i])
-                    } else {
+                    let rows = part.rows.len();
+                    k.matmul
+                        .matmul_nt_into(ctx, enc, z, xfc, part.weight(), n, c, rows, 1.0, 0.0)?;
+                }
+                if let Some((kept, first_kept)) = logits {
+                    let from = first_kept.max(r0);
+                    if from < r0 + n {
+                        let row = (vocab * 4) as u64;
                         enc.copy_buffer_to_buffer(
-                            &seq.targets[i],
-                            (s0 * 4) as u64,
-                            &ws.target_chunk,
-                            0,
-                            (n * 4) as u64,
+                            &ws.z,
+                            (from - r0) as u64 * row,
+                            kept,
+                            (from - first_kept) as u64 * row,
+                            (r0 + n - from) as u64 * row,
                         );
-                        enc.copy_buffer_to_buffer(
-                            &seq.weights[i],
-                            (s0 * 4) as u64,
-                            &ws.weight_chunk,
-                            0,
-                            (n * 4) as u64,
-                        );
-                        (&ws.target_chunk, &ws.weight_chunk)
-                    };
-                    // z[:, part] = xf W[part]^T, one product per part of W.
-                    for part in head {
-                        let z = Strided {
+                    }
+                }
+                k.cross_entropy.forward_backward(
+                    ctx,
+                    enc,
+                    &ws.loss_chunk,
+                    &ws.z,
+                    targets,
+                    weights,
+                    n,
+                    vocab,
+                    grad_weight,
+                )?;
+                enc.copy_buffer_to_buffer(
+                    &ws.loss_chunk,
+                    0,
+                    losses,
+                    ((losses_offset + r0) * 4) as u64,
+                    (n * 4) as u64,
+                );
+                if grad_weight.is_some() {
+                    let b = ws.backward.as_ref().expect("backward buffers");
+                    // dxf = dz W, dW += dz^T xf
+                    let dxfc = if whole { &b.dxf[i] } else { &b.dxf_chunk };
+                    for (j, part) in head.iter().enumerate() {
+                        let dz = Strided {
                             buffer: &ws.z,
                             ld: vocab,
                             offset: part.rows.start,
                         };
-                        let rows = part.rows.len();
+                        let (rows, beta) = (part.rows.len(), if j == 0 { 0.0 } else { 1.0 });
                         k.matmul
-                            .matmul_nt_into(ctx, enc, z, xfc, part.weight(), n, c, rows, 1.0, 0.0)?;
+                            .matmul_nn_from(ctx, enc, dxfc, dz, part.weight(), n, rows, c, 1.0, beta)?;
                     }
-                    if let Some((kept, first_kept)) = logits {
-                        let from = first_kept.max(r0);
-                        if from < r0 + n {
-                            let row = (vocab * 4) as u64;
-                            enc.copy_buffer_to_buffer(
-                                &ws.z,
-                                (from - r0) as u64 * row,
-                                kept,
-                                (from - first_kept) as u64 * row,
-                                (r0 + n - from) as u64 * row,
-                            );
-                        }
+                    if !whole {
+                        enc.copy_buffer_to_buffer(&b.dxf_chunk, 0, &b.dxf[i], (s0 * c * 4) as u64, (n * c * 4) as u64);
                     }
-                    k.cross_entropy.forward_backward(
-                        ctx,
-                        enc,
-                        &ws.loss_chunk,
-                        &ws.z,
-                        targets,
-                        weights,
-                        n,
-                        vocab,
-                        grad_weight,
-                    )?;
-                    enc.copy_buffer_to_buffer(
-                        &ws.loss_chunk,
-                        0,
-                        losses,
-                        ((losses_offset + r0) * 4) as u64,
-                        (n * 4) as u64,
-                    );
-                    if grad_weight.is_some() {
-                        let b = ws.backward.as_ref().expect("backward buffers");
-                        // dxf = dz W, dW += dz^T xf
-                        let dxfc = if whole { &b.dxf[i] } else { &b.dxf_chunk };
-                        for (j, part) in head.iter().enumerate() {
-                            let dz = Strided {
-                                buffer: &ws.z,
-                                ld: vocab,
-                                offset: part.rows.start,
-                            };
-                            let (rows, beta) = (part.rows.len(), if j == 0 { 0.0 } else { 1.0 });
-                            k.matmul
-                                .matmul_nn_from(ctx, enc, dxfc, dz, part.weight(), n, rows, c, 1.0, beta)?;
-                        }
-                        if !whole {
-                            enc.copy_buffer_to_buffer(
-                                &b.dxf_chunk,
-                                0,
-                                &b.dxf[i],
-                                (s0 * c * 4) as u64,
-                                (n * c * 4) as u64,
-                            );
-                        }
-                        if weight_grad {
-                            let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
-                            // Full gradients refuse split weights (`check_trainable`).
-                            k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
-                        }
+                    if weight_grad {
+                        let g = &self.grads.as_ref().expect("gradient buffers")[self.lm_head_slot()];
+                        // Full gradients refuse split weights (`check_trainable`).
+                        k.matmul.matmul_tn(ctx, enc, g, &ws.z, xfc, vocab, n, c, 1.0, 1.0)?;
                     }
-                    s0 += n;
                 }
             }
         }
