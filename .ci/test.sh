@@ -63,7 +63,7 @@ echo "== web page build"; web/serve.sh --build
 # fused multiply-adds), with that build's flags and target folder, in
 # headless Chromium, which has relaxed SIMD (Node 20 has it only behind a
 # flag).
-echo "== CPU engine tests, wasm32 with relaxed SIMD"; web/relaxed.sh --test
+echo "== CPU engine tests, wasm32 with relaxed SIMD"; web/builds.sh --test
 echo "== web page end to end"
 if [ ! -d web/e2e/node_modules/playwright-core ]; then
   (cd web/e2e && npm ci --no-audit --no-fund)

@@ -3,6 +3,11 @@
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
+    // The shared-memory build starts this module in Web Workers too (the
+    // CPU engine's threads): the app starts only on the page.
+    if web_sys::window().is_none() {
+        return;
+    }
     wasm_bindgen_futures::spawn_local(async {
         if let Err(e) = nopescope::app::web::start("nopescope_canvas").await {
             web_sys::console::error_1(&e);

@@ -289,6 +289,8 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
         status.forget();
         set.forget();
     }
+    #[cfg(target_feature = "atomics")]
+    threads::start_workers().await;
     let url_state = state_from_url();
     eframe::WebRunner::new()
         .start(
@@ -300,4 +302,91 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
             }),
         )
         .await
+}
+
+/// The shared-memory build's threads (web/relaxed.sh builds it; the page
+/// loads it where it is cross-origin isolated): Web Workers that run the
+/// same module on the same memory and join the CPU engine's pool
+/// (`model::cpu::par`).
+#[cfg(target_feature = "atomics")]
+mod threads {
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+
+    /// A worker: loads the page's bindings (their URL, the module and the
+    /// memory come in its first message), starts this module on the shared
+    /// memory with a 2 MiB stack, and joins the pool for good.
+    const WORKER_JS: &str = "onmessage = async (e) => {
+  const [glue, module, memory] = e.data;
+  const m = await import(glue);
+  m.initSync({ module, memory, thread_stack_size: 2097152 });
+  m.nopescope_worker();
+};";
+
+    /// A worker's entry: joins the CPU engine's pool and never returns.
+    #[wasm_bindgen]
+    pub fn nopescope_worker() {
+        crate::model::cpu::par::worker_loop()
+    }
+
+    /// Starts one worker per logical processor beyond the page's own (at
+    /// most `par::MAX_WORKERS`) and waits up to 5 s for them to join. The
+    /// loader names the bindings' URL in `globalThis.nopescopeGlue`;
+    /// without it, or if a worker cannot start, the engine runs on fewer
+    /// threads (the console says why).
+    pub async fn start_workers() {
+        if let Err(e) = try_start_workers().await {
+            web_sys::console::warn_1(&JsValue::from_str(&format!(
+                "nopescope: the CPU engine runs on the page's thread alone: {}",
+                e.as_string().unwrap_or_else(|| format!("{e:?}"))
+            )));
+        }
+    }
+
+    async fn try_start_workers() -> Result<(), JsValue> {
+        let window = web_sys::window().ok_or("no window")?;
+        let glue = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeGlue"))?
+            .as_string()
+            .ok_or("the page's loader did not name its bindings (nopescopeGlue)")?;
+        let processors = window.navigator().hardware_concurrency() as usize;
+        let wanted = processors.saturating_sub(1).min(crate::model::cpu::par::MAX_WORKERS);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let parts = js_sys::Array::of1(&JsValue::from_str(WORKER_JS));
+        let options = web_sys::BlobPropertyBag::new();
+        options.set_type("text/javascript");
+        let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)?;
+        let url = web_sys::Url::create_object_url_with_blob(&blob)?;
+        let worker_options = web_sys::WorkerOptions::new();
+        worker_options.set_type(web_sys::WorkerType::Module);
+        let message = js_sys::Array::of3(
+            &JsValue::from_str(&glue),
+            &wasm_bindgen::module(),
+            &wasm_bindgen::memory(),
+        );
+        for _ in 0..wanted {
+            let worker = web_sys::Worker::new_with_options(&url, &worker_options)?;
+            let onerror = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(|e: web_sys::ErrorEvent| {
+                web_sys::console::error_1(&JsValue::from_str(&format!(
+                    "nopescope: a worker of the CPU engine failed: {}",
+                    e.message()
+                )));
+            });
+            worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+            onerror.forget();
+            worker.post_message(&message)?;
+        }
+        let t0 = super::now_ms();
+        while crate::model::cpu::par::num_threads() - 1 < wanted {
+            if super::now_ms() - t0 > 5000.0 {
+                return Err(JsValue::from_str(&format!(
+                    "{} of {wanted} workers joined within 5 s",
+                    crate::model::cpu::par::num_threads() - 1
+                )));
+            }
+            super::yield_to_browser(10).await;
+        }
+        Ok(())
+    }
 }

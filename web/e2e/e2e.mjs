@@ -25,9 +25,13 @@ const TYPES = {
   ".json": "application/json",
 };
 
-// A static file server on 127.0.0.1 (a secure context: WebGPU is offered).
+// A static file server on 127.0.0.1 (a secure context: WebGPU is offered),
+// cross-origin isolated as web/serve.sh's (the page may use shared memory)
+// unless the page's URL has `isolated=0`.
+const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://127.0.0.1");
+  const headers = url.searchParams.get("isolated") === "0" ? {} : ISOLATION;
   let file = path.join(dist, decodeURIComponent(url.pathname));
   if (!file.startsWith(dist)) {
     res.writeHead(403).end();
@@ -39,7 +43,7 @@ const server = http.createServer((req, res) => {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+    res.writeHead(200, { ...headers, "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
     res.end(body);
   });
 });
@@ -158,8 +162,14 @@ const ONLY_MEASURE = process.env.MEASURE === "only";
 try {
   if (!ONLY_MEASURE) {
     // 1. The page as a newcomer opens it: WebGPU on, default view. Chromium
-    // validates relaxed SIMD, so the loader (web/relaxed.sh) picks that build.
-    const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/);
+    // validates relaxed SIMD and the page is cross-origin isolated, so the
+    // loader (web/builds.sh) picks the build with threads: one worker per
+    // processor beyond the page's own.
+    const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(\d+ threads?, wasm SIMD, fused multiply-add\)/, async (page, s) => {
+      const processors = await page.evaluate(() => navigator.hardwareConcurrency);
+      const threads = Number(/cpu \((\d+) thread/.exec(s?.engine ?? "")?.[1]);
+      check(threads === Math.min(processors, 16), `the CPU engine runs on ${threads} threads, ${processors} processors`);
+    });
     check(first.s && first.s.state.length === 1024, "default state length 1024");
     // 2. A URL with state opens that view.
     const want = { length: 300, layer: 1, head: 2, input: "passkey" };
@@ -214,15 +224,22 @@ try {
     // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
     // loads the plain SIMD build, as a browser without relaxed SIMD would.
     await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
-    // 7. The relaxed-SIMD build cannot be fetched: the loader starts the
-    // plain one instead of failing.
-    await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: "**/relaxed/**" });
+    // 7. The threads and relaxed-SIMD builds cannot be fetched: the loader
+    // starts the plain one instead of failing.
+    await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: /\/(threads|relaxed)\// });
+    // 8. A page that is not cross-origin isolated (no shared memory, as
+    // many hosts serve it, or embedded in another site's page) runs the
+    // relaxed build on one thread, and computes what the threads computed.
+    await run("not-isolated", WEBGPU, "?isolated=0", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/, async (page, s) => {
+      const a = first.s?.entropy?.mean_bits, b = s?.entropy?.mean_bits;
+      check(Math.abs(a - b) <= 1e-5 * Math.abs(b), `one thread and ${first.s?.engine} agree on the mean entropy at 1024: ${b} vs ${a}`);
+    });
   }
   // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
   if (process.env.MEASURE) {
     // The CPU engine's forward speed in the page (docs/BENCH.md), in
     // both builds.
-    for (const [build, query] of [["relaxed SIMD", ""], ["plain SIMD", "?simd=plain"]]) {
+    for (const [build, query] of [["threads", ""], ["relaxed SIMD", "?threads=1"], ["plain SIMD", "?simd=plain"]]) {
       await run("measure-forward-speed", WEBGPU, query + "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
         // Timed once the page's own views are computed (they share the thread).
         await waitFor(page, (x) => x.idle, 60_000);

@@ -237,10 +237,7 @@ impl<'b, T: Real> BatchGradients<'b, T> {
 
 impl Engine for CpuEngine {
     fn name(&self) -> String {
-        #[cfg(not(target_arch = "wasm32"))]
-        let threads = rayon::current_num_threads();
-        #[cfg(target_arch = "wasm32")]
-        let threads = 1;
+        let threads = par::num_threads();
         let isa = kernels::Isa::best().label();
         format!("cpu ({threads} thread{}, {isa})", if threads == 1 { "" } else { "s" })
     }

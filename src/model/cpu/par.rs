@@ -1,4 +1,5 @@
-//! Parallel loops: rayon natively, a plain loop in wasm (one thread there).
+//! Parallel loops: rayon natively; in wasm, one thread, or the page's own
+//! pool of Web Workers in the build with shared memory (`pool` below).
 
 /// Runs `f(i)` for every i in 0..n, in parallel where threads exist.
 pub fn for_each_task<F: Fn(usize) + Sync + Send>(n: usize, f: F) {
@@ -7,7 +8,11 @@ pub fn for_each_task<F: Fn(usize) + Sync + Send>(n: usize, f: F) {
         use rayon::prelude::*;
         (0..n).into_par_iter().for_each(f);
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    {
+        pool::for_each_task(n, &f);
+    }
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
     {
         (0..n).for_each(f);
     }
@@ -27,15 +32,140 @@ pub fn in_pool<R: Send, F: FnOnce() -> R + Send>(f: F) -> R {
     }
 }
 
-/// Threads the CPU engine runs on (1 in wasm).
+/// Threads the CPU engine runs on (in wasm: 1, plus the workers that have
+/// joined the pool in the shared-memory build).
 pub fn num_threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
     {
         rayon::current_num_threads()
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    {
+        1 + pool::workers()
+    }
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
     {
         1
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub use pool::{worker_loop, MAX_WORKERS};
+
+/// The shared-memory wasm build's pool. The page's thread cannot block (a
+/// browser traps `memory.atomic.wait` there), so it never waits on a lock:
+/// it publishes a loop, takes tasks itself beside the workers, and spins
+/// until the last task is done. Workers (Web Workers on the same memory,
+/// started by the page, `app::web`) park between loops. One loop at a
+/// time: a loop started inside a task, or while another runs, runs on its
+/// caller's thread alone. Natively it is compiled for its test only (with
+/// threads of std as the workers).
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "atomics")))]
+mod pool {
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::SeqCst};
+    use std::sync::OnceLock;
+    use std::thread::Thread;
+
+    /// The most workers the pool takes.
+    pub const MAX_WORKERS: usize = 15;
+
+    /// One published loop: its body, its size, the next task to take and
+    /// how many are done. It lives on the publisher's stack.
+    struct Job<'a> {
+        f: &'a (dyn Fn(usize) + Sync),
+        n: usize,
+        next: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    /// The loop workers look for (null: none).
+    static JOB: AtomicPtr<Job<'static>> = AtomicPtr::new(std::ptr::null_mut());
+    /// Bumped for each new loop; a worker runs a loop once.
+    static GENERATION: AtomicU32 = AtomicU32::new(0);
+    /// Workers between reading `JOB` and being done with what it pointed to.
+    static USERS: AtomicUsize = AtomicUsize::new(0);
+    /// A loop is running.
+    static BUSY: AtomicBool = AtomicBool::new(false);
+    static JOINED: AtomicUsize = AtomicUsize::new(0);
+    static WORKERS: [OnceLock<Thread>; MAX_WORKERS] = [const { OnceLock::new() }; MAX_WORKERS];
+
+    pub fn workers() -> usize {
+        JOINED.load(SeqCst).min(MAX_WORKERS)
+    }
+
+    /// Takes and runs tasks until none is left.
+    fn work(job: &Job) {
+        loop {
+            let i = job.next.fetch_add(1, SeqCst);
+            if i >= job.n {
+                return;
+            }
+            (job.f)(i);
+            job.done.fetch_add(1, SeqCst);
+        }
+    }
+
+    pub fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n <= 1 || workers() == 0 || BUSY.swap(true, SeqCst) {
+            (0..n).for_each(f);
+            return;
+        }
+        let job = Job {
+            f,
+            n,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        };
+        // Safety: the pointer is withdrawn, and every worker done with it,
+        // before `job` goes out of scope (below).
+        let ptr = &job as *const Job as *mut Job<'static>;
+        JOB.store(ptr, SeqCst);
+        GENERATION.fetch_add(1, SeqCst);
+        for slot in &WORKERS {
+            if let Some(t) = slot.get() {
+                t.unpark();
+            }
+        }
+        work(&job);
+        while job.done.load(SeqCst) < n {
+            std::hint::spin_loop();
+        }
+        // A worker counts itself in `USERS` before it reads `JOB`, so once
+        // `JOB` is null and `USERS` is 0 none holds the pointer.
+        JOB.store(std::ptr::null_mut(), SeqCst);
+        while USERS.load(SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        BUSY.store(false, SeqCst);
+    }
+
+    /// A worker's life: join the pool, then run each published loop's
+    /// tasks, parked in between. Never returns; called once per Web Worker.
+    pub fn worker_loop() -> ! {
+        let index = JOINED.fetch_add(1, SeqCst);
+        if index >= MAX_WORKERS {
+            // Not needed: stay parked.
+            loop {
+                std::thread::park();
+            }
+        }
+        let _ = WORKERS[index].set(std::thread::current());
+        let mut seen = GENERATION.load(SeqCst);
+        loop {
+            let generation = GENERATION.load(SeqCst);
+            if generation == seen {
+                std::thread::park();
+                continue;
+            }
+            seen = generation;
+            USERS.fetch_add(1, SeqCst);
+            let ptr = JOB.load(SeqCst);
+            if !ptr.is_null() {
+                // Safety: non-null while its publisher waits for `USERS`.
+                work(unsafe { &*ptr });
+            }
+            USERS.fetch_sub(1, SeqCst);
+        }
     }
 }
 
@@ -45,3 +175,62 @@ pub fn num_threads() -> usize {
 pub struct SharedMut<T>(pub *mut T);
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::pool;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// The wasm pool's synchronization, with three std threads as its
+    /// workers: every task of every loop runs exactly once, loops of one
+    /// to many tasks follow each other without a gap, and a loop started
+    /// inside a task of a loop (of 14 tasks) runs whole on that task's
+    /// thread. A failed assertion on a worker would leave the loop waiting
+    /// for its task, so the test's harness timeout is what reports it.
+    #[test]
+    fn the_pool_runs_each_task_once() {
+        for _ in 0..3 {
+            std::thread::spawn(|| pool::worker_loop());
+        }
+        while pool::workers() < 3 {
+            std::thread::yield_now();
+        }
+        let main = std::thread::current().id();
+        let by_workers = AtomicUsize::new(0);
+        for round in 0..2000 {
+            let nest = round % 100 == 50;
+            let n = if nest { 14 } else { 1 + round % 37 };
+            let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let nested = AtomicUsize::new(0);
+            pool::for_each_task(n, &|i| {
+                counts[i].fetch_add(1, SeqCst);
+                // A little work, so the workers wake in time to share it.
+                std::hint::black_box((0..2000u64).fold(0u64, |x, k| x.wrapping_mul(31).wrapping_add(k)));
+                if std::thread::current().id() != main {
+                    by_workers.fetch_add(1, SeqCst);
+                }
+                if i == 0 && nest {
+                    let here = std::thread::current().id();
+                    pool::for_each_task(5, &|_| {
+                        assert_eq!(std::thread::current().id(), here, "a nested loop left its thread");
+                        nested.fetch_add(1, SeqCst);
+                    });
+                }
+            });
+            for (i, c) in counts.iter().enumerate() {
+                assert_eq!(
+                    c.load(SeqCst),
+                    1,
+                    "round {round}: task {i} of {n} ran {} times",
+                    c.load(SeqCst)
+                );
+            }
+            if nest {
+                assert_eq!(nested.load(SeqCst), 5, "round {round}: the nested loop");
+            }
+        }
+        let shared = by_workers.load(SeqCst);
+        assert!(shared > 0, "the workers took no task");
+        eprintln!("the workers took {shared} of the tasks");
+    }
+}

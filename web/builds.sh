@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Trunk's post-build hook (Trunk.toml): two more builds of the page's wasm
+# beside trunk's plain one, and a loader that picks the fastest the
+# browser can run (docs/BENCH.md has the speeds):
+#
+# * relaxed/: relaxed SIMD, whose f32x4.relaxed_madd is one fused
+#   multiply-add where the processor has FMA (the CPU engine's products
+#   and attention run 1.2-1.5x faster). A module that uses it does not load
+#   where the browser lacks it, so the loader asks the browser first
+#   (WebAssembly.validate on a 37-byte module).
+# * threads/: relaxed SIMD on shared memory, so Web Workers run the CPU
+#   engine's parallel loops beside the page's thread (model::cpu::par,
+#   app::web). Shared memory needs a cross-origin-isolated page (served
+#   with Cross-Origin-Opener-Policy: same-origin and
+#   Cross-Origin-Embedder-Policy: require-corp, as web/serve.sh does) and a
+#   standard library built with atomics: cargo's -Z build-std on the pinned
+#   stable toolchain (RUSTC_BOOTSTRAP=1, for this build only) from rust-src.
+#
+# If a build does not start (a network error, or a browser that validates
+# a feature but cannot compile it), the loader starts the next one.
+# `?simd=plain` in the page's URL forces the plain build, `?threads=1` the
+# relaxed one.
+#
+# Runs inside `trunk build` / `trunk serve`, which set TRUNK_STAGING_DIR
+# (the folder that becomes dist/) and TRUNK_PROFILE. `web/builds.sh
+# --test` instead runs the library's model tests in the relaxed build, in
+# headless Chromium (.ci/test.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RELAXED="-C target-feature=+simd128,+relaxed-simd"
+
+if [ "${1:-}" = "--test" ]; then
+  # Release, as the page's build, whose compiled dependencies it shares.
+  export CARGO_TARGET_DIR=target/relaxed-simd RUSTFLAGS="$RELAXED"
+  export WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300
+  exec cargo test --release --target wasm32-unknown-unknown --no-default-features --lib -- model::
+fi
+
+: "${TRUNK_STAGING_DIR:?run by trunk (web/serve.sh), not by hand}"
+html="$TRUNK_STAGING_DIR/index.html"
+
+profile_flag=--release
+profile_dir=release
+if [ "${TRUNK_PROFILE:-release}" = "debug" ]; then
+  profile_flag=
+  profile_dir=debug
+fi
+
+# build FOLDER TARGET_DIR RUSTFLAGS [cargo flags...]: builds the web binary
+# into TARGET_DIR (each build its own: other flags), runs wasm-bindgen into
+# $TRUNK_STAGING_DIR/FOLDER, and prints the bindings' name.
+build() {
+  local folder=$1 target_dir=$2 flags=$3
+  shift 3
+  CARGO_TARGET_DIR=$target_dir RUSTFLAGS=$flags cargo build $profile_flag "$@" \
+    --target wasm32-unknown-unknown --no-default-features --features app --bin nopescope-web >&2
+  local wasm="$target_dir/wasm32-unknown-unknown/$profile_dir/nopescope-web.wasm"
+  # Content-hashed names, as trunk's, so a browser never mixes two builds.
+  local name
+  name="nopescope-web-$folder-$(sha256sum "$wasm" | cut -c1-16)"
+  rm -rf "${TRUNK_STAGING_DIR:?}/$folder"
+  wasm-bindgen --target web --no-typescript --out-dir "$TRUNK_STAGING_DIR/$folder" \
+    --out-name "$name" "$wasm" >&2
+  echo "$name"
+}
+
+relaxed=$(build relaxed target/relaxed-simd "$RELAXED" --offline)
+
+# Shared memory: atomics in every crate, the standard library rebuilt with
+# them, and the linker's flags for a memory the workers import (up to
+# 4 GiB), with the thread-local storage each thread sets up.
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  rustup component add rust-src
+fi
+shared="$RELAXED,+atomics,+bulk-memory,+mutable-globals"
+for arg in --shared-memory --import-memory --max-memory=4294967296 \
+  --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base; do
+  shared="$shared -C link-arg=$arg"
+done
+threads=$(RUSTC_BOOTSTRAP=1 build threads target/wasm-threads "$shared" -Z build-std=std,panic_abort)
+
+# The plain build's names, from trunk's loader.
+plain=$(grep -o "nopescope-web-[0-9a-f]*\.js" "$html" | head -n 1)
+plain=${plain%.js}
+[ -n "$plain" ] || { echo "builds.sh: no trunk loader found in $html" >&2; exit 1; }
+
+# Trunk's loader (a module script) and its preloads of the plain build go;
+# this loader comes in their place. The probe is a function of three v128
+# parameters returning f32x4.relaxed_madd of them (opcode 0xfd 0x105).
+loader=$(cat <<EOF
+<script type="module">
+const probe = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
+const fused = WebAssembly.validate(probe) && !/[?&]simd=plain(&|$)/.test(location.search);
+const shared = fused && self.crossOriginIsolated === true && !/[?&]threads=1(&|$)/.test(location.search);
+const builds = [];
+if (shared) builds.push('./threads/$threads');
+if (fused) builds.push('./relaxed/$relaxed');
+builds.push('./$plain');
+async function start(base) {
+  // The shared-memory build's workers load the same bindings.
+  globalThis.nopescopeGlue = new URL(base + '.js', location.href).href;
+  const bindings = await import(base + '.js');
+  const wasm = await bindings.default({ module_or_path: base + '_bg.wasm' });
+  window.wasmBindings = bindings;
+  dispatchEvent(new CustomEvent("TrunkApplicationStarted", { detail: { wasm } }));
+}
+for (let i = 0; ; i++) {
+  try {
+    await start(builds[i]);
+    break;
+  } catch (e) {
+    if (i + 1 < builds.length) {
+      console.warn('nopescope: ' + builds[i] + ' did not start (' + e + '); starting ' + builds[i + 1]);
+      continue;
+    }
+    document.getElementById('nopescope_error').textContent =
+      'nopescope could not start: ' + e + '. Reload the page; if it persists, try another browser.';
+    throw e;
+  }
+}
+</script>
+EOF
+)
+LOADER="$loader" perl -0pi -e '
+  my $n = s{<script type="module">(?:(?!</script>).)*?TrunkApplicationStarted.*?</script>}{$ENV{LOADER}}s;
+  die "builds.sh: trunk loader not found\n" unless $n == 1;
+  s{<link rel="modulepreload"[^>]*nopescope-web-[^>]*>}{}g;
+  s{<link rel="preload"[^>]*nopescope-web-[^>]*>}{}g;
+' "$html"
+echo "builds.sh: relaxed/$relaxed, threads/$threads, and the loader choosing between them and $plain"
