@@ -16,6 +16,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 
 # Vulkan on the CPU (lavapipe), so the GPU kernel tests really run here.
 if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
@@ -57,7 +58,9 @@ CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=300 WASM_BINDGEN_TE
   cargo test --target wasm32-unknown-unknown --no-default-features --test web_gpu -- --nocapture
 # The web page (Trunk; installs trunk and wasm-bindgen-cli if missing), then
 # its end-to-end test in headless Chromium: WebGPU on SwiftShader, a URL
-# with state, and WebGPU off (CPU engine). Screenshots go to target/e2e.
+# with state, WebGPU off (CPU engine), the threads build (the page is
+# cross-origin isolated) against one thread (it is not). The build needs
+# rust-src (web/builds.sh adds it). Screenshots go to target/e2e.
 echo "== web page build"; web/serve.sh --build
 # The library's model tests in the page's second build (relaxed SIMD:
 # fused multiply-adds), with that build's flags and target folder, in
