@@ -353,6 +353,7 @@ mod threads {
         if wanted == 0 {
             return Ok(());
         }
+        crate::model::cpu::par::install_panic_hook();
         let parts = js_sys::Array::of1(&JsValue::from_str(WORKER_JS));
         let options = web_sys::BlobPropertyBag::new();
         options.set_type("text/javascript");

@@ -207,7 +207,7 @@ try {
     // 5. A tablet in portrait, with touch: the panels stack, and tapping a
     // cell of the layer x head map selects that head.
     const TABLET = { viewport: { width: 820, height: 1180 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 };
-    await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
+    const tablet = await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s0) => {
       const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
       check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
       const canvas = await page.evaluate(() => { const c = document.getElementById("nopescope_canvas"); return [c.clientWidth, c.width, window.devicePixelRatio, window.innerWidth]; });
@@ -221,6 +221,13 @@ try {
       const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
       check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
     }, TABLET);
+    // 5b. The GPU engine in the threads build (WebGPU on the shared memory,
+    // as a laptop with a GPU gets it): it computes what the CPU engine did
+    // at 256 tokens in scenario 5.
+    await run("threads-gpu-engine", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256, backend: "gpu" })), 256, /^gpu/, async (page, s) => {
+      const a = tablet.s?.entropy?.mean_bits, b = s?.entropy?.mean_bits;
+      check(Math.abs(a - b) <= 1e-3 * Math.abs(a), `the GPU engine (threads build) and the CPU engine agree on the mean entropy at 256: ${b} vs ${a}`);
+    });
     // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
     // loads the plain SIMD build, as a browser without relaxed SIMD would.
     await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);

@@ -143,7 +143,8 @@ impl AttentionView {
                     if let Some(k) = key_position {
                         plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
                     }
-                    if training <= shown_query {
+                    // Keys 0..=query: at query L - 1 the mark sits at the right edge.
+                    if training <= shown_query + 1 {
                         plot.vline(
                             VLine::new(text::TRAINING_LENGTH, training as f64)
                                 .color(palette::TRAINING_LENGTH)
@@ -177,7 +178,7 @@ impl AttentionView {
                         colour: palette::KEY,
                     });
                 }
-                if training <= shown_query {
+                if training <= shown_query + 1 {
                     marks.push(export::Mark {
                         name: text::TRAINING_LENGTH.into(),
                         x: training as f64,

@@ -120,7 +120,8 @@ impl EntropyView {
                         }
                     }
                 }
-                if training < length {
+                // At T = L the mark sits at the right edge, one past the last query.
+                if training <= length {
                     plot.vline(
                         VLine::new(text::TRAINING_LENGTH, training as f64)
                             .color(palette::TRAINING_LENGTH)

@@ -50,7 +50,7 @@ pub fn num_threads() -> usize {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
-pub use pool::{worker_loop, MAX_WORKERS};
+pub use pool::{install_panic_hook, worker_loop, MAX_WORKERS};
 
 /// The shared-memory wasm build's pool. The page's thread cannot block (a
 /// browser traps `memory.atomic.wait` there), so it never waits on a lock:
@@ -87,7 +87,51 @@ mod pool {
     /// A loop is running.
     static BUSY: AtomicBool = AtomicBool::new(false);
     static JOINED: AtomicUsize = AtomicUsize::new(0);
+    /// Workers that panicked (`install_panic_hook`): each died inside a
+    /// task, which will never be done, still counted in `USERS`.
+    static DEAD: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     static WORKERS: [OnceLock<Thread>; MAX_WORKERS] = [const { OnceLock::new() }; MAX_WORKERS];
+
+    /// Adds to the panic hook (the process's, so every thread's) a count
+    /// of the workers that panicked (in wasm: aborted), so the loop they
+    /// were in stops with a panic on the publisher's thread, which the page
+    /// reports, instead of spinning for ever for their tasks. Call once,
+    /// before the workers start.
+    pub fn install_panic_hook() {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IS_WORKER.with(|w| w.get()) {
+                DEAD.fetch_add(1, SeqCst);
+            }
+            previous(info);
+        }));
+    }
+
+    /// Spins until `done` holds (true), or a worker has died (false).
+    fn spin_until(done: impl Fn() -> bool) -> bool {
+        while !done() {
+            if DEAD.load(SeqCst) > 0 {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    }
+
+    /// A worker died in `job`: let no more tasks be taken, wait for the
+    /// live workers to leave it (the dead stay counted in `USERS`), and
+    /// panic.
+    fn abandon(job: &Job) -> ! {
+        job.next.store(usize::MAX / 2, SeqCst);
+        JOB.store(std::ptr::null_mut(), SeqCst);
+        while USERS.load(SeqCst) > DEAD.load(SeqCst) {
+            std::hint::spin_loop();
+        }
+        panic!("a worker of the CPU engine panicked: its loop cannot finish");
+    }
 
     pub fn workers() -> usize {
         JOINED.load(SeqCst).min(MAX_WORKERS)
@@ -127,14 +171,14 @@ mod pool {
             }
         }
         work(&job);
-        while job.done.load(SeqCst) < n {
-            std::hint::spin_loop();
+        if !spin_until(|| job.done.load(SeqCst) >= n) {
+            abandon(&job);
         }
         // A worker counts itself in `USERS` before it reads `JOB`, so once
         // `JOB` is null and `USERS` is 0 none holds the pointer.
         JOB.store(std::ptr::null_mut(), SeqCst);
-        while USERS.load(SeqCst) != 0 {
-            std::hint::spin_loop();
+        if !spin_until(|| USERS.load(SeqCst) == 0) {
+            abandon(&job);
         }
         BUSY.store(false, SeqCst);
     }
@@ -150,6 +194,7 @@ mod pool {
             }
         }
         let _ = WORKERS[index].set(std::thread::current());
+        IS_WORKER.with(|w| w.set(true));
         let mut seen = GENERATION.load(SeqCst);
         loop {
             let generation = GENERATION.load(SeqCst);
@@ -232,5 +277,22 @@ mod tests {
         let shared = by_workers.load(SeqCst);
         assert!(shared > 0, "the workers took no task");
         eprintln!("the workers took {shared} of the tasks");
+
+        // A task that panics on a worker: the loop panics on this thread
+        // instead of waiting for it for ever.
+        pool::install_panic_hook();
+        let stopped = std::panic::catch_unwind(|| {
+            for _ in 0..1000 {
+                pool::for_each_task(14, &|_| {
+                    std::hint::black_box((0..20000u64).fold(0u64, |x, k| x.wrapping_mul(31).wrapping_add(k)));
+                    if std::thread::current().id() != main {
+                        panic!("a task failed on a worker");
+                    }
+                });
+            }
+        });
+        let message = stopped.expect_err("no task ran on a worker in 1000 loops");
+        let text = message.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(text.contains("cannot finish"), "the loop stopped with {text:?}");
     }
 }
