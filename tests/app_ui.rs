@@ -447,6 +447,40 @@ fn the_keyboard_alone_works_the_tuning_panel_and_the_pass_key_lab() {
         "the pass-key lab",
         &[text::TAB_PASSKEY, text::PASSKEY_RANDOM_KEY],
     );
+    // Each accuracy map is one stop (its cursor cell); the arrows walk it.
+    let cells: Vec<&String> = seen
+        .iter()
+        .filter(|s| s.contains(", length ") && s.contains(", depth "))
+        .collect();
+    assert!(!cells.is_empty(), "Tab never reaches an accuracy map: {seen:?}");
+    let maps: std::collections::HashSet<&str> = cells.iter().map(|c| c.split(", length ").next().unwrap()).collect();
+    assert_eq!(cells.len(), maps.len(), "more than one Tab stop in a map: {cells:?}");
+    let first = cells[0].clone();
+    tab_to(&mut h, &first);
+    let mut walked = vec![first.clone()];
+    for key in [Key::ArrowRight, Key::ArrowDown, Key::ArrowLeft, Key::ArrowUp] {
+        h.key_press(key);
+        h.run_steps(2);
+        walked.push(focused(&h).unwrap_or_default());
+    }
+    eprintln!("the arrows walked {walked:?}");
+    let cell = |s: &str| s.split(": ").next().unwrap_or_default().to_string();
+    assert!(
+        walked[1].contains(", length ") && walked[2].contains(", length "),
+        "the arrows left the map: {walked:?}"
+    );
+    assert_ne!(
+        cell(&walked[1]),
+        cell(&walked[0]),
+        "ArrowRight did not move: {walked:?}"
+    );
+    assert_ne!(cell(&walked[2]), cell(&walked[1]), "ArrowDown did not move: {walked:?}");
+    assert_eq!(
+        cell(&walked[4]),
+        cell(&walked[0]),
+        "right, down, left, up did not come back: {walked:?}"
+    );
+
     let key = h.state().state.passkey_lab.key;
     tab_to(&mut h, text::PASSKEY_RANDOM_KEY);
     h.key_press(Key::Enter);

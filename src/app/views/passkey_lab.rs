@@ -391,8 +391,18 @@ fn attention_plot(
 }
 
 /// One accuracy map: lengths across, depths down, the L column outlined;
-/// every cell focusable and named for screen readers and tests.
+/// every cell named for screen readers and tests. The map is one stop in
+/// the Tab order (its cursor cell, at first the L column's top one); the
+/// arrow keys move the cursor, and the focus with it, between the cells.
 fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_length: usize) {
+    let (columns, rows) = (g.lengths.len(), g.depths.len());
+    let cursor_id = ui.make_persistent_id(("passkey grid cursor", series));
+    let cell_id = |ui: &egui::Ui, li: usize, d: usize| ui.make_persistent_id(("passkey grid cell", series, li, d));
+    let start = g.lengths.iter().position(|&l| l == training_length).unwrap_or(0);
+    let (cur_li, cur_d) = ui
+        .data(|m| m.get_temp::<(usize, usize)>(cursor_id))
+        .unwrap_or((start, 0));
+    let cursor = (cur_li.min(columns.saturating_sub(1)), cur_d.min(rows.saturating_sub(1)));
     let grid = egui::Grid::new(("passkey grid", series))
         .spacing([2.0, 2.0])
         .min_col_width(0.0);
@@ -436,8 +446,21 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
                         text::grid_cell_other(series, length, depth, text::GRID_TOO_SHORT),
                     ),
                 };
-                let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL_W, CELL_H), egui::Sense::click());
+                let (rect, _) = ui.allocate_exact_size(egui::vec2(CELL_W, CELL_H), egui::Sense::hover());
+                let here = (li, d) == cursor;
+                let sense = if here {
+                    egui::Sense::click()
+                } else {
+                    egui::Sense::hover()
+                };
+                let response = ui.interact(rect, cell_id(ui, li, d), sense);
                 response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Cell, true, &name));
+                if here && ui.data_mut(|m| m.remove_temp::<bool>(cursor_id.with("moved")).is_some()) {
+                    response.request_focus();
+                }
+                if here && response.has_focus() {
+                    move_cursor(ui, cursor_id, response.id, (li, d), (columns, rows));
+                }
                 let painter = ui.painter();
                 painter.rect_filled(rect, 2.0, fill);
                 if length == training_length {
@@ -471,6 +494,41 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
             ui.end_row();
         }
     });
+}
+
+/// The focused cursor cell `at` of a `size` (columns, rows) map keeps the
+/// arrow keys (instead of egui moving the focus with them); one moves the
+/// cursor, stored under `cursor_id`, and asks the cell it lands on to take
+/// the focus when it is drawn next (as the cursor: focusable).
+fn move_cursor(ui: &egui::Ui, cursor_id: egui::Id, id: egui::Id, at: (usize, usize), size: (usize, usize)) {
+    use egui::{Key, Modifiers};
+    let arrows = egui::EventFilter {
+        horizontal_arrows: true,
+        vertical_arrows: true,
+        ..Default::default()
+    };
+    ui.memory_mut(|m| m.set_focus_lock_filter(id, arrows));
+    let (li, d) = at;
+    let to = ui.input_mut(|i| {
+        if i.consume_key(Modifiers::NONE, Key::ArrowLeft) {
+            Some((li.saturating_sub(1), d))
+        } else if i.consume_key(Modifiers::NONE, Key::ArrowRight) {
+            Some(((li + 1).min(size.0 - 1), d))
+        } else if i.consume_key(Modifiers::NONE, Key::ArrowUp) {
+            Some((li, d.saturating_sub(1)))
+        } else if i.consume_key(Modifiers::NONE, Key::ArrowDown) {
+            Some((li, (d + 1).min(size.1 - 1)))
+        } else {
+            None
+        }
+    });
+    if let Some(to) = to.filter(|&to| to != at) {
+        ui.data_mut(|m| {
+            m.insert_temp(cursor_id, to);
+            m.insert_temp(cursor_id.with("moved"), true);
+        });
+        ui.ctx().request_repaint();
+    }
 }
 
 /// The accuracy colour bar and the two kinds of empty cell.
