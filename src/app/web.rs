@@ -304,7 +304,7 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
         .await
 }
 
-/// The shared-memory build's threads (web/relaxed.sh builds it; the page
+/// The shared-memory build's threads (web/builds.sh builds it; the page
 /// loads it where it is cross-origin isolated): Web Workers that run the
 /// same module on the same memory and join the CPU engine's pool
 /// (`model::cpu::par`).

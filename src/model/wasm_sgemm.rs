@@ -6,7 +6,7 @@
 //! and broadcasts A's elements straight from memory (`load32_splat`): 20%
 //! faster at the bundled model's shapes in V8 (docs/BENCH.md, "The CPU
 //! engine in the browser"). Both sum over k in order, one product at a
-//! time. In the build with relaxed SIMD (web/relaxed.sh) each step is one
+//! time. In the build with relaxed SIMD (web/builds.sh) each step is one
 //! `f32x4.relaxed_madd`, fused where the processor has FMA (1.5x here).
 //!
 //! Blocking: k in blocks of [`KC`]; per block, B packed once into panels

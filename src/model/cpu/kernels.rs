@@ -95,7 +95,7 @@ impl Isa {
         match self {
             Isa::Avx512 => "AVX-512",
             Isa::Avx2 => "AVX2",
-            // The web page's second build (web/relaxed.sh), served to
+            // The web page's relaxed-SIMD builds (web/builds.sh), served to
             // browsers that validate relaxed SIMD.
             Isa::Wasm128 if cfg!(target_feature = "relaxed-simd") => "wasm SIMD, fused multiply-add",
             Isa::Wasm128 => "wasm SIMD",
@@ -799,7 +799,7 @@ mod wasm {
         unsafe fn min(a: v128, b: v128) -> v128 {
             f32x4_pmin(a, b)
         }
-        /// Fused only in the build with relaxed SIMD (web/relaxed.sh: the
+        /// Fused only in the build with relaxed SIMD (web/builds.sh: the
         /// page loads it where the browser validates it); a module using
         /// relaxed SIMD does not load where it is missing.
         #[inline(always)]
