@@ -339,9 +339,15 @@ impl Lab {
                 slice_ms: SLICE_MS,
             });
         }
+        #[allow(unused_mut)]
+        let mut why = pre_reason.unwrap_or(chosen.reason);
+        #[cfg(target_arch = "wasm32")]
+        if matches!(chosen.engine, AnyEngine::Cpu(_)) {
+            why = format!("{why}; {}", super::web::threads_note());
+        }
         self.engine_note = EngineNote {
             name: chosen.engine.name(),
-            why: pre_reason.unwrap_or(chosen.reason),
+            why,
         };
         self.slot(choice)?.engine = Some(chosen.engine);
         Ok(())

@@ -198,6 +198,19 @@ pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
     )
 }
 pub const UNNAMED_ADAPTER: &str = "the browser's adapter";
+/// Why the CPU engine in a web page runs on the threads it does.
+pub fn web_threads(threads: usize) -> String {
+    format!(
+        "{threads} threads: the page's and {} Web Worker(s) on shared memory",
+        threads - 1
+    )
+}
+pub const WEB_ONE_THREAD_ASKED: &str = "one thread, as the page's address asks (threads=1)";
+pub const WEB_ONE_THREAD_NOT_ISOLATED: &str = "one thread: this page is not cross-origin isolated (its server sends no Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp, or another site embeds it), so the CPU engine cannot share memory with Web Workers";
+pub const WEB_ONE_THREAD_NO_RELAXED: &str =
+    "one thread: the build with threads also needs relaxed SIMD, which this browser lacks";
+pub const WEB_ONE_THREAD_NO_WORKERS: &str = "one thread: no Web Worker joined (the browser's console says why)";
+pub const WEB_ONE_PROCESSOR: &str = "one thread: the browser reports one processor";
 
 // The classroom walkthrough (app::tour): two to four plain sentences a step.
 pub const TOUR_BACK: &str = "Back";

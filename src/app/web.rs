@@ -74,6 +74,41 @@ pub async fn nopescope_bench_forward(length: usize, repeats: usize) -> Result<f6
         .map_err(|e| JsValue::from_str(&e.to_string()))
 }
 
+/// Why the CPU engine runs on the threads it does in this page (for the
+/// status bar's hover): the threads build's workers, or what kept the page
+/// on one thread.
+pub fn threads_note() -> String {
+    use super::text;
+    let threads = crate::model::cpu::par::num_threads();
+    if threads > 1 {
+        return text::web_threads(threads);
+    }
+    let global = js_sys::global();
+    let get = |name: &str| js_sys::Reflect::get(&global, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    let processors = web_sys::window()
+        .map(|w| w.navigator().hardware_concurrency())
+        .unwrap_or(1.0);
+    let note = if cfg!(target_feature = "atomics") {
+        if processors <= 1.0 {
+            text::WEB_ONE_PROCESSOR
+        } else {
+            text::WEB_ONE_THREAD_NO_WORKERS
+        }
+    } else if search.contains("threads=1") {
+        text::WEB_ONE_THREAD_ASKED
+    } else if get("crossOriginIsolated").as_bool() != Some(true) {
+        text::WEB_ONE_THREAD_NOT_ISOLATED
+    } else if !cfg!(target_feature = "relaxed-simd") {
+        text::WEB_ONE_THREAD_NO_RELAXED
+    } else {
+        text::WEB_ONE_THREAD_NO_WORKERS
+    };
+    note.to_string()
+}
+
 /// Resolves after `ms` milliseconds through the browser's event loop, so
 /// the runner lets frames through.
 pub async fn yield_to_browser(ms: i32) {

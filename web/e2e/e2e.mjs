@@ -165,7 +165,7 @@ try {
     // validates relaxed SIMD and the page is cross-origin isolated, so the
     // loader (web/builds.sh) picks the build with threads: one worker per
     // processor beyond the page's own.
-    const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(\d+ threads?, wasm SIMD, fused multiply-add\)/, async (page, s) => {
+    const first = await run("webgpu-default", WEBGPU, "", 1024, /cpu \(\d+ threads?, wasm SIMD, fused multiply-add\).*Web Worker/, async (page, s) => {
       const processors = await page.evaluate(() => navigator.hardwareConcurrency);
       const threads = Number(/cpu \((\d+) thread/.exec(s?.engine ?? "")?.[1]);
       check(threads === Math.min(processors, 16), `the CPU engine runs on ${threads} threads, ${processors} processors`);
@@ -237,7 +237,7 @@ try {
     // 8. A page that is not cross-origin isolated (no shared memory, as
     // many hosts serve it, or embedded in another site's page) runs the
     // relaxed build on one thread, and computes what the threads computed.
-    await run("not-isolated", WEBGPU, "?isolated=0", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\)/, async (page, s) => {
+    await run("not-isolated", WEBGPU, "?isolated=0", 1024, /cpu \(1 thread, wasm SIMD, fused multiply-add\).*not cross-origin isolated/, async (page, s) => {
       const a = first.s?.entropy?.mean_bits, b = s?.entropy?.mean_bits;
       check(Math.abs(a - b) <= 1e-5 * Math.abs(b), `one thread and ${first.s?.engine} agree on the mean entropy at 1024: ${b} vs ${a}`);
     });
