@@ -93,6 +93,8 @@ loader=$(cat <<EOF
 const probe = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
 const fused = WebAssembly.validate(probe) && !/[?&]simd=plain(&|$)/.test(location.search);
 const shared = fused && self.crossOriginIsolated === true && !/[?&]threads=1(&|$)/.test(location.search);
+// For the status bar's note on threads (app::web::threads_note).
+globalThis.nopescopeLoader = { fused, shared };
 const builds = [];
 if (shared) builds.push('./threads/$threads');
 if (fused) builds.push('./relaxed/$relaxed');

@@ -205,7 +205,9 @@ pub fn web_threads(threads: usize) -> String {
         threads - 1
     )
 }
-pub const WEB_ONE_THREAD_ASKED: &str = "one thread, as the page's address asks (threads=1)";
+pub const WEB_ONE_THREAD_ASKED: &str = "one thread, as the page's address asks (threads=1 or simd=plain)";
+pub const WEB_ONE_THREAD_NOT_STARTED: &str =
+    "one thread: the build with threads did not start (the browser's console says why)";
 pub const WEB_ONE_THREAD_NOT_ISOLATED: &str = "one thread: this page is not cross-origin isolated (its server sends no Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp, or another site embeds it), so the CPU engine cannot share memory with Web Workers";
 pub const WEB_ONE_THREAD_NO_RELAXED: &str =
     "one thread: the build with threads also needs relaxed SIMD, which this browser lacks";

@@ -83,28 +83,39 @@ pub fn threads_note() -> String {
     if threads > 1 {
         return text::web_threads(threads);
     }
-    let global = js_sys::global();
-    let get = |name: &str| js_sys::Reflect::get(&global, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    // What the page's loader (web/builds.sh) found: relaxed SIMD, and
+    // whether it tried the threads build.
+    let loader =
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeLoader")).unwrap_or(JsValue::UNDEFINED);
+    let flag = |name: &str| {
+        js_sys::Reflect::get(&loader, &JsValue::from_str(name))
+            .ok()
+            .and_then(|v| v.as_bool())
+    };
+    let isolated = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
+        .ok()
+        .and_then(|v| v.as_bool())
+        == Some(true);
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
     let processors = web_sys::window()
         .map(|w| w.navigator().hardware_concurrency())
         .unwrap_or(1.0);
-    let note = if cfg!(target_feature = "atomics") {
-        if processors <= 1.0 {
-            text::WEB_ONE_PROCESSOR
-        } else {
-            text::WEB_ONE_THREAD_NO_WORKERS
-        }
-    } else if search.contains("threads=1") {
+    let note = if processors <= 1.0 {
+        text::WEB_ONE_PROCESSOR
+    } else if cfg!(target_feature = "atomics") {
+        text::WEB_ONE_THREAD_NO_WORKERS
+    } else if flag("shared") == Some(true) {
+        text::WEB_ONE_THREAD_NOT_STARTED
+    } else if search.contains("threads=1") || search.contains("simd=plain") {
         text::WEB_ONE_THREAD_ASKED
-    } else if get("crossOriginIsolated").as_bool() != Some(true) {
+    } else if !isolated {
         text::WEB_ONE_THREAD_NOT_ISOLATED
-    } else if !cfg!(target_feature = "relaxed-simd") {
+    } else if flag("fused") == Some(false) {
         text::WEB_ONE_THREAD_NO_RELAXED
     } else {
-        text::WEB_ONE_THREAD_NO_WORKERS
+        text::WEB_ONE_THREAD_NOT_STARTED
     };
     note.to_string()
 }

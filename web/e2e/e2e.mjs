@@ -230,10 +230,10 @@ try {
     });
     // 6. WebGPU off: WebGL2 drawing, the CPU engine computes; `?simd=plain`
     // loads the plain SIMD build, as a browser without relaxed SIMD would.
-    await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\)/);
+    await run("webgl-fallback", NO_WEBGPU, "?simd=plain", 1024, /cpu \(1 thread, wasm SIMD\).*as the page's address asks/);
     // 7. The threads and relaxed-SIMD builds cannot be fetched: the loader
     // starts the plain one instead of failing.
-    await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\)/, null, { block: /\/(threads|relaxed)\// });
+    await run("relaxed-build-missing", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu \(1 thread, wasm SIMD\).*threads did not start/, null, { block: /\/(threads|relaxed)\// });
     // 8. A page that is not cross-origin isolated (no shared memory, as
     // many hosts serve it, or embedded in another site's page) runs the
     // relaxed build on one thread, and computes what the threads computed.
