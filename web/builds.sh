@@ -92,16 +92,18 @@ loader=$(cat <<EOF
 <script type="module">
 const probe = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
 const fused = WebAssembly.validate(probe) && !/[?&]simd=plain(&|$)/.test(location.search);
-const shared = fused && self.crossOriginIsolated === true && !/[?&]threads=1(&|$)/.test(location.search);
-// For the status bar's note on threads (app::web::threads_note).
-globalThis.nopescopeLoader = { fused, shared };
+const isolated = self.crossOriginIsolated === true;
+const shared = fused && isolated && !/[?&]threads=1(&|$)/.test(location.search);
+// What the app reads of its loader (app::web::loader): what it found, for
+// the status bar's note on threads, and the bindings' URL, which the
+// shared-memory build's workers load too.
+globalThis.nopescopeLoader = { fused, isolated, shared, glue: null };
 const builds = [];
 if (shared) builds.push('./threads/$threads');
 if (fused) builds.push('./relaxed/$relaxed');
 builds.push('./$plain');
 async function start(base) {
-  // The shared-memory build's workers load the same bindings.
-  globalThis.nopescopeGlue = new URL(base + '.js', location.href).href;
+  globalThis.nopescopeLoader.glue = new URL(base + '.js', location.href).href;
   const bindings = await import(base + '.js');
   const wasm = await bindings.default({ module_or_path: base + '_bg.wasm' });
   window.wasmBindings = bindings;

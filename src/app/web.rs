@@ -83,26 +83,11 @@ pub fn threads_note() -> String {
     if threads > 1 {
         return text::web_threads(threads);
     }
-    // What the page's loader (web/builds.sh) found: relaxed SIMD, and
-    // whether it tried the threads build.
-    let loader =
-        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeLoader")).unwrap_or(JsValue::UNDEFINED);
-    let flag = |name: &str| {
-        js_sys::Reflect::get(&loader, &JsValue::from_str(name))
-            .ok()
-            .and_then(|v| v.as_bool())
-    };
-    let isolated = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
-        .ok()
-        .and_then(|v| v.as_bool())
-        == Some(true);
+    let flag = |name: &str| loader(name).as_bool();
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
-    let processors = web_sys::window()
-        .map(|w| w.navigator().hardware_concurrency())
-        .unwrap_or(1.0);
-    let note = if processors <= 1.0 {
+    let note = if processors() <= 1 {
         text::WEB_ONE_PROCESSOR
     } else if cfg!(target_feature = "atomics") {
         text::WEB_ONE_THREAD_NO_WORKERS
@@ -110,7 +95,7 @@ pub fn threads_note() -> String {
         text::WEB_ONE_THREAD_NOT_STARTED
     } else if search.contains("threads=1") || search.contains("simd=plain") {
         text::WEB_ONE_THREAD_ASKED
-    } else if !isolated {
+    } else if flag("isolated") != Some(true) {
         text::WEB_ONE_THREAD_NOT_ISOLATED
     } else if flag("fused") == Some(false) {
         text::WEB_ONE_THREAD_NO_RELAXED
@@ -118,6 +103,24 @@ pub fn threads_note() -> String {
         text::WEB_ONE_THREAD_NOT_STARTED
     };
     note.to_string()
+}
+
+/// A field of what the page's loader (web/builds.sh) records in
+/// `globalThis.nopescopeLoader`: `fused`, `isolated`, `shared` (what it
+/// found, and whether it tried the threads build) and `glue` (the URL of
+/// the bindings it started); undefined without that loader.
+fn loader(field: &str) -> JsValue {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeLoader"))
+        .and_then(|l| js_sys::Reflect::get(&l, &JsValue::from_str(field)))
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// The logical processors the browser reports (at least 1).
+fn processors() -> usize {
+    web_sys::window()
+        .map(|w| w.navigator().hardware_concurrency() as usize)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Resolves after `ms` milliseconds through the browser's event loop, so
@@ -377,7 +380,7 @@ mod threads {
 
     /// Starts one worker per logical processor beyond the page's own (at
     /// most `par::MAX_WORKERS`) and waits up to 5 s for them to join. The
-    /// loader names the bindings' URL in `globalThis.nopescopeGlue`;
+    /// loader names the bindings' URL (`loader("glue")`);
     /// without it, or if a worker cannot start, the engine runs on fewer
     /// threads (the console says why).
     pub async fn start_workers() {
@@ -390,12 +393,10 @@ mod threads {
     }
 
     async fn try_start_workers() -> Result<(), JsValue> {
-        let window = web_sys::window().ok_or("no window")?;
-        let glue = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeGlue"))?
+        let glue = super::loader("glue")
             .as_string()
-            .ok_or("the page's loader did not name its bindings (nopescopeGlue)")?;
-        let processors = window.navigator().hardware_concurrency() as usize;
-        let wanted = processors.saturating_sub(1).min(crate::model::cpu::par::MAX_WORKERS);
+            .ok_or("the page's loader did not name its bindings (nopescopeLoader.glue)")?;
+        let wanted = (super::processors() - 1).min(crate::model::cpu::par::MAX_WORKERS);
         if wanted == 0 {
             return Ok(());
         }

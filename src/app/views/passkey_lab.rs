@@ -446,7 +446,7 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
                         text::grid_cell_other(series, length, depth, text::GRID_TOO_SHORT),
                     ),
                 };
-                let (rect, _) = ui.allocate_exact_size(egui::vec2(CELL_W, CELL_H), egui::Sense::hover());
+                let (_, rect) = ui.allocate_space(egui::vec2(CELL_W, CELL_H));
                 let here = (li, d) == cursor;
                 let sense = if here {
                     egui::Sense::click()
