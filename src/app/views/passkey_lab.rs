@@ -206,7 +206,7 @@ impl PasskeyLabView {
                 None => show_entry_status(ui, &entry),
             }
         }
-        attention_plot(ui, &rows, &doc);
+        attention_plot(ui, &rows, &doc, keys.info.training_length);
         for (name, _, r) in &rows {
             if let JobResult::AttnRow(a) = r.as_ref() {
                 let end = (doc.key_position + doc.key_len).min(a.row.len());
@@ -351,6 +351,7 @@ fn attention_plot(
     ui: &mut egui::Ui,
     rows: &[(&str, egui::Color32, Arc<JobResult>)],
     doc: &crate::app::compute::passkey::PasskeyAnswerResult,
+    training_length: usize,
 ) {
     if rows.is_empty() {
         return;
@@ -387,6 +388,15 @@ fn attention_plot(
                 );
             }
             plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
+            // Keys 0..=query, as in the Explore page's attention plot: at
+            // query L - 1 the mark sits at the right edge.
+            if training_length <= doc.query + 1 {
+                plot.vline(
+                    VLine::new(text::TRAINING_LENGTH, training_length as f64)
+                        .color(palette::TRAINING_LENGTH)
+                        .width(palette::LINE_WIDTH),
+                );
+            }
         });
 }
 
