@@ -68,7 +68,7 @@ impl GpuSource {
     pub fn label(&self) -> String {
         let r = self.report();
         if r.name.is_empty() {
-            format!("{}{}", super::text::UNNAMED_ADAPTER, r.label())
+            format!("{} ({}, {:?})", super::text::UNNAMED_ADAPTER, r.backend, r.device_type)
         } else {
             r.label()
         }

@@ -90,9 +90,15 @@ impl AdapterReport {
         }
     }
 
-    /// One line naming the adapter, as every error message starts.
+    /// One line naming the adapter, as every error message starts (a
+    /// browser's WebGPU gives wgpu no name: "unnamed adapter").
     pub fn label(&self) -> String {
-        format!("{} ({}, {:?})", self.name, self.backend, self.device_type)
+        let name = if self.name.is_empty() {
+            "unnamed adapter"
+        } else {
+            &self.name
+        };
+        format!("{name} ({}, {:?})", self.backend, self.device_type)
     }
 }
 
