@@ -22,10 +22,11 @@
 // rows from p.k_first; begin, end, i and j are positions in the sequence.
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST and LN2
+// (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
-// The bindings, LOWEST, LN2 and the tiled forms' blocks
+// The bindings and the query blocks
 // (shaders/attention_forward_common.wgsl).
 {{ATTENTION_FORWARD_COMMON}}
 

@@ -9,12 +9,22 @@
 // every row of the block reads it there. A tile's scores are all computed
 // (those past the row's own position masked), so the loops over a tile
 // have constant length too; the softmax moves its max once per tile.
+//
+// Split keys (p.split > 0, a multiple of KEY_BLOCK; whole sequences in
+// one pass only, so p.begin = 0): workgroup w takes split w % splits of
+// block w / splits, the keys [s split, (s + 1) split) its rows see, and
+// writes each row's (m, Z, E, acc) for that split into `state`, laid out
+// (splits, H, rows, hd + 3); attention_forward_combine.wgsl then merges a
+// row's splits as the online softmax merges tiles. On a large GPU this
+// lets a short sequence fill it: without, the block of the last rows walks
+// all T keys alone while most of the device idles.
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST and LN2
+// (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
-// The bindings, LOWEST, LN2 and the tiled forms' blocks
+// The bindings and the query blocks
 // (shaders/attention_forward_common.wgsl).
 {{ATTENTION_FORWARD_COMMON}}
 
@@ -30,59 +40,10 @@ const HD4: u32 = (HD + 3u) / 4u;
 var<workgroup> k_tile: array<vec4<f32>, KEY_BLOCK * HD4>; // (KEY_BLOCK, HD4)
 var<workgroup> v_tile: array<vec4<f32>, KEY_BLOCK * HD4>; // (KEY_BLOCK, HD4)
 
-// Elements d4*4 .. d4*4+3 of the head row at `base`, zero past the head dim.
-fn q4(base: u32, d4: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let d = 4u * d4 + c;
-        if (d < HD) {
-            x[c] = q[base + d];
-        }
-    }
-    return x;
-}
-
-fn out4(base: u32, d4: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let d = 4u * d4 + c;
-        if (d < HD) {
-            x[c] = out[base + d];
-        }
-    }
-    return x;
-}
-
-fn k4(base: u32, d4: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let d = 4u * d4 + c;
-        if (d < HD) {
-            x[c] = k[base + d];
-        }
-    }
-    return x;
-}
-
-fn v4(base: u32, d4: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let d = 4u * d4 + c;
-        if (d < HD) {
-            x[c] = v[base + d];
-        }
-    }
-    return x;
-}
-
-fn write_out(base: u32, d4: u32, x: vec4<f32>) {
-    for (var c = 0u; c < 4u; c++) {
-        let d = 4u * d4 + c;
-        if (d < HD) {
-            out[base + d] = x[c];
-        }
-    }
-}
+// q4, out4, k4, v4 (a head row's elements 4 d4 .. 4 d4 + 3 at `base`,
+// zero past the head dim), write_out and write_state (src/gpu/attention.rs,
+// `head_rows4`).
+{{HEAD_ROWS4}}
 
 @compute @workgroup_size(WG)
 fn attention_forward_flash(
@@ -90,10 +51,16 @@ fn attention_forward_flash(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = forward_block(wid.x + wid.y * nwg.x, WG);
+    var splits = 1u;
+    if (p.split > 0u) {
+        splits = (p.rows + p.split - 1u) / p.split;
+    }
+    let w = wid.x + wid.y * nwg.x;
+    let b = query_block(w / splits, WG);
     if (!b.valid) {
         return;
     }
+    let split = w % splits;
     let h = b.h;
     let i0 = b.i0;
     let il = i0 + lid;
@@ -127,8 +94,13 @@ fn attention_forward_flash(
     var s: array<f32, KEY_BLOCK>;
     // The keys the block's last row sees in this pass: one bound for the
     // whole workgroup, so the barriers stay in uniform control flow.
-    let kend = min(p.end, p.q_first + min(p.rows, i0 + WG));
-    for (var j0 = p.begin; j0 < kend; j0 += KEY_BLOCK) {
+    var kbegin = p.begin;
+    var kend = min(p.end, p.q_first + min(p.rows, i0 + WG));
+    if (p.split > 0u) {
+        kbegin = p.begin + split * p.split;
+        kend = min(kend, kbegin + p.split);
+    }
+    for (var j0 = kbegin; j0 < kend; j0 += KEY_BLOCK) {
         let nk = min(KEY_BLOCK, kend - j0);
         // the workgroup loads the tile, zeros past its last key
         workgroupBarrier();
@@ -181,7 +153,18 @@ fn attention_forward_flash(
     if (!in_range) {
         return;
     }
-    if (i < p.end) {
+    if (p.split > 0u) {
+        // this split's share of the row, if it saw any of its keys
+        if (i >= kbegin) {
+            let base = ((split * p.heads + h) * p.rows + il) * (HD + 3u);
+            state[base] = m;
+            state[base + 1u] = z;
+            state[base + 2u] = ent;
+            for (var d4 = 0u; d4 < HD4; d4++) {
+                write_state(base + 3u, d4, acc[d4]);
+            }
+        }
+    } else if (i < p.end) {
         let inv_z = 1.0 / z;
         for (var d4 = 0u; d4 < HD4; d4++) {
             write_out(q0, d4, acc[d4] * inv_z);

@@ -8,10 +8,11 @@
 // there.
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST and LN2
+// (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
-// The bindings, LOWEST, LN2 and the tiled forms' blocks
+// The bindings and the query blocks
 // (shaders/attention_forward_common.wgsl).
 {{ATTENTION_FORWARD_COMMON}}
 
@@ -30,7 +31,7 @@ fn attention_forward_tiled(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = forward_block(wid.x + wid.y * nwg.x, WG);
+    let b = query_block(wid.x + wid.y * nwg.x, WG);
     if (!b.valid) {
         return;
     }

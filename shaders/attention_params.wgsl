@@ -1,7 +1,7 @@
 // The parameters every attention kernel reads (src/gpu/attention.rs's
-// `AttnParams`, field for field), written once: src/gpu/attention.rs puts
-// this text where each attention shader names ATTENTION_PARAMS (in double
-// braces).
+// `AttnParams`, field for field) and the forward's two constants, written
+// once: src/gpu/attention.rs puts this text where each attention shader
+// names ATTENTION_PARAMS (in double braces).
 struct Params {
     // Query rows bound: q, out and the stats' row stride.
     rows: u32,
@@ -23,4 +23,14 @@ struct Params {
     // attention_backward_dscale.wgsl: add to the gradient there (1) or
     // overwrite it (0); the other kernels ignore it.
     accumulate: u32,
+    // attention_forward_flash.wgsl and attention_forward_combine.wgsl:
+    // keys per split where the keys are split across workgroups (0: not
+    // split); the other kernels ignore it.
+    split: u32,
 }
+
+// In hex, exactly -f32::MAX: Tint (Chromium) rejects the decimal
+// -3.40282347e38 as not representable in f32. The max before any key:
+// e^(LOWEST - m') is 0 for every finite score m'.
+const LOWEST: f32 = -0x1.fffffep+127f;
+const LN2: f32 = 0.693147180559945;

@@ -11,6 +11,7 @@ mod common;
 
 use std::sync::OnceLock;
 
+use nopescope::gpu::attention::KeySplit;
 use nopescope::gpu::{Error as GpuError, GpuContext, GpuEngine};
 use nopescope::model::check::{assert_close, Tolerance};
 use nopescope::model::cpu::CpuEngine;
@@ -169,6 +170,9 @@ struct Case {
     batch: &'static [usize],
     /// Rows of logits the forward keeps (the last ones).
     kept: usize,
+    /// When the attention forward splits the keys, if not the adapter's
+    /// default (`GpuEngine::set_key_split`).
+    key_split: Option<KeySplit>,
 }
 
 impl Case {
@@ -182,6 +186,7 @@ impl Case {
             t: 45,
             batch: &[17, 1, 30],
             kept: 7,
+            key_split: None,
         }
     }
 }
@@ -201,6 +206,7 @@ fn against_cpu(case: Case) {
         t,
         batch: lengths,
         kept,
+        key_split,
     } = case;
     let Some(ctx) = context(name) else {
         return;
@@ -210,6 +216,9 @@ fn against_cpu(case: Case) {
     let mut unpaged = paged.map(|_| gpu_engine(ctx.clone(), cfg.clone(), params.clone()));
     let mut gpu = gpu_engine(ctx, cfg.clone(), params);
     gpu.set_logit_rows(logit_rows);
+    if let Some(key_split) = key_split {
+        gpu.set_key_split(key_split);
+    }
     if let Some((limit, page_rows)) = paged {
         gpu.set_binding_limit(limit);
         assert_eq!(gpu.page_rows_for(t), page_rows, "{name}: rows per page");
@@ -329,6 +338,22 @@ fn gpu_matches_cpu_nope_untied() {
         11,
         1024,
     ));
+}
+
+/// The forward with the keys split across workgroups as on a real GPU
+/// (splits of at least 128 keys: 3 at 300 tokens).
+#[test]
+fn gpu_matches_cpu_nope_split_keys() {
+    against_cpu(Case {
+        t: 300,
+        key_split: Some(KeySplit::GPU),
+        ..Case::small(
+            "nope untied, keys split",
+            small_config(PositionEncoding::None, false),
+            14,
+            1024,
+        )
+    });
 }
 
 #[test]
@@ -561,6 +586,7 @@ fn gpu_matches_cpu_nope_untied_paged() {
         t: 203,
         batch: &[150, 1, 41],
         kept: 198,
+        key_split: None,
     });
 }
 
@@ -578,6 +604,7 @@ fn gpu_matches_cpu_rope_tied_paged() {
         t: 203,
         batch: &[97, 27],
         kept: 60,
+        key_split: None,
     });
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::OnceLock;
 
-use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, ForwardForm, FLASH_WG};
+use nopescope::gpu::attention::{Attention, AttentionScratch, AttnSpan, BackwardForm, ForwardForm, KeySplit, FLASH_WG};
 use nopescope::gpu::context::Recorder;
 use nopescope::gpu::embedding::{TokenGroups, TokenGroupsBuffers};
 use nopescope::gpu::matmul::Matmul;
@@ -1160,7 +1160,8 @@ fn attention_in_pages(
     let (out, lse, ent) = (nan("out", qs), nan("lse", heads), nan("entropy", heads));
     let (dq, dk, dv) = (nan("dq", qs), nan("dk", kvs), nan("dv", kvs));
     let rowstats = nan("rowstats", 2 * heads);
-    let state = g.upload("state", &vec![f32::NAN; 3 * heads * page]);
+    // The engine sizes the state so (a first page may split its keys).
+    let state = g.upload("state", &vec![f32::NAN; attn.state_len(AttnShape { t: page, ..shape })]);
     let partials = g.upload("partials", &vec![f32::NAN; heads * page]);
     let ds = g.upload("ds", &vec![f32::NAN; heads]);
     let span = |qi: usize, kj: usize| AttnSpan {
@@ -1275,7 +1276,7 @@ fn attention_whole(
         nan(t * kv_heads * hd),
         nan(heads),
     );
-    let scratch = block_on(AttentionScratch::new(&g.ctx, heads, t)).unwrap();
+    let scratch = block_on(AttentionScratch::new(&g.ctx, attn, shape)).unwrap();
     g.run("attention test", |enc| {
         attn.forward(&g.ctx, enc, &out, &lse, &ent, &scratch, &qb, &kb, &vb, sb, shape)?;
         attn.backward(
@@ -1294,24 +1295,43 @@ fn attention_whole(
     }
 }
 
-/// The attention kernels with the forward in `form` (the flash form built
-/// for head dim `hd`, `FLASH_WG` rows per workgroup) and, with
+/// The attention kernels with the forward, its key split and the backward
+/// in `forms` (the flash kernels built for head dim `hd`, `FLASH_WG` rows
+/// per workgroup) and, with
 /// `small_budget`, so few loop iterations per dispatch that T is split
 /// into passes: of 12 keys at hd 8 (6 query rows for dk, dv), 5 at hd 16
 /// (2), 1 at hd 128.
-fn attention_with(g: &Gpu, form: ForwardForm, hd: usize, small_budget: bool) -> Attention {
+fn attention_with(g: &Gpu, forms: Forms, hd: usize, small_budget: bool) -> Attention {
     let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
-    if form == ForwardForm::Flash {
+    if forms.0 == ForwardForm::Flash || forms.1 == BackwardForm::Flash {
         block_on(attn.build_flash(&g.ctx, hd, FLASH_WG)).unwrap();
     }
-    attn.form = form;
+    (attn.form, attn.backward_form, attn.key_split) = forms;
     if small_budget {
         attn.loop_budget = 400;
     }
     attn
 }
 
-const FORMS: [ForwardForm; 3] = [ForwardForm::Rows, ForwardForm::Tiled, ForwardForm::Flash];
+/// A forward form, when it splits the keys, and a backward form.
+type Forms = (ForwardForm, BackwardForm, KeySplit);
+
+/// The flash forward splitting the keys of every sequence longer than a
+/// tile, one tile per split.
+const SPLIT_ALWAYS: KeySplit = KeySplit {
+    workgroups: 1 << 20,
+    min_keys: 1,
+};
+
+/// Every forward form, the flash one also with split keys, and every
+/// backward form (with the flash forward).
+const FORMS: [Forms; 5] = [
+    (ForwardForm::Rows, BackwardForm::Rows, KeySplit::NONE),
+    (ForwardForm::Tiled, BackwardForm::Rows, KeySplit::NONE),
+    (ForwardForm::Flash, BackwardForm::Rows, KeySplit::NONE),
+    (ForwardForm::Flash, BackwardForm::Flash, KeySplit::NONE),
+    (ForwardForm::Flash, BackwardForm::Flash, SPLIT_ALWAYS),
+];
 
 /// Attention forward and backward on the GPU against the CPU twins in f64.
 fn attention_case(g: &Gpu, attn: &Attention, shape: AttnShape, scales: &[f32], seed: u64) {
@@ -1366,8 +1386,10 @@ fn attention_case(g: &Gpu, attn: &Attention, shape: AttnShape, scales: &[f32], s
         ds,
     } = attention_whole(g, attn, shape, [&q, &k, &v, &dout], &sb);
     let what = format!(
-        "t={t} heads={heads} kv={kv_heads} hd={hd} {:?} {} keys per pass",
+        "t={t} heads={heads} kv={kv_heads} hd={hd} {:?}/{:?} {:?} {} keys per pass",
         attn.form,
+        attn.backward_form,
+        attn.key_split,
         attn.pass_len(hd, 1)
     );
     let group = heads / kv_heads;
@@ -1456,7 +1478,7 @@ fn attention_forward_and_backward_match_cpu() {
     }
 }
 
-/// The extreme scales over many seeds, both forward forms: near-one-hot
+/// The extreme scales over many seeds, every form: near-one-hot
 /// attention (scale 100) is where the backward's two terms cancel, so a
 /// tolerance that holds on a few seeds must hold on all of these.
 #[test]
@@ -1503,7 +1525,7 @@ fn attention_past_the_loop_limit_matches_cpu() {
 /// Attention as the paged engine runs it (`AttnSpan`: query pages against
 /// key pages, the softmax and the sums carried from page to page) against
 /// the same kernels over the whole sequence, which the tests above check
-/// against the CPU twin: both forward forms, with the adapter's loop
+/// against the CPU twin: every forward and backward form, with the adapter's loop
 /// budget and with one that also splits each page into passes; pages that
 /// are not multiples of the workgroup (64) or the key block (16), the last
 /// one shorter, one-row pages, and pages longer than a workgroup. Only the
@@ -1561,8 +1583,8 @@ fn attention_in_pages_matches_whole() {
     }
 }
 
-/// Attention forward and backward times on this adapter, every forward
-/// form (information only; `--ignored --nocapture`). The shapes are
+/// Attention forward and backward times on this adapter, every form
+/// (information only; `--ignored --nocapture`). The shapes are
 /// T x heads x hd, 1024x6x32 (the bench model at 1024) unless
 /// NOPESCOPE_ATTN_SHAPES lists others, e.g. `1024x6x32,16384x6x32`.
 #[test]
@@ -1608,7 +1630,6 @@ fn attention_speed_at(g: &Gpu, shape: AttnShape) {
         zeros(t * kv_heads * hd),
         zeros(heads),
     );
-    let scratch = block_on(AttentionScratch::new(&g.ctx, heads, t)).unwrap();
     // Causal: half of the T^2 scores, each 2 hd flops for q.k and 2 hd for p v.
     let forward_flops = (t * (t + 1) / 2 * heads * 4 * hd) as f64;
     let time = |f: &dyn Fn(&mut Recorder) -> nopescope::gpu::Result<()>| {
@@ -1621,29 +1642,92 @@ fn attention_speed_at(g: &Gpu, shape: AttnShape) {
         }
         best
     };
+    // Rows and Tiled with the row backward; Flash/wg: every flash kernel,
+    // the forward also with the keys split as the engine splits them on
+    // real GPUs (where the adapter's loop budget allows).
     let mut variants: Vec<(String, Attention)> = [ForwardForm::Rows, ForwardForm::Tiled]
-        .map(|form| (format!("{form:?}"), attention_with(g, form, hd, false)))
+        .map(|form| {
+            (
+                format!("{form:?}"),
+                attention_with(g, (form, BackwardForm::Rows, KeySplit::NONE), hd, false),
+            )
+        })
         .into();
-    for wg in [32, FLASH_WG] {
+    for (wg, key_split) in [
+        (32, KeySplit::NONE),
+        (FLASH_WG, KeySplit::NONE),
+        (FLASH_WG, KeySplit::GPU),
+    ] {
         let mut attn = block_on(Attention::new(&g.ctx)).unwrap();
         block_on(attn.build_flash(&g.ctx, hd, wg)).unwrap();
-        variants.push((format!("Flash/{wg}"), attn));
+        attn.backward_form = BackwardForm::Flash;
+        attn.key_split = key_split;
+        let split = if key_split == KeySplit::NONE { "" } else { " split keys" };
+        variants.push((format!("Flash/{wg}{split}"), attn));
     }
-    for (form, attn) in &variants {
-        let s = time(&|enc| attn.forward(&g.ctx, enc, &out, &lse, &ent, &scratch, &q, &k, &v, &scales, shape));
+    let scratches: Vec<AttentionScratch> = variants
+        .iter()
+        .map(|(_, attn)| block_on(AttentionScratch::new(&g.ctx, attn, shape)).unwrap())
+        .collect();
+    for ((form, attn), scratch) in variants.iter().zip(&scratches) {
+        let s = time(&|enc| attn.forward(&g.ctx, enc, &out, &lse, &ent, scratch, &q, &k, &v, &scales, shape));
         eprintln!(
             "attention forward {form} T={t} H={heads} hd={hd}: {:.2} ms, {:.2} GFLOP/s",
             s * 1e3,
             forward_flops / s / 1e9
         );
     }
-    let attn = &g.kernels.attention;
-    let s = time(&|enc| {
-        attn.backward(
-            &g.ctx, enc, &dq, &dk, &dv, &ds, &scratch, &dout, &q, &k, &v, &out, &lse, &scales, shape,
-        )
-    });
-    eprintln!("attention backward T={t} H={heads} hd={hd}: {:.2} ms", s * 1e3);
+    // The backward's flops as usually counted, 2.5 times the forward's:
+    // the scores again, dP, dq, dk and dv, 2 hd each per causal score
+    // (the kernels do more: dq's and dk/dv's steps each recompute both).
+    let backward_flops = forward_flops * 2.5;
+    let backward_variants = variants
+        .iter()
+        .zip(&scratches)
+        .filter(|((form, _), _)| form != "Tiled" && !form.ends_with("split keys"));
+    for ((form, attn), scratch) in backward_variants {
+        let s = time(&|enc| {
+            attn.backward(
+                &g.ctx, enc, &dq, &dk, &dv, &ds, scratch, &dout, &q, &k, &v, &out, &lse, &scales, shape,
+            )
+        });
+        eprintln!(
+            "attention backward {form} T={t} H={heads} hd={hd}: {:.2} ms, {:.2} GFLOP/s",
+            s * 1e3,
+            backward_flops / s / 1e9
+        );
+    }
+}
+
+/// The split forward's state, as the engine sizes it, stays within the
+/// bound its memory estimate uses, over lengths and head counts.
+#[test]
+fn split_state_fits_its_bound() {
+    let Some(g) = gpu("split_state_fits_its_bound") else {
+        return;
+    };
+    for hd in [8, 32, 64] {
+        let mut attn = attention_with(g, (ForwardForm::Flash, BackwardForm::Flash, KeySplit::GPU), hd, false);
+        attn.loop_budget = nopescope::gpu::attention::GPU_LOOP_BUDGET;
+        for heads in [1, 4, 6, 32] {
+            for t in [1, 100, 129, 700, 1024, 1100, 5000, 40000] {
+                let shape = AttnShape {
+                    t,
+                    heads,
+                    kv_heads: 1,
+                    hd,
+                };
+                let bound = KeySplit::GPU
+                    .state_bound(FLASH_WG as usize, heads, hd, t)
+                    .max(3 * heads * t);
+                let len = attn.state_len(shape);
+                assert!(
+                    len <= bound,
+                    "hd {hd}, {heads} heads, T {t}: state {len} > bound {bound}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -1659,7 +1743,7 @@ fn attention_rejects_bad_shapes() {
             kv_heads,
             hd,
         };
-        let scratch = block_on(AttentionScratch::new(&g.ctx, heads, 2)).unwrap();
+        let scratch = block_on(AttentionScratch::new(&g.ctx, &g.kernels.attention, shape)).unwrap();
         let e = block_on(g.ctx.submit("bad attention shape", |enc| {
             let attn = &g.kernels.attention;
             attn.forward(&g.ctx, enc, &b, &b, &b, &scratch, &b, &b, &b, &b, shape)

@@ -31,13 +31,30 @@
 //! on every adapter measured (lavapipe, the H200: docs/BENCH.md); the
 //! tests run all three.
 //!
+//! `Flash` may also split a whole sequence's keys across workgroups
+//! (`KeySplit`): each (block of rows, head, split of keys) writes its
+//! rows' online-softmax state and sums into the state buffer, and
+//! `attention_forward_combine.wgsl` merges a row's splits. Without it a
+//! short sequence of few heads leaves a large GPU mostly idle while the
+//! block of the last rows walks every key alone (1024 tokens of 6 heads
+//! are 96 workgroups). The engine splits on real GPUs (not yet measured
+//! there); on lavapipe it makes no difference, and it is off.
+//!
 //! The backward is four steps, deterministic (every output has one
 //! writer, no float atomics): (1) per (row, head) its lse and D = dO . O
 //! side by side; (2) per (row, head) dq and the row's share of the head's
 //! scale gradient; (3) per (key row, KV head) dk and dv, looping over the
 //! query rows and heads of its group; (4) per head, a tree sum of the
 //! shares. Steps 2 and 3 and the forward use exactly 8 storage bindings,
-//! WebGPU's default limit.
+//! WebGPU's default limit. Steps 2 and 3 have two forms
+//! (`Attention::backward_form`): `Rows`, one invocation per row or key
+//! reading every operand from the buffers (`attention_backward_dq.wgsl`,
+//! `attention_backward_dkdv.wgsl`), and `Flash`, built with the flash
+//! forward for one head dim (`*_flash.wgsl`): dq per block of query rows
+//! with each tile of keys and values in workgroup memory, as the forward;
+//! dk, dv per block of keys with each tile of query rows (q, dO, lse, D)
+//! in workgroup memory. The engine uses `Flash`, 10-20% faster on lavapipe
+//! (not yet measured on a real GPU); the tests run both.
 //!
 //! Every call may bind a chunk of the sequence instead of all of it
 //! (`AttnSpan`): `rows` query rows from position `q_first` (q, out, dout,
@@ -101,37 +118,223 @@ pub enum ForwardForm {
     Flash,
 }
 
-/// Query rows per workgroup of the flash forward.
-pub const FLASH_WG: u32 = 64;
-/// The most keys per tile of the flash forward; fewer where a large head
-/// dim's two tiles would pass the device's workgroup memory.
-pub const FLASH_KEY_BLOCK: u32 = 32;
-
-/// The flash forward's source for head dim `hd`, `wg` rows and
-/// `key_block` keys per tile.
-pub fn flash_shader(hd: u32, wg: u32, key_block: u32) -> ShaderSource {
-    ShaderSource::new(
-        "attention_forward_flash.wgsl",
-        &forward_source(include_str!("../../shaders/attention_forward_flash.wgsl")),
-        &[("QUERY_WG", wg), ("KEY_BLOCK", key_block), ("HEAD_DIM", hd)],
-    )
-    .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate))
+/// Which kernels run the backward's steps 2 and 3 (dq; dk and dv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackwardForm {
+    /// One invocation per (query row, head) for dq and per (key row, KV
+    /// head) for dk, dv, every operand read from the buffers.
+    Rows,
+    /// Built for one head dim like the flash forward: dq per block of
+    /// query rows with each tile of keys and values in workgroup memory;
+    /// dk, dv per block of keys with each tile of query rows (q, dO, lse,
+    /// D) in workgroup memory (`Attention::build_flash`).
+    Flash,
 }
 
-/// Keys per tile of the flash forward for head dim `hd`: its K and V
-/// tiles (vec4s, the head dim rounded up to 4) within `workgroup_bytes`.
+/// When the flash forward splits the keys of a sequence across workgroups
+/// (`attention_forward_flash.wgsl`, then `attention_forward_combine.wgsl`
+/// merges the splits): only over a whole sequence in one pass, and only
+/// when its blocks of query rows make fewer than `workgroups` workgroups;
+/// then into as many splits as bring them to `workgroups`, each at least
+/// `min_keys` keys (rounded up to whole tiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySplit {
+    pub workgroups: usize,
+    pub min_keys: usize,
+}
+
+impl KeySplit {
+    /// Never split.
+    pub const NONE: KeySplit = KeySplit {
+        workgroups: 0,
+        min_keys: 0,
+    };
+    /// What the engine uses on real GPUs: a short sequence of few heads
+    /// (1024 tokens of 6 heads: 96 blocks of 64 rows) fills a few hundred
+    /// workgroups, each walking at least 128 keys.
+    pub const GPU: KeySplit = KeySplit {
+        workgroups: 512,
+        min_keys: 128,
+    };
+}
+
+impl KeySplit {
+    /// Floats of the split forward's partial sums for sequences of up to
+    /// `t` tokens with `wg` rows per block, at most (what
+    /// `Attention::state_len` needs beyond (H, T, 3), for estimates made
+    /// before an engine exists): splits bring H ceil(T' / wg) blocks up to
+    /// `workgroups`, at worst one split more, so splits x H x T' is under
+    /// wg x workgroups + H T'; and there is no split past T' = wg x
+    /// workgroups / H.
+    pub fn state_bound(&self, wg: usize, heads: usize, hd: usize, t: usize) -> usize {
+        let wg_rows = wg * self.workgroups;
+        match wg_rows {
+            0 => 0,
+            _ => (wg_rows + heads * t.min(wg_rows / heads.max(1))) * (hd + 3),
+        }
+    }
+}
+
+/// Query rows (dq) or keys (dk, dv) per workgroup of the flash kernels.
+pub const FLASH_WG: u32 = 64;
+/// The most keys (or query rows) per tile of the flash kernels; fewer where
+/// a large head dim's two tiles would pass the device's workgroup memory.
+pub const FLASH_KEY_BLOCK: u32 = 32;
+
+/// A flash kernel's bindings: the forward's, or steps 2 and 3's.
+const FORWARD_BINDINGS: &[(&str, Access)] = &[
+    ("out", Access::ReadWrite),
+    ("lse", Access::ReadWrite),
+    ("entropy_bits", Access::ReadWrite),
+    ("state", Access::ReadWrite),
+    ("q", Access::Read),
+    ("k", Access::Read),
+    ("v", Access::Read),
+    ("head_scales", Access::Read),
+];
+const DQ_BINDINGS: &[(&str, Access)] = &[
+    ("dq", Access::ReadWrite),
+    ("dscale_partials", Access::ReadWrite),
+    ("dout", Access::Read),
+    ("q", Access::Read),
+    ("k", Access::Read),
+    ("v", Access::Read),
+    ("rowstats", Access::Read),
+    ("head_scales", Access::Read),
+];
+const DKDV_BINDINGS: &[(&str, Access)] = &[
+    ("dk", Access::ReadWrite),
+    ("dv", Access::ReadWrite),
+    ("dout", Access::Read),
+    ("q", Access::Read),
+    ("k", Access::Read),
+    ("v", Access::Read),
+    ("rowstats", Access::Read),
+    ("head_scales", Access::Read),
+];
+
+/// The three flash kernels' sources for head dim `hd` and `wg` query rows
+/// (or keys) per workgroup: the forward and dq with `key_tile` keys per
+/// tile, dk and dv with `row_tile` query rows per tile.
+pub fn flash_shaders(hd: u32, wg: u32, key_tile: u32, row_tile: u32) -> [ShaderSource; 3] {
+    // Each with the head rows it reads and writes as vec4s (`head_rows4`).
+    let source = |file: &'static str,
+                  template: &str,
+                  tile: u32,
+                  forward: bool,
+                  bindings: &'static [(&'static str, Access)],
+                  reads: &[&str],
+                  writes: &[&str]| {
+        let rows4 = head_rows4(reads, writes);
+        let mut parts = vec![ATTENTION_PARAMS];
+        if forward {
+            parts.push(ATTENTION_FORWARD_COMMON);
+        }
+        parts.extend([ATTENTION_BLOCKS, ("HEAD_ROWS4", rows4.as_str())]);
+        let values = [("QUERY_WG", wg), ("KEY_BLOCK", tile), ("HEAD_DIM", hd)];
+        ShaderSource::new(file, &shader::include(template, &parts), &values).bind(bindings, params_layout())
+    };
+    [
+        source(
+            "attention_forward_flash.wgsl",
+            include_str!("../../shaders/attention_forward_flash.wgsl"),
+            key_tile,
+            true,
+            FORWARD_BINDINGS,
+            &["q", "out", "k", "v"],
+            &["out", "state"],
+        ),
+        source(
+            "attention_backward_dq_flash.wgsl",
+            include_str!("../../shaders/attention_backward_dq_flash.wgsl"),
+            key_tile,
+            false,
+            DQ_BINDINGS,
+            &["dq", "dout", "q", "k", "v"],
+            &["dq"],
+        ),
+        source(
+            "attention_backward_dkdv_flash.wgsl",
+            include_str!("../../shaders/attention_backward_dkdv_flash.wgsl"),
+            row_tile,
+            false,
+            DKDV_BINDINGS,
+            &["dk", "dv", "dout", "q", "k", "v"],
+            &["dk", "dv"],
+        ),
+    ]
+}
+
+/// WGSL functions over the head rows of the kernels built for one head dim
+/// (`HD`, `HD4` in the shader), one set per binding: `NAME4(base, d4)`
+/// reads elements 4 d4 .. 4 d4 + 3 of the row at `base` of binding NAME as
+/// a vec4 (zero past the head dim), for each of `reads`; `write_NAME(base,
+/// d4, x)` writes them (those within the head dim), for each of `writes`.
+fn head_rows4(reads: &[&str], writes: &[&str]) -> String {
+    let mut text = String::new();
+    for name in reads {
+        text += &format!(
+            "fn {name}4(base: u32, d4: u32) -> vec4<f32> {{
+    var x = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {{
+        let d = 4u * d4 + c;
+        if (d < HD) {{
+            x[c] = {name}[base + d];
+        }}
+    }}
+    return x;
+}}
+
+"
+        );
+    }
+    for name in writes {
+        text += &format!(
+            "fn write_{name}(base: u32, d4: u32, x: vec4<f32>) {{
+    for (var c = 0u; c < 4u; c++) {{
+        let d = 4u * d4 + c;
+        if (d < HD) {{
+            {name}[base + d] = x[c];
+        }}
+    }}
+}}
+
+"
+        );
+    }
+    text
+}
+
+/// Keys (forward, dq) per tile of the flash kernels for head dim `hd`:
+/// the K and V tiles (vec4s, the head dim rounded up to 4) within
+/// `workgroup_bytes`.
 pub fn flash_key_block(hd: u32, workgroup_bytes: u32) -> u32 {
     let per_key = 2 * 16 * hd.div_ceil(4).max(1);
     (workgroup_bytes / per_key).clamp(1, FLASH_KEY_BLOCK)
 }
 
-/// The flash forward's pipeline for one head dim.
+/// Query rows per tile of the flash dk, dv for head dim `hd`: the q and dO
+/// tiles and the rows' (lse, D) within `workgroup_bytes`.
+pub fn flash_row_block(hd: u32, workgroup_bytes: u32) -> u32 {
+    let per_row = 2 * 16 * hd.div_ceil(4).max(1) + 8;
+    (workgroup_bytes / per_row).clamp(1, FLASH_KEY_BLOCK)
+}
+
+/// The flash kernels' pipelines for one head dim.
 #[derive(Debug)]
-struct FlashKernel {
+struct FlashKernels {
     hd: u32,
     wg: u32,
-    layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::ComputePipeline,
+    /// Keys per tile of the forward and dq.
+    key_tile: u32,
+    forward: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    dq: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+    dkdv: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
+}
+
+/// `AttnParams`' fields, to check against every attention shader's `Params`.
+fn params_layout() -> shader::UniformLayout {
+    uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate, split)
 }
 
 /// Mirrors `Params` in every attention shader.
@@ -154,6 +357,8 @@ pub struct AttnParams {
     pub keys: u32,
     /// 1: the scale gradient adds to what is there (step 4).
     pub accumulate: u32,
+    /// The flash forward with split keys: keys per split (0: not split).
+    pub split: u32,
 }
 
 /// Which rows of a sequence one call binds: `rows` query rows from
@@ -191,6 +396,9 @@ const ATTENTION_FORWARD_COMMON: (&str, &str) = (
     include_str!("../../shaders/attention_forward_common.wgsl"),
 );
 
+/// How the kernels built in workgroups split the rows into blocks.
+const ATTENTION_BLOCKS: (&str, &str) = ("ATTENTION_BLOCKS", include_str!("../../shaders/attention_blocks.wgsl"));
+
 /// An attention shader with the shared `Params` where it says so.
 fn with_params(template: &str) -> String {
     shader::include(template, &[ATTENTION_PARAMS])
@@ -198,10 +406,13 @@ fn with_params(template: &str) -> String {
 
 /// A forward shader with the shared `Params` and forward parts.
 fn forward_source(template: &str) -> String {
-    shader::include(template, &[ATTENTION_PARAMS, ATTENTION_FORWARD_COMMON])
+    shader::include(
+        template,
+        &[ATTENTION_PARAMS, ATTENTION_FORWARD_COMMON, ATTENTION_BLOCKS],
+    )
 }
 
-pub fn shaders() -> [ShaderSource; 6] {
+pub fn shaders() -> [ShaderSource; 7] {
     let rows = [
         ("QUERY_WG", QUERY_WG),
         ("KEY_BLOCK", KEY_BLOCK),
@@ -213,31 +424,53 @@ pub fn shaders() -> [ShaderSource; 6] {
             &forward_source(include_str!("../../shaders/attention_forward.wgsl")),
             &rows,
         )
-        .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(FORWARD_BINDINGS, params_layout()),
         ShaderSource::new(
             "attention_forward_tiled.wgsl",
             &forward_source(include_str!("../../shaders/attention_forward_tiled.wgsl")),
             &rows,
         )
-        .bind(&[("out", Access::ReadWrite), ("lse", Access::ReadWrite), ("entropy_bits", Access::ReadWrite), ("state", Access::ReadWrite), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(FORWARD_BINDINGS, params_layout()),
+        ShaderSource::new(
+            "attention_forward_combine.wgsl",
+            &with_params(include_str!("../../shaders/attention_forward_combine.wgsl")),
+            &[rows[0], rows[2]],
+        )
+        .bind(
+            &[
+                ("out", Access::ReadWrite),
+                ("lse", Access::ReadWrite),
+                ("entropy_bits", Access::ReadWrite),
+                ("state", Access::Read),
+            ],
+            params_layout(),
+        ),
         ShaderSource::new(
             "attention_backward_delta.wgsl",
             &with_params(include_str!("../../shaders/attention_backward_delta.wgsl")),
             &rows[..1],
         )
-        .bind(&[("rowstats", Access::ReadWrite), ("dout", Access::Read), ("out", Access::Read), ("lse", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(
+            &[
+                ("rowstats", Access::ReadWrite),
+                ("dout", Access::Read),
+                ("out", Access::Read),
+                ("lse", Access::Read),
+            ],
+            params_layout(),
+        ),
         ShaderSource::new(
             "attention_backward_dq.wgsl",
             &with_params(include_str!("../../shaders/attention_backward_dq.wgsl")),
             &[rows[0], rows[2]],
         )
-        .bind(&[("dq", Access::ReadWrite), ("dscale_partials", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(DQ_BINDINGS, params_layout()),
         ShaderSource::new(
             "attention_backward_dkdv.wgsl",
             &with_params(include_str!("../../shaders/attention_backward_dkdv.wgsl")),
             &[rows[0], rows[2]],
         )
-        .bind(&[("dk", Access::ReadWrite), ("dv", Access::ReadWrite), ("dout", Access::Read), ("q", Access::Read), ("k", Access::Read), ("v", Access::Read), ("rowstats", Access::Read), ("head_scales", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(DKDV_BINDINGS, params_layout()),
         ShaderSource::new(
             "attention_backward_dscale.wgsl",
             &shader::include(
@@ -246,7 +479,10 @@ pub fn shaders() -> [ShaderSource; 6] {
             ),
             &[("ROW_WG", ROW_WG)],
         )
-        .bind(&[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)], uniform_layout!(AttnParams: rows, heads, kv_heads, hd, group, inv_sqrt_hd, begin, end, q_first, k_first, keys, accumulate)),
+        .bind(
+            &[("d_head_scales", Access::ReadWrite), ("dscale_partials", Access::Read)],
+            params_layout(),
+        ),
     ]
 }
 
@@ -263,10 +499,12 @@ pub struct AttentionScratch {
 }
 
 impl AttentionScratch {
-    /// Enough for `heads` heads of sequences up to `t` long.
-    pub async fn new(ctx: &GpuContext, heads: usize, t: usize) -> Result<Self> {
+    /// Enough for `attn` over `shape`'s heads and sequences up to `shape.t`
+    /// long.
+    pub async fn new(ctx: &GpuContext, attn: &Attention, shape: AttnShape) -> Result<Self> {
+        let AttnShape { t, heads, .. } = shape;
         Ok(AttentionScratch {
-            forward_state: ctx.zeros("attention forward state", 3 * heads * t).await?,
+            forward_state: ctx.zeros("attention forward state", attn.state_len(shape)).await?,
             rowstats: ctx.zeros("attention rowstats", 2 * heads * t).await?,
             dscale_partials: ctx.zeros("attention dscale partials", heads * t).await?,
         })
@@ -279,6 +517,8 @@ pub struct Attention {
     forward_rows: wgpu::ComputePipeline,
     tiled_layout: wgpu::BindGroupLayout,
     forward_tiled: wgpu::ComputePipeline,
+    /// The second step of the flash forward with split keys.
+    combine: (wgpu::BindGroupLayout, wgpu::ComputePipeline),
     delta_layout: wgpu::BindGroupLayout,
     delta: wgpu::ComputePipeline,
     dq_layout: wgpu::BindGroupLayout,
@@ -287,11 +527,16 @@ pub struct Attention {
     dkdv: wgpu::ComputePipeline,
     dscale_layout: wgpu::BindGroupLayout,
     dscale: wgpu::ComputePipeline,
-    /// The flash forward, once built for a head dim (`build_flash`).
-    flash: Option<FlashKernel>,
+    /// The flash kernels, once built for a head dim (`build_flash`).
+    flash: Option<FlashKernels>,
     /// The forward's kernel; `Rows` unless changed (tests run all three;
     /// the engine picks `Flash`).
     pub form: ForwardForm,
+    /// The backward's dq and dk, dv kernels; `Rows` unless changed.
+    pub backward_form: BackwardForm,
+    /// When the flash forward splits a sequence's keys across workgroups;
+    /// `KeySplit::NONE` unless changed (the engine splits on real GPUs).
+    pub key_split: KeySplit,
     /// Loop iterations one invocation may run, which sets how many keys
     /// (or query rows) one dispatch covers: `CPU_LOOP_BUDGET` on a CPU
     /// adapter, else `GPU_LOOP_BUDGET`. Tests lower it to split small T.
@@ -310,10 +555,11 @@ impl Attention {
                 limit_name: "storage buffers per shader stage",
             });
         }
-        let [rows_src, tiled_src, delta_src, dq_src, dkdv_src, dscale_src] = shaders();
+        let [rows_src, tiled_src, combine_src, delta_src, dq_src, dkdv_src, dscale_src] = shaders();
         let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
         let (rows_layout, forward_rows) = one(shader::build(ctx, &rows_src, &["attention_forward"]).await?);
         let (tiled_layout, forward_tiled) = one(shader::build(ctx, &tiled_src, &["attention_forward_tiled"]).await?);
+        let combine = one(shader::build(ctx, &combine_src, &["attention_forward_combine"]).await?);
         let (delta_layout, delta) = one(shader::build(ctx, &delta_src, &["attention_backward_delta"]).await?);
         let (dq_layout, dq) = one(shader::build(ctx, &dq_src, &["attention_backward_dq"]).await?);
         let (dkdv_layout, dkdv) = one(shader::build(ctx, &dkdv_src, &["attention_backward_dkdv"]).await?);
@@ -323,6 +569,7 @@ impl Attention {
             forward_rows,
             tiled_layout,
             forward_tiled,
+            combine,
             delta_layout,
             delta,
             dq_layout,
@@ -333,6 +580,8 @@ impl Attention {
             dscale,
             flash: None,
             form: ForwardForm::Rows,
+            backward_form: BackwardForm::Rows,
+            key_split: KeySplit::NONE,
             loop_budget: if ctx.report().is_cpu {
                 CPU_LOOP_BUDGET
             } else {
@@ -341,28 +590,47 @@ impl Attention {
         })
     }
 
-    /// Builds the flash forward for head dim `hd` with `wg` query rows per
-    /// workgroup (`FLASH_WG` unless a probe asks otherwise) and makes it
-    /// the forward's form. Its calls must then have this head dim.
+    /// Builds the flash kernels for head dim `hd` with `wg` query rows (or
+    /// keys) per workgroup (`FLASH_WG` unless a probe asks otherwise) and
+    /// makes the forward's form `Flash` (the backward's stays as it is).
+    /// Their calls must then have this head dim.
     pub async fn build_flash(&mut self, ctx: &GpuContext, hd: usize, wg: u32) -> Result<()> {
         if hd == 0 || hd > MAX_HEAD_DIM as usize {
             return Err(Error::Shape {
                 op: "attention_forward_flash",
-                message: format!("head dim {hd}: the flash forward is built for 1 to {MAX_HEAD_DIM}"),
+                message: format!("head dim {hd}: the flash kernels are built for 1 to {MAX_HEAD_DIM}"),
             });
         }
         let hd = hd as u32;
-        let key_block = flash_key_block(hd, ctx.limits().max_compute_workgroup_storage_size);
-        let src = flash_shader(hd, wg, key_block);
-        let (layout, mut pipelines) = shader::build(ctx, &src, &["attention_forward_flash"]).await?;
-        self.flash = Some(FlashKernel {
+        let bytes = ctx.limits().max_compute_workgroup_storage_size;
+        let key_tile = flash_key_block(hd, bytes);
+        let [forward, dq, dkdv] = flash_shaders(hd, wg, key_tile, flash_row_block(hd, bytes));
+        let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
+        self.flash = Some(FlashKernels {
             hd,
             wg,
-            layout,
-            pipeline: pipelines.remove(0),
+            key_tile,
+            forward: one(shader::build(ctx, &forward, &["attention_forward_flash"]).await?),
+            dq: one(shader::build(ctx, &dq, &["attention_backward_dq_flash"]).await?),
+            dkdv: one(shader::build(ctx, &dkdv, &["attention_backward_dkdv_flash"]).await?),
         });
         self.form = ForwardForm::Flash;
         Ok(())
+    }
+
+    /// The flash kernels for `shape`'s head dim, or the error `op` returns
+    /// without them.
+    fn flash_for(&self, op: &'static str, shape: AttnShape) -> Result<&FlashKernels> {
+        match &self.flash {
+            Some(f) if f.hd as usize == shape.hd => Ok(f),
+            f => Err(Error::Shape {
+                op,
+                message: match f {
+                    Some(f) => format!("the flash kernels were built for head dim {}, not {}", f.hd, shape.hd),
+                    None => "the flash kernels were not built (Attention::build_flash)".into(),
+                },
+            }),
+        }
     }
 
     /// Keys (forward, dq) or query rows (dk, dv) one dispatch covers, so
@@ -374,6 +642,42 @@ impl Attention {
         let per_key = (heads_per_key * (3 * hd + 4)) as u64;
         let fixed = (6 * hd + 16) as u64;
         (self.loop_budget.saturating_sub(fixed) / per_key).max(1) as usize
+    }
+
+    /// Keys per split of the flash forward over `span` (a multiple of its
+    /// key tile), or None where it does not split (`KeySplit`; and where a
+    /// split would pass the loop budget).
+    fn split_len(&self, shape: AttnShape, span: AttnSpan) -> Option<usize> {
+        let f = self.flash.as_ref().filter(|f| f.hd as usize == shape.hd)?;
+        let whole = span.q_first == 0 && span.k_first == 0 && span.keys == span.rows;
+        let KeySplit { workgroups, min_keys } = self.key_split;
+        let blocks = shape.heads * span.rows.div_ceil(f.wg as usize);
+        if self.form != ForwardForm::Flash || !whole || blocks == 0 || blocks >= workgroups {
+            return None;
+        }
+        let tile = f.key_tile as usize;
+        let splits = workgroups.div_ceil(blocks).min(span.keys.div_ceil(min_keys.max(1)));
+        let len = span.keys.div_ceil(splits.max(1)).div_ceil(tile) * tile;
+        // A workgroup walks `len` keys: within the loop budget, in one pass.
+        (len < span.keys && len <= self.pass_len(shape.hd, 1)).then_some(len)
+    }
+
+    /// The forward's state buffer for `shape`: (H, T, 3) floats, or more
+    /// where the flash forward splits the keys of a sequence of T tokens
+    /// or fewer (a buffer made for T serves shorter sequences too): the
+    /// largest (splits, H, T', hd + 3) partial sums for T' up to T, found
+    /// by walking T' up to where the blocks alone make
+    /// `KeySplit::workgroups` (`KeySplit::state_bound` bounds it).
+    pub fn state_len(&self, shape: AttnShape) -> usize {
+        let AttnShape { t, heads, hd, .. } = shape;
+        let last = match &self.flash {
+            Some(f) if self.key_split.workgroups > 0 => t.min(f.wg as usize * self.key_split.workgroups / heads.max(1)),
+            _ => 0,
+        };
+        let split = (1..=last)
+            .filter_map(|t| Some(t.div_ceil(self.split_len(shape, AttnSpan::whole(t))?) * heads * t * (hd + 3)))
+            .max();
+        split.unwrap_or(0).max(3 * heads * t)
     }
 
     /// The shaders' parameters for `span` of a sequence of `shape.t`
@@ -421,6 +725,7 @@ impl Attention {
             k_first: k_first as u32,
             keys: keys as u32,
             accumulate: 0,
+            split: 0,
         })
     }
 
@@ -486,11 +791,13 @@ impl Attention {
             q_first, rows, keys, ..
         } = span;
         let (qn, kvn, stats) = span_sizes(shape, span);
+        let split_len = self.split_len(shape, span);
+        let state_len = split_len.map_or(3 * stats, |len| rows.div_ceil(len) * stats * (shape.hd + 3));
         let storage = [
             ("out", out, qn),
             ("lse", lse, stats),
             ("entropy_bits", entropy_bits, stats),
-            ("forward_state", state, 3 * stats),
+            ("forward_state", state, state_len),
             ("q", q, qn),
             ("k", k, kvn),
             ("v", v, kvn),
@@ -503,6 +810,28 @@ impl Attention {
             return Ok(());
         }
         let storage = storage.map(|(_, buffer, len)| (buffer, len));
+        if let Some(len) = split_len {
+            // The flash forward per (block, head, split), then the merge per
+            // (row, head); one pass over the whole sequence (`split_len`).
+            let f = self.flash_for(op, shape)?;
+            let params = AttnParams {
+                begin: 0,
+                end: keys as u32,
+                split: len as u32,
+                ..base
+            };
+            let params = ctx.uniform("attention_forward params", &params);
+            let splits = rows.div_ceil(len) as u64;
+            let workgroups = heads as u64 * (rows as u64).div_ceil(f.wg as u64) * splits;
+            let bind_group = ctx.bind("attention_forward bind group", &f.forward.0, &storage, &params);
+            ctx.dispatch(encoder, op, &f.forward.1, &bind_group, ctx.grid(op, workgroups)?);
+            let op = "attention_forward_combine";
+            let (layout, pipeline) = &self.combine;
+            let bind_group = ctx.bind("attention_forward_combine bind group", layout, &storage[..4], &params);
+            let workgroups = ctx.grid(op, (stats as u64).div_ceil(QUERY_WG as u64))?;
+            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
+            return Ok(());
+        }
         let wg = QUERY_WG as u64;
         for (begin, end) in passes(span.k_first, span.k_first + keys, self.pass_len(shape.hd, 1)) {
             let params = AttnParams {
@@ -516,24 +845,16 @@ impl Attention {
             let lo = begin.max(q_first) - q_first;
             // Tiled and Flash: whole blocks of `block` rows per head.
             let blocks = |block: u64| heads as u64 * ((rows as u64).div_ceil(block) - lo as u64 / block);
-            let (layout, pipeline, workgroups) = match (self.form, &self.flash) {
-                (ForwardForm::Rows, _) => (
+            let (layout, pipeline, workgroups) = match self.form {
+                ForwardForm::Rows => (
                     &self.rows_layout,
                     &self.forward_rows,
                     ((heads * (rows - lo)) as u64).div_ceil(wg),
                 ),
-                (ForwardForm::Tiled, _) => (&self.tiled_layout, &self.forward_tiled, blocks(wg)),
-                (ForwardForm::Flash, Some(f)) if f.hd as usize == shape.hd => {
-                    (&f.layout, &f.pipeline, blocks(f.wg as u64))
-                }
-                (ForwardForm::Flash, f) => {
-                    return Err(Error::Shape {
-                        op,
-                        message: match f {
-                            Some(f) => format!("the flash forward was built for head dim {}, not {}", f.hd, shape.hd),
-                            None => "the flash forward was not built (Attention::build_flash)".into(),
-                        },
-                    })
+                ForwardForm::Tiled => (&self.tiled_layout, &self.forward_tiled, blocks(wg)),
+                ForwardForm::Flash => {
+                    let f = self.flash_for(op, shape)?;
+                    (&f.forward.0, &f.forward.1, blocks(f.wg as u64))
                 }
             };
             let params = ctx.uniform("attention_forward params", &params);
@@ -684,10 +1005,25 @@ impl Attention {
                 ..base
             };
             let lo = begin.max(q_first) - q_first;
+            // Rows: one invocation per (row, head) from row `lo`; Flash:
+            // one workgroup per (block of rows, head) from the block
+            // holding it.
+            let (layout, pipeline, workgroups) = match self.backward_form {
+                BackwardForm::Rows => (
+                    &self.dq_layout,
+                    &self.dq,
+                    ((shape.heads * (rows - lo)) as u64).div_ceil(QUERY_WG as u64),
+                ),
+                BackwardForm::Flash => {
+                    let f = self.flash_for(op, shape)?;
+                    let wg = f.wg as usize;
+                    (&f.dq.0, &f.dq.1, (shape.heads * (rows.div_ceil(wg) - lo / wg)) as u64)
+                }
+            };
             let params = ctx.uniform("attention_backward_dq params", &params);
-            let bind_group = ctx.bind("attention_backward_dq bind group", &self.dq_layout, &storage, &params);
-            let workgroups = ctx.grid(op, ((shape.heads * (rows - lo)) as u64).div_ceil(QUERY_WG as u64))?;
-            ctx.dispatch(encoder, op, &self.dq, &bind_group, workgroups);
+            let bind_group = ctx.bind("attention_backward_dq bind group", layout, &storage, &params);
+            let workgroups = ctx.grid(op, workgroups)?;
+            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
         }
         Ok(())
     }
@@ -746,15 +1082,27 @@ impl Attention {
             if n == 0 {
                 continue;
             }
+            // Rows: one invocation per (key, KV head); Flash: one workgroup
+            // per (block of keys, KV head).
+            let (layout, pipeline, workgroups) = match self.backward_form {
+                BackwardForm::Rows => (
+                    &self.dkdv_layout,
+                    &self.dkdv,
+                    ((shape.kv_heads * n) as u64).div_ceil(QUERY_WG as u64),
+                ),
+                BackwardForm::Flash => {
+                    let f = self.flash_for(op, shape)?;
+                    (
+                        &f.dkdv.0,
+                        &f.dkdv.1,
+                        (shape.kv_heads * n.div_ceil(f.wg as usize)) as u64,
+                    )
+                }
+            };
             let params = ctx.uniform("attention_backward_dkdv params", &params);
-            let bind_group = ctx.bind(
-                "attention_backward_dkdv bind group",
-                &self.dkdv_layout,
-                &storage,
-                &params,
-            );
-            let workgroups = ctx.grid(op, ((shape.kv_heads * n) as u64).div_ceil(QUERY_WG as u64))?;
-            ctx.dispatch(encoder, op, &self.dkdv, &bind_group, workgroups);
+            let bind_group = ctx.bind("attention_backward_dkdv bind group", layout, &storage, &params);
+            let workgroups = ctx.grid(op, workgroups)?;
+            ctx.dispatch(encoder, op, pipeline, &bind_group, workgroups);
         }
         Ok(())
     }
@@ -859,21 +1207,26 @@ mod tests {
         assert_eq!(passes(5, 12, 4).collect::<Vec<_>>(), vec![(5, 9), (9, 12)]);
     }
 
-    /// The flash forward validates for every kind of head dim (under a
-    /// vec4, not a multiple of 4, the largest) with its workgroup size,
-    /// and its tiles fit WebGPU's default 16 KiB of workgroup memory.
+    /// The flash kernels validate for every kind of head dim (under a
+    /// vec4, not a multiple of 4, the largest) with their workgroup sizes,
+    /// and their tiles fit WebGPU's default 16 KiB of workgroup memory.
     #[test]
     fn flash_variants_validate_and_fit() {
         for hd in [1, 5, 8, 32, 63, 64, 128] {
             for wg in [32, FLASH_WG] {
-                let key_block = flash_key_block(hd, 16384);
-                assert!(2 * 16 * hd.div_ceil(4) * key_block <= 16384, "hd {hd}");
-                let module = flash_shader(hd, wg, key_block).validate().unwrap();
-                assert_eq!(module.entry_points[0].workgroup_size, [wg, 1, 1]);
+                let (key_tile, row_tile) = (flash_key_block(hd, 16384), flash_row_block(hd, 16384));
+                assert!(2 * 16 * hd.div_ceil(4) * key_tile <= 16384, "hd {hd}");
+                assert!((2 * 16 * hd.div_ceil(4) + 8) * row_tile <= 16384, "hd {hd}");
+                for src in flash_shaders(hd, wg, key_tile, row_tile) {
+                    let module = src.validate().unwrap_or_else(|e| panic!("hd {hd} wg {wg}: {e}"));
+                    assert_eq!(module.entry_points[0].workgroup_size, [wg, 1, 1]);
+                }
             }
         }
         assert_eq!(flash_key_block(32, 16384), FLASH_KEY_BLOCK);
         assert_eq!(flash_key_block(128, 16384), 16);
         assert_eq!(flash_key_block(128, 49152), FLASH_KEY_BLOCK);
+        assert_eq!(flash_row_block(128, 16384), 15);
+        assert_eq!(flash_row_block(32, 16384), FLASH_KEY_BLOCK);
     }
 }

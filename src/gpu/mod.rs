@@ -50,9 +50,10 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all.extend(cross_entropy::shaders());
     all.extend(optim::shaders());
     all.extend(attention::shaders());
-    all.push(attention::flash_shader(
+    all.extend(attention::flash_shaders(
         32,
         attention::FLASH_WG,
+        attention::FLASH_KEY_BLOCK,
         attention::FLASH_KEY_BLOCK,
     ));
     all
@@ -138,6 +139,7 @@ mod tests {
         let query = [
             "attention_forward",
             "attention_forward_tiled",
+            "attention_forward_combine",
             "attention_backward_delta",
             "attention_backward_dq",
             "attention_backward_dkdv",
@@ -167,7 +169,7 @@ mod tests {
         }
         assert_eq!(
             entry_points,
-            4 + 2 + 2 + 1 + 1 + 4 + 6,
+            4 + 2 + 2 + 1 + 1 + 4 + 7,
             "an entry point is missing from this test"
         );
     }

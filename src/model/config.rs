@@ -294,6 +294,16 @@ impl ModelConfig {
             .checked_add(lm_head)
     }
 
+    /// One attention call of this model over `t` positions.
+    pub fn attn_shape(&self, t: usize) -> super::shapes::AttnShape {
+        super::shapes::AttnShape {
+            t,
+            heads: self.num_heads,
+            kv_heads: self.num_kv_heads,
+            hd: self.head_dim,
+        }
+    }
+
     pub fn q_dim(&self) -> usize {
         self.num_heads * self.head_dim
     }

@@ -61,12 +61,7 @@ impl GpuEngine {
         let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
         let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-        let shape = AttnShape {
-            t,
-            heads: hh,
-            kv_heads: kvh,
-            hd,
-        };
+        let shape = cfg.attn_shape(t);
         let mm = &k.matmul;
         let grads = if full { self.grads.as_deref() } else { None };
         let g = |slot: usize| grads.map(|g| &g[slot]);

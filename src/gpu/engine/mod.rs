@@ -62,7 +62,7 @@
 //! only its outputs and its token buffers; the command buffer itself is
 //! recorded anew each call.
 
-use super::attention::{AttnSpan, CPU_LOOP_BUDGET};
+use super::attention::{AttnSpan, BackwardForm, KeySplit, CPU_LOOP_BUDGET, FLASH_WG};
 use super::context::GpuContext;
 use super::cross_entropy::next_token_targets;
 use super::embedding::{TokenGroups, TokenGroupsBuffers};
@@ -80,7 +80,6 @@ use crate::model::error::{Error, Result};
 use crate::model::head_scales::HeadScales;
 use crate::model::optim::{AdamWConfig, AdamWState};
 use crate::model::params::{ParamLayout, Params};
-use crate::model::shapes::AttnShape;
 
 /// Rows of logits made at once (`model::shapes::LOGIT_ROWS`, as the CPU engine), fewer when
 /// a chunk of logits would pass the device's max storage binding or a page
@@ -231,13 +230,21 @@ impl GpuEngine {
             )));
         }
         let mut kernels = Kernels::new(&ctx).await.map_err(engine_error)?;
-        // The forward's attention built for this model's head dim: the
-        // fastest form on every adapter measured (docs/BENCH.md).
+        // The attention kernels built for this model's head dim: the
+        // forward's the fastest form on every adapter measured, the
+        // backward's on lavapipe (docs/BENCH.md).
         kernels
             .attention
-            .build_flash(&ctx, config.head_dim, super::attention::FLASH_WG)
+            .build_flash(&ctx, config.head_dim, FLASH_WG)
             .await
             .map_err(engine_error)?;
+        kernels.attention.backward_form = BackwardForm::Flash;
+        // Short sequences' keys split across workgroups, to fill a real GPU
+        // (not a CPU adapter, whose few threads the blocks already keep
+        // busy).
+        if !ctx.report().is_cpu {
+            kernels.attention.key_split = KeySplit::GPU;
+        }
         let slots = slots_of(&config, &layout);
         let mut engine = GpuEngine {
             ctx,
@@ -283,6 +290,14 @@ impl GpuEngine {
     /// reach the chunked LM head at small sizes.
     pub fn set_logit_rows(&mut self, rows: usize) {
         self.logit_rows = rows.max(1);
+        self.ws = None;
+    }
+
+    /// Sets when the attention forward splits a sequence's keys across
+    /// workgroups (`KeySplit::GPU` on real GPUs, else `NONE`), so tests
+    /// reach the split path on a CPU adapter.
+    pub fn set_key_split(&mut self, key_split: KeySplit) {
+        self.kernels.attention.key_split = key_split;
         self.ws = None;
     }
 

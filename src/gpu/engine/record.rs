@@ -65,12 +65,7 @@ impl GpuEngine {
         let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let eps = cfg.rms_norm_eps as f32;
-        let shape = AttnShape {
-            t,
-            heads: hh,
-            kv_heads: kvh,
-            hd,
-        };
+        let shape = cfg.attn_shape(t);
         for p in &pages {
             let (i, n) = (p.index, p.rows);
             for part in &self.weights[0] {

@@ -8,7 +8,7 @@ use super::*;
 /// residual stream, norms, q, k, v, the attention output and state,
 /// gate/up and SwiGLU of one layer, the final norm, the tokens, targets
 /// and loss weights; one chunk of logits; the entropy (L, H, T) and its
-/// read-back copy. The weights in `elem` (f16 halves them).
+/// read-back copy; the split attention forward's partial sums. The weights in `elem` (f16 halves them).
 pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) -> crate::model::memory::Footprint {
     let (c, f, qd, kvd, h) = (
         cfg.hidden_size,
@@ -18,7 +18,10 @@ pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) ->
         cfg.num_heads,
     );
     let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * cfg.num_layers * h;
-    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size;
+    // One chunk of logits, and the attention forward's partial sums where
+    // it splits the keys of a short sequence (real GPUs).
+    let split = KeySplit::GPU.state_bound(FLASH_WG as usize, h, cfg.head_dim, t);
+    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + split;
     // The matrices in `elem`; the gains (a few per layer) counted as such too.
     let values = crate::model::memory::weights_bytes(cfg) as usize / 4;
     crate::model::memory::Footprint {
@@ -301,7 +304,12 @@ impl GpuEngine {
             xf: paged(ctx, "xf", &rows, c).await?,
             rstd_f: paged(ctx, "rstd_f", &rows, 1).await?,
             entropy: ctx.zeros("entropy", hh * page_rows).await?,
-            attn_state: ctx.zeros("attention forward state", 3 * hh * page_rows).await?,
+            attn_state: ctx
+                .zeros(
+                    "attention forward state",
+                    self.kernels.attention.state_len(cfg.attn_shape(page_rows)),
+                )
+                .await?,
             z: ctx.zeros("logits chunk", chunk * vocab).await?,
             xf_chunk: ctx.zeros("xf chunk", chunk * c).await?,
             loss_chunk: ctx.zeros("loss chunk", chunk).await?,

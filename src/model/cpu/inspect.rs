@@ -8,7 +8,7 @@
 //! reaches these through the `Engine` trait's default methods (the GPU
 //! engine hands over its weights), so there is one definition to test.
 
-use super::attention::{attention_forward, AttnShape};
+use super::attention::attention_forward;
 use super::ops::{embedding_forward, rmsnorm_forward, rope_apply, scale_rows, swiglu_forward};
 use crate::model::config::{ModelConfig, PositionEncoding};
 use crate::model::engine::check_inputs;
@@ -71,12 +71,7 @@ fn layer_qk(
         }
         let mut att = vec![0f32; t * qd];
         let mut lse = vec![0f32; hh * t];
-        let shape = AttnShape {
-            t,
-            heads: hh,
-            kv_heads: kvh,
-            hd,
-        };
+        let shape = cfg.attn_shape(t);
         let scales = &head_scales.values[l * hh..(l + 1) * hh];
         attention_forward(&mut att, &mut lse, None, &q, &k, &v, scales, shape);
         // x += att Wo^T

@@ -3,7 +3,7 @@
 //! RMSNorm and the LM head. Written plainly, as the reference; the speed is
 //! in the matrix products and the streaming attention.
 
-use super::attention::{attention_backward, attention_forward, AttnShape};
+use super::attention::{attention_backward, attention_forward};
 use super::ops::*;
 use crate::model::config::{ModelConfig, PositionEncoding};
 use crate::model::engine::{ForwardOptions, LogitsRequest};
@@ -119,12 +119,7 @@ pub async fn forward_pausing<T: Real>(
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-    let shape = AttnShape {
-        t,
-        heads: hh,
-        kv_heads: kvh,
-        hd,
-    };
+    let shape = cfg.attn_shape(t);
     let lay = &params.layout;
     let mut x = vec![T::zero(); t * c];
     embedding_forward(&mut x, w(params, lay.embed, cfg.vocab_size * c), tokens, c);
@@ -413,12 +408,7 @@ pub async fn backward_pausing<T: Real>(
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let (hh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-    let shape = AttnShape {
-        t,
-        heads: hh,
-        kv_heads: kvh,
-        hd,
-    };
+    let shape = cfg.attn_shape(t);
     let lay = &params.layout;
     let full = grads.is_some();
     let mut dxf = vec![T::zero(); t * c];
