@@ -71,7 +71,9 @@ fn attention_backward_dkdv_flash(
     for (var d4 = 0u; d4 < HD4; d4++) {
         kv[d4] = k4(k0, d4);
         vv[d4] = v4(k0, d4);
-        if (!first) {
+        // (not for a key past the last: its clamped index is another's,
+        // which that one writes in this dispatch)
+        if (in_range && !first) {
             dka[d4] = dk4(k0, d4);
             dva[d4] = dv4(k0, d4);
         }

@@ -74,7 +74,9 @@ fn attention_backward_dq_flash(
     for (var d4 = 0u; d4 < HD4; d4++) {
         qv[d4] = q4(q0, d4);
         dov[d4] = dout4(q0, d4);
-        if (!first) {
+        // (not for a row past the last: its clamped index is another's,
+        // which that one writes in this dispatch)
+        if (in_range && !first) {
             dqa[d4] = dq4(q0, d4);
         }
     }
@@ -116,7 +118,8 @@ fn attention_backward_dq_flash(
                 // min: rounding can put a score a hair above the lse
                 let pij = exp(min(lambda * raw_ij - row_lse, 0.0));
                 let ds = select(0.0, pij * (((dp.x + dp.y) + (dp.z + dp.w)) - row_d), jj < nv);
-                dscale += ds * raw_ij;
+                // (a masked key's score may be anything; its term is 0)
+                dscale += select(0.0, ds * raw_ij, jj < nv);
                 let a = vec4<f32>(ds * lambda);
                 for (var d4 = 0u; d4 < HD4; d4++) {
                     dqa[d4] = fma(a, k_tile[jj * HD4 + d4], dqa[d4]);

@@ -82,7 +82,9 @@ fn attention_forward_flash(
     let first = p.begin == 0u;
     for (var d4 = 0u; d4 < HD4; d4++) {
         qv[d4] = q4(q0, d4) * lambda;
-        if (!first) {
+        // (not for a row past the last: its clamped index is another's,
+        // which that one writes in this dispatch)
+        if (in_range && !first) {
             acc[d4] = out4(q0, d4);
         }
     }
