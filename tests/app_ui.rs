@@ -149,6 +149,36 @@ fn doubling_the_length_recomputes_the_entropy() {
     h.get_by_label_contains("1024 tokens, mean over");
 }
 
+/// The against-length sweep, asked for with its button: Stop while it
+/// runs; then one legend for its three plots naming the RoPE twin, the
+/// current scales and L, and the button hides the plots again.
+#[test]
+fn the_against_length_sweep_runs_and_hides() {
+    let mut state = small_state();
+    state.scales.uniform = 1.3;
+    // (The controls hidden too: the model choice would name the twin again.)
+    state.hide = vec!["entropy".into(), "attention".into(), "controls".into()];
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::AGAINST_START).click();
+    h.step();
+    h.step();
+    assert!(h.state().state.against_length);
+    h.get_by_label(text::AGAINST_STOP);
+    let took = app_common::settle(&mut h, Duration::from_secs(600));
+    eprintln!("against length: {took:?}");
+    for name in [text::BEFORE, text::AFTER, text::MODEL_ROPE, text::TRAINING_LENGTH] {
+        h.get_by_label(name);
+    }
+    assert!(h.query_by_label(text::AGAINST_STOP).is_none(), "done: no Stop");
+    h.get_by_label(text::AGAINST_HIDE).click();
+    h.step();
+    h.step();
+    assert!(!h.state().state.against_length);
+    h.get_by_label(text::AGAINST_START);
+    assert!(h.query_by_label(text::MODEL_ROPE).is_none(), "the plots are gone");
+}
+
 #[test]
 fn a_bad_scales_file_shows_the_error_and_a_good_one_applies() {
     let dir = std::env::temp_dir().join(format!("nopescope-app-test-{}", std::process::id()));

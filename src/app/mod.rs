@@ -96,6 +96,7 @@ impl NopeApp {
                 layers: 1,
                 heads: 1,
                 training_length: 256,
+                rope: m == ModelChoice::Rope,
             })
         };
         let infos = [info(ModelChoice::Nope), info(ModelChoice::Rope)];

@@ -67,6 +67,9 @@ pub struct ModelInfo {
     pub layers: usize,
     pub heads: usize,
     pub training_length: usize,
+    /// Rotary position encoding (the RoPE twin, or a RoPE checkpoint):
+    /// the views name its unscaled setting "RoPE (s = 1)", not NoPE.
+    pub rope: bool,
 }
 
 impl ModelInfo {
@@ -82,6 +85,7 @@ impl ModelInfo {
             layers: c.num_layers,
             heads: c.num_heads,
             training_length: c.training_length,
+            rope: matches!(c.position_encoding, crate::model::PositionEncoding::Rope { .. }),
         }
     }
 }

@@ -28,8 +28,8 @@ pub const MODEL_ROPE: &str = "RoPE twin (bundled)";
 pub const SCALES_HEADING: &str = "Head scales";
 pub const UNIFORM_SCALE: &str = "Uniform scale";
 pub const UNIFORM_HELP: &str =
-    "Multiplies every head's attention logits: s = 1 is plain NoPE, s > 1 sharpens attention.";
-pub const RESET_SCALES: &str = "Reset to NoPE (s = 1)";
+    "Multiplies every head's attention logits: s = 1 is the model as trained, s > 1 sharpens attention.";
+pub const RESET_SCALES: &str = "Reset to s = 1";
 pub const SCALES_FILE: &str = "Head-scales file (path or JSON)";
 pub const LOAD_SCALES: &str = "Load head scales";
 pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
@@ -50,12 +50,15 @@ pub const QUERY: &str = "Query position";
 pub const POOLED_HELP: &str =
     "Whole attention pattern, pooled to at most 512 x 512 cells (log colour scale): rows are queries, columns keys.";
 pub const BEFORE: &str = "NoPE (s = 1)";
+/// `BEFORE` for a model with rotary position encoding.
+pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
 pub const AFTER: &str = "with the current scales";
 pub const AGAINST_HEADING: &str = "Against length";
 pub const AGAINST_HELP: &str =
     "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin.";
 pub const AGAINST_START: &str = "Compute against length";
 pub const AGAINST_STOP: &str = "Stop";
+pub const AGAINST_HIDE: &str = "Hide these plots";
 
 // Status
 pub const ENGINE: &str = "Engine";

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, Points, VLine};
 
 use super::{show_entry_status, Keys};
 use crate::app::export;
@@ -29,11 +29,6 @@ impl AgainstLengthView {
             }
             return;
         }
-        if ui.button(text::AGAINST_STOP).clicked() {
-            // Not asking for the jobs this frame cancels them.
-            state.against_length = false;
-            return;
-        }
         // The model in view (the bundled NoPE, or the user's own).
         let model = if state.model == ModelChoice::Custom {
             ModelChoice::Custom
@@ -42,10 +37,16 @@ impl AgainstLengthView {
         };
         // The settings every view draws: NoPE (or setting B), then the
         // current scales when they differ.
+        // (On the bundled NoPE even while the RoPE twin is in view.)
+        let rope = model == ModelChoice::Custom && keys.info.rope;
         let mut series: Vec<(String, egui::Color32, JobKey)> = keys
-            .settings()
+            .settings_on(rope)
             .into_iter()
-            .map(|(name, scales, colour)| (name.to_string(), colour, JobKey::AgainstLength { model, scales }))
+            .map(|(name, scales, colour)| {
+                // (green stays the twin's, also beside a RoPE model of one's own)
+                let colour = if colour == palette::ROPE { palette::NOPE } else { colour };
+                (name.to_string(), colour, JobKey::AgainstLength { model, scales })
+            })
             .collect();
         series.push((
             text::MODEL_ROPE.to_string(),
@@ -55,19 +56,39 @@ impl AgainstLengthView {
                 scales: keys.ones.clone(),
             },
         ));
+        let entries: Vec<_> = series.iter().map(|(_, _, key)| jobs.get(key).clone()).collect();
+        let running = entries.iter().any(|e| !matches!(e, crate::app::jobs::Entry::Done(_)));
+        // Stop while the sweeps run; once they are done the same button
+        // takes the plots away (and a later click computes them again).
+        if ui
+            .button(if running {
+                text::AGAINST_STOP
+            } else {
+                text::AGAINST_HIDE
+            })
+            .clicked()
+        {
+            // Not asking for the jobs this frame cancels them.
+            state.against_length = false;
+            return;
+        }
         let mut results: Vec<(String, egui::Color32, Arc<JobResult>)> = Vec::new();
-        for (name, colour, key) in &series {
-            let entry = jobs.get(key).clone();
+        for ((name, colour, _), entry) in series.iter().zip(&entries) {
             if !matches!(entry, crate::app::jobs::Entry::Done(_)) {
                 ui.horizontal(|ui| {
                     ui.label(name);
-                    show_entry_status(ui, &entry);
+                    show_entry_status(ui, entry);
                 });
             }
             if let Some(r) = entry.shared() {
                 results.push((name.clone(), *colour, r));
             }
         }
+        // One legend for the three plots, which share their series: in
+        // plots this small a legend inside would hide the curves.
+        let mut legend: Vec<(&str, egui::Color32)> = series.iter().map(|(n, c, _)| (n.as_str(), *c)).collect();
+        legend.push((text::TRAINING_LENGTH, palette::TRAINING_LENGTH));
+        super::legend_row(ui, &legend);
         let l = (keys.info.training_length as f64).log2();
         let metrics: [(&str, &str, Metric); 3] = [
             ("against entropy", text::BITS_AXIS, |p| Some(p.entropy_bits)),
@@ -82,9 +103,9 @@ impl AgainstLengthView {
                     let plot = Plot::new(id)
                         .width(width)
                         .height(200.0)
-                        .legend(Legend::default())
                         .x_axis_label(text::LENGTH_AXIS)
                         .y_axis_label(axis)
+                        .x_grid_spacer(move |input| doublings(input, l))
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
                             for (name, colour, r) in results {
@@ -145,4 +166,21 @@ impl AgainstLengthView {
             }
         });
     }
+}
+
+/// The length axis' grid (log2 of the length): a line at every doubling,
+/// the stronger ones (which carry the labels where there is room) at L
+/// and every 4 times from it, so L is always labelled.
+fn doublings(input: GridInput, l: f64) -> Vec<GridMark> {
+    let (lo, hi) = input.bounds;
+    ((lo.ceil() as i64)..=(hi.floor() as i64))
+        .map(|k| GridMark {
+            value: k as f64,
+            step_size: if (k as f64 - l).rem_euclid(2.0) == 0.0 {
+                2.0
+            } else {
+                1.0
+            },
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints, VLine};
+use egui_plot::{Corner, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
 
 use super::{show_entry_status, Keys};
 use crate::app::export;
@@ -60,9 +60,11 @@ impl EntropyView {
         let (layer, head) = (state.layer, state.head);
         let pinned: Vec<[usize; 2]> = state.pinned.iter().copied().filter(|&p| p != [layer, head]).collect();
         let training = keys.info.training_length;
+        // The curves rise from the lower left: the legend goes where they
+        // are not, so it never hides their ends near L.
         let plot = Plot::new("entropy against position")
             .height(260.0)
-            .legend(Legend::default())
+            .legend(Legend::default().position(Corner::RightBottom))
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)

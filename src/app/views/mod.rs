@@ -69,15 +69,25 @@ impl Keys {
         }
     }
 
-    /// The scale settings to draw: NoPE (or setting B, when chosen), then
-    /// the current scales if they differ.
+    /// The scale settings to draw on the model in view: s = 1 (or setting
+    /// B, when chosen), then the current scales if they differ.
     pub fn settings(&self) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
+        self.settings_on(self.info.rope)
+    }
+
+    /// `settings` on a model with (`rope`) or without rotary position
+    /// encoding, which names the unscaled setting.
+    pub fn settings_on(&self, rope: bool) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
+        let (plain, colour) = match rope {
+            true => (text::BEFORE_ROPE, palette::ROPE),
+            false => (text::BEFORE, palette::NOPE),
+        };
         let (name, base) = match &self.compare {
             Some(b) => (text::SETTING_B, b.clone()),
-            None => (text::BEFORE, self.ones.clone()),
+            None => (plain, self.ones.clone()),
         };
         let same = base == self.scales;
-        let mut v = vec![(name, base, palette::NOPE)];
+        let mut v = vec![(name, base, colour)];
         if !same {
             v.push((text::AFTER, self.scales.clone(), palette::SCALED));
         }
@@ -92,6 +102,23 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
         egui_plot::HoverPosition::NearDataPoint { position, .. } => *position,
         egui_plot::HoverPosition::Elsewhere { position } => *position,
     }
+}
+
+/// A legend shared by several plots: a short line of each colour and its
+/// name, in a row that wraps.
+pub fn legend_row(ui: &mut egui::Ui, entries: &[(&str, egui::Color32)]) {
+    ui.horizontal_wrapped(|ui| {
+        for &(name, colour) in entries {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 12.0), egui::Sense::hover());
+            let y = rect.center().y;
+            ui.painter().line_segment(
+                [egui::pos2(rect.left(), y), egui::pos2(rect.right(), y)],
+                egui::Stroke::new(palette::LINE_WIDTH, colour),
+            );
+            ui.label(name);
+            ui.add_space(8.0);
+        }
+    });
 }
 
 /// The viridis colour bar of the maps, low to high (its ends are the
@@ -127,5 +154,30 @@ pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
             ui.colored_label(palette::ERROR, text::error(e));
         }
         Entry::Done(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::state::ModelChoice;
+
+    /// The unscaled setting is named (and coloured) after the model in
+    /// view: the RoPE twin's is not "NoPE (s = 1)".
+    #[test]
+    fn the_unscaled_setting_is_named_after_the_model() {
+        for (model, name, colour) in [
+            (ModelChoice::Nope, text::BEFORE, palette::NOPE),
+            (ModelChoice::Rope, text::BEFORE_ROPE, palette::ROPE),
+        ] {
+            let state = ViewState {
+                model,
+                ..ViewState::default()
+            };
+            let keys = Keys::of(&state, ModelInfo::of(model).unwrap());
+            let settings = keys.settings();
+            assert_eq!(settings.len(), 1, "{model:?}: s = 1 only");
+            assert_eq!((settings[0].0, settings[0].2), (name, colour), "{model:?}");
+        }
     }
 }
