@@ -30,16 +30,12 @@
 const WG: u32 = {{QUERY_WG}}u;
 // Query rows per tile.
 const ROW_BLOCK: u32 = {{KEY_BLOCK}}u;
-// The head dim this pipeline is built for (p.hd, checked on the host),
-// and the vec4s that hold one head's row.
-const HD: u32 = {{HEAD_DIM}}u;
-const HD4: u32 = (HD + 3u) / 4u;
 
 var<workgroup> q_tile: array<vec4<f32>, ROW_BLOCK * HD4>;  // (ROW_BLOCK, HD4)
 var<workgroup> do_tile: array<vec4<f32>, ROW_BLOCK * HD4>; // (ROW_BLOCK, HD4)
 var<workgroup> stat_tile: array<vec2<f32>, ROW_BLOCK>;     // (ROW_BLOCK): lse, D
 
-// dk4, dv4, dout4, q4, k4, v4 (a head row's elements 4 d4 .. 4 d4 + 3 at
+// HD, HD4, dk4, dv4, dout4, q4, k4, v4 (a head row's elements 4 d4 .. 4 d4 + 3 at
 // `base`, zero past the head dim), write_dk and write_dv
 // (src/gpu/attention.rs, `head_rows4`).
 {{HEAD_ROWS4}}

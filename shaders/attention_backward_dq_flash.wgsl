@@ -27,20 +27,14 @@
 
 // Query rows per workgroup, one per invocation.
 const WG: u32 = {{QUERY_WG}}u;
-// Keys per tile.
-const KEY_BLOCK: u32 = {{KEY_BLOCK}}u;
-// The head dim this pipeline is built for (p.hd, checked on the host),
-// and the vec4s that hold one head's row.
-const HD: u32 = {{HEAD_DIM}}u;
-const HD4: u32 = (HD + 3u) / 4u;
-
-var<workgroup> k_tile: array<vec4<f32>, KEY_BLOCK * HD4>; // (KEY_BLOCK, HD4)
-var<workgroup> v_tile: array<vec4<f32>, KEY_BLOCK * HD4>; // (KEY_BLOCK, HD4)
-
-// dq4, dout4, q4, k4, v4 (a head row's elements 4 d4 .. 4 d4 + 3 at
+// HD, HD4, dq4, dout4, q4, k4, v4 (a head row's elements 4 d4 .. 4 d4 + 3 at
 // `base`, zero past the head dim) and write_dq (src/gpu/attention.rs,
 // `head_rows4`).
 {{HEAD_ROWS4}}
+
+// KEY_BLOCK, the key and value tiles and load_key_tile
+// (shaders/attention_key_tiles.wgsl).
+{{ATTENTION_KEY_TILES}}
 
 @compute @workgroup_size(WG)
 fn attention_backward_dq_flash(
@@ -60,7 +54,6 @@ fn attention_backward_dq_flash(
     let in_range = il < p.rows && il >= b.lo;
     let g = h / p.group;
     let qs = p.heads * HD;
-    let kvs = p.kv_heads * HD;
     let lambda = head_scales[h] * p.inv_sqrt_hd;
     let q0 = min(il, p.rows - 1u) * qs + h * HD;
     let r = h * p.rows + min(il, p.rows - 1u);
@@ -91,18 +84,7 @@ fn attention_backward_dq_flash(
         let nk = min(KEY_BLOCK, kend - j0);
         // the workgroup loads the tile, zeros past its last key
         workgroupBarrier();
-        for (var x = lid; x < KEY_BLOCK * HD4; x += WG) {
-            let jj = x / HD4;
-            var kx = vec4<f32>(0.0);
-            var vx = vec4<f32>(0.0);
-            if (jj < nk) {
-                let src = (j0 + jj - p.k_first) * kvs + g * HD;
-                kx = k4(src, x % HD4);
-                vx = v4(src, x % HD4);
-            }
-            k_tile[x] = kx;
-            v_tile[x] = vx;
-        }
+        load_key_tile(lid, j0, nk, g);
         workgroupBarrier();
         if (in_range && j0 <= i) {
             // the tile's keys this row sees: 0 .. nv

@@ -217,61 +217,60 @@ const DKDV_BINDINGS: &[(&str, Access)] = &[
 /// (or keys) per workgroup: the forward and dq with `key_tile` keys per
 /// tile, dk and dv with `row_tile` query rows per tile.
 pub fn flash_shaders(hd: u32, wg: u32, key_tile: u32, row_tile: u32) -> [ShaderSource; 3] {
+    let values = |tile: u32| [("QUERY_WG", wg), ("KEY_BLOCK", tile), ("HEAD_DIM", hd)];
     // Each with the head rows it reads and writes as vec4s (`head_rows4`).
-    let source = |file: &'static str,
-                  template: &str,
-                  tile: u32,
-                  forward: bool,
-                  bindings: &'static [(&'static str, Access)],
-                  reads: &[&str],
-                  writes: &[&str]| {
-        let rows4 = head_rows4(reads, writes);
-        let mut parts = vec![ATTENTION_PARAMS];
-        if forward {
-            parts.push(ATTENTION_FORWARD_COMMON);
-        }
-        parts.extend([ATTENTION_BLOCKS, ("HEAD_ROWS4", rows4.as_str())]);
-        let values = [("QUERY_WG", wg), ("KEY_BLOCK", tile), ("HEAD_DIM", hd)];
-        ShaderSource::new(file, &shader::include(template, &parts), &values).bind(bindings, params_layout())
+    let forward_rows = head_rows4(&["q", "out", "k", "v"], &["out", "state"]);
+    let dq_rows = head_rows4(&["dq", "dout", "q", "k", "v"], &["dq"]);
+    let dkdv_rows = head_rows4(&["dk", "dv", "dout", "q", "k", "v"], &["dk", "dv"]);
+    let source = |file, template, parts: &[(&str, &str)], tile, bindings| {
+        ShaderSource::new(file, &shader::include(template, parts), &values(tile)).bind(bindings, params_layout())
     };
     [
         source(
             "attention_forward_flash.wgsl",
             include_str!("../../shaders/attention_forward_flash.wgsl"),
+            &[
+                ATTENTION_PARAMS,
+                ATTENTION_FORWARD_COMMON,
+                ATTENTION_BLOCKS,
+                ("HEAD_ROWS4", &forward_rows),
+                ATTENTION_KEY_TILES,
+            ],
             key_tile,
-            true,
             FORWARD_BINDINGS,
-            &["q", "out", "k", "v"],
-            &["out", "state"],
         ),
         source(
             "attention_backward_dq_flash.wgsl",
             include_str!("../../shaders/attention_backward_dq_flash.wgsl"),
+            &[
+                ATTENTION_PARAMS,
+                ATTENTION_BLOCKS,
+                ("HEAD_ROWS4", &dq_rows),
+                ATTENTION_KEY_TILES,
+            ],
             key_tile,
-            false,
             DQ_BINDINGS,
-            &["dq", "dout", "q", "k", "v"],
-            &["dq"],
         ),
         source(
             "attention_backward_dkdv_flash.wgsl",
             include_str!("../../shaders/attention_backward_dkdv_flash.wgsl"),
+            &[ATTENTION_PARAMS, ATTENTION_BLOCKS, ("HEAD_ROWS4", &dkdv_rows)],
             row_tile,
-            false,
             DKDV_BINDINGS,
-            &["dk", "dv", "dout", "q", "k", "v"],
-            &["dk", "dv"],
         ),
     ]
 }
 
-/// WGSL functions over the head rows of the kernels built for one head dim
-/// (`HD`, `HD4` in the shader), one set per binding: `NAME4(base, d4)`
+/// The head dim's constants `HD` (`{{HEAD_DIM}}`, substituted after) and
+/// `HD4`, and WGSL functions over the head rows of the kernels built for
+/// that head dim, one set per binding: `NAME4(base, d4)`
 /// reads elements 4 d4 .. 4 d4 + 3 of the row at `base` of binding NAME as
 /// a vec4 (zero past the head dim), for each of `reads`; `write_NAME(base,
 /// d4, x)` writes them (those within the head dim), for each of `writes`.
 fn head_rows4(reads: &[&str], writes: &[&str]) -> String {
-    let mut text = String::new();
+    // The head dim the pipeline is built for (p.hd, checked on the host),
+    // and the vec4s that hold one head's row.
+    let mut text = String::from("const HD: u32 = {{HEAD_DIM}}u;\nconst HD4: u32 = (HD + 3u) / 4u;\n\n");
     for name in reads {
         text += &format!(
             "fn {name}4(base: u32, d4: u32) -> vec4<f32> {{
@@ -394,6 +393,12 @@ const ATTENTION_PARAMS: (&str, &str) = ("ATTENTION_PARAMS", include_str!("../../
 const ATTENTION_FORWARD_COMMON: (&str, &str) = (
     "ATTENTION_FORWARD_COMMON",
     include_str!("../../shaders/attention_forward_common.wgsl"),
+);
+
+/// The key and value tiles of the flash forward and dq.
+const ATTENTION_KEY_TILES: (&str, &str) = (
+    "ATTENTION_KEY_TILES",
+    include_str!("../../shaders/attention_key_tiles.wgsl"),
 );
 
 /// How the kernels built in workgroups split the rows into blocks.
