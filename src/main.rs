@@ -614,6 +614,7 @@ fn bench_model_cmd(
     let report = bench::ModelBenchReport {
         model: dir.display().to_string(),
         backend: engine.name(),
+        kernels: engine.kernels(),
         parameters,
         tokens,
         load_seconds,

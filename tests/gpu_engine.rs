@@ -356,6 +356,32 @@ fn gpu_matches_cpu_nope_split_keys() {
     });
 }
 
+/// The engine names the attention forms it runs (for the bench's record),
+/// and the key split follows `set_key_split`: off on a CPU adapter.
+#[test]
+fn the_engine_names_its_attention_forms() {
+    let Some(ctx) = context("the_engine_names_its_attention_forms") else {
+        return;
+    };
+    let cfg = small_config(PositionEncoding::None, false);
+    let params = Params::<f32>::random(&cfg, 0.3, 15);
+    let mut gpu = gpu_engine(ctx.clone(), cfg.clone(), params);
+    let kernels = gpu.kernels().expect("the GPU engine has kernel forms");
+    assert!(
+        kernels.contains("Flash forward (head dim") && kernels.ends_with("Flash backward"),
+        "{kernels}"
+    );
+    if ctx.report().is_cpu {
+        assert!(kernels.contains("keys not split"), "{kernels}");
+    }
+    gpu.set_key_split(KeySplit::GPU);
+    let kernels = gpu.kernels().unwrap();
+    assert!(
+        kernels.contains("keys split up to 512 workgroups of at least 128 keys"),
+        "{kernels}"
+    );
+}
+
 #[test]
 fn gpu_matches_cpu_rope_tied_chunked_logits() {
     against_cpu(Case::small(

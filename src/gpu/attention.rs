@@ -638,6 +638,28 @@ impl Attention {
         }
     }
 
+    /// The forms in use, for a benchmark's record: e.g. "attention: Flash
+    /// forward (head dim 32, 64 rows per workgroup), keys split up to 512
+    /// workgroups of at least 128 keys; Flash backward".
+    pub fn describe(&self) -> String {
+        let built = match &self.flash {
+            Some(f) if self.form == ForwardForm::Flash || self.backward_form == BackwardForm::Flash => {
+                format!(" (head dim {}, {} rows per workgroup)", f.hd, f.wg)
+            }
+            _ => String::new(),
+        };
+        let split = match self.key_split {
+            KeySplit { workgroups: 0, .. } => "keys not split".to_string(),
+            KeySplit { workgroups, min_keys } => {
+                format!("keys split up to {workgroups} workgroups of at least {min_keys} keys")
+            }
+        };
+        format!(
+            "attention: {:?} forward{built}, {split}; {:?} backward",
+            self.form, self.backward_form
+        )
+    }
+
     /// Keys (forward, dq) or query rows (dk, dv) one dispatch covers, so
     /// that no invocation loops more than `loop_budget` times. Each key
     /// costs at most 3 hd + 4 loop iterations per head it is scored for

@@ -304,6 +304,13 @@ impl Engine for AnyEngine {
         }
     }
 
+    fn kernels(&self) -> Option<String> {
+        match self {
+            AnyEngine::Cpu(e) => e.kernels(),
+            AnyEngine::Gpu(e) => e.kernels(),
+        }
+    }
+
     fn device_work(&self) -> Option<crate::model::engine::DeviceWork> {
         match self {
             AnyEngine::Cpu(e) => e.device_work(),

@@ -16,6 +16,9 @@ use crate::model::rng::Rng;
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct BenchReport {
     pub backend: String,
+    /// The engine's kernel forms where it has a choice (`Engine::kernels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// A forward of 16 tokens (logits of the last): almost no arithmetic,
     /// so its time is the engine's fixed cost per call.
     pub forward_seconds_t16: f64,
@@ -160,6 +163,7 @@ pub async fn run<E: Engine>(
     let mut rng = Rng::new(2024);
     let mut report = BenchReport {
         backend: engine.name(),
+        kernels: engine.kernels(),
         ..Default::default()
     };
 
@@ -400,6 +404,9 @@ pub fn fmt_bytes(b: Option<u64>) -> String {
 impl BenchReport {
     pub fn table(&self) -> String {
         let mut s = format!("backend: {}\n", self.backend);
+        if let Some(k) = &self.kernels {
+            s += &format!("kernels: {k}\n");
+        }
         s += &format!("{:<44} {:>14}\n", "measurement", "value");
         s += &format!(
             "{:<44} {:>14.3}\n",
@@ -480,6 +487,8 @@ impl BenchReport {
 pub struct ModelBenchReport {
     pub model: String,
     pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     pub parameters: usize,
     pub tokens: usize,
     /// Reading the files and making the engine (weights uploaded).
@@ -515,6 +524,9 @@ impl ModelBenchReport {
             "model: {} ({} parameters)\nbackend: {}\n",
             self.model, self.parameters, self.backend
         );
+        if let Some(k) = &self.kernels {
+            s += &format!("kernels: {k}\n");
+        }
         s += &format!("{:<44} {:>14}\n", "measurement", "value");
         s += &format!("{:<44} {:>14.2}\n", "load seconds (files + engine)", self.load_seconds);
         for (i, t) in self.forward_seconds.iter().enumerate() {

@@ -132,6 +132,12 @@ pub trait Engine {
     /// A short description: which engine, which device.
     fn name(&self) -> String;
 
+    /// The kernels the engine runs where it has a choice of forms, for a
+    /// benchmark's record (None where it has no choice).
+    fn kernels(&self) -> Option<String> {
+        None
+    }
+
     /// The device work so far (None for an engine without a device).
     fn device_work(&self) -> Option<DeviceWork> {
         None

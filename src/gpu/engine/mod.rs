@@ -339,6 +339,10 @@ impl Engine for GpuEngine {
         format!("gpu ({})", self.ctx.adapter())
     }
 
+    fn kernels(&self) -> Option<String> {
+        Some(self.kernels.attention.describe())
+    }
+
     fn device_work(&self) -> Option<crate::model::engine::DeviceWork> {
         Some(self.ctx.work())
     }
