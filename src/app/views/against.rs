@@ -106,6 +106,8 @@ impl AgainstLengthView {
                         .x_axis_label(text::LENGTH_AXIS)
                         .y_axis_label(axis)
                         .x_grid_spacer(move |input| doublings(input, l))
+                        .y_grid_spacer(super::nice_grid(super::Y_LABEL_GAP, false))
+                        .y_axis_formatter(super::nice_label)
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
                             for (name, colour, r) in results {

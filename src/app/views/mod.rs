@@ -121,6 +121,55 @@ pub fn legend_row(ui: &mut egui::Ui, entries: &[(&str, egui::Color32)]) {
     });
 }
 
+/// Labelled lines at least this far apart (points) on a plot's x axis and
+/// on its y axis: egui_plot shows a tick label fully from 80 (x) and 30
+/// (y) points apart, and none under 60 and 20.
+pub const X_LABEL_GAP: f64 = 80.0;
+pub const Y_LABEL_GAP: f64 = 30.0;
+
+/// A grid spacer of steps of 1, 2 or 5 times a power of ten (whole numbers
+/// with `whole`), the smallest whose lines lie `gap` points apart, so a
+/// short axis still carries a few labels: egui_plot's default steps by
+/// powers of ten only, which can leave an axis of 0 to 0.9 with one label
+/// (its 0.1 lines too close to label) or an axis of 6 steps with faint ones.
+pub fn nice_grid(gap: f64, whole: bool) -> impl Fn(egui_plot::GridInput) -> Vec<egui_plot::GridMark> {
+    move |input| {
+        // `base_step_size` is the value across egui_plot's default
+        // smallest grid spacing, 8 points.
+        let want = input.base_step_size / 8.0 * gap;
+        let mut step = 10f64.powf(want.log10().floor());
+        for m in [1.0, 2.0, 5.0, 10.0] {
+            if m * step >= want {
+                step *= m;
+                break;
+            }
+        }
+        if whole {
+            step = step.max(1.0).round();
+        }
+        let (lo, hi) = input.bounds;
+        if !(step > 0.0 && step.is_finite() && hi >= lo) {
+            return Vec::new();
+        }
+        let first = (lo / step).ceil() as i64;
+        let last = (hi / step).floor() as i64;
+        (first..=last.min(first + 1000))
+            .map(|k| egui_plot::GridMark {
+                value: k as f64 * step,
+                step_size: step,
+            })
+            .collect()
+    }
+}
+
+/// A tick label of a `nice_grid` axis: as many decimals as its step needs
+/// (0.005: three; egui_plot's default rounds the step's to two and shows
+/// 0.015 as 0.01).
+pub fn nice_label(mark: egui_plot::GridMark, _range: &std::ops::RangeInclusive<f64>) -> String {
+    let decimals = (-mark.step_size.log10().floor()).clamp(0.0, 9.0) as usize;
+    format!("{:.*}", decimals, mark.value)
+}
+
 /// The viridis colour bar of the maps, low to high (its ends are the
 /// caller's labels).
 pub fn colour_bar(ui: &mut egui::Ui) {
@@ -161,6 +210,44 @@ pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
 mod tests {
     use super::*;
     use crate::app::state::ModelChoice;
+
+    /// A short axis gets lines 1, 2 or 5 x 10^k apart, labelled ones at
+    /// least the gap apart: 0 .. 0.92 over 175 points, 30 apart, steps
+    /// by 0.2 (egui_plot's powers of ten: 0.1, 19 points, unlabelled); 6
+    /// search steps over 310 points, 80 apart, by 2 whole steps.
+    #[test]
+    fn the_nice_grid_keeps_labels_apart() {
+        let input = |lo: f64, hi: f64, points: f64| egui_plot::GridInput {
+            bounds: (lo, hi),
+            base_step_size: (hi - lo) / points * 8.0,
+        };
+        let values = |marks: Vec<egui_plot::GridMark>| marks.iter().map(|m| m.value).collect::<Vec<_>>();
+        let y = values(nice_grid(Y_LABEL_GAP, false)(input(0.0, 0.923, 175.0)));
+        assert_eq!(y.len(), 5, "{y:?}");
+        for (v, want) in y.iter().zip([0.0, 0.2, 0.4, 0.6, 0.8]) {
+            assert!((v - want).abs() < 1e-9, "{y:?}");
+        }
+        assert_eq!(
+            values(nice_grid(X_LABEL_GAP, true)(input(0.75, 6.25, 310.0))),
+            [2.0, 4.0, 6.0]
+        );
+        // Whole steps never go under 1, and a degenerate axis has no lines.
+        assert_eq!(
+            values(nice_grid(X_LABEL_GAP, true)(input(1.0, 3.0, 2000.0))),
+            [1.0, 2.0, 3.0]
+        );
+        assert!(nice_grid(Y_LABEL_GAP, false)(input(1.0, 1.0, 100.0)).len() <= 1);
+        let label = |value, step_size| nice_label(egui_plot::GridMark { value, step_size }, &(0.0..=1.0));
+        assert_eq!(
+            [
+                label(0.015, 0.005),
+                label(0.4, 0.2),
+                label(4.0, 2.0),
+                label(300.0, 100.0)
+            ],
+            ["0.015", "0.4", "4", "300"]
+        );
+    }
 
     /// The unscaled setting is named (and coloured) after the model in
     /// view: the RoPE twin's is not "NoPE (s = 1)".

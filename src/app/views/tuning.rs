@@ -592,6 +592,10 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
         .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
+        .x_grid_spacer(super::nice_grid(super::X_LABEL_GAP, !uniform))
+        .y_grid_spacer(super::nice_grid(super::Y_LABEL_GAP, false))
+        .x_axis_formatter(super::nice_label)
+        .y_axis_formatter(super::nice_label)
         .show(ui, |plot| {
             plot.line(
                 Line::new(text::OBJECTIVE_AXIS, PlotPoints::from(points.clone()))
