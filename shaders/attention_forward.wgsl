@@ -22,8 +22,8 @@
 // rows from p.k_first; begin, end, i and j are positions in the sequence.
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares, LOWEST and LN2
-// (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST, LN2 and
+// lse_and_entropy (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
 // The bindings and the query blocks
@@ -120,9 +120,9 @@ fn attention_forward(
         for (var d = 0u; d < p.hd; d++) {
             out[q0 + d] = acc[d] * inv_z;
         }
-        let ln_z = log(z);
-        lse[r] = m + ln_z;
-        entropy_bits[r] = max((ln_z - ent * inv_z) / LN2, 0.0);
+        let stats = lse_and_entropy(m, z, ent);
+        lse[r] = stats.x;
+        entropy_bits[r] = stats.y;
     } else {
         for (var d = 0u; d < p.hd; d++) {
             out[q0 + d] = acc[d];

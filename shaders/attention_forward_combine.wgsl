@@ -10,8 +10,8 @@
 // (see attention_forward.wgsl). Whole sequences only (p.begin = 0).
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares, LOWEST and LN2
-// (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST, LN2 and
+// lse_and_entropy (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;          // (rows, H * hd)
@@ -63,7 +63,7 @@ fn attention_forward_combine(
         out[q0 + d] = acc[d] * inv_z;
     }
     let r = h * p.rows + il;
-    let ln_z = log(z);
-    lse[r] = m + ln_z;
-    entropy_bits[r] = max((ln_z - ent * inv_z) / LN2, 0.0);
+    let stats = lse_and_entropy(m, z, ent);
+    lse[r] = stats.x;
+    entropy_bits[r] = stats.y;
 }

@@ -20,8 +20,8 @@
 // all T keys alone while most of the device idles.
 // CPU twin: model::cpu::attention::attention_forward.
 
-// The uniform every attention kernel shares, LOWEST and LN2
-// (shaders/attention_params.wgsl).
+// The uniform every attention kernel shares, LOWEST, LN2 and
+// lse_and_entropy (shaders/attention_params.wgsl).
 {{ATTENTION_PARAMS}}
 
 // The bindings and the query blocks
@@ -153,9 +153,9 @@ fn attention_forward_flash(
         for (var d4 = 0u; d4 < HD4; d4++) {
             write_out(q0, d4, acc[d4] * inv_z);
         }
-        let ln_z = log(z);
-        lse[r] = m + ln_z;
-        entropy_bits[r] = max((ln_z - ent * inv_z) / LN2, 0.0);
+        let stats = lse_and_entropy(m, z, ent);
+        lse[r] = stats.x;
+        entropy_bits[r] = stats.y;
     } else {
         for (var d4 = 0u; d4 < HD4; d4++) {
             write_out(q0, d4, acc[d4]);

@@ -1,7 +1,7 @@
 // The parameters every attention kernel reads (src/gpu/attention.rs's
-// `AttnParams`, field for field) and the forward's two constants, written
-// once: src/gpu/attention.rs puts this text where each attention shader
-// names ATTENTION_PARAMS (in double braces).
+// `AttnParams`, field for field), and the forward's constants and row
+// statistics, written once: src/gpu/attention.rs puts this text where each
+// attention shader names ATTENTION_PARAMS (in double braces).
 struct Params {
     // Query rows bound: q, out and the stats' row stride.
     rows: u32,
@@ -34,3 +34,11 @@ struct Params {
 // e^(LOWEST - m') is 0 for every finite score m'.
 const LOWEST: f32 = -0x1.fffffep+127f;
 const LN2: f32 = 0.693147180559945;
+
+// A finished row's lse and entropy in bits from its online-softmax state
+// (m, Z, E) (see attention_forward.wgsl): lse = m + ln Z, entropy =
+// (ln Z - E / Z) / ln 2, never below 0 (rounding).
+fn lse_and_entropy(m: f32, z: f32, ent: f32) -> vec2<f32> {
+    let ln_z = log(z);
+    return vec2<f32>(m + ln_z, max((ln_z - ent * (1.0 / z)) / LN2, 0.0));
+}

@@ -1313,7 +1313,7 @@ fn attention_with(g: &Gpu, forms: Forms, hd: usize, small_budget: bool) -> Atten
     attn
 }
 
-/// A forward form, when it splits the keys, and a backward form.
+/// A forward form, a backward form, and when the forward splits the keys.
 type Forms = (ForwardForm, BackwardForm, KeySplit);
 
 /// The flash forward splitting the keys of every sequence longer than a

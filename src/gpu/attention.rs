@@ -156,9 +156,7 @@ impl KeySplit {
         workgroups: 512,
         min_keys: 128,
     };
-}
 
-impl KeySplit {
     /// Floats of the split forward's partial sums for sequences of up to
     /// `t` tokens with `wg` rows per block, at most (what
     /// `Attention::state_len` needs beyond (H, T, 3), for estimates made
@@ -308,15 +306,18 @@ fn head_rows4(reads: &[&str], writes: &[&str]) -> String {
 /// the K and V tiles (vec4s, the head dim rounded up to 4) within
 /// `workgroup_bytes`.
 pub fn flash_key_block(hd: u32, workgroup_bytes: u32) -> u32 {
-    let per_key = 2 * 16 * hd.div_ceil(4).max(1);
-    (workgroup_bytes / per_key).clamp(1, FLASH_KEY_BLOCK)
+    tile_len(2 * 16 * hd.div_ceil(4).max(1), workgroup_bytes)
 }
 
 /// Query rows per tile of the flash dk, dv for head dim `hd`: the q and dO
 /// tiles and the rows' (lse, D) within `workgroup_bytes`.
 pub fn flash_row_block(hd: u32, workgroup_bytes: u32) -> u32 {
-    let per_row = 2 * 16 * hd.div_ceil(4).max(1) + 8;
-    (workgroup_bytes / per_row).clamp(1, FLASH_KEY_BLOCK)
+    tile_len(2 * 16 * hd.div_ceil(4).max(1) + 8, workgroup_bytes)
+}
+
+/// Items of `per_item` bytes in `workgroup_bytes`, 1 to `FLASH_KEY_BLOCK`.
+fn tile_len(per_item: u32, workgroup_bytes: u32) -> u32 {
+    (workgroup_bytes / per_item).clamp(1, FLASH_KEY_BLOCK)
 }
 
 /// The flash kernels' pipelines for one head dim.
@@ -561,14 +562,13 @@ impl Attention {
             });
         }
         let [rows_src, tiled_src, combine_src, delta_src, dq_src, dkdv_src, dscale_src] = shaders();
-        let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
-        let (rows_layout, forward_rows) = one(shader::build(ctx, &rows_src, &["attention_forward"]).await?);
-        let (tiled_layout, forward_tiled) = one(shader::build(ctx, &tiled_src, &["attention_forward_tiled"]).await?);
-        let combine = one(shader::build(ctx, &combine_src, &["attention_forward_combine"]).await?);
-        let (delta_layout, delta) = one(shader::build(ctx, &delta_src, &["attention_backward_delta"]).await?);
-        let (dq_layout, dq) = one(shader::build(ctx, &dq_src, &["attention_backward_dq"]).await?);
-        let (dkdv_layout, dkdv) = one(shader::build(ctx, &dkdv_src, &["attention_backward_dkdv"]).await?);
-        let (dscale_layout, dscale) = one(shader::build(ctx, &dscale_src, &["attention_backward_dscale"]).await?);
+        let (rows_layout, forward_rows) = build_one(ctx, &rows_src, "attention_forward").await?;
+        let (tiled_layout, forward_tiled) = build_one(ctx, &tiled_src, "attention_forward_tiled").await?;
+        let combine = build_one(ctx, &combine_src, "attention_forward_combine").await?;
+        let (delta_layout, delta) = build_one(ctx, &delta_src, "attention_backward_delta").await?;
+        let (dq_layout, dq) = build_one(ctx, &dq_src, "attention_backward_dq").await?;
+        let (dkdv_layout, dkdv) = build_one(ctx, &dkdv_src, "attention_backward_dkdv").await?;
+        let (dscale_layout, dscale) = build_one(ctx, &dscale_src, "attention_backward_dscale").await?;
         Ok(Attention {
             rows_layout,
             forward_rows,
@@ -610,14 +610,13 @@ impl Attention {
         let bytes = ctx.limits().max_compute_workgroup_storage_size;
         let key_tile = flash_key_block(hd, bytes);
         let [forward, dq, dkdv] = flash_shaders(hd, wg, key_tile, flash_row_block(hd, bytes));
-        let one = |(layout, mut p): (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>)| (layout, p.remove(0));
         self.flash = Some(FlashKernels {
             hd,
             wg,
             key_tile,
-            forward: one(shader::build(ctx, &forward, &["attention_forward_flash"]).await?),
-            dq: one(shader::build(ctx, &dq, &["attention_backward_dq_flash"]).await?),
-            dkdv: one(shader::build(ctx, &dkdv, &["attention_backward_dkdv_flash"]).await?),
+            forward: build_one(ctx, &forward, "attention_forward_flash").await?,
+            dq: build_one(ctx, &dq, "attention_backward_dq_flash").await?,
+            dkdv: build_one(ctx, &dkdv, "attention_backward_dkdv_flash").await?,
         });
         self.form = ForwardForm::Flash;
         Ok(())
@@ -696,13 +695,13 @@ impl Attention {
     /// by walking T' up to where the blocks alone make
     /// `KeySplit::workgroups` (`KeySplit::state_bound` bounds it).
     pub fn state_len(&self, shape: AttnShape) -> usize {
-        let AttnShape { t, heads, hd, .. } = shape;
+        let AttnShape { t, heads, .. } = shape;
         let last = match &self.flash {
             Some(f) if self.key_split.workgroups > 0 => t.min(f.wg as usize * self.key_split.workgroups / heads.max(1)),
             _ => 0,
         };
         let split = (1..=last)
-            .filter_map(|t| Some(t.div_ceil(self.split_len(shape, AttnSpan::whole(t))?) * heads * t * (hd + 3)))
+            .filter_map(|t| Some(split_state_len(shape, t, self.split_len(shape, AttnSpan::whole(t))?)))
             .max();
         split.unwrap_or(0).max(3 * heads * t)
     }
@@ -819,7 +818,7 @@ impl Attention {
         } = span;
         let (qn, kvn, stats) = span_sizes(shape, span);
         let split_len = self.split_len(shape, span);
-        let state_len = split_len.map_or(3 * stats, |len| rows.div_ceil(len) * stats * (shape.hd + 3));
+        let state_len = split_len.map_or(3 * stats, |len| split_state_len(shape, rows, len));
         let storage = [
             ("out", out, qn),
             ("lse", lse, stats),
@@ -1204,6 +1203,22 @@ impl Attention {
         ctx.dispatch(encoder, op, &self.dscale, &bind_group, workgroups);
         Ok(())
     }
+}
+
+/// The one pipeline of `src`, its entry point `entry`, and its layout.
+async fn build_one(
+    ctx: &GpuContext,
+    src: &ShaderSource,
+    entry: &str,
+) -> Result<(wgpu::BindGroupLayout, wgpu::ComputePipeline)> {
+    let (layout, mut pipelines) = shader::build(ctx, src, &[entry]).await?;
+    Ok((layout, pipelines.remove(0)))
+}
+
+/// Floats of the split forward's partial sums over `rows` rows of
+/// `shape`'s heads in splits of `len` keys: (splits, H, rows, hd + 3).
+fn split_state_len(shape: AttnShape, rows: usize, len: usize) -> usize {
+    rows.div_ceil(len) * shape.heads * rows * (shape.hd + 3)
 }
 
 /// The elements `span` binds: of q (and out, dq), of k (and v, dk, dv),
