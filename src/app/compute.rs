@@ -66,12 +66,7 @@ impl GpuSource {
 
     /// The adapter's name for the status bar; browsers hide it from wgpu.
     pub fn label(&self) -> String {
-        let r = self.report();
-        if r.name.is_empty() {
-            format!("{} ({}, {:?})", super::text::UNNAMED_ADAPTER, r.backend, r.device_type)
-        } else {
-            r.label()
-        }
+        self.report().label_or(super::text::UNNAMED_ADAPTER)
     }
 }
 

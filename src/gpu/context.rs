@@ -93,11 +93,12 @@ impl AdapterReport {
     /// One line naming the adapter, as every error message starts (a
     /// browser's WebGPU gives wgpu no name: "unnamed adapter").
     pub fn label(&self) -> String {
-        let name = if self.name.is_empty() {
-            "unnamed adapter"
-        } else {
-            &self.name
-        };
+        self.label_or("unnamed adapter")
+    }
+
+    /// `label`, with `unnamed` where the adapter has no name.
+    pub fn label_or(&self, unnamed: &str) -> String {
+        let name = if self.name.is_empty() { unnamed } else { &self.name };
         format!("{name} ({}, {:?})", self.backend, self.device_type)
     }
 }

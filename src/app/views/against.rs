@@ -40,13 +40,10 @@ impl AgainstLengthView {
         // (On the bundled NoPE even while the RoPE twin is in view.)
         let rope = model == ModelChoice::Custom && keys.info.rope;
         let mut series: Vec<(String, egui::Color32, JobKey)> = keys
-            .settings_on(rope)
+            // (blue: green stays the twin's, also beside a RoPE model of one's own)
+            .settings_on(rope, palette::NOPE)
             .into_iter()
-            .map(|(name, scales, colour)| {
-                // (green stays the twin's, also beside a RoPE model of one's own)
-                let colour = if colour == palette::ROPE { palette::NOPE } else { colour };
-                (name.to_string(), colour, JobKey::AgainstLength { model, scales })
-            })
+            .map(|(name, scales, colour)| (name.to_string(), colour, JobKey::AgainstLength { model, scales }))
             .collect();
         series.push((
             text::MODEL_ROPE.to_string(),

@@ -72,16 +72,14 @@ impl Keys {
     /// The scale settings to draw on the model in view: s = 1 (or setting
     /// B, when chosen), then the current scales if they differ.
     pub fn settings(&self) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
-        self.settings_on(self.info.rope)
+        let colour = if self.info.rope { palette::ROPE } else { palette::NOPE };
+        self.settings_on(self.info.rope, colour)
     }
 
     /// `settings` on a model with (`rope`) or without rotary position
-    /// encoding, which names the unscaled setting.
-    pub fn settings_on(&self, rope: bool) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
-        let (plain, colour) = match rope {
-            true => (text::BEFORE_ROPE, palette::ROPE),
-            false => (text::BEFORE, palette::NOPE),
-        };
+    /// encoding, which names the unscaled setting, drawn in `colour`.
+    pub fn settings_on(&self, rope: bool, colour: egui::Color32) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
+        let plain = if rope { text::BEFORE_ROPE } else { text::BEFORE };
         let (name, base) = match &self.compare {
             Some(b) => (text::SETTING_B, b.clone()),
             None => (plain, self.ones.clone()),
