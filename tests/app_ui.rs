@@ -102,6 +102,35 @@ fn clicking_a_head_selects_it_and_recomputes_its_attention() {
     );
 }
 
+/// A query that puts most of its attention on the first token is called
+/// an attention sink under the attention row (the RoPE twin's layer 3,
+/// head 2 at query 50 puts 69% there); NoPE's same head and query does
+/// not (0.0%), and no note is shown for it.
+#[test]
+fn an_attention_sink_is_named_and_explained() {
+    use nopescope::app::state::ModelChoice;
+    let sink = "% of this query's attention is on the first token";
+    let state = |model| ViewState {
+        model,
+        length: 256,
+        layer: 3,
+        head: 2,
+        query: Some(50),
+        ..Default::default()
+    };
+    let mut h = harness(state(ModelChoice::Rope), 1280.0);
+    settle(&mut h);
+    let note = h.get_by_label_contains(sink);
+    let label = note.value().unwrap_or_default();
+    assert!(label.starts_with(&format!("{}: 6", text::BEFORE_ROPE)), "{label}");
+    let mut h = harness(state(ModelChoice::Nope), 1280.0);
+    settle(&mut h);
+    assert!(
+        h.query_by_label_contains(sink).is_none(),
+        "NoPE's layer 3, head 2 has no sink at query 50"
+    );
+}
+
 #[test]
 fn shift_click_pins_more_heads_without_moving_the_selection() {
     let mut h = harness(small_state(), 1280.0);

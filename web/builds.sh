@@ -17,7 +17,9 @@
 #   stable toolchain (RUSTC_BOOTSTRAP=1, for this build only) from rust-src.
 #
 # If a build does not start (a network error, or a browser that validates
-# a feature but cannot compile it), the loader starts the next one.
+# a feature but cannot compile it), the loader starts the next one. Once
+# one has started, it hands the files it used to the page's service worker
+# (web/sw.js), so the page also opens with no network.
 # `?simd=plain` in the page's URL forces the plain build, `?threads=1` the
 # relaxed one.
 #
@@ -122,6 +124,37 @@ for (let i = 0; ; i++) {
       'nopescope could not start: ' + e + '. Reload the page; if it persists, try another browser.';
     throw e;
   }
+}
+// Offline use (web/sw.js): a service worker keeps the files this start
+// used, so the page opens and computes with no network from now on.
+// nopescopeLoader.offline says 'ready', or why not; '?offline=0' in the
+// address leaves it out.
+async function keepOffline() {
+  if (!('serviceWorker' in navigator)) throw new Error('this browser has no service workers');
+  await navigator.serviceWorker.register('./sw.js');
+  const worker = (await navigator.serviceWorker.ready).active;
+  const page = new URL(location.href);
+  page.search = '';
+  page.hash = '';
+  const files = performance.getEntriesByType('resource').map((e) => e.name)
+    .filter((u) => u.startsWith(location.origin + '/'));
+  const channel = new MessageChannel();
+  const answer = new Promise((resolve) => { channel.port1.onmessage = (e) => resolve(e.data); });
+  worker.postMessage({ keep: [page.href, ...files] }, [channel.port2]);
+  const a = await answer;
+  if (a.error) throw new Error(a.error);
+  if (a.missing) throw new Error(a.missing + ' of its files could not be fetched');
+  return 'ready';
+}
+if (/[?&]offline=0(&|$)/.test(location.search)) {
+  globalThis.nopescopeLoader.offline = 'not saved: the address asks (offline=0)';
+} else {
+  keepOffline().then(
+    (s) => { globalThis.nopescopeLoader.offline = s; },
+    (e) => {
+      globalThis.nopescopeLoader.offline = 'not saved: ' + (e.message ?? e);
+      console.warn('nopescope: not saved for offline use: ' + e);
+    });
 }
 </script>
 EOF

@@ -157,6 +157,22 @@ pub fn row_caption(query: usize, token: Option<&str>) -> String {
     )
 }
 
+/// Under the attention row when a setting's query puts most of its
+/// attention on the first token; `rope`: the model has position encoding.
+pub fn sink_note(setting: &str, share: f32, rope: bool) -> String {
+    let found = if rope {
+        ""
+    } else {
+        " Without position encoding the model still finds the first token: it is the only one that sees nothing but itself."
+    };
+    format!(
+        "{setting}: {:.0}% of this query's attention is on the first token, whatever it says: an attention sink. \
+         Attention must add up to 1, and trained heads park what they do not need on a token every query can see.{found} \
+         A head holding its sink keeps a low entropy.",
+        100.0 * share
+    )
+}
+
 pub const MAP_ROWS: &str = "layer";
 pub const MAP_COLS: &str = "head";
 
@@ -185,6 +201,9 @@ pub const BACKEND_CPU: &str = "CPU";
 pub const BACKEND_GPU: &str = "GPU";
 pub const ENGINE_NOT_STARTED: &str = "(starts with the first computation)";
 pub const IDLE: &str = "idle";
+/// The web page, once its service worker keeps every file it started with.
+pub const OFFLINE_READY: &str = "works offline";
+pub const OFFLINE_READY_HOVER: &str = "This browser keeps a copy of the page: at this address it opens and computes without a network (the models and the text are inside it). With a network, each visit checks for a newer version.";
 
 pub fn jobs_running(n: usize, message: &str) -> String {
     format!("{n} running: {message}")

@@ -107,12 +107,20 @@ pub fn threads_note() -> String {
 
 /// A field of what the page's loader (web/builds.sh) records in
 /// `globalThis.nopescopeLoader`: `fused`, `isolated`, `shared` (what it
-/// found, and whether it tried the threads build) and `glue` (the URL of
-/// the bindings it started); undefined without that loader.
+/// found, and whether it tried the threads build), `glue` (the URL of the
+/// bindings it started) and `offline` (see [`offline`]); undefined without
+/// that loader.
 fn loader(field: &str) -> JsValue {
     js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("nopescopeLoader"))
         .and_then(|l| js_sys::Reflect::get(&l, &JsValue::from_str(field)))
         .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Whether the page is kept for offline use: the loader's `offline` field,
+/// "ready" once the service worker (web/sw.js) holds every file this start
+/// used, else why not ("not saved: ..."); None until it has answered.
+pub fn offline() -> Option<String> {
+    loader("offline").as_string()
 }
 
 /// The logical processors the browser reports (at least 1).
@@ -297,6 +305,7 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "busy_max_ms": app.frame_stats.busy_max_ms,
         "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
         "held_max_ms": HELD_MAX_MS.get(),
+        "offline": offline(),
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {

@@ -29,7 +29,7 @@ const TYPES = {
 // cross-origin isolated as web/serve.sh's (the page may use shared memory)
 // unless the page's URL has `isolated=0`.
 const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
-const server = http.createServer((req, res) => {
+function serve(req, res) {
   const url = new URL(req.url, "http://127.0.0.1");
   const headers = url.searchParams.get("isolated") === "0" ? {} : ISOLATION;
   let file = path.join(dist, decodeURIComponent(url.pathname));
@@ -46,9 +46,14 @@ const server = http.createServer((req, res) => {
     res.writeHead(200, { ...headers, "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
     res.end(body);
   });
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const base = `http://127.0.0.1:${server.address().port}/`;
+}
+// A server on its own port; resolves to its base URL.
+async function listen(server) {
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return `http://127.0.0.1:${server.address().port}/`;
+}
+const server = http.createServer(serve);
+const base = await listen(server);
 
 const COMMON = [
   "--no-sandbox",
@@ -116,8 +121,9 @@ async function waitFor(page, pred, timeoutMs) {
 
 async function run(label, flags, hash, wantLength, wantEngine, more, device = {}) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
-  // `device.block`: URLs the page may not load (a network error).
-  const { block, ...launch } = device;
+  // `device.block`: URLs the page may not load (a network error);
+  // `device.from`: another server's base URL.
+  const { block, from, ...launch } = device;
   const ctx = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -135,7 +141,7 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
     if (r.status() >= 400) check(false, `${label}: ${r.url()} answered ${r.status()}`);
   });
   const t0 = Date.now();
-  await page.goto(base + hash);
+  await page.goto((from ?? base) + hash);
   const s = await waitReady(page, wantLength, 240_000);
   const seconds = (Date.now() - t0) / 1000;
   check(s && s.entropy && s.entropy.length === wantLength, `${label}: first entropy plot at length ${wantLength} (${seconds.toFixed(1)} s)`);
@@ -242,6 +248,28 @@ try {
       const a = first.s?.entropy?.mean_bits, b = s?.entropy?.mean_bits;
       check(Math.abs(a - b) <= 1e-5 * Math.abs(b), `one thread and ${first.s?.engine} agree on the mean entropy at 1024: ${b} vs ${a}`);
     });
+    // 9. Offline: once the page has started, its service worker
+    // (web/sw.js) keeps every file it used; with the server gone (its own,
+    // on another port), a reload opens the page from that copy and
+    // computes the same entropy.
+    const own = http.createServer(serve);
+    const ownBase = await listen(own);
+    await run("offline", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s) => {
+      const kept = await waitFor(page, (x) => x.offline, 60_000);
+      check(kept?.offline === "ready", `the page is kept for offline use: ${kept?.offline}`);
+      await new Promise((r) => {
+        own.close(r);
+        own.closeAllConnections();
+      });
+      const refused = await page.evaluate((u) => fetch(u).then(() => "answered", () => "refused"), ownBase + "no-such-file");
+      check(refused === "refused", `the server is gone: a new request is ${refused}`);
+      await page.reload();
+      const again = await waitReady(page, 256, 240_000);
+      console.log(`  offline: ${again?.engine}`);
+      const a = s?.entropy?.mean_bits, b = again?.entropy?.mean_bits;
+      check(b > 0 && Math.abs(a - b) <= 1e-5 * Math.abs(a), `with no server the page opened from its copy and computed the same mean entropy at 256: ${b} vs ${a}`);
+      check(again?.offline === "ready", `the copy still holds every file it used: ${again?.offline}`);
+    }, { from: ownBase });
   }
   // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
   if (process.env.MEASURE) {

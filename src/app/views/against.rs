@@ -97,14 +97,12 @@ impl AgainstLengthView {
             for (id, axis, metric) in metrics {
                 let results = &results;
                 ui.vertical(|ui| {
-                    let plot = Plot::new(id)
+                    let plot = super::nice_y(Plot::new(id))
                         .width(width)
                         .height(200.0)
                         .x_axis_label(text::LENGTH_AXIS)
                         .y_axis_label(axis)
                         .x_grid_spacer(move |input| doublings(input, l))
-                        .y_grid_spacer(super::nice_grid(super::Y_LABEL_GAP, false))
-                        .y_axis_formatter(super::nice_label)
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
                             for (name, colour, r) in results {

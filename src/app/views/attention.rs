@@ -11,7 +11,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
 use super::entropy::binned;
 use super::{show_entry_status, Keys};
 use crate::app::export;
-use crate::app::jobs::{JobKey, JobResult, Jobs, PooledResult};
+use crate::app::jobs::{AttnRowResult, JobKey, JobResult, Jobs, PooledResult};
 use crate::app::palette;
 use crate::app::state::ViewState;
 use crate::app::text;
@@ -63,6 +63,19 @@ fn pooled_grid(p: &PooledResult, stem: String, title: String) -> export::Grid {
         hi: 1.0,
         log_colour: true,
     }
+}
+
+/// A query puts at least this share of its attention on the first token
+/// for the view to call it a sink (and say what one is).
+const SINK_SHARE: f32 = 0.3;
+/// Nor before this many keys, where the first token is one of a few.
+const SINK_MIN_KEYS: usize = 16;
+
+/// The share of a row's attention on the first token when that makes the
+/// first token a sink.
+fn sink_share(a: &AttnRowResult) -> Option<f32> {
+    let first = *a.row.first()?;
+    (a.query + 1 >= SINK_MIN_KEYS && first >= SINK_SHARE).then_some(first)
 }
 
 impl AttentionView {
@@ -118,7 +131,7 @@ impl AttentionView {
         if let Some((shown_query, key_position)) = row_query {
             let hover_tokens = tokens.clone();
             let training = keys.info.training_length;
-            let plot = Plot::new("attention row")
+            let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
                 .legend(Legend::default())
                 .x_axis_label(text::KEY_AXIS)
@@ -199,6 +212,13 @@ impl AttentionView {
                 shown_query,
                 tokens.get(shown_query).map(String::as_str),
             ));
+            for (name, _, r) in &rows {
+                if let JobResult::AttnRow(a) = r.as_ref() {
+                    if let Some(share) = sink_share(a) {
+                        ui.label(text::sink_note(name, share, keys.info.rope));
+                    }
+                }
+            }
         }
         ui.label(text::POOLED_HELP);
         let mut wanted = Vec::new();

@@ -160,6 +160,14 @@ pub fn nice_grid(gap: f64, whole: bool) -> impl Fn(egui_plot::GridInput) -> Vec<
     }
 }
 
+/// A plot whose value axis steps by 1, 2 or 5 x 10^k with labels
+/// `Y_LABEL_GAP` apart (`nice_grid`, `nice_label`): an attention row whose
+/// one spike nears 1 showed no label but 0 on egui_plot's default grid.
+pub fn nice_y(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
+    plot.y_grid_spacer(nice_grid(Y_LABEL_GAP, false))
+        .y_axis_formatter(nice_label)
+}
+
 /// A tick label of a `nice_grid` axis: as many decimals as its step needs
 /// (0.005: three; egui_plot's default rounds the step's to two and shows
 /// 0.015 as 0.01).

@@ -364,7 +364,7 @@ fn attention_plot(
         })
         .fold(1e-3, f64::max);
     let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
-    Plot::new("passkey attention row")
+    super::nice_y(Plot::new("passkey attention row"))
         .height(200.0)
         .legend(Legend::default())
         .x_axis_label(text::KEY_AXIS)

@@ -45,6 +45,11 @@ impl StatusView {
                     jobs.cancel_all();
                 }
             }
+            #[cfg(target_arch = "wasm32")]
+            if crate::app::web::offline().as_deref() == Some("ready") {
+                ui.separator();
+                ui.label(text::OFFLINE_READY).on_hover_text(text::OFFLINE_READY_HOVER);
+            }
             if let Some(ms) = frame_ms {
                 ui.separator();
                 ui.label(text::frame_time(ms));

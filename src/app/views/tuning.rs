@@ -532,7 +532,7 @@ impl TuningView {
             .collect();
         let hover = points.clone();
         ui.label(name);
-        Plot::new("scale against entropy")
+        super::nice_y(Plot::new("scale against entropy"))
             .height(220.0)
             .width(ui.available_width().min(520.0))
             .x_axis_label(text::ENTROPY_AT_L_AXIS)
@@ -587,15 +587,13 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     let uniform = report.spec.kind == SearchKind::Uniform;
     ui.label(text::LOSS_HEADING);
     let points = report.curve();
-    Plot::new("search loss")
+    super::nice_y(Plot::new("search loss"))
         .width(LOSS_WIDTH.min(ui.available_width()))
         .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
         .x_grid_spacer(super::nice_grid(super::X_LABEL_GAP, !uniform))
-        .y_grid_spacer(super::nice_grid(super::Y_LABEL_GAP, false))
         .x_axis_formatter(super::nice_label)
-        .y_axis_formatter(super::nice_label)
         .show(ui, |plot| {
             plot.line(
                 Line::new(text::OBJECTIVE_AXIS, PlotPoints::from(points.clone()))
