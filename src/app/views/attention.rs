@@ -133,7 +133,7 @@ impl AttentionView {
             let training = keys.info.training_length;
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
-                .legend(Legend::default())
+                .legend(Legend::default().follow_insertion_order(true))
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)
                 .include_y(0.0)

@@ -61,10 +61,16 @@ impl EntropyView {
         let pinned: Vec<[usize; 2]> = state.pinned.iter().copied().filter(|&p| p != [layer, head]).collect();
         let training = keys.info.training_length;
         // The curves rise from the lower left: the legend goes where they
-        // are not, so it never hides their ends near L.
+        // are not, so it never hides their ends near L. In the order drawn
+        // (from the bottom up), so each setting's two curves stay together
+        // (egui_plot sorts by name otherwise).
         let plot = Plot::new("entropy against position")
             .height(260.0)
-            .legend(Legend::default().position(Corner::RightBottom))
+            .legend(
+                Legend::default()
+                    .position(Corner::RightBottom)
+                    .follow_insertion_order(true),
+            )
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)

@@ -366,7 +366,7 @@ fn attention_plot(
     let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
     super::nice_y(Plot::new("passkey attention row"))
         .height(200.0)
-        .legend(Legend::default())
+        .legend(Legend::default().follow_insertion_order(true))
         .x_axis_label(text::KEY_AXIS)
         .y_axis_label(text::WEIGHT_AXIS)
         .include_y(0.0)
