@@ -131,6 +131,59 @@ fn an_attention_sink_is_named_and_explained() {
     );
 }
 
+/// "Share" opens a panel with a link that holds the view's whole state and
+/// the code to embed it in a page with the ticked panels hidden (the page
+/// bar and the status bar at first); the view itself does not change.
+#[test]
+fn share_gives_a_link_and_embed_code_of_this_view() {
+    let state = ViewState {
+        length: 300,
+        layer: 1,
+        head: 2,
+        ..Default::default()
+    };
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::SHARE_OPEN).click();
+    h.run_steps(2);
+    let field = |h: &Harness<'static, NopeApp>, name: &str| h.get_by_label(name).value().unwrap_or_default();
+    let link = field(&h, text::SHARE_LINK);
+    let fragment = &link[link.find('#').expect("the link has a fragment")..];
+    let linked = ViewState::from_fragment(fragment).unwrap().unwrap();
+    assert_eq!(linked, h.state().state, "the link holds the view's state");
+    assert_eq!((linked.length, linked.layer, linked.head), (300, 1, 2));
+    // The embed code's address, unescaped from its attribute.
+    let embedded = |h: &Harness<'static, NopeApp>| {
+        let code = field(h, text::EMBED_CODE);
+        let src = code
+            .strip_prefix("<iframe src=\"")
+            .and_then(|c| c.split('"').next())
+            .expect("the embed code is an iframe")
+            .replace("&amp;", "&");
+        let fragment = &src[src.find('#').unwrap()..];
+        ViewState::from_fragment(fragment).unwrap().unwrap()
+    };
+    let e = embedded(&h);
+    assert_eq!(e.hide, ["pages", "status"]);
+    assert_eq!(
+        ViewState { hide: vec![], ..e },
+        h.state().state,
+        "the embedded view is this one"
+    );
+    h.get_by_label(text::EMBED_HIDE_PAGES).click();
+    h.get_by_label(text::EMBED_HIDE_ENTROPY).click();
+    h.run_steps(2);
+    assert_eq!(embedded(&h).hide, ["status", "entropy"]);
+    h.get_by_label(text::COPY_EMBED).click();
+    h.run_steps(2);
+    h.get_by_label(text::COPIED);
+    assert!(
+        h.state().state.hide.is_empty(),
+        "sharing hides nothing in the app itself"
+    );
+    snapshot(&mut h, "app_share", 1280.0);
+}
+
 #[test]
 fn shift_click_pins_more_heads_without_moving_the_selection() {
     let mut h = harness(small_state(), 1280.0);

@@ -67,6 +67,9 @@ struct Views {
     tuning: views::tuning::TuningView,
     passkey_lab: views::passkey_lab::PasskeyLabView,
     tour: views::tour::TourView,
+    share: views::share::ShareView,
+    /// The share panel is open (not part of the state: a link never opens it).
+    sharing: bool,
 }
 
 pub struct NopeApp {
@@ -303,8 +306,13 @@ impl NopeApp {
                     if !open {
                         ui.label(egui::RichText::new(text::TOUR_HINT).weak());
                     }
+                    ui.separator();
+                    ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
                 });
             });
+            if views.sharing {
+                egui::Panel::top("share").show(ui, |ui| views.share.ui(ui, state));
+            }
         }
         if state.tour.is_some() && !hide.tour {
             egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys));

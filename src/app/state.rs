@@ -295,9 +295,23 @@ impl ViewState {
         serde_json::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// The state as a URL fragment (`#state=<percent-encoded JSON>`).
+    /// The state as a URL fragment (`#state=<percent-encoded JSON>`), with
+    /// the fields that differ from the default state only (a missing field
+    /// reads as its default): a link to the default view at 300 tokens is
+    /// `#state=%7B%22length%22%3A300%7D`, not two thousand characters.
     pub fn to_fragment(&self) -> String {
-        format!("#state={}", percent_encode(&self.to_json()))
+        format!("#state={}", percent_encode(&self.changed_json()))
+    }
+
+    /// The fields that differ from `ViewState::default()`, as JSON.
+    fn changed_json(&self) -> String {
+        let (Ok(serde_json::Value::Object(mut fields)), Ok(serde_json::Value::Object(default))) =
+            (serde_json::to_value(self), serde_json::to_value(Self::default()))
+        else {
+            return self.to_json();
+        };
+        fields.retain(|name, value| default.get(name) != Some(value));
+        serde_json::Value::Object(fields).to_string()
     }
 
     /// Reads `state=` from a URL fragment or query (with or without `#`/`?`).
@@ -456,6 +470,13 @@ mod tests {
         s.scales.uniform = 1.5;
         let back = ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap();
         assert_eq!(back, s);
+        // Only what differs from the default travels.
+        let short = ViewState {
+            length: 300,
+            ..Default::default()
+        };
+        assert_eq!(short.to_fragment(), "#state=%7B%22length%22%3A300%7D");
+        assert_eq!(ViewState::default().to_fragment(), "#state=%7B%7D");
         let partial = ViewState::from_json(r#"{"length": 300}"#).unwrap();
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);

@@ -10,6 +10,33 @@ pub const TAB_TUNE: &str = "Tune the scales";
 pub const TAB_PASSKEY: &str = "Pass-key lab";
 pub const TOUR_OPEN: &str = "Walkthrough";
 pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in eight short steps.";
+pub const SHARE_OPEN: &str = "Share";
+pub const SHARE_HEADING: &str = "Share this view";
+pub const SHARE_HELP: &str = "The link holds everything on screen: the page, model, input (your own text too), length, heads, scales and walkthrough step. Whoever opens it sees this view and can carry on from it.";
+pub const SHARE_CUSTOM_MODEL: &str =
+    "A model folder you opened yourself is not in the link: it opens the bundled NoPE model instead.";
+pub const SHARE_ADDRESS: &str = "Address of the web page";
+pub const SHARE_ADDRESS_HINT: &str = "where the page is served, e.g. https://example.org/nopescope/";
+pub const SHARE_LINK: &str = "Link";
+pub const COPY_LINK: &str = "Copy link";
+pub const COPIED: &str = "copied";
+pub fn long_link(chars: usize) -> String {
+    format!("This link is {chars} characters long (your own text is in it): some sites cut links past a few thousand characters.")
+}
+pub const EMBED_HELP: &str = "To show this view in a course page or a slide, paste the embed code into its HTML. The embedded page hides what you tick:";
+pub const EMBED_HIDE: &str = "Hide";
+pub const EMBED_HIDE_PAGES: &str = "page bar";
+pub const EMBED_HIDE_STATUS: &str = "status bar";
+pub const EMBED_HIDE_TOUR: &str = "walkthrough";
+pub const EMBED_HIDE_CONTROLS: &str = "controls (input, scales, map)";
+pub const EMBED_HIDE_ENTROPY: &str = "entropy plot";
+pub const EMBED_HIDE_ATTENTION: &str = "attention view";
+pub const EMBED_HIDE_AGAINST: &str = "against length";
+pub const EMBED_SIZE: &str = "Size";
+pub const EMBED_CODE: &str = "Embed code";
+pub const COPY_EMBED: &str = "Copy embed code";
+pub const EMBED_TITLE: &str = "nopescope: attention entropy of a transformer without position encoding";
+pub const EMBED_THREADS: &str = "Inside another site's page the CPU engine runs on one thread (the browser gives an embedded page no shared memory), so long inputs take longer there.";
 pub const INPUT_HEADING: &str = "Input";
 pub const INPUT_VALIDATION: &str = "Validation text";
 pub const INPUT_PASSKEY: &str = "Pass-key document";

@@ -123,6 +123,13 @@ pub fn offline() -> Option<String> {
     loader("offline").as_string()
 }
 
+/// The page's address without its query and fragment (what a shared link
+/// starts with).
+pub fn page_address() -> Option<String> {
+    let href = web_sys::window()?.location().href().ok()?;
+    Some(href.split(['#', '?']).next().unwrap_or("").to_string())
+}
+
 /// The logical processors the browser reports (at least 1).
 fn processors() -> usize {
     web_sys::window()

@@ -11,6 +11,7 @@ pub mod head_map;
 pub mod input;
 pub mod passkey_lab;
 pub mod scales;
+pub mod share;
 pub mod status;
 pub mod tour;
 pub mod tuning;

@@ -1,0 +1,143 @@
+//! "Share": a link to the view on screen (the whole state is in its
+//! fragment) and the code to embed it in a course page, with the panels the
+//! page should hide. Nothing here changes the view itself.
+
+use eframe::egui;
+
+use crate::app::state::{ModelChoice, ViewState, PANEL_AGAINST, PANEL_ATTENTION, PANEL_CONTROLS, PANEL_ENTROPY};
+use crate::app::state::{PANEL_PAGES, PANEL_STATUS, PANEL_TOUR};
+use crate::app::text;
+
+/// Past this many characters a link may be cut by the sites it is pasted
+/// into (mail, chat and learning platforms differ; browsers take more).
+const LONG_LINK: usize = 8000;
+
+/// The panels an embedding may hide, in the order offered.
+const EMBED_PANELS: [(&str, &str); 7] = [
+    (PANEL_PAGES, text::EMBED_HIDE_PAGES),
+    (PANEL_STATUS, text::EMBED_HIDE_STATUS),
+    (PANEL_TOUR, text::EMBED_HIDE_TOUR),
+    (PANEL_CONTROLS, text::EMBED_HIDE_CONTROLS),
+    (PANEL_ENTROPY, text::EMBED_HIDE_ENTROPY),
+    (PANEL_ATTENTION, text::EMBED_HIDE_ATTENTION),
+    (PANEL_AGAINST, text::EMBED_HIDE_AGAINST),
+];
+
+pub struct ShareView {
+    /// The panels the embedded page hides.
+    hide: Vec<String>,
+    width: u32,
+    height: u32,
+    /// Where the web page is served (natively; the page knows its own).
+    address: String,
+    /// What was copied last, for the confirmation beside the buttons.
+    copied: Option<&'static str>,
+}
+
+impl Default for ShareView {
+    fn default() -> Self {
+        ShareView {
+            // A course page shows the view, not the app's bars around it.
+            hide: vec![PANEL_PAGES.into(), PANEL_STATUS.into()],
+            width: 1000,
+            height: 720,
+            address: String::new(),
+            copied: None,
+        }
+    }
+}
+
+/// The page's address without its query and fragment (the web page's own;
+/// natively what the user typed, if anything).
+fn base(typed: &str) -> String {
+    #[cfg(target_arch = "wasm32")]
+    if let Some(a) = crate::app::web::page_address() {
+        return a;
+    }
+    typed.trim().split(['#', '?']).next().unwrap_or("").to_string()
+}
+
+/// The link to `state` at `address`.
+pub fn link(address: &str, state: &ViewState) -> String {
+    format!("{}{}", base(address), state.to_fragment())
+}
+
+/// The embed code of `state` with `hide` hidden, `width` x `height` CSS
+/// pixels.
+pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32, height: u32) -> String {
+    let embedded = ViewState {
+        hide: hide.to_vec(),
+        ..state.clone()
+    };
+    format!(
+        "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\"></iframe>",
+        link(address, &embedded).replace('&', "&amp;").replace('"', "&quot;"),
+        text::EMBED_TITLE
+    )
+}
+
+impl ShareView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &ViewState) {
+        ui.heading(text::SHARE_HEADING);
+        ui.label(text::SHARE_HELP);
+        if state.model == ModelChoice::Custom {
+            ui.label(egui::RichText::new(text::SHARE_CUSTOM_MODEL).color(ui.visuals().warn_fg_color));
+        }
+        if cfg!(not(target_arch = "wasm32")) {
+            ui.horizontal_wrapped(|ui| {
+                let label = ui.label(text::SHARE_ADDRESS);
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.address)
+                        .hint_text(text::SHARE_ADDRESS_HINT)
+                        .desired_width(480.0),
+                )
+                .labelled_by(label.id);
+            });
+        }
+        let link = link(&self.address, state);
+        self.copy_row(ui, text::SHARE_LINK, &link, text::COPY_LINK);
+        if link.len() > LONG_LINK {
+            ui.label(egui::RichText::new(text::long_link(link.len())).color(ui.visuals().warn_fg_color));
+        }
+        ui.add_space(4.0);
+        ui.label(text::EMBED_HELP);
+        ui.horizontal_wrapped(|ui| {
+            ui.label(text::EMBED_HIDE);
+            for (panel, name) in EMBED_PANELS {
+                let mut hidden = self.hide.iter().any(|h| h == panel);
+                if ui.checkbox(&mut hidden, name).changed() {
+                    self.hide.retain(|h| h != panel);
+                    if hidden {
+                        self.hide.push(panel.into());
+                    }
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label(text::EMBED_SIZE);
+            ui.add(egui::DragValue::new(&mut self.width).range(320..=3840).suffix(" px"));
+            ui.label("x");
+            ui.add(egui::DragValue::new(&mut self.height).range(240..=2160).suffix(" px"));
+        });
+        let code = embed_code(&self.address, state, &self.hide, self.width, self.height);
+        self.copy_row(ui, text::EMBED_CODE, &code, text::COPY_EMBED);
+        ui.label(egui::RichText::new(text::EMBED_THREADS).weak());
+    }
+
+    /// A read-only field holding `value`, named `name`, and its copy button.
+    fn copy_row(&mut self, ui: &mut egui::Ui, name: &str, value: &str, button: &'static str) {
+        ui.horizontal(|ui| {
+            let label = ui.label(name);
+            let mut shown = value;
+            ui.add(egui::TextEdit::singleline(&mut shown).desired_width((ui.available_width() - 220.0).max(200.0)))
+                .labelled_by(label.id);
+            if ui.button(button).clicked() {
+                ui.ctx().copy_text(value.to_string());
+                self.copied = Some(button);
+            }
+            if self.copied == Some(button) {
+                ui.label(text::COPIED);
+            }
+        });
+    }
+}
