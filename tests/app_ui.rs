@@ -131,6 +131,27 @@ fn an_attention_sink_is_named_and_explained() {
     );
 }
 
+/// Hovering the pooled attention map names the cell under the pointer:
+/// which queries and keys it pools and their share of attention (at its
+/// centre, the diagonal: at 512 tokens one query over itself).
+#[test]
+fn the_pooled_map_names_the_cell_under_the_pointer() {
+    // The entropy plot hidden, so the map is on screen.
+    let state = ViewState {
+        hide: vec!["entropy".into()],
+        ..small_state()
+    };
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    let map = text::pooled_alt(text::BEFORE, 512, 512);
+    h.get_by_label(&map).hover();
+    h.run_steps(40);
+    let tip = h.get_by_label_contains("% of its attention");
+    let tip = tip.value().unwrap_or_default();
+    assert!(tip.starts_with("query 25") && tip.contains(", key 25"), "{tip}");
+    assert!(tip.contains("\ntokens "), "one position a cell names its tokens: {tip}");
+}
+
 /// "Share" opens a panel with a link that holds the view's whole state and
 /// the code to embed it in a page with the ticked panels hidden (the page
 /// bar and the status bar at first); the view itself does not change.

@@ -215,6 +215,32 @@ pub const POOLED_ROWS: &str = "query bin (first token)";
 pub const POOLED_COLS: &str = "key bin (first token)";
 pub const POOLED_VALUE: &str = "mean attention";
 
+/// Hover on a pooled map's cell: positions `queries` and `keys`
+/// (inclusive), with their tokens when a cell is one position each.
+pub fn pooled_hover(queries: (usize, usize), keys: (usize, usize), share: f32, tokens: Option<(&str, &str)>) -> String {
+    let span = |name: &str, (a, b): (usize, usize)| {
+        if a == b {
+            format!("{name} {a}")
+        } else {
+            format!("{name}s {a} to {b}")
+        }
+    };
+    let whose = if queries.0 == queries.1 { "its" } else { "their" };
+    let mut s = format!(
+        "{}, {}: {:.2}% of {whose} attention",
+        span("query", queries),
+        span("key", keys),
+        100.0 * share
+    );
+    if let Some((q, k)) = tokens {
+        s.push_str(&format!("\ntokens {q:?} -> {k:?}"));
+    }
+    if keys.0 > queries.1 {
+        s = format!("{}: after the query, masked", span("key", keys));
+    }
+    s
+}
+
 pub fn pooled_alt(name: &str, n: usize, length: usize) -> String {
     format!("{name}: attention of {length} queries over {length} keys, pooled to {n} x {n}")
 }

@@ -16,8 +16,17 @@ use crate::app::palette;
 use crate::app::state::ViewState;
 use crate::app::text;
 
-/// Side of each pooled map on screen, in points.
-const MAP_SIDE: f32 = 256.0;
+/// Side of each pooled map on screen, in points: as wide as the maps can
+/// share the view's width, between these.
+const MAP_SIDE: std::ops::RangeInclusive<f32> = 256.0..=512.0;
+
+/// The positions (first, last) of bin `a` of `n` over `length` tokens
+/// (position x is in bin x n / length).
+fn bin_span(a: usize, n: usize, length: usize) -> (usize, usize) {
+    let first = (a * length).div_ceil(n);
+    let last = ((a + 1) * length).div_ceil(n).max(first + 1) - 1;
+    (first, last.min(length.saturating_sub(1)))
+}
 
 #[derive(Default)]
 pub struct AttentionView {
@@ -222,6 +231,8 @@ impl AttentionView {
         }
         ui.label(text::POOLED_HELP);
         let mut wanted = Vec::new();
+        let count = keys.settings().len().max(1) as f32;
+        let side = ((ui.available_width() - 16.0 * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end());
         ui.horizontal_wrapped(|ui| {
             for (name, scales, _) in keys.settings() {
                 let key = JobKey::Pooled {
@@ -244,9 +255,26 @@ impl AttentionView {
                             });
                             let image = ui.add(
                                 egui::Image::new(&*tex)
-                                    .fit_to_exact_size(egui::vec2(MAP_SIDE, MAP_SIDE))
+                                    .fit_to_exact_size(egui::vec2(side, side))
+                                    .sense(egui::Sense::hover())
                                     .alt_text(text::pooled_alt(name, p.n, p.length)),
                             );
+                            if let Some(pos) = image.hover_pos() {
+                                let cell = |x: f32, from: f32| {
+                                    (((x - from) / side * p.n as f32) as usize).min(p.n.saturating_sub(1))
+                                };
+                                let (a, b) = (cell(pos.y, image.rect.top()), cell(pos.x, image.rect.left()));
+                                let (queries, keys) = (bin_span(a, p.n, p.length), bin_span(b, p.n, p.length));
+                                let one = queries.0 == queries.1 && keys.0 == keys.1;
+                                let token = |i: usize| tokens.get(i).map(String::as_str).unwrap_or("");
+                                let hover = text::pooled_hover(
+                                    queries,
+                                    keys,
+                                    p.map[a * p.n + b],
+                                    one.then(|| (token(queries.0), token(keys.0))),
+                                );
+                                image.clone().on_hover_text_at_pointer(hover);
+                            }
                             let stem = format!("pooled_attention_L{}H{}_{}", state.layer, state.head, p.length);
                             let title = text::pooled_alt(name, p.n, p.length);
                             export::grid_buttons(ui, image.rect, p.n * p.n, || pooled_grid(p, stem, title));
@@ -259,5 +287,27 @@ impl AttentionView {
         });
         // Textures of maps no longer shown are freed.
         self.textures.retain(|k, _| wanted.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bin_span;
+
+    #[test]
+    fn bins_cover_every_position_once() {
+        for (n, length) in [(300, 300), (512, 1024), (512, 1000), (7, 16)] {
+            let mut next = 0;
+            for a in 0..n {
+                let (first, last) = bin_span(a, n, length);
+                assert_eq!(first, next, "bin {a} of {n} over {length}");
+                assert!(last >= first);
+                for x in first..=last {
+                    assert_eq!(x * n / length, a, "position {x} is in bin {a}");
+                }
+                next = last + 1;
+            }
+            assert_eq!(next, length);
+        }
     }
 }
