@@ -174,7 +174,7 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
 }
 
 #[test]
-fn a_search_runs_on_another_page_pauses_resumes_and_cancel_keeps_the_scales() {
+fn a_search_runs_on_another_page_pauses_steps_resumes_and_cancel_keeps_the_scales() {
     let mut state = tuning_state(500);
     state.scales.uniform = 1.3;
     let before = state.scales.clone();
@@ -211,6 +211,14 @@ fn a_search_runs_on_another_page_pauses_resumes_and_cancel_keeps_the_scales() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(steps_done(h.state()), paused_at, "steps ran while paused");
+
+    // Step runs one step from the checkpoint and pauses again.
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.step();
+    assert_eq!(phase(h.state()), Some(Phase::Running));
+    wait_for(&mut h, "Step to pause again", |a| phase(a) == Some(Phase::Paused));
+    assert_eq!(steps_done(h.state()), paused_at + 1, "Step ran one step");
+    let paused_at = paused_at + 1;
 
     // Resume continues from the checkpoint, not from step 0.
     h.get_by_label(text::RESUME).click();

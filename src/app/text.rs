@@ -521,6 +521,9 @@ pub const RULE_FITTED: &str = "fitted s*(i)";
 pub const START_SEARCH: &str = "Start search";
 pub const PAUSE: &str = "Pause";
 pub const RESUME: &str = "Resume";
+pub const STEP_SEARCH: &str = "Step";
+pub const STEP_SEARCH_HOVER: &str =
+    "Run one more step (one point of a uniform search) and pause again, to watch the scales and the objective move.";
 pub const CANCEL_SEARCH: &str = "Cancel search";
 pub fn no_search_yet(steps: usize, batch: usize) -> String {
     format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")

@@ -53,6 +53,38 @@ pub struct SearchRun {
     /// the steps per second since.
     clock: Option<(f64, usize)>,
     rate: Option<f64>,
+    /// "Step": pause again once this many steps are done.
+    pause_at: Option<usize>,
+}
+
+impl SearchRun {
+    /// Starts the next segment from the last checkpoint.
+    fn resume(&mut self, jobs: &mut Jobs) {
+        let from = self.report.as_ref().map(|r| r.checkpoint.clone());
+        self.key = JobKey::Search(SearchKey {
+            spec: self.spec.clone(),
+            run: self.run,
+            from,
+        });
+        // A segment the status bar's Cancel stopped before its first step
+        // has this same key, kept as cancelled.
+        jobs.cancel(&self.key);
+        jobs.get_pinned(&self.key);
+        self.phase = Phase::Running;
+        self.clock = None;
+        self.rate = None;
+    }
+
+    /// Ends the running segment, keeping its last checkpoint.
+    fn pause(&mut self, jobs: &mut Jobs) {
+        jobs.cancel(&self.key);
+        self.phase = Phase::Paused;
+        self.pause_at = None;
+    }
+
+    fn done(&self) -> usize {
+        self.report.as_ref().map_or(0, |r| r.done)
+    }
 }
 
 #[derive(Default)]
@@ -89,6 +121,9 @@ impl TuningView {
             Some(Entry::Running { partial, .. }) => {
                 if let Some(p) = partial {
                     take(run, &p);
+                }
+                if run.pause_at.is_some_and(|n| run.done() >= n) {
+                    run.pause(jobs);
                 }
             }
             Some(Entry::Done(r)) => {
@@ -140,6 +175,7 @@ impl TuningView {
             report: None,
             clock: None,
             rate: None,
+            pause_at: None,
         });
     }
 
@@ -290,22 +326,17 @@ impl TuningView {
             }
             if let Some(run) = &mut self.run {
                 if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
-                    jobs.cancel(&run.key);
-                    run.phase = Phase::Paused;
-                } else if run.phase == Phase::Paused && ui.button(text::RESUME).clicked() {
-                    let from = run.report.as_ref().map(|r| r.checkpoint.clone());
-                    run.key = JobKey::Search(SearchKey {
-                        spec: run.spec.clone(),
-                        run: run.run,
-                        from,
-                    });
-                    // A segment the status bar's Cancel stopped before its
-                    // first step has this same key, kept as cancelled.
-                    jobs.cancel(&run.key);
-                    jobs.get_pinned(&run.key);
-                    run.phase = Phase::Running;
-                    run.clock = None;
-                    run.rate = None;
+                    run.pause(jobs);
+                } else if run.phase == Phase::Paused {
+                    let resume = ui.button(text::RESUME).clicked();
+                    let step = ui
+                        .button(text::STEP_SEARCH)
+                        .on_hover_text(text::STEP_SEARCH_HOVER)
+                        .clicked();
+                    if resume || step {
+                        run.pause_at = step.then(|| run.done() + 1);
+                        run.resume(jobs);
+                    }
                 }
                 if matches!(run.phase, Phase::Running | Phase::Paused) && ui.button(text::CANCEL_SEARCH).clicked() {
                     // Nothing of the run was applied: the scales in use stay.
