@@ -131,6 +131,86 @@ fn an_attention_sink_is_named_and_explained() {
     );
 }
 
+/// Hovering the entropy plot reads every curve at the pointer's position:
+/// each setting's mean over heads and its selected head, the token, and
+/// uniform attention's value there (not the pointer's height); hovering
+/// the attention row reads the weight at that key.
+#[test]
+fn the_plots_read_every_curve_where_the_pointer_is() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    let heading = h.get_by_label(text::ENTROPY_HEADING).rect();
+    // The plot is under the heading, its help and its summary line.
+    h.hover_at(eframe::egui::pos2(heading.left() + 450.0, heading.bottom() + 180.0));
+    h.run_steps(40);
+    let tip = h.get_by_label_contains("\nuniform over ").value().unwrap_or_default();
+    let lines: Vec<&str> = tip.lines().collect();
+    assert_eq!(lines.len(), 3, "{tip}");
+    assert!(
+        lines[0].starts_with("position ") && lines[0].contains(", token "),
+        "{tip}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}: mean ", text::BEFORE)) && lines[1].contains(", layer 0, head 0 "),
+        "{tip}"
+    );
+    // The values are the profile's own at that position.
+    let i: usize = lines[0]["position ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let Some(Entry::Done(r)) = app.jobs.peek(&keys.entropy(&keys.ones)) else {
+        panic!("no entropy profile")
+    };
+    let JobResult::Entropy(p) = r.as_ref() else { panic!() };
+    let want = format!(
+        "mean {:.2} bits, layer 0, head 0 {:.2}",
+        p.mean_over_heads()[i],
+        p.head(0, 0)[i]
+    );
+    assert!(lines[1].ends_with(&want), "{tip} (want {want})");
+    assert_eq!(
+        lines[2],
+        format!("uniform over {} tokens: {:.2}", i + 1, ((i + 1) as f64).log2())
+    );
+
+    // The attention row likewise: the key, its token and the weight there.
+    let heading = h.get_by_label(text::ATTENTION_HEADING).rect();
+    h.hover_at(eframe::egui::pos2(heading.left() + 450.0, heading.bottom() + 150.0));
+    h.run_steps(40);
+    let tip = h
+        .get_by_label_contains(&format!("\n{}: ", text::BEFORE))
+        .value()
+        .unwrap_or_default();
+    let lines: Vec<&str> = tip.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("key ") && lines[0].contains(", token "),
+        "{tip}"
+    );
+    let j: usize = lines[0]["key ".len()..].split(',').next().unwrap().parse().unwrap();
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let row = JobKey::AttnRow {
+        at: keys.at.clone(),
+        scales: keys.ones.clone(),
+        layer: 0,
+        head: 0,
+        query: None,
+    };
+    let Some(Entry::Done(r)) = app.jobs.peek(&row) else {
+        panic!("no attention row")
+    };
+    let JobResult::AttnRow(a) = r.as_ref() else { panic!() };
+    assert_eq!(
+        lines[1],
+        format!("{}: {:.4} ({:.1}%)", text::BEFORE, a.row[j], 100.0 * a.row[j])
+    );
+}
+
 /// Hovering the pooled attention map names the cell under the pointer:
 /// which queries and keys it pools and their share of attention (at its
 /// centre, the diagonal: at 512 tokens one query over itself).

@@ -164,8 +164,31 @@ pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
     )
 }
 
-pub fn position_hover(i: usize, y: f64, token: &str) -> String {
-    format!("position {i}: {y:.3}\ntoken {token:?}")
+/// One setting's curves, as the entropy plot's hover reads them.
+pub struct Readout<'a> {
+    pub setting: &'a str,
+    pub mean: &'a [f32],
+    /// The selected head's, when the model has it.
+    pub head: Option<&'a [f32]>,
+}
+
+/// The entropy plot's hover at position `i`: its token and every curve's
+/// value there (the mean over heads and the selected head `head_name`).
+pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &str) -> String {
+    let mut s = format!("position {i}, token {token:?}");
+    for r in readout {
+        let Some(mean) = r.mean.get(i) else { continue };
+        s.push_str(&format!("\n{}: mean {mean:.2} bits", r.setting));
+        if let Some(h) = r.head.and_then(|h| h.get(i)) {
+            s.push_str(&format!(", {head_name} {h:.2}"));
+        }
+    }
+    s.push_str(&format!(
+        "\nuniform over {} tokens: {:.2}",
+        i + 1,
+        ((i + 1) as f64).log2()
+    ));
+    s
 }
 
 pub const KEY_AXIS: &str = "key position j";
@@ -173,8 +196,19 @@ pub const WEIGHT_AXIS: &str = "attention weight";
 pub const RETRIEVING_QUERY: &str = "Query that retrieves the key";
 pub const LAST_QUERY: &str = "Last token as query";
 
-pub fn key_hover(j: usize, y: f64, token: &str) -> String {
-    format!("key {j}: {y:.4}\ntoken {token:?}")
+/// An attention row's hover at key `j`: its token (where the view has
+/// them) and each setting's weight there (rows end at their query).
+pub fn key_hover(j: usize, token: Option<&str>, rows: &[(&str, &[f32])]) -> String {
+    let mut s = format!("key {j}");
+    if let Some(t) = token {
+        s.push_str(&format!(", token {t:?}"));
+    }
+    for (setting, row) in rows {
+        if let Some(w) = row.get(j) {
+            s.push_str(&format!("\n{setting}: {w:.4} ({:.1}%)", 100.0 * w));
+        }
+    }
+    s
 }
 
 pub fn row_caption(query: usize, token: Option<&str>) -> String {

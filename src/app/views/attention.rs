@@ -138,7 +138,14 @@ impl AttentionView {
             _ => None,
         });
         if let Some((shown_query, key_position)) = row_query {
-            let hover_tokens = tokens.clone();
+            // The hover reads every setting's row at the pointer's key.
+            let readout: Vec<(&str, &[f32])> = rows
+                .iter()
+                .filter_map(|(name, _, r)| match r.as_ref() {
+                    JobResult::AttnRow(a) => Some((*name, &a.row[..=a.query])),
+                    _ => None,
+                })
+                .collect();
             let training = keys.info.training_length;
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
@@ -146,11 +153,10 @@ impl AttentionView {
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)
                 .include_y(0.0)
-                .label_formatter(move |pos| {
+                .label_formatter(|pos| {
                     let p = super::hovered(pos);
                     let j = p.x.round().max(0.0) as usize;
-                    let token = hover_tokens.get(j).map(String::as_str).unwrap_or("");
-                    Some(text::key_hover(j, p.y, token))
+                    Some(text::key_hover(j, tokens.get(j).map(String::as_str), &readout))
                 })
                 .show(ui, |plot| {
                     for (name, colour, r) in &rows {

@@ -60,6 +60,29 @@ impl EntropyView {
         let (layer, head) = (state.layer, state.head);
         let pinned: Vec<[usize; 2]> = state.pinned.iter().copied().filter(|&p| p != [layer, head]).collect();
         let training = keys.info.training_length;
+        // Each setting's mean over heads, once a frame, for its curve and
+        // for the hover, which reads every curve at the pointer's position
+        // (full resolution, not the drawn bins).
+        let means: Vec<Vec<f32>> = profiles
+            .iter()
+            .map(|(_, _, r)| match r.as_ref() {
+                JobResult::Entropy(p) => p.mean_over_heads(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let readout: Vec<text::Readout> = profiles
+            .iter()
+            .zip(&means)
+            .filter_map(|((name, _, r), mean)| match r.as_ref() {
+                JobResult::Entropy(p) => Some(text::Readout {
+                    setting: name,
+                    mean,
+                    head: (layer < p.layers && head < p.heads).then(|| p.head(layer, head)),
+                }),
+                _ => None,
+            })
+            .collect();
+        let head_name = text::head_name(layer, head);
         // The curves rise from the lower left: the legend goes where they
         // are not, so it never hides their ends near L. In the order drawn
         // (from the bottom up), so each setting's two curves stay together
@@ -74,11 +97,11 @@ impl EntropyView {
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)
-            .label_formatter(move |pos| {
+            .label_formatter(|pos| {
                 let p = super::hovered(pos);
                 let i = p.x.round().max(0.0) as usize;
                 let token = tokens.get(i).map(String::as_str).unwrap_or("");
-                Some(text::position_hover(i, p.y, token))
+                Some(text::position_hover(i, token, &readout, &head_name))
             })
             .show(ui, |plot| {
                 let ceiling: Vec<[f64; 2]> = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
@@ -87,12 +110,12 @@ impl EntropyView {
                         .color(palette::CEILING)
                         .width(palette::THIN_LINE),
                 );
-                for (name, colour, r) in &profiles {
+                for ((name, colour, r), mean) in profiles.iter().zip(&means) {
                     let JobResult::Entropy(p) = r.as_ref() else { continue };
                     plot.line(
                         Line::new(
                             format!("{name}: {}", text::MEAN_OVER_HEADS),
-                            PlotPoints::from(binned(&p.mean_over_heads())),
+                            PlotPoints::from(binned(mean)),
                         )
                         .color(*colour)
                         .width(palette::LINE_WIDTH),
