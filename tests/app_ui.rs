@@ -151,7 +151,7 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
         "{tip}"
     );
     assert!(
-        lines[1].starts_with(&format!("{}: mean ", text::BEFORE)) && lines[1].contains(", layer 0, head 0 "),
+        lines[1].starts_with(&format!("{}: mean ", text::BEFORE)) && lines[1].contains(", layer 0, head 0: "),
         "{tip}"
     );
     // The values are the profile's own at that position.
@@ -168,7 +168,7 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
     };
     let JobResult::Entropy(p) = r.as_ref() else { panic!() };
     let want = format!(
-        "mean {:.2} bits, layer 0, head 0 {:.2}",
+        "mean {:.2} bits, layer 0, head 0: {:.2}",
         p.mean_over_heads()[i],
         p.head(0, 0)[i]
     );

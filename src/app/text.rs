@@ -180,7 +180,7 @@ pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &st
         let Some(mean) = r.mean.get(i) else { continue };
         s.push_str(&format!("\n{}: mean {mean:.2} bits", r.setting));
         if let Some(h) = r.head.and_then(|h| h.get(i)) {
-            s.push_str(&format!(", {head_name} {h:.2}"));
+            s.push_str(&format!(", {head_name}: {h:.2}"));
         }
     }
     s.push_str(&format!(
