@@ -99,27 +99,61 @@ const shared = fused && isolated && !/[?&]threads=1(&|$)/.test(location.search);
 // What the app reads of its loader (app::web::loader): what it found, for
 // the status bar's note on threads, and the bindings' URL, which the
 // shared-memory build's workers load too.
-globalThis.nopescopeLoader = { fused, isolated, shared, glue: null };
+// \`loaded\`: the bytes of the module fetched so far.
+globalThis.nopescopeLoader = { fused, isolated, shared, glue: null, loaded: 0 };
 const builds = [];
 if (shared) builds.push('./threads/$threads');
 if (fused) builds.push('./relaxed/$relaxed');
 builds.push('./$plain');
+// The module is large (the models are inside it): its download is counted
+// on the page (#nopescope_loading) as it streams into the compiler.
+const loading = document.getElementById('nopescope_loading');
+async function counted(url) {
+  const response = await fetch(url);
+  if (!response.ok || !response.body) return response;
+  // A compressed transfer's length is not the bytes the stream gives.
+  const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
+  const reader = response.body.getReader();
+  let got = 0;
+  const body = new ReadableStream({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      got += value.length;
+      globalThis.nopescopeLoader.loaded = got;
+      if (loading) {
+        loading.textContent = 'Loading nopescope: ' + (got / 1e6).toFixed(1) +
+          (total ? ' of ' + (total / 1e6).toFixed(1) : '') + ' MB';
+      }
+      controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: response.status, headers: { 'content-type': 'application/wasm' } });
+}
 async function start(base) {
   globalThis.nopescopeLoader.glue = new URL(base + '.js', location.href).href;
   const bindings = await import(base + '.js');
-  const wasm = await bindings.default({ module_or_path: base + '_bg.wasm' });
+  const wasm = await bindings.default({ module_or_path: counted(base + '_bg.wasm') });
   window.wasmBindings = bindings;
   dispatchEvent(new CustomEvent("TrunkApplicationStarted", { detail: { wasm } }));
 }
 for (let i = 0; ; i++) {
   try {
     await start(builds[i]);
+    loading?.remove();
     break;
   } catch (e) {
     if (i + 1 < builds.length) {
       console.warn('nopescope: ' + builds[i] + ' did not start (' + e + '); starting ' + builds[i + 1]);
       continue;
     }
+    loading?.remove();
     document.getElementById('nopescope_error').textContent =
       'nopescope could not start: ' + e + '. Reload the page; if it persists, try another browser.';
     throw e;

@@ -175,6 +175,16 @@ try {
       const processors = await page.evaluate(() => navigator.hardwareConcurrency);
       const threads = Number(/cpu \((\d+) thread/.exec(s?.engine ?? "")?.[1]);
       check(threads === Math.min(processors, 16), `the CPU engine runs on ${threads} threads, ${processors} processors`);
+      // The loader counted the module's download on the page, and took its
+      // message away once the app started.
+      const [loaded, message, glue] = await page.evaluate(() => [
+        globalThis.nopescopeLoader?.loaded,
+        document.getElementById("nopescope_loading")?.textContent ?? null,
+        globalThis.nopescopeLoader?.glue,
+      ]);
+      const wasm = path.join(dist, decodeURIComponent(new URL(glue).pathname).replace(/\.js$/, "_bg.wasm"));
+      const size = fs.statSync(wasm).size;
+      check(loaded === size && message === null, `the loader counted the module's ${size} bytes (${loaded}) and removed its message (${message})`);
     });
     check(first.s && first.s.state.length === 1024, "default state length 1024");
     // 2. A URL with state opens that view.
