@@ -139,13 +139,7 @@ impl AttentionView {
         });
         if let Some((shown_query, key_position)) = row_query {
             // The hover reads every setting's row at the pointer's key.
-            let readout: Vec<(&str, &[f32])> = rows
-                .iter()
-                .filter_map(|(name, _, r)| match r.as_ref() {
-                    JobResult::AttnRow(a) => Some((*name, &a.row[..=a.query])),
-                    _ => None,
-                })
-                .collect();
+            let readout = super::row_readout(&rows);
             let training = keys.info.training_length;
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)

@@ -103,6 +103,19 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
     }
 }
 
+/// Each setting's attention row up to its query, named, for a plot's hover
+/// (`text::key_hover`).
+pub fn row_readout<'a>(
+    rows: &'a [(&'a str, egui::Color32, std::sync::Arc<super::jobs::JobResult>)],
+) -> Vec<(&'a str, &'a [f32])> {
+    rows.iter()
+        .filter_map(|(name, _, r)| match r.as_ref() {
+            super::jobs::JobResult::AttnRow(a) => Some((*name, &a.row[..=a.query])),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A legend shared by several plots: a short line of each colour and its
 /// name, in a row that wraps.
 pub fn legend_row(ui: &mut egui::Ui, entries: &[(&str, egui::Color32)]) {

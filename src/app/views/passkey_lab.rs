@@ -364,13 +364,7 @@ fn attention_plot(
         })
         .fold(1e-3, f64::max);
     let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
-    let readout: Vec<(&str, &[f32])> = rows
-        .iter()
-        .filter_map(|(name, _, r)| match r.as_ref() {
-            JobResult::AttnRow(a) => Some((*name, &a.row[..=a.query])),
-            _ => None,
-        })
-        .collect();
+    let readout = super::row_readout(rows);
     super::nice_y(Plot::new("passkey attention row"))
         .height(200.0)
         .label_formatter(|pos| {
