@@ -303,11 +303,11 @@ impl NopeApp {
                     if ui.toggle_value(&mut open, text::TOUR_OPEN).changed() {
                         state.tour = open.then_some(0);
                     }
+                    ui.separator();
+                    ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
                     if !open {
                         ui.label(egui::RichText::new(text::TOUR_HINT).weak());
                     }
-                    ui.separator();
-                    ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
                 });
             });
             if views.sharing {
