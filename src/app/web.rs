@@ -313,6 +313,8 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
         "held_max_ms": HELD_MAX_MS.get(),
         "offline": offline(),
+        // What the Share panel's link would be (the page's own address).
+        "link": super::views::share::link("", &app.state),
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {

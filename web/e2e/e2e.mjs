@@ -193,6 +193,11 @@ try {
     const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
     const st = linked.s?.state ?? {};
     check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
+    // The Share panel's link: this page's address and only what differs
+    // from the default state.
+    const link = linked.s?.link ?? "";
+    const shared = link.startsWith(base + "#state=") ? JSON.parse(decodeURIComponent(link.slice((base + "#state=").length))) : null;
+    check(shared && shared.length === 300 && shared.layer === 1 && shared.head === 2 && shared.input === "passkey" && !("model" in shared), `the share link is this page's address with the view's changes: ${link}`);
     // 3. A walkthrough step opened from its link, as a course page embeds
     // it (the page bar and status bar hidden): the step's view is set and
     // what the step promises holds on the page's own results.
