@@ -34,7 +34,9 @@ pub struct AttentionView {
 }
 
 /// Colour of a pooled cell: log scale from 1e-4 (dark) to 1 (bright);
-/// cells above the diagonal (keys after every query of the bin) are masked.
+/// cells above the diagonal (keys after every query of the bin) are masked:
+/// transparent, so the panel's own background shows there in either theme
+/// (a fixed dark grey sat heavily on the light one).
 fn pooled_image(p: &PooledResult) -> egui::ColorImage {
     let n = p.n;
     let mut pixels = Vec::with_capacity(n * n);
@@ -42,7 +44,7 @@ fn pooled_image(p: &PooledResult) -> egui::ColorImage {
         for b in 0..n {
             let v = p.map[a * n + b];
             pixels.push(if b > a {
-                egui::Color32::from_gray(40)
+                egui::Color32::TRANSPARENT
             } else {
                 palette::viridis((v.max(1e-6).log10() + 4.0) / 4.0)
             });
@@ -258,6 +260,13 @@ impl AttentionView {
                                     .fit_to_exact_size(egui::vec2(side, side))
                                     .sense(egui::Sense::hover())
                                     .alt_text(text::pooled_alt(name, p.n, p.length)),
+                            );
+                            // The map's square, whose masked half is the background.
+                            ui.painter().rect_stroke(
+                                image.rect,
+                                0.0,
+                                ui.visuals().widgets.noninteractive.bg_stroke,
+                                egui::StrokeKind::Outside,
                             );
                             if let Some(pos) = image.hover_pos() {
                                 let cell = |x: f32, from: f32| {
