@@ -173,6 +173,22 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     assert_eq!(keys.scales.values(), report.scales);
 }
 
+/// Step with no search yet starts one and pauses after its first step;
+/// Step again runs the second.
+#[test]
+fn step_starts_a_search_one_step_at_a_time() {
+    let mut h = harness(tuning_state(500));
+    h.run_steps(2);
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.step();
+    wait_for(&mut h, "the first step to pause", |a| phase(a) == Some(Phase::Paused));
+    assert_eq!(steps_done(h.state()), 1);
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.step();
+    wait_for(&mut h, "the second step to pause", |a| phase(a) == Some(Phase::Paused));
+    assert_eq!(steps_done(h.state()), 2);
+}
+
 #[test]
 fn a_search_runs_on_another_page_pauses_steps_resumes_and_cancel_keeps_the_scales() {
     let mut state = tuning_state(500);

@@ -556,6 +556,8 @@ pub const START_SEARCH: &str = "Start search";
 pub const PAUSE: &str = "Pause";
 pub const RESUME: &str = "Resume";
 pub const STEP_SEARCH: &str = "Step";
+pub const STEP_NEW_SEARCH_HOVER: &str =
+    "Start a search with these settings and pause after its first step; Step again for each next one.";
 pub const STEP_SEARCH_HOVER: &str =
     "Run one more step (one point of a uniform search) and pause again, to watch the scales and the objective move.";
 pub const CANCEL_SEARCH: &str = "Cancel search";

@@ -324,6 +324,20 @@ impl TuningView {
             {
                 self.start(jobs, spec.clone());
             }
+            // With no run to go on with, Step starts one that pauses after
+            // its first step.
+            let resumable = matches!(phase, Some(Phase::Running | Phase::Paused));
+            if !resumable
+                && ui
+                    .button(text::STEP_SEARCH)
+                    .on_hover_text(text::STEP_NEW_SEARCH_HOVER)
+                    .clicked()
+            {
+                self.start(jobs, spec.clone());
+                if let Some(run) = &mut self.run {
+                    run.pause_at = Some(1);
+                }
+            }
             if let Some(run) = &mut self.run {
                 if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
                     run.pause(jobs);
