@@ -18,8 +18,9 @@
 #
 # If a build does not start (a network error, or a browser that validates
 # a feature but cannot compile it), the loader starts the next one. Once
-# one has started, it hands the files it used to the page's service worker
-# (web/sw.js), so the page also opens with no network.
+# one has started, it keeps the files it used in a cache that the page's
+# service worker (web/sw.js) serves from, so the page also opens with no
+# network.
 # `?simd=plain` in the page's URL forces the plain build, `?threads=1` the
 # relaxed one.
 #
@@ -159,29 +160,50 @@ for (let i = 0; ; i++) {
     throw e;
   }
 }
-// Offline use (web/sw.js): a service worker keeps the files this start
-// used, so the page opens and computes with no network from now on.
+// Offline use: the page itself keeps the files this start used in a cache
+// of their own (named after the started build, whose file names carry a
+// content hash), the page's document last, and only then drops the caches
+// of other builds; web/sw.js serves from the caches when the network
+// fails. A copy is thus always one whole version. The files come from the
+// browser's HTTP cache where it has them (no second download).
 // nopescopeLoader.offline says 'ready', or why not; '?offline=0' in the
-// address leaves it out.
+// address removes the worker and the copies.
 async function keepOffline() {
-  if (!('serviceWorker' in navigator)) throw new Error('this browser has no service workers');
+  if (!('serviceWorker' in navigator) || !('caches' in self)) throw new Error('this browser keeps no offline copies here');
   await navigator.serviceWorker.register('./sw.js');
-  const worker = (await navigator.serviceWorker.ready).active;
+  const glue = globalThis.nopescopeLoader.glue;
+  const build = glue.slice(glue.lastIndexOf('/') + 1, -3);
+  const folder = glue.slice(0, glue.lastIndexOf('/') + 1);
+  // This build's files and the style; not those of builds that did not start.
+  const other = (u) => /\/(relaxed|threads)\/[^/]+$/.test(new URL(u).pathname) && u.slice(0, u.lastIndexOf('/') + 1) !== folder;
+  const files = new Set(performance.getEntriesByType('resource').map((e) => e.name)
+    .filter((u) => u.startsWith(location.origin + '/') && !other(u)));
+  files.add(glue);
+  files.add(folder + build + '_bg.wasm');
+  const name = 'nopescope-' + build;
+  const cache = await caches.open(name);
+  for (const u of files) {
+    if (!(await cache.match(u))) await cache.add(new Request(u, { cache: 'force-cache' }));
+  }
   const page = new URL(location.href);
   page.search = '';
   page.hash = '';
-  const files = performance.getEntriesByType('resource').map((e) => e.name)
-    .filter((u) => u.startsWith(location.origin + '/'));
-  const channel = new MessageChannel();
-  const answer = new Promise((resolve) => { channel.port1.onmessage = (e) => resolve(e.data); });
-  worker.postMessage({ keep: [page.href, ...files] }, [channel.port2]);
-  const a = await answer;
-  if (a.error) throw new Error(a.error);
-  if (a.missing) throw new Error(a.missing + ' of its files could not be fetched');
+  if (!(await cache.match(page.href))) {
+    const response = await fetch(page.href, { cache: 'no-cache' });
+    const text = await response.clone().text();
+    // A newer version on the server names other builds: not this copy's page.
+    if (!response.ok || !text.includes(build)) throw new Error('the server has a newer version; reload to keep that one');
+    await cache.put(page.href, response);
+  }
+  for (const old of await caches.keys()) {
+    if (old.startsWith('nopescope-') && old !== name) await caches.delete(old);
+  }
   return 'ready';
 }
 if (/[?&]offline=0(&|$)/.test(location.search)) {
   globalThis.nopescopeLoader.offline = 'not saved: the address asks (offline=0)';
+  navigator.serviceWorker?.getRegistrations().then((rs) => rs.forEach((r) => r.unregister()));
+  self.caches?.keys().then((names) => names.filter((n) => n.startsWith('nopescope-')).forEach((n) => caches.delete(n)));
 } else {
   keepOffline().then(
     (s) => { globalThis.nopescopeLoader.offline = s; },

@@ -1,15 +1,16 @@
-// nopescope's service worker: keeps a copy of the page in the browser, so
-// that it opens and computes with no network (a classroom whose network
-// fails, a laptop on a train). The page's loader (web/builds.sh) registers
-// it and, after every start, sends the list of files that start used; this
-// worker keeps exactly those (the page, its loader's build, its style) and
-// forgets files of earlier builds.
+// nopescope's service worker: serves the page from the copy the page's
+// loader keeps (web/builds.sh, keepOffline), so that it opens and computes
+// with no network (a classroom whose network fails, a laptop on a train).
+// The loader writes the copy, one cache per build with the page's document
+// last, and drops older builds' caches once a new one is whole; this
+// worker only reads them.
 //
-// The page itself (a navigation) comes from the network whenever there is
-// one, so a new version is picked up at the next visit; its copy is the
-// fallback. Every other file has a content hash in its name, so a kept copy
+// The page itself (a navigation) comes from the network when it answers
+// (a new version is picked up at the next visit), the copy when it fails,
+// answers with an error, or takes longer than NETWORK_WAIT_MS while a copy
+// exists. Every other file has a content hash in its name, so a kept copy
 // is never stale and is served first.
-const CACHE = "nopescope-page";
+const NETWORK_WAIT_MS = 6000;
 
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -23,24 +24,39 @@ function pageKey(url) {
   return u.href;
 }
 
+// The kept page: the oldest cache that has it (caches are searched in the
+// order they were made), so a copy being written never answers before the
+// whole one beside it.
+async function keptPage(url) {
+  return caches.match(pageKey(url), { ignoreVary: true });
+}
+
 async function page(request) {
-  const key = pageKey(request.url);
+  const kept = await keptPage(request.url);
+  const network = fetch(request);
+  if (!kept) return network;
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(null), NETWORK_WAIT_MS);
+  });
   try {
-    const response = await fetch(request);
-    if (response.ok) {
-      const cache = await caches.open(CACHE);
-      await cache.put(key, response.clone());
-    }
-    return response;
-  } catch (err) {
-    const kept = await caches.match(key);
-    if (kept) return kept;
-    throw err;
+    const response = await Promise.race([network, late]);
+    // A redirect goes through; an error status (a proxy's 502) or no
+    // answer in time gets the copy.
+    if (response && (response.ok || response.type === "opaqueredirect")) return response;
+    return kept;
+  } catch {
+    return kept;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
+// A request that asks for the network (the loader's check of the page it
+// keeps, `cache: "no-cache"`) goes there.
 async function file(request) {
-  const kept = await caches.match(request);
+  if (["no-store", "no-cache", "reload"].includes(request.cache)) return fetch(request);
+  const kept = await caches.match(request, { ignoreVary: true });
   return kept ?? fetch(request);
 }
 
@@ -48,36 +64,4 @@ self.addEventListener("fetch", (event) => {
   const request = event.request;
   if (request.method !== "GET" || new URL(request.url).origin !== self.location.origin) return;
   event.respondWith(request.mode === "navigate" ? page(request) : file(request));
-});
-
-// `{ keep: [url, ...] }` from the loader, with a port for the answer:
-// `{ kept, missing }` (counts; a file that could not be fetched is missing).
-async function keep(urls) {
-  const cache = await caches.open(CACHE);
-  const wanted = new Set(
-    urls.filter((u) => new URL(u).origin === self.location.origin).map((u) => new URL(u).href),
-  );
-  wanted.delete(new URL("sw.js", self.location.href).href);
-  const results = await Promise.allSettled(
-    [...wanted].map(async (u) => {
-      if (!(await cache.match(u))) await cache.add(u);
-    }),
-  );
-  for (const request of await cache.keys()) {
-    if (!wanted.has(request.url)) await cache.delete(request);
-  }
-  const missing = results.filter((r) => r.status === "rejected").length;
-  return { kept: wanted.size - missing, missing };
-}
-
-self.addEventListener("message", (event) => {
-  const urls = event.data?.keep;
-  const port = event.ports[0];
-  if (!Array.isArray(urls) || !port) return;
-  event.waitUntil(
-    keep(urls).then(
-      (answer) => port.postMessage(answer),
-      (err) => port.postMessage({ error: String(err) }),
-    ),
-  );
 });

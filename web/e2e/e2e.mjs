@@ -272,6 +272,13 @@ try {
     await run("offline", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s) => {
       const kept = await waitFor(page, (x) => x.offline, 60_000);
       check(kept?.offline === "ready", `the page is kept for offline use: ${kept?.offline}`);
+      // One copy, of the build that started (and the page, the style).
+      const copy = await page.evaluate(async () => {
+        const names = (await caches.keys()).filter((n) => n.startsWith("nopescope-"));
+        const keys = names.length ? (await (await caches.open(names[0])).keys()).map((r) => new URL(r.url).pathname) : [];
+        return { names, keys };
+      });
+      check(copy.names.length === 1 && copy.keys.includes("/") && copy.keys.some((k) => k.startsWith("/threads/") && k.endsWith("_bg.wasm")) && !copy.keys.some((k) => k.startsWith("/relaxed/")), `one copy, of the build that started: ${JSON.stringify(copy)}`);
       await new Promise((r) => {
         own.close(r);
         own.closeAllConnections();
