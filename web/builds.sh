@@ -164,8 +164,9 @@ for (let i = 0; ; i++) {
 // of their own (named after the started build, whose file names carry a
 // content hash), the page's document last, and only then drops the caches
 // of other builds; web/sw.js serves from the caches when the network
-// fails. A copy is thus always one whole version. The files come from the
-// browser's HTTP cache where it has them (no second download).
+// fails. A copy is thus always one whole version. The files are asked of
+// the browser's HTTP cache first (\`force-cache\`), so a module it kept is
+// not fetched again.
 // nopescopeLoader.offline says 'ready', or why not; '?offline=0' in the
 // address removes the worker and the copies.
 async function keepOffline() {

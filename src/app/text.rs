@@ -259,6 +259,9 @@ pub fn pooled_hover(queries: (usize, usize), keys: (usize, usize), share: f32, t
             format!("{name}s {a} to {b}")
         }
     };
+    if keys.0 > queries.1 {
+        return format!("{}: after the query, masked", span("key", keys));
+    }
     let whose = if queries.0 == queries.1 { "its" } else { "their" };
     let mut s = format!(
         "{}, {}: {:.2}% of {whose} attention",
@@ -268,9 +271,6 @@ pub fn pooled_hover(queries: (usize, usize), keys: (usize, usize), share: f32, t
     );
     if let Some((q, k)) = tokens {
         s.push_str(&format!("\ntokens {q:?} -> {k:?}"));
-    }
-    if keys.0 > queries.1 {
-        s = format!("{}: after the query, masked", span("key", keys));
     }
     s
 }
@@ -288,7 +288,7 @@ pub const BACKEND_CPU: &str = "CPU";
 pub const BACKEND_GPU: &str = "GPU";
 pub const ENGINE_NOT_STARTED: &str = "(starts with the first computation)";
 pub const IDLE: &str = "idle";
-/// The web page, once its service worker keeps every file it started with.
+/// The web page, once its loader has kept every file it started with.
 pub const OFFLINE_READY: &str = "works offline";
 pub const OFFLINE_READY_HOVER: &str = "This browser keeps a copy of the page: at this address it opens and computes without a network (the models and the text are inside it). With a network, each visit checks for a newer version.";
 

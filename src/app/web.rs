@@ -117,8 +117,9 @@ fn loader(field: &str) -> JsValue {
 }
 
 /// Whether the page is kept for offline use: the loader's `offline` field,
-/// "ready" once the service worker (web/sw.js) holds every file this start
-/// used, else why not ("not saved: ..."); None until it has answered.
+/// "ready" once it has kept every file this start used for the service
+/// worker (web/sw.js) to serve, else why not ("not saved: ..."); None until
+/// it is done.
 pub fn offline() -> Option<String> {
     loader("offline").as_string()
 }
@@ -314,7 +315,7 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "held_max_ms": HELD_MAX_MS.get(),
         "offline": offline(),
         // What the Share panel's link would be (the page's own address).
-        "link": super::views::share::link("", &app.state),
+        "link": super::views::share::link("", &fragment),
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {

@@ -263,10 +263,10 @@ try {
       const a = first.s?.entropy?.mean_bits, b = s?.entropy?.mean_bits;
       check(Math.abs(a - b) <= 1e-5 * Math.abs(b), `one thread and ${first.s?.engine} agree on the mean entropy at 1024: ${b} vs ${a}`);
     });
-    // 9. Offline: once the page has started, its service worker
-    // (web/sw.js) keeps every file it used; with the server gone (its own,
-    // on another port), a reload opens the page from that copy and
-    // computes the same entropy.
+    // 9. Offline: once the page has started, its loader keeps every file
+    // it used for the service worker (web/sw.js) to serve; with the server
+    // gone (its own, on another port), a reload opens the page from that
+    // copy and computes the same entropy.
     const own = http.createServer(serve);
     const ownBase = await listen(own);
     await run("offline", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page, s) => {

@@ -233,10 +233,11 @@ impl AttentionView {
         }
         ui.label(text::POOLED_HELP);
         let mut wanted = Vec::new();
-        let count = keys.settings().len().max(1) as f32;
+        let settings = keys.settings();
+        let count = settings.len().max(1) as f32;
         let side = ((ui.available_width() - 16.0 * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end());
         ui.horizontal_wrapped(|ui| {
-            for (name, scales, _) in keys.settings() {
+            for (name, scales, _) in settings {
                 let key = JobKey::Pooled {
                     at: keys.at.clone(),
                     scales,

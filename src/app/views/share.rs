@@ -57,9 +57,10 @@ fn base(typed: &str) -> String {
     typed.trim().split(['#', '?']).next().unwrap_or("").to_string()
 }
 
-/// The link to `state` at `address`.
-pub fn link(address: &str, state: &ViewState) -> String {
-    format!("{}{}", base(address), state.to_fragment())
+/// The link to a view at `address`, from its `fragment`
+/// (`ViewState::to_fragment`).
+pub fn link(address: &str, fragment: &str) -> String {
+    format!("{}{fragment}", base(address))
 }
 
 /// The embed code of `state` with `hide` hidden, `width` x `height` CSS
@@ -71,7 +72,7 @@ pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32,
     };
     format!(
         "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\"></iframe>",
-        link(address, &embedded).replace('&', "&amp;").replace('"', "&quot;"),
+        link(address, &embedded.to_fragment()).replace('&', "&amp;").replace('"', "&quot;"),
         text::EMBED_TITLE
     )
 }
@@ -94,7 +95,7 @@ impl ShareView {
                 .labelled_by(label.id);
             });
         }
-        let link = link(&self.address, state);
+        let link = link(&self.address, &state.to_fragment());
         self.copy_row(ui, text::SHARE_LINK, &link, text::COPY_LINK);
         if link.len() > LONG_LINK {
             ui.label(egui::RichText::new(text::long_link(link.len())).color(ui.visuals().warn_fg_color));
