@@ -67,6 +67,17 @@ pub fn check_head_scale_grads(what: &str, got: &[f32], expected: &SafeTensors) {
 
 /// Loads fixture `variant` (tests/fixtures/<variant>), builds an engine
 /// with `make` and checks it against the fixture.
+/// The repository's root: where the test runs when cargo starts it (cargo
+/// sets CARGO_MANIFEST_DIR then too), else where it was built. A test
+/// binary copied to another machine (tests/gpu_kit.sh) is run with the
+/// variable set to the copy of the repository there.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn repo_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub fn check_engine_against_fixture<E: nopescope::model::Engine>(
     variant: &str,
@@ -77,11 +88,8 @@ pub fn check_engine_against_fixture<E: nopescope::model::Engine>(
     use nopescope::model::optim::AdamWConfig;
     use nopescope::model::{ForwardOptions, GradMode, LogitsRequest};
     use pollster::block_on;
-    use std::path::Path;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(variant);
+    let dir = repo_dir().join("tests/fixtures").join(variant);
     let model = load_model_dir(&dir).unwrap();
     let hs = HeadScales::load(&dir.join(HEAD_SCALES_FILE), &model.config).unwrap();
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
