@@ -137,7 +137,14 @@ fn an_attention_sink_is_named_and_explained() {
 /// the attention row reads the weight at that key.
 #[test]
 fn the_plots_read_every_curve_where_the_pointer_is() {
-    let mut h = harness(small_state(), 1280.0);
+    // A pinned head is read too.
+    let mut h = harness(
+        ViewState {
+            pinned: vec![[2, 1]],
+            ..small_state()
+        },
+        1280.0,
+    );
     settle(&mut h);
     let heading = h.get_by_label(text::ENTROPY_HEADING).rect();
     // The plot is under the heading, its help and its summary line.
@@ -168,9 +175,10 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
     };
     let JobResult::Entropy(p) = r.as_ref() else { panic!() };
     let want = format!(
-        "mean {:.2} bits, layer 0, head 0: {:.2}",
+        "mean {:.2} bits, layer 0, head 0: {:.2}, layer 2, head 1: {:.2}",
         p.mean_over_heads()[i],
-        p.head(0, 0)[i]
+        p.head(0, 0)[i],
+        p.head(2, 1)[i]
     );
     assert!(lines[1].ends_with(&want), "{tip} (want {want})");
     assert_eq!(
@@ -289,30 +297,39 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
 fn shift_click_pins_more_heads_without_moving_the_selection() {
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);
-    h.get_by_label(&text::head_name(1, 2))
+    map_cell(&h, &text::head_name(1, 2))
         .click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
-    h.get_by_label(&text::head_name(3, 0))
+    map_cell(&h, &text::head_name(3, 0))
         .click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     let s = &h.state().state;
     assert_eq!((s.layer, s.head), (0, 0), "the selection stays");
     assert_eq!(s.pinned, vec![[1, 2], [3, 0]]);
-    // The entropy plot's legend names the pinned heads (beside the cell).
-    assert!(h.get_all_by_label_contains(&text::head_name(1, 2)).count() >= 2);
-    h.get_by_label(&text::head_name(1, 2))
+    // The entropy plot's legend names the pinned heads (beside the cell),
+    // one entry each over every setting.
+    assert_eq!(h.get_all_by_label(&text::head_name(1, 2)).count(), 2);
+    map_cell(&h, &text::head_name(1, 2))
         .click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     assert_eq!(h.state().state.pinned, vec![[3, 0]], "a second shift-click unpins");
     // From the keyboard: a focused cell, Shift+Enter.
-    h.get_by_label(&text::head_name(2, 1)).focus();
+    map_cell(&h, &text::head_name(2, 1)).focus();
     h.key_press_modifiers(eframe::egui::Modifiers::SHIFT, eframe::egui::Key::Enter);
     h.run_steps(2);
     assert_eq!(h.state().state.pinned, vec![[3, 0], [2, 1]], "Shift+Enter pins");
-    h.get_by_label(&text::head_name(2, 1)).focus();
+    map_cell(&h, &text::head_name(2, 1)).focus();
     h.key_press(eframe::egui::Key::Enter);
     h.run_steps(2);
     assert_eq!((h.state().state.layer, h.state().state.head), (2, 1), "Enter selects");
+}
+
+/// The layer x head map's cell of `name` (a pinned head's name is also in
+/// the entropy plot's legend).
+fn map_cell<'a>(h: &'a Harness<'static, NopeApp>, name: &'a str) -> egui_kittest::Node<'a> {
+    h.get_all_by_label(name)
+        .find(|n| n.accesskit_node().role() == eframe::egui::accesskit::Role::Button)
+        .unwrap_or_else(|| panic!("no map cell {name}"))
 }
 
 #[test]

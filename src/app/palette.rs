@@ -11,8 +11,6 @@ pub const NOPE: Color32 = Color32::from_rgb(0x00, 0x72, 0xB2); // blue
 pub const SCALED: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00); // vermillion
 /// The RoPE twin.
 pub const ROPE: Color32 = Color32::from_rgb(0x00, 0x9E, 0x73); // bluish green
-/// The selected head (drawn dashed beside the mean over heads).
-pub const SELECTED_HEAD: Color32 = Color32::from_rgb(0xCC, 0x79, 0xA7); // reddish purple
 /// log2(i + 1): the entropy of uniform attention, the ceiling.
 pub const CEILING: Color32 = Color32::from_rgb(0x88, 0x88, 0x88);
 /// The training length L on every length axis.
@@ -20,14 +18,24 @@ pub const TRAINING_LENGTH: Color32 = Color32::from_rgb(0xE6, 0x9F, 0x00); // ora
 /// The pass key's position and the chosen query.
 pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
 pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
-/// Heads pinned beside the selected one (Okabe-Ito, in order; the
-/// settings' colours are left out).
-pub const PINNED: [Color32; 4] = [
-    Color32::from_rgb(0xE6, 0x9F, 0x00), // orange
-    Color32::from_rgb(0x00, 0x9E, 0x73), // bluish green
+/// Heads pinned beside the selected one, one colour each (`MAX_PINNED`):
+/// the two Okabe-Ito colours no setting or mark uses, then two of Paul
+/// Tol's light scheme that stay apart from all of them (orange, the
+/// training length's, and green, the RoPE twin's, are left out).
+const PINNED: [Color32; 4] = [
     Color32::from_rgb(0xCC, 0x79, 0xA7), // reddish purple
     Color32::from_rgb(0x56, 0xB4, 0xE9), // sky blue
+    Color32::from_rgb(0xBB, 0xCC, 0x33), // pear
+    Color32::from_rgb(0xFF, 0xAA, 0xBB), // pink
 ];
+
+/// The colour of the `k`th pinned head (`ViewState::pinned`'s order).
+pub fn pinned(k: usize) -> Color32 {
+    PINNED[k % PINNED.len()]
+}
+
+const _: () = assert!(PINNED.len() >= crate::app::state::MAX_PINNED, "a colour for every pinned head");
+
 /// Outline of a pinned cell in the layer x head map.
 pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);
 /// Outline of the selected cell in the layer x head map.

@@ -13,7 +13,7 @@ use crate::model::head_scales::{HeadScales, ScaleRule};
 pub const MIN_LENGTH: usize = 16;
 pub const MAX_LENGTH: usize = 16384;
 /// Heads pinned beside the selected one, at most.
-pub const MAX_PINNED: usize = 6;
+pub const MAX_PINNED: usize = 4;
 /// Side of the pooled attention map, at most.
 pub const POOLED_CELLS: usize = 512;
 

@@ -113,8 +113,10 @@ pub fn error(message: &str) -> String {
     format!("Error: {message}")
 }
 
-pub const HALVE_LENGTH: &str = "Halve length";
-pub const DOUBLE_LENGTH: &str = "Double length";
+pub const HALVE_LENGTH: &str = "Halve";
+pub const DOUBLE_LENGTH: &str = "Double";
+pub const HALVE_HELP: &str = "Halve the length";
+pub const DOUBLE_HELP: &str = "Double the length";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")
@@ -157,6 +159,25 @@ pub const POSITION_AXIS: &str = "query position i";
 pub const BITS_AXIS: &str = "entropy (bits)";
 pub const KEY_POSITION: &str = "pass key";
 
+/// The mark for the training length on a length axis, labelled in place.
+pub fn training_mark(l: usize) -> String {
+    format!("L = {l}")
+}
+
+/// The entropy plot's key to its line roles (the legend names only the
+/// settings and the pinned heads).
+pub fn entropy_key(head_name: &str, pinned: bool, settings: bool) -> String {
+    let mut s = format!("Thick: the mean over heads; thin: {head_name} (the selected head).");
+    if pinned {
+        s.push_str(if settings {
+            " Pinned heads in their own colours, solid for the first setting, dashed for the other."
+        } else {
+            " Pinned heads in their own colours."
+        });
+    }
+    s
+}
+
 pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
     format!(
         "{length} tokens, mean over {windows} window(s); loss {loss:.3} nats, perplexity {:.1}",
@@ -170,10 +191,13 @@ pub struct Readout<'a> {
     pub mean: &'a [f32],
     /// The selected head's, when the model has it.
     pub head: Option<&'a [f32]>,
+    /// The pinned heads', named.
+    pub pinned: Vec<(String, &'a [f32])>,
 }
 
 /// The entropy plot's hover at position `i`: its token and every curve's
-/// value there (the mean over heads and the selected head `head_name`).
+/// value there (the mean over heads, the selected head `head_name` and the
+/// pinned heads).
 pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &str) -> String {
     let mut s = format!("position {i}, token {token:?}");
     for r in readout {
@@ -181,6 +205,11 @@ pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &st
         s.push_str(&format!("\n{}: mean {mean:.2} bits", r.setting));
         if let Some(h) = r.head.and_then(|h| h.get(i)) {
             s.push_str(&format!(", {head_name}: {h:.2}"));
+        }
+        for (name, h) in &r.pinned {
+            if let Some(h) = h.get(i) {
+                s.push_str(&format!(", {name}: {h:.2}"));
+            }
         }
     }
     s.push_str(&format!(

@@ -163,18 +163,26 @@ impl AttentionView {
                                 .width(palette::LINE_WIDTH),
                         );
                     }
+                    // The marks labelled in place, at the rows' top.
+                    let top = rows
+                        .iter()
+                        .filter_map(|(_, _, r)| match r.as_ref() {
+                            JobResult::AttnRow(a) => a.row[..=a.query].iter().copied().reduce(f32::max),
+                            _ => None,
+                        })
+                        .fold(0.0f32, f32::max) as f64;
+                    // The query is the row's last key, at the right edge, under
+                    // the legend: named there.
                     plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
+                    // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
+                    let mut marks = Vec::new();
                     if let Some(k) = key_position {
-                        plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
+                        marks.push((k as f64, text::KEY_POSITION.to_string(), palette::KEY));
                     }
-                    // Keys 0..=query: at query L - 1 the mark sits at the right edge.
                     if training <= shown_query + 1 {
-                        plot.vline(
-                            VLine::new(text::TRAINING_LENGTH, training as f64)
-                                .color(palette::TRAINING_LENGTH)
-                                .width(palette::LINE_WIDTH),
-                        );
+                        marks.push((training as f64, text::training_mark(training), palette::TRAINING_LENGTH));
                     }
+                    super::labelled_marks(plot, &marks, top, shown_query as f64);
                 });
             let (layer, head) = (state.layer, state.head);
             export::buttons(ui, plot.response.rect, || {

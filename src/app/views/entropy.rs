@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Corner, Legend, Line, LineStyle, Plot, PlotPoints, VLine};
+use egui_plot::{ColorConflictHandling, Corner, Legend, Line, LineStyle, Plot, PlotPoints};
 
 use super::{show_entry_status, Keys};
 use crate::app::export;
@@ -58,7 +58,15 @@ impl EntropyView {
         let length = first.length;
         let key_position = first.key_position;
         let (layer, head) = (state.layer, state.head);
-        let pinned: Vec<[usize; 2]> = state.pinned.iter().copied().filter(|&p| p != [layer, head]).collect();
+        // Pinned heads with their colours (the map's outlines: by their place
+        // in the list), the selected head left out (drawn as such).
+        let pinned: Vec<(egui::Color32, [usize; 2])> = state
+            .pinned
+            .iter()
+            .enumerate()
+            .filter(|&(_, &p)| p != [layer, head])
+            .map(|(k, &p)| (palette::pinned(k), p))
+            .collect();
         let training = keys.info.training_length;
         // Each setting's mean over heads, once a frame, for its curve and
         // for the hover, which reads every curve at the pointer's position
@@ -78,21 +86,30 @@ impl EntropyView {
                     setting: name,
                     mean,
                     head: (layer < p.layers && head < p.heads).then(|| p.head(layer, head)),
+                    pinned: pinned
+                        .iter()
+                        .filter(|(_, [pl, ph])| *pl < p.layers && *ph < p.heads)
+                        .map(|&(_, [pl, ph])| (text::head_name(pl, ph), p.head(pl, ph)))
+                        .collect(),
                 }),
                 _ => None,
             })
             .collect();
         let head_name = text::head_name(layer, head);
-        // The curves rise from the lower left: the legend goes where they
-        // are not, so it never hides their ends near L. In the order drawn
-        // (from the bottom up), so each setting's two curves stay together
-        // (egui_plot sorts by name otherwise).
+        ui.label(text::entropy_key(&head_name, !pinned.is_empty(), profiles.len() > 1));
+        // One legend entry per setting (its mean and its selected head, which
+        // share its name) and per pinned head (over every setting): the line
+        // roles are in the key above, and the marks are labelled in place,
+        // so the legend stays short and off the curves, which rise from the
+        // lower left. In the order drawn (egui_plot sorts by name otherwise).
+        let top = (length as f64).log2();
         let plot = Plot::new("entropy against position")
             .height(260.0)
             .legend(
                 Legend::default()
                     .position(Corner::RightBottom)
-                    .follow_insertion_order(true),
+                    .follow_insertion_order(true)
+                    .color_conflict_handling(ColorConflictHandling::PickFirst),
             )
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
@@ -113,36 +130,26 @@ impl EntropyView {
                 for ((name, colour, r), mean) in profiles.iter().zip(&means) {
                     let JobResult::Entropy(p) = r.as_ref() else { continue };
                     plot.line(
-                        Line::new(
-                            format!("{name}: {}", text::MEAN_OVER_HEADS),
-                            PlotPoints::from(binned(mean)),
-                        )
-                        .color(*colour)
-                        .width(palette::LINE_WIDTH),
+                        Line::new(*name, PlotPoints::from(binned(mean)))
+                            .color(*colour)
+                            .width(palette::LINE_WIDTH),
                     );
                     if layer < p.layers && head < p.heads {
                         plot.line(
-                            Line::new(
-                                format!("{name}: {}", text::head_name(layer, head)),
-                                PlotPoints::from(binned(p.head(layer, head))),
-                            )
-                            .color(*colour)
-                            .style(LineStyle::dashed_dense())
-                            .width(palette::THIN_LINE),
+                            Line::new(*name, PlotPoints::from(binned(p.head(layer, head))))
+                                .color(*colour)
+                                .width(palette::THIN_LINE),
                         );
                     }
                 }
                 // Pinned heads: a colour each; NoPE solid, other settings dashed.
-                for (k, &[pl, ph]) in pinned.iter().enumerate() {
-                    for (s, (name, _, r)) in profiles.iter().enumerate() {
+                for &(pin_colour, [pl, ph]) in &pinned {
+                    for (s, (_, _, r)) in profiles.iter().enumerate() {
                         let JobResult::Entropy(p) = r.as_ref() else { continue };
                         if pl < p.layers && ph < p.heads {
-                            let line = Line::new(
-                                format!("{name}: {}", text::head_name(pl, ph)),
-                                PlotPoints::from(binned(p.head(pl, ph))),
-                            )
-                            .color(palette::PINNED[k % palette::PINNED.len()])
-                            .width(palette::THIN_LINE);
+                            let line = Line::new(text::head_name(pl, ph), PlotPoints::from(binned(p.head(pl, ph))))
+                                .color(pin_colour)
+                                .width(palette::THIN_LINE);
                             plot.line(if s == 0 {
                                 line
                             } else {
@@ -151,17 +158,16 @@ impl EntropyView {
                         }
                     }
                 }
-                // At T = L the mark sits at the right edge, one past the last query.
+                // Marks, labelled where they are, not in the legend. At T = L
+                // the mark for L sits at the right edge, one past the last query.
+                let mut marks = Vec::new();
                 if training <= length {
-                    plot.vline(
-                        VLine::new(text::TRAINING_LENGTH, training as f64)
-                            .color(palette::TRAINING_LENGTH)
-                            .width(palette::LINE_WIDTH),
-                    );
+                    marks.push((training as f64, text::training_mark(training), palette::TRAINING_LENGTH));
                 }
                 if let Some(k) = key_position {
-                    plot.vline(VLine::new(text::KEY_POSITION, k as f64).color(palette::KEY));
+                    marks.push((k as f64, text::KEY_POSITION.to_string(), palette::KEY));
                 }
+                super::labelled_marks(plot, &marks, top, length as f64);
             });
         export::buttons(ui, plot.response.rect, || {
             let mut series = vec![export::Series {
@@ -182,16 +188,20 @@ impl EntropyView {
                     series.push(export::Series {
                         name: format!("{name}: {}", text::head_name(layer, head)),
                         colour: *colour,
-                        dashed: true,
+                        dashed: false,
                         points: binned(p.head(layer, head)),
                     });
                 }
-                for (k, &[pl, ph]) in pinned.iter().enumerate() {
+            }
+            // As drawn: NoPE's pinned heads solid, other settings' dashed.
+            for &(pin_colour, [pl, ph]) in &pinned {
+                for (s, (name, _, r)) in profiles.iter().enumerate() {
+                    let JobResult::Entropy(p) = r.as_ref() else { continue };
                     if pl < p.layers && ph < p.heads {
                         series.push(export::Series {
                             name: format!("{name}: {}", text::head_name(pl, ph)),
-                            colour: palette::PINNED[k % palette::PINNED.len()],
-                            dashed: false,
+                            colour: pin_colour,
+                            dashed: s > 0,
                             points: binned(p.head(pl, ph)),
                         });
                     }

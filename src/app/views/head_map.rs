@@ -102,7 +102,7 @@ impl HeadMapView {
                             painter.rect_stroke(
                                 rect.shrink(3.0),
                                 2.0,
-                                egui::Stroke::new(2.5, palette::PINNED[k % palette::PINNED.len()]),
+                                egui::Stroke::new(2.5, palette::pinned(k)),
                                 egui::StrokeKind::Inside,
                             );
                         }

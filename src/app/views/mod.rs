@@ -103,6 +103,34 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
     }
 }
 
+/// Vertical marks (x, label, colour: the training length, the pass key)
+/// labelled in place at height `top` (the data's top) instead of in the
+/// legend. A label goes right of its line, or left of it in the last sixth
+/// of an axis ending at `end`, where it would leave the plot; of two lines
+/// closer than a tenth of the axis, the left one's label goes left and the
+/// right one's right, so they never overlap.
+pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, egui::Color32)], top: f64, end: f64) {
+    let mut marks: Vec<&(f64, String, egui::Color32)> = marks.iter().collect();
+    marks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut left: Vec<bool> = marks.iter().map(|m| m.0 > end * 5.0 / 6.0).collect();
+    for i in 1..marks.len() {
+        if marks[i].0 - marks[i - 1].0 < end / 10.0 {
+            left[i - 1] = true;
+            left[i] = false;
+        }
+    }
+    for (&&(x, ref label, colour), left) in marks.iter().zip(left) {
+        plot.vline(egui_plot::VLine::new("", x).color(colour).width(palette::LINE_WIDTH));
+        let (anchor, label) = if left {
+            (egui::Align2::RIGHT_TOP, format!("{label} "))
+        } else {
+            (egui::Align2::LEFT_TOP, format!(" {label}"))
+        };
+        let text = egui::RichText::new(label).color(colour).text_style(egui::TextStyle::Body);
+        plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
+    }
+}
+
 /// Each setting's attention row up to its query, named, for a plot's hover
 /// (`text::key_hover`).
 pub fn row_readout<'a>(

@@ -395,12 +395,14 @@ fn attention_plot(
             plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
             // Keys 0..=query, as in the Explore page's attention plot: at
             // query L - 1 the mark sits at the right edge.
+            // Labelled in place (the key sentence is its band).
             if training_length <= doc.query + 1 {
-                plot.vline(
-                    VLine::new(text::TRAINING_LENGTH, training_length as f64)
-                        .color(palette::TRAINING_LENGTH)
-                        .width(palette::LINE_WIDTH),
+                let mark = (
+                    training_length as f64,
+                    text::training_mark(training_length),
+                    palette::TRAINING_LENGTH,
                 );
+                super::labelled_marks(plot, &[mark], top, doc.query as f64);
             }
         });
 }
