@@ -291,17 +291,47 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
         "sharing hides nothing in the app itself"
     );
     snapshot(&mut h, "app_share", 1280.0);
+
+    // Natively the page's address is typed; links start with it, and it is
+    // kept between runs with the view state.
+    let address = "https://example.org/nopescope/";
+    h.get_by_label(text::SHARE_ADDRESS).focus();
+    h.run_steps(1);
+    h.get_by_label(text::SHARE_ADDRESS).type_text(address);
+    h.run_steps(2);
+    assert!(field(&h, text::SHARE_LINK).starts_with(&format!("{address}#state=")));
+    let mut storage = MapStorage::default();
+    eframe::App::save(h.state_mut(), &mut storage);
+    let mut next = harness(ViewState::default(), 1280.0);
+    assert_eq!(next.state().share_address(), "");
+    next.state_mut().restore(&storage);
+    assert_eq!(next.state().share_address(), address);
+}
+
+/// What eframe keeps between runs, in memory.
+#[derive(Default)]
+struct MapStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MapStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
 }
 
 #[test]
 fn shift_click_pins_more_heads_without_moving_the_selection() {
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);
-    map_cell(&h, &text::head_name(1, 2))
-        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    map_cell(&h, &text::head_name(1, 2)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
-    map_cell(&h, &text::head_name(3, 0))
-        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    map_cell(&h, &text::head_name(3, 0)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     let s = &h.state().state;
     assert_eq!((s.layer, s.head), (0, 0), "the selection stays");
@@ -309,8 +339,7 @@ fn shift_click_pins_more_heads_without_moving_the_selection() {
     // The entropy plot's legend names the pinned heads (beside the cell),
     // one entry each over every setting.
     assert_eq!(h.get_all_by_label(&text::head_name(1, 2)).count(), 2);
-    map_cell(&h, &text::head_name(1, 2))
-        .click_modifiers(eframe::egui::Modifiers::SHIFT);
+    map_cell(&h, &text::head_name(1, 2)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     assert_eq!(h.state().state.pinned, vec![[3, 0]], "a second shift-click unpins");
     // From the keyboard: a focused cell, Shift+Enter.

@@ -31,6 +31,9 @@ use views::Keys;
 
 /// Where eframe keeps the state between runs.
 pub const STORAGE_KEY: &str = "nopescope view state";
+/// The Share panel's address of the web page (desktop only: the page knows
+/// its own), kept between runs.
+pub const SHARE_ADDRESS_KEY: &str = "nopescope share address";
 /// Below this width (points) the panels stack in one column.
 const NARROW: f32 = 980.0;
 
@@ -138,7 +141,23 @@ impl NopeApp {
             show_frame_time: true,
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
         };
-        Self::new(&cc.egui_ctx, state, gpu, options)
+        let mut app = Self::new(&cc.egui_ctx, state, gpu, options);
+        if let Some(storage) = cc.storage {
+            app.restore(storage);
+        }
+        app
+    }
+
+    /// What the app keeps beside its view state: the Share panel's address.
+    pub fn restore(&mut self, storage: &dyn eframe::Storage) {
+        if let Some(address) = storage.get_string(SHARE_ADDRESS_KEY) {
+            self.views.share.address = address;
+        }
+    }
+
+    /// The Share panel's address (the web page's, typed natively).
+    pub fn share_address(&self) -> &str {
+        &self.views.share.address
     }
 
     /// The tuning panel (its search run, for tests).
@@ -442,6 +461,7 @@ impl eframe::App for NopeApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         storage.set_string(STORAGE_KEY, self.state.to_json());
+        storage.set_string(SHARE_ADDRESS_KEY, self.views.share.address.clone());
     }
 
     #[cfg(target_arch = "wasm32")]

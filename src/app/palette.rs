@@ -34,7 +34,10 @@ pub fn pinned(k: usize) -> Color32 {
     PINNED[k % PINNED.len()]
 }
 
-const _: () = assert!(PINNED.len() >= crate::app::state::MAX_PINNED, "a colour for every pinned head");
+const _: () = assert!(
+    PINNED.len() >= crate::app::state::MAX_PINNED,
+    "a colour for every pinned head"
+);
 
 /// Outline of a pinned cell in the layer x head map.
 pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);

@@ -71,7 +71,11 @@ impl InputView {
             if ui.button(text::HALVE_LENGTH).on_hover_text(text::HALVE_HELP).clicked() {
                 state.length = (state.length / 2).max(MIN_LENGTH);
             }
-            if ui.button(text::DOUBLE_LENGTH).on_hover_text(text::DOUBLE_HELP).clicked() {
+            if ui
+                .button(text::DOUBLE_LENGTH)
+                .on_hover_text(text::DOUBLE_HELP)
+                .clicked()
+            {
                 state.length = (state.length * 2).min(MAX_LENGTH);
             }
             for (label, l) in [

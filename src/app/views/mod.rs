@@ -126,7 +126,9 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, e
         } else {
             (egui::Align2::LEFT_TOP, format!(" {label}"))
         };
-        let text = egui::RichText::new(label).color(colour).text_style(egui::TextStyle::Body);
+        let text = egui::RichText::new(label)
+            .color(colour)
+            .text_style(egui::TextStyle::Body);
         plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
     }
 }

@@ -28,8 +28,9 @@ pub struct ShareView {
     hide: Vec<String>,
     width: u32,
     height: u32,
-    /// Where the web page is served (natively; the page knows its own).
-    address: String,
+    /// Where the web page is served (natively, kept between runs; the page
+    /// knows its own).
+    pub(crate) address: String,
     /// What was copied last, for the confirmation beside the buttons.
     copied: Option<&'static str>,
 }
