@@ -39,6 +39,19 @@ const _: () = assert!(
     "a colour for every pinned head"
 );
 
+/// Text in a mark's colour (a label beside its line): the colour itself on
+/// a dark background; on a light one, the colour halfway to black, so the
+/// light colours (the pass key's yellow, the training length's orange)
+/// keep their contrast with white.
+pub fn label_colour(colour: Color32, dark_mode: bool) -> Color32 {
+    if dark_mode {
+        colour
+    } else {
+        let half = |c: u8| c / 2;
+        Color32::from_rgb(half(colour.r()), half(colour.g()), half(colour.b()))
+    }
+}
+
 /// Outline of a pinned cell in the layer x head map.
 pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);
 /// Outline of the selected cell in the layer x head map.

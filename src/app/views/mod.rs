@@ -108,7 +108,9 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
 /// legend. A label goes right of its line, or left of it in the last sixth
 /// of an axis ending at `end`, where it would leave the plot; of two lines
 /// closer than a tenth of the axis, the left one's label goes left and the
-/// right one's right, so they never overlap.
+/// right one's right, so they never overlap. On a light background the
+/// label is a darker shade of its line's colour (the pass key's yellow is
+/// unreadable on white).
 pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, egui::Color32)], top: f64, end: f64) {
     let mut marks: Vec<&(f64, String, egui::Color32)> = marks.iter().collect();
     marks.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -127,7 +129,10 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, e
             (egui::Align2::LEFT_TOP, format!(" {label}"))
         };
         let text = egui::RichText::new(label)
-            .color(colour)
+            .color(palette::label_colour(
+                colour,
+                plot.ctx().global_style().visuals.dark_mode,
+            ))
             .text_style(egui::TextStyle::Body);
         plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
     }
