@@ -309,7 +309,7 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
 }
 
 /// What eframe keeps between runs, in memory.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MapStorage(std::collections::HashMap<String, String>);
 
 impl eframe::Storage for MapStorage {
@@ -568,6 +568,21 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
         other => panic!("no entropy on the opened model: {other:?}"),
     }
     h.get_by_label_contains("Opened ");
+
+    // Quit and start again: the saved state names the opened model, which
+    // is not kept; the new app opens the bundled NoPE model (it panicked
+    // on that state until 2026-12-01), as a link with it does.
+    let mut storage = MapStorage::default();
+    eframe::App::save(h.state_mut(), &mut storage);
+    let saved = eframe::Storage::get_string(&storage, nopescope::app::STORAGE_KEY).unwrap();
+    let saved = ViewState::from_json(&saved).unwrap();
+    assert_eq!(saved.model, nopescope::app::state::ModelChoice::Custom);
+    let mut next = harness(saved.clone(), 1280.0);
+    settle(&mut next);
+    assert_eq!(next.state().state.model, nopescope::app::state::ModelChoice::Nope);
+    assert!(next.state().jobs.opened.model.is_none());
+    let link = harness(ViewState::from_fragment(&saved.to_fragment()).unwrap().unwrap(), 1280.0);
+    assert_eq!(link.state().state.model, nopescope::app::state::ModelChoice::Nope);
     std::fs::remove_dir_all(&dir).ok();
 }
 

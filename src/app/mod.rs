@@ -106,6 +106,11 @@ impl NopeApp {
             })
         };
         let infos = [info(ModelChoice::Nope), info(ModelChoice::Rope)];
+        // A model folder opened by hand is not kept (not in links, not
+        // between runs): a state that names one opens the bundled NoPE model.
+        if state.model == ModelChoice::Custom {
+            state.model = ModelChoice::Nope;
+        }
         let i = infos[state.model as usize];
         state.sanitize(i.layers, i.heads);
         let jobs = Jobs::start(ctx, state.backend, gpu);
