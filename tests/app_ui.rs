@@ -586,6 +586,62 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An opened model's training length can be far past the app's longest
+/// length (16384): the pass-key grid and the against-length sweep leave
+/// the longer lengths out and say so, and the walkthrough, which shows the
+/// bundled models, keeps their lengths.
+#[test]
+fn an_opened_models_long_training_length_stays_within_the_app() {
+    use nopescope::app::state::MAX_LENGTH;
+    let dir = std::env::temp_dir().join(format!("nopescope-long-l-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/rope-sotu");
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(bundled.join(f), dir.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled.join("config.json")).unwrap()).unwrap();
+    config["max_position_embeddings"] = (1u64 << 20).into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut h = harness(small_state(), 1280.0);
+    h.run_steps(2);
+    h.get_by_label(text::OPEN_MODEL).click();
+    h.run_steps(2);
+    h.get_by_label(text::MODEL_FOLDER).focus();
+    h.get_by_label(text::MODEL_FOLDER).type_text(dir.to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label(text::OPEN_FOLDER).click();
+    wait_opened(&mut h);
+    assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Custom);
+    assert_eq!(h.state().info().training_length, 1 << 20);
+    h.get_by_label(text::AGAINST_START).click();
+    h.run_steps(2);
+    h.get_by_label(&text::lengths_left_out(MAX_LENGTH));
+    h.get_all_by_label(text::TAB_PASSKEY).next().unwrap().click();
+    h.run_steps(2);
+    h.get_by_label(&text::lengths_left_out(MAX_LENGTH));
+    // The walkthrough shows the bundled models at their own lengths (L =
+    // 256, at most 4L), not at multiples of the opened model's L; each step
+    // checked on the frame that applies it.
+    h.get_by_label(text::TOUR_OPEN).click();
+    for step in 0..8 {
+        h.step();
+        let s = &h.state().state;
+        assert!(
+            s.length <= 4 * 256 && s.passkey_lab.length <= 4 * 256,
+            "step {step}: lengths {} and {}",
+            s.length,
+            s.passkey_lab.length
+        );
+        if let Some(next) = h.query_by_label(text::TOUR_NEXT) {
+            next.click();
+        }
+    }
+    h.get_by_label(text::TOUR_CLOSE).click();
+    h.run_steps(2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The folder browser: Browse opens it on the folder typed (the bundled
 /// models' folder), which holds no model (Open this folder disabled); a
 /// click steps into a model's folder, the dialog says which of a model's

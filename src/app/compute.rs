@@ -804,9 +804,13 @@ pub async fn time_bundled_forward(length: usize, repeats: usize, now_ms: &dyn Fn
     Ok(length as f64 / (times[times.len() / 2] / 1000.0))
 }
 
-/// L/2, L, 2L, ..., 16L.
+/// L/2, L, 2L, ..., 16L, those of at least 2 tokens and at most the app's
+/// longest length (`MAX_LENGTH`: an opened model's L may be far larger).
 pub fn sweep_lengths(training_length: usize) -> Vec<usize> {
-    (0..6).map(|k| (training_length / 2) << k).filter(|&l| l >= 2).collect()
+    (0..6)
+        .filter_map(|k| (training_length / 2).checked_mul(1 << k))
+        .filter(|&l| (2..=crate::app::state::MAX_LENGTH).contains(&l))
+        .collect()
 }
 
 /// Hands `lab/`'s progress of one call on as a fraction of the whole

@@ -282,7 +282,10 @@ impl NopeApp {
         let info = self.info();
         self.state.sanitize(info.layers, info.heads);
         self.views.tour.sync(&mut self.state, info);
+        // A walkthrough step's lengths are multiples of L, which an opened
+        // model may put past the app's longest: in range again.
         let info = self.info();
+        self.state.sanitize(info.layers, info.heads);
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }

@@ -159,6 +159,11 @@ pub const POSITION_AXIS: &str = "query position i";
 pub const BITS_AXIS: &str = "entropy (bits)";
 pub const KEY_POSITION: &str = "pass key";
 
+/// Lengths this model's L puts past the app's longest, left out of a sweep.
+pub fn lengths_left_out(max: usize) -> String {
+    format!("Lengths past {max} tokens, the longest this app computes, are left out for this model.")
+}
+
 /// The mark for the training length on a length axis, labelled in place.
 pub fn training_mark(l: usize) -> String {
     format!("L = {l}")

@@ -238,7 +238,11 @@ fn state_from_url() -> Option<ViewState> {
 /// in the URL and publish the status.
 pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
+        // In range before anything below asks for its jobs (a length of
+        // 4e9 from a script would otherwise start one this frame).
         app.state = s;
+        let info = app.info();
+        app.state.sanitize(info.layers, info.heads);
     }
     if START_SEARCH.with(|s| std::mem::take(&mut *s.borrow_mut())) {
         app.start_search();

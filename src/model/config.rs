@@ -115,18 +115,22 @@ impl HfConfig {
         positive("max_position_embeddings", self.max_position_embeddings)?;
         // Sizes far past any model this program can hold are refused before
         // they overflow a product of sizes.
+        // Layers far fewer: each has its own named tensors, listed before
+        // the weights' size is checked.
         const LIMIT: usize = 1 << 24;
-        for (field, v) in [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("vocab_size", self.vocab_size),
+        const LAYERS_LIMIT: usize = 1 << 12;
+        for (field, v, limit) in [
+            ("hidden_size", self.hidden_size, LIMIT),
+            ("intermediate_size", self.intermediate_size, LIMIT),
+            ("num_hidden_layers", self.num_hidden_layers, LAYERS_LIMIT),
+            ("num_attention_heads", self.num_attention_heads, LIMIT),
+            ("vocab_size", self.vocab_size, LIMIT),
+            ("max_position_embeddings", self.max_position_embeddings, LIMIT),
         ] {
-            if v > LIMIT {
+            if v > limit {
                 return Err(Error::config(
                     field,
-                    format!("{v} is larger than this program supports ({LIMIT})"),
+                    format!("{v} is larger than this program supports ({limit})"),
                 ));
             }
         }
@@ -400,6 +404,11 @@ mod tests {
             ("hidden_size", serde_json::json!({"hidden_size": 0})),
             ("head_dim", serde_json::json!({"head_dim": 8})),
             ("hidden_act", serde_json::json!({"hidden_act": "gelu"})),
+            (
+                "max_position_embeddings",
+                serde_json::json!({"max_position_embeddings": (1u64 << 24) + 1}),
+            ),
+            ("num_hidden_layers", serde_json::json!({"num_hidden_layers": 4097})),
         ];
         for (field, patch) in cases {
             let mut v = base();
@@ -431,6 +440,20 @@ mod tests {
         v["num_key_value_heads"] = 1.into();
         let err = parse(v).unwrap_err().to_string();
         assert!(err.contains("num_hidden_layers"), "{err}");
+        // At the layers' own limit the count fits a usize, but its bytes do
+        // not fit a u64: the estimate saturates (a model no machine holds)
+        // instead of wrapping to a small number or panicking.
+        let mut v = base();
+        for k in ["hidden_size", "intermediate_size", "vocab_size"] {
+            v[k] = (1usize << 24).into();
+        }
+        v["num_hidden_layers"] = 4096.into();
+        v["num_attention_heads"] = 1.into();
+        v["num_key_value_heads"] = 1.into();
+        let c = parse(v).unwrap();
+        assert_eq!(crate::model::memory::weights_bytes(&c), u64::MAX);
+        let f = crate::model::memory::cpu_engine(&c, usize::MAX / 2, 2);
+        assert_eq!((f.working, f.total()), (u64::MAX, u64::MAX));
     }
 
     #[test]

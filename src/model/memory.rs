@@ -22,13 +22,24 @@ pub struct Footprint {
 
 impl Footprint {
     pub fn total(&self) -> u64 {
-        self.weights + self.working
+        self.weights.saturating_add(self.working)
     }
 }
 
 /// The f32 weights of `cfg`.
 pub fn weights_bytes(cfg: &ModelConfig) -> u64 {
-    ParamLayout::new(cfg).total as u64 * 4
+    (ParamLayout::new(cfg).total as u64).saturating_mul(4)
+}
+
+/// Bytes of `per_token` values a token over `t` tokens and `fixed` more,
+/// in f32; in u64 and saturating, so that no size a file or an argument
+/// gives can wrap it to a small number that then passes the check (it
+/// saturates to one no machine has).
+pub fn working_bytes(per_token: u64, t: usize, fixed: u64) -> u64 {
+    per_token
+        .saturating_mul(t as u64)
+        .saturating_add(fixed)
+        .saturating_mul(4)
 }
 
 /// The CPU engine at `t` tokens on `threads` threads (`model::cpu::transformer`'s
@@ -36,18 +47,20 @@ pub fn weights_bytes(cfg: &ModelConfig) -> u64 {
 /// product, the attention output, gate/up and SwiGLU per token; the
 /// entropy (L, H, T); one chunk of logits; a row of scores per thread).
 pub fn cpu_engine(cfg: &ModelConfig, t: usize, threads: usize) -> Footprint {
-    let (c, f, qd, kvd, h) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.num_heads,
+    let (c, f, qd, kvd, h, layers) = (
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+        cfg.q_dim() as u64,
+        cfg.kv_dim() as u64,
+        cfg.num_heads as u64,
+        cfg.num_layers as u64,
     );
-    let per_token = 4 * c + 3 * qd + 4 * kvd + 3 * f + h + cfg.num_layers * h;
-    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + threads.max(1) * 2 * t;
+    let per_token = 4 * c + 3 * qd + 4 * kvd + 3 * f + h + layers * h;
+    let fixed =
+        (LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size) as u64 + (threads.max(1) as u64 * 2).saturating_mul(t as u64);
     Footprint {
         weights: weights_bytes(cfg),
-        working: ((per_token * t + fixed) * 4) as u64,
+        working: working_bytes(per_token, t, fixed),
     }
 }
 

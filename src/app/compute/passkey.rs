@@ -6,7 +6,7 @@
 
 use super::{JobControl, Lab, ModelSlot, Resolved};
 use crate::app::jobs::{FillerKey, InputAt, InputKey, JobKey, JobResult, ScalesKey};
-use crate::app::state::{ModelChoice, MAX_GRID_TRIALS};
+use crate::app::state::{ModelChoice, MAX_GRID_TRIALS, MAX_LENGTH};
 use crate::app::text;
 use crate::lab::passkey::{greedy_answer, random_key, retrieves, Filler, FillerText, PasskeyBuilder, PasskeyDoc};
 use crate::model::engine::Engine;
@@ -30,12 +30,14 @@ pub struct GridKey {
     pub seed: u64,
 }
 
-/// L/2, L, 2L, ... up to `factor` x L.
+/// L/2, L, 2L, ... up to `factor` x L, and up to the app's longest
+/// length (`MAX_LENGTH`: an opened model's L may be far larger than the
+/// bundled models').
 pub fn grid_lengths(training_length: usize, factor: usize) -> Vec<usize> {
     let half = (training_length / 2).max(1);
-    (0..)
-        .map(|k| half << k)
-        .take_while(|&l| l <= training_length * factor.max(1))
+    let last = training_length.saturating_mul(factor.max(1)).min(MAX_LENGTH);
+    std::iter::successors(Some(half), |&l| l.checked_mul(2))
+        .take_while(|&l| l <= last)
         .collect()
 }
 
@@ -368,6 +370,11 @@ mod tests {
     fn lengths_depths_and_csv() {
         assert_eq!(grid_lengths(256, 8), vec![128, 256, 512, 1024, 2048]);
         assert_eq!(grid_lengths(256, 1), vec![128, 256]);
+        // An opened model's L: never past the app's longest length, never
+        // overflowing.
+        assert_eq!(grid_lengths(4096, 16), vec![2048, 4096, 8192, 16384]);
+        assert_eq!(grid_lengths(1 << 24, 16), Vec::<usize>::new());
+        assert_eq!(grid_lengths(usize::MAX / 3, usize::MAX), Vec::<usize>::new());
         assert_eq!(grid_depth(0, 5), 0.0);
         assert_eq!(grid_depth(4, 5), 1.0);
         assert_eq!(grid_depth(0, 1), 0.5);

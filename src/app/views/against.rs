@@ -81,6 +81,11 @@ impl AgainstLengthView {
                 results.push((name.clone(), *colour, r));
             }
         }
+        // An opened model's L can put some of L/2 .. 16L past the app's
+        // longest length: say so rather than leave the axis short.
+        if (keys.info.training_length / 2).saturating_mul(32) > crate::app::state::MAX_LENGTH {
+            ui.label(text::lengths_left_out(crate::app::state::MAX_LENGTH));
+        }
         // One legend for the three plots, which share their series: in
         // plots this small a legend inside would hide the curves.
         let mut legend: Vec<(&str, egui::Color32)> = series.iter().map(|(n, c, _)| (n.as_str(), *c)).collect();

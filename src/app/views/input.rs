@@ -80,8 +80,8 @@ impl InputView {
             }
             for (label, l) in [
                 (text::at_training_length(info.training_length), info.training_length),
-                ("4L".to_string(), 4 * info.training_length),
-                ("16L".to_string(), 16 * info.training_length),
+                ("4L".to_string(), info.training_length.saturating_mul(4)),
+                ("16L".to_string(), info.training_length.saturating_mul(16)),
             ] {
                 if ui.button(label).clicked() {
                     state.length = l.clamp(MIN_LENGTH, MAX_LENGTH);

@@ -112,8 +112,8 @@ impl PasskeyLabView {
             .on_hover_text(text::LENGTH_HELP);
             for (label, l) in [
                 (text::at_training_length(training), training),
-                ("4L".to_string(), 4 * training),
-                ("16L".to_string(), 16 * training),
+                ("4L".to_string(), training.saturating_mul(4)),
+                ("16L".to_string(), training.saturating_mul(16)),
             ] {
                 if ui.button(label).clicked() {
                     lab.length = l.clamp(MIN_LENGTH, MAX_LENGTH);
@@ -243,6 +243,9 @@ impl PasskeyLabView {
             ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
         });
         let lengths = grid_lengths(keys.info.training_length, lab.grid_factor);
+        if keys.info.training_length.saturating_mul(lab.grid_factor) > MAX_LENGTH {
+            ui.label(text::lengths_left_out(MAX_LENGTH));
+        }
         let documents = lengths.len() * lab.grid_depths * lab.grid_trials;
         let tokens: usize = lengths.iter().sum::<usize>() * lab.grid_depths * lab.grid_trials;
         ui.label(text::grid_cost(documents, tokens));

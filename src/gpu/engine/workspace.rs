@@ -10,23 +10,27 @@ use super::*;
 /// and loss weights; one chunk of logits; the entropy (L, H, T) and its
 /// read-back copy; the split attention forward's partial sums. The weights in `elem` (f16 halves them).
 pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) -> crate::model::memory::Footprint {
-    let (c, f, qd, kvd, h) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.num_heads,
+    let (c, f, qd, kvd, h, layers) = (
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+        cfg.q_dim() as u64,
+        cfg.kv_dim() as u64,
+        cfg.num_heads as u64,
+        cfg.num_layers as u64,
     );
-    let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * cfg.num_layers * h;
+    let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * layers * h;
     // One chunk of logits, and the attention forward's partial sums where
     // it splits the keys of a short sequence (real GPUs).
-    let split = KeySplit::GPU.state_bound(FLASH_WG as usize, h, cfg.head_dim, t);
-    let fixed = LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + split;
+    let split = KeySplit::GPU.state_bound(FLASH_WG as usize, cfg.num_heads, cfg.head_dim, t);
+    let fixed = (LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + split) as u64;
     // The matrices in `elem`; the gains (a few per layer) counted as such too.
-    let values = crate::model::memory::weights_bytes(cfg) as usize / 4;
+    let f32_bytes = crate::model::memory::weights_bytes(cfg);
     crate::model::memory::Footprint {
-        weights: elem.bytes(values),
-        working: ((per_token * t + fixed) * 4) as u64,
+        weights: match elem {
+            crate::gpu::shader::Elem::F32 => f32_bytes,
+            crate::gpu::shader::Elem::F16 => f32_bytes / 2,
+        },
+        working: crate::model::memory::working_bytes(per_token, t, fixed),
     }
 }
 
