@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::search_job::{ScalesSetting, TuneSettings};
 use crate::lab::backend::Backend;
-use crate::model::head_scales::{HeadScales, ScaleRule};
+use crate::model::head_scales::{HeadScales, ScaleRule, MAX_HEAD_SCALE};
 
 /// Shortest and longest input the length control offers.
 pub const MIN_LENGTH: usize = 16;
@@ -238,7 +238,7 @@ impl ViewState {
         };
         self.passkey.key = self.passkey.key.clamp(10_000, 99_999);
         self.passkey_lab.sanitize();
-        if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0) {
+        if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0 && self.scales.uniform <= MAX_HEAD_SCALE) {
             self.scales.uniform = 1.0;
         }
         let fits = |values: &[f32], rule: ScaleRule| {
@@ -496,6 +496,18 @@ mod tests {
         wild.scales.uniform = f32::NAN;
         wild.sanitize(4, 4);
         assert_eq!((wild.length, wild.layer, wild.scales.uniform), (MAX_LENGTH, 3, 1.0));
+        // Finite but enormous: scaled logits past f32 (attention of NaN).
+        let mut huge = ViewState::default();
+        huge.scales.uniform = 3e38;
+        huge.scales.rule = ScaleRule::Fitted {
+            a: 1e300,
+            training_length: 256,
+        };
+        let mut huge = ViewState::from_fragment(&huge.to_fragment()).unwrap().unwrap();
+        assert_eq!(huge.scales.uniform, 3e38);
+        assert!(matches!(huge.scales.rule, ScaleRule::Fitted { .. }));
+        huge.sanitize(4, 4);
+        assert_eq!((huge.scales.uniform, huge.scales.rule), (1.0, ScaleRule::Constant));
     }
 
     #[test]

@@ -138,12 +138,24 @@ pub struct PasskeyBuilder<'t> {
 
 impl<'t> PasskeyBuilder<'t> {
     pub fn new(tok: &'t Tokenizer) -> Result<Self> {
+        // A tokenizer that drops the format's characters (no unknown
+        // token, none of them in its vocabulary) cannot make documents of
+        // the asked length: said here, not found as short documents later.
+        let encode = |what: &str, text: &str| -> Result<Vec<u32>> {
+            let t = tok.encode(text)?;
+            if t.is_empty() {
+                return Err(Error::Input(format!(
+                    "the tokenizer encodes the pass-key {what} as nothing: {text:?}"
+                )));
+            }
+            Ok(t)
+        };
         Ok(PasskeyBuilder {
             tok,
             bos: tok.bos_id(),
-            instruction: tok.encode(INSTRUCTION)?,
-            filler: tok.encode(FILLER)?,
-            question: tok.encode(QUESTION)?,
+            instruction: encode("instruction", INSTRUCTION)?,
+            filler: encode("filler", FILLER)?,
+            question: encode("question", QUESTION)?,
         })
     }
 

@@ -151,6 +151,17 @@ impl Recipe {
                 ),
             );
         }
+        // A copy document is a BOS (where the tokenizer has one) and a span
+        // twice: at least 3 tokens.
+        if self.copy_share > 0.0 && !(3..=cfg.training_length).contains(&self.copy_min_len) {
+            return field(
+                "copy_min_len",
+                format!(
+                    "{} must be in [3, the training length {}]",
+                    self.copy_min_len, cfg.training_length
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -804,6 +815,33 @@ The loss curve is `{}`; the run's own record is `{}`.\n",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bundled NoPE model's recipe, checked, then with each bad field.
+    #[test]
+    fn a_recipe_names_its_bad_field() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs/nope-sotu.train.json");
+        let good = Recipe {
+            passkey_share: 0.5,
+            copy_share: 0.25,
+            ..Recipe::load(&path).unwrap()
+        };
+        good.check().unwrap();
+        for copy_min_len in [0, 2, good.model.max_position_embeddings + 1] {
+            let r = Recipe {
+                copy_min_len,
+                ..good.clone()
+            };
+            let err = r.check().unwrap_err().to_string();
+            assert!(err.contains("recipe.copy_min_len"), "{copy_min_len}: {err}");
+        }
+        // Without copy documents the field is not used.
+        let r = Recipe {
+            copy_min_len: 0,
+            copy_share: 0.0,
+            ..good.clone()
+        };
+        r.check().unwrap();
+    }
 
     #[test]
     fn csv_round_trips() {

@@ -98,11 +98,22 @@ impl ScaleRule {
                     self.name()
                 )))
             }
-            ScaleRule::Fitted { a, .. } if !a.is_finite() => Err(err(format!("rule `fitted`: a = {a} is not finite"))),
+            ScaleRule::Fitted { a, .. } if !(a.is_finite() && a.abs() <= MAX_RULE_A) => Err(err(format!(
+                "rule `fitted`: a = {a} is not a number in [-{MAX_RULE_A}, {MAX_RULE_A}]"
+            ))),
             _ => Ok(()),
         }
     }
 }
+
+/// The largest head scale taken. Far past any useful one (the paper's are
+/// 1 to about 3; at 1000 a head's attention is on one key already), and
+/// small enough that scaled logits stay finite: a scale of 1e38 passed
+/// every check and turned attention into NaN.
+pub const MAX_HEAD_SCALE: f32 = 1000.0;
+/// The largest |a| of the fitted rule s(i) = 1 + a ln(i / L) (the paper's
+/// fit is about 0.3).
+pub const MAX_RULE_A: f64 = 100.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadScales {
@@ -164,7 +175,8 @@ impl HeadScales {
         self.values[layer * self.num_heads + head]
     }
 
-    /// Every scale must be a finite positive number, the rule well formed.
+    /// Every scale must be a positive number up to `MAX_HEAD_SCALE`, the
+    /// rule well formed.
     pub fn validate(&self, path: Option<&Path>) -> Result<()> {
         let err = |message: String| Error::HeadScales {
             path: path.map(Path::to_path_buf),
@@ -180,9 +192,9 @@ impl HeadScales {
             )));
         }
         for (i, &s) in self.values.iter().enumerate() {
-            if !(s.is_finite() && s > 0.0) {
+            if !(s.is_finite() && s > 0.0 && s <= MAX_HEAD_SCALE) {
                 return Err(err(format!(
-                    "layer {} head {}: scale {s} is not a finite positive number",
+                    "layer {} head {}: scale {s} is not a positive number up to {MAX_HEAD_SCALE}",
                     i / self.num_heads.max(1),
                     i % self.num_heads.max(1)
                 )));
@@ -284,9 +296,16 @@ mod tests {
             "{\"head_scales\": [[1.0, 0.0]]}",
             "{\"head_scales\": [[1.0, -2]]}",
             "{\"head_scales\": [[1.0], [1.0, 2.0]]}",
+            // finite but past any use, and scaled logits past f32
+            "{\"head_scales\": [[1.0, 1e38]]}",
+            "{\"head_scales\": [[1.0, 1000.5]]}",
+            "{\"head_scales\": [[1.0]], \"rule\": {\"rule\": \"fitted\", \"a\": 1e300, \"training_length\": 256}}",
         ] {
             assert!(HeadScales::from_json(bad, None).is_err(), "{bad}");
         }
+        // (the same rule with the paper's a, and the largest scale, load)
+        let ok = "{\"head_scales\": [[1.0, 1000]], \"rule\": {\"rule\": \"fitted\", \"a\": 0.3, \"training_length\": 256}}";
+        HeadScales::from_json(ok, None).unwrap();
         let nan = HeadScales {
             num_layers: 1,
             num_heads: 2,

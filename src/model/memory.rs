@@ -88,11 +88,19 @@ pub fn meminfo_available(info: &str) -> Option<u64> {
 /// Bytes for people: "1.23 GiB", "45.6 MiB".
 pub fn human(bytes: u64) -> String {
     let b = bytes as f64;
-    if b >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
-    } else {
-        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    if b < gib {
+        return format!("{:.1} MiB", b / (1024.0 * 1024.0));
     }
+    // Past a TiB (an absurd size from a file or an argument), the unit grows.
+    let mut v = b / gib;
+    for unit in ["GiB", "TiB", "PiB"] {
+        if v < 1024.0 {
+            return format!("{v:.2} {unit}");
+        }
+        v /= 1024.0;
+    }
+    format!("{v:.2} EiB")
 }
 
 #[cfg(test)]
@@ -106,5 +114,7 @@ mod tests {
         assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
         assert_eq!(human(3 * 1024 * 1024 * 1024 / 2), "1.50 GiB");
         assert_eq!(human(10 * 1024 * 1024), "10.0 MiB");
+        assert_eq!(human(3 << 40), "3.00 TiB");
+        assert_eq!(human(u64::MAX), "16.00 EiB");
     }
 }
