@@ -304,7 +304,8 @@ mod tests {
             assert!(HeadScales::from_json(bad, None).is_err(), "{bad}");
         }
         // (the same rule with the paper's a, and the largest scale, load)
-        let ok = "{\"head_scales\": [[1.0, 1000]], \"rule\": {\"rule\": \"fitted\", \"a\": 0.3, \"training_length\": 256}}";
+        let ok =
+            "{\"head_scales\": [[1.0, 1000]], \"rule\": {\"rule\": \"fitted\", \"a\": 0.3, \"training_length\": 256}}";
         HeadScales::from_json(ok, None).unwrap();
         let nan = HeadScales {
             num_layers: 1,
