@@ -141,9 +141,11 @@ enum Command {
         rope: PathBuf,
         #[arg(long, default_value = "assets/text/sotu-validation.txt")]
         text: PathBuf,
-        /// Folder for RESULTS.md, results.json and figures/.
-        #[arg(long, default_value = "docs")]
-        out: PathBuf,
+        /// Folder for RESULTS.md, results.json and figures/ (default docs;
+        /// a --quick run needs it given, so it never replaces the full
+        /// results there).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Only L/2 and L, 4 trials, scales 1.0 and 1.5 (a smoke run).
         #[arg(long)]
         quick: bool,
@@ -254,7 +256,21 @@ fn main() -> ExitCode {
             quick,
             trials,
             backend,
-        } => reproduce_cmd(&nope, &rope, &text, &out, quick, trials, backend),
+        } => match (out, quick) {
+            (None, true) => Err(
+                "reproduce --quick would replace the full results in docs/: give the folder for its results with --out"
+                    .into(),
+            ),
+            (out, _) => reproduce_cmd(
+                &nope,
+                &rope,
+                &text,
+                &out.unwrap_or_else(|| PathBuf::from("docs")),
+                quick,
+                trials,
+                backend,
+            ),
+        },
         Command::Train {
             config,
             out,
@@ -811,9 +827,12 @@ fn train_cmd(
             ));
         }
         let log_path = out.join(train::LOG_FILE);
+        // No log yet is fine; one that cannot be read is not (resuming would
+        // write a new one over it with only the rows from here on).
         let log = match std::fs::read_to_string(&log_path) {
             Ok(text) => train::log_until(train::log_from_csv(&text, &log_path).map_err(err)?, ck.state.step),
-            Err(_) => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", log_path.display())),
         };
         eprintln!("resuming at step {} of {}", ck.state.step, recipe.steps);
         let start = Start {
@@ -904,6 +923,9 @@ fn reproduce_cmd(
     }
     let validation = tok.encode(&read_text(text)?).map_err(err)?;
     let builder = PasskeyBuilder::new(tok).map_err(err)?;
+    // The output folder before the hours of work, not after.
+    let figures_dir = out.join("figures");
+    std::fs::create_dir_all(&figures_dir).map_err(|e| format!("{}: {e}", figures_dir.display()))?;
     let mut ne = make_engine(backend, n.config.clone(), n.params)?;
     let mut re = make_engine(backend, r.config.clone(), r.params)?;
     let mut opts = if quick {
@@ -984,7 +1006,12 @@ fn reproduce_cmd(
         &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
     ))
     .map_err(err)?;
-    let figures_dir = out.join("figures");
+    // The measurements first (results.json, temperatures.json): a figure
+    // that fails to draw then loses no result.
+    let json = serde_json::to_string_pretty(&results).expect("json");
+    files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
+    let temps_json = serde_json::to_string_pretty(&temps).expect("json");
+    files::write_atomic(&out.join("temperatures.json"), temps_json.as_bytes()).map_err(err)?;
     figures::write_figures(&results, &figures_dir).map_err(err)?;
     figures::write_scale_figures(&temps, &figures_dir).map_err(err)?;
     let mut command = "nopescope reproduce".to_string();
@@ -999,11 +1026,7 @@ fn reproduce_cmd(
     }
     let mut md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
     md.push_str(&nopescope::lab::scales_report::markdown(&temps));
-    let temps_json = serde_json::to_string_pretty(&temps).expect("json");
-    files::write_atomic(&out.join("temperatures.json"), temps_json.as_bytes()).map_err(err)?;
     files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
-    let json = serde_json::to_string_pretty(&results).expect("json");
-    files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
     print!("{}", reproduce::short_table(&results));
     for c in reproduce::checks(&results)
         .into_iter()

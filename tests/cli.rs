@@ -206,6 +206,20 @@ fn train_resumed_run_matches_an_unbroken_one() {
     // Without --resume the half-trained model is not overwritten.
     let (ok, _, stderr) = run(bin().args(["train", "--config"]).arg(&recipe).arg("--out").arg(&parts));
     assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    // A log that cannot be read stops the resume (it used to be replaced
+    // by one holding only the rows after it), and is left as it was.
+    let log = parts.join("train_log.csv");
+    let good_log = std::fs::read(&log).unwrap();
+    std::fs::write(&log, b"step,loss\n\xff\xfe\n").unwrap();
+    let (ok, _, stderr) = run(bin()
+        .args(["train", "--config"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&parts)
+        .arg("--resume"));
+    assert!(!ok && stderr.contains("train_log.csv"), "{stderr}");
+    assert_eq!(std::fs::read(&log).unwrap(), b"step,loss\n\xff\xfe\n");
+    std::fs::write(&log, good_log).unwrap();
     for _ in 0..2 {
         let (ok, _, stderr) = run(bin()
             .args(["train", "--config"])
@@ -257,6 +271,13 @@ fn train_resumed_run_matches_an_unbroken_one() {
         .arg(&whole)
         .args(["--lengths", "20", "--backend", "cpu"]));
     assert!(!ok && stderr.contains("too short"), "{stderr}");
+}
+
+/// A smoke run of `reproduce` never replaces the full results in docs/.
+#[test]
+fn reproduce_quick_needs_its_own_folder() {
+    let (ok, _, stderr) = run(bin().args(["reproduce", "--quick"]));
+    assert!(!ok && stderr.contains("--out"), "{stderr}");
 }
 
 #[test]

@@ -23,31 +23,38 @@ pack() {
   local tests
   tests=$(cargo test --release --test gpu_kernels --test gpu_engine --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
-  rm -rf "$kit" && mkdir -p "$kit/bin"
-  strip -o "$kit/bin/nopescope" target/release/nopescope
+  # Made beside the kit and moved in place whole: a failed pack keeps the
+  # last good kit.
+  local new="$kit.new"
+  rm -rf "$new" && mkdir -p "$new/bin"
+  strip -o "$new/bin/nopescope" target/release/nopescope
   local t
   for t in $tests; do
     # gpu_kernels-<hash> -> gpu_kernels
-    strip -o "$kit/bin/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"
+    strip -o "$new/bin/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"
   done
-  [ -x "$kit/bin/gpu_kernels" ] && [ -x "$kit/bin/gpu_engine" ] || {
+  [ -x "$new/bin/gpu_kernels" ] && [ -x "$new/bin/gpu_engine" ] || {
     echo "gpu_kit: the GPU test binaries were not built" >&2
     exit 1
   }
-  git rev-parse --short HEAD >"$kit/bin/commit"
-  git status --porcelain --untracked-files=no | grep -q . && echo "+ uncommitted changes" >>"$kit/bin/commit"
-  tar -C "$kit" -cJf "$kit/kit.tar.xz" bin
-  rm -rf "$kit/bin"
+  git rev-parse --short HEAD >"$new/bin/commit"
+  git status --porcelain --untracked-files=no | grep -q . && echo "+ uncommitted changes" >>"$new/bin/commit"
+  tar -C "$new" -cJf "$new/kit.tar.xz" bin
+  rm -rf "$new/bin" "$kit"
+  mv "$new" "$kit"
   ls -l "$kit/kit.tar.xz"
 }
 
 run() {
   local out="${1:?usage: gpu_kit.sh run OUT [SECS]}" budget="${2:-480}"
   mkdir -p "$out"
-  local bin
-  bin=$(mktemp -d)
-  tar -C "$bin" -xJf "$kit/kit.tar.xz"
-  bin="$bin/bin"
+  local unpacked paper
+  unpacked=$(mktemp -d)
+  paper=$(mktemp -d)
+  # shellcheck disable=SC2064 # the folders are known now
+  trap "rm -rf '$unpacked' '$paper'" EXIT
+  tar -C "$unpacked" -xJf "$kit/kit.tar.xz"
+  local bin="$unpacked/bin"
   # The test binaries read their fixtures from the repository they run in.
   export CARGO_MANIFEST_DIR="$PWD" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
   local summary="$out/summary.txt" start=$SECONDS last_rc=0
@@ -56,6 +63,7 @@ run() {
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   } | tee "$summary"
+  : >"$out/steps.log"
 
   # step NAME SHARE_OF_BUDGET_PERCENT COMMAND...
   step() {
@@ -96,8 +104,6 @@ run() {
   fi
   NOPESCOPE_ATTN_SHAPES=256x6x32,1024x6x32,16384x6x32,2048x32x64 \
     step kernel_probe 12 "$bin/gpu_kernels" attention_speed passes_against --ignored --nocapture --test-threads=1
-  local paper
-  paper=$(mktemp -d)
   NOPESCOPE_PAPER_DIR="$paper" step paper_write 5 "$bin/gpu_engine" write_paper_shape_model --ignored --nocapture
   if ((last_rc == 0)); then
     local w
@@ -105,7 +111,6 @@ run() {
       step "paper_$w" 5 "$bin/nopescope" bench --model "$paper" --tokens 2048 --runs 3 --backend gpu --gpu-weights "$w"
     done
   fi
-  rm -rf "$paper"
   echo "total: $((SECONDS - start)) s of $budget" | tee -a "$summary"
 }
 

@@ -708,9 +708,12 @@ pub async fn train<E: Engine>(
                 elapsed_s: row.elapsed_s,
                 recipe: recipe.clone(),
             };
+            // The log first: a crash before the checkpoint leaves it ahead,
+            // and a resume trims it to the checkpoint's step (`log_until`);
+            // the other way round its last rows would be lost for good.
+            write_atomic(&out.join(LOG_FILE), log_to_csv(&log).as_bytes())?;
             write_checkpoint(out, &config, &params, &opt, &state)?;
             files::save_model(out, &config, &params)?;
-            write_atomic(&out.join(LOG_FILE), log_to_csv(&log).as_bytes())?;
         }
         if !keep_going {
             progress.message(&format!("stopped after step {done}; continue with --resume"));
