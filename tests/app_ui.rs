@@ -361,6 +361,46 @@ fn map_cell<'a>(h: &'a Harness<'static, NopeApp>, name: &'a str) -> egui_kittest
         .unwrap_or_else(|| panic!("no map cell {name}"))
 }
 
+/// The status bar's Cancel stops what runs and keeps it as cancelled while
+/// the view still asks for it; once the state has moved on, coming back
+/// computes it again (it stayed "cancelled" for good before 2026-12-01).
+#[test]
+fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
+    let mut h = harness(
+        ViewState {
+            length: 8192,
+            ..small_state()
+        },
+        1280.0,
+    );
+    h.run_steps(3);
+    let key = |h: &Harness<'static, NopeApp>| {
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        keys.entropy(&keys.ones)
+    };
+    let long = key(&h);
+    assert!(matches!(h.state().jobs.peek(&long), Some(Entry::Running { .. })));
+    h.get_by_label(text::CANCEL).click();
+    h.run_steps(3);
+    assert!(
+        matches!(h.state().jobs.peek(&long), Some(Entry::Failed(m)) if m == text::CANCELLED),
+        "cancelled, and not asked for again while the view is the same"
+    );
+    h.state_mut().state.length = 512;
+    settle(&mut h);
+    h.state_mut().state.length = 8192;
+    h.run_steps(2);
+    assert!(
+        matches!(h.state().jobs.peek(&long), Some(Entry::Running { .. } | Entry::Done(_))),
+        "computed again: {:?}",
+        h.state()
+            .jobs
+            .peek(&long)
+            .map(|e| format!("{e:?}").chars().take(80).collect::<String>())
+    );
+}
+
 #[test]
 fn doubling_the_length_recomputes_the_entropy() {
     let mut h = harness(small_state(), 1280.0);

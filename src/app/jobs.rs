@@ -330,6 +330,9 @@ struct Slot {
     id: u64,
     entry: Entry,
     cancel: Arc<AtomicBool>,
+    /// Stopped by the user's Cancel: kept as cancelled while views still
+    /// ask for it, forgotten once none does (so coming back computes it).
+    cancelled_by_user: bool,
 }
 
 pub struct Jobs {
@@ -389,6 +392,7 @@ impl Jobs {
                         partial: None,
                     },
                     cancel,
+                    cancelled_by_user: false,
                 },
             );
         }
@@ -481,6 +485,11 @@ impl Jobs {
         for k in stale {
             self.cancel(&k);
         }
+        // Cancelled by the user and no longer asked for: the state moved
+        // on, so asking again later starts the job afresh (it stayed
+        // "cancelled" for good until 2026-12-01).
+        self.cache
+            .retain(|k, s| !s.cancelled_by_user || self.wanted.contains(k) || self.pinned.contains(k));
         self.wanted.clear();
     }
 
@@ -499,6 +508,7 @@ impl Jobs {
             if matches!(slot.entry, Entry::Running { .. }) {
                 slot.cancel.store(true, Ordering::Relaxed);
                 slot.entry = Entry::Failed(super::text::CANCELLED.into());
+                slot.cancelled_by_user = true;
             }
         }
     }
