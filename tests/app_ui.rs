@@ -682,6 +682,62 @@ fn an_opened_models_long_training_length_stays_within_the_app() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An opened model of another shape than the bundled ones (2 layers x 2
+/// heads, random weights): the pass-key lab's accuracy maps run NoPE on
+/// it, with its shape's scales, and the RoPE twin with its own (each map
+/// failed on the other's shape before 2026-12-01).
+#[test]
+fn the_accuracy_maps_run_on_an_opened_model_of_another_shape() {
+    use nopescope::app::state::{ModelChoice, Tab};
+    let dir = std::env::temp_dir().join(format!("nopescope-small-model-{}", std::process::id()));
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
+    let config = nopescope::model::ModelConfig {
+        num_layers: 2,
+        num_heads: 2,
+        num_kv_heads: 2,
+        ..nopescope::model::files::load_config(&bundled).unwrap()
+    };
+    let config = nopescope::model::ModelConfig {
+        head_dim: config.hidden_size / 2,
+        ..config
+    };
+    let params = nopescope::model::params::Params::random(&config, 0.02, 7);
+    nopescope::model::files::save_model(&dir, &config, &params).unwrap();
+    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let mut state = small_state();
+    state.tab = Tab::Passkey;
+    state.passkey_lab.grid_trials = 1;
+    state.passkey_lab.grid_depths = 1;
+    state.passkey_lab.grid_factor = 1;
+    let mut h = harness(state, 1280.0);
+    h.run_steps(2);
+    h.get_all_by_label(text::TAB_PASSKEY).next().unwrap();
+    let app = h.state_mut();
+    app.jobs
+        .open_model(nopescope::app::compute::ModelSource::Folder(dir.clone()));
+    wait_opened(&mut h);
+    assert_eq!(
+        h.state().state.model,
+        ModelChoice::Custom,
+        "{:?}",
+        h.state().jobs.opened.error
+    );
+    assert_eq!((h.state().info().layers, h.state().info().heads), (2, 2));
+    h.get_by_label(text::GRID_START).click();
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let series = nopescope::app::views::passkey_lab::grid_series(&app.state, &keys);
+    assert_eq!(series.len(), 2, "NoPE and the RoPE twin");
+    for (name, _, key) in &series {
+        match app.jobs.peek(key) {
+            Some(Entry::Done(_)) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The folder browser: Browse opens it on the folder typed (the bundled
 /// models' folder), which holds no model (Open this folder disabled); a
 /// click steps into a model's folder, the dialog says which of a model's

@@ -73,6 +73,17 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// A bundled model's, read once (`of` parses its config each call).
+    pub fn bundled(choice: ModelChoice) -> Option<Self> {
+        static INFOS: std::sync::OnceLock<[Option<ModelInfo>; 2]> = std::sync::OnceLock::new();
+        let infos = INFOS.get_or_init(|| [Self::of(ModelChoice::Nope).ok(), Self::of(ModelChoice::Rope).ok()]);
+        match choice {
+            ModelChoice::Nope => infos[0],
+            ModelChoice::Rope => infos[1],
+            ModelChoice::Custom => None,
+        }
+    }
+
     pub fn of(choice: ModelChoice) -> Result<Self, String> {
         let b = bundled(choice).ok_or_else(|| super::text::NO_MODEL_OPENED.to_string())?;
         let hf: crate::model::HfConfig = serde_json::from_slice(b.config).map_err(|e| e.to_string())?;

@@ -50,7 +50,7 @@ impl AgainstLengthView {
             palette::ROPE,
             JobKey::AgainstLength {
                 model: ModelChoice::Rope,
-                scales: keys.ones.clone(),
+                scales: keys.twin_ones.clone(),
             },
         ));
         let entries: Vec<_> = series.iter().map(|(_, _, key)| jobs.get(key).clone()).collect();

@@ -21,7 +21,7 @@ use eframe::egui;
 use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey};
 use super::models::ModelInfo;
 use super::palette;
-use super::state::{InputKind, ViewState};
+use super::state::{InputKind, ModelChoice, ViewState};
 use super::text;
 
 /// The keys every view derives from the state, built once per frame.
@@ -36,6 +36,10 @@ pub struct Keys {
     /// Setting B, drawn instead of NoPE when the user chose one.
     pub compare: Option<ScalesKey>,
     pub info: ModelInfo,
+    /// Plain scales of the bundled RoPE twin, which the against-length
+    /// plots and the pass-key maps draw beside the model in view (an
+    /// opened model's shape may differ).
+    pub twin_ones: ScalesKey,
 }
 
 impl Keys {
@@ -60,6 +64,7 @@ impl Keys {
             plain: state.scales.is_plain(),
             compare: state.compare.as_ref().map(|b| ScalesKey::with_rule(&b.values, b.rule)),
             info,
+            twin_ones: ScalesKey::ones(ModelInfo::bundled(ModelChoice::Rope).map_or(n, |t| t.layers * t.heads)),
         }
     }
 

@@ -70,15 +70,27 @@ pub fn grid_series(state: &ViewState, keys: &Keys) -> Vec<(&'static str, egui::C
             seed: GRID_SEED,
         })
     };
+    // NoPE and its scales on the model in view when it is one the user
+    // opened (their scales have its shape), else on the bundled NoPE; the
+    // RoPE twin beside them with its own shape.
+    let nope = if state.model == ModelChoice::Custom {
+        ModelChoice::Custom
+    } else {
+        ModelChoice::Nope
+    };
     let mut v = Vec::new();
     if lab.grid_nope {
-        v.push((text::BEFORE, palette::NOPE, grid(ModelChoice::Nope, &keys.ones)));
+        v.push((text::BEFORE, palette::NOPE, grid(nope, &keys.ones)));
     }
     if lab.grid_scaled && !keys.plain {
-        v.push((text::AFTER, palette::SCALED, grid(ModelChoice::Nope, &keys.scales)));
+        v.push((text::AFTER, palette::SCALED, grid(nope, &keys.scales)));
     }
     if lab.grid_rope {
-        v.push((text::MODEL_ROPE, palette::ROPE, grid(ModelChoice::Rope, &keys.ones)));
+        v.push((
+            text::MODEL_ROPE,
+            palette::ROPE,
+            grid(ModelChoice::Rope, &keys.twin_ones),
+        ));
     }
     v
 }
