@@ -9,7 +9,7 @@ mod app_common;
 
 use std::time::{Duration, Instant};
 
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use nopescope::app::search_job::{Checkpoint, SearchKind, TuneSettings};
 use nopescope::app::state::{Tab, ViewState};
@@ -334,4 +334,33 @@ fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
         }
     }
     h.get_by_label("2L = 512");
+}
+
+/// A result is applied only to the model it was searched on: after
+/// switching to the RoPE twin, Apply and "Compare with it" are disabled
+/// and a note says why; back on NoPE they work (before 2026-12-01 Apply
+/// wrote the scales onto whatever model was in view, and a shape that
+/// did not match was then dropped without a word).
+#[test]
+fn a_result_applies_only_to_the_model_it_was_searched_on() {
+    let mut h = harness(tuning_state(1));
+    h.run_steps(2);
+    h.get_by_label(text::START_SEARCH).click();
+    h.step();
+    wait_for(&mut h, "the search", |a| phase(a) == Some(Phase::Finished));
+    h.run_steps(2);
+    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
+    assert!(!h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
+    h.state_mut().state.model = nopescope::app::state::ModelChoice::Rope;
+    h.run_steps(2);
+    h.get_by_label(text::RESULT_OTHER_MODEL);
+    for button in [text::APPLY_RESULT, text::RESULT_AS_B] {
+        assert!(h.get_by_label(button).accesskit_node().is_disabled(), "{button}");
+    }
+    h.state_mut().state.model = nopescope::app::state::ModelChoice::Nope;
+    h.run_steps(2);
+    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
+    h.get_by_label(text::APPLY_RESULT).click();
+    h.run_steps(2);
+    assert!(h.state().state.scales.use_file, "applied");
 }

@@ -153,6 +153,8 @@ impl TuneSettings {
     pub fn spec(&self, model: ModelChoice, info: ModelInfo) -> SearchSpec {
         SearchSpec {
             model,
+            layers: info.layers,
+            heads: info.heads,
             kind: self.kind,
             objective: self.objective,
             length: self.length,
@@ -169,6 +171,10 @@ impl TuneSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SearchSpec {
     pub model: ModelChoice,
+    /// The searched model's shape: its result is (layers x heads) scales,
+    /// which only a model of this shape takes.
+    pub layers: usize,
+    pub heads: usize,
     pub kind: SearchKind,
     pub objective: TuneObjective,
     pub length: usize,
@@ -292,6 +298,14 @@ pub struct SearchReport {
 }
 
 impl SearchReport {
+    /// True when the model in view (`model`, of `info`'s shape) is the one
+    /// searched, so the result can be applied to it, compared with it and
+    /// drawn over its heads. (Two opened folders of the same shape are not
+    /// told apart.)
+    pub fn fits(&self, model: ModelChoice, info: ModelInfo) -> bool {
+        self.spec.model == model && (self.spec.layers, self.spec.heads) == (info.layers, info.heads)
+    }
+
     fn heads(spec: &SearchSpec, state: &HeadSearchState, finished: bool) -> Self {
         SearchReport {
             spec: spec.clone(),
@@ -596,7 +610,12 @@ pub struct PasskeyCompareResult {
 
 /// L, 2L and 4L.
 pub fn compare_lengths(training_length: usize) -> Vec<usize> {
-    vec![training_length, 2 * training_length, 4 * training_length]
+    // Not past the app's longest length (an opened model's L may be).
+    [1, 2, 4]
+        .into_iter()
+        .filter_map(|k| training_length.checked_mul(k))
+        .filter(|&l| l <= crate::app::state::MAX_LENGTH)
+        .collect()
 }
 
 /// `lab/`'s progress of one length as a share of the whole comparison.

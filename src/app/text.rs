@@ -605,6 +605,7 @@ pub const OBJECTIVE_AXIS: &str = "objective (nats)";
 pub const SCALE_AXIS: &str = "head scale s";
 pub const RESULT: &str = "Result:";
 pub const APPLY_RESULT: &str = "Apply the result";
+pub const RESULT_OTHER_MODEL: &str = "This result was searched on another model (or one of another shape): switch back to that model to apply it or compare with it. Save keeps it for that model.";
 pub const RESULT_AS_B: &str = "Compare with it (setting B)";
 pub const SHOW_JSON: &str = "Show as JSON";
 pub const COPY_JSON: &str = "Copy the JSON";

@@ -7,7 +7,7 @@
 //! No egui here: the panel that shows a step is `views::tour`.
 
 use super::compute::passkey::PasskeyAnswerResult;
-use super::jobs::{InputAt, JobKey, JobResult, Jobs, ScalesKey};
+use super::jobs::{JobKey, JobResult, Jobs, ScalesKey};
 use super::models::ModelInfo;
 use super::state::{FillerChoice, InputKind, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
 use super::text;
@@ -207,14 +207,7 @@ fn mean(xs: &[f32], from: usize, to: usize) -> f32 {
 /// both are computed (layers x heads).
 pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
     let here = entropy(jobs, &keys.entropy(scales))?;
-    let at_l = JobKey::Entropy {
-        at: InputAt {
-            length: keys.info.training_length,
-            ..keys.at.clone()
-        },
-        scales: scales.clone(),
-    };
-    let base = entropy(jobs, &at_l)?;
+    let base = entropy(jobs, &keys.entropy_at_l(scales))?;
     Some(here.rise_from(&base))
 }
 

@@ -6,7 +6,7 @@
 use eframe::egui;
 
 use super::{show_entry_status, Keys};
-use crate::app::jobs::{InputAt, JobKey, JobResult, Jobs};
+use crate::app::jobs::{JobResult, Jobs};
 use crate::app::state::{MapMode, ViewState};
 use crate::app::text;
 use crate::app::{export, palette};
@@ -37,13 +37,7 @@ fn values(jobs: &mut Jobs, keys: &Keys, mode: MapMode) -> Option<(Vec<f32>, f32,
             Some((means, 0.0, hi))
         }
         MapMode::Rise => {
-            let at_l = JobKey::Entropy {
-                at: InputAt {
-                    length: keys.info.training_length,
-                    ..keys.at.clone()
-                },
-                scales: keys.scales.clone(),
-            };
+            let at_l = keys.entropy_at_l(&keys.scales);
             let JobResult::Entropy(base) = jobs.get(&at_l).result().cloned()? else {
                 return None;
             };
@@ -64,7 +58,12 @@ impl HeadMapView {
         });
         ui.label(text::MAP_HELP);
         let Some((vals, lo, hi)) = values(jobs, keys, state.map_mode) else {
-            let entry = jobs.get(&keys.entropy(&keys.scales)).clone();
+            // What is missing: this length's profile, or (rise) the one at L.
+            let here = jobs.get(&keys.entropy(&keys.scales)).clone();
+            let entry = match (&here, state.map_mode) {
+                (crate::app::jobs::Entry::Done(_), MapMode::Rise) => jobs.get(&keys.entropy_at_l(&keys.scales)).clone(),
+                _ => here,
+            };
             show_entry_status(ui, &entry);
             return;
         };

@@ -75,6 +75,19 @@ impl Keys {
         }
     }
 
+    /// The entropy at the training length L of the input in view (the base
+    /// of the rise from L), at most the app's longest length (an opened
+    /// model's L may be longer).
+    pub fn entropy_at_l(&self, scales: &ScalesKey) -> JobKey {
+        JobKey::Entropy {
+            at: InputAt {
+                length: self.info.training_length.min(crate::app::state::MAX_LENGTH),
+                ..self.at.clone()
+            },
+            scales: scales.clone(),
+        }
+    }
+
     /// The scale settings to draw on the model in view: s = 1 (or setting
     /// B, when chosen), then the current scales if they differ.
     pub fn settings(&self) -> Vec<(&'static str, ScalesKey, egui::Color32)> {

@@ -206,15 +206,21 @@ impl TuningView {
     /// and one under the other when narrower still.
     fn search_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::SEARCH_HEADING);
-        let (layers, heads) = (keys.info.layers, keys.info.heads);
+        let heads = self
+            .run
+            .as_ref()
+            .and_then(|r| r.report.as_ref())
+            .map_or(keys.info.heads, |r| r.spec.heads);
         let map_width = 56.0 + heads as f32 * (CELL + 8.0);
         let width = ui.available_width();
+        // The map over the searched model's heads (the model in view may
+        // have changed since).
         let live = |ui: &mut egui::Ui, report: &SearchReport| {
             ui.vertical(|ui| loss_plot(ui, report));
             ui.add_space(12.0);
             ui.vertical(|ui| {
                 ui.label(text::SCALE_MAP_HEADING);
-                scale_map(ui, &report.scales, layers, heads);
+                scale_map(ui, &report.scales, report.spec.layers, report.spec.heads);
             });
         };
         if width >= SETTINGS_WIDTH + LOSS_WIDTH + map_width + 48.0 {
@@ -408,16 +414,22 @@ impl TuningView {
                 ui.label(text::RESULT);
                 ui.strong(&setting.name);
             });
+            // A result of another model (the user switched models during
+            // or after the search) is saved for that model, not applied here.
+            let fits = report.fits(state.model, info);
+            if !fits {
+                ui.label(egui::RichText::new(text::RESULT_OTHER_MODEL).color(ui.visuals().warn_fg_color));
+            }
             ui.horizontal_wrapped(|ui| {
-                if ui.button(text::APPLY_RESULT).clicked() {
+                if ui.add_enabled(fits, egui::Button::new(text::APPLY_RESULT)).clicked() {
                     setting.apply_to(&mut state.scales, info.heads);
                 }
-                if ui.button(text::RESULT_AS_B).clicked() {
+                if ui.add_enabled(fits, egui::Button::new(text::RESULT_AS_B)).clicked() {
                     state.compare = Some(setting.clone());
                 }
                 ui.toggle_value(&mut self.show_json, text::SHOW_JSON);
             });
-            let json = setting.to_json(info.heads, Some(report.spec.provenance()));
+            let json = setting.to_json(report.spec.heads, Some(report.spec.provenance()));
             ui.horizontal_wrapped(|ui| {
                 if ui
                     .button(text::SAVE_SCALES)
@@ -548,7 +560,11 @@ impl TuningView {
         ui.heading(text::SCATTER_HEADING);
         ui.label(text::SCATTER_HELP);
         let (layers, heads) = (keys.info.layers, keys.info.heads);
-        let found = self.run.as_ref().and_then(|r| r.report.as_ref());
+        let found = self
+            .run
+            .as_ref()
+            .and_then(|r| r.report.as_ref())
+            .filter(|r| r.fits(state.model, keys.info));
         let (name, scales) = match found {
             Some(r) => (text::SCATTER_OF_SEARCH, r.scales.clone()),
             None => (
@@ -556,6 +572,10 @@ impl TuningView {
                 ScalesSetting::current(&state.scales, layers, heads).values,
             ),
         };
+        if keys.info.training_length > crate::app::state::MAX_LENGTH {
+            ui.label(text::lengths_left_out(crate::app::state::MAX_LENGTH));
+            return;
+        }
         let key = JobKey::Entropy {
             at: InputAt {
                 model: state.model,
