@@ -401,6 +401,64 @@ fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
     );
 }
 
+/// "Your text" shorter than the length asked: the views use all of it and
+/// say how many tokens that is (the text's, and with the start token the
+/// model reads first); the rise from L, which needs more than L tokens,
+/// says so instead of drawing zeros; an empty text is an error.
+#[test]
+fn a_short_text_of_ones_own_is_used_whole_and_said() {
+    let mut h = harness(
+        ViewState {
+            input: nopescope::app::state::InputKind::Pasted,
+            pasted_text: "The quick brown fox jumps over the lazy dog, twice: the quick brown fox.".into(),
+            map_mode: nopescope::app::state::MapMode::Rise,
+            ..small_state()
+        },
+        1280.0,
+    );
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let Some(Entry::Done(r)) = app.jobs.peek(&keys.entropy(&keys.ones)) else {
+        panic!("no profile")
+    };
+    let JobResult::Entropy(p) = r.as_ref() else { panic!() };
+    assert!(p.length < 256, "{}", p.length);
+    h.get_by_label_contains(&format!(
+        "your text has {} tokens ({} with the start token), fewer than the 512 asked for",
+        p.length - 1,
+        p.length
+    ));
+    h.get_by_label(&text::rise_needs_longer(p.length, 256));
+    h.state_mut().state.pasted_text = String::new();
+    settle(&mut h);
+    h.get_all_by_label_contains("the text is empty")
+        .next()
+        .expect("the error shown");
+}
+
+/// A query position chosen by hand stays while the validation text only
+/// changes length, and gives way to the pass-key document's retrieving
+/// query when the input becomes one (it stayed at the old position).
+#[test]
+fn a_chosen_query_gives_way_to_the_retrieving_one_in_a_new_document() {
+    let mut h = harness(
+        ViewState {
+            query: Some(100),
+            ..small_state()
+        },
+        1280.0,
+    );
+    h.run_steps(2);
+    assert_eq!(h.state().state.query, Some(100), "a link's query is kept");
+    h.state_mut().state.length = 1024;
+    h.run_steps(2);
+    assert_eq!(h.state().state.query, Some(100), "same text, longer");
+    h.state_mut().state.input = nopescope::app::state::InputKind::Passkey;
+    h.run_steps(2);
+    assert_eq!(h.state().state.query, None, "the retrieving query");
+}
+
 #[test]
 fn doubling_the_length_recomputes_the_entropy() {
     let mut h = harness(small_state(), 1280.0);

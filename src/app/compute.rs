@@ -378,11 +378,18 @@ impl Lab {
             }
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
-                tokens.extend(slot.tokenizer.encode(text)?);
-                if tokens.len() < 2 {
+                let text_tokens = slot.tokenizer.encode(text)?;
+                if text_tokens.is_empty() {
                     return Err(Error::Input("the text is empty: type or paste some text".into()));
                 }
-                let note = (tokens.len() < at.length).then(|| super::text::text_too_short(tokens.len(), at.length));
+                tokens.extend(text_tokens);
+                if tokens.len() < 2 {
+                    return Err(Error::Input(
+                        "the text is too short: the model needs at least 2 tokens to read".into(),
+                    ));
+                }
+                let note = (tokens.len() < at.length)
+                    .then(|| super::text::text_too_short(tokens.len(), bos.is_some(), at.length));
                 tokens.truncate(at.length);
                 Ok(Resolved {
                     windows: vec![tokens],

@@ -90,6 +90,30 @@ pub struct NopeApp {
     pub first_plot_s: Option<f64>,
     /// Plot exports: the save dialog natively, downloads on the web.
     pub exporter: export::Exporter,
+    /// The document the chosen query belongs to (see `forget_stale_query`).
+    query_document: Option<QueryDocument>,
+}
+
+/// What a chosen query position is a position in: another model or input
+/// kind, or another pass-key document, makes it meaningless (the default,
+/// the retrieving query, is then wanted); a validation text at another
+/// length keeps it (clamped).
+#[derive(Debug, Clone, PartialEq)]
+struct QueryDocument {
+    model: ModelChoice,
+    input: state::InputKind,
+    passkey: Option<(u32, u32, usize)>,
+}
+
+impl QueryDocument {
+    fn of(s: &ViewState) -> Self {
+        QueryDocument {
+            model: s.model,
+            input: s.input,
+            passkey: (s.input == state::InputKind::Passkey)
+                .then(|| (s.passkey.key, (s.passkey.depth * 1000.0).round() as u32, s.length)),
+        }
+    }
 }
 
 impl NopeApp {
@@ -126,6 +150,7 @@ impl NopeApp {
             started: None,
             first_plot_s: None,
             exporter: export::Exporter::default(),
+            query_document: None,
         }
     }
 
@@ -151,6 +176,17 @@ impl NopeApp {
             app.restore(storage);
         }
         app
+    }
+
+    /// A query chosen in another document is dropped for the default one
+    /// (it kept pointing at the old position after a switch to a pass-key
+    /// document, instead of the query that retrieves the key).
+    fn forget_stale_query(&mut self) {
+        let now = QueryDocument::of(&self.state);
+        if self.query_document.as_ref().is_some_and(|d| *d != now) {
+            self.state.query = None;
+        }
+        self.query_document = Some(now);
     }
 
     /// What the app keeps beside its view state: the Share panel's address.
@@ -281,6 +317,7 @@ impl NopeApp {
         }
         let info = self.info();
         self.state.sanitize(info.layers, info.heads);
+        self.forget_stale_query();
         self.views.tour.sync(&mut self.state, info);
         // A walkthrough step's lengths are multiples of L, which an opened
         // model may put past the app's longest: in range again.

@@ -105,8 +105,20 @@ pub fn tokens_note(tokens: usize) -> String {
     format!("{tokens} tokens")
 }
 
-pub fn text_too_short(have: usize, asked: usize) -> String {
-    format!("your text has {have} tokens, fewer than the {asked} asked for: the views use all {have}")
+pub fn rise_needs_longer(length: usize, l: usize) -> String {
+    format!("The rise from L needs more than L = {l} tokens; this input has {length}. Choose a longer length or text.")
+}
+
+/// `have` tokens the model reads (the start token where the tokenizer has
+/// one, then the text's), fewer than the `asked` length.
+pub fn text_too_short(have: usize, start_token: bool, asked: usize) -> String {
+    let text = have - start_token as usize;
+    let with = if start_token {
+        format!(" ({have} with the start token)")
+    } else {
+        String::new()
+    };
+    format!("your text has {text} tokens{with}, fewer than the {asked} asked for: the views use all of them")
 }
 
 pub fn error(message: &str) -> String {

@@ -57,6 +57,16 @@ impl HeadMapView {
             ui.selectable_value(&mut state.map_mode, MapMode::Rise, text::MAP_RISE);
         });
         ui.label(text::MAP_HELP);
+        // A rise from L needs a profile longer than L (a text of one's own
+        // may be shorter: both profiles would be the same tokens).
+        if state.map_mode == MapMode::Rise {
+            if let Some(JobResult::Entropy(p)) = jobs.get(&keys.entropy(&keys.scales)).result() {
+                if p.length <= keys.info.training_length {
+                    ui.label(text::rise_needs_longer(p.length, keys.info.training_length));
+                    return;
+                }
+            }
+        }
         let Some((vals, lo, hi)) = values(jobs, keys, state.map_mode) else {
             // What is missing: this length's profile, or (rise) the one at L.
             let here = jobs.get(&keys.entropy(&keys.scales)).clone();
