@@ -378,6 +378,21 @@ fn search_writes_scales_and_refuses_bad_settings() {
         .arg("--out")
         .arg(&out));
     assert!(!ok && err.contains("unknown objective"), "{err}");
+    // Where the results go is checked before the search: a log that would
+    // be the scales file, a folder that does not exist.
+    let mut same = bin();
+    same.arg("search")
+        .arg(&model)
+        .args(["--objective", "text", "--text"])
+        .arg(&text_path)
+        .args(["--length", "64", "--backend", "cpu", "--out"])
+        .arg(&out)
+        .arg("--log")
+        .arg(&out);
+    let (ok, _, err) = run(&mut same);
+    assert!(!ok && err.contains("the same file"), "{err}");
+    let (ok, _, err) = search(&["--length", "64", "--log", "/nonexistent-folder/log.csv"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
     // The pass-key objective needs documents longer than its format.
     let (ok, _, err) = run(bin()
         .arg("search")

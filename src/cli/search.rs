@@ -3,7 +3,7 @@
 //! written atomically with its provenance. Cancelled or failed, nothing is
 //! written and an existing scales file stays as it was.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -147,6 +147,35 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let objective = Objective::parse(&a.objective).map_err(err)?;
+    // Where the results go, checked before the search, not after it.
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.dir.join(format!(
+            "head_scales-{}-{}-{}.json",
+            if uniform { "uniform" } else { "heads" },
+            objective.name(),
+            a.length
+        ))
+    });
+    let log = a.log.clone().unwrap_or_else(|| out.with_extension("csv"));
+    if log == out {
+        return Err(format!(
+            "{}: the log and the scales would be the same file; give --log another name",
+            out.display()
+        ));
+    }
+    for path in [&out, &log] {
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            return Err(format!(
+                "{}: the folder {} does not exist",
+                path.display(),
+                folder.display()
+            ));
+        }
+    }
     crate::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
@@ -248,23 +277,15 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
             serde_json::to_value(&r).expect("json"),
         )
     };
-    let out = a.out.clone().unwrap_or_else(|| {
-        a.dir.join(format!(
-            "head_scales-{}-{}-{}.json",
-            if uniform { "uniform" } else { "heads" },
-            objective.name(),
-            a.length
-        ))
-    });
-    let log = a.log.clone().unwrap_or_else(|| out.with_extension("csv"));
     let note = format!(
         "{} search on the {} objective at {} tokens",
         if uniform { "uniform" } else { "per-head" },
         objective.name(),
         a.length
     );
-    write_atomic(&log, format!("{csv_header}\n{}\n", progress.rows.join("\n")).as_bytes()).map_err(err)?;
+    // The scales first: they are the result; the log is its record.
     write_atomic(&out, scales.to_json_with(Some(note), Some(provenance)).as_bytes()).map_err(err)?;
+    write_atomic(&log, format!("{csv_header}\n{}\n", progress.rows.join("\n")).as_bytes()).map_err(err)?;
     if a.json {
         println!(
             "{}",
