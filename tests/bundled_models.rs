@@ -84,5 +84,12 @@ fn reproduce_runs_on_the_smallest_lengths() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["lengths"].as_array().unwrap().len(), 2);
+    // Every figure put in place, no temporary left beside them.
+    let left: Vec<String> = std::fs::read_dir(out.join("figures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir_all(&out).unwrap();
 }

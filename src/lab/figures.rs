@@ -2,7 +2,7 @@
 //! entropy against position, and pass-key accuracy against length.
 //! Text is drawn with egui's own font, so no system font is needed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
@@ -140,14 +140,50 @@ where
 /// Writes `<stem>.svg` and `<stem>.png` into `dir`.
 fn write_both(dir: &Path, stem: &str, plot: &Plot) -> Result<()> {
     register_font();
-    let svg = dir.join(format!("{stem}.svg"));
-    let png = dir.join(format!("{stem}.png"));
-    let tmp_svg = dir.join(format!(".{stem}.tmp.svg"));
-    let tmp_png = dir.join(format!(".{stem}.tmp.png"));
-    draw(SVGBackend::new(&tmp_svg, SIZE).into_drawing_area(), plot).map_err(|x| draw_error(&svg, x))?;
-    draw(BitMapBackend::new(&tmp_png, SIZE).into_drawing_area(), plot).map_err(|x| draw_error(&png, x))?;
-    std::fs::rename(&tmp_svg, &svg).map_err(|x| Error::io(&svg, x))?;
-    std::fs::rename(&tmp_png, &png).map_err(|x| Error::io(&png, x))?;
+    write_pair(dir, stem, |p: &Path, svg: bool| {
+        if svg {
+            draw(SVGBackend::new(p, SIZE).into_drawing_area(), plot)
+        } else {
+            draw(BitMapBackend::new(p, SIZE).into_drawing_area(), plot)
+        }
+    })
+}
+
+/// `<stem>.svg` and `<stem>.png` drawn by `draw(path, svg)` to temporary
+/// names of this process and call, and put in place only once both are
+/// drawn: a figure that fails to draw leaves the old pair whole (not a new
+/// SVG beside an old PNG) and no temporary behind.
+fn write_pair<E: std::fmt::Display>(
+    dir: &Path,
+    stem: &str,
+    draw: impl Fn(&Path, bool) -> std::result::Result<(), E>,
+) -> Result<()> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pair: Vec<(PathBuf, PathBuf, bool)> = [("svg", true), ("png", false)]
+        .into_iter()
+        .map(|(ext, svg)| {
+            let tmp = dir.join(format!(".{stem}.tmp-{}-{call}.{ext}", std::process::id()));
+            (dir.join(format!("{stem}.{ext}")), tmp, svg)
+        })
+        .collect();
+    let clean = || {
+        for (_, tmp, _) in &pair {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for (path, tmp, svg) in &pair {
+        if let Err(x) = draw(tmp, *svg) {
+            clean();
+            return Err(draw_error(path, x));
+        }
+    }
+    for (path, tmp, _) in &pair {
+        if let Err(x) = std::fs::rename(tmp, path) {
+            clean();
+            return Err(Error::io(path, x));
+        }
+    }
     Ok(())
 }
 
@@ -418,12 +454,7 @@ pub fn write_scale_figures(r: &ScaleReport, dir: &Path) -> Result<()> {
         ));
     }
     for (stem, draw) in jobs {
-        for (ext, svg) in [("svg", true), ("png", false)] {
-            let path = dir.join(format!("{stem}.{ext}"));
-            let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-            draw(&tmp, svg).map_err(|x| draw_error(&path, x))?;
-            std::fs::rename(&tmp, &path).map_err(|x| Error::io(&path, x))?;
-        }
+        write_pair(dir, stem, draw)?;
     }
     Ok(())
 }
