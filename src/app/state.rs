@@ -254,9 +254,14 @@ impl ViewState {
         if !fits(&vec![1.0; layers * heads], self.scales.rule) {
             self.scales.rule = ScaleRule::Constant;
         }
+        // Scales loaded for another shape are kept, unused, for when that
+        // model is back (the scales panel says so); malformed ones go.
         if let Some(f) = &self.scales.file {
-            if !fits(&f.values, f.rule) {
+            let valid_somewhere = fits_shape(f.layers, f.heads, &f.values, f.rule);
+            if !valid_somewhere {
                 self.scales.file = None;
+                self.scales.use_file = false;
+            } else if (f.layers, f.heads) != (layers, heads) || !fits(&f.values, f.rule) {
                 self.scales.use_file = false;
             }
         }
@@ -426,6 +431,18 @@ impl PasskeyLabState {
     }
 }
 
+/// True when `values` are valid scales of a `layers` x `heads` model.
+fn fits_shape(layers: usize, heads: usize, values: &[f32], rule: ScaleRule) -> bool {
+    HeadScales {
+        num_layers: layers,
+        num_heads: heads,
+        values: values.to_vec(),
+        rule,
+    }
+    .validate(None)
+    .is_ok()
+}
+
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 2);
     for b in s.bytes() {
@@ -508,6 +525,33 @@ mod tests {
         assert!(matches!(huge.scales.rule, ScaleRule::Fitted { .. }));
         huge.sanitize(4, 4);
         assert_eq!((huge.scales.uniform, huge.scales.rule), (1.0, ScaleRule::Constant));
+    }
+
+    /// Scales loaded on one model survive a visit to a model of another
+    /// shape (unused there) and are there again, to tick, on return; they
+    /// were dropped without a word before 2026-12-01.
+    #[test]
+    fn scales_of_another_shape_are_kept_unused() {
+        let mut s = ViewState::default();
+        s.scales.file = Some(LoadedScales {
+            name: "searched.json".into(),
+            layers: 4,
+            heads: 4,
+            values: vec![1.5; 16],
+            rule: ScaleRule::Constant,
+        });
+        s.scales.use_file = true;
+        s.sanitize(4, 4);
+        assert!(s.scales.use_file);
+        s.sanitize(2, 8);
+        assert!(s.scales.file.is_some() && !s.scales.use_file, "kept, unused");
+        assert_eq!(s.scales.values(2, 8), vec![1.0; 16], "the uniform scale instead");
+        s.sanitize(4, 4);
+        assert!(s.scales.file.is_some());
+        // Malformed values go whatever the model.
+        s.scales.file.as_mut().unwrap().values[3] = f32::NAN;
+        s.sanitize(4, 4);
+        assert!(s.scales.file.is_none());
     }
 
     #[test]

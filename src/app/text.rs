@@ -105,6 +105,12 @@ pub fn tokens_note(tokens: usize) -> String {
     format!("{tokens} tokens")
 }
 
+pub fn scales_for_other_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
+    format!(
+        "These scales are for {layers} layers x {heads} heads; this model has {model_layers} x {model_heads}. They are kept for a model of their shape."
+    )
+}
+
 pub fn rise_needs_longer(length: usize, l: usize) -> String {
     format!("The rise from L needs more than L = {l} tokens; this input has {length}. Choose a longer length or text.")
 }

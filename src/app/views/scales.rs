@@ -83,8 +83,17 @@ impl ScalesView {
         }
         if let Some(f) = &s.file {
             let name = f.name.clone();
-            ui.checkbox(&mut s.use_file, text::USE_FILE_SCALES);
+            // Loaded for a model of another shape (kept for when it is back).
+            let fits = (f.layers, f.heads) == (info.layers, info.heads);
+            let (layers, heads) = (f.layers, f.heads);
+            ui.add_enabled(fits, egui::Checkbox::new(&mut s.use_file, text::USE_FILE_SCALES));
             ui.label(text::loaded_from(&name));
+            if !fits {
+                ui.label(
+                    egui::RichText::new(text::scales_for_other_shape(layers, heads, info.layers, info.heads))
+                        .color(ui.visuals().warn_fg_color),
+                );
+            }
         }
     }
 }
