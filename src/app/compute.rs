@@ -207,6 +207,11 @@ impl Lab {
         &self.engine_note
     }
 
+    /// The engine choice the lab runs under now.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Opens the user's model from its files (replacing one opened before);
     /// returns its shape.
     pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo)> {

@@ -311,7 +311,8 @@ enum Event {
     Progress(JobKey, u64, f32, String),
     Partial(JobKey, u64, JobResult),
     Done(JobKey, u64, Result<JobResult, String>),
-    Engine(EngineNote),
+    /// The engine now running, under the choice (auto, CPU, GPU) it ran for.
+    Engine(Backend, EngineNote),
     Opened(Result<(String, ModelInfo), String>),
 }
 
@@ -454,7 +455,13 @@ impl Jobs {
                         }
                     }
                 }
-                Event::Engine(name) => self.engine = name,
+                // A note from before the user switched engines is stale (a
+                // job under the old choice can finish after the switch).
+                Event::Engine(backend, name) => {
+                    if backend == self.backend {
+                        self.engine = name;
+                    }
+                }
                 Event::Opened(r) => {
                     self.opened.opening = false;
                     match r {
@@ -662,7 +669,7 @@ async fn run_one(lab: &mut Lab, request: &Request, tx: &Sender<Event>, ctx: &egu
     };
     let result = lab.run(key, &mut control).await.map_err(|e| e.to_string());
     if *lab.engine_note() != before {
-        let _ = tx.send(Event::Engine(lab.engine_note().clone()));
+        let _ = tx.send(Event::Engine(lab.backend(), lab.engine_note().clone()));
     }
     let _ = tx.send(Event::Done(key.clone(), *id, result));
     ctx.request_repaint();
