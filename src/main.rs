@@ -783,6 +783,7 @@ fn train_cmd(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _lock = train::RunLock::acquire(out).map_err(err)?;
     let train_text = read_text(&recipe.train_text)?;
     let validation_text = read_text(&recipe.validation_text)?;
     let tok_path = out.join(files::TOKENIZER_FILE);

@@ -283,6 +283,59 @@ pub struct LogRow {
     pub elapsed_s: f64,
 }
 
+/// The file that marks a training folder as in use by a run.
+pub const LOCK_FILE: &str = ".training.lock";
+
+/// One training run per folder: two at once would remove each other's
+/// temporary checkpoint and race on its renames. Held while the value
+/// lives; its file names the process. A lock whose process is gone
+/// (Linux: no /proc/<pid>) is taken over, not a reason to refuse.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct RunLock(std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl RunLock {
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        use std::io::Write;
+        let path = dir.join(LOCK_FILE);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(RunLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = holder.trim().parse().ok();
+                    let gone =
+                        pid.is_some_and(|p| cfg!(target_os = "linux") && !Path::new(&format!("/proc/{p}")).exists());
+                    if !gone {
+                        return Err(Error::Input(format!(
+                            "{}: another training run (process {}) is using this folder; wait for it, or remove {} if none is",
+                            dir.display(),
+                            holder.trim(),
+                            path.display()
+                        )));
+                    }
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Input(format!(
+            "{}: could not take the training lock",
+            path.display()
+        )))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub const LOG_FILE: &str = "train_log.csv";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const SUMMARY_FILE: &str = "training.json";
@@ -818,6 +871,23 @@ The loss curve is `{}`; the run's own record is `{}`.\n",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_training_run_per_folder() {
+        let dir = std::env::temp_dir().join(format!("nopescope-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = RunLock::acquire(&dir).unwrap();
+        let err = RunLock::acquire(&dir).err().expect("refused while held").to_string();
+        assert!(err.contains("another training run") && err.contains(LOCK_FILE), "{err}");
+        drop(first);
+        assert!(!dir.join(LOCK_FILE).exists());
+        // A lock left by a process that is gone is taken over (Linux).
+        std::fs::write(dir.join(LOCK_FILE), "999999999\n").unwrap();
+        if cfg!(target_os = "linux") {
+            let _again = RunLock::acquire(&dir).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// The bundled NoPE model's recipe, checked, then with each bad field.
     #[test]
