@@ -593,6 +593,16 @@ fn f16_weights_match_cpu_on_the_rounded_weights() {
         let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap();
         check_forward(&format!("{name}, from f16 on the host:"), &got, &want);
     }
+    // A weight past f16's range is refused, naming it, not stored as inf.
+    let cfg = paged_config(PositionEncoding::None, false);
+    let mut params = Params::<f32>::random(&cfg, 0.3, 92);
+    let t = params.layout.tensors.iter().find(|t| !t.is_norm()).unwrap().range();
+    params.data[t.start + 5] = 70000.0;
+    let e = block_on(GpuEngine::new_with(ctx.clone(), cfg, params, Elem::F16))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("70000") && e.contains("f16"), "{e}");
 }
 
 /// 203 tokens (not a multiple of the 64-invocation workgroups) under a

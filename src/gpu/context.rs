@@ -409,6 +409,27 @@ impl GpuContext {
         Ok(())
     }
 
+    /// `Device::poll`, with a lost device an error instead of a panic:
+    /// wgpu 30 reports a device lost (or out of memory) during the wait as
+    /// fatal and panics inside `poll`. The device is marked lost, so every
+    /// later call says so too.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn poll(&self, kind: wgpu::PollType) -> std::result::Result<(), String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.device.poll(kind))) {
+            Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the device failed while waiting".into());
+                let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+                h.lost.get_or_insert_with(|| message.clone());
+                Err(message)
+            }
+        }
+    }
+
     /// Runs `f` (device calls: creating buffers, pipelines, submitting)
     /// inside validation, out-of-memory and internal error scopes; the first
     /// error caught comes back as Err, a lost device as `DeviceLost`.
@@ -430,12 +451,15 @@ impl GpuContext {
             }
         }
         if first.is_some() {
+            // A uniform or bind group made in this scope may be the broken
+            // object: cached, it would fail every later call that reuses it.
+            self.clear_caches();
             // A lost device shows first as validation errors on the objects
             // it invalidated; a non-blocking poll runs the lost callback, so
             // the error says what actually happened. (On the web the browser
             // runs callbacks itself.)
             #[cfg(not(target_arch = "wasm32"))]
-            let _ = self.device.poll(wgpu::PollType::Poll);
+            let _ = self.poll(wgpu::PollType::Poll);
         }
         self.check_health()?;
         match first {
@@ -509,7 +533,8 @@ impl GpuContext {
 
     /// A zeroed storage buffer of `len` f32 (or u32) elements.
     pub async fn zeros(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
-        let bytes = (len.max(1) * 4) as u64;
+        // In u64: on wasm32 a usize product of 2^30 floats wraps to 0.
+        let bytes = (len.max(1) as u64).saturating_mul(4);
         self.check_buffer_size(label, bytes)?;
         self.scoped(label, || {
             bump(&self.work.buffers);
@@ -567,7 +592,7 @@ impl GpuContext {
         len: usize,
     ) -> Result<Staged> {
         // (A `Recorder` passed here ends its open compute pass first.)
-        let bytes = (len * 4) as u64;
+        let bytes = (len as u64).saturating_mul(4);
         if buffer.size() < bytes {
             return Err(Error::Shape {
                 op: "read_f32",
@@ -621,9 +646,8 @@ impl GpuContext {
         };
         #[cfg(not(target_arch = "wasm32"))]
         let mapped = {
-            self.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| read_back_error(e.to_string()))?;
+            self.poll(wgpu::PollType::wait_indefinitely())
+                .map_err(read_back_error)?;
             // After a complete wait the callback has run or is running: when
             // several threads poll one device, another thread's poll may be
             // the one calling it, a moment later. Give it a bounded grace
@@ -636,7 +660,7 @@ impl GpuContext {
                     Ok(None) if waited < 200 => {
                         waited += 1;
                         std::thread::sleep(std::time::Duration::from_millis(5));
-                        let _ = self.device.poll(wgpu::PollType::Poll);
+                        let _ = self.poll(wgpu::PollType::Poll);
                     }
                     Ok(None) => return Err(read_back_error("the map callback never ran".into())),
                     Err(_) => return Err(read_back_error("the map callback was dropped".into())),

@@ -136,7 +136,24 @@ impl HostWeights<'_> {
         match (self, elem) {
             (HostWeights::F32(d), Elem::F32) => ctx.upload("weights", &d[range]).await,
             (HostWeights::F32(d), Elem::F16) => {
-                let bits: Vec<u16> = d[range].iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                // A weight past f16's range (65504) would become inf and
+                // every forward NaN: refused, not stored.
+                let part = &d[range.clone()];
+                if let Some(k) = part
+                    .iter()
+                    .position(|x| x.is_finite() && x.abs() > f32::from(half::f16::MAX))
+                {
+                    return Err(crate::gpu::Error::Shape {
+                        op: "f16 weights",
+                        message: format!(
+                            "weight {} is {}, past f16's largest value {}: hold this model's weights in f32",
+                            range.start + k,
+                            part[k],
+                            half::f16::MAX
+                        ),
+                    });
+                }
+                let bits: Vec<u16> = part.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
                 ctx.upload("weights (f16)", &bits).await
             }
             (HostWeights::F16(d), Elem::F16) => {
@@ -507,8 +524,9 @@ impl Engine for GpuEngine {
             .map_err(engine_error)?;
         let grad_norm = norm.expect("asked for") as f64;
         check_finite_update(loss, grad_norm)?;
-        let opt = self.opt.as_mut().expect("made above");
-        opt.step += 1;
+        // The step this update is (its bias correction); counted once the
+        // update is submitted, so a failed one can be tried again as itself.
+        let step = self.opt.as_ref().expect("made above").step + 1;
         let opt = self.opt.as_ref().expect("made above");
         let grads = self.grads.as_ref().expect("full backward made them");
         self.ctx
@@ -526,13 +544,14 @@ impl Engine for GpuEngine {
                         s.len,
                         optimizer,
                         lr,
-                        opt.step,
+                        step,
                     )?;
                 }
                 Ok(())
             })
             .await
             .map_err(engine_error)?;
+        self.opt.as_mut().expect("made above").step = step;
         Ok(StepStats { loss, grad_norm })
     }
 
