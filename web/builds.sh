@@ -94,6 +94,14 @@ plain=${plain%.js}
 loader=$(cat <<EOF
 <script type="module">
 const probe = new Uint8Array([0,97,115,109,1,0,0,0,1,8,1,96,3,123,123,123,1,123,3,2,1,0,10,13,1,11,0,32,0,32,1,32,2,253,133,2,11]);
+// Some browsers turn WebAssembly off (a lockdown mode, a policy): say so
+// instead of loading forever.
+if (typeof WebAssembly !== 'object') {
+  document.getElementById('nopescope_loading')?.remove();
+  document.getElementById('nopescope_error').textContent =
+    'nopescope needs WebAssembly, which this browser has turned off for this page. Try another browser or allow it for this site.';
+  throw new Error('no WebAssembly');
+}
 const fused = WebAssembly.validate(probe) && !/[?&]simd=plain(&|$)/.test(location.search);
 const isolated = self.crossOriginIsolated === true;
 const shared = fused && isolated && !/[?&]threads=1(&|$)/.test(location.search);

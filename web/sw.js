@@ -27,8 +27,14 @@ function pageKey(url) {
 // The kept page: the oldest cache that has it (caches are searched in the
 // order they were made), so a copy being written never answers before the
 // whole one beside it.
+// A cache that cannot be read (a corrupt or just-cleared store) is no copy:
+// the network answers, as without the worker.
 async function keptPage(url) {
-  return caches.match(pageKey(url), { ignoreVary: true });
+  try {
+    return await caches.match(pageKey(url), { ignoreVary: true });
+  } catch {
+    return undefined;
+  }
 }
 
 async function page(request) {
@@ -56,7 +62,12 @@ async function page(request) {
 // keeps, `cache: "no-cache"`) goes there.
 async function file(request) {
   if (["no-store", "no-cache", "reload"].includes(request.cache)) return fetch(request);
-  const kept = await caches.match(request, { ignoreVary: true });
+  let kept;
+  try {
+    kept = await caches.match(request, { ignoreVary: true });
+  } catch {
+    kept = undefined;
+  }
   return kept ?? fetch(request);
 }
 

@@ -216,7 +216,15 @@ impl Lab {
     /// returns its shape.
     pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo)> {
         let (name, files) = match source {
-            ModelSource::Files { name, files } => (name, files),
+            ModelSource::Files { name, files, unread } => {
+                // A model's own file that could not be read (too large for
+                // the browser, say) is the error, not "missing".
+                let model_file = |n: &str| n.ends_with(".json") || n.ends_with(".safetensors");
+                if let Some((file, why)) = unread.iter().find(|(n, _)| model_file(n)) {
+                    return Err(Error::Input(format!("the browser could not read {file}: {why}")));
+                }
+                (name, files)
+            }
             #[cfg(not(target_arch = "wasm32"))]
             ModelSource::Folder(dir) => {
                 self.check_memory(&dir)?;
@@ -782,6 +790,8 @@ pub enum ModelSource {
     Files {
         name: String,
         files: Vec<(String, Vec<u8>)>,
+        /// Files the browser could not read: (name, why).
+        unread: Vec<(String, String)>,
     },
     /// A folder on this machine.
     #[cfg(not(target_arch = "wasm32"))]
@@ -839,5 +849,30 @@ impl Progress for Relay<'_> {
         let part = if total == 0 { 0.0 } else { done as f64 / total as f64 };
         let here = self.base as f64 + part * self.span as f64;
         self.ctl.progress((here / self.total.max(1) as f64) as f32, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model's file the browser could not read is the error, named with
+    /// why, rather than "no model.safetensors among the files given".
+    #[test]
+    fn a_file_the_browser_could_not_read_is_named() {
+        let mut lab = Lab::new(Backend::Cpu, None);
+        let e = lab
+            .open_model(ModelSource::Files {
+                name: "picked".into(),
+                files: vec![("config.json".into(), b"{}".to_vec())],
+                unread: vec![("model.safetensors".into(), "5000000000 bytes: NotReadableError".into())],
+            })
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("could not read model.safetensors") && e.contains("NotReadableError"),
+            "{e}"
+        );
     }
 }

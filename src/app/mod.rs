@@ -243,15 +243,18 @@ impl NopeApp {
         {
             let open = self.jobs.model_opener();
             wasm_bindgen_futures::spawn_local(async move {
-                let mut files = Vec::new();
+                let (mut files, mut unread) = (Vec::new(), Vec::new());
                 for f in &dropped {
-                    if let Ok(bytes) = f.bytes_async().await {
-                        files.push((f.path().display().to_string(), bytes));
+                    let name = f.path().display().to_string();
+                    match f.bytes_async().await {
+                        Ok(bytes) => files.push((name, bytes)),
+                        Err(e) => unread.push((name, e.to_string())),
                     }
                 }
                 open(compute::ModelSource::Files {
                     name: text::DROPPED_FILES.into(),
                     files,
+                    unread,
                 });
             });
         }

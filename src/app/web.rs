@@ -211,15 +211,26 @@ pub fn pick_files(open: impl Fn(super::compute::ModelSource) + 'static) -> Resul
         let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
         let open = std::rc::Rc::clone(&open);
         wasm_bindgen_futures::spawn_local(async move {
-            let mut out = Vec::new();
+            let (mut out, mut unread) = (Vec::new(), Vec::new());
             for f in files {
-                if let Ok(buf) = wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await {
-                    out.push((f.name(), js_sys::Uint8Array::new(&buf).to_vec()));
+                match wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await {
+                    Ok(buf) => out.push((f.name(), js_sys::Uint8Array::new(&buf).to_vec())),
+                    // (too large for the browser, say): named in the error,
+                    // not dropped without a word.
+                    Err(e) => unread.push((
+                        f.name(),
+                        format!(
+                            "{} bytes: {}",
+                            f.size(),
+                            e.as_string().unwrap_or_else(|| format!("{e:?}"))
+                        ),
+                    )),
                 }
             }
             open(super::compute::ModelSource::Files {
                 name: super::text::PICKED_FILES.into(),
                 files: out,
+                unread,
             });
         });
     });
@@ -331,6 +342,24 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     }
 }
 
+/// After a panic (or a failed allocation that unwinds as one) the app
+/// stops drawing; without this the page only froze and the reason was in
+/// the console. Workers have no document: there it does nothing more.
+fn show_panics_on_the_page() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let element = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id("nopescope_error"));
+        if let Some(element) = element {
+            element.set_text_content(Some(&format!(
+                "nopescope stopped: {info}. Reload the page; the browser's console has the details."
+            )));
+        }
+    }));
+}
+
 /// Starts the app on the canvas with id `canvas_id`.
 pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     let document = web_sys::window()
@@ -364,7 +393,28 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     #[cfg(target_feature = "atomics")]
     threads::start_workers().await;
     let url_state = state_from_url();
-    eframe::WebRunner::new()
+    // A link pasted into this tab's address bar (or a same-page link)
+    // changes only the fragment: apply it as a script's state would be.
+    // (The app's own `replaceState` fires no hashchange.)
+    if let Some(window) = web_sys::window() {
+        let on_hash = Closure::<dyn Fn()>::new(|| {
+            if let Some(state) = state_from_url() {
+                PENDING.with(|p| *p.borrow_mut() = Some(state));
+                CTX.with(|c| {
+                    if let Some(ctx) = c.borrow().as_ref() {
+                        ctx.request_repaint();
+                    }
+                });
+            }
+        });
+        window.set_onhashchange(Some(on_hash.as_ref().unchecked_ref()));
+        on_hash.forget();
+    }
+    // eframe installs its panic handler here (it logs to the console);
+    // ours, chained after it, also tells the person at the page.
+    let runner = eframe::WebRunner::new();
+    show_panics_on_the_page();
+    runner
         .start(
             canvas,
             eframe::WebOptions::default(),

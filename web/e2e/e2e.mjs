@@ -190,7 +190,15 @@ try {
     // 2. A URL with state opens that view.
     const want = { length: 300, layer: 1, head: 2, input: "passkey" };
     const hash = "#state=" + encodeURIComponent(JSON.stringify(want));
-    const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/);
+    const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/, async (page) => {
+      // A link pasted into the same tab changes only the fragment: the
+      // view follows it.
+      await page.evaluate(() => { location.hash = "#state=" + encodeURIComponent(JSON.stringify({ length: 300, layer: 1, head: 3, input: "passkey" })); });
+      const s = await waitFor(page, (x) => x.state && x.state.head === 3, 20_000);
+      check(s?.state?.head === 3 && s.state.length === 300, `a new fragment in the same tab is applied (head ${s?.state?.head})`);
+      await page.evaluate(() => { location.hash = "#state=" + encodeURIComponent(JSON.stringify({ length: 300, layer: 1, head: 2, input: "passkey" })); });
+      await waitFor(page, (x) => x.state && x.state.head === 2, 20_000);
+    });
     const st = linked.s?.state ?? {};
     check(st.length === 300 && st.layer === 1 && st.head === 2 && st.input === "passkey", `URL state restored: ${JSON.stringify({ length: st.length, layer: st.layer, head: st.head, input: st.input })}`);
     // The Share panel's link: this page's address and only what differs
