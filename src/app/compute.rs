@@ -867,8 +867,7 @@ mod tests {
                 files: vec![("config.json".into(), b"{}".to_vec())],
                 unread: vec![("model.safetensors".into(), "5000000000 bytes: NotReadableError".into())],
             })
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             e.contains("could not read model.safetensors") && e.contains("NotReadableError"),
