@@ -507,6 +507,14 @@ fn split_embedding_and_lm_head_match_cpu() {
         let Probe { hs, batch, .. } = weights_agree(&name, &mut cpu, &mut gpu, &cfg, 80);
         let read = block_on(gpu.params()).unwrap();
         assert_eq!(read.data, params.data, "{name}: the weights read back from their parts");
+        // And when the whole model is larger than one buffer may be: read
+        // piece by piece (it needed one buffer of the whole model).
+        gpu.set_buffer_limit(4096);
+        let read = block_on(gpu.params()).unwrap();
+        assert_eq!(
+            read.data, params.data,
+            "{name}: the weights read back past the buffer limit"
+        );
 
         let e = block_on(gpu.gradients(&batch, &hs, GradMode::Full)).unwrap_err();
         assert_eq!(e.kind(), nopescope::model::error::ErrorKind::DeviceLimit);

@@ -390,6 +390,17 @@ impl GpuEngine {
     /// The slots' buffers copied into one flat vector (layout order).
     pub(super) async fn read_flat(&self, what: &str, pieces: &[(usize, usize, &wgpu::Buffer)]) -> GpuResult<Vec<f32>> {
         let n = self.layout.total;
+        // A model larger than one buffer may be (a 1.1B model in f32 is
+        // 4.4 GB; many devices allow 2 to 4 GiB) is read piece by piece,
+        // each piece from its own buffer; else in one copy and one read.
+        if (n as u64).saturating_mul(4) > self.ctx.limits().max_buffer_size {
+            let mut flat = vec![0f32; n];
+            for &(offset, len, b) in pieces {
+                let part = self.ctx.read_f32(what, b, len).await?;
+                flat[offset..offset + len].copy_from_slice(&part);
+            }
+            return Ok(flat);
+        }
         let flat = self.ctx.zeros(what, n).await?;
         self.ctx
             .submit(what, |enc| {
