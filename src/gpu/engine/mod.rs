@@ -114,6 +114,9 @@ fn engine_error(e: GpuError) -> Error {
     match e {
         GpuError::Limit { .. } => Error::DeviceLimit(format!("GPU engine: {e}")),
         GpuError::DeviceLost { .. } => Error::DeviceLost(format!("GPU engine: {e}")),
+        // The device's memory is full: a memory error (fewer tokens, f16
+        // weights or the CPU engine), not the engine failing.
+        GpuError::OutOfMemory { .. } => Error::Memory(format!("GPU engine: {e}")),
         e => Error::Engine(format!("GPU engine: {e}")),
     }
 }
@@ -615,5 +618,24 @@ impl Engine for GpuEngine {
         opt.v = v;
         opt.step = state.step;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::error::ErrorKind;
+
+    /// A full device is a memory error (the CLI then suggests fewer tokens,
+    /// f16 weights or the CPU engine), not an engine failure.
+    #[test]
+    fn out_of_device_memory_is_a_memory_error() {
+        let e = engine_error(GpuError::OutOfMemory {
+            adapter: "a GPU".into(),
+            what: "buffer `q`".into(),
+            message: "out of memory".into(),
+        });
+        assert_eq!(e.kind(), ErrorKind::Memory);
+        assert!(e.to_string().starts_with("GPU engine"), "{e}");
     }
 }
