@@ -208,25 +208,23 @@ fn train_resumed_run_matches_an_unbroken_one() {
     assert!(!ok && stderr.contains("--resume"), "{stderr}");
     // A log that cannot be read stops the resume (it used to be replaced
     // by one holding only the rows after it), and is left as it was.
-    let log = parts.join("train_log.csv");
-    let good_log = std::fs::read(&log).unwrap();
-    std::fs::write(&log, b"step,loss\n\xff\xfe\n").unwrap();
-    let (ok, _, stderr) = run(bin()
-        .args(["train", "--config"])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&parts)
-        .arg("--resume"));
-    assert!(!ok && stderr.contains("train_log.csv"), "{stderr}");
-    assert_eq!(std::fs::read(&log).unwrap(), b"step,loss\n\xff\xfe\n");
-    std::fs::write(&log, good_log).unwrap();
-    for _ in 0..2 {
-        let (ok, _, stderr) = run(bin()
+    let resume = || {
+        run(bin()
             .args(["train", "--config"])
             .arg(&recipe)
             .arg("--out")
             .arg(&parts)
-            .arg("--resume"));
+            .arg("--resume"))
+    };
+    let log = parts.join("train_log.csv");
+    let good_log = std::fs::read(&log).unwrap();
+    std::fs::write(&log, b"step,loss\n\xff\xfe\n").unwrap();
+    let (ok, _, stderr) = resume();
+    assert!(!ok && stderr.contains("train_log.csv"), "{stderr}");
+    assert_eq!(std::fs::read(&log).unwrap(), b"step,loss\n\xff\xfe\n");
+    std::fs::write(&log, good_log).unwrap();
+    for _ in 0..2 {
+        let (ok, _, stderr) = resume();
         assert!(ok, "{stderr}");
     }
     assert_eq!(losses(&whole), losses(&parts));

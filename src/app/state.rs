@@ -241,16 +241,7 @@ impl ViewState {
         if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0 && self.scales.uniform <= MAX_HEAD_SCALE) {
             self.scales.uniform = 1.0;
         }
-        let fits = |values: &[f32], rule: ScaleRule| {
-            HeadScales {
-                num_layers: layers,
-                num_heads: heads,
-                values: values.to_vec(),
-                rule,
-            }
-            .validate(None)
-            .is_ok()
-        };
+        let fits = |values: &[f32], rule: ScaleRule| fits_shape(layers, heads, values, rule);
         if !fits(&vec![1.0; layers * heads], self.scales.rule) {
             self.scales.rule = ScaleRule::Constant;
         }

@@ -42,19 +42,43 @@ pub fn working_bytes(per_token: u64, t: usize, fixed: u64) -> u64 {
         .saturating_mul(4)
 }
 
+/// The widths the engines' working memory is made of, in u64 (each at
+/// most 2^24, so their sums and the layers x heads product cannot wrap).
+pub struct Widths {
+    pub c: u64,
+    pub f: u64,
+    pub qd: u64,
+    pub kvd: u64,
+    pub h: u64,
+    pub layers: u64,
+}
+
+impl Widths {
+    pub fn of(cfg: &ModelConfig) -> Self {
+        Widths {
+            c: cfg.hidden_size as u64,
+            f: cfg.intermediate_size as u64,
+            qd: cfg.q_dim() as u64,
+            kvd: cfg.kv_dim() as u64,
+            h: cfg.num_heads as u64,
+            layers: cfg.num_layers as u64,
+        }
+    }
+}
+
 /// The CPU engine at `t` tokens on `threads` threads (`model::cpu::transformer`'s
 /// forward: the residual stream and its norms, q, k, v and their joint
 /// product, the attention output, gate/up and SwiGLU per token; the
 /// entropy (L, H, T); one chunk of logits; a row of scores per thread).
 pub fn cpu_engine(cfg: &ModelConfig, t: usize, threads: usize) -> Footprint {
-    let (c, f, qd, kvd, h, layers) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.q_dim() as u64,
-        cfg.kv_dim() as u64,
-        cfg.num_heads as u64,
-        cfg.num_layers as u64,
-    );
+    let Widths {
+        c,
+        f,
+        qd,
+        kvd,
+        h,
+        layers,
+    } = Widths::of(cfg);
     let per_token = 4 * c + 3 * qd + 4 * kvd + 3 * f + h + layers * h;
     let fixed =
         (LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size) as u64 + (threads.max(1) as u64 * 2).saturating_mul(t as u64);

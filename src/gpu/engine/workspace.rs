@@ -10,14 +10,14 @@ use super::*;
 /// and loss weights; one chunk of logits; the entropy (L, H, T) and its
 /// read-back copy; the split attention forward's partial sums. The weights in `elem` (f16 halves them).
 pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) -> crate::model::memory::Footprint {
-    let (c, f, qd, kvd, h, layers) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.q_dim() as u64,
-        cfg.kv_dim() as u64,
-        cfg.num_heads as u64,
-        cfg.num_layers as u64,
-    );
+    let crate::model::memory::Widths {
+        c,
+        f,
+        qd,
+        kvd,
+        h,
+        layers,
+    } = crate::model::memory::Widths::of(cfg);
     let per_token = 4 * c + 2 * qd + 2 * kvd + 3 * f + 5 * h + 6 + 2 * layers * h;
     // One chunk of logits, and the attention forward's partial sums where
     // it splits the keys of a short sequence (real GPUs).
