@@ -852,9 +852,50 @@ impl Progress for Relay<'_> {
     }
 }
 
+/// The most bytes of weight files the web page opens: reading bf16 files
+/// takes about five times their size at the peak (the files, their f32
+/// weights and the engine's copy of them), and a page has at most 4 GiB of
+/// wasm memory, some of it the app's own.
+pub const WEB_MAX_WEIGHT_FILES: u64 = 700 * 1000 * 1000;
+
+/// On the web, before any file is read: Some(reason) when the picked
+/// files' weights are past `WEB_MAX_WEIGHT_FILES` (reading them would end
+/// the page with an allocation failure, not an error).
+pub fn web_weights_too_large(sizes: &[(String, u64)]) -> Option<String> {
+    let weights: u64 = sizes
+        .iter()
+        .filter(|(n, _)| n.ends_with(".safetensors"))
+        .map(|(_, b)| b)
+        .sum();
+    (weights > WEB_MAX_WEIGHT_FILES).then(|| {
+        format!(
+            "its weight files are {}, more than a web page can hold (about {} of weight files at most); open it in the desktop app or the command line",
+            crate::model::memory::human(weights),
+            crate::model::memory::human(WEB_MAX_WEIGHT_FILES)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_page_refuses_weights_it_cannot_hold() {
+        let small = [
+            ("config.json".to_string(), 900),
+            ("model.safetensors".to_string(), 6_000_000),
+        ];
+        assert_eq!(web_weights_too_large(&small), None);
+        // The paper's 1.1B model in bf16, in two shards.
+        let paper = [
+            ("model-00001-of-00002.safetensors".to_string(), 1_100_000_000),
+            ("model-00002-of-00002.safetensors".to_string(), 1_100_000_000),
+            ("tokenizer.json".to_string(), 2_000_000),
+        ];
+        let why = web_weights_too_large(&paper).expect("refused");
+        assert!(why.contains("2.05 GiB") && why.contains("desktop app"), "{why}");
+    }
 
     /// A model's file the browser could not read is the error, named with
     /// why, rather than "no model.safetensors among the files given".

@@ -210,6 +210,20 @@ pub fn pick_files(open: impl Fn(super::compute::ModelSource) + 'static) -> Resul
         let Some(list) = picked.files() else { return };
         let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
         let open = std::rc::Rc::clone(&open);
+        // Weights too large for the page are refused before any is read.
+        let sizes: Vec<(String, u64)> = files.iter().map(|f| (f.name(), f.size() as u64)).collect();
+        if let Some(why) = super::compute::web_weights_too_large(&sizes) {
+            let weights = sizes
+                .iter()
+                .find(|(n, _)| n.ends_with(".safetensors"))
+                .map(|(n, _)| n.clone());
+            open(super::compute::ModelSource::Files {
+                name: super::text::PICKED_FILES.into(),
+                files: Vec::new(),
+                unread: vec![(weights.unwrap_or_default(), why)],
+            });
+            return;
+        }
         wasm_bindgen_futures::spawn_local(async move {
             let (mut out, mut unread) = (Vec::new(), Vec::new());
             for f in files {
