@@ -20,6 +20,7 @@ pub const SHARE_ADDRESS_HINT: &str = "where the page is served, e.g. https://exa
 pub const SHARE_LINK: &str = "Link";
 pub const COPY_LINK: &str = "Copy link";
 pub const COPIED: &str = "copied";
+pub const COPY_REFUSED: &str = "the browser did not allow copying here: select the text and copy it by hand";
 pub fn long_link(chars: usize) -> String {
     format!("This link is {chars} characters long (your own text is in it): some sites cut links past a few thousand characters.")
 }

@@ -156,6 +156,60 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, e
     }
 }
 
+fn copy_outcome_id() -> egui::Id {
+    egui::Id::unique("nopescope copy outcome")
+}
+
+/// Puts `text` on the clipboard for the button `what`; `copy_outcome` then
+/// says whether it got there. Natively egui's clipboard is synchronous. On
+/// the web the browser may refuse (plain http on a LAN, another site's
+/// frame without the permission): the page asks it directly and waits for
+/// its answer, so "copied" is never shown for a copy that did not happen.
+pub fn copy_to_clipboard(ctx: &egui::Context, text: String, what: &'static str) {
+    ctx.data_mut(|d| d.remove::<(&'static str, bool)>(copy_outcome_id()));
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        ctx.copy_text(text);
+        ctx.data_mut(|d| d.insert_temp(copy_outcome_id(), (what, true)));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let ctx = ctx.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let ok = match web_sys::window() {
+                Some(w) => wasm_bindgen_futures::JsFuture::from(w.navigator().clipboard().write_text(&text))
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            ctx.data_mut(|d| d.insert_temp(copy_outcome_id(), (what, ok)));
+            ctx.request_repaint();
+        });
+    }
+}
+
+/// Whether the last copy (`copy_to_clipboard`) of the button `what`
+/// reached the clipboard: Some(true) or Some(false), None while waiting
+/// or when another button copied last.
+pub fn copy_outcome(ctx: &egui::Context, what: &'static str) -> Option<bool> {
+    ctx.data(|d| d.get_temp::<(&'static str, bool)>(copy_outcome_id()))
+        .filter(|(w, _)| *w == what)
+        .map(|(_, ok)| ok)
+}
+
+/// The line beside a copy button: copied, or why not.
+pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
+    match copy_outcome(ui.ctx(), what) {
+        Some(true) => {
+            ui.label(text::COPIED);
+        }
+        Some(false) => {
+            ui.label(egui::RichText::new(text::COPY_REFUSED).color(ui.visuals().warn_fg_color));
+        }
+        None => {}
+    }
+}
+
 /// Each setting's attention row up to its query, named, for a plot's hover
 /// (`text::key_hover`).
 pub fn row_readout<'a>(

@@ -31,8 +31,6 @@ pub struct ShareView {
     /// Where the web page is served (natively, kept between runs; the page
     /// knows its own).
     pub(crate) address: String,
-    /// What was copied last, for the confirmation beside the buttons.
-    copied: Option<&'static str>,
 }
 
 impl Default for ShareView {
@@ -43,7 +41,6 @@ impl Default for ShareView {
             width: 1000,
             height: 720,
             address: String::new(),
-            copied: None,
         }
     }
 }
@@ -134,12 +131,9 @@ impl ShareView {
             ui.add(egui::TextEdit::singleline(&mut shown).desired_width((ui.available_width() - 220.0).max(200.0)))
                 .labelled_by(label.id);
             if ui.button(button).clicked() {
-                ui.ctx().copy_text(value.to_string());
-                self.copied = Some(button);
+                super::copy_to_clipboard(ui.ctx(), value.to_string(), button);
             }
-            if self.copied == Some(button) {
-                ui.label(text::COPIED);
-            }
+            super::show_copy_outcome(ui, button);
         });
     }
 }

@@ -445,9 +445,12 @@ impl TuningView {
                 }
             });
             if self.show_json {
-                if ui.button(text::COPY_JSON).clicked() {
-                    ui.ctx().copy_text(json.clone());
-                }
+                ui.horizontal(|ui| {
+                    if ui.button(text::COPY_JSON).clicked() {
+                        super::copy_to_clipboard(ui.ctx(), json.clone(), text::COPY_JSON);
+                    }
+                    super::show_copy_outcome(ui, text::COPY_JSON);
+                });
                 let mut shown = json.as_str();
                 ui.add(
                     egui::TextEdit::multiline(&mut shown)
