@@ -150,7 +150,7 @@ fn write_both(dir: &Path, stem: &str, plot: &Plot) -> Result<()> {
 }
 
 /// `<stem>.svg` and `<stem>.png` drawn by `draw(path, svg)` to temporary
-/// names of this process and call, and put in place only once both are
+/// names (`files::temp_beside`), and put in place only once both are
 /// drawn: a figure that fails to draw leaves the old pair whole (not a new
 /// SVG beside an old PNG) and no temporary behind.
 fn write_pair<E: std::fmt::Display>(
@@ -158,13 +158,11 @@ fn write_pair<E: std::fmt::Display>(
     stem: &str,
     draw: impl Fn(&Path, bool) -> std::result::Result<(), E>,
 ) -> Result<()> {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pair: Vec<(PathBuf, PathBuf, bool)> = [("svg", true), ("png", false)]
         .into_iter()
         .map(|(ext, svg)| {
-            let tmp = dir.join(format!(".{stem}.tmp-{}-{call}.{ext}", std::process::id()));
-            (dir.join(format!("{stem}.{ext}")), tmp, svg)
+            let path = dir.join(format!("{stem}.{ext}"));
+            (path.clone(), crate::model::files::temp_beside(&path), svg)
         })
         .collect();
     let clean = || {

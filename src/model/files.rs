@@ -340,6 +340,29 @@ mod native {
     use super::*;
     use std::io::Write;
 
+    /// A temporary name for `path` in its folder, to write and then rename
+    /// over it: hidden, unique per process and per call (two writers of one
+    /// file, two processes or two threads of one, never share a
+    /// temporary), and with `path`'s extension (writers that pick the
+    /// format by it, as the figures' PNG encoder does, see the right one).
+    pub fn temp_beside(path: &Path) -> PathBuf {
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stem = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        dir.join(format!(".{stem}.tmp-{}-{call}{ext}", std::process::id()))
+    }
+
     /// Writes `bytes` to `path` through a temporary file in the same folder
     /// and a rename, so readers see the old file or the new one, never half.
     pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -349,19 +372,7 @@ mod native {
     /// `write_atomic` for contents written piece by piece (a file larger
     /// than is worth holding in memory whole).
     pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        // Unique per process and per call: two writers of one file (two
-        // processes, or two threads of one) never share a temporary.
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp-{}-{call}", std::process::id()));
+        let tmp = temp_beside(path);
         let result = (|| -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             write(&mut f)?;
@@ -563,6 +574,21 @@ mod tests {
     use super::*;
 
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-nope");
+
+    /// Temporaries sit beside their file, hidden, keep its extension, and
+    /// never repeat (two writers of one file do not share one).
+    #[test]
+    fn temporaries_are_beside_hidden_and_unique() {
+        let path = Path::new("out/figures/entropy.png");
+        let (a, b) = (temp_beside(path), temp_beside(path));
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert_eq!(t.parent(), path.parent());
+            let name = t.file_name().unwrap().to_string_lossy();
+            assert!(name.starts_with(".entropy.tmp-") && name.ends_with(".png"), "{name}");
+        }
+        assert_eq!(temp_beside(Path::new("config")).parent(), Some(Path::new(".")));
+    }
 
     fn fixture(file: &str) -> Vec<u8> {
         std::fs::read(Path::new(FIXTURE).join(file)).unwrap()
