@@ -80,7 +80,6 @@ pub struct NopeApp {
     pub jobs: Jobs,
     views: Views,
     options: AppOptions,
-    infos: [ModelInfo; 2],
     frame_ms: Option<f32>,
     last_frame: Option<f64>,
     pub frame_stats: FrameStats,
@@ -116,26 +115,27 @@ impl QueryDocument {
     }
 }
 
+/// A bundled model's shape (`ModelInfo::bundled`, read once). Its config is
+/// compiled in and tested; the fallback only keeps a broken build drawing
+/// an error instead of panicking.
+fn bundled_info(m: ModelChoice) -> ModelInfo {
+    ModelInfo::bundled(m).unwrap_or(ModelInfo {
+        layers: 1,
+        heads: 1,
+        training_length: 256,
+        rope: m == ModelChoice::Rope,
+    })
+}
+
 impl NopeApp {
     /// The app on `state`; `gpu` is eframe's wgpu device when it has one.
     pub fn new(ctx: &egui::Context, mut state: ViewState, gpu: Option<GpuSource>, options: AppOptions) -> Self {
-        // The bundled configs are compiled in and tested; the fallback only
-        // keeps a broken build drawing an error instead of panicking.
-        let info = |m| {
-            ModelInfo::of(m).unwrap_or(ModelInfo {
-                layers: 1,
-                heads: 1,
-                training_length: 256,
-                rope: m == ModelChoice::Rope,
-            })
-        };
-        let infos = [info(ModelChoice::Nope), info(ModelChoice::Rope)];
         // A model folder opened by hand is not kept (not in links, not
         // between runs): a state that names one opens the bundled NoPE model.
         if state.model == ModelChoice::Custom {
             state.model = ModelChoice::Nope;
         }
-        let i = infos[state.model as usize];
+        let i = bundled_info(state.model);
         state.sanitize(i.layers, i.heads);
         let jobs = Jobs::start(ctx, state.backend, gpu);
         NopeApp {
@@ -143,7 +143,6 @@ impl NopeApp {
             jobs,
             views: Views::default(),
             options,
-            infos,
             frame_ms: None,
             last_frame: None,
             frame_stats: FrameStats::default(),
@@ -216,8 +215,13 @@ impl NopeApp {
 
     pub fn info(&self) -> ModelInfo {
         match self.state.model {
-            ModelChoice::Custom => self.jobs.opened.model.as_ref().map_or(self.infos[0], |m| m.1),
-            m => self.infos[m as usize],
+            ModelChoice::Custom => self
+                .jobs
+                .opened
+                .model
+                .as_ref()
+                .map_or_else(|| bundled_info(ModelChoice::Nope), |m| m.1),
+            m => bundled_info(m),
         }
     }
 
@@ -321,11 +325,12 @@ impl NopeApp {
         let info = self.info();
         self.state.sanitize(info.layers, info.heads);
         self.forget_stale_query();
-        self.views.tour.sync(&mut self.state, info);
-        // A walkthrough step's lengths are multiples of L, which an opened
-        // model may put past the app's longest: in range again.
-        let info = self.info();
-        self.state.sanitize(info.layers, info.heads);
+        let mut info = info;
+        if self.views.tour.sync(&mut self.state, info) {
+            // A step sets the model (and its lengths): in range for it.
+            info = self.info();
+            self.state.sanitize(info.layers, info.heads);
+        }
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }

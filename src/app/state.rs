@@ -252,7 +252,7 @@ impl ViewState {
             if !valid_somewhere {
                 self.scales.file = None;
                 self.scales.use_file = false;
-            } else if (f.layers, f.heads) != (layers, heads) || !fits(&f.values, f.rule) {
+            } else if (f.layers, f.heads) != (layers, heads) {
                 self.scales.use_file = false;
             }
         }

@@ -148,7 +148,7 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     // The steps show the bundled models, whatever model was in view (an
     // opened one's L would put their lengths elsewhere, even past the app's
     // longest).
-    let info = ModelInfo::of(s.model).unwrap_or(info);
+    let info = ModelInfo::bundled(s.model).unwrap_or(info);
     state.tour = Some(index);
     state.tab = if s.lab { Tab::Passkey } else { Tab::Explore };
     state.model = s.model;

@@ -24,19 +24,21 @@ pub struct TourView {
 
 impl TourView {
     /// Applies the step in `state.tour` if it is not applied yet; call
-    /// before the keys of the frame are built.
-    pub fn sync(&mut self, state: &mut ViewState, info: ModelInfo) {
+    /// before the keys of the frame are built. True when it applied one.
+    pub fn sync(&mut self, state: &mut ViewState, info: ModelInfo) -> bool {
         let Some(step) = state.tour else {
             self.applied = None;
-            return;
+            return false;
         };
         let step = step.min(STEPS.len() - 1);
-        if self.applied != Some(step) {
-            self.error = tour::apply(step, state, info).err();
-            self.applied = Some(step);
-            let setting = STEPS[step].setting;
-            self.select_pending = setting.select_most_distracted || setting.lab;
+        if self.applied == Some(step) {
+            return false;
         }
+        self.error = tour::apply(step, state, info).err();
+        self.applied = Some(step);
+        let setting = STEPS[step].setting;
+        self.select_pending = setting.select_most_distracted || setting.lab;
+        true
     }
 
     /// Follow-ups that need results (selecting the most distracted head).

@@ -562,6 +562,10 @@ impl TuningView {
     fn scatter_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::SCATTER_HEADING);
         ui.label(text::SCATTER_HELP);
+        if keys.info.training_length > crate::app::state::MAX_LENGTH {
+            ui.label(text::lengths_left_out(crate::app::state::MAX_LENGTH));
+            return;
+        }
         let (layers, heads) = (keys.info.layers, keys.info.heads);
         let found = self
             .run
@@ -575,10 +579,6 @@ impl TuningView {
                 ScalesSetting::current(&state.scales, layers, heads).values,
             ),
         };
-        if keys.info.training_length > crate::app::state::MAX_LENGTH {
-            ui.label(text::lengths_left_out(crate::app::state::MAX_LENGTH));
-            return;
-        }
         let key = JobKey::Entropy {
             at: InputAt {
                 model: state.model,
