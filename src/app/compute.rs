@@ -829,10 +829,10 @@ pub async fn time_bundled_forward(length: usize, repeats: usize, now_ms: &dyn Fn
 /// L/2, L, 2L, ..., 16L, those of at least 2 tokens and at most the app's
 /// longest length (`MAX_LENGTH`: an opened model's L may be far larger).
 pub fn sweep_lengths(training_length: usize) -> Vec<usize> {
-    (0..6)
-        .filter_map(|k| (training_length / 2).checked_mul(1 << k))
-        .filter(|&l| (2..=crate::app::state::MAX_LENGTH).contains(&l))
-        .collect()
+    let half = training_length / 2;
+    let mut lengths = crate::app::state::doublings(half, half.saturating_mul(32));
+    lengths.retain(|&l| l >= 2);
+    lengths
 }
 
 /// Hands `lab/`'s progress of one call on as a fraction of the whole
@@ -879,6 +879,19 @@ pub fn web_weights_too_large(sizes: &[(String, u64)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweeps_run_from_half_l_to_16_l_within_the_app() {
+        assert_eq!(sweep_lengths(256), vec![128, 256, 512, 1024, 2048, 4096]);
+        assert_eq!(sweep_lengths(2), vec![2, 4, 8, 16, 32]);
+        assert_eq!(sweep_lengths(4096), vec![2048, 4096, 8192, 16384]);
+        assert_eq!(sweep_lengths(1), Vec::<usize>::new());
+        assert_eq!(sweep_lengths(1 << 24), Vec::<usize>::new());
+        // The search's pass-key comparison: L, 2L, 4L, likewise.
+        use crate::app::search_job::compare_lengths;
+        assert_eq!(compare_lengths(256), vec![256, 512, 1024]);
+        assert_eq!(compare_lengths(8192), vec![8192, 16384]);
+    }
 
     #[test]
     fn the_web_page_refuses_weights_it_cannot_hold() {

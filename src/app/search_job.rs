@@ -611,11 +611,7 @@ pub struct PasskeyCompareResult {
 /// L, 2L and 4L.
 pub fn compare_lengths(training_length: usize) -> Vec<usize> {
     // Not past the app's longest length (an opened model's L may be).
-    [1, 2, 4]
-        .into_iter()
-        .filter_map(|k| training_length.checked_mul(k))
-        .filter(|&l| l <= crate::app::state::MAX_LENGTH)
-        .collect()
+    crate::app::state::doublings(training_length, training_length.saturating_mul(4))
 }
 
 /// `lab/`'s progress of one length as a share of the whole comparison.

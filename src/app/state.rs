@@ -422,6 +422,17 @@ impl PasskeyLabState {
     }
 }
 
+/// `first`, 2 `first`, 4 `first`, ... up to `last` and the app's longest
+/// length (`MAX_LENGTH`): the lengths of the sweeps, the pass-key maps and
+/// the comparisons, multiples of an opened model's L that may be far past
+/// what the app computes. None when `first` is 0; no product overflows.
+pub fn doublings(first: usize, last: usize) -> Vec<usize> {
+    let last = last.min(MAX_LENGTH);
+    std::iter::successors((first > 0).then_some(first), |&l| l.checked_mul(2))
+        .take_while(|&l| l <= last)
+        .collect()
+}
+
 /// True when `values` are valid scales of a `layers` x `heads` model.
 fn fits_shape(layers: usize, heads: usize, values: &[f32], rule: ScaleRule) -> bool {
     HeadScales {

@@ -6,7 +6,7 @@
 
 use super::{JobControl, Lab, ModelSlot, Resolved};
 use crate::app::jobs::{FillerKey, InputAt, InputKey, JobKey, JobResult, ScalesKey};
-use crate::app::state::{ModelChoice, MAX_GRID_TRIALS, MAX_LENGTH};
+use crate::app::state::{doublings, ModelChoice, MAX_GRID_TRIALS};
 use crate::app::text;
 use crate::lab::passkey::{greedy_answer, random_key, retrieves, Filler, FillerText, PasskeyBuilder, PasskeyDoc};
 use crate::model::engine::Engine;
@@ -34,11 +34,10 @@ pub struct GridKey {
 /// length (`MAX_LENGTH`: an opened model's L may be far larger than the
 /// bundled models').
 pub fn grid_lengths(training_length: usize, factor: usize) -> Vec<usize> {
-    let half = (training_length / 2).max(1);
-    let last = training_length.saturating_mul(factor.max(1)).min(MAX_LENGTH);
-    std::iter::successors(Some(half), |&l| l.checked_mul(2))
-        .take_while(|&l| l <= last)
-        .collect()
+    doublings(
+        (training_length / 2).max(1),
+        training_length.saturating_mul(factor.max(1)),
+    )
 }
 
 /// Depth of row `d` of `depths`: evenly from 0 (right after the
