@@ -42,6 +42,12 @@ pub fn working_bytes(per_token: u64, t: usize, fixed: u64) -> u64 {
         .saturating_mul(4)
 }
 
+/// Values of one chunk of logits at `t` tokens (rows times the
+/// vocabulary: past 2^32, so in u64 on wasm32 too).
+pub fn logit_chunk(cfg: &ModelConfig, t: usize) -> u64 {
+    LOGIT_ROWS.min(t.max(1)) as u64 * cfg.vocab_size as u64
+}
+
 /// The widths the engines' working memory is made of, in u64 (each at
 /// most 2^24, so their sums and the layers x heads product cannot wrap).
 pub struct Widths {
@@ -80,8 +86,7 @@ pub fn cpu_engine(cfg: &ModelConfig, t: usize, threads: usize) -> Footprint {
         layers,
     } = Widths::of(cfg);
     let per_token = 4 * c + 3 * qd + 4 * kvd + 3 * f + h + layers * h;
-    let fixed =
-        (LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size) as u64 + (threads.max(1) as u64 * 2).saturating_mul(t as u64);
+    let fixed = logit_chunk(cfg, t) + (threads.max(1) as u64 * 2).saturating_mul(t as u64);
     Footprint {
         weights: weights_bytes(cfg),
         working: working_bytes(per_token, t, fixed),

@@ -22,7 +22,7 @@ pub fn footprint(cfg: &ModelConfig, t: usize, elem: crate::gpu::shader::Elem) ->
     // One chunk of logits, and the attention forward's partial sums where
     // it splits the keys of a short sequence (real GPUs).
     let split = KeySplit::GPU.state_bound(FLASH_WG as usize, cfg.num_heads, cfg.head_dim, t);
-    let fixed = (LOGIT_ROWS.min(t.max(1)) * cfg.vocab_size + split) as u64;
+    let fixed = crate::model::memory::logit_chunk(cfg, t) + split as u64;
     // The matrices in `elem`; the gains (a few per layer) counted as such too.
     let f32_bytes = crate::model::memory::weights_bytes(cfg);
     crate::model::memory::Footprint {
