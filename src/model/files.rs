@@ -577,6 +577,7 @@ mod tests {
 
     /// Temporaries sit beside their file, hidden, keep its extension, and
     /// never repeat (two writers of one file do not share one).
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn temporaries_are_beside_hidden_and_unique() {
         let path = Path::new("out/figures/entropy.png");
