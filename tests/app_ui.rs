@@ -437,6 +437,53 @@ fn a_short_text_of_ones_own_is_used_whole_and_said() {
         .expect("the error shown");
 }
 
+/// A long text of one's own (a pasted book, 300 KB) scrolls in its box:
+/// the controls under it stay on screen (the box grew to the text's full
+/// height and pushed them off the panel), its size is said, and the views
+/// read its first tokens: the same as the whole text's first tokens.
+#[test]
+fn a_long_text_of_ones_own_scrolls_in_its_box_and_is_read_from_the_start() {
+    let mut book = String::new();
+    let mut n = 0;
+    while book.len() < 300_000 {
+        book.push_str(&format!(
+            "Chapter {n}. The whale was seen at dawn, and the crew rose to the deck. "
+        ));
+        n += 1;
+    }
+    let mut h = harness(
+        ViewState {
+            input: nopescope::app::state::InputKind::Pasted,
+            pasted_text: book.clone(),
+            ..small_state()
+        },
+        1280.0,
+    );
+    settle(&mut h);
+    for slider in h.get_all_by_label(text::LENGTH) {
+        let r = slider.rect();
+        assert!(r.max.y < HEIGHT - 48.0, "the length slider is off screen: {r:?}");
+    }
+    h.get_by_label(&text::pasted_size(book.chars().count()));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let Some(Entry::Done(r)) = app.jobs.peek(&keys.entropy(&keys.ones)) else {
+        panic!("no profile")
+    };
+    let JobResult::Entropy(p) = r.as_ref() else { panic!() };
+    assert_eq!(p.length, 512);
+    let tok = nopescope::model::tokenizer::Tokenizer::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/models/nope-sotu/tokenizer.json"
+    )))
+    .unwrap();
+    let whole: Vec<String> = tok.encode(&book).unwrap()[..511]
+        .iter()
+        .map(|&t| tok.decode(&[t]).unwrap())
+        .collect();
+    assert_eq!(p.tokens[1..], whole[..], "the first tokens of the whole text");
+}
+
 /// A query position chosen by hand stays while the validation text only
 /// changes length, and gives way to the pass-key document's retrieving
 /// query when the input becomes one (it stayed at the old position).

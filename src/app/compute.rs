@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::gpu::{AdapterReport, GpuContext};
 use crate::lab::backend::{choose_engine, AnyEngine, Backend};
 use crate::lab::eval::{self, Progress};
-use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
+use crate::lab::passkey::{passkey_lengths, Filler, FillerText, PasskeyBuilder};
 use crate::model::cpu::transformer::Pause;
 use crate::model::engine::{Engine, ForwardOptions};
 use crate::model::error::{Error, Result};
@@ -23,7 +23,7 @@ use crate::model::ModelConfig;
 
 use super::jobs::{
     AgainstLengthResult, AttnRowResult, EntropyProfile, InputAt, InputKey, JobKey, JobResult, LengthPoint,
-    PooledResult, ScalesKey,
+    PooledResult, ScalesKey, TextKey,
 };
 use super::models;
 use super::state::ModelChoice;
@@ -42,6 +42,8 @@ const VALIDATION_CHARS: usize = 400_000;
 const SWEEP_WINDOWS: usize = 2;
 const SWEEP_TRIALS: usize = 4;
 const SWEEP_SEED: u64 = 20_240_101;
+/// The pieces a bundled model's tokenizer reads the user's text in.
+const PASTED_PIECE_BYTES: usize = 20_000;
 
 /// What a job reports while it runs; `progress` returning false cancels.
 pub trait JobControl {
@@ -76,6 +78,15 @@ struct ModelSlot {
     tokenizer: Tokenizer,
     engine: Option<AnyEngine>,
     validation: Option<Vec<u32>>,
+    /// True for a bundled model (its tokenizer is known; `word_pieces`).
+    bundled: bool,
+    /// The user's text as tokens (for a bundled model, only as many as
+    /// the app's longest length needs), kept while the text is the same:
+    /// each view of it would tokenize it again.
+    pasted: Option<(TextKey, Vec<u32>)>,
+    /// The last pass-key lab filler made (of the user's text, all of it),
+    /// kept likewise.
+    pub(super) filler: Option<(super::jobs::FillerKey, FillerText)>,
 }
 
 impl ModelSlot {
@@ -98,7 +109,35 @@ impl ModelSlot {
             tokenizer,
             engine: None,
             validation: None,
+            bundled: true,
+            pasted: None,
+            filler: None,
         })
+    }
+
+    /// The user's text as tokens, tokenized once per text. A bundled
+    /// model's tokenizer reads it a piece at a time (the same tokens as
+    /// whole, `word_pieces`) and stops past the app's longest length, so a
+    /// pasted book costs no more than its first pages; another model's
+    /// tokenizer (its normalizer may add a mark at the start of each call)
+    /// reads it whole.
+    fn pasted_tokens(&mut self, text: &TextKey) -> Result<&[u32]> {
+        if self.pasted.as_ref().is_none_or(|(k, _)| k != text) {
+            let ids = if self.bundled {
+                let mut ids = Vec::new();
+                for piece in crate::model::tokenizer::word_pieces(text.as_str(), PASTED_PIECE_BYTES) {
+                    ids.extend(self.tokenizer.encode(piece)?);
+                    if ids.len() > super::state::MAX_LENGTH {
+                        break;
+                    }
+                }
+                ids
+            } else {
+                self.tokenizer.encode(text.as_str())?
+            };
+            self.pasted = Some((text.clone(), ids));
+        }
+        Ok(self.pasted.as_ref().map_or(&[], |(_, ids)| ids.as_slice()))
     }
 
     fn validation_tokens(&mut self) -> Result<&[u32]> {
@@ -242,6 +281,9 @@ impl Lab {
                 tokenizer,
                 engine: None,
                 validation: None,
+                bundled: false,
+                pasted: None,
+                filler: None,
             },
         ));
         Ok((name, info))
@@ -391,11 +433,11 @@ impl Lab {
             }
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
-                let text_tokens = slot.tokenizer.encode(text)?;
+                let text_tokens = slot.pasted_tokens(text)?;
                 if text_tokens.is_empty() {
                     return Err(Error::Input("the text is empty: type or paste some text".into()));
                 }
-                tokens.extend(text_tokens);
+                tokens.extend_from_slice(text_tokens);
                 if tokens.len() < 2 {
                     return Err(Error::Input(
                         "the text is too short: the model needs at least 2 tokens to read".into(),
@@ -778,12 +820,12 @@ async fn sliced_attention(
     Ok((map, n))
 }
 
-/// Where the user's model comes from.
 /// The length a model folder's memory is checked at before the app opens
 /// it (the views' lengths vary; longer ones need more working memory).
 #[cfg(not(target_arch = "wasm32"))]
 const MEMORY_CHECK_LENGTH: usize = 2048;
 
+/// Where the user's model comes from.
 pub enum ModelSource {
     /// Files' names and bytes (picked or dropped in a browser, or dropped
     /// natively).
@@ -927,5 +969,35 @@ mod tests {
             e.contains("could not read model.safetensors") && e.contains("NotReadableError"),
             "{e}"
         );
+    }
+
+    /// A bundled model reads a long text of the user's only as far as the
+    /// app's longest length needs, and gives the whole text's first tokens;
+    /// it keeps them while the text is the same.
+    #[test]
+    fn a_long_pasted_text_is_tokenized_once_and_only_as_far_as_needed() {
+        let mut slot = ModelSlot::load(ModelChoice::Nope).unwrap();
+        let mut text = String::new();
+        let mut n = 0;
+        while text.len() < 400_000 {
+            text.push_str(&format!(
+                "Line {n}: the pass key is hidden far below,  and we read on. "
+            ));
+            n += 1;
+        }
+        let whole = slot.tokenizer.encode(&text).unwrap();
+        let key = TextKey::of(&text);
+        let ids = slot.pasted_tokens(&key).unwrap().to_vec();
+        assert!(ids.len() > crate::app::state::MAX_LENGTH, "{}", ids.len());
+        assert!(ids.len() < whole.len() / 4, "{} of {}", ids.len(), whole.len());
+        assert_eq!(ids[..], whole[..ids.len()]);
+        // Kept: the same key is not tokenized again.
+        let kept = slot.pasted.as_ref().map(|(_, v)| v.as_ptr());
+        slot.pasted_tokens(&TextKey::of(&text.clone())).unwrap();
+        assert_eq!(slot.pasted.as_ref().map(|(_, v)| v.as_ptr()), kept);
+        // An opened model's tokenizer reads the whole text.
+        slot.bundled = false;
+        slot.pasted = None;
+        assert_eq!(slot.pasted_tokens(&key).unwrap(), &whole[..]);
     }
 }

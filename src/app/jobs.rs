@@ -31,7 +31,7 @@ pub enum InputKey {
         key: u32,
         depth_permille: u32,
     },
-    Pasted(String),
+    Pasted(TextKey),
     /// A pass-key lab document: the key at a depth in a chosen filler.
     PasskeyLab {
         key: u32,
@@ -45,7 +45,66 @@ pub enum InputKey {
 pub enum FillerKey {
     Repeated,
     Validation,
-    Pasted(String),
+    Pasted(TextKey),
+}
+
+/// The user's text in a key: shared instead of copied, and hashed once,
+/// so that a long text (a pasted chapter) costs nothing per frame where
+/// the views make their keys and look them up.
+#[derive(Clone)]
+pub struct TextKey {
+    hash: u64,
+    text: Arc<str>,
+}
+
+impl TextKey {
+    /// The key of `text`. The last key made is kept: while the text is
+    /// unchanged, its key is that one again (compared, not copied or
+    /// hashed).
+    pub fn of(text: &str) -> Self {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<TextKey>> = const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some(k) = last.as_ref().filter(|k| &*k.text == text) {
+                return k.clone();
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(text, &mut h);
+            let key = TextKey {
+                hash: std::hash::Hasher::finish(&h),
+                text: text.into(),
+            };
+            *last = Some(key.clone());
+            key
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for TextKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for TextKey {}
+
+impl std::hash::Hash for TextKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl std::fmt::Debug for TextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head: String = self.text.chars().take(40).collect();
+        write!(f, "TextKey({} bytes: {head:?})", self.text.len())
+    }
 }
 
 /// Head scales as exact bits, and the rule they are used under, so equal
@@ -730,4 +789,30 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal texts are equal keys with one hash, made by copying the text
+    /// once; other texts are other keys.
+    #[test]
+    fn text_keys_compare_by_text_and_are_made_once() {
+        use std::hash::{BuildHasher, RandomState};
+        let a = TextKey::of("the quick brown fox");
+        let b = TextKey::of(&String::from("the quick brown fox"));
+        assert!(Arc::ptr_eq(&a.text, &b.text), "the text was copied again");
+        let c = TextKey::of("the quick brown dog");
+        let d = TextKey::of("the quick brown fox");
+        assert_eq!(a, d);
+        assert_ne!(a, c);
+        let s = RandomState::new();
+        assert_eq!(s.hash_one(&a), s.hash_one(&d));
+        let key = |t: &TextKey| InputKey::Pasted(t.clone());
+        let mut set = HashSet::new();
+        set.insert(key(&a));
+        assert!(set.contains(&key(&d)) && !set.contains(&key(&c)));
+        assert_eq!(format!("{a:?}"), "TextKey(19 bytes: \"the quick brown fox\")");
+    }
 }

@@ -43,6 +43,28 @@ pub const INPUT_VALIDATION: &str = "Validation text";
 pub const INPUT_PASSKEY: &str = "Pass-key document";
 pub const INPUT_PASTED: &str = "Your text";
 pub const PASTE_HINT: &str = "Paste or type text here";
+
+/// `n` with its thousands separated: 16,384.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Under the user's text: its size (the views read as many of its tokens
+/// as the length asks for).
+pub fn pasted_size(chars: usize) -> String {
+    format!(
+        "{} characters; the views read as many of its tokens as the length asks for",
+        thousands(chars)
+    )
+}
 pub const LENGTH: &str = "Length (tokens)";
 pub const LENGTH_HELP: &str =
     "Tokens per window, 16 to 16384 on a log scale; L marks the length the model was trained on.";
@@ -799,4 +821,16 @@ pub fn model_too_big(needed: &str, available: &str, tokens: usize) -> String {
         "this model needs about {needed} of memory here (its weights twice, the app's copy and the engine's, and what \
          {tokens} tokens take) and this machine has {available} available; the model was not loaded"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_are_separated() {
+        let t = super::thousands;
+        assert_eq!(
+            [t(0), t(999), t(1000), t(16384), t(1234567)],
+            ["0", "999", "1,000", "16,384", "1,234,567"]
+        );
+    }
 }

@@ -14,14 +14,15 @@ use super::state::ViewState;
 use super::NopeApp;
 
 thread_local! {
-    /// The app's status as JSON, written after every frame.
+    /// The app's status as JSON, less its state and link (`Published`),
+    /// written after every frame.
     static STATUS: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The state last published, in the URL and in the status.
+    static PUBLISHED: RefCell<Option<Published>> = const { RefCell::new(None) };
     /// A state set from JavaScript, applied at the next frame.
     static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
     /// A search asked for from JavaScript, started at the next frame.
     static START_SEARCH: RefCell<bool> = const { RefCell::new(false) };
-    /// The fragment last written to the URL.
-    static FRAGMENT: RefCell<String> = const { RefCell::new(String::new()) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
     /// When the computations last got the thread back from the browser,
     /// and the longest they have held it since the page opened, or since a
@@ -34,7 +35,24 @@ thread_local! {
 /// The app's state and what it has computed, as JSON.
 #[wasm_bindgen]
 pub fn nopescope_status() -> String {
-    STATUS.with(|s| s.borrow().clone())
+    let rest = STATUS.with(|s| s.borrow().clone());
+    PUBLISHED.with(|p| match (p.borrow().as_ref(), rest.strip_prefix('{')) {
+        (Some(p), Some(rest)) => format!(
+            "{{\"state\":{},\"link\":{},{rest}",
+            p.json,
+            serde_json::Value::from(super::views::share::link("", &p.fragment))
+        ),
+        _ => rest,
+    })
+}
+
+/// The state as last published, and its JSON and URL fragment, made again
+/// only when the state changes: a long pasted text would otherwise be
+/// serialized, escaped and copied several times a frame.
+struct Published {
+    state: ViewState,
+    json: String,
+    fragment: String,
 }
 
 /// Sets the view from JSON (as `nopescope_status().state` gives it).
@@ -272,19 +290,17 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     if START_SEARCH.with(|s| std::mem::take(&mut *s.borrow_mut())) {
         app.start_search();
     }
-    let fragment = app.state.to_fragment();
-    let changed = FRAGMENT.with(|f| {
-        let mut f = f.borrow_mut();
-        let changed = *f != fragment;
-        if changed {
-            *f = fragment.clone();
-        }
-        changed
-    });
+    let changed = PUBLISHED.with(|p| p.borrow().as_ref().is_none_or(|p| p.state != app.state));
     if changed {
+        let published = Published {
+            state: app.state.clone(),
+            json: serde_json::to_string(&app.state).unwrap_or_default(),
+            fragment: app.state.to_fragment(),
+        };
         if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
-            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&fragment));
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&published.fragment));
         }
+        PUBLISHED.with(|p| *p.borrow_mut() = Some(published));
     }
     let keys = super::views::Keys::of(&app.state, app.info());
     let entropy = match app.jobs.get(&keys.entropy(&keys.ones)).result() {
@@ -318,8 +334,8 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     // the app itself).
     let dpr = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio()) as f32;
     let css_per_point = ctx.pixels_per_point() / dpr.max(1e-3);
+    // The state and the link are added when a script asks (`nopescope_status`).
     let status = serde_json::json!({
-        "state": app.state,
         "engine": app.jobs.engine().to_string(),
         "entropy": entropy,
         "tour": tour,
@@ -343,8 +359,6 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
         "held_max_ms": HELD_MAX_MS.get(),
         "offline": offline(),
-        // What the Share panel's link would be (the page's own address).
-        "link": super::views::share::link("", &fragment),
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {

@@ -7,6 +7,7 @@
 //   node web/e2e/e2e.mjs [dist dir] [screenshot dir]
 //   MEASURE=1 node web/e2e/e2e.mjs dist     # also the timings of docs/APP.md, BENCH.md
 //   MEASURE=only node web/e2e/e2e.mjs dist  # the timings alone
+//   MEASURE=text node web/e2e/e2e.mjs dist  # a frame's time with a long text alone
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
@@ -164,7 +165,7 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
 }
 
 // MEASURE=only: the measurements alone, without the checks before them.
-const ONLY_MEASURE = process.env.MEASURE === "only";
+const ONLY_MEASURE = process.env.MEASURE === "only" || process.env.MEASURE === "text";
 try {
   if (!ONLY_MEASURE) {
     // 1. The page as a newcomer opens it: WebGPU on, default view. Chromium
@@ -193,7 +194,8 @@ try {
     const linked = await run("webgpu-url-state", WEBGPU, hash, 300, /cpu/, async (page) => {
       // A link pasted into the same tab changes only the fragment: the
       // view follows it.
-      await page.evaluate(() => { location.hash = "#state=" + encodeURIComponent(JSON.stringify({ length: 300, layer: 1, head: 3, input: "passkey" })); });
+      const bytes = Number(process.env.TEXT_BYTES ?? 1e6);
+      await page.evaluate((bytes) => { location.hash = "#state=" + encodeURIComponent(JSON.stringify({ length: 300, layer: 1, head: 3, input: "passkey" })); });
       const s = await waitFor(page, (x) => x.state && x.state.head === 3, 20_000);
       check(s?.state?.head === 3 && s.state.length === 300, `a new fragment in the same tab is applied (head ${s?.state?.head})`);
       await page.evaluate(() => { location.hash = "#state=" + encodeURIComponent(JSON.stringify({ length: 300, layer: 1, head: 2, input: "passkey" })); });
@@ -301,8 +303,45 @@ try {
       check(again?.offline === "ready", `the copy still holds every file it used: ${again?.offline}`);
     }, { from: ownBase });
   }
-  // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
+  // For docs/APP.md (MEASURE=1, only or text): a frame's time with a long
+  // text of one's own (a pasted book, 1 MB), the mouse moving over the page.
   if (process.env.MEASURE) {
+    await run("measure-long-text", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 512 })), 512, /cpu/, async (page) => {
+      const bytes = Number(process.env.TEXT_BYTES ?? 1e6);
+      await page.evaluate((bytes) => {
+        const line = "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. ";
+        const state = JSON.parse(window.nopescope_status()).state;
+        window.nopescope_set_state(JSON.stringify({ ...state, input: "pasted", pasted_text: line.repeat(Math.ceil(bytes / line.length)) }));
+      }, bytes);
+      await waitFor(page, (x) => x.idle && x.state.input === "pasted", 120_000);
+      const cdp = process.env.PROFILE ? await page.context().newCDPSession(page) : null;
+      for (const [label, moves] of [["warm-up", 10], ["measured", 40]]) {
+        if (cdp && label === "measured") { await cdp.send("Profiler.enable"); await cdp.send("Profiler.start"); }
+        const t0 = Date.now();
+        for (let i = 0; i < moves; i++) {
+          await page.mouse.move(600 + (i % 2) * 40, 300 + i);
+          await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+        }
+        if (label === "measured") console.log(`  a text of one's own of ${bytes} bytes: ${((Date.now() - t0) / moves).toFixed(1)} ms per mouse move and frame`);
+      }
+      if (cdp) {
+        const { profile } = await cdp.send("Profiler.stop");
+        const self = new Map();
+        const dt = profile.timeDeltas;
+        const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+        profile.samples.forEach((id, i) => {
+          const n = byId.get(id);
+          const k = n.callFrame.functionName || n.callFrame.url;
+          self.set(k, (self.get(k) ?? 0) + (dt[i] ?? 0) / 1000);
+        });
+        const busy = [...self.entries()].filter(([k]) => k !== "(idle)").reduce((a, [, v]) => a + v, 0);
+        console.log(`  the page's thread busy ${(busy / 40).toFixed(1)} ms per mouse move and frame`);
+        [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12).forEach(([k, v]) => console.log(`  ${v.toFixed(0)} ms  ${k.slice(0, 100)}`));
+      }
+    });
+  }
+  // For docs/APP.md (MEASURE=1 or only): frame times during a 4096-token computation.
+  if (process.env.MEASURE && process.env.MEASURE !== "text") {
     // The CPU engine's forward speed in the page (docs/BENCH.md), in
     // both builds.
     for (const [build, query] of [["threads", ""], ["relaxed SIMD", "?threads=1"], ["plain SIMD", "?simd=plain"]]) {

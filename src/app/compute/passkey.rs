@@ -157,17 +157,24 @@ pub fn grid_csv(series: &[(&str, &PasskeyGridResult)]) -> String {
     out
 }
 
-/// The real text a filler choice reads from (`None`: the repeated sentences).
+/// The real text a filler choice reads from (`None`: the repeated
+/// sentences), made once per filler (the slot keeps the last one): each
+/// document of the lab's map would tokenize and index it again.
 fn filler_text(slot: &mut ModelSlot, filler: &FillerKey) -> Result<Option<FillerText>> {
-    match filler {
-        FillerKey::Repeated => Ok(None),
+    if let Some((_, f)) = slot.filler.as_ref().filter(|(k, _)| k == filler) {
+        return Ok(Some(f.clone()));
+    }
+    let f = match filler {
+        FillerKey::Repeated => return Ok(None),
         FillerKey::Validation => {
             let tokens = slot.validation_tokens()?.to_vec();
-            Ok(Some(FillerText::new(&slot.tokenizer, tokens)?))
+            FillerText::new(&slot.tokenizer, tokens)?
         }
-        FillerKey::Pasted(t) if t.trim().is_empty() => Err(Error::Input(text::PASSKEY_NO_TEXT.into())),
-        FillerKey::Pasted(t) => Ok(Some(FillerText::from_text(&slot.tokenizer, t)?)),
-    }
+        FillerKey::Pasted(t) if t.as_str().trim().is_empty() => return Err(Error::Input(text::PASSKEY_NO_TEXT.into())),
+        FillerKey::Pasted(t) => FillerText::from_text(&slot.tokenizer, t.as_str())?,
+    };
+    slot.filler = Some((filler.clone(), f.clone()));
+    Ok(Some(f))
 }
 
 /// The lab's document for `at` (its input must be `InputKey::PasskeyLab`);

@@ -9,6 +9,9 @@ use crate::app::palette;
 use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 
+/// The most the user's text box grows to (points); past it the text scrolls.
+const PASTED_BOX_HEIGHT: f32 = 240.0;
+
 #[derive(Default)]
 pub struct InputView {
     /// The model folder the user typed or chose (natively).
@@ -53,12 +56,22 @@ impl InputView {
                 });
             }
             InputKind::Pasted => {
-                ui.add(
-                    egui::TextEdit::multiline(&mut state.pasted_text)
-                        .hint_text(text::PASTE_HINT)
-                        .desired_rows(4)
-                        .desired_width(f32::INFINITY),
-                );
+                // A long text (a pasted chapter) scrolls in its own box
+                // instead of pushing the controls below it off the panel.
+                egui::ScrollArea::vertical()
+                    .id_salt("pasted text")
+                    .max_height(PASTED_BOX_HEIGHT)
+                    .show(ui, |ui| {
+                        ui.add(
+                            egui::TextEdit::multiline(&mut state.pasted_text)
+                                .hint_text(text::PASTE_HINT)
+                                .desired_rows(4)
+                                .desired_width(f32::INFINITY),
+                        )
+                    });
+                if !state.pasted_text.is_empty() {
+                    ui.label(egui::RichText::new(text::pasted_size(state.pasted_text.chars().count())).weak());
+                }
             }
         }
         ui.add(

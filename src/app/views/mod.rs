@@ -18,7 +18,7 @@ pub mod tuning;
 
 use eframe::egui;
 
-use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey};
+use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey, TextKey};
 use super::models::ModelInfo;
 use super::palette;
 use super::state::{InputKind, ModelChoice, ViewState};
@@ -51,7 +51,7 @@ impl Keys {
                 key: state.passkey.key,
                 depth_permille: (state.passkey.depth * 1000.0).round() as u32,
             },
-            InputKind::Pasted => InputKey::Pasted(state.pasted_text.clone()),
+            InputKind::Pasted => InputKey::Pasted(TextKey::of(&state.pasted_text)),
         };
         Keys {
             at: InputAt {

@@ -13,7 +13,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Polygon, VLine};
 use super::entropy::binned;
 use super::{show_entry_status, Keys};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
-use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs};
+use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
 use crate::app::state::{
     FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
     MAX_LENGTH, MIN_LENGTH,
@@ -52,7 +52,7 @@ fn filler_key(choice: FillerChoice, state: &ViewState) -> FillerKey {
     match choice {
         FillerChoice::Repeated => FillerKey::Repeated,
         FillerChoice::Validation => FillerKey::Validation,
-        FillerChoice::Pasted => FillerKey::Pasted(state.pasted_text.clone()),
+        FillerChoice::Pasted => FillerKey::Pasted(TextKey::of(&state.pasted_text)),
     }
 }
 
