@@ -97,6 +97,26 @@ fn pooled_map_is_the_rows_pooled() {
         let row_sum: f32 = pooled[a * 8..(a + 1) * 8].iter().sum();
         assert!((row_sum - 1.0).abs() < 1e-4);
     }
+    // At n = 7 the bins are uneven (13 or 14 positions, bin of x = 7x / 96)
+    // and the engine's blocks of 64 query rows end inside a bin.
+    let (pooled, n) = block_on(s.cpu.pooled_attention(&s.tokens, &s.scales, 2, 1, 7)).unwrap();
+    assert_eq!(n, 7);
+    let bin = |x: usize| x * 7 / t;
+    for a in 0..7 {
+        let queries: Vec<usize> = (0..t).filter(|&i| bin(i) == a).collect();
+        for b in 0..7 {
+            let want: f32 = queries
+                .iter()
+                .map(|&i| (0..t).filter(|&j| bin(j) == b).map(|j| rows[i * t + j]).sum::<f32>())
+                .sum::<f32>()
+                / queries.len() as f32;
+            assert!(
+                (pooled[a * 7 + b] - want).abs() < 1e-5,
+                "cell {a},{b}: {} vs {want}",
+                pooled[a * 7 + b]
+            );
+        }
+    }
     // Out of range heads and queries are errors, not panics.
     assert!(block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 9, 0, &[0])).is_err());
     assert!(block_on(s.cpu.attention_rows(&s.tokens, &s.scales, 0, 0, &[t])).is_err());
@@ -370,4 +390,127 @@ fn sliced_forward_speed() {
             eprintln!("{name} forward at {t}: {secs:.3} s, {:.0} tokens/s", t as f64 / secs);
         }
     }
+}
+
+/// The pooled map's time (the attention viewer's whole pattern) against the
+/// forward with entropy at the same length, on the bundled NoPE model
+/// (information for docs/APP.md: `cargo test --release --test app_inspect
+/// pooled_map_speed -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn pooled_map_speed() {
+    for t in [4096, 16384] {
+        let mut s = setup(64);
+        let mut tokens = s.tokens.clone();
+        while tokens.len() < t {
+            tokens.extend_from_within(..t.min(2 * tokens.len()) - tokens.len());
+        }
+        let options = ForwardOptions {
+            entropy: true,
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        block_on(s.cpu.forward(&tokens, &s.scales, &options)).unwrap();
+        let forward = t0.elapsed().as_secs_f64();
+        let t0 = std::time::Instant::now();
+        block_on(s.cpu.pooled_attention(&tokens, &s.scales, 3, 1, 512)).unwrap();
+        let pooled = t0.elapsed().as_secs_f64();
+        eprintln!("T = {t}: forward with entropy {forward:.3} s, pooled map (layer 3) {pooled:.3} s");
+    }
+    // In the app (`Lab`): the attention viewer's row, its pooled map, then
+    // another query of the same head, at 16384 tokens of validation text.
+    use nopescope::app::compute::{JobControl, Lab};
+    use nopescope::app::jobs::{InputAt, InputKey, JobKey, JobResult, ScalesKey};
+    use nopescope::app::state::ModelChoice;
+    struct Quiet;
+    impl JobControl for Quiet {
+        fn progress(&mut self, _: f32, _: &str) -> bool {
+            true
+        }
+        fn partial(&mut self, _: JobResult) {}
+    }
+    let mut lab = Lab::new(nopescope::lab::backend::Backend::Cpu, None);
+    let at = InputAt {
+        model: ModelChoice::Nope,
+        input: InputKey::Validation,
+        length: 16384,
+    };
+    let scales = ScalesKey::ones(16);
+    let row = |query| JobKey::AttnRow {
+        at: at.clone(),
+        scales: scales.clone(),
+        layer: 3,
+        head: 1,
+        query: Some(query),
+    };
+    let pooled = JobKey::Pooled {
+        at: at.clone(),
+        scales: scales.clone(),
+        layer: 3,
+        head: 1,
+    };
+    block_on(lab.run(&row(1), &mut Quiet)).unwrap();
+    for (name, key) in [
+        ("row of query 9000", row(9000)),
+        ("pooled map", pooled),
+        ("row of query 16000", row(16000)),
+    ] {
+        let t0 = std::time::Instant::now();
+        block_on(lab.run(&key, &mut Quiet)).unwrap();
+        eprintln!(
+            "app at 16384, layer 3 head 1 viewed before: {name} {:.3} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Every head's row for one query, from one run of the model (the pass-key
+/// lab's ranking of heads), is each head's own row; on a model with grouped
+/// keys (4 query heads on 2 key heads) and the bundled one.
+#[test]
+fn every_heads_row_in_one_run_is_each_heads_own() {
+    use nopescope::model::cpu::inspect::query_rows_every_head;
+    let mut s = setup(150);
+    let gqa = nopescope::model::ModelConfig {
+        num_layers: 3,
+        num_heads: 4,
+        num_kv_heads: 2,
+        ..s.cpu.config().clone()
+    };
+    let gqa_params = nopescope::model::params::Params::random(&gqa, 0.05, 11);
+    let mut gqa_engine = CpuEngine::new(gqa.clone(), gqa_params.clone()).unwrap();
+    let mut gqa_scales = HeadScales::ones(&gqa);
+    for (i, v) in gqa_scales.values.iter_mut().enumerate() {
+        *v = 0.7 + 0.1 * i as f32;
+    }
+    let bundled_config = s.cpu.config().clone();
+    let cases: [(
+        &mut CpuEngine,
+        &nopescope::model::Params<f32>,
+        &HeadScales,
+        &nopescope::model::ModelConfig,
+    ); 2] = [
+        (&mut s.cpu, &s.params, &s.scales, &bundled_config),
+        (&mut gqa_engine, &gqa_params, &gqa_scales, &gqa),
+    ];
+    for (engine, params, scales, cfg) in cases {
+        for query in [0, 57, 149] {
+            let rows = query_rows_every_head(cfg, params, &s.tokens, scales, query).unwrap();
+            assert_eq!(rows.len(), cfg.num_layers * cfg.num_heads);
+            for l in 0..cfg.num_layers {
+                for h in 0..cfg.num_heads {
+                    let want = block_on(engine.attention_rows(&s.tokens, scales, l, h, &[query])).unwrap();
+                    let got = &rows[l * cfg.num_heads + h];
+                    assert_eq!(got.len(), query + 1);
+                    for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                            "layer {l} head {h} query {query} key {j}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(query_rows_every_head(&gqa, &gqa_params, &s.tokens, &gqa_scales, 150).is_err());
 }

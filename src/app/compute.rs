@@ -230,6 +230,20 @@ pub struct Lab {
     backend: Backend,
     gpu: Option<GpuSource>,
     engine_note: EngineNote,
+    /// The head the attention viewer looked at last.
+    head: Option<HeadQk>,
+}
+
+/// One head's queries and keys, (T, hd) each, and its lambda, for the
+/// attention viewer (`inspect::head_rows`, `inspect::Pooler`): kept for the
+/// last document, scales and head asked for, so that another query, or the
+/// pooled map after the row, does not run the model up to the layer again
+/// (at 16384 tokens most of a forward).
+struct HeadQk {
+    key: (InputAt, ScalesKey, usize, usize),
+    q: Vec<f32>,
+    k: Vec<f32>,
+    lambda: f32,
 }
 
 impl Lab {
@@ -239,6 +253,7 @@ impl Lab {
             backend,
             gpu,
             engine_note: EngineNote::default(),
+            head: None,
         }
     }
 
@@ -273,6 +288,7 @@ impl Lab {
         let (config, params, tokenizer) = model_from_files(&files, Path::new(&name))?;
         let info = models::ModelInfo::of_config(&config);
         self.slots.retain(|(c, _)| *c != ModelChoice::Custom);
+        self.head = None;
         self.slots.push((
             ModelChoice::Custom,
             ModelSlot {
@@ -474,6 +490,33 @@ impl Lab {
         tokens.iter().map(|&t| tok.decode(&[t])).collect()
     }
 
+    /// The viewed head's queries and keys (`HeadQk`), computed on the CPU
+    /// from the model's weights whatever the engine (as `Engine::attention_rows`
+    /// does), unless kept from the job before. On the web the model runs up
+    /// to the layer in slices, the page drawing frames between them.
+    async fn head_qk(
+        &mut self,
+        key: (InputAt, ScalesKey, usize, usize),
+        tokens: &[u32],
+        hs: &HeadScales,
+        #[allow(unused_variables)] ctl: &mut dyn JobControl,
+    ) -> Result<&HeadQk> {
+        if self.head.as_ref().is_none_or(|h| h.key != key) {
+            self.head = None;
+            let (layer, head) = (key.2, key.3);
+            let slot = self.slot(key.0.model)?;
+            #[cfg(not(target_arch = "wasm32"))]
+            let (q, k, lambda) =
+                crate::model::cpu::inspect::head_qk(&slot.config, &slot.params, tokens, hs, layer, head)?;
+            #[cfg(target_arch = "wasm32")]
+            let (q, k, lambda) = sliced_head_qk(&slot.config, &slot.params, tokens, hs, layer, head, ctl).await?;
+            self.head = Some(HeadQk { key, q, k, lambda });
+        }
+        self.head
+            .as_ref()
+            .ok_or_else(|| Error::Engine("the head's queries were not kept".into()))
+    }
+
     fn engine(&mut self, model: ModelChoice) -> Result<&mut AnyEngine> {
         self.slot(model)?
             .engine
@@ -554,14 +597,12 @@ impl Lab {
                 let r = self.resolve(at)?;
                 let w = &r.windows[0];
                 let q = query.or(r.retrieval_query).unwrap_or(w.len() - 1).min(w.len() - 1);
-                let engine = self.engine(at.model)?;
-                #[cfg(target_arch = "wasm32")]
-                let row = match &*engine {
-                    AnyEngine::Cpu(cpu) => sliced_attention(cpu, w, &hs, *layer, *head, Some(q), ctl).await?.0,
-                    _ => engine.attention_rows(w, &hs, *layer, *head, &[q]).await?,
-                };
-                #[cfg(not(target_arch = "wasm32"))]
-                let row = engine.attention_rows(w, &hs, *layer, *head, &[q]).await?;
+                let key = (at.clone(), scales.clone(), *layer, *head);
+                let hd = self.slot(at.model)?.config.head_dim;
+                let h = self.head_qk(key, w, &hs, ctl).await?;
+                let mut row = Vec::new();
+                crate::model::cpu::inspect::head_rows(&mut row, &h.q, &h.k, hd, q, 1, h.lambda);
+                row.resize(w.len(), 0.0);
                 Ok(JobResult::AttnRow(AttnRowResult {
                     query: q,
                     row,
@@ -578,20 +619,25 @@ impl Lab {
                 let hs = self.scales(at.model, scales)?;
                 let r = self.resolve(at)?;
                 let w = &r.windows[0];
-                let engine = self.engine(at.model)?;
+                let key = (at.clone(), scales.clone(), *layer, *head);
+                let hd = self.slot(at.model)?.config.head_dim;
+                let h = self.head_qk(key, w, &hs, ctl).await?;
+                let mut pooler = crate::model::cpu::inspect::Pooler::new(w.len(), super::state::POOLED_CELLS);
                 #[cfg(target_arch = "wasm32")]
-                let (map, n) = match &*engine {
-                    AnyEngine::Cpu(cpu) => sliced_attention(cpu, w, &hs, *layer, *head, None, ctl).await?,
-                    _ => {
-                        engine
-                            .pooled_attention(w, &hs, *layer, *head, super::state::POOLED_CELLS)
-                            .await?
+                let mut t0 = super::web::now_ms();
+                while !pooler.is_done() {
+                    pooler.step(&h.q, &h.k, hd, h.lambda);
+                    // On the web the page draws a frame between slices.
+                    #[cfg(target_arch = "wasm32")]
+                    if super::web::now_ms() - t0 > SLICE_MS {
+                        if !ctl.progress(0.5 + 0.5 * pooler.fraction(), super::text::WORKING) {
+                            return Err(Error::Input("cancelled".into()));
+                        }
+                        super::web::yield_to_browser(0).await;
+                        t0 = super::web::now_ms();
                     }
-                };
-                #[cfg(not(target_arch = "wasm32"))]
-                let (map, n) = engine
-                    .pooled_attention(w, &hs, *layer, *head, super::state::POOLED_CELLS)
-                    .await?;
+                }
+                let (map, n) = pooler.finish();
                 Ok(JobResult::Pooled(PooledResult {
                     map,
                     n,
@@ -763,61 +809,28 @@ async fn sliced_forward(
     Ok((fwd.entropy_bits, fwd.loss_sum / predictions))
 }
 
-/// The attention viewer's row (`Some(query)`) or pooled map (`None`) in
-/// slices, through the chunked forward's captured queries.
+/// `inspect::head_qk` through the chunked forward in slices (the page draws
+/// frames between them), as the web page runs the model.
 #[cfg(target_arch = "wasm32")]
-async fn sliced_attention(
-    cpu: &crate::model::cpu::CpuEngine,
+async fn sliced_head_qk(
+    cfg: &ModelConfig,
+    params: &Params<f32>,
     tokens: &[u32],
     hs: &HeadScales,
     layer: usize,
     head: usize,
-    query: Option<usize>,
     ctl: &mut dyn JobControl,
-) -> Result<(Vec<f32>, usize)> {
+) -> Result<(Vec<f32>, Vec<f32>, f32)> {
     use crate::model::cpu::chunked::ChunkedForward;
-    let cfg = cpu.config();
     if layer >= cfg.num_layers || head >= cfg.num_heads {
         return Err(Error::Input(format!("no layer {layer}, head {head} in this model")));
     }
-    let t = tokens.len();
-    let mut fwd = ChunkedForward::new(cfg, cpu.params_ref(), tokens, hs)?.capture(layer, head);
+    let mut fwd = ChunkedForward::new(cfg, params, tokens, hs)?.capture(layer, head);
     run_sliced(&mut fwd, ctl, super::text::WORKING, 0.0, 0.5).await?;
-    let mut row = vec![0f32; t];
-    let missing = || Error::Engine("no captured queries".into());
-    if let Some(q) = query {
-        fwd.attention_row(q.min(t - 1), &mut row).ok_or_else(missing)?;
-        return Ok((row, 1));
-    }
-    // Pooled as in model::cpu::inspect::pooled_attention, in slices of rows.
-    let n = super::state::POOLED_CELLS.min(t);
-    let bin = |x: usize| x * n / t;
-    let mut map = vec![0f32; n * n];
-    let mut count = vec![0usize; n];
-    let mut t0 = super::web::now_ms();
-    for i in 0..t {
-        fwd.attention_row(i, &mut row).ok_or_else(missing)?;
-        let a = bin(i);
-        count[a] += 1;
-        let cells = &mut map[a * n..(a + 1) * n];
-        for (j, &p) in row.iter().enumerate().take(i + 1) {
-            cells[bin(j)] += p;
-        }
-        if super::web::now_ms() - t0 > SLICE_MS {
-            let done = 0.5 + 0.5 * ((i + 1) as f32 / t as f32).powi(2);
-            if !ctl.progress(done, super::text::WORKING) {
-                return Err(Error::Input("cancelled".into()));
-            }
-            super::web::yield_to_browser(0).await;
-            t0 = super::web::now_ms();
-        }
-    }
-    for (cells, &c) in map.chunks_exact_mut(n).zip(&count) {
-        if c > 0 {
-            cells.iter_mut().for_each(|x| *x /= c as f32);
-        }
-    }
-    Ok((map, n))
+    let (q, k, lambda) = fwd
+        .captured()
+        .ok_or_else(|| Error::Engine("no captured queries".into()))?;
+    Ok((q.to_vec(), k.to_vec(), lambda))
 }
 
 /// The length a model folder's memory is checked at before the app opens

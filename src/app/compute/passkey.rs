@@ -9,7 +9,6 @@ use crate::app::jobs::{FillerKey, InputAt, InputKey, JobKey, JobResult, ScalesKe
 use crate::app::state::{doublings, ModelChoice, MAX_GRID_TRIALS};
 use crate::app::text;
 use crate::lab::passkey::{greedy_answer, random_key, retrieves, Filler, FillerText, PasskeyBuilder, PasskeyDoc};
-use crate::model::engine::Engine;
 use crate::model::error::{Error, Result};
 use crate::model::rng::Rng;
 
@@ -276,32 +275,39 @@ impl Lab {
         let doc = lab_doc(self.slot(at.model)?, at)?;
         let query = doc.tokens.len() - doc.answer_len - 1;
         let key_tokens = key_token_positions(&self.slot(at.model)?.tokenizer, &doc)?;
-        let engine = self.engine(at.model)?;
-        let (layers, heads) = (engine.config().num_layers, engine.config().num_heads);
-        let mut mass = Vec::with_capacity(layers * heads);
-        for l in 0..layers {
-            for h in 0..heads {
-                let done = (l * heads + h) as f32 / (layers * heads) as f32;
-                if !ctl.progress(done, &text::passkey_ranking(l, h)) {
-                    return Err(cancelled());
-                }
-                // On the web the CPU engine runs the row in slices, as the
-                // attention viewer's does, so frames keep coming.
-                #[cfg(target_arch = "wasm32")]
-                let row = match &*engine {
-                    crate::lab::backend::AnyEngine::Cpu(cpu) => {
-                        super::sliced_attention(cpu, &doc.tokens, &hs, l, h, Some(query), ctl)
-                            .await?
-                            .0
+        let slot = self.slot(at.model)?;
+        let (layers, heads) = (slot.config.num_layers, slot.config.num_heads);
+        // Natively one run of the model gives every head's row; on the web
+        // each head's runs in slices, as the attention viewer's does, so
+        // frames keep coming.
+        #[cfg(not(target_arch = "wasm32"))]
+        let rows = {
+            ctl.progress(0.0, text::WORKING);
+            crate::model::cpu::inspect::query_rows_every_head(&slot.config, &slot.params, &doc.tokens, &hs, query)?
+        };
+        #[cfg(target_arch = "wasm32")]
+        let rows = {
+            let mut rows = Vec::with_capacity(layers * heads);
+            for l in 0..layers {
+                for h in 0..heads {
+                    let done = (l * heads + h) as f32 / (layers * heads) as f32;
+                    if !ctl.progress(done, &text::passkey_ranking(l, h)) {
+                        return Err(cancelled());
                     }
-                    _ => engine.attention_rows(&doc.tokens, &hs, l, h, &[query]).await?,
-                };
-                #[cfg(not(target_arch = "wasm32"))]
-                let row = engine.attention_rows(&doc.tokens, &hs, l, h, &[query]).await?;
-                mass.push(key_tokens.iter().map(|&p| row[p]).sum());
-                let_frames_through().await;
+                    let (q, k, lambda) =
+                        super::sliced_head_qk(&slot.config, &slot.params, &doc.tokens, &hs, l, h, ctl).await?;
+                    let mut row = Vec::new();
+                    crate::model::cpu::inspect::head_rows(&mut row, &q, &k, slot.config.head_dim, query, 1, lambda);
+                    rows.push(row);
+                    let_frames_through().await;
+                }
             }
-        }
+            rows
+        };
+        let mass = rows
+            .iter()
+            .map(|row| key_tokens.iter().map(|&p| row[p]).sum())
+            .collect();
         Ok(JobResult::PasskeyHeads(PasskeyHeadsResult { layers, heads, mass }))
     }
 

@@ -116,29 +116,26 @@ impl<'a> ChunkedForward<'a> {
         self
     }
 
-    /// Attention of query `i` (a row done, of the captured head) over keys
-    /// 0..=i, into `row` (length > i); None without a capture.
-    pub fn attention_row(&self, i: usize, row: &mut [f32]) -> Option<()> {
+    /// The captured head's queries and keys, (T, hd) each, and its lambda =
+    /// s_h / sqrt(d) (for [`super::inspect::head_rows`] and
+    /// [`super::inspect::Pooler`]); None without a capture.
+    pub fn captured(&self) -> Option<(&[f32], &[f32], f32)> {
         let (layer, head, q) = self.capture.as_ref()?;
         let hd = self.cfg.head_dim;
         let g = head / (self.cfg.num_heads / self.cfg.num_kv_heads);
         let lambda = self.scales[layer * self.cfg.num_heads + head] / (hd as f32).sqrt();
         let t = self.tokens.len();
-        let k = &self.k[*layer][g * t * hd..(g + 1) * t * hd];
-        let qi = &q[i * hd..(i + 1) * hd];
-        let mut m = f32::NEG_INFINITY;
-        for (j, r) in row.iter_mut().enumerate().take(i + 1) {
-            let kj = &k[j * hd..(j + 1) * hd];
-            *r = lambda * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
-            m = m.max(*r);
-        }
-        let mut z = 0.0;
-        for r in row.iter_mut().take(i + 1) {
-            *r = (*r - m).exp();
-            z += *r;
-        }
-        row.iter_mut().take(i + 1).for_each(|r| *r /= z);
-        row.iter_mut().skip(i + 1).for_each(|r| *r = 0.0);
+        Some((q, &self.k[*layer][g * t * hd..(g + 1) * t * hd], lambda))
+    }
+
+    /// Attention of query `i` (a row done, of the captured head) over keys
+    /// 0..=i, into `row` (length > i, zero past i); None without a capture.
+    pub fn attention_row(&self, i: usize, row: &mut [f32]) -> Option<()> {
+        let (q, k, lambda) = self.captured()?;
+        let mut one = Vec::new();
+        super::inspect::head_rows(&mut one, q, k, self.cfg.head_dim, i, 1, lambda);
+        row[..=i].copy_from_slice(&one);
+        row[i + 1..].fill(0.0);
         Some(())
     }
 
