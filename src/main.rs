@@ -332,7 +332,7 @@ fn err(e: Error) -> String {
     match e.kind() {
         ErrorKind::DeviceLimit => format!("{e}; use --backend cpu"),
         ErrorKind::DeviceLost => format!("{e}; run again, or use --backend cpu"),
-        ErrorKind::Memory if e.to_string().starts_with("GPU engine") => {
+        ErrorKind::DeviceMemory => {
             format!("{e}; try fewer tokens, --gpu-weights f16 where the command has it, or --backend cpu")
         }
         _ => e.to_string(),

@@ -63,6 +63,10 @@ pub enum Error {
     /// found before loading it: the message gives both.
     #[error("{0}")]
     Memory(String),
+    /// The device's memory filled up while running: the same work may fit
+    /// with fewer tokens, smaller weights or another engine.
+    #[error("{0}")]
+    DeviceMemory(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -79,6 +83,8 @@ pub enum ErrorKind {
     DeviceLost,
     /// Not enough memory for the model on the chosen engine.
     Memory,
+    /// The device ran out of memory during the work.
+    DeviceMemory,
     /// The engine failed otherwise (a diverging update, an internal error).
     Engine,
     Cancelled,
@@ -108,6 +114,7 @@ impl Error {
             Error::DeviceLimit(_) => ErrorKind::DeviceLimit,
             Error::DeviceLost(_) => ErrorKind::DeviceLost,
             Error::Memory(_) => ErrorKind::Memory,
+            Error::DeviceMemory(_) => ErrorKind::DeviceMemory,
             Error::Cancelled => ErrorKind::Cancelled,
         }
     }

@@ -126,20 +126,19 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
 /// legend. A label goes right of its line, or left of it in the last sixth
 /// of an axis ending at `end`, where it would leave the plot; of two lines
 /// closer than a tenth of the axis, the left one's label goes left and the
-/// right one's right, so they never overlap. On a light background the
-/// label is a darker shade of its line's colour (the pass key's yellow is
-/// unreadable on white).
+/// right one's right, so they never overlap, unless the right one is in the
+/// last sixth: then both go left, the left one's a line lower. On a light
+/// background the label is a darker shade of its line's colour (the pass
+/// key's yellow is unreadable on white).
 pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, egui::Color32)], top: f64, end: f64) {
     let mut marks: Vec<&(f64, String, egui::Color32)> = marks.iter().collect();
     marks.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut left: Vec<bool> = marks.iter().map(|m| m.0 > end * 5.0 / 6.0).collect();
-    for i in 1..marks.len() {
-        if marks[i].0 - marks[i - 1].0 < end / 10.0 {
-            left[i - 1] = true;
-            left[i] = false;
-        }
-    }
-    for (&&(x, ref label, colour), left) in marks.iter().zip(left) {
+    let (left, lower) = mark_label_sides(&marks.iter().map(|m| m.0).collect::<Vec<_>>(), end);
+    // A text line's height in the plot's units.
+    let line = 1.3 * plot.ctx().global_style().text_styles[&egui::TextStyle::Body].size as f64;
+    let line = line * plot.transform().dvalue_dpos()[1].abs();
+    for ((&&(x, ref label, colour), left), lower) in marks.iter().zip(left).zip(lower) {
+        let top = if lower { top - line } else { top };
         plot.vline(egui_plot::VLine::new("", x).color(colour).width(palette::LINE_WIDTH));
         let (anchor, label) = if left {
             (egui::Align2::RIGHT_TOP, format!("{label} "))
@@ -154,6 +153,23 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, e
             .text_style(egui::TextStyle::Body);
         plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
     }
+}
+
+/// For marks at `xs` (sorted) on an axis ending at `end`: whether each
+/// label goes left of its line, and whether it goes a line lower (see
+/// [`labelled_marks`]).
+fn mark_label_sides(xs: &[f64], end: f64) -> (Vec<bool>, Vec<bool>) {
+    let near_end = |x: f64| x > end * 5.0 / 6.0;
+    let mut left: Vec<bool> = xs.iter().map(|&x| near_end(x)).collect();
+    let mut lower = vec![false; xs.len()];
+    for i in 1..xs.len() {
+        if xs[i] - xs[i - 1] < end / 10.0 {
+            left[i - 1] = true;
+            left[i] = near_end(xs[i]);
+            lower[i - 1] = left[i];
+        }
+    }
+    (left, lower)
 }
 
 fn copy_outcome_id() -> egui::Id {
@@ -337,6 +353,21 @@ pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
 mod tests {
     use super::*;
     use crate::app::state::ModelChoice;
+
+    /// Mark labels: right of their line, left near the axis's end; two
+    /// close lines on opposite sides, or both left (the left one lower)
+    /// where the right one is near the end.
+    #[test]
+    fn mark_labels_stay_apart_and_inside_the_plot() {
+        // (left, lower) for marks at xs on an axis ending at 1000.
+        let sides = |xs: &[f64]| mark_label_sides(xs, 1000.0);
+        assert_eq!(sides(&[256.0]), (vec![false], vec![false]));
+        assert_eq!(sides(&[900.0]), (vec![true], vec![false]));
+        assert_eq!(sides(&[256.0, 600.0]), (vec![false, false], vec![false, false]));
+        assert_eq!(sides(&[256.0, 300.0]), (vec![true, false], vec![false, false]));
+        // Before 2026-12-01 the right one's label went right, past the end.
+        assert_eq!(sides(&[850.0, 900.0]), (vec![true, true], vec![true, false]));
+    }
 
     /// A short axis gets lines 1, 2 or 5 x 10^k apart, labelled ones at
     /// least the gap apart: 0 .. 0.92 over 175 points, 30 apart, steps

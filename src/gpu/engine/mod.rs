@@ -116,7 +116,7 @@ fn engine_error(e: GpuError) -> Error {
         GpuError::DeviceLost { .. } => Error::DeviceLost(format!("GPU engine: {e}")),
         // The device's memory is full: a memory error (fewer tokens, f16
         // weights or the CPU engine), not the engine failing.
-        GpuError::OutOfMemory { .. } => Error::Memory(format!("GPU engine: {e}")),
+        GpuError::OutOfMemory { .. } => Error::DeviceMemory(format!("GPU engine: {e}")),
         e => Error::Engine(format!("GPU engine: {e}")),
     }
 }
@@ -626,8 +626,8 @@ mod tests {
     use super::*;
     use crate::model::error::ErrorKind;
 
-    /// A full device is a memory error (the CLI then suggests fewer tokens,
-    /// f16 weights or the CPU engine), not an engine failure.
+    /// A full device is a device memory error (the CLI then suggests fewer
+    /// tokens, f16 weights or the CPU engine), not an engine failure.
     #[test]
     fn out_of_device_memory_is_a_memory_error() {
         let e = engine_error(GpuError::OutOfMemory {
@@ -635,7 +635,7 @@ mod tests {
             what: "buffer `q`".into(),
             message: "out of memory".into(),
         });
-        assert_eq!(e.kind(), ErrorKind::Memory);
+        assert_eq!(e.kind(), ErrorKind::DeviceMemory);
         assert!(e.to_string().starts_with("GPU engine"), "{e}");
     }
 }
