@@ -175,6 +175,31 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
 
 /// Step with no search yet starts one and pauses after its first step;
 /// Step again runs the second.
+/// The tuning page computes its own views only: the Explore page's entropy
+/// (1024 tokens, 4 windows) ran beside a search before 2026-12-01.
+#[test]
+fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
+    use nopescope::app::views::Keys;
+    let mut h = harness(tuning_state(3));
+    app_common::settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert!(
+        app.jobs.peek(&keys.entropy(&keys.ones)).is_none(),
+        "the entropy was asked for"
+    );
+    h.get_by_label(text::TAB_EXPLORE).click();
+    app_common::settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    assert!(
+        matches!(
+            app.jobs.peek(&keys.entropy(&keys.ones)),
+            Some(nopescope::app::jobs::Entry::Done(_))
+        ),
+        "the Explore page computes it"
+    );
+}
+
 #[test]
 fn step_starts_a_search_one_step_at_a_time() {
     let mut h = harness(tuning_state(500));
@@ -363,4 +388,39 @@ fn a_result_applies_only_to_the_model_it_was_searched_on() {
     h.get_by_label(text::APPLY_RESULT).click();
     h.run_steps(2);
     assert!(h.state().state.scales.use_file, "applied");
+}
+
+/// Two opened models of the same shape are told apart: a search's result
+/// on the first opened model does not apply to the next one opened (here
+/// the same folder opened again: its files may have changed). Before
+/// 2026-12-01 only the model choice and the shape were compared.
+#[test]
+fn a_result_on_one_opened_model_does_not_apply_to_the_next() {
+    use nopescope::app::compute::ModelSource;
+    use nopescope::app::state::ModelChoice;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
+    let mut h = harness(tuning_state(1));
+    h.run_steps(2);
+    let open = |h: &mut Harness<'static, NopeApp>, opening: u64| {
+        h.state_mut().jobs.open_model(ModelSource::Folder(dir.clone()));
+        wait_for(h, "the model to open", |a| {
+            a.jobs
+                .opened
+                .model
+                .as_ref()
+                .is_some_and(|(_, info)| info.opened == opening)
+        });
+        h.run_steps(2);
+        assert_eq!(h.state().state.model, ModelChoice::Custom);
+    };
+    open(&mut h, 1);
+    h.get_by_label(text::START_SEARCH).click();
+    h.step();
+    wait_for(&mut h, "the search", |a| phase(a) == Some(Phase::Finished));
+    h.run_steps(2);
+    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
+    assert!(!h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
+    open(&mut h, 2);
+    h.get_by_label(text::RESULT_OTHER_MODEL);
+    assert!(h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
 }

@@ -115,28 +115,55 @@ if (shared) builds.push('./threads/$threads');
 if (fused) builds.push('./relaxed/$relaxed');
 builds.push('./$plain');
 // The module is large (the models are inside it): its download is counted
-// on the page (#nopescope_loading) as it streams into the compiler.
+// on the page (#nopescope_loading) as it streams into the compiler. A
+// download that stalls (a classroom's Wi-Fi) is said to have stalled, with
+// for how long, instead of looking slow; the page keeps waiting for it.
 const loading = document.getElementById('nopescope_loading');
+const STALL_MS = 15000;
+let lastData = performance.now();
+let downloading = false;
+let counting = loading?.textContent ?? '';
+const stallWatch = setInterval(() => {
+  const quiet = performance.now() - lastData;
+  if (loading && downloading && quiet > STALL_MS) {
+    loading.textContent = counting + ' (no data for ' + Math.round(quiet / 1000) +
+      ' s: the connection may be down; the page keeps waiting, or reload it to try again)';
+  }
+}, 1000);
 async function counted(url) {
-  const response = await fetch(url);
-  if (!response.ok || !response.body) return response;
+  lastData = performance.now();
+  downloading = true;
+  const response = await fetch(url).catch((e) => {
+    downloading = false;
+    throw e;
+  });
+  lastData = performance.now();
+  if (!response.ok || !response.body) {
+    downloading = false;
+    return response;
+  }
   // A compressed transfer's length is not the bytes the stream gives.
   const total = response.headers.get('content-encoding') ? 0 : Number(response.headers.get('content-length')) || 0;
   const reader = response.body.getReader();
   let got = 0;
   const body = new ReadableStream({
     async pull(controller) {
-      const { done, value } = await reader.read();
+      const { done, value } = await reader.read().catch((e) => {
+        downloading = false;
+        throw e;
+      });
       if (done) {
+        downloading = false;
+        if (loading) loading.textContent = counting;
         controller.close();
         return;
       }
       got += value.length;
+      lastData = performance.now();
       globalThis.nopescopeLoader.loaded = got;
-      if (loading) {
-        loading.textContent = 'Loading nopescope: ' + (got / 1e6).toFixed(1) +
-          (total ? ' of ' + (total / 1e6).toFixed(1) : '') + ' MB';
-      }
+      counting = 'Loading nopescope: ' + (got / 1e6).toFixed(1) +
+        (total ? ' of ' + (total / 1e6).toFixed(1) : '') + ' MB';
+      if (loading) loading.textContent = counting;
       controller.enqueue(value);
     },
     cancel(reason) {
@@ -155,6 +182,7 @@ async function start(base) {
 for (let i = 0; ; i++) {
   try {
     await start(builds[i]);
+    clearInterval(stallWatch);
     loading?.remove();
     break;
   } catch (e) {
@@ -162,6 +190,7 @@ for (let i = 0; ; i++) {
       console.warn('nopescope: ' + builds[i] + ' did not start (' + e + '); starting ' + builds[i + 1]);
       continue;
     }
+    clearInterval(stallWatch);
     loading?.remove();
     document.getElementById('nopescope_error').textContent =
       'nopescope could not start: ' + e + '. Reload the page; if it persists, try another browser.';

@@ -409,6 +409,8 @@ pub struct Jobs {
     completed: u64,
     next_id: u64,
     pub opened: OpenedModel,
+    /// Models opened so far (`ModelInfo::opened`).
+    openings: u64,
 }
 
 impl Jobs {
@@ -428,6 +430,7 @@ impl Jobs {
             completed: 0,
             next_id: 0,
             opened: OpenedModel::default(),
+            openings: 0,
         }
     }
 
@@ -524,10 +527,12 @@ impl Jobs {
                 Event::Opened(r) => {
                     self.opened.opening = false;
                     match r {
-                        Ok(m) => {
+                        Ok((name, mut info)) => {
                             // Results of a model opened before are stale.
                             self.forget_model(ModelChoice::Custom);
-                            self.opened.model = Some(m);
+                            self.openings += 1;
+                            info.opened = self.openings;
+                            self.opened.model = Some((name, info));
                             self.opened.error = None;
                             self.opened.fresh = true;
                         }

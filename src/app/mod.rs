@@ -124,6 +124,7 @@ fn bundled_info(m: ModelChoice) -> ModelInfo {
         heads: 1,
         training_length: 256,
         rope: m == ModelChoice::Rope,
+        opened: 0,
     })
 }
 
@@ -336,7 +337,9 @@ impl NopeApp {
         }
         let keys = Keys::of(&self.state, info);
         self.views.tour.follow_up(&mut self.state, &self.jobs, &keys);
-        let tokens = match self.jobs.get(&keys.entropy(&keys.ones)).result() {
+        // Read, not asked for: the Explore page's views ask for it (on the
+        // other pages it would run beside their work).
+        let tokens = match self.jobs.peek(&keys.entropy(&keys.ones)).and_then(|e| e.result()) {
             Some(JobResult::Entropy(p)) => Some(p.length),
             _ => None,
         };

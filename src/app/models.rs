@@ -70,6 +70,10 @@ pub struct ModelInfo {
     /// Rotary position encoding (the RoPE twin, or a RoPE checkpoint):
     /// the views name its unscaled setting "RoPE (s = 1)", not NoPE.
     pub rope: bool,
+    /// 0 for a bundled model; for one the user opened, which opening of
+    /// the session (1, 2, ...), so that what was found on one opened model
+    /// is not taken for another of the same shape.
+    pub opened: u64,
 }
 
 impl ModelInfo {
@@ -97,6 +101,7 @@ impl ModelInfo {
             heads: c.num_heads,
             training_length: c.training_length,
             rope: matches!(c.position_encoding, crate::model::PositionEncoding::Rope { .. }),
+            opened: 0,
         }
     }
 }

@@ -155,6 +155,7 @@ impl TuneSettings {
             model,
             layers: info.layers,
             heads: info.heads,
+            opened: info.opened,
             kind: self.kind,
             objective: self.objective,
             length: self.length,
@@ -172,9 +173,11 @@ impl TuneSettings {
 pub struct SearchSpec {
     pub model: ModelChoice,
     /// The searched model's shape: its result is (layers x heads) scales,
-    /// which only a model of this shape takes.
+    /// which only a model of this shape takes; and which opened model it
+    /// was (`ModelInfo::opened`).
     pub layers: usize,
     pub heads: usize,
+    pub opened: u64,
     pub kind: SearchKind,
     pub objective: TuneObjective,
     pub length: usize,
@@ -300,10 +303,11 @@ pub struct SearchReport {
 impl SearchReport {
     /// True when the model in view (`model`, of `info`'s shape) is the one
     /// searched, so the result can be applied to it, compared with it and
-    /// drawn over its heads. (Two opened folders of the same shape are not
-    /// told apart.)
+    /// drawn over its heads: the same choice, shape and opening (two opened
+    /// folders of the same shape are told apart).
     pub fn fits(&self, model: ModelChoice, info: ModelInfo) -> bool {
-        self.spec.model == model && (self.spec.layers, self.spec.heads) == (info.layers, info.heads)
+        self.spec.model == model
+            && (self.spec.layers, self.spec.heads, self.spec.opened) == (info.layers, info.heads, info.opened)
     }
 
     fn heads(spec: &SearchSpec, state: &HeadSearchState, finished: bool) -> Self {

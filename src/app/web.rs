@@ -303,7 +303,9 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         PUBLISHED.with(|p| *p.borrow_mut() = Some(published));
     }
     let keys = super::views::Keys::of(&app.state, app.info());
-    let entropy = match app.jobs.get(&keys.entropy(&keys.ones)).result() {
+    // Read, not asked for: the Explore page asks for it where it is shown
+    // (elsewhere it would run beside that page's own work).
+    let entropy = match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(|e| e.result()) {
         Some(JobResult::Entropy(p)) => {
             let mean = p.mean_over_heads();
             Some(serde_json::json!({
@@ -315,7 +317,12 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         }
         _ => None,
     };
-    let ready = entropy.is_some();
+    // Ready: the Explore page's entropy is drawn; on another page, its own
+    // work is done.
+    let ready = match app.state.tab {
+        super::state::Tab::Explore => entropy.is_some(),
+        _ => app.jobs.is_idle() && !app.jobs.engine().name.is_empty(),
+    };
     let tour = app.state.tour.map(|step| {
         let step = step.min(super::tour::STEPS.len() - 1);
         let (promise, detail) = match super::tour::promise(step, &app.state, &app.jobs, &keys) {

@@ -81,10 +81,14 @@ async function status(page) {
   });
 }
 
+// Until the Explore page's entropy at `wantLength` is there, or (null: a
+// page opened on another tab, where it is not computed) the page's work is
+// done.
 async function waitReady(page, wantLength, timeoutMs) {
   const t0 = Date.now();
   for (;;) {
     const s = await status(page).catch(() => null);
+    if (s && wantLength === null && s.idle && s.engine) return s;
     if (s && s.entropy && s.entropy.length === wantLength) return s;
     if (Date.now() - t0 > timeoutMs) return s;
     await page.waitForTimeout(250);
@@ -123,8 +127,9 @@ async function waitFor(page, pred, timeoutMs) {
 async function run(label, flags, hash, wantLength, wantEngine, more, device = {}) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
   // `device.block`: URLs the page may not load (a network error);
-  // `device.from`: another server's base URL.
-  const { block, from, ...launch } = device;
+  // `device.from`: another server's base URL; `device.onPage`: what to do
+  // with the page before its start is awaited.
+  const { block, from, onPage, ...launch } = device;
   const ctx = await chromium.launchPersistentContext(userDir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -142,15 +147,22 @@ async function run(label, flags, hash, wantLength, wantEngine, more, device = {}
     if (r.status() >= 400) check(false, `${label}: ${r.url()} answered ${r.status()}`);
   });
   const t0 = Date.now();
-  await page.goto((from ?? base) + hash);
+  // (With `onPage`, not awaiting the page's load: the page may hold it.)
+  await page.goto((from ?? base) + hash, { waitUntil: onPage ? "commit" : "load" });
+  if (onPage) await onPage(page);
   const s = await waitReady(page, wantLength, 240_000);
   const seconds = (Date.now() - t0) / 1000;
-  check(s && s.entropy && s.entropy.length === wantLength, `${label}: first entropy plot at length ${wantLength} (${seconds.toFixed(1)} s)`);
+  if (wantLength === null) {
+    check(s && s.idle && s.engine, `${label}: the page's work done (${seconds.toFixed(1)} s)`);
+    check(s && s.entropy === null, `${label}: the Explore page's entropy was not computed on the ${s?.state?.tab} page`);
+  } else {
+    check(s && s.entropy && s.entropy.length === wantLength, `${label}: first entropy plot at length ${wantLength} (${seconds.toFixed(1)} s)`);
+  }
   if (s) {
     console.log(`  engine: ${s.engine}`);
     console.log(`  app: first plot ${s.first_plot_s?.toFixed?.(2)} s after start; frames while busy: ${s.busy_frames}, mean ${s.busy_mean_ms?.toFixed?.(1)} ms, max ${s.busy_max_ms?.toFixed?.(1)} ms; the computations held the page's thread at most ${s.held_max_ms?.toFixed?.(1)} ms at a time`);
     check(wantEngine.test(s.engine), `${label}: engine ${wantEngine}`);
-    check(s.entropy && s.entropy.mean_bits > 0, `${label}: mean entropy ${s.entropy?.mean_bits}`);
+    if (wantLength !== null) check(s.entropy && s.entropy.mean_bits > 0, `${label}: mean entropy ${s.entropy?.mean_bits}`);
   }
   if (more) await more(page, s);
   await page.waitForTimeout(500);
@@ -221,7 +233,7 @@ try {
     // with the key at L; then a short temperature search in the page, whose
     // loss must go down.
     const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
-    await run("webgpu-lab-and-search", WEBGPU, "#step=2", 256, /cpu/, async (page) => {
+    await run("webgpu-lab-and-search", WEBGPU, "#step=2", null, /cpu/, async (page) => {
       const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
       check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
       await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);
@@ -302,6 +314,35 @@ try {
       check(b > 0 && Math.abs(a - b) <= 1e-5 * Math.abs(a), `with no server the page opened from its copy and computed the same mean entropy at 256: ${b} vs ${a}`);
       check(again?.offline === "ready", `the copy still holds every file it used: ${again?.offline}`);
     }, { from: ownBase });
+    // 7. A download that stalls (a classroom's Wi-Fi): a server that sends
+    // the first 2 MB of the module and then nothing. The page says it has
+    // stalled and keeps waiting; when the rest comes, the app starts.
+    const held = [];
+    const stalling = http.createServer((req, res) => {
+      if (!req.url.endsWith("_bg.wasm")) return serve(req, res);
+      const file = path.join(dist, decodeURIComponent(new URL(req.url, "http://127.0.0.1").pathname));
+      const body = fs.readFileSync(file);
+      res.writeHead(200, { ...ISOLATION, "content-type": "application/wasm", "content-length": body.length });
+      res.write(body.subarray(0, 2_000_000));
+      held.push(() => res.end(body.subarray(2_000_000)));
+    });
+    const stallBase = await listen(stalling);
+    await run("stalled-download", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, null, {
+      from: stallBase,
+      // Before the page's start is awaited: look at the loading line while
+      // the module is held, then let the rest go.
+      onPage: async (page) => {
+        const t0 = Date.now();
+        let text = "";
+        while (Date.now() - t0 < 40_000 && !/no data for/.test(text)) {
+          await page.waitForTimeout(500);
+          text = (await page.evaluate(() => document.getElementById("nopescope_loading")?.textContent ?? "")) || text;
+        }
+        check(/Loading nopescope: 2\.0 of [0-9.]+ MB \(no data for 1[5-9] s/.test(text), `a stalled download is said on the page after ${((Date.now() - t0) / 1000).toFixed(0)} s: "${text}"`);
+        held.splice(0).forEach((f) => f());
+      },
+    });
+    stalling.close();
   }
   // For docs/APP.md (MEASURE=1, only or text): a frame's time with a long
   // text of one's own (a pasted book, 1 MB), the mouse moving over the page.
