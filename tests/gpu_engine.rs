@@ -994,3 +994,34 @@ fn a_repeated_forward_reuses_its_uniforms_and_bind_groups() {
     let want = block_on(cpu.forward(&shorter, &hs, &options)).unwrap();
     check_forward("after the caches, another length", &got, &want);
 }
+
+/// A matrix product's rows lie along one dimension of its grid (65535
+/// workgroups of 32 rows by default: about 2 million tokens). Pages are
+/// capped there: with the limit lowered to 32 workgroups a 1100-token
+/// forward goes in pages of 1024 rows and equals the CPU engine's; before
+/// 2026-12-01 the page held all 1100 rows and a dispatch was refused
+/// (rmsnorm's, one workgroup a row, at 32 x 32 here).
+#[test]
+fn pages_stay_within_a_products_grid() {
+    let name = "pages_stay_within_a_products_grid";
+    let Some(ctx) = context(name) else {
+        return;
+    };
+    let cfg = small_config(PositionEncoding::None, false);
+    let params = Params::<f32>::random(&cfg, 0.3, 41);
+    let mut cpu = CpuEngine::new(cfg.clone(), params.clone()).unwrap();
+    let mut gpu = gpu_engine(ctx, cfg.clone(), params);
+    gpu.set_workgroup_limit(32);
+    assert_eq!(gpu.page_rows_for(1100), 1024);
+    let mut rng = Rng::new(42);
+    let hs = random_scales(&mut rng, &cfg);
+    let tokens = random_tokens(&mut rng, 1100, cfg.vocab_size);
+    let options = ForwardOptions {
+        logits: LogitsRequest::Last(5),
+        entropy: true,
+        ..Default::default()
+    };
+    let want = block_on(cpu.forward(&tokens, &hs, &options)).unwrap();
+    let got = block_on(gpu.forward(&tokens, &hs, &options)).unwrap_or_else(|e| panic!("{e}"));
+    check_forward(name, &got, &want);
+}

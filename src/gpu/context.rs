@@ -371,6 +371,13 @@ impl GpuContext {
         l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
     }
 
+    /// Lowers (never raises) the workgroups a dispatch may have along one
+    /// dimension, as on a device that allows only that.
+    pub(crate) fn lower_workgroup_limit(&mut self, n: u32) {
+        let l = &mut self.report.limits;
+        l.max_compute_workgroups_per_dimension = l.max_compute_workgroups_per_dimension.min(n);
+    }
+
     /// Whether kernels may read f16 (`shader-f16` enabled on the device).
     pub fn has_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)

@@ -28,6 +28,10 @@ const _: () = assert!(BLOCK == 4, "matmul.wgsl holds one block row in one vec4")
 /// Invocations per workgroup side: a workgroup covers (WG_SIDE * BLOCK)^2
 /// elements of C.
 pub const WG_SIDE: u32 = 8;
+/// Rows (and columns) of C per workgroup: a product's grid of rows holds at
+/// most `max_compute_workgroups_per_dimension` of them, which caps the rows
+/// of one product (`GpuEngine::page_rows` pages longer sequences).
+pub const ROWS_PER_WORKGROUP: usize = (BLOCK * WG_SIDE) as usize;
 
 /// Mirrors `Params` in matmul.wgsl field by field.
 #[repr(C)]
@@ -380,7 +384,7 @@ impl Matmul {
             &[(c.buffer, c_len), (a.buffer, a_len), (b.buffer, b_words)],
             &params,
         );
-        let per_workgroup = (BLOCK * WG_SIDE) as u64;
+        let per_workgroup = ROWS_PER_WORKGROUP as u64;
         let workgroups = ctx.grid_2d(
             op,
             (n as u64).div_ceil(per_workgroup),

@@ -332,6 +332,15 @@ impl GpuEngine {
         self.ws = None;
     }
 
+    /// Lowers (never raises) the workgroups per grid dimension this engine
+    /// pages its sequences by and lays its dispatches out in, so tests
+    /// reach the limit of a matrix product's rows at small sizes.
+    #[doc(hidden)]
+    pub fn set_workgroup_limit(&mut self, n: u32) {
+        self.ctx.lower_workgroup_limit(n);
+        self.ws = None;
+    }
+
     /// Lowers (never raises) the max buffer size this engine checks its
     /// buffers against, so tests reach the refusal of outputs that are
     /// read back whole.

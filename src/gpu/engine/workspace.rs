@@ -239,12 +239,19 @@ impl GpuEngine {
     }
 
     /// Rows per page for sequences of up to `t` tokens: as many as the
-    /// widest per-row buffer fits in one binding, at most `t`, and on a
+    /// widest per-row buffer fits in one binding and a matrix product's
+    /// grid holds, at most `t`, and on a
     /// CPU adapter at most the loop budget (llvmpipe stops a weight
     /// gradient's loop over rows at 65535 iterations).
     pub(super) fn page_rows(&self, t: usize) -> usize {
         let row = self.widest_row().1.max(1) as u64 * 4;
         let mut rows = ((self.binding_limit() / row) as usize).min(t);
+        // A matrix product's rows lie along one dimension of its grid, and
+        // a row kernel's workgroups (one a row) fill at most that limit
+        // squared: past either (65535 workgroups of 32 rows, about 2
+        // million tokens, by default) a dispatch would be refused.
+        let grid = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
+        rows = rows.min(grid.saturating_mul(crate::gpu::matmul::ROWS_PER_WORKGROUP.min(grid)));
         if self.ctx.report().is_cpu {
             rows = rows.min(CPU_LOOP_BUDGET as usize);
         }
