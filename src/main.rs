@@ -14,7 +14,7 @@ use nopescope::lab::backend::{self, AnyEngine};
 use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
-use nopescope::model::files::{self, load_model_dir, save_model};
+use nopescope::model::files::{self, load_model_dir};
 use nopescope::model::head_scales::HeadScales;
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
@@ -375,8 +375,7 @@ fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliRe
     let tok = Tokenizer::train_byte_level_bpe(&text, cfg.vocab_size).map_err(err)?;
     cfg.bos_token_id = tok.bos_id();
     let params = Params::<f32>::random(&cfg, 0.02, seed);
-    save_model(out, &cfg, &params).map_err(err)?;
-    tok.save(&out.join(files::TOKENIZER_FILE)).map_err(err)?;
+    files::save_model_with(out, &cfg, &params, Some(&tok)).map_err(err)?;
     eprintln!(
         "wrote {} ({} parameters, tokenizer of {} entries)",
         out.display(),

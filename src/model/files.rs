@@ -387,6 +387,47 @@ mod native {
         Ok(())
     }
 
+    /// Writes several files as one set: each to a temporary beside it
+    /// first, and only once all are written and synced are they put in
+    /// place, one rename after another. A failure while writing (a full
+    /// disk, a missing folder) leaves every file as it was and no
+    /// temporary behind.
+    pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
+        let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+        let mut failed = None;
+        for (path, bytes) in files {
+            let tmp = temp_beside(path);
+            let result = (|| -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            })();
+            match result {
+                Ok(()) => written.push((tmp, path)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    failed = Some(Error::io(path, e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for (tmp, _) in &written {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        for (i, (tmp, path)) in written.iter().enumerate() {
+            if let Err(e) = std::fs::rename(tmp, path) {
+                for (tmp, _) in &written[i..] {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(Error::io(*path, e));
+            }
+        }
+        Ok(())
+    }
+
     fn read(path: &Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| Error::io(path, e))
     }
@@ -558,14 +599,33 @@ mod native {
     }
 
     pub fn save_model(dir: &Path, config: &ModelConfig, params: &Params<f32>) -> Result<()> {
+        save_model_with(dir, config, params, None)
+    }
+
+    /// `save_model`, with the tokenizer beside it when given: weights,
+    /// config and tokenizer written as one set (`write_atomic_set`), so a
+    /// failure leaves the folder's model as it was, not half replaced.
+    pub fn save_model_with(
+        dir: &Path,
+        config: &ModelConfig,
+        params: &Params<f32>,
+        tokenizer: Option<&crate::model::tokenizer::Tokenizer>,
+    ) -> Result<()> {
         if params.layout != ParamLayout::new(config) {
             return Err(Error::Input("parameters do not match the config's layout".into()));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let bytes = params_to_safetensors(params)?;
-        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        let weights = params_to_safetensors(params)?;
         let json = serde_json::to_string_pretty(&config.to_hf()).expect("config serializes");
-        write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+        let tok = tokenizer.map(|t| t.to_json()).transpose()?;
+        let mut files: Vec<(PathBuf, &[u8])> = vec![
+            (dir.join(WEIGHTS_FILE), weights.as_slice()),
+            (dir.join(CONFIG_FILE), json.as_bytes()),
+        ];
+        if let Some(tok) = &tok {
+            files.push((dir.join(TOKENIZER_FILE), tok.as_bytes()));
+        }
+        write_atomic_set(&files)
     }
 }
 
@@ -589,6 +649,43 @@ mod tests {
             assert!(name.starts_with(".entropy.tmp-") && name.ends_with(".png"), "{name}");
         }
         assert_eq!(temp_beside(Path::new("config")).parent(), Some(Path::new(".")));
+    }
+
+    /// A set of files is written whole or not at all: with the last one's
+    /// folder missing, the first two keep their old contents and no
+    /// temporary is left; with all folders there, all three are new.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_set_of_files_is_written_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("nopescope-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.bin"));
+        std::fs::write(&a, "old a").unwrap();
+        std::fs::write(&b, "old b").unwrap();
+        let c = dir.join("missing").join("c.txt");
+        let set = |c: &Path| {
+            vec![
+                (a.clone(), &b"new a"[..]),
+                (b.clone(), &b"new b"[..]),
+                (c.to_path_buf(), &b"new c"[..]),
+            ]
+        };
+        let e = write_atomic_set(&set(&c)).expect_err("the last folder is missing");
+        assert!(e.to_string().contains("c.txt"), "{e}");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 2, "temporaries left: {names:?}");
+        std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        write_atomic_set(&set(&c)).unwrap();
+        for (p, want) in [(&a, "new a"), (&b, "new b"), (&c, "new c")] {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), want);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn fixture(file: &str) -> Vec<u8> {
