@@ -466,7 +466,8 @@ fn pooled_map_speed() {
 
 /// Every head's row for one query, from one run of the model (the pass-key
 /// lab's ranking of heads), is each head's own row; on a model with grouped
-/// keys (4 query heads on 2 key heads) and the bundled one.
+/// keys (4 query heads on 2 key heads) and the bundled one; and the chunked
+/// forward's kept rows are the same.
 #[test]
 fn every_heads_row_in_one_run_is_each_heads_own() {
     use nopescope::model::cpu::inspect::query_rows_every_head;
@@ -513,4 +514,27 @@ fn every_heads_row_in_one_run_is_each_heads_own() {
         }
     }
     assert!(query_rows_every_head(&gqa, &gqa_params, &s.tokens, &gqa_scales, 150).is_err());
+    // The chunked forward (the web page's) keeps the same rows as they go
+    // by, in chunks that end before, at and after the query.
+    use nopescope::model::cpu::chunked::ChunkedForward;
+    for query in [0, 57, 149] {
+        let want = query_rows_every_head(&gqa, &gqa_params, &s.tokens, &gqa_scales, query).unwrap();
+        let mut ch = ChunkedForward::new(&gqa, &gqa_params, &s.tokens, &gqa_scales)
+            .unwrap()
+            .capture_query(query);
+        assert!(ch.query_rows().is_none(), "not before its row is done");
+        while !ch.is_done() {
+            ch.step(13);
+        }
+        let got = ch.query_rows().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (j, (a, b)) in g.iter().zip(w).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                    "chunked, head {k} query {query} key {j}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -539,9 +539,7 @@ pub fn passkey_too_short(length: usize, shortest: usize) -> String {
     )
 }
 
-pub fn passkey_ranking(layer: usize, head: usize) -> String {
-    format!("attention on the key, {}", head_name(layer, head))
-}
+pub const PASSKEY_RANKING: &str = "attention on the key, every head";
 
 pub fn grid_progress(length: usize, depth: f64, trial: usize, trials: usize) -> String {
     format!("length {length}, depth {depth:.2}, trial {trial}/{trials}")

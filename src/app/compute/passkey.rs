@@ -277,32 +277,20 @@ impl Lab {
         let key_tokens = key_token_positions(&self.slot(at.model)?.tokenizer, &doc)?;
         let slot = self.slot(at.model)?;
         let (layers, heads) = (slot.config.num_layers, slot.config.num_heads);
-        // Natively one run of the model gives every head's row; on the web
-        // each head's runs in slices, as the attention viewer's does, so
-        // frames keep coming.
+        // One run of the model gives every head's row (on the web in
+        // slices, the page drawing frames between them).
         #[cfg(not(target_arch = "wasm32"))]
         let rows = {
-            ctl.progress(0.0, text::WORKING);
+            ctl.progress(0.0, text::PASSKEY_RANKING);
             crate::model::cpu::inspect::query_rows_every_head(&slot.config, &slot.params, &doc.tokens, &hs, query)?
         };
         #[cfg(target_arch = "wasm32")]
         let rows = {
-            let mut rows = Vec::with_capacity(layers * heads);
-            for l in 0..layers {
-                for h in 0..heads {
-                    let done = (l * heads + h) as f32 / (layers * heads) as f32;
-                    if !ctl.progress(done, &text::passkey_ranking(l, h)) {
-                        return Err(cancelled());
-                    }
-                    let (q, k, lambda) =
-                        super::sliced_head_qk(&slot.config, &slot.params, &doc.tokens, &hs, l, h, ctl).await?;
-                    let mut row = Vec::new();
-                    crate::model::cpu::inspect::head_rows(&mut row, &q, &k, slot.config.head_dim, query, 1, lambda);
-                    rows.push(row);
-                    let_frames_through().await;
-                }
-            }
-            rows
+            use crate::model::cpu::chunked::ChunkedForward;
+            let mut fwd = ChunkedForward::new(&slot.config, &slot.params, &doc.tokens, &hs)?.capture_query(query);
+            super::run_sliced(&mut fwd, ctl, text::PASSKEY_RANKING, 0.0, 1.0).await?;
+            fwd.query_rows()
+                .ok_or_else(|| Error::Engine("the query's rows were not kept".into()))?
         };
         let mass = rows
             .iter()

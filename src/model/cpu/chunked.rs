@@ -32,6 +32,9 @@ pub struct ChunkedForward<'a> {
     pub loss_sum: f64,
     /// With `capture(layer, head)`: that head's queries, (T, hd), as rotated.
     capture: Option<(usize, usize, Vec<f32>)>,
+    /// With `capture_query(i)`: query i's attention over keys 0..=i in
+    /// every head, (layers x heads) rows of i + 1 weights, layer-major.
+    query_rows: Option<(usize, Vec<f32>)>,
     /// With `outputs`: the logits of rows `keep_from`.. as they go by,
     /// each prediction's loss, and the loss weights `loss_sum` uses.
     keep_from: usize,
@@ -79,6 +82,7 @@ impl<'a> ChunkedForward<'a> {
             entropy_bits: vec![0.0; cfg.num_layers * cfg.num_heads * t],
             loss_sum: 0.0,
             capture: None,
+            query_rows: None,
             keep_from: t,
             logits: Vec::new(),
             losses: None,
@@ -114,6 +118,25 @@ impl<'a> ChunkedForward<'a> {
         let t = self.tokens.len();
         self.capture = Some((layer, head, vec![0.0; t * self.cfg.head_dim]));
         self
+    }
+
+    /// Keeps query `i`'s attention in every head as its row goes by (the
+    /// pass-key lab's ranking of heads: one run for all of them); a query
+    /// past the tokens keeps nothing.
+    pub fn capture_query(mut self, i: usize) -> Self {
+        if i < self.tokens.len() {
+            let rows = self.cfg.num_layers * self.cfg.num_heads;
+            self.query_rows = Some((i, vec![0.0; rows * (i + 1)]));
+        }
+        self
+    }
+
+    /// With `capture_query(i)`, once row i is done: its attention over keys
+    /// 0..=i in every head, layer-major (as
+    /// [`super::inspect::query_rows_every_head`] gives it).
+    pub fn query_rows(&self) -> Option<Vec<Vec<f32>>> {
+        let (i, rows) = self.query_rows.as_ref().filter(|(i, _)| *i < self.done)?;
+        Some(rows.chunks_exact(i + 1).map(<[f32]>::to_vec).collect())
     }
 
     /// The captured head's queries and keys, (T, hd) each, and its lambda =
@@ -284,6 +307,10 @@ impl<'a> ChunkedForward<'a> {
                     seen.iter_mut().for_each(|x| *x *= inv);
                     future.fill(0.0);
                     self.entropy_bits[(l * hh + head) * t + i] = (z.ln() - e / z) / std::f32::consts::LN_2;
+                    if let Some((qi, rows)) = self.query_rows.as_mut().filter(|(qi, _)| *qi == i) {
+                        let w = *qi + 1;
+                        rows[(l * hh + head) * w..(l * hh + head + 1) * w].copy_from_slice(seen);
+                    }
                 }
                 matmul_nn(&mut oh, &scores, vg, n, keys, hd, 1.0, 0.0);
                 for r in 0..n {
