@@ -38,6 +38,11 @@ fn setup(t: usize) -> Setup {
     }
 }
 
+/// `tokens` repeated to `t` tokens (for the speed probes' long inputs).
+fn repeated(tokens: &[u32], t: usize) -> Vec<u32> {
+    tokens.iter().copied().cycle().take(t).collect()
+}
+
 #[test]
 fn rows_match_the_streaming_entropy_and_sum_to_one() {
     let t = 300;
@@ -369,10 +374,7 @@ fn sliced_forward_speed() {
     }
     for t in [1024, 4096] {
         let mut s = setup(t);
-        let mut tokens = s.tokens.clone();
-        while tokens.len() < t {
-            tokens.extend_from_within(..t.min(2 * tokens.len()) - tokens.len());
-        }
+        let tokens = repeated(&s.tokens, t);
         let options = ForwardOptions {
             entropy: true,
             ..Default::default()
@@ -401,10 +403,7 @@ fn sliced_forward_speed() {
 fn pooled_map_speed() {
     for t in [4096, 16384] {
         let mut s = setup(64);
-        let mut tokens = s.tokens.clone();
-        while tokens.len() < t {
-            tokens.extend_from_within(..t.min(2 * tokens.len()) - tokens.len());
-        }
+        let tokens = repeated(&s.tokens, t);
         let options = ForwardOptions {
             entropy: true,
             ..Default::default()

@@ -176,7 +176,8 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
 /// Step with no search yet starts one and pauses after its first step;
 /// Step again runs the second.
 /// The tuning page computes its own views only: the Explore page's entropy
-/// (1024 tokens, 4 windows) ran beside a search before 2026-12-01.
+/// (1024 tokens, 4 windows) ran beside a search before 2026-12-01. The
+/// Explore page computes it, whichever of its panels are shown.
 #[test]
 fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
     use nopescope::app::views::Keys;
@@ -197,6 +198,25 @@ fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
             Some(nopescope::app::jobs::Entry::Done(_))
         ),
         "the Explore page computes it"
+    );
+    // Also with the panels that draw it hidden (a course page embedding
+    // the against-length view alone): the page's readiness and its token
+    // count read it.
+    use nopescope::app::state::{PANEL_ATTENTION, PANEL_CONTROLS, PANEL_ENTROPY};
+    let mut h = harness(ViewState {
+        hide: vec![PANEL_CONTROLS.into(), PANEL_ENTROPY.into(), PANEL_ATTENTION.into()],
+        length: 300,
+        ..Default::default()
+    });
+    app_common::settle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert!(
+        matches!(
+            app.jobs.peek(&keys.entropy(&keys.ones)),
+            Some(nopescope::app::jobs::Entry::Done(_))
+        ),
+        "the Explore page computes it with its panels hidden"
     );
 }
 
@@ -366,16 +386,22 @@ fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
 /// and a note says why; back on NoPE they work (before 2026-12-01 Apply
 /// wrote the scales onto whatever model was in view, and a shape that
 /// did not match was then dropped without a word).
+/// Starts the search, waits for it to finish, and checks its result can be
+/// applied to the model in view.
+fn search_and_see_it_apply(h: &mut Harness<'static, NopeApp>) {
+    h.get_by_label(text::START_SEARCH).click();
+    h.step();
+    wait_for(h, "the search", |a| phase(a) == Some(Phase::Finished));
+    h.run_steps(2);
+    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
+    assert!(!h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
+}
+
 #[test]
 fn a_result_applies_only_to_the_model_it_was_searched_on() {
     let mut h = harness(tuning_state(1));
     h.run_steps(2);
-    h.get_by_label(text::START_SEARCH).click();
-    h.step();
-    wait_for(&mut h, "the search", |a| phase(a) == Some(Phase::Finished));
-    h.run_steps(2);
-    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
-    assert!(!h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
+    search_and_see_it_apply(&mut h);
     h.state_mut().state.model = nopescope::app::state::ModelChoice::Rope;
     h.run_steps(2);
     h.get_by_label(text::RESULT_OTHER_MODEL);
@@ -414,12 +440,7 @@ fn a_result_on_one_opened_model_does_not_apply_to_the_next() {
         assert_eq!(h.state().state.model, ModelChoice::Custom);
     };
     open(&mut h, 1);
-    h.get_by_label(text::START_SEARCH).click();
-    h.step();
-    wait_for(&mut h, "the search", |a| phase(a) == Some(Phase::Finished));
-    h.run_steps(2);
-    assert!(h.query_by_label(text::RESULT_OTHER_MODEL).is_none());
-    assert!(!h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());
+    search_and_see_it_apply(&mut h);
     open(&mut h, 2);
     h.get_by_label(text::RESULT_OTHER_MODEL);
     assert!(h.get_by_label(text::APPLY_RESULT).accesskit_node().is_disabled());

@@ -167,6 +167,7 @@ async function counted(url) {
       controller.enqueue(value);
     },
     cancel(reason) {
+      downloading = false;
       return reader.cancel(reason);
     },
   });

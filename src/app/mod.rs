@@ -337,9 +337,15 @@ impl NopeApp {
         }
         let keys = Keys::of(&self.state, info);
         self.views.tour.follow_up(&mut self.state, &self.jobs, &keys);
-        // Read, not asked for: the Explore page's views ask for it (on the
-        // other pages it would run beside their work).
-        let tokens = match self.jobs.peek(&keys.entropy(&keys.ones)).and_then(|e| e.result()) {
+        // Asked for on the Explore page whatever its panels show (the token
+        // count, the page's readiness); elsewhere only read: it would run
+        // beside those pages' own work.
+        let entropy = keys.entropy(&keys.ones);
+        let entry = match self.state.tab {
+            Tab::Explore => Some(self.jobs.get(&entropy)),
+            _ => self.jobs.peek(&entropy),
+        };
+        let tokens = match entry.and_then(|e| e.result()) {
             Some(JobResult::Entropy(p)) => Some(p.length),
             _ => None,
         };

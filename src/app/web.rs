@@ -303,8 +303,8 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         PUBLISHED.with(|p| *p.borrow_mut() = Some(published));
     }
     let keys = super::views::Keys::of(&app.state, app.info());
-    // Read, not asked for: the Explore page asks for it where it is shown
-    // (elsewhere it would run beside that page's own work).
+    // Read, not asked for: the Explore page asks for it (`NopeApp::ui`;
+    // elsewhere it would run beside that page's own work).
     let entropy = match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(|e| e.result()) {
         Some(JobResult::Entropy(p)) => {
             let mean = p.mean_over_heads();

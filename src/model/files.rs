@@ -391,7 +391,9 @@ mod native {
     /// first, and only once all are written and synced are they put in
     /// place, one rename after another. A failure while writing (a full
     /// disk, a missing folder) leaves every file as it was and no
-    /// temporary behind.
+    /// temporary behind; a rename refused halfway (a target made
+    /// read-only or a folder meanwhile) leaves the files renamed before it
+    /// new and the rest old, and says which.
     pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
         let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
         let mut failed = None;
@@ -604,7 +606,8 @@ mod native {
 
     /// `save_model`, with the tokenizer beside it when given: weights,
     /// config and tokenizer written as one set (`write_atomic_set`), so a
-    /// failure leaves the folder's model as it was, not half replaced.
+    /// failure while writing (a full disk) leaves the folder's model as it
+    /// was, not half replaced.
     pub fn save_model_with(
         dir: &Path,
         config: &ModelConfig,

@@ -281,7 +281,9 @@ impl Lab {
         // slices, the page drawing frames between them).
         #[cfg(not(target_arch = "wasm32"))]
         let rows = {
-            ctl.progress(0.0, text::PASSKEY_RANKING);
+            if !ctl.progress(0.0, text::PASSKEY_RANKING) {
+                return Err(cancelled());
+            }
             crate::model::cpu::inspect::query_rows_every_head(&slot.config, &slot.params, &doc.tokens, &hs, query)?
         };
         #[cfg(target_arch = "wasm32")]

@@ -200,7 +200,7 @@ pub const POOL_BLOCK: usize = 64;
 impl Pooler {
     /// A map of `cells` x `cells` (at most T x T) for T = `t` positions.
     pub fn new(t: usize, cells: usize) -> Self {
-        let n = cells.min(t);
+        let n = cells.min(t).max(1);
         let starts = (0..=n).map(|b| (b * t).div_ceil(n.max(1))).collect();
         Pooler {
             t,
