@@ -303,9 +303,12 @@ impl NopeApp {
         #[cfg(not(target_arch = "wasm32"))]
         if self.options.log_timing && was_busy && self.jobs.is_idle() {
             let s = &self.frame_stats;
+            let first = match self.first_plot_s {
+                Some(t) => format!("{t:.2} s after the first frame"),
+                None => "not drawn (another page)".to_string(),
+            };
             eprintln!(
-                "timing: first entropy plot {:.2} s after the first frame; frames while computing: {}, mean {:.1} ms, max {:.1} ms; the app's UI code at most {:.1} ms a frame",
-                self.first_plot_s.unwrap_or(f64::NAN),
+                "timing: first entropy plot {first}; frames while computing: {}, mean {:.1} ms, max {:.1} ms; the app's UI code at most {:.1} ms a frame",
                 s.busy_frames,
                 s.busy_total_ms / s.busy_frames.max(1) as f64,
                 s.busy_max_ms,
