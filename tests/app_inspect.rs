@@ -316,7 +316,7 @@ fn sliced_engine_forward_matches_the_whole_forward() {
 }
 
 /// The web page's attention rows (captured while the chunked forward runs)
-/// are the engine's.
+/// are the engine's, whether it runs through or stops at the layer.
 #[test]
 fn chunked_capture_gives_the_attention_rows() {
     use nopescope::model::cpu::chunked::ChunkedForward;
@@ -324,15 +324,24 @@ fn chunked_capture_gives_the_attention_rows() {
     let mut s = setup(t);
     let cfg = s.cpu.config().clone();
     let queries = [0usize, 77, t - 1];
-    for dir_layer_head in [(1usize, 2usize), (3, 0)] {
-        let (layer, head) = dir_layer_head;
+    for (layer, head, stop) in [(1usize, 2usize, false), (3, 0, false), (0, 1, true), (2, 3, true)] {
         let want = block_on(s.cpu.attention_rows(&s.tokens, &s.scales, layer, head, &queries)).unwrap();
         let mut ch = ChunkedForward::new(&cfg, &s.params, &s.tokens, &s.scales)
             .unwrap()
             .capture(layer, head);
+        // Run only up to the layer (as the web page does), or through.
+        if stop {
+            ch = ch.stop_at(layer);
+        }
         while !ch.is_done() {
             ch.step(11);
         }
+        // Stopped: no attention at the layer (its entropy is never made)
+        // and no LM head (no loss); run through: both.
+        let heads = cfg.num_heads;
+        let at_layer = &ch.entropy_bits[layer * heads * t..(layer + 1) * heads * t];
+        assert_eq!(at_layer.iter().all(|&e| e == 0.0), stop, "layer {layer}: entropy");
+        assert_eq!(ch.loss_sum == 0.0, stop, "layer {layer}: loss {}", ch.loss_sum);
         let mut row = vec![0f32; t];
         for (k, &q) in queries.iter().enumerate() {
             ch.attention_row(q, &mut row).unwrap();
@@ -390,6 +399,29 @@ fn sliced_forward_speed() {
             block_on(engine.forward(&tokens, &s.scales, &options)).unwrap();
             let secs = t0.elapsed().as_secs_f64();
             eprintln!("{name} forward at {t}: {secs:.3} s, {:.0} tokens/s", t as f64 / secs);
+        }
+        // The attention viewer's capture of one head (the web page's), run
+        // through every layer and the LM head, or stopped at the layer.
+        use nopescope::model::cpu::chunked::ChunkedForward;
+        let cfg = s.cpu.config().clone();
+        for layer in [0, cfg.num_layers - 1] {
+            for stop in [false, true] {
+                let mut ch = ChunkedForward::new(&cfg, &s.params, &tokens, &s.scales)
+                    .unwrap()
+                    .capture(layer, 0);
+                if stop {
+                    ch = ch.stop_at(layer);
+                }
+                let t0 = std::time::Instant::now();
+                while !ch.is_done() {
+                    ch.step(64);
+                }
+                let how = if stop { "stopped at the layer" } else { "run through" };
+                eprintln!(
+                    "capture of layer {layer} at {t}, {how}: {:.3} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
         }
     }
 }

@@ -825,7 +825,9 @@ async fn sliced_head_qk(
     if layer >= cfg.num_layers || head >= cfg.num_heads {
         return Err(Error::Input(format!("no layer {layer}, head {head} in this model")));
     }
-    let mut fwd = ChunkedForward::new(cfg, params, tokens, hs)?.capture(layer, head);
+    let mut fwd = ChunkedForward::new(cfg, params, tokens, hs)?
+        .capture(layer, head)
+        .stop_at(layer);
     run_sliced(&mut fwd, ctl, super::text::WORKING, 0.0, 0.5).await?;
     let (q, k, lambda) = fwd
         .captured()

@@ -32,6 +32,8 @@ pub struct ChunkedForward<'a> {
     pub loss_sum: f64,
     /// With `capture(layer, head)`: that head's queries, (T, hd), as rotated.
     capture: Option<(usize, usize, Vec<f32>)>,
+    /// With `stop_at(layer)`: the last layer run, up to its queries and keys.
+    stop_at: Option<usize>,
     /// With `capture_query(i)`: query i's attention over keys 0..=i in
     /// every head, (layers x heads) rows of i + 1 weights, layer-major.
     query_rows: Option<(usize, Vec<f32>)>,
@@ -82,6 +84,7 @@ impl<'a> ChunkedForward<'a> {
             entropy_bits: vec![0.0; cfg.num_layers * cfg.num_heads * t],
             loss_sum: 0.0,
             capture: None,
+            stop_at: None,
             query_rows: None,
             keep_from: t,
             logits: Vec::new(),
@@ -117,6 +120,16 @@ impl<'a> ChunkedForward<'a> {
     pub fn capture(mut self, layer: usize, head: usize) -> Self {
         let t = self.tokens.len();
         self.capture = Some((layer, head, vec![0.0; t * self.cfg.head_dim]));
+        self
+    }
+
+    /// Runs each row only as far as `layer`'s queries and keys (what
+    /// `capture` keeps): no attention there, no layer past it, no LM head,
+    /// so neither entropy, loss nor logits are made. The attention viewer's
+    /// head needs no more (for layer 0 of the bundled model, about a
+    /// third of the whole forward).
+    pub fn stop_at(mut self, layer: usize) -> Self {
+        self.stop_at = Some(layer);
         self
     }
 
@@ -282,6 +295,10 @@ impl<'a> ChunkedForward<'a> {
                             .copy_from_slice(&q[r * qd + *ch * hd..r * qd + (*ch + 1) * hd]);
                     }
                 }
+            }
+            if self.stop_at == Some(l) {
+                self.done = a + n;
+                return;
             }
             // Attention of the new rows over keys 0..=i, per head as two
             // matrix products (scores, then the weighted values) around a
