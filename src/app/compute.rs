@@ -243,6 +243,7 @@ struct HeadQk {
     key: (InputAt, ScalesKey, usize, usize),
     q: Vec<f32>,
     k: Vec<f32>,
+    hd: usize,
     lambda: f32,
 }
 
@@ -505,12 +506,13 @@ impl Lab {
             self.head = None;
             let (layer, head) = (key.2, key.3);
             let slot = self.slot(key.0.model)?;
+            let hd = slot.config.head_dim;
             #[cfg(not(target_arch = "wasm32"))]
             let (q, k, lambda) =
                 crate::model::cpu::inspect::head_qk(&slot.config, &slot.params, tokens, hs, layer, head)?;
             #[cfg(target_arch = "wasm32")]
             let (q, k, lambda) = sliced_head_qk(&slot.config, &slot.params, tokens, hs, layer, head, ctl).await?;
-            self.head = Some(HeadQk { key, q, k, lambda });
+            self.head = Some(HeadQk { key, q, k, hd, lambda });
         }
         self.head
             .as_ref()
@@ -598,11 +600,8 @@ impl Lab {
                 let w = &r.windows[0];
                 let q = query.or(r.retrieval_query).unwrap_or(w.len() - 1).min(w.len() - 1);
                 let key = (at.clone(), scales.clone(), *layer, *head);
-                let hd = self.slot(at.model)?.config.head_dim;
                 let h = self.head_qk(key, w, &hs, ctl).await?;
-                let mut row = Vec::new();
-                crate::model::cpu::inspect::head_rows(&mut row, &h.q, &h.k, hd, q, 1, h.lambda);
-                row.resize(w.len(), 0.0);
+                let row = crate::model::cpu::inspect::head_row(&h.q, &h.k, h.hd, q, h.lambda, w.len());
                 Ok(JobResult::AttnRow(AttnRowResult {
                     query: q,
                     row,
@@ -620,13 +619,12 @@ impl Lab {
                 let r = self.resolve(at)?;
                 let w = &r.windows[0];
                 let key = (at.clone(), scales.clone(), *layer, *head);
-                let hd = self.slot(at.model)?.config.head_dim;
                 let h = self.head_qk(key, w, &hs, ctl).await?;
                 let mut pooler = crate::model::cpu::inspect::Pooler::new(w.len(), super::state::POOLED_CELLS);
                 #[cfg(target_arch = "wasm32")]
                 let mut t0 = super::web::now_ms();
                 while !pooler.is_done() {
-                    pooler.step(&h.q, &h.k, hd, h.lambda);
+                    pooler.step(&h.q, &h.k, h.hd, h.lambda);
                     // On the web the page draws a frame between slices.
                     #[cfg(target_arch = "wasm32")]
                     if super::web::now_ms() - t0 > SLICE_MS {

@@ -55,6 +55,8 @@ pub enum FillerKey {
 pub struct TextKey {
     hash: u64,
     text: Arc<str>,
+    /// Its characters, counted once (the input panel says them each frame).
+    chars: usize,
 }
 
 impl TextKey {
@@ -75,6 +77,7 @@ impl TextKey {
             let key = TextKey {
                 hash: std::hash::Hasher::finish(&h),
                 text: text.into(),
+                chars: text.chars().count(),
             };
             *last = Some(key.clone());
             key
@@ -83,6 +86,10 @@ impl TextKey {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    pub fn chars(&self) -> usize {
+        self.chars
     }
 }
 
@@ -819,5 +826,6 @@ mod tests {
         set.insert(key(&a));
         assert!(set.contains(&key(&d)) && !set.contains(&key(&c)));
         assert_eq!(format!("{a:?}"), "TextKey(19 bytes: \"the quick brown fox\")");
+        assert_eq!(TextKey::of("été").chars(), 3);
     }
 }

@@ -372,19 +372,29 @@ mod native {
     /// `write_atomic` for contents written piece by piece (a file larger
     /// than is worth holding in memory whole).
     pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+        let tmp = write_temp(path, write)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+    }
+
+    /// Writes `path`'s new contents to a temporary beside it (`temp_beside`)
+    /// and syncs it; returns the temporary, or removes it on failure.
+    fn write_temp(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<PathBuf> {
         let tmp = temp_beside(path);
         let result = (|| -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             write(&mut f)?;
-            let f = f.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(Error::io(path, e))
+            }
         }
-        Ok(())
     }
 
     /// Writes several files as one set: each to a temporary beside it
@@ -396,28 +406,16 @@ mod native {
     /// new and the rest old, and says which.
     pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
         let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
-        let mut failed = None;
         for (path, bytes) in files {
-            let tmp = temp_beside(path);
-            let result = (|| -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(bytes)?;
-                f.sync_all()
-            })();
-            match result {
-                Ok(()) => written.push((tmp, path)),
+            match write_temp(path, |f| f.write_all(bytes)) {
+                Ok(tmp) => written.push((tmp, path)),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    failed = Some(Error::io(path, e));
-                    break;
+                    for (tmp, _) in &written {
+                        let _ = std::fs::remove_file(tmp);
+                    }
+                    return Err(e);
                 }
             }
-        }
-        if let Some(e) = failed {
-            for (tmp, _) in &written {
-                let _ = std::fs::remove_file(tmp);
-            }
-            return Err(e);
         }
         for (i, (tmp, path)) in written.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, path) {

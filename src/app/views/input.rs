@@ -70,7 +70,9 @@ impl InputView {
                         )
                     });
                 if !state.pasted_text.is_empty() {
-                    ui.label(egui::RichText::new(text::pasted_size(state.pasted_text.chars().count())).weak());
+                    // Counted once per text (the key the views share), not each frame.
+                    let chars = crate::app::jobs::TextKey::of(&state.pasted_text).chars();
+                    ui.label(egui::RichText::new(text::pasted_size(chars)).weak());
                 }
             }
         }

@@ -168,10 +168,7 @@ impl<'a> ChunkedForward<'a> {
     /// 0..=i, into `row` (length > i, zero past i); None without a capture.
     pub fn attention_row(&self, i: usize, row: &mut [f32]) -> Option<()> {
         let (q, k, lambda) = self.captured()?;
-        let mut one = Vec::new();
-        super::inspect::head_rows(&mut one, q, k, self.cfg.head_dim, i, 1, lambda);
-        row[..=i].copy_from_slice(&one);
-        row[i + 1..].fill(0.0);
+        row.copy_from_slice(&super::inspect::head_row(q, k, self.cfg.head_dim, i, lambda, row.len()));
         Some(())
     }
 

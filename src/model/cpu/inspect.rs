@@ -129,9 +129,7 @@ pub fn query_rows_every_head(
             let qh = gather(q, query + 1, cfg.q_dim(), h * hd, hd);
             let kh = gather(k, query + 1, cfg.kv_dim(), (h / group) * hd, hd);
             let lambda = head_scales.get(l, h) / (hd as f32).sqrt();
-            let mut row = Vec::new();
-            head_rows(&mut row, &qh, &kh, hd, query, 1, lambda);
-            rows.push(row);
+            rows.push(head_row(&qh, &kh, hd, query, lambda, query + 1));
         }
     });
     Ok(rows)
@@ -178,6 +176,15 @@ pub fn head_rows(out: &mut Vec<f32>, q: &[f32], k: &[f32], hd: usize, i0: usize,
     width
 }
 
+/// Query `i`'s attention over keys 0..=i of one head (`head_rows` for one
+/// row), zero-padded to `width` (at least i + 1) weights.
+pub fn head_row(q: &[f32], k: &[f32], hd: usize, i: usize, lambda: f32, width: usize) -> Vec<f32> {
+    let mut row = Vec::with_capacity(width);
+    head_rows(&mut row, q, k, hd, i, 1, lambda);
+    row.resize(width, 0.0);
+    row
+}
+
 /// One head's T x T attention pooled to n x n cells, built a block of query
 /// rows at a time (`step`), so a caller can pause between blocks (the web
 /// page draws a frame there): cell (a, b) is the mean over the queries of
@@ -201,7 +208,7 @@ impl Pooler {
     /// A map of `cells` x `cells` (at most T x T) for T = `t` positions.
     pub fn new(t: usize, cells: usize) -> Self {
         let n = cells.min(t).max(1);
-        let starts = (0..=n).map(|b| (b * t).div_ceil(n.max(1))).collect();
+        let starts = (0..=n).map(|b| (b * t).div_ceil(n)).collect();
         Pooler {
             t,
             n,
@@ -296,13 +303,10 @@ pub fn attention_rows(
     }
     let (q, k, lambda) = head_qk(cfg, params, tokens, head_scales, layer, head)?;
     let hd = cfg.head_dim;
-    let mut out = vec![0f32; queries.len() * t];
-    let mut one = Vec::new();
-    for (row, &i) in out.chunks_exact_mut(t).zip(queries) {
-        head_rows(&mut one, &q, &k, hd, i, 1, lambda);
-        row[..=i].copy_from_slice(&one);
-    }
-    Ok(out)
+    Ok(queries
+        .iter()
+        .flat_map(|&i| head_row(&q, &k, hd, i, lambda, t))
+        .collect())
 }
 
 /// The T x T attention of one head pooled to n x n cells, n = min(cells, T):
