@@ -356,6 +356,26 @@ fn gpu_matches_cpu_nope_split_keys() {
     });
 }
 
+/// The split forward's partial sums as large as a binding may be: at 300
+/// tokens three splits of 4 heads of dim 8 need 158,400 bytes, over a max
+/// storage binding of 105,600 (the whole 300 rows of the widest
+/// activation, so no paging): the engine takes fewer splits, here two
+/// (105,600 bytes), instead of refusing the binding.
+#[test]
+fn split_keys_fit_a_lowered_binding_limit() {
+    against_cpu(Case {
+        t: 300,
+        key_split: Some(KeySplit::GPU),
+        paged: Some((105_600, 300)),
+        ..Case::small(
+            "nope untied, keys split under a lowered binding limit",
+            small_config(PositionEncoding::None, false),
+            15,
+            1024,
+        )
+    });
+}
+
 /// The engine names the attention forms it runs (for the bench's record),
 /// and the key split follows `set_key_split`: off on a CPU adapter.
 #[test]

@@ -1161,7 +1161,10 @@ fn attention_in_pages(
     let (dq, dk, dv) = (nan("dq", qs), nan("dk", kvs), nan("dv", kvs));
     let rowstats = nan("rowstats", 2 * heads);
     // The engine sizes the state so (a first page may split its keys).
-    let state = g.upload("state", &vec![f32::NAN; attn.state_len(AttnShape { t: page, ..shape })]);
+    let state = g.upload(
+        "state",
+        &vec![f32::NAN; attn.state_len(&g.ctx, AttnShape { t: page, ..shape })],
+    );
     let partials = g.upload("partials", &vec![f32::NAN; heads * page]);
     let ds = g.upload("ds", &vec![f32::NAN; heads]);
     let span = |qi: usize, kj: usize| AttnSpan {
@@ -1720,13 +1723,41 @@ fn split_state_fits_its_bound() {
                 let bound = KeySplit::GPU
                     .state_bound(FLASH_WG as usize, heads, hd, t)
                     .max(3 * heads * t);
-                let len = attn.state_len(shape);
+                let len = attn.state_len(&g.ctx, shape);
                 assert!(
                     len <= bound,
                     "hd {hd}, {heads} heads, T {t}: state {len} > bound {bound}"
                 );
             }
         }
+        // Under a lowered max storage binding the splits shrink to fit it
+        // (a buffer for 300 tokens of 4 heads serves every shorter
+        // sequence, each with its own splits), down to none where two
+        // splits of the shortest sequence that splits, 129 tokens, pass it.
+        let shape = AttnShape {
+            t: 300,
+            heads: 4,
+            kv_heads: 1,
+            hd,
+        };
+        let unsplit = 3 * 4 * 300;
+        let bytes = |splits: usize, rows: usize| (splits * 4 * rows * (hd + 3) * 4) as u64;
+        for limit in [
+            bytes(3, 300),
+            bytes(3, 300) - 1,
+            bytes(2, 300),
+            bytes(2, 200),
+            bytes(2, 129),
+        ] {
+            let ctx = g.ctx.clone().with_binding_limit(limit);
+            let len = attn.state_len(&ctx, shape);
+            assert!(
+                len > unsplit && len as u64 * 4 <= limit,
+                "hd {hd}, binding limit {limit}: state {len}"
+            );
+        }
+        let ctx = g.ctx.clone().with_binding_limit(bytes(2, 129) - 1);
+        assert_eq!(attn.state_len(&ctx, shape), unsplit, "hd {hd}: no split fits");
     }
 }
 

@@ -510,7 +510,7 @@ impl AttentionScratch {
     pub async fn new(ctx: &GpuContext, attn: &Attention, shape: AttnShape) -> Result<Self> {
         let AttnShape { t, heads, .. } = shape;
         Ok(AttentionScratch {
-            forward_state: ctx.zeros("attention forward state", attn.state_len(shape)).await?,
+            forward_state: ctx.zeros("attention forward state", attn.state_len(ctx, shape)).await?,
             rowstats: ctx.zeros("attention rowstats", 2 * heads * t).await?,
             dscale_partials: ctx.zeros("attention dscale partials", heads * t).await?,
         })
@@ -672,8 +672,10 @@ impl Attention {
 
     /// Keys per split of the flash forward over `span` (a multiple of its
     /// key tile), or None where it does not split (`KeySplit`; and where a
-    /// split would pass the loop budget).
-    fn split_len(&self, shape: AttnShape, span: AttnSpan) -> Option<usize> {
+    /// split would pass the loop budget). The partial sums of all splits
+    /// stay within one binding of `binding` bytes: fewer splits where they
+    /// would not, none where two would not fit.
+    fn split_len(&self, shape: AttnShape, span: AttnSpan, binding: u64) -> Option<usize> {
         let f = self.flash.as_ref().filter(|f| f.hd as usize == shape.hd)?;
         let whole = span.q_first == 0 && span.k_first == 0 && span.keys == span.rows;
         let KeySplit { workgroups, min_keys } = self.key_split;
@@ -682,7 +684,15 @@ impl Attention {
             return None;
         }
         let tile = f.key_tile as usize;
-        let splits = workgroups.div_ceil(blocks).min(span.keys.div_ceil(min_keys.max(1)));
+        let per_split = (shape.heads * span.rows * (shape.hd + 3)) as u64 * 4;
+        let fit = usize::try_from(binding / per_split).unwrap_or(usize::MAX);
+        let splits = workgroups
+            .div_ceil(blocks)
+            .min(span.keys.div_ceil(min_keys.max(1)))
+            .min(fit);
+        if splits < 2 {
+            return None;
+        }
         let len = span.keys.div_ceil(splits.max(1)).div_ceil(tile) * tile;
         // A workgroup walks `len` keys: within the loop budget, in one pass.
         (len < span.keys && len <= self.pass_len(shape.hd, 1)).then_some(len)
@@ -694,14 +704,21 @@ impl Attention {
     /// largest (splits, H, T', hd + 3) partial sums for T' up to T, found
     /// by walking T' up to where the blocks alone make
     /// `KeySplit::workgroups` (`KeySplit::state_bound` bounds it).
-    pub fn state_len(&self, shape: AttnShape) -> usize {
+    pub fn state_len(&self, ctx: &GpuContext, shape: AttnShape) -> usize {
+        let binding = ctx.limits().max_storage_buffer_binding_size;
         let AttnShape { t, heads, .. } = shape;
         let last = match &self.flash {
             Some(f) if self.key_split.workgroups > 0 => t.min(f.wg as usize * self.key_split.workgroups / heads.max(1)),
             _ => 0,
         };
         let split = (1..=last)
-            .filter_map(|t| Some(split_state_len(shape, t, self.split_len(shape, AttnSpan::whole(t))?)))
+            .filter_map(|t| {
+                Some(split_state_len(
+                    shape,
+                    t,
+                    self.split_len(shape, AttnSpan::whole(t), binding)?,
+                ))
+            })
             .max();
         split.unwrap_or(0).max(3 * heads * t)
     }
@@ -817,7 +834,7 @@ impl Attention {
             q_first, rows, keys, ..
         } = span;
         let (qn, kvn, stats) = span_sizes(shape, span);
-        let split_len = self.split_len(shape, span);
+        let split_len = self.split_len(shape, span, ctx.limits().max_storage_buffer_binding_size);
         let state_len = split_len.map_or(3 * stats, |len| split_state_len(shape, rows, len));
         let storage = [
             ("out", out, qn),

@@ -318,7 +318,7 @@ impl GpuEngine {
             attn_state: ctx
                 .zeros(
                     "attention forward state",
-                    self.kernels.attention.state_len(cfg.attn_shape(page_rows)),
+                    self.kernels.attention.state_len(ctx, cfg.attn_shape(page_rows)),
                 )
                 .await?,
             z: ctx.zeros("logits chunk", chunk * vocab).await?,
