@@ -306,6 +306,36 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     assert_eq!(next.state().share_address(), "");
     next.state_mut().restore(&storage);
     assert_eq!(next.state().share_address(), address);
+
+    // The desktop app keeps the same in its own file too, written whole
+    // (`app::saved`), which it reads first; a save it cannot write is said
+    // in the status bar, and the next one that works clears it.
+    use eframe::Storage;
+    use nopescope::app::saved::StateFile;
+    let dir = std::env::temp_dir().join(format!("nopescope-app-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Its folder, a file by the time of the save: not writable.
+    let blocked = StateFile::open(dir.join("sub").join("state.json")).unwrap();
+    std::fs::write(dir.join("sub"), b"").unwrap();
+    h.state_mut().set_state_file(blocked);
+    eframe::App::save(h.state_mut(), &mut MapStorage::default());
+    h.run_steps(2);
+    let note = h.state().state_note.clone().unwrap_or_default();
+    assert!(note.starts_with(text::STATE_NOT_SAVED), "{note}");
+    h.get_by_label(&text::error(&note));
+    let path = dir.join("state.json");
+    h.state_mut().set_state_file(StateFile::open(path.clone()).unwrap());
+    eframe::App::save(h.state_mut(), &mut MapStorage::default());
+    assert_eq!(h.state().state_note, None, "a save that worked clears the note");
+    let kept = StateFile::open(path).unwrap();
+    for key in [nopescope::app::STORAGE_KEY, nopescope::app::SHARE_ADDRESS_KEY] {
+        assert_eq!(kept.get_string(key).as_ref(), storage.0.get(key), "{key}");
+    }
+    let mut next = harness(ViewState::default(), 1280.0);
+    next.state_mut().restore(&kept);
+    assert_eq!(next.state().share_address(), address);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// What eframe keeps between runs, in memory.

@@ -180,6 +180,16 @@ async function start(base) {
   window.wasmBindings = bindings;
   dispatchEvent(new CustomEvent("TrunkApplicationStarted", { detail: { wasm } }));
 }
+// After a start, what stops the app without a panic (whose message the
+// app writes itself): a trap, most often memory running out in a long
+// computation, which would otherwise leave the page frozen with the reason
+// in the console only.
+addEventListener('error', (event) => {
+  const error = document.getElementById('nopescope_error');
+  if (!error || error.textContent || !(event.error instanceof WebAssembly.RuntimeError)) return;
+  error.textContent = 'nopescope stopped: ' + event.error.message +
+    ' (most often this means the browser gave the page no more memory: a shorter input needs less). Reload the page; the browser\'s console has the details.';
+});
 for (let i = 0; ; i++) {
   try {
     await start(builds[i]);

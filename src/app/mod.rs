@@ -12,6 +12,8 @@ pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod palette;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod saved;
 pub mod search_job;
 pub mod state;
 pub mod text;
@@ -91,6 +93,11 @@ pub struct NopeApp {
     pub exporter: export::Exporter,
     /// The document the chosen query belongs to (see `forget_stale_query`).
     query_document: Option<QueryDocument>,
+    /// The desktop app's own copy of what it keeps between runs.
+    #[cfg(not(target_arch = "wasm32"))]
+    state_file: Option<saved::StateFile>,
+    /// What went wrong keeping the state (shown in the status bar).
+    pub state_note: Option<String>,
 }
 
 /// What a chosen query position is a position in: another model or input
@@ -151,14 +158,52 @@ impl NopeApp {
             first_plot_s: None,
             exporter: export::Exporter::default(),
             query_document: None,
+            #[cfg(not(target_arch = "wasm32"))]
+            state_file: None,
+            state_note: None,
         }
     }
 
     /// The desktop app, from eframe's creation context: the saved state,
     /// and eframe's own wgpu device for the GPU engine.
     pub fn from_creation(cc: &eframe::CreationContext<'_>, state: Option<ViewState>) -> Self {
-        let saved = cc
-            .storage
+        Self::from_storage(cc, state, cc.storage)
+    }
+
+    /// The desktop app with its own state file, read before eframe's
+    /// storage (which holds the same, written in place), and written at
+    /// each of eframe's saves; `note` says what was wrong with it, if
+    /// anything (shown in the status bar).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_creation_with_file(
+        cc: &eframe::CreationContext<'_>,
+        state: Option<ViewState>,
+        file: Option<saved::StateFile>,
+        note: Option<String>,
+    ) -> Self {
+        let kept: Option<&dyn eframe::Storage> = match &file {
+            Some(f) if !f.is_empty() => Some(f),
+            _ => cc.storage,
+        };
+        let mut app = Self::from_storage(cc, state, kept);
+        app.state_file = file;
+        app.state_note = note;
+        app
+    }
+
+    /// Keeps what the app keeps between runs in `file` too (see
+    /// `from_creation_with_file`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_state_file(&mut self, file: saved::StateFile) {
+        self.state_file = Some(file);
+    }
+
+    fn from_storage(
+        cc: &eframe::CreationContext<'_>,
+        state: Option<ViewState>,
+        storage: Option<&dyn eframe::Storage>,
+    ) -> Self {
+        let saved = storage
             .and_then(|s| s.get_string(STORAGE_KEY))
             .and_then(|json| ViewState::from_json(&json).ok());
         let gpu = cc.wgpu_render_state.as_ref().map(|rs| GpuSource {
@@ -172,10 +217,16 @@ impl NopeApp {
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
         };
         let mut app = Self::new(&cc.egui_ctx, state, gpu, options);
-        if let Some(storage) = cc.storage {
+        if let Some(storage) = storage {
             app.restore(storage);
         }
         app
+    }
+
+    /// Writes what the app keeps between runs into `storage`.
+    fn keep(&self, storage: &mut dyn eframe::Storage) {
+        storage.set_string(STORAGE_KEY, self.state.to_json());
+        storage.set_string(SHARE_ADDRESS_KEY, self.views.share.address.clone());
     }
 
     /// A query chosen in another document is dropped for the default one
@@ -362,6 +413,9 @@ impl NopeApp {
             let exported = self.exporter.message.clone();
             egui::Panel::bottom("status").show(ui, |ui| {
                 self.views.status.ui(ui, &mut self.state, &mut self.jobs, frame_ms);
+                if let Some(note) = &self.state_note {
+                    ui.colored_label(crate::app::palette::ERROR, text::error(note));
+                }
                 if let Some((m, failed)) = exported {
                     if failed {
                         ui.colored_label(crate::app::palette::ERROR, text::error(&m));
@@ -525,8 +579,25 @@ impl eframe::App for NopeApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        storage.set_string(STORAGE_KEY, self.state.to_json());
-        storage.set_string(SHARE_ADDRESS_KEY, self.views.share.address.clone());
+        self.keep(storage);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(mut file) = self.state_file.take() {
+            self.keep(&mut file);
+            match file.write() {
+                Ok(()) => {
+                    // A failure said before is over.
+                    if self
+                        .state_note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(text::STATE_NOT_SAVED))
+                    {
+                        self.state_note = None;
+                    }
+                }
+                Err(e) => self.state_note = Some(format!("{}: {e}", text::STATE_NOT_SAVED)),
+            }
+            self.state_file = Some(file);
+        }
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -555,7 +626,19 @@ pub fn run_native() -> Result<(), String> {
     eframe::run_native(
         "nopescope",
         options,
-        Box::new(move |cc| Ok(Box::new(NopeApp::from_creation(cc, state)))),
+        Box::new(move |cc| {
+            let (file, note) = match saved::StateFile::default_path() {
+                Some(path) => {
+                    let (file, note) = saved::StateFile::open_or_set_aside(path);
+                    (Some(file), note.map(|n| format!("{}: {n}", text::STATE_FILE)))
+                }
+                None => (None, None),
+            };
+            if let Some(note) = &note {
+                eprintln!("nopescope: {note}");
+            }
+            Ok(Box::new(NopeApp::from_creation_with_file(cc, state, file, note)))
+        }),
     )
     .map_err(|e| e.to_string())
 }

@@ -150,6 +150,11 @@ pub fn text_too_short(have: usize, start_token: bool, asked: usize) -> String {
     format!("your text has {text} tokens{with}, fewer than the {asked} asked for: the views use all of them")
 }
 
+/// Before a problem with the desktop app's own state file (`app::saved`).
+pub const STATE_FILE: &str = "the saved view";
+/// Before why the desktop app's state could not be written.
+pub const STATE_NOT_SAVED: &str = "the view was not saved";
+
 pub fn error(message: &str) -> String {
     format!("Error: {message}")
 }

@@ -68,6 +68,25 @@ pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// For the page's test of how a stop shows: `"worker"` makes the next
+/// task a Web Worker of the CPU engine takes abort that worker (in the
+/// threads build); `"page"` aborts the page's thread after this call
+/// returns. Either traps as memory running out does.
+#[wasm_bindgen]
+pub fn nopescope_test_fault(which: &str) {
+    match which {
+        #[cfg(target_feature = "atomics")]
+        "worker" => crate::model::cpu::par::stop_a_worker(),
+        "page" => {
+            let abort = Closure::once_into_js(|| -> () { std::process::abort() });
+            if let Some(window) = web_sys::window() {
+                let _ = window.set_timeout_with_callback(abort.unchecked_ref());
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Starts a temperature search with the tuning panel's settings (as its
 /// Start button does); `nopescope_status().search` follows it.
 #[wasm_bindgen]
@@ -416,6 +435,9 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
         });
         js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_bench_forward"), bench.as_ref())?;
         bench.forget();
+        let fault = Closure::<dyn Fn(String)>::new(|which: String| nopescope_test_fault(&which));
+        js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_test_fault"), fault.as_ref())?;
+        fault.forget();
         let search = Closure::<dyn Fn()>::new(nopescope_start_search);
         js_sys::Reflect::set(&window, &JsValue::from_str("nopescope_start_search"), search.as_ref())?;
         search.forget();
@@ -472,18 +494,32 @@ mod threads {
 
     /// A worker: loads the page's bindings (their URL, the module and the
     /// memory come in its first message), starts this module on the shared
-    /// memory with a 2 MiB stack, and joins the pool for good.
+    /// memory with a 2 MiB stack, and joins the pool for good. If it stops
+    /// (a trap: memory ran out, or an abort after a panic) it says so to
+    /// the pool, whose loop then stops on the page's thread with an error
+    /// instead of spinning for ever.
     const WORKER_JS: &str = "onmessage = async (e) => {
   const [glue, module, memory] = e.data;
   const m = await import(glue);
   m.initSync({ module, memory, thread_stack_size: 2097152 });
-  m.nopescope_worker();
+  try {
+    m.nopescope_worker();
+  } catch (error) {
+    m.nopescope_worker_stopped();
+    throw error;
+  }
 };";
 
     /// A worker's entry: joins the CPU engine's pool and never returns.
     #[wasm_bindgen]
     pub fn nopescope_worker() {
         crate::model::cpu::par::worker_loop()
+    }
+
+    /// Called by a worker whose `nopescope_worker` stopped (`WORKER_JS`).
+    #[wasm_bindgen]
+    pub fn nopescope_worker_stopped() {
+        crate::model::cpu::par::worker_stopped()
     }
 
     /// Starts one worker per logical processor beyond the page's own (at

@@ -314,7 +314,7 @@ try {
       check(b > 0 && Math.abs(a - b) <= 1e-5 * Math.abs(a), `with no server the page opened from its copy and computed the same mean entropy at 256: ${b} vs ${a}`);
       check(again?.offline === "ready", `the copy still holds every file it used: ${again?.offline}`);
     }, { from: ownBase });
-    // 7. A download that stalls (a classroom's Wi-Fi): a server that sends
+    // 10. A download that stalls (a classroom's Wi-Fi): a server that sends
     // the first 2 MB of the module and then nothing. The page says it has
     // stalled and keeps waiting; when the rest comes, the app starts.
     const held = [];
@@ -343,6 +343,31 @@ try {
       },
     });
     stalling.close();
+    // 11. What stops the app shows on the page instead of freezing it. A
+    // Web Worker of the CPU engine that traps in a task (as when memory
+    // runs out): the page's thread, which spins for the loop's tasks,
+    // stops with an error that names it.
+    const errorText = (page) => page.evaluate(() => document.getElementById("nopescope_error")?.textContent ?? "");
+    const untilError = async (page) => {
+      const t0 = Date.now();
+      while (Date.now() - t0 < 60_000 && !(await errorText(page))) await page.waitForTimeout(250);
+      return errorText(page);
+    };
+    await run("worker-stops", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /Web Worker/, async (page) => {
+      await page.evaluate(() => {
+        window.nopescope_test_fault("worker");
+        const state = JSON.parse(window.nopescope_status()).state;
+        window.nopescope_set_state(JSON.stringify({ ...state, length: 300 }));
+      });
+      const text = await untilError(page);
+      check(/^nopescope stopped: [\s\S]*a worker of the CPU engine stopped \(it panicked, or memory ran out\)/.test(text), `a worker that stops is said on the page: "${text}"`);
+    });
+    // The page's own thread trapping (a failed allocation aborts, no panic).
+    await run("page-stops", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
+      await page.evaluate(() => window.nopescope_test_fault("page"));
+      const text = await untilError(page);
+      check(/^nopescope stopped: .*no more memory.*Reload the page/.test(text), `a trap on the page's thread is said on the page: "${text}"`);
+    });
   }
   // For docs/APP.md (MEASURE=1, only or text): a frame's time with a long
   // text of one's own (a pasted book, 1 MB), the mouse moving over the page.

@@ -50,7 +50,7 @@ pub fn num_threads() -> usize {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
-pub use pool::{install_panic_hook, worker_loop, MAX_WORKERS};
+pub use pool::{install_panic_hook, stop_a_worker, worker_loop, worker_stopped, MAX_WORKERS};
 
 /// The shared-memory wasm build's pool. The page's thread cannot block (a
 /// browser traps `memory.atomic.wait` there), so it never waits on a lock:
@@ -87,11 +87,14 @@ mod pool {
     /// A loop is running.
     static BUSY: AtomicBool = AtomicBool::new(false);
     static JOINED: AtomicUsize = AtomicUsize::new(0);
-    /// Workers that panicked (`install_panic_hook`): each died inside a
-    /// task, which will never be done, still counted in `USERS`.
+    /// Workers that died in a task (a panic, `install_panic_hook`; or a
+    /// trap such as memory running out, `worker_stopped`): the task will
+    /// never be done, and the worker is still counted in `USERS`.
     static DEAD: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// This worker is counted in `DEAD`.
+        static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     static WORKERS: [OnceLock<Thread>; MAX_WORKERS] = [const { OnceLock::new() }; MAX_WORKERS];
 
@@ -103,11 +106,24 @@ mod pool {
     pub fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if IS_WORKER.with(|w| w.get()) {
-                DEAD.fetch_add(1, SeqCst);
-            }
+            count_dead();
             previous(info);
         }));
+    }
+
+    /// Counts this thread in `DEAD`, once, if it is a worker.
+    fn count_dead() {
+        if IS_WORKER.with(|w| w.get()) && !COUNTED.with(|c| c.replace(true)) {
+            DEAD.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Called on a worker after its `worker_loop` stopped without a panic
+    /// (in wasm a trap: memory ran out, or an abort after a panic, then
+    /// already counted), so the loop it was in stops on the publisher's
+    /// thread instead of spinning for ever for its task.
+    pub fn worker_stopped() {
+        count_dead();
     }
 
     /// Spins until `done` holds (true), or a worker has died (false).
@@ -122,15 +138,31 @@ mod pool {
     }
 
     /// A worker died in `job`: let no more tasks be taken, wait for the
-    /// live workers to leave it (the dead stay counted in `USERS`), and
-    /// panic.
+    /// live workers to leave it (the dead stay counted in `USERS`), retire
+    /// the dead from `USERS` and `DEAD` (the pool goes on with the others),
+    /// and panic.
     fn abandon(job: &Job) -> ! {
         job.next.store(usize::MAX / 2, SeqCst);
         JOB.store(std::ptr::null_mut(), SeqCst);
         while USERS.load(SeqCst) > DEAD.load(SeqCst) {
             std::hint::spin_loop();
         }
-        panic!("a worker of the CPU engine panicked: its loop cannot finish");
+        let dead = DEAD.load(SeqCst);
+        USERS.fetch_sub(dead, SeqCst);
+        DEAD.fetch_sub(dead, SeqCst);
+        BUSY.store(false, SeqCst);
+        panic!("a worker of the CPU engine stopped (it panicked, or memory ran out): its loop cannot finish");
+    }
+
+    /// The next task a worker takes aborts that worker (a trap in wasm,
+    /// as when memory runs out), for the page's test of what follows.
+    #[cfg(target_arch = "wasm32")]
+    static STOP_ONE: AtomicBool = AtomicBool::new(false);
+
+    /// Makes the next task a worker takes abort it (`STOP_ONE`).
+    #[cfg(target_arch = "wasm32")]
+    pub fn stop_a_worker() {
+        STOP_ONE.store(true, SeqCst);
     }
 
     pub fn workers() -> usize {
@@ -143,6 +175,10 @@ mod pool {
             let i = job.next.fetch_add(1, SeqCst);
             if i >= job.n {
                 return;
+            }
+            #[cfg(target_arch = "wasm32")]
+            if STOP_ONE.load(SeqCst) && IS_WORKER.with(|w| w.get()) && STOP_ONE.swap(false, SeqCst) {
+                std::process::abort();
             }
             (job.f)(i);
             job.done.fetch_add(1, SeqCst);
@@ -278,8 +314,37 @@ mod tests {
         assert!(shared > 0, "the workers took no task");
         eprintln!("the workers took {shared} of the tasks");
 
-        // A task that panics on a worker: the loop panics on this thread
-        // instead of waiting for it for ever.
+        // A worker that stops inside a task without a panic (in wasm: a
+        // trap, memory running out, after which the worker's script calls
+        // `worker_stopped`): the loop panics on this thread instead of
+        // waiting for it for ever, and the pool goes on with the others.
+        let died = std::sync::atomic::AtomicBool::new(false);
+        let stopped = std::panic::catch_unwind(|| {
+            for _ in 0..1000 {
+                pool::for_each_task(14, &|_| {
+                    std::hint::black_box((0..20000u64).fold(0u64, |x, k| x.wrapping_mul(31).wrapping_add(k)));
+                    if std::thread::current().id() != main && !died.swap(true, SeqCst) {
+                        pool::worker_stopped();
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                });
+            }
+        });
+        let message = stopped.expect_err("no task ran on a worker in 1000 loops");
+        let text = message.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(text.contains("memory ran out"), "the loop stopped with {text:?}");
+        let counts: Vec<AtomicUsize> = (0..50).map(|_| AtomicUsize::new(0)).collect();
+        pool::for_each_task(50, &|i| {
+            counts[i].fetch_add(1, SeqCst);
+        });
+        assert!(
+            counts.iter().all(|c| c.load(SeqCst) == 1),
+            "a loop after a worker stopped"
+        );
+
+        // A task that panics on a worker: the same.
         pool::install_panic_hook();
         let stopped = std::panic::catch_unwind(|| {
             for _ in 0..1000 {
