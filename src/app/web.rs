@@ -414,6 +414,50 @@ fn show_panics_on_the_page() {
     }));
 }
 
+/// A lost graphics device (the browser's GPU process stopped or was reset)
+/// leaves the canvas blank: eframe draws with that device, and no other
+/// can take its place in this page. Says so on the page, with a link that
+/// reloads it (the view is in the address, so it comes back as it was).
+fn watch_for_a_lost_device(device: &eframe::wgpu::Device) {
+    device.set_device_lost_callback(|reason, message| {
+        // Only this page's end destroys it.
+        if reason == eframe::wgpu::DeviceLostReason::Destroyed {
+            return;
+        }
+        web_sys::console::error_1(&JsValue::from_str(&format!(
+            "nopescope: the graphics device was lost ({reason:?}): {message}"
+        )));
+        let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+            return;
+        };
+        let Some(element) = document.get_element_by_id("nopescope_error") else {
+            return;
+        };
+        let detail = if message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({message})")
+        };
+        element.set_text_content(Some(&format!(
+            "nopescope lost its graphics device{detail}: the browser's GPU process stopped or was reset, \
+             and this page cannot draw on. Your view is kept in the page's address. "
+        )));
+        if let Ok(button) = document.create_element("button") {
+            button.set_text_content(Some("Reload the page"));
+            if let Ok(button) = button.dyn_into::<web_sys::HtmlElement>() {
+                let reload = Closure::<dyn Fn()>::new(|| {
+                    if let Some(window) = web_sys::window() {
+                        let _ = window.location().reload();
+                    }
+                });
+                button.set_onclick(Some(reload.as_ref().unchecked_ref()));
+                reload.forget();
+                let _ = element.append_child(&button);
+            }
+        }
+    });
+}
+
 /// Starts the app on the canvas with id `canvas_id`.
 pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     let document = web_sys::window()
@@ -477,6 +521,9 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
             eframe::WebOptions::default(),
             Box::new(move |cc| {
                 CTX.with(|c| *c.borrow_mut() = Some(cc.egui_ctx.clone()));
+                if let Some(render) = cc.wgpu_render_state.as_ref() {
+                    watch_for_a_lost_device(&render.device);
+                }
                 Ok(Box::new(NopeApp::from_creation(cc, url_state)))
             }),
         )

@@ -368,6 +368,23 @@ try {
       const text = await untilError(page);
       check(/^nopescope stopped: .*no more memory.*Reload the page/.test(text), `a trap on the page's thread is said on the page: "${text}"`);
     });
+    // The browser's GPU process stops (as in a driver reset): eframe's
+    // WebGPU device is lost and the canvas goes blank. The page says so,
+    // with a button that reloads it, and the view changed before comes
+    // back from the address.
+    await run("device-lost", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256 })), 256, /cpu/, async (page) => {
+      await page.evaluate(() => {
+        const state = JSON.parse(window.nopescope_status()).state;
+        window.nopescope_set_state(JSON.stringify({ ...state, length: 300 }));
+      });
+      await waitReady(page, 300, 60_000);
+      await (await page.context().newCDPSession(page)).send("Browser.crashGpuProcess");
+      const text = await untilError(page);
+      check(/^nopescope lost its graphics device.*this page cannot draw on\. Your view is kept in the page's address\. Reload the page$/.test(text), `a lost graphics device is said on the page: "${text}"`);
+      await page.click("#nopescope_error button");
+      const s = await waitReady(page, 300, 120_000);
+      check(s?.entropy?.length === 300 && !(await errorText(page)), `its button reloaded the page, at the view's 300 tokens (${s?.entropy?.length})`);
+    });
   }
   // For docs/APP.md (MEASURE=1, only or text): a frame's time with a long
   // text of one's own (a pasted book, 1 MB), the mouse moving over the page.
