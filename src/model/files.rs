@@ -401,9 +401,12 @@ mod native {
     /// first, and only once all are written and synced are they put in
     /// place, one rename after another. A failure while writing (a full
     /// disk, a missing folder) leaves every file as it was and no
-    /// temporary behind; a rename refused halfway (a target made
-    /// read-only or a folder meanwhile) leaves the files renamed before it
-    /// new and the rest old, and says which.
+    /// temporary behind. So does a rename refused halfway (a target made
+    /// read-only or a folder meanwhile): the old files are kept under a
+    /// second name (a hard link, no copy) until the set is in place, and
+    /// the files renamed before it are put back. Where a file system has
+    /// no hard links, or a putting back fails, the error says which files
+    /// are new.
     pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
         let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
         for (path, bytes) in files {
@@ -417,14 +420,51 @@ mod native {
                 }
             }
         }
+        // What each path held before: None (no file), or its second name
+        // (Err: it could not be kept).
+        let before: Vec<Option<std::io::Result<PathBuf>>> = written
+            .iter()
+            .map(|(_, path)| {
+                path.exists().then(|| {
+                    let old = temp_beside(path);
+                    std::fs::hard_link(path, &old).map(|()| old)
+                })
+            })
+            .collect();
+        let drop_kept = |from: usize| {
+            for old in before[from..].iter().flatten().flatten() {
+                let _ = std::fs::remove_file(old);
+            }
+        };
         for (i, (tmp, path)) in written.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, path) {
                 for (tmp, _) in &written[i..] {
                     let _ = std::fs::remove_file(tmp);
                 }
+                drop_kept(i);
+                // Put back the ones renamed before this one.
+                let mut new = Vec::new();
+                for ((_, done), old) in written[..i].iter().zip(&before) {
+                    let back = match old {
+                        None => std::fs::remove_file(done),
+                        Some(Ok(old)) => std::fs::rename(old, done),
+                        Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                    };
+                    if back.is_err() {
+                        new.push(done.display().to_string());
+                    }
+                }
+                let e = match new.len() {
+                    0 => e,
+                    _ => std::io::Error::new(
+                        e.kind(),
+                        format!("{e}; the set is half written: new are {}, the rest old", new.join(", ")),
+                    ),
+                };
                 return Err(Error::io(*path, e));
             }
         }
+        drop_kept(0);
         Ok(())
     }
 
@@ -682,10 +722,36 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "temporaries left: {names:?}");
         std::fs::create_dir_all(c.parent().unwrap()).unwrap();
+        // The last one's rename refused (a folder where the file goes): the
+        // two renamed before it are put back.
+        std::fs::create_dir_all(c.join("in the way")).unwrap();
+        let e = write_atomic_set(&set(&c)).expect_err("a folder in the way");
+        assert!(
+            e.to_string().contains("c.txt") && !e.to_string().contains("half"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
+        let names = |dir: &Path| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            names(&dir),
+            ["a.json", "b.bin", "missing"],
+            "temporaries or kept files left"
+        );
+        assert_eq!(names(c.parent().unwrap()), ["c.txt"]);
+        std::fs::remove_dir_all(&c).unwrap();
         write_atomic_set(&set(&c)).unwrap();
         for (p, want) in [(&a, "new a"), (&b, "new b"), (&c, "new c")] {
             assert_eq!(std::fs::read_to_string(p).unwrap(), want);
         }
+        assert_eq!(names(&dir), ["a.json", "b.bin", "missing"], "kept files left");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
