@@ -721,11 +721,20 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-pub fn expected_time(seconds: f64) -> String {
-    format!(
-        "Expected: about {} on a 2-core CPU with the desktop app's CPU engine (the web page's is several times slower, a GPU faster).",
-        duration(seconds)
-    )
+/// The search's expected time: natively on a 2-core CPU; in the web page
+/// for its CPU engine on as many threads as it runs (`web_threads`).
+pub fn expected_time(seconds: f64, web_threads: Option<usize>) -> String {
+    match web_threads {
+        None => format!(
+            "Expected: about {} on a 2-core CPU with the CPU engine (more cores or a GPU: faster).",
+            duration(seconds)
+        ),
+        Some(threads) => format!(
+            "Expected: about {} on a 2-core laptop with this page's CPU engine on {} (a GPU: faster).",
+            duration(seconds),
+            if threads > 1 { "its Web Workers" } else { "one thread" }
+        ),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
