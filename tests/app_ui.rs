@@ -470,7 +470,10 @@ fn a_short_text_of_ones_own_is_used_whole_and_said() {
 /// A long text of one's own (a pasted book, 300 KB) scrolls in its box:
 /// the controls under it stay on screen (the box grew to the text's full
 /// height and pushed them off the panel), its size is said, and the views
-/// read its first tokens: the same as the whole text's first tokens.
+/// read its first tokens: the same as the whole text's first tokens. It
+/// shows as a preview that lays out only the rows in view (the editor laid
+/// out all 300 KB every frame); Edit opens the editor, Done closes it,
+/// Clear empties the text.
 #[test]
 fn a_long_text_of_ones_own_scrolls_in_its_box_and_is_read_from_the_start() {
     let mut book = String::new();
@@ -512,6 +515,31 @@ fn a_long_text_of_ones_own_scrolls_in_its_box_and_is_read_from_the_start() {
         .map(|&t| tok.decode(&[t]).unwrap())
         .collect();
     assert_eq!(p.tokens[1..], whole[..], "the first tokens of the whole text");
+
+    let editors = |h: &Harness<'static, NopeApp>| {
+        h.query_all_by_role(eframe::egui::accesskit::Role::MultilineTextInput)
+            .count()
+    };
+    assert_eq!(editors(&h), 0, "a long text shows in the preview");
+    let first = h
+        .get_all_by_label_contains("Chapter 0. The whale was seen at dawn")
+        .count();
+    assert_eq!(first, 1, "the preview's first row");
+    assert_eq!(
+        h.query_all_by_label_contains("Chapter 3000.").count(),
+        0,
+        "rows out of view are not laid out"
+    );
+    h.get_by_label(text::EDIT_TEXT).click();
+    h.run_steps(2);
+    assert_eq!(editors(&h), 1, "Edit opens the editor");
+    h.get_by_label(text::DONE_EDITING).click();
+    h.run_steps(2);
+    assert_eq!(editors(&h), 0, "Done goes back to the preview");
+    h.get_by_label(text::CLEAR_TEXT).click();
+    h.run_steps(2);
+    assert!(h.state().state.pasted_text.is_empty());
+    assert_eq!(editors(&h), 1, "an empty text is edited");
 }
 
 /// A query position chosen by hand stays while the validation text only

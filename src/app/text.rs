@@ -43,6 +43,12 @@ pub const INPUT_VALIDATION: &str = "Validation text";
 pub const INPUT_PASSKEY: &str = "Pass-key document";
 pub const INPUT_PASTED: &str = "Your text";
 pub const PASTE_HINT: &str = "Paste or type text here";
+pub const EDIT_TEXT: &str = "Edit";
+pub const EDIT_TEXT_HELP: &str =
+    "Open the whole text in an editor. A long text is shown as a preview, which draws only the lines in view; the editor draws all of it, which can make the page slow.";
+pub const DONE_EDITING: &str = "Done";
+pub const DONE_EDITING_HELP: &str = "Back to the preview of the text";
+pub const CLEAR_TEXT: &str = "Clear";
 
 /// `n` with its thousands separated: 16,384.
 fn thousands(n: usize) -> String {

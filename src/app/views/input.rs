@@ -3,7 +3,9 @@
 
 use eframe::egui;
 
-use crate::app::jobs::Jobs;
+use std::ops::Range;
+
+use crate::app::jobs::{Jobs, TextKey};
 use crate::app::models::ModelInfo;
 use crate::app::palette;
 use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
@@ -12,6 +14,11 @@ use crate::app::text;
 /// The most the user's text box grows to (points); past it the text scrolls.
 const PASTED_BOX_HEIGHT: f32 = 240.0;
 
+/// Past this many bytes the user's text shows in a read-only preview that
+/// lays out only the rows in view: in the editor a pasted book (1 MB) is
+/// laid out and drawn whole every frame. "Edit" opens the editor.
+pub const LONG_TEXT_BYTES: usize = 20_000;
+
 #[derive(Default)]
 pub struct InputView {
     /// The model folder the user typed or chose (natively).
@@ -19,9 +26,114 @@ pub struct InputView {
     /// The folder browser, while it is open.
     #[cfg(not(target_arch = "wasm32"))]
     dialog: Option<super::folder_dialog::FolderDialog>,
+    /// A long text is in the editor (else in the preview).
+    editing_long: bool,
+    /// The preview's rows of the text, as byte ranges, made once per text
+    /// and width (in characters).
+    preview: Option<(TextKey, usize, Vec<Range<usize>>)>,
+}
+
+/// `text` cut into rows of at most `width` characters: at each line break,
+/// and within a longer line after its last space that keeps the row within
+/// `width` (anywhere where there is none).
+pub fn preview_rows(text: &str, width: usize) -> Vec<Range<usize>> {
+    let mut rows = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let mut start = 0;
+        loop {
+            let rest = &body[start..];
+            // The byte just past `width` characters, if the rest is longer.
+            let Some((cut, _)) = rest.char_indices().nth(width) else {
+                rows.push(line_start + start..line_start + body.len());
+                break;
+            };
+            let end = match rest[..cut].rfind(' ') {
+                Some(space) if space > 0 => space + 1,
+                _ => cut,
+            };
+            rows.push(line_start + start..line_start + start + end);
+            start += end;
+        }
+        line_start += line.len();
+    }
+    rows
 }
 
 impl InputView {
+    /// The user's own text: an editor, or for a long text a preview; both
+    /// scroll in a box of their own instead of pushing the controls below
+    /// off the panel.
+    fn pasted_text(&mut self, ui: &mut egui::Ui, state: &mut ViewState) {
+        let long = state.pasted_text.len() > LONG_TEXT_BYTES;
+        if long && !self.editing_long {
+            // The key the views share: made once per text, not each frame.
+            let key = TextKey::of(&state.pasted_text);
+            // Rows as wide as the box, from a typical letter's width (a
+            // row of wider letters is cut short with an ellipsis).
+            let font = egui::TextStyle::Body.resolve(ui.style());
+            let letter = ui.fonts_mut(|f| f.glyph_width(&font, 'n')).max(1.0);
+            let inner = ui.available_width() - 2.0 * ui.style().spacing.item_spacing.x - 16.0;
+            let width = ((inner / letter) as usize).max(16);
+            if self.preview.as_ref().is_none_or(|(k, w, _)| *k != key || *w != width) {
+                self.preview = Some((key.clone(), width, preview_rows(key.as_str(), width)));
+            }
+            let rows = self.preview.as_ref().map(|(_, _, r)| r.as_slice()).unwrap_or_default();
+            let row_height = ui.text_style_height(&egui::TextStyle::Body);
+            egui::Frame::group(ui.style()).show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("pasted text preview")
+                    .max_height(PASTED_BOX_HEIGHT)
+                    .auto_shrink([false, true])
+                    .show_rows(ui, row_height, rows.len(), |ui, shown| {
+                        for row in &rows[shown] {
+                            ui.add(
+                                egui::Label::new(&key.as_str()[row.clone()]).wrap_mode(egui::TextWrapMode::Truncate),
+                            );
+                        }
+                    });
+            });
+        } else {
+            egui::ScrollArea::vertical()
+                .id_salt("pasted text")
+                .max_height(PASTED_BOX_HEIGHT)
+                .show(ui, |ui| {
+                    ui.add(
+                        egui::TextEdit::multiline(&mut state.pasted_text)
+                            .hint_text(text::PASTE_HINT)
+                            .desired_rows(4)
+                            .desired_width(f32::INFINITY),
+                    )
+                });
+        }
+        if state.pasted_text.is_empty() {
+            self.editing_long = false;
+            return;
+        }
+        ui.horizontal_wrapped(|ui| {
+            if long && !self.editing_long {
+                if ui.button(text::EDIT_TEXT).on_hover_text(text::EDIT_TEXT_HELP).clicked() {
+                    self.editing_long = true;
+                }
+            } else if long
+                && ui
+                    .button(text::DONE_EDITING)
+                    .on_hover_text(text::DONE_EDITING_HELP)
+                    .clicked()
+            {
+                self.editing_long = false;
+            }
+            if ui.button(text::CLEAR_TEXT).clicked() {
+                state.pasted_text.clear();
+                self.editing_long = false;
+            }
+            // Counted once per text (the key the views share), not each frame.
+            let chars = TextKey::of(&state.pasted_text).chars();
+            ui.label(egui::RichText::new(text::pasted_size(chars)).weak());
+        });
+    }
+
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
@@ -55,26 +167,7 @@ impl InputView {
                     ui.add(egui::Slider::new(&mut state.passkey.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
                 });
             }
-            InputKind::Pasted => {
-                // A long text (a pasted chapter) scrolls in its own box
-                // instead of pushing the controls below it off the panel.
-                egui::ScrollArea::vertical()
-                    .id_salt("pasted text")
-                    .max_height(PASTED_BOX_HEIGHT)
-                    .show(ui, |ui| {
-                        ui.add(
-                            egui::TextEdit::multiline(&mut state.pasted_text)
-                                .hint_text(text::PASTE_HINT)
-                                .desired_rows(4)
-                                .desired_width(f32::INFINITY),
-                        )
-                    });
-                if !state.pasted_text.is_empty() {
-                    // Counted once per text (the key the views share), not each frame.
-                    let chars = crate::app::jobs::TextKey::of(&state.pasted_text).chars();
-                    ui.label(egui::RichText::new(text::pasted_size(chars)).weak());
-                }
-            }
+            InputKind::Pasted => self.pasted_text(ui, state),
         }
         ui.add(
             egui::Slider::new(&mut state.length, MIN_LENGTH..=MAX_LENGTH)
@@ -177,5 +270,41 @@ impl InputView {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview_rows;
+
+    /// The rows cover the text in order, leaving out only the line breaks;
+    /// none is wider than asked; a long line breaks after a space, a word
+    /// longer than a row anywhere, between characters (not bytes).
+    #[test]
+    fn preview_rows_cover_the_text_within_their_width() {
+        let text =
+            "short line\n\nà la ligne, une phrase un peu plus longue que la largeur\r\nunmotbienpluslongquelarangée";
+        let rows = preview_rows(text, 12);
+        let shown: Vec<&str> = rows.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(
+            shown,
+            [
+                "short line",
+                "",
+                "à la ligne, ",
+                "une phrase ",
+                "un peu plus ",
+                "longue que ",
+                "la largeur",
+                "unmotbienplu",
+                "slongquelara",
+                "ngée",
+            ]
+        );
+        for w in rows.windows(2) {
+            assert!(w[0].end <= w[1].start);
+            assert!(text[w[0].end..w[1].start].chars().all(|c| c == '\n' || c == '\r'));
+        }
+        assert!(preview_rows("", 12).is_empty() && preview_rows("a\n", 12).len() == 1);
     }
 }
