@@ -188,7 +188,11 @@ addEventListener('error', (event) => {
   const error = document.getElementById('nopescope_error');
   if (!error || error.textContent || !(event.error instanceof WebAssembly.RuntimeError)) return;
   error.textContent = 'nopescope stopped: ' + event.error.message +
-    ' (most often this means the browser gave the page no more memory: a shorter input needs less). Reload the page; the browser\'s console has the details.';
+    ' (most often this means the browser gave the page no more memory: a shorter input needs less). Reloading the page starts it again, at the view kept in its address; the browser\'s console has the details. ';
+  const reload = document.createElement('button');
+  reload.textContent = 'Reload the page';
+  reload.onclick = () => location.reload();
+  error.append(reload);
 });
 for (let i = 0; ; i++) {
   try {

@@ -17,6 +17,7 @@ pub const SHARE_CUSTOM_MODEL: &str =
     "A model folder you opened yourself is not in the link: it opens the bundled NoPE model instead.";
 pub const SHARE_ADDRESS: &str = "Address of the web page";
 pub const SHARE_ADDRESS_HINT: &str = "where the page is served, e.g. https://example.org/nopescope/";
+pub const SHARE_NO_ADDRESS: &str = "Type the web page's address first: without it the link and the embed code hold only this view (#state=...), which opens nothing on its own.";
 pub const SHARE_LINK: &str = "Link";
 pub const COPY_LINK: &str = "Copy link";
 pub const COPIED: &str = "copied";
@@ -86,7 +87,12 @@ pub const UNIFORM_SCALE: &str = "Uniform scale";
 pub const UNIFORM_HELP: &str =
     "Multiplies every head's attention logits: s = 1 is the model as trained, s > 1 sharpens attention.";
 pub const RESET_SCALES: &str = "Reset to s = 1";
-pub const SCALES_FILE: &str = "Head-scales file (path or JSON)";
+/// A web page reads no paths: there the scales' JSON is pasted.
+pub const SCALES_FILE: &str = if cfg!(target_arch = "wasm32") {
+    "Head scales (paste a head-scales file's JSON)"
+} else {
+    "Head-scales file (path or JSON)"
+};
 pub const LOAD_SCALES: &str = "Load head scales";
 pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
 
@@ -177,7 +183,11 @@ pub fn at_training_length(l: usize) -> String {
 pub fn length_vs_training(length: usize, training: usize, ratio: f64) -> String {
     format!("{length} tokens = {ratio:.2} x the training length L = {training}")
 }
-pub const NO_SCALES_SOURCE: &str = "type the path of a head-scales file, or paste its JSON";
+pub const NO_SCALES_SOURCE: &str = if cfg!(target_arch = "wasm32") {
+    "paste the JSON of a head-scales file (Save the scales writes one)"
+} else {
+    "type the path of a head-scales file, or paste its JSON"
+};
 
 pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
     format!("the file has {layers} layers x {heads} heads of scales; the model has {model_layers} x {model_heads}")
@@ -427,8 +437,16 @@ pub fn tour_broken(what: &str) -> String {
 
 pub const TOUR_1_TITLE: &str = "What attention is, and its entropy";
 pub const TOUR_1_BODY: &str = "At every position the model looks back at the tokens before it and shares out one unit of attention among them. The entropy of that share, in bits, says how spread out it is: 0 bits means one token gets everything, log2(n) bits means all n tokens get the same. The model here reads 256 tokens of a speech it never saw.";
-pub const TOUR_1_LOOK: &str =
-    "Look at the entropy curve: it stays well below the grey ceiling, the entropy of attention spread evenly.";
+pub const TOUR_1_LOOK: &str = "Look at the thick curve, the mean over heads: it stays below the grey ceiling, the entropy of attention spread evenly. The thin curve is one head, the selected one.";
+/// Step 1's measurement: the mean curve's gap under the ceiling, on
+/// average over positions, and the most it rises above it (`worst`).
+pub fn tour_1_measured(tokens: usize, below: f32, worst: f32) -> String {
+    if worst <= 1e-3 {
+        format!("{tokens} tokens; the mean curve is {below:.2} bits under the ceiling on average, and nowhere above it")
+    } else {
+        format!("{tokens} tokens; the mean curve rises {worst:.3} bits above the ceiling somewhere")
+    }
+}
 
 pub const TOUR_2_TITLE: &str = "Trained on L = 256 tokens, it finds a hidden key";
 pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked in orange on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
@@ -440,8 +458,7 @@ pub const TOUR_3_LOOK: &str = "Look at the entropy curve right of the orange lin
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
 pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";
-pub const TOUR_4_LOOK: &str =
-    "Look at the answer, and compare the attention row with the previous step; the key's tokens are shaded.";
+pub const TOUR_4_LOOK: &str = "Look at the answer, and at the attention row of the head that now retrieves best: compare the share of it on the key's shaded tokens (said under the row) with step 2's.";
 
 pub const TOUR_5_TITLE: &str = "The distracted heads";
 pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
@@ -663,7 +680,11 @@ pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file o
 pub const SAVE_SCALES: &str = "Save the scales";
 pub const SAVE_SCALES_HELP: &str =
     "A head-scales file (JSON, with how it was found): natively through the save dialog, on the web as a download. Load it again with \"Load and apply\".";
-pub const LOAD_SOURCE: &str = "Load scales (path or JSON)";
+pub const LOAD_SOURCE: &str = if cfg!(target_arch = "wasm32") {
+    "Load scales (their JSON)"
+} else {
+    "Load scales (path or JSON)"
+};
 pub const LOAD_AND_APPLY: &str = "Load and apply";
 pub const PRESETS_HEADING: &str = "Presets";
 pub const PRESETS_HELP: &str = "Use one in every view, or make it setting B to compare against.";

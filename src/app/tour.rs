@@ -284,14 +284,12 @@ pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Pro
     match index {
         // Attention entropy stays under the uniform ceiling everywhere.
         0 => {
-            let worst = m
-                .iter()
-                .enumerate()
-                .map(|(i, &e)| e - ((i + 1) as f32).log2())
-                .fold(f32::NEG_INFINITY, f32::max);
+            let above = m.iter().enumerate().map(|(i, &e)| e - ((i + 1) as f32).log2());
+            let worst = above.clone().fold(f32::NEG_INFINITY, f32::max);
+            let below = -above.sum::<f32>() / m.len().max(1) as f32;
             check(
                 p.length == l && worst <= 1e-3,
-                format!("{} tokens; entropy at most {worst:+.3} bits from the ceiling", p.length),
+                text::tour_1_measured(p.length, below, worst),
             )
         }
         // Entropy past L is higher than before L.

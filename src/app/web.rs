@@ -403,15 +403,41 @@ fn show_panics_on_the_page() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
-        let element = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id("nopescope_error"));
-        if let Some(element) = element {
-            element.set_text_content(Some(&format!(
-                "nopescope stopped: {info}. Reload the page; the browser's console has the details."
-            )));
-        }
+        let what = info.payload_as_str().unwrap_or("an internal error");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        show_stop(&format!(
+            "nopescope stopped: {what}. Reloading the page starts it again, at the view kept in the page's address. \
+             (For a bug report: it panicked{place}; the browser's console has the details.) "
+        ));
     }));
+}
+
+/// Writes why the app stopped in the page's box over the canvas, with a
+/// button that reloads the page.
+fn show_stop(message: &str) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let Some(element) = document.get_element_by_id("nopescope_error") else {
+        return;
+    };
+    element.set_text_content(Some(message));
+    if let Ok(button) = document.create_element("button") {
+        button.set_text_content(Some("Reload the page"));
+        if let Ok(button) = button.dyn_into::<web_sys::HtmlElement>() {
+            let reload = Closure::<dyn Fn()>::new(|| {
+                if let Some(window) = web_sys::window() {
+                    let _ = window.location().reload();
+                }
+            });
+            button.set_onclick(Some(reload.as_ref().unchecked_ref()));
+            reload.forget();
+            let _ = element.append_child(&button);
+        }
+    }
 }
 
 /// A lost graphics device (the browser's GPU process stopped or was reset)
@@ -427,34 +453,15 @@ fn watch_for_a_lost_device(device: &eframe::wgpu::Device) {
         web_sys::console::error_1(&JsValue::from_str(&format!(
             "nopescope: the graphics device was lost ({reason:?}): {message}"
         )));
-        let Some(document) = web_sys::window().and_then(|w| w.document()) else {
-            return;
-        };
-        let Some(element) = document.get_element_by_id("nopescope_error") else {
-            return;
-        };
         let detail = if message.is_empty() {
             String::new()
         } else {
             format!(" ({message})")
         };
-        element.set_text_content(Some(&format!(
+        show_stop(&format!(
             "nopescope lost its graphics device{detail}: the browser's GPU process stopped or was reset, \
              and this page cannot draw on. Your view is kept in the page's address. "
-        )));
-        if let Ok(button) = document.create_element("button") {
-            button.set_text_content(Some("Reload the page"));
-            if let Ok(button) = button.dyn_into::<web_sys::HtmlElement>() {
-                let reload = Closure::<dyn Fn()>::new(|| {
-                    if let Some(window) = web_sys::window() {
-                        let _ = window.location().reload();
-                    }
-                });
-                button.set_onclick(Some(reload.as_ref().unchecked_ref()));
-                reload.forget();
-                let _ = element.append_child(&button);
-            }
-        }
+        ));
     });
 }
 

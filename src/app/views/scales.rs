@@ -66,8 +66,12 @@ impl ScalesView {
             s.rule = Default::default();
         }
         let label = ui.label(text::SCALES_FILE);
-        ui.add(egui::TextEdit::singleline(&mut self.source).desired_width(f32::INFINITY))
-            .labelled_by(label.id);
+        ui.add(
+            egui::TextEdit::singleline(&mut self.source)
+                .hint_text(text::NO_SCALES_SOURCE)
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(label.id);
         if ui.button(text::LOAD_SCALES).clicked() {
             match load_scales(&self.source, info) {
                 Ok(loaded) => {

@@ -92,6 +92,9 @@ impl ShareView {
                 )
                 .labelled_by(label.id);
             });
+            if self.address.trim().is_empty() {
+                ui.label(egui::RichText::new(text::SHARE_NO_ADDRESS).color(ui.visuals().warn_fg_color));
+            }
         }
         let link = link(&self.address, &state.to_fragment());
         self.copy_row(ui, text::SHARE_LINK, &link, text::COPY_LINK);
