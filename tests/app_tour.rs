@@ -71,11 +71,15 @@ fn every_walkthrough_step_keeps_its_promise() {
             h.get_by_label(text::TOUR_NEXT).click();
         }
     }
+    // The last step has no Next: Finish closes the walkthrough there.
+    assert!(h.query_by_label(text::TOUR_NEXT).is_none());
     // Back returns to the previous step's setting.
     h.get_by_label(text::TOUR_BACK).click();
     h.run_steps(2);
     assert_eq!(h.state().state.tour, Some(STEPS.len() - 2));
-    h.get_by_label(text::TOUR_CLOSE).click();
+    h.get_by_label(text::TOUR_NEXT).click();
+    h.run_steps(2);
+    h.get_by_label(text::TOUR_FINISH).click();
     h.run_steps(2);
     assert_eq!(h.state().state.tour, None);
 }

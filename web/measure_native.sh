@@ -20,7 +20,8 @@ NOPESCOPE_TIMING=1 NOPESCOPE_STATE="$state" HOME="$(mktemp -d)" \
   xvfb-run -a -s "-screen 0 1280x900x24" bash -c '
     "$0" & app=$!
     sleep "$1"
-    if [ -n "$2" ]; then import -window root "$2"; fi
+    # The window is 1280 x 860 (src/app/mod.rs): the screen below it is not shown.
+    if [ -n "$2" ]; then import -window root -crop 1280x860+0+0 +repage "$2"; fi
     kill "$app"' "$bin" "$secs" "$shot" >"$log" 2>&1 &
 runner=$!
 while kill -0 "$runner" 2>/dev/null; do

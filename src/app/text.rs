@@ -106,7 +106,7 @@ pub const TRAINING_LENGTH: &str = "training length L";
 pub const MAP_HEADING: &str = "Layer x head map";
 pub const MAP_ENTROPY: &str = "Entropy at this length";
 pub const MAP_RISE: &str = "Rise from L to this length";
-pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click (or Shift+Enter) pins more heads to compare in the entropy plot.";
+pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
 pub const POOLED_HELP: &str =
@@ -423,6 +423,9 @@ pub const WEB_ONE_PROCESSOR: &str = "one thread: the browser reports one process
 pub const TOUR_BACK: &str = "Back";
 pub const TOUR_NEXT: &str = "Next";
 pub const TOUR_CLOSE: &str = "Close the walkthrough";
+pub const TOUR_FINISH: &str = "Finish";
+pub const TOUR_FINISH_HELP: &str =
+    "Close the walkthrough and explore on your own; Walkthrough in the page bar opens it again.";
 pub const TOUR_PENDING: &str = "Computing what this step shows...";
 
 pub fn tour_step(step: usize, steps: usize) -> String {

@@ -124,7 +124,11 @@ impl HeadMapView {
                         );
                         let response =
                             response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
-                        if response.clicked() {
+                        // A right-click, or a long press on a touch screen,
+                        // pins as Shift-click does.
+                        if response.secondary_clicked() {
+                            state.toggle_pinned(l, h);
+                        } else if response.clicked() {
                             if ui.input(|i| i.modifiers.shift) {
                                 state.toggle_pinned(l, h);
                             } else {

@@ -461,9 +461,15 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
                 let (fill, mark, name) = match cell {
                     Cell::Done { correct, trials } => {
                         let acc = correct as f32 / trials.max(1) as f32;
+                        // A few trials as a count: "1/2" is what "50%" hides.
+                        let mark = if trials < 10 {
+                            format!("{correct}/{trials}")
+                        } else {
+                            format!("{:.0}%", 100.0 * acc)
+                        };
                         (
                             palette::viridis(acc),
-                            format!("{:.0}%", 100.0 * acc),
+                            mark,
                             text::grid_cell(series, length, depth, correct, trials),
                         )
                     }

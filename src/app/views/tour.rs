@@ -83,13 +83,19 @@ impl TourView {
             if ui.add_enabled(step > 0, egui::Button::new(text::TOUR_BACK)).clicked() {
                 state.tour = Some(step - 1);
             }
-            if ui
-                .add_enabled(step + 1 < STEPS.len(), egui::Button::new(text::TOUR_NEXT))
+            // The last step's way on is to close the walkthrough.
+            if step + 1 < STEPS.len() {
+                if ui.button(text::TOUR_NEXT).clicked() {
+                    state.tour = Some(step + 1);
+                }
+                if ui.button(text::TOUR_CLOSE).clicked() {
+                    state.tour = None;
+                }
+            } else if ui
+                .button(text::TOUR_FINISH)
+                .on_hover_text(text::TOUR_FINISH_HELP)
                 .clicked()
             {
-                state.tour = Some(step + 1);
-            }
-            if ui.button(text::TOUR_CLOSE).clicked() {
                 state.tour = None;
             }
         });
