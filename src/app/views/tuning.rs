@@ -427,7 +427,7 @@ impl TuningView {
                 if ui.add_enabled(fits, egui::Button::new(text::RESULT_AS_B)).clicked() {
                     state.compare = Some(setting.clone());
                 }
-                ui.toggle_value(&mut self.show_json, text::SHOW_JSON);
+                ui.checkbox(&mut self.show_json, text::SHOW_JSON);
             });
             let json = setting.to_json(report.spec.heads, Some(report.spec.provenance()));
             ui.horizontal_wrapped(|ui| {
@@ -505,7 +505,7 @@ impl TuningView {
                 }
             }
         });
-        ui.toggle_value(&mut self.compare_passkey, text::COMPARE_PASSKEY);
+        ui.checkbox(&mut self.compare_passkey, text::COMPARE_PASSKEY);
         if !self.compare_passkey {
             return;
         }
