@@ -63,6 +63,9 @@ pub const GRID_TOO_SHORT: Color32 = Color32::from_gray(128);
 pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
 
 pub const LINE_WIDTH: f32 = 2.0;
+/// The selected head's line beside its setting's mean: this much of the
+/// setting's colour.
+pub const HEAD_LINE_ALPHA: f32 = 0.6;
 pub const THIN_LINE: f32 = 1.0;
 
 /// Viridis at nine evenly spaced stops (0, 1/8, ..., 1).

@@ -392,8 +392,14 @@ pub fn jobs_running(n: usize, message: &str) -> String {
     format!("{n} running: {message}")
 }
 
-pub fn frame_time(ms: f32) -> String {
-    format!("frame {ms:.1} ms while computing")
+/// The mean frame time while the app computed: now, or (`busy` false)
+/// during the last computation.
+pub fn frame_time(ms: f32, busy: bool) -> String {
+    if busy {
+        format!("frame {ms:.1} ms while computing")
+    } else {
+        format!("frames {ms:.1} ms during the last computation")
+    }
 }
 pub const CANCELLED: &str = "cancelled; change a setting to compute again";
 

@@ -135,9 +135,11 @@ impl EntropyView {
                             .width(palette::LINE_WIDTH),
                     );
                     if layer < p.layers && head < p.heads {
+                        // Lighter than the mean: the ceiling and the mean
+                        // show through where the head runs along them.
                         plot.line(
                             Line::new(*name, PlotPoints::from(binned(p.head(layer, head))))
-                                .color(*colour)
+                                .color(colour.gamma_multiply(palette::HEAD_LINE_ALPHA))
                                 .width(palette::THIN_LINE),
                         );
                     }

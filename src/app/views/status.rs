@@ -52,7 +52,7 @@ impl StatusView {
             }
             if let Some(ms) = frame_ms {
                 ui.separator();
-                ui.label(text::frame_time(ms));
+                ui.label(text::frame_time(ms, !jobs.is_idle()));
             }
         });
     }
