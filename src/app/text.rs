@@ -110,7 +110,7 @@ pub const MAP_HELP: &str = "Click a cell to select that head; the other views fo
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
 pub const POOLED_HELP: &str =
-    "Whole attention pattern, pooled to at most 512 x 512 cells (log colour scale): rows are queries, columns keys.";
+    "Whole attention pattern, pooled to at most 512 x 512 cells: each cell the mean attention of its queries on its keys.";
 pub const BEFORE: &str = "NoPE (s = 1)";
 /// `BEFORE` for a model with rotary position encoding.
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
@@ -342,6 +342,14 @@ pub fn map_title(rise: bool, length: usize) -> String {
 }
 
 pub const POOLED_ROWS: &str = "query bin (first token)";
+/// The pooled map's colour bar ends (`views::attention::pooled_image`).
+pub const POOLED_SCALE_LOW: &str = "0.0001 or less";
+pub const POOLED_SCALE_HIGH: &str = "1 (attention, log scale; the upper right is after each query: masked)";
+/// Under a pooled map: its axes.
+pub fn pooled_axes(length: usize) -> String {
+    let last = length.saturating_sub(1);
+    format!("rows: queries 0 (top) to {last}; columns: keys 0 (left) to {last}")
+}
 pub const POOLED_COLS: &str = "key bin (first token)";
 pub const POOLED_VALUE: &str = "mean attention";
 
