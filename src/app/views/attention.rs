@@ -143,6 +143,11 @@ impl AttentionView {
             // The hover reads every setting's row at the pointer's key.
             let readout = super::row_readout(&rows);
             let training = keys.info.training_length;
+            // Above its plot: under it, it read as the pooled map's caption.
+            ui.label(text::row_caption(
+                shown_query,
+                tokens.get(shown_query).map(String::as_str),
+            ));
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
                 .legend(Legend::default().follow_insertion_order(true))
@@ -227,10 +232,6 @@ impl AttentionView {
                     log_x: false,
                 }
             });
-            ui.label(text::row_caption(
-                shown_query,
-                tokens.get(shown_query).map(String::as_str),
-            ));
             for (name, _, r) in &rows {
                 if let JobResult::AttnRow(a) = r.as_ref() {
                     if let Some(share) = sink_share(a) {
