@@ -97,7 +97,7 @@ impl TextKey {
 /// memcmp, one byte at a time: about 1 ms a megabyte in the page, and the
 /// views compare the user's text with its key several times a frame. There
 /// it compares 16 bytes at a time.
-fn same_text(a: &str, b: &str) -> bool {
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
     if cfg!(target_arch = "wasm32") {
         same_bytes_wide(a.as_bytes(), b.as_bytes())
     } else {

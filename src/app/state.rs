@@ -160,7 +160,7 @@ impl ScalesState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ViewState {
     pub model: ModelChoice,
@@ -193,6 +193,56 @@ pub struct ViewState {
     /// Setting B: what the explorer draws the current scales against
     /// (`None`: plain NoPE).
     pub compare: Option<ScalesSetting>,
+}
+
+/// Field by field, the user's text last and in the web page 16 bytes at a
+/// time (`jobs::same_text`): the page compares its whole state each frame
+/// to know when to publish it, and a derived `==` went through wasm's
+/// byte-wise memcmp for a pasted book. Destructured, so that a new field
+/// cannot be left out.
+impl PartialEq for ViewState {
+    fn eq(&self, o: &Self) -> bool {
+        let ViewState {
+            model,
+            input,
+            pasted_text,
+            passkey,
+            length,
+            layer,
+            head,
+            pinned,
+            query,
+            map_mode,
+            scales,
+            backend,
+            against_length,
+            tab,
+            tour,
+            hide,
+            passkey_lab,
+            tune,
+            compare,
+        } = self;
+        *model == o.model
+            && *input == o.input
+            && *passkey == o.passkey
+            && *length == o.length
+            && *layer == o.layer
+            && *head == o.head
+            && *pinned == o.pinned
+            && *query == o.query
+            && *map_mode == o.map_mode
+            && *scales == o.scales
+            && *backend == o.backend
+            && *against_length == o.against_length
+            && *tab == o.tab
+            && *tour == o.tour
+            && *hide == o.hide
+            && *passkey_lab == o.passkey_lab
+            && *tune == o.tune
+            && *compare == o.compare
+            && crate::app::jobs::same_text(pasted_text, &o.pasted_text)
+    }
 }
 
 impl Default for ViewState {
@@ -477,6 +527,26 @@ fn percent_decode(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written `==` sees a change in the text and in a field
+    /// beside it, and equal states as equal.
+    #[test]
+    fn states_compare_field_by_field_and_by_text() {
+        let a = ViewState {
+            pasted_text: "x".repeat(100),
+            ..Default::default()
+        };
+        assert_eq!(a, a.clone());
+        let mut b = a.clone();
+        b.pasted_text.replace_range(50..51, "y");
+        assert_ne!(a, b);
+        let mut c = a.clone();
+        c.tune.steps += 1;
+        assert_ne!(a, c);
+        let mut d = a.clone();
+        d.hide.push("status".into());
+        assert_ne!(a, d);
+    }
 
     #[test]
     fn fragment_round_trip_and_defaults() {
