@@ -6,7 +6,7 @@
 //! read first.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::model::files;
 
@@ -72,10 +72,6 @@ impl StateFile {
             dirty: false,
         };
         (file, Some(note))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Whether it holds anything (a first run's does not).

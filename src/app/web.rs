@@ -442,8 +442,9 @@ fn show_stop(message: &str) {
 
 /// A lost graphics device (the browser's GPU process stopped or was reset)
 /// leaves the canvas blank: eframe draws with that device, and no other
-/// can take its place in this page. Says so on the page, with a link that
-/// reloads it (the view is in the address, so it comes back as it was).
+/// can take its place in this page. Says so on the page, with a button
+/// that reloads it (`show_stop`; the view is in the address, so it comes
+/// back as it was).
 fn watch_for_a_lost_device(device: &eframe::wgpu::Device) {
     device.set_device_lost_callback(|reason, message| {
         // Only this page's end destroys it.

@@ -693,7 +693,7 @@ impl Attention {
         if splits < 2 {
             return None;
         }
-        let len = span.keys.div_ceil(splits.max(1)).div_ceil(tile) * tile;
+        let len = span.keys.div_ceil(splits).div_ceil(tile) * tile;
         // A workgroup walks `len` keys: within the loop budget, in one pass.
         (len < span.keys && len <= self.pass_len(shape.hd, 1)).then_some(len)
     }

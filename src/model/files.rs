@@ -446,20 +446,22 @@ mod native {
                 let mut new = Vec::new();
                 for ((_, done), old) in written[..i].iter().zip(&before) {
                     let back = match old {
-                        None => std::fs::remove_file(done),
-                        Some(Ok(old)) => std::fs::rename(old, done),
-                        Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                        None => std::fs::remove_file(done).is_ok(),
+                        Some(Ok(old)) => std::fs::rename(old, done).is_ok(),
+                        // The old file could not be kept: the new one stays.
+                        Some(Err(_)) => false,
                     };
-                    if back.is_err() {
+                    if !back {
                         new.push(done.display().to_string());
                     }
                 }
-                let e = match new.len() {
-                    0 => e,
-                    _ => std::io::Error::new(
+                let e = if new.is_empty() {
+                    e
+                } else {
+                    std::io::Error::new(
                         e.kind(),
                         format!("{e}; the set is half written: new are {}, the rest old", new.join(", ")),
-                    ),
+                    )
                 };
                 return Err(Error::io(*path, e));
             }

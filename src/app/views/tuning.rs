@@ -792,7 +792,7 @@ pub fn estimate_seconds(spec: &SearchSpec) -> f64 {
 /// what the page's CPU engine was measured to take beside it (e2e test,
 /// 6 steps of 2 documents at 512 tokens: 1.6 s in the threads build, two
 /// threads, where `estimate_seconds` says 1.1 s; one thread runs the
-/// forward 1.6x slower than two, docs/BENCH.md).
+/// forward `WEB_ONE_THREAD_SLOWER` times slower than two, docs/BENCH.md).
 fn expected_time(spec: &SearchSpec) -> String {
     let seconds = estimate_seconds(spec);
     if cfg!(target_arch = "wasm32") {
@@ -800,7 +800,7 @@ fn expected_time(spec: &SearchSpec) -> String {
         let factor = if threads > 1 {
             WEB_THREADS_FACTOR
         } else {
-            WEB_THREADS_FACTOR * 1.6
+            WEB_THREADS_FACTOR * WEB_ONE_THREAD_SLOWER
         };
         text::expected_time(seconds * factor, Some(threads))
     } else {
@@ -810,6 +810,7 @@ fn expected_time(spec: &SearchSpec) -> String {
 
 /// See `expected_time`.
 const WEB_THREADS_FACTOR: f64 = 1.5;
+const WEB_ONE_THREAD_SLOWER: f64 = 1.6;
 
 /// Measured: see `estimate_seconds`.
 const GRAD_SECONDS_PER_TOKEN: f64 = 1.33e-4;
