@@ -43,7 +43,7 @@ export XDG_RUNTIME_DIR
 
 echo "== fmt"; cargo fmt --check
 echo "== clippy"; cargo clippy --all-targets --release -- -D warnings
-echo "== wasm32 library"; cargo check --lib --target wasm32-unknown-unknown
+echo "== wasm32 library and binaries"; cargo check --target wasm32-unknown-unknown
 echo "== tests"; cargo test --release
 # The library's model tests again in the web page's build (wasm32 with
 # simd128, in Node): the CPU engine's wasm kernels and matrix product are

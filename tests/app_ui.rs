@@ -366,9 +366,17 @@ fn shift_click_pins_more_heads_without_moving_the_selection() {
     let s = &h.state().state;
     assert_eq!((s.layer, s.head), (0, 0), "the selection stays");
     assert_eq!(s.pinned, vec![[1, 2], [3, 0]]);
-    // The entropy plot's legend names the pinned heads (beside the cell),
-    // one entry each over every setting.
-    assert_eq!(h.get_all_by_label(&text::head_name(1, 2)).count(), 2);
+    // The entropy plot's legend, above it, names the pinned heads under
+    // each setting; a click on an entry hides its line, a second shows it.
+    let entry = text::head_line(text::BEFORE, &text::head_name(1, 2));
+    let toggled = |h: &Harness<'static, NopeApp>| h.get_by_label(&entry).accesskit_node().toggled();
+    assert_eq!(toggled(&h), Some(eframe::egui::accesskit::Toggled::True));
+    h.get_by_label(&entry).click();
+    h.run_steps(2);
+    assert_eq!(toggled(&h), Some(eframe::egui::accesskit::Toggled::False), "hidden");
+    h.get_by_label(&entry).click();
+    h.run_steps(2);
+    assert_eq!(toggled(&h), Some(eframe::egui::accesskit::Toggled::True), "shown again");
     map_cell(&h, &text::head_name(1, 2)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     assert_eq!(h.state().state.pinned, vec![[3, 0]], "a second shift-click unpins");

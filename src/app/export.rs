@@ -11,14 +11,15 @@
 
 use eframe::egui;
 
+use super::palette::Look;
 use super::text;
 
 /// One line of a figure.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
-    pub colour: egui::Color32,
-    pub dashed: bool,
+    /// As drawn on screen.
+    pub look: Look,
     pub points: Vec<[f64; 2]>,
 }
 
@@ -27,7 +28,7 @@ pub struct Series {
 pub struct Mark {
     pub name: String,
     pub x: f64,
-    pub colour: egui::Color32,
+    pub look: Look,
 }
 
 /// What a plot shows, as data.
@@ -188,6 +189,23 @@ fn hex(c: egui::Color32) -> String {
     format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b())
 }
 
+/// An SVG line's stroke attributes for a look: its colour, width (0.8 of
+/// the screen's points, at least 1), opacity and dashes.
+fn stroke(look: &Look) -> String {
+    let mut s = format!(
+        " stroke=\"{}\" stroke-width=\"{:.1}\"",
+        hex(look.colour),
+        (0.8 * look.width).max(1.0)
+    );
+    if look.opacity < 1.0 {
+        s.push_str(&format!(" stroke-opacity=\"{:.2}\"", look.opacity));
+    }
+    if look.dashed {
+        s.push_str(" stroke-dasharray=\"5 3\"");
+    }
+    s
+}
+
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -331,9 +349,9 @@ impl Figure {
         for m in &self.marks {
             let px = tx(m.x);
             s.push_str(&format!(
-                "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"{}\" stroke-width=\"2\"/>\n",
+                "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{:.1}\"{}/>\n",
                 top + ph,
-                hex(m.colour)
+                stroke(&m.look)
             ));
         }
         for series in &self.series {
@@ -343,27 +361,25 @@ impl Figure {
                 .filter(|p| p[0].is_finite() && p[1].is_finite() && (!self.log_x || p[0] > 0.0))
                 .map(|p| format!("{:.1},{:.1}", tx(p[0]), ty(p[1])))
                 .collect();
-            let dash = if series.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
             s.push_str(&format!(
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"/>\n",
-                hex(series.colour),
+                "<polyline fill=\"none\"{} points=\"{}\"/>\n",
+                stroke(&series.look),
                 pts.join(" ")
             ));
         }
-        // Legend: series, then marks.
+        // Legend: series, then marks, each drawn as in the figure.
         let lx = left + pw + 14.0;
         let entries = self
             .series
             .iter()
-            .map(|x| (&x.name, x.colour, x.dashed))
-            .chain(self.marks.iter().map(|m| (&m.name, m.colour, false)));
-        for (k, (name, colour, dashed)) in entries.enumerate() {
+            .map(|x| (&x.name, &x.look))
+            .chain(self.marks.iter().map(|m| (&m.name, &m.look)));
+        for (k, (name, look)) in entries.enumerate() {
             let y = top + 10.0 + 18.0 * k as f64;
-            let dash = if dashed { " stroke-dasharray=\"5 3\"" } else { "" };
             s.push_str(&format!(
-                "<line x1=\"{lx}\" y1=\"{y}\" x2=\"{:.1}\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                "<line x1=\"{lx}\" y1=\"{y}\" x2=\"{:.1}\" y2=\"{y}\"{}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
                 lx + 22.0,
-                hex(colour),
+                stroke(look),
                 lx + 28.0,
                 y + 4.0,
                 xml(name)
@@ -752,16 +768,22 @@ mod tests {
             title: "a <title>".into(),
             x_label: "length".into(),
             y_label: "bits".into(),
-            series: vec![Series {
-                name: "NoPE, mean".into(),
-                colour: egui::Color32::from_rgb(0, 0x72, 0xB2),
-                dashed: false,
-                points: vec![[1.0, 2.0], [2.0, 3.5]],
-            }],
+            series: vec![
+                Series {
+                    name: "NoPE, mean".into(),
+                    look: Look::line(egui::Color32::from_rgb(0, 0x72, 0xB2)),
+                    points: vec![[1.0, 2.0], [2.0, 3.5]],
+                },
+                Series {
+                    name: "NoPE, layer 0, head 0".into(),
+                    look: Look::head(egui::Color32::from_rgb(0, 0x72, 0xB2)),
+                    points: vec![[1.0, 2.5]],
+                },
+            ],
             marks: vec![Mark {
                 name: "L".into(),
                 x: 2.0,
-                colour: egui::Color32::from_rgb(0xE6, 0x9F, 0),
+                look: Look::training_length(),
             }],
             log_x: false,
         }
@@ -772,7 +794,7 @@ mod tests {
         let csv = figure().csv();
         assert_eq!(
             csv,
-            "series,length,bits\nL,2,\n\"NoPE, mean\",1,2\n\"NoPE, mean\",2,3.5\n"
+            "series,length,bits\nL,2,\n\"NoPE, mean\",1,2\n\"NoPE, mean\",2,3.5\n\"NoPE, layer 0, head 0\",1,2.5\n"
         );
     }
 
@@ -781,8 +803,21 @@ mod tests {
         let svg = figure().svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;title&gt;"));
-        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("#0072b2") && svg.contains("#e69f00"));
+        // Drawn as on screen: the head thin and lighter, L dashed (the
+        // mark's line and its legend swatch).
+        assert_eq!(
+            svg.matches("stroke-opacity=\"0.60\"").count(),
+            2,
+            "the head's line and swatch"
+        );
+        assert_eq!(svg.matches("stroke-dasharray").count(), 2, "L's line and swatch");
+        assert_eq!(
+            svg.matches("stroke-width=\"1.6\"").count(),
+            4,
+            "the mean and L, twice each"
+        );
         let mut log = figure();
         log.log_x = true;
         assert!(log.svg().contains("<polyline"));

@@ -68,6 +68,85 @@ pub const LINE_WIDTH: f32 = 2.0;
 pub const HEAD_LINE_ALPHA: f32 = 0.6;
 pub const THIN_LINE: f32 = 1.0;
 
+/// How one line is drawn, the same on screen, in its legend's swatch and
+/// in an exported SVG.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Look {
+    pub colour: Color32,
+    pub width: f32,
+    /// 1 is the colour itself; less lets what is under the line show.
+    pub opacity: f32,
+    pub dashed: bool,
+}
+
+impl Look {
+    /// A series: a setting's curve.
+    pub const fn line(colour: Color32) -> Self {
+        Look {
+            colour,
+            width: LINE_WIDTH,
+            opacity: 1.0,
+            dashed: false,
+        }
+    }
+
+    /// A thin line: the ceiling, a pinned head.
+    pub const fn thin(colour: Color32) -> Self {
+        Look {
+            width: THIN_LINE,
+            ..Look::line(colour)
+        }
+    }
+
+    /// The selected head beside its setting's mean: thin and lighter, so
+    /// the ceiling and the mean show through where it runs along them.
+    pub const fn head(colour: Color32) -> Self {
+        Look {
+            opacity: HEAD_LINE_ALPHA,
+            ..Look::thin(colour)
+        }
+    }
+
+    /// The training length L on a length axis: dashed, so it reads as a
+    /// mark, never as data, beside any series' colour.
+    pub const fn training_length() -> Self {
+        Look {
+            dashed: true,
+            ..Look::line(TRAINING_LENGTH)
+        }
+    }
+
+    /// A mark at a position (the pass key, the query).
+    pub const fn mark(colour: Color32) -> Self {
+        Look::line(colour)
+    }
+
+    pub const fn dashed(self) -> Self {
+        Look { dashed: true, ..self }
+    }
+
+    /// The colour with its opacity, to paint with.
+    pub fn paint(&self) -> Color32 {
+        if self.opacity < 1.0 {
+            self.colour.gamma_multiply(self.opacity)
+        } else {
+            self.colour
+        }
+    }
+
+    /// egui_plot's style for the line.
+    pub fn style(&self) -> egui_plot::LineStyle {
+        if self.dashed {
+            egui_plot::LineStyle::Dashed { length: DASH }
+        } else {
+            egui_plot::LineStyle::Solid
+        }
+    }
+}
+
+/// A dash's length in points (egui_plot makes the gap 0.62 of it).
+pub const DASH: f32 = 6.0;
+
 /// Viridis at nine evenly spaced stops (0, 1/8, ..., 1).
 const VIRIDIS: [[u8; 3]; 9] = [
     [68, 1, 84],

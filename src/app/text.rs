@@ -103,6 +103,8 @@ pub const MEAN_OVER_HEADS: &str = "mean over heads";
 pub const SELECTED_HEAD: &str = "selected head";
 pub const CEILING: &str = "uniform attention, log2(i + 1)";
 pub const TRAINING_LENGTH: &str = "training length L";
+pub const LEGEND_HIDE: &str = "Click to hide this line";
+pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer x head map";
 pub const MAP_ENTROPY: &str = "Entropy at this length";
 pub const MAP_RISE: &str = "Rise from L to this length";
@@ -231,18 +233,14 @@ pub fn training_mark(l: usize) -> String {
     format!("L = {l}")
 }
 
-/// The entropy plot's key to its line roles (the legend names only the
-/// settings and the pinned heads).
-pub fn entropy_key(head_name: &str, pinned: bool, settings: bool) -> String {
-    let mut s = format!("Thick: the mean over heads; thin: {head_name} (the selected head).");
-    if pinned {
-        s.push_str(if settings {
-            " Pinned heads in their own colours, solid for the first setting, dashed for the other."
-        } else {
-            " Pinned heads in their own colours."
-        });
-    }
-    s
+/// The entropy plot's line of a setting's mean over heads.
+pub fn mean_line(setting: &str) -> String {
+    format!("{setting}: {MEAN_OVER_HEADS}")
+}
+
+/// The entropy plot's line of one head under a setting.
+pub fn head_line(setting: &str, head_name: &str) -> String {
+    format!("{setting}: {head_name}")
 }
 
 pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
@@ -709,7 +707,8 @@ pub const USE_PRESET: &str = "Use";
 pub const PRESET_AS_B: &str = "Set as B";
 pub const PRESET_S: &str = "s";
 pub const PRESET_A: &str = "a";
-pub const PRESET_NOPE: &str = "NoPE (every s = 1)";
+/// The same setting as in the explorer, under the same name.
+pub const PRESET_NOPE: &str = BEFORE;
 pub const PRESET_LOG_N: &str = "log-n rule: s(i) = max(1, ln(i + 1) / ln L)";
 pub const PRESET_SHIPPED: &str = "scales shipped with the model (searched at 4L)";
 pub const CURRENT_SCALES: &str = "the current scales";

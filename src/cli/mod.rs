@@ -1,1 +1,1051 @@
+//! The `nopescope` command line: a thin layer over `lab/` and `model/`.
+
 pub mod search;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use nopescope::gpu::shader::Elem;
+use nopescope::gpu::GpuContext;
+use nopescope::lab::backend::{self, AnyEngine};
+use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
+use nopescope::lab::train::{self, Recipe, Start, TrainData};
+use nopescope::lab::{bench, eval};
+use nopescope::model::files::{self, load_model_dir};
+use nopescope::model::head_scales::HeadScales;
+use nopescope::model::params::Params;
+use nopescope::model::tokenizer::Tokenizer;
+use nopescope::model::{Engine, Error, HfConfig, ModelConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "nopescope",
+    version,
+    about = "Attention distraction and head temperatures in NoPE transformers"
+)]
+struct Cli {
+    /// Without a subcommand, the desktop app opens.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+enum Backend {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum GpuWeights {
+    F32,
+    F16,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a randomly initialised model (Hugging Face layout) with a
+    /// byte-level BPE tokenizer trained on the text.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace a model already in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Config, parameter count, tokenizer size and training length of a
+    /// model; or, with --devices, the GPU adapters of this machine.
+    Info {
+        #[arg(required_unless_present = "devices")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// List the GPU adapters (backend, type, the limits that matter).
+        #[arg(long, conflicts_with = "dir")]
+        devices: bool,
+    },
+    /// Loss, perplexity and attention entropy at each length.
+    Eval {
+        dir: PathBuf,
+        #[arg(long)]
+        text: PathBuf,
+        /// Comma-separated lengths, e.g. 256,1024,4096.
+        #[arg(long, value_delimiter = ',', required = true)]
+        lengths: Vec<usize>,
+        /// One scale for every head (1.0 is plain NoPE).
+        #[arg(long, conflicts_with = "head_scales")]
+        uniform_scale: Option<f32>,
+        /// A head_scales.json with one scale per layer and head.
+        #[arg(long)]
+        head_scales: Option<PathBuf>,
+        /// Most windows per length (fewer if the text is short).
+        #[arg(long, default_value_t = 4)]
+        windows: usize,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a model from a recipe (a JSON file: the model's config.json
+    /// under "model", the texts, the schedule and the data mix).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// Stop (after a checkpoint) once this many steps have run.
+        #[arg(long)]
+        stop_after: Option<usize>,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Pass-key retrieval at each length: greedy exact match of the key
+    /// hidden at depths spread over the filler.
+    Passkey {
+        dir: PathBuf,
+        /// Comma-separated lengths, e.g. 256,1024,4096.
+        #[arg(long, value_delimiter = ',', required = true)]
+        lengths: Vec<usize>,
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[arg(long, conflicts_with = "head_scales")]
+        uniform_scale: Option<f32>,
+        #[arg(long)]
+        head_scales: Option<PathBuf>,
+        /// Real text (a file) as filler instead of the paper's repeated sentences.
+        #[arg(long)]
+        text_filler: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regenerate docs/RESULTS.md, its figures and results.json from the
+    /// bundled NoPE and RoPE models and the shipped validation text.
+    Reproduce {
+        #[arg(long, default_value = "assets/models/nope-sotu")]
+        nope: PathBuf,
+        #[arg(long, default_value = "assets/models/rope-sotu")]
+        rope: PathBuf,
+        #[arg(long, default_value = "assets/text/sotu-validation.txt")]
+        text: PathBuf,
+        /// Folder for RESULTS.md, results.json and figures/ (default docs;
+        /// a --quick run needs it given, so it never replaces the full
+        /// results there).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only L/2 and L, 4 trials, scales 1.0 and 1.5 (a smoke run).
+        #[arg(long)]
+        quick: bool,
+        /// Pass-key trials per cell (default 50; 4 with --quick).
+        #[arg(long)]
+        trials: Option<usize>,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+    },
+    /// Search attention scales with the model frozen: one uniform scale
+    /// (a grid, then refined) or one per layer and head (AdamW, clamp
+    /// s >= 1), on the pass-key or text objective at a target length.
+    Search(search::SearchArgs),
+    /// Time the bench model (random weights): forward, forward with
+    /// entropy at 16384, a training step and a head-scale step.
+    Bench {
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+        /// Also run forwards with entropy at 32768 and 65536.
+        #[arg(long)]
+        long: bool,
+        /// Only the 16-token forward (the fixed cost per call, with the
+        /// device work it asks for): quick, even on a software adapter.
+        #[arg(long)]
+        fixed_cost: bool,
+        /// Then time every kernel of a few calls on the device's clock
+        /// (GPU engine, where the device has timestamp queries).
+        #[arg(long)]
+        profile: bool,
+        /// Time this model folder instead of the bench model: loading,
+        /// forwards with entropy at --tokens, peak memory against the
+        /// estimate made before loading.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Tokens per forward with --model.
+        #[arg(long, default_value_t = 2048)]
+        tokens: usize,
+        /// Forwards with --model (the first also makes the buffers).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// How the GPU engine holds the weight matrices with --model (f16
+        /// needs the device's shader-f16; the CPU engine is always f32).
+        #[arg(long, value_enum, default_value_t = GpuWeights::F32)]
+        gpu_weights: GpuWeights,
+    },
+}
+
+type CliResult<T> = Result<T, String>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        return run_app();
+    };
+    let result = match command {
+        Command::Init {
+            config,
+            text,
+            out,
+            seed,
+            force,
+        } => init(&config, &text, &out, seed, force),
+        Command::Info {
+            devices: true, json, ..
+        } => devices(json),
+        Command::Info { dir, json, .. } => info(&dir.expect("clap requires it"), json),
+        Command::Eval {
+            dir,
+            text,
+            lengths,
+            uniform_scale,
+            head_scales,
+            windows,
+            backend,
+            json,
+        } => eval_cmd(
+            &dir,
+            &text,
+            &lengths,
+            uniform_scale,
+            head_scales.as_deref(),
+            windows,
+            backend,
+            json,
+        ),
+        Command::Bench {
+            backend,
+            json,
+            long,
+            fixed_cost,
+            profile,
+            model,
+            tokens,
+            runs,
+            gpu_weights,
+        } => match model {
+            Some(dir) => bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json),
+            None => bench_cmd(backend, json, long, fixed_cost, profile),
+        },
+        Command::Search(args) => search::run(args),
+        Command::Reproduce {
+            nope,
+            rope,
+            text,
+            out,
+            quick,
+            trials,
+            backend,
+        } => match (out, quick) {
+            (None, true) => Err(
+                "reproduce --quick would replace the full results in docs/: give the folder for its results with --out"
+                    .into(),
+            ),
+            (out, _) => reproduce_cmd(
+                &nope,
+                &rope,
+                &text,
+                &out.unwrap_or_else(|| PathBuf::from("docs")),
+                quick,
+                trials,
+                backend,
+            ),
+        },
+        Command::Train {
+            config,
+            out,
+            resume,
+            stop_after,
+            backend,
+        } => train_cmd(&config, &out, resume, stop_after, backend),
+        Command::Passkey {
+            dir,
+            lengths,
+            trials,
+            uniform_scale,
+            head_scales,
+            text_filler,
+            backend,
+            json,
+        } => passkey_cmd(
+            &dir,
+            &lengths,
+            trials,
+            uniform_scale,
+            head_scales.as_deref(),
+            text_filler.as_deref(),
+            backend,
+            json,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// No subcommand: the desktop app (src/app/).
+#[cfg(feature = "app")]
+fn run_app() -> ExitCode {
+    match nopescope::app::run_native() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the app could not open a window: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "app"))]
+fn run_app() -> ExitCode {
+    eprintln!("error: built without the app (feature `app`); give a subcommand, see --help");
+    ExitCode::FAILURE
+}
+
+/// The CLI's wording of a library error: the message, and what to do
+/// where the kind of failure says.
+fn err(e: Error) -> String {
+    use nopescope::model::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DeviceLimit => format!("{e}; use --backend cpu"),
+        ErrorKind::DeviceLost => format!("{e}; run again, or use --backend cpu"),
+        ErrorKind::DeviceMemory => {
+            format!("{e}; try fewer tokens, --gpu-weights f16 where the command has it, or --backend cpu")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The model's tokenizer, or an error naming the folder and the command.
+fn tokenizer_of<'a>(tokenizer: &'a Option<Tokenizer>, dir: &Path, command: &str) -> CliResult<&'a Tokenizer> {
+    tokenizer.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no {} ({command} needs the tokenizer)",
+            dir.display(),
+            files::TOKENIZER_FILE
+        )
+    })
+}
+
+fn read_text(path: &Path) -> CliResult<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.trim().is_empty() {
+        return Err(format!("{}: the text is empty", path.display()));
+    }
+    Ok(text)
+}
+
+fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliResult<()> {
+    let hf = HfConfig::load(config).map_err(err)?;
+    let mut cfg = hf.validate().map_err(err)?;
+    if out.join(files::WEIGHTS_FILE).exists() && !force {
+        return Err(format!(
+            "{} already holds a model; pass --force to replace it",
+            out.display()
+        ));
+    }
+    let text = read_text(text)?;
+    eprintln!(
+        "training a byte-level BPE tokenizer of up to {} entries ...",
+        cfg.vocab_size
+    );
+    let tok = Tokenizer::train_byte_level_bpe(&text, cfg.vocab_size).map_err(err)?;
+    cfg.bos_token_id = tok.bos_id();
+    let params = Params::<f32>::random(&cfg, 0.02, seed);
+    files::save_model_with(out, &cfg, &params, Some(&tok)).map_err(err)?;
+    eprintln!(
+        "wrote {} ({} parameters, tokenizer of {} entries)",
+        out.display(),
+        params.data.len(),
+        tok.vocab_size()
+    );
+    Ok(())
+}
+
+fn info(dir: &Path, json: bool) -> CliResult<()> {
+    let m = load_model_dir(dir).map_err(err)?;
+    let c = &m.config;
+    let tok = m.tokenizer.as_ref().map(|t| t.vocab_size());
+    if json {
+        let v = serde_json::json!({
+            "config": c,
+            "parameters": m.params.data.len(),
+            "tokenizer_size": tok,
+            "training_length": c.training_length,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    let pe = c.position_encoding.describe();
+    println!("model            {}", dir.display());
+    println!("parameters       {}", m.params.data.len());
+    println!("layers           {}", c.num_layers);
+    println!("hidden size      {}", c.hidden_size);
+    println!(
+        "heads            {} query, {} key/value (head dim {})",
+        c.num_heads, c.num_kv_heads, c.head_dim
+    );
+    println!("MLP (SwiGLU)     {}", c.intermediate_size);
+    println!("vocabulary       {}", c.vocab_size);
+    println!("tied embeddings  {}", c.tie_word_embeddings);
+    println!("position enc.    {pe}");
+    println!("training length  {}", c.training_length);
+    match tok {
+        Some(n) => println!("tokenizer        {n} entries"),
+        None => println!("tokenizer        none ({} missing)", files::TOKENIZER_FILE),
+    }
+    Ok(())
+}
+
+fn devices(json: bool) -> CliResult<()> {
+    let adapters = GpuContext::list_adapters();
+    if json {
+        let v: Vec<_> = adapters
+            .iter()
+            .map(|a| {
+                let l = &a.limits;
+                serde_json::json!({
+                    "name": a.name,
+                    "backend": a.backend.to_string(),
+                    "type": format!("{:?}", a.device_type),
+                    "driver": a.driver,
+                    "driver_info": a.driver_info,
+                    "cpu_or_fallback": a.is_cpu,
+                    "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                    "max_buffer_size": l.max_buffer_size,
+                    "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                    "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                    "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+                    "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters (no Vulkan, Metal or DX12 driver found); --backend auto uses the CPU engine");
+        return Ok(());
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!("{i}: {}", a.label());
+        if !a.driver.is_empty() {
+            println!("   driver   {} {}", a.driver, a.driver_info);
+        }
+        let kind = if a.is_cpu {
+            "a CPU / fallback adapter: --backend auto picks the CPU engine over it"
+        } else {
+            "a GPU: --backend auto picks the GPU engine on it"
+        };
+        println!("   kind     {kind}");
+        println!("   limits   {}", a.limits);
+    }
+    Ok(())
+}
+
+/// The library's backend for the CLI's flag.
+fn lab_backend(backend: Backend) -> backend::Backend {
+    match backend {
+        Backend::Cpu => backend::Backend::Cpu,
+        Backend::Gpu => backend::Backend::Gpu,
+        Backend::Auto => backend::Backend::Auto,
+    }
+}
+
+/// Before the weights of `dir` are read: refuses (with needed and
+/// available) a model that cannot fit where `backend` will run it at up to
+/// `t` tokens, its GPU weights held as `elem`; otherwise says what it needs
+/// on stderr.
+fn check_fits(dir: &Path, backend: Backend, t: usize, elem: Elem) -> CliResult<backend::MemoryCheck> {
+    let check = backend::check_memory_native(dir, lab_backend(backend), t, elem).map_err(err)?;
+    eprintln!("memory: {} {}", dir.display(), check.summary());
+    Ok(check)
+}
+
+/// Picks the engine with the library's one rule (`lab::backend`, shared
+/// with the app): `cpu`; `gpu` (an error if the device or a shader fails);
+/// `auto`: the GPU engine on a real GPU, the CPU engine on a CPU / fallback
+/// adapter (lavapipe, SwiftShader, WARP are slower than it) or when there is
+/// no usable adapter. The choice and why go to stderr.
+fn make_engine(backend: Backend, config: ModelConfig, params: Params<f32>) -> CliResult<AnyEngine> {
+    let chosen = backend::choose_engine_native(lab_backend(backend), config, params).map_err(|e| {
+        format!(
+            "{}; use --backend cpu",
+            e.to_string().trim_end_matches("; use the CPU engine")
+        )
+    })?;
+    eprintln!("backend: {} ({})", chosen.engine.name(), chosen.reason);
+    Ok(chosen.engine)
+}
+
+struct Bar(ProgressBar);
+impl eval::Progress for Bar {
+    fn update(&mut self, done: usize, total: usize, message: &str) -> bool {
+        self.0.set_length(total as u64);
+        self.0.set_position(done as u64);
+        self.0.set_message(message.to_string());
+        true
+    }
+}
+
+fn progress_bar(unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn eval_cmd(
+    dir: &Path,
+    text: &Path,
+    lengths: &[usize],
+    uniform_scale: Option<f32>,
+    head_scales: Option<&Path>,
+    windows: usize,
+    backend: Backend,
+    json: bool,
+) -> CliResult<()> {
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
+    let m = load_model_dir(dir).map_err(err)?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
+    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
+    let text = read_text(text)?;
+    let tokens = tok.encode(&text).map_err(err)?;
+    let bos = tok.bos_id();
+    let mut engine = make_engine(backend, m.config.clone(), m.params)?;
+    let bar = progress_bar("tokens");
+    let report = pollster::block_on(eval::eval_lengths(
+        &mut engine,
+        &tokens,
+        bos,
+        lengths,
+        windows,
+        &hs,
+        &mut Bar(bar.clone()),
+    ))
+    .map_err(err)?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        println!(
+            "{:>8} {:>8} {:>10} {:>12} {:>14}",
+            "length", "windows", "loss", "perplexity", "entropy (bits)"
+        );
+        for r in &report.results {
+            println!(
+                "{:>8} {:>8} {:>10.4} {:>12.2} {:>14.3}",
+                r.length, r.windows, r.loss, r.perplexity, r.mean_entropy_bits
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool, profile: bool) -> CliResult<()> {
+    let cfg = ModelConfig::bench();
+    let params = Params::<f32>::random(&cfg, 0.02, 7);
+    let mut engine = make_engine(backend, cfg, params)?;
+    let report = pollster::block_on(bench::run(&mut engine, long, fixed_cost, profile, &mut |line| {
+        eprintln!("{line}")
+    }))
+    .map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn bench_model_cmd(
+    dir: &Path,
+    backend: Backend,
+    tokens: usize,
+    runs: usize,
+    gpu_weights: GpuWeights,
+    json: bool,
+) -> CliResult<()> {
+    if tokens < 2 {
+        return Err(format!("--tokens {tokens}: a forward needs at least 2 tokens"));
+    }
+    let elem = match gpu_weights {
+        GpuWeights::F32 => Elem::F32,
+        GpuWeights::F16 => Elem::F16,
+    };
+    if elem == Elem::F16 && !matches!(backend, Backend::Gpu) {
+        return Err("--gpu-weights f16 is for the GPU engine: add --backend gpu".into());
+    }
+    let memory = check_fits(dir, backend, tokens, elem)?;
+    let t0 = std::time::Instant::now();
+    let (parameters, mut engine) = match elem {
+        Elem::F32 => {
+            let m = load_model_dir(dir).map_err(err)?;
+            (m.params.data.len(), make_engine(backend, m.config.clone(), m.params)?)
+        }
+        // Read straight into f16: no f32 copy of the model on the host.
+        Elem::F16 => {
+            let config = files::load_config(dir).map_err(err)?;
+            let (_, data) = files::load_params_as::<half::f16>(dir, &config).map_err(err)?;
+            let ctx = GpuContext::new_default().map_err(|e| format!("no usable GPU ({e}); use --backend cpu"))?;
+            let engine = pollster::block_on(nopescope::gpu::GpuEngine::new_from_f16(ctx, config, data)).map_err(err)?;
+            eprintln!("backend: {} (f16 weights, as asked)", engine.name());
+            let n = nopescope::model::ParamLayout::new(engine.config()).total;
+            (n, AnyEngine::Gpu(engine))
+        }
+    };
+    let load_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("loaded in {load_seconds:.1} s; {runs} forward(s) with entropy at {tokens} tokens");
+    // Before the forwards reset it: the peak of loading.
+    let load_peak = bench::peak_rss_bytes();
+    let forwards = pollster::block_on(bench::model_forwards(&mut engine, tokens, runs)).map_err(err)?;
+    let fastest = forwards.iter().map(|r| r.seconds).fold(f64::INFINITY, f64::min);
+    let forward_peak = forwards.iter().filter_map(|r| r.peak_rss_bytes).max();
+    let report = bench::ModelBenchReport {
+        model: dir.display().to_string(),
+        backend: engine.name(),
+        kernels: engine.kernels(),
+        parameters,
+        tokens,
+        load_seconds,
+        forward_seconds: forwards.iter().map(|r| r.seconds).collect(),
+        tokens_per_s: tokens as f64 / fastest,
+        peak_rss_bytes: load_peak.max(forward_peak),
+        forward_peak_rss_bytes: forward_peak,
+        estimated_host_bytes: memory.host_needed,
+        estimated_device_bytes: memory.device_needed,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
+    match (uniform, file) {
+        (Some(s), _) => HeadScales::uniform(config, s).map_err(err),
+        (None, Some(p)) => HeadScales::load(p, config).map_err(err),
+        (None, None) => Ok(HeadScales::ones(config)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn passkey_cmd(
+    dir: &Path,
+    lengths: &[usize],
+    trials: usize,
+    uniform_scale: Option<f32>,
+    head_scales: Option<&Path>,
+    text_filler: Option<&Path>,
+    backend: Backend,
+    json: bool,
+) -> CliResult<()> {
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
+    let m = load_model_dir(dir).map_err(err)?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
+    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
+    let filler_tokens = match text_filler {
+        Some(p) => {
+            let text = FillerText::from_text(tok, &read_text(p)?).map_err(err)?;
+            if let Some(&longest) = lengths.iter().max() {
+                if text.cycles_for(longest) {
+                    eprintln!(
+                        "note: {} has {} tokens, fewer than a {longest}-token document: its filler reads the text again from the start",
+                        p.display(),
+                        text.len()
+                    );
+                }
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    let filler = match &filler_tokens {
+        Some(t) => Filler::Text(t),
+        None => Filler::Repeated,
+    };
+    let builder = PasskeyBuilder::new(tok).map_err(err)?;
+    let mut engine = make_engine(backend, m.config.clone(), m.params)?;
+    let bar = progress_bar("tokens");
+    let report = pollster::block_on(passkey::passkey_lengths(
+        &mut engine,
+        &builder,
+        lengths,
+        trials,
+        train::PASSKEY_EVAL_SEED,
+        filler,
+        &hs,
+        &mut Bar(bar.clone()),
+    ))
+    .map_err(err)?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("json"));
+    } else {
+        println!(
+            "{:>8} {:>7} {:>9} {:>9} {:>10} {:>14}",
+            "length", "trials", "accuracy", "key loss", "key tokens", "entropy (bits)"
+        );
+        for r in &report.results {
+            println!(
+                "{:>8} {:>7} {:>8.0}% {:>9.3} {:>9.0}% {:>14.3}",
+                r.length,
+                r.trials,
+                100.0 * r.accuracy,
+                r.key_loss,
+                100.0 * r.token_accuracy,
+                r.mean_entropy_bits
+            );
+        }
+    }
+    Ok(())
+}
+
+struct TrainBar {
+    bar: ProgressBar,
+    /// When stderr is no terminal (a log file), a line every half minute.
+    last_line: std::time::Instant,
+}
+
+impl train::TrainProgress for TrainBar {
+    fn step(&mut self, row: &train::LogRow, total: usize, tokens_per_s: f64) -> bool {
+        if self.bar.is_hidden() && self.last_line.elapsed().as_secs() >= 30 {
+            self.last_line = std::time::Instant::now();
+            eprintln!(
+                "step {}/{total}  loss {:.4}  lr {:.2e}  {:.0} tok/s  {:.1} min",
+                row.step,
+                row.loss,
+                row.lr,
+                tokens_per_s,
+                row.elapsed_s / 60.0
+            );
+        }
+        self.bar.set_length(total as u64);
+        self.bar.set_position(row.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+            row.loss, row.lr, tokens_per_s
+        ));
+        true
+    }
+
+    fn message(&mut self, text: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+}
+
+fn train_cmd(
+    recipe_path: &Path,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    backend: Backend,
+) -> CliResult<()> {
+    let recipe = Recipe::load(recipe_path).map_err(err)?;
+    let mut config = recipe.config().map_err(err)?;
+    let weights = out.join(files::WEIGHTS_FILE);
+    if !resume && (weights.exists() || out.join(train::CHECKPOINT_DIR).exists()) {
+        return Err(format!(
+            "{} already holds a model or checkpoint; pass --resume to continue it, or choose another --out",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _lock = train::RunLock::acquire(out).map_err(err)?;
+    let train_text = read_text(&recipe.train_text)?;
+    let validation_text = read_text(&recipe.validation_text)?;
+    let tok_path = out.join(files::TOKENIZER_FILE);
+    let tok = if tok_path.exists() {
+        Tokenizer::load(&tok_path).map_err(err)?
+    } else if let Some(p) = &recipe.tokenizer {
+        let t = Tokenizer::load(p).map_err(err)?;
+        t.save(&tok_path).map_err(err)?;
+        t
+    } else {
+        eprintln!(
+            "training a byte-level BPE tokenizer of up to {} entries ...",
+            config.vocab_size
+        );
+        let t = Tokenizer::train_byte_level_bpe(&train_text, config.vocab_size).map_err(err)?;
+        t.save(&tok_path).map_err(err)?;
+        t
+    };
+    if tok.vocab_size() > config.vocab_size {
+        return Err(format!(
+            "{}: {} entries, more than the model's vocab_size {}",
+            tok_path.display(),
+            tok.vocab_size(),
+            config.vocab_size
+        ));
+    }
+    config.bos_token_id = tok.bos_id();
+    eprintln!("tokenizing the texts ...");
+    let data = TrainData::new(&tok, &train_text, &validation_text).map_err(err)?;
+    eprintln!(
+        "training text {} tokens, validation text {} tokens",
+        data.train.len(),
+        data.validation.len()
+    );
+    let (params, start, opt) = if resume {
+        let ck = train::read_checkpoint(out).map_err(err)?;
+        if ck.state.recipe != recipe {
+            return Err(format!(
+                "{}: the checkpoint was made with a different recipe than {}; resume with the same recipe",
+                out.display(),
+                recipe_path.display()
+            ));
+        }
+        let log_path = out.join(train::LOG_FILE);
+        // No log yet is fine; one that cannot be read is not (resuming would
+        // write a new one over it with only the rows from here on).
+        let log = match std::fs::read_to_string(&log_path) {
+            Ok(text) => train::log_until(train::log_from_csv(&text, &log_path).map_err(err)?, ck.state.step),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", log_path.display())),
+        };
+        eprintln!("resuming at step {} of {}", ck.state.step, recipe.steps);
+        let start = Start {
+            step: ck.state.step,
+            tokens: ck.state.tokens,
+            elapsed_s: ck.state.elapsed_s,
+            log,
+        };
+        (ck.params, start, Some(ck.optimizer))
+    } else {
+        (
+            Params::<f32>::random(&config, recipe.init_std as f64, recipe.seed),
+            Start::default(),
+            None,
+        )
+    };
+    let nparams = params.data.len();
+    let mut engine = make_engine(backend, config.clone(), params)?;
+    if let Some(opt) = opt {
+        pollster::block_on(engine.set_optimizer_state(opt)).map_err(err)?;
+    }
+    let bar = progress_bar("steps");
+    let mut progress = TrainBar {
+        bar: bar.clone(),
+        last_line: std::time::Instant::now(),
+    };
+    let summary = pollster::block_on(train::train(
+        &mut engine,
+        &recipe,
+        &data,
+        &tok,
+        out,
+        start,
+        stop_after,
+        &mut progress,
+    ))
+    .map_err(err)?;
+    bar.finish_and_clear();
+    let Some(summary) = summary else {
+        return Ok(());
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let command = format!(
+        "nopescope train --config {} --out {}",
+        recipe_path.display(),
+        out.display()
+    );
+    let card = train::model_card(&name, &summary, &config, &command, nparams);
+    files::write_atomic(&out.join("README.md"), card.as_bytes()).map_err(err)?;
+    println!(
+        "trained {} steps, {} tokens in {:.1} min: training loss {:.4}, validation loss {:.4} at {}, pass key {:.0}% at {}",
+        summary.steps,
+        summary.tokens,
+        summary.elapsed_s / 60.0,
+        summary.final_train_loss,
+        summary.validation.loss,
+        summary.validation.length,
+        100.0 * summary.passkey.accuracy,
+        summary.passkey.length
+    );
+    Ok(())
+}
+
+fn reproduce_cmd(
+    nope: &Path,
+    rope: &Path,
+    text: &Path,
+    out: &Path,
+    quick: bool,
+    trials: Option<usize>,
+    backend: Backend,
+) -> CliResult<()> {
+    use nopescope::lab::{figures, reproduce};
+    let clock = std::time::Instant::now();
+    let n = load_model_dir(nope).map_err(err)?;
+    let r = load_model_dir(rope).map_err(err)?;
+    let tok = tokenizer_of(&n.tokenizer, &n.dir, "reproduce")?;
+    let rope_tok = tokenizer_of(&r.tokenizer, &r.dir, "reproduce")?;
+    if tok.to_json().map_err(err)? != rope_tok.to_json().map_err(err)? {
+        return Err(format!(
+            "{} and {} have different tokenizers: the comparison needs one",
+            nope.display(),
+            rope.display()
+        ));
+    }
+    let validation = tok.encode(&read_text(text)?).map_err(err)?;
+    let builder = PasskeyBuilder::new(tok).map_err(err)?;
+    // The output folder before the hours of work, not after.
+    let figures_dir = out.join("figures");
+    std::fs::create_dir_all(&figures_dir).map_err(|e| format!("{}: {e}", figures_dir.display()))?;
+    let mut ne = make_engine(backend, n.config.clone(), n.params)?;
+    let mut re = make_engine(backend, r.config.clone(), r.params)?;
+    let mut opts = if quick {
+        reproduce::Options::quick()
+    } else {
+        reproduce::Options::full()
+    };
+    if let Some(t) = trials {
+        opts.trials = t;
+    }
+    let results = pollster::block_on(reproduce::run(
+        &mut ne,
+        &mut re,
+        &builder,
+        &validation,
+        tok.bos_id(),
+        &opts,
+        &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
+    ))
+    .map_err(err)?;
+    // The temperatures: searched head scales shipped beside the model, the
+    // rules, on the repeated filler and on held-out real text.
+    let mut searched = Vec::new();
+    for (file, name) in [
+        ("head_scales-4L.json", "NoPE, head scales searched at 4L"),
+        ("head_scales-8L.json", "NoPE, head scales searched at 8L"),
+        // The same search from the paper's start (issue 8's comparison).
+        (
+            "head_scales-4L-init1.6.json",
+            "NoPE, head scales from s = 1.6, searched at 4L",
+        ),
+    ] {
+        let path = nope.join(file);
+        if path.exists() {
+            let hs = HeadScales::load(&path, &n.config).map_err(err)?;
+            searched.push((name.to_string(), hs));
+        }
+    }
+    let mut filler_texts = Vec::new();
+    for (name, path) in [
+        ("State of the Union, held-out addresses", text.to_path_buf()),
+        (
+            "Moby-Dick, held-out chapters",
+            PathBuf::from(reproduce::MOBY_VALIDATION),
+        ),
+    ] {
+        if path.exists() {
+            let t = FillerText::from_text(tok, &read_text(&path)?).map_err(err)?;
+            filler_texts.push((format!("{name} (`{}`)", path.display()), t));
+        }
+    }
+    let mut fillers: Vec<(String, Option<&FillerText>)> = vec![("the paper's repeated sentences".into(), None)];
+    fillers.extend(filler_texts.iter().map(|(n, t)| (n.clone(), Some(t))));
+    let at_l = results
+        .lengths
+        .iter()
+        .position(|&x| x == results.training_length)
+        .unwrap_or(0);
+    let inputs = nopescope::lab::scales_report::ScaleInputs {
+        searched,
+        fit_a: results.fit_a,
+        sweep: &opts.scales,
+        fillers,
+        entropy_at_l: results.nope.validation[at_l].entropy_bits.clone(),
+        trials: opts.trials,
+        seed: opts.seed,
+        repeated: Some(nopescope::lab::scales_report::Measured {
+            sweep: &results.sweep,
+            rope: &results.rope.passkey,
+        }),
+    };
+    let temps = pollster::block_on(nopescope::lab::scales_report::run(
+        &mut ne,
+        &mut re,
+        &builder,
+        &results.lengths,
+        &inputs,
+        &mut |m| eprintln!("[{:>6.1} min] {m}", clock.elapsed().as_secs_f64() / 60.0),
+    ))
+    .map_err(err)?;
+    // The measurements first (results.json, temperatures.json): a figure
+    // that fails to draw then loses no result.
+    let json = serde_json::to_string_pretty(&results).expect("json");
+    files::write_atomic(&out.join("results.json"), json.as_bytes()).map_err(err)?;
+    let temps_json = serde_json::to_string_pretty(&temps).expect("json");
+    files::write_atomic(&out.join("temperatures.json"), temps_json.as_bytes()).map_err(err)?;
+    figures::write_figures(&results, &figures_dir).map_err(err)?;
+    figures::write_scale_figures(&temps, &figures_dir).map_err(err)?;
+    let mut command = "nopescope reproduce".to_string();
+    if quick {
+        command.push_str(" --quick");
+    }
+    if let Some(t) = trials {
+        command.push_str(&format!(" --trials {t}"));
+    }
+    if out != Path::new("docs") {
+        command.push_str(&format!(" --out {}", out.display()));
+    }
+    let mut md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
+    md.push_str(&nopescope::lab::scales_report::markdown(&temps));
+    files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
+    print!("{}", reproduce::short_table(&results));
+    for c in reproduce::checks(&results)
+        .into_iter()
+        .chain(nopescope::lab::scales_report::checks(&temps))
+    {
+        let met = match c.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "not measured",
+        };
+        eprintln!("{met:>12}: {} ({})", c.what, c.measured);
+    }
+    println!(
+        "wrote {} and its figures in {:.1} min",
+        out.join("RESULTS.md").display(),
+        clock.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}

@@ -12,7 +12,7 @@ use nopescope::lab::search::{self, HeadSearchConfig, Objective, SearchData, Sear
 use nopescope::model::files::{self, write_atomic};
 use nopescope::model::head_scales::{HeadScales, ScaleRule};
 
-use crate::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
+use super::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
 
 /// The command line's settings for one search.
 #[derive(clap::Args)]
@@ -176,7 +176,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
             ));
         }
     }
-    crate::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
+    super::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
     let rule = ScaleRule::parse(&a.rule, cfg.training_length, a.rule_a).map_err(err)?;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, Points, VLine};
 
-use super::{show_entry_status, Keys};
+use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
 use crate::app::jobs::{JobKey, JobResult, Jobs, LengthPoint};
-use crate::app::palette;
+use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
 
@@ -88,9 +88,14 @@ impl AgainstLengthView {
         }
         // One legend for the three plots, which share their series: in
         // plots this small a legend inside would hide the curves.
-        let mut legend: Vec<(&str, egui::Color32)> = series.iter().map(|(n, c, _)| (n.as_str(), *c)).collect();
-        legend.push((text::TRAINING_LENGTH, palette::TRAINING_LENGTH));
-        super::legend_row(ui, &legend);
+        // A click on a setting hides it in all three.
+        let mut legend: Vec<LegendEntry> = series
+            .iter()
+            .map(|(n, c, _)| LegendEntry::line(n.clone(), Look::line(*c)))
+            .collect();
+        legend.push(LegendEntry::mark(text::TRAINING_LENGTH, Look::training_length()));
+        let hidden = super::legend_row(ui, "against length", &legend);
+        results.retain(|(name, _, _)| hidden.shows(name));
         let l = (keys.info.training_length as f64).log2();
         let metrics: [(&str, &str, Metric); 3] = [
             ("against entropy", text::BITS_AXIS, |p| Some(p.entropy_bits)),
@@ -130,10 +135,12 @@ impl AgainstLengthView {
                                         .radius(3.0),
                                 );
                             }
+                            let mark = Look::training_length();
                             plot.vline(
                                 VLine::new(text::TRAINING_LENGTH, l)
-                                    .color(palette::TRAINING_LENGTH)
-                                    .width(palette::LINE_WIDTH),
+                                    .color(mark.paint())
+                                    .width(mark.width)
+                                    .style(mark.style()),
                             );
                         });
                     export::buttons(ui, plot.response.rect, || export::Figure {
@@ -146,8 +153,7 @@ impl AgainstLengthView {
                             .filter_map(|(name, colour, r)| match r.as_ref() {
                                 JobResult::AgainstLength(a) => Some(export::Series {
                                     name: name.clone(),
-                                    colour: *colour,
-                                    dashed: false,
+                                    look: Look::line(*colour),
                                     points: a
                                         .points
                                         .iter()
@@ -160,7 +166,7 @@ impl AgainstLengthView {
                         marks: vec![export::Mark {
                             name: text::TRAINING_LENGTH.into(),
                             x: 2f64.powf(l),
-                            colour: palette::TRAINING_LENGTH,
+                            look: Look::training_length(),
                         }],
                         log_x: true,
                     });

@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
+use egui_plot::{Line, Plot, PlotPoints, VLine};
 
 use super::entropy::binned;
-use super::{show_entry_status, Keys};
+use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
 use crate::app::jobs::{AttnRowResult, JobKey, JobResult, Jobs, PooledResult};
-use crate::app::palette;
+use crate::app::palette::{self, Look};
 use crate::app::state::ViewState;
 use crate::app::text;
 
@@ -140,17 +140,25 @@ impl AttentionView {
             _ => None,
         });
         if let Some((shown_query, key_position)) = row_query {
-            // The hover reads every setting's row at the pointer's key.
-            let readout = super::row_readout(&rows);
-            let training = keys.info.training_length;
             // Above its plot: under it, it read as the pooled map's caption.
             ui.label(text::row_caption(
                 shown_query,
                 tokens.get(shown_query).map(String::as_str),
             ));
+            // The legend above the plot, off the row's spikes; a click
+            // hides a setting's row.
+            let mut legend: Vec<LegendEntry> = rows
+                .iter()
+                .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
+                .collect();
+            legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
+            let hidden = super::legend_row(ui, "attention row", &legend);
+            rows.retain(|(name, _, _)| hidden.shows(name));
+            // The hover reads every shown setting's row at the pointer's key.
+            let readout = super::row_readout(&rows);
+            let training = keys.info.training_length;
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
-                .legend(Legend::default().follow_insertion_order(true))
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)
                 .include_y(0.0)
@@ -176,16 +184,16 @@ impl AttentionView {
                             _ => None,
                         })
                         .fold(0.0f32, f32::max) as f64;
-                    // The query is the row's last key, at the right edge, under
-                    // the legend: named there.
+                    // The query is the row's last key, at the right edge:
+                    // named in the legend.
                     plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
                     // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
                     let mut marks = Vec::new();
                     if let Some(k) = key_position {
-                        marks.push((k as f64, text::KEY_POSITION.to_string(), palette::KEY));
+                        marks.push((k as f64, text::KEY_POSITION.to_string(), Look::mark(palette::KEY)));
                     }
                     if training <= shown_query + 1 {
-                        marks.push((training as f64, text::training_mark(training), palette::TRAINING_LENGTH));
+                        marks.push((training as f64, text::training_mark(training), Look::training_length()));
                     }
                     super::labelled_marks(plot, &marks, top, shown_query as f64);
                 });
@@ -196,8 +204,7 @@ impl AttentionView {
                     .filter_map(|(name, colour, r)| match r.as_ref() {
                         JobResult::AttnRow(a) => Some(export::Series {
                             name: name.to_string(),
-                            colour: *colour,
-                            dashed: false,
+                            look: Look::line(*colour),
                             points: binned(&a.row[..=a.query]),
                         }),
                         _ => None,
@@ -206,20 +213,20 @@ impl AttentionView {
                 let mut marks = vec![export::Mark {
                     name: text::QUERY.into(),
                     x: shown_query as f64,
-                    colour: palette::QUERY,
+                    look: Look::mark(palette::QUERY),
                 }];
                 if let Some(k) = key_position {
                     marks.push(export::Mark {
                         name: text::KEY_POSITION.into(),
                         x: k as f64,
-                        colour: palette::KEY,
+                        look: Look::mark(palette::KEY),
                     });
                 }
                 if training <= shown_query + 1 {
                     marks.push(export::Mark {
                         name: text::TRAINING_LENGTH.into(),
                         x: training as f64,
-                        colour: palette::TRAINING_LENGTH,
+                        look: Look::training_length(),
                     });
                 }
                 export::Figure {

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{ColorConflictHandling, Corner, Legend, Line, LineStyle, Plot, PlotPoints};
+use egui_plot::{Line, Plot, PlotPoints};
 
-use super::{show_entry_status, Keys};
+use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
 use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
-use crate::app::palette;
+use crate::app::palette::{self, Look};
 use crate::app::state::ViewState;
 use crate::app::text;
 
@@ -96,24 +96,63 @@ impl EntropyView {
             })
             .collect();
         let head_name = text::head_name(layer, head);
-        ui.label(text::entropy_key(&head_name, !pinned.is_empty(), profiles.len() > 1));
-        // One legend entry per setting (its mean and its selected head, which
-        // share its name) and per pinned head (over every setting): the line
-        // roles are in the key above, and the marks are labelled in place,
-        // so the legend stays short and off the curves, which rise from the
-        // lower left. In the order drawn (egui_plot sorts by name otherwise).
+        // Every line once, as drawn and as exported: each setting's mean
+        // (thick) and selected head (thin, lighter), each pinned head in its
+        // colour (solid for the first setting, dashed for the other), and
+        // the ceiling.
+        let ceiling = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
+        let mut lines: Vec<(String, Look, Vec<[f64; 2]>)> = Vec::new();
+        for ((name, colour, r), mean) in profiles.iter().zip(&means) {
+            let JobResult::Entropy(p) = r.as_ref() else { continue };
+            lines.push((text::mean_line(name), Look::line(*colour), binned(mean)));
+            if layer < p.layers && head < p.heads {
+                lines.push((
+                    text::head_line(name, &head_name),
+                    Look::head(*colour),
+                    binned(p.head(layer, head)),
+                ));
+            }
+        }
+        for &(pin_colour, [pl, ph]) in &pinned {
+            for (s, (name, _, r)) in profiles.iter().enumerate() {
+                let JobResult::Entropy(p) = r.as_ref() else { continue };
+                if pl < p.layers && ph < p.heads {
+                    let look = Look::thin(pin_colour);
+                    lines.push((
+                        text::head_line(name, &text::head_name(pl, ph)),
+                        if s == 0 { look } else { look.dashed() },
+                        binned(p.head(pl, ph)),
+                    ));
+                }
+            }
+        }
+        lines.push((text::CEILING.to_string(), Look::thin(palette::CEILING), ceiling));
+        // Marks, labelled where they are. At T = L the mark for L sits at
+        // the right edge, one past the last query.
+        let mut marks = Vec::new();
+        let mut mark_names = Vec::new();
+        if training <= length {
+            marks.push((training as f64, text::training_mark(training), Look::training_length()));
+            mark_names.push(text::TRAINING_LENGTH);
+        }
+        if let Some(k) = key_position {
+            marks.push((k as f64, text::KEY_POSITION.to_string(), Look::mark(palette::KEY)));
+            mark_names.push(text::KEY_POSITION);
+        }
+        // The legend above the plot, off the curves; a click hides a line.
+        let legend: Vec<LegendEntry> = lines
+            .iter()
+            .map(|(name, look, _)| LegendEntry::line(name.clone(), *look))
+            .collect();
+        let hidden = super::legend_row(ui, "entropy", &legend);
+        lines.retain(|(name, _, _)| hidden.shows(name));
         let top = (length as f64).log2();
         let plot = Plot::new("entropy against position")
             .height(260.0)
-            .legend(
-                Legend::default()
-                    .position(Corner::RightBottom)
-                    .follow_insertion_order(true)
-                    .color_conflict_handling(ColorConflictHandling::PickFirst),
-            )
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)
+            .include_y(top)
             .label_formatter(|pos| {
                 let p = super::hovered(pos);
                 let i = p.x.round().max(0.0) as usize;
@@ -121,115 +160,41 @@ impl EntropyView {
                 Some(text::position_hover(i, token, &readout, &head_name))
             })
             .show(ui, |plot| {
-                let ceiling: Vec<[f64; 2]> = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
-                plot.line(
-                    Line::new(text::CEILING, PlotPoints::from(ceiling))
-                        .color(palette::CEILING)
-                        .width(palette::THIN_LINE),
-                );
-                for ((name, colour, r), mean) in profiles.iter().zip(&means) {
-                    let JobResult::Entropy(p) = r.as_ref() else { continue };
+                // The ceiling (last in the legend) under the curves.
+                let (under, over): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.0 == text::CEILING);
+                for (name, look, points) in under.into_iter().chain(over) {
                     plot.line(
-                        Line::new(*name, PlotPoints::from(binned(mean)))
-                            .color(*colour)
-                            .width(palette::LINE_WIDTH),
+                        Line::new(name.as_str(), PlotPoints::from(points.clone()))
+                            .color(look.paint())
+                            .width(look.width)
+                            .style(look.style()),
                     );
-                    if layer < p.layers && head < p.heads {
-                        // Lighter than the mean: the ceiling and the mean
-                        // show through where the head runs along them.
-                        plot.line(
-                            Line::new(*name, PlotPoints::from(binned(p.head(layer, head))))
-                                .color(colour.gamma_multiply(palette::HEAD_LINE_ALPHA))
-                                .width(palette::THIN_LINE),
-                        );
-                    }
-                }
-                // Pinned heads: a colour each; NoPE solid, other settings dashed.
-                for &(pin_colour, [pl, ph]) in &pinned {
-                    for (s, (_, _, r)) in profiles.iter().enumerate() {
-                        let JobResult::Entropy(p) = r.as_ref() else { continue };
-                        if pl < p.layers && ph < p.heads {
-                            let line = Line::new(text::head_name(pl, ph), PlotPoints::from(binned(p.head(pl, ph))))
-                                .color(pin_colour)
-                                .width(palette::THIN_LINE);
-                            plot.line(if s == 0 {
-                                line
-                            } else {
-                                line.style(LineStyle::dashed_loose())
-                            });
-                        }
-                    }
-                }
-                // Marks, labelled where they are, not in the legend. At T = L
-                // the mark for L sits at the right edge, one past the last query.
-                let mut marks = Vec::new();
-                if training <= length {
-                    marks.push((training as f64, text::training_mark(training), palette::TRAINING_LENGTH));
-                }
-                if let Some(k) = key_position {
-                    marks.push((k as f64, text::KEY_POSITION.to_string(), palette::KEY));
                 }
                 super::labelled_marks(plot, &marks, top, length as f64);
             });
-        export::buttons(ui, plot.response.rect, || {
-            let mut series = vec![export::Series {
-                name: text::CEILING.into(),
-                colour: palette::CEILING,
-                dashed: false,
-                points: binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>()),
-            }];
-            for (name, colour, r) in &profiles {
-                let JobResult::Entropy(p) = r.as_ref() else { continue };
-                series.push(export::Series {
-                    name: format!("{name}: {}", text::MEAN_OVER_HEADS),
-                    colour: *colour,
-                    dashed: false,
-                    points: binned(&p.mean_over_heads()),
-                });
-                if layer < p.layers && head < p.heads {
-                    series.push(export::Series {
-                        name: format!("{name}: {}", text::head_name(layer, head)),
-                        colour: *colour,
-                        dashed: false,
-                        points: binned(p.head(layer, head)),
-                    });
-                }
-            }
-            // As drawn: NoPE's pinned heads solid, other settings' dashed.
-            for &(pin_colour, [pl, ph]) in &pinned {
-                for (s, (name, _, r)) in profiles.iter().enumerate() {
-                    let JobResult::Entropy(p) = r.as_ref() else { continue };
-                    if pl < p.layers && ph < p.heads {
-                        series.push(export::Series {
-                            name: format!("{name}: {}", text::head_name(pl, ph)),
-                            colour: pin_colour,
-                            dashed: s > 0,
-                            points: binned(p.head(pl, ph)),
-                        });
-                    }
-                }
-            }
-            let mut marks = vec![export::Mark {
-                name: text::TRAINING_LENGTH.into(),
-                x: training as f64,
-                colour: palette::TRAINING_LENGTH,
-            }];
-            if let Some(k) = key_position {
-                marks.push(export::Mark {
-                    name: text::KEY_POSITION.into(),
-                    x: k as f64,
-                    colour: palette::KEY,
-                });
-            }
-            export::Figure {
-                stem: format!("nopescope-entropy-{length}"),
-                title: format!("{} ({length} tokens)", text::ENTROPY_HEADING),
-                x_label: text::POSITION_AXIS.into(),
-                y_label: text::BITS_AXIS.into(),
-                series,
-                marks,
-                log_x: false,
-            }
+        export::buttons(ui, plot.response.rect, || export::Figure {
+            stem: format!("nopescope-entropy-{length}"),
+            title: format!("{} ({length} tokens)", text::ENTROPY_HEADING),
+            x_label: text::POSITION_AXIS.into(),
+            y_label: text::BITS_AXIS.into(),
+            series: lines
+                .iter()
+                .map(|(name, look, points)| export::Series {
+                    name: name.clone(),
+                    look: *look,
+                    points: points.clone(),
+                })
+                .collect(),
+            marks: marks
+                .iter()
+                .zip(&mark_names)
+                .map(|((x, _, look), name)| export::Mark {
+                    name: name.to_string(),
+                    x: *x,
+                    look: *look,
+                })
+                .collect(),
+            log_x: false,
         });
     }
 }

@@ -20,7 +20,7 @@ use eframe::egui;
 
 use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey, TextKey};
 use super::models::ModelInfo;
-use super::palette;
+use super::palette::{self, Look};
 use super::state::{InputKind, ModelChoice, ViewState};
 use super::text;
 
@@ -121,7 +121,7 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
     }
 }
 
-/// Vertical marks (x, label, colour: the training length, the pass key)
+/// Vertical marks (x, label, look: the training length, the pass key)
 /// labelled in place at height `top` (the data's top) instead of in the
 /// legend. A label goes right of its line, or left of it in the last sixth
 /// of an axis ending at `end`, where it would leave the plot; of two lines
@@ -130,16 +130,22 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
 /// last sixth: then both go left, the left one's a line lower. On a light
 /// background the label is a darker shade of its line's colour (the pass
 /// key's yellow is unreadable on white).
-pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, egui::Color32)], top: f64, end: f64) {
-    let mut marks: Vec<&(f64, String, egui::Color32)> = marks.iter().collect();
+pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, Look)], top: f64, end: f64) {
+    let mut marks: Vec<&(f64, String, Look)> = marks.iter().collect();
     marks.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (left, lower) = mark_label_sides(&marks.iter().map(|m| m.0).collect::<Vec<_>>(), end);
     // A text line's height in the plot's units.
     let line = 1.3 * plot.ctx().global_style().text_styles[&egui::TextStyle::Body].size as f64;
     let line = line * plot.transform().dvalue_dpos()[1].abs();
-    for ((&&(x, ref label, colour), left), lower) in marks.iter().zip(left).zip(lower) {
+    for ((&&(x, ref label, look), left), lower) in marks.iter().zip(left).zip(lower) {
         let top = if lower { top - line } else { top };
-        plot.vline(egui_plot::VLine::new("", x).color(colour).width(palette::LINE_WIDTH));
+        plot.vline(
+            egui_plot::VLine::new("", x)
+                .color(look.paint())
+                .width(look.width)
+                .style(look.style()),
+        );
+        let colour = look.colour;
         let (anchor, label) = if left {
             (egui::Align2::RIGHT_TOP, format!("{label} "))
         } else {
@@ -239,21 +245,127 @@ pub fn row_readout<'a>(
         .collect()
 }
 
-/// A legend shared by several plots: a short line of each colour and its
-/// name, in a row that wraps.
-pub fn legend_row(ui: &mut egui::Ui, entries: &[(&str, egui::Color32)]) {
+/// One entry of a legend above a plot: a line's name and how it is drawn.
+pub struct LegendEntry {
+    pub name: String,
+    pub look: Look,
+    /// Whether a click hides and shows its line (a mark, such as the
+    /// training length, stays).
+    pub toggles: bool,
+}
+
+impl LegendEntry {
+    pub fn line(name: impl Into<String>, look: Look) -> Self {
+        LegendEntry {
+            name: name.into(),
+            look,
+            toggles: true,
+        }
+    }
+
+    pub fn mark(name: impl Into<String>, look: Look) -> Self {
+        LegendEntry {
+            toggles: false,
+            ..LegendEntry::line(name, look)
+        }
+    }
+}
+
+/// The lines a legend's reader has hidden.
+#[derive(Clone, Default)]
+pub struct Hidden(Vec<String>);
+
+impl Hidden {
+    pub fn shows(&self, name: &str) -> bool {
+        !self.0.iter().any(|n| n == name)
+    }
+}
+
+/// The legend of one plot, or of several that share their lines, above
+/// them, never over a curve: a swatch drawn as its line is (width,
+/// lightness, dashes) and its name, in a row that wraps. A click (or
+/// Enter) on an entry hides its line and a second shows it again, its
+/// swatch and name greyed meanwhile. `id` keeps what is hidden from frame
+/// to frame; the plots ask the returned [`Hidden`] what to draw.
+pub fn legend_row(ui: &mut egui::Ui, id: &str, entries: &[LegendEntry]) -> Hidden {
+    let key = egui::Id::unique(("nopescope legend", id));
+    let mut hidden: Hidden = ui.data(|d| d.get_temp(key)).unwrap_or_default();
     ui.horizontal_wrapped(|ui| {
-        for &(name, colour) in entries {
-            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 12.0), egui::Sense::hover());
-            let y = rect.center().y;
-            ui.painter().line_segment(
-                [egui::pos2(rect.left(), y), egui::pos2(rect.right(), y)],
-                egui::Stroke::new(palette::LINE_WIDTH, colour),
+        for entry in entries {
+            let shown = hidden.shows(&entry.name);
+            let text_colour = if shown {
+                ui.visuals().text_color()
+            } else {
+                ui.visuals().weak_text_color()
+            };
+            let galley = egui::WidgetText::from(entry.name.as_str()).into_galley(
+                ui,
+                Some(egui::TextWrapMode::Extend),
+                f32::INFINITY,
+                egui::TextStyle::Body,
             );
-            ui.label(name);
-            ui.add_space(8.0);
+            const SWATCH: f32 = 22.0;
+            let size = egui::vec2(SWATCH + 4.0 + galley.size().x, galley.size().y.max(14.0));
+            let sense = if entry.toggles {
+                egui::Sense::click()
+            } else {
+                egui::Sense::hover()
+            };
+            let (rect, response) = ui.allocate_exact_size(size, sense);
+            let y = rect.center().y;
+            let ends = [
+                egui::pos2(rect.left() + 1.0, y),
+                egui::pos2(rect.left() + SWATCH - 1.0, y),
+            ];
+            let colour = if shown {
+                entry.look.paint()
+            } else {
+                ui.visuals().weak_text_color().gamma_multiply(0.5)
+            };
+            let stroke = egui::Stroke::new(entry.look.width, colour);
+            if entry.look.dashed {
+                ui.painter().extend(egui::Shape::dashed_line(
+                    &ends,
+                    stroke,
+                    palette::DASH,
+                    palette::DASH * 0.618,
+                ));
+            } else {
+                ui.painter().line_segment(ends, stroke);
+            }
+            ui.painter().galley(
+                egui::pos2(rect.left() + SWATCH + 4.0, rect.center().y - galley.size().y / 2.0),
+                galley,
+                text_colour,
+            );
+            if entry.toggles {
+                if response.has_focus() || response.hovered() {
+                    ui.painter().rect_stroke(
+                        rect.expand(2.0),
+                        2.0,
+                        ui.visuals().widgets.hovered.bg_stroke,
+                        egui::StrokeKind::Outside,
+                    );
+                }
+                let response = response
+                    .on_hover_text(if shown { text::LEGEND_HIDE } else { text::LEGEND_SHOW })
+                    .on_hover_cursor(egui::CursorIcon::PointingHand);
+                response.widget_info(|| egui::WidgetInfo::selected(egui::Role::CheckBox, true, shown, &entry.name));
+                if response.clicked() {
+                    if shown {
+                        hidden.0.push(entry.name.clone());
+                    } else {
+                        hidden.0.retain(|n| n != &entry.name);
+                    }
+                }
+            } else {
+                response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &entry.name));
+            }
+            ui.add_space(10.0);
         }
     });
+    ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
+    hidden
 }
 
 /// Labelled lines at least this far apart (points) on a plot's x axis and

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints, Polygon, VLine};
+use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
 
 use super::entropy::binned;
-use super::{show_entry_status, Keys};
+use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
 use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
+use crate::app::palette::Look;
 use crate::app::state::{
     FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
     MAX_LENGTH, MIN_LENGTH,
@@ -361,6 +362,13 @@ fn filler_choice(ui: &mut egui::Ui, lab: &mut PasskeyLabState, has_text: bool) {
     }
 }
 
+/// The key sentence's band, and its legend swatch.
+const KEY_BAND: Look = Look {
+    width: 8.0,
+    opacity: 0.35,
+    ..Look::mark(palette::KEY)
+};
+
 /// The retrieving query's row for each setting, the key sentence shaded.
 fn attention_plot(
     ui: &mut egui::Ui,
@@ -379,14 +387,22 @@ fn attention_plot(
         })
         .fold(1e-3, f64::max);
     let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
-    let readout = super::row_readout(rows);
+    // The legend above the plot; a click hides a setting's row.
+    let mut legend: Vec<LegendEntry> = rows
+        .iter()
+        .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
+        .collect();
+    legend.push(LegendEntry::mark(text::KEY_SENTENCE, KEY_BAND));
+    legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
+    let hidden = super::legend_row(ui, "passkey attention row", &legend);
+    let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
+    let readout = super::row_readout(&rows);
     super::nice_y(Plot::new("passkey attention row"))
         .height(200.0)
         .label_formatter(|pos| {
             let j = super::hovered(pos).x.round().max(0.0) as usize;
             Some(text::key_hover(j, None, &readout))
         })
-        .legend(Legend::default().follow_insertion_order(true))
         .x_axis_label(text::KEY_AXIS)
         .y_axis_label(text::WEIGHT_AXIS)
         .include_y(0.0)
@@ -396,10 +412,10 @@ fn attention_plot(
                     text::KEY_SENTENCE,
                     PlotPoints::from(vec![[k0, 0.0], [k1, 0.0], [k1, top], [k0, top]]),
                 )
-                .fill_color(palette::KEY.gamma_multiply(0.35))
+                .fill_color(KEY_BAND.paint())
                 .stroke(egui::Stroke::new(palette::THIN_LINE, palette::KEY)),
             );
-            for (name, colour, r) in rows {
+            for (name, colour, r) in &rows {
                 let JobResult::AttnRow(a) = r.as_ref() else { continue };
                 plot.line(
                     Line::new(*name, PlotPoints::from(binned(&a.row[..=a.query])))
@@ -415,7 +431,7 @@ fn attention_plot(
                 let mark = (
                     training_length as f64,
                     text::training_mark(training_length),
-                    palette::TRAINING_LENGTH,
+                    Look::training_length(),
                 );
                 super::labelled_marks(plot, &[mark], top, doc.query as f64);
             }
