@@ -691,7 +691,21 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
         }
         other => panic!("no pass-key profile: {other:?}"),
     }
+    // The status bar says less: no "Engine" caption, the engine's name
+    // without its details (threads, SIMD), which its hover keeps.
+    assert!(h.query_by_label(text::ENGINE).is_none(), "no caption when narrow");
+    assert!(
+        h.query_all_by_label_contains("threads").next().is_none(),
+        "details in the hover"
+    );
     snapshot(&mut h, "app_narrow_passkey", 560.0);
+    let mut wide = harness(small_state(), 1280.0);
+    settle(&mut wide);
+    wide.get_by_label(text::ENGINE);
+    assert!(
+        wide.query_all_by_label_contains("threads").next().is_some(),
+        "the whole name when wide"
+    );
 }
 
 /// Steps frames until the model the user asked for has opened or failed

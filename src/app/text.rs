@@ -407,6 +407,11 @@ pub fn frame_time(ms: f32, busy: bool) -> String {
         format!("frames {ms:.1} ms during the last computation")
     }
 }
+/// `frame_time` where the status bar is narrow (a phone, a tablet in
+/// portrait): the whole sentence is its hover.
+pub fn frame_time_short(ms: f32) -> String {
+    format!("{ms:.0} ms a frame")
+}
 pub const CANCELLED: &str = "cancelled; change a setting to compute again";
 
 pub fn gpu_on_cpu_adapter(adapter: &str) -> String {

@@ -9,13 +9,22 @@ use crate::app::state::ViewState;
 use crate::app::text;
 use crate::lab::backend::Backend;
 
+/// Narrower than this (points), the status bar says less.
+const NARROW: f32 = 640.0;
+
 #[derive(Default)]
 pub struct StatusView;
 
 impl StatusView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, frame_ms: Option<f32>) {
+        // On a narrow screen the bar keeps to about two lines: no
+        // "Engine" caption, the engine's name without its details, the
+        // frame time in short; the rest is in their hovers.
+        let narrow = ui.available_width() < NARROW;
         ui.horizontal_wrapped(|ui| {
-            ui.label(text::ENGINE);
+            if !narrow {
+                ui.label(text::ENGINE);
+            }
             for (b, label) in [
                 (Backend::Auto, text::BACKEND_AUTO),
                 (Backend::Cpu, text::BACKEND_CPU),
@@ -27,6 +36,10 @@ impl StatusView {
             let engine = jobs.engine();
             if engine.name.is_empty() {
                 ui.label(text::ENGINE_NOT_STARTED);
+            } else if narrow {
+                let short = engine.name.split(" (").next().unwrap_or(&engine.name);
+                ui.label(short)
+                    .on_hover_text(format!("{}: {}", engine.name, engine.why));
             } else {
                 ui.label(&engine.name).on_hover_text(&engine.why);
             }
@@ -52,7 +65,12 @@ impl StatusView {
             }
             if let Some(ms) = frame_ms {
                 ui.separator();
-                ui.label(text::frame_time(ms, !jobs.is_idle()));
+                let whole = text::frame_time(ms, !jobs.is_idle());
+                if narrow {
+                    ui.label(text::frame_time_short(ms)).on_hover_text(whole);
+                } else {
+                    ui.label(whole);
+                }
             }
         });
     }
