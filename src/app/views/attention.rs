@@ -28,6 +28,82 @@ fn bin_span(a: usize, n: usize, length: usize) -> (usize, usize) {
     (first, last.min(length.saturating_sub(1)))
 }
 
+/// Width of the query axis' labels left of a pooled map, and height of
+/// one line of the key axis' under it (its ticks, then L), in points.
+const GUTTER: f32 = 40.0;
+const STRIP: f32 = 16.0;
+
+/// Positions to label on a length axis of `length` tokens drawn `side`
+/// points long: every multiple of the smallest step of 1, 2 or 5 times a
+/// power of ten whose labels stand at least 56 points apart.
+fn length_ticks(length: usize, side: f32) -> Vec<usize> {
+    let want = 56.0 * length as f64 / side.max(1.0) as f64;
+    let mut step = 10f64.powf(want.max(1.0).log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if m * step >= want {
+            step *= m;
+            break;
+        }
+    }
+    let step = (step as usize).max(1);
+    (0..length).step_by(step).collect()
+}
+
+/// A pooled map's axes, painted beside it: query positions left of it and
+/// key positions under it, with ticks; and the training length L, when
+/// the map reaches past it, dashed across the map (the row of query L over
+/// keys 0..L, the column of key L over queries L..T) and labelled on both
+/// axes.
+fn paint_map_axes(ui: &egui::Ui, map: egui::Rect, length: usize, training: usize) {
+    let painter = ui.painter();
+    let colour = ui.visuals().text_color();
+    let tick = ui.visuals().widgets.noninteractive.bg_stroke;
+    let font = egui::TextStyle::Small.resolve(ui.style());
+    let at = |i: usize| i as f32 / length.max(1) as f32 * map.width();
+    for i in length_ticks(length, map.width()) {
+        let (x, y) = (map.left() + at(i), map.top() + at(i));
+        painter.line_segment([egui::pos2(x, map.bottom()), egui::pos2(x, map.bottom() + 4.0)], tick);
+        painter.text(
+            egui::pos2(x, map.bottom() + 4.0),
+            egui::Align2::CENTER_TOP,
+            i.to_string(),
+            font.clone(),
+            colour,
+        );
+        painter.line_segment([egui::pos2(map.left() - 4.0, y), egui::pos2(map.left(), y)], tick);
+        painter.text(
+            egui::pos2(map.left() - 6.0, y),
+            egui::Align2::RIGHT_CENTER,
+            i.to_string(),
+            font.clone(),
+            colour,
+        );
+    }
+    if training > 0 && training < length {
+        let look = Look::training_length();
+        let (x, y) = (map.left() + at(training), map.top() + at(training));
+        let stroke = egui::Stroke::new(1.5, look.paint());
+        let dash = |a, b| egui::Shape::dashed_line(&[a, b], stroke, palette::DASH, palette::DASH * 0.618);
+        painter.extend(dash(egui::pos2(map.left(), y), egui::pos2(x, y)));
+        painter.extend(dash(egui::pos2(x, y), egui::pos2(x, map.bottom())));
+        let label = palette::label_colour(look.colour, ui.visuals().dark_mode);
+        painter.text(
+            egui::pos2(x, map.bottom() + 4.0 + font.size + 2.0),
+            egui::Align2::CENTER_TOP,
+            "L",
+            font.clone(),
+            label,
+        );
+        painter.text(
+            egui::pos2(map.left() - GUTTER + 2.0, y),
+            egui::Align2::LEFT_CENTER,
+            "L",
+            font,
+            label,
+        );
+    }
+}
+
 #[derive(Default)]
 pub struct AttentionView {
     textures: HashMap<JobKey, egui::TextureHandle>,
@@ -259,7 +335,8 @@ impl AttentionView {
         let mut wanted = Vec::new();
         let settings = keys.settings();
         let count = settings.len().max(1) as f32;
-        let side = ((ui.available_width() - 16.0 * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end());
+        let side = ((ui.available_width() - (16.0 + GUTTER) * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end());
+        let training = keys.info.training_length;
         ui.horizontal_wrapped(|ui| {
             for (name, scales, _) in settings {
                 let key = JobKey::Pooled {
@@ -280,12 +357,23 @@ impl AttentionView {
                                     egui::TextureOptions::NEAREST,
                                 )
                             });
-                            let image = ui.add(
-                                egui::Image::new(&*tex)
-                                    .fit_to_exact_size(egui::vec2(side, side))
-                                    .sense(egui::Sense::hover())
-                                    .alt_text(text::pooled_alt(name, p.n, p.length)),
-                            );
+                            // The query axis' gutter, the map, the key axis' strip.
+                            let image = ui
+                                .horizontal(|ui| {
+                                    ui.allocate_exact_size(
+                                        egui::vec2(GUTTER - ui.spacing().item_spacing.x, side),
+                                        egui::Sense::hover(),
+                                    );
+                                    ui.add(
+                                        egui::Image::new(&*tex)
+                                            .fit_to_exact_size(egui::vec2(side, side))
+                                            .sense(egui::Sense::hover())
+                                            .alt_text(text::pooled_alt(name, p.n, p.length)),
+                                    )
+                                })
+                                .inner;
+                            ui.allocate_exact_size(egui::vec2(GUTTER + side, 2.0 * STRIP), egui::Sense::hover());
+                            paint_map_axes(ui, image.rect, p.length, training);
                             // The map's square, whose masked half is the background.
                             ui.painter().rect_stroke(
                                 image.rect,
@@ -326,7 +414,17 @@ impl AttentionView {
 
 #[cfg(test)]
 mod tests {
-    use super::bin_span;
+    use super::{bin_span, length_ticks};
+
+    #[test]
+    fn length_ticks_are_round_and_apart() {
+        // 512 points for 1024 tokens: at least 112 tokens apart, so 200.
+        assert_eq!(length_ticks(1024, 512.0), vec![0, 200, 400, 600, 800, 1000]);
+        assert_eq!(length_ticks(16384, 256.0), vec![0, 5000, 10000, 15000]);
+        // A short input: every step of 1 would crowd, 20 tokens on 256 points.
+        assert_eq!(length_ticks(20, 256.0), vec![0, 5, 10, 15]);
+        assert_eq!(length_ticks(1, 256.0), vec![0]);
+    }
 
     #[test]
     fn bins_cover_every_position_once() {
