@@ -233,11 +233,21 @@ impl AttentionView {
             // The hover reads every shown setting's row at the pointer's key.
             let readout = super::row_readout(&rows);
             let training = keys.info.training_length;
+            // The rows' top; the marks are labelled above it.
+            let top = rows
+                .iter()
+                .filter_map(|(_, _, r)| match r.as_ref() {
+                    JobResult::AttnRow(a) => a.row[..=a.query].iter().copied().reduce(f32::max),
+                    _ => None,
+                })
+                .fold(0.0f32, f32::max) as f64
+                * super::MARK_HEADROOM;
             let plot = super::nice_y(Plot::new("attention row"))
                 .height(200.0)
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)
                 .include_y(0.0)
+                .include_y(top)
                 .label_formatter(|pos| {
                     let p = super::hovered(pos);
                     let j = p.x.round().max(0.0) as usize;
@@ -252,14 +262,6 @@ impl AttentionView {
                                 .width(palette::LINE_WIDTH),
                         );
                     }
-                    // The marks labelled in place, at the rows' top.
-                    let top = rows
-                        .iter()
-                        .filter_map(|(_, _, r)| match r.as_ref() {
-                            JobResult::AttnRow(a) => a.row[..=a.query].iter().copied().reduce(f32::max),
-                            _ => None,
-                        })
-                        .fold(0.0f32, f32::max) as f64;
                     // The query is the row's last key, at the right edge:
                     // named in the legend.
                     plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));

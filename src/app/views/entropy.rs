@@ -152,7 +152,7 @@ impl EntropyView {
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)
             .include_y(0.0)
-            .include_y(top)
+            .include_y(top * super::MARK_HEADROOM)
             .label_formatter(|pos| {
                 let p = super::hovered(pos);
                 let i = p.x.round().max(0.0) as usize;
@@ -170,7 +170,7 @@ impl EntropyView {
                             .style(look.style()),
                     );
                 }
-                super::labelled_marks(plot, &marks, top, length as f64);
+                super::labelled_marks(plot, &marks, top * super::MARK_HEADROOM, length as f64);
             });
         export::buttons(ui, plot.response.rect, || export::Figure {
             stem: format!("nopescope-entropy-{length}"),

@@ -121,6 +121,11 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
     }
 }
 
+/// Room above a plot's data for its marks' labels: the y range reaches
+/// this many times the data's top, and the labels stand there, over no
+/// curve (at the top itself "L = 256" sat on the entropy's ceiling).
+pub const MARK_HEADROOM: f64 = 1.15;
+
 /// Vertical marks (x, label, look: the training length, the pass key)
 /// labelled in place at height `top` (the data's top) instead of in the
 /// legend. A label goes right of its line, or left of it in the last sixth

@@ -406,6 +406,7 @@ fn attention_plot(
         .x_axis_label(text::KEY_AXIS)
         .y_axis_label(text::WEIGHT_AXIS)
         .include_y(0.0)
+        .include_y(top * super::MARK_HEADROOM)
         .show(ui, |plot| {
             plot.polygon(
                 Polygon::new(
@@ -433,7 +434,7 @@ fn attention_plot(
                     text::training_mark(training_length),
                     Look::training_length(),
                 );
-                super::labelled_marks(plot, &[mark], top, doc.query as f64);
+                super::labelled_marks(plot, &[mark], top * super::MARK_HEADROOM, doc.query as f64);
             }
         });
 }
