@@ -194,7 +194,7 @@ fn hex(c: egui::Color32) -> String {
 fn stroke(look: &Look) -> String {
     let mut s = format!(
         " stroke=\"{}\" stroke-width=\"{:.1}\"",
-        hex(look.colour),
+        hex(look.on_white()),
         (0.8 * look.width).max(1.0)
     );
     if look.opacity < 1.0 {
@@ -804,15 +804,19 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;title&gt;"));
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains("#0072b2") && svg.contains("#e69f00"));
-        // Drawn as on screen: the head thin and lighter, L dashed (the
-        // mark's line and its legend swatch).
+        // Drawn as on screen: the head thin and paler, L dashed in black
+        // on the white page (each on the plot and in the legend).
+        assert_eq!(svg.matches("stroke=\"#0072b2\"").count(), 2, "the mean");
         assert_eq!(
-            svg.matches("stroke-opacity=\"0.60\"").count(),
+            svg.matches("stroke=\"#72b1d4\" stroke-width=\"1.0\"").count(),
             2,
-            "the head's line and swatch"
+            "the head"
         );
-        assert_eq!(svg.matches("stroke-dasharray").count(), 2, "L's line and swatch");
+        assert_eq!(
+            svg.matches("stroke=\"#000000\" stroke-width=\"1.6\" stroke-dasharray").count(),
+            2,
+            "L"
+        );
         assert_eq!(
             svg.matches("stroke-width=\"1.6\"").count(),
             4,

@@ -13,15 +13,14 @@ pub const SCALED: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00); // vermillion
 pub const ROPE: Color32 = Color32::from_rgb(0x00, 0x9E, 0x73); // bluish green
 /// log2(i + 1): the entropy of uniform attention, the ceiling.
 pub const CEILING: Color32 = Color32::from_rgb(0x88, 0x88, 0x88);
-/// The training length L on every length axis.
-pub const TRAINING_LENGTH: Color32 = Color32::from_rgb(0xE6, 0x9F, 0x00); // orange
 /// The pass key's position and the chosen query.
 pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
 pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
 /// Heads pinned beside the selected one, one colour each (`MAX_PINNED`):
 /// the two Okabe-Ito colours no setting or mark uses, then two of Paul
-/// Tol's light scheme that stay apart from all of them (orange, the
-/// training length's, and green, the RoPE twin's, are left out).
+/// Tol's light scheme that stay apart from all of them (orange, too near
+/// the scaled setting's vermillion, and green, the RoPE twin's, are left
+/// out).
 const PINNED: [Color32; 4] = [
     Color32::from_rgb(0xCC, 0x79, 0xA7), // reddish purple
     Color32::from_rgb(0x56, 0xB4, 0xE9), // sky blue
@@ -41,8 +40,7 @@ const _: () = assert!(
 
 /// Text in a mark's colour (a label beside its line): the colour itself on
 /// a dark background; on a light one, the colour halfway to black, so the
-/// light colours (the pass key's yellow, the training length's orange)
-/// keep their contrast with white.
+/// light colours (the pass key's yellow) keep their contrast with white.
 pub fn label_colour(colour: Color32, dark_mode: bool) -> Color32 {
     if dark_mode {
         colour
@@ -63,9 +61,6 @@ pub const GRID_TOO_SHORT: Color32 = Color32::from_gray(128);
 pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
 
 pub const LINE_WIDTH: f32 = 2.0;
-/// The selected head's line beside its setting's mean: this much of the
-/// setting's colour.
-pub const HEAD_LINE_ALPHA: f32 = 0.6;
 pub const THIN_LINE: f32 = 1.0;
 
 /// How one line is drawn, the same on screen, in its legend's swatch and
@@ -74,9 +69,12 @@ pub const THIN_LINE: f32 = 1.0;
 pub struct Look {
     pub colour: Color32,
     pub width: f32,
-    /// 1 is the colour itself; less lets what is under the line show.
+    /// 1 is the colour itself; less lets what is under it show (a band).
     pub opacity: f32,
     pub dashed: bool,
+    /// Drawn in the theme's text colour (black in an SVG) instead of
+    /// `colour`: a mark no series' colour can be mistaken for.
+    pub ink: bool,
 }
 
 impl Look {
@@ -87,6 +85,7 @@ impl Look {
             width: LINE_WIDTH,
             opacity: 1.0,
             dashed: false,
+            ink: false,
         }
     }
 
@@ -98,21 +97,21 @@ impl Look {
         }
     }
 
-    /// The selected head beside its setting's mean: thin and lighter, so
-    /// the ceiling and the mean show through where it runs along them.
+    /// The selected head beside its setting's mean: thin, in its setting's
+    /// colour mixed towards white (brighter on a dark background, paler on
+    /// a light one), so it stands apart from the mean in both themes.
     pub const fn head(colour: Color32) -> Self {
-        Look {
-            opacity: HEAD_LINE_ALPHA,
-            ..Look::thin(colour)
-        }
+        Look::thin(towards_white(colour, HEAD_TINT))
     }
 
-    /// The training length L on a length axis: dashed, so it reads as a
-    /// mark, never as data, beside any series' colour.
+    /// The training length L on every length axis: dashed, in the text's
+    /// colour, so it reads as a mark beside any series (its orange stood
+    /// too near the scaled setting's vermillion).
     pub const fn training_length() -> Self {
         Look {
             dashed: true,
-            ..Look::line(TRAINING_LENGTH)
+            ink: true,
+            ..Look::line(Color32::GRAY)
         }
     }
 
@@ -125,10 +124,33 @@ impl Look {
         Look { dashed: true, ..self }
     }
 
-    /// The colour with its opacity, to paint with.
-    pub fn paint(&self) -> Color32 {
+    /// The colour to paint with on a background of `visuals`' theme.
+    pub fn paint(&self, visuals: &eframe::egui::Visuals) -> Color32 {
+        let colour = if self.ink {
+            visuals.strong_text_color()
+        } else {
+            self.colour
+        };
         if self.opacity < 1.0 {
-            self.colour.gamma_multiply(self.opacity)
+            colour.gamma_multiply(self.opacity)
+        } else {
+            colour
+        }
+    }
+
+    /// The colour of text naming the line (a mark's label).
+    pub fn label(&self, visuals: &eframe::egui::Visuals) -> Color32 {
+        if self.ink {
+            visuals.strong_text_color()
+        } else {
+            label_colour(self.colour, visuals.dark_mode)
+        }
+    }
+
+    /// The colour in an SVG, on white.
+    pub fn on_white(&self) -> Color32 {
+        if self.ink {
+            Color32::BLACK
         } else {
             self.colour
         }
@@ -142,6 +164,17 @@ impl Look {
             egui_plot::LineStyle::Solid
         }
     }
+}
+
+/// How far towards white the selected head's line is mixed.
+const HEAD_TINT: u16 = 45;
+
+/// `c` mixed `percent` of the way towards white.
+const fn towards_white(c: Color32, percent: u16) -> Color32 {
+    const fn mix(v: u8, percent: u16) -> u8 {
+        (v as u16 + (255 - v as u16) * percent / 100) as u8
+    }
+    Color32::from_rgb(mix(c.r(), percent), mix(c.g(), percent), mix(c.b(), percent))
 }
 
 /// A dash's length in points (egui_plot makes the gap 0.62 of it).

@@ -106,13 +106,14 @@ pub const TRAINING_LENGTH: &str = "training length L";
 pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer x head map";
-pub const MAP_ENTROPY: &str = "Entropy at this length";
+pub const MAP_ENTROPY: &str = "Mean entropy at this length";
 pub const MAP_RISE: &str = "Rise from L to this length";
 pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
+pub const POOLED_HEADING: &str = "The whole attention pattern";
 pub const POOLED_HELP: &str =
-    "Whole attention pattern, pooled to at most 512 x 512 cells: each cell the mean attention of its queries on its keys.";
+    "Every query's attention over every key, pooled to at most 512 x 512 cells: each cell the mean attention of its queries on its keys.";
 pub const BEFORE: &str = "NoPE (s = 1)";
 /// `BEFORE` for a model with rotary position encoding.
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
@@ -215,8 +216,17 @@ pub fn map_unit(rise: bool) -> &'static str {
     }
 }
 
+/// The top of the entropy map's colour bar: the ceiling at this length.
+pub fn map_ceiling(top: f32) -> String {
+    format!("{top:.2} bits = log2(T), the ceiling at this length")
+}
+
 pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
-    format!("{name}: {value:.3} {}", map_unit(rise))
+    if rise {
+        format!("{name}: {value:.3} {}", map_unit(rise))
+    } else {
+        format!("{name}: {value:.3} bits, its mean entropy over every position")
+    }
 }
 
 pub const POSITION_AXIS: &str = "query position i";
@@ -346,7 +356,7 @@ pub const POOLED_SCALE_HIGH: &str = "1 (attention, log scale; the upper right is
 /// Under a pooled map: its axes.
 pub fn pooled_axes(length: usize) -> String {
     let last = length.saturating_sub(1);
-    format!("rows: queries 0 (top) to {last}; columns: keys 0 (left) to {last}")
+    format!("Rows: query position i, 0 (top) to {last}; columns: key position j, 0 (left) to {last}.")
 }
 pub const POOLED_COLS: &str = "key bin (first token)";
 pub const POOLED_VALUE: &str = "mean attention";
@@ -468,13 +478,24 @@ pub fn tour_1_measured(tokens: usize, below: f32, worst: f32) -> String {
     }
 }
 
+/// Steps 3 and 8's measurement: the mean curve's gap under the ceiling
+/// over positions L/2..L and over the last L/2 (from `end`).
+pub fn tour_gap_measured(l: usize, before: f32, end: usize, length: usize, after: f32) -> String {
+    format!(
+        "the mean curve is {before:.2} bits under the ceiling over positions {}-{} and {after:.2} bits under it over {end}-{}",
+        l / 2,
+        l - 1,
+        length - 1
+    )
+}
+
 pub const TOUR_2_TITLE: &str = "Trained on L = 256 tokens, it finds a hidden key";
-pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked in orange on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
+pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked by a dashed line on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
 pub const TOUR_2_LOOK: &str = "Look at the answer beside the key, and at the attention row of the head that retrieves best: most of it rests on the key's digits.";
 
 pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
-pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the orange line the entropy keeps climbing towards the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
-pub const TOUR_3_LOOK: &str = "Look at the entropy curve right of the orange line.";
+pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the dashed line at L the entropy closes in on the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
+pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and the grey ceiling, left and right of the dashed line at L: past L it narrows.";
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
 pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";
@@ -493,8 +514,8 @@ pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one
 pub const TOUR_7_LOOK: &str = "Compare the two answers, then open \"Tune the scales\" to search scales of your own.";
 
 pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
-pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). It too fails past L, for a different reason: it meets positions it never saw in training. Switch between the two models in the input panel to compare their curves.";
-pub const TOUR_8_LOOK: &str = "Look at the entropy curve past the orange line, and switch the model back to NoPE.";
+pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents in docs/RESULTS.md it finds the pass key in 100% at L and 2% at 2L.";
+pub const TOUR_8_LOOK: &str = "Look at the gap between the mean curve and the grey ceiling past the dashed line, compare it with step 3, and switch the model back to NoPE.";
 
 // Export (app::export).
 pub const EXPORT: &str = "Export";
@@ -564,7 +585,7 @@ pub const SHOW_BEST_HEAD: &str = "Show this head";
 pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice.";
 pub const KEY_SENTENCE: &str = "key sentence";
 pub const GRID_HEADING: &str = "Accuracy over length and depth";
-pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the orange outline and heading mark the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
+pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";
 pub const GRID_STOP: &str = "Stop the accuracy map";
 pub const GRID_TRIALS: &str = "Trials per cell";
@@ -572,7 +593,24 @@ pub const GRID_DEPTHS: &str = "Depths";
 pub const GRID_LONGEST: &str = "Longest length";
 pub const GRID_SERIES: &str = "Compute for";
 pub const GRID_DEPTH_AXIS: &str = "depth";
-pub const GRID_LENGTH_AXIS: &str = "across: length (tokens); down: depth of the key (0 = start, 1 = end)";
+pub const GRID_LENGTH_AXIS: &str = "Across: the document's length in tokens, with its multiple of the training length L (the L column underlined). Down: the key's depth (0 = at the start, 1 = at the end).";
+
+/// A length as a multiple of the training length `l`: "L", "2L", "L/2",
+/// or "1.5L" where it is neither.
+pub fn times_l(length: usize, l: usize) -> String {
+    if l == 0 {
+        return String::new();
+    }
+    if length == l {
+        "L".into()
+    } else if length > l && length % l == 0 {
+        format!("{}L", length / l)
+    } else if length < l && l % length == 0 {
+        format!("L/{}", l / length)
+    } else {
+        format!("{:.2}L", length as f64 / l as f64)
+    }
+}
 pub const GRID_PENDING: &str = "not yet run";
 pub const GRID_TOO_SHORT: &str = "too short for the format";
 pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";

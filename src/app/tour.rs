@@ -292,14 +292,23 @@ pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Pro
                 text::tour_1_measured(p.length, below, worst),
             )
         }
-        // Entropy past L is higher than before L.
+        // Past L attention comes nearer uniform: the mean curve's gap
+        // under the ceiling log2(i + 1) is smaller over the last L/2
+        // positions than over the L/2 before L (the ceiling itself rises
+        // with the position, so the entropy alone would say little).
         2 | 7 => {
-            let before = mean(&m, l / 2, l);
+            let gap: Vec<f32> = m
+                .iter()
+                .enumerate()
+                .map(|(i, &e)| ((i + 1) as f32).log2() - e)
+                .collect();
+            let before = mean(&gap, l / 2, l);
             // (the user may have shortened the step's length below L)
-            let after = mean(&m, p.length.saturating_sub(l / 2), p.length);
+            let end = p.length.saturating_sub(l / 2);
+            let after = mean(&gap, end, p.length);
             check(
-                p.length > l && after > before,
-                format!("mean entropy {before:.2} bits just before L, {after:.2} bits at the end"),
+                p.length > l && after < before,
+                text::tour_gap_measured(l, before, end, p.length, after),
             )
         }
         // The selected head is the most distracted one.

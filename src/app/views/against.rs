@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{GridInput, GridMark, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
@@ -18,6 +18,13 @@ use crate::app::text;
 pub struct AgainstLengthView;
 
 type Metric = fn(&LengthPoint) -> Option<f64>;
+
+/// Each series' marker: shape, radius, filled.
+const MARKERS: [(MarkerShape, f32, bool); 3] = [
+    (MarkerShape::Circle, 3.5, true),
+    (MarkerShape::Square, 5.0, false),
+    (MarkerShape::Diamond, 7.0, false),
+];
 
 impl AgainstLengthView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
@@ -103,6 +110,7 @@ impl AgainstLengthView {
             ("against passkey", text::PASSKEY_AXIS, |p| p.passkey_accuracy),
         ];
         let width = ((ui.available_width() - 24.0) / 3.0).max(220.0);
+        let visuals = ui.visuals().clone();
         ui.horizontal_wrapped(|ui| {
             for (id, axis, metric) in metrics {
                 let results = &results;
@@ -115,7 +123,7 @@ impl AgainstLengthView {
                         .x_grid_spacer(move |input| doublings(input, l))
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
-                            for (name, colour, r) in results {
+                            for (k, (name, colour, r)) in results.iter().enumerate() {
                                 let JobResult::AgainstLength(a) = r.as_ref() else {
                                     continue;
                                 };
@@ -129,16 +137,23 @@ impl AgainstLengthView {
                                         .color(*colour)
                                         .width(palette::LINE_WIDTH),
                                 );
+                                // A marker of its own, larger and hollow
+                                // for each later series, so points that
+                                // coincide (NoPE's and the twin's pass-key
+                                // accuracy, 1 then 0) all show.
+                                let (shape, radius, filled) = MARKERS[k % MARKERS.len()];
                                 plot.points(
                                     Points::new(name.as_str(), PlotPoints::from(pts))
                                         .color(*colour)
-                                        .radius(3.0),
+                                        .shape(shape)
+                                        .radius(radius)
+                                        .filled(filled),
                                 );
                             }
                             let mark = Look::training_length();
                             plot.vline(
                                 VLine::new(text::TRAINING_LENGTH, l)
-                                    .color(mark.paint())
+                                    .color(mark.paint(&visuals))
                                     .width(mark.width)
                                     .style(mark.style()),
                             );

@@ -82,11 +82,11 @@ fn paint_map_axes(ui: &egui::Ui, map: egui::Rect, length: usize, training: usize
     if training > 0 && training < length {
         let look = Look::training_length();
         let (x, y) = (map.left() + at(training), map.top() + at(training));
-        let stroke = egui::Stroke::new(1.5, look.paint());
+        let stroke = egui::Stroke::new(1.5, look.paint(ui.visuals()));
         let dash = |a, b| egui::Shape::dashed_line(&[a, b], stroke, palette::DASH, palette::DASH * 0.618);
         painter.extend(dash(egui::pos2(map.left(), y), egui::pos2(x, y)));
         painter.extend(dash(egui::pos2(x, y), egui::pos2(x, map.bottom())));
-        let label = palette::label_colour(look.colour, ui.visuals().dark_mode);
+        let label = look.label(ui.visuals());
         painter.text(
             egui::pos2(x, map.bottom() + 4.0 + font.size + 2.0),
             egui::Align2::CENTER_TOP,
@@ -325,6 +325,8 @@ impl AttentionView {
                 }
             }
         }
+        ui.add_space(6.0);
+        ui.label(egui::RichText::new(text::POOLED_HEADING).strong().size(16.0));
         ui.label(text::POOLED_HELP);
         // The maps' axes and colour scale (`pooled_image`), above them:
         // a map is tall, and what is under it is often out of view.

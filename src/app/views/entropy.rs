@@ -147,6 +147,7 @@ impl EntropyView {
         let hidden = super::legend_row(ui, "entropy", &legend);
         lines.retain(|(name, _, _)| hidden.shows(name));
         let top = (length as f64).log2();
+        let visuals = ui.visuals().clone();
         let plot = Plot::new("entropy against position")
             .height(260.0)
             .x_axis_label(text::POSITION_AXIS)
@@ -165,7 +166,7 @@ impl EntropyView {
                 for (name, look, points) in under.into_iter().chain(over) {
                     plot.line(
                         Line::new(name.as_str(), PlotPoints::from(points.clone()))
-                            .color(look.paint())
+                            .color(look.paint(&visuals))
                             .width(look.width)
                             .style(look.style()),
                     );

@@ -142,25 +142,22 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, L
     // A text line's height in the plot's units.
     let line = 1.3 * plot.ctx().global_style().text_styles[&egui::TextStyle::Body].size as f64;
     let line = line * plot.transform().dvalue_dpos()[1].abs();
+    let visuals = plot.ctx().global_style().visuals.clone();
     for ((&&(x, ref label, look), left), lower) in marks.iter().zip(left).zip(lower) {
         let top = if lower { top - line } else { top };
         plot.vline(
             egui_plot::VLine::new("", x)
-                .color(look.paint())
+                .color(look.paint(&visuals))
                 .width(look.width)
                 .style(look.style()),
         );
-        let colour = look.colour;
         let (anchor, label) = if left {
             (egui::Align2::RIGHT_TOP, format!("{label} "))
         } else {
             (egui::Align2::LEFT_TOP, format!(" {label}"))
         };
         let text = egui::RichText::new(label)
-            .color(palette::label_colour(
-                colour,
-                plot.ctx().global_style().visuals.dark_mode,
-            ))
+            .color(look.label(&visuals))
             .text_style(egui::TextStyle::Body);
         plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
     }
@@ -276,6 +273,29 @@ impl LegendEntry {
     }
 }
 
+/// A legend's swatch of `look`, in `colour`, across the middle of `rect`.
+fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: egui::Color32) {
+    let y = rect.center().y;
+    let ends = [egui::pos2(rect.left() + 1.0, y), egui::pos2(rect.right() - 1.0, y)];
+    let stroke = egui::Stroke::new(look.width, colour);
+    if look.dashed {
+        painter.extend(egui::Shape::dashed_line(
+            &ends,
+            stroke,
+            palette::DASH,
+            palette::DASH * 0.618,
+        ));
+    } else {
+        painter.line_segment(ends, stroke);
+    }
+}
+
+/// A line's swatch on its own, before a sentence about its setting.
+pub fn swatch(ui: &mut egui::Ui, look: &Look) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(22.0, 14.0), egui::Sense::hover());
+    paint_swatch(ui.painter(), rect, look, look.paint(ui.visuals()));
+}
+
 /// The lines a legend's reader has hidden.
 #[derive(Clone, Default)]
 pub struct Hidden(Vec<String>);
@@ -317,27 +337,17 @@ pub fn legend_row(ui: &mut egui::Ui, id: &str, entries: &[LegendEntry]) -> Hidde
                 egui::Sense::hover()
             };
             let (rect, response) = ui.allocate_exact_size(size, sense);
-            let y = rect.center().y;
-            let ends = [
-                egui::pos2(rect.left() + 1.0, y),
-                egui::pos2(rect.left() + SWATCH - 1.0, y),
-            ];
             let colour = if shown {
-                entry.look.paint()
+                entry.look.paint(ui.visuals())
             } else {
                 ui.visuals().weak_text_color().gamma_multiply(0.5)
             };
-            let stroke = egui::Stroke::new(entry.look.width, colour);
-            if entry.look.dashed {
-                ui.painter().extend(egui::Shape::dashed_line(
-                    &ends,
-                    stroke,
-                    palette::DASH,
-                    palette::DASH * 0.618,
-                ));
-            } else {
-                ui.painter().line_segment(ends, stroke);
-            }
+            paint_swatch(
+                ui.painter(),
+                egui::Rect::from_min_size(rect.min, egui::vec2(SWATCH, rect.height())),
+                &entry.look,
+                colour,
+            );
             ui.painter().galley(
                 egui::pos2(rect.left() + SWATCH + 4.0, rect.center().y - galley.size().y / 2.0),
                 galley,

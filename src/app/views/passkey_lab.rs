@@ -30,7 +30,9 @@ const RANK_HEADS_UP_TO: usize = 4096;
 /// A map cell on screen, in points.
 const CELL_W: f32 = 50.0;
 const CELL_H: f32 = 24.0;
-const ROW_LABEL_W: f32 = 40.0;
+const ROW_LABEL_W: f32 = 44.0;
+/// The column headings' height: a length and its multiple of L.
+const HEADER_H: f32 = 36.0;
 
 #[derive(Default)]
 pub struct PasskeyLabView {}
@@ -151,7 +153,7 @@ impl PasskeyLabView {
         let settings = keys.settings();
         // The answers first: the runner takes jobs in the order asked.
         let mut answers = Vec::new();
-        for (name, scales, _) in &settings {
+        for (name, scales, colour) in &settings {
             let key = JobKey::PasskeyAnswer {
                 at: at.clone(),
                 scales: scales.clone(),
@@ -160,9 +162,13 @@ impl PasskeyLabView {
             match entry.result() {
                 Some(JobResult::PasskeyAnswer(a)) => {
                     let verdict = text::passkey_answer(name, &a.answer, a.key, a.correct);
-                    // The verdict is in the words; colour only repeats it.
-                    let line = egui::RichText::new(verdict).strong();
-                    ui.label(if a.correct { line } else { line.color(palette::ERROR) });
+                    // The verdict is in the words, after its setting's
+                    // swatch (in the error colour, a wrong answer read as
+                    // the scaled setting's, which shares its vermillion).
+                    ui.horizontal(|ui| {
+                        super::swatch(ui, &Look::line(*colour));
+                        ui.label(egui::RichText::new(verdict).strong());
+                    });
                     answers.push(a.clone());
                 }
                 _ => show_entry_status(ui, &entry),
@@ -313,7 +319,7 @@ impl PasskeyLabView {
                 }
             }
         });
-        ui.label(egui::RichText::new(text::GRID_LENGTH_AXIS).small());
+        ui.label(text::GRID_LENGTH_AXIS);
         grid_legend(ui);
         if !shown.is_empty() {
             Self::export_csv(ui, &shown);
@@ -397,6 +403,7 @@ fn attention_plot(
     let hidden = super::legend_row(ui, "passkey attention row", &legend);
     let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
     let readout = super::row_readout(&rows);
+    let visuals = ui.visuals().clone();
     super::nice_y(Plot::new("passkey attention row"))
         .height(200.0)
         .label_formatter(|pos| {
@@ -413,7 +420,7 @@ fn attention_plot(
                     text::KEY_SENTENCE,
                     PlotPoints::from(vec![[k0, 0.0], [k1, 0.0], [k1, top], [k0, top]]),
                 )
-                .fill_color(KEY_BAND.paint())
+                .fill_color(KEY_BAND.paint(&visuals))
                 .stroke(egui::Stroke::new(palette::THIN_LINE, palette::KEY)),
             );
             for (name, colour, r) in &rows {
@@ -456,19 +463,29 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
         .spacing([2.0, 2.0])
         .min_col_width(0.0);
     grid.show(ui, |ui| {
-        ui.add_sized(
-            [ROW_LABEL_W, CELL_H],
-            egui::Label::new(egui::RichText::new(text::GRID_DEPTH_AXIS).small()),
-        );
+        ui.add_sized([ROW_LABEL_W, HEADER_H], egui::Label::new(text::GRID_DEPTH_AXIS));
+        // Each column's length and its multiple of L; the L column's in
+        // the text's strong colour over a bar in it (an outline in a
+        // colour of its own vanished on the map's yellow cells).
         for &length in &g.lengths {
-            let mut label = egui::RichText::new(length.to_string()).small();
+            let head = format!("{length}\n{}", text::times_l(length, training_length));
+            let label = if length == training_length {
+                egui::RichText::new(head).strong()
+            } else {
+                egui::RichText::new(head)
+            };
+            let response = ui.add_sized([CELL_W, HEADER_H], egui::Label::new(label));
             if length == training_length {
-                label = egui::RichText::new(format!("{length} L"))
-                    .small()
-                    .strong()
-                    .color(palette::TRAINING_LENGTH);
+                let r = response.rect;
+                ui.painter().rect_filled(
+                    egui::Rect::from_min_max(
+                        egui::pos2(r.left() + 4.0, r.bottom() - 3.0),
+                        egui::pos2(r.right() - 4.0, r.bottom()),
+                    ),
+                    1.0,
+                    ui.visuals().strong_text_color(),
+                );
             }
-            ui.add_sized([CELL_W, CELL_H], egui::Label::new(label));
         }
         ui.end_row();
         for (d, &depth) in g.depths.iter().enumerate() {
@@ -518,14 +535,6 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
                 }
                 let painter = ui.painter();
                 painter.rect_filled(rect, 2.0, fill);
-                if length == training_length {
-                    painter.rect_stroke(
-                        rect,
-                        2.0,
-                        egui::Stroke::new(2.0, palette::TRAINING_LENGTH),
-                        egui::StrokeKind::Inside,
-                    );
-                }
                 if response.has_focus() {
                     painter.rect_stroke(
                         rect.shrink(1.0),
@@ -601,13 +610,5 @@ fn grid_legend(ui: &mut egui::Ui) {
             ui.painter().rect_filled(rect, 2.0, fill);
             ui.label(what);
         }
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
-        ui.painter().rect_stroke(
-            rect,
-            2.0,
-            egui::Stroke::new(2.0, palette::TRAINING_LENGTH),
-            egui::StrokeKind::Inside,
-        );
-        ui.label(text::TRAINING_LENGTH);
     });
 }

@@ -606,6 +606,9 @@ impl TuningView {
             .x_axis_label(text::ENTROPY_AT_L_AXIS)
             .y_axis_label(text::SCALE_AXIS)
             .include_y(1.0)
+            // Room for the markers at the ends (the scales often sit at
+            // their bounds).
+            .set_margin_fraction(egui::vec2(0.05, 0.12))
             .label_formatter(move |pos| {
                 let p = super::hovered(pos);
                 let nearest = hover
