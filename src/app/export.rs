@@ -813,7 +813,8 @@ mod tests {
             "the head"
         );
         assert_eq!(
-            svg.matches("stroke=\"#000000\" stroke-width=\"1.6\" stroke-dasharray").count(),
+            svg.matches("stroke=\"#000000\" stroke-width=\"1.6\" stroke-dasharray")
+                .count(),
             2,
             "L"
         );

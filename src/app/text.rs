@@ -603,9 +603,9 @@ pub fn times_l(length: usize, l: usize) -> String {
     }
     if length == l {
         "L".into()
-    } else if length > l && length % l == 0 {
+    } else if length > l && length.is_multiple_of(l) {
         format!("{}L", length / l)
-    } else if length < l && l % length == 0 {
+    } else if length < l && l.is_multiple_of(length) {
         format!("L/{}", l / length)
     } else {
         format!("{:.2}L", length as f64 / l as f64)
@@ -930,5 +930,15 @@ mod tests {
             [t(0), t(999), t(1000), t(16384), t(1234567)],
             ["0", "999", "1,000", "16,384", "1,234,567"]
         );
+    }
+
+    #[test]
+    fn lengths_read_as_multiples_of_l() {
+        let t = |n| super::times_l(n, 256);
+        assert_eq!(
+            [t(256), t(512), t(4096), t(128), t(64), t(384), t(0)],
+            ["L", "2L", "16L", "L/2", "L/4", "1.50L", "0.00L"]
+        );
+        assert_eq!(super::times_l(5, 0), "");
     }
 }
