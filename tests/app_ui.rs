@@ -1161,3 +1161,23 @@ fn tab_to(h: &mut Harness<'static, NopeApp>, label: &str) {
     }
     panic!("Tab never reached {label:?}");
 }
+
+/// The attention row's weight axis switches to log10 and back; the row's
+/// hover still reads the weights themselves.
+#[test]
+fn the_attention_row_takes_a_log_axis() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    let checked = |h: &Harness<'static, NopeApp>| h.get_by_label(text::LOG_WEIGHTS).accesskit_node().toggled();
+    assert_eq!(
+        checked(&h),
+        Some(eframe::egui::accesskit::Toggled::False),
+        "linear at first"
+    );
+    h.get_by_label(text::LOG_WEIGHTS).click();
+    h.run_steps(3);
+    assert_eq!(checked(&h), Some(eframe::egui::accesskit::Toggled::True));
+    h.get_by_label(text::LOG_WEIGHTS).click();
+    h.run_steps(3);
+    assert_eq!(checked(&h), Some(eframe::egui::accesskit::Toggled::False), "and back");
+}

@@ -232,6 +232,18 @@ pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
 pub const POSITION_AXIS: &str = "query position i";
 pub const BITS_AXIS: &str = "entropy (bits)";
 pub const KEY_POSITION: &str = "pass key";
+pub const LOG_WEIGHTS: &str = "Log scale";
+pub const LOG_WEIGHTS_HOVER: &str = "Attention weights on a log axis, from one in a million to 1: small weights, and how evenly they spread, show beside a spike.";
+
+/// A weight axis' label at 10^k: 1, 0.1, 0.01, then 1e-3 and smaller.
+pub fn decade(k: i32) -> String {
+    match k {
+        0 => "1".into(),
+        -1 => "0.1".into(),
+        -2 => "0.01".into(),
+        k => format!("1e{k}"),
+    }
+}
 
 /// Lengths this model's L puts past the app's longest, left out of a sweep.
 pub fn lengths_left_out(max: usize) -> String {
@@ -274,7 +286,7 @@ pub struct Readout<'a> {
 /// value there (the mean over heads, the selected head `head_name` and the
 /// pinned heads).
 pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &str) -> String {
-    let mut s = format!("position {i}, token {token:?}");
+    let mut s = format!("position {i}, token {}", quoted(token));
     for r in readout {
         let Some(mean) = r.mean.get(i) else { continue };
         s.push_str(&format!("\n{}: mean {mean:.2} bits", r.setting));
@@ -305,7 +317,7 @@ pub const LAST_QUERY: &str = "Last token as query";
 pub fn key_hover(j: usize, token: Option<&str>, rows: &[(&str, &[f32])]) -> String {
     let mut s = format!("key {j}");
     if let Some(t) = token {
-        s.push_str(&format!(", token {t:?}"));
+        s.push_str(&format!(", token {}", quoted(t)));
     }
     for (setting, row) in rows {
         if let Some(w) = row.get(j) {
@@ -315,10 +327,21 @@ pub fn key_hover(j: usize, token: Option<&str>, rows: &[(&str, &[f32])]) -> Stri
     s
 }
 
+/// A token as the views name it: in quotes, with a token of white space
+/// alone said in words (a quoted space, " ", reads as nothing).
+pub fn quoted(token: &str) -> String {
+    match token {
+        " " => "\" \" (a space)".into(),
+        "\n" => "\"\\n\" (a line break)".into(),
+        t if !t.is_empty() && t.trim().is_empty() => format!("{t:?} (white space)"),
+        t => format!("{t:?}"),
+    }
+}
+
 pub fn row_caption(query: usize, token: Option<&str>) -> String {
     format!(
-        "Attention of query {query} (token {:?}) over every earlier token",
-        token.unwrap_or("")
+        "Attention of query {query} (token {}) over every earlier token",
+        quoted(token.unwrap_or(""))
     )
 }
 
@@ -382,7 +405,7 @@ pub fn pooled_hover(queries: (usize, usize), keys: (usize, usize), share: f32, t
         100.0 * share
     );
     if let Some((q, k)) = tokens {
-        s.push_str(&format!("\ntokens {q:?} -> {k:?}"));
+        s.push_str(&format!("\ntokens {} -> {}", quoted(q), quoted(k)));
     }
     s
 }
@@ -930,6 +953,15 @@ mod tests {
             [t(0), t(999), t(1000), t(16384), t(1234567)],
             ["0", "999", "1,000", "16,384", "1,234,567"]
         );
+    }
+
+    #[test]
+    fn white_space_tokens_are_said_in_words() {
+        assert_eq!(super::quoted(" "), "\" \" (a space)");
+        assert_eq!(super::quoted("\n"), "\"\\n\" (a line break)");
+        assert_eq!(super::quoted("  "), "\"  \" (white space)");
+        assert_eq!(super::quoted(" the"), "\" the\"");
+        assert_eq!(super::quoted(""), "\"\"");
     }
 
     #[test]

@@ -228,7 +228,11 @@ impl AttentionView {
                 .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
                 .collect();
             legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
-            let hidden = super::legend_row(ui, "attention row", &legend);
+            let (hidden, axis) = super::legend_row_after(ui, "attention row", &legend, |ui| {
+                let axis = super::WeightAxis::toggle(ui, "attention row");
+                ui.add_space(10.0);
+                axis
+            });
             rows.retain(|(name, _, _)| hidden.shows(name));
             // The hover reads every shown setting's row at the pointer's key.
             let readout = super::row_readout(&rows);
@@ -240,14 +244,13 @@ impl AttentionView {
                     JobResult::AttnRow(a) => a.row[..=a.query].iter().copied().reduce(f32::max),
                     _ => None,
                 })
-                .fold(0.0f32, f32::max) as f64
-                * super::MARK_HEADROOM;
-            let plot = super::nice_y(Plot::new("attention row"))
+                .fold(0.0f32, f32::max) as f64;
+            let top = axis.label_top(top);
+            let plot = axis
+                .axis(Plot::new("attention row"), top)
                 .height(200.0)
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)
-                .include_y(0.0)
-                .include_y(top)
                 .label_formatter(|pos| {
                     let p = super::hovered(pos);
                     let j = p.x.round().max(0.0) as usize;
@@ -257,7 +260,7 @@ impl AttentionView {
                     for (name, colour, r) in &rows {
                         let JobResult::AttnRow(a) = r.as_ref() else { continue };
                         plot.line(
-                            Line::new(*name, PlotPoints::from(binned(&a.row[..=a.query])))
+                            Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
                                 .color(*colour)
                                 .width(palette::LINE_WIDTH),
                         );

@@ -121,6 +121,78 @@ pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {
     }
 }
 
+/// The attention rows' weight axis: linear, or log10 (where one spike
+/// flattened the rest, the weights on a pass key or a flat spread show).
+/// A checkbox above each row plot switches it, kept per plot for the
+/// session.
+#[derive(Clone, Copy)]
+pub struct WeightAxis {
+    pub log: bool,
+}
+
+impl WeightAxis {
+    /// The smallest weight a log axis shows; smaller ones sit on it.
+    pub const FLOOR: f64 = 1e-6;
+
+    /// The checkbox, and the axis it chose.
+    pub fn toggle(ui: &mut egui::Ui, id: &str) -> Self {
+        let key = egui::Id::unique(("nopescope weight axis", id));
+        let mut log = ui.data(|d| d.get_temp::<bool>(key)).unwrap_or(false);
+        ui.checkbox(&mut log, text::LOG_WEIGHTS)
+            .on_hover_text(text::LOG_WEIGHTS_HOVER);
+        ui.data_mut(|d| d.insert_temp(key, log));
+        WeightAxis { log }
+    }
+
+    pub fn y(&self, weight: f64) -> f64 {
+        if self.log {
+            weight.max(Self::FLOOR).log10()
+        } else {
+            weight
+        }
+    }
+
+    /// A row's curve (binned as the entropy's) on this axis.
+    pub fn points(&self, row: &[f32]) -> Vec<[f64; 2]> {
+        let mut points = entropy::binned(row);
+        for p in &mut points {
+            p[1] = self.y(p[1]);
+        }
+        points
+    }
+
+    /// Where the marks' labels stand over rows whose largest weight is
+    /// `max`: in headroom above it.
+    pub fn label_top(&self, max: f64) -> f64 {
+        if self.log {
+            self.y(max) + 0.6
+        } else {
+            max * MARK_HEADROOM
+        }
+    }
+
+    /// The plot's y axis: its grid, labels and range from the floor (log)
+    /// or 0 to the labels' top.
+    pub fn axis<'a>(&self, plot: egui_plot::Plot<'a>, label_top: f64) -> egui_plot::Plot<'a> {
+        let plot = if self.log {
+            plot.y_grid_spacer(|input| {
+                let (lo, hi) = input.bounds;
+                ((lo.ceil() as i64)..=(hi.floor() as i64))
+                    .map(|k| egui_plot::GridMark {
+                        value: k as f64,
+                        step_size: 1.0,
+                    })
+                    .collect()
+            })
+            .y_axis_formatter(|mark, _| text::decade(mark.value.round() as i32))
+            .include_y(Self::FLOOR.log10())
+        } else {
+            nice_y(plot).include_y(0.0)
+        };
+        plot.include_y(label_top)
+    }
+}
+
 /// Room above a plot's data for its marks' labels: the y range reaches
 /// this many times the data's top, and the labels stand there, over no
 /// curve (at the top itself "L = 256" sat on the entropy's ceiling).
@@ -313,9 +385,21 @@ impl Hidden {
 /// swatch and name greyed meanwhile. `id` keeps what is hidden from frame
 /// to frame; the plots ask the returned [`Hidden`] what to draw.
 pub fn legend_row(ui: &mut egui::Ui, id: &str, entries: &[LegendEntry]) -> Hidden {
+    legend_row_after(ui, id, entries, |_| ()).0
+}
+
+/// [`legend_row`], after a control of the plot's own (`lead`, in the same
+/// row: the row plots' log-scale checkbox).
+pub fn legend_row_after<R>(
+    ui: &mut egui::Ui,
+    id: &str,
+    entries: &[LegendEntry],
+    lead: impl FnOnce(&mut egui::Ui) -> R,
+) -> (Hidden, R) {
     let key = egui::Id::unique(("nopescope legend", id));
     let mut hidden: Hidden = ui.data(|d| d.get_temp(key)).unwrap_or_default();
-    ui.horizontal_wrapped(|ui| {
+    let led = ui.horizontal_wrapped(|ui| {
+        let led = lead(ui);
         for entry in entries {
             let shown = hidden.shows(&entry.name);
             let text_colour = if shown {
@@ -378,9 +462,10 @@ pub fn legend_row(ui: &mut egui::Ui, id: &str, entries: &[LegendEntry]) -> Hidde
             }
             ui.add_space(10.0);
         }
+        led
     });
     ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
-    hidden
+    (hidden, led.inner)
 }
 
 /// Labelled lines at least this far apart (points) on a plot's x axis and

@@ -11,7 +11,7 @@ use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
 
 use super::entropy::binned;
-use super::{show_entry_status, Keys, LegendEntry};
+use super::{show_entry_status, Keys, LegendEntry, WeightAxis};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
 use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
 use crate::app::palette::Look;
@@ -385,7 +385,7 @@ fn attention_plot(
     if rows.is_empty() {
         return;
     }
-    let top = rows
+    let max = rows
         .iter()
         .filter_map(|(_, _, r)| match r.as_ref() {
             JobResult::AttnRow(a) => Some(binned(&a.row).iter().fold(0.0f64, |m, p| m.max(p[1]))),
@@ -400,11 +400,18 @@ fn attention_plot(
         .collect();
     legend.push(LegendEntry::mark(text::KEY_SENTENCE, KEY_BAND));
     legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
-    let hidden = super::legend_row(ui, "passkey attention row", &legend);
+    let (hidden, axis) = super::legend_row_after(ui, "passkey attention row", &legend, |ui| {
+        let axis = WeightAxis::toggle(ui, "passkey attention row");
+        ui.add_space(10.0);
+        axis
+    });
+    // The key sentence's band reaches the rows' top; the L label stands above.
+    let (band_top, top) = (axis.y(max), axis.label_top(max));
+    let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();
-    super::nice_y(Plot::new("passkey attention row"))
+    axis.axis(Plot::new("passkey attention row"), top)
         .height(200.0)
         .label_formatter(|pos| {
             let j = super::hovered(pos).x.round().max(0.0) as usize;
@@ -412,13 +419,11 @@ fn attention_plot(
         })
         .x_axis_label(text::KEY_AXIS)
         .y_axis_label(text::WEIGHT_AXIS)
-        .include_y(0.0)
-        .include_y(top * super::MARK_HEADROOM)
         .show(ui, |plot| {
             plot.polygon(
                 Polygon::new(
                     text::KEY_SENTENCE,
-                    PlotPoints::from(vec![[k0, 0.0], [k1, 0.0], [k1, top], [k0, top]]),
+                    PlotPoints::from(vec![[k0, floor], [k1, floor], [k1, band_top], [k0, band_top]]),
                 )
                 .fill_color(KEY_BAND.paint(&visuals))
                 .stroke(egui::Stroke::new(palette::THIN_LINE, palette::KEY)),
@@ -426,7 +431,7 @@ fn attention_plot(
             for (name, colour, r) in &rows {
                 let JobResult::AttnRow(a) = r.as_ref() else { continue };
                 plot.line(
-                    Line::new(*name, PlotPoints::from(binned(&a.row[..=a.query])))
+                    Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
                         .color(*colour)
                         .width(palette::LINE_WIDTH),
                 );
@@ -441,7 +446,7 @@ fn attention_plot(
                     text::training_mark(training_length),
                     Look::training_length(),
                 );
-                super::labelled_marks(plot, &[mark], top * super::MARK_HEADROOM, doc.query as f64);
+                super::labelled_marks(plot, &[mark], top, doc.query as f64);
             }
         });
 }
