@@ -118,6 +118,11 @@ pub const BEFORE: &str = "NoPE (s = 1)";
 /// `BEFORE` for a model with rotary position encoding.
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
 pub const AFTER: &str = "with the current scales";
+
+/// Which scales a setting's short name stands for.
+pub fn setting_is(setting: &str, scales: &str) -> String {
+    format!("\u{201c}{setting}\u{201d}: {scales}")
+}
 pub const AGAINST_HEADING: &str = "Against length";
 pub const AGAINST_HELP: &str =
     "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin.";

@@ -54,6 +54,7 @@ impl EntropyView {
             ui.label(note);
         }
         ui.label(text::entropy_summary(first.length, first.windows, first.loss));
+        super::settings_note(ui, state, keys);
         let tokens = first.tokens.clone();
         let length = first.length;
         let key_position = first.key_position;

@@ -112,6 +112,33 @@ impl Keys {
     }
 }
 
+/// The scales in use, by name: a loaded file's or preset's, or the
+/// uniform scale and its rule.
+pub fn in_use_name(state: &ViewState) -> String {
+    let s = &state.scales;
+    match (&s.file, s.use_file) {
+        (Some(f), true) => f.name.clone(),
+        _ => text::uniform_in_use(s.uniform, &s.rule()),
+    }
+}
+
+/// What the views' settings are, where their short names do not say it
+/// ("with the current scales", "setting B"): a line over their plots.
+/// None when only the unscaled setting is drawn.
+pub fn settings_note(ui: &mut egui::Ui, state: &ViewState, keys: &Keys) {
+    let mut parts = Vec::new();
+    if let Some(b) = &state.compare {
+        parts.push(text::setting_is(text::SETTING_B, &b.name));
+    }
+    // As `Keys::settings_on` draws them: the scales beside the base.
+    if keys.compare.as_ref().unwrap_or(&keys.ones) != &keys.scales {
+        parts.push(text::setting_is(text::AFTER, &in_use_name(state)));
+    }
+    if !parts.is_empty() {
+        ui.label(parts.join("; "));
+    }
+}
+
 /// Where the pointer is in a plot's coordinates, near a data point or not
 /// (for the plots' hover labels).
 pub fn hovered(pos: &egui_plot::HoverPosition) -> egui_plot::PlotPoint {

@@ -148,6 +148,7 @@ impl PasskeyLabView {
         });
         filler_choice(ui, lab, has_text);
         ui.label(text::passkey_key_line(lab.key, lab.length, training));
+        super::settings_note(ui, state, keys);
 
         let at = doc_input(state);
         let settings = keys.settings();

@@ -187,7 +187,7 @@ impl TuningView {
         ui.add_space(6.0);
         ui.horizontal_wrapped(|ui| {
             ui.label(text::IN_USE);
-            ui.strong(in_use_name(state));
+            ui.strong(super::in_use_name(state));
         });
         ui.separator();
         self.search_ui(ui, state, jobs, keys);
@@ -632,13 +632,6 @@ impl TuningView {
 }
 
 /// The name of the scales in use, for the panel's first line.
-fn in_use_name(state: &ViewState) -> String {
-    let s = &state.scales;
-    match (&s.file, s.use_file) {
-        (Some(f), true) => f.name.clone(),
-        _ => text::uniform_in_use(s.uniform, &s.rule()),
-    }
-}
 
 /// A label and its widget in a grid row, the widget named by the label
 /// (kittest and screen readers find it by that name).
