@@ -631,8 +631,6 @@ impl TuningView {
     }
 }
 
-/// The name of the scales in use, for the panel's first line.
-
 /// A label and its widget in a grid row, the widget named by the label
 /// (kittest and screen readers find it by that name).
 fn labelled_drag(ui: &mut egui::Ui, name: &str, widget: egui::DragValue<'_>, note: Option<String>) {
