@@ -593,7 +593,7 @@ fn doubling_the_length_recomputes_the_entropy() {
         Some(JobResult::Entropy(p)) => assert_eq!(p.length, 1024),
         other => panic!("no entropy at 1024: {other:?}"),
     }
-    h.get_by_label_contains("1024 tokens, mean over");
+    h.get_by_label_contains("1024 tokens; the curves are the mean over");
 }
 
 /// The against-length sweep, asked for with its button: Stop while it

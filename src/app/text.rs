@@ -106,7 +106,7 @@ pub const TRAINING_LENGTH: &str = "training length L";
 pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer x head map";
-pub const MAP_ENTROPY: &str = "Mean entropy at this length";
+pub const MAP_ENTROPY: &str = "Mean entropy";
 pub const MAP_RISE: &str = "Rise from L to this length";
 pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
@@ -223,8 +223,10 @@ pub fn map_unit(rise: bool) -> &'static str {
 
 /// The top of the entropy map's colour bar: the ceiling at this length.
 pub fn map_ceiling(top: f32) -> String {
-    format!("{top:.2} bits = log2(T), the ceiling at this length")
+    format!("{top:.2} bits = log2 T")
 }
+pub const MAP_CEILING_HOVER: &str =
+    "The top of the scale is the ceiling at this length, log2 T bits: attention spread evenly over all T tokens.";
 
 pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
     if rise {
@@ -272,7 +274,12 @@ pub fn head_line(setting: &str, head_name: &str) -> String {
 
 pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
     format!(
-        "{length} tokens, mean over {windows} window(s); loss {loss:.3} nats, perplexity {:.1}",
+        "{length} tokens; the curves are the mean over {} of the text, each {length} tokens long; loss {loss:.3} nats, perplexity {:.1}",
+        if windows == 1 {
+            "one stretch".to_string()
+        } else {
+            format!("{windows} stretches")
+        },
         loss.exp()
     )
 }
@@ -445,6 +452,8 @@ pub fn frame_time(ms: f32, busy: bool) -> String {
         format!("frames {ms:.1} ms during the last computation")
     }
 }
+pub const FRAME_TIME_HOVER: &str = "How long the app took to draw one frame while it computed: under about 50 ms it feels smooth; more, and it stutters while the model runs.";
+
 /// `frame_time` where the status bar is narrow (a phone, a tablet in
 /// portrait): the whole sentence is its hover.
 pub fn frame_time_short(ms: f32) -> String {

@@ -149,7 +149,7 @@ impl EntropyView {
         lines.retain(|(name, _, _)| hidden.shows(name));
         let top = (length as f64).log2();
         let visuals = ui.visuals().clone();
-        let plot = Plot::new("entropy against position")
+        let plot = super::nice_y(Plot::new("entropy against position"))
             .height(260.0)
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)

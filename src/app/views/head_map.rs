@@ -165,10 +165,10 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
     ui.horizontal(|ui| {
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
-        ui.label(if mode == MapMode::Rise {
-            format!("{hi:.2} {}", text::map_unit(true))
+        if mode == MapMode::Rise {
+            ui.label(format!("{hi:.2} {}", text::map_unit(true)));
         } else {
-            text::map_ceiling(hi)
-        });
+            ui.label(text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER);
+        }
     });
 }

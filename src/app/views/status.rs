@@ -67,9 +67,10 @@ impl StatusView {
                 ui.separator();
                 let whole = text::frame_time(ms, !jobs.is_idle());
                 if narrow {
-                    ui.label(text::frame_time_short(ms)).on_hover_text(whole);
+                    ui.label(text::frame_time_short(ms))
+                        .on_hover_text(format!("{whole}. {}", text::FRAME_TIME_HOVER));
                 } else {
-                    ui.label(whole);
+                    ui.label(whole).on_hover_text(text::FRAME_TIME_HOVER);
                 }
             }
         });
