@@ -488,13 +488,16 @@ impl NopeApp {
                         sep.before(ui);
                         views.entropy.ui(ui, state, jobs, &keys);
                     }
-                    if !hide.attention {
-                        sep.before(ui);
-                        views.attention.ui(ui, state, jobs, &keys);
-                    }
+                    // The sweep against length (the result in three
+                    // plots) right under the entropy, before the selected
+                    // head's detail: under the tall pooled maps no one saw it.
                     if !hide.against {
                         sep.before(ui);
                         views.against.ui(ui, state, jobs, &keys);
+                    }
+                    if !hide.attention {
+                        sep.before(ui);
+                        views.attention.ui(ui, state, jobs, &keys);
                     }
                 };
                 let any_control = !(hide.input && hide.scales && hide.map);
