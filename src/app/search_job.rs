@@ -437,7 +437,7 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
     let l = info.training_length;
     let mut v = vec![
         Ok(ScalesSetting {
-            name: text::PRESET_NOPE.into(),
+            name: text::unscaled(info.rope).into(),
             values: vec![1.0; n],
             rule: ScaleRule::Constant,
         }),

@@ -111,6 +111,8 @@ pub const MAP_RISE: &str = "Rise from L to this length";
 pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
+/// The query's line in an attention row's legend (the slider is `QUERY`).
+pub const QUERY_MARK: &str = "the query";
 pub const POOLED_HEADING: &str = "The whole attention pattern";
 pub const POOLED_HELP: &str =
     "Every query's attention over every key, pooled to at most 512 x 512 cells: each cell the mean attention of its queries on its keys.";
@@ -225,8 +227,7 @@ pub fn map_unit(rise: bool) -> &'static str {
 pub fn map_ceiling(top: f32) -> String {
     format!("{top:.2} bits = log2 T")
 }
-pub const MAP_CEILING_HOVER: &str =
-    "The top of the scale is the ceiling at this length, log2 T bits: attention spread evenly over all T tokens.";
+pub const MAP_CEILING_HOVER: &str = "The top of the scale is log2 T bits, the ceiling at the last of the T positions (attention spread evenly over all T tokens). A cell is a head's mean over every position, where the ceiling is lower, so even a head that spreads evenly stays under the top.";
 
 pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
     if rise {
@@ -287,8 +288,9 @@ pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
 /// One setting's curves, as the entropy plot's hover reads them.
 pub struct Readout<'a> {
     pub setting: &'a str,
-    pub mean: &'a [f32],
-    /// The selected head's, when the model has it.
+    /// The mean over heads, unless its line is hidden.
+    pub mean: Option<&'a [f32]>,
+    /// The selected head's, when the model has it (and it is shown).
     pub head: Option<&'a [f32]>,
     /// The pinned heads', named.
     pub pinned: Vec<(String, &'a [f32])>,
@@ -297,25 +299,32 @@ pub struct Readout<'a> {
 /// The entropy plot's hover at position `i`: its token and every curve's
 /// value there (the mean over heads, the selected head `head_name` and the
 /// pinned heads).
-pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &str) -> String {
+pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &str, ceiling: bool) -> String {
     let mut s = format!("position {i}, token {}", quoted(token));
     for r in readout {
-        let Some(mean) = r.mean.get(i) else { continue };
-        s.push_str(&format!("\n{}: mean {mean:.2} bits", r.setting));
+        let mut parts = Vec::new();
+        if let Some(mean) = r.mean.and_then(|m| m.get(i)) {
+            parts.push(format!("mean {mean:.2} bits"));
+        }
         if let Some(h) = r.head.and_then(|h| h.get(i)) {
-            s.push_str(&format!(", {head_name}: {h:.2}"));
+            parts.push(format!("{head_name}: {h:.2}"));
         }
         for (name, h) in &r.pinned {
             if let Some(h) = h.get(i) {
-                s.push_str(&format!(", {name}: {h:.2}"));
+                parts.push(format!("{name}: {h:.2}"));
             }
         }
+        if !parts.is_empty() {
+            s.push_str(&format!("\n{}: {}", r.setting, parts.join(", ")));
+        }
     }
-    s.push_str(&format!(
-        "\nuniform over {} tokens: {:.2}",
-        i + 1,
-        ((i + 1) as f64).log2()
-    ));
+    if ceiling {
+        s.push_str(&format!(
+            "\nuniform over {} tokens: {:.2}",
+            i + 1,
+            ((i + 1) as f64).log2()
+        ));
+    }
     s
 }
 
@@ -518,10 +527,13 @@ pub fn tour_1_measured(tokens: usize, below: f32, worst: f32) -> String {
 /// Steps 3 and 8's measurement: the mean curve's gap under the ceiling
 /// over positions L/2..L and over the last L/2 (from `end`).
 pub fn tour_gap_measured(l: usize, before: f32, end: usize, length: usize, after: f32) -> String {
+    if length <= l {
+        return format!("{length} tokens, not past L = {l}: set a longer length to see the gap narrow");
+    }
     format!(
         "the mean curve is {before:.2} bits under the ceiling over positions {}-{} and {after:.2} bits under it over {end}-{}",
         l / 2,
-        l - 1,
+        l.saturating_sub(1),
         length - 1
     )
 }
@@ -633,7 +645,7 @@ pub const GRID_DEPTH_AXIS: &str = "depth";
 pub const GRID_LENGTH_AXIS: &str = "Across: the document's length in tokens, with its multiple of the training length L (the L column underlined). Down: the key's depth (0 = at the start, 1 = at the end).";
 
 /// A length as a multiple of the training length `l`: "L", "2L", "L/2",
-/// or "1.5L" where it is neither.
+/// or "1.50L" where it is neither.
 pub fn times_l(length: usize, l: usize) -> String {
     if l == 0 {
         return String::new();
@@ -787,8 +799,15 @@ pub const USE_PRESET: &str = "Use";
 pub const PRESET_AS_B: &str = "Set as B";
 pub const PRESET_S: &str = "s";
 pub const PRESET_A: &str = "a";
-/// The same setting as in the explorer, under the same name.
-pub const PRESET_NOPE: &str = BEFORE;
+/// The unscaled setting's name on a model with (`rope`) or without rotary
+/// position encoding, as the explorer names it.
+pub fn unscaled(rope: bool) -> &'static str {
+    if rope {
+        BEFORE_ROPE
+    } else {
+        BEFORE
+    }
+}
 pub const PRESET_LOG_N: &str = "log-n rule: s(i) = max(1, ln(i + 1) / ln L)";
 pub const PRESET_SHIPPED: &str = "scales shipped with the model (searched at 4L)";
 pub const CURRENT_SCALES: &str = "the current scales";
@@ -820,10 +839,12 @@ pub fn rule_in_use(rule: &crate::model::head_scales::ScaleRule) -> String {
     format!("rule: {}", rule_name(rule))
 }
 
-pub fn uniform_in_use(s: f32, rule: &crate::model::head_scales::ScaleRule) -> String {
+/// The scales in use when they are one uniform scale (and its rule), on a
+/// model with (`rope`) or without rotary position encoding.
+pub fn uniform_in_use(s: f32, rule: &crate::model::head_scales::ScaleRule, rope: bool) -> String {
     if rule.is_constant() {
         if s == 1.0 {
-            PRESET_NOPE.into()
+            unscaled(rope).into()
         } else {
             format!("uniform s = {s:.3}")
         }
@@ -967,6 +988,29 @@ mod tests {
             [t(0), t(999), t(1000), t(16384), t(1234567)],
             ["0", "999", "1,000", "16,384", "1,234,567"]
         );
+    }
+
+    #[test]
+    fn the_hover_leaves_hidden_lines_out() {
+        let (mean, head) = ([1.0f32, 2.0], [0.5f32, 1.5]);
+        let hover = |mean: Option<&[f32]>, head: Option<&[f32]>, ceiling| {
+            let r = super::Readout {
+                setting: "NoPE",
+                mean,
+                head,
+                pinned: Vec::new(),
+            };
+            super::position_hover(1, "a", &[r], "h", ceiling)
+        };
+        assert_eq!(
+            hover(Some(&mean), Some(&head), true),
+            "position 1, token \"a\"\nNoPE: mean 2.00 bits, h: 1.50\nuniform over 2 tokens: 1.00"
+        );
+        assert_eq!(
+            hover(None, Some(&head), false),
+            "position 1, token \"a\"\nNoPE: h: 1.50"
+        );
+        assert_eq!(hover(None, None, false), "position 1, token \"a\"");
     }
 
     #[test]

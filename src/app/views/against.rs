@@ -123,7 +123,7 @@ impl AgainstLengthView {
                         .x_grid_spacer(move |input| doublings(input, l))
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
-                            for (k, (name, colour, r)) in results.iter().enumerate() {
+                            for (name, colour, r) in results.iter() {
                                 let JobResult::AgainstLength(a) = r.as_ref() else {
                                     continue;
                                 };
@@ -141,6 +141,9 @@ impl AgainstLengthView {
                                 // for each later series, so points that
                                 // coincide (NoPE's and the twin's pass-key
                                 // accuracy, 1 then 0) all show.
+                                // (by its place among all series: hiding
+                                // one changes no other's marker)
+                                let k = series.iter().position(|(n, _, _)| n == name).unwrap_or(0);
                                 let (shape, radius, filled) = MARKERS[k % MARKERS.len()];
                                 plot.points(
                                     Points::new(name.as_str(), PlotPoints::from(pts))

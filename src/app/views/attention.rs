@@ -227,7 +227,7 @@ impl AttentionView {
                 .iter()
                 .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
                 .collect();
-            legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
+            legend.push(LegendEntry::mark(text::QUERY_MARK, Look::mark(palette::QUERY)));
             let (hidden, axis) = super::legend_row_after(ui, "attention row", &legend, |ui| {
                 let axis = super::WeightAxis::toggle(ui, "attention row");
                 ui.add_space(10.0);

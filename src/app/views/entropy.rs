@@ -70,30 +70,12 @@ impl EntropyView {
             .collect();
         let training = keys.info.training_length;
         // Each setting's mean over heads, once a frame, for its curve and
-        // for the hover, which reads every curve at the pointer's position
-        // (full resolution, not the drawn bins).
+        // for the hover.
         let means: Vec<Vec<f32>> = profiles
             .iter()
             .map(|(_, _, r)| match r.as_ref() {
                 JobResult::Entropy(p) => p.mean_over_heads(),
                 _ => Vec::new(),
-            })
-            .collect();
-        let readout: Vec<text::Readout> = profiles
-            .iter()
-            .zip(&means)
-            .filter_map(|((name, _, r), mean)| match r.as_ref() {
-                JobResult::Entropy(p) => Some(text::Readout {
-                    setting: name,
-                    mean,
-                    head: (layer < p.layers && head < p.heads).then(|| p.head(layer, head)),
-                    pinned: pinned
-                        .iter()
-                        .filter(|(_, [pl, ph])| *pl < p.layers && *ph < p.heads)
-                        .map(|&(_, [pl, ph])| (text::head_name(pl, ph), p.head(pl, ph)))
-                        .collect(),
-                }),
-                _ => None,
             })
             .collect();
         let head_name = text::head_name(layer, head);
@@ -147,6 +129,28 @@ impl EntropyView {
             .collect();
         let hidden = super::legend_row(ui, "entropy", &legend);
         lines.retain(|(name, _, _)| hidden.shows(name));
+        // The hover reads every shown line at the pointer's position (full
+        // resolution, not the drawn bins); a hidden line is left out.
+        let readout: Vec<text::Readout> = profiles
+            .iter()
+            .zip(&means)
+            .filter_map(|((name, _, r), mean)| match r.as_ref() {
+                JobResult::Entropy(p) => Some(text::Readout {
+                    setting: name,
+                    mean: hidden.shows(&text::mean_line(name)).then_some(mean.as_slice()),
+                    head: (layer < p.layers && head < p.heads && hidden.shows(&text::head_line(name, &head_name)))
+                        .then(|| p.head(layer, head)),
+                    pinned: pinned
+                        .iter()
+                        .filter(|(_, [pl, ph])| *pl < p.layers && *ph < p.heads)
+                        .map(|&(_, [pl, ph])| (text::head_name(pl, ph), p.head(pl, ph)))
+                        .filter(|(pin, _)| hidden.shows(&text::head_line(name, pin)))
+                        .collect(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let ceiling_shown = hidden.shows(text::CEILING);
         let top = (length as f64).log2();
         let visuals = ui.visuals().clone();
         let plot = super::nice_y(Plot::new("entropy against position"))
@@ -159,7 +163,7 @@ impl EntropyView {
                 let p = super::hovered(pos);
                 let i = p.x.round().max(0.0) as usize;
                 let token = tokens.get(i).map(String::as_str).unwrap_or("");
-                Some(text::position_hover(i, token, &readout, &head_name))
+                Some(text::position_hover(i, token, &readout, &head_name, ceiling_shown))
             })
             .show(ui, |plot| {
                 // The ceiling (last in the legend) under the curves.

@@ -98,7 +98,7 @@ impl Keys {
     /// `settings` on a model with (`rope`) or without rotary position
     /// encoding, which names the unscaled setting, drawn in `colour`.
     pub fn settings_on(&self, rope: bool, colour: egui::Color32) -> Vec<(&'static str, ScalesKey, egui::Color32)> {
-        let plain = if rope { text::BEFORE_ROPE } else { text::BEFORE };
+        let plain = text::unscaled(rope);
         let (name, base) = match &self.compare {
             Some(b) => (text::SETTING_B, b.clone()),
             None => (plain, self.ones.clone()),
@@ -114,11 +114,11 @@ impl Keys {
 
 /// The scales in use, by name: a loaded file's or preset's, or the
 /// uniform scale and its rule.
-pub fn in_use_name(state: &ViewState) -> String {
+pub fn in_use_name(state: &ViewState, info: &ModelInfo) -> String {
     let s = &state.scales;
     match (&s.file, s.use_file) {
         (Some(f), true) => f.name.clone(),
-        _ => text::uniform_in_use(s.uniform, &s.rule()),
+        _ => text::uniform_in_use(s.uniform, &s.rule(), info.rope),
     }
 }
 
@@ -132,7 +132,7 @@ pub fn settings_note(ui: &mut egui::Ui, state: &ViewState, keys: &Keys) {
     }
     // As `Keys::settings_on` draws them: the scales beside the base.
     if keys.compare.as_ref().unwrap_or(&keys.ones) != &keys.scales {
-        parts.push(text::setting_is(text::AFTER, &in_use_name(state)));
+        parts.push(text::setting_is(text::AFTER, &in_use_name(state, &keys.info)));
     }
     if !parts.is_empty() {
         ui.label(parts.join("; "));
@@ -202,17 +202,11 @@ impl WeightAxis {
     /// or 0 to the labels' top.
     pub fn axis<'a>(&self, plot: egui_plot::Plot<'a>, label_top: f64) -> egui_plot::Plot<'a> {
         let plot = if self.log {
-            plot.y_grid_spacer(|input| {
-                let (lo, hi) = input.bounds;
-                ((lo.ceil() as i64)..=(hi.floor() as i64))
-                    .map(|k| egui_plot::GridMark {
-                        value: k as f64,
-                        step_size: 1.0,
-                    })
-                    .collect()
-            })
-            .y_axis_formatter(|mark, _| text::decade(mark.value.round() as i32))
-            .include_y(Self::FLOOR.log10())
+            // Whole decades, as many as fit `Y_LABEL_GAP` apart (a plot
+            // zoomed far out would ask for millions of decades).
+            plot.y_grid_spacer(nice_grid(Y_LABEL_GAP, true))
+                .y_axis_formatter(|mark, _| text::decade(mark.value.round() as i32))
+                .include_y(Self::FLOOR.log10())
         } else {
             nice_y(plot).include_y(0.0)
         };

@@ -386,13 +386,6 @@ fn attention_plot(
     if rows.is_empty() {
         return;
     }
-    let max = rows
-        .iter()
-        .filter_map(|(_, _, r)| match r.as_ref() {
-            JobResult::AttnRow(a) => Some(binned(&a.row).iter().fold(0.0f64, |m, p| m.max(p[1]))),
-            _ => None,
-        })
-        .fold(1e-3, f64::max);
     let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
     // The legend above the plot; a click hides a setting's row.
     let mut legend: Vec<LegendEntry> = rows
@@ -400,16 +393,24 @@ fn attention_plot(
         .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
         .collect();
     legend.push(LegendEntry::mark(text::KEY_SENTENCE, KEY_BAND));
-    legend.push(LegendEntry::mark(text::QUERY, Look::mark(palette::QUERY)));
+    legend.push(LegendEntry::mark(text::QUERY_MARK, Look::mark(palette::QUERY)));
     let (hidden, axis) = super::legend_row_after(ui, "passkey attention row", &legend, |ui| {
         let axis = WeightAxis::toggle(ui, "passkey attention row");
         ui.add_space(10.0);
         axis
     });
-    // The key sentence's band reaches the rows' top; the L label stands above.
+    let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
+    // The shown rows' top, up to their query: the key sentence's band
+    // reaches it, the L label stands above it.
+    let max = rows
+        .iter()
+        .filter_map(|(_, _, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some(binned(&a.row[..=a.query]).iter().fold(0.0f64, |m, p| m.max(p[1]))),
+            _ => None,
+        })
+        .fold(1e-3, f64::max);
     let (band_top, top) = (axis.y(max), axis.label_top(max));
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
-    let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();
     axis.axis(Plot::new("passkey attention row"), top)
@@ -452,7 +453,8 @@ fn attention_plot(
         });
 }
 
-/// One accuracy map: lengths across, depths down, the L column outlined;
+/// One accuracy map: lengths across, depths down, the L column's heading
+/// underlined;
 /// every cell named for screen readers and tests. The map is one stop in
 /// the Tab order (its cursor cell, at first the L column's top one); the
 /// arrow keys move the cursor, and the focus with it, between the cells.

@@ -38,8 +38,12 @@ impl StatusView {
                 ui.label(text::ENGINE_NOT_STARTED);
             } else if narrow {
                 let short = engine.name.split(" (").next().unwrap_or(&engine.name);
-                ui.label(short)
-                    .on_hover_text(format!("{}: {}", engine.name, engine.why));
+                let hover = if engine.why.is_empty() {
+                    engine.name.clone()
+                } else {
+                    format!("{}: {}", engine.name, engine.why)
+                };
+                ui.label(short).on_hover_text(hover);
             } else {
                 ui.label(&engine.name).on_hover_text(&engine.why);
             }

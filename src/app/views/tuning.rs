@@ -187,7 +187,7 @@ impl TuningView {
         ui.add_space(6.0);
         ui.horizontal_wrapped(|ui| {
             ui.label(text::IN_USE);
-            ui.strong(super::in_use_name(state));
+            ui.strong(super::in_use_name(state, &keys.info));
         });
         ui.separator();
         self.search_ui(ui, state, jobs, keys);
@@ -501,7 +501,7 @@ impl TuningView {
                     }
                 }
                 None => {
-                    ui.strong(text::PRESET_NOPE);
+                    ui.strong(text::unscaled(keys.info.rope));
                 }
             }
         });
@@ -512,7 +512,7 @@ impl TuningView {
         let b_name = state
             .compare
             .as_ref()
-            .map_or(text::PRESET_NOPE.to_string(), |b| b.name.clone());
+            .map_or(text::unscaled(keys.info.rope).to_string(), |b| b.name.clone());
         let b_key = keys.compare.clone().unwrap_or_else(|| keys.ones.clone());
         let rows = [
             (b_name, b_key, palette::NOPE),
