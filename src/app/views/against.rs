@@ -199,7 +199,14 @@ impl AgainstLengthView {
 /// and every 4 times from it, so L is always labelled.
 fn doublings(input: GridInput, l: f64) -> Vec<GridMark> {
     let (lo, hi) = input.bounds;
+    if !(lo.is_finite() && hi.is_finite() && hi >= lo) {
+        return Vec::new();
+    }
+    // A plot zoomed far out spans thousands of doublings: every `stride`th
+    // of them then, at most about 64 lines (one each would hang a frame).
+    let stride = ((hi - lo) / 64.0).ceil().max(1.0) as usize;
     ((lo.ceil() as i64)..=(hi.floor() as i64))
+        .step_by(stride)
         .map(|k| GridMark {
             value: k as f64,
             step_size: if (k as f64 - l).rem_euclid(2.0) == 0.0 {
@@ -209,4 +216,33 @@ fn doublings(input: GridInput, l: f64) -> Vec<GridMark> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::doublings;
+    use egui_plot::GridInput;
+
+    #[test]
+    fn doublings_mark_l_strongly_and_stay_few_zoomed_out() {
+        let grid = |lo, hi| {
+            doublings(
+                GridInput {
+                    bounds: (lo, hi),
+                    base_step_size: 0.01,
+                },
+                8.0,
+            )
+        };
+        let near = grid(6.5, 12.5);
+        assert_eq!(
+            near.iter().map(|m| m.value).collect::<Vec<_>>(),
+            [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+        );
+        // L = 2^8 and every 4 times from it carry the labels.
+        let strong: Vec<f64> = near.iter().filter(|m| m.step_size == 2.0).map(|m| m.value).collect();
+        assert_eq!(strong, [8.0, 10.0, 12.0]);
+        assert!(grid(-1e9, 1e9).len() <= 65, "zoomed far out");
+        assert!(grid(f64::NAN, 3.0).is_empty());
+    }
 }
