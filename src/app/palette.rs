@@ -180,6 +180,12 @@ const fn towards_white(c: Color32, percent: u16) -> Color32 {
 /// A dash's length in points (egui_plot makes the gap 0.62 of it).
 pub const DASH: f32 = 6.0;
 
+/// A dashed line through `points` painted outside a plot (a legend's
+/// swatch, a map's mark), with the dashes and gaps egui_plot draws.
+pub fn dashed_line(points: &[eframe::egui::Pos2], stroke: eframe::egui::Stroke) -> Vec<eframe::egui::Shape> {
+    eframe::egui::Shape::dashed_line(points, stroke, DASH, DASH * (std::f32::consts::GOLDEN_RATIO - 1.0))
+}
+
 /// Viridis at nine evenly spaced stops (0, 1/8, ..., 1).
 const VIRIDIS: [[u8; 3]; 9] = [
     [68, 1, 84],

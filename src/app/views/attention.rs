@@ -9,7 +9,7 @@ use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, VLine};
 
 use super::entropy::binned;
-use super::{show_entry_status, Keys, LegendEntry};
+use super::{show_entry_status, Keys, LegendEntry, PlotMark};
 use crate::app::export;
 use crate::app::jobs::{AttnRowResult, JobKey, JobResult, Jobs, PooledResult};
 use crate::app::palette::{self, Look};
@@ -83,7 +83,7 @@ fn paint_map_axes(ui: &egui::Ui, map: egui::Rect, length: usize, training: usize
         let look = Look::training_length();
         let (x, y) = (map.left() + at(training), map.top() + at(training));
         let stroke = egui::Stroke::new(1.5, look.paint(ui.visuals()));
-        let dash = |a, b| egui::Shape::dashed_line(&[a, b], stroke, palette::DASH, palette::DASH * 0.618);
+        let dash = |a, b| palette::dashed_line(&[a, b], stroke);
         painter.extend(dash(egui::pos2(map.left(), y), egui::pos2(x, y)));
         painter.extend(dash(egui::pos2(x, y), egui::pos2(x, map.bottom())));
         let label = look.label(ui.visuals());
@@ -246,6 +246,14 @@ impl AttentionView {
                 })
                 .fold(0.0f32, f32::max) as f64;
             let top = axis.label_top(top);
+            // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
+            let mut marks = Vec::new();
+            if let Some(k) = key_position {
+                marks.push(PlotMark::key(k));
+            }
+            if training <= shown_query + 1 {
+                marks.push(PlotMark::training(training));
+            }
             let plot = axis
                 .axis(Plot::new("attention row"), top)
                 .height(200.0)
@@ -268,14 +276,6 @@ impl AttentionView {
                     // The query is the row's last key, at the right edge:
                     // named in the legend.
                     plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
-                    // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
-                    let mut marks = Vec::new();
-                    if let Some(k) = key_position {
-                        marks.push((k as f64, text::KEY_POSITION.to_string(), Look::mark(palette::KEY)));
-                    }
-                    if training <= shown_query + 1 {
-                        marks.push((training as f64, text::training_mark(training), Look::training_length()));
-                    }
                     super::labelled_marks(plot, &marks, top, shown_query as f64);
                 });
             let (layer, head) = (state.layer, state.head);
@@ -291,25 +291,14 @@ impl AttentionView {
                         _ => None,
                     })
                     .collect();
-                let mut marks = vec![export::Mark {
+                let query = export::Mark {
                     name: text::QUERY.into(),
                     x: shown_query as f64,
                     look: Look::mark(palette::QUERY),
-                }];
-                if let Some(k) = key_position {
-                    marks.push(export::Mark {
-                        name: text::KEY_POSITION.into(),
-                        x: k as f64,
-                        look: Look::mark(palette::KEY),
-                    });
-                }
-                if training <= shown_query + 1 {
-                    marks.push(export::Mark {
-                        name: text::TRAINING_LENGTH.into(),
-                        x: training as f64,
-                        look: Look::training_length(),
-                    });
-                }
+                };
+                let marks = std::iter::once(query)
+                    .chain(marks.iter().map(PlotMark::export))
+                    .collect();
                 export::Figure {
                     stem: format!("nopescope-attention-l{layer}h{head}-q{shown_query}"),
                     title: format!("{}, query {shown_query}", text::head_name(layer, head)),

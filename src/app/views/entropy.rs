@@ -8,7 +8,7 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
-use super::{show_entry_status, Keys, LegendEntry};
+use super::{show_entry_status, Keys, LegendEntry, PlotMark};
 use crate::app::export;
 use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
 use crate::app::palette::{self, Look};
@@ -113,14 +113,11 @@ impl EntropyView {
         // Marks, labelled where they are. At T = L the mark for L sits at
         // the right edge, one past the last query.
         let mut marks = Vec::new();
-        let mut mark_names = Vec::new();
         if training <= length {
-            marks.push((training as f64, text::training_mark(training), Look::training_length()));
-            mark_names.push(text::TRAINING_LENGTH);
+            marks.push(PlotMark::training(training));
         }
         if let Some(k) = key_position {
-            marks.push((k as f64, text::KEY_POSITION.to_string(), Look::mark(palette::KEY)));
-            mark_names.push(text::KEY_POSITION);
+            marks.push(PlotMark::key(k));
         }
         // The legend above the plot, off the curves; a click hides a line.
         let legend: Vec<LegendEntry> = lines
@@ -191,15 +188,7 @@ impl EntropyView {
                     points: points.clone(),
                 })
                 .collect(),
-            marks: marks
-                .iter()
-                .zip(&mark_names)
-                .map(|((x, _, look), name)| export::Mark {
-                    name: name.to_string(),
-                    x: *x,
-                    look: *look,
-                })
-                .collect(),
+            marks: marks.iter().map(PlotMark::export).collect(),
             log_x: false,
         });
     }

@@ -18,6 +18,7 @@ pub mod tuning;
 
 use eframe::egui;
 
+use super::export;
 use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey, TextKey};
 use super::models::ModelInfo;
 use super::palette::{self, Look};
@@ -130,8 +131,8 @@ pub fn settings_note(ui: &mut egui::Ui, state: &ViewState, keys: &Keys) {
     if let Some(b) = &state.compare {
         parts.push(text::setting_is(text::SETTING_B, &b.name));
     }
-    // As `Keys::settings_on` draws them: the scales beside the base.
-    if keys.compare.as_ref().unwrap_or(&keys.ones) != &keys.scales {
+    // Where the views draw the current scales (beside their base).
+    if keys.settings().iter().any(|(name, _, _)| *name == text::AFTER) {
         parts.push(text::setting_is(text::AFTER, &in_use_name(state, &keys.info)));
     }
     if !parts.is_empty() {
@@ -219,24 +220,63 @@ impl WeightAxis {
 /// curve (at the top itself "L = 256" sat on the entropy's ceiling).
 pub const MARK_HEADROOM: f64 = 1.15;
 
-/// Vertical marks (x, label, look: the training length, the pass key)
-/// labelled in place at height `top` (the data's top) instead of in the
-/// legend. A label goes right of its line, or left of it in the last sixth
+/// A vertical mark on a plot (the training length, the pass key): where,
+/// its label in place, its name in an export, and its look.
+pub struct PlotMark {
+    pub x: f64,
+    pub label: String,
+    pub name: &'static str,
+    pub look: Look,
+}
+
+impl PlotMark {
+    /// The training length L.
+    pub fn training(l: usize) -> Self {
+        PlotMark {
+            x: l as f64,
+            label: text::training_mark(l),
+            name: text::TRAINING_LENGTH,
+            look: Look::training_length(),
+        }
+    }
+
+    /// The pass key's position.
+    pub fn key(position: usize) -> Self {
+        PlotMark {
+            x: position as f64,
+            label: text::KEY_POSITION.to_string(),
+            name: text::KEY_POSITION,
+            look: Look::mark(palette::KEY),
+        }
+    }
+
+    /// The mark in an exported figure.
+    pub fn export(&self) -> export::Mark {
+        export::Mark {
+            name: self.name.into(),
+            x: self.x,
+            look: self.look,
+        }
+    }
+}
+
+/// Vertical marks labelled in place at height `top` (the data's top)
+/// instead of in the legend. A label goes right of its line, or left of it in the last sixth
 /// of an axis ending at `end`, where it would leave the plot; of two lines
 /// closer than a tenth of the axis, the left one's label goes left and the
 /// right one's right, so they never overlap, unless the right one is in the
 /// last sixth: then both go left, the left one's a line lower. On a light
 /// background the label is a darker shade of its line's colour (the pass
 /// key's yellow is unreadable on white).
-pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[(f64, String, Look)], top: f64, end: f64) {
-    let mut marks: Vec<&(f64, String, Look)> = marks.iter().collect();
-    marks.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (left, lower) = mark_label_sides(&marks.iter().map(|m| m.0).collect::<Vec<_>>(), end);
+pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[PlotMark], top: f64, end: f64) {
+    let mut marks: Vec<&PlotMark> = marks.iter().collect();
+    marks.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let (left, lower) = mark_label_sides(&marks.iter().map(|m| m.x).collect::<Vec<_>>(), end);
     // A text line's height in the plot's units.
     let line = 1.3 * plot.ctx().global_style().text_styles[&egui::TextStyle::Body].size as f64;
     let line = line * plot.transform().dvalue_dpos()[1].abs();
     let visuals = plot.ctx().global_style().visuals.clone();
-    for ((&&(x, ref label, look), left), lower) in marks.iter().zip(left).zip(lower) {
+    for ((&&PlotMark { x, ref label, look, .. }, left), lower) in marks.iter().zip(left).zip(lower) {
         let top = if lower { top - line } else { top };
         plot.vline(
             egui_plot::VLine::new("", x)
@@ -366,18 +406,16 @@ impl LegendEntry {
     }
 }
 
+/// A legend swatch's width, in points.
+const SWATCH: f32 = 22.0;
+
 /// A legend's swatch of `look`, in `colour`, across the middle of `rect`.
 fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: egui::Color32) {
     let y = rect.center().y;
     let ends = [egui::pos2(rect.left() + 1.0, y), egui::pos2(rect.right() - 1.0, y)];
     let stroke = egui::Stroke::new(look.width, colour);
     if look.dashed {
-        painter.extend(egui::Shape::dashed_line(
-            &ends,
-            stroke,
-            palette::DASH,
-            palette::DASH * 0.618,
-        ));
+        painter.extend(palette::dashed_line(&ends, stroke));
     } else {
         painter.line_segment(ends, stroke);
     }
@@ -385,7 +423,7 @@ fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: 
 
 /// A line's swatch on its own, before a sentence about its setting.
 pub fn swatch(ui: &mut egui::Ui, look: &Look) {
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(22.0, 14.0), egui::Sense::hover());
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(SWATCH, 14.0), egui::Sense::hover());
     paint_swatch(ui.painter(), rect, look, look.paint(ui.visuals()));
 }
 
@@ -434,7 +472,6 @@ pub fn legend_row_after<R>(
                 f32::INFINITY,
                 egui::TextStyle::Body,
             );
-            const SWATCH: f32 = 22.0;
             let size = egui::vec2(SWATCH + 4.0 + galley.size().x, galley.size().y.max(14.0));
             let sense = if entry.toggles {
                 egui::Sense::click()

@@ -11,7 +11,7 @@ use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
 
 use super::entropy::binned;
-use super::{show_entry_status, Keys, LegendEntry, WeightAxis};
+use super::{show_entry_status, Keys, LegendEntry, PlotMark, WeightAxis};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
 use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
 use crate::app::palette::Look;
@@ -443,12 +443,7 @@ fn attention_plot(
             // query L - 1 the mark sits at the right edge.
             // Labelled in place (the key sentence is its band).
             if training_length <= doc.query + 1 {
-                let mark = (
-                    training_length as f64,
-                    text::training_mark(training_length),
-                    Look::training_length(),
-                );
-                super::labelled_marks(plot, &[mark], top, doc.query as f64);
+                super::labelled_marks(plot, &[PlotMark::training(training_length)], top, doc.query as f64);
             }
         });
 }
