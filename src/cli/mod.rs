@@ -533,10 +533,8 @@ fn eval_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
-    let m = load_model_dir(dir).map_err(err)?;
+    let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
-    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let text = read_text(text)?;
     let tokens = tok.encode(&text).map_err(err)?;
     let bos = tok.bos_id();
@@ -553,9 +551,7 @@ fn eval_cmd(
     ))
     .map_err(err)?;
     bar.finish_and_clear();
-    if json {
-        println!("{}", serde_json::to_string(&report).expect("json"));
-    } else {
+    print_report(json, &report, |report| {
         println!(
             "{:>8} {:>8} {:>10} {:>12} {:>14}",
             "length", "windows", "loss", "perplexity", "entropy (bits)"
@@ -566,7 +562,7 @@ fn eval_cmd(
                 r.length, r.windows, r.loss, r.perplexity, r.mean_entropy_bits
             );
         }
-    }
+    });
     Ok(())
 }
 
@@ -578,11 +574,7 @@ fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool, profile
         eprintln!("{line}")
     }))
     .map_err(err)?;
-    if json {
-        println!("{}", serde_json::to_string(&report).expect("json"));
-    } else {
-        print!("{}", report.table());
-    }
+    print_report(json, &report, |report| print!("{}", report.table()));
     Ok(())
 }
 
@@ -643,12 +635,32 @@ fn bench_model_cmd(
         estimated_host_bytes: memory.host_needed,
         estimated_device_bytes: memory.device_needed,
     };
-    if json {
-        println!("{}", serde_json::to_string(&report).expect("json"));
-    } else {
-        print!("{}", report.table());
-    }
+    print_report(json, &report, |report| print!("{}", report.table()));
     Ok(())
+}
+
+/// What a run over `lengths` loads: the model, once the longest length
+/// is known to fit on the backend, and the head scales asked for.
+fn load_for_lengths(
+    dir: &Path,
+    backend: Backend,
+    lengths: &[usize],
+    uniform: Option<f32>,
+    file: Option<&Path>,
+) -> CliResult<(files::ModelDir, HeadScales)> {
+    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
+    let m = load_model_dir(dir).map_err(err)?;
+    let hs = load_head_scales(&m.config, uniform, file)?;
+    Ok((m, hs))
+}
+
+/// A report as one line of JSON on stdout, or as `table` prints it.
+fn print_report<T: serde::Serialize>(json: bool, report: &T, table: impl FnOnce(&T)) {
+    if json {
+        println!("{}", serde_json::to_string(report).expect("json"));
+    } else {
+        table(report);
+    }
 }
 
 fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
@@ -670,10 +682,8 @@ fn passkey_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
-    let m = load_model_dir(dir).map_err(err)?;
+    let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
-    let hs = load_head_scales(&m.config, uniform_scale, head_scales)?;
     let filler_tokens = match text_filler {
         Some(p) => {
             let text = FillerText::from_text(tok, &read_text(p)?).map_err(err)?;
@@ -709,9 +719,7 @@ fn passkey_cmd(
     ))
     .map_err(err)?;
     bar.finish_and_clear();
-    if json {
-        println!("{}", serde_json::to_string(&report).expect("json"));
-    } else {
+    print_report(json, &report, |report| {
         println!(
             "{:>8} {:>7} {:>9} {:>9} {:>10} {:>14}",
             "length", "trials", "accuracy", "key loss", "key tokens", "entropy (bits)"
@@ -727,7 +735,7 @@ fn passkey_cmd(
                 r.mean_entropy_bits
             );
         }
-    }
+    });
     Ok(())
 }
 
