@@ -73,7 +73,7 @@ fn a_document_at_l_is_answered_with_its_key() {
             // The decoded text itself, not only the verdict.
             assert_eq!(a.answer.trim(), key.to_string(), "NoPE at L answered {:?}", a.answer);
             assert!(a.correct);
-            assert!(a.key_position < a.query && a.query < a.length);
+            assert!(a.key_span.sentence.end <= a.query && a.query < a.length);
         }
         other => panic!("no answer: {other:?}"),
     }
@@ -303,7 +303,8 @@ fn real_text_filler_builds_a_document_and_answers() {
     {
         Some(JobResult::PasskeyAnswer(a)) => {
             assert_eq!(a.length, 256);
-            assert!(!a.key_tokens.is_empty());
+            assert!(!a.key_span.digits.is_empty());
+            assert!(a.key_span.digits.iter().all(|p| a.key_span.sentence.contains(p)));
             assert_eq!(a.answer.trim() == a.key.to_string(), a.correct);
         }
         other => panic!("no answer on the validation filler: {other:?}"),

@@ -691,6 +691,31 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
         }
         other => panic!("no pass-key profile: {other:?}"),
     }
+    // Under the attention row, as in the pass-key lab: the share of the
+    // retrieving query's attention on the key's digits.
+    let row = JobKey::AttnRow {
+        at: keys.at.clone(),
+        scales: keys.ones.clone(),
+        layer: app.state.layer,
+        head: app.state.head,
+        query: None,
+    };
+    match app.jobs.peek(&row).and_then(Entry::result) {
+        Some(JobResult::AttnRow(a)) => {
+            let span = a.key.as_ref().expect("a pass-key row knows its key");
+            let (key, sentence) = span.shares(&a.row);
+            assert!(
+                key > 0.0 && key <= sentence && sentence <= 1.0 + 1e-5,
+                "{key} {sentence}"
+            );
+            let said = format!("{:.1}% of its attention on the key's tokens", 100.0 * key);
+            assert!(
+                h.query_all_by_label_contains(&said).next().is_some(),
+                "the Explore row says {said:?}"
+            );
+        }
+        other => panic!("no attention row: {other:?}"),
+    }
     // The status bar says less: no "Engine" caption, the engine's name
     // without its details (threads, SIMD), which its hover keeps.
     assert!(h.query_by_label(text::ENGINE).is_none(), "no caption when narrow");

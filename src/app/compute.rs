@@ -22,7 +22,7 @@ use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelConfig;
 
 use super::jobs::{
-    AgainstLengthResult, AttnRowResult, EntropyProfile, InputAt, InputKey, JobKey, JobResult, LengthPoint,
+    AgainstLengthResult, AttnRowResult, EntropyProfile, InputAt, InputKey, JobKey, JobResult, KeySpan, LengthPoint,
     PooledResult, ScalesKey, TextKey,
 };
 use super::models;
@@ -188,7 +188,7 @@ pub(super) struct LabParts<'a> {
 /// The token windows of one input at one length.
 struct Resolved {
     windows: Vec<Vec<u32>>,
-    key_position: Option<usize>,
+    key: Option<KeySpan>,
     retrieval_query: Option<usize>,
     note: Option<String>,
 }
@@ -196,11 +196,11 @@ struct Resolved {
 impl Resolved {
     /// One pass-key document: its key, and the query that predicts the
     /// key's first token.
-    fn of_doc(doc: crate::lab::passkey::PasskeyDoc) -> Self {
+    fn of_doc(doc: crate::lab::passkey::PasskeyDoc, key: KeySpan) -> Self {
         let t = doc.tokens.len();
         Resolved {
             retrieval_query: Some(t - doc.answer_len - 1),
-            key_position: Some(doc.key_position),
+            key: Some(key),
             windows: vec![doc.tokens],
             note: None,
         }
@@ -431,7 +431,7 @@ impl Lab {
                 let windows = eval::windows(tokens, bos, at.length, entropy_windows(at.length))?;
                 Ok(Resolved {
                     windows,
-                    key_position: None,
+                    key: None,
                     retrieval_query: None,
                     note: None,
                 })
@@ -446,7 +446,8 @@ impl Lab {
                     Filler::Repeated,
                     &mut rng,
                 )?;
-                Ok(Resolved::of_doc(doc))
+                let span = passkey::key_span(&slot.tokenizer, &doc)?;
+                Ok(Resolved::of_doc(doc, span))
             }
             InputKey::Pasted(text) => {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
@@ -465,7 +466,7 @@ impl Lab {
                 tokens.truncate(at.length);
                 Ok(Resolved {
                     windows: vec![tokens],
-                    key_position: None,
+                    key: None,
                     retrieval_query: None,
                     note,
                 })
@@ -582,7 +583,7 @@ impl Lab {
                     bits,
                     loss,
                     tokens,
-                    key_position: r.key_position,
+                    key_position: r.key.as_ref().map(|k| k.sentence.start),
                     retrieval_query: r.retrieval_query,
                     note: r.note,
                 }))
@@ -605,7 +606,7 @@ impl Lab {
                 Ok(JobResult::AttnRow(AttnRowResult {
                     query: q,
                     row,
-                    key_position: r.key_position,
+                    key: r.key,
                 }))
             }
             JobKey::Pooled {

@@ -318,7 +318,27 @@ pub struct AttnRowResult {
     pub query: usize,
     /// Attention over keys 0..T (zero past the query).
     pub row: Vec<f32>,
-    pub key_position: Option<usize>,
+    /// Where the key stands, in a pass-key document.
+    pub key: Option<KeySpan>,
+}
+
+/// Where a pass-key document's key stands: its sentence, and in it the
+/// key's own tokens (those that hold a digit; the sentence names the key
+/// twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpan {
+    pub sentence: std::ops::Range<usize>,
+    pub digits: Vec<usize>,
+}
+
+impl KeySpan {
+    /// A row's attention on the key's digits and on its whole sentence.
+    pub fn shares(&self, row: &[f32]) -> (f32, f32) {
+        let end = self.sentence.end.min(row.len());
+        let sentence = row.get(self.sentence.start..end).map_or(0.0, |s| s.iter().sum());
+        let digits = self.digits.iter().filter_map(|&p| row.get(p)).sum();
+        (digits, sentence)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 //! nothing of egui; the documents and the decoding are `lab::passkey`'s.
 
 use super::{JobControl, Lab, ModelSlot, Resolved};
-use crate::app::jobs::{FillerKey, InputAt, InputKey, JobKey, JobResult, ScalesKey};
+use crate::app::jobs::{FillerKey, InputAt, InputKey, JobKey, JobResult, KeySpan, ScalesKey};
 use crate::app::state::{doublings, ModelChoice, MAX_GRID_TRIALS};
 use crate::app::text;
 use crate::lab::passkey::{greedy_answer, random_key, retrieves, Filler, FillerText, PasskeyBuilder, PasskeyDoc};
@@ -61,11 +61,8 @@ pub struct PasskeyAnswerResult {
     pub answer: String,
     pub correct: bool,
     pub length: usize,
-    /// The key sentence: its first token and how many tokens it has.
-    pub key_position: usize,
-    pub key_len: usize,
-    /// Positions of the key's own tokens (the digits) in the key sentence.
-    pub key_tokens: Vec<usize>,
+    /// Where the key stands: its sentence and its digits.
+    pub key_span: KeySpan,
     /// The query that predicts the key's first token.
     pub query: usize,
 }
@@ -200,19 +197,22 @@ fn lab_doc(slot: &mut ModelSlot, at: &InputAt) -> Result<PasskeyDoc> {
 
 /// The lab's document as the attention viewer's input.
 pub(super) fn resolve(slot: &mut ModelSlot, at: &InputAt) -> Result<Resolved> {
-    Ok(Resolved::of_doc(lab_doc(slot, at)?))
+    let doc = lab_doc(slot, at)?;
+    let span = key_span(&slot.tokenizer, &doc)?;
+    Ok(Resolved::of_doc(doc, span))
 }
 
-/// Where the key itself sits: the tokens of the key sentence that hold a
-/// digit (the sentence names the key twice).
-fn key_token_positions(tok: &crate::model::tokenizer::Tokenizer, doc: &PasskeyDoc) -> Result<Vec<usize>> {
-    let mut out = Vec::new();
-    for p in doc.key_position..doc.key_position + doc.key_len {
+/// Where the key stands in a document: its sentence, and the sentence's
+/// tokens that hold a digit (the sentence names the key twice).
+pub(super) fn key_span(tok: &crate::model::tokenizer::Tokenizer, doc: &PasskeyDoc) -> Result<KeySpan> {
+    let sentence = doc.key_position..doc.key_position + doc.key_len;
+    let mut digits = Vec::new();
+    for p in sentence.clone() {
         if tok.decode(&doc.tokens[p..=p])?.chars().any(|c| c.is_ascii_digit()) {
-            out.push(p);
+            digits.push(p);
         }
     }
-    Ok(out)
+    Ok(KeySpan { sentence, digits })
 }
 
 fn cancelled() -> Error {
@@ -260,11 +260,9 @@ impl Lab {
         Ok(JobResult::PasskeyAnswer(PasskeyAnswerResult {
             key,
             answer: tok.decode(&answer)?,
-            key_tokens: key_token_positions(tok, &doc)?,
+            key_span: key_span(tok, &doc)?,
             correct: answer == doc.tokens[t - a..],
             length: t,
-            key_position: doc.key_position,
-            key_len: doc.key_len,
             query: t - a - 1,
         }))
     }
@@ -274,7 +272,7 @@ impl Lab {
         let hs = self.scales(at.model, scales)?;
         let doc = lab_doc(self.slot(at.model)?, at)?;
         let query = doc.tokens.len() - doc.answer_len - 1;
-        let key_tokens = key_token_positions(&self.slot(at.model)?.tokenizer, &doc)?;
+        let key_tokens = key_span(&self.slot(at.model)?.tokenizer, &doc)?.digits;
         let slot = self.slot(at.model)?;
         let (layers, heads) = (slot.config.num_layers, slot.config.num_heads);
         // One run of the model gives every head's row (on the web in

@@ -212,7 +212,7 @@ impl AttentionView {
             }
         }
         let row_query = rows.iter().find_map(|(_, _, r)| match r.as_ref() {
-            JobResult::AttnRow(a) => Some((a.query, a.key_position)),
+            JobResult::AttnRow(a) => Some((a.query, a.key.as_ref().map(|k| k.sentence.start))),
             _ => None,
         });
         if let Some((shown_query, key_position)) = row_query {
@@ -311,6 +311,12 @@ impl AttentionView {
             });
             for (name, _, r) in &rows {
                 if let JobResult::AttnRow(a) = r.as_ref() {
+                    // As in the pass-key lab: how much of the row rests on
+                    // the key, once the query has read all of it.
+                    if let Some(span) = a.key.as_ref().filter(|k| k.sentence.end <= a.query) {
+                        let (key, sentence) = span.shares(&a.row);
+                        ui.label(text::key_mass(name, &text::head_name(layer, head), key, sentence));
+                    }
                     if let Some(share) = sink_share(a) {
                         ui.label(text::sink_note(name, share, keys.info.rope));
                     }

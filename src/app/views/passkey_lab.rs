@@ -229,9 +229,7 @@ impl PasskeyLabView {
         attention_plot(ui, &rows, &doc, keys.info.training_length);
         for (name, _, r) in &rows {
             if let JobResult::AttnRow(a) = r.as_ref() {
-                let end = (doc.key_position + doc.key_len).min(a.row.len());
-                let sentence: f32 = a.row.get(doc.key_position..end).map_or(0.0, |s| s.iter().sum());
-                let key: f32 = doc.key_tokens.iter().filter_map(|&p| a.row.get(p)).sum();
+                let (key, sentence) = doc.key_span.shares(&a.row);
                 let head = text::head_name(state.layer, state.head);
                 ui.label(text::key_mass(name, &head, key, sentence));
             }
@@ -386,7 +384,7 @@ fn attention_plot(
     if rows.is_empty() {
         return;
     }
-    let (k0, k1) = (doc.key_position as f64, (doc.key_position + doc.key_len) as f64);
+    let (k0, k1) = (doc.key_span.sentence.start as f64, doc.key_span.sentence.end as f64);
     // The legend above the plot; a click hides a setting's row.
     let mut legend: Vec<LegendEntry> = rows
         .iter()
