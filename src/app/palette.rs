@@ -128,8 +128,10 @@ impl Look {
     pub fn paint(&self, visuals: &eframe::egui::Visuals) -> Color32 {
         let colour = if self.ink {
             visuals.strong_text_color()
-        } else {
+        } else if visuals.dark_mode {
             self.colour
+        } else {
+            on_light(self.colour)
         };
         if self.opacity < 1.0 {
             colour.gamma_multiply(self.opacity)
@@ -152,7 +154,7 @@ impl Look {
         if self.ink {
             Color32::BLACK
         } else {
-            self.colour
+            on_light(self.colour)
         }
     }
 
@@ -164,6 +166,38 @@ impl Look {
             egui_plot::LineStyle::Solid
         }
     }
+}
+
+/// A line's colour on a light background: the very light colours (the
+/// pass key's yellow, 1.2:1 against white) darkened to a mustard that
+/// still reads as that colour; the others as they are.
+pub fn on_light(c: Color32) -> Color32 {
+    if relative_luminance(c) <= LIGHT_LINE {
+        return c;
+    }
+    let darken = |v: u8| (f32::from(v) * (1.0 - LIGHT_DARKEN)).round() as u8;
+    Color32::from_rgb(darken(c.r()), darken(c.g()), darken(c.b()))
+}
+
+/// Colours brighter than this (WCAG relative luminance) are darkened on a
+/// light background: the yellow (0.77) is; the pinned pear (0.53) and pink
+/// (0.52) are not.
+const LIGHT_LINE: f32 = 0.6;
+/// How far towards black `on_light` takes them: the yellow goes to about
+/// 3.6:1 against white (WCAG asks 3:1 of graphics).
+const LIGHT_DARKEN: f32 = 0.4;
+
+/// WCAG's relative luminance of an sRGB colour, 0 (black) to 1 (white).
+fn relative_luminance(c: Color32) -> f32 {
+    let lin = |v: u8| {
+        let v = f32::from(v) / 255.0;
+        if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * lin(c.r()) + 0.7152 * lin(c.g()) + 0.0722 * lin(c.b())
 }
 
 /// How far towards white the selected head's line is mixed.
@@ -231,5 +265,20 @@ mod tests {
         assert_eq!(viridis(-3.0), viridis(0.0));
         assert_eq!(viridis(f32::NAN), viridis(0.0));
         assert_eq!(viridis(7.0), viridis(1.0));
+    }
+
+    #[test]
+    fn the_yellow_mark_darkens_on_white_and_nothing_else_does() {
+        let contrast = |c: Color32| 1.05 / (relative_luminance(c) + 0.05);
+        assert!(contrast(KEY) < 1.5, "the raw yellow is unreadable on white");
+        let on = on_light(KEY);
+        assert!(contrast(on) >= 3.0, "{on:?}: {:.2}:1", contrast(on));
+        // Still yellow: red and green well above blue.
+        assert!(on.r() > 2 * on.b() && on.g() > 2 * on.b());
+        for c in [NOPE, SCALED, ROPE, CEILING, QUERY].into_iter().chain(PINNED) {
+            assert_eq!(on_light(c), c);
+        }
+        assert_eq!(Look::mark(KEY).on_white(), on);
+        assert_eq!(Look::training_length().on_white(), Color32::BLACK);
     }
 }

@@ -255,7 +255,7 @@ impl AttentionView {
                 marks.push(PlotMark::training(training));
             }
             let plot = axis
-                .axis(Plot::new("attention row"), top)
+                .axis(super::positions_x(Plot::new("attention row")), top)
                 .height(200.0)
                 .x_axis_label(text::KEY_AXIS)
                 .y_axis_label(text::WEIGHT_AXIS)

@@ -150,7 +150,7 @@ impl EntropyView {
         let ceiling_shown = hidden.shows(text::CEILING);
         let top = (length as f64).log2();
         let visuals = ui.visuals().clone();
-        let plot = super::nice_y(Plot::new("entropy against position"))
+        let plot = super::positions_x(super::nice_y(Plot::new("entropy against position")))
             .height(260.0)
             .x_axis_label(text::POSITION_AXIS)
             .y_axis_label(text::BITS_AXIS)

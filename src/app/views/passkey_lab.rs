@@ -411,7 +411,7 @@ fn attention_plot(
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();
-    axis.axis(Plot::new("passkey attention row"), top)
+    axis.axis(super::positions_x(Plot::new("passkey attention row")), top)
         .height(200.0)
         .label_formatter(|pos| {
             let j = super::hovered(pos).x.round().max(0.0) as usize;
@@ -426,7 +426,10 @@ fn attention_plot(
                     PlotPoints::from(vec![[k0, floor], [k1, floor], [k1, band_top], [k0, band_top]]),
                 )
                 .fill_color(KEY_BAND.paint(&visuals))
-                .stroke(egui::Stroke::new(palette::THIN_LINE, palette::KEY)),
+                .stroke(egui::Stroke::new(
+                    palette::THIN_LINE,
+                    Look::mark(palette::KEY).paint(&visuals),
+                )),
             );
             for (name, colour, r) in &rows {
                 let JobResult::AttnRow(a) = r.as_ref() else { continue };
