@@ -554,16 +554,18 @@ pub const TOUR_5_TITLE: &str = "The distracted heads";
 pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
 pub const TOUR_5_LOOK: &str = "Look at the layer x head map, then at the selected head's curve and attention pattern.";
 
+// Steps 6 to 8 quote docs/RESULTS.md (`nopescope reproduce`), in words a
+// web page's reader can follow without opening it.
 pub const TOUR_6_TITLE: &str = "A temperature brings attention back";
-pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the model finds this key in 2L = 512 tokens, where plain NoPE does not; over 50 documents in docs/RESULTS.md, 80% against 2%.";
+pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the model finds this key in 2L = 512 tokens, where plain NoPE does not: over 50 documents it finds 80% of the keys, against NoPE's 2%. The Pass-key lab's accuracy map measures the like on this device.";
 pub const TOUR_6_LOOK: &str = "Compare the two answers and attention rows (NoPE, and with the scale); the Explore page shows the entropy falling.";
 
 pub const TOUR_7_TITLE: &str = "One scale per head, searched";
-pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points NoPE loses in docs/RESULTS.md. The Tune page runs such a search on this device.";
+pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents). The Tune page runs such a search on this device.";
 pub const TOUR_7_LOOK: &str = "Compare the two answers, then open \"Tune the scales\" to search scales of your own.";
 
 pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
-pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents in docs/RESULTS.md it finds the pass key in 100% at L and 2% at 2L.";
+pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents it finds the pass key in 100% of them at L and in 2% at 2L.";
 pub const TOUR_8_LOOK: &str = "Look at the gap between the mean curve and the grey ceiling past the dashed line, compare it with step 3, and switch the model back to NoPE.";
 
 // Export (app::export).
