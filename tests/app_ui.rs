@@ -649,7 +649,7 @@ fn a_bad_scales_file_shows_the_error_and_a_good_one_applies() {
     h.get_by_label(text::SCALES_FILE).type_text(wrong.to_str().unwrap());
     h.get_by_label(text::LOAD_SCALES).click();
     h.run_steps(2);
-    h.get_by_label_contains("the file has 2 layers x 2 heads");
+    h.get_by_label_contains(&text::scales_shape(2, 2, 4, 4));
 
     // Pasted JSON of the right shape applies, and the scaled views compute.
     let good = format!("{{\"head_scales\": {}}}", serde_json_rows(4, 4, 1.5));

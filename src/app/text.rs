@@ -105,7 +105,7 @@ pub const CEILING: &str = "uniform attention, log2(i + 1)";
 pub const TRAINING_LENGTH: &str = "training length L";
 pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
-pub const MAP_HEADING: &str = "Layer x head map";
+pub const MAP_HEADING: &str = "Layer × head map";
 pub const MAP_ENTROPY: &str = "Mean entropy";
 pub const MAP_RISE: &str = "Rise from L to this length";
 pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
@@ -115,7 +115,7 @@ pub const QUERY: &str = "Query position";
 pub const QUERY_MARK: &str = "the query";
 pub const POOLED_HEADING: &str = "The whole attention pattern";
 pub const POOLED_HELP: &str =
-    "Every query's attention over every key, pooled to at most 512 x 512 cells: each cell the mean attention of its queries on its keys.";
+    "Every query's attention over every key, pooled to at most 512 × 512 cells: each cell the mean attention of its queries on its keys.";
 pub const BEFORE: &str = "NoPE (s = 1)";
 /// `BEFORE` for a model with rotary position encoding.
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
@@ -152,7 +152,7 @@ pub fn tokens_note(tokens: usize) -> String {
 
 pub fn scales_for_other_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
     format!(
-        "These scales are for {layers} layers x {heads} heads; this model has {model_layers} x {model_heads}. They are kept for a model of their shape."
+        "These scales are for {layers} layers × {heads} heads; this model has {model_layers} × {model_heads}. They are kept for a model of their shape."
     )
 }
 
@@ -191,7 +191,7 @@ pub fn at_training_length(l: usize) -> String {
 }
 
 pub fn length_vs_training(length: usize, training: usize, ratio: f64) -> String {
-    format!("{length} tokens = {ratio:.2} x the training length L = {training}")
+    format!("{length} tokens = {ratio:.2} × the training length L = {training}")
 }
 pub const NO_SCALES_SOURCE: &str = if cfg!(target_arch = "wasm32") {
     "paste the JSON of a head-scales file (Save the scales writes one)"
@@ -200,7 +200,7 @@ pub const NO_SCALES_SOURCE: &str = if cfg!(target_arch = "wasm32") {
 };
 
 pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
-    format!("the file has {layers} layers x {heads} heads of scales; the model has {model_layers} x {model_heads}")
+    format!("the file has {layers} layers × {heads} heads of scales; the model has {model_layers} × {model_heads}")
 }
 
 pub fn loaded_from(name: &str) -> String {
@@ -432,7 +432,7 @@ pub fn pooled_hover(queries: (usize, usize), keys: (usize, usize), share: f32, t
 }
 
 pub fn pooled_alt(name: &str, n: usize, length: usize) -> String {
-    format!("{name}: attention of {length} queries over {length} keys, pooled to {n} x {n}")
+    format!("{name}: attention of {length} queries over {length} keys, pooled to {n} × {n}")
 }
 
 pub const LENGTH_AXIS: &str = "length (tokens, log scale)";
@@ -552,7 +552,7 @@ pub const TOUR_4_LOOK: &str = "Look at the answer, and at the attention row of t
 
 pub const TOUR_5_TITLE: &str = "The distracted heads";
 pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
-pub const TOUR_5_LOOK: &str = "Look at the layer x head map, then at the selected head's curve and attention pattern.";
+pub const TOUR_5_LOOK: &str = "Look at the layer × head map, then at the selected head's curve and attention pattern.";
 
 // Steps 6 to 8 quote docs/RESULTS.md (`nopescope reproduce`), in words a
 // web page's reader can follow without opening it.
@@ -614,7 +614,7 @@ pub fn cannot_list_folder(dir: &str, why: &str) -> String {
     format!("cannot list {dir}: {why}")
 }
 pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) -> String {
-    format!("Opened {name}: {layers} layers x {heads} heads, training length {training}")
+    format!("Opened {name}: {layers} layers × {heads} heads, training length {training}")
 }
 
 // Pass-key lab
@@ -684,7 +684,7 @@ pub fn grid_progress(length: usize, depth: f64, trial: usize, trials: usize) -> 
 
 pub fn passkey_key_line(key: u32, length: usize, training: usize) -> String {
     format!(
-        "Key {key} in {length} tokens ({:.2} x L = {training})",
+        "Key {key} in {length} tokens ({:.2} × L = {training})",
         length as f64 / training as f64
     )
 }
@@ -743,7 +743,7 @@ pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
 
 // Tuning panel
 pub const TUNE_HEADING: &str = "Tune the head scales";
-pub const TUNE_HELP: &str = "Search attention temperatures with every weight frozen: one scale per head (AdamW, scales kept >= 1, the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
+pub const TUNE_HELP: &str = "Search attention temperatures with every weight frozen: one scale per head (AdamW, scales kept ≥ 1, the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
 pub const IN_USE: &str = "Scales in use:";
 pub const SEARCH_HEADING: &str = "Search";
 pub const SEARCH_KIND: &str = "Search";
@@ -774,7 +774,7 @@ pub const CANCEL_SEARCH: &str = "Cancel search";
 pub fn no_search_yet(steps: usize, batch: usize) -> String {
     format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
 }
-pub const SCALE_MAP_HEADING: &str = "Scales now (layer x head)";
+pub const SCALE_MAP_HEADING: &str = "Scales now (layer × head)";
 pub const LOSS_HEADING: &str = "Objective";
 pub const STEP_AXIS: &str = "step";
 pub const OBJECTIVE_AXIS: &str = "objective (nats)";

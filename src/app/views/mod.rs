@@ -575,16 +575,22 @@ pub fn nice_y(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
         .y_axis_formatter(nice_label)
 }
 
-/// A plot whose x axis is token positions: whole steps of 1, 2 or 5 x
-/// 10^k, every line alike. egui_plot's default drew the lines at each
-/// thousand (and at 0) as strongly as a mark, and readers took the one
-/// near a 1024-token input's end for one. Lines reach full strength
-/// 600 points apart (egui_plot: 300), so these, 80 to 200 apart, stay
-/// below the curves and marks.
-pub fn positions_x(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
-    plot.x_grid_spacer(nice_grid(X_LABEL_GAP, true))
+/// A plot whose x axis steps by 1, 2 or 5 x 10^k (whole numbers with
+/// `whole`: token positions, steps), every line alike. egui_plot's default
+/// drew the lines at each thousand (and at 0) as strongly as a mark, and
+/// readers took the one near a 1024-token input's end for one; at 0.1
+/// entropy bits it drew a dense mesh. Lines reach full strength 600
+/// points apart (egui_plot: 300), so these, 80 to 200 apart, stay below
+/// the curves and marks.
+pub fn nice_x(plot: egui_plot::Plot<'_>, whole: bool) -> egui_plot::Plot<'_> {
+    plot.x_grid_spacer(nice_grid(X_LABEL_GAP, whole))
         .x_axis_formatter(nice_label)
         .grid_spacing(8.0..=600.0)
+}
+
+/// A plot whose x axis is token positions (`nice_x`, whole steps).
+pub fn positions_x(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
+    nice_x(plot, true)
 }
 
 /// A tick label of a `nice_grid` axis: as many decimals as its step needs

@@ -600,7 +600,7 @@ impl TuningView {
             .collect();
         let hover = points.clone();
         ui.label(name);
-        super::nice_y(Plot::new("scale against entropy"))
+        super::nice_x(super::nice_y(Plot::new("scale against entropy")), false)
             .height(220.0)
             .width(ui.available_width().min(520.0))
             .x_axis_label(text::ENTROPY_AT_L_AXIS)
@@ -649,13 +649,11 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     let uniform = report.spec.kind == SearchKind::Uniform;
     ui.label(text::LOSS_HEADING);
     let points = report.curve();
-    super::nice_y(Plot::new("search loss"))
+    super::nice_x(super::nice_y(Plot::new("search loss")), !uniform)
         .width(LOSS_WIDTH.min(ui.available_width()))
         .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
         .y_axis_label(text::OBJECTIVE_AXIS)
-        .x_grid_spacer(super::nice_grid(super::X_LABEL_GAP, !uniform))
-        .x_axis_formatter(super::nice_label)
         .show(ui, |plot| {
             plot.line(
                 Line::new(text::OBJECTIVE_AXIS, PlotPoints::from(points.clone()))
