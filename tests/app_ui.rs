@@ -731,6 +731,13 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
         wide.query_all_by_label_contains("threads").next().is_some(),
         "the whole name when wide"
     );
+    // The walkthrough's hint: whole when wide; when narrow, never wrapped
+    // under the tabs (here, with no room for the short form either, left out).
+    wide.get_by_label(text::TOUR_HINT);
+    assert!(h.query_all_by_label_contains("New here?").next().is_none());
+    let mut tablet = harness(small_state(), 760.0);
+    tablet.run_steps(2);
+    tablet.get_by_label(text::TOUR_HINT_SHORT);
 }
 
 /// Steps frames until the model the user asked for has opened or failed

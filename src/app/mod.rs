@@ -444,7 +444,7 @@ impl NopeApp {
                     ui.separator();
                     ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
                     if !open {
-                        ui.label(egui::RichText::new(text::TOUR_HINT).weak());
+                        tour_hint(ui);
                     }
                 });
             });
@@ -644,4 +644,22 @@ pub fn run_native() -> Result<(), String> {
         }),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The walkthrough's hint beside the tabs: the short form where the whole
+/// one would wrap under them (a phone, a narrow embed), none where even
+/// that would.
+fn tour_hint(ui: &mut egui::Ui) {
+    for hint in [text::TOUR_HINT, text::TOUR_HINT_SHORT] {
+        let galley = egui::WidgetText::from(egui::RichText::new(hint).weak()).into_galley(
+            ui,
+            Some(egui::TextWrapMode::Extend),
+            f32::INFINITY,
+            egui::TextStyle::Body,
+        );
+        if galley.size().x <= ui.available_size_before_wrap().x {
+            ui.add(egui::Label::new(galley).wrap_mode(egui::TextWrapMode::Extend));
+            return;
+        }
+    }
 }

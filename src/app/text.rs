@@ -10,6 +10,7 @@ pub const TAB_TUNE: &str = "Tune the scales";
 pub const TAB_PASSKEY: &str = "Pass-key lab";
 pub const TOUR_OPEN: &str = "Walkthrough";
 pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in eight short steps.";
+pub const TOUR_HINT_SHORT: &str = "New here? Try the walkthrough.";
 pub const SHARE_OPEN: &str = "Share";
 pub const SHARE_HEADING: &str = "Share this view";
 pub const SHARE_HELP: &str = "The link holds everything on screen: the page, model, input (your own text too), length, heads, scales and walkthrough step. Whoever opens it sees this view and can carry on from it.";
