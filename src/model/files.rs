@@ -406,55 +406,153 @@ mod native {
     /// second name (a hard link, no copy) until the set is in place, and
     /// the files renamed before it are put back. Where a file system has
     /// no hard links, or a putting back fails, the error says which files
-    /// are new.
+    /// are new. A crash between two renames leaves a journal
+    /// (`SET_JOURNAL`, beside the first file) from which the next load or
+    /// write of that folder finishes the set (`finish_interrupted_set`):
+    /// every new file was whole on disk before the first rename.
     pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
+        let Some((first, _)) = files.first() else {
+            return Ok(());
+        };
+        finish_interrupted_set(&folder_of(first))?;
+        let set = prepare_set(files)?;
+        put_set_in_place(&set)
+    }
+
+    /// The journal of a set of files being put in place: which temporary
+    /// becomes which file, and the old files' second names.
+    pub const SET_JOURNAL: &str = ".nopescope-set-journal.json";
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    pub(super) struct SetJournal {
+        /// (temporary, file), in the order they are renamed.
+        pub(super) renames: Vec<(PathBuf, PathBuf)>,
+        /// What each file held before: its second name, or none (no file,
+        /// or one that could not be kept).
+        kept: Vec<Option<PathBuf>>,
+    }
+
+    /// A set written to its temporaries, its old files kept, its journal
+    /// on disk: what is left is the renames.
+    pub(super) struct PreparedSet {
+        journal_path: PathBuf,
+        pub(super) journal: SetJournal,
+        /// Why an old file could not be kept, by place (for the error).
+        unkept: Vec<bool>,
+    }
+
+    fn folder_of(path: &Path) -> PathBuf {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    }
+
+    /// `path` with its folder made absolute, so the journal holds true
+    /// whatever the reader's working folder (the folder exists: a
+    /// temporary was just written in it).
+    fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+        Ok(std::fs::canonicalize(folder_of(path))?.join(name))
+    }
+
+    /// Everything before the renames: the temporaries, the old files'
+    /// second names and the journal. On failure nothing is left behind.
+    pub(super) fn prepare_set(files: &[(PathBuf, &[u8])]) -> Result<PreparedSet> {
         let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+        let mut kept: Vec<Option<PathBuf>> = Vec::new();
+        let mut unkept = Vec::new();
+        let undo = |written: &[(PathBuf, &Path)], kept: &[Option<PathBuf>]| {
+            for (tmp, _) in written {
+                let _ = std::fs::remove_file(tmp);
+            }
+            for old in kept.iter().flatten() {
+                let _ = std::fs::remove_file(old);
+            }
+        };
         for (path, bytes) in files {
             match write_temp(path, |f| f.write_all(bytes)) {
                 Ok(tmp) => written.push((tmp, path)),
                 Err(e) => {
-                    for (tmp, _) in &written {
-                        let _ = std::fs::remove_file(tmp);
-                    }
+                    undo(&written, &kept);
                     return Err(e);
                 }
             }
         }
-        // What each path held before: None (no file), or its second name
-        // (Err: it could not be kept).
-        let before: Vec<Option<std::io::Result<PathBuf>>> = written
-            .iter()
-            .map(|(_, path)| {
-                path.exists().then(|| {
-                    let old = temp_beside(path);
-                    std::fs::hard_link(path, &old).map(|()| old)
-                })
-            })
-            .collect();
+        for (_, path) in &written {
+            let old = path.exists().then(|| {
+                let old = temp_beside(path);
+                std::fs::hard_link(path, &old).map(|()| old)
+            });
+            unkept.push(matches!(old, Some(Err(_))));
+            kept.push(old.and_then(std::result::Result::ok));
+        }
+        let journal = (|| -> std::io::Result<SetJournal> {
+            let mut renames = Vec::new();
+            for (tmp, path) in &written {
+                renames.push((absolute(tmp)?, absolute(path)?));
+            }
+            let kept = kept
+                .iter()
+                .map(|k| k.as_deref().map(absolute).transpose())
+                .collect::<std::io::Result<_>>()?;
+            Ok(SetJournal { renames, kept })
+        })();
+        let journal_path = folder_of(&written[0].1.to_path_buf()).join(SET_JOURNAL);
+        let journal = match journal {
+            Ok(j) => j,
+            Err(e) => {
+                undo(&written, &kept);
+                return Err(Error::io(&journal_path, e));
+            }
+        };
+        let bytes = serde_json::to_vec(&journal).expect("journal serializes");
+        if let Err(e) = write_atomic(&journal_path, &bytes) {
+            undo(&written, &kept);
+            return Err(e);
+        }
+        Ok(PreparedSet {
+            journal_path,
+            journal,
+            unkept,
+        })
+    }
+
+    /// The renames, then the old files' second names and the journal
+    /// dropped. A rename refused halfway puts back the ones before it.
+    fn put_set_in_place(set: &PreparedSet) -> Result<()> {
+        let PreparedSet {
+            journal_path,
+            journal: SetJournal { renames, kept },
+            unkept,
+        } = set;
         let drop_kept = |from: usize| {
-            for old in before[from..].iter().flatten().flatten() {
+            for old in kept[from..].iter().flatten() {
                 let _ = std::fs::remove_file(old);
             }
         };
-        for (i, (tmp, path)) in written.iter().enumerate() {
+        for (i, (tmp, path)) in renames.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, path) {
-                for (tmp, _) in &written[i..] {
+                for (tmp, _) in &renames[i..] {
                     let _ = std::fs::remove_file(tmp);
                 }
                 drop_kept(i);
                 // Put back the ones renamed before this one.
                 let mut new = Vec::new();
-                for ((_, done), old) in written[..i].iter().zip(&before) {
+                for (((_, done), old), &unkept) in renames[..i].iter().zip(kept).zip(unkept) {
                     let back = match old {
-                        None => std::fs::remove_file(done).is_ok(),
-                        Some(Ok(old)) => std::fs::rename(old, done).is_ok(),
+                        Some(old) => std::fs::rename(old, done).is_ok(),
                         // The old file could not be kept: the new one stays.
-                        Some(Err(_)) => false,
+                        None if unkept => false,
+                        None => std::fs::remove_file(done).is_ok(),
                     };
                     if !back {
                         new.push(done.display().to_string());
                     }
                 }
+                let _ = std::fs::remove_file(journal_path);
                 let e = if new.is_empty() {
                     e
                 } else {
@@ -463,18 +561,69 @@ mod native {
                         format!("{e}; the set is half written: new are {}, the rest old", new.join(", ")),
                     )
                 };
-                return Err(Error::io(*path, e));
+                return Err(Error::io(path, e));
             }
         }
         drop_kept(0);
-        Ok(())
+        std::fs::remove_file(journal_path).map_err(|e| Error::io(journal_path, e))
+    }
+
+    /// Finishes a set of files whose writing a crash interrupted between
+    /// its renames (`write_atomic_set`): its journal in `dir` says which
+    /// temporaries are still to be put in place; they are, and the old
+    /// files' second names and the journal go. Nothing to do without a
+    /// journal. Each temporary was whole and synced before the journal was
+    /// written, so the set is finished, never rolled back halfway.
+    pub fn finish_interrupted_set(dir: &Path) -> Result<()> {
+        let path = dir.join(SET_JOURNAL);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let broken = |e: String| {
+            Error::io(
+                &path,
+                std::io::Error::other(format!(
+                    "a write of this folder's files was interrupted and its journal cannot be read ({e}); check the folder's files and remove the journal"
+                )),
+            )
+        };
+        let journal: SetJournal = serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))?;
+        if journal.kept.len() != journal.renames.len() {
+            return Err(broken("its lists differ in length".into()));
+        }
+        for (tmp, file) in &journal.renames {
+            if tmp.exists() {
+                std::fs::rename(tmp, file).map_err(|e| {
+                    Error::io(
+                        file,
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "finishing an interrupted write of this folder ({}): {e}",
+                                path.display()
+                            ),
+                        ),
+                    )
+                })?;
+            }
+        }
+        for old in journal.kept.iter().flatten() {
+            let _ = std::fs::remove_file(old);
+        }
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| Error::io(path, e))
     }
 
+    /// The folder's config. A write of the folder's model that a crash
+    /// interrupted is finished first (`finish_interrupted_set`), so what
+    /// is read is one set.
     pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+        finish_interrupted_set(dir)?;
         HfConfig::load(&dir.join(CONFIG_FILE))?.validate()
     }
 
@@ -754,6 +903,63 @@ mod tests {
             assert_eq!(std::fs::read_to_string(p).unwrap(), want);
         }
         assert_eq!(names(&dir), ["a.json", "b.bin", "missing"], "kept files left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A crash between a set's renames (here: after the first of two)
+    /// leaves its journal; the next load of the folder finishes the set,
+    /// so it reads the new model whole, and nothing is left behind.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_set_interrupted_between_renames_is_finished_by_the_next_load() {
+        let dir = std::env::temp_dir().join(format!("nopescope-crash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The old model: the fixture's weights with a config of another
+        // shape (a mixed set would not load).
+        let config = fixture(CONFIG_FILE);
+        let mut old: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        old["num_hidden_layers"] = serde_json::json!(old["num_hidden_layers"].as_u64().unwrap() + 1);
+        std::fs::write(dir.join(CONFIG_FILE), old.to_string()).unwrap();
+        std::fs::write(dir.join(WEIGHTS_FILE), b"old weights").unwrap();
+        let weights = fixture(WEIGHTS_FILE);
+        let files = vec![
+            (dir.join(WEIGHTS_FILE), weights.as_slice()),
+            (dir.join(CONFIG_FILE), config.as_slice()),
+        ];
+        let set = prepare_set(&files).unwrap();
+        let (tmp, file) = &set.journal.renames[0];
+        std::fs::rename(tmp, file).unwrap();
+        drop(set); // the crash: the config's rename never happens
+        assert!(dir.join(SET_JOURNAL).exists());
+        assert!(
+            load_params(
+                &dir,
+                &HfConfig::load(&dir.join(CONFIG_FILE)).unwrap().validate().unwrap()
+            )
+            .is_err(),
+            "before finishing, the folder holds a mixed set"
+        );
+        let m = load_model_dir(&dir).expect("the load finishes the set");
+        assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config);
+        assert_eq!(m.params.data.len(), ParamLayout::new(&m.config).total);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [CONFIG_FILE, WEIGHTS_FILE],
+            "temporaries, kept files or journal left"
+        );
+        // A journal that cannot be read is an error that names it.
+        std::fs::write(dir.join(SET_JOURNAL), b"{not json").unwrap();
+        let e = load_config(&dir).expect_err("an unreadable journal");
+        assert!(
+            e.to_string().contains(SET_JOURNAL) && e.to_string().contains("interrupted"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
