@@ -500,7 +500,7 @@ mod native {
                 .collect::<std::io::Result<_>>()?;
             Ok(SetJournal { renames, kept })
         })();
-        let journal_path = folder_of(&written[0].1.to_path_buf()).join(SET_JOURNAL);
+        let journal_path = folder_of(written[0].1).join(SET_JOURNAL);
         let journal = match journal {
             Ok(j) => j,
             Err(e) => {
