@@ -1213,3 +1213,52 @@ fn the_attention_row_takes_a_log_axis() {
     h.run_steps(3);
     assert_eq!(checked(&h), Some(eframe::egui::accesskit::Toggled::False), "and back");
 }
+
+/// Play doubles the length once every view of it is computed and shown a
+/// moment, up to 16L, then stops (the button says Pause meanwhile); a
+/// length button takes over from it.
+#[test]
+fn play_doubles_the_length_up_to_16l_then_stops() {
+    let l = 256; // the bundled model's training length
+    let mut h = harness(
+        ViewState {
+            length: 4 * l,
+            ..Default::default()
+        },
+        1280.0,
+    );
+    settle(&mut h);
+    h.get_by_label(text::PLAY_LENGTHS).click();
+    h.run_steps(2);
+    h.get_by_label(text::PAUSE_LENGTHS);
+    let mut seen = vec![4 * l];
+    let start = Instant::now();
+    while h.query_by_label(text::PLAY_LENGTHS).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(180), "still playing: {seen:?}");
+        let shown = {
+            let app = h.state();
+            let keys = Keys::of(&app.state, app.info());
+            keys.entropy(&keys.ones)
+        };
+        h.step();
+        let now = h.state().state.length;
+        if seen.last() != Some(&now) {
+            assert!(done(&h, &shown), "{now} came before {seen:?}'s last was computed");
+            seen.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(seen, [4 * l, 8 * l, 16 * l]);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert!(done(&h, &keys.entropy(&keys.ones)), "16L computed before it stopped");
+
+    // Play again from 16L starts over at L/2; Double takes over.
+    h.get_by_label(text::PLAY_LENGTHS).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.length, l / 2);
+    h.get_by_label(text::DOUBLE_LENGTH).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.length, l);
+    h.get_by_label(text::PLAY_LENGTHS);
+}

@@ -186,6 +186,9 @@ pub const HALVE_LENGTH: &str = "Halve";
 pub const DOUBLE_LENGTH: &str = "Double";
 pub const HALVE_HELP: &str = "Halve the length";
 pub const DOUBLE_HELP: &str = "Double the length";
+pub const PLAY_LENGTHS: &str = "Play";
+pub const PAUSE_LENGTHS: &str = "Pause";
+pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L. Pause stops; any length button takes over.";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")

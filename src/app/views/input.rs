@@ -11,6 +11,19 @@ use crate::app::palette;
 use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 
+/// How long "Play" shows each length, once every view of it is computed,
+/// before it doubles (seconds).
+pub const PLAY_DWELL_S: f64 = 1.5;
+
+/// "Play": the length doubling on its own up to 16L, as TensorFlow
+/// Playground plays its training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Playing {
+    /// Since when every view of the current length has been computed
+    /// (`None`: some still computing).
+    pub idle_since: Option<f64>,
+}
+
 /// The most the user's text box grows to (points); past it the text scrolls.
 const PASTED_BOX_HEIGHT: f32 = 240.0;
 
@@ -31,6 +44,8 @@ pub struct InputView {
     /// The preview's rows of the text, as byte ranges, made once per text
     /// and width (in characters).
     preview: Option<(TextKey, usize, Vec<Range<usize>>)>,
+    /// The length playing (`Play`), while it does.
+    pub playing: Option<Playing>,
 }
 
 /// `text` cut into rows of at most `width` characters: at each line break,
@@ -175,33 +190,83 @@ impl InputView {
                 .text(text::LENGTH),
         )
         .on_hover_text(text::LENGTH_HELP);
+        let last = info.training_length.saturating_mul(16).clamp(MIN_LENGTH, MAX_LENGTH);
+        // The length the buttons ask for: any of them takes over from Play.
+        let mut asked = None;
         ui.horizontal_wrapped(|ui| {
             if ui.button(text::HALVE_LENGTH).on_hover_text(text::HALVE_HELP).clicked() {
-                state.length = (state.length / 2).max(MIN_LENGTH);
+                asked = Some((state.length / 2).max(MIN_LENGTH));
             }
             if ui
                 .button(text::DOUBLE_LENGTH)
                 .on_hover_text(text::DOUBLE_HELP)
                 .clicked()
             {
-                state.length = (state.length * 2).min(MAX_LENGTH);
+                asked = Some((state.length * 2).min(MAX_LENGTH));
             }
             for (label, l) in [
                 (text::at_training_length(info.training_length), info.training_length),
                 ("4L".to_string(), info.training_length.saturating_mul(4)),
-                ("16L".to_string(), info.training_length.saturating_mul(16)),
+                ("16L".to_string(), last),
             ] {
                 if ui.button(label).clicked() {
-                    state.length = l.clamp(MIN_LENGTH, MAX_LENGTH);
+                    asked = Some(l.clamp(MIN_LENGTH, MAX_LENGTH));
                 }
             }
+            let play = if self.playing.is_some() {
+                text::PAUSE_LENGTHS
+            } else {
+                text::PLAY_LENGTHS
+            };
+            if ui.button(play).on_hover_text(text::PLAY_HELP).clicked() {
+                self.playing = match self.playing {
+                    Some(_) => None,
+                    None => {
+                        if state.length >= last {
+                            state.length = (info.training_length / 2).clamp(MIN_LENGTH, MAX_LENGTH);
+                        }
+                        Some(Playing { idle_since: None })
+                    }
+                };
+            }
         });
+        if let Some(l) = asked {
+            state.length = l;
+            self.playing = None;
+        }
+        self.play(ui, state, jobs, last);
         let ratio = state.length as f64 / info.training_length as f64;
         let mut line = text::length_vs_training(state.length, info.training_length, ratio);
         if let Some(t) = tokens.filter(|&t| t != state.length) {
             line.push_str(&format!("; {}", text::tokens_note(t)));
         }
         ui.label(line);
+    }
+
+    /// One frame of Play: once every view of the length is computed and
+    /// shown for `PLAY_DWELL_S`, the length doubles; past `last` it stops.
+    fn play(&mut self, ui: &egui::Ui, state: &mut ViewState, jobs: &Jobs, last: usize) {
+        let Some(playing) = &mut self.playing else {
+            return;
+        };
+        if !jobs.is_idle() {
+            // The jobs wake the page when they finish.
+            playing.idle_since = None;
+            return;
+        }
+        let now = ui.input(|i| i.time);
+        let since = *playing.idle_since.get_or_insert(now);
+        let left = PLAY_DWELL_S - (now - since);
+        if left > 0.0 {
+            ui.ctx().request_repaint_after(std::time::Duration::from_secs_f64(left));
+            return;
+        }
+        if state.length >= last {
+            self.playing = None;
+        } else {
+            state.length = (state.length * 2).min(last);
+            playing.idle_since = None;
+        }
     }
 
     /// Opening a Hugging Face folder: a path typed or chosen in the folder
