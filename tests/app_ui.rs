@@ -321,7 +321,10 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     h.state_mut().set_state_file(blocked);
     eframe::App::save(h.state_mut(), &mut MapStorage::default());
     h.run_steps(2);
-    let note = h.state().state_note.clone().unwrap_or_default();
+    let note = match h.state().state_note.clone() {
+        Some(note @ nopescope::app::StateNote::NotSaved(_)) => note.message(),
+        other => panic!("the failed save is not said: {other:?}"),
+    };
     assert!(note.starts_with(text::STATE_NOT_SAVED), "{note}");
     h.get_by_label(&text::error(&note));
     let path = dir.join("state.json");

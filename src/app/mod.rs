@@ -97,7 +97,25 @@ pub struct NopeApp {
     #[cfg(not(target_arch = "wasm32"))]
     state_file: Option<saved::StateFile>,
     /// What went wrong keeping the state (shown in the status bar).
-    pub state_note: Option<String>,
+    pub state_note: Option<StateNote>,
+}
+
+/// What went wrong keeping the view between runs (the status bar says it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateNote {
+    /// The saved state read at start could not be used (it was set aside).
+    Read(String),
+    /// The last save failed; the next one that works clears it.
+    NotSaved(String),
+}
+
+impl StateNote {
+    pub fn message(&self) -> String {
+        match self {
+            StateNote::Read(why) => format!("{}: {why}", text::STATE_FILE),
+            StateNote::NotSaved(why) => format!("{}: {why}", text::STATE_NOT_SAVED),
+        }
+    }
 }
 
 /// What a chosen query position is a position in: another model or input
@@ -187,7 +205,7 @@ impl NopeApp {
         };
         let mut app = Self::from_storage(cc, state, kept);
         app.state_file = file;
-        app.state_note = note;
+        app.state_note = note.map(StateNote::Read);
         app
     }
 
@@ -414,7 +432,7 @@ impl NopeApp {
             egui::Panel::bottom("status").show(ui, |ui| {
                 self.views.status.ui(ui, &mut self.state, &mut self.jobs, frame_ms);
                 if let Some(note) = &self.state_note {
-                    ui.colored_label(crate::app::palette::ERROR, text::error(note));
+                    ui.colored_label(crate::app::palette::ERROR, text::error(&note.message()));
                 }
                 if let Some((m, failed)) = exported {
                     if failed {
@@ -589,15 +607,11 @@ impl eframe::App for NopeApp {
             match file.write() {
                 Ok(()) => {
                     // A failure said before is over.
-                    if self
-                        .state_note
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with(text::STATE_NOT_SAVED))
-                    {
+                    if matches!(self.state_note, Some(StateNote::NotSaved(_))) {
                         self.state_note = None;
                     }
                 }
-                Err(e) => self.state_note = Some(format!("{}: {e}", text::STATE_NOT_SAVED)),
+                Err(e) => self.state_note = Some(StateNote::NotSaved(e.to_string())),
             }
             self.state_file = Some(file);
         }
@@ -633,12 +647,12 @@ pub fn run_native() -> Result<(), String> {
             let (file, note) = match saved::StateFile::default_path() {
                 Some(path) => {
                     let (file, note) = saved::StateFile::open_or_set_aside(path);
-                    (Some(file), note.map(|n| format!("{}: {n}", text::STATE_FILE)))
+                    (Some(file), note)
                 }
                 None => (None, None),
             };
             if let Some(note) = &note {
-                eprintln!("nopescope: {note}");
+                eprintln!("nopescope: {}", StateNote::Read(note.clone()).message());
             }
             Ok(Box::new(NopeApp::from_creation_with_file(cc, state, file, note)))
         }),
