@@ -81,9 +81,10 @@ impl EntropyView {
         let head_name = text::head_name(layer, head);
         // Every line once, as drawn and as exported: each setting's mean
         // (thick) and selected head (thin, lighter), each pinned head in its
-        // colour (solid for the first setting, dashed for the other), and
-        // the ceiling.
+        // colour (solid for the first setting, dashed for the other); then
+        // the ceiling, last in the legend and drawn under the curves.
         let ceiling = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
+        let ceiling = (text::CEILING.to_string(), Look::thin(palette::CEILING), ceiling);
         let mut lines: Vec<(String, Look, Vec<[f64; 2]>)> = Vec::new();
         for ((name, colour, r), mean) in profiles.iter().zip(&means) {
             let JobResult::Entropy(p) = r.as_ref() else { continue };
@@ -109,7 +110,6 @@ impl EntropyView {
                 }
             }
         }
-        lines.push((text::CEILING.to_string(), Look::thin(palette::CEILING), ceiling));
         // Marks, labelled where they are. At T = L the mark for L sits at
         // the right edge, one past the last query.
         let mut marks = Vec::new();
@@ -122,10 +122,12 @@ impl EntropyView {
         // The legend above the plot, off the curves; a click hides a line.
         let legend: Vec<LegendEntry> = lines
             .iter()
+            .chain([&ceiling])
             .map(|(name, look, _)| LegendEntry::line(name.clone(), *look))
             .collect();
         let hidden = super::legend_row(ui, "entropy", &legend);
         lines.retain(|(name, _, _)| hidden.shows(name));
+        let ceiling = hidden.shows(&ceiling.0).then_some(ceiling);
         // The hover reads every shown line at the pointer's position (full
         // resolution, not the drawn bins); a hidden line is left out.
         let readout: Vec<text::Readout> = profiles
@@ -147,7 +149,7 @@ impl EntropyView {
                 _ => None,
             })
             .collect();
-        let ceiling_shown = hidden.shows(text::CEILING);
+        let ceiling_shown = ceiling.is_some();
         let top = (length as f64).log2();
         let visuals = ui.visuals().clone();
         let plot = super::positions_x(super::nice_y(Plot::new("entropy against position")))
@@ -163,9 +165,7 @@ impl EntropyView {
                 Some(text::position_hover(i, token, &readout, &head_name, ceiling_shown))
             })
             .show(ui, |plot| {
-                // The ceiling (last in the legend) under the curves.
-                let (under, over): (Vec<_>, Vec<_>) = lines.iter().partition(|l| l.0 == text::CEILING);
-                for (name, look, points) in under.into_iter().chain(over) {
+                for (name, look, points) in ceiling.iter().chain(&lines) {
                     plot.line(
                         Line::new(name.as_str(), PlotPoints::from(points.clone()))
                             .color(look.paint(&visuals))
@@ -182,6 +182,7 @@ impl EntropyView {
             y_label: text::BITS_AXIS.into(),
             series: lines
                 .iter()
+                .chain(&ceiling)
                 .map(|(name, look, points)| export::Series {
                     name: name.clone(),
                     look: *look,
