@@ -237,15 +237,8 @@ impl AttentionView {
             // The hover reads every shown setting's row at the pointer's key.
             let readout = super::row_readout(&rows);
             let training = keys.info.training_length;
-            // The rows' top; the marks are labelled above it.
-            let top = rows
-                .iter()
-                .filter_map(|(_, _, r)| match r.as_ref() {
-                    JobResult::AttnRow(a) => a.row[..=a.query].iter().copied().reduce(f32::max),
-                    _ => None,
-                })
-                .fold(0.0f32, f32::max) as f64;
-            let top = axis.label_top(top);
+            // The rows' top as drawn; the marks are labelled above it.
+            let top = axis.label_top(super::rows_top(&rows));
             // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
             let mut marks = Vec::new();
             if let Some(k) = key_position {

@@ -367,6 +367,23 @@ pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
     }
 }
 
+/// The largest weight the attention rows' plot draws: each row up to its
+/// query, in the bins it is drawn in (a long row's lone spike averages
+/// down with its bin), and at least 1e-3. The marks' labels and the pass
+/// key's band stand on it.
+pub fn rows_top(rows: &[(&str, egui::Color32, std::sync::Arc<super::jobs::JobResult>)]) -> f64 {
+    rows.iter()
+        .filter_map(|(_, _, r)| match r.as_ref() {
+            super::jobs::JobResult::AttnRow(a) => Some(
+                entropy::binned(&a.row[..=a.query])
+                    .iter()
+                    .fold(0.0f64, |m, p| m.max(p[1])),
+            ),
+            _ => None,
+        })
+        .fold(1e-3, f64::max)
+}
+
 /// Each setting's attention row up to its query, named, for a plot's hover
 /// (`text::key_hover`).
 pub fn row_readout<'a>(

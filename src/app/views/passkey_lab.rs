@@ -10,7 +10,6 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
 
-use super::entropy::binned;
 use super::{show_entry_status, Keys, LegendEntry, PlotMark, WeightAxis};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
 use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
@@ -400,13 +399,7 @@ fn attention_plot(
     let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
     // The shown rows' top, up to their query: the key sentence's band
     // reaches it, the L label stands above it.
-    let max = rows
-        .iter()
-        .filter_map(|(_, _, r)| match r.as_ref() {
-            JobResult::AttnRow(a) => Some(binned(&a.row[..=a.query]).iter().fold(0.0f64, |m, p| m.max(p[1]))),
-            _ => None,
-        })
-        .fold(1e-3, f64::max);
+    let max = super::rows_top(&rows);
     let (band_top, top) = (axis.y(max), axis.label_top(max));
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let readout = super::row_readout(&rows);
