@@ -124,6 +124,9 @@ fn the_accuracy_map_fills_in_and_stops() {
     settle(&mut h, Duration::from_secs(120));
     let (running, cells) = grid_result(&h).expect("no accuracy map");
     assert!(!running);
+    // Done: the button clears the map instead of stopping it.
+    h.get_by_label(text::GRID_CLEAR);
+    assert!(h.query_by_label(text::GRID_STOP).is_none());
     assert_eq!(cells.len(), 4, "2 lengths x 2 depths");
     for c in &cells {
         let Cell::Done { correct, trials } = *c else {

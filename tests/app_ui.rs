@@ -1097,6 +1097,9 @@ fn the_keyboard_alone_works_the_tuning_panel_and_the_pass_key_lab() {
 
     let mut state = small_state();
     state.tab = Tab::Passkey;
+    // A small map, computed (no map is drawn before it is asked for).
+    let lab = &mut state.passkey_lab;
+    (lab.grid, lab.grid_factor, lab.grid_depths, lab.grid_trials) = (true, 2, 2, 1);
     let mut h = harness(state, 1280.0);
     settle(&mut h);
     let seen = tab_stops(&mut h, "the pass-key lab");

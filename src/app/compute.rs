@@ -39,8 +39,8 @@ pub fn entropy_windows(length: usize) -> usize {
 /// Validation text tokenized, at most (enough for 4 windows of 16K).
 const VALIDATION_CHARS: usize = 400_000;
 /// The against-length sweep: windows and pass-key trials per length.
-const SWEEP_WINDOWS: usize = 2;
-const SWEEP_TRIALS: usize = 4;
+pub const SWEEP_WINDOWS: usize = 2;
+pub const SWEEP_TRIALS: usize = 4;
 const SWEEP_SEED: u64 = 20_240_101;
 /// The pieces a bundled model's tokenizer reads the user's text in.
 const PASTED_PIECE_BYTES: usize = 20_000;

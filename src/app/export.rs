@@ -202,6 +202,8 @@ fn stroke(look: &Look) -> String {
     }
     if look.dashed {
         s.push_str(" stroke-dasharray=\"5 3\"");
+    } else if look.dotted {
+        s.push_str(" stroke-dasharray=\"1 3\" stroke-linecap=\"round\"");
     }
     s
 }

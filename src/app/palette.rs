@@ -52,8 +52,10 @@ pub fn label_colour(colour: Color32, dark_mode: bool) -> Color32 {
 
 /// Outline of a pinned cell in the layer x head map.
 pub const PINNED_OUTLINE: Color32 = Color32::from_rgb(0xBB, 0xBB, 0xBB);
-/// Outline of the selected cell in the layer x head map.
+/// Outline of the selected cell in the layer x head map, and the dark line
+/// inside it that keeps it visible on the brightest cells.
 pub const SELECTION: Color32 = Color32::WHITE;
+pub const SELECTION_INNER: Color32 = Color32::from_gray(20);
 /// Pass-key accuracy map cells not yet run, and lengths too short to hold
 /// the format (greys, outside viridis' range).
 pub const GRID_PENDING: Color32 = Color32::from_gray(72);
@@ -72,6 +74,8 @@ pub struct Look {
     /// 1 is the colour itself; less lets what is under it show (a band).
     pub opacity: f32,
     pub dashed: bool,
+    /// Dotted (the ceiling: a line no curve, pinned head or mark shares).
+    pub dotted: bool,
     /// Drawn in the theme's text colour (black in an SVG) instead of
     /// `colour`: a mark no series' colour can be mistaken for.
     pub ink: bool,
@@ -85,6 +89,7 @@ impl Look {
             width: LINE_WIDTH,
             opacity: 1.0,
             dashed: false,
+            dotted: false,
             ink: false,
         }
     }
@@ -118,6 +123,16 @@ impl Look {
     /// A mark at a position (the pass key, the query).
     pub const fn mark(colour: Color32) -> Self {
         Look::line(colour)
+    }
+
+    /// The ceiling, log2(i + 1): thin, grey and dotted, so the selected
+    /// head (thin, a light colour) lying along it stays told apart.
+    pub const fn ceiling() -> Self {
+        Look {
+            width: 1.5,
+            dotted: true,
+            ..Look::line(CEILING)
+        }
     }
 
     pub const fn dashed(self) -> Self {
@@ -162,6 +177,8 @@ impl Look {
     pub fn style(&self) -> egui_plot::LineStyle {
         if self.dashed {
             egui_plot::LineStyle::Dashed { length: DASH }
+        } else if self.dotted {
+            egui_plot::LineStyle::Dotted { spacing: DOT_SPACING }
         } else {
             egui_plot::LineStyle::Solid
         }
@@ -213,6 +230,8 @@ const fn towards_white(c: Color32, percent: u16) -> Color32 {
 
 /// A dash's length in points (egui_plot makes the gap 0.62 of it).
 pub const DASH: f32 = 6.0;
+/// The distance between a dotted line's dots, in points.
+pub const DOT_SPACING: f32 = 4.0;
 
 /// A dashed line through `points` painted outside a plot (a legend's
 /// swatch, a map's mark), with the dashes and gaps egui_plot draws.

@@ -99,10 +99,10 @@ pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
 
 // Views
 pub const ENTROPY_HEADING: &str = "Attention entropy against position";
-pub const ENTROPY_HELP: &str = "Entropy of each query's attention in bits, mean over windows. The grey curve, log2(i + 1), is attention spread evenly over every earlier token: the most distracted a head can be.";
+pub const ENTROPY_HELP: &str = "Entropy of each query's attention in bits, mean over stretches of the text. The grey ceiling, log2(i + 1), is attention spread evenly over every earlier token: the most distracted a head can be.";
 pub const MEAN_OVER_HEADS: &str = "mean over heads";
 pub const SELECTED_HEAD: &str = "selected head";
-pub const CEILING: &str = "uniform attention, log2(i + 1)";
+pub const CEILING: &str = "ceiling: uniform attention, log2(i + 1)";
 pub const TRAINING_LENGTH: &str = "training length L";
 pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
@@ -127,8 +127,12 @@ pub fn setting_is(setting: &str, scales: &str) -> String {
     format!("\u{201c}{setting}\u{201d}: {scales}")
 }
 pub const AGAINST_HEADING: &str = "Against length";
-pub const AGAINST_HELP: &str =
-    "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin.";
+/// What the against-length plots measure, and on how much.
+pub fn against_help(windows: usize, trials: usize) -> String {
+    format!(
+        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of the validation text; accuracy is over {trials} pass-key documents per length, a quick look (the Pass-key lab measures more)."
+    )
+}
 pub const AGAINST_START: &str = "Compute against length";
 pub const AGAINST_STOP: &str = "Stop";
 pub const AGAINST_HIDE: &str = "Hide these plots";
@@ -231,6 +235,15 @@ pub fn map_unit(rise: bool) -> &'static str {
 pub fn map_ceiling(top: f32) -> String {
     format!("{top:.2} bits = log2 T")
 }
+/// Under the map's colour bar: what a brighter cell means.
+pub fn map_brighter(rise: bool) -> &'static str {
+    if rise {
+        "Brighter: the head's entropy rose more from L, more distracted."
+    } else {
+        "Brighter: the head's attention is more spread out, more distracted."
+    }
+}
+
 pub const MAP_CEILING_HOVER: &str = "The top of the scale is log2 T bits, the ceiling at the last of the T positions (attention spread evenly over all T tokens). A cell is a head's mean over every position, where the ceiling is lower, so even a head that spreads evenly stays under the top.";
 
 pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
@@ -543,7 +556,7 @@ pub fn tour_gap_measured(l: usize, before: f32, end: usize, length: usize, after
 }
 
 pub const TOUR_2_TITLE: &str = "Trained on L = 256 tokens, it finds a hidden key";
-pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens, marked by a dashed line on every length axis. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
+pub const TOUR_2_BODY: &str = "This model has no position encoding (NoPE) and never saw a document longer than L = 256 tokens; past it, every length axis marks L with a dashed line. Here a five-digit pass key is hidden in 256 tokens of filler, and the model is asked to repeat it. At this length it answers with the key: some heads look straight at it.";
 pub const TOUR_2_LOOK: &str = "Look at the answer beside the key, and at the attention row of the head that retrieves best: most of it rests on the key's digits.";
 
 pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
@@ -637,12 +650,15 @@ pub const PASSKEY_DECODING: &str = "decoding the answer";
 pub const LAYER: &str = "Layer";
 pub const HEAD: &str = "Head";
 pub const SHOW_BEST_HEAD: &str = "Show this head";
-pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice.";
+pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice. The axis runs to 1, all of the query's attention, so rows at two lengths compare at a glance; Log scale shows the small weights.";
 pub const KEY_SENTENCE: &str = "key sentence";
 pub const GRID_HEADING: &str = "Accuracy over length and depth";
 pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";
 pub const GRID_STOP: &str = "Stop the accuracy map";
+pub const GRID_STOP_HELP: &str = "Stops computing; the cells done so far go.";
+pub const GRID_CLEAR: &str = "Clear the accuracy map";
+pub const GRID_CLEAR_HELP: &str = "Every map is done (export it first to keep it); this clears them.";
 pub const GRID_TRIALS: &str = "Trials per cell";
 pub const GRID_DEPTHS: &str = "Depths";
 pub const GRID_LONGEST: &str = "Longest length";
@@ -667,7 +683,7 @@ pub fn times_l(length: usize, l: usize) -> String {
     }
 }
 pub const GRID_PENDING: &str = "not yet run";
-pub const GRID_TOO_SHORT: &str = "too short for the format";
+pub const GRID_TOO_SHORT: &str = "too short to hold the question";
 pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";
 pub const EXPORT_CSV: &str = "Export CSV";
 pub const EXPORT_GRID_HELP: &str =
@@ -696,12 +712,12 @@ pub fn passkey_key_line(key: u32, length: usize, training: usize) -> String {
 /// The answer beside the key; the verdict in words, not colour alone.
 pub fn passkey_answer(setting: &str, answer: &str, key: u32, correct: bool) -> String {
     let answer = answer.trim();
-    if correct {
-        format!("{setting}: answers {answer:?}: correct, the key is {key}")
-    } else {
-        format!("{setting}: answers {answer:?}: wrong, the key is {key}")
-    }
+    let verdict = if correct { CORRECT } else { WRONG };
+    format!("{setting}: answers {answer:?}: {verdict}, the key is {key}")
 }
+
+pub const CORRECT: &str = "correct";
+pub const WRONG: &str = "wrong";
 
 pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
     format!(
@@ -779,7 +795,7 @@ pub fn no_search_yet(steps: usize, batch: usize) -> String {
     format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
 }
 pub const SCALE_MAP_HEADING: &str = "Scales now (layer × head)";
-pub const LOSS_HEADING: &str = "Objective";
+pub const LOSS_HEADING: &str = "Objective (lower is better)";
 pub const STEP_AXIS: &str = "step";
 pub const OBJECTIVE_AXIS: &str = "objective (nats)";
 pub const SCALE_AXIS: &str = "head scale s";
@@ -803,8 +819,8 @@ pub const PRESETS_HEADING: &str = "Presets";
 pub const PRESETS_HELP: &str = "Use one in every view, or make it setting B to compare against.";
 pub const USE_PRESET: &str = "Use";
 pub const PRESET_AS_B: &str = "Set as B";
-pub const PRESET_S: &str = "s";
-pub const PRESET_A: &str = "a";
+pub const PRESET_S: &str = "s =";
+pub const PRESET_A: &str = "a =";
 /// The unscaled setting's name on a model with (`rope`) or without rotary
 /// position encoding, as the explorer names it.
 pub fn unscaled(rope: bool) -> &'static str {

@@ -29,7 +29,10 @@ const MARKERS: [(MarkerShape, f32, bool); 3] = [
 impl AgainstLengthView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::AGAINST_HEADING);
-        ui.label(text::AGAINST_HELP);
+        ui.label(text::against_help(
+            crate::app::compute::SWEEP_WINDOWS,
+            crate::app::compute::SWEEP_TRIALS,
+        ));
         if !state.against_length {
             if ui.button(text::AGAINST_START).clicked() {
                 state.against_length = true;

@@ -84,7 +84,7 @@ impl EntropyView {
         // colour (solid for the first setting, dashed for the other); then
         // the ceiling, last in the legend and drawn under the curves.
         let ceiling = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
-        let ceiling = (text::CEILING.to_string(), Look::thin(palette::CEILING), ceiling);
+        let ceiling = (text::CEILING.to_string(), Look::ceiling(), ceiling);
         let mut lines: Vec<(String, Look, Vec<[f64; 2]>)> = Vec::new();
         for ((name, colour, r), mean) in profiles.iter().zip(&means) {
             let JobResult::Entropy(p) = r.as_ref() else { continue };

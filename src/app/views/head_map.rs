@@ -101,10 +101,18 @@ impl HeadMapView {
                         let painter = ui.painter();
                         painter.rect_filled(rect.shrink(1.0), 2.0, fill);
                         if selected || response.has_focus() {
+                            // White with a dark line inside it: white
+                            // alone vanished on the brightest (yellow) cells.
                             painter.rect_stroke(
                                 rect.shrink(2.0),
                                 2.0,
                                 egui::Stroke::new(3.0, palette::SELECTION),
+                                egui::StrokeKind::Inside,
+                            );
+                            painter.rect_stroke(
+                                rect.shrink(5.0),
+                                1.0,
+                                egui::Stroke::new(1.5, palette::SELECTION_INNER),
                                 egui::StrokeKind::Inside,
                             );
                         } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
@@ -171,4 +179,6 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
             ui.label(text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER);
         }
     });
+    // What brightness means here (yellow is good news in the accuracy map).
+    ui.label(egui::RichText::new(text::map_brighter(mode == MapMode::Rise)).weak());
 }

@@ -433,6 +433,14 @@ fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: 
     let stroke = egui::Stroke::new(look.width, colour);
     if look.dashed {
         painter.extend(palette::dashed_line(&ends, stroke));
+    } else if look.dotted {
+        // egui_plot's dots: circles of the line's half width.
+        painter.extend(egui::Shape::dotted_line(
+            &ends,
+            colour,
+            palette::DOT_SPACING,
+            look.width / 2.0,
+        ));
     } else {
         painter.line_segment(ends, stroke);
     }

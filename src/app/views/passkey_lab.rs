@@ -161,13 +161,12 @@ impl PasskeyLabView {
             let entry = jobs.get(&key).clone();
             match entry.result() {
                 Some(JobResult::PasskeyAnswer(a)) => {
-                    let verdict = text::passkey_answer(name, &a.answer, a.key, a.correct);
                     // The verdict is in the words, after its setting's
                     // swatch (in the error colour, a wrong answer read as
                     // the scaled setting's, which shares its vermillion).
                     ui.horizontal(|ui| {
                         super::swatch(ui, &Look::line(*colour));
-                        ui.label(egui::RichText::new(verdict).strong());
+                        ui.label(answer_job(ui, name, a));
                     });
                     answers.push(a.clone());
                 }
@@ -266,8 +265,21 @@ impl PasskeyLabView {
         let documents = lengths.len() * lab.grid_depths * lab.grid_trials;
         let tokens: usize = lengths.iter().sum::<usize>() * lab.grid_depths * lab.grid_trials;
         ui.label(text::grid_cost(documents, tokens));
+        let series = grid_series(state, keys);
+        let lab = &mut state.passkey_lab;
+        let finished = !series.is_empty()
+            && series
+                .iter()
+                .all(|(_, _, key)| matches!(jobs.peek(key), Some(Entry::Done(_))));
         if lab.grid {
-            if ui.button(text::GRID_STOP).clicked() {
+            // Stop while it runs; once every map is done, Clear (the
+            // same action: the maps are no longer asked for).
+            let (button, help) = if finished {
+                (text::GRID_CLEAR, text::GRID_CLEAR_HELP)
+            } else {
+                (text::GRID_STOP, text::GRID_STOP_HELP)
+            };
+            if ui.button(button).on_hover_text(help).clicked() {
                 // Not asking for the jobs this frame cancels them.
                 lab.grid = false;
                 return;
@@ -276,9 +288,13 @@ impl PasskeyLabView {
             lab.grid = true;
         }
         let running = state.passkey_lab.grid;
-        let series = grid_series(state, keys);
         if series.is_empty() {
             ui.label(text::GRID_NO_SERIES);
+            return;
+        }
+        // Before it is asked for, no map: grey placeholders filled half the
+        // lab (and the walkthrough's pass-key steps) with cells no one ran.
+        if !running && !series.iter().any(|(_, _, key)| jobs.peek(key).is_some()) {
             return;
         }
         let mut shown: Vec<(&str, Arc<JobResult>)> = Vec::new();
@@ -305,6 +321,13 @@ impl PasskeyLabView {
                         &placeholder
                     }
                 };
+                // A map that would not fit beside the last starts a row of
+                // its own (egui wraps only before an item whose width it
+                // knows; a narrow window cut a second map off).
+                let width = ROW_LABEL_W + grid.lengths.len() as f32 * (CELL_W + 2.0);
+                if ui.available_size_before_wrap().x < width && ui.min_rect().width() > 0.0 {
+                    ui.end_row();
+                }
                 ui.vertical(|ui| {
                     ui.label(egui::RichText::new(*name).strong().color(*colour));
                     draw_grid(ui, name, grid, keys.info.training_length);
@@ -366,10 +389,61 @@ fn filler_choice(ui: &mut egui::Ui, lab: &mut PasskeyLabState, has_text: bool) {
     }
 }
 
+/// `text::passkey_answer`, word for word, drawn so that it reads at a
+/// glance: the verdict larger, and each of the answer's characters that
+/// differs from the key's underlined (no colour: the settings own them).
+fn answer_job(
+    ui: &egui::Ui,
+    setting: &str,
+    a: &crate::app::compute::passkey::PasskeyAnswerResult,
+) -> egui::text::LayoutJob {
+    use egui::text::{LayoutJob, TextFormat};
+    let said = text::passkey_answer(setting, &a.answer, a.key, a.correct);
+    let plain = TextFormat {
+        font_id: egui::TextStyle::Body.resolve(ui.style()),
+        color: ui.visuals().strong_text_color(),
+        ..Default::default()
+    };
+    let mut job = LayoutJob::default();
+    let answer = a.answer.trim();
+    let quoted = format!("\"{answer}\"");
+    let verdict = if a.correct { text::CORRECT } else { text::WRONG };
+    // The pieces, in order; where the text is not laid out as expected
+    // (an answer with characters that are escaped), it is drawn plain.
+    let Some(at) = said.find(&quoted).filter(|_| format!("{answer:?}") == quoted) else {
+        job.append(&said, 0.0, plain);
+        return job;
+    };
+    let after = &said[at + quoted.len()..];
+    let Some(v) = after.find(verdict) else {
+        job.append(&said, 0.0, plain);
+        return job;
+    };
+    job.append(&said[..at + 1], 0.0, plain.clone());
+    let key = a.key.to_string();
+    let mut keys = key.chars();
+    for c in answer.chars() {
+        let mut f = plain.clone();
+        if keys.next() != Some(c) {
+            f.underline = egui::Stroke::new(2.0, plain.color);
+        }
+        job.append(&c.to_string(), 0.0, f);
+    }
+    job.append(&said[at + quoted.len() - 1..at + quoted.len()], 0.0, plain.clone());
+    job.append(&after[..v], 0.0, plain.clone());
+    let big = TextFormat {
+        font_id: egui::FontId::proportional(plain.font_id.size * 1.25),
+        ..plain.clone()
+    };
+    job.append(verdict, 0.0, big);
+    job.append(&after[v + verdict.len()..], 0.0, plain);
+    job
+}
+
 /// The key sentence's band, and its legend swatch.
 const KEY_BAND: Look = Look {
     width: 8.0,
-    opacity: 0.35,
+    opacity: 0.25,
     ..Look::mark(palette::KEY)
 };
 
@@ -397,10 +471,11 @@ fn attention_plot(
         axis
     });
     let rows: Vec<_> = rows.iter().filter(|(name, _, _)| hidden.shows(name)).cloned().collect();
-    // The shown rows' top, up to their query: the key sentence's band
-    // reaches it, the L label stands above it.
-    let max = super::rows_top(&rows);
-    let (band_top, top) = (axis.y(max), axis.label_top(max));
+    // The axis runs to 1, all of the query's attention, whatever the rows
+    // reach: scaled to each row's peak, a spike of 0.04 past L looked as
+    // tall as one of 1.0 at L. The key sentence's band spans it, behind
+    // the rows; the L label stands above it.
+    let (band_top, top) = (axis.y(1.0), axis.label_top(1.0));
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();

@@ -70,7 +70,9 @@ impl TourView {
             ui.label(egui::RichText::new(s.title).heading());
         });
         ui.label(egui::RichText::new(s.body).size(16.0));
-        ui.label(egui::RichText::new(s.look).italics());
+        // What to do now: in the strong colour (in grey italics it read as
+        // an aside).
+        ui.label(egui::RichText::new(s.look).strong());
         match tour::promise(step, state, jobs, keys) {
             Promise::Pending => ui.label(text::TOUR_PENDING),
             Promise::Met(m) => ui.label(text::tour_met(&m)),
