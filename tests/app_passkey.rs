@@ -9,7 +9,7 @@ mod app_common;
 use std::time::{Duration, Instant};
 
 use app_common::settle;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use nopescope::app::compute::passkey::Cell;
 use nopescope::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult};
@@ -66,7 +66,7 @@ fn a_document_at_l_is_answered_with_its_key() {
 
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
-    match app.jobs.peek(&answer_key(&app.state, &keys)).and_then(Entry::result) {
+    let read = match app.jobs.peek(&answer_key(&app.state, &keys)).and_then(Entry::result) {
         Some(JobResult::PasskeyAnswer(a)) => {
             assert_eq!(a.length, 256);
             assert_eq!(a.key, key);
@@ -74,14 +74,31 @@ fn a_document_at_l_is_answered_with_its_key() {
             assert_eq!(a.answer.trim(), key.to_string(), "NoPE at L answered {:?}", a.answer);
             assert!(a.correct);
             assert!(a.key_span.sentence.end <= a.query && a.query < a.length);
+            assert_eq!(a.text.len(), a.query + 1, "the text runs to the query");
+            a.text.len()
         }
         other => panic!("no answer: {other:?}"),
-    }
+    };
     h.get_by_label(&text::passkey_answer(text::BEFORE, &key.to_string(), key, true));
     // Which head retrieves best is named, with a button to show it.
     h.get_by_label_contains("the head that retrieves best is");
     h.get_by_label_contains("of its attention on the key's tokens");
     assert!(h.query_by_label_contains("Error:").is_none());
+    // The document itself, under its heading: up to the question, the key
+    // sentence with the key in it, and no answer after the question.
+    h.get_by_label(&text::show_document(read, 1)).click();
+    h.run_steps(2);
+    let shown = h
+        .get_by_label_contains("The pass key is")
+        .accesskit_node()
+        .value()
+        .unwrap_or_default();
+    assert!(shown.contains(&key.to_string()), "{shown}");
+    assert_eq!(
+        shown.matches(&key.to_string()).count(),
+        2,
+        "the key sentence names it twice, the answer is left out: {shown}"
+    );
 
     // A new random key rebuilds the document and decodes again.
     h.get_by_label(text::PASSKEY_RANDOM_KEY).click();
@@ -230,6 +247,12 @@ fn lab_with_maps_matches_snapshot() {
             other => panic!("no head ranking: {other:?}"),
         }
     };
+    // The lab's first showing selected it (the default was layer 0, head 0).
+    assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));
+    // Another head chosen by hand stays; the button selects the best again.
+    h.state_mut().state.layer = (best.0 + 1) % h.state().info().layers;
+    h.run_steps(2);
+    assert_ne!(h.state().state.layer, best.0, "a head chosen by hand stays");
     h.get_all_by_label(text::SHOW_BEST_HEAD).next().unwrap().click();
     h.step();
     assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));

@@ -689,7 +689,7 @@ fn narrow_window_stacks_the_panels_pass_key_document() {
     let keys = Keys::of(&app.state, app.info());
     match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
         Some(JobResult::Entropy(p)) => {
-            assert!(p.key_position.is_some());
+            assert!(p.key.is_some());
             assert_eq!(p.retrieval_query.map(|q| q < p.length), Some(true));
         }
         other => panic!("no pass-key profile: {other:?}"),

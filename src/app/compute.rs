@@ -583,7 +583,7 @@ impl Lab {
                     bits,
                     loss,
                     tokens,
-                    key_position: r.key.as_ref().map(|k| k.sentence.start),
+                    key: r.key,
                     retrieval_query: r.retrieval_query,
                     note: r.note,
                 }))

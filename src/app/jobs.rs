@@ -269,7 +269,8 @@ pub struct EntropyProfile {
     pub loss: f64,
     /// The first window's tokens as text.
     pub tokens: Vec<String>,
-    pub key_position: Option<usize>,
+    /// Where the key stands, in a pass-key document.
+    pub key: Option<KeySpan>,
     pub retrieval_query: Option<usize>,
     pub note: Option<String>,
 }

@@ -235,6 +235,20 @@ pub fn map_unit(rise: bool) -> &'static str {
 pub fn map_ceiling(top: f32) -> String {
     format!("{top:.2} bits = log2 T")
 }
+/// The heading over the input's text (`views::document`).
+pub fn show_document(tokens: usize, stretches: usize) -> String {
+    if stretches > 1 {
+        format!("The text the model reads ({tokens} tokens, the first of {stretches} stretches)")
+    } else {
+        format!("The text the model reads ({tokens} tokens)")
+    }
+}
+
+/// Where the training length falls in the text.
+pub fn document_l_mark(training_length: usize) -> String {
+    format!("[L = {training_length}: past here the model never read]")
+}
+
 /// Under the map's colour bar: what a brighter cell means.
 pub fn map_brighter(rise: bool) -> &'static str {
     if rise {

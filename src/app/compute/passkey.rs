@@ -63,6 +63,9 @@ pub struct PasskeyAnswerResult {
     pub length: usize,
     /// Where the key stands: its sentence and its digits.
     pub key_span: KeySpan,
+    /// The document's tokens as text, up to the query (the answer after
+    /// it is what the model is asked for).
+    pub text: Vec<String>,
     /// The query that predicts the key's first token.
     pub query: usize,
 }
@@ -261,6 +264,10 @@ impl Lab {
             key,
             answer: tok.decode(&answer)?,
             key_span: key_span(tok, &doc)?,
+            text: doc.tokens[..t - a]
+                .iter()
+                .map(|&x| tok.decode(&[x]))
+                .collect::<Result<_>>()?,
             correct: answer == doc.tokens[t - a..],
             length: t,
             query: t - a - 1,

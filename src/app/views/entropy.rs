@@ -55,9 +55,17 @@ impl EntropyView {
         }
         ui.label(text::entropy_summary(first.length, first.windows, first.loss));
         super::settings_note(ui, state, keys);
+        super::document(
+            ui,
+            "explore document",
+            &first.tokens,
+            first.windows,
+            first.key.as_ref().map(|k| &k.sentence),
+            keys.info.training_length,
+        );
         let tokens = first.tokens.clone();
         let length = first.length;
-        let key_position = first.key_position;
+        let key_position = first.key.as_ref().map(|k| k.sentence.start);
         let (layer, head) = (state.layer, state.head);
         // Pinned heads with their colours (the map's outlines: by their place
         // in the list), the selected head left out (drawn as such).

@@ -367,6 +367,71 @@ pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
     }
 }
 
+/// The input as the model reads it, token after token, in a scroll box
+/// under a collapsed heading: the key sentence on the pass key's yellow,
+/// and where the training length L falls, a mark. BertViz's users, and
+/// ours, could not see what "depth 0.3" or "a speech" meant without it.
+pub fn document(
+    ui: &mut egui::Ui,
+    id_salt: &str,
+    tokens: &[String],
+    stretches: usize,
+    key: Option<&std::ops::Range<usize>>,
+    training_length: usize,
+) {
+    egui::CollapsingHeader::new(text::show_document(tokens.len(), stretches))
+        .id_salt(id_salt)
+        .show(ui, |ui| {
+            let body = egui::TextStyle::Body.resolve(ui.style());
+            let plain = egui::text::TextFormat {
+                font_id: body.clone(),
+                color: ui.visuals().text_color(),
+                ..Default::default()
+            };
+            let on_key = egui::text::TextFormat {
+                color: egui::Color32::BLACK,
+                background: palette::KEY,
+                ..plain.clone()
+            };
+            let mark = egui::text::TextFormat {
+                color: ui.visuals().strong_text_color(),
+                underline: egui::Stroke::new(1.5, ui.visuals().strong_text_color()),
+                ..plain.clone()
+            };
+            // Runs of tokens that share a look, cut where the key sentence
+            // starts and ends and where L falls.
+            let n = tokens.len();
+            let mut cuts = vec![0, n];
+            if let Some(k) = key {
+                cuts.extend([k.start.min(n), k.end.min(n)]);
+            }
+            if training_length < n {
+                cuts.push(training_length);
+            }
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut job = egui::text::LayoutJob::default();
+            for run in cuts.windows(2) {
+                let (a, b) = (run[0], run[1]);
+                if a == training_length && a > 0 {
+                    job.append(
+                        &format!(" {} ", text::document_l_mark(training_length)),
+                        0.0,
+                        mark.clone(),
+                    );
+                }
+                let in_key = key.is_some_and(|k| k.start <= a && a < k.end);
+                let format = if in_key { on_key.clone() } else { plain.clone() };
+                job.append(&tokens[a..b].concat(), 0.0, format);
+            }
+            job.wrap.max_width = ui.available_width();
+            egui::ScrollArea::vertical()
+                .id_salt((id_salt, "text"))
+                .max_height(220.0)
+                .show(ui, |ui| ui.label(job));
+        });
+}
+
 /// The largest weight the attention rows' plot draws: each row up to its
 /// query, in the bins it is drawn in (a long row's lone spike averages
 /// down with its bin), and at least 1e-3. The marks' labels and the pass

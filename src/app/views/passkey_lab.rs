@@ -34,7 +34,11 @@ const ROW_LABEL_W: f32 = 44.0;
 const HEADER_H: f32 = 36.0;
 
 #[derive(Default)]
-pub struct PasskeyLabView {}
+pub struct PasskeyLabView {
+    /// The best retrieving head was selected on the lab's first showing
+    /// (`ui`): at the default layer 0, head 0 a new user met a flat row.
+    shown_best: bool,
+}
 
 /// The lab's document as a job input.
 pub fn doc_input(state: &ViewState) -> InputAt {
@@ -176,6 +180,14 @@ impl PasskeyLabView {
         let Some(doc) = answers.first().cloned() else {
             return;
         };
+        super::document(
+            ui,
+            "lab document",
+            &doc.text,
+            1,
+            Some(&doc.key_span.sentence),
+            keys.info.training_length,
+        );
         if doc.length <= RANK_HEADS_UP_TO {
             for (name, scales, _) in &settings {
                 let key = JobKey::PasskeyHeads {
@@ -186,6 +198,15 @@ impl PasskeyLabView {
                 match entry.result() {
                     Some(JobResult::PasskeyHeads(h)) => {
                         if let Some((l, hd, mass)) = h.best() {
+                            // Once, the first time the lab shows a ranking,
+                            // and only over the default selection (not a
+                            // head from a link, a click or the walkthrough).
+                            if !self.shown_best {
+                                self.shown_best = true;
+                                if state.tour.is_none() && (state.layer, state.head) == (0, 0) {
+                                    (state.layer, state.head) = (l, hd);
+                                }
+                            }
                             ui.horizontal_wrapped(|ui| {
                                 ui.label(text::best_head(name, l, hd, mass));
                                 if ui.button(text::SHOW_BEST_HEAD).clicked() {
