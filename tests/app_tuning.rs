@@ -189,6 +189,10 @@ fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
         app.jobs.peek(&keys.entropy(&keys.ones)).is_none(),
         "the entropy was asked for"
     );
+    // Each setting's name explains it on hover.
+    h.get_by_label(text::LEARNING_RATE).hover();
+    h.run_steps(60);
+    h.get_by_label(text::LEARNING_RATE_HINT);
     h.get_by_label(text::TAB_EXPLORE).click();
     app_common::settle(&mut h, Duration::from_secs(120));
     let app = h.state();

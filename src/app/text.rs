@@ -796,6 +796,18 @@ pub const RULE: &str = "Rule";
 pub const RULE_CONSTANT: &str = "constant";
 pub const RULE_LOG_N: &str = "log-n";
 pub const RULE_FITTED: &str = "fitted s*(i)";
+// What each search setting means, on hover over its name (a student meets
+// AdamW and learning rates here for the first time).
+pub const SEARCH_KIND_HINT: &str = "Per head: one scale for each head, learned by gradient descent (AdamW) with every weight of the model frozen, the paper's head-based scale. Uniform: one scale for all heads, tried on a grid from 1 to 2.";
+pub const OBJECTIVE_HINT: &str = "What the search makes smaller. Pass-key digits: the model's loss on the hidden key's digits, in pass-key documents of the target length. Text: its next-token loss on validation text of that length (the paper's).";
+pub const TARGET_LENGTH_HINT: &str = "The input length the scales are searched at; past L is where they are needed.";
+pub const STEPS_HINT: &str = "How many gradient steps the per-head search takes.";
+pub const BATCH_HINT: &str = "The documents each step averages over: more is steadier and slower.";
+pub const DOCUMENTS_HINT: &str = "The documents each tried scale is measured on.";
+pub const LEARNING_RATE_HINT: &str =
+    "How far each step moves the scales. Too large and the objective jumps about; too small and it barely moves.";
+pub const INIT_HINT: &str = "The scale every head starts from (1 is the model as trained; scales stay at 1 or above).";
+pub const RULE_HINT: &str = "How a head's scale s grows with the query's position i. Constant: s at every position. log-n: s × max(1, ln(i + 1) / ln L). Fitted s*(i): s × max(1, 1 + a ln((i + 1) / L)).";
 pub const START_SEARCH: &str = "Start search";
 pub const PAUSE: &str = "Pause";
 pub const RESUME: &str = "Resume";

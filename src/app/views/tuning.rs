@@ -258,13 +258,13 @@ impl TuningView {
                 .num_columns(2)
                 .spacing([12.0, 6.0])
                 .show(ui, |ui| {
-                    ui.label(text::SEARCH_KIND);
+                    ui.label(text::SEARCH_KIND).on_hover_text(text::SEARCH_KIND_HINT);
                     ui.horizontal(|ui| {
                         ui.selectable_value(&mut t.kind, SearchKind::Heads, text::KIND_HEADS);
                         ui.selectable_value(&mut t.kind, SearchKind::Uniform, text::KIND_UNIFORM);
                     });
                     ui.end_row();
-                    ui.label(text::OBJECTIVE);
+                    ui.label(text::OBJECTIVE).on_hover_text(text::OBJECTIVE_HINT);
                     ui.horizontal(|ui| {
                         ui.selectable_value(&mut t.objective, TuneObjective::Passkey, text::OBJECTIVE_PASSKEY);
                         ui.selectable_value(&mut t.objective, TuneObjective::Text, text::OBJECTIVE_TEXT);
@@ -274,6 +274,7 @@ impl TuningView {
                     labelled_drag(
                         ui,
                         text::TARGET_LENGTH,
+                        text::TARGET_LENGTH_HINT,
                         egui::DragValue::new(&mut t.length)
                             .range(MIN_LENGTH..=MAX_LENGTH)
                             .speed(8.0),
@@ -283,6 +284,7 @@ impl TuningView {
                         labelled_drag(
                             ui,
                             text::STEPS,
+                            text::STEPS_HINT,
                             egui::DragValue::new(&mut t.steps).range(1..=10_000),
                             None,
                         );
@@ -294,6 +296,11 @@ impl TuningView {
                         } else {
                             text::DOCUMENTS
                         },
+                        if t.kind == SearchKind::Heads {
+                            text::BATCH_HINT
+                        } else {
+                            text::DOCUMENTS_HINT
+                        },
                         egui::DragValue::new(&mut t.batch).range(1..=64),
                         None,
                     );
@@ -301,17 +308,19 @@ impl TuningView {
                         labelled_drag(
                             ui,
                             text::LEARNING_RATE,
+                            text::LEARNING_RATE_HINT,
                             egui::DragValue::new(&mut t.lr).range(0.001..=1.0).speed(0.005),
                             None,
                         );
                         labelled_drag(
                             ui,
                             text::INIT,
+                            text::INIT_HINT,
                             egui::DragValue::new(&mut t.init).range(1.0..=4.0).speed(0.01),
                             None,
                         );
                     }
-                    ui.label(text::RULE);
+                    ui.label(text::RULE).on_hover_text(text::RULE_HINT);
                     ui.horizontal_wrapped(|ui| {
                         ui.selectable_value(&mut t.rule, RuleChoice::Constant, text::RULE_CONSTANT);
                         ui.selectable_value(&mut t.rule, RuleChoice::LogN, text::RULE_LOG_N);
@@ -633,10 +642,10 @@ impl TuningView {
 
 /// A label and its widget in a grid row, the widget named by the label
 /// (kittest and screen readers find it by that name).
-fn labelled_drag(ui: &mut egui::Ui, name: &str, widget: egui::DragValue<'_>, note: Option<String>) {
-    let label = ui.label(name);
+fn labelled_drag(ui: &mut egui::Ui, name: &str, hint: &str, widget: egui::DragValue<'_>, note: Option<String>) {
+    let label = ui.label(name).on_hover_text(hint);
     ui.horizontal(|ui| {
-        ui.add(widget).labelled_by(label.id);
+        ui.add(widget).labelled_by(label.id).on_hover_text(hint);
         if let Some(n) = note {
             ui.label(n);
         }
