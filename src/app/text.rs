@@ -94,7 +94,9 @@ pub const SCALES_FILE: &str = if cfg!(target_arch = "wasm32") {
 } else {
     "Head-scales file (path or JSON)"
 };
-pub const LOAD_SCALES: &str = "Load head scales";
+/// The same words as the tuning page's (`LOAD_AND_APPLY`): both load a
+/// head-scales file and use it.
+pub const LOAD_SCALES: &str = LOAD_AND_APPLY;
 pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
 
 // Views
@@ -835,11 +837,7 @@ pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file o
 pub const SAVE_SCALES: &str = "Save the scales";
 pub const SAVE_SCALES_HELP: &str =
     "A head-scales file (JSON, with how it was found): natively through the save dialog, on the web as a download. Load it again with \"Load and apply\".";
-pub const LOAD_SOURCE: &str = if cfg!(target_arch = "wasm32") {
-    "Load scales (their JSON)"
-} else {
-    "Load scales (path or JSON)"
-};
+pub const LOAD_SOURCE: &str = SCALES_FILE;
 pub const LOAD_AND_APPLY: &str = "Load and apply";
 pub const PRESETS_HEADING: &str = "Presets";
 pub const PRESETS_HELP: &str = "Use one in every view, or make it setting B to compare against.";
