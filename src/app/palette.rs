@@ -17,15 +17,16 @@ pub const CEILING: Color32 = Color32::from_rgb(0x88, 0x88, 0x88);
 pub const KEY: Color32 = Color32::from_rgb(0xF0, 0xE4, 0x42); // yellow
 pub const QUERY: Color32 = Color32::from_rgb(0x56, 0xB4, 0xE9); // sky blue
 /// Heads pinned beside the selected one, one colour each (`MAX_PINNED`):
-/// the two Okabe-Ito colours no setting or mark uses, then two of Paul
-/// Tol's light scheme that stay apart from all of them (orange, too near
-/// the scaled setting's vermillion, and green, the RoPE twin's, are left
-/// out).
-const PINNED: [Color32; 4] = [
+/// Okabe-Ito's reddish purple, the one colour of theirs no setting or mark
+/// uses; a violet, the one hue left between the settings' blue and that
+/// purple (Okabe-Ito's sky blue, first tried, is the query's, and lay
+/// beside the NoPE selected head's lightened blue); then Paul Tol's pear,
+/// from his light scheme. Three: his pink, the fourth until 2026-12-02, lay
+/// beside the reddish purple on a dark background.
+const PINNED: [Color32; 3] = [
     Color32::from_rgb(0xCC, 0x79, 0xA7), // reddish purple
-    Color32::from_rgb(0x56, 0xB4, 0xE9), // sky blue
+    Color32::from_rgb(0x99, 0x88, 0xDD), // violet
     Color32::from_rgb(0xBB, 0xCC, 0x33), // pear
-    Color32::from_rgb(0xFF, 0xAA, 0xBB), // pink
 ];
 
 /// The colour of the `k`th pinned head (`ViewState::pinned`'s order).

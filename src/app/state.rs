@@ -13,7 +13,7 @@ use crate::model::head_scales::{HeadScales, ScaleRule, MAX_HEAD_SCALE};
 pub const MIN_LENGTH: usize = 16;
 pub const MAX_LENGTH: usize = 16384;
 /// Heads pinned beside the selected one, at most.
-pub const MAX_PINNED: usize = 4;
+pub const MAX_PINNED: usize = 3;
 /// Side of the pooled attention map, at most.
 pub const POOLED_CELLS: usize = 512;
 
@@ -314,11 +314,16 @@ impl ViewState {
         self.tune.sanitize();
     }
 
-    /// Pins a head beside the selected one, or unpins it.
+    /// Pins a head beside the selected one, or unpins it; past
+    /// `MAX_PINNED` the first pinned makes room (a pin that did nothing
+    /// looked broken).
     pub fn toggle_pinned(&mut self, layer: usize, head: usize) {
         if let Some(i) = self.pinned.iter().position(|&p| p == [layer, head]) {
             self.pinned.remove(i);
-        } else if self.pinned.len() < MAX_PINNED {
+        } else {
+            if self.pinned.len() >= MAX_PINNED {
+                self.pinned.remove(0);
+            }
             self.pinned.push([layer, head]);
         }
     }
@@ -527,6 +532,22 @@ fn percent_decode(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pins toggle; past the most, the first pinned makes room.
+    #[test]
+    fn a_pin_past_the_most_replaces_the_first() {
+        let mut s = ViewState::default();
+        for h in 0..MAX_PINNED {
+            s.toggle_pinned(1, h);
+        }
+        assert_eq!(s.pinned.len(), MAX_PINNED);
+        s.toggle_pinned(2, 0);
+        assert_eq!(s.pinned.len(), MAX_PINNED);
+        assert_eq!(s.pinned.first(), Some(&[1, 1]));
+        assert_eq!(s.pinned.last(), Some(&[2, 0]));
+        s.toggle_pinned(2, 0);
+        assert!(!s.pinned.contains(&[2, 0]), "a second toggle unpins");
+    }
 
     /// The hand-written `==` sees a change in the text and in a field
     /// beside it, and equal states as equal.

@@ -111,7 +111,7 @@ pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer × head map";
 pub const MAP_ENTROPY: &str = "Mean entropy";
 pub const MAP_RISE: &str = "Rise from L to this length";
-pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins more heads to compare in the entropy plot.";
+pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins up to three more heads to compare in the entropy plot.";
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
 /// The query's line in an attention row's legend (the slider is `QUERY`).
