@@ -175,9 +175,16 @@ fn the_accuracy_map_fills_in_and_stops() {
     assert!(lines[1].starts_with(&format!("{},128,0.000,2,", text::BEFORE.replace(',', " "))));
     std::fs::remove_dir_all(&dir).ok();
 
+    // Clear drops the finished map: no cells, the Compute button back.
+    h.get_by_label(text::GRID_CLEAR).click();
+    h.run_steps(3);
+    assert!(grid_result(&h).is_none(), "the cleared map is still kept");
+    assert_eq!(h.query_all_by_label_contains(" of 2 correct (").count(), 0);
+    h.get_by_label(text::GRID_START);
+
     // A bigger map: cells arrive one by one, and Stop ends the job.
     let lab = &mut h.state_mut().state.passkey_lab;
-    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (16, 5, 4);
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials, lab.grid) = (16, 5, 4, true);
     let start = Instant::now();
     let partial = loop {
         h.step();

@@ -1267,4 +1267,15 @@ fn play_doubles_the_length_up_to_16l_then_stops() {
     h.run_steps(2);
     assert_eq!(h.state().state.length, l);
     h.get_by_label(text::PLAY_LENGTHS);
+
+    // A length set elsewhere (the slider, the walkthrough) stops it too.
+    h.get_by_label(text::PLAY_LENGTHS).click();
+    h.run_steps(2);
+    h.get_by_label(text::PAUSE_LENGTHS);
+    h.state_mut().state.length = 3 * l;
+    h.run_steps(2);
+    h.get_by_label(text::PLAY_LENGTHS);
+    settle(&mut h);
+    h.run_steps(200);
+    assert_eq!(h.state().state.length, 3 * l, "Play went on over a chosen length");
 }

@@ -707,6 +707,14 @@ impl Jobs {
         self.cache.values().all(|s| !matches!(s.entry, Entry::Running { .. }))
     }
 
+    /// No job the views ask for is running: pinned ones (a search going on
+    /// from the tuning page) left out.
+    pub fn views_idle(&self) -> bool {
+        self.cache
+            .iter()
+            .all(|(k, s)| !matches!(s.entry, Entry::Running { .. }) || self.pinned.contains(k))
+    }
+
     pub fn completed(&self) -> u64 {
         self.completed
     }

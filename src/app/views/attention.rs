@@ -306,7 +306,7 @@ impl AttentionView {
                 if let JobResult::AttnRow(a) = r.as_ref() {
                     // As in the pass-key lab: how much of the row rests on
                     // the key, once the query has read all of it.
-                    if let Some(span) = a.key.as_ref().filter(|k| k.sentence.end <= a.query) {
+                    if let Some(span) = a.key.as_ref().filter(|k| k.sentence.end <= a.query + 1) {
                         let (key, sentence) = span.shares(&a.row);
                         ui.label(text::key_mass(name, &text::head_name(layer, head), key, sentence));
                     }

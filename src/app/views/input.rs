@@ -22,6 +22,9 @@ pub struct Playing {
     /// Since when every view of the current length has been computed
     /// (`None`: some still computing).
     pub idle_since: Option<f64>,
+    /// The length Play set last: any other (the slider, the walkthrough)
+    /// stops it.
+    pub length: usize,
 }
 
 /// The most the user's text box grows to (points); past it the text scrolls.
@@ -225,7 +228,10 @@ impl InputView {
                         if state.length >= last {
                             state.length = (info.training_length / 2).clamp(MIN_LENGTH, MAX_LENGTH);
                         }
-                        Some(Playing { idle_since: None })
+                        Some(Playing {
+                            idle_since: None,
+                            length: state.length,
+                        })
                     }
                 };
             }
@@ -249,7 +255,12 @@ impl InputView {
         let Some(playing) = &mut self.playing else {
             return;
         };
-        if !jobs.is_idle() {
+        if state.length != playing.length {
+            // Someone else chose a length.
+            self.playing = None;
+            return;
+        }
+        if !jobs.views_idle() {
             // The jobs wake the page when they finish.
             playing.idle_since = None;
             return;
@@ -265,6 +276,7 @@ impl InputView {
             self.playing = None;
         } else {
             state.length = (state.length * 2).min(last);
+            playing.length = state.length;
             playing.idle_since = None;
         }
     }

@@ -199,8 +199,9 @@ impl PasskeyLabView {
                     Some(JobResult::PasskeyHeads(h)) => {
                         if let Some((l, hd, mass)) = h.best() {
                             // Once, the first time the lab shows a ranking,
-                            // and only over the default selection (not a
-                            // head from a link, a click or the walkthrough).
+                            // and only over layer 0, head 0, the default (a
+                            // link or click that chose 0, 0 is taken for
+                            // it), never during the walkthrough.
                             if !self.shown_best {
                                 self.shown_best = true;
                                 if state.tour.is_none() && (state.layer, state.head) == (0, 0) {
@@ -301,8 +302,12 @@ impl PasskeyLabView {
                 (text::GRID_STOP, text::GRID_STOP_HELP)
             };
             if ui.button(button).on_hover_text(help).clicked() {
-                // Not asking for the jobs this frame cancels them.
+                // Dropped, done or not (a finished map stays cached, and
+                // was drawn again under the Compute button).
                 lab.grid = false;
+                for (_, _, key) in &series {
+                    jobs.cancel(key);
+                }
                 return;
             }
         } else if ui.button(text::GRID_START).clicked() {
