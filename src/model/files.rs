@@ -406,10 +406,13 @@ mod native {
     /// second name (a hard link, no copy) until the set is in place, and
     /// the files renamed before it are put back. Where a file system has
     /// no hard links, or a putting back fails, the error says which files
-    /// are new. A crash between two renames leaves a journal
-    /// (`SET_JOURNAL`, beside the first file) from which the next load or
-    /// write of that folder finishes the set (`finish_interrupted_set`):
-    /// every new file was whole on disk before the first rename.
+    /// are new.
+    ///
+    /// A set in one folder (a model's) also keeps a journal there
+    /// (`SET_JOURNAL`) while it is put in place, locked for as long as
+    /// the renames last: if a crash stops them, the next load or write of
+    /// that folder finishes the set (`finish_interrupted_set`), every new
+    /// file having been whole on disk before the first rename.
     pub fn write_atomic_set(files: &[(PathBuf, &[u8])]) -> Result<()> {
         let Some((first, _)) = files.first() else {
             return Ok(());
@@ -419,26 +422,44 @@ mod native {
         put_set_in_place(&set)
     }
 
-    /// The journal of a set of files being put in place: which temporary
-    /// becomes which file, and the old files' second names.
+    /// The journal of a set of files being put in place, in their folder.
     pub const SET_JOURNAL: &str = ".nopescope-set-journal.json";
 
+    /// The journal: names only, in the journal's own folder (a journal
+    /// read from a folder can touch nothing outside it, and follows the
+    /// folder when it is moved).
     #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub(super) struct SetJournal {
-        /// (temporary, file), in the order they are renamed.
-        pub(super) renames: Vec<(PathBuf, PathBuf)>,
-        /// What each file held before: its second name, or none (no file,
-        /// or one that could not be kept).
-        kept: Vec<Option<PathBuf>>,
+        /// In the order they are renamed.
+        pub(super) files: Vec<JournalEntry>,
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct JournalEntry {
+        pub(super) file: String,
+        pub(super) temp: String,
+        /// The old file's second name, if there was one.
+        pub(super) kept: Option<String>,
+        /// What the temporary and the old file were (`file_id`): a folder
+        /// written since by other means no longer matches, and its journal
+        /// is dropped instead of applied over the new files.
+        pub(super) temp_id: String,
+        pub(super) kept_id: Option<String>,
     }
 
     /// A set written to its temporaries, its old files kept, its journal
-    /// on disk: what is left is the renames.
+    /// (when it has one) on disk and locked: what is left is the renames.
     pub(super) struct PreparedSet {
-        journal_path: PathBuf,
-        pub(super) journal: SetJournal,
-        /// Why an old file could not be kept, by place (for the error).
+        /// (temporary, file), in order.
+        pub(super) renames: Vec<(PathBuf, PathBuf)>,
+        kept: Vec<Option<PathBuf>>,
+        /// An old file that could not be kept, by place (for the error).
         unkept: Vec<bool>,
+        /// The journal's path and its open, locked file (the lock goes
+        /// with the file: when it is dropped, or when the process dies).
+        journal: Option<(PathBuf, std::fs::File)>,
     }
 
     fn folder_of(path: &Path) -> PathBuf {
@@ -448,14 +469,20 @@ mod native {
             .to_path_buf()
     }
 
-    /// `path` with its folder made absolute, so the journal holds true
-    /// whatever the reader's working folder (the folder exists: a
-    /// temporary was just written in it).
-    fn absolute(path: &Path) -> std::io::Result<PathBuf> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-        Ok(std::fs::canonicalize(folder_of(path))?.join(name))
+    /// A file's identity for the journal: its inode (Unix), size and
+    /// modification time. A hard link shares it with its file.
+    fn file_id(path: &Path) -> Option<String> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0u64;
+        let modified = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Some(format!("{inode}:{}:{modified}", m.len()))
     }
 
     /// Everything before the renames: the temporaries, the old files'
@@ -489,34 +516,68 @@ mod native {
             unkept.push(matches!(old, Some(Err(_))));
             kept.push(old.and_then(std::result::Result::ok));
         }
-        let journal = (|| -> std::io::Result<SetJournal> {
-            let mut renames = Vec::new();
-            for (tmp, path) in &written {
-                renames.push((absolute(tmp)?, absolute(path)?));
-            }
-            let kept = kept
-                .iter()
-                .map(|k| k.as_deref().map(absolute).transpose())
-                .collect::<std::io::Result<_>>()?;
-            Ok(SetJournal { renames, kept })
-        })();
-        let journal_path = folder_of(written[0].1).join(SET_JOURNAL);
-        let journal = match journal {
-            Ok(j) => j,
-            Err(e) => {
-                undo(&written, &kept);
-                return Err(Error::io(&journal_path, e));
-            }
+        let renames: Vec<(PathBuf, PathBuf)> = written.iter().map(|(t, p)| (t.clone(), p.to_path_buf())).collect();
+        let journal = match journal_of(&renames, &kept) {
+            None => None,
+            Some((path, journal)) => match write_locked_journal(&path, &journal) {
+                Ok(file) => Some((path, file)),
+                Err(e) => {
+                    undo(&written, &kept);
+                    return Err(e);
+                }
+            },
         };
-        let bytes = serde_json::to_vec(&journal).expect("journal serializes");
-        if let Err(e) = write_atomic(&journal_path, &bytes) {
-            undo(&written, &kept);
-            return Err(e);
-        }
         Ok(PreparedSet {
-            journal_path,
-            journal,
+            renames,
+            kept,
             unkept,
+            journal,
+        })
+    }
+
+    /// The journal of a set, where it can have one: all its files in one
+    /// folder, every name valid UTF-8. Elsewhere the set is put in place
+    /// without (as before journals: a crash between renames can leave it
+    /// mixed).
+    fn journal_of(renames: &[(PathBuf, PathBuf)], kept: &[Option<PathBuf>]) -> Option<(PathBuf, SetJournal)> {
+        let folder = folder_of(&renames.first()?.1);
+        let name = |p: &Path| -> Option<String> {
+            (folder_of(p) == folder).then_some(())?;
+            p.file_name()?.to_str().map(str::to_string)
+        };
+        let mut files = Vec::new();
+        for ((tmp, file), old) in renames.iter().zip(kept) {
+            files.push(JournalEntry {
+                file: name(file)?,
+                temp: name(tmp)?,
+                kept: match old {
+                    Some(o) => Some(name(o)?),
+                    None => None,
+                },
+                temp_id: file_id(tmp)?,
+                kept_id: match old {
+                    Some(o) => Some(file_id(o)?),
+                    None => None,
+                },
+            });
+        }
+        Some((folder.join(SET_JOURNAL), SetJournal { files }))
+    }
+
+    /// Writes the journal whole, and locks it before it takes its name, so
+    /// no reader ever finds it unlocked while the renames go on.
+    fn write_locked_journal(path: &Path, journal: &SetJournal) -> Result<std::fs::File> {
+        let bytes = serde_json::to_vec(journal).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+        let tmp = write_temp(path, |f| f.write_all(&bytes))?;
+        let locked = (|| {
+            let file = std::fs::File::open(&tmp)?;
+            file.lock()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(file)
+        })();
+        locked.map_err(|e: std::io::Error| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
         })
     }
 
@@ -524,17 +585,29 @@ mod native {
     /// dropped. A rename refused halfway puts back the ones before it.
     fn put_set_in_place(set: &PreparedSet) -> Result<()> {
         let PreparedSet {
-            journal_path,
-            journal: SetJournal { renames, kept },
+            renames,
+            kept,
             unkept,
+            journal,
         } = set;
         let drop_kept = |from: usize| {
             for old in kept[from..].iter().flatten() {
                 let _ = std::fs::remove_file(old);
             }
         };
+        let drop_journal = || {
+            if let Some((path, _)) = journal {
+                // Once the set is whole, or before it is put back: a
+                // journal left by a failed removal finds every file
+                // renamed and only drops itself.
+                let _ = std::fs::remove_file(path);
+            }
+        };
         for (i, (tmp, path)) in renames.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, path) {
+                // First, so that a crash while putting back is never
+                // finished forward over a half-restored set.
+                drop_journal();
                 for (tmp, _) in &renames[i..] {
                     let _ = std::fs::remove_file(tmp);
                 }
@@ -552,7 +625,6 @@ mod native {
                         new.push(done.display().to_string());
                     }
                 }
-                let _ = std::fs::remove_file(journal_path);
                 let e = if new.is_empty() {
                     e
                 } else {
@@ -565,52 +637,101 @@ mod native {
             }
         }
         drop_kept(0);
-        std::fs::remove_file(journal_path).map_err(|e| Error::io(journal_path, e))
+        drop_journal();
+        Ok(())
+    }
+
+    /// A name a journal may hold: one plain file name, no folder, no "..".
+    fn plain_name(name: &str) -> bool {
+        let mut parts = Path::new(name).components();
+        matches!(parts.next(), Some(std::path::Component::Normal(n)) if n == name) && parts.next().is_none()
     }
 
     /// Finishes a set of files whose writing a crash interrupted between
     /// its renames (`write_atomic_set`): its journal in `dir` says which
     /// temporaries are still to be put in place; they are, and the old
     /// files' second names and the journal go. Nothing to do without a
-    /// journal. Each temporary was whole and synced before the journal was
-    /// written, so the set is finished, never rolled back halfway.
+    /// journal.
+    ///
+    /// - A journal still locked belongs to a write going on now (a
+    ///   training run saving its checkpoint): an error says to try again.
+    /// - Names that are not plain file names of `dir`, or temporaries that
+    ///   are not this program's, make the journal unreadable: an error
+    ///   names it, and nothing is touched.
+    /// - A folder whose files changed since (written again by other
+    ///   means): the journal is dropped with its temporaries and kept
+    ///   files, and the folder is left as it is now.
     pub fn finish_interrupted_set(dir: &Path) -> Result<()> {
         let path = dir.join(SET_JOURNAL);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(&path, e)),
         };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::other(
+                        "this folder's files are being written right now (a training run saving, another window); try again when that has finished",
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
         let broken = |e: String| {
             Error::io(
                 &path,
                 std::io::Error::other(format!(
-                    "a write of this folder's files was interrupted and its journal cannot be read ({e}); check the folder's files and remove the journal"
+                    "a write of this folder's files was interrupted and its journal cannot be used ({e}); check the folder's files and remove the journal"
                 )),
             )
         };
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let journal: SetJournal = serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))?;
-        if journal.kept.len() != journal.renames.len() {
-            return Err(broken("its lists differ in length".into()));
+        let ours = |n: &str| plain_name(n) && n.starts_with('.') && n.contains(".tmp-");
+        for e in &journal.files {
+            if !plain_name(&e.file) || !ours(&e.temp) || !e.kept.as_deref().is_none_or(ours) {
+                return Err(broken(format!("it names {:?}, not a file of this folder", e.file)));
+            }
         }
-        for (tmp, file) in &journal.renames {
-            if tmp.exists() {
-                std::fs::rename(tmp, file).map_err(|e| {
+        // Whether the folder is as the crash left it: each file either
+        // renamed (it is its temporary) or still to go (its temporary is
+        // there, the file is the old one or absent).
+        let current = journal.files.iter().all(|e| {
+            let (temp, file) = (dir.join(&e.temp), dir.join(&e.file));
+            if temp.exists() {
+                file_id(&temp).as_ref() == Some(&e.temp_id) && file_id(&file) == e.kept_id
+            } else {
+                file_id(&file).as_ref() == Some(&e.temp_id)
+            }
+        });
+        for e in &journal.files {
+            let temp = dir.join(&e.temp);
+            if !temp.exists() {
+                continue;
+            }
+            if current {
+                let file = dir.join(&e.file);
+                std::fs::rename(&temp, &file).map_err(|err| {
                     Error::io(
-                        file,
+                        &file,
                         std::io::Error::new(
-                            e.kind(),
+                            err.kind(),
                             format!(
-                                "finishing an interrupted write of this folder ({}): {e}",
+                                "finishing an interrupted write of this folder ({}): {err}",
                                 path.display()
                             ),
                         ),
                     )
                 })?;
+            } else {
+                let _ = std::fs::remove_file(&temp);
             }
         }
-        for old in journal.kept.iter().flatten() {
-            let _ = std::fs::remove_file(old);
+        for kept in journal.files.iter().filter_map(|e| e.kept.as_deref()) {
+            let _ = std::fs::remove_file(dir.join(kept));
         }
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))
     }
@@ -928,9 +1049,13 @@ mod tests {
             (dir.join(CONFIG_FILE), config.as_slice()),
         ];
         let set = prepare_set(&files).unwrap();
-        let (tmp, file) = &set.journal.renames[0];
+        // While the set is being put in place, a reader is told to wait and
+        // touches nothing (the journal is locked).
+        let e = load_config(&dir).expect_err("a write going on");
+        assert!(e.to_string().contains("being written right now"), "{e}");
+        let (tmp, file) = &set.renames[0];
         std::fs::rename(tmp, file).unwrap();
-        drop(set); // the crash: the config's rename never happens
+        drop(set); // the crash: the config's rename never happens, the lock goes
         assert!(dir.join(SET_JOURNAL).exists());
         assert!(
             load_params(
@@ -960,6 +1085,50 @@ mod tests {
             e.to_string().contains(SET_JOURNAL) && e.to_string().contains("interrupted"),
             "{e}"
         );
+        // So is one that names anything but this folder's files: nothing
+        // outside the folder is touched.
+        let outside = std::env::temp_dir().join(format!("nopescope-outside-{}", std::process::id()));
+        std::fs::write(&outside, b"keep me").unwrap();
+        for (file, temp) in [
+            (outside.to_str().unwrap(), ".config.tmp-1-1.json"),
+            ("../config.json", ".config.tmp-1-1.json"),
+            (CONFIG_FILE, "config.json"),
+            (CONFIG_FILE, outside.to_str().unwrap()),
+        ] {
+            let journal = serde_json::json!({"files": [{"file": file, "temp": temp, "kept": null,
+                "temp_id": "1:1:1", "kept_id": null}]});
+            std::fs::write(dir.join(SET_JOURNAL), journal.to_string()).unwrap();
+            let e = load_config(&dir).expect_err("a journal naming other files");
+            assert!(
+                e.to_string().contains("not a file of this folder"),
+                "{file} {temp}: {e}"
+            );
+            assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+            assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config);
+        }
+        std::fs::remove_file(dir.join(SET_JOURNAL)).unwrap();
+        let _ = std::fs::remove_file(&outside);
+
+        // A folder written again by other means after the crash: its
+        // journal is dropped, not applied over the new files.
+        let files = vec![
+            (dir.join(WEIGHTS_FILE), weights.as_slice()),
+            (dir.join(CONFIG_FILE), b"{\"from\": \"the crashed write\"}".as_slice()),
+        ];
+        let set = prepare_set(&files).unwrap();
+        let (tmp, file) = &set.renames[0];
+        std::fs::rename(tmp, file).unwrap();
+        drop(set);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.join(CONFIG_FILE), &config).unwrap(); // by hand, in place
+        load_model_dir(&dir).expect("the folder as written by hand");
+        assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, [CONFIG_FILE, WEIGHTS_FILE], "a stale journal or its files left");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
