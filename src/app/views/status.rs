@@ -15,6 +15,12 @@ const NARROW: f32 = 640.0;
 #[derive(Default)]
 pub struct StatusView;
 
+/// A label that moves to the next line whole instead of breaking inside
+/// ("167 ms a" / "frame" on a tablet).
+fn whole_label(text: impl Into<egui::WidgetText>) -> egui::Label {
+    egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend)
+}
+
 impl StatusView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, frame_ms: Option<f32>) {
         // On a narrow screen the bar keeps to about two lines: no
@@ -65,13 +71,14 @@ impl StatusView {
             #[cfg(target_arch = "wasm32")]
             if crate::app::web::offline().as_deref() == Some("ready") {
                 ui.separator();
-                ui.label(text::OFFLINE_READY).on_hover_text(text::OFFLINE_READY_HOVER);
+                ui.add(whole_label(text::OFFLINE_READY))
+                    .on_hover_text(text::OFFLINE_READY_HOVER);
             }
             if let Some(ms) = frame_ms {
                 ui.separator();
                 let whole = text::frame_time(ms, !jobs.is_idle());
                 if narrow {
-                    ui.label(text::frame_time_short(ms))
+                    ui.add(whole_label(text::frame_time_short(ms)))
                         .on_hover_text(format!("{whole}. {}", text::FRAME_TIME_HOVER));
                 } else {
                     ui.label(whole).on_hover_text(text::FRAME_TIME_HOVER);
