@@ -237,6 +237,7 @@ pub fn map_unit(rise: bool) -> &'static str {
 pub fn map_ceiling(top: f32) -> String {
     format!("{top:.2} bits = log2 T")
 }
+
 /// The heading over the input's text (`views::document`).
 pub fn show_document(tokens: usize, stretches: usize) -> String {
     if stretches > 1 {

@@ -1029,7 +1029,10 @@ mod tests {
 
     /// A crash between a set's renames (here: after the first of two)
     /// leaves its journal; the next load of the folder finishes the set,
-    /// so it reads the new model whole, and nothing is left behind.
+    /// so it reads the new model whole, and nothing is left behind. While
+    /// the renames go on a reader is told to wait; a journal naming files
+    /// outside its folder is refused untouched; one whose folder was
+    /// written again since is dropped, not applied.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn a_set_interrupted_between_renames_is_finished_by_the_next_load() {
