@@ -11,7 +11,7 @@
 
 use eframe::egui;
 
-use super::palette::Look;
+use super::palette::{Look, Pattern};
 use super::text;
 
 /// One line of a figure.
@@ -200,10 +200,10 @@ fn stroke(look: &Look) -> String {
     if look.opacity < 1.0 {
         s.push_str(&format!(" stroke-opacity=\"{:.2}\"", look.opacity));
     }
-    if look.dashed {
-        s.push_str(" stroke-dasharray=\"5 3\"");
-    } else if look.dotted {
-        s.push_str(" stroke-dasharray=\"1 3\" stroke-linecap=\"round\"");
+    match look.pattern {
+        Pattern::Solid => {}
+        Pattern::Dashed => s.push_str(" stroke-dasharray=\"5 3\""),
+        Pattern::Dotted => s.push_str(" stroke-dasharray=\"1 3\" stroke-linecap=\"round\""),
     }
     s
 }

@@ -66,6 +66,16 @@ pub const ERROR: Color32 = Color32::from_rgb(0xD5, 0x5E, 0x00);
 pub const LINE_WIDTH: f32 = 2.0;
 pub const THIN_LINE: f32 = 1.0;
 
+/// A line's dash pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    Solid,
+    /// The training length, and a pinned head under the second setting.
+    Dashed,
+    /// The ceiling: a line no curve, pinned head or mark shares.
+    Dotted,
+}
+
 /// How one line is drawn, the same on screen, in its legend's swatch and
 /// in an exported SVG.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,9 +84,7 @@ pub struct Look {
     pub width: f32,
     /// 1 is the colour itself; less lets what is under it show (a band).
     pub opacity: f32,
-    pub dashed: bool,
-    /// Dotted (the ceiling: a line no curve, pinned head or mark shares).
-    pub dotted: bool,
+    pub pattern: Pattern,
     /// Drawn in the theme's text colour (black in an SVG) instead of
     /// `colour`: a mark no series' colour can be mistaken for.
     pub ink: bool,
@@ -89,8 +97,7 @@ impl Look {
             colour,
             width: LINE_WIDTH,
             opacity: 1.0,
-            dashed: false,
-            dotted: false,
+            pattern: Pattern::Solid,
             ink: false,
         }
     }
@@ -115,7 +122,7 @@ impl Look {
     /// too near the scaled setting's vermillion).
     pub const fn training_length() -> Self {
         Look {
-            dashed: true,
+            pattern: Pattern::Dashed,
             ink: true,
             ..Look::line(Color32::GRAY)
         }
@@ -131,13 +138,16 @@ impl Look {
     pub const fn ceiling() -> Self {
         Look {
             width: 1.5,
-            dotted: true,
+            pattern: Pattern::Dotted,
             ..Look::line(CEILING)
         }
     }
 
     pub const fn dashed(self) -> Self {
-        Look { dashed: true, ..self }
+        Look {
+            pattern: Pattern::Dashed,
+            ..self
+        }
     }
 
     /// The colour to paint with on a background of `visuals`' theme.
@@ -176,12 +186,10 @@ impl Look {
 
     /// egui_plot's style for the line.
     pub fn style(&self) -> egui_plot::LineStyle {
-        if self.dashed {
-            egui_plot::LineStyle::Dashed { length: DASH }
-        } else if self.dotted {
-            egui_plot::LineStyle::Dotted { spacing: DOT_SPACING }
-        } else {
-            egui_plot::LineStyle::Solid
+        match self.pattern {
+            Pattern::Solid => egui_plot::LineStyle::Solid,
+            Pattern::Dashed => egui_plot::LineStyle::Dashed { length: DASH },
+            Pattern::Dotted => egui_plot::LineStyle::Dotted { spacing: DOT_SPACING },
         }
     }
 }
@@ -198,8 +206,7 @@ pub fn on_light(c: Color32) -> Color32 {
 }
 
 /// Colours brighter than this (WCAG relative luminance) are darkened on a
-/// light background: the yellow (0.77) is; the pinned pear (0.53) and pink
-/// (0.52) are not.
+/// light background: the yellow (0.77) is; the pinned pear (0.53) is not.
 const LIGHT_LINE: f32 = 0.6;
 /// How far towards black `on_light` takes them: the yellow goes to about
 /// 3.6:1 against white (WCAG asks 3:1 of graphics).

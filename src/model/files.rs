@@ -964,6 +964,17 @@ mod tests {
         assert_eq!(temp_beside(Path::new("config")).parent(), Some(Path::new(".")));
     }
 
+    /// The names in `dir`, sorted.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
     /// A set of files is written whole or not at all: with the last one's
     /// folder missing, the first two keep their old contents and no
     /// temporary is left; with all folders there, all three are new.
@@ -988,11 +999,8 @@ mod tests {
         assert!(e.to_string().contains("c.txt"), "{e}");
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
-        let names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        assert_eq!(names.len(), 2, "temporaries left: {names:?}");
+        let left = names(&dir);
+        assert_eq!(left.len(), 2, "temporaries left: {left:?}");
         std::fs::create_dir_all(c.parent().unwrap()).unwrap();
         // The last one's rename refused (a folder where the file goes): the
         // two renamed before it are put back.
@@ -1004,14 +1012,6 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
-        let names = |dir: &Path| -> Vec<String> {
-            let mut n: Vec<String> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-                .collect();
-            n.sort();
-            n
-        };
         assert_eq!(
             names(&dir),
             ["a.json", "b.bin", "missing"],
@@ -1071,13 +1071,8 @@ mod tests {
         let m = load_model_dir(&dir).expect("the load finishes the set");
         assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config);
         assert_eq!(m.params.data.len(), ParamLayout::new(&m.config).total);
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        names.sort();
         assert_eq!(
-            names,
+            names(&dir),
             [CONFIG_FILE, WEIGHTS_FILE],
             "temporaries, kept files or journal left"
         );
@@ -1126,12 +1121,11 @@ mod tests {
         std::fs::write(dir.join(CONFIG_FILE), &config).unwrap(); // by hand, in place
         load_model_dir(&dir).expect("the folder as written by hand");
         assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config);
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        names.sort();
-        assert_eq!(names, [CONFIG_FILE, WEIGHTS_FILE], "a stale journal or its files left");
+        assert_eq!(
+            names(&dir),
+            [CONFIG_FILE, WEIGHTS_FILE],
+            "a stale journal or its files left"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -259,15 +259,13 @@ impl Lab {
             InputKey::PasskeyLab { key, .. } => key,
             _ => 0,
         };
+        let text = self.token_texts(at.model, &doc.tokens[..t - a])?;
         let tok = &self.slot(at.model)?.tokenizer;
         Ok(JobResult::PasskeyAnswer(PasskeyAnswerResult {
             key,
             answer: tok.decode(&answer)?,
             key_span: key_span(tok, &doc)?,
-            text: doc.tokens[..t - a]
-                .iter()
-                .map(|&x| tok.decode(&[x]))
-                .collect::<Result<_>>()?,
+            text,
             correct: answer == doc.tokens[t - a..],
             length: t,
             query: t - a - 1,

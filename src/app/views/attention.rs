@@ -152,6 +152,18 @@ fn pooled_grid(p: &PooledResult, stem: String, title: String) -> export::Grid {
     }
 }
 
+/// The largest weight the rows' plot draws: each row up to its query, in
+/// the bins it is drawn in (a long row's lone spike averages down with its
+/// bin), and at least 1e-3. The marks' labels stand above it.
+fn rows_top(rows: &[(&str, egui::Color32, std::sync::Arc<JobResult>)]) -> f64 {
+    rows.iter()
+        .filter_map(|(_, _, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some(binned(&a.row[..=a.query]).iter().fold(0.0f64, |m, p| m.max(p[1]))),
+            _ => None,
+        })
+        .fold(1e-3, f64::max)
+}
+
 /// A query puts at least this share of its attention on the first token
 /// for the view to call it a sink (and say what one is).
 const SINK_SHARE: f32 = 0.3;
@@ -238,7 +250,7 @@ impl AttentionView {
             let readout = super::row_readout(&rows);
             let training = keys.info.training_length;
             // The rows' top as drawn; the marks are labelled above it.
-            let top = axis.label_top(super::rows_top(&rows));
+            let top = axis.label_top(rows_top(&rows));
             // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
             let mut marks = Vec::new();
             if let Some(k) = key_position {

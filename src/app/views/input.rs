@@ -13,18 +13,18 @@ use crate::app::text;
 
 /// How long "Play" shows each length, once every view of it is computed,
 /// before it doubles (seconds).
-pub const PLAY_DWELL_S: f64 = 1.5;
+const PLAY_DWELL_S: f64 = 1.5;
 
 /// "Play": the length doubling on its own up to 16L, as TensorFlow
 /// Playground plays its training.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Playing {
+struct Playing {
     /// Since when every view of the current length has been computed
     /// (`None`: some still computing).
-    pub idle_since: Option<f64>,
+    idle_since: Option<f64>,
     /// The length Play set last: any other (the slider, the walkthrough)
     /// stops it.
-    pub length: usize,
+    length: usize,
 }
 
 /// The most the user's text box grows to (points); past it the text scrolls.
@@ -48,7 +48,7 @@ pub struct InputView {
     /// and width (in characters).
     preview: Option<(TextKey, usize, Vec<Range<usize>>)>,
     /// The length playing (`Play`), while it does.
-    pub playing: Option<Playing>,
+    playing: Option<Playing>,
 }
 
 /// `text` cut into rows of at most `width` characters: at each line break,

@@ -21,7 +21,7 @@ use eframe::egui;
 use super::export;
 use super::jobs::{Entry, InputAt, InputKey, JobKey, ScalesKey, TextKey};
 use super::models::ModelInfo;
-use super::palette::{self, Look};
+use super::palette::{self, Look, Pattern};
 use super::state::{InputKind, ModelChoice, ViewState};
 use super::text;
 
@@ -384,7 +384,7 @@ pub fn document(
         .show(ui, |ui| {
             let body = egui::TextStyle::Body.resolve(ui.style());
             let plain = egui::text::TextFormat {
-                font_id: body.clone(),
+                font_id: body,
                 color: ui.visuals().text_color(),
                 ..Default::default()
             };
@@ -430,23 +430,6 @@ pub fn document(
                 .max_height(220.0)
                 .show(ui, |ui| ui.label(job));
         });
-}
-
-/// The largest weight the attention rows' plot draws: each row up to its
-/// query, in the bins it is drawn in (a long row's lone spike averages
-/// down with its bin), and at least 1e-3. The marks' labels and the pass
-/// key's band stand on it.
-pub fn rows_top(rows: &[(&str, egui::Color32, std::sync::Arc<super::jobs::JobResult>)]) -> f64 {
-    rows.iter()
-        .filter_map(|(_, _, r)| match r.as_ref() {
-            super::jobs::JobResult::AttnRow(a) => Some(
-                entropy::binned(&a.row[..=a.query])
-                    .iter()
-                    .fold(0.0f64, |m, p| m.max(p[1])),
-            ),
-            _ => None,
-        })
-        .fold(1e-3, f64::max)
 }
 
 /// Each setting's attention row up to its query, named, for a plot's hover
@@ -496,18 +479,18 @@ fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: 
     let y = rect.center().y;
     let ends = [egui::pos2(rect.left() + 1.0, y), egui::pos2(rect.right() - 1.0, y)];
     let stroke = egui::Stroke::new(look.width, colour);
-    if look.dashed {
-        painter.extend(palette::dashed_line(&ends, stroke));
-    } else if look.dotted {
+    match look.pattern {
+        Pattern::Solid => {
+            painter.line_segment(ends, stroke);
+        }
+        Pattern::Dashed => painter.extend(palette::dashed_line(&ends, stroke)),
         // egui_plot's dots: circles of the line's half width.
-        painter.extend(egui::Shape::dotted_line(
+        Pattern::Dotted => painter.extend(egui::Shape::dotted_line(
             &ends,
             colour,
             palette::DOT_SPACING,
             look.width / 2.0,
-        ));
-    } else {
-        painter.line_segment(ends, stroke);
+        )),
     }
 }
 

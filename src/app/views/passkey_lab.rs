@@ -430,21 +430,21 @@ fn answer_job(
         color: ui.visuals().strong_text_color(),
         ..Default::default()
     };
-    let mut job = LayoutJob::default();
     let answer = a.answer.trim();
     let quoted = format!("\"{answer}\"");
     let verdict = if a.correct { text::CORRECT } else { text::WRONG };
-    // The pieces, in order; where the text is not laid out as expected
+    // Where the pieces stand; where the text is not laid out as expected
     // (an answer with characters that are escaped), it is drawn plain.
-    let Some(at) = said.find(&quoted).filter(|_| format!("{answer:?}") == quoted) else {
+    let pieces = said
+        .find(&quoted)
+        .filter(|_| format!("{answer:?}") == quoted)
+        .and_then(|at| Some((at, said[at + quoted.len()..].find(verdict)?)));
+    let mut job = LayoutJob::default();
+    let Some((at, v)) = pieces else {
         job.append(&said, 0.0, plain);
         return job;
     };
     let after = &said[at + quoted.len()..];
-    let Some(v) = after.find(verdict) else {
-        job.append(&said, 0.0, plain);
-        return job;
-    };
     job.append(&said[..at + 1], 0.0, plain.clone());
     let key = a.key.to_string();
     let mut keys = key.chars();
