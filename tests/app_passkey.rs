@@ -254,12 +254,23 @@ fn lab_with_maps_matches_snapshot() {
             other => panic!("no head ranking: {other:?}"),
         }
     };
-    // The lab's first showing selected it (the default was layer 0, head 0).
+    // The lab selected it (the default was layer 0, head 0).
     assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));
-    // Another head chosen by hand stays; the button selects the best again.
-    h.state_mut().state.layer = (best.0 + 1) % h.state().info().layers;
-    h.run_steps(2);
-    assert_ne!(h.state().state.layer, best.0, "a head chosen by hand stays");
+    assert!(!h.state().state.head_chosen);
+    // Another layer typed in stays; the button selects the best again.
+    let other = (best.0 + 1) % h.state().info().layers;
+    let layer = || eframe::egui::accesskit::Role::SpinButton;
+    h.get_by_role_and_label(layer(), text::LAYER).focus();
+    h.step();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_role_and_label(layer(), text::LAYER)
+        .type_text(&other.to_string());
+    h.key_press(eframe::egui::Key::Enter);
+    h.run_steps(3);
+    assert_eq!(h.state().state.layer, other, "typed");
+    assert!(h.state().state.head_chosen);
+    settle(&mut h, Duration::from_secs(60));
+    assert_eq!(h.state().state.layer, other, "a head chosen by hand stays");
     h.get_all_by_label(text::SHOW_BEST_HEAD).next().unwrap().click();
     h.step();
     assert_eq!((h.state().state.layer, h.state().state.head), (best.0, best.1));

@@ -65,6 +65,16 @@ fn default_view_computes_and_matches_snapshot() {
         other => panic!("no entropy profile: {other:?}"),
     }
     h.get_by_label(&text::head_name(0, 0));
+    // No head chosen yet: the explorer selected the one whose curve closes
+    // in most on the ceiling past L (layer 0, head 0 lies along the
+    // ceiling), and says so.
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let (layer, head, closed) = nopescope::app::tour::most_flattened_head(&app.jobs, &keys).expect("a profile past L");
+    assert!(closed > 0.5, "{closed}");
+    assert_eq!((app.state.layer, app.state.head), (layer, head));
+    assert!(!app.state.head_chosen);
+    h.get_by_label(text::SELECTED_FOR_YOU);
     // The status bar names the engine (here the CPU engine, with its
     // instruction set); why it was chosen is on hover, not in the bar.
     let engine = h.state().jobs.engine().clone();
@@ -85,6 +95,8 @@ fn clicking_a_head_selects_it_and_recomputes_its_attention() {
     h.get_by_label(&text::head_name(2, 3)).click();
     h.step();
     assert_eq!((h.state().state.layer, h.state().state.head), (2, 3));
+    assert!(h.state().state.head_chosen, "a click chooses");
+    assert!(h.query_by_label(text::SELECTED_FOR_YOU).is_none());
     settle(&mut h);
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
@@ -141,6 +153,7 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
     let mut h = harness(
         ViewState {
             pinned: vec![[2, 1]],
+            head_chosen: true,
             ..small_state()
         },
         1280.0,
@@ -249,6 +262,7 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
         length: 300,
         layer: 1,
         head: 2,
+        head_chosen: true,
         ..Default::default()
     };
     let mut h = harness(state, 1280.0);
@@ -362,12 +376,14 @@ impl eframe::Storage for MapStorage {
 fn shift_click_pins_more_heads_without_moving_the_selection() {
     let mut h = harness(small_state(), 1280.0);
     settle(&mut h);
+    let selected = (h.state().state.layer, h.state().state.head);
     map_cell(&h, &text::head_name(1, 2)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     map_cell(&h, &text::head_name(3, 0)).click_modifiers(eframe::egui::Modifiers::SHIFT);
     h.run_steps(2);
     let s = &h.state().state;
-    assert_eq!((s.layer, s.head), (0, 0), "the selection stays");
+    assert_eq!((s.layer, s.head), selected, "the selection stays");
+    assert!(!s.head_chosen, "pinning chooses no head");
     assert_eq!(s.pinned, vec![[1, 2], [3, 0]]);
     // The entropy plot's legend, above it, names the pinned heads under
     // each setting; a click on an entry hides its line, a second shows it.

@@ -305,6 +305,32 @@ impl EntropyProfile {
             .collect()
     }
 
+    /// The head that loses most of its focus past the training length
+    /// `l`: its mean gap under the ceiling log2(i + 1) over the last L/2
+    /// positions before L, less the same gap over the last L/2 positions of
+    /// the input (layer, head, bits closed). Needs positions past L. A head
+    /// near uniform everywhere closes no gap (its entropy rises with the
+    /// ceiling; a rise of mean entropy ranks such heads high), and a local
+    /// head opens one.
+    pub fn most_flattened(&self, l: usize) -> Option<(usize, usize, f32)> {
+        let t = self.length;
+        if l < 2 || t <= l {
+            return None;
+        }
+        let gap = |curve: &[f32], from: usize, to: usize| {
+            let below: f32 = (from..to).map(|i| ((i + 1) as f32).log2() - curve[i]).sum();
+            below / (to - from) as f32
+        };
+        let (before, after) = (l / 2..l, (t - l / 2).max(l)..t);
+        (0..self.layers * self.heads)
+            .map(|i| {
+                let curve = &self.bits[i * t..(i + 1) * t];
+                let closed = gap(curve, before.start, before.end) - gap(curve, after.start, after.end);
+                (i / self.heads, i % self.heads, closed)
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+    }
+
     /// Per layer and head, the mean over positions.
     pub fn head_means(&self) -> Vec<f32> {
         self.bits
@@ -894,5 +920,38 @@ mod tests {
                 assert!(!same_bytes_wide(&a, &b), "{n} bytes, byte {i}");
             }
         }
+    }
+
+    /// Of a head near uniform everywhere, a local head and a head focused
+    /// up to L that spreads out past it, the last is the most flattened;
+    /// nothing is past L at L.
+    #[test]
+    fn the_most_flattened_head_is_the_one_that_spreads_out_past_l() {
+        let (l, t) = (64usize, 256usize);
+        let ceiling = |i: usize| ((i + 1) as f32).log2();
+        let uniform: Vec<f32> = (0..t).map(|i| ceiling(i) - 0.05).collect();
+        let local: Vec<f32> = (0..t).map(|i| ceiling(i).min(1.0)).collect();
+        let spreads: Vec<f32> = (0..t)
+            .map(|i| if i < l { ceiling(i) * 0.5 } else { ceiling(i) - 0.3 })
+            .collect();
+        let profile = |heads: &[&Vec<f32>], length: usize| EntropyProfile {
+            length,
+            windows: 1,
+            layers: 1,
+            heads: heads.len(),
+            bits: heads.iter().flat_map(|h| h[..length].iter().copied()).collect(),
+            loss: 0.0,
+            tokens: Vec::new(),
+            key: None,
+            retrieval_query: None,
+            note: None,
+        };
+        let p = profile(&[&uniform, &local, &spreads], t);
+        let (layer, head, closed) = p.most_flattened(l).unwrap();
+        assert_eq!((layer, head), (0, 2));
+        // Half of log2(i + 1) under it before L (about 2.7 bits over
+        // positions 32..63), 0.3 bits at the end.
+        assert!((closed - 2.4).abs() < 0.1, "{closed}");
+        assert!(profile(&[&uniform, &local, &spreads], l).most_flattened(l).is_none());
     }
 }

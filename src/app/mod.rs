@@ -421,6 +421,14 @@ impl NopeApp {
             Some(JobResult::Entropy(p)) => Some(p.length),
             _ => None,
         };
+        // Until the user chooses a head, the explorer selects the one whose
+        // curve closes in most on the ceiling past L (under plain NoPE): it
+        // shows what the page is about.
+        if self.state.tab == Tab::Explore {
+            if let Some((layer, head, _)) = tour::most_flattened_head(&self.jobs, &keys) {
+                self.state.suggest_head(layer, head);
+            }
+        }
         if tokens.is_some() && self.first_plot_s.is_none() {
             let now = ui.input(|i| i.time);
             self.first_plot_s = Some(now - self.started.unwrap_or(now));

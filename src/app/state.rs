@@ -170,6 +170,13 @@ pub struct ViewState {
     pub length: usize,
     pub layer: usize,
     pub head: usize,
+    /// The user chose the head (a click, a typed number, a link naming
+    /// `layer` or `head`). Until then each page selects a telling one
+    /// itself: the explorer the head whose entropy rises most from L, the
+    /// pass-key lab the head that retrieves best (layer 0, head 0 of the
+    /// bundled model lies along the ceiling, which showed a new user
+    /// nothing).
+    pub head_chosen: bool,
     /// More heads drawn beside the selected one in the entropy view
     /// ([layer, head]; shift-click in the map), at most `MAX_PINNED`.
     pub pinned: Vec<[usize; 2]>,
@@ -210,6 +217,7 @@ impl PartialEq for ViewState {
             length,
             layer,
             head,
+            head_chosen,
             pinned,
             query,
             map_mode,
@@ -229,6 +237,7 @@ impl PartialEq for ViewState {
             && *length == o.length
             && *layer == o.layer
             && *head == o.head
+            && *head_chosen == o.head_chosen
             && *pinned == o.pinned
             && *query == o.query
             && *map_mode == o.map_mode
@@ -255,6 +264,7 @@ impl Default for ViewState {
             length: 1024,
             layer: 0,
             head: 0,
+            head_chosen: false,
             pinned: Vec::new(),
             query: None,
             map_mode: MapMode::Entropy,
@@ -314,6 +324,19 @@ impl ViewState {
         self.tune.sanitize();
     }
 
+    /// Selects a head the user chose (no page replaces it with its own).
+    pub fn choose_head(&mut self, layer: usize, head: usize) {
+        (self.layer, self.head, self.head_chosen) = (layer, head, true);
+    }
+
+    /// Selects a head a page found telling, unless the user chose one or
+    /// the walkthrough is open (its steps select their own).
+    pub fn suggest_head(&mut self, layer: usize, head: usize) {
+        if !self.head_chosen && self.tour.is_none() {
+            (self.layer, self.head) = (layer, head);
+        }
+    }
+
     /// Pins a head beside the selected one, or unpins it; past
     /// `MAX_PINNED` the first pinned makes room (a pin that did nothing
     /// looked broken).
@@ -342,8 +365,15 @@ impl ViewState {
     }
 
     /// A state from JSON; unknown or missing fields take their defaults.
+    /// One that names `layer` or `head` without `head_chosen` (written by
+    /// hand) chose that head, even layer 0, head 0.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let names_head = ["layer", "head"].iter().any(|k| value.get(k).is_some());
+        let says = value.get("head_chosen").is_some();
+        let mut s: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        s.head_chosen |= names_head && !says;
+        Ok(s)
     }
 
     /// The state as a URL fragment (`#state=<percent-encoded JSON>`), with
@@ -361,7 +391,12 @@ impl ViewState {
         else {
             return self.to_json();
         };
-        fields.retain(|name, value| default.get(name) != Some(value));
+        fields.retain(|name, value| default.get(name) != Some(value) || name == "head_chosen");
+        // Beside a head it names, whether the user chose it (a link naming
+        // a head without saying chose it, `from_json`).
+        if !fields.contains_key("layer") && !fields.contains_key("head") && !self.head_chosen {
+            fields.remove("head_chosen");
+        }
         serde_json::Value::Object(fields).to_string()
     }
 
@@ -574,6 +609,7 @@ mod tests {
         let mut s = ViewState {
             length: 4096,
             head: 2,
+            head_chosen: true,
             pasted_text: "a b & c = d % é".into(),
             ..Default::default()
         };
@@ -590,6 +626,27 @@ mod tests {
         let partial = ViewState::from_json(r#"{"length": 300}"#).unwrap();
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);
+        assert!(!partial.head_chosen, "no head named: the pages may select one");
+        // A link naming layer 0, head 0 chose it; so does the app's own.
+        assert!(ViewState::from_json(r#"{"head": 0}"#).unwrap().head_chosen);
+        let mut chosen = ViewState::default();
+        chosen.choose_head(0, 0);
+        assert_eq!(chosen.to_fragment(), "#state=%7B%22head_chosen%22%3Atrue%7D");
+        assert!(
+            ViewState::from_fragment(&chosen.to_fragment())
+                .unwrap()
+                .unwrap()
+                .head_chosen
+        );
+        // A page's suggestion is taken only while none is chosen, and its
+        // link says so.
+        let mut s = ViewState::default();
+        s.suggest_head(1, 2);
+        assert_eq!((s.layer, s.head, s.head_chosen), (1, 2, false));
+        assert!(s.to_fragment().contains("%22head_chosen%22%3Afalse"));
+        assert_eq!(ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap(), s);
+        chosen.suggest_head(1, 2);
+        assert_eq!((chosen.layer, chosen.head), (0, 0));
         assert!(ViewState::from_fragment("#other=1").is_none());
         let linked = ViewState::from_fragment("#step=3&hide=pages,status").unwrap().unwrap();
         assert_eq!(linked.tour, Some(2));

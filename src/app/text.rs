@@ -111,7 +111,20 @@ pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer × head map";
 pub const MAP_ENTROPY: &str = "Mean entropy";
 pub const MAP_RISE: &str = "Rise from L to this length";
-pub const MAP_HELP: &str = "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins up to three more heads to compare in the entropy plot.";
+pub fn map_help() -> String {
+    format!(
+        "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins up to {} more heads to compare in the entropy plot.",
+        in_words(crate::app::state::MAX_PINNED)
+    )
+}
+
+/// A small count in words, as prose writes it ("three"); past ten, digits.
+pub fn in_words(n: usize) -> String {
+    const WORDS: [&str; 11] = [
+        "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
+    WORDS.get(n).map_or_else(|| n.to_string(), |w| w.to_string())
+}
 pub const ATTENTION_HEADING: &str = "Attention of the selected head";
 pub const QUERY: &str = "Query position";
 /// The query's line in an attention row's legend (the slider is `QUERY`).
@@ -152,6 +165,10 @@ pub fn head_name(layer: usize, head: usize) -> String {
 pub fn selected(layer: usize, head: usize) -> String {
     format!("Selected: {}", head_name(layer, head))
 }
+
+/// Under the selection while the explorer chose it (`ViewState::head_chosen`).
+pub const SELECTED_FOR_YOU: &str =
+    "Selected for you: of all heads, its curve closes in most on the ceiling past L, its attention spread out. Click a cell to choose another.";
 
 pub fn tokens_note(tokens: usize) -> String {
     format!("{tokens} tokens")
@@ -578,7 +595,7 @@ pub const TOUR_2_LOOK: &str = "Look at the answer beside the key, and at the att
 
 pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
 pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the dashed line at L the entropy closes in on the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
-pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and the grey ceiling, left and right of the dashed line at L: past L it narrows.";
+pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and the grey ceiling, left and right of the dashed line at L: past L it narrows. The thin curve is now the head whose curve closes in most on the ceiling.";
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
 pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";

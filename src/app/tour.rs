@@ -34,12 +34,25 @@ pub struct Setting {
     pub length_in_l: f32,
     pub scales: Scales,
     pub map_mode: MapMode,
-    /// Select the head whose entropy rises most from L to this length
-    /// once it is computed.
-    pub select_most_distracted: bool,
+    /// The head this step selects once its results are in.
+    pub select: Select,
     /// Show the pass-key lab (the model's answer beside the key) instead of
     /// the explorer, and select the head that retrieves best once ranked.
     pub lab: bool,
+}
+
+/// Which head a step selects (the pass-key steps select the head that
+/// retrieves best).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Select {
+    /// The one selected before.
+    Kept,
+    /// The head whose curve closes in most on the ceiling past L
+    /// (`EntropyProfile::most_flattened`), as the explorer does.
+    MostFlattened,
+    /// The head whose mean entropy rises most from L, the brightest in
+    /// the map's rise mode.
+    MostRisen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,7 +82,7 @@ const fn setting(input: InputKind, length_in_l: f32) -> Setting {
         length_in_l,
         scales: Scales::Nope,
         map_mode: MapMode::Entropy,
-        select_most_distracted: false,
+        select: Select::Kept,
         lab: false,
     }
 }
@@ -100,7 +113,10 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_3_TITLE,
         body: text::TOUR_3_BODY,
         look: text::TOUR_3_LOOK,
-        setting: setting(InputKind::Validation, 4.0),
+        setting: Setting {
+            select: Select::MostFlattened,
+            ..setting(InputKind::Validation, 4.0)
+        },
     },
     Step {
         title: text::TOUR_4_TITLE,
@@ -114,7 +130,7 @@ pub const STEPS: [Step; 8] = [
         look: text::TOUR_5_LOOK,
         setting: Setting {
             map_mode: MapMode::Rise,
-            select_most_distracted: true,
+            select: Select::MostRisen,
             ..setting(InputKind::Validation, 4.0)
         },
     },
@@ -206,9 +222,14 @@ fn mean(xs: &[f32], from: usize, to: usize) -> f32 {
 /// Each head's rise of mean entropy from L to the current length, when
 /// both are computed (layers x heads).
 pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
-    let here = entropy(jobs, &keys.entropy(scales))?;
-    let base = entropy(jobs, &keys.entropy_at_l(scales))?;
-    Some(here.rise_from(&base))
+    let profile = |key: &JobKey| match jobs.peek(key)?.result()? {
+        JobResult::Entropy(p) => Some(p),
+        _ => None,
+    };
+    let here = profile(&keys.entropy(scales))?;
+    let base = profile(&keys.entropy_at_l(scales))?;
+    // A text shorter than L has nothing past it.
+    (here.length > base.length).then(|| here.rise_from(base))
 }
 
 /// In the pass-key lab, the head whose retrieving query puts the most
@@ -229,6 +250,22 @@ pub fn best_retrieving_head(jobs: &Jobs, state: &ViewState, keys: &Keys) -> Opti
 pub fn most_distracted(rise: &[f32], heads: usize) -> Option<(usize, usize, f32)> {
     let (i, &r) = rise.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
     Some((i / heads, i % heads, r))
+}
+
+/// Plain NoPE's head whose mean entropy rises most from L to the length in
+/// view, once its profiles here and at L are computed (step 5's).
+pub fn most_risen_head(jobs: &Jobs, keys: &Keys) -> Option<(usize, usize, f32)> {
+    most_distracted(&rise(jobs, keys, &keys.ones)?, keys.info.heads)
+}
+
+/// Plain NoPE's head whose curve closes in most on the ceiling past L at
+/// the length in view, once computed: the explorer selects it until the
+/// user chooses a head, and so does step 3.
+pub fn most_flattened_head(jobs: &Jobs, keys: &Keys) -> Option<(usize, usize, f32)> {
+    match jobs.peek(&keys.entropy(&keys.ones))?.result()? {
+        JobResult::Entropy(p) => p.most_flattened(keys.info.training_length),
+        _ => None,
+    }
 }
 
 /// The pass-key lab's decoded answer for `scales`, when computed.

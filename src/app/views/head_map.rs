@@ -56,7 +56,7 @@ impl HeadMapView {
             ui.selectable_value(&mut state.map_mode, MapMode::Entropy, text::MAP_ENTROPY);
             ui.selectable_value(&mut state.map_mode, MapMode::Rise, text::MAP_RISE);
         });
-        ui.label(text::MAP_HELP);
+        ui.label(text::map_help());
         // A rise from L needs a profile longer than L (a text of one's own
         // may be shorter: both profiles would be the same tokens).
         if state.map_mode == MapMode::Rise {
@@ -140,8 +140,7 @@ impl HeadMapView {
                             if ui.input(|i| i.modifiers.shift) {
                                 state.toggle_pinned(l, h);
                             } else {
-                                state.layer = l;
-                                state.head = h;
+                                state.choose_head(l, h);
                             }
                         }
                     }
@@ -165,6 +164,10 @@ impl HeadMapView {
             log_colour: false,
         });
         ui.label(text::selected(state.layer, state.head));
+        let suggested = crate::app::tour::most_flattened_head(jobs, keys).map(|(l, h, _)| (l, h));
+        if !state.head_chosen && state.tour.is_none() && suggested == Some((state.layer, state.head)) {
+            ui.label(egui::RichText::new(text::SELECTED_FOR_YOU).weak());
+        }
     }
 }
 

@@ -34,11 +34,7 @@ const ROW_LABEL_W: f32 = 44.0;
 const HEADER_H: f32 = 36.0;
 
 #[derive(Default)]
-pub struct PasskeyLabView {
-    /// The best retrieving head was selected on the lab's first showing
-    /// (`ui`): at the default layer 0, head 0 a new user met a flat row.
-    shown_best: bool,
-}
+pub struct PasskeyLabView;
 
 /// The lab's document as a job input.
 pub fn doc_input(state: &ViewState) -> InputAt {
@@ -189,7 +185,7 @@ impl PasskeyLabView {
             keys.info.training_length,
         );
         if doc.length <= RANK_HEADS_UP_TO {
-            for (name, scales, _) in &settings {
+            for (i, (name, scales, _)) in settings.iter().enumerate() {
                 let key = JobKey::PasskeyHeads {
                     at: at.clone(),
                     scales: scales.clone(),
@@ -198,21 +194,16 @@ impl PasskeyLabView {
                 match entry.result() {
                     Some(JobResult::PasskeyHeads(h)) => {
                         if let Some((l, hd, mass)) = h.best() {
-                            // Once, the first time the lab shows a ranking,
-                            // and only over layer 0, head 0, the default (a
-                            // link or click that chose 0, 0 is taken for
-                            // it), never during the walkthrough.
-                            if !self.shown_best {
-                                self.shown_best = true;
-                                if state.tour.is_none() && (state.layer, state.head) == (0, 0) {
-                                    (state.layer, state.head) = (l, hd);
-                                }
+                            // NoPE's best, until the user chooses a head
+                            // (not during the walkthrough, whose steps
+                            // select their own).
+                            if i == 0 {
+                                state.suggest_head(l, hd);
                             }
                             ui.horizontal_wrapped(|ui| {
                                 ui.label(text::best_head(name, l, hd, mass));
                                 if ui.button(text::SHOW_BEST_HEAD).clicked() {
-                                    state.layer = l;
-                                    state.head = hd;
+                                    state.choose_head(l, hd);
                                 }
                             });
                         }
@@ -224,11 +215,16 @@ impl PasskeyLabView {
 
         ui.horizontal_wrapped(|ui| {
             let label = ui.label(text::LAYER);
-            ui.add(egui::DragValue::new(&mut state.layer).range(0..=keys.info.layers.saturating_sub(1)))
+            let layer = ui
+                .add(egui::DragValue::new(&mut state.layer).range(0..=keys.info.layers.saturating_sub(1)))
                 .labelled_by(label.id);
             let label = ui.label(text::HEAD);
-            ui.add(egui::DragValue::new(&mut state.head).range(0..=keys.info.heads.saturating_sub(1)))
+            let head = ui
+                .add(egui::DragValue::new(&mut state.head).range(0..=keys.info.heads.saturating_sub(1)))
                 .labelled_by(label.id);
+            if layer.changed() || head.changed() {
+                state.head_chosen = true;
+            }
         });
         ui.label(text::PASSKEY_ROW_HELP);
         let mut rows = Vec::new();

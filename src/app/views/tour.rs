@@ -37,7 +37,7 @@ impl TourView {
         self.error = tour::apply(step, state, info).err();
         self.applied = Some(step);
         let setting = STEPS[step].setting;
-        self.select_pending = setting.select_most_distracted || setting.lab;
+        self.select_pending = setting.select != tour::Select::Kept || setting.lab;
         true
     }
 
@@ -47,10 +47,12 @@ impl TourView {
             return;
         }
         let step = state.tour.unwrap_or_default().min(STEPS.len() - 1);
-        let found = if STEPS[step].setting.lab {
-            tour::best_retrieving_head(jobs, state, keys)
-        } else {
-            tour::rise(jobs, keys, &keys.ones).and_then(|r| tour::most_distracted(&r, keys.info.heads))
+        let setting = STEPS[step].setting;
+        let found = match setting.select {
+            _ if setting.lab => tour::best_retrieving_head(jobs, state, keys),
+            tour::Select::MostFlattened => tour::most_flattened_head(jobs, keys),
+            tour::Select::MostRisen => tour::most_risen_head(jobs, keys),
+            tour::Select::Kept => None,
         };
         if let Some((layer, head, _)) = found {
             state.layer = layer;
