@@ -189,7 +189,16 @@ fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
         app.jobs.peek(&keys.entropy(&keys.ones)).is_none(),
         "the entropy was asked for"
     );
-    // Each setting's name explains it on hover.
+    // The settings a first search need not touch are folded, their values
+    // said in the header; each setting's name explains it on hover.
+    assert!(h.query_by_label(text::LEARNING_RATE).is_none(), "folded");
+    let more = text::more_settings(Some((0.1, 1.2)), text::RULE_CONSTANT);
+    assert_eq!(
+        more,
+        "More settings: learning rate 0.1, initial scale 1.20, rule constant"
+    );
+    h.get_by_label(&more).click();
+    h.run_steps(10);
     h.get_by_label(text::LEARNING_RATE).hover();
     h.run_steps(60);
     h.get_by_label(text::LEARNING_RATE_HINT);

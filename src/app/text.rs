@@ -816,6 +816,14 @@ pub const RULE: &str = "Rule";
 pub const RULE_CONSTANT: &str = "constant";
 pub const RULE_LOG_N: &str = "log-n";
 pub const RULE_FITTED: &str = "fitted s*(i)";
+/// The folded search settings' header, with the values in use (learning
+/// rate and initial scale of a per-head search).
+pub fn more_settings(heads: Option<(f32, f32)>, rule: &str) -> String {
+    match heads {
+        Some((lr, init)) => format!("More settings: learning rate {lr}, initial scale {init:.2}, rule {rule}"),
+        None => format!("More settings: rule {rule}"),
+    }
+}
 // What each search setting means, on hover over its name (a student meets
 // AdamW and learning rates here for the first time).
 pub const SEARCH_KIND_HINT: &str = "Per head: one scale for each head, learned by gradient descent (AdamW) with every weight of the model frozen, the paper's head-based scale. Uniform: one scale for all heads, tried on a grid from 1 to 2.";

@@ -304,29 +304,44 @@ impl TuningView {
                         egui::DragValue::new(&mut t.batch).range(1..=64),
                         None,
                     );
-                    if t.kind == SearchKind::Heads {
-                        labelled_drag(
-                            ui,
-                            text::LEARNING_RATE,
-                            text::LEARNING_RATE_HINT,
-                            egui::DragValue::new(&mut t.lr).range(0.001..=1.0).speed(0.005),
-                            None,
-                        );
-                        labelled_drag(
-                            ui,
-                            text::INIT,
-                            text::INIT_HINT,
-                            egui::DragValue::new(&mut t.init).range(1.0..=4.0).speed(0.01),
-                            None,
-                        );
-                    }
-                    ui.label(text::RULE).on_hover_text(text::RULE_HINT);
-                    ui.horizontal_wrapped(|ui| {
-                        ui.selectable_value(&mut t.rule, RuleChoice::Constant, text::RULE_CONSTANT);
-                        ui.selectable_value(&mut t.rule, RuleChoice::LogN, text::RULE_LOG_N);
-                        ui.selectable_value(&mut t.rule, RuleChoice::Fitted, text::RULE_FITTED);
-                    });
-                    ui.end_row();
+                });
+            // What a first search need not touch, folded; its header says
+            // the values in use.
+            let heads = t.kind == SearchKind::Heads;
+            let summary = text::more_settings(heads.then_some((t.lr, t.init)), rule_name(t.rule));
+            egui::CollapsingHeader::new(summary)
+                .id_salt("search more settings")
+                .show(ui, |ui| {
+                    egui::Grid::new("search more settings grid")
+                        .num_columns(2)
+                        .spacing([12.0, 6.0])
+                        .show(ui, |ui| {
+                            if heads {
+                                labelled_drag(
+                                    ui,
+                                    text::LEARNING_RATE,
+                                    text::LEARNING_RATE_HINT,
+                                    egui::DragValue::new(&mut t.lr).range(0.001..=1.0).speed(0.005),
+                                    None,
+                                );
+                                labelled_drag(
+                                    ui,
+                                    text::INIT,
+                                    text::INIT_HINT,
+                                    egui::DragValue::new(&mut t.init).range(1.0..=4.0).speed(0.01),
+                                    None,
+                                );
+                            }
+                            ui.label(text::RULE).on_hover_text(text::RULE_HINT);
+                            ui.horizontal_wrapped(|ui| {
+                                for (rule, name) in [RuleChoice::Constant, RuleChoice::LogN, RuleChoice::Fitted]
+                                    .map(|r| (r, rule_name(r)))
+                                {
+                                    ui.selectable_value(&mut t.rule, rule, name);
+                                }
+                            });
+                            ui.end_row();
+                        });
                 });
         });
         let spec = state.tune.spec(state.model, info);
@@ -637,6 +652,15 @@ impl TuningView {
                         .radius(4.0),
                 );
             });
+    }
+}
+
+/// A rule's name as its button says it.
+fn rule_name(rule: RuleChoice) -> &'static str {
+    match rule {
+        RuleChoice::Constant => text::RULE_CONSTANT,
+        RuleChoice::LogN => text::RULE_LOG_N,
+        RuleChoice::Fitted => text::RULE_FITTED,
     }
 }
 
