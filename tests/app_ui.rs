@@ -385,8 +385,11 @@ fn shift_click_pins_more_heads_without_moving_the_selection() {
     assert_eq!((s.layer, s.head), selected, "the selection stays");
     assert!(!s.head_chosen, "pinning chooses no head");
     assert_eq!(s.pinned, vec![[1, 2], [3, 0]]);
-    // The entropy plot's legend, above it, names the pinned heads under
-    // each setting; a click on an entry hides its line, a second shows it.
+    // The entropy plot's legend, above it, is a table: a column per curve
+    // (the mean, the selected head, each pinned one), a row per setting,
+    // each cell named in full; a click on a cell hides its line, a second
+    // shows it.
+    h.get_by_label(&text::selected_column(&text::head_name(s.layer, s.head)));
     let entry = text::head_line(text::BEFORE, &text::head_name(1, 2));
     let toggled = |h: &Harness<'static, NopeApp>| h.get_by_label(&entry).accesskit_node().toggled();
     assert_eq!(toggled(&h), Some(eframe::egui::accesskit::Toggled::True));
@@ -699,9 +702,18 @@ fn serde_json_rows(layers: usize, heads: usize, s: f32) -> String {
 fn narrow_window_stacks_the_panels_pass_key_document() {
     let mut state = small_state();
     state.input = nopescope::app::state::InputKind::Passkey;
+    state.pinned = vec![[1, 2], [3, 0]];
     let mut h = harness(state, 560.0);
     settle(&mut h);
+    // The entropy legend's table would not fit: its entries wrap in a row.
     let app = h.state();
+    assert!(h
+        .query_by_label(&text::selected_column(&text::head_name(
+            app.state.layer,
+            app.state.head
+        )))
+        .is_none());
+    h.get_by_label(&text::head_line(text::BEFORE, &text::head_name(3, 0)));
     let keys = Keys::of(&app.state, app.info());
     match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
         Some(JobResult::Entropy(p)) => {

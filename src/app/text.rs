@@ -319,6 +319,11 @@ pub fn mean_line(setting: &str) -> String {
     format!("{setting}: {MEAN_OVER_HEADS}")
 }
 
+/// The entropy legend table's column of the selected head.
+pub fn selected_column(head_name: &str) -> String {
+    format!("{head_name} (selected)")
+}
+
 /// The entropy plot's line of one head under a setting.
 pub fn head_line(setting: &str, head_name: &str) -> String {
     format!("{setting}: {head_name}")

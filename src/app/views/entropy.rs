@@ -128,12 +128,39 @@ impl EntropyView {
             marks.push(PlotMark::key(k));
         }
         // The legend above the plot, off the curves; a click hides a line.
-        let legend: Vec<LegendEntry> = lines
-            .iter()
-            .chain([&ceiling])
-            .map(|(name, look, _)| LegendEntry::line(name.clone(), *look))
-            .collect();
-        let hidden = super::legend_row(ui, "entropy", &legend);
+        // Past one setting's two lines, a table: a row per setting, a
+        // column per curve.
+        let entry = |name: &str| {
+            lines
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(n, look, _)| LegendEntry::line(n.clone(), *look))
+        };
+        let ceiling_entry = LegendEntry::line(ceiling.0.clone(), ceiling.1);
+        let hidden = if lines.len() > 2 {
+            let settings: Vec<String> = profiles.iter().map(|(name, _, _)| name.to_string()).collect();
+            let heads: Vec<String> = pinned.iter().map(|&(_, [pl, ph])| text::head_name(pl, ph)).collect();
+            let mut cols = vec![text::MEAN_OVER_HEADS.to_string(), text::selected_column(&head_name)];
+            cols.extend(heads.iter().cloned());
+            let cells: Vec<Vec<Option<LegendEntry>>> = settings
+                .iter()
+                .map(|name| {
+                    [text::mean_line(name), text::head_line(name, &head_name)]
+                        .into_iter()
+                        .chain(heads.iter().map(|h| text::head_line(name, h)))
+                        .map(|line| entry(&line))
+                        .collect()
+                })
+                .collect();
+            super::legend_table(ui, "entropy", &settings, &cols, &cells, &[ceiling_entry])
+        } else {
+            let legend: Vec<LegendEntry> = lines
+                .iter()
+                .map(|(name, look, _)| LegendEntry::line(name.clone(), *look))
+                .chain([ceiling_entry])
+                .collect();
+            super::legend_row(ui, "entropy", &legend)
+        };
         lines.retain(|(name, _, _)| hidden.shows(name));
         let ceiling = hidden.shows(&ceiling.0).then_some(ceiling);
         // The hover reads every shown line at the pointer's position (full

@@ -446,6 +446,7 @@ pub fn row_readout<'a>(
 }
 
 /// One entry of a legend above a plot: a line's name and how it is drawn.
+#[derive(Clone)]
 pub struct LegendEntry {
     pub name: String,
     pub look: Look,
@@ -528,75 +529,160 @@ pub fn legend_row_after<R>(
     entries: &[LegendEntry],
     lead: impl FnOnce(&mut egui::Ui) -> R,
 ) -> (Hidden, R) {
-    let key = egui::Id::unique(("nopescope legend", id));
+    let key = legend_key(id);
     let mut hidden: Hidden = ui.data(|d| d.get_temp(key)).unwrap_or_default();
     let led = ui.horizontal_wrapped(|ui| {
         let led = lead(ui);
         for entry in entries {
-            let shown = hidden.shows(&entry.name);
-            let text_colour = if shown {
-                ui.visuals().text_color()
-            } else {
-                ui.visuals().weak_text_color()
-            };
-            let galley = egui::WidgetText::from(entry.name.as_str()).into_galley(
-                ui,
-                Some(egui::TextWrapMode::Extend),
-                f32::INFINITY,
-                egui::TextStyle::Body,
-            );
-            let size = egui::vec2(SWATCH + 4.0 + galley.size().x, galley.size().y.max(14.0));
-            let sense = if entry.toggles {
-                egui::Sense::click()
-            } else {
-                egui::Sense::hover()
-            };
-            let (rect, response) = ui.allocate_exact_size(size, sense);
-            let colour = if shown {
-                entry.look.paint(ui.visuals())
-            } else {
-                ui.visuals().weak_text_color().gamma_multiply(0.5)
-            };
-            paint_swatch(
-                ui.painter(),
-                egui::Rect::from_min_size(rect.min, egui::vec2(SWATCH, rect.height())),
-                &entry.look,
-                colour,
-            );
-            ui.painter().galley(
-                egui::pos2(rect.left() + SWATCH + 4.0, rect.center().y - galley.size().y / 2.0),
-                galley,
-                text_colour,
-            );
-            if entry.toggles {
-                if response.has_focus() || response.hovered() {
-                    ui.painter().rect_stroke(
-                        rect.expand(2.0),
-                        2.0,
-                        ui.visuals().widgets.hovered.bg_stroke,
-                        egui::StrokeKind::Outside,
-                    );
-                }
-                let response = response
-                    .on_hover_text(if shown { text::LEGEND_HIDE } else { text::LEGEND_SHOW })
-                    .on_hover_cursor(egui::CursorIcon::PointingHand);
-                response.widget_info(|| egui::WidgetInfo::selected(egui::Role::CheckBox, true, shown, &entry.name));
-                if response.clicked() {
-                    if shown {
-                        hidden.0.push(entry.name.clone());
-                    } else {
-                        hidden.0.retain(|n| n != &entry.name);
-                    }
-                }
-            } else {
-                response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &entry.name));
-            }
+            legend_entry(ui, entry, &mut hidden, true);
             ui.add_space(10.0);
         }
         led
     });
     ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
     (hidden, led.inner)
+}
+
+/// A legend as a table, for a plot whose lines are a few curves (columns:
+/// the mean over heads, the selected head, each pinned head) under a few
+/// settings (rows): each cell is its line's swatch, toggled as in
+/// [`legend_row`] and named in full for screen readers and the hover;
+/// `after` (the ceiling) follows in a row. Where the table would not fit,
+/// the same entries in a row that wraps. Nine names in a row read as a
+/// list to untangle; as a table, the colour names the curve and the dash
+/// the setting at a glance.
+pub fn legend_table(
+    ui: &mut egui::Ui,
+    id: &str,
+    rows: &[String],
+    cols: &[String],
+    cells: &[Vec<Option<LegendEntry>>],
+    after: &[LegendEntry],
+) -> Hidden {
+    let width = |ui: &egui::Ui, t: &str| {
+        egui::WidgetText::from(t)
+            .into_galley(
+                ui,
+                Some(egui::TextWrapMode::Extend),
+                f32::INFINITY,
+                egui::TextStyle::Body,
+            )
+            .size()
+            .x
+    };
+    const GAP: f32 = 14.0;
+    let row_w = rows.iter().map(|r| width(ui, r)).fold(0.0, f32::max);
+    let cols_w: f32 = cols.iter().map(|c| width(ui, c).max(SWATCH) + GAP).sum();
+    if row_w + GAP + cols_w > ui.available_width() {
+        let flat: Vec<LegendEntry> = cells.iter().flatten().flatten().chain(after).cloned().collect();
+        return legend_row(ui, id, &flat);
+    }
+    let key = legend_key(id);
+    let mut hidden: Hidden = ui.data(|d| d.get_temp(key)).unwrap_or_default();
+    egui::Grid::new(("legend table", id))
+        .spacing([GAP, 2.0])
+        .show(ui, |ui| {
+            ui.label("");
+            for c in cols {
+                ui.label(egui::RichText::new(c.as_str()).weak());
+            }
+            ui.end_row();
+            for (r, row) in rows.iter().zip(cells) {
+                ui.label(r.as_str());
+                for cell in row {
+                    match cell {
+                        Some(entry) => legend_entry(ui, entry, &mut hidden, false),
+                        None => {
+                            ui.label("");
+                        }
+                    }
+                }
+                ui.end_row();
+            }
+        });
+    ui.horizontal_wrapped(|ui| {
+        for entry in after {
+            legend_entry(ui, entry, &mut hidden, true);
+            ui.add_space(10.0);
+        }
+    });
+    ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
+    hidden
+}
+
+fn legend_key(id: &str) -> egui::Id {
+    egui::Id::unique(("nopescope legend", id))
+}
+
+/// One legend entry: its swatch drawn as its line is, its name beside it
+/// (`named`) or only on hover, and a click or Enter hiding and showing
+/// its line.
+fn legend_entry(ui: &mut egui::Ui, entry: &LegendEntry, hidden: &mut Hidden, named: bool) {
+    let shown = hidden.shows(&entry.name);
+    let text_colour = if shown {
+        ui.visuals().text_color()
+    } else {
+        ui.visuals().weak_text_color()
+    };
+    let galley = named.then(|| {
+        egui::WidgetText::from(entry.name.as_str()).into_galley(
+            ui,
+            Some(egui::TextWrapMode::Extend),
+            f32::INFINITY,
+            egui::TextStyle::Body,
+        )
+    });
+    let text_w = galley.as_ref().map_or(0.0, |g| 4.0 + g.size().x);
+    let text_h = galley.as_ref().map_or(14.0, |g| g.size().y.max(14.0));
+    let sense = if entry.toggles {
+        egui::Sense::click()
+    } else {
+        egui::Sense::hover()
+    };
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(SWATCH + text_w, text_h), sense);
+    let colour = if shown {
+        entry.look.paint(ui.visuals())
+    } else {
+        ui.visuals().weak_text_color().gamma_multiply(0.5)
+    };
+    paint_swatch(
+        ui.painter(),
+        egui::Rect::from_min_size(rect.min, egui::vec2(SWATCH, rect.height())),
+        &entry.look,
+        colour,
+    );
+    if let Some(galley) = galley {
+        let y = rect.center().y - galley.size().y / 2.0;
+        ui.painter()
+            .galley(egui::pos2(rect.left() + SWATCH + 4.0, y), galley, text_colour);
+    }
+    if entry.toggles {
+        if response.has_focus() || response.hovered() {
+            ui.painter().rect_stroke(
+                rect.expand(2.0),
+                2.0,
+                ui.visuals().widgets.hovered.bg_stroke,
+                egui::StrokeKind::Outside,
+            );
+        }
+        let hint = if shown { text::LEGEND_HIDE } else { text::LEGEND_SHOW };
+        let response = if named {
+            response.on_hover_text(hint)
+        } else {
+            response.on_hover_text(format!("{}\n{hint}", entry.name))
+        };
+        let response = response.on_hover_cursor(egui::CursorIcon::PointingHand);
+        response.widget_info(|| egui::WidgetInfo::selected(egui::Role::CheckBox, true, shown, &entry.name));
+        if response.clicked() {
+            if shown {
+                hidden.0.push(entry.name.clone());
+            } else {
+                hidden.0.retain(|n| n != &entry.name);
+            }
+        }
+    } else {
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &entry.name));
+    }
 }
 
 /// Labelled lines at least this far apart (points) on a plot's x axis and
