@@ -20,6 +20,19 @@ pub struct AgainstLengthView;
 type Metric = fn(&LengthPoint) -> Option<f64>;
 
 /// Each series' marker: shape, radius, filled.
+/// Each later series' line is thinner and drawn over the ones before, so
+/// lines that coincide (NoPE's and the twin's pass-key accuracy at 0) show
+/// each colour, the first as the outer edge.
+const WIDTHS: [f32; 3] = [3.5, 2.2, 1.2];
+
+/// A series' look by its place among all series.
+fn series_look(k: usize, colour: egui::Color32) -> Look {
+    Look {
+        width: WIDTHS[k % WIDTHS.len()],
+        ..Look::line(colour)
+    }
+}
+
 const MARKERS: [(MarkerShape, f32, bool); 3] = [
     (MarkerShape::Circle, 3.5, true),
     (MarkerShape::Square, 5.0, false),
@@ -101,7 +114,8 @@ impl AgainstLengthView {
         // A click on a setting hides it in all three.
         let mut legend: Vec<LegendEntry> = series
             .iter()
-            .map(|(n, c, _)| LegendEntry::line(n.clone(), Look::line(*c)))
+            .enumerate()
+            .map(|(k, (n, c, _))| LegendEntry::line(n.clone(), series_look(k, *c)))
             .collect();
         legend.push(LegendEntry::mark(text::TRAINING_LENGTH, Look::training_length()));
         let hidden = super::legend_row(ui, "against length", &legend);
@@ -135,18 +149,18 @@ impl AgainstLengthView {
                                     .iter()
                                     .filter_map(|p| metric(p).map(|y| [(p.length as f64).log2(), y]))
                                     .collect();
+                                // By its place among all series: hiding one
+                                // changes no other's line or marker.
+                                let k = series.iter().position(|(n, _, _)| n == name).unwrap_or(0);
                                 plot.line(
                                     Line::new(name.as_str(), PlotPoints::from(pts.clone()))
                                         .color(*colour)
-                                        .width(palette::LINE_WIDTH),
+                                        .width(series_look(k, *colour).width),
                                 );
                                 // A marker of its own, larger and hollow
                                 // for each later series, so points that
                                 // coincide (NoPE's and the twin's pass-key
                                 // accuracy, 1 then 0) all show.
-                                // (by its place among all series: hiding
-                                // one changes no other's marker)
-                                let k = series.iter().position(|(n, _, _)| n == name).unwrap_or(0);
                                 let (shape, radius, filled) = MARKERS[k % MARKERS.len()];
                                 plot.points(
                                     Points::new(name.as_str(), PlotPoints::from(pts))
@@ -174,7 +188,10 @@ impl AgainstLengthView {
                             .filter_map(|(name, colour, r)| match r.as_ref() {
                                 JobResult::AgainstLength(a) => Some(export::Series {
                                     name: name.clone(),
-                                    look: Look::line(*colour),
+                                    look: series_look(
+                                        series.iter().position(|(n, _, _)| n == name).unwrap_or(0),
+                                        *colour,
+                                    ),
                                     points: a
                                         .points
                                         .iter()
