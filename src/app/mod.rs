@@ -505,14 +505,16 @@ impl NopeApp {
                     }
                     if !hide.map {
                         sep.before(ui);
-                        views.map.ui(ui, state, jobs, &keys);
+                        let lit = tour::spot(state, tour::Spot::Map);
+                        views::spotlight(ui, lit, |ui| views.map.ui(ui, state, jobs, &keys));
                     }
                 };
                 let figures = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
                     let mut sep = Separators::default();
                     if !hide.entropy {
                         sep.before(ui);
-                        views.entropy.ui(ui, state, jobs, &keys);
+                        let lit = tour::spot(state, tour::Spot::Entropy);
+                        views::spotlight(ui, lit, |ui| views.entropy.ui(ui, state, jobs, &keys));
                     }
                     // The sweep against length (the result in three
                     // plots) right under the entropy, before the selected
@@ -523,7 +525,8 @@ impl NopeApp {
                     }
                     if !hide.attention {
                         sep.before(ui);
-                        views.attention.ui(ui, state, jobs, &keys);
+                        let lit = tour::spot(state, tour::Spot::Attention);
+                        views::spotlight(ui, lit, |ui| views.attention.ui(ui, state, jobs, &keys));
                     }
                 };
                 let any_control = !(hide.input && hide.scales && hide.map);

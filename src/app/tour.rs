@@ -20,8 +20,33 @@ pub struct Step {
     pub body: &'static str,
     /// Where to look on the screen.
     pub look: &'static str,
+    /// The parts of the screen `look` names, outlined while the step is
+    /// shown (Transformer Explainer's guided tour points the same way).
+    pub spots: &'static [Spot],
     /// What this step sets.
     pub setting: Setting,
+}
+
+/// A part of the screen a step points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spot {
+    /// The explorer's entropy plot.
+    Entropy,
+    /// The layer x head map.
+    Map,
+    /// The selected head's attention row and pattern.
+    Attention,
+    /// The pass-key lab's answers beside the key.
+    Answers,
+    /// The pass-key lab's attention row of the retrieving query.
+    Row,
+}
+
+/// Whether the walkthrough's step points at `spot`; `None` while the
+/// walkthrough is closed.
+pub fn spot(state: &ViewState, spot: Spot) -> Option<bool> {
+    let step = state.tour?.min(STEPS.len() - 1);
+    Some(STEPS[step].spots.contains(&spot))
 }
 
 /// The part of the state a step sets; the rest (the engine, hidden panels)
@@ -101,18 +126,21 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_1_TITLE,
         body: text::TOUR_1_BODY,
         look: text::TOUR_1_LOOK,
+        spots: &[Spot::Entropy],
         setting: setting(InputKind::Validation, 1.0),
     },
     Step {
         title: text::TOUR_2_TITLE,
         body: text::TOUR_2_BODY,
         look: text::TOUR_2_LOOK,
+        spots: &[Spot::Answers, Spot::Row],
         setting: lab(1.0, Scales::Nope),
     },
     Step {
         title: text::TOUR_3_TITLE,
         body: text::TOUR_3_BODY,
         look: text::TOUR_3_LOOK,
+        spots: &[Spot::Entropy],
         setting: Setting {
             select: Select::MostFlattened,
             ..setting(InputKind::Validation, 4.0)
@@ -122,12 +150,14 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_4_TITLE,
         body: text::TOUR_4_BODY,
         look: text::TOUR_4_LOOK,
+        spots: &[Spot::Answers, Spot::Row],
         setting: lab(4.0, Scales::Nope),
     },
     Step {
         title: text::TOUR_5_TITLE,
         body: text::TOUR_5_BODY,
         look: text::TOUR_5_LOOK,
+        spots: &[Spot::Map, Spot::Entropy, Spot::Attention],
         setting: Setting {
             map_mode: MapMode::Rise,
             select: Select::MostRisen,
@@ -138,18 +168,21 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_6_TITLE,
         body: text::TOUR_6_BODY,
         look: text::TOUR_6_LOOK,
+        spots: &[Spot::Answers, Spot::Row],
         setting: lab(2.0, Scales::Uniform(TOUR_UNIFORM)),
     },
     Step {
         title: text::TOUR_7_TITLE,
         body: text::TOUR_7_BODY,
         look: text::TOUR_7_LOOK,
+        spots: &[Spot::Answers],
         setting: lab(2.0, Scales::Shipped),
     },
     Step {
         title: text::TOUR_8_TITLE,
         body: text::TOUR_8_BODY,
         look: text::TOUR_8_LOOK,
+        spots: &[Spot::Entropy],
         setting: Setting {
             model: ModelChoice::Rope,
             ..setting(InputKind::Validation, 4.0)
@@ -379,5 +412,36 @@ mod tests {
         assert_eq!(mean(&xs, 3, 1), 0.0);
         assert_eq!(mean(&xs, 2, 99), 3.5);
         assert_eq!(mean(&xs, 64usize.saturating_sub(128), 4), 2.5);
+    }
+
+    /// Every step outlines what its "Look at" line names, and only that;
+    /// with the walkthrough closed nothing is outlined.
+    #[test]
+    fn each_step_points_at_what_it_names() {
+        let names = [
+            (Spot::Entropy, "curve"),
+            (Spot::Map, "map"),
+            (Spot::Attention, "attention pattern"),
+            (Spot::Answers, "answer"),
+            (Spot::Row, "attention row"),
+        ];
+        for (i, step) in STEPS.iter().enumerate() {
+            assert!(!step.spots.is_empty(), "step {}", i + 1);
+            for (spot, word) in names {
+                assert_eq!(
+                    step.spots.contains(&spot),
+                    step.look.contains(word),
+                    "step {}: {spot:?} and \"{word}\" in {:?}",
+                    i + 1,
+                    step.look
+                );
+            }
+            let state = ViewState {
+                tour: Some(i),
+                ..Default::default()
+            };
+            assert_eq!(spot(&state, step.spots[0]), Some(true));
+        }
+        assert_eq!(spot(&ViewState::default(), Spot::Entropy), None);
     }
 }

@@ -445,6 +445,34 @@ pub fn row_readout<'a>(
         .collect()
 }
 
+/// Draws `add` in an outline where the walkthrough's step points
+/// (`lit`: `tour::spot`), in an invisible one of the same size where it
+/// points elsewhere (so nothing moves from step to step), and as it is
+/// while the walkthrough is closed. The outline is in the theme's
+/// selection colour: the interface's, no series' or mark's.
+pub fn spotlight<R>(ui: &mut egui::Ui, lit: Option<bool>, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
+    let Some(lit) = lit else {
+        return add(ui);
+    };
+    let colour = if lit {
+        ui.visuals().selection.stroke.color
+    } else {
+        egui::Color32::TRANSPARENT
+    };
+    egui::Frame::new()
+        .stroke(egui::Stroke::new(SPOTLIGHT_WIDTH, colour))
+        .inner_margin(6.0)
+        .corner_radius(4.0)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            add(ui)
+        })
+        .inner
+}
+
+/// The walkthrough's outline, in points.
+const SPOTLIGHT_WIDTH: f32 = 2.0;
+
 /// One entry of a legend above a plot: a line's name and how it is drawn.
 #[derive(Clone)]
 pub struct LegendEntry {

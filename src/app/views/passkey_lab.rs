@@ -19,6 +19,7 @@ use crate::app::state::{
     MAX_LENGTH, MIN_LENGTH,
 };
 use crate::app::text;
+use crate::app::tour::{self, Spot};
 use crate::app::{export, palette};
 use crate::lab::passkey::random_key;
 use crate::model::rng::Rng;
@@ -152,27 +153,31 @@ impl PasskeyLabView {
         let at = doc_input(state);
         let settings = keys.settings();
         // The answers first: the runner takes jobs in the order asked.
-        let mut answers = Vec::new();
-        for (name, scales, colour) in &settings {
-            let key = JobKey::PasskeyAnswer {
-                at: at.clone(),
-                scales: scales.clone(),
-            };
-            let entry = jobs.get(&key).clone();
-            match entry.result() {
-                Some(JobResult::PasskeyAnswer(a)) => {
-                    // The verdict is in the words, after its setting's
-                    // swatch (in the error colour, a wrong answer read as
-                    // the scaled setting's, which shares its vermillion).
-                    ui.horizontal(|ui| {
-                        super::swatch(ui, &Look::line(*colour));
-                        ui.label(answer_job(ui, name, a));
-                    });
-                    answers.push(a.clone());
+        let lit = tour::spot(state, Spot::Answers);
+        let answers = super::spotlight(ui, lit, |ui| {
+            let mut answers = Vec::new();
+            for (name, scales, colour) in &settings {
+                let key = JobKey::PasskeyAnswer {
+                    at: at.clone(),
+                    scales: scales.clone(),
+                };
+                let entry = jobs.get(&key).clone();
+                match entry.result() {
+                    Some(JobResult::PasskeyAnswer(a)) => {
+                        // The verdict is in the words, after its setting's
+                        // swatch (in the error colour, a wrong answer read as
+                        // the scaled setting's, which shares its vermillion).
+                        ui.horizontal(|ui| {
+                            super::swatch(ui, &Look::line(*colour));
+                            ui.label(answer_job(ui, name, a));
+                        });
+                        answers.push(a.clone());
+                    }
+                    _ => show_entry_status(ui, &entry),
                 }
-                _ => show_entry_status(ui, &entry),
             }
-        }
+            answers
+        });
         let Some(doc) = answers.first().cloned() else {
             return;
         };
@@ -226,30 +231,33 @@ impl PasskeyLabView {
                 state.head_chosen = true;
             }
         });
-        ui.label(text::PASSKEY_ROW_HELP);
-        let mut rows = Vec::new();
-        for (name, scales, colour) in &settings {
-            let key = JobKey::AttnRow {
-                at: at.clone(),
-                scales: scales.clone(),
-                layer: state.layer,
-                head: state.head,
-                query: None,
-            };
-            let entry = jobs.get(&key).clone();
-            match entry.shared() {
-                Some(r) => rows.push((*name, *colour, r)),
-                None => show_entry_status(ui, &entry),
+        let lit = tour::spot(state, Spot::Row);
+        super::spotlight(ui, lit, |ui| {
+            ui.label(text::PASSKEY_ROW_HELP);
+            let mut rows = Vec::new();
+            for (name, scales, colour) in &settings {
+                let key = JobKey::AttnRow {
+                    at: at.clone(),
+                    scales: scales.clone(),
+                    layer: state.layer,
+                    head: state.head,
+                    query: None,
+                };
+                let entry = jobs.get(&key).clone();
+                match entry.shared() {
+                    Some(r) => rows.push((*name, *colour, r)),
+                    None => show_entry_status(ui, &entry),
+                }
             }
-        }
-        attention_plot(ui, &rows, &doc, keys.info.training_length);
-        for (name, _, r) in &rows {
-            if let JobResult::AttnRow(a) = r.as_ref() {
-                let (key, sentence) = doc.key_span.shares(&a.row);
-                let head = text::head_name(state.layer, state.head);
-                ui.label(text::key_mass(name, &head, key, sentence));
+            attention_plot(ui, &rows, &doc, keys.info.training_length);
+            for (name, _, r) in &rows {
+                if let JobResult::AttnRow(a) = r.as_ref() {
+                    let (key, sentence) = doc.key_span.shares(&a.row);
+                    let head = text::head_name(state.layer, state.head);
+                    ui.label(text::key_mass(name, &head, key, sentence));
+                }
             }
-        }
+        });
     }
 
     fn grid(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
