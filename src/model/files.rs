@@ -433,9 +433,14 @@ mod native {
     pub(super) struct SetJournal {
         /// In the order they are renamed.
         pub(super) files: Vec<JournalEntry>,
+        /// A rename was refused and the set is being put back: a crash
+        /// meanwhile is finished backward (the old files restored), never
+        /// forward over a half-restored set.
+        #[serde(default)]
+        pub(super) rolling_back: bool,
     }
 
-    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     pub(super) struct JournalEntry {
         pub(super) file: String,
@@ -447,6 +452,10 @@ mod native {
         /// is dropped instead of applied over the new files.
         pub(super) temp_id: String,
         pub(super) kept_id: Option<String>,
+        /// The old file was there but could not be kept: put back, its new
+        /// one stays.
+        #[serde(default)]
+        pub(super) unkept: bool,
     }
 
     /// A set written to its temporaries, its old files kept, its journal
@@ -454,12 +463,13 @@ mod native {
     pub(super) struct PreparedSet {
         /// (temporary, file), in order.
         pub(super) renames: Vec<(PathBuf, PathBuf)>,
-        kept: Vec<Option<PathBuf>>,
+        pub(super) kept: Vec<Option<PathBuf>>,
         /// An old file that could not be kept, by place (for the error).
         unkept: Vec<bool>,
-        /// The journal's path and its open, locked file (the lock goes
-        /// with the file: when it is dropped, or when the process dies).
-        journal: Option<(PathBuf, std::fs::File)>,
+        /// The journal's path, its open, locked file (the lock goes with
+        /// the file: when it is dropped, or when the process dies) and
+        /// what it says.
+        journal: Option<(PathBuf, std::fs::File, SetJournal)>,
     }
 
     fn folder_of(path: &Path) -> PathBuf {
@@ -517,10 +527,10 @@ mod native {
             kept.push(old.and_then(std::result::Result::ok));
         }
         let renames: Vec<(PathBuf, PathBuf)> = written.iter().map(|(t, p)| (t.clone(), p.to_path_buf())).collect();
-        let journal = match journal_of(&renames, &kept) {
+        let journal = match journal_of(&renames, &kept, &unkept) {
             None => None,
             Some((path, journal)) => match write_locked_journal(&path, &journal) {
-                Ok(file) => Some((path, file)),
+                Ok(file) => Some((path, file, journal)),
                 Err(e) => {
                     undo(&written, &kept);
                     return Err(e);
@@ -539,14 +549,18 @@ mod native {
     /// folder, every name valid UTF-8. Elsewhere the set is put in place
     /// without (as before journals: a crash between renames can leave it
     /// mixed).
-    fn journal_of(renames: &[(PathBuf, PathBuf)], kept: &[Option<PathBuf>]) -> Option<(PathBuf, SetJournal)> {
+    fn journal_of(
+        renames: &[(PathBuf, PathBuf)],
+        kept: &[Option<PathBuf>],
+        unkept: &[bool],
+    ) -> Option<(PathBuf, SetJournal)> {
         let folder = folder_of(&renames.first()?.1);
         let name = |p: &Path| -> Option<String> {
             (folder_of(p) == folder).then_some(())?;
             p.file_name()?.to_str().map(str::to_string)
         };
         let mut files = Vec::new();
-        for ((tmp, file), old) in renames.iter().zip(kept) {
+        for (((tmp, file), old), &unkept) in renames.iter().zip(kept).zip(unkept) {
             files.push(JournalEntry {
                 file: name(file)?,
                 temp: name(tmp)?,
@@ -559,9 +573,16 @@ mod native {
                     Some(o) => Some(file_id(o)?),
                     None => None,
                 },
+                unkept,
             });
         }
-        Some((folder.join(SET_JOURNAL), SetJournal { files }))
+        Some((
+            folder.join(SET_JOURNAL),
+            SetJournal {
+                files,
+                rolling_back: false,
+            },
+        ))
     }
 
     /// Writes the journal whole, and locks it before it takes its name, so
@@ -596,18 +617,23 @@ mod native {
             }
         };
         let drop_journal = || {
-            if let Some((path, _)) = journal {
-                // Once the set is whole, or before it is put back: a
-                // journal left by a failed removal finds every file
-                // renamed and only drops itself.
+            if let Some((path, _, _)) = journal {
+                // Once the set is whole, or once it is put back: a journal
+                // left by a failed removal finds every file renamed (or
+                // put back) and only drops itself.
                 let _ = std::fs::remove_file(path);
             }
         };
         for (i, (tmp, path)) in renames.iter().enumerate() {
             if let Err(e) = std::fs::rename(tmp, path) {
-                // First, so that a crash while putting back is never
+                // The journal says so before anything is put back, so a
+                // crash meanwhile is finished backward by the next load;
+                // where it cannot say so it goes first, never to be
                 // finished forward over a half-restored set.
-                drop_journal();
+                let rollback_lock = begin_rollback(set);
+                if rollback_lock.is_none() {
+                    drop_journal();
+                }
                 for (tmp, _) in &renames[i..] {
                     let _ = std::fs::remove_file(tmp);
                 }
@@ -633,12 +659,25 @@ mod native {
                         format!("{e}; the set is half written: new are {}, the rest old", new.join(", ")),
                     )
                 };
+                drop_journal();
                 return Err(Error::io(path, e));
             }
         }
         drop_kept(0);
         drop_journal();
         Ok(())
+    }
+
+    /// Rewrites the set's journal as being put back (`rolling_back`),
+    /// locked; its file, whose lock lasts until the set is put back, or
+    /// `None` without a journal or where it could not be written.
+    pub(super) fn begin_rollback(set: &PreparedSet) -> Option<std::fs::File> {
+        let (path, _, journal) = set.journal.as_ref()?;
+        let back = SetJournal {
+            files: journal.files.clone(),
+            rolling_back: true,
+        };
+        write_locked_journal(path, &back).ok()
     }
 
     /// A name a journal may hold: one plain file name, no folder, no "..".
@@ -696,6 +735,9 @@ mod native {
                 return Err(broken(format!("it names {:?}, not a file of this folder", e.file)));
             }
         }
+        if journal.rolling_back {
+            return finish_rollback(dir, &path, &journal);
+        }
         // Whether the folder is as the crash left it: each file either
         // renamed (it is its temporary) or still to go (its temporary is
         // there, the file is the old one or absent).
@@ -734,6 +776,58 @@ mod native {
             let _ = std::fs::remove_file(dir.join(kept));
         }
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Finishes putting back a set a crash interrupted while a refused
+    /// rename was being undone: each old file back under its name (from
+    /// its second name, where that is still there), each new file that had
+    /// no old one removed, the temporaries and the journal dropped. A
+    /// folder whose files match neither the old nor the new ones (written
+    /// again since) is left as it is, only the journal's leftovers go.
+    fn finish_rollback(dir: &Path, path: &Path, journal: &SetJournal) -> Result<()> {
+        let id = |name: &str| file_id(&dir.join(name));
+        let current = journal.files.iter().all(|e| {
+            let now = id(&e.file);
+            let new = now.as_ref() == Some(&e.temp_id);
+            let old = now == e.kept_id;
+            let temp_ok = !dir.join(&e.temp).exists() || id(&e.temp).as_ref() == Some(&e.temp_id);
+            let kept_ok = e
+                .kept
+                .as_deref()
+                .is_none_or(|k| !dir.join(k).exists() || id(k) == e.kept_id);
+            (new || old || e.unkept) && temp_ok && kept_ok
+        });
+        for e in &journal.files {
+            let _ = std::fs::remove_file(dir.join(&e.temp));
+            let file = dir.join(&e.file);
+            match e.kept.as_deref() {
+                Some(k) if current && dir.join(k).exists() => {
+                    std::fs::rename(dir.join(k), &file).map_err(|err| {
+                        Error::io(
+                            &file,
+                            std::io::Error::new(
+                                err.kind(),
+                                format!(
+                                    "putting back an interrupted write of this folder ({}): {err}",
+                                    path.display()
+                                ),
+                            ),
+                        )
+                    })?;
+                    // A second name of the file it already is stays after
+                    // the rename (a file never renamed before the crash).
+                    let _ = std::fs::remove_file(dir.join(k));
+                }
+                Some(k) => {
+                    let _ = std::fs::remove_file(dir.join(k));
+                }
+                None if current && !e.unkept && file_id(&file).as_ref() == Some(&e.temp_id) => {
+                    let _ = std::fs::remove_file(&file);
+                }
+                None => {}
+            }
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
@@ -1126,6 +1220,51 @@ mod tests {
             [CONFIG_FILE, WEIGHTS_FILE],
             "a stale journal or its files left"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A refused rename puts back the files renamed before it, and says
+    /// so in the journal first: a crash while they are being put back is
+    /// finished backward by the next load (every old file back, a new file
+    /// that had no old one removed), whether it came before the first was
+    /// put back or after.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_set_interrupted_while_being_put_back_is_put_back_by_the_next_load() {
+        let dir = std::env::temp_dir().join(format!("nopescope-rollback-{}", std::process::id()));
+        for restored_first in [false, true] {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let old_config = b"{\"old\": true}".to_vec();
+            std::fs::write(dir.join(CONFIG_FILE), &old_config).unwrap();
+            std::fs::write(dir.join(WEIGHTS_FILE), b"old weights").unwrap();
+            let files = vec![
+                (dir.join(WEIGHTS_FILE), b"new weights".as_slice()),
+                (dir.join("extra.json"), b"new, no old one".as_slice()),
+                (dir.join(CONFIG_FILE), b"{\"new\": true}".as_slice()),
+            ];
+            let set = prepare_set(&files).unwrap();
+            // The first two renamed; the config's refused.
+            for (tmp, file) in &set.renames[..2] {
+                std::fs::rename(tmp, file).unwrap();
+            }
+            let lock = begin_rollback(&set).expect("the journal says it is put back");
+            let e = load_config(&dir).expect_err("a reader waits meanwhile");
+            assert!(e.to_string().contains("being written right now"), "{e}");
+            if restored_first {
+                let kept = set.kept[0].as_ref().unwrap();
+                std::fs::rename(kept, dir.join(WEIGHTS_FILE)).unwrap();
+            }
+            drop((set, lock)); // the crash
+            finish_interrupted_set(&dir).expect("finished backward");
+            assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), old_config);
+            assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), b"old weights");
+            assert_eq!(
+                names(&dir),
+                [CONFIG_FILE, WEIGHTS_FILE],
+                "restored first: {restored_first}: a new file, temporary, kept file or journal left"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
