@@ -58,6 +58,25 @@ fn every_walkthrough_step_keeps_its_promise() {
                 step + 1
             );
         }
+        // A step that selects a head selected the one it names, for good.
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        let wanted = match this.setting.select {
+            tour::Select::MostFlattened => tour::most_flattened_head(&app.jobs, &keys),
+            tour::Select::MostRisen => tour::most_risen_head(&app.jobs, &keys),
+            tour::Select::Kept => None,
+        };
+        if let Some((layer, head, _)) = wanted {
+            assert_eq!((app.state.layer, app.state.head), (layer, head), "step {}", step + 1);
+            assert!(app.state.head_chosen, "step {}", step + 1);
+        } else {
+            assert_eq!(
+                this.setting.select,
+                tour::Select::Kept,
+                "step {}: nothing to select",
+                step + 1
+            );
+        }
         match promise(&h, step) {
             Promise::Met(m) => eprintln!("step {}: {:.1} s: {m}", step + 1, took.as_secs_f64()),
             other => panic!("step {} ({}): {other:?}", step + 1, this.title),

@@ -127,6 +127,7 @@ fn an_attention_sink_is_named_and_explained() {
         length: 256,
         layer: 3,
         head: 2,
+        head_chosen: true,
         query: Some(50),
         ..Default::default()
     };

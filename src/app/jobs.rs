@@ -308,25 +308,28 @@ impl EntropyProfile {
     /// The head that loses most of its focus past the training length
     /// `l`: its mean gap under the ceiling log2(i + 1) over the last L/2
     /// positions before L, less the same gap over the last L/2 positions of
-    /// the input (layer, head, bits closed). Needs positions past L. A head
-    /// near uniform everywhere closes no gap (its entropy rises with the
-    /// ceiling; a rise of mean entropy ranks such heads high), and a local
-    /// head opens one.
+    /// the input (layer, head, bits closed). Needs positions past L; heads
+    /// whose curve is not finite are left out. The ceiling's own rise
+    /// between the two windows is the same for every head, so this ranks
+    /// heads by how much more their entropy rises there than the ceiling
+    /// does: a head near uniform closes no gap and a local head opens one.
+    /// The map's rise mode compares means over every position instead,
+    /// where the heads that follow the ceiling's steep first rise gain
+    /// most, and at 2L it ranked a head near uniform first.
     pub fn most_flattened(&self, l: usize) -> Option<(usize, usize, f32)> {
         let t = self.length;
         if l < 2 || t <= l {
             return None;
         }
-        let gap = |curve: &[f32], from: usize, to: usize| {
-            let below: f32 = (from..to).map(|i| ((i + 1) as f32).log2() - curve[i]).sum();
-            below / (to - from) as f32
-        };
         let (before, after) = (l / 2..l, (t - l / 2).max(l)..t);
+        let mean = |xs: &[f32], r: &std::ops::Range<usize>| xs[r.clone()].iter().sum::<f32>() / r.len() as f32;
+        let ceiling: Vec<f32> = (0..t).map(|i| ((i + 1) as f32).log2()).collect();
+        let ceiling_rise = mean(&ceiling, &after) - mean(&ceiling, &before);
         (0..self.layers * self.heads)
-            .map(|i| {
+            .filter_map(|i| {
                 let curve = &self.bits[i * t..(i + 1) * t];
-                let closed = gap(curve, before.start, before.end) - gap(curve, after.start, after.end);
-                (i / self.heads, i % self.heads, closed)
+                let closed = mean(curve, &after) - mean(curve, &before) - ceiling_rise;
+                closed.is_finite().then_some((i / self.heads, i % self.heads, closed))
             })
             .max_by(|a, b| a.2.total_cmp(&b.2))
     }
@@ -949,9 +952,17 @@ mod tests {
         let p = profile(&[&uniform, &local, &spreads], t);
         let (layer, head, closed) = p.most_flattened(l).unwrap();
         assert_eq!((layer, head), (0, 2));
-        // Half of log2(i + 1) under it before L (about 2.7 bits over
-        // positions 32..63), 0.3 bits at the end.
-        assert!((closed - 2.4).abs() < 0.1, "{closed}");
+        // Half of log2(i + 1) under it before L (2.786 bits on average
+        // over positions 32..63), 0.3 bits at the end.
+        let half: f32 = (32..64).map(|i| ((i + 1) as f32).log2() / 2.0).sum::<f32>() / 32.0;
+        assert!((closed - (half - 0.3)).abs() < 1e-4, "{closed} {half}");
+        // A head whose curve is not finite is never the one.
+        let mut nan = spreads.clone();
+        nan[240] = f32::NAN;
+        assert_eq!(
+            profile(&[&uniform, &nan, &local], t).most_flattened(l).map(|m| m.1),
+            Some(0)
+        );
         assert!(profile(&[&uniform, &local, &spreads], l).most_flattened(l).is_none());
     }
 }

@@ -407,7 +407,7 @@ impl NopeApp {
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }
-        let keys = Keys::of(&self.state, info);
+        let mut keys = Keys::of(&self.state, info);
         self.views.tour.follow_up(&mut self.state, &self.jobs, &keys);
         // Asked for on the Explore page whatever its panels show (the token
         // count, the page's readiness); elsewhere only read: it would run
@@ -425,7 +425,8 @@ impl NopeApp {
         // curve closes in most on the ceiling past L (under plain NoPE): it
         // shows what the page is about.
         if self.state.tab == Tab::Explore {
-            if let Some((layer, head, _)) = tour::most_flattened_head(&self.jobs, &keys) {
+            keys.suggested = tour::most_flattened_head(&self.jobs, &keys).map(|(l, h, _)| (l, h));
+            if let Some((layer, head)) = keys.suggested {
                 self.state.suggest_head(layer, head);
             }
         }

@@ -170,11 +170,12 @@ pub struct ViewState {
     pub length: usize,
     pub layer: usize,
     pub head: usize,
-    /// The user chose the head (a click, a typed number, a link naming
-    /// `layer` or `head`). Until then each page selects a telling one
-    /// itself: the explorer the head whose entropy rises most from L, the
-    /// pass-key lab the head that retrieves best (layer 0, head 0 of the
-    /// bundled model lies along the ceiling, which showed a new user
+    /// The head was chosen: by the user (a click, a typed number), a link
+    /// (one naming `layer` or `head`, and every shared one) or the
+    /// walkthrough. Until then each page selects a telling one itself: the
+    /// explorer the head whose curve closes in most on the ceiling past L,
+    /// the pass-key lab the head that retrieves best (layer 0, head 0 of
+    /// the bundled model lies along the ceiling, which showed a new user
     /// nothing).
     pub head_chosen: bool,
     /// More heads drawn beside the selected one in the entropy view
@@ -329,10 +330,16 @@ impl ViewState {
         (self.layer, self.head, self.head_chosen) = (layer, head, true);
     }
 
-    /// Selects a head a page found telling, unless the user chose one or
-    /// the walkthrough is open (its steps select their own).
+    /// Whether a page may select a head it found telling: not once one
+    /// was chosen, nor while the walkthrough is open (its steps select
+    /// their own).
+    pub fn takes_suggestions(&self) -> bool {
+        !self.head_chosen && self.tour.is_none()
+    }
+
+    /// Selects a head a page found telling, if it `takes_suggestions`.
     pub fn suggest_head(&mut self, layer: usize, head: usize) {
-        if !self.head_chosen && self.tour.is_none() {
+        if self.takes_suggestions() {
             (self.layer, self.head) = (layer, head);
         }
     }
@@ -364,16 +371,33 @@ impl ViewState {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// A state from JSON; unknown or missing fields take their defaults.
-    /// One that names `layer` or `head` without `head_chosen` (written by
-    /// hand) chose that head, even layer 0, head 0.
+    /// A state from JSON; unknown or missing fields take their defaults
+    /// (a state saved before `head_chosen` existed takes no head as
+    /// chosen).
     pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// A state from a link's JSON (a URL, or the page's API): one that
+    /// names `layer` or `head` without `head_chosen`, written by hand,
+    /// chose that head, even layer 0, head 0.
+    pub fn from_link_json(text: &str) -> Result<Self, String> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let names_head = ["layer", "head"].iter().any(|k| value.get(k).is_some());
         let says = value.get("head_chosen").is_some();
         let mut s: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
         s.head_chosen |= names_head && !says;
         Ok(s)
+    }
+
+    /// The state as shared in a link or an embedded page: its head fixed,
+    /// a suggested one too (on the reader's engine near-equal heads may
+    /// rank the other way round).
+    pub fn shared(&self) -> Self {
+        ViewState {
+            head_chosen: true,
+            ..self.clone()
+        }
     }
 
     /// The state as a URL fragment (`#state=<percent-encoded JSON>`), with
@@ -415,7 +439,7 @@ impl ViewState {
             return None;
         }
         let mut s = match state {
-            Some(v) => match percent_decode(v).and_then(|json| Self::from_json(&json)) {
+            Some(v) => match percent_decode(v).and_then(|json| Self::from_link_json(&json)) {
                 Ok(s) => s,
                 Err(e) => return Some(Err(e)),
             },
@@ -627,8 +651,10 @@ mod tests {
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);
         assert!(!partial.head_chosen, "no head named: the pages may select one");
-        // A link naming layer 0, head 0 chose it; so does the app's own.
-        assert!(ViewState::from_json(r#"{"head": 0}"#).unwrap().head_chosen);
+        // A link naming layer 0, head 0 chose it; so does the app's own;
+        // a saved state from before `head_chosen` chose none.
+        assert!(ViewState::from_link_json(r#"{"head": 0}"#).unwrap().head_chosen);
+        assert!(!ViewState::from_json(r#"{"layer": 0, "head": 0}"#).unwrap().head_chosen);
         let mut chosen = ViewState::default();
         chosen.choose_head(0, 0);
         assert_eq!(chosen.to_fragment(), "#state=%7B%22head_chosen%22%3Atrue%7D");
@@ -645,6 +671,13 @@ mod tests {
         assert_eq!((s.layer, s.head, s.head_chosen), (1, 2, false));
         assert!(s.to_fragment().contains("%22head_chosen%22%3Afalse"));
         assert_eq!(ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap(), s);
+        // Shared, the suggested head is fixed.
+        assert!(
+            ViewState::from_fragment(&s.shared().to_fragment())
+                .unwrap()
+                .unwrap()
+                .head_chosen
+        );
         chosen.suggest_head(1, 2);
         assert_eq!((chosen.layer, chosen.head), (0, 0));
         assert!(ViewState::from_fragment("#other=1").is_none());

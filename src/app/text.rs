@@ -324,6 +324,12 @@ pub fn selected_column(head_name: &str) -> String {
     format!("{head_name} (selected)")
 }
 
+/// The entropy legend table's column of a pinned head (its own name is
+/// the map cell's).
+pub fn pinned_column(head_name: &str) -> String {
+    format!("{head_name} (pinned)")
+}
+
 /// The entropy plot's line of one head under a setting.
 pub fn head_line(setting: &str, head_name: &str) -> String {
     format!("{setting}: {head_name}")

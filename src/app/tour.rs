@@ -281,7 +281,11 @@ pub fn best_retrieving_head(jobs: &Jobs, state: &ViewState, keys: &Keys) -> Opti
 
 /// The head whose entropy rises most (layer, head, rise).
 pub fn most_distracted(rise: &[f32], heads: usize) -> Option<(usize, usize, f32)> {
-    let (i, &r) = rise.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+    let (i, &r) = rise
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))?;
     Some((i / heads, i % heads, r))
 }
 
@@ -440,7 +444,9 @@ mod tests {
                 tour: Some(i),
                 ..Default::default()
             };
-            assert_eq!(spot(&state, step.spots[0]), Some(true));
+            for (spot_here, _) in names {
+                assert_eq!(spot(&state, spot_here), Some(step.spots.contains(&spot_here)));
+            }
         }
         assert_eq!(spot(&ViewState::default(), Spot::Entropy), None);
     }

@@ -58,7 +58,7 @@ struct Published {
 /// Sets the view from JSON (as `nopescope_status().state` gives it).
 #[wasm_bindgen]
 pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
-    let state = ViewState::from_json(json).map_err(|e| JsValue::from_str(&e))?;
+    let state = ViewState::from_link_json(json).map_err(|e| JsValue::from_str(&e))?;
     PENDING.with(|p| *p.borrow_mut() = Some(state));
     CTX.with(|c| {
         if let Some(ctx) = c.borrow().as_ref() {

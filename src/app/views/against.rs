@@ -19,7 +19,6 @@ pub struct AgainstLengthView;
 
 type Metric = fn(&LengthPoint) -> Option<f64>;
 
-/// Each series' marker: shape, radius, filled.
 /// Each later series' line is thinner and drawn over the ones before, so
 /// lines that coincide (NoPE's and the twin's pass-key accuracy at 0) show
 /// each colour, the first as the outer edge.
@@ -33,6 +32,7 @@ fn series_look(k: usize, colour: egui::Color32) -> Look {
     }
 }
 
+/// Each series' marker: shape, radius, filled.
 const MARKERS: [(MarkerShape, f32, bool); 3] = [
     (MarkerShape::Circle, 3.5, true),
     (MarkerShape::Square, 5.0, false),

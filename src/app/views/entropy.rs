@@ -141,7 +141,7 @@ impl EntropyView {
             let settings: Vec<String> = profiles.iter().map(|(name, _, _)| name.to_string()).collect();
             let heads: Vec<String> = pinned.iter().map(|&(_, [pl, ph])| text::head_name(pl, ph)).collect();
             let mut cols = vec![text::MEAN_OVER_HEADS.to_string(), text::selected_column(&head_name)];
-            cols.extend(heads.iter().cloned());
+            cols.extend(heads.iter().map(|h| text::pinned_column(h)));
             let cells: Vec<Vec<Option<LegendEntry>>> = settings
                 .iter()
                 .map(|name| {

@@ -164,8 +164,7 @@ impl HeadMapView {
             log_colour: false,
         });
         ui.label(text::selected(state.layer, state.head));
-        let suggested = crate::app::tour::most_flattened_head(jobs, keys).map(|(l, h, _)| (l, h));
-        if !state.head_chosen && state.tour.is_none() && suggested == Some((state.layer, state.head)) {
+        if state.takes_suggestions() && keys.suggested == Some((state.layer, state.head)) {
             ui.label(egui::RichText::new(text::SELECTED_FOR_YOU).weak());
         }
     }

@@ -41,6 +41,9 @@ pub struct Keys {
     /// plots and the pass-key maps draw beside the model in view (an
     /// opened model's shape may differ).
     pub twin_ones: ScalesKey,
+    /// The explorer's telling head (layer, head), once its profile is in
+    /// (`tour::most_flattened_head`, found once a frame).
+    pub suggested: Option<(usize, usize)>,
 }
 
 impl Keys {
@@ -66,6 +69,7 @@ impl Keys {
             compare: state.compare.as_ref().map(|b| ScalesKey::with_rule(&b.values, b.rule)),
             info,
             twin_ones: ScalesKey::ones(ModelInfo::bundled(ModelChoice::Rope).map_or(n, |t| t.layers * t.heads)),
+            suggested: None,
         }
     }
 
@@ -610,7 +614,7 @@ pub fn legend_table(
     egui::Grid::new(("legend table", id))
         .spacing([GAP, 2.0])
         .show(ui, |ui| {
-            ui.label("");
+            ui.allocate_space(egui::vec2(0.0, 0.0));
             for c in cols {
                 ui.label(egui::RichText::new(c.as_str()).weak());
             }
@@ -621,7 +625,7 @@ pub fn legend_table(
                     match cell {
                         Some(entry) => legend_entry(ui, entry, &mut hidden, false),
                         None => {
-                            ui.label("");
+                            ui.allocate_space(egui::vec2(SWATCH, 14.0));
                         }
                     }
                 }

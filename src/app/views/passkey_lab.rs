@@ -199,9 +199,10 @@ impl PasskeyLabView {
                 match entry.result() {
                     Some(JobResult::PasskeyHeads(h)) => {
                         if let Some((l, hd, mass)) = h.best() {
-                            // NoPE's best, until the user chooses a head
-                            // (not during the walkthrough, whose steps
-                            // select their own).
+                            // The first setting's best (NoPE's, or
+                            // setting B's), until a head is chosen (not
+                            // during the walkthrough, whose steps select
+                            // their own).
                             if i == 0 {
                                 state.suggest_head(l, hd);
                             }

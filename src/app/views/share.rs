@@ -66,7 +66,7 @@ pub fn link(address: &str, fragment: &str) -> String {
 pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32, height: u32) -> String {
     let embedded = ViewState {
         hide: hide.to_vec(),
-        ..state.clone()
+        ..state.shared()
     };
     format!(
         "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\"></iframe>",
@@ -96,7 +96,7 @@ impl ShareView {
                 ui.label(egui::RichText::new(text::SHARE_NO_ADDRESS).color(ui.visuals().warn_fg_color));
             }
         }
-        let link = link(&self.address, &state.to_fragment());
+        let link = link(&self.address, &state.shared().to_fragment());
         self.copy_row(ui, text::SHARE_LINK, &link, text::COPY_LINK);
         if link.len() > LONG_LINK {
             ui.label(egui::RichText::new(text::long_link(link.len())).color(ui.visuals().warn_fg_color));

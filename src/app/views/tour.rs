@@ -55,8 +55,9 @@ impl TourView {
             tour::Select::Kept => None,
         };
         if let Some((layer, head, _)) = found {
-            state.layer = layer;
-            state.head = head;
+            // Chosen: the head a step talked about stays when the
+            // walkthrough closes.
+            state.choose_head(layer, head);
             self.select_pending = false;
         }
     }
