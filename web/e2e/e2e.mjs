@@ -200,6 +200,10 @@ try {
       check(loaded === size && message === null, `the loader counted the module's ${size} bytes (${loaded}) and removed its message (${message})`);
     });
     check(first.s && first.s.state.length === 1024, "default state length 1024");
+    // No head chosen yet: the page selected the one whose curve closes in
+    // most on the ceiling past L, not layer 0, head 0 (along the ceiling).
+    const h0 = first.s?.state ?? {};
+    check(h0.head_chosen === false && (h0.layer !== 0 || h0.head !== 0), `the default page selected a telling head for you: layer ${h0.layer}, head ${h0.head}`);
     // 2. A URL with state opens that view.
     const want = { length: 300, layer: 1, head: 2, input: "passkey" };
     const hash = "#state=" + encodeURIComponent(JSON.stringify(want));
