@@ -1308,3 +1308,47 @@ fn play_doubles_the_length_up_to_16l_then_stops() {
     h.run_steps(200);
     assert_eq!(h.state().state.length, 3 * l, "Play went on over a chosen length");
 }
+
+/// For whoever presents: the arrow keys halve and double the length and
+/// the space bar plays and pauses, with no control focused; Page Down and
+/// Page Up (a presentation clicker) step the walkthrough; a text field
+/// that takes the keys keeps them.
+#[test]
+fn keys_change_the_length_play_and_step_the_walkthrough() {
+    use eframe::egui::Key;
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    let length = |h: &Harness<'static, NopeApp>| h.state().state.length;
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(length(&h), 1024, "the right arrow doubles");
+    h.key_press(Key::ArrowLeft);
+    h.key_press(Key::ArrowLeft);
+    h.run_steps(2);
+    assert_eq!(length(&h), 256, "the left arrow halves");
+    h.key_press(Key::Space);
+    h.run_steps(2);
+    h.get_by_label(text::PAUSE_LENGTHS);
+    h.key_press(Key::Space);
+    h.run_steps(2);
+    h.get_by_label(text::PLAY_LENGTHS);
+    // A text field takes its keys: the arrows move its cursor.
+    h.get_by_label(text::SCALES_FILE).focus();
+    h.run_steps(2);
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(length(&h), 256, "the text field kept the arrow");
+    h.key_press(Key::Escape);
+    h.run_steps(2);
+    h.get_by_label(text::TOUR_OPEN).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.tour, Some(0));
+    h.key_press(Key::PageDown);
+    h.run_steps(2);
+    h.key_press(Key::PageDown);
+    h.run_steps(2);
+    assert_eq!(h.state().state.tour, Some(2), "Page Down steps on");
+    h.key_press(Key::PageUp);
+    h.run_steps(2);
+    assert_eq!(h.state().state.tour, Some(1), "Page Up steps back");
+}

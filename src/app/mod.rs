@@ -396,6 +396,7 @@ impl NopeApp {
             self.state.model = ModelChoice::Nope;
         }
         let info = self.info();
+        shortcuts(ui.ctx(), &mut self.state, &mut self.views.input, info);
         self.state.sanitize(info.layers, info.heads);
         self.forget_stale_query();
         let mut info = info;
@@ -556,6 +557,44 @@ impl NopeApp {
         self.jobs.end_frame();
         // After the views asked for this frame's jobs, so "busy" counts them.
         self.time_frame(ui);
+    }
+}
+
+/// Keys for whoever presents to a class. Page Down and Page Up (what a
+/// presentation clicker sends) step the walkthrough. With no control
+/// focused, the right and left arrows double and halve the length of the
+/// page in view, and the space bar plays and pauses the explorer's
+/// lengths. Never while a text field takes the keys.
+fn shortcuts(ctx: &egui::Context, state: &mut ViewState, input: &mut views::input::InputView, info: ModelInfo) {
+    use egui::Key;
+    if ctx.text_edit_focused() {
+        return;
+    }
+    let pressed = |k: Key| ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, k));
+    if let Some(step) = state.tour {
+        if pressed(Key::PageDown) {
+            state.tour = Some((step + 1).min(tour::STEPS.len() - 1));
+        } else if pressed(Key::PageUp) {
+            state.tour = Some(step.saturating_sub(1));
+        }
+    }
+    if ctx.memory(|m| m.focused().is_some()) {
+        return;
+    }
+    let length = match state.tab {
+        Tab::Explore => Some(&mut state.length),
+        Tab::Passkey => Some(&mut state.passkey_lab.length),
+        Tab::Tune => None,
+    };
+    if let Some(length) = length {
+        if pressed(Key::ArrowRight) {
+            *length = (*length * 2).min(state::MAX_LENGTH);
+        } else if pressed(Key::ArrowLeft) {
+            *length = (*length / 2).max(state::MIN_LENGTH);
+        }
+    }
+    if state.tab == Tab::Explore && pressed(Key::Space) {
+        input.toggle_play(state, info);
     }
 }
 

@@ -207,11 +207,11 @@ pub fn error(message: &str) -> String {
 
 pub const HALVE_LENGTH: &str = "Halve";
 pub const DOUBLE_LENGTH: &str = "Double";
-pub const HALVE_HELP: &str = "Halve the length";
-pub const DOUBLE_HELP: &str = "Double the length";
+pub const HALVE_HELP: &str = "Halve the length (or the left arrow key)";
+pub const DOUBLE_HELP: &str = "Double the length (or the right arrow key)";
 pub const PLAY_LENGTHS: &str = "Play";
 pub const PAUSE_LENGTHS: &str = "Pause";
-pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L. Pause stops; any length button takes over.";
+pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L. Pause stops; any length button takes over. The space bar plays and pauses too.";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")
@@ -557,6 +557,9 @@ pub const WEB_ONE_PROCESSOR: &str = "one thread: the browser reports one process
 // The classroom walkthrough (app::tour): two to four plain sentences a step.
 pub const TOUR_BACK: &str = "Back";
 pub const TOUR_NEXT: &str = "Next";
+/// On hover over Back and Next: a presentation clicker works them.
+pub const TOUR_BACK_HELP: &str = "The previous step (or Page Up, as a presentation clicker sends it)";
+pub const TOUR_NEXT_HELP: &str = "The next step (or Page Down, as a presentation clicker sends it)";
 pub const TOUR_CLOSE: &str = "Close the walkthrough";
 pub const TOUR_FINISH: &str = "Finish";
 pub const TOUR_FINISH_HELP: &str =

@@ -222,18 +222,7 @@ impl InputView {
                 text::PLAY_LENGTHS
             };
             if ui.button(play).on_hover_text(text::PLAY_HELP).clicked() {
-                self.playing = match self.playing {
-                    Some(_) => None,
-                    None => {
-                        if state.length >= last {
-                            state.length = (info.training_length / 2).clamp(MIN_LENGTH, MAX_LENGTH);
-                        }
-                        Some(Playing {
-                            idle_since: None,
-                            length: state.length,
-                        })
-                    }
-                };
+                self.toggle_play(state, info);
             }
         });
         if let Some(l) = asked {
@@ -247,6 +236,23 @@ impl InputView {
             line.push_str(&format!("; {}", text::tokens_note(t)));
         }
         ui.label(line);
+    }
+
+    /// Play, or Pause while it plays (the button, and the space bar).
+    pub fn toggle_play(&mut self, state: &mut ViewState, info: ModelInfo) {
+        let last = info.training_length.saturating_mul(16).clamp(MIN_LENGTH, MAX_LENGTH);
+        self.playing = match self.playing {
+            Some(_) => None,
+            None => {
+                if state.length >= last {
+                    state.length = (info.training_length / 2).clamp(MIN_LENGTH, MAX_LENGTH);
+                }
+                Some(Playing {
+                    idle_since: None,
+                    length: state.length,
+                })
+            }
+        };
     }
 
     /// One frame of Play: once every view of the length is computed and

@@ -85,12 +85,16 @@ impl TourView {
             ui.colored_label(palette::ERROR, text::error(e));
         }
         ui.horizontal(|ui| {
-            if ui.add_enabled(step > 0, egui::Button::new(text::TOUR_BACK)).clicked() {
+            if ui
+                .add_enabled(step > 0, egui::Button::new(text::TOUR_BACK))
+                .on_hover_text(text::TOUR_BACK_HELP)
+                .clicked()
+            {
                 state.tour = Some(step - 1);
             }
             // The last step's way on is to close the walkthrough.
             if step + 1 < STEPS.len() {
-                if ui.button(text::TOUR_NEXT).clicked() {
+                if ui.button(text::TOUR_NEXT).on_hover_text(text::TOUR_NEXT_HELP).clicked() {
                     state.tour = Some(step + 1);
                 }
                 if ui.button(text::TOUR_CLOSE).clicked() {
