@@ -232,6 +232,11 @@ try {
       const t = s?.tour ?? {};
       check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
       check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
+      // A presentation clicker's Page Down steps on.
+      await page.focus("canvas").catch(() => {});
+      await page.keyboard.press("PageDown");
+      const s4 = await waitFor(page, (x) => x.tour && x.tour.step === 4, 20_000);
+      check(s4?.tour?.step === 4, `Page Down (a presentation clicker) steps the walkthrough on: step ${s4?.tour?.step}`);
     });
     // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
     // with the key at L; then a short temperature search in the page, whose
