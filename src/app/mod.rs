@@ -396,7 +396,6 @@ impl NopeApp {
             self.state.model = ModelChoice::Nope;
         }
         let info = self.info();
-        shortcuts(ui.ctx(), &mut self.state, &mut self.views.input, info);
         self.state.sanitize(info.layers, info.heads);
         self.forget_stale_query();
         let mut info = info;
@@ -405,6 +404,7 @@ impl NopeApp {
             info = self.info();
             self.state.sanitize(info.layers, info.heads);
         }
+        shortcuts(ui.ctx(), &mut self.state, &mut self.views.input, info);
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }
@@ -477,7 +477,7 @@ impl NopeApp {
                 });
             });
             if views.sharing {
-                egui::Panel::top("share").show(ui, |ui| views.share.ui(ui, state));
+                egui::Panel::top("share").show(ui, |ui| views.share.ui(ui, state, keys.suggested));
             }
         }
         if state.tour.is_some() && !hide.tour {
@@ -570,8 +570,20 @@ fn shortcuts(ctx: &egui::Context, state: &mut ViewState, input: &mut views::inpu
     if ctx.text_edit_focused() {
         return;
     }
-    let pressed = |k: Key| ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, k));
-    if let Some(step) = state.tour {
+    // A key pressed with no modifier, not a held key's repeat (holding
+    // the right arrow would run the length to the end, holding Page Down
+    // through the walkthrough).
+    let pressed = |k: Key| {
+        ctx.input_mut(|i| {
+            let before = i.events.len();
+            i.events.retain(|e| {
+                !matches!(e, egui::Event::Key { key, pressed: true, repeat: false, modifiers, .. }
+                    if *key == k && modifiers.is_none())
+            });
+            i.events.len() != before
+        })
+    };
+    if let Some(step) = state.tour.map(|s| s.min(tour::STEPS.len() - 1)) {
         if pressed(Key::PageDown) {
             state.tour = Some((step + 1).min(tour::STEPS.len() - 1));
         } else if pressed(Key::PageUp) {
@@ -593,7 +605,8 @@ fn shortcuts(ctx: &egui::Context, state: &mut ViewState, input: &mut views::inpu
             *length = (*length / 2).max(state::MIN_LENGTH);
         }
     }
-    if state.tab == Tab::Explore && pressed(Key::Space) {
+    // Play moves on in the input panel's frame: not where it is hidden.
+    if state.tab == Tab::Explore && !Hidden::of(state).input && pressed(Key::Space) {
         input.toggle_play(state, info);
     }
 }
@@ -680,7 +693,7 @@ impl eframe::App for NopeApp {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run_native() -> Result<(), String> {
     let state = match std::env::var("NOPESCOPE_STATE") {
-        Ok(json) => Some(ViewState::from_json(&json).map_err(|e| format!("NOPESCOPE_STATE: {e}"))?),
+        Ok(json) => Some(ViewState::from_link_json(&json).map_err(|e| format!("NOPESCOPE_STATE: {e}"))?),
         Err(_) => None,
     };
     let options = eframe::NativeOptions {

@@ -390,12 +390,13 @@ impl ViewState {
         Ok(s)
     }
 
-    /// The state as shared in a link or an embedded page: its head fixed,
-    /// a suggested one too (on the reader's engine near-equal heads may
-    /// rank the other way round).
-    pub fn shared(&self) -> Self {
+    /// The state as shared in a link or an embedded page: the explorer's
+    /// suggested head (`suggested`) fixed as a chosen one is (on the
+    /// reader's engine near-equal heads may rank the other way round);
+    /// before any suggestion, none.
+    pub fn shared(&self, suggested: Option<(usize, usize)>) -> Self {
         ViewState {
-            head_chosen: true,
+            head_chosen: self.head_chosen || suggested == Some((self.layer, self.head)),
             ..self.clone()
         }
     }
@@ -416,8 +417,8 @@ impl ViewState {
             return self.to_json();
         };
         fields.retain(|name, value| default.get(name) != Some(value) || name == "head_chosen");
-        // Beside a head it names, whether the user chose it (a link naming
-        // a head without saying chose it, `from_json`).
+        // Beside a head it names, whether it was chosen (a link naming a
+        // head without saying chose it, `from_link_json`).
         if !fields.contains_key("layer") && !fields.contains_key("head") && !self.head_chosen {
             fields.remove("head_chosen");
         }
@@ -671,13 +672,10 @@ mod tests {
         assert_eq!((s.layer, s.head, s.head_chosen), (1, 2, false));
         assert!(s.to_fragment().contains("%22head_chosen%22%3Afalse"));
         assert_eq!(ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap(), s);
-        // Shared, the suggested head is fixed.
-        assert!(
-            ViewState::from_fragment(&s.shared().to_fragment())
-                .unwrap()
-                .unwrap()
-                .head_chosen
-        );
+        // Shared, the suggested head is fixed; with none yet, no head is.
+        let opened = |s: ViewState| ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap();
+        assert!(opened(s.shared(Some((1, 2)))).head_chosen);
+        assert!(!opened(s.shared(None)).head_chosen);
         chosen.suggest_head(1, 2);
         assert_eq!((chosen.layer, chosen.head), (0, 0));
         assert!(ViewState::from_fragment("#other=1").is_none());

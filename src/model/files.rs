@@ -479,6 +479,24 @@ mod native {
             .to_path_buf()
     }
 
+    /// Whether the open `file` is still the one at `path` (Unix: the same
+    /// device and inode; elsewhere taken as so).
+    fn same_file(file: &std::fs::File, path: &Path) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (file.metadata(), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (file, path);
+            true
+        }
+    }
+
     /// A file's identity for the journal: its inode (Unix), size and
     /// modification time. A hard link shares it with its file.
     fn file_id(path: &Path) -> Option<String> {
@@ -707,17 +725,23 @@ mod native {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(&path, e)),
         };
+        let busy = || {
+            Error::io(
+                &path,
+                std::io::Error::other(
+                    "this folder's files are being written right now (a training run saving, another window); try again when that has finished",
+                ),
+            )
+        };
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::io(
-                    &path,
-                    std::io::Error::other(
-                        "this folder's files are being written right now (a training run saving, another window); try again when that has finished",
-                    ),
-                ))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        // Locked, but maybe a journal another write has since replaced
+        // (a rollback rewrites it): then that write is still going on.
+        if !same_file(&file, &path) {
+            return Err(busy());
         }
         let broken = |e: String| {
             Error::io(
@@ -727,7 +751,10 @@ mod native {
                 )),
             )
         };
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        // Through the locked handle (where locks are mandatory, another
+        // handle could not read it).
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(|e| Error::io(&path, e))?;
         let journal: SetJournal = serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))?;
         let ours = |n: &str| plain_name(n) && n.starts_with('.') && n.contains(".tmp-");
         for e in &journal.files {
@@ -779,30 +806,21 @@ mod native {
     }
 
     /// Finishes putting back a set a crash interrupted while a refused
-    /// rename was being undone: each old file back under its name (from
-    /// its second name, where that is still there), each new file that had
-    /// no old one removed, the temporaries and the journal dropped. A
-    /// folder whose files match neither the old nor the new ones (written
-    /// again since) is left as it is, only the journal's leftovers go.
+    /// rename was being undone, file by file: an old file goes back under
+    /// its name (from its second name) where that name holds the new file,
+    /// the old one or nothing; a new file that had no old one is removed
+    /// where it is still the new one; a file written since by other means
+    /// stays (its old second name goes). Then the temporaries and the
+    /// journal go. Run again after a crash in here, it finds what is left.
     fn finish_rollback(dir: &Path, path: &Path, journal: &SetJournal) -> Result<()> {
-        let id = |name: &str| file_id(&dir.join(name));
-        let current = journal.files.iter().all(|e| {
-            let now = id(&e.file);
-            let new = now.as_ref() == Some(&e.temp_id);
-            let old = now == e.kept_id;
-            let temp_ok = !dir.join(&e.temp).exists() || id(&e.temp).as_ref() == Some(&e.temp_id);
-            let kept_ok = e
-                .kept
-                .as_deref()
-                .is_none_or(|k| !dir.join(k).exists() || id(k) == e.kept_id);
-            (new || old || e.unkept) && temp_ok && kept_ok
-        });
         for e in &journal.files {
             let _ = std::fs::remove_file(dir.join(&e.temp));
             let file = dir.join(&e.file);
-            match e.kept.as_deref() {
-                Some(k) if current && dir.join(k).exists() => {
-                    std::fs::rename(dir.join(k), &file).map_err(|err| {
+            let now = file_id(&file);
+            let ours = now.is_none() || now.as_ref() == Some(&e.temp_id) || now == e.kept_id;
+            match e.kept.as_deref().map(|k| dir.join(k)) {
+                Some(kept) if ours && kept.exists() && file_id(&kept) == e.kept_id => {
+                    std::fs::rename(&kept, &file).map_err(|err| {
                         Error::io(
                             &file,
                             std::io::Error::new(
@@ -816,12 +834,12 @@ mod native {
                     })?;
                     // A second name of the file it already is stays after
                     // the rename (a file never renamed before the crash).
-                    let _ = std::fs::remove_file(dir.join(k));
+                    let _ = std::fs::remove_file(&kept);
                 }
-                Some(k) => {
-                    let _ = std::fs::remove_file(dir.join(k));
+                Some(kept) => {
+                    let _ = std::fs::remove_file(&kept);
                 }
-                None if current && !e.unkept && file_id(&file).as_ref() == Some(&e.temp_id) => {
+                None if !e.unkept && now.as_ref() == Some(&e.temp_id) => {
                     let _ = std::fs::remove_file(&file);
                 }
                 None => {}
@@ -1226,16 +1244,18 @@ mod tests {
     /// A refused rename puts back the files renamed before it, and says
     /// so in the journal first: a crash while they are being put back is
     /// finished backward by the next load (every old file back, a new file
-    /// that had no old one removed), whether it came before the first was
-    /// put back or after.
+    /// that had no old one removed), whether it came before anything was
+    /// put back or halfway; a file written by hand since stays. And the
+    /// live path: a folder in the way of a set's last file.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn a_set_interrupted_while_being_put_back_is_put_back_by_the_next_load() {
         let dir = std::env::temp_dir().join(format!("nopescope-rollback-{}", std::process::id()));
-        for restored_first in [false, true] {
+        let old_config = b"{\"old\": true}".to_vec();
+        let by_hand = b"{\"by\": \"hand\"}".to_vec();
+        for case in ["at once", "halfway", "then written by hand"] {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
-            let old_config = b"{\"old\": true}".to_vec();
             std::fs::write(dir.join(CONFIG_FILE), &old_config).unwrap();
             std::fs::write(dir.join(WEIGHTS_FILE), b"old weights").unwrap();
             let files = vec![
@@ -1251,20 +1271,45 @@ mod tests {
             let lock = begin_rollback(&set).expect("the journal says it is put back");
             let e = load_config(&dir).expect_err("a reader waits meanwhile");
             assert!(e.to_string().contains("being written right now"), "{e}");
-            if restored_first {
-                let kept = set.kept[0].as_ref().unwrap();
-                std::fs::rename(kept, dir.join(WEIGHTS_FILE)).unwrap();
+            if case == "halfway" {
+                // As `put_set_in_place` goes: the refused one's temporary
+                // and second name dropped, then the first put back.
+                std::fs::remove_file(&set.renames[2].0).unwrap();
+                std::fs::remove_file(set.kept[2].as_ref().unwrap()).unwrap();
+                std::fs::rename(set.kept[0].as_ref().unwrap(), dir.join(WEIGHTS_FILE)).unwrap();
             }
             drop((set, lock)); // the crash
+            if case == "then written by hand" {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::fs::write(dir.join(CONFIG_FILE), &by_hand).unwrap();
+            }
             finish_interrupted_set(&dir).expect("finished backward");
-            assert_eq!(std::fs::read(dir.join(CONFIG_FILE)).unwrap(), old_config);
-            assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), b"old weights");
+            let config = if case == "then written by hand" {
+                &by_hand
+            } else {
+                &old_config
+            };
+            assert_eq!(&std::fs::read(dir.join(CONFIG_FILE)).unwrap(), config, "{case}");
+            assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), b"old weights", "{case}");
             assert_eq!(
                 names(&dir),
                 [CONFIG_FILE, WEIGHTS_FILE],
-                "restored first: {restored_first}: a new file, temporary, kept file or journal left"
+                "{case}: a new file, temporary, kept file or journal left"
             );
         }
+        // Live: the second rename refused (a folder where a file goes),
+        // the first put back, the journal gone.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("blocker")).unwrap();
+        std::fs::write(dir.join("blocker").join("x"), b"in the way").unwrap();
+        std::fs::write(dir.join(WEIGHTS_FILE), b"old weights").unwrap();
+        let files = vec![
+            (dir.join(WEIGHTS_FILE), b"new weights".as_slice()),
+            (dir.join("blocker"), b"a file where a folder is".as_slice()),
+        ];
+        write_atomic_set(&files).expect_err("a folder in the way");
+        assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), b"old weights");
+        assert_eq!(names(&dir), ["blocker", WEIGHTS_FILE]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -79,11 +79,14 @@ pub struct PasskeyHeadsResult {
 }
 
 impl PasskeyHeadsResult {
-    /// The head with the most attention on the key's tokens: (layer, head, mass).
+    /// The head with the most attention on the key's tokens: (layer, head,
+    /// mass); the first of equals, and never a head whose mass is not
+    /// finite.
     pub fn best(&self) -> Option<(usize, usize, f32)> {
         self.mass
             .iter()
             .enumerate()
+            .filter(|(_, m)| m.is_finite())
             .fold(None, |best: Option<(usize, f32)>, (i, &m)| match best {
                 Some((_, bm)) if bm >= m => best,
                 _ => Some((i, m)),
@@ -406,5 +409,23 @@ mod tests {
             mass: vec![0.1, 0.4, 0.9, 0.2],
         };
         assert_eq!(heads.best(), Some((1, 0, 0.9)));
+    }
+
+    /// The best head is the first of equals and never one whose mass is
+    /// not finite (a NaN compared as no number does).
+    #[test]
+    fn the_best_head_skips_masses_that_are_not_finite() {
+        let best = |mass: Vec<f32>| {
+            PasskeyHeadsResult {
+                layers: 2,
+                heads: 2,
+                mass,
+            }
+            .best()
+        };
+        assert_eq!(best(vec![0.9, f32::NAN, 0.1, 0.2]), Some((0, 0, 0.9)));
+        assert_eq!(best(vec![0.1, 0.2, 0.3, f32::NAN]), Some((1, 0, 0.3)));
+        assert_eq!(best(vec![0.5, 0.5, f32::INFINITY, 0.1]), Some((0, 0, 0.5)));
+        assert_eq!(best(vec![f32::NAN; 4]), None);
     }
 }

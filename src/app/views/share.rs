@@ -66,7 +66,7 @@ pub fn link(address: &str, fragment: &str) -> String {
 pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32, height: u32) -> String {
     let embedded = ViewState {
         hide: hide.to_vec(),
-        ..state.shared()
+        ..state.clone()
     };
     format!(
         "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\"></iframe>",
@@ -76,7 +76,10 @@ pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32,
 }
 
 impl ShareView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, state: &ViewState) {
+    /// `suggested`: the explorer's suggested head, which the link and the
+    /// embed code fix (`ViewState::shared`).
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &ViewState, suggested: Option<(usize, usize)>) {
+        let state = &state.shared(suggested);
         ui.heading(text::SHARE_HEADING);
         ui.label(text::SHARE_HELP);
         if state.model == ModelChoice::Custom {
@@ -96,7 +99,7 @@ impl ShareView {
                 ui.label(egui::RichText::new(text::SHARE_NO_ADDRESS).color(ui.visuals().warn_fg_color));
             }
         }
-        let link = link(&self.address, &state.shared().to_fragment());
+        let link = link(&self.address, &state.to_fragment());
         self.copy_row(ui, text::SHARE_LINK, &link, text::COPY_LINK);
         if link.len() > LONG_LINK {
             ui.label(egui::RichText::new(text::long_link(link.len())).color(ui.visuals().warn_fg_color));
