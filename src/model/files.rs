@@ -782,19 +782,7 @@ mod native {
                 continue;
             }
             if current {
-                let file = dir.join(&e.file);
-                std::fs::rename(&temp, &file).map_err(|err| {
-                    Error::io(
-                        &file,
-                        std::io::Error::new(
-                            err.kind(),
-                            format!(
-                                "finishing an interrupted write of this folder ({}): {err}",
-                                path.display()
-                            ),
-                        ),
-                    )
-                })?;
+                journal_rename(&temp, &dir.join(&e.file), "finishing", &path)?;
             } else {
                 let _ = std::fs::remove_file(&temp);
             }
@@ -820,18 +808,7 @@ mod native {
             let ours = now.is_none() || now.as_ref() == Some(&e.temp_id) || now == e.kept_id;
             match e.kept.as_deref().map(|k| dir.join(k)) {
                 Some(kept) if ours && kept.exists() && file_id(&kept) == e.kept_id => {
-                    std::fs::rename(&kept, &file).map_err(|err| {
-                        Error::io(
-                            &file,
-                            std::io::Error::new(
-                                err.kind(),
-                                format!(
-                                    "putting back an interrupted write of this folder ({}): {err}",
-                                    path.display()
-                                ),
-                            ),
-                        )
-                    })?;
+                    journal_rename(&kept, &file, "putting back", path)?;
                     // A second name of the file it already is stays after
                     // the rename (a file never renamed before the crash).
                     let _ = std::fs::remove_file(&kept);
@@ -846,6 +823,18 @@ mod native {
             }
         }
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))
+    }
+
+    /// A rename a journal (at `journal`) asks for, its error naming what
+    /// was being done (`doing`: finishing or putting back the write).
+    fn journal_rename(from: &Path, to: &Path, doing: &str, journal: &Path) -> Result<()> {
+        std::fs::rename(from, to).map_err(|err| {
+            let why = format!(
+                "{doing} an interrupted write of this folder ({}): {err}",
+                journal.display()
+            );
+            Error::io(to, std::io::Error::new(err.kind(), why))
+        })
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
