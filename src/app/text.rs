@@ -119,7 +119,7 @@ pub fn map_help() -> String {
 }
 
 /// A small count in words, as prose writes it ("three"); past ten, digits.
-pub fn in_words(n: usize) -> String {
+fn in_words(n: usize) -> String {
     const WORDS: [&str; 11] = [
         "no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     ];

@@ -238,9 +238,9 @@ pub enum Promise {
     Broken(String),
 }
 
-fn entropy(jobs: &Jobs, key: &JobKey) -> Option<super::jobs::EntropyProfile> {
+fn entropy<'a>(jobs: &'a Jobs, key: &JobKey) -> Option<&'a super::jobs::EntropyProfile> {
     match jobs.peek(key)?.result()? {
-        JobResult::Entropy(p) => Some(p.clone()),
+        JobResult::Entropy(p) => Some(p),
         _ => None,
     }
 }
@@ -255,12 +255,8 @@ fn mean(xs: &[f32], from: usize, to: usize) -> f32 {
 /// Each head's rise of mean entropy from L to the current length, when
 /// both are computed (layers x heads).
 pub fn rise(jobs: &Jobs, keys: &Keys, scales: &ScalesKey) -> Option<Vec<f32>> {
-    let profile = |key: &JobKey| match jobs.peek(key)?.result()? {
-        JobResult::Entropy(p) => Some(p),
-        _ => None,
-    };
-    let here = profile(&keys.entropy(scales))?;
-    let base = profile(&keys.entropy_at_l(scales))?;
+    let here = entropy(jobs, &keys.entropy(scales))?;
+    let base = entropy(jobs, &keys.entropy_at_l(scales))?;
     // A text shorter than L has nothing past it.
     (here.length > base.length).then(|| here.rise_from(base))
 }
@@ -299,10 +295,7 @@ pub fn most_risen_head(jobs: &Jobs, keys: &Keys) -> Option<(usize, usize, f32)> 
 /// the length in view, once computed: the explorer selects it until the
 /// user chooses a head, and so does step 3.
 pub fn most_flattened_head(jobs: &Jobs, keys: &Keys) -> Option<(usize, usize, f32)> {
-    match jobs.peek(&keys.entropy(&keys.ones))?.result()? {
-        JobResult::Entropy(p) => p.most_flattened(keys.info.training_length),
-        _ => None,
-    }
+    entropy(jobs, &keys.entropy(&keys.ones))?.most_flattened(keys.info.training_length)
 }
 
 /// The pass-key lab's decoded answer for `scales`, when computed.

@@ -92,8 +92,10 @@ impl AgainstLengthView {
             state.against_length = false;
             return;
         }
-        let mut results: Vec<(String, egui::Color32, Arc<JobResult>)> = Vec::new();
-        for ((name, colour, _), entry) in series.iter().zip(&entries) {
+        // Each with its look, by its place among all series: hiding one
+        // changes no other's line or marker.
+        let mut results: Vec<(String, Look, usize, Arc<JobResult>)> = Vec::new();
+        for (k, ((name, colour, _), entry)) in series.iter().zip(&entries).enumerate() {
             if !matches!(entry, crate::app::jobs::Entry::Done(_)) {
                 ui.horizontal(|ui| {
                     ui.label(name);
@@ -101,7 +103,7 @@ impl AgainstLengthView {
                 });
             }
             if let Some(r) = entry.shared() {
-                results.push((name.clone(), *colour, r));
+                results.push((name.clone(), series_look(k, *colour), k, r));
             }
         }
         // An opened model's L can put some of L/2 .. 16L past the app's
@@ -119,7 +121,7 @@ impl AgainstLengthView {
             .collect();
         legend.push(LegendEntry::mark(text::TRAINING_LENGTH, Look::training_length()));
         let hidden = super::legend_row(ui, "against length", &legend);
-        results.retain(|(name, _, _)| hidden.shows(name));
+        results.retain(|(name, _, _, _)| hidden.shows(name));
         let l = (keys.info.training_length as f64).log2();
         let metrics: [(&str, &str, Metric); 3] = [
             ("against entropy", text::BITS_AXIS, |p| Some(p.entropy_bits)),
@@ -140,7 +142,7 @@ impl AgainstLengthView {
                         .x_grid_spacer(move |input| doublings(input, l))
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
-                            for (name, colour, r) in results.iter() {
+                            for (name, look, k, r) in results.iter() {
                                 let JobResult::AgainstLength(a) = r.as_ref() else {
                                     continue;
                                 };
@@ -149,13 +151,10 @@ impl AgainstLengthView {
                                     .iter()
                                     .filter_map(|p| metric(p).map(|y| [(p.length as f64).log2(), y]))
                                     .collect();
-                                // By its place among all series: hiding one
-                                // changes no other's line or marker.
-                                let k = series.iter().position(|(n, _, _)| n == name).unwrap_or(0);
                                 plot.line(
                                     Line::new(name.as_str(), PlotPoints::from(pts.clone()))
-                                        .color(*colour)
-                                        .width(series_look(k, *colour).width),
+                                        .color(look.colour)
+                                        .width(look.width),
                                 );
                                 // A marker of its own, larger and hollow
                                 // for each later series, so points that
@@ -164,7 +163,7 @@ impl AgainstLengthView {
                                 let (shape, radius, filled) = MARKERS[k % MARKERS.len()];
                                 plot.points(
                                     Points::new(name.as_str(), PlotPoints::from(pts))
-                                        .color(*colour)
+                                        .color(look.colour)
                                         .shape(shape)
                                         .radius(radius)
                                         .filled(filled),
@@ -185,13 +184,10 @@ impl AgainstLengthView {
                         y_label: axis.into(),
                         series: results
                             .iter()
-                            .filter_map(|(name, colour, r)| match r.as_ref() {
+                            .filter_map(|(name, look, _, r)| match r.as_ref() {
                                 JobResult::AgainstLength(a) => Some(export::Series {
                                     name: name.clone(),
-                                    look: series_look(
-                                        series.iter().position(|(n, _, _)| n == name).unwrap_or(0),
-                                        *colour,
-                                    ),
+                                    look: *look,
                                     points: a
                                         .points
                                         .iter()

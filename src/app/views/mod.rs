@@ -591,17 +591,7 @@ pub fn legend_table(
     cells: &[Vec<Option<LegendEntry>>],
     after: &[LegendEntry],
 ) -> Hidden {
-    let width = |ui: &egui::Ui, t: &str| {
-        egui::WidgetText::from(t)
-            .into_galley(
-                ui,
-                Some(egui::TextWrapMode::Extend),
-                f32::INFINITY,
-                egui::TextStyle::Body,
-            )
-            .size()
-            .x
-    };
+    let width = |ui: &egui::Ui, t: &str| one_line(ui, t).size().x;
     const GAP: f32 = 14.0;
     let row_w = rows.iter().map(|r| width(ui, r)).fold(0.0, f32::max);
     let cols_w: f32 = cols.iter().map(|c| width(ui, c).max(SWATCH) + GAP).sum();
@@ -632,18 +622,23 @@ pub fn legend_table(
                 ui.end_row();
             }
         });
-    ui.horizontal_wrapped(|ui| {
-        for entry in after {
-            legend_entry(ui, entry, &mut hidden, true);
-            ui.add_space(10.0);
-        }
-    });
-    ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
-    hidden
+    // The row under it keeps the same lines' state.
+    ui.data_mut(|d| d.insert_temp(key, hidden));
+    legend_row(ui, id, after)
 }
 
 fn legend_key(id: &str) -> egui::Id {
     egui::Id::unique(("nopescope legend", id))
+}
+
+/// `text` laid out on one line in the body style.
+fn one_line(ui: &egui::Ui, text: &str) -> std::sync::Arc<egui::Galley> {
+    egui::WidgetText::from(text).into_galley(
+        ui,
+        Some(egui::TextWrapMode::Extend),
+        f32::INFINITY,
+        egui::TextStyle::Body,
+    )
 }
 
 /// One legend entry: its swatch drawn as its line is, its name beside it
@@ -656,14 +651,7 @@ fn legend_entry(ui: &mut egui::Ui, entry: &LegendEntry, hidden: &mut Hidden, nam
     } else {
         ui.visuals().weak_text_color()
     };
-    let galley = named.then(|| {
-        egui::WidgetText::from(entry.name.as_str()).into_galley(
-            ui,
-            Some(egui::TextWrapMode::Extend),
-            f32::INFINITY,
-            egui::TextStyle::Body,
-        )
-    });
+    let galley = named.then(|| one_line(ui, &entry.name));
     let text_w = galley.as_ref().map_or(0.0, |g| 4.0 + g.size().x);
     let text_h = galley.as_ref().map_or(14.0, |g| g.size().y.max(14.0));
     let sense = if entry.toggles {

@@ -334,10 +334,8 @@ impl TuningView {
                             }
                             ui.label(text::RULE).on_hover_text(text::RULE_HINT);
                             ui.horizontal_wrapped(|ui| {
-                                for (rule, name) in [RuleChoice::Constant, RuleChoice::LogN, RuleChoice::Fitted]
-                                    .map(|r| (r, rule_name(r)))
-                                {
-                                    ui.selectable_value(&mut t.rule, rule, name);
+                                for rule in [RuleChoice::Constant, RuleChoice::LogN, RuleChoice::Fitted] {
+                                    ui.selectable_value(&mut t.rule, rule, rule_name(rule));
                                 }
                             });
                             ui.end_row();
