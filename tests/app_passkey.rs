@@ -1,7 +1,8 @@
 //! The pass-key lab driven the way a person would, through egui_kittest
 //! (wgpu rendering; lavapipe on CI machines): one document's greedy answer
-//! beside its key, the accuracy map filling in and stopping, and a length
-//! too short for the format answered with an error, not a panic.
+//! beside its key, the accuracy map filling in, stopping and going on
+//! from the cells done, and a length too short for the format answered
+//! with an error, not a panic.
 #![cfg(feature = "app")]
 
 mod app_common;
@@ -173,6 +174,20 @@ fn the_accuracy_map_fills_in_and_stops() {
     assert_eq!(lines.len(), 5, "{csv}");
     assert_eq!(lines[0], "series,length,depth,trials,correct,accuracy");
     assert!(lines[1].starts_with(&format!("{},128,0.000,2,", text::BEFORE.replace(',', " "))));
+    // The map also as a figure of its own: SVG with a square per cell,
+    // named after its series.
+    let svg_path = dir.join("map.svg");
+    h.get_by_label("SVG").click();
+    h.run_steps(2);
+    assert!(h
+        .state()
+        .exporter
+        .proposed_path()
+        .is_some_and(|p| p.ends_with("passkey_accuracy_nope-s-1.svg")));
+    app_common::save_through_dialog(&mut h, &svg_path);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains(&text::grid_title(text::BEFORE)));
+    assert_eq!(svg.matches("<title>").count(), 4, "one square per cell");
     std::fs::remove_dir_all(&dir).ok();
 
     // Clear drops the finished map: no cells, the Compute button back.
@@ -205,7 +220,118 @@ fn the_accuracy_map_fills_in_and_stops() {
     h.run_steps(3);
     assert!(!h.state().state.passkey_lab.grid);
     assert!(h.state().jobs.is_idle(), "the map still runs after Stop");
+    // The cells done stay, drawn as they were, with Go on and Clear
+    // (until 2026-12-02 Stop dropped them).
+    let done = |cells: &[Cell]| cells.iter().filter(|c| !matches!(c, Cell::Pending)).count();
+    let (running, kept) = grid_result(&h).expect("the stopped map is gone");
+    assert!(
+        !running && done(&kept) >= partial.0,
+        "{} cells kept of {}",
+        done(&kept),
+        partial.0
+    );
+    h.get_by_label(text::STOPPED_PART_WAY);
+    assert!(h.query_by_label(text::GRID_START).is_none());
+    // A move to another page and back neither drops nor restarts it.
+    h.state_mut().state.tab = Tab::Explore;
+    h.run_steps(3);
+    h.state_mut().state.tab = Tab::Passkey;
+    h.run_steps(3);
+    assert!(h.state().jobs.is_idle(), "coming back restarted the stopped map");
+    h.get_by_label(text::GRID_GO_ON).click();
+    h.run_steps(2);
+    // Going on starts from the cells kept, not from an empty map.
+    let (running, cells) = grid_result(&h).expect("no map going on");
+    assert!(running && h.state().state.passkey_lab.grid);
+    assert!(
+        done(&cells) >= done(&kept),
+        "went on from {} cells of {}",
+        done(&cells),
+        done(&kept)
+    );
+    h.get_by_label(text::GRID_STOP).click();
+    h.run_steps(3);
+    h.get_by_label(text::GRID_CLEAR).click();
+    h.run_steps(3);
+    assert!(grid_result(&h).is_none(), "the cleared map is still kept");
     h.get_by_label(text::GRID_START);
+    assert!(h.query_by_label(text::GRID_GO_ON).is_none());
+}
+
+/// A sweep stopped part way, run again from what it had finished, ends
+/// with the numbers of one whole run and does not redo what was done (its
+/// first progress is past the start): the accuracy map, and the
+/// explorer's against-length sweep.
+#[test]
+fn a_stopped_sweep_goes_on_to_the_numbers_of_a_whole_run() {
+    use nopescope::app::compute::passkey::GridKey;
+    use nopescope::app::compute::{JobControl, Lab};
+    use nopescope::app::jobs::ScalesKey;
+    /// Says stop once `stop_after` partial results came (never: None);
+    /// goes on from `resume`; keeps the first progress of the work itself.
+    #[derive(Default)]
+    struct Control {
+        partials: Vec<JobResult>,
+        stop_after: Option<usize>,
+        resume: Option<JobResult>,
+        first_progress: Option<f32>,
+    }
+    impl JobControl for Control {
+        fn progress(&mut self, fraction: f32, message: &str) -> bool {
+            // (Every job says first that it starts the engine, at 0.)
+            if message != text::STARTING_ENGINE {
+                self.first_progress.get_or_insert(fraction);
+            }
+            self.stop_after.is_none_or(|n| self.partials.len() < n)
+        }
+        fn partial(&mut self, result: JobResult) {
+            self.partials.push(result);
+        }
+        fn resumed(&self) -> Option<&JobResult> {
+            self.resume.as_ref()
+        }
+    }
+    let run = |lab: &mut Lab, key: &JobKey, ctl: &mut Control| pollster::block_on(lab.run(key, ctl));
+    let mut lab = Lab::new(nopescope::lab::backend::Backend::Cpu, None);
+    let grid = JobKey::PasskeyGrid(GridKey {
+        model: ModelChoice::Nope,
+        scales: ScalesKey::ones(16),
+        filler: FillerKey::Repeated,
+        lengths: vec![128, 256, 512],
+        depths: 2,
+        trials: 2,
+        seed: 7,
+    });
+    let against = JobKey::AgainstLength {
+        model: ModelChoice::Nope,
+        scales: ScalesKey::ones(16),
+    };
+    for key in [grid, against] {
+        let whole = run(&mut lab, &key, &mut Control::default()).unwrap();
+        let mut first = Control {
+            stop_after: Some(2),
+            ..Default::default()
+        };
+        assert!(run(&mut lab, &key, &mut first).is_err(), "{key:?} was not stopped");
+        assert_eq!(first.partials.len(), 2);
+        let mut second = Control {
+            resume: first.partials.pop(),
+            ..Default::default()
+        };
+        let went_on = run(&mut lab, &key, &mut second).unwrap();
+        assert!(second.first_progress.is_some_and(|f| f > 0.0), "{key:?} started over");
+        let done = |r: &JobResult| match r {
+            JobResult::PasskeyGrid(g) => g.finished(),
+            JobResult::AgainstLength(a) => a.points.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            done(&second.partials[0]),
+            3,
+            "{key:?}: the first new point joins the 2 kept"
+        );
+        assert_eq!(format!("{went_on:?}"), format!("{whole:?}"), "{key:?}");
+    }
 }
 
 #[test]

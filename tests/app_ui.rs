@@ -452,7 +452,7 @@ fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
     h.get_by_label(text::CANCEL).click();
     h.run_steps(3);
     assert!(
-        matches!(h.state().jobs.peek(&long), Some(Entry::Failed(m)) if m == text::CANCELLED),
+        matches!(h.state().jobs.peek(&long), Some(Entry::Stopped(None))),
         "cancelled, and not asked for again while the view is the same"
     );
     h.state_mut().state.length = 512;
@@ -634,6 +634,36 @@ fn the_against_length_sweep_runs_and_hides() {
     h.step();
     h.step();
     assert!(h.state().state.against_length);
+    // Stopped once a first length is done: the points stay, with Go on,
+    // which goes on from them.
+    let points = |h: &Harness<'static, NopeApp>| {
+        let app = h.state();
+        let key = JobKey::AgainstLength {
+            model: nopescope::app::state::ModelChoice::Nope,
+            scales: Keys::of(&app.state, app.info()).ones,
+        };
+        match app.jobs.peek(&key).and_then(Entry::result) {
+            Some(JobResult::AgainstLength(r)) => r.points.len(),
+            _ => 0,
+        }
+    };
+    let start = Instant::now();
+    while points(&h) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(300), "no first point");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.get_by_label(text::AGAINST_STOP).click();
+    h.run_steps(3);
+    assert!(h.state().jobs.is_idle() && !h.state().state.against_length);
+    let kept = points(&h);
+    assert!(kept >= 1, "the stop dropped the points");
+    h.get_by_label(text::AGAINST_GO_ON).click();
+    h.run_steps(2);
+    assert!(
+        h.state().state.against_length && points(&h) >= kept,
+        "went on from nothing"
+    );
     h.get_by_label(text::AGAINST_STOP);
     let took = app_common::settle(&mut h, Duration::from_secs(600));
     eprintln!("against length: {took:?}");
@@ -1066,6 +1096,7 @@ fn the_keyboard_alone_reaches_every_control() {
         &[
             text::TAB_EXPLORE,
             text::TOUR_OPEN,
+            text::START_OVER,
             text::HALVE_LENGTH,
             text::DOUBLE_LENGTH,
             "layer 0, head 0",
@@ -1351,4 +1382,51 @@ fn keys_change_the_length_play_and_step_the_walkthrough() {
     h.key_press(Key::PageUp);
     h.run_steps(2);
     assert_eq!(h.state().state.tour, Some(1), "Page Up steps back");
+}
+
+/// Start over brings back the page as it first opens, keeping the engine,
+/// the hidden panels and the user's text; its Undo brings back what was
+/// on screen, and goes once something changes.
+#[test]
+fn start_over_resets_the_view_and_undo_brings_it_back() {
+    use nopescope::app::state::{InputKind, Tab};
+    let mut state = ViewState {
+        length: 256,
+        tab: Tab::Passkey,
+        input: InputKind::Pasted,
+        pasted_text: "a text of one's own, kept".into(),
+        hide: vec!["attention".into()],
+        layer: 2,
+        head: 3,
+        head_chosen: true,
+        ..small_state()
+    };
+    state.scales.uniform = 1.5;
+    let mut h = harness(state.clone(), 1280.0);
+    h.run_steps(2);
+    let before = h.state().state.clone();
+    h.get_by_label(text::START_OVER).click();
+    h.run_steps(3);
+    let now = h.state().state.clone();
+    assert_eq!(
+        (now.length, now.tab, now.input),
+        (1024, Tab::Explore, InputKind::Validation)
+    );
+    assert_eq!(now.scales.uniform, 1.0);
+    assert!(!now.head_chosen, "the head is the page's to select again");
+    assert_eq!(now.pasted_text, state.pasted_text, "the user's text went");
+    assert_eq!(now.hide, state.hide, "the embed's hidden panels came back");
+    // The page selects its head by itself: Undo is still offered.
+    h.get_by_label(text::UNDO_START_OVER).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state, before, "Undo did not bring the page back");
+    h.get_by_label(text::START_OVER).click();
+    h.run_steps(2);
+    h.state_mut().state.length = 2048;
+    h.run_steps(2);
+    assert!(
+        h.query_by_label(text::UNDO_START_OVER).is_none(),
+        "Undo outlived a change"
+    );
+    h.get_by_label(text::START_OVER);
 }

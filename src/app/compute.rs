@@ -49,6 +49,11 @@ const PASTED_PIECE_BYTES: usize = 20_000;
 pub trait JobControl {
     fn progress(&mut self, fraction: f32, message: &str) -> bool;
     fn partial(&mut self, result: JobResult);
+    /// What an earlier run of the same job had finished when it was
+    /// stopped, to go on from (`JobKey::resumable`).
+    fn resumed(&self) -> Option<&JobResult> {
+        None
+    }
 }
 
 /// eframe's own device, handed to the lab only as parts; the GPU engine
@@ -704,8 +709,17 @@ impl Lab {
         let bos = tokenizer.bos_id();
         let total: usize = lengths.iter().map(|l| l * (SWEEP_WINDOWS + SWEEP_TRIALS)).sum();
         let mut done = 0usize;
-        let mut points = Vec::new();
+        // Each length is computed on its own, so a stopped sweep's points
+        // are those a whole run would have: it goes on from them.
+        let mut points = match ctl.resumed() {
+            Some(JobResult::AgainstLength(r)) if r.lengths == lengths => r.points.clone(),
+            _ => Vec::new(),
+        };
         for &length in &lengths {
+            if points.iter().any(|p| p.length == length) {
+                done += length * (SWEEP_WINDOWS + SWEEP_TRIALS);
+                continue;
+            }
             let mut p = Relay {
                 ctl: &mut *ctl,
                 base: done,
@@ -742,12 +756,16 @@ impl Lab {
                 Err(_) => None,
             };
             if let Some(e) = ev.results.first() {
-                points.push(LengthPoint {
-                    length,
-                    entropy_bits: e.mean_entropy_bits,
-                    perplexity: e.perplexity,
-                    passkey_accuracy: accuracy,
-                });
+                let at = points.partition_point(|p| p.length < length);
+                points.insert(
+                    at,
+                    LengthPoint {
+                        length,
+                        entropy_bits: e.mean_entropy_bits,
+                        perplexity: e.perplexity,
+                        passkey_accuracy: accuracy,
+                    },
+                );
             }
             ctl.partial(JobResult::AgainstLength(AgainstLengthResult {
                 points: points.clone(),

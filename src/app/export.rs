@@ -417,6 +417,20 @@ impl Format {
     }
 }
 
+/// A name as part of a file name: ASCII letters and digits, lowercased,
+/// each run of anything else one '-' ("NoPE (s = 1)" -> "nope-s-1").
+pub fn file_stem(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
 /// What a view exports: a plot of lines or a map.
 #[derive(Debug, Clone)]
 enum Exportable {
@@ -732,6 +746,17 @@ fn crop_png(image: &egui::ColorImage, rect: egui::Rect, ppp: f32) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_become_plain_file_stems() {
+        assert_eq!(file_stem("NoPE (s = 1)"), "nope-s-1");
+        assert_eq!(
+            file_stem("“B”: scales shipped with the model (searched at 4L)"),
+            "b-scales-shipped-with-the-model-searched-at-4l"
+        );
+        assert_eq!(file_stem("  --é--  "), "");
+        assert_eq!(file_stem("RoPE twin"), "rope-twin");
+    }
 
     #[test]
     fn a_grid_exports_one_row_and_one_square_per_cell() {

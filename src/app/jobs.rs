@@ -5,8 +5,10 @@
 //! the web) runs requests one at a time through `compute::Lab`, reporting
 //! progress and partial results; results land in the cache and a repaint is
 //! requested. A job no view asked for during a frame is cancelled: when
-//! the state moves on, stale work stops. The runner is the only part that
-//! knows native from web.
+//! the state moves on, stale work stops. A sweep stopped part way (by the
+//! user, or because no view asked for it) keeps what it had finished: asked
+//! for again, it goes on from there instead of from the start. The runner
+//! is the only part that knows native from web.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,6 +257,14 @@ impl JobKey {
             JobKey::PasskeyCompare { model, .. } => *model,
         }
     }
+
+    /// Whether a stopped run's partial result lets a new run of the same
+    /// key go on from it (the sweeps, whose points and cells are each
+    /// computed on their own, seeded by their place: the same numbers as
+    /// one run from the start). A search goes on from its own checkpoint.
+    pub fn resumable(&self) -> bool {
+        matches!(self, JobKey::AgainstLength { .. } | JobKey::PasskeyGrid(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -417,13 +427,15 @@ pub enum Entry {
     },
     Done(Arc<JobResult>),
     Failed(String),
+    /// Stopped by the user before it finished, with what it had computed
+    /// by then (a sweep's finished points), if anything.
+    Stopped(Option<Arc<JobResult>>),
 }
 
 impl Entry {
     pub fn result(&self) -> Option<&JobResult> {
         match self {
-            Entry::Done(r) => Some(r),
-            Entry::Running { partial: Some(r), .. } => Some(r),
+            Entry::Done(r) | Entry::Running { partial: Some(r), .. } | Entry::Stopped(Some(r)) => Some(r),
             _ => None,
         }
     }
@@ -431,17 +443,30 @@ impl Entry {
     /// The result (final or partial) as a shared handle.
     pub fn shared(&self) -> Option<Arc<JobResult>> {
         match self {
-            Entry::Done(r) => Some(Arc::clone(r)),
-            Entry::Running { partial: Some(r), .. } => Some(Arc::clone(r)),
+            Entry::Done(r) | Entry::Running { partial: Some(r), .. } | Entry::Stopped(Some(r)) => Some(Arc::clone(r)),
+            _ => None,
+        }
+    }
+
+    /// What it had computed so far, while it runs or once stopped.
+    fn partial(&self) -> Option<&Arc<JobResult>> {
+        match self {
+            Entry::Running { partial, .. } | Entry::Stopped(partial) => partial.as_ref(),
             _ => None,
         }
     }
 }
 
-/// A request to the runner: the key, its id (one per request, so results
-/// of a cancelled run never land on a newer request of the same key) and
-/// its cancel flag.
-type Request = (JobKey, u64, Arc<AtomicBool>);
+/// A request to the runner.
+struct Request {
+    key: JobKey,
+    /// One per request, so results of a cancelled run never land on a
+    /// newer request of the same key.
+    id: u64,
+    cancel: Arc<AtomicBool>,
+    /// What an earlier run of the same key had finished when it stopped.
+    resume: Option<Arc<JobResult>>,
+}
 
 enum Msg {
     Run(Request),
@@ -486,6 +511,9 @@ pub struct Jobs {
     /// Jobs that run on whether or not a view asks for them (a search goes
     /// on while the user looks at another page).
     pinned: HashSet<JobKey>,
+    /// What resumable jobs had finished when they were stopped, for their
+    /// next run (`JobKey::resumable`).
+    resume: HashMap<JobKey, Arc<JobResult>>,
     backend: Backend,
     engine: EngineNote,
     /// Results received since the app started (tests wait on it).
@@ -508,6 +536,7 @@ impl Jobs {
             cache: HashMap::new(),
             wanted: HashSet::new(),
             pinned: HashSet::new(),
+            resume: HashMap::new(),
             backend,
             engine: EngineNote::default(),
             completed: 0,
@@ -525,9 +554,15 @@ impl Jobs {
             let cancel = Arc::new(AtomicBool::new(false));
             self.next_id += 1;
             let id = self.next_id;
+            let resume = self.resume.remove(key);
             // A closed channel means the runner is gone: the entry stays
             // "running".
-            let _ = self.tx.send(Msg::Run((key.clone(), id, Arc::clone(&cancel))));
+            let _ = self.tx.send(Msg::Run(Request {
+                key: key.clone(),
+                id,
+                cancel: Arc::clone(&cancel),
+                resume: resume.clone(),
+            }));
             self.cache.insert(
                 key.clone(),
                 Slot {
@@ -535,7 +570,8 @@ impl Jobs {
                     entry: Entry::Running {
                         fraction: 0.0,
                         message: super::text::WORKING.into(),
-                        partial: None,
+                        // What it goes on from is shown at once.
+                        partial: resume,
                     },
                     cancel,
                     cancelled_by_user: false,
@@ -562,6 +598,19 @@ impl Jobs {
         self.cache.get(key).map(|s| &s.entry)
     }
 
+    /// For a view that shows a job without asking for it: its entry, kept
+    /// while a view keeps it this way, or else what a stopped run of it
+    /// had finished (as `Entry::Stopped`); starts nothing.
+    pub fn keep(&mut self, key: &JobKey) -> Option<Entry> {
+        match self.cache.get(key) {
+            Some(slot) => {
+                self.wanted.insert(key.clone());
+                Some(slot.entry.clone())
+            }
+            None => self.resume.get(key).map(|r| Entry::Stopped(Some(Arc::clone(r)))),
+        }
+    }
+
     /// Takes in what the runner sent since the last frame.
     pub fn poll(&mut self) {
         while let Ok(ev) = self.rx.try_recv() {
@@ -577,12 +626,24 @@ impl Jobs {
                     }
                 }
                 Event::Partial(k, id, r) => {
-                    if let Some(Slot {
-                        entry: Entry::Running { partial, .. },
-                        ..
-                    }) = self.cache.get_mut(&k).filter(|s| s.id == id)
-                    {
-                        *partial = Some(Arc::new(r));
+                    let r = Arc::new(r);
+                    match self.cache.get_mut(&k).filter(|s| s.id == id) {
+                        Some(Slot {
+                            entry: Entry::Running { partial, .. },
+                            ..
+                        }) => *partial = Some(r),
+                        // Finished between the user's stop and the runner
+                        // seeing it: kept too.
+                        Some(Slot {
+                            entry: Entry::Stopped(partial),
+                            ..
+                        }) => {
+                            *partial = Some(Arc::clone(&r));
+                            if k.resumable() {
+                                self.resume.insert(k, r);
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 Event::Done(k, id, r) => {
@@ -647,23 +708,64 @@ impl Jobs {
         self.wanted.clear();
     }
 
-    /// Stops a job, keeping nothing of it: asking again starts it afresh.
+    /// Stops a job and forgets its entry: asking again starts it afresh,
+    /// a resumable one from what it had finished.
     pub fn cancel(&mut self, key: &JobKey) {
         self.pinned.remove(key);
         if let Some(slot) = self.cache.remove(key) {
             slot.cancel.store(true, Ordering::Relaxed);
+            self.keep_partial(key, &slot.entry);
+        }
+    }
+
+    /// The user's stop of one job: it stops and shows as stopped, with
+    /// what it had computed, until `go_on` or until no view asks for it.
+    pub fn stop(&mut self, key: &JobKey) {
+        self.pinned.remove(key);
+        if let Some(slot) = self.cache.get_mut(key) {
+            if matches!(slot.entry, Entry::Running { .. }) {
+                slot.cancel.store(true, Ordering::Relaxed);
+                slot.entry = Entry::Stopped(slot.entry.partial().cloned());
+                slot.cancelled_by_user = true;
+                let entry = slot.entry.clone();
+                self.keep_partial(key, &entry);
+            }
         }
     }
 
     /// The user's cancel: stops every running job and keeps it as
-    /// cancelled, so it is not asked for again until the state changes.
+    /// stopped, so it is not asked for again until the state changes.
     pub fn cancel_all(&mut self) {
-        for slot in self.cache.values_mut() {
-            if matches!(slot.entry, Entry::Running { .. }) {
-                slot.cancel.store(true, Ordering::Relaxed);
-                slot.entry = Entry::Failed(super::text::CANCELLED.into());
-                slot.cancelled_by_user = true;
-            }
+        let running: Vec<JobKey> = self
+            .cache
+            .iter()
+            .filter(|(_, s)| matches!(s.entry, Entry::Running { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in running {
+            self.stop(&key);
+        }
+    }
+
+    /// A stopped job runs again when next asked for (a resumable one from
+    /// what it had finished).
+    pub fn go_on(&mut self, key: &JobKey) {
+        if matches!(self.peek(key), Some(Entry::Stopped(_))) {
+            self.cache.remove(key);
+        }
+    }
+
+    /// Stops a job and forgets it, what it had finished included: the
+    /// next run starts from the beginning.
+    pub fn forget(&mut self, key: &JobKey) {
+        self.cancel(key);
+        self.resume.remove(key);
+    }
+
+    /// Keeps what a resumable job had finished for its next run.
+    fn keep_partial(&mut self, key: &JobKey, entry: &Entry) {
+        if let Some(partial) = entry.partial().filter(|_| key.resumable()) {
+            self.resume.insert(key.clone(), Arc::clone(partial));
         }
     }
 
@@ -697,6 +799,7 @@ impl Jobs {
         for k in stale {
             self.cancel(&k);
         }
+        self.resume.retain(|k, _| k.model() != model);
     }
 
     /// Switches engines; results are recomputed on the new one.
@@ -707,6 +810,8 @@ impl Jobs {
                 slot.cancel.store(true, Ordering::Relaxed);
             }
             self.cache.clear();
+            // Finished on the other engine: recomputed whole on this one.
+            self.resume.clear();
             self.engine = EngineNote::default();
             let _ = self.tx.send(Msg::SetBackend(backend));
         }
@@ -754,30 +859,31 @@ const PROGRESS_REPAINT: std::time::Duration = std::time::Duration::from_millis(1
 
 /// What the runner reports through, checking the job's cancel flag.
 struct Control<'a> {
-    key: &'a JobKey,
-    id: u64,
-    cancel: &'a AtomicBool,
+    request: &'a Request,
     tx: &'a Sender<Event>,
     ctx: &'a egui::Context,
 }
 
 impl JobControl for Control<'_> {
     fn progress(&mut self, fraction: f32, message: &str) -> bool {
-        let _ = self.tx.send(Event::Progress(
-            self.key.clone(),
-            self.id,
-            fraction,
-            message.to_string(),
-        ));
+        let r = self.request;
+        let _ = self
+            .tx
+            .send(Event::Progress(r.key.clone(), r.id, fraction, message.to_string()));
         // Progress alone need not redraw at once: where drawing is slow
         // (software WebGPU) frames would eat the time the work needs.
         self.ctx.request_repaint_after(PROGRESS_REPAINT);
-        !self.cancel.load(Ordering::Relaxed)
+        !r.cancel.load(Ordering::Relaxed)
     }
 
     fn partial(&mut self, result: JobResult) {
-        let _ = self.tx.send(Event::Partial(self.key.clone(), self.id, result));
+        let r = self.request;
+        let _ = self.tx.send(Event::Partial(r.key.clone(), r.id, result));
         self.ctx.request_repaint();
+    }
+
+    fn resumed(&self) -> Option<&JobResult> {
+        self.request.resume.as_deref()
     }
 }
 
@@ -813,20 +919,13 @@ fn handle(msg: Msg, queue: &mut VecDeque<Request>, lab: &mut Lab, events: &Sende
 
 /// Runs one job, sending its result (and the engine, if it changed).
 async fn run_one(lab: &mut Lab, request: &Request, tx: &Sender<Event>, ctx: &egui::Context) {
-    let (key, id, cancel) = request;
     let before = lab.engine_note().clone();
-    let mut control = Control {
-        key,
-        id: *id,
-        cancel,
-        tx,
-        ctx,
-    };
-    let result = lab.run(key, &mut control).await.map_err(|e| e.to_string());
+    let mut control = Control { request, tx, ctx };
+    let result = lab.run(&request.key, &mut control).await.map_err(|e| e.to_string());
     if *lab.engine_note() != before {
         let _ = tx.send(Event::Engine(lab.backend(), lab.engine_note().clone()));
     }
-    let _ = tx.send(Event::Done(key.clone(), *id, result));
+    let _ = tx.send(Event::Done(request.key.clone(), request.id, result));
     ctx.request_repaint();
 }
 
@@ -843,7 +942,7 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
                 }
                 match queue.pop_front() {
                     Some(request) => {
-                        if !request.2.load(Ordering::Relaxed) {
+                        if !request.cancel.load(Ordering::Relaxed) {
                             pollster::block_on(run_one(&mut lab, &request, &tx, &ctx));
                         }
                     }
@@ -876,7 +975,7 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
             }
             match queue.pop_front() {
                 Some(request) => {
-                    if !request.2.load(Ordering::Relaxed) {
+                    if !request.cancel.load(Ordering::Relaxed) {
                         run_one(&mut lab, &request, &tx, &ctx).await;
                     }
                     super::web::yield_to_browser(0).await;

@@ -75,6 +75,9 @@ struct Views {
     share: views::share::ShareView,
     /// The share panel is open (not part of the state: a link never opens it).
     sharing: bool,
+    /// The state before and after the last Start over, for its Undo while
+    /// nothing changed since.
+    started_over: Option<(ViewState, ViewState)>,
 }
 
 pub struct NopeApp {
@@ -471,6 +474,7 @@ impl NopeApp {
                     }
                     ui.separator();
                     ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
+                    start_over(ui, state, &mut views.started_over);
                     if !open {
                         tour_hint(ui);
                     }
@@ -722,6 +726,34 @@ pub fn run_native() -> Result<(), String> {
         }),
     )
     .map_err(|e| e.to_string())
+}
+
+/// "Start over" beside Share, and its Undo while the state is the one it
+/// made (the head a page selects by itself aside).
+fn start_over(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(ViewState, ViewState)>) {
+    if last
+        .as_ref()
+        .is_some_and(|(_, after)| !state.same_but_suggested_head(after))
+    {
+        *last = None;
+    }
+    if let Some((before, _)) = last {
+        if ui
+            .button(text::UNDO_START_OVER)
+            .on_hover_text(text::UNDO_START_OVER_HELP)
+            .clicked()
+        {
+            *state = before.clone();
+            *last = None;
+        }
+    } else if ui
+        .button(text::START_OVER)
+        .on_hover_text(text::START_OVER_HELP)
+        .clicked()
+    {
+        let before = std::mem::replace(state, state.started_over());
+        *last = Some((before, state.clone()));
+    }
 }
 
 /// The walkthrough's hint beside the tabs: the short form where the whole

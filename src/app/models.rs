@@ -30,6 +30,8 @@ pub static VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validati
 /// The per-head scales shipped with the NoPE model: `nopescope search` at
 /// 4L on the pass-key objective (the command is inside the file).
 pub static NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");
+/// The same search at 8L.
+pub static NOPE_HEAD_SCALES_8L: &str = include_str!("../../assets/models/nope-sotu/head_scales-8L.json");
 
 /// Text for the tuning panel's text objective: the tuning split, never the
 /// validation text the views evaluate on.

@@ -462,13 +462,19 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
     ];
     if model == ModelChoice::Nope {
         v.push(shipped(info));
+        v.push(shipped_from(models::NOPE_HEAD_SCALES_8L, text::PRESET_SHIPPED_8L, info));
     }
     v
 }
 
-/// The per-head scales shipped with the NoPE model.
+/// The per-head scales shipped with the NoPE model, searched at 4L.
 pub fn shipped(info: ModelInfo) -> Result<ScalesSetting> {
-    let hs = HeadScales::from_json(models::NOPE_HEAD_SCALES_4L, None)?;
+    shipped_from(models::NOPE_HEAD_SCALES_4L, text::PRESET_SHIPPED, info)
+}
+
+/// Shipped scales (`json`) under `name`, if they fit the model in view.
+fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting> {
+    let hs = HeadScales::from_json(json, None)?;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(Error::Input(text::scales_shape(
             hs.num_layers,
@@ -478,7 +484,7 @@ pub fn shipped(info: ModelInfo) -> Result<ScalesSetting> {
         )));
     }
     Ok(ScalesSetting {
-        name: text::PRESET_SHIPPED.into(),
+        name: name.into(),
         values: hs.values,
         rule: hs.rule,
     })
@@ -693,14 +699,16 @@ mod tests {
     fn presets_load_and_the_rule_and_defaults_follow_the_settings() {
         let t = TuneSettings::default();
         let list = presets(ModelChoice::Nope, info(), &t);
-        assert_eq!(list.len(), 5);
+        assert_eq!(list.len(), 6);
         let list: Vec<ScalesSetting> = list.into_iter().map(|p| p.unwrap()).collect();
         assert!(list[0].values.iter().all(|&v| v == 1.0) && list[0].rule.is_constant());
         assert_eq!(list[1].values, vec![t.preset_uniform; 16]);
         assert!(matches!(list[2].rule, ScaleRule::Fitted { a, training_length: 256 } if a == t.fitted_a));
         assert_eq!(list[3].rule, ScaleRule::LogN { training_length: 256 });
-        // The shipped scales differ from head to head.
+        // The shipped scales differ from head to head, and the 8L ones
+        // from the 4L ones.
         assert!(list[4].values.iter().any(|&v| v != list[4].values[0]));
+        assert!(list[5].values != list[4].values && list[5].name == text::PRESET_SHIPPED_8L);
         // No shipped scales for the RoPE twin.
         assert_eq!(presets(ModelChoice::Rope, info(), &t).len(), 4);
         let spec = t.spec(ModelChoice::Nope, info());

@@ -283,6 +283,33 @@ impl Default for ViewState {
 }
 
 impl ViewState {
+    /// The page as it first opens ("Start over"), keeping what is not the
+    /// view: the engine chosen, the panels hidden for embedding, and what
+    /// the user brought (their text, a scales file loaded, both unused).
+    pub fn started_over(&self) -> ViewState {
+        ViewState {
+            backend: self.backend,
+            hide: self.hide.clone(),
+            pasted_text: self.pasted_text.clone(),
+            scales: ScalesState {
+                file: self.scales.file.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Whether this is `other` but for the head a page selected by itself
+    /// (while no head is chosen the explorer and the lab select one).
+    pub fn same_but_suggested_head(&self, other: &ViewState) -> bool {
+        if self.head_chosen || other.head_chosen {
+            return self == other;
+        }
+        let mut s = self.clone();
+        (s.layer, s.head) = (other.layer, other.head);
+        s == *other
+    }
+
     /// Brings every field into range (after a URL, a file or a test set it).
     pub fn sanitize(&mut self, layers: usize, heads: usize) {
         self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);

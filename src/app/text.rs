@@ -12,8 +12,13 @@ pub const TOUR_OPEN: &str = "Walkthrough";
 pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in eight short steps.";
 pub const TOUR_HINT_SHORT: &str = "New here? Try the walkthrough.";
 pub const SHARE_OPEN: &str = "Share";
+pub const START_OVER: &str = "Start over";
+pub const START_OVER_HELP: &str = "Back to the page as it first opens: the bundled NoPE model, its validation text at 1024 tokens, no scales, the walkthrough closed. Your text, a scales file you loaded, an opened model and a running search stay; Undo brings back what was on screen.";
+pub const UNDO_START_OVER: &str = "Undo start over";
+pub const UNDO_START_OVER_HELP: &str =
+    "Brings back the page as it was before Start over (offered until something changes).";
 pub const SHARE_HEADING: &str = "Share this view";
-pub const SHARE_HELP: &str = "The link holds everything on screen: the page, model, input (your own text too), length, heads, scales and walkthrough step. Whoever opens it sees this view and can carry on from it.";
+pub const SHARE_HELP: &str = "The link holds what the view is made of: the page, model, input (your own text too), length, heads, scales, settings and walkthrough step. Whoever opens it sees this view and can carry on from it (a plot's zoom, log scale and hidden legend entries are not in it).";
 pub const SHARE_CUSTOM_MODEL: &str =
     "A model folder you opened yourself is not in the link: it opens the bundled NoPE model instead.";
 pub const SHARE_ADDRESS: &str = "Address of the web page";
@@ -150,6 +155,9 @@ pub fn against_help(windows: usize, trials: usize) -> String {
 }
 pub const AGAINST_START: &str = "Compute against length";
 pub const AGAINST_STOP: &str = "Stop";
+pub const AGAINST_STOP_HELP: &str = "Stops computing: the lengths done so far stay, and Go on computes the rest.";
+pub const AGAINST_GO_ON: &str = "Go on";
+pub const AGAINST_GO_ON_HELP: &str = "Computes the lengths left, going on from those done.";
 pub const AGAINST_HIDE: &str = "Hide these plots";
 
 // Status
@@ -531,6 +539,8 @@ pub fn frame_time_short(ms: f32) -> String {
     format!("{ms:.0} ms a frame")
 }
 pub const CANCELLED: &str = "cancelled; change a setting to compute again";
+/// A sweep stopped part way, beside what it had finished.
+pub const STOPPED_PART_WAY: &str = "stopped part way: what was done is shown";
 
 pub fn gpu_on_cpu_adapter(adapter: &str) -> String {
     format!(
@@ -704,9 +714,11 @@ pub const GRID_HEADING: &str = "Accuracy over length and depth";
 pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";
 pub const GRID_STOP: &str = "Stop the accuracy map";
-pub const GRID_STOP_HELP: &str = "Stops computing; the cells done so far go.";
+pub const GRID_STOP_HELP: &str = "Stops computing: the cells done so far stay, and Go on computes the rest.";
+pub const GRID_GO_ON: &str = "Go on with the accuracy map";
+pub const GRID_GO_ON_HELP: &str = "Computes the cells left, going on from those done.";
 pub const GRID_CLEAR: &str = "Clear the accuracy map";
-pub const GRID_CLEAR_HELP: &str = "Every map is done (export it first to keep it); this clears them.";
+pub const GRID_CLEAR_HELP: &str = "Clears the maps (export them first to keep them).";
 pub const GRID_TRIALS: &str = "Trials per cell";
 pub const GRID_DEPTHS: &str = "Depths";
 pub const GRID_LONGEST: &str = "Longest length";
@@ -733,9 +745,17 @@ pub fn times_l(length: usize, l: usize) -> String {
 pub const GRID_PENDING: &str = "not yet run";
 pub const GRID_TOO_SHORT: &str = "too short to hold the question";
 pub const GRID_NO_SERIES: &str = "Tick at least one model to compute.";
-pub const EXPORT_CSV: &str = "Export CSV";
+pub const EXPORT_CSV: &str = "Export all maps as one CSV";
+/// An accuracy map's title in its exported figure.
+pub fn grid_title(series: &str) -> String {
+    format!("Pass-key accuracy, {series}")
+}
+/// An exported accuracy map's columns.
+pub fn grid_length_column(training_length: usize) -> String {
+    format!("length in tokens (L = {training_length})")
+}
 pub const EXPORT_GRID_HELP: &str =
-    "The accuracy maps shown, as CSV (one row per map, length and depth): natively through the save dialog, on the web as a download.";
+    "The accuracy maps shown, as CSV (one row per map, length and depth): natively through the save dialog, on the web as a download. Each map also exports on its own, as CSV, SVG or PNG, under it.";
 
 pub fn passkey_too_short(length: usize, shortest: usize) -> String {
     format!(
@@ -896,6 +916,7 @@ pub fn unscaled(rope: bool) -> &'static str {
 }
 pub const PRESET_LOG_N: &str = "log-n rule: s(i) = max(1, ln(i + 1) / ln L)";
 pub const PRESET_SHIPPED: &str = "scales shipped with the model (searched at 4L)";
+pub const PRESET_SHIPPED_8L: &str = "scales shipped with the model (searched at 8L)";
 pub const CURRENT_SCALES: &str = "the current scales";
 pub const SETTING_B: &str = "setting B";
 pub const COMPARE_HEADING: &str = "Compare";

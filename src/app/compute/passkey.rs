@@ -325,12 +325,24 @@ impl Lab {
             depths: depths.clone(),
             cells: vec![Cell::Pending; g.lengths.len() * depths.len()],
         };
+        // Each cell's trials are seeded by its depth and trial alone, so a
+        // stopped map's cells are those a whole run would have: it goes
+        // on from them.
+        if let Some(JobResult::PasskeyGrid(r)) = ctl.resumed() {
+            if r.lengths == result.lengths && r.depths == result.depths && r.cells.len() == result.cells.len() {
+                result.cells.clone_from(&r.cells);
+            }
+        }
         // Progress in tokens run: a cell's cost grows with its length.
         let total: usize = g.lengths.iter().map(|l| l * g.trials * depths.len()).sum();
         let mut done = 0usize;
         for (li, &length) in g.lengths.iter().enumerate() {
             for (d, &depth) in depths.iter().enumerate() {
                 let cell = li * depths.len() + d;
+                if !matches!(result.cells[cell], Cell::Pending) {
+                    done += length * g.trials;
+                    continue;
+                }
                 if length < shortest {
                     result.cells[cell] = Cell::TooShort;
                     done += length * g.trials;

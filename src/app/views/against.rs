@@ -9,7 +9,7 @@ use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points
 
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
-use crate::app::jobs::{JobKey, JobResult, Jobs, LengthPoint};
+use crate::app::jobs::{Entry, JobKey, JobResult, Jobs, LengthPoint};
 use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
@@ -46,12 +46,6 @@ impl AgainstLengthView {
             crate::app::compute::SWEEP_WINDOWS,
             crate::app::compute::SWEEP_TRIALS,
         ));
-        if !state.against_length {
-            if ui.button(text::AGAINST_START).clicked() {
-                state.against_length = true;
-            }
-            return;
-        }
         // The model in view (the bundled NoPE, or the user's own).
         let model = if state.model == ModelChoice::Custom {
             ModelChoice::Custom
@@ -76,27 +70,68 @@ impl AgainstLengthView {
                 scales: keys.twin_ones.clone(),
             },
         ));
-        let entries: Vec<_> = series.iter().map(|(_, _, key)| jobs.get(key).clone()).collect();
-        let running = entries.iter().any(|e| !matches!(e, crate::app::jobs::Entry::Done(_)));
-        // Stop while the sweeps run; once they are done the same button
-        // takes the plots away (and a later click computes them again).
-        if ui
-            .button(if running {
-                text::AGAINST_STOP
-            } else {
-                text::AGAINST_HIDE
+        // Asked for while on; once stopped, shown as they were stopped
+        // (and not asked for: coming back to the page does not start them).
+        let entries: Vec<Option<Entry>> = series
+            .iter()
+            .map(|(_, _, key)| {
+                if state.against_length {
+                    Some(jobs.get(key).clone())
+                } else {
+                    jobs.keep(key)
+                }
             })
-            .clicked()
-        {
-            // Not asking for the jobs this frame cancels them.
+            .collect();
+        let stopped = entries.iter().flatten().any(|e| matches!(e, Entry::Stopped(_)));
+        if !state.against_length && !stopped {
+            if ui.button(text::AGAINST_START).clicked() {
+                state.against_length = true;
+            }
+            return;
+        }
+        let running = entries.iter().flatten().any(|e| matches!(e, Entry::Running { .. }));
+        // Stop while the sweeps run, keeping the lengths done; then Go on
+        // from them, or take the plots away (a later click computes them
+        // again, from the points kept once done).
+        let mut hide = false;
+        ui.horizontal(|ui| {
+            if running {
+                if ui
+                    .button(text::AGAINST_STOP)
+                    .on_hover_text(text::AGAINST_STOP_HELP)
+                    .clicked()
+                {
+                    state.against_length = false;
+                    series.iter().for_each(|(_, _, key)| jobs.stop(key));
+                }
+                return;
+            }
+            if stopped
+                && ui
+                    .button(text::AGAINST_GO_ON)
+                    .on_hover_text(text::AGAINST_GO_ON_HELP)
+                    .clicked()
+            {
+                state.against_length = true;
+                series.iter().for_each(|(_, _, key)| jobs.go_on(key));
+            }
+            hide = ui.button(text::AGAINST_HIDE).clicked();
+        });
+        if hide {
             state.against_length = false;
+            for (_, _, key) in &series {
+                if !matches!(jobs.peek(key), Some(Entry::Done(_))) {
+                    jobs.forget(key);
+                }
+            }
             return;
         }
         // Each with its look, by its place among all series: hiding one
         // changes no other's line or marker.
         let mut results: Vec<(String, Look, usize, Arc<JobResult>)> = Vec::new();
         for (k, ((name, colour, _), entry)) in series.iter().zip(&entries).enumerate() {
-            if !matches!(entry, crate::app::jobs::Entry::Done(_)) {
+            let Some(entry) = entry else { continue };
+            if !matches!(entry, Entry::Done(_)) {
                 ui.horizontal(|ui| {
                     ui.label(name);
                     show_entry_status(ui, entry);

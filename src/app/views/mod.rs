@@ -812,6 +812,12 @@ pub fn show_entry_status(ui: &mut egui::Ui, entry: &Entry) {
         Entry::Failed(e) => {
             ui.colored_label(palette::ERROR, text::error(e));
         }
+        Entry::Stopped(Some(_)) => {
+            ui.label(egui::RichText::new(text::STOPPED_PART_WAY).weak());
+        }
+        Entry::Stopped(None) => {
+            ui.label(egui::RichText::new(text::CANCELLED).weak());
+        }
         Entry::Done(_) => {}
     }
 }

@@ -24,9 +24,6 @@ use crate::app::{export, palette};
 use crate::lab::passkey::random_key;
 use crate::model::rng::Rng;
 
-/// Every head is ranked by its attention on the key (one pass per head)
-/// up to this length; past it the ranking would hold the runner too long.
-const RANK_HEADS_UP_TO: usize = 4096;
 /// A map cell on screen, in points.
 const CELL_W: f32 = 50.0;
 const CELL_H: f32 = 24.0;
@@ -189,33 +186,34 @@ impl PasskeyLabView {
             Some(&doc.key_span.sentence),
             keys.info.training_length,
         );
-        if doc.length <= RANK_HEADS_UP_TO {
-            for (i, (name, scales, _)) in settings.iter().enumerate() {
-                let key = JobKey::PasskeyHeads {
-                    at: at.clone(),
-                    scales: scales.clone(),
-                };
-                let entry = jobs.get(&key).clone();
-                match entry.result() {
-                    Some(JobResult::PasskeyHeads(h)) => {
-                        if let Some((l, hd, mass)) = h.best() {
-                            // The first setting's best (NoPE's, or
-                            // setting B's), until a head is chosen (not
-                            // during the walkthrough, whose steps select
-                            // their own).
-                            if i == 0 {
-                                state.suggest_head(l, hd);
-                            }
-                            ui.horizontal_wrapped(|ui| {
-                                ui.label(text::best_head(name, l, hd, mass));
-                                if ui.button(text::SHOW_BEST_HEAD).clicked() {
-                                    state.choose_head(l, hd);
-                                }
-                            });
+        // Every head ranked by its attention on the key, at every length:
+        // one run of the model (up to 4096 tokens only until 2026-12-02,
+        // when it took one pass per head).
+        for (i, (name, scales, _)) in settings.iter().enumerate() {
+            let key = JobKey::PasskeyHeads {
+                at: at.clone(),
+                scales: scales.clone(),
+            };
+            let entry = jobs.get(&key).clone();
+            match entry.result() {
+                Some(JobResult::PasskeyHeads(h)) => {
+                    if let Some((l, hd, mass)) = h.best() {
+                        // The first setting's best (NoPE's, or
+                        // setting B's), until a head is chosen (not
+                        // during the walkthrough, whose steps select
+                        // their own).
+                        if i == 0 {
+                            state.suggest_head(l, hd);
                         }
+                        ui.horizontal_wrapped(|ui| {
+                            ui.label(text::best_head(name, l, hd, mass));
+                            if ui.button(text::SHOW_BEST_HEAD).clicked() {
+                                state.choose_head(l, hd);
+                            }
+                        });
                     }
-                    _ => show_entry_status(ui, &entry),
                 }
+                _ => show_entry_status(ui, &entry),
             }
         }
 
@@ -294,48 +292,69 @@ impl PasskeyLabView {
         ui.label(text::grid_cost(documents, tokens));
         let series = grid_series(state, keys);
         let lab = &mut state.passkey_lab;
-        let finished = !series.is_empty()
-            && series
-                .iter()
-                .all(|(_, _, key)| matches!(jobs.peek(key), Some(Entry::Done(_))));
-        if lab.grid {
-            // Stop while it runs; once every map is done, Clear (the
-            // same action: the maps are no longer asked for).
-            let (button, help) = if finished {
-                (text::GRID_CLEAR, text::GRID_CLEAR_HELP)
-            } else {
-                (text::GRID_STOP, text::GRID_STOP_HELP)
-            };
-            if ui.button(button).on_hover_text(help).clicked() {
-                // Dropped, done or not (a finished map stays cached, and
-                // was drawn again under the Compute button).
-                lab.grid = false;
-                for (_, _, key) in &series {
-                    jobs.cancel(key);
+        // Asked for while on; once stopped, shown as they were stopped
+        // (and not asked for: coming back to the page does not start them).
+        let entries: Vec<Option<Entry>> = series
+            .iter()
+            .map(|(_, _, key)| {
+                if lab.grid {
+                    Some(jobs.get(key).clone())
+                } else {
+                    jobs.keep(key)
+                }
+            })
+            .collect();
+        let any = |f: fn(&Entry) -> bool| entries.iter().flatten().any(f);
+        let running = any(|e| matches!(e, Entry::Running { .. }));
+        let stopped = any(|e| matches!(e, Entry::Stopped(_)));
+        let mut clear = false;
+        ui.horizontal_wrapped(|ui| {
+            if running {
+                // Stop, keeping the cells done; then Go on from them, or
+                // Clear (once every map is done, Clear alone).
+                if ui.button(text::GRID_STOP).on_hover_text(text::GRID_STOP_HELP).clicked() {
+                    lab.grid = false;
+                    series.iter().for_each(|(_, _, key)| jobs.stop(key));
                 }
                 return;
             }
-        } else if ui.button(text::GRID_START).clicked() {
-            lab.grid = true;
+            if stopped {
+                if ui
+                    .button(text::GRID_GO_ON)
+                    .on_hover_text(text::GRID_GO_ON_HELP)
+                    .clicked()
+                {
+                    lab.grid = true;
+                    series.iter().for_each(|(_, _, key)| jobs.go_on(key));
+                }
+            } else if !lab.grid && ui.button(text::GRID_START).clicked() {
+                lab.grid = true;
+            }
+            if lab.grid || stopped {
+                clear = ui
+                    .button(text::GRID_CLEAR)
+                    .on_hover_text(text::GRID_CLEAR_HELP)
+                    .clicked();
+            }
+        });
+        if clear {
+            // Dropped, done or not, the cells kept by a stop included.
+            lab.grid = false;
+            series.iter().for_each(|(_, _, key)| jobs.forget(key));
+            return;
         }
-        let running = state.passkey_lab.grid;
         if series.is_empty() {
             ui.label(text::GRID_NO_SERIES);
             return;
         }
         // Before it is asked for, no map: grey placeholders filled half the
         // lab (and the walkthrough's pass-key steps) with cells no one ran.
-        if !running && !series.iter().any(|(_, _, key)| jobs.peek(key).is_some()) {
+        if entries.iter().all(Option::is_none) {
             return;
         }
         let mut shown: Vec<(&str, Arc<JobResult>)> = Vec::new();
         ui.horizontal_wrapped(|ui| {
-            for (name, colour, key) in &series {
-                let entry = if running {
-                    Some(jobs.get(key).clone())
-                } else {
-                    jobs.peek(key).cloned()
-                };
+            for ((name, colour, key), entry) in series.iter().zip(entries) {
                 let JobKey::PasskeyGrid(g) = key else { continue };
                 let result = entry.as_ref().and_then(Entry::shared);
                 let placeholder;
@@ -361,9 +380,15 @@ impl PasskeyLabView {
                 }
                 ui.vertical(|ui| {
                     ui.label(egui::RichText::new(*name).strong().color(*colour));
-                    draw_grid(ui, name, grid, keys.info.training_length);
-                    if let Some(e @ (Entry::Running { .. } | Entry::Failed(_))) = &entry {
+                    let rect = draw_grid(ui, name, grid, keys.info.training_length);
+                    if let Some(e @ (Entry::Running { .. } | Entry::Failed(_) | Entry::Stopped(_))) = &entry {
                         show_entry_status(ui, e);
+                    }
+                    // Each map as a figure too (the CSV below has them all).
+                    if grid.finished() > 0 {
+                        export::grid_buttons(ui, rect, grid.cells.len(), || {
+                            grid_figure(name, grid, keys.info.training_length)
+                        });
                     }
                 });
                 if let Some(r) = result {
@@ -553,7 +578,31 @@ fn attention_plot(
 /// every cell named for screen readers and tests. The map is one stop in
 /// the Tab order (its cursor cell, at first the L column's top one); the
 /// arrow keys move the cursor, and the focus with it, between the cells.
-fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_length: usize) {
+/// One accuracy map as an exported figure: depths down, lengths (with
+/// their multiple of L) across, accuracy from 0 to 1; cells not run, or
+/// too short for the question, empty.
+fn grid_figure(series: &str, g: &PasskeyGridResult, training_length: usize) -> export::Grid {
+    let (lengths, depths) = (g.lengths.len(), g.depths.len());
+    export::Grid {
+        stem: format!("passkey_accuracy_{}", export::file_stem(series)),
+        title: text::grid_title(series),
+        row_label: text::GRID_DEPTH_AXIS.into(),
+        col_label: text::grid_length_column(training_length),
+        value_label: text::PASSKEY_AXIS.into(),
+        rows: g.depths.iter().map(|d| format!("{d:.2}")).collect(),
+        cols: g.lengths.iter().map(usize::to_string).collect(),
+        values: (0..depths)
+            .flat_map(|d| (0..lengths).map(move |li| (li, d)))
+            .map(|(li, d)| g.cell(li, d).accuracy().unwrap_or(f64::NAN))
+            .collect(),
+        lo: 0.0,
+        hi: 1.0,
+        log_colour: false,
+    }
+}
+
+/// Draws one map; returns where it is on screen.
+fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_length: usize) -> egui::Rect {
     let (columns, rows) = (g.lengths.len(), g.depths.len());
     let cursor_id = ui.make_persistent_id(("passkey grid cursor", series));
     let cell_id = |ui: &egui::Ui, li: usize, d: usize| ui.make_persistent_id(("passkey grid cell", series, li, d));
@@ -565,7 +614,7 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
     let grid = egui::Grid::new(("passkey grid", series))
         .spacing([2.0, 2.0])
         .min_col_width(0.0);
-    grid.show(ui, |ui| {
+    let shown = grid.show(ui, |ui| {
         ui.add_sized([ROW_LABEL_W, HEADER_H], egui::Label::new(text::GRID_DEPTH_AXIS));
         // Each column's length and its multiple of L; the L column's in
         // the text's strong colour over a bar in it (an outline in a
@@ -661,6 +710,7 @@ fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_le
             ui.end_row();
         }
     });
+    shown.response.rect
 }
 
 /// The focused cursor cell `at` of a `size` (columns, rows) map keeps the

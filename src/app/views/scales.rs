@@ -12,6 +12,10 @@ use crate::app::state::{LoadedScales, ViewState};
 use crate::app::text;
 use crate::model::head_scales::HeadScales;
 
+/// The uniform scale slider's step: that of the uniform search's grid
+/// (`lab::search::uniform_grid`).
+const UNIFORM_STEP: f64 = 0.05;
+
 #[derive(Default)]
 pub struct ScalesView {
     /// What the user typed: a path or JSON.
@@ -52,8 +56,11 @@ impl ScalesView {
         let s = &mut state.scales;
         ui.add_enabled(
             !(s.use_file && s.file.is_some()),
+            // Steps of 0.05 (the uniform search's grid): a drag lands on
+            // values one can name and share, not s = 1.2374.
             egui::Slider::new(&mut s.uniform, 0.25..=4.0)
                 .logarithmic(true)
+                .step_by(UNIFORM_STEP)
                 .text(text::UNIFORM_SCALE),
         )
         .on_hover_text(text::UNIFORM_HELP);

@@ -131,13 +131,16 @@ impl TuningView {
                 run.phase = Phase::Finished;
                 jobs.unpin(&run.key);
             }
+            // The status bar's Cancel stops every job: a pause here.
+            Some(Entry::Stopped(partial)) => {
+                if let Some(p) = partial {
+                    take(run, &p);
+                }
+                run.phase = Phase::Paused;
+                jobs.unpin(&run.key);
+            }
             Some(Entry::Failed(e)) => {
-                // The status bar's Cancel stops every job: a pause here.
-                run.phase = if e == text::CANCELLED {
-                    Phase::Paused
-                } else {
-                    Phase::Failed(e)
-                };
+                run.phase = Phase::Failed(e);
                 jobs.unpin(&run.key);
             }
             // Gone from the cache (the engine was switched): a pause.
