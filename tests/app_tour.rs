@@ -162,7 +162,7 @@ fn an_export_saves_in_a_folder_chosen_by_browsing() {
         length: 256,
         ..Default::default()
     };
-    let mut h = app_common::harness(state, [WIDTH, 1600.0]);
+    let mut h = app_common::harness(state, [WIDTH, 1900.0]);
     settle(&mut h);
     h.get_all_by_label("CSV").next().unwrap().click();
     h.run_steps(2);
@@ -204,7 +204,7 @@ fn exporting_plots_and_maps_saves_csv_and_svg() {
         length: 256,
         ..Default::default()
     };
-    let mut h = app_common::harness(state, [WIDTH, 1600.0]);
+    let mut h = app_common::harness(state, [WIDTH, 1900.0]);
     settle(&mut h);
     let csv = proposals(&mut h, "CSV");
     let svg = proposals(&mut h, "SVG");

@@ -238,12 +238,13 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
 /// centre, the diagonal: at 512 tokens one query over itself).
 #[test]
 fn the_pooled_map_names_the_cell_under_the_pointer() {
-    // The entropy plot hidden, so the map is on screen.
+    // The entropy plot hidden, so the map is on screen (in a window tall
+    // enough for the attention on the text above it).
     let state = ViewState {
         hide: vec!["entropy".into()],
         ..small_state()
     };
-    let mut h = harness(state, 1280.0);
+    let mut h = app_common::harness(state, [1280.0, 1300.0]);
     settle(&mut h);
     let map = text::pooled_alt(text::BEFORE, 512, 512);
     h.get_by_label(&map).hover();
@@ -526,6 +527,8 @@ fn a_long_text_of_ones_own_scrolls_in_its_box_and_is_read_from_the_start() {
         ViewState {
             input: nopescope::app::state::InputKind::Pasted,
             pasted_text: book.clone(),
+            // (The attention view shows the text too, shaded.)
+            hide: vec!["attention".into()],
             ..small_state()
         },
         1280.0,
@@ -1429,4 +1432,108 @@ fn start_over_resets_the_view_and_undo_brings_it_back() {
         "Undo outlived a change"
     );
     h.get_by_label(text::START_OVER);
+}
+
+/// Files dropped on the window: a text becomes "your text" on the Explore
+/// page, a head-scales file the scales in use, each said in the status
+/// bar; a file that is not text says so and changes nothing (until
+/// 2026-12-02 every drop opened the file's folder as a model).
+#[test]
+fn a_dropped_text_or_scales_file_is_used() {
+    use nopescope::app::state::{InputKind, Tab};
+    #[derive(Debug)]
+    struct Dropped(std::path::PathBuf);
+    impl eframe::egui::DroppedFile for Dropped {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("nopescope-drop-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notes = dir.join("notes.txt");
+    let words = "We hold these truths to be self-evident, that all men are created equal. ".repeat(20);
+    std::fs::write(&notes, &words).unwrap();
+    let row = "[1.25, 1.25, 1.25, 1.25]";
+    let scales = dir.join("my_scales.json");
+    std::fs::write(&scales, format!("{{\"head_scales\": [{row}, {row}, {row}, {row}]}}")).unwrap();
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, [0u8, 0xff, 0xfe, 0x80]).unwrap();
+    let mut h = harness(
+        ViewState {
+            tab: Tab::Passkey,
+            ..small_state()
+        },
+        1280.0,
+    );
+    h.run_steps(2);
+    let drop = |h: &mut Harness<'static, NopeApp>, path: &std::path::Path| {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(path.to_path_buf())));
+        h.run_steps(3);
+    };
+    drop(&mut h, &notes);
+    let state = h.state().state.clone();
+    assert_eq!((state.input, state.tab), (InputKind::Pasted, Tab::Explore));
+    assert_eq!(state.pasted_text, words);
+    h.get_by_label(&text::dropped_text(notes.to_str().unwrap(), words.chars().count()));
+    drop(&mut h, &scales);
+    let s = &h.state().state.scales;
+    assert!(s.use_file && s.file.as_ref().is_some_and(|f| f.values == vec![1.25; 16]));
+    h.get_by_label(&text::dropped_scales(scales.to_str().unwrap()));
+    let before = h.state().state.clone();
+    drop(&mut h, &binary);
+    assert_eq!(h.state().state, before, "a file that is not text changed the view");
+    h.get_by_label_contains(&text::dropped_not_text(binary.to_str().unwrap()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The attention on the text: on a pass-key document at L, the head that
+/// retrieves the key names one of the key's own tokens first, at the
+/// position the attention row puts most of its weight on.
+#[test]
+fn the_text_shaded_by_attention_names_the_key() {
+    use nopescope::app::state::InputKind;
+    let mut h = harness(
+        ViewState {
+            input: InputKind::Passkey,
+            length: 256,
+            layer: 3,
+            head: 3,
+            head_chosen: true,
+            hide: vec!["entropy".into()],
+            ..small_state()
+        },
+        1280.0,
+    );
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let row = JobKey::AttnRow {
+        at: keys.at.clone(),
+        scales: keys.ones.clone(),
+        layer: 3,
+        head: 3,
+        query: None,
+    };
+    let Some(Entry::Done(r)) = app.jobs.peek(&row) else {
+        panic!("no attention row")
+    };
+    let JobResult::AttnRow(a) = r.as_ref() else { panic!() };
+    let top = (0..=a.query).max_by(|&x, &y| a.row[x].total_cmp(&a.row[y])).unwrap();
+    assert!(
+        a.key.as_ref().is_some_and(|k| k.digits.contains(&top)),
+        "the head misses the key"
+    );
+    let line = h.get_by_label_contains("Most attended: ").value().unwrap_or_default();
+    assert!(
+        line.split(", ")
+            .next()
+            .is_some_and(|first| first.ends_with(&format!("({top})"))),
+        "{line} does not start with position {top}"
+    );
+    h.get_by_label(text::ON_TEXT_HEADING);
 }

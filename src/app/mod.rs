@@ -8,6 +8,7 @@
 //! thread; results land in the cache and the views draw them.
 
 pub mod compute;
+pub mod dropped;
 pub mod export;
 pub mod jobs;
 pub mod models;
@@ -101,6 +102,13 @@ pub struct NopeApp {
     state_file: Option<saved::StateFile>,
     /// What went wrong keeping the state (shown in the status bar).
     pub state_note: Option<StateNote>,
+    /// The outcome of the last text or scales file dropped (true: failed).
+    pub drop_note: Option<(String, bool)>,
+    /// Dropped files read (on the web, asynchronously), to apply.
+    dropped: (
+        std::sync::mpsc::Sender<dropped::DroppedFile>,
+        std::sync::mpsc::Receiver<dropped::DroppedFile>,
+    ),
 }
 
 /// What went wrong keeping the view between runs (the status bar says it).
@@ -182,6 +190,8 @@ impl NopeApp {
             #[cfg(not(target_arch = "wasm32"))]
             state_file: None,
             state_note: None,
+            drop_note: None,
+            dropped: std::sync::mpsc::channel(),
         }
     }
 
@@ -298,39 +308,71 @@ impl NopeApp {
         }
     }
 
-    /// Files dropped on the window open a model: natively their folder,
-    /// on the web the files themselves.
+    /// Files dropped on the window: one text or scales file is read and
+    /// applied (`dropped`); anything else opens as a model (natively the
+    /// folder of what was dropped, on the web the files themselves).
     fn take_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
-        if dropped.is_empty() {
+        while let Ok(file) = self.dropped.1.try_recv() {
+            let info = self.info();
+            self.drop_note = Some(match dropped::apply(&mut self.state, info, file) {
+                Ok(note) => (note, false),
+                Err(e) => (e, true),
+            });
+        }
+        let files = ctx.input(|i| i.raw.dropped_files.clone());
+        if files.is_empty() {
             return;
         }
+        let names: Vec<String> = files.iter().map(|f| f.path().display().to_string()).collect();
+        let kind = dropped::drop_kind(&names);
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let p = dropped[0].path().to_path_buf();
-            let dir = if p.is_dir() {
-                p
+            let p = files[0].path().to_path_buf();
+            if kind == dropped::DropKind::Model {
+                let dir = if p.is_dir() {
+                    p
+                } else {
+                    p.parent().map(|d| d.to_path_buf()).unwrap_or(p)
+                };
+                self.jobs.open_model(compute::ModelSource::Folder(dir));
             } else {
-                p.parent().map(|d| d.to_path_buf()).unwrap_or(p)
-            };
-            self.jobs.open_model(compute::ModelSource::Folder(dir));
+                let bytes = std::fs::read(&p).map_err(|e| e.to_string());
+                let _ = self.dropped.0.send(dropped::DroppedFile {
+                    kind,
+                    name: names[0].clone(),
+                    bytes,
+                });
+                ctx.request_repaint();
+            }
         }
-        // Browsers read files asynchronously: read them all, then open.
+        // Browsers read files asynchronously: read them all, then open
+        // (or apply, next frame).
         #[cfg(target_arch = "wasm32")]
         {
             let open = self.jobs.model_opener();
+            let sender = self.dropped.0.clone();
+            let ctx = ctx.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                let (mut files, mut unread) = (Vec::new(), Vec::new());
-                for f in &dropped {
-                    let name = f.path().display().to_string();
+                if kind != dropped::DropKind::Model {
+                    let bytes = files[0].bytes_async().await;
+                    let _ = sender.send(dropped::DroppedFile {
+                        kind,
+                        name: names[0].clone(),
+                        bytes,
+                    });
+                    ctx.request_repaint();
+                    return;
+                }
+                let (mut read, mut unread) = (Vec::new(), Vec::new());
+                for (f, name) in files.iter().zip(names) {
                     match f.bytes_async().await {
-                        Ok(bytes) => files.push((name, bytes)),
+                        Ok(bytes) => read.push((name, bytes)),
                         Err(e) => unread.push((name, e.to_string())),
                     }
                 }
                 open(compute::ModelSource::Files {
                     name: text::DROPPED_FILES.into(),
-                    files,
+                    files: read,
                     unread,
                 });
             });
@@ -446,6 +488,13 @@ impl NopeApp {
                 self.views.status.ui(ui, &mut self.state, &mut self.jobs, frame_ms);
                 if let Some(note) = &self.state_note {
                     ui.colored_label(crate::app::palette::ERROR, text::error(&note.message()));
+                }
+                if let Some((m, failed)) = &self.drop_note {
+                    if *failed {
+                        ui.colored_label(crate::app::palette::ERROR, text::error(m));
+                    } else {
+                        ui.label(m);
+                    }
                 }
                 if let Some((m, failed)) = exported {
                     if failed {

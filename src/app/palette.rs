@@ -271,6 +271,14 @@ pub fn viridis(t: f32) -> Color32 {
     Color32::from_rgb(mix(0), mix(1), mix(2))
 }
 
+/// `a` moved toward `b` by `t` (clamped to [0, 1]; NaN stays at `a`),
+/// channel by channel, opaque.
+pub fn mix(a: Color32, b: Color32, t: f32) -> Color32 {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    let m = |x: u8, y: u8| (x as f32 + (y as f32 - x as f32) * t).round() as u8;
+    Color32::from_rgb(m(a.r(), b.r()), m(a.g(), b.g()), m(a.b(), b.b()))
+}
+
 /// Black or white, whichever reads better on `fill`.
 pub fn text_on(fill: Color32) -> Color32 {
     let luma = 0.299 * fill.r() as f32 + 0.587 * fill.g() as f32 + 0.114 * fill.b() as f32;
@@ -284,6 +292,16 @@ pub fn text_on(fill: Color32) -> Color32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mix_runs_from_one_colour_to_the_other() {
+        let (a, b) = (Color32::from_rgb(0, 100, 200), Color32::from_rgb(200, 100, 0));
+        assert_eq!(mix(a, b, 0.0), a);
+        assert_eq!(mix(a, b, 1.0), b);
+        assert_eq!(mix(a, b, 0.5), Color32::from_rgb(100, 100, 100));
+        assert_eq!(mix(a, b, 7.0), b);
+        assert_eq!(mix(a, b, f32::NAN), a);
+    }
 
     #[test]
     fn viridis_ends_and_clamps() {

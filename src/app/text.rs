@@ -13,6 +13,18 @@ pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in 
 pub const TOUR_HINT_SHORT: &str = "New here? Try the walkthrough.";
 pub const SHARE_OPEN: &str = "Share";
 pub const START_OVER: &str = "Start over";
+pub fn dropped_text(name: &str, chars: usize) -> String {
+    format!("Your text is now {name} ({chars} characters)")
+}
+pub fn dropped_scales(name: &str) -> String {
+    format!("Head scales loaded from {name} and in use")
+}
+pub fn dropped_not_text(name: &str) -> String {
+    format!("{name} is not UTF-8 text")
+}
+pub fn dropped_empty(name: &str) -> String {
+    format!("{name} holds no text")
+}
 pub const START_OVER_HELP: &str = "Back to the page as it first opens: the bundled NoPE model, its validation text at 1024 tokens, no scales, the walkthrough closed. Your text, a scales file you loaded, an opened model and a running search stay; Undo brings back what was on screen.";
 pub const UNDO_START_OVER: &str = "Undo start over";
 pub const UNDO_START_OVER_HELP: &str =
@@ -427,6 +439,24 @@ pub fn quoted(token: &str) -> String {
         t if !t.is_empty() && t.trim().is_empty() => format!("{t:?} (white space)"),
         t => format!("{t:?}"),
     }
+}
+
+pub const ON_TEXT_HEADING: &str = "Where this query looks, in the text";
+pub const ON_TEXT_HELP: &str = "Each token on a shade as strong as the attention the query gives it (the most attended token fully shaded); the query underlined. A long document shows the stretches around its most attended tokens and before the query.";
+pub const ON_TEXT_SHADED_BY: &str = "Shaded by";
+pub const ON_TEXT_GAP: &str = " [...] ";
+/// The query's most attended tokens: (token, position, share of its attention).
+pub fn most_attended(top: &[(&str, usize, f32)]) -> String {
+    let items: Vec<String> = top
+        .iter()
+        .map(|(t, j, w)| {
+            // Spread attention gives each token a few hundredths of a percent.
+            let pct = 100.0 * w;
+            let decimals = if pct < 1.0 { 2 } else { 1 };
+            format!("{pct:.decimals$}% on {} ({j})", quoted(t))
+        })
+        .collect();
+    format!("Most attended: {}", items.join(", "))
 }
 
 pub fn row_caption(query: usize, token: Option<&str>) -> String {

@@ -28,6 +28,143 @@ fn bin_span(a: usize, n: usize, length: usize) -> (usize, usize) {
     (first, last.min(length.saturating_sub(1)))
 }
 
+/// The document longer than this many tokens up to the query is shown in
+/// stretches (`text_spans`).
+const ON_TEXT_WHOLE: usize = 1500;
+/// Tokens shown either side of each most attended token, and before the
+/// query, in a long document.
+const ON_TEXT_CONTEXT: usize = 24;
+/// How many of the most attended tokens are named.
+const ON_TEXT_TOP: usize = 5;
+
+/// The query's row's most attended positions, most first (at most `n`,
+/// none with no attention).
+fn most_attended(row: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0.0).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(n);
+    order
+}
+
+/// The stretches of positions 0..=query to show, in order: all of them
+/// up to `whole` tokens, else `context` tokens either side of each `top`
+/// position and before the query, overlapping stretches merged.
+fn text_spans(query: usize, top: &[usize], whole: usize, context: usize) -> Vec<std::ops::Range<usize>> {
+    if query < whole {
+        return std::iter::once(0..query + 1).collect();
+    }
+    let mut spans: Vec<std::ops::Range<usize>> = top
+        .iter()
+        .filter(|&&j| j <= query)
+        .map(|&j| j.saturating_sub(context)..(j + context + 1).min(query + 1))
+        .chain(std::iter::once(query.saturating_sub(context)..query + 1))
+        .collect();
+    spans.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in spans {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// The text the query reads, each token shaded by its attention (BertViz
+/// shows attention over the words; the row plot alone told a class
+/// nothing about which words): one setting's row at a time, its most
+/// attended tokens named.
+fn on_text(ui: &mut egui::Ui, tokens: &[String], rows: &[(&str, egui::Color32, std::sync::Arc<JobResult>)]) {
+    let rows: Vec<(&str, egui::Color32, &AttnRowResult)> = rows
+        .iter()
+        .filter_map(|(n, c, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some((*n, *c, a)),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() || tokens.is_empty() {
+        return;
+    }
+    egui::CollapsingHeader::new(text::ON_TEXT_HEADING)
+        .id_salt("attention on text")
+        .default_open(true)
+        .show(ui, |ui| {
+            ui.label(egui::RichText::new(text::ON_TEXT_HELP).weak());
+            let choice_id = egui::Id::unique("attention on text setting");
+            let mut choice: usize = ui.data(|d| d.get_temp(choice_id)).unwrap_or(0).min(rows.len() - 1);
+            if rows.len() > 1 {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(text::ON_TEXT_SHADED_BY);
+                    for (k, (name, _, _)) in rows.iter().enumerate() {
+                        ui.selectable_value(&mut choice, k, *name);
+                    }
+                });
+                ui.data_mut(|d| d.insert_temp(choice_id, choice));
+            }
+            let (_, colour, a) = rows[choice];
+            let query = a.query.min(tokens.len() - 1);
+            let row = &a.row[..=query.min(a.row.len() - 1)];
+            let top = most_attended(row, ON_TEXT_TOP);
+            let token = |j: usize| tokens.get(j).map(String::as_str).unwrap_or("");
+            // Those with at least a quarter of the top one's attention.
+            let first = top.first().map_or(0.0, |&j| row[j]);
+            let named: Vec<(&str, usize, f32)> = top
+                .iter()
+                .filter(|&&j| row[j] >= 0.25 * first)
+                .map(|&j| (token(j), j, row[j]))
+                .collect();
+            ui.label(text::most_attended(&named));
+            let max = top.first().map_or(1.0, |&j| row[j]).max(1e-12);
+            let body = egui::TextStyle::Body.resolve(ui.style());
+            let back = ui.visuals().extreme_bg_color;
+            let mut job = egui::text::LayoutJob::default();
+            for (k, span) in text_spans(query, &top, ON_TEXT_WHOLE, ON_TEXT_CONTEXT)
+                .into_iter()
+                .enumerate()
+            {
+                if k > 0 || span.start > 0 {
+                    job.append(
+                        text::ON_TEXT_GAP,
+                        0.0,
+                        egui::text::TextFormat {
+                            font_id: body.clone(),
+                            color: ui.visuals().weak_text_color(),
+                            ..Default::default()
+                        },
+                    );
+                }
+                for j in span {
+                    // The square root: a token with a quarter of the top
+                    // weight still shows, at half the shade.
+                    let t = (row.get(j).copied().unwrap_or(0.0) / max).clamp(0.0, 1.0).sqrt();
+                    let fill = palette::mix(back, colour, t);
+                    let here = j == query;
+                    job.append(
+                        token(j),
+                        0.0,
+                        egui::text::TextFormat {
+                            font_id: body.clone(),
+                            color: palette::text_on(fill),
+                            background: fill,
+                            underline: if here {
+                                egui::Stroke::new(2.0, palette::QUERY)
+                            } else {
+                                egui::Stroke::NONE
+                            },
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+            job.wrap.max_width = ui.available_width();
+            egui::ScrollArea::vertical()
+                .id_salt("attention on text scroll")
+                .max_height(200.0)
+                .stick_to_bottom(true)
+                .show(ui, |ui| ui.label(job));
+        });
+}
+
 /// Width of the query axis' labels left of a pooled map, and height of
 /// one line of the key axis' under it (its ticks, then L), in points.
 const GUTTER: f32 = 40.0;
@@ -327,6 +464,7 @@ impl AttentionView {
                     }
                 }
             }
+            on_text(ui, &tokens, &rows);
         }
         ui.add_space(6.0);
         ui.label(egui::RichText::new(text::POOLED_HEADING).strong().size(16.0));
@@ -421,7 +559,7 @@ impl AttentionView {
 
 #[cfg(test)]
 mod tests {
-    use super::{bin_span, length_ticks};
+    use super::{bin_span, length_ticks, most_attended, text_spans};
 
     #[test]
     fn length_ticks_are_round_and_apart() {
@@ -448,5 +586,23 @@ mod tests {
             }
             assert_eq!(next, length);
         }
+    }
+
+    #[test]
+    fn the_text_is_shown_whole_or_around_the_most_attended_tokens() {
+        assert_eq!(
+            text_spans(99, &[3, 50], 1500, 24),
+            std::iter::once(0..100).collect::<Vec<_>>()
+        );
+        // Long: around 100 and 5000, and before the query at 9000; spans
+        // that meet are one.
+        assert_eq!(
+            text_spans(9000, &[5000, 100, 8990], 1500, 24),
+            vec![76..125, 4976..5025, 8966..9001]
+        );
+        assert_eq!(text_spans(2000, &[0, 10], 1500, 24), vec![0..35, 1976..2001]);
+        let row = [0.1, 0.0, 0.5, 0.2, 0.2];
+        assert_eq!(most_attended(&row, 3), vec![2, 3, 4], "ties in position order");
+        assert_eq!(most_attended(&row, 9), vec![2, 3, 4, 0], "none without attention");
     }
 }

@@ -11,7 +11,32 @@ use crate::app::state::{MapMode, ViewState};
 use crate::app::text;
 use crate::app::{export, palette};
 
-const CELL: f32 = 44.0;
+/// A cell's side where the heads fit; smaller down to `MIN_CELL` where
+/// they would not (the paper's model has 32 heads), and past that the map
+/// scrolls sideways.
+pub(super) const CELL: f32 = 44.0;
+const MIN_CELL: f32 = 16.0;
+/// The row labels' width ("layer 21").
+const ROW_LABEL: f32 = 56.0;
+/// Cells at least this wide show their value (else only on hover).
+pub(super) const VALUE_CELL: f32 = 36.0;
+
+/// The side of the cells of a map of `heads` columns in `available`
+/// points, cells `spacing` apart.
+pub(super) fn cell_size(available: f32, heads: usize, spacing: f32) -> f32 {
+    let per_head = (available - ROW_LABEL) / heads.max(1) as f32 - spacing;
+    per_head.clamp(MIN_CELL, CELL)
+}
+
+/// Which head columns are labelled: all where the labels fit ("h31" takes
+/// about 26 points), else every 2nd, 4th or 8th.
+pub(super) fn label_every(cell: f32, spacing: f32) -> usize {
+    let mut every = 1;
+    while (cell + spacing) * (every as f32) < 26.0 && every < 8 {
+        every *= 2;
+    }
+    every
+}
 
 fn cells_id() -> egui::Id {
     egui::Id::unique("nopescope head map cell centres")
@@ -79,78 +104,119 @@ impl HeadMapView {
         };
         let (layers, heads) = (keys.info.layers, keys.info.heads);
         let mut centres = Vec::with_capacity(layers * heads);
-        let map = ui.vertical(|ui| {
-            ui.horizontal(|ui| {
-                ui.add_space(56.0);
-                for h in 0..heads {
-                    ui.add_sized([CELL, 14.0], egui::Label::new(text::head_column(h)));
+        // Many heads: cells closer together too.
+        let mut spacing = ui.spacing().item_spacing.x;
+        let mut cell = cell_size(ui.available_width(), heads, spacing);
+        if cell < CELL {
+            spacing = spacing.min(2.0);
+            cell = cell_size(ui.available_width(), heads, spacing);
+        }
+        let every = label_every(cell, spacing);
+        let fits = ROW_LABEL + heads as f32 * (cell + spacing) <= ui.available_width();
+        let mut draw = |ui: &mut egui::Ui| {
+            ui.vertical(|ui| {
+                if cell < CELL {
+                    ui.spacing_mut().item_spacing = egui::vec2(spacing, spacing);
                 }
-            });
-            for l in 0..layers {
                 ui.horizontal(|ui| {
-                    ui.add_sized([52.0, CELL], egui::Label::new(text::layer_row(l)));
+                    ui.add_space(ROW_LABEL);
                     for h in 0..heads {
-                        let v = vals[l * heads + h];
-                        let t = (v - lo) / (hi - lo).max(1e-6);
-                        let fill = palette::viridis(t);
-                        let selected = (state.layer, state.head) == (l, h);
-                        let (rect, response) = ui.allocate_exact_size(egui::vec2(CELL, CELL), egui::Sense::click());
-                        centres.push((l, h, rect.center()));
-                        let name = text::head_name(l, h);
-                        response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
-                        let painter = ui.painter();
-                        painter.rect_filled(rect.shrink(1.0), 2.0, fill);
-                        if selected || response.has_focus() {
-                            // White with a dark line inside it: white
-                            // alone vanished on the brightest (yellow) cells.
-                            painter.rect_stroke(
-                                rect.shrink(2.0),
-                                2.0,
-                                egui::Stroke::new(3.0, palette::SELECTION),
-                                egui::StrokeKind::Inside,
-                            );
-                            painter.rect_stroke(
-                                rect.shrink(5.0),
-                                1.0,
-                                egui::Stroke::new(1.5, palette::SELECTION_INNER),
-                                egui::StrokeKind::Inside,
-                            );
-                        } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
-                            painter.rect_stroke(
-                                rect.shrink(3.0),
-                                2.0,
-                                egui::Stroke::new(2.5, palette::pinned(k)),
-                                egui::StrokeKind::Inside,
-                            );
+                        if cell >= 30.0 {
+                            ui.add_sized([cell, 14.0], egui::Label::new(text::head_column(h)));
+                            continue;
                         }
-                        painter.text(
-                            rect.center(),
-                            egui::Align2::CENTER_CENTER,
-                            format!("{v:.2}"),
-                            egui::FontId::proportional(12.0),
-                            palette::text_on(fill),
-                        );
-                        let response =
-                            response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
-                        // A right-click, or a long press on a touch screen,
-                        // pins as Shift-click does.
-                        if response.secondary_clicked() {
-                            state.toggle_pinned(l, h);
-                        } else if response.clicked() {
-                            if ui.input(|i| i.modifiers.shift) {
-                                state.toggle_pinned(l, h);
-                            } else {
-                                state.choose_head(l, h);
-                            }
+                        // Small cells: every `every`th head named, over its
+                        // neighbours' room (a label would wrap in its cell).
+                        let (rect, _) = ui.allocate_exact_size(egui::vec2(cell, 14.0), egui::Sense::hover());
+                        if h % every == 0 {
+                            ui.painter().text(
+                                rect.center(),
+                                egui::Align2::CENTER_CENTER,
+                                text::head_column(h),
+                                egui::TextStyle::Body.resolve(ui.style()),
+                                ui.visuals().text_color(),
+                            );
                         }
                     }
                 });
-            }
-        });
+                for l in 0..layers {
+                    ui.horizontal(|ui| {
+                        ui.add_sized([ROW_LABEL - 4.0, cell], egui::Label::new(text::layer_row(l)));
+                        for h in 0..heads {
+                            let v = vals[l * heads + h];
+                            let t = (v - lo) / (hi - lo).max(1e-6);
+                            let fill = palette::viridis(t);
+                            let selected = (state.layer, state.head) == (l, h);
+                            let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::click());
+                            centres.push((l, h, rect.center()));
+                            let name = text::head_name(l, h);
+                            response
+                                .widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
+                            let painter = ui.painter();
+                            painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                            if selected || response.has_focus() {
+                                // White with a dark line inside it: white
+                                // alone vanished on the brightest (yellow) cells.
+                                painter.rect_stroke(
+                                    rect.shrink(2.0),
+                                    2.0,
+                                    egui::Stroke::new(3.0, palette::SELECTION),
+                                    egui::StrokeKind::Inside,
+                                );
+                                painter.rect_stroke(
+                                    rect.shrink(5.0),
+                                    1.0,
+                                    egui::Stroke::new(1.5, palette::SELECTION_INNER),
+                                    egui::StrokeKind::Inside,
+                                );
+                            } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
+                                painter.rect_stroke(
+                                    rect.shrink(3.0),
+                                    2.0,
+                                    egui::Stroke::new(2.5, palette::pinned(k)),
+                                    egui::StrokeKind::Inside,
+                                );
+                            }
+                            if cell >= VALUE_CELL {
+                                painter.text(
+                                    rect.center(),
+                                    egui::Align2::CENTER_CENTER,
+                                    format!("{v:.2}"),
+                                    egui::FontId::proportional(12.0),
+                                    palette::text_on(fill),
+                                );
+                            }
+                            let response =
+                                response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
+                            // A right-click, or a long press on a touch screen,
+                            // pins as Shift-click does.
+                            if response.secondary_clicked() {
+                                state.toggle_pinned(l, h);
+                            } else if response.clicked() {
+                                if ui.input(|i| i.modifiers.shift) {
+                                    state.toggle_pinned(l, h);
+                                } else {
+                                    state.choose_head(l, h);
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+            .response
+        };
+        let map = if fits {
+            draw(ui)
+        } else {
+            egui::ScrollArea::horizontal()
+                .id_salt("head map")
+                .show(ui, |ui| draw(ui))
+                .inner
+        };
         ui.ctx().data_mut(|d| d.insert_temp(cells_id(), centres));
         legend(ui, lo, hi, state.map_mode);
         let rise = state.map_mode == MapMode::Rise;
-        export::grid_buttons(ui, map.response.rect, layers * heads, || export::Grid {
+        export::grid_buttons(ui, map.rect, layers * heads, || export::Grid {
             stem: format!("head_map_{}_{}", if rise { "rise" } else { "entropy" }, keys.at.length),
             title: text::map_title(rise, keys.at.length),
             row_label: text::MAP_ROWS.into(),
@@ -183,4 +249,27 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
     });
     // What brightness means here (yellow is good news in the accuracy map).
     ui.label(egui::RichText::new(text::map_brighter(mode == MapMode::Rise)).weak());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled model's 4 heads keep 44-point cells; the paper's 32
+    /// shrink to fit a side panel, down to 16 points (then it scrolls);
+    /// small cells name every 2nd or 4th head.
+    #[test]
+    fn cells_shrink_to_fit_many_heads() {
+        assert_eq!(cell_size(360.0, 4, 8.0), CELL);
+        let c = cell_size(1000.0, 32, 2.0);
+        assert!(
+            c < CELL && c > MIN_CELL && ROW_LABEL + 32.0 * (c + 2.0) <= 1000.0 + 1e-3,
+            "{c}"
+        );
+        assert_eq!(cell_size(360.0, 32, 8.0), MIN_CELL);
+        assert_eq!(label_every(44.0, 8.0), 1);
+        assert_eq!(label_every(16.0, 8.0), 2);
+        assert_eq!(label_every(16.0, 2.0), 2);
+        assert_eq!(label_every(10.0, 2.0), 4);
+    }
 }

@@ -30,13 +30,25 @@ pub fn load_scales(source: &str, info: ModelInfo) -> Result<LoadedScales, String
     if source.is_empty() {
         return Err(text::NO_SCALES_SOURCE.into());
     }
-    let (hs, name) = if source.starts_with('{') {
-        (HeadScales::from_json(source, None), "pasted JSON".to_string())
-    } else {
-        let path = Path::new(source);
-        let body = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        (HeadScales::from_json(&body, Some(path)), path.display().to_string())
-    };
+    if source.starts_with('{') {
+        return scales_from_json(source, "pasted JSON", info);
+    }
+    let path = Path::new(source);
+    let body = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    loaded(
+        HeadScales::from_json(&body, Some(path)),
+        path.display().to_string(),
+        info,
+    )
+}
+
+/// Head scales from a file's JSON (`name`: what the panel calls it), if
+/// they fit the model in view.
+pub fn scales_from_json(json: &str, name: &str, info: ModelInfo) -> Result<LoadedScales, String> {
+    loaded(HeadScales::from_json(json, None), name.to_string(), info)
+}
+
+fn loaded(hs: crate::model::error::Result<HeadScales>, name: String, info: ModelInfo) -> Result<LoadedScales, String> {
     let hs = hs.map_err(|e| e.to_string())?;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
