@@ -214,23 +214,28 @@ fn the_plots_read_every_curve_where_the_pointer_is() {
         "{tip}"
     );
     let j: usize = lines[0]["key ".len()..].split(',').next().unwrap().parse().unwrap();
+    let a = attention_row(&h, 0, 0);
+    assert_eq!(
+        lines[1],
+        format!("{}: {:.4} ({:.1}%)", text::BEFORE, a.row[j], 100.0 * a.row[j])
+    );
+}
+
+/// The default query's attention row of a head, unscaled, once computed.
+fn attention_row(h: &Harness<'static, NopeApp>, layer: usize, head: usize) -> nopescope::app::jobs::AttnRowResult {
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
     let row = JobKey::AttnRow {
         at: keys.at.clone(),
         scales: keys.ones.clone(),
-        layer: 0,
-        head: 0,
+        layer,
+        head,
         query: None,
     };
-    let Some(Entry::Done(r)) = app.jobs.peek(&row) else {
-        panic!("no attention row")
-    };
-    let JobResult::AttnRow(a) = r.as_ref() else { panic!() };
-    assert_eq!(
-        lines[1],
-        format!("{}: {:.4} ({:.1}%)", text::BEFORE, a.row[j], 100.0 * a.row[j])
-    );
+    match app.jobs.peek(&row).and_then(Entry::result) {
+        Some(JobResult::AttnRow(a)) => a.clone(),
+        other => panic!("no attention row: {other:?}"),
+    }
 }
 
 /// Hovering the pooled attention map names the cell under the pointer:
@@ -1510,19 +1515,7 @@ fn the_text_shaded_by_attention_names_the_key() {
         1280.0,
     );
     settle(&mut h);
-    let app = h.state();
-    let keys = Keys::of(&app.state, app.info());
-    let row = JobKey::AttnRow {
-        at: keys.at.clone(),
-        scales: keys.ones.clone(),
-        layer: 3,
-        head: 3,
-        query: None,
-    };
-    let Some(Entry::Done(r)) = app.jobs.peek(&row) else {
-        panic!("no attention row")
-    };
-    let JobResult::AttnRow(a) = r.as_ref() else { panic!() };
+    let a = attention_row(&h, 3, 3);
     let top = (0..=a.query).max_by(|&x, &y| a.row[x].total_cmp(&a.row[y])).unwrap();
     assert!(
         a.key.as_ref().is_some_and(|k| k.digits.contains(&top)),

@@ -598,6 +598,16 @@ impl Jobs {
         self.cache.get(key).map(|s| &s.entry)
     }
 
+    /// A view's entry of `key`: asked for (`get`) while `asked`, else only
+    /// shown as it is (`keep`).
+    pub fn get_or_keep(&mut self, key: &JobKey, asked: bool) -> Option<Entry> {
+        if asked {
+            Some(self.get(key).clone())
+        } else {
+            self.keep(key)
+        }
+    }
+
     /// For a view that shows a job without asking for it: its entry, kept
     /// while a view keeps it this way, or else what a stopped run of it
     /// had finished (as `Entry::Stopped`); starts nothing.

@@ -74,13 +74,7 @@ impl AgainstLengthView {
         // (and not asked for: coming back to the page does not start them).
         let entries: Vec<Option<Entry>> = series
             .iter()
-            .map(|(_, _, key)| {
-                if state.against_length {
-                    Some(jobs.get(key).clone())
-                } else {
-                    jobs.keep(key)
-                }
-            })
+            .map(|(_, _, key)| jobs.get_or_keep(key, state.against_length))
             .collect();
         let stopped = entries.iter().flatten().any(|e| matches!(e, Entry::Stopped(_)));
         if !state.against_length && !stopped {

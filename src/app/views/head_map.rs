@@ -14,23 +14,122 @@ use crate::app::{export, palette};
 /// A cell's side where the heads fit; smaller down to `MIN_CELL` where
 /// they would not (the paper's model has 32 heads), and past that the map
 /// scrolls sideways.
-pub(super) const CELL: f32 = 44.0;
+const CELL: f32 = 44.0;
 const MIN_CELL: f32 = 16.0;
 /// The row labels' width ("layer 21").
 const ROW_LABEL: f32 = 56.0;
 /// Cells at least this wide show their value (else only on hover).
-pub(super) const VALUE_CELL: f32 = 36.0;
+const VALUE_CELL: f32 = 36.0;
 
 /// The side of the cells of a map of `heads` columns in `available`
-/// points, cells `spacing` apart.
-pub(super) fn cell_size(available: f32, heads: usize, spacing: f32) -> f32 {
+/// points, cells `spacing` apart, at most `full`.
+fn cell_size(available: f32, heads: usize, spacing: f32, full: f32) -> f32 {
     let per_head = (available - ROW_LABEL) / heads.max(1) as f32 - spacing;
-    per_head.clamp(MIN_CELL, CELL)
+    per_head.clamp(MIN_CELL, full)
+}
+
+/// How a layer x head map (this one, the tuning page's scales) is laid
+/// out in the width at hand: cells of `full` points where the heads fit;
+/// else smaller and closer together, values on hover only, every 2nd or
+/// 4th head named, and past the smallest a sideways scroll.
+pub(super) struct MapLayout {
+    pub cell: f32,
+    spacing: f32,
+    every: usize,
+    heads: usize,
+    fits: bool,
+    full: f32,
+}
+
+impl MapLayout {
+    pub fn new(ui: &egui::Ui, heads: usize, full: f32) -> Self {
+        let available = ui.available_width();
+        let mut spacing = ui.spacing().item_spacing.x;
+        let mut cell = cell_size(available, heads, spacing, full);
+        if cell < full {
+            spacing = spacing.min(2.0);
+            cell = cell_size(available, heads, spacing, full);
+        }
+        MapLayout {
+            cell,
+            spacing,
+            every: label_every(cell, spacing),
+            heads,
+            fits: ROW_LABEL + heads as f32 * (cell + spacing) <= available,
+            full,
+        }
+    }
+
+    /// Writes `v` in its cell, where cells are wide enough (else it is
+    /// the hover's).
+    pub fn value(&self, painter: &egui::Painter, rect: egui::Rect, fill: egui::Color32, v: f32) {
+        if self.cell >= VALUE_CELL {
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                format!("{v:.2}"),
+                egui::FontId::proportional(12.0),
+                palette::text_on(fill),
+            );
+        }
+    }
+
+    /// Draws the map with `add` (its header first, `header`), scrolled
+    /// sideways where it does not fit; the map's response.
+    pub fn show(&self, ui: &mut egui::Ui, add: impl FnOnce(&mut egui::Ui)) -> egui::Response {
+        let draw = |ui: &mut egui::Ui| {
+            ui.vertical(|ui| {
+                if self.cell < self.full {
+                    ui.spacing_mut().item_spacing = egui::vec2(self.spacing, self.spacing);
+                }
+                add(ui)
+            })
+            .response
+        };
+        if self.fits {
+            draw(ui)
+        } else {
+            egui::ScrollArea::horizontal()
+                .id_salt(("layer x head map", ui.scope_id()))
+                .show(ui, draw)
+                .inner
+        }
+    }
+
+    /// The heads' names over their columns.
+    pub fn header(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.add_space(ROW_LABEL);
+            for h in 0..self.heads {
+                if self.cell >= 30.0 {
+                    ui.add_sized([self.cell, 14.0], egui::Label::new(text::head_column(h)));
+                    continue;
+                }
+                // Small cells: every `every`th head named, over its
+                // neighbours' room (a label would wrap in its cell).
+                let (rect, _) = ui.allocate_exact_size(egui::vec2(self.cell, 14.0), egui::Sense::hover());
+                if h % self.every == 0 {
+                    ui.painter().text(
+                        rect.center(),
+                        egui::Align2::CENTER_CENTER,
+                        text::head_column(h),
+                        egui::TextStyle::Body.resolve(ui.style()),
+                        ui.visuals().text_color(),
+                    );
+                }
+            }
+        });
+    }
+
+    /// A layer's name left of its row.
+    pub fn row_label(&self, ui: &mut egui::Ui, layer: usize) {
+        ui.add_sized([ROW_LABEL - 4.0, self.cell], egui::Label::new(text::layer_row(layer)));
+    }
 }
 
 /// Which head columns are labelled: all where the labels fit ("h31" takes
 /// about 26 points), else every 2nd, 4th or 8th.
-pub(super) fn label_every(cell: f32, spacing: f32) -> usize {
+fn label_every(cell: f32, spacing: f32) -> usize {
     let mut every = 1;
     while (cell + spacing) * (every as f32) < 26.0 && every < 8 {
         every *= 2;
@@ -104,115 +203,65 @@ impl HeadMapView {
         };
         let (layers, heads) = (keys.info.layers, keys.info.heads);
         let mut centres = Vec::with_capacity(layers * heads);
-        // Many heads: cells closer together too.
-        let mut spacing = ui.spacing().item_spacing.x;
-        let mut cell = cell_size(ui.available_width(), heads, spacing);
-        if cell < CELL {
-            spacing = spacing.min(2.0);
-            cell = cell_size(ui.available_width(), heads, spacing);
-        }
-        let every = label_every(cell, spacing);
-        let fits = ROW_LABEL + heads as f32 * (cell + spacing) <= ui.available_width();
-        let mut draw = |ui: &mut egui::Ui| {
-            ui.vertical(|ui| {
-                if cell < CELL {
-                    ui.spacing_mut().item_spacing = egui::vec2(spacing, spacing);
-                }
+        let layout = MapLayout::new(ui, heads, CELL);
+        let cell = layout.cell;
+        let map = layout.show(ui, |ui| {
+            layout.header(ui);
+            for l in 0..layers {
                 ui.horizontal(|ui| {
-                    ui.add_space(ROW_LABEL);
+                    layout.row_label(ui, l);
                     for h in 0..heads {
-                        if cell >= 30.0 {
-                            ui.add_sized([cell, 14.0], egui::Label::new(text::head_column(h)));
-                            continue;
-                        }
-                        // Small cells: every `every`th head named, over its
-                        // neighbours' room (a label would wrap in its cell).
-                        let (rect, _) = ui.allocate_exact_size(egui::vec2(cell, 14.0), egui::Sense::hover());
-                        if h % every == 0 {
-                            ui.painter().text(
-                                rect.center(),
-                                egui::Align2::CENTER_CENTER,
-                                text::head_column(h),
-                                egui::TextStyle::Body.resolve(ui.style()),
-                                ui.visuals().text_color(),
+                        let v = vals[l * heads + h];
+                        let t = (v - lo) / (hi - lo).max(1e-6);
+                        let fill = palette::viridis(t);
+                        let selected = (state.layer, state.head) == (l, h);
+                        let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::click());
+                        centres.push((l, h, rect.center()));
+                        let name = text::head_name(l, h);
+                        response.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
+                        let painter = ui.painter();
+                        painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                        if selected || response.has_focus() {
+                            // White with a dark line inside it: white
+                            // alone vanished on the brightest (yellow) cells.
+                            painter.rect_stroke(
+                                rect.shrink(2.0),
+                                2.0,
+                                egui::Stroke::new(3.0, palette::SELECTION),
+                                egui::StrokeKind::Inside,
                             );
+                            painter.rect_stroke(
+                                rect.shrink(5.0),
+                                1.0,
+                                egui::Stroke::new(1.5, palette::SELECTION_INNER),
+                                egui::StrokeKind::Inside,
+                            );
+                        } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
+                            painter.rect_stroke(
+                                rect.shrink(3.0),
+                                2.0,
+                                egui::Stroke::new(2.5, palette::pinned(k)),
+                                egui::StrokeKind::Inside,
+                            );
+                        }
+                        layout.value(painter, rect, fill, v);
+                        let response =
+                            response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
+                        // A right-click, or a long press on a touch screen,
+                        // pins as Shift-click does.
+                        if response.secondary_clicked() {
+                            state.toggle_pinned(l, h);
+                        } else if response.clicked() {
+                            if ui.input(|i| i.modifiers.shift) {
+                                state.toggle_pinned(l, h);
+                            } else {
+                                state.choose_head(l, h);
+                            }
                         }
                     }
                 });
-                for l in 0..layers {
-                    ui.horizontal(|ui| {
-                        ui.add_sized([ROW_LABEL - 4.0, cell], egui::Label::new(text::layer_row(l)));
-                        for h in 0..heads {
-                            let v = vals[l * heads + h];
-                            let t = (v - lo) / (hi - lo).max(1e-6);
-                            let fill = palette::viridis(t);
-                            let selected = (state.layer, state.head) == (l, h);
-                            let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::click());
-                            centres.push((l, h, rect.center()));
-                            let name = text::head_name(l, h);
-                            response
-                                .widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &name));
-                            let painter = ui.painter();
-                            painter.rect_filled(rect.shrink(1.0), 2.0, fill);
-                            if selected || response.has_focus() {
-                                // White with a dark line inside it: white
-                                // alone vanished on the brightest (yellow) cells.
-                                painter.rect_stroke(
-                                    rect.shrink(2.0),
-                                    2.0,
-                                    egui::Stroke::new(3.0, palette::SELECTION),
-                                    egui::StrokeKind::Inside,
-                                );
-                                painter.rect_stroke(
-                                    rect.shrink(5.0),
-                                    1.0,
-                                    egui::Stroke::new(1.5, palette::SELECTION_INNER),
-                                    egui::StrokeKind::Inside,
-                                );
-                            } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
-                                painter.rect_stroke(
-                                    rect.shrink(3.0),
-                                    2.0,
-                                    egui::Stroke::new(2.5, palette::pinned(k)),
-                                    egui::StrokeKind::Inside,
-                                );
-                            }
-                            if cell >= VALUE_CELL {
-                                painter.text(
-                                    rect.center(),
-                                    egui::Align2::CENTER_CENTER,
-                                    format!("{v:.2}"),
-                                    egui::FontId::proportional(12.0),
-                                    palette::text_on(fill),
-                                );
-                            }
-                            let response =
-                                response.on_hover_text(text::cell_hover(&name, v, state.map_mode == MapMode::Rise));
-                            // A right-click, or a long press on a touch screen,
-                            // pins as Shift-click does.
-                            if response.secondary_clicked() {
-                                state.toggle_pinned(l, h);
-                            } else if response.clicked() {
-                                if ui.input(|i| i.modifiers.shift) {
-                                    state.toggle_pinned(l, h);
-                                } else {
-                                    state.choose_head(l, h);
-                                }
-                            }
-                        }
-                    });
-                }
-            })
-            .response
-        };
-        let map = if fits {
-            draw(ui)
-        } else {
-            egui::ScrollArea::horizontal()
-                .id_salt("head map")
-                .show(ui, |ui| draw(ui))
-                .inner
-        };
+            }
+        });
         ui.ctx().data_mut(|d| d.insert_temp(cells_id(), centres));
         legend(ui, lo, hi, state.map_mode);
         let rise = state.map_mode == MapMode::Rise;
@@ -260,13 +309,13 @@ mod tests {
     /// small cells name every 2nd or 4th head.
     #[test]
     fn cells_shrink_to_fit_many_heads() {
-        assert_eq!(cell_size(360.0, 4, 8.0), CELL);
-        let c = cell_size(1000.0, 32, 2.0);
+        assert_eq!(cell_size(360.0, 4, 8.0, CELL), CELL);
+        let c = cell_size(1000.0, 32, 2.0, CELL);
         assert!(
             c < CELL && c > MIN_CELL && ROW_LABEL + 32.0 * (c + 2.0) <= 1000.0 + 1e-3,
             "{c}"
         );
-        assert_eq!(cell_size(360.0, 32, 8.0), MIN_CELL);
+        assert_eq!(cell_size(360.0, 32, 8.0, CELL), MIN_CELL);
         assert_eq!(label_every(44.0, 8.0), 1);
         assert_eq!(label_every(16.0, 8.0), 2);
         assert_eq!(label_every(16.0, 2.0), 2);

@@ -296,13 +296,7 @@ impl PasskeyLabView {
         // (and not asked for: coming back to the page does not start them).
         let entries: Vec<Option<Entry>> = series
             .iter()
-            .map(|(_, _, key)| {
-                if lab.grid {
-                    Some(jobs.get(key).clone())
-                } else {
-                    jobs.keep(key)
-                }
-            })
+            .map(|(_, _, key)| jobs.get_or_keep(key, lab.grid))
             .collect();
         let any = |f: fn(&Entry) -> bool| entries.iter().flatten().any(f);
         let running = any(|e| matches!(e, Entry::Running { .. }));

@@ -706,67 +706,27 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
 
 /// The layer x head map of `values`, viridis from 1 up, with a legend.
 fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
-    use super::head_map::{cell_size, label_every, VALUE_CELL};
     let hi = values.iter().copied().fold(MAP_TOP, f32::max);
     let lo = 1.0f32;
-    // Many heads (the paper's 32): smaller cells closer together, values
-    // on hover only, and past the smallest the map scrolls sideways.
-    let available = ui.available_width();
-    let (cell, spacing) = if cell_size(available, heads, ui.spacing().item_spacing.x) >= CELL {
-        (CELL, ui.spacing().item_spacing.x)
-    } else {
-        (cell_size(available, heads, 2.0).min(CELL), 2.0)
-    };
-    let every = label_every(cell, spacing);
-    let draw = |ui: &mut egui::Ui| {
-        if cell < CELL {
-            ui.spacing_mut().item_spacing = egui::vec2(spacing, spacing);
-        }
-        ui.horizontal(|ui| {
-            ui.add_space(56.0);
-            for h in 0..heads {
-                let (rect, _) = ui.allocate_exact_size(egui::vec2(cell, 14.0), egui::Sense::hover());
-                if h % every == 0 {
-                    ui.painter().text(
-                        rect.center(),
-                        egui::Align2::CENTER_CENTER,
-                        text::head_column(h),
-                        egui::TextStyle::Body.resolve(ui.style()),
-                        ui.visuals().text_color(),
-                    );
-                }
-            }
-        });
+    let layout = super::head_map::MapLayout::new(ui, heads, CELL);
+    let cell = layout.cell;
+    layout.show(ui, |ui| {
+        layout.header(ui);
         for l in 0..layers {
             ui.horizontal(|ui| {
-                ui.add_sized([52.0, cell], egui::Label::new(text::layer_row(l)));
+                layout.row_label(ui, l);
                 for h in 0..heads {
                     let v = values.get(l * heads + h).copied().unwrap_or(f32::NAN);
                     let fill = palette::viridis((v - lo) / (hi - lo));
                     let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::hover());
                     let painter = ui.painter();
                     painter.rect_filled(rect.shrink(1.0), 2.0, fill);
-                    if cell >= VALUE_CELL {
-                        painter.text(
-                            rect.center(),
-                            egui::Align2::CENTER_CENTER,
-                            format!("{v:.2}"),
-                            egui::FontId::proportional(12.0),
-                            palette::text_on(fill),
-                        );
-                    }
+                    layout.value(painter, rect, fill, v);
                     response.on_hover_text(text::scale_hover(&text::head_name(l, h), v));
                 }
             });
         }
-    };
-    if 56.0 + heads as f32 * (cell + spacing) <= available {
-        ui.vertical(draw);
-    } else {
-        egui::ScrollArea::horizontal()
-            .id_salt("scale map")
-            .show(ui, |ui| ui.vertical(draw));
-    }
+    });
     ui.horizontal(|ui| {
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
