@@ -1530,3 +1530,38 @@ fn the_text_shaded_by_attention_names_the_key() {
     );
     h.get_by_label(text::ON_TEXT_HEADING);
 }
+
+/// An embedding shows one part of the other two pages too: the pass-key
+/// lab's accuracy map alone, the tuning page's search alone; the Share
+/// panel offers the page's own parts.
+#[test]
+fn the_other_pages_hide_their_parts_for_embedding() {
+    use nopescope::app::state::Tab;
+    let mut h = harness(
+        ViewState {
+            tab: Tab::Passkey,
+            hide: vec!["document".into(), "pages".into()],
+            ..small_state()
+        },
+        1280.0,
+    );
+    h.run_steps(3);
+    assert!(h.query_by_label(text::PASSKEY_DOC_HEADING).is_none(), "the document shows");
+    h.get_by_label(text::GRID_HEADING);
+    let mut h = harness(
+        ViewState {
+            tab: Tab::Tune,
+            hide: vec!["presets".into(), "compare".into()],
+            ..small_state()
+        },
+        1280.0,
+    );
+    h.run_steps(3);
+    h.get_by_label(text::SEARCH_HEADING);
+    assert!(h.query_by_label(text::PRESETS_HEADING).is_none(), "the presets show");
+    assert!(h.query_by_label(text::COMPARE_HEADING).is_none(), "the comparison shows");
+    h.get_by_label(text::SHARE_OPEN).click();
+    h.run_steps(2);
+    h.get_by_label(text::EMBED_HIDE_SEARCH);
+    assert!(h.query_by_label(text::EMBED_HIDE_ENTROPY).is_none(), "the Explore page's parts offered");
+}

@@ -30,7 +30,15 @@ pub const PANEL_MAP: &str = "map";
 pub const PANEL_ENTROPY: &str = "entropy";
 pub const PANEL_ATTENTION: &str = "attention";
 pub const PANEL_AGAINST: &str = "against";
-pub const PANELS: [&str; 10] = [
+/// The pass-key lab's one document, and its accuracy map.
+pub const PANEL_DOCUMENT: &str = "document";
+pub const PANEL_ACCURACY: &str = "accuracy";
+/// The tuning page's search (with its result), presets, and comparison
+/// (with the scales against entropy).
+pub const PANEL_SEARCH: &str = "search";
+pub const PANEL_PRESETS: &str = "presets";
+pub const PANEL_COMPARE: &str = "compare";
+pub const PANELS: [&str; 15] = [
     PANEL_PAGES,
     PANEL_TOUR,
     PANEL_STATUS,
@@ -41,6 +49,11 @@ pub const PANELS: [&str; 10] = [
     PANEL_ENTROPY,
     PANEL_ATTENTION,
     PANEL_AGAINST,
+    PANEL_DOCUMENT,
+    PANEL_ACCURACY,
+    PANEL_SEARCH,
+    PANEL_PRESETS,
+    PANEL_COMPARE,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, J
 use crate::app::palette::Look;
 use crate::app::state::{
     FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
-    MAX_LENGTH, MIN_LENGTH,
+    MAX_LENGTH, MIN_LENGTH, PANEL_ACCURACY, PANEL_DOCUMENT,
 };
 use crate::app::text;
 use crate::app::tour::{self, Spot};
@@ -99,10 +99,15 @@ impl PasskeyLabView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::PASSKEY_HEADING);
         ui.label(text::PASSKEY_HELP);
-        ui.separator();
-        self.document(ui, state, jobs, keys);
-        ui.separator();
-        self.grid(ui, state, jobs, keys);
+        // (An embedding may show one of the two.)
+        if !state.hidden(PANEL_DOCUMENT) {
+            ui.separator();
+            self.document(ui, state, jobs, keys);
+        }
+        if !state.hidden(PANEL_ACCURACY) {
+            ui.separator();
+            self.grid(ui, state, jobs, keys);
+        }
     }
 
     fn document(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {

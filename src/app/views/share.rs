@@ -4,7 +4,8 @@
 
 use eframe::egui;
 
-use crate::app::state::{ModelChoice, ViewState, PANEL_AGAINST, PANEL_ATTENTION, PANEL_CONTROLS, PANEL_ENTROPY};
+use crate::app::state::{ModelChoice, Tab, ViewState, PANEL_AGAINST, PANEL_ATTENTION, PANEL_CONTROLS, PANEL_ENTROPY};
+use crate::app::state::{PANEL_ACCURACY, PANEL_COMPARE, PANEL_DOCUMENT, PANEL_PRESETS, PANEL_SEARCH};
 use crate::app::state::{PANEL_PAGES, PANEL_STATUS, PANEL_TOUR};
 use crate::app::text;
 
@@ -12,16 +13,33 @@ use crate::app::text;
 /// into (mail, chat and learning platforms differ; browsers take more).
 const LONG_LINK: usize = 8000;
 
-/// The panels an embedding may hide, in the order offered.
-const EMBED_PANELS: [(&str, &str); 7] = [
+/// The panels an embedding may hide, in the order offered: the app's
+/// bars, then those of the page in view.
+const EMBED_PANELS: [(&str, &str); 3] = [
     (PANEL_PAGES, text::EMBED_HIDE_PAGES),
     (PANEL_STATUS, text::EMBED_HIDE_STATUS),
     (PANEL_TOUR, text::EMBED_HIDE_TOUR),
-    (PANEL_CONTROLS, text::EMBED_HIDE_CONTROLS),
-    (PANEL_ENTROPY, text::EMBED_HIDE_ENTROPY),
-    (PANEL_ATTENTION, text::EMBED_HIDE_ATTENTION),
-    (PANEL_AGAINST, text::EMBED_HIDE_AGAINST),
 ];
+
+fn page_panels(tab: Tab) -> &'static [(&'static str, &'static str)] {
+    match tab {
+        Tab::Explore => &[
+            (PANEL_CONTROLS, text::EMBED_HIDE_CONTROLS),
+            (PANEL_ENTROPY, text::EMBED_HIDE_ENTROPY),
+            (PANEL_ATTENTION, text::EMBED_HIDE_ATTENTION),
+            (PANEL_AGAINST, text::EMBED_HIDE_AGAINST),
+        ],
+        Tab::Passkey => &[
+            (PANEL_DOCUMENT, text::EMBED_HIDE_DOCUMENT),
+            (PANEL_ACCURACY, text::EMBED_HIDE_ACCURACY),
+        ],
+        Tab::Tune => &[
+            (PANEL_SEARCH, text::EMBED_HIDE_SEARCH),
+            (PANEL_PRESETS, text::EMBED_HIDE_PRESETS),
+            (PANEL_COMPARE, text::EMBED_HIDE_COMPARE),
+        ],
+    }
+}
 
 pub struct ShareView {
     /// The panels the embedded page hides.
@@ -108,7 +126,7 @@ impl ShareView {
         ui.label(text::EMBED_HELP);
         ui.horizontal_wrapped(|ui| {
             ui.label(text::EMBED_HIDE);
-            for (panel, name) in EMBED_PANELS {
+            for &(panel, name) in EMBED_PANELS.iter().chain(page_panels(state.tab)) {
                 let mut hidden = self.hide.iter().any(|h| h == panel);
                 if ui.checkbox(&mut hidden, name).changed() {
                     self.hide.retain(|h| h != panel);

@@ -19,7 +19,7 @@ use crate::app::search_job::{
     compare_lengths, presets, RuleChoice, ScalesSetting, SearchKey, SearchKind, SearchReport, SearchSpec,
     TuneObjective, COMPARE_TRIALS, DEFAULT_BATCH, DEFAULT_STEPS,
 };
-use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH};
+use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH, PANEL_COMPARE, PANEL_PRESETS, PANEL_SEARCH};
 use crate::app::text;
 use crate::app::views::scales::load_scales;
 use crate::app::{export, palette};
@@ -192,16 +192,23 @@ impl TuningView {
             ui.label(text::IN_USE);
             ui.strong(super::in_use_name(state, &keys.info));
         });
-        ui.separator();
-        self.search_ui(ui, state, jobs, keys);
-        ui.separator();
-        self.result_ui(ui, state, keys);
-        ui.separator();
-        presets_ui(ui, state, keys);
-        ui.separator();
-        self.compare_ui(ui, state, jobs, keys);
-        ui.separator();
-        self.scatter_ui(ui, state, jobs, keys);
+        // (An embedding may show some of these.)
+        if !state.hidden(PANEL_SEARCH) {
+            ui.separator();
+            self.search_ui(ui, state, jobs, keys);
+            ui.separator();
+            self.result_ui(ui, state, keys);
+        }
+        if !state.hidden(PANEL_PRESETS) {
+            ui.separator();
+            presets_ui(ui, state, keys);
+        }
+        if !state.hidden(PANEL_COMPARE) {
+            ui.separator();
+            self.compare_ui(ui, state, jobs, keys);
+            ui.separator();
+            self.scatter_ui(ui, state, jobs, keys);
+        }
     }
 
     /// The settings and controls on the left, the live curve and map on
