@@ -644,16 +644,16 @@ fn the_against_length_sweep_runs_and_hides() {
     assert!(h.state().state.against_length);
     // Stopped once a first length is done: the points stay, with Go on,
     // which goes on from them.
-    let points = |h: &Harness<'static, NopeApp>| {
+    let sweep = |h: &Harness<'static, NopeApp>| {
         let app = h.state();
-        let key = JobKey::AgainstLength {
+        JobKey::AgainstLength {
             model: nopescope::app::state::ModelChoice::Nope,
             scales: Keys::of(&app.state, app.info()).ones,
-        };
-        match app.jobs.peek(&key).and_then(Entry::result) {
-            Some(JobResult::AgainstLength(r)) => r.points.len(),
-            _ => 0,
         }
+    };
+    let points = |h: &Harness<'static, NopeApp>| match h.state().jobs.peek(&sweep(h)).and_then(Entry::result) {
+        Some(JobResult::AgainstLength(r)) => r.points.len(),
+        _ => 0,
     };
     let start = Instant::now();
     while points(&h) == 0 {
@@ -672,6 +672,26 @@ fn the_against_length_sweep_runs_and_hides() {
         h.state().state.against_length && points(&h) >= kept,
         "went on from nothing"
     );
+    assert!(
+        matches!(h.state().jobs.peek(&sweep(&h)), Some(Entry::Running { .. })),
+        "the sweep went on and ended within a frame"
+    );
+    // The status bar's Cancel (`cancel_all`: its button shows only while
+    // something runs) stops it as Stop does: a visit to another page does
+    // not start it again (it did before 2026-12-02).
+    h.state_mut().jobs.cancel_all();
+    h.run_steps(3);
+    assert!(!h.state().state.against_length, "Cancel left the sweep on");
+    h.state_mut().state.tab = nopescope::app::state::Tab::Tune;
+    h.run_steps(3);
+    h.state_mut().state.tab = nopescope::app::state::Tab::Explore;
+    h.run_steps(3);
+    assert!(
+        !matches!(h.state().jobs.peek(&sweep(&h)), Some(Entry::Running { .. })),
+        "coming back started the cancelled sweep"
+    );
+    h.get_by_label(text::AGAINST_GO_ON).click();
+    h.run_steps(2);
     h.get_by_label(text::AGAINST_STOP);
     let took = app_common::settle(&mut h, Duration::from_secs(600));
     eprintln!("against length: {took:?}");
@@ -1546,7 +1566,10 @@ fn the_other_pages_hide_their_parts_for_embedding() {
         1280.0,
     );
     h.run_steps(3);
-    assert!(h.query_by_label(text::PASSKEY_DOC_HEADING).is_none(), "the document shows");
+    assert!(
+        h.query_by_label(text::PASSKEY_DOC_HEADING).is_none(),
+        "the document shows"
+    );
     h.get_by_label(text::GRID_HEADING);
     let mut h = harness(
         ViewState {
@@ -1557,11 +1580,18 @@ fn the_other_pages_hide_their_parts_for_embedding() {
         1280.0,
     );
     h.run_steps(3);
-    h.get_by_label(text::SEARCH_HEADING);
+    // ("Search" is also the search form's first row.)
+    assert!(h.query_all_by_label(text::SEARCH_HEADING).next().is_some(), "no search");
     assert!(h.query_by_label(text::PRESETS_HEADING).is_none(), "the presets show");
-    assert!(h.query_by_label(text::COMPARE_HEADING).is_none(), "the comparison shows");
+    assert!(
+        h.query_by_label(text::COMPARE_HEADING).is_none(),
+        "the comparison shows"
+    );
     h.get_by_label(text::SHARE_OPEN).click();
     h.run_steps(2);
     h.get_by_label(text::EMBED_HIDE_SEARCH);
-    assert!(h.query_by_label(text::EMBED_HIDE_ENTROPY).is_none(), "the Explore page's parts offered");
+    assert!(
+        h.query_by_label(text::EMBED_HIDE_ENTROPY).is_none(),
+        "the Explore page's parts offered"
+    );
 }

@@ -614,7 +614,11 @@ impl Jobs {
     pub fn keep(&mut self, key: &JobKey) -> Option<Entry> {
         match self.cache.get(key) {
             Some(slot) => {
-                self.wanted.insert(key.clone());
+                // (A running one is not kept: it stops at the frame's end,
+                // as every job no view asks for.)
+                if !matches!(slot.entry, Entry::Running { .. }) {
+                    self.wanted.insert(key.clone());
+                }
                 Some(slot.entry.clone())
             }
             None => self.resume.get(key).map(|r| Entry::Stopped(Some(Arc::clone(r)))),
@@ -624,74 +628,84 @@ impl Jobs {
     /// Takes in what the runner sent since the last frame.
     pub fn poll(&mut self) {
         while let Ok(ev) = self.rx.try_recv() {
-            match ev {
-                Event::Progress(k, id, f, m) => {
-                    if let Some(Slot {
-                        entry: Entry::Running { fraction, message, .. },
+            self.take(ev);
+        }
+    }
+
+    /// An event of the runner's, as `poll` takes it (tests put in their own).
+    #[cfg(test)]
+    fn rx_inject(&mut self, ev: Event) {
+        self.take(ev);
+    }
+
+    fn take(&mut self, ev: Event) {
+        match ev {
+            Event::Progress(k, id, f, m) => {
+                if let Some(Slot {
+                    entry: Entry::Running { fraction, message, .. },
+                    ..
+                }) = self.cache.get_mut(&k).filter(|s| s.id == id)
+                {
+                    *fraction = f;
+                    *message = m;
+                }
+            }
+            Event::Partial(k, id, r) => {
+                let r = Arc::new(r);
+                match self.cache.get_mut(&k).filter(|s| s.id == id) {
+                    Some(Slot {
+                        entry: Entry::Running { partial, .. },
                         ..
-                    }) = self.cache.get_mut(&k).filter(|s| s.id == id)
-                    {
-                        *fraction = f;
-                        *message = m;
-                    }
-                }
-                Event::Partial(k, id, r) => {
-                    let r = Arc::new(r);
-                    match self.cache.get_mut(&k).filter(|s| s.id == id) {
-                        Some(Slot {
-                            entry: Entry::Running { partial, .. },
-                            ..
-                        }) => *partial = Some(r),
-                        // Finished between the user's stop and the runner
-                        // seeing it: kept too.
-                        Some(Slot {
-                            entry: Entry::Stopped(partial),
-                            ..
-                        }) => {
-                            *partial = Some(Arc::clone(&r));
-                            if k.resumable() {
-                                self.resume.insert(k, r);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Event::Done(k, id, r) => {
-                    if let Some(slot) = self.cache.get_mut(&k).filter(|s| s.id == id) {
-                        if !matches!(slot.entry, Entry::Running { .. }) {
-                            // Cancelled by the user: stays cancelled.
-                        } else if slot.cancel.load(Ordering::Relaxed) {
-                            self.cache.remove(&k);
-                        } else {
-                            slot.entry = match r {
-                                Ok(r) => Entry::Done(Arc::new(r)),
-                                Err(e) => Entry::Failed(e),
-                            };
-                            self.completed += 1;
+                    }) => *partial = Some(r),
+                    // Finished between the user's stop and the runner
+                    // seeing it: kept too.
+                    Some(Slot {
+                        entry: Entry::Stopped(partial),
+                        ..
+                    }) => {
+                        *partial = Some(Arc::clone(&r));
+                        if k.resumable() {
+                            self.resume.insert(k, r);
                         }
                     }
+                    _ => {}
                 }
-                // A note from before the user switched engines is stale (a
-                // job under the old choice can finish after the switch).
-                Event::Engine(backend, name) => {
-                    if backend == self.backend {
-                        self.engine = name;
+            }
+            Event::Done(k, id, r) => {
+                if let Some(slot) = self.cache.get_mut(&k).filter(|s| s.id == id) {
+                    if !matches!(slot.entry, Entry::Running { .. }) {
+                        // Cancelled by the user: stays cancelled.
+                    } else if slot.cancel.load(Ordering::Relaxed) {
+                        self.cache.remove(&k);
+                    } else {
+                        slot.entry = match r {
+                            Ok(r) => Entry::Done(Arc::new(r)),
+                            Err(e) => Entry::Failed(e),
+                        };
+                        self.completed += 1;
                     }
                 }
-                Event::Opened(r) => {
-                    self.opened.opening = false;
-                    match r {
-                        Ok((name, mut info)) => {
-                            // Results of a model opened before are stale.
-                            self.forget_model(ModelChoice::Custom);
-                            self.openings += 1;
-                            info.opened = self.openings;
-                            self.opened.model = Some((name, info));
-                            self.opened.error = None;
-                            self.opened.fresh = true;
-                        }
-                        Err(e) => self.opened.error = Some(e),
+            }
+            // A note from before the user switched engines is stale (a
+            // job under the old choice can finish after the switch).
+            Event::Engine(backend, name) => {
+                if backend == self.backend {
+                    self.engine = name;
+                }
+            }
+            Event::Opened(r) => {
+                self.opened.opening = false;
+                match r {
+                    Ok((name, mut info)) => {
+                        // Results of a model opened before are stale.
+                        self.forget_model(ModelChoice::Custom);
+                        self.openings += 1;
+                        info.opened = self.openings;
+                        self.opened.model = Some((name, info));
+                        self.opened.error = None;
+                        self.opened.fresh = true;
                     }
+                    Err(e) => self.opened.error = Some(e),
                 }
             }
         }
@@ -999,6 +1013,93 @@ fn spawn_runner(mut lab: Lab, rx: Receiver<Msg>, tx: Sender<Event>, ctx: egui::C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bookkeeping of stopping and going on, with the runner's events
+    /// put in by hand: a stop keeps the partial result (shown, and handed
+    /// to the next run), a view that only keeps a job does not keep it
+    /// running, Go on and a new request start from what was kept, Clear
+    /// forgets it, and a non-resumable job keeps nothing for a next run.
+    #[test]
+    fn a_stopped_sweep_is_kept_shown_and_handed_to_its_next_run() {
+        let ctx = egui::Context::default();
+        let mut jobs = Jobs::start(&ctx, Backend::Cpu, None);
+        let key = JobKey::AgainstLength {
+            model: ModelChoice::Nope,
+            scales: ScalesKey::ones(16),
+        };
+        let partial = |n: usize| {
+            Arc::new(JobResult::AgainstLength(AgainstLengthResult {
+                points: (0..n)
+                    .map(|k| LengthPoint {
+                        length: 128 << k,
+                        entropy_bits: 1.0,
+                        perplexity: 2.0,
+                        passkey_accuracy: None,
+                    })
+                    .collect(),
+                lengths: vec![128, 256, 512],
+            }))
+        };
+        let points = |e: Option<&Entry>| match e.and_then(Entry::result) {
+            Some(JobResult::AgainstLength(r)) => r.points.len(),
+            _ => 0,
+        };
+        // Running with two points, then stopped by the user.
+        jobs.get(&key);
+        let id = jobs.cache[&key].id;
+        jobs.rx_inject(Event::Partial(key.clone(), id, (*partial(2)).clone()));
+        jobs.stop(&key);
+        assert!(matches!(jobs.peek(&key), Some(Entry::Stopped(Some(_)))));
+        assert_eq!(points(jobs.peek(&key)), 2);
+        // A late partial of the stopped run is kept too; its Done is not.
+        jobs.rx_inject(Event::Partial(key.clone(), id, (*partial(3)).clone()));
+        jobs.rx_inject(Event::Done(key.clone(), id, Err("cancelled".into())));
+        assert!(matches!(jobs.peek(&key), Some(Entry::Stopped(Some(_)))));
+        assert_eq!(points(jobs.peek(&key)), 3);
+        // Kept while a view keeps it; after a frame without, still shown
+        // from what was kept, and asking again goes on from it.
+        assert_eq!(points(jobs.keep(&key).as_ref()), 3);
+        jobs.end_frame();
+        assert!(jobs.peek(&key).is_some(), "kept by the view");
+        jobs.end_frame();
+        assert!(jobs.peek(&key).is_none());
+        assert_eq!(points(jobs.keep(&key).as_ref()), 3, "what was kept is gone");
+        jobs.get(&key);
+        assert!(matches!(jobs.peek(&key), Some(Entry::Running { .. })));
+        assert_eq!(points(jobs.peek(&key)), 3, "not going on from what was kept");
+        assert!(jobs.resume.is_empty(), "handed to the run");
+        jobs.end_frame();
+        // A running job only kept (its view turned off) stops at the
+        // frame's end, keeping what it had.
+        assert!(jobs.keep(&key).is_some());
+        jobs.end_frame();
+        assert!(jobs.peek(&key).is_none(), "a job no view asks for runs on");
+        assert_eq!(points(jobs.keep(&key).as_ref()), 3);
+        // Go on after a stop; Clear forgets all of it.
+        jobs.get(&key);
+        jobs.cancel_all();
+        assert!(matches!(jobs.peek(&key), Some(Entry::Stopped(Some(_)))));
+        jobs.go_on(&key);
+        assert!(jobs.peek(&key).is_none());
+        jobs.get(&key);
+        assert_eq!(points(jobs.peek(&key)), 3);
+        jobs.forget(&key);
+        assert!(jobs.peek(&key).is_none() && jobs.keep(&key).is_none());
+        // Not resumable: nothing kept for a next run.
+        let entropy = JobKey::Entropy {
+            at: InputAt {
+                model: ModelChoice::Nope,
+                input: InputKey::Validation,
+                length: 512,
+            },
+            scales: ScalesKey::ones(16),
+        };
+        jobs.get(&entropy);
+        let id = jobs.cache[&entropy].id;
+        jobs.rx_inject(Event::Partial(entropy.clone(), id, (*partial(1)).clone()));
+        jobs.cancel(&entropy);
+        assert!(jobs.resume.is_empty());
+    }
 
     /// Equal texts are equal keys with one hash, made by copying the text
     /// once; other texts are other keys.

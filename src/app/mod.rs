@@ -349,11 +349,10 @@ impl NopeApp {
         // (or apply, next frame).
         #[cfg(target_arch = "wasm32")]
         {
-            let open = self.jobs.model_opener();
-            let sender = self.dropped.0.clone();
-            let ctx = ctx.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                if kind != dropped::DropKind::Model {
+            if kind != dropped::DropKind::Model {
+                let sender = self.dropped.0.clone();
+                let ctx = ctx.clone();
+                wasm_bindgen_futures::spawn_local(async move {
                     let bytes = files[0].bytes_async().await;
                     let _ = sender.send(dropped::DroppedFile {
                         kind,
@@ -361,8 +360,12 @@ impl NopeApp {
                         bytes,
                     });
                     ctx.request_repaint();
-                    return;
-                }
+                });
+                return;
+            }
+            // (The model panel says "opening" from here.)
+            let open = self.jobs.model_opener();
+            wasm_bindgen_futures::spawn_local(async move {
                 let (mut read, mut unread) = (Vec::new(), Vec::new());
                 for (f, name) in files.iter().zip(names) {
                     match f.bytes_async().await {
@@ -780,11 +783,14 @@ pub fn run_native() -> Result<(), String> {
 /// "Start over" beside Share, and its Undo while the state is the one it
 /// made (the head a page selects by itself aside).
 fn start_over(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(ViewState, ViewState)>) {
-    if last
-        .as_ref()
-        .is_some_and(|(_, after)| !state.same_but_suggested_head(after))
-    {
-        *last = None;
+    if let Some((_, after)) = last {
+        // The head a page selected by itself since is no change.
+        if !state.head_chosen && !after.head_chosen {
+            (after.layer, after.head) = (state.layer, state.head);
+        }
+        if state != after {
+            *last = None;
+        }
     }
     if let Some((before, _)) = last {
         if ui

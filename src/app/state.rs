@@ -312,17 +312,6 @@ impl ViewState {
         }
     }
 
-    /// Whether this is `other` but for the head a page selected by itself
-    /// (while no head is chosen the explorer and the lab select one).
-    pub fn same_but_suggested_head(&self, other: &ViewState) -> bool {
-        if self.head_chosen || other.head_chosen {
-            return self == other;
-        }
-        let mut s = self.clone();
-        (s.layer, s.head) = (other.layer, other.head);
-        s == *other
-    }
-
     /// Brings every field into range (after a URL, a file or a test set it).
     pub fn sanitize(&mut self, layers: usize, heads: usize) {
         self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);

@@ -573,7 +573,7 @@ pub const FRAME_TIME_HOVER: &str = "How long the app took to draw one frame whil
 pub fn frame_time_short(ms: f32) -> String {
     format!("{ms:.0} ms a frame")
 }
-pub const CANCELLED: &str = "cancelled; change a setting to compute again";
+pub const CANCELLED: &str = "stopped; change a setting (or Go on, where offered) to compute again";
 /// A sweep stopped part way, beside what it had finished.
 pub const STOPPED_PART_WAY: &str = "stopped part way: what was done is shown";
 

@@ -77,13 +77,18 @@ impl AgainstLengthView {
             .map(|(_, _, key)| jobs.get_or_keep(key, state.against_length))
             .collect();
         let stopped = entries.iter().flatten().any(|e| matches!(e, Entry::Stopped(_)));
+        let running = entries.iter().flatten().any(|e| matches!(e, Entry::Running { .. }));
+        // Stopped by the status bar's Cancel: off, as by Stop (else a
+        // visit to another page would start it again).
+        if stopped && !running {
+            state.against_length = false;
+        }
         if !state.against_length && !stopped {
             if ui.button(text::AGAINST_START).clicked() {
                 state.against_length = true;
             }
             return;
         }
-        let running = entries.iter().flatten().any(|e| matches!(e, Entry::Running { .. }));
         // Stop while the sweeps run, keeping the lengths done; then Go on
         // from them, or take the plots away (a later click computes them
         // again, from the points kept once done).

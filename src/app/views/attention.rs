@@ -82,7 +82,7 @@ fn on_text(ui: &mut egui::Ui, tokens: &[String], rows: &[(&str, egui::Color32, s
             _ => None,
         })
         .collect();
-    if rows.is_empty() || tokens.is_empty() {
+    if rows.is_empty() || tokens.is_empty() || rows.iter().any(|(_, _, a)| a.row.is_empty()) {
         return;
     }
     egui::CollapsingHeader::new(text::ON_TEXT_HEADING)

@@ -55,7 +55,8 @@ impl MapLayout {
             spacing,
             every: label_every(cell, spacing),
             heads,
-            fits: ROW_LABEL + heads as f32 * (cell + spacing) <= available,
+            // (Half a point's slack: a map that just fits, rounded.)
+            fits: ROW_LABEL + heads as f32 * (cell + spacing) <= available + 0.5,
             full,
         }
     }

@@ -306,6 +306,11 @@ impl PasskeyLabView {
         let any = |f: fn(&Entry) -> bool| entries.iter().flatten().any(f);
         let running = any(|e| matches!(e, Entry::Running { .. }));
         let stopped = any(|e| matches!(e, Entry::Stopped(_)));
+        // Stopped by the status bar's Cancel: off, as by Stop (else a
+        // visit to another page would start it again).
+        if stopped && !running {
+            lab.grid = false;
+        }
         let mut clear = false;
         ui.horizontal_wrapped(|ui| {
             if running {
