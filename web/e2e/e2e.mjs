@@ -272,6 +272,20 @@ try {
       await page.touchscreen.tap(x, y);
       const after = await waitFor(page, (x) => x.state.layer === l && x.state.head === h, 10_000);
       check(after && after.state.layer === l && after.state.head === h, `a tap on layer ${l}, head ${h} selected it (now ${after?.state.layer}, ${after?.state.head})`);
+      // A text file dropped on the page becomes "your text" (a file's
+      // name tells a text, a scales file and a model apart).
+      const words = "Four score and seven years ago our fathers brought forth on this continent a new nation. ".repeat(4);
+      await page.evaluate((words) => {
+        const c = document.getElementById("nopescope_canvas");
+        const dt = new DataTransfer();
+        dt.items.add(new File([words], "speech.txt", { type: "text/plain" }));
+        for (const type of ["dragenter", "dragover", "drop"]) {
+          c.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }
+      }, words);
+      const dropped = await waitFor(page, (x) => x.state.input === "pasted", 20_000);
+      check(dropped && dropped.state.input === "pasted" && dropped.state.pasted_text === words,
+        `a dropped speech.txt became your text (input ${dropped?.state.input}, ${dropped?.state.pasted_text?.length} characters)`);
     }, TABLET);
     // 5b. The GPU engine in the threads build (WebGPU on the shared memory,
     // as a laptop with a GPU gets it): it computes what the CPU engine did

@@ -30,7 +30,7 @@ fn bin_span(a: usize, n: usize, length: usize) -> (usize, usize) {
 
 /// The document longer than this many tokens up to the query is shown in
 /// stretches (`text_spans`).
-const ON_TEXT_WHOLE: usize = 1500;
+const ON_TEXT_WHOLE: usize = 400;
 /// Tokens shown either side of each most attended token, and before the
 /// query, in a long document.
 const ON_TEXT_CONTEXT: usize = 24;
@@ -74,7 +74,12 @@ fn text_spans(query: usize, top: &[usize], whole: usize, context: usize) -> Vec<
 /// shows attention over the words; the row plot alone told a class
 /// nothing about which words): one setting's row at a time, its most
 /// attended tokens named.
-fn on_text(ui: &mut egui::Ui, tokens: &[String], rows: &[(&str, egui::Color32, std::sync::Arc<JobResult>)]) {
+pub(super) fn on_text(
+    ui: &mut egui::Ui,
+    id: &str,
+    tokens: &[String],
+    rows: &[(&str, egui::Color32, std::sync::Arc<JobResult>)],
+) {
     let rows: Vec<(&str, egui::Color32, &AttnRowResult)> = rows
         .iter()
         .filter_map(|(n, c, r)| match r.as_ref() {
@@ -86,11 +91,11 @@ fn on_text(ui: &mut egui::Ui, tokens: &[String], rows: &[(&str, egui::Color32, s
         return;
     }
     egui::CollapsingHeader::new(text::ON_TEXT_HEADING)
-        .id_salt("attention on text")
+        .id_salt(("attention on text", id))
         .default_open(true)
         .show(ui, |ui| {
             ui.label(egui::RichText::new(text::ON_TEXT_HELP).weak());
-            let choice_id = egui::Id::unique("attention on text setting");
+            let choice_id = egui::Id::unique(("attention on text setting", id));
             let mut choice: usize = ui.data(|d| d.get_temp(choice_id)).unwrap_or(0).min(rows.len() - 1);
             if rows.len() > 1 {
                 ui.horizontal_wrapped(|ui| {
@@ -158,7 +163,7 @@ fn on_text(ui: &mut egui::Ui, tokens: &[String], rows: &[(&str, egui::Color32, s
             }
             job.wrap.max_width = ui.available_width();
             egui::ScrollArea::vertical()
-                .id_salt("attention on text scroll")
+                .id_salt(("attention on text scroll", id))
                 .max_height(200.0)
                 .stick_to_bottom(true)
                 .show(ui, |ui| ui.label(job));
@@ -464,7 +469,7 @@ impl AttentionView {
                     }
                 }
             }
-            on_text(ui, &tokens, &rows);
+            on_text(ui, "explore", &tokens, &rows);
         }
         ui.add_space(6.0);
         ui.label(egui::RichText::new(text::POOLED_HEADING).strong().size(16.0));

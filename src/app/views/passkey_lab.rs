@@ -261,6 +261,7 @@ impl PasskeyLabView {
                     ui.label(text::key_mass(name, &head, key, sentence));
                 }
             }
+            super::attention::on_text(ui, "pass-key lab", &doc.text, &rows);
         });
     }
 
