@@ -404,6 +404,14 @@ pub struct AgainstLengthResult {
     pub lengths: Vec<usize>,
 }
 
+/// A sweep's entries, one per key (`None`: neither asked for nor kept),
+/// and whether any runs or was stopped (`Jobs::sweep`).
+pub struct Sweep {
+    pub entries: Vec<Option<Entry>>,
+    pub running: bool,
+    pub stopped: bool,
+}
+
 #[derive(Debug, Clone)]
 pub enum JobResult {
     Entropy(EntropyProfile),
@@ -598,13 +606,32 @@ impl Jobs {
         self.cache.get(key).map(|s| &s.entry)
     }
 
-    /// A view's entry of `key`: asked for (`get`) while `asked`, else only
-    /// shown as it is (`keep`).
-    pub fn get_or_keep(&mut self, key: &JobKey, asked: bool) -> Option<Entry> {
-        if asked {
-            Some(self.get(key).clone())
-        } else {
-            self.keep(key)
+    /// A sweep's jobs (the against-length plots, the accuracy maps) as its
+    /// view sees them: asked for (`get`) while `on`, else shown as they
+    /// were stopped (`keep`). A sweep stopped and not running, by its Stop
+    /// or the status bar's Cancel, turns `on` off: a visit to another page
+    /// then does not start it again.
+    pub fn sweep<'a>(&mut self, keys: impl IntoIterator<Item = &'a JobKey>, on: &mut bool) -> Sweep {
+        let entries: Vec<Option<Entry>> = keys
+            .into_iter()
+            .map(|key| {
+                if *on {
+                    Some(self.get(key).clone())
+                } else {
+                    self.keep(key)
+                }
+            })
+            .collect();
+        let any = |f: fn(&Entry) -> bool| entries.iter().flatten().any(f);
+        let running = any(|e| matches!(e, Entry::Running { .. }));
+        let stopped = any(|e| matches!(e, Entry::Stopped(_)));
+        if stopped && !running {
+            *on = false;
+        }
+        Sweep {
+            entries,
+            running,
+            stopped,
         }
     }
 
@@ -632,12 +659,7 @@ impl Jobs {
         }
     }
 
-    /// An event of the runner's, as `poll` takes it (tests put in their own).
-    #[cfg(test)]
-    fn rx_inject(&mut self, ev: Event) {
-        self.take(ev);
-    }
-
+    /// One event of the runner's (tests put in their own).
     fn take(&mut self, ev: Event) {
         match ev {
             Event::Progress(k, id, f, m) => {
@@ -664,9 +686,7 @@ impl Jobs {
                         ..
                     }) => {
                         *partial = Some(Arc::clone(&r));
-                        if k.resumable() {
-                            self.resume.insert(k, r);
-                        }
+                        self.keep_partial(&k, Some(&r));
                     }
                     _ => {}
                 }
@@ -738,7 +758,7 @@ impl Jobs {
         self.pinned.remove(key);
         if let Some(slot) = self.cache.remove(key) {
             slot.cancel.store(true, Ordering::Relaxed);
-            self.keep_partial(key, &slot.entry);
+            self.keep_partial(key, slot.entry.partial());
         }
     }
 
@@ -749,10 +769,10 @@ impl Jobs {
         if let Some(slot) = self.cache.get_mut(key) {
             if matches!(slot.entry, Entry::Running { .. }) {
                 slot.cancel.store(true, Ordering::Relaxed);
-                slot.entry = Entry::Stopped(slot.entry.partial().cloned());
+                let partial = slot.entry.partial().cloned();
+                slot.entry = Entry::Stopped(partial.clone());
                 slot.cancelled_by_user = true;
-                let entry = slot.entry.clone();
-                self.keep_partial(key, &entry);
+                self.keep_partial(key, partial.as_ref());
             }
         }
     }
@@ -787,8 +807,8 @@ impl Jobs {
     }
 
     /// Keeps what a resumable job had finished for its next run.
-    fn keep_partial(&mut self, key: &JobKey, entry: &Entry) {
-        if let Some(partial) = entry.partial().filter(|_| key.resumable()) {
+    fn keep_partial(&mut self, key: &JobKey, partial: Option<&Arc<JobResult>>) {
+        if let Some(partial) = partial.filter(|_| key.resumable()) {
             self.resume.insert(key.clone(), Arc::clone(partial));
         }
     }
@@ -1047,13 +1067,13 @@ mod tests {
         // Running with two points, then stopped by the user.
         jobs.get(&key);
         let id = jobs.cache[&key].id;
-        jobs.rx_inject(Event::Partial(key.clone(), id, (*partial(2)).clone()));
+        jobs.take(Event::Partial(key.clone(), id, (*partial(2)).clone()));
         jobs.stop(&key);
         assert!(matches!(jobs.peek(&key), Some(Entry::Stopped(Some(_)))));
         assert_eq!(points(jobs.peek(&key)), 2);
         // A late partial of the stopped run is kept too; its Done is not.
-        jobs.rx_inject(Event::Partial(key.clone(), id, (*partial(3)).clone()));
-        jobs.rx_inject(Event::Done(key.clone(), id, Err("cancelled".into())));
+        jobs.take(Event::Partial(key.clone(), id, (*partial(3)).clone()));
+        jobs.take(Event::Done(key.clone(), id, Err("cancelled".into())));
         assert!(matches!(jobs.peek(&key), Some(Entry::Stopped(Some(_)))));
         assert_eq!(points(jobs.peek(&key)), 3);
         // Kept while a view keeps it; after a frame without, still shown
@@ -1096,7 +1116,7 @@ mod tests {
         };
         jobs.get(&entropy);
         let id = jobs.cache[&entropy].id;
-        jobs.rx_inject(Event::Partial(entropy.clone(), id, (*partial(1)).clone()));
+        jobs.take(Event::Partial(entropy.clone(), id, (*partial(1)).clone()));
         jobs.cancel(&entropy);
         assert!(jobs.resume.is_empty());
     }

@@ -492,16 +492,10 @@ impl NopeApp {
                 if let Some(note) = &self.state_note {
                     ui.colored_label(crate::app::palette::ERROR, text::error(&note.message()));
                 }
-                if let Some((m, failed)) = &self.drop_note {
+                // The last file dropped, the last export: done, or why not.
+                for (m, failed) in self.drop_note.iter().chain(&exported) {
                     if *failed {
                         ui.colored_label(crate::app::palette::ERROR, text::error(m));
-                    } else {
-                        ui.label(m);
-                    }
-                }
-                if let Some((m, failed)) = exported {
-                    if failed {
-                        ui.colored_label(crate::app::palette::ERROR, text::error(&m));
                     } else {
                         ui.label(m);
                     }

@@ -9,7 +9,7 @@ use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points
 
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
-use crate::app::jobs::{Entry, JobKey, JobResult, Jobs, LengthPoint};
+use crate::app::jobs::{Entry, JobKey, JobResult, Jobs, LengthPoint, Sweep};
 use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
@@ -70,19 +70,11 @@ impl AgainstLengthView {
                 scales: keys.twin_ones.clone(),
             },
         ));
-        // Asked for while on; once stopped, shown as they were stopped
-        // (and not asked for: coming back to the page does not start them).
-        let entries: Vec<Option<Entry>> = series
-            .iter()
-            .map(|(_, _, key)| jobs.get_or_keep(key, state.against_length))
-            .collect();
-        let stopped = entries.iter().flatten().any(|e| matches!(e, Entry::Stopped(_)));
-        let running = entries.iter().flatten().any(|e| matches!(e, Entry::Running { .. }));
-        // Stopped by the status bar's Cancel: off, as by Stop (else a
-        // visit to another page would start it again).
-        if stopped && !running {
-            state.against_length = false;
-        }
+        let Sweep {
+            entries,
+            running,
+            stopped,
+        } = jobs.sweep(series.iter().map(|(_, _, key)| key), &mut state.against_length);
         if !state.against_length && !stopped {
             if ui.button(text::AGAINST_START).clicked() {
                 state.against_length = true;

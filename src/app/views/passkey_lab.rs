@@ -12,7 +12,7 @@ use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
 
 use super::{show_entry_status, Keys, LegendEntry, PlotMark, WeightAxis};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
-use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, TextKey};
+use crate::app::jobs::{Entry, FillerKey, InputAt, InputKey, JobKey, JobResult, Jobs, Sweep, TextKey};
 use crate::app::palette::Look;
 use crate::app::state::{
     FillerChoice, ModelChoice, PasskeyLabState, ViewState, MAX_GRID_DEPTHS, MAX_GRID_FACTOR, MAX_GRID_TRIALS,
@@ -298,20 +298,11 @@ impl PasskeyLabView {
         ui.label(text::grid_cost(documents, tokens));
         let series = grid_series(state, keys);
         let lab = &mut state.passkey_lab;
-        // Asked for while on; once stopped, shown as they were stopped
-        // (and not asked for: coming back to the page does not start them).
-        let entries: Vec<Option<Entry>> = series
-            .iter()
-            .map(|(_, _, key)| jobs.get_or_keep(key, lab.grid))
-            .collect();
-        let any = |f: fn(&Entry) -> bool| entries.iter().flatten().any(f);
-        let running = any(|e| matches!(e, Entry::Running { .. }));
-        let stopped = any(|e| matches!(e, Entry::Stopped(_)));
-        // Stopped by the status bar's Cancel: off, as by Stop (else a
-        // visit to another page would start it again).
-        if stopped && !running {
-            lab.grid = false;
-        }
+        let Sweep {
+            entries,
+            running,
+            stopped,
+        } = jobs.sweep(series.iter().map(|(_, _, key)| key), &mut lab.grid);
         let mut clear = false;
         ui.horizontal_wrapped(|ui| {
             if running {
