@@ -309,6 +309,7 @@ fn a_stopped_sweep_goes_on_to_the_numbers_of_a_whole_run() {
     let against = JobKey::AgainstLength {
         model: ModelChoice::Nope,
         scales: ScalesKey::ones(16),
+        text: None,
     };
     for key in [grid, against] {
         let whole = run(&mut lab, &key, &mut Control::default()).unwrap();

@@ -121,6 +121,18 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     assert_ne!(report.scales, after_one, "the map did not change after step 1");
     // What the panel says, and that nothing was applied yet.
     h.get_by_label_contains("step 3 of 3");
+    // A click on a cell of the map of scales selects that head for the
+    // other pages, and names its scale under the map.
+    let before = h.state().state.clone();
+    let (l, hd) = (2, 3);
+    let s = report.scales[l * 4 + hd];
+    let name = text::head_name(l, hd);
+    h.get_by_label(&text::scale_cell(&name, s)).click();
+    h.run_steps(2);
+    assert_eq!((h.state().state.layer, h.state().state.head), (l, hd));
+    h.get_by_label(&text::selected_scale(&name, s));
+    // (The snapshot below shows the default head, selected.)
+    h.state_mut().state = before;
     assert!(h.state().state.scales.is_plain());
     // The scatter's entropy at L, then the picture (status bar masked: it
     // names this machine's adapter and threads).
@@ -231,6 +243,48 @@ fn the_tuning_page_does_not_compute_the_explore_pages_entropy() {
         ),
         "the Explore page computes it with its panels hidden"
     );
+}
+
+/// The objective "your text" reads the Explore page's text: a search on
+/// it runs, and its first loss is not the tuning text's (the same settings,
+/// the same initial scales, other windows); a text too short for the
+/// target length says so.
+#[test]
+fn the_text_objective_can_read_your_text() {
+    use nopescope::app::search_job::TuneObjective;
+    let first_loss = |objective: TuneObjective, pasted: &str| {
+        let mut state = tuning_state(1);
+        state.tune.objective = objective;
+        state.pasted_text = pasted.into();
+        let mut h = harness(state);
+        h.run_steps(2);
+        h.get_by_label(text::START_SEARCH).click();
+        h.step();
+        wait_for(&mut h, "the search to end", |a| phase(a) != Some(Phase::Running));
+        h.run_steps(2);
+        let loss = h
+            .state()
+            .tuning()
+            .run
+            .as_ref()
+            .and_then(|r| r.report.as_ref())
+            .map(|r| r.curve()[0][1]);
+        (loss, h)
+    };
+    let mine: String = (0..12)
+        .map(|i| format!("Line {i}: the tide came in over the flats, and the gulls rose from the sand as it came. "))
+        .collect();
+    let (theirs, _) = first_loss(TuneObjective::Text, "");
+    let (yours, _) = first_loss(TuneObjective::Pasted, &mine);
+    let (theirs, yours) = (
+        theirs.expect("a loss on the tuning text"),
+        yours.expect("a loss on your text"),
+    );
+    assert!(theirs.is_finite() && yours.is_finite() && yours > 0.0);
+    assert_ne!(theirs, yours, "the search did not read your text");
+    let (none, h) = first_loss(TuneObjective::Pasted, "Too short.");
+    assert!(none.is_none());
+    h.get_by_label_contains("too few for windows of 128");
 }
 
 #[test]

@@ -649,6 +649,7 @@ fn the_against_length_sweep_runs_and_hides() {
         JobKey::AgainstLength {
             model: nopescope::app::state::ModelChoice::Nope,
             scales: Keys::of(&app.state, app.info()).ones,
+            text: None,
         }
     };
     let points = |h: &Harness<'static, NopeApp>| match h.state().jobs.peek(&sweep(h)).and_then(Entry::result) {
@@ -698,6 +699,24 @@ fn the_against_length_sweep_runs_and_hides() {
     for name in [text::BEFORE, text::AFTER, text::MODEL_ROPE, text::TRAINING_LENGTH] {
         h.get_by_label(name);
     }
+    // The entropy plot's selected head and ceiling, in the legend, with
+    // the selected head's mean entropy at every length, which is not the
+    // mean over heads.
+    let head = text::head_name(h.state().state.layer, h.state().state.head);
+    h.get_by_label(&text::head_line(text::BEFORE, &head));
+    h.get_by_label(text::AGAINST_CEILING);
+    match h.state().jobs.peek(&sweep(&h)).and_then(Entry::result) {
+        Some(JobResult::AgainstLength(r)) => {
+            assert_eq!(r.points.len(), r.lengths.len());
+            let (l, hd) = (h.state().state.layer, h.state().state.head);
+            for p in &r.points {
+                let e = p.head(l, hd).expect("the selected head's entropy");
+                assert!(e.is_finite() && e >= 0.0 && e != p.entropy_bits, "{p:?}");
+                assert!(e <= nopescope::app::views::against::mean_ceiling(p.length) + 1e-6);
+            }
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(h.query_by_label(text::AGAINST_STOP).is_none(), "done: no Stop");
     h.get_by_label(text::AGAINST_HIDE).click();
     h.step();
@@ -705,6 +724,60 @@ fn the_against_length_sweep_runs_and_hides() {
     assert!(!h.state().state.against_length);
     h.get_by_label(text::AGAINST_START);
     assert!(h.query_by_label(text::MODEL_ROPE).is_none(), "the plots are gone");
+}
+
+/// Over the user's text where it is the input in view: the lengths the
+/// text holds, with a note for those left out; a text too short for any
+/// length says so.
+#[test]
+fn the_against_length_sweep_reads_your_text() {
+    use nopescope::app::jobs::TextKey;
+    use nopescope::app::state::InputKind;
+    // About 40 tokens a sentence: some 400 tokens in all, room for
+    // windows of 128 and 256 but not 512.
+    let long: String = (0..10)
+        .map(|i| format!("Sentence {i} tells of the river that runs past the old mill, and of the miller's cat who sleeps by its door. "))
+        .collect();
+    let mut state = small_state();
+    state.input = InputKind::Pasted;
+    state.pasted_text = long.clone();
+    state.hide = vec!["entropy".into(), "attention".into(), "controls".into()];
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::AGAINST_START).click();
+    h.run_steps(2);
+    app_common::settle(&mut h, Duration::from_secs(300));
+    h.get_by_label_contains("stretches of your text");
+    let key = |h: &Harness<'static, NopeApp>, text: &str| {
+        let app = h.state();
+        JobKey::AgainstLength {
+            model: nopescope::app::state::ModelChoice::Nope,
+            scales: Keys::of(&app.state, app.info()).ones,
+            text: Some(TextKey::of(text)),
+        }
+    };
+    let Some(JobResult::AgainstLength(r)) = h.state().jobs.peek(&key(&h, &long)).and_then(Entry::result) else {
+        panic!("no sweep over the text")
+    };
+    assert_eq!(r.lengths, [128, 256]);
+    assert_eq!(r.points.iter().map(|p| p.length).collect::<Vec<_>>(), [128, 256]);
+    let n = r.text_short.expect("the lengths left out are said");
+    assert!((256..512).contains(&n), "{n} tokens");
+    h.get_by_label_contains(&format!("Your text holds {n} tokens"));
+    // A text too short for L/2 = 128 tokens.
+    h.state_mut().state.pasted_text = "A short text.".into();
+    h.run_steps(2);
+    app_common::settle(&mut h, Duration::from_secs(60));
+    assert!(
+        matches!(h.state().jobs.peek(&key(&h, "A short text.")), Some(Entry::Failed(_))),
+        "{:?}",
+        h.state().jobs.peek(&key(&h, "A short text."))
+    );
+    // (One error a series: the model, the scales, the twin.)
+    assert!(h
+        .get_all_by_label_contains("and the shortest length of this sweep is 128")
+        .next()
+        .is_some());
 }
 
 #[test]

@@ -648,7 +648,9 @@ impl Lab {
                     length: w.len(),
                 }))
             }
-            JobKey::AgainstLength { model, scales } => self.against_length(*model, scales, ctl).await,
+            JobKey::AgainstLength { model, scales, text } => {
+                self.against_length(*model, scales, text.as_ref(), ctl).await
+            }
             JobKey::PasskeyAnswer { .. } | JobKey::PasskeyHeads { .. } | JobKey::PasskeyGrid(_) => {
                 self.run_passkey(key, ctl).await
             }
@@ -688,25 +690,49 @@ impl Lab {
         &mut self,
         model: ModelChoice,
         scales: &ScalesKey,
+        text: Option<&TextKey>,
         ctl: &mut dyn JobControl,
     ) -> Result<JobResult> {
         self.ensure_engine(model).await?;
         let hs = self.scales(model, scales)?;
-        let lengths = sweep_lengths(self.slot(model)?.config.training_length);
+        let mut lengths = sweep_lengths(self.slot(model)?.config.training_length);
         let slot = self.slot(model)?;
-        slot.validation_tokens()?;
+        let bos = slot.tokenizer.bos_id();
+        // Over the user's text: the lengths it holds a window of (each
+        // window is the beginning-of-text token, then the text's).
+        let mut text_short = None;
+        match text {
+            Some(t) => {
+                let n = slot.pasted_tokens(t)?.len();
+                let all = lengths.len();
+                lengths.retain(|&l| l - usize::from(bos.is_some()) <= n);
+                if lengths.is_empty() {
+                    return Err(Error::Input(super::text::against_text_too_short(
+                        n,
+                        sweep_lengths(slot.config.training_length)[0],
+                    )));
+                }
+                text_short = (lengths.len() < all).then_some(n);
+            }
+            None => {
+                slot.validation_tokens()?;
+            }
+        }
         let ModelSlot {
             tokenizer,
             engine,
             validation,
+            pasted,
             ..
         } = slot;
         let engine = engine
             .as_mut()
             .ok_or_else(|| Error::Engine("the engine is not started".into()))?;
-        let tokens = validation.as_deref().unwrap_or_default();
+        let tokens = match text {
+            Some(_) => pasted.as_ref().map_or(&[][..], |(_, ids)| ids.as_slice()),
+            None => validation.as_deref().unwrap_or_default(),
+        };
         let builder = PasskeyBuilder::new(tokenizer)?;
-        let bos = tokenizer.bos_id();
         let total: usize = lengths.iter().map(|l| l * (SWEEP_WINDOWS + SWEEP_TRIALS)).sum();
         let mut done = 0usize;
         // Each length is computed on its own, so a stopped sweep's points
@@ -762,6 +788,7 @@ impl Lab {
                     LengthPoint {
                         length,
                         entropy_bits: e.mean_entropy_bits,
+                        head_entropy_bits: e.entropy_bits.clone(),
                         perplexity: e.perplexity,
                         passkey_accuracy: accuracy,
                     },
@@ -770,9 +797,14 @@ impl Lab {
             ctl.partial(JobResult::AgainstLength(AgainstLengthResult {
                 points: points.clone(),
                 lengths: lengths.clone(),
+                text_short,
             }));
         }
-        Ok(JobResult::AgainstLength(AgainstLengthResult { points, lengths }))
+        Ok(JobResult::AgainstLength(AgainstLengthResult {
+            points,
+            lengths,
+            text_short,
+        }))
     }
 }
 

@@ -221,8 +221,14 @@ pub enum JobKey {
         layer: usize,
         head: usize,
     },
-    /// Entropy, perplexity and pass-key accuracy from L/2 to 16L.
-    AgainstLength { model: ModelChoice, scales: ScalesKey },
+    /// Entropy, perplexity and pass-key accuracy from L/2 to 16L, over
+    /// the validation text, or over the user's text (`text`) where it is
+    /// the input in view.
+    AgainstLength {
+        model: ModelChoice,
+        scales: ScalesKey,
+        text: Option<TextKey>,
+    },
     /// A pass-key document's answer, decoded greedily (`at.input` is
     /// `InputKey::PasskeyLab`).
     PasskeyAnswer { at: InputAt, scales: ScalesKey },
@@ -392,9 +398,20 @@ pub struct PooledResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LengthPoint {
     pub length: usize,
+    /// The mean over every layer, head and position.
     pub entropy_bits: f64,
+    /// Each head's mean over positions, per layer, per head (the plot's
+    /// line of the selected head).
+    pub head_entropy_bits: Vec<Vec<f64>>,
     pub perplexity: f64,
     pub passkey_accuracy: Option<f64>,
+}
+
+impl LengthPoint {
+    /// The mean entropy of one head, if the model has it.
+    pub fn head(&self, layer: usize, head: usize) -> Option<f64> {
+        self.head_entropy_bits.get(layer)?.get(head).copied()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +419,9 @@ pub struct AgainstLengthResult {
     pub points: Vec<LengthPoint>,
     /// Every length of the sweep (the points fill in as they finish).
     pub lengths: Vec<usize>,
+    /// Over the user's text: its tokens, when too few for the sweep's
+    /// longest lengths (those are left out of `lengths`).
+    pub text_short: Option<usize>,
 }
 
 /// A sweep's entries, one per key (`None`: neither asked for nor kept),
@@ -1046,6 +1066,7 @@ mod tests {
         let key = JobKey::AgainstLength {
             model: ModelChoice::Nope,
             scales: ScalesKey::ones(16),
+            text: None,
         };
         let partial = |n: usize| {
             Arc::new(JobResult::AgainstLength(AgainstLengthResult {
@@ -1053,11 +1074,13 @@ mod tests {
                     .map(|k| LengthPoint {
                         length: 128 << k,
                         entropy_bits: 1.0,
+                        head_entropy_bits: vec![vec![1.0; 4]; 4],
                         perplexity: 2.0,
                         passkey_accuracy: None,
                     })
                     .collect(),
                 lengths: vec![128, 256, 512],
+                text_short: None,
             }))
         };
         let points = |e: Option<&Entry>| match e.and_then(Entry::result) {

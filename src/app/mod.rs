@@ -292,7 +292,7 @@ impl NopeApp {
     /// button does; the web page's test hook calls it).
     pub fn start_search(&mut self) {
         let info = self.info();
-        let spec = self.state.tune.spec(self.state.model, info);
+        let spec = self.state.tune.spec(self.state.model, info, &self.state.pasted_text);
         self.views.tuning.start(&mut self.jobs, spec);
     }
 

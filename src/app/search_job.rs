@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::compute::{JobControl, Lab};
-use super::jobs::{JobResult, RuleKey, ScalesKey};
+use super::jobs::{JobResult, RuleKey, ScalesKey, TextKey};
 use super::models::{self, ModelInfo};
 use super::state::{LoadedScales, ModelChoice, ScalesState, MAX_LENGTH, MIN_LENGTH};
 use super::text;
@@ -52,13 +52,16 @@ pub enum TuneObjective {
     Passkey,
     /// The next-token loss of windows of the tuning text.
     Text,
+    /// The next-token loss of windows of the user's text (the Explore
+    /// page's "your text").
+    Pasted,
 }
 
 impl TuneObjective {
     pub fn objective(self) -> Objective {
         match self {
             TuneObjective::Passkey => Objective::Passkey,
-            TuneObjective::Text => Objective::Text,
+            TuneObjective::Text | TuneObjective::Pasted => Objective::Text,
         }
     }
 }
@@ -150,8 +153,11 @@ impl TuneSettings {
         }
     }
 
-    pub fn spec(&self, model: ModelChoice, info: ModelInfo) -> SearchSpec {
+    /// The search these settings ask for on `model`; `pasted` is the
+    /// user's text, which the objective "your text" reads.
+    pub fn spec(&self, model: ModelChoice, info: ModelInfo, pasted: &str) -> SearchSpec {
         SearchSpec {
+            text: (self.objective == TuneObjective::Pasted).then(|| TextKey::of(pasted)),
             model,
             layers: info.layers,
             heads: info.heads,
@@ -180,6 +186,8 @@ pub struct SearchSpec {
     pub opened: u64,
     pub kind: SearchKind,
     pub objective: TuneObjective,
+    /// The user's text, for the objective `Pasted`.
+    pub text: Option<TextKey>,
     pub length: usize,
     pub steps: usize,
     pub batch: usize,
@@ -548,6 +556,12 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
             tuning_tokens = tok.encode(models::TUNING_TEXT)?;
             SearchData::text(spec.length, &tuning_tokens, tok.bos_id())?
         }
+        TuneObjective::Pasted => {
+            let t = spec.text.as_ref().map_or("", TextKey::as_str);
+            tuning_tokens = tok.encode(t)?;
+            SearchData::text(spec.length, &tuning_tokens, tok.bos_id())
+                .map_err(|_| Error::Input(text::search_text_too_short(tuning_tokens.len(), spec.length)))?
+        }
     };
     let from = key.from.as_deref();
     let mut relay = Relay {
@@ -711,7 +725,7 @@ mod tests {
         assert!(list[5].values != list[4].values && list[5].name == text::PRESET_SHIPPED_8L);
         // No shipped scales for the RoPE twin.
         assert_eq!(presets(ModelChoice::Rope, info(), &t).len(), 4);
-        let spec = t.spec(ModelChoice::Nope, info());
+        let spec = t.spec(ModelChoice::Nope, info(), "");
         let c = spec.config();
         assert_eq!((c.steps, c.batch, spec.length), (DEFAULT_STEPS, DEFAULT_BATCH, 512));
         c.check().unwrap();
@@ -721,7 +735,7 @@ mod tests {
             ..t
         };
         assert_eq!(
-            fitted.spec(ModelChoice::Nope, info()).rule(),
+            fitted.spec(ModelChoice::Nope, info(), "").rule(),
             ScaleRule::Fitted {
                 a: 0.5,
                 training_length: 256
@@ -732,7 +746,7 @@ mod tests {
     #[test]
     fn a_run_s_segments_are_keyed_by_where_they_start() {
         use crate::model::optim::AdamWState;
-        let spec = TuneSettings::default().spec(ModelChoice::Nope, info());
+        let spec = TuneSettings::default().spec(ModelChoice::Nope, info(), "");
         let at = |step: usize| {
             Some(Arc::new(Checkpoint::Heads(HeadSearchState {
                 scales: HeadScales {

@@ -165,10 +165,35 @@ pub fn setting_is(setting: &str, scales: &str) -> String {
 }
 pub const AGAINST_HEADING: &str = "Against length";
 /// What the against-length plots measure, and on how much.
-pub fn against_help(windows: usize, trials: usize) -> String {
+pub fn against_help(windows: usize, trials: usize, yours: bool) -> String {
+    let text = if yours { "your text" } else { "the validation text" };
     format!(
-        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of the validation text; accuracy is over {trials} pass-key documents per length, a quick look (the Pass-key lab measures more)."
+        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of {text}; accuracy is over {trials} pass-key documents per length, a quick look (the Pass-key lab measures more)."
     )
+}
+/// The sweep over the user's text, when it is too short for any length.
+pub fn against_text_too_short(tokens: usize, shortest: usize) -> String {
+    format!(
+        "your text holds {tokens} tokens, and the shortest length of this sweep is {shortest}: paste a longer text, or choose the validation text"
+    )
+}
+/// The sweep over the user's text, when it holds only its shorter lengths.
+pub fn against_text_short(tokens: usize) -> String {
+    format!("Your text holds {tokens} tokens: the lengths past it are left out. A longer text reaches further.")
+}
+/// The against-length entropy plot's ceiling: the mean of log2(i + 1)
+/// over a length's positions.
+pub const AGAINST_CEILING: &str = "ceiling: uniform attention, mean of log2(i + 1)";
+/// The legend table's column of the three plots' own lines.
+pub const AGAINST_ALL_HEADS: &str = "all heads";
+/// A setting's line in the three against-length plots, as its legend
+/// entry is named (the row's own label is the setting's name).
+pub fn all_heads_line(setting: &str) -> String {
+    format!("{setting}: {AGAINST_ALL_HEADS}")
+}
+/// The legend table's column of the selected head (entropy only).
+pub fn against_head_column(head_name: &str) -> String {
+    format!("{head_name} (selected; entropy)")
 }
 pub const AGAINST_START: &str = "Compute against length";
 pub const AGAINST_STOP: &str = "Stop";
@@ -875,6 +900,14 @@ pub const KIND_UNIFORM: &str = "Uniform";
 pub const OBJECTIVE: &str = "Objective";
 pub const OBJECTIVE_PASSKEY: &str = "Pass-key digits";
 pub const OBJECTIVE_TEXT: &str = "Text";
+pub const OBJECTIVE_PASTED: &str = "Your text";
+pub const OBJECTIVE_PASTED_HINT: &str = "The next-token loss on your own text (typed, pasted or dropped on the Explore page), at the target length. Scales tuned on a text fit that text best: judge them on another.";
+/// The objective "your text", when the text is too short for a window.
+pub fn search_text_too_short(tokens: usize, length: usize) -> String {
+    format!(
+        "your text holds {tokens} tokens, too few for windows of {length}: paste a longer text on the Explore page (Input: your text), or lower the target length"
+    )
+}
 pub const TARGET_LENGTH: &str = "Target length";
 pub const STEPS: &str = "Steps";
 pub const BATCH: &str = "Documents per step";
@@ -896,7 +929,7 @@ pub fn more_settings(heads: Option<(f32, f32)>, rule: &str) -> String {
 // What each search setting means, on hover over its name (a student meets
 // AdamW and learning rates here for the first time).
 pub const SEARCH_KIND_HINT: &str = "Per head: one scale for each head, learned by gradient descent (AdamW) with every weight of the model frozen, the paper's head-based scale. Uniform: one scale for all heads, tried on a grid from 1 to 2.";
-pub const OBJECTIVE_HINT: &str = "What the search makes smaller. Pass-key digits: the model's loss on the hidden key's digits, in pass-key documents of the target length. Text: its next-token loss on validation text of that length (the paper's).";
+pub const OBJECTIVE_HINT: &str = "What the search makes smaller. Pass-key digits: the model's loss on the hidden key's digits, in pass-key documents of the target length. Text: its next-token loss on a text of that length (the paper's; a speech set apart for tuning, never the validation text). Your text: the same on the text you gave on the Explore page.";
 pub const TARGET_LENGTH_HINT: &str = "The input length the scales are searched at; past L is where they are needed.";
 pub const STEPS_HINT: &str = "How many gradient steps the per-head search takes.";
 pub const BATCH_HINT: &str = "The documents each step averages over: more is steadier and slower.";
@@ -1087,7 +1120,20 @@ pub fn preset_fitted(a: f64) -> String {
 }
 
 pub fn scale_hover(name: &str, s: f32) -> String {
+    format!(
+        "{}\nClick to select this head: the Explore page and the pass-key lab show it.",
+        scale_cell(name, s)
+    )
+}
+
+/// A cell of the map of scales, as the accessibility tree names it.
+pub fn scale_cell(name: &str, s: f32) -> String {
     format!("{name}: s = {s:.3}")
+}
+
+/// The head selected (on any page) and its scale in the search's map.
+pub fn selected_scale(name: &str, s: f32) -> String {
+    format!("Selected: {name}, s = {s:.3}")
 }
 
 pub fn scale_legend(hi: f32) -> String {

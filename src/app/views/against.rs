@@ -1,6 +1,9 @@
 //! Against length: mean entropy, perplexity and pass-key accuracy from L/2
 //! to 16L for NoPE, the current scales and the RoPE twin, computed on
-//! request with progress, points appearing as each length finishes.
+//! request with progress, points appearing as each length finishes; the
+//! entropy plot also draws the selected head's line and the ceiling of
+//! uniform attention. Over the validation text, or the user's own where
+//! it is the input in view.
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points
 
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
-use crate::app::jobs::{Entry, JobKey, JobResult, Jobs, LengthPoint, Sweep};
+use crate::app::jobs::{Entry, InputKey, JobKey, JobResult, Jobs, LengthPoint, Sweep};
 use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
@@ -32,6 +35,23 @@ fn series_look(k: usize, colour: egui::Color32) -> Look {
     }
 }
 
+/// A series' selected head's line (entropy only): dashed, in the
+/// series' colour lightened, under the series' own lines' widths.
+fn head_look(colour: egui::Color32) -> Look {
+    Look {
+        width: 1.5,
+        ..Look::head(colour)
+    }
+    .dashed()
+}
+
+/// The entropy of uniform attention over a window of `length` tokens,
+/// averaged as the plot's points are: the mean of log2(i + 1) over its
+/// positions.
+pub fn mean_ceiling(length: usize) -> f64 {
+    (1..=length).map(|i| (i as f64).log2()).sum::<f64>() / length.max(1) as f64
+}
+
 /// Each series' marker: shape, radius, filled.
 const MARKERS: [(MarkerShape, f32, bool); 3] = [
     (MarkerShape::Circle, 3.5, true),
@@ -42,9 +62,16 @@ const MARKERS: [(MarkerShape, f32, bool); 3] = [
 impl AgainstLengthView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::AGAINST_HEADING);
+        // Over the user's text where it is the input in view; else (the
+        // validation text, a pass-key document) over the validation text.
+        let text = match &keys.at.input {
+            InputKey::Pasted(t) => Some(t.clone()),
+            _ => None,
+        };
         ui.label(text::against_help(
             crate::app::compute::SWEEP_WINDOWS,
             crate::app::compute::SWEEP_TRIALS,
+            text.is_some(),
         ));
         // The model in view (the bundled NoPE, or the user's own).
         let model = if state.model == ModelChoice::Custom {
@@ -60,7 +87,14 @@ impl AgainstLengthView {
             // (blue: green stays the twin's, also beside a RoPE model of one's own)
             .settings_on(rope, palette::NOPE)
             .into_iter()
-            .map(|(name, scales, colour)| (name.to_string(), colour, JobKey::AgainstLength { model, scales }))
+            .map(|(name, scales, colour)| {
+                let key = JobKey::AgainstLength {
+                    model,
+                    scales,
+                    text: text.clone(),
+                };
+                (name.to_string(), colour, key)
+            })
             .collect();
         series.push((
             text::MODEL_ROPE.to_string(),
@@ -68,6 +102,7 @@ impl AgainstLengthView {
             JobKey::AgainstLength {
                 model: ModelChoice::Rope,
                 scales: keys.twin_ones.clone(),
+                text,
             },
         ));
         let Sweep {
@@ -137,17 +172,71 @@ impl AgainstLengthView {
         if (keys.info.training_length / 2).saturating_mul(32) > crate::app::state::MAX_LENGTH {
             ui.label(text::lengths_left_out(crate::app::state::MAX_LENGTH));
         }
+        // The user's text may hold only the shorter lengths.
+        let short = results.iter().find_map(|(_, _, _, r)| match r.as_ref() {
+            JobResult::AgainstLength(a) => a.text_short,
+            _ => None,
+        });
+        if let Some(n) = short {
+            ui.label(text::against_text_short(n));
+        }
         // One legend for the three plots, which share their series: in
-        // plots this small a legend inside would hide the curves.
-        // A click on a setting hides it in all three.
-        let mut legend: Vec<LegendEntry> = series
+        // plots this small a legend inside would hide the curves. A table:
+        // a row per setting, its line in all three plots (a click hides it
+        // in all three) and its selected head's in the entropy plot; then
+        // the ceiling and L.
+        let (layer, head) = (state.layer, state.head);
+        let head_name = text::head_name(layer, head);
+        let rows: Vec<String> = series.iter().map(|(n, _, _)| n.clone()).collect();
+        let cols = [
+            text::AGAINST_ALL_HEADS.to_string(),
+            text::against_head_column(&head_name),
+        ];
+        let cells: Vec<Vec<Option<LegendEntry>>> = series
             .iter()
             .enumerate()
-            .map(|(k, (n, c, _))| LegendEntry::line(n.clone(), series_look(k, *c)))
+            .map(|(k, (n, c, _))| {
+                vec![
+                    Some(LegendEntry::line(text::all_heads_line(n), series_look(k, *c))),
+                    Some(LegendEntry::line(text::head_line(n, &head_name), head_look(*c))),
+                ]
+            })
             .collect();
-        legend.push(LegendEntry::mark(text::TRAINING_LENGTH, Look::training_length()));
-        let hidden = super::legend_row(ui, "against length", &legend);
-        results.retain(|(name, _, _, _)| hidden.shows(name));
+        let after = [
+            LegendEntry::line(text::AGAINST_CEILING, Look::ceiling()),
+            LegendEntry::mark(text::TRAINING_LENGTH, Look::training_length()),
+        ];
+        let hidden = super::legend_table(ui, "against length", &rows, &cols, &cells, &after);
+        // The selected head's lines, where the model in view has it (the
+        // twin's shape may differ: its line is then left out).
+        let head_lines: Vec<(String, Look, Vec<[f64; 2]>)> = results
+            .iter()
+            .filter_map(|(name, _, k, r)| {
+                let JobResult::AgainstLength(a) = r.as_ref() else {
+                    return None;
+                };
+                let pts: Vec<[f64; 2]> = a
+                    .points
+                    .iter()
+                    .filter_map(|p| p.head(layer, head).map(|y| [p.length as f64, y]))
+                    .collect();
+                let line = text::head_line(name, &head_name);
+                (!pts.is_empty() && hidden.shows(&line)).then(|| (line, head_look(series[*k].1), pts))
+            })
+            .collect();
+        // The ceiling at every length of the sweep.
+        let ceiling: Option<(String, Look, Vec<[f64; 2]>)> = results
+            .iter()
+            .find_map(|(_, _, _, r)| match r.as_ref() {
+                JobResult::AgainstLength(a) => Some(&a.lengths),
+                _ => None,
+            })
+            .filter(|_| hidden.shows(text::AGAINST_CEILING))
+            .map(|lengths| {
+                let pts = lengths.iter().map(|&n| [n as f64, mean_ceiling(n)]).collect();
+                (text::AGAINST_CEILING.to_string(), Look::ceiling(), pts)
+            });
+        results.retain(|(name, _, _, _)| hidden.shows(&text::all_heads_line(name)));
         let l = (keys.info.training_length as f64).log2();
         let metrics: [(&str, &str, Metric); 3] = [
             ("against entropy", text::BITS_AXIS, |p| Some(p.entropy_bits)),
@@ -159,6 +248,13 @@ impl AgainstLengthView {
         ui.horizontal_wrapped(|ui| {
             for (id, axis, metric) in metrics {
                 let results = &results;
+                // The entropy plot's own lines: the selected head's and
+                // the ceiling (x in tokens, as exported).
+                let extra: Vec<&(String, Look, Vec<[f64; 2]>)> = if id == "against entropy" {
+                    ceiling.iter().chain(&head_lines).collect()
+                } else {
+                    Vec::new()
+                };
                 ui.vertical(|ui| {
                     let plot = super::nice_y(Plot::new(id))
                         .width(width)
@@ -168,6 +264,15 @@ impl AgainstLengthView {
                         .x_grid_spacer(move |input| doublings(input, l))
                         .x_axis_formatter(|mark, _| format!("{}", 2f64.powf(mark.value).round()))
                         .show(ui, |plot| {
+                            for (name, look, pts) in &extra {
+                                let pts: Vec<[f64; 2]> = pts.iter().map(|&[x, y]| [x.log2(), y]).collect();
+                                plot.line(
+                                    Line::new(name.as_str(), PlotPoints::from(pts))
+                                        .color(look.paint(&visuals))
+                                        .width(look.width)
+                                        .style(look.style()),
+                                );
+                            }
                             for (name, look, k, r) in results.iter() {
                                 let JobResult::AgainstLength(a) = r.as_ref() else {
                                     continue;
@@ -222,6 +327,11 @@ impl AgainstLengthView {
                                 }),
                                 _ => None,
                             })
+                            .chain(extra.iter().map(|(name, look, points)| export::Series {
+                                name: name.clone(),
+                                look: *look,
+                                points: points.clone(),
+                            }))
                             .collect(),
                         marks: vec![export::Mark {
                             name: text::TRAINING_LENGTH.into(),
@@ -262,8 +372,26 @@ fn doublings(input: GridInput, l: f64) -> Vec<GridMark> {
 
 #[cfg(test)]
 mod tests {
-    use super::doublings;
+    use super::{doublings, mean_ceiling};
     use egui_plot::GridInput;
+
+    /// The mean of log2(i + 1) over T positions: 0 for one token, by hand
+    /// for four, rising with T and under log2(T) (by about 1/ln 2 for
+    /// long windows).
+    #[test]
+    fn the_mean_ceiling_is_the_mean_of_log2_i_plus_1() {
+        assert_eq!(mean_ceiling(1), 0.0);
+        let four = (0.0 + 1.0 + 3f64.log2() + 2.0) / 4.0;
+        assert!((mean_ceiling(4) - four).abs() < 1e-12);
+        let mut last = 0.0;
+        for t in [2, 16, 256, 4096] {
+            let c = mean_ceiling(t);
+            assert!(c > last && c < (t as f64).log2(), "{t}: {c}");
+            last = c;
+        }
+        let gap = 4096f64.log2() - mean_ceiling(4096);
+        assert!((gap - 1.0 / std::f64::consts::LN_2).abs() < 0.01, "{gap}");
+    }
 
     #[test]
     fn doublings_mark_l_strongly_and_stay_few_zoomed_out() {

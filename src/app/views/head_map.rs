@@ -223,20 +223,7 @@ impl HeadMapView {
                         let painter = ui.painter();
                         painter.rect_filled(rect.shrink(1.0), 2.0, fill);
                         if selected || response.has_focus() {
-                            // White with a dark line inside it: white
-                            // alone vanished on the brightest (yellow) cells.
-                            painter.rect_stroke(
-                                rect.shrink(2.0),
-                                2.0,
-                                egui::Stroke::new(3.0, palette::SELECTION),
-                                egui::StrokeKind::Inside,
-                            );
-                            painter.rect_stroke(
-                                rect.shrink(5.0),
-                                1.0,
-                                egui::Stroke::new(1.5, palette::SELECTION_INNER),
-                                egui::StrokeKind::Inside,
-                            );
+                            outline_selected(painter, rect);
                         } else if let Some(k) = state.pinned.iter().position(|&p| p == [l, h]) {
                             painter.rect_stroke(
                                 rect.shrink(3.0),
@@ -284,6 +271,23 @@ impl HeadMapView {
             ui.label(egui::RichText::new(text::SELECTED_FOR_YOU).weak());
         }
     }
+}
+
+/// The selected cell's outline: white with a dark line inside it (white
+/// alone vanished on the brightest, yellow, cells).
+pub(super) fn outline_selected(painter: &egui::Painter, rect: egui::Rect) {
+    painter.rect_stroke(
+        rect.shrink(2.0),
+        2.0,
+        egui::Stroke::new(3.0, palette::SELECTION),
+        egui::StrokeKind::Inside,
+    );
+    painter.rect_stroke(
+        rect.shrink(5.0),
+        1.0,
+        egui::Stroke::new(1.5, palette::SELECTION_INNER),
+        egui::StrokeKind::Inside,
+    );
 }
 
 /// The colour bar, low to high, with its ends labelled.

@@ -224,13 +224,17 @@ impl TuningView {
         let map_width = 56.0 + heads as f32 * (CELL + 8.0);
         let width = ui.available_width();
         // The map over the searched model's heads (the model in view may
-        // have changed since).
-        let live = |ui: &mut egui::Ui, report: &SearchReport| {
+        // have changed since); a click on a cell selects that head for
+        // the other pages.
+        let selected = (state.layer, state.head);
+        let mut clicked = None;
+        let mut live = |ui: &mut egui::Ui, report: &SearchReport| {
             ui.vertical(|ui| loss_plot(ui, report));
             ui.add_space(12.0);
             ui.vertical(|ui| {
                 ui.label(text::SCALE_MAP_HEADING);
-                scale_map(ui, &report.scales, report.spec.layers, report.spec.heads);
+                let on = scale_map(ui, &report.scales, report.spec.layers, report.spec.heads, selected);
+                clicked = clicked.or(on);
             });
         };
         if width >= SETTINGS_WIDTH + LOSS_WIDTH + map_width + 48.0 {
@@ -244,18 +248,21 @@ impl TuningView {
                     live(ui, report);
                 }
             });
-            return;
-        }
-        ui.vertical(|ui| {
-            ui.set_max_width(SETTINGS_WIDTH.min(width));
-            self.controls_ui(ui, state, jobs, keys);
-        });
-        if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
-            if width >= LOSS_WIDTH + map_width + 24.0 {
-                ui.horizontal_top(|ui| live(ui, report));
-            } else {
-                live(ui, report);
+        } else {
+            ui.vertical(|ui| {
+                ui.set_max_width(SETTINGS_WIDTH.min(width));
+                self.controls_ui(ui, state, jobs, keys);
+            });
+            if let Some(report) = self.run.as_ref().and_then(|r| r.report.as_ref()) {
+                if width >= LOSS_WIDTH + map_width + 24.0 {
+                    ui.horizontal_top(|ui| live(ui, report));
+                } else {
+                    live(ui, report);
+                }
             }
+        }
+        if let Some((l, h)) = clicked {
+            state.choose_head(l, h);
         }
     }
 
@@ -278,6 +285,8 @@ impl TuningView {
                     ui.horizontal(|ui| {
                         ui.selectable_value(&mut t.objective, TuneObjective::Passkey, text::OBJECTIVE_PASSKEY);
                         ui.selectable_value(&mut t.objective, TuneObjective::Text, text::OBJECTIVE_TEXT);
+                        ui.selectable_value(&mut t.objective, TuneObjective::Pasted, text::OBJECTIVE_PASTED)
+                            .on_hover_text(text::OBJECTIVE_PASTED_HINT);
                     });
                     ui.end_row();
                     let ratio = text::times_training_length(t.length, info.training_length);
@@ -352,7 +361,7 @@ impl TuningView {
                         });
                 });
         });
-        let spec = state.tune.spec(state.model, info);
+        let spec = state.tune.spec(state.model, info, &state.pasted_text);
         ui.label(expected_time(&spec));
         ui.horizontal_wrapped(|ui| {
             let phase = self.run.as_ref().map(|r| r.phase.clone());
@@ -712,7 +721,14 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
 }
 
 /// The layer x head map of `values`, viridis from 1 up, with a legend.
-fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
+fn scale_map(
+    ui: &mut egui::Ui,
+    values: &[f32],
+    layers: usize,
+    heads: usize,
+    selected: (usize, usize),
+) -> Option<(usize, usize)> {
+    let mut clicked = None;
     let hi = values.iter().copied().fold(MAP_TOP, f32::max);
     let lo = 1.0f32;
     let layout = super::head_map::MapLayout::new(ui, heads, CELL);
@@ -725,11 +741,31 @@ fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
                 for h in 0..heads {
                     let v = values.get(l * heads + h).copied().unwrap_or(f32::NAN);
                     let fill = palette::viridis((v - lo) / (hi - lo));
-                    let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::hover());
+                    // Clicked, not focused: the keyboard selects heads on
+                    // the Explore page's map (a Tab stop per head here
+                    // would double the page's stops).
+                    let (rect, response) = ui.allocate_exact_size(egui::vec2(cell, cell), egui::Sense::CLICK);
                     let painter = ui.painter();
                     painter.rect_filled(rect.shrink(1.0), 2.0, fill);
+                    if selected == (l, h) {
+                        super::head_map::outline_selected(painter, rect);
+                    }
                     layout.value(painter, rect, fill, v);
-                    response.on_hover_text(text::scale_hover(&text::head_name(l, h), v));
+                    let name = text::head_name(l, h);
+                    response.widget_info(|| {
+                        egui::WidgetInfo::selected(
+                            egui::Role::Button,
+                            true,
+                            selected == (l, h),
+                            text::scale_cell(&name, v),
+                        )
+                    });
+                    let response = response
+                        .on_hover_cursor(egui::CursorIcon::PointingHand)
+                        .on_hover_text(text::scale_hover(&name, v));
+                    if response.clicked() {
+                        clicked = Some((l, h));
+                    }
                 }
             });
         }
@@ -739,6 +775,12 @@ fn scale_map(ui: &mut egui::Ui, values: &[f32], layers: usize, heads: usize) {
         super::colour_bar(ui);
         ui.label(text::scale_legend(hi));
     });
+    let (l, h) = selected;
+    if l < layers && h < heads {
+        let v = values.get(l * heads + h).copied().unwrap_or(f32::NAN);
+        ui.label(text::selected_scale(&text::head_name(l, h), v));
+    }
+    clicked
 }
 
 /// The presets: apply one, or make it setting B.
