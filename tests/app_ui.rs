@@ -733,8 +733,8 @@ fn the_against_length_sweep_runs_and_hides() {
 fn the_against_length_sweep_reads_your_text() {
     use nopescope::app::jobs::TextKey;
     use nopescope::app::state::InputKind;
-    // About 40 tokens a sentence: some 400 tokens in all, room for
-    // windows of 128 and 256 but not 512.
+    // 331 tokens on the bundled tokenizer: room for windows of 128 and
+    // 256 but not 512.
     let long: String = (0..10)
         .map(|i| format!("Sentence {i} tells of the river that runs past the old mill, and of the miller's cat who sleeps by its door. "))
         .collect();
@@ -764,8 +764,17 @@ fn the_against_length_sweep_reads_your_text() {
     let n = r.text_short.expect("the lengths left out are said");
     assert!((256..512).contains(&n), "{n} tokens");
     h.get_by_label_contains(&format!("Your text holds {n} tokens"));
-    // A text too short for L/2 = 128 tokens.
+    // An edit turns the sweep off and drops the old text's points (each
+    // keystroke started three sweeps before); then a text too short for
+    // L/2 = 128 tokens.
     h.state_mut().state.pasted_text = "A short text.".into();
+    h.run_steps(2);
+    assert!(!h.state().state.against_length, "an edit left the sweep on");
+    assert!(
+        h.state().jobs.peek(&key(&h, &long)).is_none(),
+        "the old text's sweep is kept"
+    );
+    h.get_by_label(text::AGAINST_START).click();
     h.run_steps(2);
     app_common::settle(&mut h, Duration::from_secs(60));
     assert!(
@@ -778,6 +787,36 @@ fn the_against_length_sweep_reads_your_text() {
         .get_all_by_label_contains("and the shortest length of this sweep is 128")
         .next()
         .is_some());
+}
+
+/// "Your text", empty, offers a sample: Moby-Dick's held-out chapters,
+/// cut at a paragraph's end and long enough for 16L = 4096 tokens (no
+/// "too short" note there).
+#[test]
+fn an_empty_text_offers_a_sample_long_enough_for_16l() {
+    use nopescope::app::state::InputKind;
+    let mut state = small_state();
+    state.input = InputKind::Pasted;
+    state.length = 4096;
+    state.hide = vec!["attention".into(), "against".into()];
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::SAMPLE_TEXT).click();
+    h.run_steps(2);
+    let t = h.state().state.pasted_text.clone();
+    assert!(
+        t.starts_with("CHAPTER 124.") && t.ends_with(|c: char| !c.is_whitespace()),
+        "{t:.40}"
+    );
+    assert!((20_000..=24_000).contains(&t.len()), "{} bytes", t.len());
+    assert!(h.query_by_label(text::SAMPLE_TEXT).is_none(), "offered beside a text");
+    app_common::settle(&mut h, Duration::from_secs(300));
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => assert!(p.length == 4096 && p.note.is_none(), "{:?}", p.note),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -707,10 +707,8 @@ impl Lab {
                 let all = lengths.len();
                 lengths.retain(|&l| l - usize::from(bos.is_some()) <= n);
                 if lengths.is_empty() {
-                    return Err(Error::Input(super::text::against_text_too_short(
-                        n,
-                        sweep_lengths(slot.config.training_length)[0],
-                    )));
+                    let shortest = sweep_lengths(slot.config.training_length).first().copied().unwrap_or(2);
+                    return Err(Error::Input(super::text::against_text_too_short(n, shortest)));
                 }
                 text_short = (lengths.len() < all).then_some(n);
             }

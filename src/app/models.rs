@@ -27,6 +27,21 @@ pub static ROPE: Bundled = Bundled {
 /// Held-out State of the Union text (CC0), never seen in training.
 pub static VALIDATION_TEXT: &str = include_str!("../../assets/text/sotu-validation.txt");
 
+/// The last chapters of Moby-Dick (public domain), held out of the
+/// bundled models' training: a novel, beside the speeches.
+static MOBY_DICK: &str = include_str!("../../assets/text/moby-dick-validation.txt");
+
+/// About this many bytes of Moby-Dick make the sample input: past 16L =
+/// 4096 tokens of the bundled models, short enough to edit.
+const SAMPLE_BYTES: usize = 24_000;
+
+/// A sample for "your text": the first chapters of the held-out Moby-Dick,
+/// cut at the end of a paragraph.
+pub fn sample_text() -> &'static str {
+    let head = &MOBY_DICK[..MOBY_DICK.floor_char_boundary(SAMPLE_BYTES.min(MOBY_DICK.len()))];
+    head.rfind("\n\n").map_or(head, |end| &head[..end])
+}
+
 /// The per-head scales shipped with the NoPE model: `nopescope search` at
 /// 4L on the pass-key objective (the command is inside the file).
 pub static NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");

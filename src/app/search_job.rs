@@ -24,6 +24,10 @@ use crate::lab::search::{self, HeadSearchConfig, HeadSearchState, Objective, Sea
 use crate::model::error::{Error, Result};
 use crate::model::head_scales::{HeadScales, ScaleRule};
 
+/// The most tokens of the user's text a search reads: windows of the
+/// longest length, several times over.
+const PASTED_SEARCH_TOKENS: usize = 8 * MAX_LENGTH;
+
 /// The classroom defaults: small enough to finish in minutes on a 2-core
 /// CPU (the command line's are 200 steps of 8).
 pub const DEFAULT_STEPS: usize = 40;
@@ -235,7 +239,10 @@ impl SearchSpec {
             "made_by": "nopescope app, tuning panel",
             "model": models::bundled(self.model).map_or("a model opened in the app", |b| b.name),
             "search": match self.kind { SearchKind::Heads => "heads", SearchKind::Uniform => "uniform" },
-            "objective": self.objective.objective().name(),
+            "objective": match self.objective {
+                TuneObjective::Pasted => "text (the user's own)",
+                o => o.objective().name(),
+            },
             "target_length": self.length,
             "steps": self.steps,
             "batch": self.batch,
@@ -557,8 +564,17 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
             SearchData::text(spec.length, &tuning_tokens, tok.bos_id())?
         }
         TuneObjective::Pasted => {
+            // In pieces, and only as much as the search can use (a book
+            // pasted whole would hold the page while it is read).
             let t = spec.text.as_ref().map_or("", TextKey::as_str);
-            tuning_tokens = tok.encode(t)?;
+            let mut ids = Vec::new();
+            for piece in crate::model::tokenizer::word_pieces(t, 20_000) {
+                ids.extend(tok.encode(piece)?);
+                if ids.len() > PASTED_SEARCH_TOKENS {
+                    break;
+                }
+            }
+            tuning_tokens = ids;
             SearchData::text(spec.length, &tuning_tokens, tok.bos_id())
                 .map_err(|_| Error::Input(text::search_text_too_short(tuning_tokens.len(), spec.length)))?
         }

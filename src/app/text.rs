@@ -73,6 +73,9 @@ pub const EDIT_TEXT_HELP: &str =
 pub const DONE_EDITING: &str = "Done";
 pub const DONE_EDITING_HELP: &str = "Back to the preview of the text";
 pub const CLEAR_TEXT: &str = "Clear";
+pub const SAMPLE_TEXT_LABEL: &str = "Or try:";
+pub const SAMPLE_TEXT: &str = "Moby-Dick, chapter 124 on";
+pub const SAMPLE_TEXT_HELP: &str = "Fills in about 24,000 characters of Moby-Dick's last chapters, which the bundled models never saw in training (they learned from speeches and the book's other chapters): a novel, with dialogue, long enough for 16L.";
 
 /// `n` with its thousands separated: 16,384.
 fn thousands(n: usize) -> String {

@@ -12,13 +12,16 @@ use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points
 
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
-use crate::app::jobs::{Entry, InputKey, JobKey, JobResult, Jobs, LengthPoint, Sweep};
+use crate::app::jobs::{Entry, InputKey, JobKey, JobResult, Jobs, LengthPoint, Sweep, TextKey};
 use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
 
 #[derive(Default)]
-pub struct AgainstLengthView;
+pub struct AgainstLengthView {
+    /// The series' keys last frame, over which text.
+    last: Option<(Option<TextKey>, Vec<JobKey>)>,
+}
 
 type Metric = fn(&LengthPoint) -> Option<f64>;
 
@@ -102,9 +105,20 @@ impl AgainstLengthView {
             JobKey::AgainstLength {
                 model: ModelChoice::Rope,
                 scales: keys.twin_ones.clone(),
-                text,
+                text: text.clone(),
             },
         ));
+        // An edit of the text in view turns the sweep off and drops the
+        // old text's points (each keystroke would start three sweeps to
+        // 16L); a switch to another input keeps them for a switch back.
+        let keys_now: Vec<JobKey> = series.iter().map(|(_, _, k)| k.clone()).collect();
+        if let Some((Some(old), old_keys)) = &self.last {
+            if text.as_ref().is_some_and(|t| t != old) {
+                state.against_length = false;
+                old_keys.iter().for_each(|k| jobs.forget(k));
+            }
+        }
+        self.last = Some((text, keys_now));
         let Sweep {
             entries,
             running,

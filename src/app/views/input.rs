@@ -127,6 +127,17 @@ impl InputView {
         }
         if state.pasted_text.is_empty() {
             self.editing_long = false;
+            // A text to start from, for a class with none at hand.
+            ui.horizontal_wrapped(|ui| {
+                ui.label(text::SAMPLE_TEXT_LABEL);
+                if ui
+                    .button(text::SAMPLE_TEXT)
+                    .on_hover_text(text::SAMPLE_TEXT_HELP)
+                    .clicked()
+                {
+                    state.pasted_text = crate::app::models::sample_text().to_string();
+                }
+            });
             return;
         }
         ui.horizontal_wrapped(|ui| {

@@ -261,7 +261,13 @@ impl TuningView {
                 }
             }
         }
-        if let Some((l, h)) = clicked {
+        // (A map of another model's heads shows, but selects nothing.)
+        let fits = self
+            .run
+            .as_ref()
+            .and_then(|r| r.report.as_ref())
+            .is_some_and(|r| r.fits(state.model, keys.info));
+        if let Some((l, h)) = clicked.filter(|_| fits) {
             state.choose_head(l, h);
         }
     }
