@@ -43,7 +43,7 @@ pub const SWEEP_WINDOWS: usize = 2;
 pub const SWEEP_TRIALS: usize = 4;
 const SWEEP_SEED: u64 = 20_240_101;
 /// The pieces a bundled model's tokenizer reads the user's text in.
-const PASTED_PIECE_BYTES: usize = 20_000;
+pub(super) const PASTED_PIECE_BYTES: usize = 20_000;
 
 /// What a job reports while it runs; `progress` returning false cancels.
 pub trait JobControl {
@@ -129,14 +129,8 @@ impl ModelSlot {
     fn pasted_tokens(&mut self, text: &TextKey) -> Result<&[u32]> {
         if self.pasted.as_ref().is_none_or(|(k, _)| k != text) {
             let ids = if self.bundled {
-                let mut ids = Vec::new();
-                for piece in crate::model::tokenizer::word_pieces(text.as_str(), PASTED_PIECE_BYTES) {
-                    ids.extend(self.tokenizer.encode(piece)?);
-                    if ids.len() > super::state::MAX_LENGTH {
-                        break;
-                    }
-                }
-                ids
+                self.tokenizer
+                    .encode_up_to(text.as_str(), PASTED_PIECE_BYTES, super::state::MAX_LENGTH)?
             } else {
                 self.tokenizer.encode(text.as_str())?
             };
@@ -695,7 +689,8 @@ impl Lab {
     ) -> Result<JobResult> {
         self.ensure_engine(model).await?;
         let hs = self.scales(model, scales)?;
-        let mut lengths = sweep_lengths(self.slot(model)?.config.training_length);
+        let all = sweep_lengths(self.slot(model)?.config.training_length);
+        let mut lengths = all.clone();
         let slot = self.slot(model)?;
         let bos = slot.tokenizer.bos_id();
         // Over the user's text: the lengths it holds a window of (each
@@ -704,13 +699,12 @@ impl Lab {
         match text {
             Some(t) => {
                 let n = slot.pasted_tokens(t)?.len();
-                let all = lengths.len();
                 lengths.retain(|&l| l - usize::from(bos.is_some()) <= n);
                 if lengths.is_empty() {
-                    let shortest = sweep_lengths(slot.config.training_length).first().copied().unwrap_or(2);
+                    let shortest = all.first().copied().unwrap_or(2);
                     return Err(Error::Input(super::text::against_text_too_short(n, shortest)));
                 }
-                text_short = (lengths.len() < all).then_some(n);
+                text_short = (lengths.len() < all.len()).then_some(n);
             }
             None => {
                 slot.validation_tokens()?;

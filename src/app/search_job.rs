@@ -567,14 +567,7 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
             // In pieces, and only as much as the search can use (a book
             // pasted whole would hold the page while it is read).
             let t = spec.text.as_ref().map_or("", TextKey::as_str);
-            let mut ids = Vec::new();
-            for piece in crate::model::tokenizer::word_pieces(t, 20_000) {
-                ids.extend(tok.encode(piece)?);
-                if ids.len() > PASTED_SEARCH_TOKENS {
-                    break;
-                }
-            }
-            tuning_tokens = ids;
+            tuning_tokens = tok.encode_up_to(t, super::compute::PASTED_PIECE_BYTES, PASTED_SEARCH_TOKENS)?;
             SearchData::text(spec.length, &tuning_tokens, tok.bos_id())
                 .map_err(|_| Error::Input(text::search_text_too_short(tuning_tokens.len(), spec.length)))?
         }

@@ -141,6 +141,21 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of the start of `text`, read in `word_pieces` of about
+    /// `piece_bytes` until more than `max_tokens` are in (a long text is
+    /// then not read to its end; the ids are the whole text's, cut after
+    /// some piece).
+    pub fn encode_up_to(&self, text: &str, piece_bytes: usize, max_tokens: usize) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for piece in word_pieces(text, piece_bytes) {
+            ids.extend(self.encode(piece)?);
+            if ids.len() > max_tokens {
+                break;
+            }
+        }
+        Ok(ids)
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| Error::Tokenizer {
             path: self.path.clone(),
