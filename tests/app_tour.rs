@@ -31,7 +31,7 @@ fn settle(h: &mut Harness<'static, NopeApp>) -> Duration {
 fn promise(h: &Harness<'static, NopeApp>, step: usize) -> Promise {
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
-    tour::promise(step, &app.state, &app.jobs, &keys)
+    tour::promise(step, &app.state, &app.jobs, &keys, app.tuning().report())
 }
 
 #[test]
@@ -47,6 +47,16 @@ fn every_walkthrough_step_keeps_its_promise() {
         settle(&mut h);
         assert_eq!(h.state().state.tour, Some(step));
         h.get_by_label(this.title);
+        if this.setting.tune {
+            // The search step waits for its search, which the user starts.
+            assert_eq!(promise(&h, step), Promise::Pending, "step {}", step + 1);
+            h.get_by_label(text::TOUR_SEARCH_PENDING);
+            assert_eq!(h.state().state.tab, nopescope::app::state::Tab::Tune);
+            h.get_by_label(text::START_SEARCH).click();
+            let took = app_common::settle(&mut h, Duration::from_secs(300));
+            h.run_steps(2);
+            eprintln!("step {}: the search took {:.1} s", step + 1, took.as_secs_f64());
+        }
         if this.setting.lab {
             let app = h.state();
             let keys = Keys::of(&app.state, app.info());

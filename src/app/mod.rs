@@ -531,7 +531,8 @@ impl NopeApp {
             }
         }
         if state.tour.is_some() && !hide.tour {
-            egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys));
+            let search = views.tuning.report();
+            egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys, search));
         }
         let page = |ui: &mut egui::Ui, salt: &str, add: &mut dyn FnMut(&mut egui::Ui)| {
             egui::CentralPanel::default().show(ui, |ui| {

@@ -9,7 +9,7 @@ pub const TAB_EXPLORE: &str = "Explore";
 pub const TAB_TUNE: &str = "Tune the scales";
 pub const TAB_PASSKEY: &str = "Pass-key lab";
 pub const TOUR_OPEN: &str = "Walkthrough";
-pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in eight short steps.";
+pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in nine short steps.";
 pub const TOUR_HINT_SHORT: &str = "New here? Try the walkthrough.";
 pub const SHARE_OPEN: &str = "Share";
 pub const START_OVER: &str = "Start over";
@@ -700,11 +700,40 @@ pub const TOUR_6_LOOK: &str = "Compare the two answers and attention rows (NoPE,
 
 pub const TOUR_7_TITLE: &str = "One scale per head, searched";
 pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents). The Tune page runs such a search on this device.";
-pub const TOUR_7_LOOK: &str = "Compare the two answers, then open \"Tune the scales\" to search scales of your own.";
+pub const TOUR_7_LOOK: &str = "Compare the two answers; the next step searches scales like these on this device.";
 
-pub const TOUR_8_TITLE: &str = "For comparison: RoPE";
-pub const TOUR_8_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents it finds the pass key in 100% of them at L and in 2% at 2L.";
-pub const TOUR_8_LOOK: &str = "Look at the gap between the mean curve and the grey ceiling past the dashed line, compare it with step 3, and switch the model back to NoPE.";
+pub const TOUR_8_TITLE: &str = "Search the scales yourself";
+pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each step hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The search's objective is the loss on those digits: lower is better.";
+pub const TOUR_8_LOOK: &str = "Press Start search, then watch the objective fall and the map of scales change: the heads that need sharpening move up from 1. When it finishes, \"Apply the result\" uses these scales on every page.";
+/// The search step before its search has finished.
+pub const TOUR_SEARCH_PENDING: &str = "Not measured yet: press Start search (the panel says how long it takes here).";
+/// The search step's measurement: the objective's mean over the first and
+/// last `k` of `steps` steps, and the largest scale.
+pub fn tour_search_measured(
+    steps: usize,
+    k: usize,
+    first: f64,
+    last: f64,
+    top: f32,
+    layer: usize,
+    head: usize,
+) -> String {
+    let (a, b) = if k == 1 {
+        ("step 1".to_string(), format!("step {steps}"))
+    } else {
+        (
+            format!("mean of steps 1-{k}"),
+            format!("mean of steps {}-{steps}", steps - k + 1),
+        )
+    };
+    format!(
+        "over {steps} steps the objective went from {first:.3} ({a}) to {last:.3} ({b}); the largest scale, s = {top:.2}, went to layer {layer}, head {head}"
+    )
+}
+
+pub const TOUR_9_TITLE: &str = "For comparison: RoPE";
+pub const TOUR_9_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents it finds the pass key in 100% of them at L and in 2% at 2L.";
+pub const TOUR_9_LOOK: &str = "Look at the gap between the mean curve and the grey ceiling past the dashed line, compare it with step 3, and switch the model back to NoPE.";
 
 // Export (app::export).
 pub const EXPORT: &str = "Export";

@@ -9,6 +9,7 @@
 use super::compute::passkey::PasskeyAnswerResult;
 use super::jobs::{JobKey, JobResult, Jobs, ScalesKey};
 use super::models::ModelInfo;
+use super::search_job::{Checkpoint, SearchKind, SearchReport, TuneSettings};
 use super::state::{FillerChoice, InputKind, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
 use super::text;
 use super::views::Keys;
@@ -40,6 +41,12 @@ pub enum Spot {
     Answers,
     /// The pass-key lab's attention row of the retrieving query.
     Row,
+    /// The tuning page's Start search.
+    Start,
+    /// The tuning page's curve of the search's objective.
+    Objective,
+    /// The tuning page's map of the scales searched.
+    Scales,
 }
 
 /// Whether the walkthrough's step points at `spot`; `None` while the
@@ -64,6 +71,9 @@ pub struct Setting {
     /// Show the pass-key lab (the model's answer beside the key) instead of
     /// the explorer, and select the head that retrieves best once ranked.
     pub lab: bool,
+    /// Show the tuning page, its search set to the classroom's defaults at
+    /// this step's length (the user starts it: it takes seconds).
+    pub tune: bool,
 }
 
 /// Which head a step selects (the pass-key steps select the head that
@@ -109,6 +119,7 @@ const fn setting(input: InputKind, length_in_l: f32) -> Setting {
         map_mode: MapMode::Entropy,
         select: Select::Kept,
         lab: false,
+        tune: false,
     }
 }
 
@@ -121,7 +132,7 @@ const fn lab(length_in_l: f32, scales: Scales) -> Setting {
     }
 }
 
-pub const STEPS: [Step; 8] = [
+pub const STEPS: [Step; 9] = [
     Step {
         title: text::TOUR_1_TITLE,
         body: text::TOUR_1_BODY,
@@ -182,6 +193,16 @@ pub const STEPS: [Step; 8] = [
         title: text::TOUR_8_TITLE,
         body: text::TOUR_8_BODY,
         look: text::TOUR_8_LOOK,
+        spots: &[Spot::Start, Spot::Objective, Spot::Scales],
+        setting: Setting {
+            tune: true,
+            ..setting(InputKind::Validation, 2.0)
+        },
+    },
+    Step {
+        title: text::TOUR_9_TITLE,
+        body: text::TOUR_9_BODY,
+        look: text::TOUR_9_LOOK,
         spots: &[Spot::Entropy],
         setting: Setting {
             model: ModelChoice::Rope,
@@ -199,7 +220,13 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     // longest).
     let info = ModelInfo::bundled(s.model).unwrap_or(info);
     state.tour = Some(index);
-    state.tab = if s.lab { Tab::Passkey } else { Tab::Explore };
+    state.tab = if s.lab {
+        Tab::Passkey
+    } else if s.tune {
+        Tab::Tune
+    } else {
+        Tab::Explore
+    };
     state.model = s.model;
     state.input = s.input;
     state.passkey = TOUR_PASSKEY;
@@ -217,6 +244,16 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     state.scales.rule = Default::default();
     state.scales.use_file = false;
     state.compare = None;
+    if s.tune {
+        // The classroom's search at this step's length; the presets' own
+        // values stay the user's.
+        state.tune = TuneSettings {
+            length: state.length,
+            fitted_a: state.tune.fitted_a,
+            preset_uniform: state.tune.preset_uniform,
+            ..TuneSettings::default()
+        };
+    }
     match s.scales {
         Scales::Nope => {}
         Scales::Uniform(u) => state.scales.uniform = u,
@@ -319,9 +356,44 @@ fn said(a: &PasskeyAnswerResult) -> String {
     )
 }
 
+/// The index of the step that runs a search live.
+pub const SEARCH_STEP: usize = 7;
+
+/// What the search step promises: a per-head search on the model in view,
+/// once finished, ends with a lower objective than it began with and some
+/// scale moved from where it started. Pending until then (the user starts
+/// the search).
+fn search_promise(report: Option<&SearchReport>, state: &ViewState, info: ModelInfo) -> Promise {
+    let Some(r) = report.filter(|r| r.finished && r.spec.kind == SearchKind::Heads && r.fits(state.model, info)) else {
+        return Promise::Pending;
+    };
+    let Checkpoint::Heads(h) = r.checkpoint.as_ref() else {
+        return Promise::Pending;
+    };
+    let n = h.losses.len();
+    if n < 2 {
+        return Promise::Pending;
+    }
+    // The mean over a few steps at each end: each step draws new documents.
+    let k = (n / 4).clamp(1, 5);
+    let first = h.losses[..k].iter().sum::<f64>() / k as f64;
+    let last = h.losses[n - k..].iter().sum::<f64>() / k as f64;
+    let Some((i, &top)) = r.scales.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
+        return Promise::Pending;
+    };
+    let moved = r.scales.iter().any(|&s| (s - r.spec.init()).abs() > 1e-3);
+    let msg = text::tour_search_measured(n, k, first, last, top, i / r.spec.heads, i % r.spec.heads);
+    if last < first && moved {
+        Promise::Met(msg)
+    } else {
+        Promise::Broken(msg)
+    }
+}
+
 /// What step `index` promises, checked on the results in `jobs` for the
-/// state `keys` was built from.
-pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Promise {
+/// state `keys` was built from, and on the tuning page's latest search
+/// (`search`: its last report).
+pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys, search: Option<&SearchReport>) -> Promise {
     let l = keys.info.training_length;
     let check = |ok: bool, msg: String| if ok { Promise::Met(msg) } else { Promise::Broken(msg) };
     match index {
@@ -342,6 +414,7 @@ pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Pro
                 _ => Promise::Pending,
             };
         }
+        SEARCH_STEP => return search_promise(search, state, keys.info),
         _ => {}
     }
     let Some(p) = entropy(jobs, &keys.entropy(&keys.ones)) else {
@@ -363,7 +436,7 @@ pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys) -> Pro
         // under the ceiling log2(i + 1) is smaller over the last L/2
         // positions than over the L/2 before L (the ceiling itself rises
         // with the position, so the entropy alone would say little).
-        2 | 7 => {
+        2 | 8 => {
             let gap: Vec<f32> = m
                 .iter()
                 .enumerate()
@@ -417,10 +490,13 @@ mod tests {
     fn each_step_points_at_what_it_names() {
         let names = [
             (Spot::Entropy, "curve"),
-            (Spot::Map, "map"),
+            (Spot::Map, "layer × head map"),
             (Spot::Attention, "attention pattern"),
             (Spot::Answers, "answer"),
             (Spot::Row, "attention row"),
+            (Spot::Start, "Start search"),
+            (Spot::Objective, "objective"),
+            (Spot::Scales, "map of scales"),
         ];
         for (i, step) in STEPS.iter().enumerate() {
             assert!(!step.spots.is_empty(), "step {}", i + 1);

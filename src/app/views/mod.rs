@@ -455,6 +455,19 @@ pub fn row_readout<'a>(
 /// while the walkthrough is closed. The outline is in the theme's
 /// selection colour: the interface's, no series' or mark's.
 pub fn spotlight<R>(ui: &mut egui::Ui, lit: Option<bool>, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
+    outline(ui, lit, true, add)
+}
+
+/// `spotlight` around what `add` draws, as wide as that (beside other
+/// parts in a row) rather than the whole width.
+pub fn spotlight_fit<R>(ui: &mut egui::Ui, lit: Option<bool>, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
+    outline(ui, lit, false, add)
+}
+
+/// The width `spotlight` adds around a part (both sides), in points.
+pub const SPOTLIGHT_PAD: f32 = 2.0 * (SPOTLIGHT_MARGIN + SPOTLIGHT_WIDTH);
+
+fn outline<R>(ui: &mut egui::Ui, lit: Option<bool>, fill: bool, add: impl FnOnce(&mut egui::Ui) -> R) -> R {
     let Some(lit) = lit else {
         return add(ui);
     };
@@ -465,10 +478,12 @@ pub fn spotlight<R>(ui: &mut egui::Ui, lit: Option<bool>, add: impl FnOnce(&mut 
     };
     egui::Frame::new()
         .stroke(egui::Stroke::new(SPOTLIGHT_WIDTH, colour))
-        .inner_margin(6.0)
+        .inner_margin(SPOTLIGHT_MARGIN)
         .corner_radius(4.0)
         .show(ui, |ui| {
-            ui.set_width(ui.available_width());
+            if fill {
+                ui.set_width(ui.available_width());
+            }
             add(ui)
         })
         .inner
@@ -476,6 +491,8 @@ pub fn spotlight<R>(ui: &mut egui::Ui, lit: Option<bool>, add: impl FnOnce(&mut 
 
 /// The walkthrough's outline, in points.
 const SPOTLIGHT_WIDTH: f32 = 2.0;
+/// The space between the outline and what it holds, in points.
+const SPOTLIGHT_MARGIN: f32 = 6.0;
 
 /// One entry of a legend above a plot: a line's name and how it is drawn.
 #[derive(Clone)]

@@ -8,6 +8,7 @@ use super::Keys;
 use crate::app::jobs::Jobs;
 use crate::app::models::ModelInfo;
 use crate::app::palette;
+use crate::app::search_job::SearchReport;
 use crate::app::state::ViewState;
 use crate::app::text;
 use crate::app::tour::{self, Promise, STEPS};
@@ -62,7 +63,16 @@ impl TourView {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &Jobs, keys: &Keys) {
+    /// `search`: the tuning page's latest search report, which the search
+    /// step measures.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        state: &mut ViewState,
+        jobs: &Jobs,
+        keys: &Keys,
+        search: Option<&SearchReport>,
+    ) {
         let Some(step) = state.tour.map(|s| s.min(STEPS.len() - 1)) else {
             return;
         };
@@ -76,7 +86,8 @@ impl TourView {
         // What to do now: in the strong colour (in grey italics it read as
         // an aside).
         ui.label(egui::RichText::new(s.look).strong());
-        match tour::promise(step, state, jobs, keys) {
+        match tour::promise(step, state, jobs, keys, search) {
+            Promise::Pending if s.setting.tune => ui.label(text::TOUR_SEARCH_PENDING),
             Promise::Pending => ui.label(text::TOUR_PENDING),
             Promise::Met(m) => ui.label(text::tour_met(&m)),
             Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),

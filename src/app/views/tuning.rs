@@ -21,6 +21,7 @@ use crate::app::search_job::{
 };
 use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH, PANEL_COMPARE, PANEL_PRESETS, PANEL_SEARCH};
 use crate::app::text;
+use crate::app::tour::{self, Spot};
 use crate::app::views::scales::load_scales;
 use crate::app::{export, palette};
 
@@ -148,6 +149,11 @@ impl TuningView {
         }
     }
 
+    /// The current run's last report.
+    pub fn report(&self) -> Option<&SearchReport> {
+        self.run.as_ref()?.report.as_ref()
+    }
+
     /// The losses of the current run so far (per step for a head search,
     /// per point for a uniform one), and whether it finished.
     pub fn losses(&self) -> Option<(Vec<f64>, bool)> {
@@ -221,7 +227,15 @@ impl TuningView {
             .as_ref()
             .and_then(|r| r.report.as_ref())
             .map_or(keys.info.heads, |r| r.spec.heads);
-        let map_width = 56.0 + heads as f32 * (CELL + 8.0);
+        // (The walkthrough's search step outlines the curve and the map.)
+        let lit_objective = tour::spot(state, Spot::Objective);
+        let lit_scales = tour::spot(state, Spot::Scales);
+        let pad = if state.tour.is_some() {
+            2.0 * super::SPOTLIGHT_PAD
+        } else {
+            0.0
+        };
+        let map_width = 56.0 + heads as f32 * (CELL + 8.0) + pad;
         let width = ui.available_width();
         // The map over the searched model's heads (the model in view may
         // have changed since); a click on a cell selects that head for
@@ -229,12 +243,14 @@ impl TuningView {
         let selected = (state.layer, state.head);
         let mut clicked = None;
         let mut live = |ui: &mut egui::Ui, report: &SearchReport| {
-            ui.vertical(|ui| loss_plot(ui, report));
+            ui.vertical(|ui| super::spotlight_fit(ui, lit_objective, |ui| loss_plot(ui, report)));
             ui.add_space(12.0);
             ui.vertical(|ui| {
-                ui.label(text::SCALE_MAP_HEADING);
-                let on = scale_map(ui, &report.scales, report.spec.layers, report.spec.heads, selected);
-                clicked = clicked.or(on);
+                super::spotlight_fit(ui, lit_scales, |ui| {
+                    ui.label(text::SCALE_MAP_HEADING);
+                    let on = scale_map(ui, &report.scales, report.spec.layers, report.spec.heads, selected);
+                    clicked = clicked.or(on);
+                });
             });
         };
         if width >= SETTINGS_WIDTH + LOSS_WIDTH + map_width + 48.0 {
@@ -369,48 +385,51 @@ impl TuningView {
         });
         let spec = state.tune.spec(state.model, info, &state.pasted_text);
         ui.label(expected_time(&spec));
-        ui.horizontal_wrapped(|ui| {
-            let phase = self.run.as_ref().map(|r| r.phase.clone());
-            if ui
-                .add_enabled(phase != Some(Phase::Running), egui::Button::new(text::START_SEARCH))
-                .clicked()
-            {
-                self.start(jobs, spec.clone());
-            }
-            // With no run to go on with, Step starts one that pauses after
-            // its first step.
-            let resumable = matches!(phase, Some(Phase::Running | Phase::Paused));
-            if !resumable
-                && ui
-                    .button(text::STEP_SEARCH)
-                    .on_hover_text(text::STEP_NEW_SEARCH_HOVER)
+        let lit = tour::spot(state, Spot::Start);
+        super::spotlight(ui, lit, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                let phase = self.run.as_ref().map(|r| r.phase.clone());
+                if ui
+                    .add_enabled(phase != Some(Phase::Running), egui::Button::new(text::START_SEARCH))
                     .clicked()
-            {
-                self.start(jobs, spec.clone());
-                if let Some(run) = &mut self.run {
-                    run.pause_at = Some(1);
+                {
+                    self.start(jobs, spec.clone());
                 }
-            }
-            if let Some(run) = &mut self.run {
-                if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
-                    run.pause(jobs);
-                } else if run.phase == Phase::Paused {
-                    let resume = ui.button(text::RESUME).clicked();
-                    let step = ui
+                // With no run to go on with, Step starts one that pauses after
+                // its first step.
+                let resumable = matches!(phase, Some(Phase::Running | Phase::Paused));
+                if !resumable
+                    && ui
                         .button(text::STEP_SEARCH)
-                        .on_hover_text(text::STEP_SEARCH_HOVER)
-                        .clicked();
-                    if resume || step {
-                        run.pause_at = step.then(|| run.done() + 1);
-                        run.resume(jobs);
+                        .on_hover_text(text::STEP_NEW_SEARCH_HOVER)
+                        .clicked()
+                {
+                    self.start(jobs, spec.clone());
+                    if let Some(run) = &mut self.run {
+                        run.pause_at = Some(1);
                     }
                 }
-                if matches!(run.phase, Phase::Running | Phase::Paused) && ui.button(text::CANCEL_SEARCH).clicked() {
-                    // Nothing of the run was applied: the scales in use stay.
-                    jobs.cancel(&run.key);
-                    self.run = None;
+                if let Some(run) = &mut self.run {
+                    if run.phase == Phase::Running && ui.button(text::PAUSE).clicked() {
+                        run.pause(jobs);
+                    } else if run.phase == Phase::Paused {
+                        let resume = ui.button(text::RESUME).clicked();
+                        let step = ui
+                            .button(text::STEP_SEARCH)
+                            .on_hover_text(text::STEP_SEARCH_HOVER)
+                            .clicked();
+                        if resume || step {
+                            run.pause_at = step.then(|| run.done() + 1);
+                            run.resume(jobs);
+                        }
+                    }
+                    if matches!(run.phase, Phase::Running | Phase::Paused) && ui.button(text::CANCEL_SEARCH).clicked() {
+                        // Nothing of the run was applied: the scales in use stay.
+                        jobs.cancel(&run.key);
+                        self.run = None;
+                    }
                 }
-            }
+            })
         });
         let Some(run) = &self.run else {
             ui.label(text::no_search_yet(DEFAULT_STEPS, DEFAULT_BATCH));
