@@ -285,6 +285,17 @@ fn the_text_objective_can_read_your_text() {
     let (none, h) = first_loss(TuneObjective::Pasted, "Too short.");
     assert!(none.is_none());
     h.get_by_label_contains("too few for windows of 128");
+    // With no text at all, Start and Step are disabled, and the panel says
+    // why before any click.
+    let mut state = tuning_state(1);
+    state.tune.objective = TuneObjective::Pasted;
+    let mut h = harness(state);
+    h.run_steps(2);
+    h.get_by_label(text::OBJECTIVE_PASTED_EMPTY);
+    h.get_by_label(text::START_SEARCH).click();
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.run_steps(2);
+    assert!(h.state().tuning().run.is_none(), "a search started with no text");
 }
 
 #[test]

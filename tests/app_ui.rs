@@ -782,11 +782,27 @@ fn the_against_length_sweep_reads_your_text() {
         "{:?}",
         h.state().jobs.peek(&key(&h, "A short text."))
     );
-    // (One error a series: the model, the scales, the twin.)
-    assert!(h
-        .get_all_by_label_contains("and the shortest length of this sweep is 128")
-        .next()
-        .is_some());
+    // Said once (every series fails alike), with no empty plots under it.
+    assert_eq!(
+        h.get_all_by_label_contains("and the shortest length of this sweep is 128")
+            .count(),
+        1
+    );
+    assert!(
+        h.query_by_label(text::AGAINST_CEILING).is_none(),
+        "an empty legend is drawn"
+    );
+    // An empty text (a link may turn the sweep on with no text) says so.
+    h.state_mut().state.pasted_text.clear();
+    h.run_steps(2);
+    h.state_mut().state.against_length = true;
+    h.run_steps(2);
+    app_common::settle(&mut h, Duration::from_secs(60));
+    assert_eq!(h.get_all_by_label_contains(text::TEXT_EMPTY).count(), 1);
+    assert!(
+        h.query_by_label(text::AGAINST_CEILING).is_none(),
+        "an empty legend is drawn"
+    );
 }
 
 /// "Your text", empty, offers a sample: Moby-Dick's held-out chapters,

@@ -452,7 +452,7 @@ impl Lab {
                 let mut tokens: Vec<u32> = bos.into_iter().collect();
                 let text_tokens = slot.pasted_tokens(text)?;
                 if text_tokens.is_empty() {
-                    return Err(Error::Input("the text is empty: type or paste some text".into()));
+                    return Err(Error::Input(super::text::TEXT_EMPTY.into()));
                 }
                 tokens.extend_from_slice(text_tokens);
                 if tokens.len() < 2 {
@@ -699,6 +699,9 @@ impl Lab {
         match text {
             Some(t) => {
                 let n = slot.pasted_tokens(t)?.len();
+                if n == 0 {
+                    return Err(Error::Input(super::text::TEXT_EMPTY.into()));
+                }
                 lengths.retain(|&l| l - usize::from(bos.is_some()) <= n);
                 if lengths.is_empty() {
                     let shortest = all.first().copied().unwrap_or(2);

@@ -175,6 +175,8 @@ pub fn against_help(windows: usize, trials: usize, yours: bool) -> String {
     )
 }
 /// The sweep over the user's text, when it is too short for any length.
+/// A view's or sweep's input text holds no tokens.
+pub const TEXT_EMPTY: &str = "the text is empty: type or paste some text";
 pub fn against_text_too_short(tokens: usize, shortest: usize) -> String {
     format!(
         "your text holds {tokens} tokens, and the shortest length of this sweep is {shortest}: paste a longer text, or choose the validation text"
@@ -933,6 +935,8 @@ pub const OBJECTIVE: &str = "Objective";
 pub const OBJECTIVE_PASSKEY: &str = "Pass-key digits";
 pub const OBJECTIVE_TEXT: &str = "Text";
 pub const OBJECTIVE_PASTED: &str = "Your text";
+pub const OBJECTIVE_PASTED_EMPTY: &str = "Your text is empty: type, paste or drop one on the Explore page (\"Your text\" under Input), or choose another objective.";
+pub const SEARCH_RUNNING: &str = "A search is running: pause or cancel it first.";
 pub const OBJECTIVE_PASTED_HINT: &str = "The next-token loss on your own text (typed, pasted or dropped on the Explore page), at the target length. Scales tuned on a text fit that text best: judge them on another.";
 /// The objective "your text", when the text is too short for a window.
 pub fn search_text_too_short(tokens: usize, length: usize) -> String {

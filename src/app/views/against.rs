@@ -166,6 +166,21 @@ impl AgainstLengthView {
             }
             return;
         }
+        // Every setting failed the same way (the text in view is empty or
+        // too short): one message, and no empty plots under it.
+        let failed: Vec<&String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Some(Entry::Failed(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        if failed.len() == entries.len() && failed.windows(2).all(|w| w[0] == w[1]) {
+            if let Some(e) = failed.first() {
+                ui.colored_label(palette::ERROR, text::error(e));
+                return;
+            }
+        }
         // Each with its look, by its place among all series: hiding one
         // changes no other's line or marker.
         let mut results: Vec<(String, Look, usize, Arc<JobResult>)> = Vec::new();

@@ -385,12 +385,26 @@ impl TuningView {
         });
         let spec = state.tune.spec(state.model, info, &state.pasted_text);
         ui.label(expected_time(&spec));
+        // "Your text" with no text: nothing to start (said here, not after
+        // a click).
+        let no_text = state.tune.objective == TuneObjective::Pasted && state.pasted_text.trim().is_empty();
+        if no_text {
+            ui.colored_label(palette::ERROR, text::OBJECTIVE_PASTED_EMPTY);
+        }
         let lit = tour::spot(state, Spot::Start);
         super::spotlight(ui, lit, |ui| {
             ui.horizontal_wrapped(|ui| {
                 let phase = self.run.as_ref().map(|r| r.phase.clone());
                 if ui
-                    .add_enabled(phase != Some(Phase::Running), egui::Button::new(text::START_SEARCH))
+                    .add_enabled(
+                        phase != Some(Phase::Running) && !no_text,
+                        egui::Button::new(text::START_SEARCH),
+                    )
+                    .on_disabled_hover_text(if no_text {
+                        text::OBJECTIVE_PASTED_EMPTY
+                    } else {
+                        text::SEARCH_RUNNING
+                    })
                     .clicked()
                 {
                     self.start(jobs, spec.clone());
@@ -400,8 +414,9 @@ impl TuningView {
                 let resumable = matches!(phase, Some(Phase::Running | Phase::Paused));
                 if !resumable
                     && ui
-                        .button(text::STEP_SEARCH)
+                        .add_enabled(!no_text, egui::Button::new(text::STEP_SEARCH))
                         .on_hover_text(text::STEP_NEW_SEARCH_HOVER)
+                        .on_disabled_hover_text(text::OBJECTIVE_PASTED_EMPTY)
                         .clicked()
                 {
                     self.start(jobs, spec.clone());
