@@ -718,6 +718,50 @@ fn the_against_length_sweep_runs_and_hides() {
         other => panic!("{other:?}"),
     }
     assert!(h.query_by_label(text::AGAINST_STOP).is_none(), "done: no Stop");
+    // A click on a legend cell hides its line, in the plot and in the
+    // plot's export: the selected head's line and the ceiling leave the
+    // entropy plot's CSV, and a second click brings them back.
+    let dir = std::env::temp_dir().join(format!("nopescope-against-legend-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = |h: &mut Harness<'static, NopeApp>, file: &str| -> String {
+        for k in 0..h.get_all_by_label("CSV").count() {
+            h.get_all_by_label("CSV").nth(k).unwrap().click();
+            h.run_steps(2);
+            let proposed = h.state().exporter.proposed_path().map(String::from);
+            if proposed.as_deref().is_some_and(|p| p.contains("against-entropy")) {
+                let path = dir.join(file);
+                app_common::save_through_dialog(h, &path);
+                return std::fs::read_to_string(&path).unwrap();
+            }
+            if proposed.is_some() {
+                h.get_by_label(text::CANCEL).click();
+                h.run_steps(2);
+            }
+        }
+        panic!("no CSV export of the entropy against length");
+    };
+    let head_line = text::head_line(text::BEFORE, &head);
+    // (A name with a comma is quoted.)
+    let has = |csv: &str, series: &str| {
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{series},")) || l.starts_with(&format!("\"{series}\",")))
+    };
+    let all = export(&mut h, "all.csv");
+    assert!(has(&all, &head_line) && has(&all, text::AGAINST_CEILING), "{all}");
+    h.get_by_label(&head_line).click();
+    h.get_by_label(text::AGAINST_CEILING).click();
+    h.run_steps(2);
+    let fewer = export(&mut h, "fewer.csv");
+    assert!(
+        !has(&fewer, &head_line) && !has(&fewer, text::AGAINST_CEILING),
+        "{fewer}"
+    );
+    assert!(has(&fewer, text::BEFORE), "the mean over heads stays: {fewer}");
+    h.get_by_label(&head_line).click();
+    h.get_by_label(text::AGAINST_CEILING).click();
+    h.run_steps(2);
+    assert_eq!(export(&mut h, "again.csv"), all);
+    std::fs::remove_dir_all(&dir).ok();
     h.get_by_label(text::AGAINST_HIDE).click();
     h.step();
     h.step();
@@ -1722,4 +1766,47 @@ fn the_other_pages_hide_their_parts_for_embedding() {
         h.query_by_label(text::EMBED_HIDE_ENTROPY).is_none(),
         "the Explore page's parts offered"
     );
+}
+
+/// Beside an opened model with more layers than the RoPE twin, the
+/// against-length legend offers the selected head's line only for the
+/// models that have that head.
+#[test]
+fn the_against_length_legend_leaves_out_a_head_the_twin_lacks() {
+    let dir = std::env::temp_dir().join(format!("nopescope-deep-model-{}", std::process::id()));
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
+    let base = nopescope::model::files::load_config(&bundled).unwrap();
+    // 5 layers of 2 heads: the twin has 4 layers.
+    let config = nopescope::model::ModelConfig {
+        num_layers: 5,
+        num_heads: 2,
+        num_kv_heads: 2,
+        head_dim: base.hidden_size / 2,
+        ..base
+    };
+    let params = nopescope::model::params::Params::random(&config, 0.02, 11);
+    nopescope::model::files::save_model(&dir, &config, &params).unwrap();
+    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let mut state = small_state();
+    state.hide = vec!["entropy".into(), "attention".into(), "controls".into()];
+    let mut h = harness(state, 1280.0);
+    h.run_steps(2);
+    h.state_mut()
+        .jobs
+        .open_model(nopescope::app::compute::ModelSource::Folder(dir.clone()));
+    wait_opened(&mut h);
+    assert_eq!((h.state().info().layers, h.state().info().heads), (5, 2));
+    h.state_mut().state.choose_head(4, 1);
+    h.state_mut().state.against_length = true;
+    h.run_steps(2);
+    app_common::settle(&mut h, Duration::from_secs(300));
+    let head = text::head_name(4, 1);
+    h.get_by_label(text::MODEL_ROPE);
+    assert_eq!(
+        h.get_all_by_label_contains(&format!(": {head}")).count(),
+        1,
+        "one head line: the opened model's, not the twin's"
+    );
+    assert!(h.query_by_label(&text::head_line(text::MODEL_ROPE, &head)).is_none());
+    std::fs::remove_dir_all(&dir).ok();
 }

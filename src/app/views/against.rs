@@ -221,13 +221,19 @@ impl AgainstLengthView {
             text::AGAINST_ALL_HEADS.to_string(),
             text::against_head_column(&head_name),
         ];
+        // (A model without the selected head, the twin beside a larger
+        // model of one's own, has no head cell.)
+        let has_head = |k: usize| match entries[k].as_ref().and_then(|e| e.result()) {
+            Some(JobResult::AgainstLength(a)) => a.points.first().is_none_or(|p| p.head(layer, head).is_some()),
+            _ => true,
+        };
         let cells: Vec<Vec<Option<LegendEntry>>> = series
             .iter()
             .enumerate()
             .map(|(k, (n, c, _))| {
                 vec![
                     Some(LegendEntry::line(text::all_heads_line(n), series_look(k, *c))),
-                    Some(LegendEntry::line(text::head_line(n, &head_name), head_look(*c))),
+                    has_head(k).then(|| LegendEntry::line(text::head_line(n, &head_name), head_look(*c))),
                 ]
             })
             .collect();
