@@ -1150,14 +1150,15 @@ fn an_opened_models_long_training_length_stays_within_the_app() {
     // 256, at most 4L), not at multiples of the opened model's L; each step
     // checked on the frame that applies it.
     h.get_by_label(text::TOUR_OPEN).click();
-    for step in 0..8 {
+    for step in 0..nopescope::app::tour::STEPS.len() {
         h.step();
         let s = &h.state().state;
         assert!(
-            s.length <= 4 * 256 && s.passkey_lab.length <= 4 * 256,
-            "step {step}: lengths {} and {}",
+            s.length <= 4 * 256 && s.passkey_lab.length <= 4 * 256 && s.tune.length <= 4 * 256,
+            "step {step}: lengths {}, {} and {}",
             s.length,
-            s.passkey_lab.length
+            s.passkey_lab.length,
+            s.tune.length
         );
         if let Some(next) = h.query_by_label(text::TOUR_NEXT) {
             next.click();

@@ -531,7 +531,7 @@ impl NopeApp {
             }
         }
         if state.tour.is_some() && !hide.tour {
-            let search = views.tuning.report();
+            let search = views.tuning.seen();
             egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys, search));
         }
         let page = |ui: &mut egui::Ui, salt: &str, add: &mut dyn FnMut(&mut egui::Ui)| {

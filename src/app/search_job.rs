@@ -178,6 +178,15 @@ impl TuneSettings {
     }
 }
 
+/// A search's place in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Running,
+    Paused,
+    Finished,
+    Failed(String),
+}
+
 /// What one search computes, as exact bits (a job key's part).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SearchSpec {

@@ -701,14 +701,23 @@ pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s abo
 pub const TOUR_6_LOOK: &str = "Compare the two answers and attention rows (NoPE, and with the scale); the Explore page shows the entropy falling.";
 
 pub const TOUR_7_TITLE: &str = "One scale per head, searched";
-pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents). The Tune page runs such a search on this device.";
+pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents).";
 pub const TOUR_7_LOOK: &str = "Compare the two answers; the next step searches scales like these on this device.";
 
 pub const TOUR_8_TITLE: &str = "Search the scales yourself";
-pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each step hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The search's objective is the loss on those digits: lower is better.";
-pub const TOUR_8_LOOK: &str = "Press Start search, then watch the objective fall and the map of scales change: the heads that need sharpening move up from 1. When it finishes, \"Apply the result\" uses these scales on every page.";
-/// The search step before its search has finished.
+pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each round of the search hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The search's objective is the loss on those digits: lower is better.";
+pub const TOUR_8_LOOK: &str = "Press Start search, then watch the objective fall and the map of scales change: the heads that need sharpening move up from 1. When it finishes, \"Apply the result\" uses these scales on every page (until another step sets its own).";
+/// The search step before its search has started.
 pub const TOUR_SEARCH_PENDING: &str = "Not measured yet: press Start search (the panel says how long it takes here).";
+pub const TOUR_SEARCH_OTHER: &str =
+    "Not measured yet: a search of other settings is running; cancel it, then press Start search.";
+pub const TOUR_SEARCH_PAUSED: &str = "Not measured yet: the search is paused; press Resume to finish it.";
+pub const TOUR_SEARCH_FAILED: &str = "Not measured: the search failed (the panel says why).";
+pub const TOUR_SEARCH_PER_HEAD: &str = "This step measures a search per head: choose \"Per head\".";
+pub const TOUR_SEARCH_TWO_STEPS: &str = "This step measures a search of at least 2 steps: set Steps to 2 or more.";
+pub fn tour_search_running(done: usize, steps: usize) -> String {
+    format!("Searching: step {done} of {steps}; measured when it finishes.")
+}
 /// The search step's measurement: the objective's mean over the first and
 /// last `k` of `steps` steps, and the largest scale.
 pub fn tour_search_measured(

@@ -9,7 +9,7 @@
 use super::compute::passkey::PasskeyAnswerResult;
 use super::jobs::{JobKey, JobResult, Jobs, ScalesKey};
 use super::models::ModelInfo;
-use super::search_job::{Checkpoint, SearchKind, SearchReport, TuneSettings};
+use super::search_job::{Checkpoint, Phase, SearchKind, SearchReport, SearchSpec, TuneSettings};
 use super::state::{FillerChoice, InputKind, MapMode, ModelChoice, PasskeySpec, Tab, ViewState};
 use super::text;
 use super::views::Keys;
@@ -269,6 +269,9 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
 pub enum Promise {
     /// Not computed yet.
     Pending,
+    /// Waiting for the user (the search step's search to start, finish or
+    /// resume): what to do.
+    Waiting(String),
     /// Holds; the text says what was measured.
     Met(String),
     /// Computed, and does not hold.
@@ -359,31 +362,69 @@ fn said(a: &PasskeyAnswerResult) -> String {
 /// The index of the step that runs a search live.
 pub const SEARCH_STEP: usize = 7;
 
-/// What the search step promises: a per-head search on the model in view,
-/// once finished, ends with a lower objective than it began with and some
-/// scale moved from where it started. Pending until then (the user starts
-/// the search).
-fn search_promise(report: Option<&SearchReport>, state: &ViewState, info: ModelInfo) -> Promise {
-    let Some(r) = report.filter(|r| r.finished && r.spec.kind == SearchKind::Heads && r.fits(state.model, info)) else {
-        return Promise::Pending;
+/// The tuning page's latest search, as the search step sees it (the page
+/// fills it in; no egui here).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchSeen<'a> {
+    pub spec: &'a SearchSpec,
+    pub report: Option<&'a SearchReport>,
+    pub phase: &'a Phase,
+}
+
+/// How far the largest scale must rise above its start for the search
+/// step to count it as moved.
+const MOVED: f32 = 0.01;
+
+/// What the search step promises: the search set on the Tune page (per
+/// head, at least 2 steps), once finished, ends with a lower objective
+/// than it began with, and its largest scale rose from where it started.
+/// Until then it says what to do: start it, wait for it, resume it. A
+/// search of other settings (one from before the step opened, or another
+/// model's) is not the step's.
+fn search_promise(seen: Option<SearchSeen>, state: &ViewState, info: ModelInfo) -> Promise {
+    let wait = |m: &str| Promise::Waiting(m.to_string());
+    let wanted = state.tune.spec(state.model, info, &state.pasted_text);
+    if wanted.kind != SearchKind::Heads {
+        return wait(text::TOUR_SEARCH_PER_HEAD);
+    }
+    if wanted.steps < 2 {
+        return wait(text::TOUR_SEARCH_TWO_STEPS);
+    }
+    let Some(seen) = seen.filter(|s| *s.spec == wanted) else {
+        let other_running = seen.is_some_and(|s| *s.phase == Phase::Running);
+        return wait(if other_running {
+            text::TOUR_SEARCH_OTHER
+        } else {
+            text::TOUR_SEARCH_PENDING
+        });
     };
-    let Checkpoint::Heads(h) = r.checkpoint.as_ref() else {
-        return Promise::Pending;
+    let done = seen.report.map_or(0, |r| r.done);
+    match seen.phase {
+        Phase::Running => return Promise::Waiting(text::tour_search_running(done, wanted.steps)),
+        Phase::Paused => return wait(text::TOUR_SEARCH_PAUSED),
+        Phase::Failed(_) => return wait(text::TOUR_SEARCH_FAILED),
+        Phase::Finished => {}
+    }
+    let Some(r) = seen.report else {
+        return wait(text::TOUR_SEARCH_PENDING);
+    };
+    let (Checkpoint::Heads(h), Some((i, &top))) = (
+        r.checkpoint.as_ref(),
+        r.scales.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)),
+    ) else {
+        return wait(text::TOUR_SEARCH_PENDING);
     };
     let n = h.losses.len();
     if n < 2 {
-        return Promise::Pending;
+        return wait(text::TOUR_SEARCH_TWO_STEPS);
     }
-    // The mean over a few steps at each end: each step draws new documents.
+    // The mean over a few steps at each end (n / 4, from 1 to 5): each
+    // step draws new documents.
     let k = (n / 4).clamp(1, 5);
     let first = h.losses[..k].iter().sum::<f64>() / k as f64;
     let last = h.losses[n - k..].iter().sum::<f64>() / k as f64;
-    let Some((i, &top)) = r.scales.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
-        return Promise::Pending;
-    };
-    let moved = r.scales.iter().any(|&s| (s - r.spec.init()).abs() > 1e-3);
     let msg = text::tour_search_measured(n, k, first, last, top, i / r.spec.heads, i % r.spec.heads);
-    if last < first && moved {
+    if last < first && top > r.spec.init() + MOVED {
         Promise::Met(msg)
     } else {
         Promise::Broken(msg)
@@ -392,8 +433,8 @@ fn search_promise(report: Option<&SearchReport>, state: &ViewState, info: ModelI
 
 /// What step `index` promises, checked on the results in `jobs` for the
 /// state `keys` was built from, and on the tuning page's latest search
-/// (`search`: its last report).
-pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys, search: Option<&SearchReport>) -> Promise {
+/// (`search`).
+pub fn promise(index: usize, state: &ViewState, jobs: &Jobs, keys: &Keys, search: Option<SearchSeen>) -> Promise {
     let l = keys.info.training_length;
     let check = |ok: bool, msg: String| if ok { Promise::Met(msg) } else { Promise::Broken(msg) };
     match index {
@@ -482,6 +523,94 @@ mod tests {
         assert_eq!(mean(&xs, 3, 1), 0.0);
         assert_eq!(mean(&xs, 2, 99), 3.5);
         assert_eq!(mean(&xs, 64usize.saturating_sub(128), 4), 2.5);
+    }
+
+    /// The search step's promise: only the search its settings ask for,
+    /// once finished, is measured; before that it says what to do.
+    #[test]
+    fn the_search_step_measures_its_own_finished_search() {
+        use crate::lab::search::{HeadSearchConfig, HeadSearchState};
+        use std::sync::Arc;
+        assert!(STEPS[SEARCH_STEP].setting.tune);
+        assert!(STEPS.iter().filter(|s| s.setting.tune).count() == 1);
+        let info = ModelInfo::bundled(ModelChoice::Nope).unwrap();
+        let mut state = ViewState::default();
+        apply(SEARCH_STEP, &mut state, info).unwrap();
+        assert_eq!(state.tab, Tab::Tune);
+        assert_eq!(state.tune.length, 2 * info.training_length);
+        let spec = state.tune.spec(state.model, info, &state.pasted_text);
+        let hf: crate::model::HfConfig =
+            serde_json::from_slice(super::super::models::bundled(ModelChoice::Nope).unwrap().config).unwrap();
+        let config = hf.validate().unwrap();
+        let report = |losses: &[f64], top: f32, spec: &SearchSpec| {
+            let mut h = HeadSearchState::start(&config, &HeadSearchConfig::default()).unwrap();
+            h.losses = losses.to_vec();
+            h.step = losses.len();
+            h.scales.values[5] = top;
+            SearchReport {
+                spec: spec.clone(),
+                checkpoint: Arc::new(Checkpoint::Heads(h.clone())),
+                scales: h.scales.values.clone(),
+                done: losses.len(),
+                planned: spec.steps,
+                finished: true,
+            }
+        };
+        let falling: Vec<f64> = (0..40).map(|i| 1.0 / (1.0 + i as f64)).collect();
+        let rising: Vec<f64> = falling.iter().rev().copied().collect();
+        let seen_in = |state: &ViewState, r: &SearchReport, phase: &'static Phase| {
+            search_promise(
+                Some(SearchSeen {
+                    spec: &r.spec,
+                    report: Some(r),
+                    phase,
+                }),
+                state,
+                info,
+            )
+        };
+        let seen = |r: &SearchReport, phase: &'static Phase| seen_in(&state, r, phase);
+        let good = report(&falling, 1.8, &spec);
+        match seen(&good, &Phase::Finished) {
+            Promise::Met(m) => assert!(m.contains("layer 1, head 1") && m.contains("s = 1.80"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            seen(&report(&rising, 1.8, &spec), &Phase::Finished),
+            Promise::Broken(_)
+        ));
+        // No scale rose: the search did nothing.
+        assert!(matches!(
+            seen(&report(&falling, 1.0, &spec), &Phase::Finished),
+            Promise::Broken(_)
+        ));
+        let waiting = |p: Promise| match p {
+            Promise::Waiting(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(waiting(seen(&good, &Phase::Running)).contains("step 40 of 40"));
+        assert_eq!(waiting(seen(&good, &Phase::Paused)), text::TOUR_SEARCH_PAUSED);
+        assert_eq!(waiting(search_promise(None, &state, info)), text::TOUR_SEARCH_PENDING);
+        // A search of other settings (from before the step opened) is not
+        // the step's, finished or running.
+        let mut other = state.tune.clone();
+        other.steps = 10;
+        let other = report(&falling, 1.8, &other.spec(state.model, info, ""));
+        assert_eq!(waiting(seen(&other, &Phase::Finished)), text::TOUR_SEARCH_PENDING);
+        assert_eq!(waiting(seen(&other, &Phase::Running)), text::TOUR_SEARCH_OTHER);
+        // Settings the step cannot measure say so.
+        let mut one = state.clone();
+        one.tune.steps = 1;
+        assert_eq!(
+            waiting(seen_in(&one, &good, &Phase::Finished)),
+            text::TOUR_SEARCH_TWO_STEPS
+        );
+        let mut uniform = state.clone();
+        uniform.tune.kind = SearchKind::Uniform;
+        assert_eq!(
+            waiting(seen_in(&uniform, &good, &Phase::Finished)),
+            text::TOUR_SEARCH_PER_HEAD
+        );
     }
 
     /// Every step outlines what its "Look at" line names, and only that;

@@ -344,8 +344,9 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     };
     let tour = app.state.tour.map(|step| {
         let step = step.min(super::tour::STEPS.len() - 1);
-        let (promise, detail) = match super::tour::promise(step, &app.state, &app.jobs, &keys, app.tuning().report()) {
+        let (promise, detail) = match super::tour::promise(step, &app.state, &app.jobs, &keys, app.tuning().seen()) {
             super::tour::Promise::Pending => ("pending", String::new()),
+            super::tour::Promise::Waiting(m) => ("pending", m),
             super::tour::Promise::Met(m) => ("met", m),
             super::tour::Promise::Broken(m) => ("broken", m),
         };

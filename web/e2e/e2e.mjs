@@ -239,12 +239,16 @@ try {
       check(s4?.tour?.step === 4, `Page Down (a presentation clicker) steps the walkthrough on: step ${s4?.tour?.step}`);
     });
     // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
-    // with the key at L; then a short temperature search in the page, whose
-    // loss must go down.
-    const small = { tab: "tune", tune: { length: 512, steps: 6, batch: 2 }, tour: null, length: 256 };
+    // with the key at L; then step 8, which has the class run a search: a
+    // short one here, whose loss must go down and which keeps the step's
+    // promise.
+    const small = { tune: { length: 512, steps: 6, batch: 2 } };
     await run("webgpu-lab-and-search", WEBGPU, "#step=2", null, /cpu/, async (page) => {
       const s2 = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
       check(s2?.tour?.step === 2 && s2.tour.promise === "met", `step 2's promise holds: ${s2?.tour?.promise}: ${s2?.tour?.detail}`);
+      await page.evaluate(() => { location.hash = "#step=8"; });
+      const s8 = await waitFor(page, (x) => x.tour && x.tour.step === 8 && x.state.tab === "tune", 20_000);
+      check(s8?.tour?.promise === "pending" && s8.state.tune.length === 512, `step 8 opens the Tune page at 2L, waiting for its search: ${s8?.tour?.promise}, ${s8?.state?.tune?.length} tokens`);
       await page.evaluate((st) => window.nopescope_set_state(JSON.stringify({ ...window.nopescope_status && JSON.parse(window.nopescope_status()).state, ...st })), small);
       await page.waitForTimeout(500);
       await page.evaluate(() => window.nopescope_start_search());
@@ -255,6 +259,8 @@ try {
       const first = losses.slice(0, 2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
       const last = losses.slice(-2).reduce((a, b) => a + b, 0) / Math.max(1, Math.min(2, losses.length));
       check(losses.length === 6 && last < first, `the search in the page ran 6 steps and its loss went down (${first.toFixed(3)} -> ${last.toFixed(3)})`);
+      const met = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 10_000);
+      check(met?.tour?.step === 8 && met.tour.promise === "met", `step 8's promise holds on the page's own search: ${met?.tour?.promise}: ${met?.tour?.detail}`);
     });
     // 5. A tablet in portrait, with touch: the panels stack, and tapping a
     // cell of the layer x head map selects that head.

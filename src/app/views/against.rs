@@ -13,6 +13,7 @@ use egui_plot::{GridInput, GridMark, Line, MarkerShape, Plot, PlotPoints, Points
 use super::{show_entry_status, Keys, LegendEntry};
 use crate::app::export;
 use crate::app::jobs::{Entry, InputKey, JobKey, JobResult, Jobs, LengthPoint, Sweep, TextKey};
+use crate::app::models::ModelInfo;
 use crate::app::palette::{self, Look};
 use crate::app::state::{ModelChoice, ViewState};
 use crate::app::text;
@@ -222,9 +223,14 @@ impl AgainstLengthView {
             text::against_head_column(&head_name),
         ];
         // (A model without the selected head, the twin beside a larger
-        // model of one's own, has no head cell.)
-        let has_head = |k: usize| match entries[k].as_ref().and_then(|e| e.result()) {
-            Some(JobResult::AgainstLength(a)) => a.points.first().is_none_or(|p| p.head(layer, head).is_some()),
+        // model of one's own, has no head cell; known from its shape, so
+        // the cell does not come and go as its points arrive.)
+        let twin = ModelInfo::bundled(ModelChoice::Rope);
+        let has_head = |k: usize| match &series[k].2 {
+            JobKey::AgainstLength {
+                model: ModelChoice::Rope,
+                ..
+            } => twin.is_none_or(|t| layer < t.layers && head < t.heads),
             _ => true,
         };
         let cells: Vec<Vec<Option<LegendEntry>>> = series

@@ -8,10 +8,10 @@ use super::Keys;
 use crate::app::jobs::Jobs;
 use crate::app::models::ModelInfo;
 use crate::app::palette;
-use crate::app::search_job::SearchReport;
+
 use crate::app::state::ViewState;
 use crate::app::text;
-use crate::app::tour::{self, Promise, STEPS};
+use crate::app::tour::{self, Promise, SearchSeen, STEPS};
 
 #[derive(Default)]
 pub struct TourView {
@@ -63,15 +63,15 @@ impl TourView {
         }
     }
 
-    /// `search`: the tuning page's latest search report, which the search
-    /// step measures.
+    /// `search`: the tuning page's latest search, which the search step
+    /// measures.
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         state: &mut ViewState,
         jobs: &Jobs,
         keys: &Keys,
-        search: Option<&SearchReport>,
+        search: Option<SearchSeen>,
     ) {
         let Some(step) = state.tour.map(|s| s.min(STEPS.len() - 1)) else {
             return;
@@ -87,8 +87,8 @@ impl TourView {
         // an aside).
         ui.label(egui::RichText::new(s.look).strong());
         match tour::promise(step, state, jobs, keys, search) {
-            Promise::Pending if s.setting.tune => ui.label(text::TOUR_SEARCH_PENDING),
             Promise::Pending => ui.label(text::TOUR_PENDING),
+            Promise::Waiting(m) => ui.label(m),
             Promise::Met(m) => ui.label(text::tour_met(&m)),
             Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
         };

@@ -21,7 +21,7 @@ use crate::app::search_job::{
 };
 use crate::app::state::{ViewState, MAX_LENGTH, MIN_LENGTH, PANEL_COMPARE, PANEL_PRESETS, PANEL_SEARCH};
 use crate::app::text;
-use crate::app::tour::{self, Spot};
+use crate::app::tour::{self, SearchSeen, Spot};
 use crate::app::views::scales::load_scales;
 use crate::app::{export, palette};
 
@@ -33,14 +33,7 @@ const CELL: f32 = 40.0;
 /// The scale map's colours run from 1 to at least this.
 const MAP_TOP: f32 = 2.0;
 
-/// A search's place in its life.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
-    Running,
-    Paused,
-    Finished,
-    Failed(String),
-}
+pub use crate::app::search_job::Phase;
 
 /// One search run: its segments' spec, the segment running, and the last
 /// report seen.
@@ -149,9 +142,14 @@ impl TuningView {
         }
     }
 
-    /// The current run's last report.
-    pub fn report(&self) -> Option<&SearchReport> {
-        self.run.as_ref()?.report.as_ref()
+    /// The current run, as the walkthrough's search step sees it.
+    pub fn seen(&self) -> Option<SearchSeen<'_>> {
+        let run = self.run.as_ref()?;
+        Some(SearchSeen {
+            spec: &run.spec,
+            report: run.report.as_ref(),
+            phase: &run.phase,
+        })
     }
 
     /// The losses of the current run so far (per step for a head search,
