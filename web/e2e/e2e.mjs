@@ -292,6 +292,21 @@ try {
       const dropped = await waitFor(page, (x) => x.state.input === "pasted", 20_000);
       check(dropped && dropped.state.input === "pasted" && dropped.state.pasted_text === words,
         `a dropped speech.txt became your text (input ${dropped?.state.input}, ${dropped?.state.pasted_text?.length} characters)`);
+      // A head-scales file dropped on the page becomes the scales in use.
+      const row = "[1.25, 1.25, 1.25, 1.25]";
+      const scales = `{"head_scales": [${row}, ${row}, ${row}, ${row}]}`;
+      await page.evaluate((scales) => {
+        const c = document.getElementById("nopescope_canvas");
+        const dt = new DataTransfer();
+        dt.items.add(new File([scales], "my_scales.json", { type: "application/json" }));
+        for (const type of ["dragenter", "dragover", "drop"]) {
+          c.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }
+      }, scales);
+      const used = await waitFor(page, (x) => x.state.scales && x.state.scales.use_file, 20_000);
+      const values = used?.state?.scales?.file?.values ?? [];
+      check(values.length === 16 && values.every((v) => v === 1.25),
+        `a dropped my_scales.json became the scales in use (${values.length} scales, use_file ${used?.state?.scales?.use_file})`);
     }, TABLET);
     // 5b. The GPU engine in the threads build (WebGPU on the shared memory,
     // as a laptop with a GPU gets it): it computes what the CPU engine did
