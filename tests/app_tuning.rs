@@ -173,6 +173,27 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     assert!(s.use_file);
     assert_eq!(s.file.as_ref().unwrap().values, report.scales);
     assert!(h.query_by_label_contains("Error:").is_none());
+    // Every figure on the page exports its data: the objective's curve
+    // (a row per step), the map of scales (a row per head, the values
+    // searched) and the scales against entropy at L (a marker per head in
+    // its SVG, and one in its legend).
+    let export = |h: &mut Harness<'static, NopeApp>, button: &str, ends: &str| {
+        app_common::export_through_dialog(h, button, ends, &dir.join(ends))
+    };
+    let curve = export(&mut h, "CSV", "nopescope-search-objective-128.csv");
+    assert_eq!(curve.lines().count(), 1 + 3, "{curve}");
+    let map = export(&mut h, "CSV", "head_scales_map_128.csv");
+    let values: Vec<f32> = map
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(values, report.scales, "{map}");
+    let scatter = export(&mut h, "CSV", "nopescope-scale-against-entropy-256.csv");
+    assert_eq!(scatter.lines().count(), 1 + 16, "{scatter}");
+    let svg = export(&mut h, "SVG", "nopescope-scale-against-entropy-256.svg");
+    assert_eq!(svg.matches("<circle").count(), 16 + 1, "markers, not a line");
+    assert_eq!(svg.matches("<polyline").count(), 0);
     std::fs::remove_dir_all(&dir).ok();
 
     // Applying the result makes it the scales every view uses.

@@ -723,22 +723,8 @@ fn the_against_length_sweep_runs_and_hides() {
     // entropy plot's CSV, and a second click brings them back.
     let dir = std::env::temp_dir().join(format!("nopescope-against-legend-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let export = |h: &mut Harness<'static, NopeApp>, file: &str| -> String {
-        for k in 0..h.get_all_by_label("CSV").count() {
-            h.get_all_by_label("CSV").nth(k).unwrap().click();
-            h.run_steps(2);
-            let proposed = h.state().exporter.proposed_path().map(String::from);
-            if proposed.as_deref().is_some_and(|p| p.contains("against-entropy")) {
-                let path = dir.join(file);
-                app_common::save_through_dialog(h, &path);
-                return std::fs::read_to_string(&path).unwrap();
-            }
-            if proposed.is_some() {
-                h.get_by_label(text::CANCEL).click();
-                h.run_steps(2);
-            }
-        }
-        panic!("no CSV export of the entropy against length");
+    let export = |h: &mut Harness<'static, NopeApp>, file: &str| {
+        app_common::export_through_dialog(h, "CSV", "against-entropy.csv", &dir.join(file))
     };
     let head_line = text::head_line(text::BEFORE, &head);
     // (A name with a comma is quoted.)
@@ -1182,20 +1168,7 @@ fn an_opened_models_long_training_length_stays_within_the_app() {
 fn the_accuracy_maps_run_on_an_opened_model_of_another_shape() {
     use nopescope::app::state::{ModelChoice, Tab};
     let dir = std::env::temp_dir().join(format!("nopescope-small-model-{}", std::process::id()));
-    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
-    let config = nopescope::model::ModelConfig {
-        num_layers: 2,
-        num_heads: 2,
-        num_kv_heads: 2,
-        ..nopescope::model::files::load_config(&bundled).unwrap()
-    };
-    let config = nopescope::model::ModelConfig {
-        head_dim: config.hidden_size / 2,
-        ..config
-    };
-    let params = nopescope::model::params::Params::random(&config, 0.02, 7);
-    nopescope::model::files::save_model(&dir, &config, &params).unwrap();
-    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    save_random_model(&dir, 2, 2, 7);
     let mut state = small_state();
     state.tab = Tab::Passkey;
     state.passkey_lab.grid_trials = 1;
@@ -1769,25 +1742,32 @@ fn the_other_pages_hide_their_parts_for_embedding() {
     );
 }
 
+/// Writes to `dir` a model of the bundled NoPE's sizes but `layers` x
+/// `heads` (as many KV heads, the same width), random weights from
+/// `seed`, with the bundled tokenizer.
+fn save_random_model(dir: &std::path::Path, layers: usize, heads: usize, seed: u64) {
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
+    let base = nopescope::model::files::load_config(&bundled).unwrap();
+    let config = nopescope::model::ModelConfig {
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: heads,
+        head_dim: base.hidden_size / heads,
+        ..base
+    };
+    let params = nopescope::model::params::Params::random(&config, 0.02, seed);
+    nopescope::model::files::save_model(dir, &config, &params).unwrap();
+    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+}
+
 /// Beside an opened model with more layers than the RoPE twin, the
 /// against-length legend offers the selected head's line only for the
 /// models that have that head.
 #[test]
 fn the_against_length_legend_leaves_out_a_head_the_twin_lacks() {
     let dir = std::env::temp_dir().join(format!("nopescope-deep-model-{}", std::process::id()));
-    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/nope-sotu");
-    let base = nopescope::model::files::load_config(&bundled).unwrap();
     // 5 layers of 2 heads: the twin has 4 layers.
-    let config = nopescope::model::ModelConfig {
-        num_layers: 5,
-        num_heads: 2,
-        num_kv_heads: 2,
-        head_dim: base.hidden_size / 2,
-        ..base
-    };
-    let params = nopescope::model::params::Params::random(&config, 0.02, 11);
-    nopescope::model::files::save_model(&dir, &config, &params).unwrap();
-    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    save_random_model(&dir, 5, 2, 11);
     let mut state = small_state();
     state.hide = vec!["entropy".into(), "attention".into(), "controls".into()];
     let mut h = harness(state, 1280.0);

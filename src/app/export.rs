@@ -201,11 +201,19 @@ fn stroke(look: &Look) -> String {
         s.push_str(&format!(" stroke-opacity=\"{:.2}\"", look.opacity));
     }
     match look.pattern {
-        Pattern::Solid => {}
         Pattern::Dashed => s.push_str(" stroke-dasharray=\"5 3\""),
         Pattern::Dotted => s.push_str(" stroke-dasharray=\"1 3\" stroke-linecap=\"round\""),
+        Pattern::Solid | Pattern::Markers => {}
     }
     s
+}
+
+/// An SVG marker (a scatter's point) of `look` at (x, y).
+fn marker(look: &Look, x: f64, y: f64) -> String {
+    format!(
+        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{}\"/>\n",
+        hex(look.on_white())
+    )
 }
 
 fn xml(s: &str) -> String {
@@ -357,12 +365,15 @@ impl Figure {
             ));
         }
         for series in &self.series {
-            let pts: Vec<String> = series
+            let shown = series
                 .points
                 .iter()
-                .filter(|p| p[0].is_finite() && p[1].is_finite() && (!self.log_x || p[0] > 0.0))
-                .map(|p| format!("{:.1},{:.1}", tx(p[0]), ty(p[1])))
-                .collect();
+                .filter(|p| p[0].is_finite() && p[1].is_finite() && (!self.log_x || p[0] > 0.0));
+            if series.look.pattern == Pattern::Markers {
+                shown.for_each(|p| s.push_str(&marker(&series.look, tx(p[0]), ty(p[1]))));
+                continue;
+            }
+            let pts: Vec<String> = shown.map(|p| format!("{:.1},{:.1}", tx(p[0]), ty(p[1]))).collect();
             s.push_str(&format!(
                 "<polyline fill=\"none\"{} points=\"{}\"/>\n",
                 stroke(&series.look),
@@ -378,6 +389,16 @@ impl Figure {
             .chain(self.marks.iter().map(|m| (&m.name, &m.look)));
         for (k, (name, look)) in entries.enumerate() {
             let y = top + 10.0 + 18.0 * k as f64;
+            if look.pattern == Pattern::Markers {
+                s.push_str(&marker(look, lx + 11.0, y));
+                s.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                    lx + 28.0,
+                    y + 4.0,
+                    xml(name)
+                ));
+                continue;
+            }
             s.push_str(&format!(
                 "<line x1=\"{lx}\" y1=\"{y}\" x2=\"{:.1}\" y2=\"{y}\"{}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
                 lx + 22.0,
@@ -823,6 +844,18 @@ mod tests {
             csv,
             "series,length,bits\nL,2,\n\"NoPE, mean\",1,2\n\"NoPE, mean\",2,3.5\n\"NoPE, layer 0, head 0\",1,2.5\n"
         );
+    }
+
+    /// A scatter's series is a marker per point (and one in the legend),
+    /// never a line joining heads in layer order.
+    #[test]
+    fn svg_draws_a_scatter_as_markers() {
+        let mut f = figure();
+        f.series[0].look = Look::markers(egui::Color32::from_rgb(0xD5, 0x5E, 0x00));
+        let svg = f.svg();
+        assert_eq!(svg.matches("<circle").count(), 2 + 1);
+        assert_eq!(svg.matches("fill=\"#d55e00\"").count(), 3);
+        assert_eq!(svg.matches("<polyline").count(), 1, "only the head's line");
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub enum Pattern {
     Dashed,
     /// The ceiling: a line no curve, pinned head or mark shares.
     Dotted,
+    /// A scatter: a marker at each point, no line between them.
+    Markers,
 }
 
 /// How one line is drawn, the same on screen, in its legend's swatch and
@@ -99,6 +101,14 @@ impl Look {
             opacity: 1.0,
             pattern: Pattern::Solid,
             ink: false,
+        }
+    }
+
+    /// A scatter's markers (each head's scale against its entropy).
+    pub const fn markers(colour: Color32) -> Self {
+        Look {
+            pattern: Pattern::Markers,
+            ..Look::line(colour)
         }
     }
 
@@ -190,6 +200,8 @@ impl Look {
             Pattern::Solid => egui_plot::LineStyle::Solid,
             Pattern::Dashed => egui_plot::LineStyle::Dashed { length: DASH },
             Pattern::Dotted => egui_plot::LineStyle::Dotted { spacing: DOT_SPACING },
+            // (A scatter is drawn as points, not as a line.)
+            Pattern::Markers => egui_plot::LineStyle::Solid,
         }
     }
 }

@@ -996,6 +996,14 @@ pub fn no_search_yet(steps: usize, batch: usize) -> String {
     format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
 }
 pub const SCALE_MAP_HEADING: &str = "Scales now (layer × head)";
+pub fn scale_map_title(length: usize, done: usize, uniform: bool) -> String {
+    let after = if uniform {
+        format!("{done} scales tried")
+    } else {
+        format!("after {done} steps")
+    };
+    format!("Head scales searched at {length} tokens, {after} (layer × head)")
+}
 pub const LOSS_HEADING: &str = "Objective (lower is better)";
 pub const STEP_AXIS: &str = "step";
 pub const OBJECTIVE_AXIS: &str = "objective (nats)";

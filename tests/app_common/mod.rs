@@ -51,3 +51,32 @@ pub fn save_through_dialog(h: &mut Harness<'static, NopeApp>, path: &std::path::
     h.run_steps(2);
     assert!(h.state().exporter.proposed_path().is_none(), "the dialog closed");
 }
+
+/// Clicks the export buttons named `button` ("CSV", "SVG", "PNG") one by
+/// one until one offers a file whose name ends with `ends`, saves it to
+/// `path` and returns what was written (the other dialogs cancelled).
+/// Panics when no button offers such a file.
+#[allow(dead_code)]
+pub fn export_through_dialog(
+    h: &mut Harness<'static, NopeApp>,
+    button: &str,
+    ends: &str,
+    path: &std::path::Path,
+) -> String {
+    use egui_kittest::kittest::Queryable;
+    use nopescope::app::text;
+    for k in 0..h.get_all_by_label(button).count() {
+        h.get_all_by_label(button).nth(k).unwrap().click();
+        h.run_steps(2);
+        let proposed = h.state().exporter.proposed_path().map(String::from);
+        if proposed.as_deref().is_some_and(|p| p.ends_with(ends)) {
+            save_through_dialog(h, path);
+            return std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        if proposed.is_some() {
+            h.get_by_label(text::CANCEL).click();
+            h.run_steps(2);
+        }
+    }
+    panic!("no {button} button exports a file ending {ends}");
+}

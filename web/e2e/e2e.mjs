@@ -124,6 +124,19 @@ async function waitFor(page, pred, timeoutMs) {
   }
 }
 
+// Drops a file named `name` holding `body` on the page's canvas, as a
+// drag from the desktop does.
+async function dropFile(page, name, body, type) {
+  await page.evaluate(([name, body, type]) => {
+    const c = document.getElementById("nopescope_canvas");
+    const dt = new DataTransfer();
+    dt.items.add(new File([body], name, { type }));
+    for (const kind of ["dragenter", "dragover", "drop"]) {
+      c.dispatchEvent(new DragEvent(kind, { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }
+  }, [name, body, type]);
+}
+
 async function run(label, flags, hash, wantLength, wantEngine, more, device = {}) {
   const userDir = fs.mkdtempSync("/tmp/nopescope-chromium-");
   // `device.block`: URLs the page may not load (a network error);
@@ -281,28 +294,14 @@ try {
       // A text file dropped on the page becomes "your text" (a file's
       // name tells a text, a scales file and a model apart).
       const words = "Four score and seven years ago our fathers brought forth on this continent a new nation. ".repeat(4);
-      await page.evaluate((words) => {
-        const c = document.getElementById("nopescope_canvas");
-        const dt = new DataTransfer();
-        dt.items.add(new File([words], "speech.txt", { type: "text/plain" }));
-        for (const type of ["dragenter", "dragover", "drop"]) {
-          c.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
-        }
-      }, words);
+      await dropFile(page, "speech.txt", words, "text/plain");
       const dropped = await waitFor(page, (x) => x.state.input === "pasted", 20_000);
       check(dropped && dropped.state.input === "pasted" && dropped.state.pasted_text === words,
         `a dropped speech.txt became your text (input ${dropped?.state.input}, ${dropped?.state.pasted_text?.length} characters)`);
       // A head-scales file dropped on the page becomes the scales in use.
       const row = "[1.25, 1.25, 1.25, 1.25]";
       const scales = `{"head_scales": [${row}, ${row}, ${row}, ${row}]}`;
-      await page.evaluate((scales) => {
-        const c = document.getElementById("nopescope_canvas");
-        const dt = new DataTransfer();
-        dt.items.add(new File([scales], "my_scales.json", { type: "application/json" }));
-        for (const type of ["dragenter", "dragover", "drop"]) {
-          c.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
-        }
-      }, scales);
+      await dropFile(page, "my_scales.json", scales, "application/json");
       const used = await waitFor(page, (x) => x.state.scales && x.state.scales.use_file, 20_000);
       const values = used?.state?.scales?.file?.values ?? [];
       check(values.length === 16 && values.every((v) => v === 1.25),

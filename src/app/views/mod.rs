@@ -541,6 +541,9 @@ fn paint_swatch(painter: &egui::Painter, rect: egui::Rect, look: &Look, colour: 
             palette::DOT_SPACING,
             look.width / 2.0,
         )),
+        Pattern::Markers => {
+            painter.circle_filled(rect.center(), 3.5, colour);
+        }
     }
 }
 

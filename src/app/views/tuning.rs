@@ -15,6 +15,7 @@ use egui_plot::{Line, Plot, PlotPoints, Points};
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{Entry, InputAt, InputKey, JobKey, JobResult, Jobs};
+use crate::app::palette::Look;
 use crate::app::search_job::{
     compare_lengths, presets, RuleChoice, ScalesSetting, SearchKey, SearchKind, SearchReport, SearchSpec,
     TuneObjective, COMPARE_TRIALS, DEFAULT_BATCH, DEFAULT_STEPS,
@@ -246,7 +247,7 @@ impl TuningView {
             ui.vertical(|ui| {
                 super::spotlight_fit(ui, lit_scales, |ui| {
                     ui.label(text::SCALE_MAP_HEADING);
-                    let on = scale_map(ui, &report.scales, report.spec.layers, report.spec.heads, selected);
+                    let on = scale_map(ui, report, selected);
                     clicked = clicked.or(on);
                 });
             });
@@ -678,8 +679,9 @@ impl TuningView {
             .map(|(&e, &s)| [e as f64, s as f64])
             .collect();
         let hover = points.clone();
+        let exported = points.clone();
         ui.label(name);
-        super::nice_x(super::nice_y(Plot::new("scale against entropy")), false)
+        let plot = super::nice_x(super::nice_y(Plot::new("scale against entropy")), false)
             .height(220.0)
             .width(ui.available_width().min(520.0))
             .x_axis_label(text::ENTROPY_AT_L_AXIS)
@@ -707,6 +709,21 @@ impl TuningView {
                         .radius(4.0),
                 );
             });
+        // (One marker per head, in layer-major order, as the CSV lists
+        // them.)
+        export::buttons(ui, plot.response.rect, || export::Figure {
+            stem: format!("nopescope-scale-against-entropy-{}", keys.info.training_length),
+            title: text::SCATTER_HEADING.into(),
+            x_label: text::ENTROPY_AT_L_AXIS.into(),
+            y_label: text::SCALE_AXIS.into(),
+            series: vec![export::Series {
+                name: name.to_string(),
+                look: Look::markers(palette::SCALED),
+                points: exported,
+            }],
+            marks: Vec::new(),
+            log_x: false,
+        });
     }
 }
 
@@ -737,7 +754,7 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
     let uniform = report.spec.kind == SearchKind::Uniform;
     ui.label(text::LOSS_HEADING);
     let points = report.curve();
-    super::nice_x(super::nice_y(Plot::new("search loss")), !uniform)
+    let plot = super::nice_x(super::nice_y(Plot::new("search loss")), !uniform)
         .width(LOSS_WIDTH.min(ui.available_width()))
         .height(200.0)
         .x_axis_label(if uniform { text::SCALE_AXIS } else { text::STEP_AXIS })
@@ -750,28 +767,37 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
             );
             if uniform {
                 plot.points(
-                    Points::new(text::OBJECTIVE_AXIS, PlotPoints::from(points))
+                    Points::new(text::OBJECTIVE_AXIS, PlotPoints::from(points.clone()))
                         .color(palette::SCALED)
                         .radius(3.0),
                 );
             }
         });
+    export::buttons(ui, plot.response.rect, || export::Figure {
+        stem: format!("nopescope-search-objective-{}", report.spec.length),
+        title: text::LOSS_HEADING.into(),
+        x_label: if uniform { text::SCALE_AXIS } else { text::STEP_AXIS }.into(),
+        y_label: text::OBJECTIVE_AXIS.into(),
+        series: vec![export::Series {
+            name: text::OBJECTIVE_AXIS.into(),
+            look: Look::line(palette::SCALED),
+            points,
+        }],
+        marks: Vec::new(),
+        log_x: false,
+    });
 }
 
-/// The layer x head map of `values`, viridis from 1 up, with a legend.
-fn scale_map(
-    ui: &mut egui::Ui,
-    values: &[f32],
-    layers: usize,
-    heads: usize,
-    selected: (usize, usize),
-) -> Option<(usize, usize)> {
+/// The layer x head map of the report's scales, viridis from 1 up, with a
+/// legend and its exports.
+fn scale_map(ui: &mut egui::Ui, report: &SearchReport, selected: (usize, usize)) -> Option<(usize, usize)> {
+    let (values, layers, heads) = (&report.scales, report.spec.layers, report.spec.heads);
     let mut clicked = None;
     let hi = values.iter().copied().fold(MAP_TOP, f32::max);
     let lo = 1.0f32;
     let layout = super::head_map::MapLayout::new(ui, heads, CELL);
     let cell = layout.cell;
-    layout.show(ui, |ui| {
+    let map = layout.show(ui, |ui| {
         layout.header(ui);
         for l in 0..layers {
             ui.horizontal(|ui| {
@@ -812,6 +838,19 @@ fn scale_map(
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
         ui.label(text::scale_legend(hi));
+    });
+    export::grid_buttons(ui, map.rect, layers * heads, || export::Grid {
+        stem: format!("head_scales_map_{}", report.spec.length),
+        title: text::scale_map_title(report.spec.length, report.done, report.spec.kind == SearchKind::Uniform),
+        row_label: text::MAP_ROWS.into(),
+        col_label: text::MAP_COLS.into(),
+        value_label: text::SCALE_AXIS.into(),
+        rows: (0..layers).map(text::layer_row).collect(),
+        cols: (0..heads).map(text::head_column).collect(),
+        values: values.iter().map(|&v| v as f64).collect(),
+        lo: lo as f64,
+        hi: hi as f64,
+        log_colour: false,
     });
     let (l, h) = selected;
     if l < layers && h < heads {
