@@ -104,6 +104,26 @@ fn a_document_at_l_is_answered_with_its_key() {
         2,
         "the key sentence names it twice, the answer is left out: {shown}"
     );
+    // The answering query's attention row exports its weights, with the
+    // key sentence's ends and the query as marks.
+    let dir = std::env::temp_dir().join(format!("nopescope-passkey-row-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (layer, head) = (h.state().state.layer, h.state().state.head);
+    let stem = format!("nopescope-passkey-attention-l{layer}h{head}-256");
+    let csv = app_common::export_through_dialog(&mut h, "CSV", &format!("{stem}.csv"), &dir.join("row.csv"));
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[1].starts_with(&text::key_sentence_end(true)), "{csv}");
+    assert!(rows[2].starts_with(&text::key_sentence_end(false)), "{csv}");
+    // The query's row over keys 0..=query, one point per key at this length.
+    let points = rows.iter().filter(|r| r.starts_with(text::BEFORE)).count();
+    assert_eq!(points, read, "{}", &csv[..200.min(csv.len())]);
+    let weights: f64 = rows
+        .iter()
+        .filter(|r| r.starts_with(text::BEFORE))
+        .map(|r| r.rsplit(',').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!((weights - 1.0).abs() < 1e-3, "the row sums to {weights}");
+    std::fs::remove_dir_all(&dir).ok();
 
     // A new random key rebuilds the document and decodes again.
     h.get_by_label(text::PASSKEY_RANDOM_KEY).click();
@@ -181,15 +201,7 @@ fn the_accuracy_map_fills_in_and_stops() {
     // The map also as a figure of its own: SVG with a square per cell,
     // named after its series.
     let svg_path = dir.join("map.svg");
-    h.get_by_label("SVG").click();
-    h.run_steps(2);
-    assert!(h
-        .state()
-        .exporter
-        .proposed_path()
-        .is_some_and(|p| p.ends_with("passkey_accuracy_nope-s-1.svg")));
-    app_common::save_through_dialog(&mut h, &svg_path);
-    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let svg = app_common::export_through_dialog(&mut h, "SVG", "passkey_accuracy_nope-s-1.svg", &svg_path);
     assert!(svg.starts_with("<svg") && svg.contains(&text::grid_title(text::BEFORE)));
     assert_eq!(svg.matches("<title>").count(), 4, "one square per cell");
     std::fs::remove_dir_all(&dir).ok();

@@ -813,6 +813,13 @@ pub const HEAD: &str = "Head";
 pub const SHOW_BEST_HEAD: &str = "Show this head";
 pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice. The axis runs to 1, all of the query's attention, so rows at two lengths compare at a glance; Log scale shows the small weights.";
 pub const KEY_SENTENCE: &str = "key sentence";
+/// An exported mark at the key sentence's first key, or one past its last.
+pub fn key_sentence_end(start: bool) -> String {
+    format!("{KEY_SENTENCE} {}", if start { "starts" } else { "ends" })
+}
+pub fn passkey_row_title(head: &str, length: usize) -> String {
+    format!("{head}: the answering query's attention in a pass-key document of {length} tokens")
+}
 pub const GRID_HEADING: &str = "Accuracy over length and depth";
 pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";

@@ -253,7 +253,7 @@ impl PasskeyLabView {
                     None => show_entry_status(ui, &entry),
                 }
             }
-            attention_plot(ui, &rows, &doc, keys.info.training_length);
+            attention_plot(ui, &rows, &doc, keys.info.training_length, (state.layer, state.head));
             for (name, _, r) in &rows {
                 if let JobResult::AttnRow(a) = r.as_ref() {
                     let (key, sentence) = doc.key_span.shares(&a.row);
@@ -499,12 +499,14 @@ const KEY_BAND: Look = Look {
     ..Look::mark(palette::KEY)
 };
 
-/// The retrieving query's row for each setting, the key sentence shaded.
+/// The retrieving query's row for each setting, the key sentence shaded,
+/// and its exports.
 fn attention_plot(
     ui: &mut egui::Ui,
     rows: &[(&str, egui::Color32, Arc<JobResult>)],
     doc: &crate::app::compute::passkey::PasskeyAnswerResult,
     training_length: usize,
+    (layer, head): (usize, usize),
 ) {
     if rows.is_empty() {
         return;
@@ -531,7 +533,8 @@ fn attention_plot(
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();
-    axis.axis(super::positions_x(Plot::new("passkey attention row")), top)
+    let plot = axis
+        .axis(super::positions_x(Plot::new("passkey attention row")), top)
         .height(200.0)
         .label_formatter(|pos| {
             let j = super::hovered(pos).x.round().max(0.0) as usize;
@@ -567,13 +570,41 @@ fn attention_plot(
                 super::labelled_marks(plot, &[PlotMark::training(training_length)], top, doc.query as f64);
             }
         });
+    // The weights themselves (binned past 1024 keys, as on the Explore
+    // page), whatever the axis; the key sentence's ends and the query as
+    // marks.
+    export::buttons(ui, plot.response.rect, || {
+        let mark = |name: String, x: f64, look: Look| export::Mark { name, x, look };
+        let mut marks = vec![
+            mark(text::key_sentence_end(true), k0, Look::mark(palette::KEY)),
+            mark(text::key_sentence_end(false), k1, Look::mark(palette::KEY)),
+            mark(text::QUERY.into(), doc.query as f64, Look::mark(palette::QUERY)),
+        ];
+        if training_length <= doc.query + 1 {
+            marks.push(PlotMark::training(training_length).export());
+        }
+        export::Figure {
+            stem: format!("nopescope-passkey-attention-l{layer}h{head}-{}", doc.length),
+            title: text::passkey_row_title(&text::head_name(layer, head), doc.length),
+            x_label: text::KEY_AXIS.into(),
+            y_label: text::WEIGHT_AXIS.into(),
+            series: rows
+                .iter()
+                .filter_map(|(name, colour, r)| match r.as_ref() {
+                    JobResult::AttnRow(a) => Some(export::Series {
+                        name: name.to_string(),
+                        look: Look::line(*colour),
+                        points: super::entropy::binned(&a.row[..=a.query]),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            marks,
+            log_x: false,
+        }
+    });
 }
 
-/// One accuracy map: lengths across, depths down, the L column's heading
-/// underlined;
-/// every cell named for screen readers and tests. The map is one stop in
-/// the Tab order (its cursor cell, at first the L column's top one); the
-/// arrow keys move the cursor, and the focus with it, between the cells.
 /// One accuracy map as an exported figure: depths down, lengths (with
 /// their multiple of L) across, accuracy from 0 to 1; cells not run, or
 /// too short for the question, empty.
@@ -597,7 +628,11 @@ fn grid_figure(series: &str, g: &PasskeyGridResult, training_length: usize) -> e
     }
 }
 
-/// Draws one map; returns where it is on screen.
+/// Draws one accuracy map: lengths across, depths down, the L column's
+/// heading underlined; every cell named for screen readers and tests. The
+/// map is one stop in the Tab order (its cursor cell, at first the L
+/// column's top one); the arrow keys move the cursor, and the focus with
+/// it, between the cells. Returns where it is on screen.
 fn draw_grid(ui: &mut egui::Ui, series: &str, g: &PasskeyGridResult, training_length: usize) -> egui::Rect {
     let (columns, rows) = (g.lengths.len(), g.depths.len());
     let cursor_id = ui.make_persistent_id(("passkey grid cursor", series));
