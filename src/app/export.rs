@@ -69,6 +69,34 @@ pub struct Grid {
 pub const SVG_MAX_CELLS: usize = 128 * 128;
 
 impl Grid {
+    /// A layer x head map (the Explore page's, the tuning page's scales):
+    /// a row per layer, a column per head, `values` layer-major, coloured
+    /// from `lo` to `hi`.
+    pub fn heads(
+        stem: String,
+        title: String,
+        value_label: &str,
+        heads: usize,
+        values: &[f32],
+        lo: f32,
+        hi: f32,
+    ) -> Self {
+        let layers = values.len() / heads.max(1);
+        Grid {
+            stem,
+            title,
+            row_label: crate::app::text::MAP_ROWS.into(),
+            col_label: crate::app::text::MAP_COLS.into(),
+            value_label: value_label.into(),
+            rows: (0..layers).map(crate::app::text::layer_row).collect(),
+            cols: (0..heads).map(crate::app::text::head_column).collect(),
+            values: values.iter().map(|&v| v as f64).collect(),
+            lo: lo as f64,
+            hi: hi as f64,
+            log_colour: false,
+        }
+    }
+
     /// Long format: one row per cell (row, column, value).
     pub fn csv(&self) -> String {
         let mut out = format!(

@@ -253,18 +253,16 @@ impl HeadMapView {
         ui.ctx().data_mut(|d| d.insert_temp(cells_id(), centres));
         legend(ui, lo, hi, state.map_mode);
         let rise = state.map_mode == MapMode::Rise;
-        export::grid_buttons(ui, map.rect, layers * heads, || export::Grid {
-            stem: format!("head_map_{}_{}", if rise { "rise" } else { "entropy" }, keys.at.length),
-            title: text::map_title(rise, keys.at.length),
-            row_label: text::MAP_ROWS.into(),
-            col_label: text::MAP_COLS.into(),
-            value_label: text::map_unit(rise).into(),
-            rows: (0..layers).map(text::layer_row).collect(),
-            cols: (0..heads).map(text::head_column).collect(),
-            values: vals.iter().map(|&v| v as f64).collect(),
-            lo: lo as f64,
-            hi: hi as f64,
-            log_colour: false,
+        export::grid_buttons(ui, map.rect, layers * heads, || {
+            export::Grid::heads(
+                format!("head_map_{}_{}", if rise { "rise" } else { "entropy" }, keys.at.length),
+                text::map_title(rise, keys.at.length),
+                text::map_unit(rise),
+                heads,
+                &vals,
+                lo,
+                hi,
+            )
         });
         ui.label(text::selected(state.layer, state.head));
         if state.takes_suggestions() && keys.suggested == Some((state.layer, state.head)) {

@@ -839,18 +839,16 @@ fn scale_map(ui: &mut egui::Ui, report: &SearchReport, selected: (usize, usize))
         super::colour_bar(ui);
         ui.label(text::scale_legend(hi));
     });
-    export::grid_buttons(ui, map.rect, layers * heads, || export::Grid {
-        stem: format!("head_scales_map_{}", report.spec.length),
-        title: text::scale_map_title(report.spec.length, report.done, report.spec.kind == SearchKind::Uniform),
-        row_label: text::MAP_ROWS.into(),
-        col_label: text::MAP_COLS.into(),
-        value_label: text::SCALE_AXIS.into(),
-        rows: (0..layers).map(text::layer_row).collect(),
-        cols: (0..heads).map(text::head_column).collect(),
-        values: values.iter().map(|&v| v as f64).collect(),
-        lo: lo as f64,
-        hi: hi as f64,
-        log_colour: false,
+    export::grid_buttons(ui, map.rect, layers * heads, || {
+        export::Grid::heads(
+            format!("head_scales_map_{}", report.spec.length),
+            text::scale_map_title(report.spec.length, report.done, report.spec.kind == SearchKind::Uniform),
+            text::SCALE_AXIS,
+            heads,
+            values,
+            lo,
+            hi,
+        )
     });
     let (l, h) = selected;
     if l < layers && h < heads {
