@@ -475,6 +475,33 @@ fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
     );
 }
 
+/// The map on one colour scale for all lengths: its colour bar ends at
+/// the ceiling at the longest length whatever the length (the default
+/// mode's ends at this length's), and a link keeps the mode.
+#[test]
+fn the_map_on_one_scale_keeps_its_colour_bar_across_lengths() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(&text::map_ceiling(9.0));
+    h.get_by_label(text::MAP_SHARED).click();
+    settle(&mut h);
+    let top = text::map_shared_ceiling(14.0, nopescope::app::state::MAX_LENGTH);
+    h.get_by_label(&top);
+    assert!(h.query_by_label(&text::map_ceiling(9.0)).is_none());
+    assert!(
+        h.state().state.to_fragment().contains("shared"),
+        "{}",
+        h.state().state.to_fragment()
+    );
+    h.state_mut().state.length = 1024;
+    settle(&mut h);
+    h.get_by_label(&top);
+    // The other mode's top moved with the length.
+    h.get_by_label(text::MAP_ENTROPY).click();
+    settle(&mut h);
+    h.get_by_label(&text::map_ceiling(10.0));
+}
+
 /// "Your text" shorter than the length asked: the views use all of it and
 /// say how many tokens that is (the text's, and with the start token the
 /// model reads first); the rise from L, which needs more than L tokens,
@@ -1273,6 +1300,7 @@ fn the_keyboard_alone_reaches_every_control() {
             text::START_OVER,
             text::HALVE_LENGTH,
             text::DOUBLE_LENGTH,
+            text::MAP_SHARED,
             "layer 0, head 0",
             "layer 3, head 3",
             "CSV",

@@ -90,8 +90,14 @@ pub enum Tab {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapMode {
+    /// Each head's mean entropy, coloured up to this length's ceiling.
     #[default]
     Entropy,
+    /// The same, on one colour scale for every length (up to the ceiling
+    /// at `MAX_LENGTH`), so a longer input's map is brighter where the
+    /// heads' entropy rose.
+    Shared,
+    /// The rise of each head's mean entropy from L to this length.
     Rise,
 }
 

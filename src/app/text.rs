@@ -135,6 +135,8 @@ pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer × head map";
 pub const MAP_ENTROPY: &str = "Mean entropy";
+pub const MAP_SHARED: &str = "One scale for all lengths";
+pub const MAP_SHARED_HOVER: &str = "The colours run from 0 to the ceiling at the longest length, whatever the length: a longer input's map turns brighter where its heads' entropy rose. (\"Mean entropy\" colours each length up to its own ceiling: it shows how near uniform each head is.)";
 pub const MAP_RISE: &str = "Rise from L to this length";
 pub fn map_help() -> String {
     format!(
@@ -308,6 +310,12 @@ pub fn map_unit(rise: bool) -> &'static str {
 /// The top of the entropy map's colour bar: the ceiling at this length.
 pub fn map_ceiling(top: f32) -> String {
     format!("{top:.2} bits = log2 T")
+}
+
+/// The top of the entropy map's colour bar on one scale for all lengths:
+/// the ceiling at the longest.
+pub fn map_shared_ceiling(top: f32, longest: usize) -> String {
+    format!("{top:.2} bits = log2 {longest}, at every length")
 }
 
 /// The heading over the input's text (`views::document`).

@@ -7,7 +7,7 @@ use eframe::egui;
 
 use super::{show_entry_status, Keys};
 use crate::app::jobs::{JobResult, Jobs};
-use crate::app::state::{MapMode, ViewState};
+use crate::app::state::{MapMode, ViewState, MAX_LENGTH};
 use crate::app::text;
 use crate::app::{export, palette};
 
@@ -151,16 +151,20 @@ pub fn cell_centres(ctx: &egui::Context) -> Vec<(usize, usize, egui::Pos2)> {
 #[derive(Default)]
 pub struct HeadMapView;
 
+/// The top of an entropy map's colour scale: the ceiling at `length`
+/// tokens, log2 T bits.
+fn ceiling(length: usize) -> f32 {
+    (length as f32).log2().max(1.0)
+}
+
 /// Per-head values to colour, and the colour scale's range.
 fn values(jobs: &mut Jobs, keys: &Keys, mode: MapMode) -> Option<(Vec<f32>, f32, f32)> {
     let here = jobs.get(&keys.entropy(&keys.scales)).result().cloned();
     let JobResult::Entropy(p) = here? else { return None };
     let means = p.head_means();
     match mode {
-        MapMode::Entropy => {
-            let hi = (p.length as f32).log2().max(1.0);
-            Some((means, 0.0, hi))
-        }
+        MapMode::Entropy => Some((means, 0.0, ceiling(p.length))),
+        MapMode::Shared => Some((means, 0.0, ceiling(MAX_LENGTH))),
         MapMode::Rise => {
             let at_l = keys.entropy_at_l(&keys.scales);
             let JobResult::Entropy(base) = jobs.get(&at_l).result().cloned()? else {
@@ -179,6 +183,8 @@ impl HeadMapView {
         ui.heading(text::MAP_HEADING);
         ui.horizontal_wrapped(|ui| {
             ui.selectable_value(&mut state.map_mode, MapMode::Entropy, text::MAP_ENTROPY);
+            ui.selectable_value(&mut state.map_mode, MapMode::Shared, text::MAP_SHARED)
+                .on_hover_text(text::MAP_SHARED_HOVER);
             ui.selectable_value(&mut state.map_mode, MapMode::Rise, text::MAP_RISE);
         });
         ui.label(text::map_help());
@@ -255,7 +261,7 @@ impl HeadMapView {
         let rise = state.map_mode == MapMode::Rise;
         export::grid_buttons(ui, map.rect, layers * heads, || {
             export::Grid::heads(
-                format!("head_map_{}_{}", if rise { "rise" } else { "entropy" }, keys.at.length),
+                format!("head_map_{}_{}", mode_stem(state.map_mode), keys.at.length),
                 text::map_title(rise, keys.at.length),
                 text::map_unit(rise),
                 heads,
@@ -268,6 +274,15 @@ impl HeadMapView {
         if state.takes_suggestions() && keys.suggested == Some((state.layer, state.head)) {
             ui.label(egui::RichText::new(text::SELECTED_FOR_YOU).weak());
         }
+    }
+}
+
+/// A map's exported files are named after its mode.
+fn mode_stem(mode: MapMode) -> &'static str {
+    match mode {
+        MapMode::Entropy => "entropy",
+        MapMode::Shared => "entropy_one_scale",
+        MapMode::Rise => "rise",
     }
 }
 
@@ -293,11 +308,13 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
     ui.horizontal(|ui| {
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
-        if mode == MapMode::Rise {
-            ui.label(format!("{hi:.2} {}", text::map_unit(true)));
-        } else {
-            ui.label(text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER);
-        }
+        match mode {
+            MapMode::Rise => ui.label(format!("{hi:.2} {}", text::map_unit(true))),
+            MapMode::Shared => ui
+                .label(text::map_shared_ceiling(hi, MAX_LENGTH))
+                .on_hover_text(text::MAP_SHARED_HOVER),
+            MapMode::Entropy => ui.label(text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER),
+        };
     });
     // What brightness means here (yellow is good news in the accuracy map).
     ui.label(egui::RichText::new(text::map_brighter(mode == MapMode::Rise)).weak());
