@@ -459,6 +459,7 @@ fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
     h.run_steps(2);
     let app = h.state();
     let keys = nopescope::app::views::Keys::of(&app.state, app.info());
+    let mut measured = Vec::new();
     for scales in [keys.compare.clone().unwrap(), keys.scales.clone()] {
         let key = nopescope::app::jobs::JobKey::PasskeyCompare {
             model: app.state.model,
@@ -471,6 +472,7 @@ fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
                     assert_eq!(c.lengths, vec![256, 512, 1024]);
                     assert_eq!(c.accuracy.len(), 3);
                     assert!(c.accuracy.iter().all(|a| (0.0..=1.0).contains(a)));
+                    measured.extend(c.lengths.iter().zip(&c.accuracy).map(|(&n, &a)| (n as f64, a)));
                 }
                 other => panic!("not a comparison: {other:?}"),
             },
@@ -478,6 +480,20 @@ fn presets_apply_set_b_for_the_explorer_and_compare_pass_key_accuracy() {
         }
     }
     h.get_by_label("2L = 512");
+    // The table exports: its CSV holds the L mark, then each setting's
+    // accuracy at each length, as measured.
+    let dir = std::env::temp_dir().join(format!("nopescope-compare-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = app_common::export_through_dialog(&mut h, "CSV", "passkey_comparison.csv", &dir.join("comparison.csv"));
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.rsplitn(3, ',').collect()).collect();
+    assert_eq!(rows.len(), 1 + 6, "{csv}");
+    assert_eq!((rows[0][0], rows[0][1]), ("", "256"), "the L mark: {csv}");
+    let points: Vec<(f64, f64)> = rows[1..]
+        .iter()
+        .map(|r| (r[1].parse().unwrap(), r[0].parse().unwrap()))
+        .collect();
+    assert_eq!(points, measured, "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A result is applied only to the model it was searched on: after

@@ -1212,6 +1212,11 @@ pub fn scatter_hover(name: &str, s: f64, bits: f64) -> String {
     format!("{name}\ns = {s:.3}, entropy at L {bits:.2} bits")
 }
 
+/// The exported comparison's title.
+pub fn compare_title(trials: usize) -> String {
+    format!("Pass-key accuracy against length, {trials} documents per length")
+}
+
 pub fn compare_trials(trials: usize) -> String {
     format!("Pass-key accuracy, {trials} documents per length (the repeated filler, depths spread evenly):")
 }

@@ -620,7 +620,7 @@ impl TuningView {
             results.push((name.clone(), *colour, acc));
         }
         ui.label(text::compare_trials(COMPARE_TRIALS));
-        egui::Grid::new("passkey comparison")
+        let table = egui::Grid::new("passkey comparison")
             .striped(true)
             .spacing([18.0, 4.0])
             .show(ui, |ui| {
@@ -637,6 +637,31 @@ impl TuningView {
                     ui.end_row();
                 }
             });
+        // The table as a figure (accuracy against length, L marked), once a
+        // setting has its numbers.
+        if results.iter().any(|(_, _, acc)| !acc.is_empty()) {
+            let l = keys.info.training_length;
+            export::buttons(ui, table.response.rect, || export::Figure {
+                stem: "passkey_comparison".into(),
+                title: text::compare_title(COMPARE_TRIALS),
+                x_label: text::LENGTH_AXIS.into(),
+                y_label: text::PASSKEY_AXIS.into(),
+                series: results
+                    .iter()
+                    .map(|(name, colour, acc)| export::Series {
+                        name: name.clone(),
+                        look: Look::line(*colour),
+                        points: lengths.iter().zip(acc).map(|(&n, &a)| [n as f64, a]).collect(),
+                    })
+                    .collect(),
+                marks: vec![export::Mark {
+                    name: text::TRAINING_LENGTH.into(),
+                    x: l as f64,
+                    look: Look::training_length(),
+                }],
+                log_x: true,
+            });
+        }
     }
 
     fn scatter_ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
