@@ -862,9 +862,10 @@ fn the_against_length_sweep_reads_your_text() {
     );
 }
 
-/// "Your text", empty, offers a sample: Moby-Dick's held-out chapters,
+/// "Your text", empty, offers samples: Moby-Dick's held-out chapters,
 /// cut at a paragraph's end and long enough for 16L = 4096 tokens (no
-/// "too short" note there).
+/// "too short" note there), the paper's filler repeated and the novel's
+/// words shuffled; each shows what its hover says.
 #[test]
 fn an_empty_text_offers_a_sample_long_enough_for_16l() {
     use nopescope::app::state::InputKind;
@@ -883,11 +884,66 @@ fn an_empty_text_offers_a_sample_long_enough_for_16l() {
     );
     assert!((20_000..=24_000).contains(&t.len()), "{} bytes", t.len());
     assert!(h.query_by_label(text::SAMPLE_TEXT).is_none(), "offered beside a text");
-    app_common::settle(&mut h, Duration::from_secs(300));
+    let novel = profile_at(&mut h, 4096);
+
+    // The other two samples, each long enough for 16L too. The repeated
+    // filler: predicted almost perfectly at L, far worse at 16L (what its
+    // hover asks the class to watch).
+    h.state_mut().state.pasted_text.clear();
+    h.run_steps(2);
+    h.get_by_label(text::SAMPLE_FILLER).click();
+    h.run_steps(2);
+    assert!(h
+        .state()
+        .state
+        .pasted_text
+        .starts_with("The grass is green. The sky is blue."));
+    let filler_16l = profile_at(&mut h, 4096);
+    let filler_l = profile_at(&mut h, 256);
+    let (at_l, at_16l) = (filler_l.loss.exp(), filler_16l.loss.exp());
+    eprintln!("the filler's perplexity: {at_l:.2} at L, {at_16l:.2} at 16L");
+    assert!(at_l < 3.0 && at_16l > 3.0 * at_l, "{at_l} {at_16l}");
+    // The shuffled words: the novel's words, in another order; as
+    // unpredictable as can be, yet its entropy at 16L is the novel's.
+    h.state_mut().state.pasted_text.clear();
+    h.run_steps(2);
+    h.get_by_label(text::SAMPLE_SHUFFLED).click();
+    h.run_steps(2);
+    let shuffled_text = h.state().state.pasted_text.clone();
+    let mut a: Vec<&str> = shuffled_text.split_whitespace().collect();
+    let mut b: Vec<&str> = t.split_whitespace().collect();
+    assert_ne!(a[..50], b[..50]);
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b, "the same words");
+    let shuffled = profile_at(&mut h, 4096);
+    let mean = |p: &nopescope::app::jobs::EntropyProfile| {
+        let m = p.mean_over_heads();
+        m.iter().sum::<f32>() / m.len() as f32
+    };
+    eprintln!(
+        "mean entropy at 16L: novel {:.3} bits (perplexity {:.1}), shuffled {:.3} bits (perplexity {:.1})",
+        mean(&novel),
+        novel.loss.exp(),
+        mean(&shuffled),
+        shuffled.loss.exp()
+    );
+    assert!((mean(&novel) - mean(&shuffled)).abs() < 0.25);
+    assert!(shuffled.loss > novel.loss + 0.5);
+}
+
+/// The Explore page's profile of "your text" at `length`, computed; it
+/// reads `length` tokens of the text (no "too short" note).
+fn profile_at(h: &mut Harness<'static, NopeApp>, length: usize) -> nopescope::app::jobs::EntropyProfile {
+    h.state_mut().state.length = length;
+    app_common::settle(h, Duration::from_secs(300));
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
     match app.jobs.peek(&keys.entropy(&keys.ones)).and_then(Entry::result) {
-        Some(JobResult::Entropy(p)) => assert!(p.length == 4096 && p.note.is_none(), "{:?}", p.note),
+        Some(JobResult::Entropy(p)) => {
+            assert!(p.length == length && p.note.is_none(), "{:?}", p.note);
+            p.clone()
+        }
         other => panic!("{other:?}"),
     }
 }

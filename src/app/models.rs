@@ -42,6 +42,49 @@ pub fn sample_text() -> &'static str {
     head.rfind("\n\n").map_or(head, |end| &head[..end])
 }
 
+/// The samples "your text" offers while it is empty: the same failure
+/// seen from three sides (docs/APP.md, "Input", has what each showed on
+/// the bundled models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// A novel the models never read (`sample_text`).
+    Novel,
+    /// The paper's pass-key filler, repeated, with no key: text the model
+    /// predicts almost perfectly within L.
+    Filler,
+    /// The novel's words in a random order (a fixed seed): no grammar.
+    Shuffled,
+}
+
+impl Sample {
+    pub const ALL: [Sample; 3] = [Sample::Novel, Sample::Filler, Sample::Shuffled];
+
+    /// The sample's text, about `SAMPLE_BYTES` long.
+    pub fn text(self) -> String {
+        match self {
+            Sample::Novel => sample_text().to_string(),
+            Sample::Filler => {
+                let sentence = crate::lab::passkey::FILLER.trim();
+                let times = SAMPLE_BYTES / (sentence.len() + 1);
+                vec![sentence; times].join(" ")
+            }
+            Sample::Shuffled => {
+                let mut words: Vec<&str> = sample_text().split_whitespace().collect();
+                let mut rng = crate::model::rng::Rng::new(124);
+                for i in (1..words.len()).rev() {
+                    words.swap(i, rng.below(i + 1));
+                }
+                // Short lines (8 words), as the novel is wrapped.
+                words
+                    .chunks(8)
+                    .map(|line| line.join(" "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+    }
+}
+
 /// The per-head scales shipped with the NoPE model: `nopescope search` at
 /// 4L on the pass-key objective (the command is inside the file).
 pub static NOPE_HEAD_SCALES_4L: &str = include_str!("../../assets/models/nope-sotu/head_scales-4L.json");

@@ -76,6 +76,20 @@ pub const CLEAR_TEXT: &str = "Clear";
 pub const SAMPLE_TEXT_LABEL: &str = "Or try:";
 pub const SAMPLE_TEXT: &str = "Moby-Dick, chapter 124 on";
 pub const SAMPLE_TEXT_HELP: &str = "Fills in about 24,000 characters of Moby-Dick's last chapters, which the bundled models never saw in training (they learned from speeches and the book's other chapters): a novel, with dialogue, long enough for 16L.";
+pub const SAMPLE_FILLER: &str = "The pass-key filler, repeated";
+pub const SAMPLE_FILLER_HELP: &str = "The paper's filler (\"The grass is green. The sky is blue. ...\") over and over, with no key, about 24,000 characters. Within L a model that saw it in training predicts it almost perfectly: watch the perplexity as the length passes L, and what the head scales give back.";
+pub const SAMPLE_SHUFFLED: &str = "Moby-Dick's words, shuffled";
+pub const SAMPLE_SHUFFLED_HELP: &str = "The same chapters' words in a random order (the same order every time): no grammar, no story. The perplexity is high at every length, yet the entropy climbs with length as on the novel: the distraction comes from the length, not from what the text says.";
+
+/// A sample's button and its hover.
+pub fn sample(s: crate::app::models::Sample) -> (&'static str, &'static str) {
+    use crate::app::models::Sample;
+    match s {
+        Sample::Novel => (SAMPLE_TEXT, SAMPLE_TEXT_HELP),
+        Sample::Filler => (SAMPLE_FILLER, SAMPLE_FILLER_HELP),
+        Sample::Shuffled => (SAMPLE_SHUFFLED, SAMPLE_SHUFFLED_HELP),
+    }
+}
 
 /// `n` with its thousands separated: 16,384.
 fn thousands(n: usize) -> String {

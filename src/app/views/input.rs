@@ -130,12 +130,11 @@ impl InputView {
             // A text to start from, for a class with none at hand.
             ui.horizontal_wrapped(|ui| {
                 ui.label(text::SAMPLE_TEXT_LABEL);
-                if ui
-                    .button(text::SAMPLE_TEXT)
-                    .on_hover_text(text::SAMPLE_TEXT_HELP)
-                    .clicked()
-                {
-                    state.pasted_text = crate::app::models::sample_text().to_string();
+                for sample in crate::app::models::Sample::ALL {
+                    let (name, help) = text::sample(sample);
+                    if ui.button(name).on_hover_text(help).clicked() {
+                        state.pasted_text = sample.text();
+                    }
                 }
             });
             return;
