@@ -502,6 +502,46 @@ fn the_map_on_one_scale_keeps_its_colour_bar_across_lengths() {
     h.get_by_label(&text::map_ceiling(10.0));
 }
 
+/// A long input's curves are drawn in bins but exported whole: at 2048
+/// tokens the entropy plot's CSV has a row per position for each line,
+/// the attention row's a row per key (summing to 1), and the row's SVG
+/// draws at most `MAX_LINE_POINTS` points.
+#[test]
+fn long_curves_export_every_position() {
+    let mut h = harness(
+        ViewState {
+            length: 2048,
+            ..Default::default()
+        },
+        1280.0,
+    );
+    settle(&mut h);
+    let dir = std::env::temp_dir().join(format!("nopescope-long-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = app_common::export_through_dialog(&mut h, "CSV", "nopescope-entropy-2048.csv", &dir.join("e.csv"));
+    let mean = text::mean_line(text::BEFORE);
+    let rows = |csv: &str, series: &str| {
+        csv.lines()
+            .filter(|r| r.starts_with(&format!("{series},")) || r.starts_with(&format!("\"{series}\",")))
+            .map(|r| r.rsplit(',').next().unwrap().parse::<f64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let bits = rows(&csv, &mean);
+    assert_eq!(bits.len(), 2048, "{}", &csv[..300]);
+    assert!(bits.iter().all(|b| b.is_finite() && *b >= 0.0));
+    let (layer, head, query) = (h.state().state.layer, h.state().state.head, 2047);
+    let stem = format!("nopescope-attention-l{layer}h{head}-q{query}");
+    let csv = app_common::export_through_dialog(&mut h, "CSV", &format!("{stem}.csv"), &dir.join("a.csv"));
+    let weights = rows(&csv, text::BEFORE);
+    assert_eq!(weights.len(), 2048);
+    let sum: f64 = weights.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-3, "the row sums to {sum}");
+    let svg = app_common::export_through_dialog(&mut h, "SVG", &format!("{stem}.svg"), &dir.join("a.svg"));
+    let drawn = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert_eq!(drawn.split(' ').count(), 1024);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// "Your text" shorter than the length asked: the views use all of it and
 /// say how many tokens that is (the text's, and with the start token the
 /// model reads first); the rise from L, which needs more than L tokens,

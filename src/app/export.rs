@@ -23,6 +23,35 @@ pub struct Series {
     pub points: Vec<[f64; 2]>,
 }
 
+/// Most points of one line drawn, on screen and in an SVG: past it,
+/// consecutive points are averaged in bins (a long input's curves). The
+/// CSV keeps every point.
+pub const MAX_LINE_POINTS: usize = 1024;
+
+/// `points` averaged over consecutive bins, at most `most` of them (x and
+/// y both averaged: a bin of positions stands at its middle).
+pub fn bin_points(points: &[[f64; 2]], most: usize) -> Vec<[f64; 2]> {
+    let bin = points.len().div_ceil(most.max(1)).max(1);
+    if bin == 1 {
+        return points.to_vec();
+    }
+    points
+        .chunks(bin)
+        .map(|c| {
+            let n = c.len() as f64;
+            [
+                c.iter().map(|p| p[0]).sum::<f64>() / n,
+                c.iter().map(|p| p[1]).sum::<f64>() / n,
+            ]
+        })
+        .collect()
+}
+
+/// Every value of `ys` as a point (its index, the value).
+pub fn indexed(ys: &[f32]) -> Vec<[f64; 2]> {
+    ys.iter().enumerate().map(|(i, &y)| [i as f64, y as f64]).collect()
+}
+
 /// A vertical mark (the training length L, the pass key).
 #[derive(Debug, Clone)]
 pub struct Mark {
@@ -297,8 +326,27 @@ impl Figure {
     }
 
     /// A standalone SVG of the figure: axes with ticks, every series as a
-    /// polyline, the marks, a legend and the title.
+    /// polyline (binned past `MAX_LINE_POINTS`), the marks, a legend and
+    /// the title.
     pub fn svg(&self) -> String {
+        let binned = Figure {
+            series: self
+                .series
+                .iter()
+                .map(|s| Series {
+                    points: match s.look.pattern {
+                        Pattern::Markers => s.points.clone(),
+                        _ => bin_points(&s.points, MAX_LINE_POINTS),
+                    },
+                    ..s.clone()
+                })
+                .collect(),
+            ..self.clone()
+        };
+        binned.svg_as_is()
+    }
+
+    fn svg_as_is(&self) -> String {
         let (w, h) = (760.0, 440.0);
         let (left, right, top, bottom) = (70.0, 220.0, 40.0, 55.0);
         let (pw, ph) = (w - left - right, h - top - bottom);
@@ -872,6 +920,30 @@ mod tests {
             csv,
             "series,length,bits\nL,2,\n\"NoPE, mean\",1,2\n\"NoPE, mean\",2,3.5\n\"NoPE, layer 0, head 0\",1,2.5\n"
         );
+    }
+
+    /// A long line (a row over 5000 keys) keeps every point in its CSV
+    /// and is drawn in at most MAX_LINE_POINTS bins in its SVG, each the
+    /// mean of its points; a short one is drawn as it is.
+    #[test]
+    fn a_long_line_keeps_every_point_in_csv_and_bins_in_svg() {
+        let ys: Vec<f32> = (0..5000).map(|i| (i % 7) as f32).collect();
+        let mut f = figure();
+        f.series.truncate(1);
+        f.series[0].points = indexed(&ys);
+        assert_eq!(f.csv().lines().count(), 1 + 1 + 5000);
+        let svg = f.svg();
+        let line = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(
+            line.split(' ').count(),
+            5000usize.div_ceil(5000usize.div_ceil(MAX_LINE_POINTS))
+        );
+        let bins = bin_points(&f.series[0].points, MAX_LINE_POINTS);
+        assert_eq!(bins.len(), 1000);
+        // Bins of 5 consecutive keys: at their middle key, their mean.
+        assert_eq!(bins[0], [2.0, 2.0]);
+        assert_eq!(bins[1], [7.0, (5.0 + 6.0 + 0.0 + 1.0 + 2.0) / 5.0]);
+        assert_eq!(bin_points(&bins[..3], MAX_LINE_POINTS), bins[..3].to_vec());
     }
 
     /// A scatter's series is a marker per point (and one in the legend),

@@ -439,7 +439,7 @@ impl AttentionView {
                         JobResult::AttnRow(a) => Some(export::Series {
                             name: name.to_string(),
                             look: Look::line(*colour),
-                            points: binned(&a.row[..=a.query]),
+                            points: export::indexed(&a.row[..=a.query]),
                         }),
                         _ => None,
                     })

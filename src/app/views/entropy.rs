@@ -9,28 +9,19 @@ use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
 use super::{show_entry_status, Keys, LegendEntry, PlotMark};
-use crate::app::export;
+use crate::app::export::{self, indexed};
 use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
 use crate::app::palette::{self, Look};
 use crate::app::state::ViewState;
 use crate::app::text;
 
-/// Points per curve at most: longer curves are averaged in bins.
-const MAX_POINTS: usize = 1024;
-
 #[derive(Default)]
 pub struct EntropyView;
 
-/// (x, y) of `ys` averaged over consecutive bins, at most MAX_POINTS.
+/// (x, y) of `ys` averaged over consecutive bins, at most
+/// `export::MAX_LINE_POINTS`: as a curve is drawn.
 pub fn binned(ys: &[f32]) -> Vec<[f64; 2]> {
-    let bin = ys.len().div_ceil(MAX_POINTS).max(1);
-    ys.chunks(bin)
-        .enumerate()
-        .map(|(k, c)| {
-            let x = (k * bin) as f64 + (c.len() as f64 - 1.0) / 2.0;
-            [x, c.iter().map(|&v| v as f64).sum::<f64>() / c.len() as f64]
-        })
-        .collect()
+    export::bin_points(&export::indexed(ys), export::MAX_LINE_POINTS)
 }
 
 impl EntropyView {
@@ -87,21 +78,22 @@ impl EntropyView {
             })
             .collect();
         let head_name = text::head_name(layer, head);
-        // Every line once, as drawn and as exported: each setting's mean
-        // (thick) and selected head (thin, lighter), each pinned head in its
-        // colour (solid for the first setting, dashed for the other); then
-        // the ceiling, last in the legend and drawn under the curves.
-        let ceiling = binned(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
+        // Every line once, as drawn (binned past MAX_LINE_POINTS) and as
+        // exported (every position): each setting's mean (thick) and
+        // selected head (thin, lighter), each pinned head in its colour
+        // (solid for the first setting, dashed for the other); then the
+        // ceiling, last in the legend and drawn under the curves.
+        let ceiling = indexed(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
         let ceiling = (text::CEILING.to_string(), Look::ceiling(), ceiling);
         let mut lines: Vec<(String, Look, Vec<[f64; 2]>)> = Vec::new();
         for ((name, colour, r), mean) in profiles.iter().zip(&means) {
             let JobResult::Entropy(p) = r.as_ref() else { continue };
-            lines.push((text::mean_line(name), Look::line(*colour), binned(mean)));
+            lines.push((text::mean_line(name), Look::line(*colour), indexed(mean)));
             if layer < p.layers && head < p.heads {
                 lines.push((
                     text::head_line(name, &head_name),
                     Look::head(*colour),
-                    binned(p.head(layer, head)),
+                    indexed(p.head(layer, head)),
                 ));
             }
         }
@@ -113,7 +105,7 @@ impl EntropyView {
                     lines.push((
                         text::head_line(name, &text::head_name(pl, ph)),
                         if s == 0 { look } else { look.dashed() },
-                        binned(p.head(pl, ph)),
+                        indexed(p.head(pl, ph)),
                     ));
                 }
             }
@@ -202,10 +194,13 @@ impl EntropyView {
             .show(ui, |plot| {
                 for (name, look, points) in ceiling.iter().chain(&lines) {
                     plot.line(
-                        Line::new(name.as_str(), PlotPoints::from(points.clone()))
-                            .color(look.paint(&visuals))
-                            .width(look.width)
-                            .style(look.style()),
+                        Line::new(
+                            name.as_str(),
+                            PlotPoints::from(export::bin_points(points, export::MAX_LINE_POINTS)),
+                        )
+                        .color(look.paint(&visuals))
+                        .width(look.width)
+                        .style(look.style()),
                     );
                 }
                 super::labelled_marks(plot, &marks, top * super::MARK_HEADROOM, length as f64);

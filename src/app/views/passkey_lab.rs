@@ -570,8 +570,8 @@ fn attention_plot(
                 super::labelled_marks(plot, &[PlotMark::training(training_length)], top, doc.query as f64);
             }
         });
-    // The weights themselves (binned past 1024 keys, as on the Explore
-    // page), whatever the axis; the key sentence's ends and the query as
+    // The weights themselves (every key; the SVG bins past
+    // `export::MAX_LINE_POINTS`, as the plot does), whatever the axis; the key sentence's ends and the query as
     // marks.
     export::buttons(ui, plot.response.rect, || {
         let mark = |name: String, x: f64, look: Look| export::Mark { name, x, look };
@@ -594,7 +594,7 @@ fn attention_plot(
                     JobResult::AttnRow(a) => Some(export::Series {
                         name: name.to_string(),
                         look: Look::line(*colour),
-                        points: super::entropy::binned(&a.row[..=a.query]),
+                        points: export::indexed(&a.row[..=a.query]),
                     }),
                     _ => None,
                 })
