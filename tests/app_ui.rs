@@ -1595,6 +1595,8 @@ fn play_doubles_the_length_up_to_16l_then_stops() {
     h.get_by_label(text::PLAY_LENGTHS).click();
     h.run_steps(2);
     h.get_by_label(text::PAUSE_LENGTHS);
+    // The map's colours on one scale, so that it brightens as it plays.
+    assert_eq!(h.state().state.map_mode, nopescope::app::state::MapMode::Shared);
     let mut seen = vec![4 * l];
     let start = Instant::now();
     while h.query_by_label(text::PLAY_LENGTHS).is_none() {

@@ -282,7 +282,7 @@ pub const HALVE_HELP: &str = "Halve the length (or the left arrow key)";
 pub const DOUBLE_HELP: &str = "Double the length (or the right arrow key)";
 pub const PLAY_LENGTHS: &str = "Play";
 pub const PAUSE_LENGTHS: &str = "Pause";
-pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L. Pause stops; any length button takes over. The space bar plays and pauses too.";
+pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L (the layer × head map turns to one scale for all lengths, so it brightens as it grows). Pause stops; any length button takes over. The space bar plays and pauses too.";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")

@@ -8,7 +8,7 @@ use std::ops::Range;
 use crate::app::jobs::{Jobs, TextKey};
 use crate::app::models::ModelInfo;
 use crate::app::palette;
-use crate::app::state::{InputKind, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
+use crate::app::state::{InputKind, MapMode, ModelChoice, ViewState, MAX_LENGTH, MIN_LENGTH};
 use crate::app::text;
 
 /// How long "Play" shows each length, once every view of it is computed,
@@ -256,6 +256,12 @@ impl InputView {
             None => {
                 if state.length >= last {
                     state.length = (info.training_length / 2).clamp(MIN_LENGTH, MAX_LENGTH);
+                }
+                // Coloured up to each length's own ceiling, the map would
+                // look alike at every length: on one scale it brightens as
+                // the input grows (the mode button shows the change).
+                if state.map_mode == MapMode::Entropy {
+                    state.map_mode = MapMode::Shared;
                 }
                 Some(Playing {
                     idle_since: None,
