@@ -305,7 +305,7 @@ fn the_text_objective_can_read_your_text() {
     assert_ne!(theirs, yours, "the search did not read your text");
     let (none, h) = first_loss(TuneObjective::Pasted, "Too short.");
     assert!(none.is_none());
-    h.get_by_label_contains("too few for windows of 128");
+    h.get_by_label_contains("too few for stretches of 128");
     // With no text at all, Start and Step are disabled, and the panel says
     // why before any click.
     let mut state = tuning_state(1);

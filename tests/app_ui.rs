@@ -477,7 +477,8 @@ fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
 
 /// The map on one colour scale for all lengths: its colour bar ends at
 /// the ceiling at the longest length whatever the length (the default
-/// mode's ends at this length's), and a link keeps the mode.
+/// mode's ends at this length's), a link keeps the mode, and its export
+/// is named after it.
 #[test]
 fn the_map_on_one_scale_keeps_its_colour_bar_across_lengths() {
     let mut h = harness(small_state(), 1280.0);
@@ -493,6 +494,23 @@ fn the_map_on_one_scale_keeps_its_colour_bar_across_lengths() {
         "{}",
         h.state().state.to_fragment()
     );
+    // Its export is named after the mode and holds the same values as the
+    // default mode's.
+    let dir = std::env::temp_dir().join(format!("nopescope-one-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shared =
+        app_common::export_through_dialog(&mut h, "CSV", "head_map_entropy_one_scale_512.csv", &dir.join("s.csv"));
+    h.get_by_label(text::MAP_ENTROPY).click();
+    settle(&mut h);
+    let own = app_common::export_through_dialog(&mut h, "CSV", "head_map_entropy_512.csv", &dir.join("e.csv"));
+    assert_eq!(shared.lines().count(), 1 + 16, "{shared}");
+    assert_eq!(
+        shared.lines().skip(1).collect::<Vec<_>>(),
+        own.lines().skip(1).collect::<Vec<_>>()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    h.get_by_label(text::MAP_SHARED).click();
+    settle(&mut h);
     h.state_mut().state.length = 1024;
     settle(&mut h);
     h.get_by_label(&top);

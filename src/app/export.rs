@@ -72,6 +72,10 @@ pub struct Figure {
     pub marks: Vec<Mark>,
     /// Log-scaled x axis (lengths).
     pub log_x: bool,
+    /// Lines over positions or keys, drawn in bins past `MAX_LINE_POINTS`
+    /// on screen: the SVG bins them the same way (the CSV keeps every
+    /// point). Other figures' SVG draws every point, as their plots do.
+    pub bin: bool,
 }
 
 /// A map (the layer x head map, the pooled attention map): values per
@@ -326,8 +330,8 @@ impl Figure {
     }
 
     /// A standalone SVG of the figure: axes with ticks, every series as a
-    /// polyline (binned past `MAX_LINE_POINTS`), the marks, a legend and
-    /// the title.
+    /// polyline (binned past `MAX_LINE_POINTS` where `bin` says), the
+    /// marks, a legend and the title.
     pub fn svg(&self) -> String {
         let binned = Figure {
             series: self
@@ -336,6 +340,7 @@ impl Figure {
                 .map(|s| Series {
                     points: match s.look.pattern {
                         Pattern::Markers => s.points.clone(),
+                        _ if !self.bin => s.points.clone(),
                         _ => bin_points(&s.points, MAX_LINE_POINTS),
                     },
                     ..s.clone()
@@ -910,6 +915,7 @@ mod tests {
                 look: Look::training_length(),
             }],
             log_x: false,
+            bin: false,
         }
     }
 
@@ -932,10 +938,23 @@ mod tests {
         f.series.truncate(1);
         f.series[0].points = indexed(&ys);
         assert_eq!(f.csv().lines().count(), 1 + 1 + 5000);
-        let svg = f.svg();
-        let line = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        let line = |svg: &str| {
+            svg.split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(
-            line.split(' ').count(),
+            line(&f.svg()).split(' ').count(),
+            5000,
+            "a figure that does not bin (an objective's curve)"
+        );
+        f.bin = true;
+        assert_eq!(
+            line(&f.svg()).split(' ').count(),
             5000usize.div_ceil(5000usize.div_ceil(MAX_LINE_POINTS))
         );
         let bins = bin_points(&f.series[0].points, MAX_LINE_POINTS);
@@ -944,6 +963,8 @@ mod tests {
         assert_eq!(bins[0], [2.0, 2.0]);
         assert_eq!(bins[1], [7.0, (5.0 + 6.0 + 0.0 + 1.0 + 2.0) / 5.0]);
         assert_eq!(bin_points(&bins[..3], MAX_LINE_POINTS), bins[..3].to_vec());
+        // The plots' own binning, from the values, draws the same points.
+        assert_eq!(crate::app::views::entropy::binned(&ys), bins);
     }
 
     /// A scatter's series is a marker per point (and one in the legend),

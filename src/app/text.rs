@@ -56,7 +56,7 @@ pub const EMBED_HIDE_DOCUMENT: &str = "one document";
 pub const EMBED_HIDE_ACCURACY: &str = "accuracy map";
 pub const EMBED_HIDE_SEARCH: &str = "search";
 pub const EMBED_HIDE_PRESETS: &str = "presets";
-pub const EMBED_HIDE_COMPARE: &str = "compare and scales against entropy";
+pub const EMBED_HIDE_COMPARE: &str = "compare, and scale against entropy at L";
 pub const EMBED_SIZE: &str = "Size";
 pub const EMBED_CODE: &str = "Embed code";
 pub const COPY_EMBED: &str = "Copy embed code";
@@ -74,10 +74,10 @@ pub const DONE_EDITING: &str = "Done";
 pub const DONE_EDITING_HELP: &str = "Back to the preview of the text";
 pub const CLEAR_TEXT: &str = "Clear";
 pub const SAMPLE_TEXT_LABEL: &str = "Or try:";
-pub const SAMPLE_TEXT: &str = "Moby-Dick, chapter 124 on";
+pub const SAMPLE_TEXT: &str = "Moby-Dick's last chapters";
 pub const SAMPLE_TEXT_HELP: &str = "Fills in about 24,000 characters of Moby-Dick's last chapters, which the bundled models never saw in training (they learned from speeches and the book's other chapters): a novel, with dialogue, long enough for 16L.";
 pub const SAMPLE_FILLER: &str = "The pass-key filler, repeated";
-pub const SAMPLE_FILLER_HELP: &str = "The paper's filler (\"The grass is green. The sky is blue. ...\") over and over, with no key, about 24,000 characters. Within L a model that saw it in training predicts it almost perfectly: watch the perplexity as the length passes L, and what the head scales give back.";
+pub const SAMPLE_FILLER_HELP: &str = "The paper's filler (\"The grass is green. The sky is blue. ...\") over and over, with no key, about 24,000 characters. Within L a model that saw it in training predicts it almost perfectly: watch the perplexity as the length passes L, and how much the head scales win back.";
 pub const SAMPLE_SHUFFLED: &str = "Moby-Dick's words, shuffled";
 pub const SAMPLE_SHUFFLED_HELP: &str = "The same chapters' words in a random order (the same order every time): no grammar, no story. The perplexity is high at every length, yet the entropy climbs with length as on the novel: the distraction comes from the length, not from what the text says.";
 
@@ -114,7 +114,7 @@ pub fn pasted_size(chars: usize) -> String {
 }
 pub const LENGTH: &str = "Length (tokens)";
 pub const LENGTH_HELP: &str =
-    "Tokens per window, 16 to 16384 on a log scale; L marks the length the model was trained on.";
+    "Tokens per stretch of text, 16 to 16384 on a log scale; L marks the length the model was trained on.";
 pub const PASSKEY_KEY: &str = "Key";
 pub const PASSKEY_DEPTH: &str = "Depth";
 pub const MODEL: &str = "Model";
@@ -125,7 +125,7 @@ pub const MODEL_ROPE: &str = "RoPE twin (bundled)";
 pub const SCALES_HEADING: &str = "Head scales";
 pub const UNIFORM_SCALE: &str = "Uniform scale";
 pub const UNIFORM_HELP: &str =
-    "Multiplies every head's attention logits: s = 1 is the model as trained, s > 1 sharpens attention.";
+    "Multiplies every head's attention scores: s = 1 is the model as trained, s > 1 sharpens attention.";
 pub const RESET_SCALES: &str = "Reset to s = 1";
 /// A web page reads no paths: there the scales' JSON is pasted.
 pub const SCALES_FILE: &str = if cfg!(target_arch = "wasm32") {
@@ -149,7 +149,7 @@ pub const LEGEND_HIDE: &str = "Click to hide this line";
 pub const LEGEND_SHOW: &str = "Click to show this line again";
 pub const MAP_HEADING: &str = "Layer × head map";
 pub const MAP_ENTROPY: &str = "Mean entropy";
-pub const MAP_SHARED: &str = "One scale for all lengths";
+pub const MAP_SHARED: &str = "Same colours at every length";
 pub const MAP_SHARED_HOVER: &str = "The colours run from 0 to the ceiling at the longest length, whatever the length: a longer input's map turns brighter where its heads' entropy rose. (\"Mean entropy\" colours each length up to its own ceiling: it shows how near uniform each head is.)";
 pub const MAP_RISE: &str = "Rise from L to this length";
 pub fn map_help() -> String {
@@ -218,8 +218,8 @@ pub fn against_head_column(head_name: &str) -> String {
 }
 pub const AGAINST_START: &str = "Compute against length";
 pub const AGAINST_STOP: &str = "Stop";
-pub const AGAINST_STOP_HELP: &str = "Stops computing: the lengths done so far stay, and Go on computes the rest.";
-pub const AGAINST_GO_ON: &str = "Go on";
+pub const AGAINST_STOP_HELP: &str = "Stops computing: the lengths done so far stay, and Resume computes the rest.";
+pub const AGAINST_GO_ON: &str = "Resume";
 pub const AGAINST_GO_ON_HELP: &str = "Computes the lengths left, going on from those done.";
 pub const AGAINST_HIDE: &str = "Hide these plots";
 
@@ -239,7 +239,7 @@ pub fn selected(layer: usize, head: usize) -> String {
 
 /// Under the selection while the explorer chose it (`ViewState::head_chosen`).
 pub const SELECTED_FOR_YOU: &str =
-    "Selected for you: of all heads, its curve closes in most on the ceiling past L, its attention spread out. Click a cell to choose another.";
+    "Selected for you: past L, this head's curve comes closest to the ceiling (its attention is the most spread out). Click a cell to choose another.";
 
 pub fn tokens_note(tokens: usize) -> String {
     format!("{tokens} tokens")
@@ -282,7 +282,7 @@ pub const HALVE_HELP: &str = "Halve the length (or the left arrow key)";
 pub const DOUBLE_HELP: &str = "Double the length (or the right arrow key)";
 pub const PLAY_LENGTHS: &str = "Play";
 pub const PAUSE_LENGTHS: &str = "Pause";
-pub const PLAY_HELP: &str = "Double the length again and again, up to 16L (from L/2 once there), each time a moment after every view has been computed: watch the attention spread as the input grows past L (the layer × head map turns to one scale for all lengths, so it brightens as it grows). Pause stops; any length button takes over. The space bar plays and pauses too.";
+pub const PLAY_HELP: &str = "Double the length again and again, up to 16L, then again from L/2, each time a moment after every view has been computed: watch the attention spread as the input grows past L (the layer × head map turns to the same colours at every length, so it brightens as it grows). Pause stops; any length button takes over. The space bar plays and pauses too.";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")
@@ -355,7 +355,7 @@ pub fn map_brighter(rise: bool) -> &'static str {
     }
 }
 
-pub const MAP_CEILING_HOVER: &str = "The top of the scale is log2 T bits, the ceiling at the last of the T positions (attention spread evenly over all T tokens). A cell is a head's mean over every position, where the ceiling is lower, so even a head that spreads evenly stays under the top.";
+pub const MAP_CEILING_HOVER: &str = "The top of the colour bar is log2 T bits, the ceiling at the last of the T positions (attention spread evenly over all T tokens). A cell is a head's mean over every position, where the ceiling is lower, so even a head that spreads evenly stays under the top.";
 
 pub fn cell_hover(name: &str, value: f32, rise: bool) -> String {
     if rise {
@@ -469,7 +469,7 @@ pub fn position_hover(i: usize, token: &str, readout: &[Readout], head_name: &st
 
 pub const KEY_AXIS: &str = "key position j";
 pub const WEIGHT_AXIS: &str = "attention weight";
-pub const RETRIEVING_QUERY: &str = "Query that retrieves the key";
+pub const RETRIEVING_QUERY: &str = "The answering query";
 pub const LAST_QUERY: &str = "Last token as query";
 
 /// An attention row's hover at key `j`: its token (where the view has
@@ -499,7 +499,7 @@ pub fn quoted(token: &str) -> String {
 }
 
 pub const ON_TEXT_HEADING: &str = "Where this query looks, in the text";
-pub const ON_TEXT_HELP: &str = "Each token on a shade as strong as the attention the query gives it (the most attended token fully shaded); the query underlined. A long document shows the stretches around its most attended tokens and before the query.";
+pub const ON_TEXT_HELP: &str = "Each token is shaded as strongly as the query attends to it (the most attended token fully); the query underlined. A long document shows the stretches around its most attended tokens and before the query.";
 pub const ON_TEXT_SHADED_BY: &str = "Shaded by";
 pub const ON_TEXT_GAP: &str = " [...] ";
 /// The query's most attended tokens: (token, position, share of its attention).
@@ -542,18 +542,21 @@ pub fn sink_note(setting: &str, share: f32, rope: bool) -> String {
 pub const MAP_ROWS: &str = "layer";
 pub const MAP_COLS: &str = "head";
 
-pub fn map_title(rise: bool, length: usize) -> String {
-    if rise {
-        format!("Rise of each head's mean attention entropy from L to {length} tokens")
-    } else {
-        format!("Each head's mean attention entropy at {length} tokens")
+pub fn map_title(mode: crate::app::state::MapMode, length: usize) -> String {
+    use crate::app::state::{MapMode, MAX_LENGTH};
+    match mode {
+        MapMode::Rise => format!("Rise of each head's mean attention entropy from L to {length} tokens"),
+        MapMode::Entropy => format!("Each head's mean attention entropy at {length} tokens"),
+        MapMode::Shared => format!(
+            "Each head's mean attention entropy at {length} tokens, coloured as at every length (0 to log2 {MAX_LENGTH} bits)"
+        ),
     }
 }
 
 pub const POOLED_ROWS: &str = "query bin (first token)";
 /// The pooled map's colour bar ends (`views::attention::pooled_image`).
 pub const POOLED_SCALE_LOW: &str = "0.0001 or less";
-pub const POOLED_SCALE_HIGH: &str = "1 (attention, log scale; the upper right is after each query: masked)";
+pub const POOLED_SCALE_HIGH: &str = "1 (attention, log scale; upper right: keys after the query, which it cannot see)";
 /// Under a pooled map: its axes.
 pub fn pooled_axes(length: usize) -> String {
     let last = length.saturating_sub(1);
@@ -625,7 +628,7 @@ pub const FRAME_TIME_HOVER: &str = "How long the app took to draw one frame whil
 pub fn frame_time_short(ms: f32) -> String {
     format!("{ms:.0} ms a frame")
 }
-pub const CANCELLED: &str = "stopped; change a setting (or Go on, where offered) to compute again";
+pub const CANCELLED: &str = "stopped; change a setting (or Resume, where offered) to compute again";
 /// A sweep stopped part way, beside what it had finished.
 pub const STOPPED_PART_WAY: &str = "stopped part way: what was done is shown";
 
@@ -674,7 +677,7 @@ pub fn tour_broken(what: &str) -> String {
 }
 
 pub const TOUR_1_TITLE: &str = "What attention is, and its entropy";
-pub const TOUR_1_BODY: &str = "At every position the model looks back at the tokens before it and shares out one unit of attention among them. The entropy of that share, in bits, says how spread out it is: 0 bits means one token gets everything, log2(n) bits means all n tokens get the same. The model here reads 256 tokens of a speech it never saw.";
+pub const TOUR_1_BODY: &str = "At every position the model looks back at the tokens before it and shares out one unit of attention among them. The entropy of that share, in bits, says how spread out it is: 0 bits means one token gets everything, log2(n) bits means all n tokens get the same. The model here reads 256 tokens of its validation text, speeches it never saw in training.";
 pub const TOUR_1_LOOK: &str = "Look at the thick curve, the mean over heads: it stays below the grey ceiling, the entropy of attention spread evenly. The thin curve is one head, the selected one.";
 /// Step 1's measurement: the mean curve's gap under the ceiling, on
 /// average over positions, and the most it rises above it (`worst`).
@@ -710,7 +713,7 @@ pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and 
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
 pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";
-pub const TOUR_4_LOOK: &str = "Look at the answer, and at the attention row of the head that now retrieves best: compare the share of it on the key's shaded tokens (said under the row) with step 2's.";
+pub const TOUR_4_LOOK: &str = "Look at the answer, and at the attention row of the head that now retrieves best: compare its share on the key's tokens (given under the row) with step 2's.";
 
 pub const TOUR_5_TITLE: &str = "The distracted heads";
 pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
@@ -719,15 +722,15 @@ pub const TOUR_5_LOOK: &str = "Look at the layer × head map, then at the select
 // Steps 6 to 8 quote docs/RESULTS.md (`nopescope reproduce`), in words a
 // web page's reader can follow without opening it.
 pub const TOUR_6_TITLE: &str = "A temperature brings attention back";
-pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the model finds this key in 2L = 512 tokens, where plain NoPE does not: over 50 documents it finds 80% of the keys, against NoPE's 2%. The Pass-key lab's accuracy map measures the like on this device.";
+pub const TOUR_6_BODY: &str = "Multiplying the attention scores by a scale s above 1 (a lower temperature) sharpens every head again. With one uniform scale, s = 1.2, the model finds this key in 2L = 512 tokens, where plain NoPE does not: over 50 documents it finds 80% of the keys, against NoPE's 2%. The Pass-key lab's accuracy map measures the same on this device.";
 pub const TOUR_6_LOOK: &str = "Compare the two answers and attention rows (NoPE, and with the scale); the Explore page shows the entropy falling.";
 
 pub const TOUR_7_TITLE: &str = "One scale per head, searched";
-pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that only the distracted heads are sharpened. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents).";
+pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that each head is sharpened only as much as it needs. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents).";
 pub const TOUR_7_LOOK: &str = "Compare the two answers; the next step searches scales like these on this device.";
 
 pub const TOUR_8_TITLE: &str = "Search the scales yourself";
-pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each round of the search hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The search's objective is the loss on those digits: lower is better.";
+pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each round of the search hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The objective measures how unsure the model is of those digits (its loss): lower is better.";
 pub const TOUR_8_LOOK: &str = "Press Start search, then watch the objective fall and the map of scales change: the heads that need sharpening move up from 1. When it finishes, \"Apply the result\" uses these scales on every page (until another step sets its own).";
 /// The search step before its search has started.
 pub const TOUR_SEARCH_PENDING: &str = "Not measured yet: press Start search (the panel says how long it takes here).";
@@ -736,9 +739,9 @@ pub const TOUR_SEARCH_OTHER: &str =
 pub const TOUR_SEARCH_PAUSED: &str = "Not measured yet: the search is paused; press Resume to finish it.";
 pub const TOUR_SEARCH_FAILED: &str = "Not measured: the search failed (the panel says why).";
 pub const TOUR_SEARCH_PER_HEAD: &str = "This step measures a search per head: choose \"Per head\".";
-pub const TOUR_SEARCH_TWO_STEPS: &str = "This step measures a search of at least 2 steps: set Steps to 2 or more.";
+pub const TOUR_SEARCH_TWO_STEPS: &str = "This step needs a search of at least 2 search steps: set Steps to 2 or more.";
 pub fn tour_search_running(done: usize, steps: usize) -> String {
-    format!("Searching: step {done} of {steps}; measured when it finishes.")
+    format!("Searching: {done} of {steps} search steps done; measured when it finishes.")
 }
 /// The search step's measurement: the objective's mean over the first and
 /// last `k` of `steps` steps, and the largest scale.
@@ -765,7 +768,7 @@ pub fn tour_search_measured(
 }
 
 pub const TOUR_9_TITLE: &str = "For comparison: RoPE";
-pub const TOUR_9_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents it finds the pass key in 100% of them at L and in 2% at 2L.";
+pub const TOUR_9_BODY: &str = "This twin was trained the same way but with rotary position encoding (RoPE). Past L its attention comes only a little nearer the ceiling, where NoPE's gap more than halved (step 3), yet it fails too, for another reason: it meets positions it never saw in training. Over 50 documents it finds the pass key in 100% of them at L and in 2% at 2L.";
 pub const TOUR_9_LOOK: &str = "Look at the gap between the mean curve and the grey ceiling past the dashed line, compare it with step 3, and switch the model back to NoPE.";
 
 // Export (app::export).
@@ -819,7 +822,7 @@ pub fn model_opened(name: &str, layers: usize, heads: usize, training: usize) ->
 
 // Pass-key lab
 pub const PASSKEY_HEADING: &str = "Pass-key lab";
-pub const PASSKEY_HELP: &str = "A 5-digit key hidden at some depth in filler text, asked for at the end. The model's answer is decoded greedily; past the training length L plain NoPE's attention spreads out and the key is lost, and the head scales bring it back.";
+pub const PASSKEY_HELP: &str = "A 5-digit key hidden at some depth in filler text, asked for at the end. The model writes its answer by always taking its most likely next token; past the training length L plain NoPE's attention spreads out and the key is lost, and the head scales bring it back.";
 pub const PASSKEY_DOC_HEADING: &str = "One document";
 pub const PASSKEY_LENGTH: &str = "Document length (tokens)";
 pub const PASSKEY_RANDOM_KEY: &str = "Random key";
@@ -833,7 +836,7 @@ pub const PASSKEY_DECODING: &str = "decoding the answer";
 pub const LAYER: &str = "Layer";
 pub const HEAD: &str = "Head";
 pub const SHOW_BEST_HEAD: &str = "Show this head";
-pub const PASSKEY_ROW_HELP: &str = "Attention of the query that predicts the key's first token, for the chosen layer and head. The shaded band is the key sentence, which names the key twice. The axis runs to 1, all of the query's attention, so rows at two lengths compare at a glance; Log scale shows the small weights.";
+pub const PASSKEY_ROW_HELP: &str = "Attention of the answering query (the one that predicts the key's first digit), for the chosen layer and head. The shaded band is the key sentence, which names the key twice. The axis runs to 1, all of the query's attention, so rows at two lengths compare at a glance; Log scale shows the small weights.";
 pub const KEY_SENTENCE: &str = "key sentence";
 /// An exported mark at the key sentence's first key, or one past its last.
 pub fn key_sentence_end(start: bool) -> String {
@@ -843,11 +846,11 @@ pub fn passkey_row_title(head: &str, length: usize) -> String {
     format!("{head}: the answering query's attention in a pass-key document of {length} tokens")
 }
 pub const GRID_HEADING: &str = "Accuracy over length and depth";
-pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count under 10 trials, else a share). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
+pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count when there are fewer than 10 trials, else a percentage). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";
 pub const GRID_STOP: &str = "Stop the accuracy map";
-pub const GRID_STOP_HELP: &str = "Stops computing: the cells done so far stay, and Go on computes the rest.";
-pub const GRID_GO_ON: &str = "Go on with the accuracy map";
+pub const GRID_STOP_HELP: &str = "Stops computing: the cells done so far stay, and Resume computes the rest.";
+pub const GRID_GO_ON: &str = "Resume the accuracy map";
 pub const GRID_GO_ON_HELP: &str = "Computes the cells left, going on from those done.";
 pub const GRID_CLEAR: &str = "Clear the accuracy map";
 pub const GRID_CLEAR_HELP: &str = "Clears the maps (export them first to keep them).";
@@ -921,7 +924,7 @@ pub const WRONG: &str = "wrong";
 
 pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
     format!(
-        "{setting}: the head that retrieves best is {} ({:.0}% of the retrieving query's attention on the key's tokens)",
+        "{setting}: the head that retrieves best is {} ({:.0}% of the answering query's attention on the key's tokens)",
         head_name(layer, head),
         100.0 * mass
     )
@@ -963,7 +966,7 @@ pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
 
 // Tuning panel
 pub const TUNE_HEADING: &str = "Tune the head scales";
-pub const TUNE_HELP: &str = "Search attention temperatures with every weight frozen: one scale per head (AdamW, scales kept ≥ 1, the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
+pub const TUNE_HELP: &str = "Search attention scales (s above 1 = a lower temperature) with every weight frozen: one per head (the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
 pub const IN_USE: &str = "Scales in use:";
 pub const SEARCH_HEADING: &str = "Search";
 pub const SEARCH_KIND: &str = "Search";
@@ -979,7 +982,7 @@ pub const OBJECTIVE_PASTED_HINT: &str = "The next-token loss on your own text (t
 /// The objective "your text", when the text is too short for a window.
 pub fn search_text_too_short(tokens: usize, length: usize) -> String {
     format!(
-        "your text holds {tokens} tokens, too few for windows of {length}: paste a longer text on the Explore page (Input: your text), or lower the target length"
+        "your text holds {tokens} tokens, too few for stretches of {length}: paste a longer text on the Explore page (Input: your text), or lower the target length"
     )
 }
 pub const TARGET_LENGTH: &str = "Target length";
@@ -1003,7 +1006,7 @@ pub fn more_settings(heads: Option<(f32, f32)>, rule: &str) -> String {
 // What each search setting means, on hover over its name (a student meets
 // AdamW and learning rates here for the first time).
 pub const SEARCH_KIND_HINT: &str = "Per head: one scale for each head, learned by gradient descent (AdamW) with every weight of the model frozen, the paper's head-based scale. Uniform: one scale for all heads, tried on a grid from 1 to 2.";
-pub const OBJECTIVE_HINT: &str = "What the search makes smaller. Pass-key digits: the model's loss on the hidden key's digits, in pass-key documents of the target length. Text: its next-token loss on a text of that length (the paper's; a speech set apart for tuning, never the validation text). Your text: the same on the text you gave on the Explore page.";
+pub const OBJECTIVE_HINT: &str = "What the search makes smaller. Pass-key digits: the model's loss on the hidden key's digits, in pass-key documents of the target length. Text: its next-token loss on a text of that length, as in the paper (speeches kept apart for tuning, never the validation text). Your text: the same on the text you gave on the Explore page.";
 pub const TARGET_LENGTH_HINT: &str = "The input length the scales are searched at; past L is where they are needed.";
 pub const STEPS_HINT: &str = "How many gradient steps the per-head search takes.";
 pub const BATCH_HINT: &str = "The documents each step averages over: more is steadier and slower.";
@@ -1040,7 +1043,7 @@ pub const SCALE_AXIS: &str = "head scale s";
 pub const RESULT: &str = "Result:";
 pub const APPLY_RESULT: &str = "Apply the result";
 pub const RESULT_OTHER_MODEL: &str = "This result was searched on another model (or one of another shape): switch back to that model to apply it or compare with it. Save keeps it for that model.";
-pub const RESULT_AS_B: &str = "Compare with it (setting B)";
+pub const RESULT_AS_B: &str = "Set the result as B";
 pub const SHOW_JSON: &str = "Show as JSON";
 pub const COPY_JSON: &str = "Copy the JSON";
 pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file or the JSON here later.";
@@ -1071,9 +1074,9 @@ pub const CURRENT_SCALES: &str = "the current scales";
 pub const SETTING_B: &str = "setting B";
 pub const COMPARE_HEADING: &str = "Compare";
 pub const COMPARE_HELP: &str =
-    "The explorer draws the current scales against setting B: NoPE unless you choose another.";
+    "The Explore page draws the current scales against setting B: the model at s = 1 unless you choose another.";
 pub const SETTING_B_IS: &str = "Setting B:";
-pub const CLEAR_B: &str = "Back to NoPE";
+pub const CLEAR_B: &str = "Back to s = 1";
 pub const COMPARE_PASSKEY: &str = "Compare pass-key accuracy";
 pub const SETTING: &str = "setting";
 pub const SCATTER_HEADING: &str = "Scale against entropy at L";
@@ -1087,8 +1090,8 @@ pub fn rule_name(rule: &crate::model::head_scales::ScaleRule) -> String {
     use crate::model::head_scales::ScaleRule;
     match *rule {
         ScaleRule::Constant => "constant".into(),
-        ScaleRule::LogN { .. } => "log-n, s(i) = max(1, ln(i + 1) / ln L)".into(),
-        ScaleRule::Fitted { a, .. } => format!("fitted, s(i) = 1 + {a:.3} ln(i / L)"),
+        ScaleRule::LogN { .. } => "log-n: s × max(1, ln(i + 1) / ln L)".into(),
+        ScaleRule::Fitted { a, .. } => format!("fitted: s × max(1, 1 + {a:.3} ln((i + 1) / L))"),
     }
 }
 
@@ -1198,12 +1201,12 @@ pub fn preset_uniform(s: f32) -> String {
 }
 
 pub fn preset_fitted(a: f64) -> String {
-    format!("fitted rule: s(i) = 1 + {a:.3} ln(i / L)")
+    format!("fitted rule: s(i) = max(1, 1 + {a:.3} ln((i + 1) / L))")
 }
 
 pub fn scale_hover(name: &str, s: f32) -> String {
     format!(
-        "{}\nClick to select this head: the Explore page and the pass-key lab show it.",
+        "{}\nClick to select this head: the Explore page and the Pass-key lab show it.",
         scale_cell(name, s)
     )
 }

@@ -588,7 +588,7 @@ mod tests {
             Promise::Waiting(m) => m,
             other => panic!("{other:?}"),
         };
-        assert!(waiting(seen(&good, &Phase::Running)).contains("step 40 of 40"));
+        assert!(waiting(seen(&good, &Phase::Running)).contains("40 of 40 search steps"));
         assert_eq!(waiting(seen(&good, &Phase::Paused)), text::TOUR_SEARCH_PAUSED);
         assert_eq!(waiting(search_promise(None, &state, info)), text::TOUR_SEARCH_PENDING);
         // A search of other settings (from before the step opened) is not

@@ -380,6 +380,7 @@ impl AgainstLengthView {
                             look: Look::training_length(),
                         }],
                         log_x: true,
+                        bin: false,
                     });
                 });
             }

@@ -460,6 +460,7 @@ impl AttentionView {
                     series,
                     marks,
                     log_x: false,
+                    bin: true,
                 }
             });
             for (name, _, r) in &rows {

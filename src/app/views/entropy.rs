@@ -19,9 +19,18 @@ use crate::app::text;
 pub struct EntropyView;
 
 /// (x, y) of `ys` averaged over consecutive bins, at most
-/// `export::MAX_LINE_POINTS`: as a curve is drawn.
+/// `export::MAX_LINE_POINTS`: as a curve is drawn, each frame (the same
+/// points as `export::bin_points` over `export::indexed(ys)`, which an SVG
+/// draws, without a full-length copy).
 pub fn binned(ys: &[f32]) -> Vec<[f64; 2]> {
-    export::bin_points(&export::indexed(ys), export::MAX_LINE_POINTS)
+    let bin = ys.len().div_ceil(export::MAX_LINE_POINTS).max(1);
+    ys.chunks(bin)
+        .enumerate()
+        .map(|(k, c)| {
+            let x = (k * bin) as f64 + (c.len() as f64 - 1.0) / 2.0;
+            [x, c.iter().map(|&v| v as f64).sum::<f64>() / c.len() as f64]
+        })
+        .collect()
 }
 
 impl EntropyView {
@@ -83,17 +92,17 @@ impl EntropyView {
         // selected head (thin, lighter), each pinned head in its colour
         // (solid for the first setting, dashed for the other); then the
         // ceiling, last in the legend and drawn under the curves.
-        let ceiling = indexed(&(0..length).map(|i| ((i + 1) as f32).log2()).collect::<Vec<_>>());
-        let ceiling = (text::CEILING.to_string(), Look::ceiling(), ceiling);
-        let mut lines: Vec<(String, Look, Vec<[f64; 2]>)> = Vec::new();
+        let ceiling_bits: Vec<f32> = (0..length).map(|i| ((i + 1) as f32).log2()).collect();
+        let ceiling = (text::CEILING.to_string(), Look::ceiling(), ceiling_bits.as_slice());
+        let mut lines: Vec<(String, Look, &[f32])> = Vec::new();
         for ((name, colour, r), mean) in profiles.iter().zip(&means) {
             let JobResult::Entropy(p) = r.as_ref() else { continue };
-            lines.push((text::mean_line(name), Look::line(*colour), indexed(mean)));
+            lines.push((text::mean_line(name), Look::line(*colour), mean.as_slice()));
             if layer < p.layers && head < p.heads {
                 lines.push((
                     text::head_line(name, &head_name),
                     Look::head(*colour),
-                    indexed(p.head(layer, head)),
+                    p.head(layer, head),
                 ));
             }
         }
@@ -105,7 +114,7 @@ impl EntropyView {
                     lines.push((
                         text::head_line(name, &text::head_name(pl, ph)),
                         if s == 0 { look } else { look.dashed() },
-                        indexed(p.head(pl, ph)),
+                        p.head(pl, ph),
                     ));
                 }
             }
@@ -194,13 +203,10 @@ impl EntropyView {
             .show(ui, |plot| {
                 for (name, look, points) in ceiling.iter().chain(&lines) {
                     plot.line(
-                        Line::new(
-                            name.as_str(),
-                            PlotPoints::from(export::bin_points(points, export::MAX_LINE_POINTS)),
-                        )
-                        .color(look.paint(&visuals))
-                        .width(look.width)
-                        .style(look.style()),
+                        Line::new(name.as_str(), PlotPoints::from(binned(points)))
+                            .color(look.paint(&visuals))
+                            .width(look.width)
+                            .style(look.style()),
                     );
                 }
                 super::labelled_marks(plot, &marks, top * super::MARK_HEADROOM, length as f64);
@@ -216,11 +222,12 @@ impl EntropyView {
                 .map(|(name, look, points)| export::Series {
                     name: name.clone(),
                     look: *look,
-                    points: points.clone(),
+                    points: indexed(points),
                 })
                 .collect(),
             marks: marks.iter().map(PlotMark::export).collect(),
             log_x: false,
+            bin: true,
         });
     }
 }

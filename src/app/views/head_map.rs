@@ -159,18 +159,22 @@ fn ceiling(length: usize) -> f32 {
 
 /// Per-head values to colour, and the colour scale's range.
 fn values(jobs: &mut Jobs, keys: &Keys, mode: MapMode) -> Option<(Vec<f32>, f32, f32)> {
-    let here = jobs.get(&keys.entropy(&keys.scales)).result().cloned();
-    let JobResult::Entropy(p) = here? else { return None };
+    // (A shared handle: the profile holds every position's entropy.)
+    let here = jobs.get(&keys.entropy(&keys.scales)).shared()?;
+    let JobResult::Entropy(p) = here.as_ref() else {
+        return None;
+    };
     let means = p.head_means();
     match mode {
         MapMode::Entropy => Some((means, 0.0, ceiling(p.length))),
         MapMode::Shared => Some((means, 0.0, ceiling(MAX_LENGTH))),
         MapMode::Rise => {
             let at_l = keys.entropy_at_l(&keys.scales);
-            let JobResult::Entropy(base) = jobs.get(&at_l).result().cloned()? else {
+            let base = jobs.get(&at_l).shared()?;
+            let JobResult::Entropy(base) = base.as_ref() else {
                 return None;
             };
-            let rise = p.rise_from(&base);
+            let rise = p.rise_from(base);
             let lo = rise.iter().copied().fold(0.0f32, f32::min);
             let hi = rise.iter().copied().fold(lo + 1e-3, f32::max);
             Some((rise, lo, hi))
@@ -262,7 +266,7 @@ impl HeadMapView {
         export::grid_buttons(ui, map.rect, layers * heads, || {
             export::Grid::heads(
                 format!("head_map_{}_{}", mode_stem(state.map_mode), keys.at.length),
-                text::map_title(rise, keys.at.length),
+                text::map_title(state.map_mode, keys.at.length),
                 text::map_unit(rise),
                 heads,
                 &vals,

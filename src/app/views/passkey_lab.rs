@@ -601,6 +601,7 @@ fn attention_plot(
                 .collect(),
             marks,
             log_x: false,
+            bin: true,
         }
     });
 }

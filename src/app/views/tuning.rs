@@ -600,6 +600,8 @@ impl TuningView {
         ];
         let lengths = compare_lengths(keys.info.training_length);
         let mut results = Vec::new();
+        // Each finished comparison's points (length, accuracy), for export.
+        let mut finished = Vec::new();
         for (name, scales, colour) in &rows {
             let key = JobKey::PasskeyCompare {
                 model: state.model,
@@ -614,7 +616,13 @@ impl TuningView {
                 });
             }
             let acc = match entry.result() {
-                Some(JobResult::PasskeyCompare(r)) => r.accuracy.clone(),
+                Some(JobResult::PasskeyCompare(r)) => {
+                    if matches!(entry, Entry::Done(_)) {
+                        let points = r.lengths.iter().zip(&r.accuracy).map(|(&n, &a)| [n as f64, a]);
+                        finished.push((name.clone(), *colour, points.collect::<Vec<_>>()));
+                    }
+                    r.accuracy.clone()
+                }
                 _ => Vec::new(),
             };
             results.push((name.clone(), *colour, acc));
@@ -637,21 +645,21 @@ impl TuningView {
                     ui.end_row();
                 }
             });
-        // The table as a figure (accuracy against length, L marked), once a
-        // setting has its numbers.
-        if results.iter().any(|(_, _, acc)| !acc.is_empty()) {
+        // The table as a figure (accuracy against length, L marked), once
+        // both settings have all their numbers.
+        if finished.len() == rows.len() {
             let l = keys.info.training_length;
             export::buttons(ui, table.response.rect, || export::Figure {
                 stem: "passkey_comparison".into(),
                 title: text::compare_title(COMPARE_TRIALS),
                 x_label: text::LENGTH_AXIS.into(),
                 y_label: text::PASSKEY_AXIS.into(),
-                series: results
+                series: finished
                     .iter()
-                    .map(|(name, colour, acc)| export::Series {
+                    .map(|(name, colour, points)| export::Series {
                         name: name.clone(),
                         look: Look::line(*colour),
-                        points: lengths.iter().zip(acc).map(|(&n, &a)| [n as f64, a]).collect(),
+                        points: points.clone(),
                     })
                     .collect(),
                 marks: vec![export::Mark {
@@ -660,6 +668,7 @@ impl TuningView {
                     look: Look::training_length(),
                 }],
                 log_x: true,
+                bin: false,
             });
         }
     }
@@ -748,6 +757,7 @@ impl TuningView {
             }],
             marks: Vec::new(),
             log_x: false,
+            bin: false,
         });
     }
 }
@@ -810,6 +820,7 @@ fn loss_plot(ui: &mut egui::Ui, report: &SearchReport) {
         }],
         marks: Vec::new(),
         log_x: false,
+        bin: false,
     });
 }
 
