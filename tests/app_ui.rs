@@ -475,6 +475,31 @@ fn a_cancelled_computation_runs_again_when_the_view_comes_back_to_it() {
     );
 }
 
+/// The status bar's Light button turns the whole app light (a projector
+/// shows it better), and the state keeps it; Dark and System follow.
+#[test]
+fn the_theme_buttons_switch_the_app_light_and_dark() {
+    use eframe::egui::Theme;
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label(text::THEME_LIGHT).click();
+    // The click's frame, the frame that turns light (asking for the
+    // next), and the next, all light.
+    h.run_steps(3);
+    assert_eq!(h.ctx.theme(), Theme::Light);
+    assert_eq!(h.state().state.theme, nopescope::app::state::Theme::Light);
+    snapshot(&mut h, "app_light", 1280.0);
+    h.get_by_label(text::THEME_DARK).click();
+    h.run_steps(2);
+    assert_eq!(h.ctx.theme(), Theme::Dark);
+    h.get_by_label(text::THEME_SYSTEM).click();
+    h.run_steps(2);
+    assert_eq!(
+        h.ctx.options(|o| o.theme_preference),
+        eframe::egui::ThemePreference::System
+    );
+}
+
 /// The map on one colour scale for all lengths: its colour bar ends at
 /// the ceiling at the longest length whatever the length (the default
 /// mode's ends at this length's), a link keeps the mode, and its export

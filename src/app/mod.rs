@@ -435,6 +435,13 @@ impl NopeApp {
     }
 
     fn show_views(&mut self, ui: &mut egui::Ui) {
+        // The theme of the state (a button, a link). This frame began in
+        // the old one: draw the next at once, all in the new.
+        let theme = self.state.theme.preference();
+        if ui.ctx().options(|o| o.theme_preference) != theme {
+            ui.ctx().set_theme(theme);
+            ui.ctx().request_repaint();
+        }
         self.jobs.poll();
         self.take_dropped_files(ui.ctx());
         if std::mem::take(&mut self.jobs.opened.fresh) {

@@ -3,6 +3,7 @@
 //! natively through eframe's storage, written to the URL on the web; every
 //! view is rebuilt from it. Holds no handles and nothing computed.
 
+use eframe::egui;
 use serde::{Deserialize, Serialize};
 
 use super::search_job::{ScalesSetting, TuneSettings};
@@ -85,6 +86,37 @@ pub enum Tab {
     Explore,
     Tune,
     Passkey,
+}
+
+/// Light or dark, or as the system says (a projector shows the light
+/// theme better; a course page may want either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+impl Theme {
+    pub fn preference(self) -> egui::ThemePreference {
+        match self {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
+        }
+    }
+
+    /// `theme=light` (or `dark`, `system`) in a URL.
+    fn parse(word: &str) -> Result<Theme, String> {
+        match word {
+            "system" => Ok(Theme::System),
+            "light" => Ok(Theme::Light),
+            "dark" => Ok(Theme::Dark),
+            other => Err(format!("theme={other} in the URL: expected light, dark or system")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -220,6 +252,8 @@ pub struct ViewState {
     /// Setting B: what the explorer draws the current scales against
     /// (`None`: plain NoPE).
     pub compare: Option<ScalesSetting>,
+    /// Light, dark or the system's.
+    pub theme: Theme,
 }
 
 /// Field by field, the user's text last and in the web page 16 bytes at a
@@ -250,6 +284,7 @@ impl PartialEq for ViewState {
             passkey_lab,
             tune,
             compare,
+            theme,
         } = self;
         *model == o.model
             && *input == o.input
@@ -270,6 +305,7 @@ impl PartialEq for ViewState {
             && *passkey_lab == o.passkey_lab
             && *tune == o.tune
             && *compare == o.compare
+            && *theme == o.theme
             && crate::app::jobs::same_text(pasted_text, &o.pasted_text)
     }
 }
@@ -297,17 +333,20 @@ impl Default for ViewState {
             passkey_lab: PasskeyLabState::default(),
             tune: TuneSettings::default(),
             compare: None,
+            theme: Theme::System,
         }
     }
 }
 
 impl ViewState {
     /// The page as it first opens ("Start over"), keeping what is not the
-    /// view: the engine chosen, the panels hidden for embedding, and what
-    /// the user brought (their text, a scales file loaded, both unused).
+    /// view: the engine chosen, the theme, the panels hidden for
+    /// embedding, and what the user brought (their text, a scales file
+    /// loaded, both unused).
     pub fn started_over(&self) -> ViewState {
         ViewState {
             backend: self.backend,
+            theme: self.theme,
             hide: self.hide.clone(),
             pasted_text: self.pasted_text.clone(),
             scales: ScalesState {
@@ -461,17 +500,18 @@ impl ViewState {
     }
 
     /// Reads `state=` from a URL fragment or query (with or without `#`/`?`).
-    /// Beside it, `hide=a,b` hides panels and `step=N` opens the
-    /// walkthrough at step N (1-based), so a course page can link
-    /// `#step=3&hide=pages,status` without writing JSON.
+    /// Beside it, `hide=a,b` hides panels, `step=N` opens the
+    /// walkthrough at step N (1-based) and `theme=light` (or `dark`,
+    /// `system`) sets the theme, so a course page can link
+    /// `#step=3&hide=pages,status&theme=light` without writing JSON.
     pub fn from_fragment(fragment: &str) -> Option<Result<Self, String>> {
         let body = fragment.trim_start_matches(['#', '?']);
         let part = |name: &str| {
             body.split('&')
                 .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
         };
-        let (state, hide, step) = (part("state"), part("hide"), part("step"));
-        if state.is_none() && hide.is_none() && step.is_none() {
+        let (state, hide, step, theme) = (part("state"), part("hide"), part("step"), part("theme"));
+        if state.is_none() && hide.is_none() && step.is_none() && theme.is_none() {
             return None;
         }
         let mut s = match state {
@@ -493,6 +533,12 @@ impl ViewState {
             match n.parse::<usize>() {
                 Ok(n) if n >= 1 => s.tour = Some(n - 1),
                 _ => return Some(Err(format!("step={n} in the URL: expected a step number from 1"))),
+            }
+        }
+        if let Some(t) = theme {
+            match Theme::parse(t) {
+                Ok(t) => s.theme = t,
+                Err(e) => return Some(Err(e)),
             }
         }
         Some(Ok(s))
@@ -662,6 +708,33 @@ mod tests {
         let mut d = a.clone();
         d.hide.push("status".into());
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn the_theme_travels_in_links_and_survives_start_over() {
+        let light = ViewState::from_fragment("#step=2&theme=light").unwrap().unwrap();
+        assert_eq!((light.theme, light.tour), (Theme::Light, Some(1)));
+        assert_eq!(
+            ViewState::from_fragment("theme=dark").unwrap().unwrap().theme,
+            Theme::Dark
+        );
+        let err = ViewState::from_fragment("#theme=blue").unwrap().unwrap_err();
+        assert!(
+            err.contains("theme=blue") && err.contains("light, dark or system"),
+            "{err}"
+        );
+        // In the state's JSON too (a shared link), and kept by Start over.
+        assert!(
+            light.to_fragment().contains("%22theme%22%3A%22light%22"),
+            "{}",
+            light.to_fragment()
+        );
+        assert_eq!(
+            ViewState::from_fragment(&light.to_fragment()).unwrap().unwrap().theme,
+            Theme::Light
+        );
+        assert_eq!(light.started_over().theme, Theme::Light);
+        assert_eq!(ViewState::default().theme, Theme::System);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use eframe::egui;
 
 use crate::app::jobs::Jobs;
-use crate::app::state::ViewState;
+use crate::app::state::{Theme, ViewState};
 use crate::app::text;
 use crate::lab::backend::Backend;
 
@@ -52,6 +52,18 @@ impl StatusView {
                 ui.label(short).on_hover_text(hover);
             } else {
                 ui.label(&engine.name).on_hover_text(&engine.why);
+            }
+            ui.separator();
+            if !narrow {
+                ui.label(text::THEME);
+            }
+            for (t, label) in [
+                (Theme::System, text::THEME_SYSTEM),
+                (Theme::Light, text::THEME_LIGHT),
+                (Theme::Dark, text::THEME_DARK),
+            ] {
+                ui.selectable_value(&mut state.theme, t, label)
+                    .on_hover_text(text::THEME_HELP);
             }
             ui.separator();
             let running = jobs.running();
