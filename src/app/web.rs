@@ -311,6 +311,21 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     }
     let changed = PUBLISHED.with(|p| p.borrow().as_ref().is_none_or(|p| p.state != app.state));
     if changed {
+        // The page under the canvas in the app's theme (web/style.css),
+        // so that a reload or a resize shows no other colour.
+        let theme_changed = PUBLISHED.with(|p| p.borrow().as_ref().is_none_or(|p| p.state.theme != app.state.theme));
+        if theme_changed {
+            if let Some(root) = web_sys::window()
+                .and_then(|w| w.document())
+                .and_then(|d| d.document_element())
+            {
+                root.set_class_name(match app.state.theme {
+                    super::state::Theme::System => "",
+                    super::state::Theme::Light => "theme-light",
+                    super::state::Theme::Dark => "theme-dark",
+                });
+            }
+        }
         let published = Published {
             state: app.state.clone(),
             json: serde_json::to_string(&app.state).unwrap_or_default(),

@@ -240,10 +240,14 @@ try {
     // 3. A walkthrough step opened from its link, as a course page embeds
     // it (the page bar and status bar hidden): the step's view is set and
     // what the step promises holds on the page's own results.
-    await run("webgpu-tour-step-3", WEBGPU, "#step=3&hide=pages,status", 1024, /cpu/, async (page, s0) => {
+    // A light course page asks for the light theme: the page under the
+    // canvas and the app both turn light.
+    await run("webgpu-tour-step-3", WEBGPU, "#step=3&hide=pages,status&theme=light", 1024, /cpu/, async (page, s0) => {
       const s = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 120_000);
       const t = s?.tour ?? {};
       check(t.step === 3 && s.state.hide.includes("status"), `walkthrough step ${t.step} "${t.title}", hidden ${JSON.stringify(s?.state?.hide)}`);
+      const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+      check(s.state.theme === "light" && bg === "rgb(248, 248, 248)", `theme=light: the app's ${s.state.theme}, the page's background ${bg}`);
       check(t.promise === "met", `step 3's promise holds: ${t.promise}: ${t.detail}`);
       // A presentation clicker's Page Down steps on.
       await page.focus("canvas").catch(() => {});
