@@ -614,6 +614,11 @@ fn a_short_text_of_ones_own_is_used_whole_and_said() {
         p.length
     ));
     h.get_by_label(&text::rise_needs_longer(p.length, 256));
+    // The length line says how many tokens are read, not a bare count.
+    h.get_by_label_contains(&format!(
+        "512 tokens = 2.00 × the training length L = 256; the views read {}, all your text holds",
+        p.length
+    ));
     h.state_mut().state.pasted_text = String::new();
     settle(&mut h);
     h.get_all_by_label_contains("the text is empty")

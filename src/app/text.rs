@@ -246,8 +246,9 @@ pub fn selected(layer: usize, head: usize) -> String {
 pub const SELECTED_FOR_YOU: &str =
     "Selected for you: past L, this head's curve comes closest to the ceiling (its attention is the most spread out). Click a cell to choose another.";
 
+/// After the length line, where the text is shorter than the length.
 pub fn tokens_note(tokens: usize) -> String {
-    format!("{tokens} tokens")
+    format!("the views read {tokens}, all your text holds")
 }
 
 pub fn scales_for_other_shape(layers: usize, heads: usize, model_layers: usize, model_heads: usize) -> String {
