@@ -31,18 +31,27 @@ pub const MAX_LINE_POINTS: usize = 1024;
 /// `points` averaged over consecutive bins, at most `most` of them (x and
 /// y both averaged: a bin of positions stands at its middle).
 pub fn bin_points(points: &[[f64; 2]], most: usize) -> Vec<[f64; 2]> {
-    let bin = points.len().div_ceil(most.max(1)).max(1);
-    if bin == 1 {
-        return points.to_vec();
-    }
-    points
-        .chunks(bin)
-        .map(|c| {
-            let n = c.len() as f64;
-            [
-                c.iter().map(|p| p[0]).sum::<f64>() / n,
-                c.iter().map(|p| p[1]).sum::<f64>() / n,
-            ]
+    bin_by(points.len(), most, |i| points[i])
+}
+
+/// The `n` points `point(0..n)` averaged over consecutive bins, at most
+/// `most` of them (x and y both averaged): what `bin_points` and the plots'
+/// own binning (`views::entropy::binned`, from the values, with no copy of
+/// every point) share.
+pub fn bin_by(n: usize, most: usize, point: impl Fn(usize) -> [f64; 2]) -> Vec<[f64; 2]> {
+    let bin = n.div_ceil(most.max(1)).max(1);
+    (0..n)
+        .step_by(bin)
+        .map(|start| {
+            let end = (start + bin).min(n);
+            let (mut x, mut y) = (0.0, 0.0);
+            for i in start..end {
+                let [px, py] = point(i);
+                x += px;
+                y += py;
+            }
+            let k = (end - start) as f64;
+            [x / k, y / k]
         })
         .collect()
 }

@@ -309,11 +309,13 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     if START_SEARCH.with(|s| std::mem::take(&mut *s.borrow_mut())) {
         app.start_search();
     }
-    let changed = PUBLISHED.with(|p| p.borrow().as_ref().is_none_or(|p| p.state != app.state));
+    let (changed, theme_changed) = PUBLISHED.with(|p| match p.borrow().as_ref() {
+        None => (true, true),
+        Some(p) => (p.state != app.state, p.state.theme != app.state.theme),
+    });
     if changed {
         // The page under the canvas in the app's theme (web/style.css),
         // so that a reload or a resize shows no other colour.
-        let theme_changed = PUBLISHED.with(|p| p.borrow().as_ref().is_none_or(|p| p.state.theme != app.state.theme));
         if theme_changed {
             if let Some(root) = web_sys::window()
                 .and_then(|w| w.document())

@@ -23,14 +23,7 @@ pub struct EntropyView;
 /// points as `export::bin_points` over `export::indexed(ys)`, which an SVG
 /// draws, without a full-length copy).
 pub fn binned(ys: &[f32]) -> Vec<[f64; 2]> {
-    let bin = ys.len().div_ceil(export::MAX_LINE_POINTS).max(1);
-    ys.chunks(bin)
-        .enumerate()
-        .map(|(k, c)| {
-            let x = (k * bin) as f64 + (c.len() as f64 - 1.0) / 2.0;
-            [x, c.iter().map(|&v| v as f64).sum::<f64>() / c.len() as f64]
-        })
-        .collect()
+    export::bin_by(ys.len(), export::MAX_LINE_POINTS, |i| [i as f64, ys[i] as f64])
 }
 
 impl EntropyView {

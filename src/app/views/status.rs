@@ -21,6 +21,26 @@ fn whole_label(text: impl Into<egui::WidgetText>) -> egui::Label {
     egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend)
 }
 
+/// One of `options` for `value`, after its caption (left out on a narrow
+/// screen), each option with `hover` where given.
+fn choices<T: PartialEq + Copy>(
+    ui: &mut egui::Ui,
+    caption: Option<&str>,
+    value: &mut T,
+    options: &[(T, &str)],
+    hover: Option<&str>,
+) {
+    if let Some(caption) = caption {
+        ui.label(caption);
+    }
+    for &(option, label) in options {
+        let button = ui.selectable_value(value, option, label);
+        if let Some(hover) = hover {
+            button.on_hover_text(hover);
+        }
+    }
+}
+
 impl StatusView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, frame_ms: Option<f32>) {
         // On a narrow screen the bar keeps to about two lines: no
@@ -28,16 +48,18 @@ impl StatusView {
         // frame time in short; the rest is in their hovers.
         let narrow = ui.available_width() < NARROW;
         ui.horizontal_wrapped(|ui| {
-            if !narrow {
-                ui.label(text::ENGINE);
-            }
-            for (b, label) in [
+            let engines = [
                 (Backend::Auto, text::BACKEND_AUTO),
                 (Backend::Cpu, text::BACKEND_CPU),
                 (Backend::Gpu, text::BACKEND_GPU),
-            ] {
-                ui.selectable_value(&mut state.backend, b, label);
-            }
+            ];
+            choices(
+                ui,
+                (!narrow).then_some(text::ENGINE),
+                &mut state.backend,
+                &engines,
+                None,
+            );
             // The name only; why this engine (and its adapter) on hover.
             let engine = jobs.engine();
             if engine.name.is_empty() {
@@ -54,17 +76,13 @@ impl StatusView {
                 ui.label(&engine.name).on_hover_text(&engine.why);
             }
             ui.separator();
-            if !narrow {
-                ui.label(text::THEME);
-            }
-            for (t, label) in [
+            let themes = [
                 (Theme::System, text::THEME_SYSTEM),
                 (Theme::Light, text::THEME_LIGHT),
                 (Theme::Dark, text::THEME_DARK),
-            ] {
-                ui.selectable_value(&mut state.theme, t, label)
-                    .on_hover_text(text::THEME_HELP);
-            }
+            ];
+            let caption = (!narrow).then_some(text::THEME);
+            choices(ui, caption, &mut state.theme, &themes, Some(text::THEME_HELP));
             ui.separator();
             let running = jobs.running();
             if running.is_empty() {
