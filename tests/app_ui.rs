@@ -623,6 +623,9 @@ fn a_short_text_of_ones_own_is_used_whole_and_said() {
         "512 tokens = 2.00 × the training length L = 256; the views read {}, all your text holds",
         p.length
     ));
+    // Under the text, its size in tokens, not "as many as the length asks for".
+    let chars = h.state().state.pasted_text.chars().count();
+    h.get_by_label(&text::pasted_size(chars, Some(p.length)));
     h.state_mut().state.pasted_text = String::new();
     settle(&mut h);
     h.get_all_by_label_contains("the text is empty")
@@ -662,7 +665,7 @@ fn a_long_text_of_ones_own_scrolls_in_its_box_and_is_read_from_the_start() {
         let r = slider.rect();
         assert!(r.max.y < HEIGHT - 48.0, "the length slider is off screen: {r:?}");
     }
-    h.get_by_label(&text::pasted_size(book.chars().count()));
+    h.get_by_label(&text::pasted_size(book.chars().count(), None));
     let app = h.state();
     let keys = Keys::of(&app.state, app.info());
     let Some(Entry::Done(r)) = app.jobs.peek(&keys.entropy(&keys.ones)) else {

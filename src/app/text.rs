@@ -104,13 +104,17 @@ fn thousands(n: usize) -> String {
     out
 }
 
-/// Under the user's text: its size (the views read as many of its tokens
-/// as the length asks for).
-pub fn pasted_size(chars: usize) -> String {
-    format!(
-        "{} characters; the views read as many of its tokens as the length asks for",
-        thousands(chars)
-    )
+/// Under the user's text: its size, and how much of it the views read:
+/// as many of its tokens as the length asks for, or, where it holds fewer
+/// (`short`: its token count), all of it (the length line says so too).
+pub fn pasted_size(chars: usize, short: Option<usize>) -> String {
+    match short {
+        Some(tokens) => format!("{} characters, {} tokens", thousands(chars), thousands(tokens)),
+        None => format!(
+            "{} characters; the views read as many of its tokens as the length asks for",
+            thousands(chars)
+        ),
+    }
 }
 pub const LENGTH: &str = "Length (tokens)";
 pub const LENGTH_HELP: &str =

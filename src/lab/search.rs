@@ -1,5 +1,5 @@
-//! The temperature search (../shared/PAPER.md, "Uniform scale" and
-//! "Head-based scale"): with every weight frozen, find attention scales that
+//! The temperature search (the paper's "Uniform scale" and "Head-based
+//! scale"): with every weight frozen, find attention scales that
 //! bring a NoPE model back past its training length.
 //!
 //! - [`uniform_search`]: one s for all heads, by a grid (1.0 to 2.0, step

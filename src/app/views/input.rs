@@ -83,7 +83,7 @@ impl InputView {
     /// The user's own text: an editor, or for a long text a preview; both
     /// scroll in a box of their own instead of pushing the controls below
     /// off the panel.
-    fn pasted_text(&mut self, ui: &mut egui::Ui, state: &mut ViewState) {
+    fn pasted_text(&mut self, ui: &mut egui::Ui, state: &mut ViewState, tokens: Option<usize>) {
         let long = state.pasted_text.len() > LONG_TEXT_BYTES;
         if long && !self.editing_long {
             // The key the views share: made once per text, not each frame.
@@ -158,7 +158,8 @@ impl InputView {
             }
             // Counted once per text (the key the views share), not each frame.
             let chars = TextKey::of(&state.pasted_text).chars();
-            ui.label(egui::RichText::new(text::pasted_size(chars)).weak());
+            let short = tokens.filter(|&t| t < state.length);
+            ui.label(egui::RichText::new(text::pasted_size(chars, short)).weak());
         });
     }
 
@@ -195,7 +196,7 @@ impl InputView {
                     ui.add(egui::Slider::new(&mut state.passkey.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
                 });
             }
-            InputKind::Pasted => self.pasted_text(ui, state),
+            InputKind::Pasted => self.pasted_text(ui, state, tokens),
         }
         ui.add(
             egui::Slider::new(&mut state.length, MIN_LENGTH..=MAX_LENGTH)
