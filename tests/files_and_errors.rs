@@ -138,6 +138,10 @@ fn truncated_and_corrupt_weights_are_named_errors() {
     assert!(load_err(&dir).contains(WEIGHTS_FILE));
     std::fs::remove_file(&path).unwrap();
     assert!(load_err(&dir).contains("no model.safetensors"));
+    // A file given where the model's folder goes is said so (the error
+    // named a journal file under it: "Not a directory").
+    let e = load_err(&dir.join(CONFIG_FILE));
+    assert!(e.contains("config.json: is a file; a model is a folder"), "{e}");
 }
 
 #[test]
@@ -328,4 +332,18 @@ fn a_model_opens_from_named_files_and_names_what_is_missing() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("model-00001-of-00002.safetensors"), "{e}");
+    // Shard names that are not plain file names are refused by name (an
+    // empty one read the folder itself: "Is a directory").
+    for bad in ["", "../model.safetensors", ".hidden"] {
+        let e = nopescope::model::files::shard_names(
+            format!(r#"{{"weight_map": {{"model.embed_tokens.weight": "{bad}"}}}}"#).as_bytes(),
+            std::path::Path::new("index.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("shard name `{bad}` must be a plain file name")),
+            "{e}"
+        );
+    }
 }

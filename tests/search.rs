@@ -144,6 +144,17 @@ fn bad_settings_are_errors_naming_them() {
             .to_string();
         assert!(e.starts_with(word), "{e}");
     }
+    // A step far too large stays within the range a head-scales file
+    // holds (1 to 1000), so the result can be saved: it ran every step and
+    // then failed to save as out of range.
+    let wild = HeadSearchConfig { lr: 1e30, ..recipe(2) };
+    let r = block_on(head_search(&mut cpu, &data, &wild, &mut Quiet)).unwrap();
+    assert!(
+        r.scales.values.iter().all(|&s| (1.0..=1000.0).contains(&s)),
+        "{:?}",
+        r.scales.values
+    );
+    r.scales.validate(None).unwrap();
     // Longer than the engine's window? The CPU engine has none; the model
     // runs any length. A GPU past its device limit says so (gpu_engine.rs).
     assert_eq!(

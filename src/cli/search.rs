@@ -46,8 +46,8 @@ pub struct SearchArgs {
     /// Per-position rule the scales are used under: constant, log-n, fitted.
     #[arg(long, default_value = "constant")]
     rule: String,
-    /// The `fitted` rule's a in 1 + a ln(i / L).
-    #[arg(long)]
+    /// The `fitted` rule's a in 1 + a ln(i / L) (may be negative).
+    #[arg(long, allow_negative_numbers = true)]
     rule_a: Option<f64>,
     /// The text objective's text; for `passkey`, the filler text (default:
     /// the paper's repeated sentences).
@@ -175,6 +175,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
                 folder.display()
             ));
         }
+        files::check_replaceable(path).map_err(err)?;
     }
     super::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;

@@ -75,6 +75,11 @@ pub fn windows(tokens: &[u32], bos: Option<u32>, length: usize, max_windows: usi
             "length {length} is too short: a window needs at least 2 tokens"
         )));
     }
+    if max_windows == 0 {
+        return Err(Error::Input(
+            "windows: 0 windows were asked for; at least 1 is needed".into(),
+        ));
+    }
     let need = length - bos.is_some() as usize;
     let starts = window_starts(tokens.len(), need, max_windows);
     if starts.is_empty() {
@@ -182,5 +187,8 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("10 tokens"));
+        // Zero windows is said as such, not as a text too short.
+        let e = windows(&toks, None, 4, 0).unwrap_err().to_string();
+        assert!(e.contains("0 windows were asked for"), "{e}");
     }
 }

@@ -170,6 +170,9 @@ fn write_pair<E: std::fmt::Display>(
             let _ = std::fs::remove_file(tmp);
         }
     };
+    for (path, _, _) in &pair {
+        crate::model::files::check_replaceable(path)?;
+    }
     for (path, tmp, svg) in &pair {
         if let Err(x) = draw(tmp, *svg) {
             clean();

@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::passkey::{random_key, Filler, FillerText, PasskeyBuilder};
 use crate::model::engine::{Engine, ForwardOptions, GradMode};
 use crate::model::error::{Error, Result};
-use crate::model::head_scales::{HeadScales, ScaleRule};
+use crate::model::head_scales::{HeadScales, ScaleRule, MAX_HEAD_SCALE};
 use crate::model::optim::{clip_grad_norm, AdamWConfig, AdamWState, Schedule};
 use crate::model::rng::Rng;
 use crate::model::tokenizer::Tokenizer;
@@ -83,7 +83,8 @@ pub struct HeadSearchConfig {
     pub beta2: f32,
     pub weight_decay: f32,
     pub clip_norm: f32,
-    /// Scales are clamped to at least this after every step.
+    /// Scales are clamped to at least this (and at most `MAX_HEAD_SCALE`)
+    /// after every step.
     pub min_scale: f32,
     /// The per-position rule the learned scales are used under.
     pub rule: ScaleRule,
@@ -123,8 +124,11 @@ impl HeadSearchConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", format!("{} is not a positive number", self.lr));
         }
-        if !(self.init.is_finite() && self.init > 0.0) {
-            return bad("init", format!("{} is not a positive number", self.init));
+        if !(self.init.is_finite() && self.init > 0.0 && self.init <= MAX_HEAD_SCALE) {
+            return bad(
+                "init",
+                format!("{} is not a positive number up to {MAX_HEAD_SCALE}", self.init),
+            );
         }
         if !(0.0..1.0).contains(&self.warmup_share) {
             return bad("warm-up share", format!("{} is not in [0, 1)", self.warmup_share));
@@ -601,8 +605,10 @@ pub async fn head_search_from<E: Engine>(
         state
             .optimizer
             .update(&mut state.scales.values, &grads, &adamw, lr, None);
+        // Kept at most `MAX_HEAD_SCALE` too: a huge lr or init ran every
+        // step and then failed to save its scales as out of range.
         for s in &mut state.scales.values {
-            *s = s.max(config.min_scale);
+            *s = s.max(config.min_scale).min(MAX_HEAD_SCALE);
         }
         state.losses.push(g.loss);
         state.step = step + 1;
@@ -681,6 +687,13 @@ mod tests {
             (HeadSearchConfig { lr: -1.0, ..ok.clone() }, "lr"),
             (HeadSearchConfig { steps: 0, ..ok.clone() }, "steps"),
             (HeadSearchConfig { batch: 0, ..ok.clone() }, "batch"),
+            (
+                HeadSearchConfig {
+                    init: 1001.0,
+                    ..ok.clone()
+                },
+                "init",
+            ),
         ] {
             assert!(c.check().unwrap_err().to_string().starts_with(word));
         }

@@ -242,7 +242,7 @@ pub fn shard_names(index: &[u8], index_path: &Path) -> Result<Vec<String>> {
     shards.sort();
     shards.dedup();
     for shard in &shards {
-        if shard.contains(['/', '\\']) || shard.starts_with('.') {
+        if shard.is_empty() || shard.contains(['/', '\\']) || shard.starts_with('.') {
             return Err(Error::Safetensors {
                 path: index_path.to_path_buf(),
                 message: format!("shard name `{shard}` must be a plain file name in the model folder"),
@@ -379,9 +379,34 @@ mod native {
         })
     }
 
+    /// Refuses to write over anything but a plain file: the rename would
+    /// put a plain file in place of a device (`/dev/null`), a pipe or a
+    /// symbolic link (not writing through it to its target), and report
+    /// success.
+    pub fn check_replaceable(path: &Path) -> Result<()> {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        let kind = meta.file_type();
+        let what = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_symlink() {
+            "a symbolic link: nopescope writes a new file and renames it into place, which would replace the link, not its target; give the target's own path"
+        } else if kind.is_dir() {
+            "a folder; give a file name"
+        } else {
+            "not a plain file (a device, pipe or socket): nopescope writes a new file and renames it into place, which would replace it; give a file name"
+        };
+        Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("is {what}")),
+        ))
+    }
+
     /// Writes `path`'s new contents to a temporary beside it (`temp_beside`)
     /// and syncs it; returns the temporary, or removes it on failure.
     fn write_temp(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<PathBuf> {
+        check_replaceable(path)?;
         let tmp = temp_beside(path);
         let result = (|| -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -845,6 +870,17 @@ mod native {
     /// interrupted is finished first (`finish_interrupted_set`), so what
     /// is read is one set.
     pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "is a file; a model is a folder holding {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE}"
+                    ),
+                ),
+            ));
+        }
         finish_interrupted_set(dir)?;
         HfConfig::load(&dir.join(CONFIG_FILE))?.validate()
     }
@@ -1063,6 +1099,34 @@ mod tests {
             assert!(name.starts_with(".entropy.tmp-") && name.ends_with(".png"), "{name}");
         }
         assert_eq!(temp_beside(Path::new("config")).parent(), Some(Path::new(".")));
+    }
+
+    /// Only plain files are written over: a symbolic link, a folder or a
+    /// device is refused by name, left as it was, and no temporary stays
+    /// (the rename made a plain file of `/dev/full` and said it wrote it).
+    #[cfg(unix)]
+    #[test]
+    fn only_plain_files_are_replaced() {
+        let dir = std::env::temp_dir().join(format!("nopescope-plain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("folder")).unwrap();
+        let (target, link) = (dir.join("target.json"), dir.join("link.json"));
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = write_atomic(&link, b"new").expect_err("a link");
+        assert!(e.to_string().contains("link.json: is a symbolic link"), "{e}");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        let e = write_atomic_set(&[(target.clone(), &b"new"[..]), (dir.join("folder"), &b"new"[..])])
+            .expect_err("a folder");
+        assert!(e.to_string().contains("folder: is a folder"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
+        assert_eq!(names(&dir), ["folder", "link.json", "target.json"]);
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new");
+        // Checked without writing: a failed check must not cost the machine its /dev/null.
+        let e = check_replaceable(Path::new("/dev/null")).expect_err("a device");
+        assert!(e.to_string().contains("not a plain file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The names in `dir`, sorted.

@@ -81,6 +81,11 @@ impl ScaleRule {
                 )))
             }
         };
+        if a.is_some() && !matches!(rule, ScaleRule::Fitted { .. }) {
+            return Err(Error::Input(format!(
+                "the coefficient a is the `fitted` rule's; the `{name}` rule has none"
+            )));
+        }
         rule.validate(None)?;
         Ok(rule)
     }
@@ -356,6 +361,9 @@ mod tests {
         assert_eq!(fitted.factor(10), 1.0);
         assert!((fitted.factor(399) - (1.0 + 0.5 * 4f64.ln())).abs() < 1e-12);
         assert!(ScaleRule::parse("fitted", 256, None).is_err());
+        let e = ScaleRule::parse("log-n", 256, Some(0.3)).unwrap_err().to_string();
+        assert!(e.contains("`log-n` rule has none"), "{e}");
+        assert!(ScaleRule::parse("fitted", 256, Some(-0.5)).is_ok());
         assert!(ScaleRule::parse("nope", 256, None)
             .unwrap_err()
             .to_string()
