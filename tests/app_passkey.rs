@@ -351,6 +351,27 @@ fn a_stopped_sweep_goes_on_to_the_numbers_of_a_whole_run() {
     }
 }
 
+/// With no scales in use the map's "with the current scales" is off (it
+/// would repeat plain NoPE), says why, and the shipped scales are one
+/// click away: they go in use on every page and the series comes on.
+#[test]
+fn the_map_offers_the_shipped_scales_when_none_are_in_use() {
+    let mut h = harness(lab_state());
+    h.run_steps(3);
+    let app = h.state();
+    assert!(Keys::of(&app.state, app.info()).plain);
+    assert!(h.get_by_label(text::AFTER).accesskit_node().is_disabled());
+    h.get_by_label(text::USE_SHIPPED_SCALES).click();
+    h.run_steps(3);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    assert!(!keys.plain, "the shipped scales in use");
+    assert!(app.state.scales.use_file);
+    assert!(app.state.passkey_lab.grid_scaled);
+    assert!(!h.get_by_label(text::AFTER).accesskit_node().is_disabled());
+    assert!(h.query_by_label(text::USE_SHIPPED_SCALES).is_none());
+}
+
 #[test]
 fn a_too_short_document_shows_an_error() {
     let mut state = lab_state();

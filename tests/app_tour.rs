@@ -131,6 +131,23 @@ fn a_step_opened_from_its_link_sets_its_view() {
     h.get_by_label(STEPS[3].title);
 }
 
+/// In a narrow window the panels stack, and a step that says to look at
+/// the entropy plot scrolls it into view once, when it opens (it was below
+/// the fold); the page can still be scrolled away from it afterwards.
+#[test]
+fn a_step_scrolls_what_it_points_at_into_view() {
+    let state = ViewState::from_fragment("#step=3").unwrap().unwrap();
+    let (width, height) = (800.0, 900.0);
+    let mut h = app_common::harness(state, [width, height]);
+    settle(&mut h);
+    h.run_steps(3);
+    let plot = h.get_by_label(text::ENTROPY_HEADING).rect();
+    assert!(
+        plot.min.y >= 0.0 && plot.min.y < height - 200.0,
+        "the entropy plot's heading at {plot:?} in a window {height} high"
+    );
+}
+
 #[test]
 fn hidden_panels_are_not_drawn() {
     let mut state = ViewState {

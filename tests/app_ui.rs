@@ -620,7 +620,7 @@ fn a_short_text_of_ones_own_is_used_whole_and_said() {
     h.get_by_label(&text::rise_needs_longer(p.length, 256));
     // The length line says how many tokens are read, not a bare count.
     h.get_by_label_contains(&format!(
-        "512 tokens = 2.00 × the training length L = 256; the views read {}, all your text holds",
+        "512 tokens = 2.00 × L (the training length, 256); the views read {}, all your text holds",
         p.length
     ));
     // Under the text, its size in tokens, not "as many as the length asks for".
@@ -1635,7 +1635,9 @@ fn the_attention_row_takes_a_log_axis() {
 
 /// Play doubles the length once every view of it is computed and shown a
 /// moment, up to 16L, then stops (the button says Pause meanwhile); a
-/// length button takes over from it.
+/// length button takes over from it. Frames come only when the app asks
+/// for them, as in a browser: Play stood still at 2L until the pointer
+/// moved (the new length's jobs were asked for in a frame nothing brought).
 #[test]
 fn play_doubles_the_length_up_to_16l_then_stops() {
     let l = 256; // the bundled model's training length
@@ -1647,6 +1649,7 @@ fn play_doubles_the_length_up_to_16l_then_stops() {
         1280.0,
     );
     settle(&mut h);
+    let frames = app_common::AskedFrames::install(&h);
     h.get_by_label(text::PLAY_LENGTHS).click();
     h.run_steps(2);
     h.get_by_label(text::PAUSE_LENGTHS);
@@ -1656,12 +1659,20 @@ fn play_doubles_the_length_up_to_16l_then_stops() {
     let start = Instant::now();
     while h.query_by_label(text::PLAY_LENGTHS).is_none() {
         assert!(start.elapsed() < Duration::from_secs(180), "still playing: {seen:?}");
+        assert!(
+            frames.asked() || !h.state().jobs.is_idle(),
+            "playing at {} with no job running and no frame asked for",
+            h.state().state.length
+        );
         let shown = {
             let app = h.state();
             let keys = Keys::of(&app.state, app.info());
             keys.entropy(&keys.ones)
         };
-        h.step();
+        if !frames.next(&mut h) {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
         let now = h.state().state.length;
         if seen.last() != Some(&now) {
             assert!(done(&h, &shown), "{now} came before {seen:?}'s last was computed");

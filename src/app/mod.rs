@@ -104,6 +104,9 @@ pub struct NopeApp {
     pub state_note: Option<StateNote>,
     /// The outcome of the last text or scales file dropped (true: failed).
     pub drop_note: Option<(String, bool)>,
+    /// Whether no job the views asked for was running when the last frame
+    /// ended (the walkthrough's spotlights scroll only then).
+    settled_at_end: bool,
     /// Dropped files read (on the web, asynchronously), to apply.
     dropped: (
         std::sync::mpsc::Sender<dropped::DroppedFile>,
@@ -174,6 +177,11 @@ impl NopeApp {
         }
         let i = bundled_info(state.model);
         state.sanitize(i.layers, i.heads);
+        // Hints and notes readable on a projector: egui's weak text (60% of
+        // the text's colour over the background) measured under 3:1 against
+        // the light theme's background; at 80% it is about 4.5:1, still
+        // lighter than the text.
+        ctx.all_styles_mut(|s| s.visuals.weak_text_alpha = WEAK_TEXT_ALPHA);
         let jobs = Jobs::start(ctx, state.backend, gpu);
         NopeApp {
             state,
@@ -191,6 +199,7 @@ impl NopeApp {
             state_file: None,
             state_note: None,
             drop_note: None,
+            settled_at_end: false,
             dropped: std::sync::mpsc::channel(),
         }
     }
@@ -460,6 +469,7 @@ impl NopeApp {
             self.state.sanitize(info.layers, info.heads);
         }
         shortcuts(ui.ctx(), &mut self.state, &mut self.views.input, info);
+        views::note_tour_step(ui.ctx(), self.state.tour, self.settled_at_end && self.jobs.views_idle());
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }
@@ -613,6 +623,13 @@ impl NopeApp {
         }
         self.exporter.update(ui.ctx());
         self.jobs.end_frame();
+        // The walkthrough's spotlights scroll once the views' results are
+        // in: a frame after that is asked for (nothing else brings one).
+        let settled = self.jobs.views_idle();
+        if settled && !self.settled_at_end && self.state.tour.is_some() {
+            ui.ctx().request_repaint();
+        }
+        self.settled_at_end = settled;
         // After the views asked for this frame's jobs, so "busy" counts them.
         self.time_frame(ui);
     }
@@ -713,6 +730,10 @@ impl Separators {
         self.0 = true;
     }
 }
+
+/// How strong the weak text (hints, notes) is, as a share of the text's
+/// colour over the background.
+pub const WEAK_TEXT_ALPHA: f32 = 0.8;
 
 impl eframe::App for NopeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {

@@ -186,6 +186,10 @@ pub const BEFORE: &str = "NoPE (s = 1)";
 /// `BEFORE` for a model with rotary position encoding.
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
 pub const AFTER: &str = "with the current scales";
+/// Why the pass-key lab's "with the current scales" is off.
+pub const AFTER_NEEDS_SCALES: &str = "The scales in use are all 1 (plain NoPE), the same as the first series: set scales on Explore (Head scales) or Tune the scales, or use the shipped ones.";
+pub const USE_SHIPPED_SCALES: &str = "Use the shipped scales";
+pub const USE_SHIPPED_SCALES_HELP: &str = "Puts the per-head scales shipped with the model (searched at 4L) in use on every page, so that this map shows them beside plain NoPE.";
 
 /// Which scales a setting's short name stands for.
 pub fn setting_is(setting: &str, scales: &str) -> String {
@@ -248,7 +252,7 @@ pub fn selected(layer: usize, head: usize) -> String {
 
 /// Under the selection while the explorer chose it (`ViewState::head_chosen`).
 pub const SELECTED_FOR_YOU: &str =
-    "Selected for you: past L, this head's curve comes closest to the ceiling (its attention is the most spread out). Click a cell to choose another.";
+    "Selected for you: past L, this head's gap to the ceiling shrinks the most (its attention spreads out fastest as the text grows). Click a cell to choose another.";
 
 /// After the length line, where the text is shorter than the length.
 pub fn tokens_note(tokens: usize) -> String {
@@ -299,7 +303,7 @@ pub fn at_training_length(l: usize) -> String {
 }
 
 pub fn length_vs_training(length: usize, training: usize, ratio: f64) -> String {
-    format!("{length} tokens = {ratio:.2} × the training length L = {training}")
+    format!("{length} tokens = {ratio:.2} × L (the training length, {training})")
 }
 pub const NO_SCALES_SOURCE: &str = if cfg!(target_arch = "wasm32") {
     "paste the JSON of a head-scales file (Save the scales writes one)"
@@ -719,7 +723,7 @@ pub const TOUR_2_LOOK: &str = "Look at the answer beside the key, and at the att
 
 pub const TOUR_3_TITLE: &str = "Longer inputs: attention spreads out";
 pub const TOUR_3_BODY: &str = "Now the same model reads 1024 tokens, four times what it was trained on. Past the dashed line at L the entropy closes in on the ceiling: the heads share their attention among more and more tokens instead of picking the few that matter. The paper calls this distraction.";
-pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and the grey ceiling, left and right of the dashed line at L: past L it narrows. The thin curve is now the head whose curve closes in most on the ceiling.";
+pub const TOUR_3_LOOK: &str = "Look at the gap between the thick mean curve and the grey ceiling, left and right of the dashed line at L: past L it narrows. The thin curve is now the head whose gap to the ceiling shrinks most past L: not the flattest head, the one that flattens fastest.";
 
 pub const TOUR_4_TITLE: &str = "Past L, retrieval fails";
 pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about the task changed except the length, yet the model that found the key at 256 tokens now answers wrongly: the answering query's attention is smeared over the filler instead of resting on the key.";
@@ -917,7 +921,7 @@ pub fn grid_progress(length: usize, depth: f64, trial: usize, trials: usize) -> 
 
 pub fn passkey_key_line(key: u32, length: usize, training: usize) -> String {
     format!(
-        "Key {key} in {length} tokens ({:.2} × L = {training})",
+        "Key {key} in {length} tokens ({:.2} × L, L = {training})",
         length as f64 / training as f64
     )
 }
@@ -934,7 +938,7 @@ pub const WRONG: &str = "wrong";
 
 pub fn best_head(setting: &str, layer: usize, head: usize, mass: f32) -> String {
     format!(
-        "{setting}: the head that retrieves best is {} ({:.0}% of the answering query's attention on the key's tokens)",
+        "{setting}: the head that retrieves best is {} ({:.1}% of the answering query's attention on the key's tokens)",
         head_name(layer, head),
         100.0 * mass
     )

@@ -35,6 +35,44 @@ pub fn settle(h: &mut Harness<'static, NopeApp>, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// Frames as a browser draws them: only when the app asks for one (now or
+/// after a delay), never on a timer of the test's own. Install once; each
+/// `next` steps a frame if one is due and says whether it did.
+pub struct AskedFrames(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl AskedFrames {
+    pub fn install(h: &Harness<'static, NopeApp>) -> Self {
+        let due = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let d = std::sync::Arc::clone(&due);
+        h.ctx.set_request_repaint_callback(move |info| {
+            let at = Instant::now() + info.delay;
+            let mut g = d.lock().unwrap();
+            *g = Some(g.map_or(at, |x| x.min(at)));
+        });
+        AskedFrames(due)
+    }
+
+    pub fn next(&self, h: &mut Harness<'static, NopeApp>) -> bool {
+        let due = {
+            let mut g = self.0.lock().unwrap();
+            let due = g.is_some_and(|t| t <= Instant::now());
+            if due {
+                *g = None;
+            }
+            due
+        };
+        if due {
+            h.step();
+        }
+        due
+    }
+
+    /// Whether a frame is asked for at all (now or later).
+    pub fn asked(&self) -> bool {
+        self.0.lock().unwrap().is_some()
+    }
+}
+
 /// Saves the file the app's save dialog offers (after an export or a
 /// save button) to `path`: the path typed over the proposed one, then
 /// Save. Checks the dialog was open and closes.

@@ -302,6 +302,10 @@ impl InputView {
             playing.length = state.length;
             playing.idle_since = None;
         }
+        // The views ask for the new length's jobs, and the button says
+        // Play again, in the next frame; nothing else would bring it (the
+        // page stood still until the pointer moved).
+        ui.ctx().request_repaint();
     }
 
     /// Opening a Hugging Face folder: a path typed or chosen in the folder

@@ -476,7 +476,7 @@ fn outline<R>(ui: &mut egui::Ui, lit: Option<bool>, fill: bool, add: impl FnOnce
     } else {
         egui::Color32::TRANSPARENT
     };
-    egui::Frame::new()
+    let shown = egui::Frame::new()
         .stroke(egui::Stroke::new(SPOTLIGHT_WIDTH, colour))
         .inner_margin(SPOTLIGHT_MARGIN)
         .corner_radius(4.0)
@@ -485,8 +485,42 @@ fn outline<R>(ui: &mut egui::Ui, lit: Option<bool>, fill: bool, add: impl FnOnce
                 ui.set_width(ui.available_width());
             }
             add(ui)
-        })
-        .inner
+        });
+    // A step's first lit part is scrolled into view once, when the step
+    // has opened and its results are in (they change the layout above
+    // it): in a narrow window the panels stack and step 3's plot was
+    // below the fold while the step said to look at it.
+    if lit {
+        let (step, scrolled) = ui.ctx().data(|d| {
+            (
+                d.get_temp::<Option<usize>>(egui::Id::unique(TOUR_STEP_ID)).flatten(),
+                d.get_temp::<Option<usize>>(egui::Id::unique(SCROLLED_FOR_ID)).flatten(),
+            )
+        });
+        // Not in a pass egui will discard (its scroll would be lost with it).
+        if step.is_some() && step != scrolled && !ui.ctx().will_discard() && !ui.is_sizing_pass() {
+            ui.scroll_to_rect(shown.response.rect, None);
+            ui.ctx()
+                .data_mut(|d| d.insert_temp(egui::Id::unique(SCROLLED_FOR_ID), step));
+        }
+    }
+    shown.inner
+}
+
+const TOUR_STEP_ID: &str = "nopescope walkthrough step";
+const SCROLLED_FOR_ID: &str = "nopescope spotlight scrolled for";
+
+/// Tells the spotlights which walkthrough step is open (None: closed, or
+/// its views still computing: `settled` false), once a frame before any
+/// is drawn.
+pub fn note_tour_step(ctx: &egui::Context, step: Option<usize>, settled: bool) {
+    ctx.data_mut(|d| {
+        d.insert_temp(egui::Id::unique(TOUR_STEP_ID), step.filter(|_| settled));
+        // Closed: the next opening scrolls again.
+        if step.is_none() {
+            d.insert_temp(egui::Id::unique(SCROLLED_FOR_ID), None::<usize>);
+        }
+    });
 }
 
 /// The walkthrough's outline, in points.

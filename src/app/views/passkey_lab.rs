@@ -286,8 +286,25 @@ impl PasskeyLabView {
         ui.horizontal_wrapped(|ui| {
             ui.label(text::GRID_SERIES);
             ui.checkbox(&mut lab.grid_nope, text::BEFORE);
-            ui.add_enabled(!keys.plain, egui::Checkbox::new(&mut lab.grid_scaled, text::AFTER));
+            ui.add_enabled(!keys.plain, egui::Checkbox::new(&mut lab.grid_scaled, text::AFTER))
+                .on_disabled_hover_text(text::AFTER_NEEDS_SCALES);
             ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
+            // With no scales in use the map could only show NoPE failing:
+            // the shipped scales are one click away.
+            if keys.plain && state.model == ModelChoice::Nope {
+                if let Ok(shipped) = crate::app::search_job::shipped(keys.info) {
+                    if ui
+                        .button(text::USE_SHIPPED_SCALES)
+                        .on_hover_text(text::USE_SHIPPED_SCALES_HELP)
+                        .clicked()
+                    {
+                        shipped.apply_to(&mut state.scales, keys.info.heads);
+                        lab.grid_scaled = true;
+                        // The keys of this frame still say plain.
+                        ui.ctx().request_repaint();
+                    }
+                }
+            }
         });
         let lengths = grid_lengths(keys.info.training_length, lab.grid_factor);
         if keys.info.training_length.saturating_mul(lab.grid_factor) > MAX_LENGTH {
@@ -533,8 +550,14 @@ fn attention_plot(
     let floor = if axis.log { WeightAxis::FLOOR.log10() } else { 0.0 };
     let readout = super::row_readout(&rows);
     let visuals = ui.visuals().clone();
+    // L is marked wherever the document reaches it: a document of L tokens
+    // asks at a query just before L, and the mark then sits past the last
+    // key (the axis is widened to hold it).
+    let l_marked = training_length <= doc.length;
+    let x_end = (doc.query as f64).max(if l_marked { training_length as f64 } else { 0.0 });
     let plot = axis
         .axis(super::positions_x(Plot::new("passkey attention row")), top)
+        .include_x(x_end)
         .height(200.0)
         .label_formatter(|pos| {
             let j = super::hovered(pos).x.round().max(0.0) as usize;
@@ -563,11 +586,9 @@ fn attention_plot(
                 );
             }
             plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
-            // Keys 0..=query, as in the Explore page's attention plot: at
-            // query L - 1 the mark sits at the right edge.
             // Labelled in place (the key sentence is its band).
-            if training_length <= doc.query + 1 {
-                super::labelled_marks(plot, &[PlotMark::training(training_length)], top, doc.query as f64);
+            if l_marked {
+                super::labelled_marks(plot, &[PlotMark::training(training_length)], top, x_end);
             }
         });
     // The weights themselves (every key; the SVG bins past
@@ -580,7 +601,7 @@ fn attention_plot(
             mark(text::key_sentence_end(false), k1, Look::mark(palette::KEY)),
             mark(text::QUERY.into(), doc.query as f64, Look::mark(palette::QUERY)),
         ];
-        if training_length <= doc.query + 1 {
+        if l_marked {
             marks.push(PlotMark::training(training_length).export());
         }
         export::Figure {

@@ -89,11 +89,17 @@ impl StatusView {
                 ui.label(text::IDLE);
             } else {
                 let (f, m) = &running[0];
+                // The bar holds what fits; its hover says every job whole.
+                let all: Vec<String> = running
+                    .iter()
+                    .map(|(f, m)| format!("{m} ({:.0}%)", f * 100.0))
+                    .collect();
                 ui.add(
                     egui::ProgressBar::new(*f)
-                        .desired_width(160.0)
+                        .desired_width(if narrow { 160.0 } else { 240.0 })
                         .text(text::jobs_running(running.len(), m)),
-                );
+                )
+                .on_hover_text(all.join("\n"));
                 if ui.button(text::CANCEL).clicked() {
                     jobs.cancel_all();
                 }

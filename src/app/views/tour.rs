@@ -78,24 +78,10 @@ impl TourView {
         };
         let s = &STEPS[step];
         ui.add_space(4.0);
+        // The buttons first, on the title's row: Next stays in one place
+        // from step to step and while a step's measured line comes in (a
+        // presenter clicking it twice hit the text it moved under).
         ui.horizontal_wrapped(|ui| {
-            ui.label(egui::RichText::new(text::tour_step(step, STEPS.len())).weak());
-            ui.label(egui::RichText::new(s.title).heading());
-        });
-        ui.label(egui::RichText::new(s.body).size(16.0));
-        // What to do now: in the strong colour (in grey italics it read as
-        // an aside).
-        ui.label(egui::RichText::new(s.look).strong());
-        match tour::promise(step, state, jobs, keys, search) {
-            Promise::Pending => ui.label(text::TOUR_PENDING),
-            Promise::Waiting(m) => ui.label(m),
-            Promise::Met(m) => ui.label(text::tour_met(&m)),
-            Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
-        };
-        if let Some(e) = &self.error {
-            ui.colored_label(palette::ERROR, text::error(e));
-        }
-        ui.horizontal(|ui| {
             if ui
                 .add_enabled(step > 0, egui::Button::new(text::TOUR_BACK))
                 .on_hover_text(text::TOUR_BACK_HELP)
@@ -118,7 +104,23 @@ impl TourView {
             {
                 state.tour = None;
             }
+            ui.separator();
+            ui.label(egui::RichText::new(text::tour_step(step, STEPS.len())).weak());
+            ui.label(egui::RichText::new(s.title).heading());
         });
+        ui.label(egui::RichText::new(s.body).size(16.0));
+        // What to do now: in the strong colour (in grey italics it read as
+        // an aside).
+        ui.label(egui::RichText::new(s.look).strong());
+        match tour::promise(step, state, jobs, keys, search) {
+            Promise::Pending => ui.label(text::TOUR_PENDING),
+            Promise::Waiting(m) => ui.label(m),
+            Promise::Met(m) => ui.label(text::tour_met(&m)),
+            Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
+        };
+        if let Some(e) = &self.error {
+            ui.colored_label(palette::ERROR, text::error(e));
+        }
         ui.add_space(4.0);
     }
 }
