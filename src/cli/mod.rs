@@ -553,12 +553,12 @@ fn eval_cmd(
     bar.finish_and_clear();
     print_report(json, &report, |report| {
         println!(
-            "{:>8} {:>8} {:>10} {:>12} {:>14}",
-            "length", "windows", "loss", "perplexity", "entropy (bits)"
+            "{:>8} {:>8} {:>12} {:>12} {:>22}",
+            "length", "windows", "loss (nats)", "perplexity", "mean entropy (bits)"
         );
         for r in &report.results {
             println!(
-                "{:>8} {:>8} {:>10.4} {:>12.2} {:>14.3}",
+                "{:>8} {:>8} {:>12.4} {:>12.2} {:>22.3}",
                 r.length, r.windows, r.loss, r.perplexity, r.mean_entropy_bits
             );
         }
@@ -720,19 +720,30 @@ fn passkey_cmd(
     .map_err(err)?;
     bar.finish_and_clear();
     print_report(json, &report, |report| {
+        // Two entropies: over every query, and the answering query's alone
+        // (the one that must find the key), each the mean over heads.
         println!(
-            "{:>8} {:>7} {:>9} {:>9} {:>10} {:>14}",
-            "length", "trials", "accuracy", "key loss", "key tokens", "entropy (bits)"
+            "{:>8} {:>7} {:>9} {:>16} {:>10} {:>22} {:>26}",
+            "length",
+            "trials",
+            "accuracy",
+            "key loss (nats)",
+            "key tokens",
+            "mean entropy (bits)",
+            "answering query's (bits)"
         );
         for r in &report.results {
+            let heads: Vec<f64> = r.retrieval_entropy_bits.iter().flatten().copied().collect();
+            let answering = heads.iter().sum::<f64>() / heads.len().max(1) as f64;
             println!(
-                "{:>8} {:>7} {:>8.0}% {:>9.3} {:>9.0}% {:>14.3}",
+                "{:>8} {:>7} {:>8.0}% {:>16.3} {:>9.0}% {:>22.3} {:>26.3}",
                 r.length,
                 r.trials,
                 100.0 * r.accuracy,
                 r.key_loss,
                 100.0 * r.token_accuracy,
-                r.mean_entropy_bits
+                r.mean_entropy_bits,
+                answering
             );
         }
     });
@@ -921,6 +932,19 @@ fn reproduce_cmd(
 ) -> CliResult<()> {
     use nopescope::lab::{figures, reproduce};
     let clock = std::time::Instant::now();
+    // The defaults are the repository's own files, relative to its root.
+    let bundled = reproduce::Sources::default();
+    for (flag, given, default) in [
+        ("--nope", nope, &bundled.nope),
+        ("--rope", rope, &bundled.rope),
+        ("--text", text, &bundled.text),
+    ] {
+        if given == Path::new(default) && !given.exists() {
+            return Err(format!(
+                "{default} (the default of {flag}) is not here: run from the repository's root, or give {flag}"
+            ));
+        }
+    }
     let n = load_model_dir(nope).map_err(err)?;
     let r = load_model_dir(rope).map_err(err)?;
     let tok = tokenizer_of(&n.tokenizer, &n.dir, "reproduce")?;
@@ -1032,10 +1056,34 @@ fn reproduce_cmd(
     if let Some(t) = trials {
         command.push_str(&format!(" --trials {t}"));
     }
-    if out != Path::new("docs") {
-        command.push_str(&format!(" --out {}", out.display()));
+    let sources = reproduce::Sources {
+        nope: nope.display().to_string(),
+        rope: rope.display().to_string(),
+        text: text.display().to_string(),
+        out: out.display().to_string(),
+    };
+    let bundled = reproduce::Sources::default();
+    for (flag, given, default) in [
+        ("--nope", &sources.nope, &bundled.nope),
+        ("--rope", &sources.rope, &bundled.rope),
+        ("--text", &sources.text, &bundled.text),
+        ("--out", &sources.out, &bundled.out),
+    ] {
+        if given != default {
+            command.push_str(&format!(" {flag} {given}"));
+        }
     }
-    let mut md = reproduce::markdown(&results, &command, &ne.name(), clock.elapsed().as_secs_f64() / 60.0);
+    if backend != Backend::Auto {
+        let name = if backend == Backend::Cpu { "cpu" } else { "gpu" };
+        command.push_str(&format!(" --backend {name}"));
+    }
+    let mut md = reproduce::markdown(
+        &results,
+        &command,
+        &ne.name(),
+        clock.elapsed().as_secs_f64() / 60.0,
+        &sources,
+    );
     md.push_str(&nopescope::lab::scales_report::markdown(&temps));
     files::write_atomic(&out.join("RESULTS.md"), md.as_bytes()).map_err(err)?;
     print!("{}", reproduce::short_table(&results));
@@ -1051,7 +1099,7 @@ fn reproduce_cmd(
         eprintln!("{met:>12}: {} ({})", c.what, c.measured);
     }
     println!(
-        "wrote {} and its figures in {:.1} min",
+        "wrote {}, results.json, temperatures.json and figures/ in {:.1} min",
         out.join("RESULTS.md").display(),
         clock.elapsed().as_secs_f64() / 60.0
     );
