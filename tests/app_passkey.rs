@@ -370,6 +370,20 @@ fn the_map_offers_the_shipped_scales_when_none_are_in_use() {
     assert!(app.state.passkey_lab.grid_scaled);
     assert!(!h.get_by_label(text::AFTER).accesskit_node().is_disabled());
     assert!(h.query_by_label(text::USE_SHIPPED_SCALES).is_none());
+    // A file of the user's own, loaded and switched off, is not offered to
+    // be replaced.
+    let mut state = lab_state();
+    state.scales.file = Some(nopescope::app::state::LoadedScales {
+        name: "mine.json".into(),
+        layers: 4,
+        heads: 4,
+        values: vec![1.5; 16],
+        rule: Default::default(),
+    });
+    let mut h = harness(state);
+    h.run_steps(3);
+    assert!(!h.state().state.scales.use_file);
+    assert!(h.query_by_label(text::USE_SHIPPED_SCALES).is_none());
 }
 
 #[test]

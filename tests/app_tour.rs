@@ -136,16 +136,31 @@ fn a_step_opened_from_its_link_sets_its_view() {
 /// the fold); the page can still be scrolled away from it afterwards.
 #[test]
 fn a_step_scrolls_what_it_points_at_into_view() {
-    let state = ViewState::from_fragment("#step=3").unwrap().unwrap();
     let (width, height) = (800.0, 900.0);
-    let mut h = app_common::harness(state, [width, height]);
-    settle(&mut h);
-    h.run_steps(3);
-    let plot = h.get_by_label(text::ENTROPY_HEADING).rect();
-    assert!(
-        plot.min.y >= 0.0 && plot.min.y < height - 200.0,
-        "the entropy plot's heading at {plot:?} in a window {height} high"
-    );
+    // Opened from its link, by Next, and by Page Down (a presenter's
+    // clicker): the last two change the step mid-frame, before its
+    // settings apply, and once scrolled to the old layout.
+    for how in ["link", "next", "page down"] {
+        let link = if how == "link" { "#step=3" } else { "#step=2" };
+        let state = ViewState::from_fragment(link).unwrap().unwrap();
+        let mut h = app_common::harness(state, [width, height]);
+        settle(&mut h);
+        h.run_steps(3);
+        match how {
+            "next" => h.get_by_label(text::TOUR_NEXT).click(),
+            "page down" => h.key_press(eframe::egui::Key::PageDown),
+            _ => {}
+        }
+        h.run_steps(2);
+        settle(&mut h);
+        h.run_steps(3);
+        assert_eq!(h.state().state.tour, Some(2), "{how}");
+        let plot = h.get_by_label(text::ENTROPY_HEADING).rect();
+        assert!(
+            plot.min.y >= 0.0 && plot.min.y < height - 200.0,
+            "{how}: the entropy plot's heading at {plot:?} in a window {height} high"
+        );
+    }
 }
 
 #[test]

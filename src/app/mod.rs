@@ -104,9 +104,13 @@ pub struct NopeApp {
     pub state_note: Option<StateNote>,
     /// The outcome of the last text or scales file dropped (true: failed).
     pub drop_note: Option<(String, bool)>,
-    /// Whether no job the views asked for was running when the last frame
-    /// ended (the walkthrough's spotlights scroll only then).
-    settled_at_end: bool,
+    /// The walkthrough step whose views had all their results when the
+    /// last frame ended, drawn with that step applied from the frame's
+    /// start (its spotlights scroll only then; Next and Page Down change
+    /// the step mid-frame, before its settings are applied).
+    settled_for: Option<usize>,
+    /// The step this frame's views are drawn with (after `sync`).
+    step_at_start: Option<usize>,
     /// Dropped files read (on the web, asynchronously), to apply.
     dropped: (
         std::sync::mpsc::Sender<dropped::DroppedFile>,
@@ -199,7 +203,8 @@ impl NopeApp {
             state_file: None,
             state_note: None,
             drop_note: None,
-            settled_at_end: false,
+            settled_for: None,
+            step_at_start: None,
             dropped: std::sync::mpsc::channel(),
         }
     }
@@ -468,8 +473,13 @@ impl NopeApp {
             info = self.info();
             self.state.sanitize(info.layers, info.heads);
         }
+        self.step_at_start = self.state.tour;
+        views::note_tour_step(
+            ui.ctx(),
+            self.state.tour,
+            self.settled_for == self.state.tour && self.jobs.views_idle(),
+        );
         shortcuts(ui.ctx(), &mut self.state, &mut self.views.input, info);
-        views::note_tour_step(ui.ctx(), self.state.tour, self.settled_at_end && self.jobs.views_idle());
         if self.state.backend != self.jobs.backend() {
             self.jobs.set_backend(self.state.backend);
         }
@@ -625,11 +635,13 @@ impl NopeApp {
         self.jobs.end_frame();
         // The walkthrough's spotlights scroll once the views' results are
         // in: a frame after that is asked for (nothing else brings one).
-        let settled = self.jobs.views_idle();
-        if settled && !self.settled_at_end && self.state.tour.is_some() {
+        let settled = (self.jobs.views_idle() && self.state.tour == self.step_at_start)
+            .then_some(self.state.tour)
+            .flatten();
+        if settled.is_some() && settled != self.settled_for {
             ui.ctx().request_repaint();
         }
-        self.settled_at_end = settled;
+        self.settled_for = settled;
         // After the views asked for this frame's jobs, so "busy" counts them.
         self.time_frame(ui);
     }

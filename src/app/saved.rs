@@ -88,7 +88,15 @@ impl StateFile {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let json = serde_json::to_vec_pretty(&self.values).map_err(|e| e.to_string())?;
-        files::write_atomic(&self.path, &json).map_err(|e| e.to_string())?;
+        // A state file kept as a link (a dotfiles folder) is written
+        // where it points: written files refuse to replace a link.
+        let path = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::canonicalize(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?
+            }
+            _ => self.path.clone(),
+        };
+        files::write_atomic(&path, &json).map_err(|e| e.to_string())?;
         self.dirty = false;
         Ok(())
     }
@@ -121,6 +129,25 @@ impl eframe::Storage for StateFile {
 mod tests {
     use super::*;
     use eframe::Storage;
+
+    /// A state file kept as a link is saved where it points, the link left
+    /// in place (written files refuse to replace a link).
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_state_file_is_saved_through_its_link() {
+        let dir = std::env::temp_dir().join(format!("nopescope-state-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("dotfiles-state.json"), dir.join("state.json"));
+        std::fs::write(&target, b"{}").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut file = StateFile::open(link.clone()).unwrap();
+        file.set_string("k", "v".into());
+        file.write().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(StateFile::open(target).unwrap().get_string("k").as_deref(), Some("v"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_state_file_keeps_what_was_set_and_sets_an_unreadable_one_aside() {

@@ -177,10 +177,12 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         }
         files::check_replaceable(path).map_err(err)?;
     }
+    // The rule from the config alone, before the weights are read.
+    let l = files::load_config(&a.dir).map_err(err)?.training_length;
+    let rule = ScaleRule::parse(&a.rule, l, a.rule_a).map_err(err)?;
     super::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
-    let rule = ScaleRule::parse(&a.rule, cfg.training_length, a.rule_a).map_err(err)?;
     let recipe = HeadSearchConfig {
         steps: a.steps,
         batch: a.batch,

@@ -291,19 +291,28 @@ impl PasskeyLabView {
             ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
             // With no scales in use the map could only show NoPE failing:
             // the shipped scales are one click away.
-            if keys.plain && state.model == ModelChoice::Nope {
+            // Not over a file of the user's own, loaded and switched off.
+            let own_file = state
+                .scales
+                .file
+                .as_ref()
+                .is_some_and(|f| f.name != text::PRESET_SHIPPED);
+            if keys.plain
+                && state.model == ModelChoice::Nope
+                && !own_file
+                && ui
+                    .button(text::USE_SHIPPED_SCALES)
+                    .on_hover_text(text::USE_SHIPPED_SCALES_HELP)
+                    .clicked()
+            {
+                // The bundled NoPE model's own scales (they fit it: the
+                // tuning page's presets test it); read only on a click.
                 if let Ok(shipped) = crate::app::search_job::shipped(keys.info) {
-                    if ui
-                        .button(text::USE_SHIPPED_SCALES)
-                        .on_hover_text(text::USE_SHIPPED_SCALES_HELP)
-                        .clicked()
-                    {
-                        shipped.apply_to(&mut state.scales, keys.info.heads);
-                        lab.grid_scaled = true;
-                        // The keys of this frame still say plain.
-                        ui.ctx().request_repaint();
-                    }
+                    shipped.apply_to(&mut state.scales, keys.info.heads);
+                    lab.grid_scaled = true;
                 }
+                // The keys of this frame still say plain.
+                ui.ctx().request_repaint();
             }
         });
         let lengths = grid_lengths(keys.info.training_length, lab.grid_factor);
