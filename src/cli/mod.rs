@@ -50,12 +50,16 @@ enum Command {
     /// Write a randomly initialised model (Hugging Face layout) with a
     /// byte-level BPE tokenizer trained on the text.
     Init {
+        /// The model's config.json (Llama-style; NoPE or RoPE).
         #[arg(long)]
         config: PathBuf,
+        /// The text the tokenizer is trained on.
         #[arg(long)]
         text: PathBuf,
+        /// The folder to write the model to.
         #[arg(long)]
         out: PathBuf,
+        /// Seed of the random weights.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Replace a model already in --out.
@@ -65,8 +69,11 @@ enum Command {
     /// Config, parameter count, tokenizer size and training length of a
     /// model; or, with --devices, the GPU adapters of this machine.
     Info {
+        /// The model's folder (Hugging Face layout: config.json,
+        /// model.safetensors or its shards, tokenizer.json).
         #[arg(required_unless_present = "devices")]
         dir: Option<PathBuf>,
+        /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
         /// List the GPU adapters (backend, type, the limits that matter).
@@ -75,7 +82,10 @@ enum Command {
     },
     /// Loss, perplexity and attention entropy at each length.
     Eval {
+        /// The model's folder (Hugging Face layout: config.json,
+        /// model.safetensors or its shards, tokenizer.json).
         dir: PathBuf,
+        /// The text to read (plain UTF-8), cut into windows of each length.
         #[arg(long)]
         text: PathBuf,
         /// Comma-separated lengths, e.g. 256,1024,4096.
@@ -90,8 +100,11 @@ enum Command {
         /// Most windows per length (fewer if the text is short).
         #[arg(long, default_value_t = 4)]
         windows: usize,
+        /// Where to compute: the CPU engine, the GPU engine (wgpu), or
+        /// auto (the GPU engine on a real GPU, else the CPU).
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -114,21 +127,30 @@ enum Command {
     /// Pass-key retrieval at each length: greedy exact match of the key
     /// hidden at depths spread over the filler.
     Passkey {
+        /// The model's folder (Hugging Face layout: config.json,
+        /// model.safetensors or its shards, tokenizer.json).
         dir: PathBuf,
         /// Comma-separated lengths, e.g. 256,1024,4096.
         #[arg(long, value_delimiter = ',', required = true)]
         lengths: Vec<usize>,
+        /// Documents per length, the key's depth spread evenly over them.
         #[arg(long, default_value_t = 50)]
         trials: usize,
+        /// One scale for every head (1.0 is plain NoPE).
         #[arg(long, conflicts_with = "head_scales")]
         uniform_scale: Option<f32>,
+        /// A head_scales.json with one scale per layer and head.
         #[arg(long)]
         head_scales: Option<PathBuf>,
-        /// Real text (a file) as filler instead of the paper's repeated sentences.
-        #[arg(long)]
+        /// Real text (a file) as filler instead of the paper's repeated
+        /// sentences (`search` calls it --text; either name works).
+        #[arg(long, visible_alias = "text")]
         text_filler: Option<PathBuf>,
+        /// Where to compute: the CPU engine, the GPU engine (wgpu), or
+        /// auto (the GPU engine on a real GPU, else the CPU).
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -663,12 +685,29 @@ fn print_report<T: serde::Serialize>(json: bool, report: &T, table: impl FnOnce(
     }
 }
 
+/// The scales to run with; says on stderr which, beside the memory and
+/// backend lines (a report did not show what it was run with).
 fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
-    match (uniform, file) {
-        (Some(s), _) => HeadScales::uniform(config, s).map_err(err),
-        (None, Some(p)) => HeadScales::load(p, config).map_err(err),
-        (None, None) => Ok(HeadScales::ones(config)),
+    let (hs, source) = match (uniform, file) {
+        (Some(s), _) => (HeadScales::uniform(config, s).map_err(err)?, format!("uniform s = {s}")),
+        (None, Some(p)) => (HeadScales::load(p, config).map_err(err)?, p.display().to_string()),
+        (None, None) => (HeadScales::ones(config), "none (s = 1 for every head)".to_string()),
+    };
+    if file.is_some() {
+        let (lo, hi) = hs
+            .values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        eprintln!(
+            "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}, rule {}",
+            hs.num_layers,
+            hs.num_heads,
+            hs.rule.name()
+        );
+    } else {
+        eprintln!("scales: {source}");
     }
+    Ok(hs)
 }
 
 #[allow(clippy::too_many_arguments)]

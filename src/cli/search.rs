@@ -17,21 +17,24 @@ use super::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, Cl
 /// The command line's settings for one search.
 #[derive(clap::Args)]
 pub struct SearchArgs {
+    /// The model's folder (Hugging Face layout).
     dir: PathBuf,
     /// `uniform` (one scale, a grid) or `heads` (one per layer and head).
     #[arg(long, default_value = "heads", value_parser = ["uniform", "heads"])]
     scales: String,
     /// `passkey` (loss of the key digits) or `text` (next-token loss).
-    #[arg(long, default_value = "passkey")]
+    #[arg(long, default_value = "passkey", value_parser = ["passkey", "text"])]
     objective: String,
     /// The target length in tokens.
     #[arg(long)]
     length: usize,
+    /// Steps of the per-head search (AdamW); not used by --scales uniform.
     #[arg(long, default_value_t = 200)]
     steps: usize,
     /// Sequences per step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Peak learning rate of the per-head search (warm-up, then cosine).
     #[arg(long, default_value_t = 0.1)]
     lr: f32,
     /// Every scale's starting value (the paper used 1.6).
@@ -51,11 +54,13 @@ pub struct SearchArgs {
     rule_a: Option<f64>,
     /// The text objective's text; for `passkey`, the filler text (default:
     /// the paper's repeated sentences).
-    #[arg(long)]
+    #[arg(long, visible_alias = "text-filler")]
     text: Option<PathBuf>,
-    /// Documents per point of the uniform search.
+    /// Documents per point of the uniform search; not used by --scales heads.
     #[arg(long, default_value_t = 16)]
     docs: usize,
+    /// Seed of the documents and batches (the default, the shipped
+    /// scales' own, is disjoint from the evaluation's documents).
     #[arg(long, default_value_t = search::SEARCH_SEED)]
     seed: u64,
     /// Where the scales go (default DIR/head_scales-<kind>-<objective>-<length>.json).
@@ -64,8 +69,10 @@ pub struct SearchArgs {
     /// The per-step CSV log (default: --out with .csv).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Where to compute: the CPU engine, the GPU engine (wgpu), or auto.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// Print the result as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
 }
