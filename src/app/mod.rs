@@ -109,8 +109,6 @@ pub struct NopeApp {
     /// start (its spotlights scroll only then; Next and Page Down change
     /// the step mid-frame, before its settings are applied).
     settled_for: Option<usize>,
-    /// The step this frame's views are drawn with (after `sync`).
-    step_at_start: Option<usize>,
     /// Dropped files read (on the web, asynchronously), to apply.
     dropped: (
         std::sync::mpsc::Sender<dropped::DroppedFile>,
@@ -204,7 +202,6 @@ impl NopeApp {
             state_note: None,
             drop_note: None,
             settled_for: None,
-            step_at_start: None,
             dropped: std::sync::mpsc::channel(),
         }
     }
@@ -473,7 +470,8 @@ impl NopeApp {
             info = self.info();
             self.state.sanitize(info.layers, info.heads);
         }
-        self.step_at_start = self.state.tour;
+        // The step this frame's views are drawn with (after `sync`).
+        let step_at_start = self.state.tour;
         views::note_tour_step(
             ui.ctx(),
             self.state.tour,
@@ -635,7 +633,7 @@ impl NopeApp {
         self.jobs.end_frame();
         // The walkthrough's spotlights scroll once the views' results are
         // in: a frame after that is asked for (nothing else brings one).
-        let settled = (self.jobs.views_idle() && self.state.tour == self.step_at_start)
+        let settled = (self.jobs.views_idle() && self.state.tour == step_at_start)
             .then_some(self.state.tour)
             .flatten();
         if settled.is_some() && settled != self.settled_for {

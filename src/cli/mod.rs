@@ -157,11 +157,11 @@ enum Command {
     /// Regenerate docs/RESULTS.md, its figures and results.json from the
     /// bundled NoPE and RoPE models and the shipped validation text.
     Reproduce {
-        #[arg(long, default_value = "assets/models/nope-sotu")]
+        #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_NOPE)]
         nope: PathBuf,
-        #[arg(long, default_value = "assets/models/rope-sotu")]
+        #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_ROPE)]
         rope: PathBuf,
-        #[arg(long, default_value = "assets/text/sotu-validation.txt")]
+        #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_TEXT)]
         text: PathBuf,
         /// Folder for RESULTS.md, results.json and figures/ (default docs;
         /// a --quick run needs it given, so it never replaces the full
@@ -287,7 +287,7 @@ pub fn main() -> ExitCode {
                 &nope,
                 &rope,
                 &text,
-                &out.unwrap_or_else(|| PathBuf::from("docs")),
+                &out.unwrap_or_else(|| PathBuf::from(nopescope::lab::reproduce::RESULTS_DIR)),
                 quick,
                 trials,
                 backend,
@@ -694,10 +694,7 @@ fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Pa
         (None, None) => (HeadScales::ones(config), "none (s = 1 for every head)".to_string()),
     };
     if file.is_some() {
-        let (lo, hi) = hs
-            .values
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = hs.min_max();
         eprintln!(
             "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}, rule {}",
             hs.num_layers,
@@ -772,8 +769,6 @@ fn passkey_cmd(
             "answering query's (bits)"
         );
         for r in &report.results {
-            let heads: Vec<f64> = r.retrieval_entropy_bits.iter().flatten().copied().collect();
-            let answering = heads.iter().sum::<f64>() / heads.len().max(1) as f64;
             println!(
                 "{:>8} {:>7} {:>8.0}% {:>16.3} {:>9.0}% {:>22.3} {:>26.3}",
                 r.length,
@@ -782,7 +777,7 @@ fn passkey_cmd(
                 r.key_loss,
                 100.0 * r.token_accuracy,
                 r.mean_entropy_bits,
-                answering
+                r.mean_retrieval_entropy_bits()
             );
         }
     });
@@ -971,14 +966,16 @@ fn reproduce_cmd(
 ) -> CliResult<()> {
     use nopescope::lab::{figures, reproduce};
     let clock = std::time::Instant::now();
-    // The defaults are the repository's own files, relative to its root.
+    let sources = reproduce::Sources {
+        nope: nope.display().to_string(),
+        rope: rope.display().to_string(),
+        text: text.display().to_string(),
+        out: out.display().to_string(),
+    };
     let bundled = reproduce::Sources::default();
-    for (flag, given, default) in [
-        ("--nope", nope, &bundled.nope),
-        ("--rope", rope, &bundled.rope),
-        ("--text", text, &bundled.text),
-    ] {
-        if given == Path::new(default) && !given.exists() {
+    // The defaults are the repository's own files, relative to its root.
+    for (flag, given, default) in sources.by_flag(&bundled) {
+        if flag != "--out" && given == default && !Path::new(given).exists() {
             return Err(format!(
                 "{default} (the default of {flag}) is not here: run from the repository's root, or give {flag}"
             ));
@@ -1095,26 +1092,16 @@ fn reproduce_cmd(
     if let Some(t) = trials {
         command.push_str(&format!(" --trials {t}"));
     }
-    let sources = reproduce::Sources {
-        nope: nope.display().to_string(),
-        rope: rope.display().to_string(),
-        text: text.display().to_string(),
-        out: out.display().to_string(),
-    };
-    let bundled = reproduce::Sources::default();
-    for (flag, given, default) in [
-        ("--nope", &sources.nope, &bundled.nope),
-        ("--rope", &sources.rope, &bundled.rope),
-        ("--text", &sources.text, &bundled.text),
-        ("--out", &sources.out, &bundled.out),
-    ] {
+    for (flag, given, default) in sources.by_flag(&bundled) {
         if given != default {
             command.push_str(&format!(" {flag} {given}"));
         }
     }
     if backend != Backend::Auto {
-        let name = if backend == Backend::Cpu { "cpu" } else { "gpu" };
-        command.push_str(&format!(" --backend {name}"));
+        // The flag's own spelling of the value (`cpu`, `gpu`).
+        if let Some(value) = backend.to_possible_value() {
+            command.push_str(&format!(" --backend {}", value.get_name()));
+        }
     }
     let mut md = reproduce::markdown(
         &results,

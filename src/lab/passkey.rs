@@ -252,6 +252,16 @@ pub struct PasskeyResult {
     pub mean_entropy_bits: f64,
 }
 
+impl PasskeyResult {
+    /// The retrieving query's entropy (bits), the mean over every layer
+    /// and head.
+    pub fn mean_retrieval_entropy_bits(&self) -> f64 {
+        let e = &self.retrieval_entropy_bits;
+        let n = e.iter().map(|x| x.len()).sum::<usize>() as f64;
+        e.iter().flatten().sum::<f64>() / n
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PasskeyReport {
     pub results: Vec<PasskeyResult>,

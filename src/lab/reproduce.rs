@@ -406,11 +406,7 @@ pub fn checks(r: &Results) -> Vec<Check> {
     });
     let k_l = ls.iter().position(|&x| x == l);
     let k_4l = ls.iter().position(|&x| x == 4 * l);
-    let mean_ret = |k: usize| {
-        let e = &r.nope.passkey[k].retrieval_entropy_bits;
-        let n = e.iter().map(|x| x.len()).sum::<usize>() as f64;
-        e.iter().flatten().sum::<f64>() / n
-    };
+    let mean_ret = |k: usize| r.nope.passkey[k].mean_retrieval_entropy_bits();
     let heads_ret = |k: usize| -> f64 {
         let e = &r.nope.passkey[k].retrieval_entropy_bits;
         r.distracted_heads.iter().map(|&(a, b)| e[a][b]).sum::<f64>() / r.distracted_heads.len().max(1) as f64
@@ -490,15 +486,33 @@ pub struct Sources {
     pub out: String,
 }
 
+/// The project's own run: the bundled models and text (relative to the
+/// repository's root), into docs/; the command line's defaults.
+pub const BUNDLED_NOPE: &str = "assets/models/nope-sotu";
+pub const BUNDLED_ROPE: &str = "assets/models/rope-sotu";
+pub const BUNDLED_TEXT: &str = "assets/text/sotu-validation.txt";
+pub const RESULTS_DIR: &str = "docs";
+
 impl Default for Sources {
-    /// The bundled models and text, into docs/: the project's own run.
     fn default() -> Self {
         Sources {
-            nope: "assets/models/nope-sotu".into(),
-            rope: "assets/models/rope-sotu".into(),
-            text: "assets/text/sotu-validation.txt".into(),
-            out: "docs".into(),
+            nope: BUNDLED_NOPE.into(),
+            rope: BUNDLED_ROPE.into(),
+            text: BUNDLED_TEXT.into(),
+            out: RESULTS_DIR.into(),
         }
+    }
+}
+
+impl Sources {
+    /// Each input or output by its flag: (flag, as given, its default).
+    pub fn by_flag<'a>(&'a self, defaults: &'a Sources) -> [(&'static str, &'a str, &'a str); 4] {
+        [
+            ("--nope", &self.nope, &defaults.nope),
+            ("--rope", &self.rope, &defaults.rope),
+            ("--text", &self.text, &defaults.text),
+            ("--out", &self.out, &defaults.out),
+        ]
     }
 }
 

@@ -612,10 +612,8 @@ pub async fn head_search_from<E: Engine>(
         }
         state.losses.push(g.loss);
         state.step = step + 1;
+        let (min, max) = state.scales.min_max();
         let values = &state.scales.values;
-        let (min, max) = values
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let report = SearchStep {
             step: step + 1,
             steps: config.steps,

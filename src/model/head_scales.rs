@@ -145,6 +145,13 @@ struct HeadScalesFile {
 }
 
 impl HeadScales {
+    /// The smallest and largest scale (infinities when there are none).
+    pub fn min_max(&self) -> (f32, f32) {
+        self.values
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)))
+    }
+
     pub fn uniform(config: &ModelConfig, s: f32) -> Result<Self> {
         let hs = HeadScales {
             num_layers: config.num_layers,
