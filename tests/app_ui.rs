@@ -1770,6 +1770,11 @@ fn start_over_resets_the_view_and_undo_brings_it_back() {
     state.scales.uniform = 1.5;
     let mut h = harness(state.clone(), 1280.0);
     h.run_steps(2);
+    // The shipped scales in use (as the walkthrough and the lab put them).
+    let info = h.state().info();
+    let shipped = nopescope::app::search_job::shipped(info).unwrap();
+    shipped.apply_to(&mut h.state_mut().state.scales, info.heads);
+    h.run_steps(2);
     let before = h.state().state.clone();
     h.get_by_label(text::START_OVER).click();
     h.run_steps(3);
@@ -1782,6 +1787,7 @@ fn start_over_resets_the_view_and_undo_brings_it_back() {
     assert!(!now.head_chosen, "the head is the page's to select again");
     assert_eq!(now.pasted_text, state.pasted_text, "the user's text went");
     assert_eq!(now.hide, state.hide, "the embed's hidden panels came back");
+    assert_eq!(now.scales.file, None, "the shipped scales stayed loaded");
     // The page selects its head by itself: Undo is still offered.
     h.get_by_label(text::UNDO_START_OVER).click();
     h.run_steps(2);

@@ -73,6 +73,7 @@ fn init_info_eval_round() {
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(info["training_length"], 64);
     assert_eq!(info["tokenizer_size"], 400);
+    assert_eq!(info["config"]["position_encoding"], serde_json::json!({"kind": "none"}));
 
     let (ok, out, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
         "--lengths",
@@ -332,7 +333,10 @@ fn search_writes_scales_and_refuses_bad_settings() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["result"]["steps_run"], 3);
+    assert_eq!(v["replaced"], false);
     let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // The printed scales have the file's layout: [layer][head].
+    assert_eq!(v["head_scales"], file["head_scales"]);
     assert_eq!(file["rule"]["rule"], "log-n");
     assert_eq!(file["rule"]["training_length"], 32);
     assert_eq!(file["provenance"]["objective"], "text");
@@ -412,6 +416,8 @@ fn search_writes_scales_and_refuses_bad_settings() {
     let (ok, stdout, err) = search(&["--scales", "uniform", "--length", "64", "--docs", "2"]);
     assert!(ok, "{err}");
     assert!(stdout.contains("<- best"), "{stdout}");
+    // Replacing an earlier file is said.
+    assert!(err.contains("replacing the file of that name"), "{err}");
 
     // A scales file with a rule this program does not know, or the wrong shape.
     let bad = dir.join("bad.json");

@@ -173,6 +173,14 @@ pub struct ScalesState {
     pub rule: ScaleRule,
 }
 
+impl LoadedScales {
+    /// The scales shipped with the model (the walkthrough, the presets and
+    /// the pass-key lab put them in use), not a file of the user's own.
+    pub fn is_shipped(&self) -> bool {
+        [super::text::PRESET_SHIPPED, super::text::PRESET_SHIPPED_8L].contains(&self.name.as_str())
+    }
+}
+
 impl Default for ScalesState {
     fn default() -> Self {
         ScalesState {
@@ -342,7 +350,8 @@ impl ViewState {
     /// The page as it first opens ("Start over"), keeping what is not the
     /// view: the engine chosen, the theme, the panels hidden for
     /// embedding, and what the user brought (their text, a scales file
-    /// loaded, both unused).
+    /// loaded or searched, both unused). The scales shipped with the model
+    /// are the page's own, not the user's: they go.
     pub fn started_over(&self) -> ViewState {
         ViewState {
             backend: self.backend,
@@ -350,7 +359,7 @@ impl ViewState {
             hide: self.hide.clone(),
             pasted_text: self.pasted_text.clone(),
             scales: ScalesState {
-                file: self.scales.file.clone(),
+                file: self.scales.file.clone().filter(|f| !f.is_shipped()),
                 ..Default::default()
             },
             ..Default::default()
@@ -734,6 +743,24 @@ mod tests {
             Theme::Light
         );
         assert_eq!(light.started_over().theme, Theme::Light);
+        // A scales file of the user's own is kept (unused); the shipped ones go.
+        let mut with_file = light.clone();
+        with_file.scales.use_file = true;
+        for (name, kept) in [
+            ("head_scales-heads-passkey-1024.json", true),
+            (crate::app::text::PRESET_SHIPPED, false),
+            (crate::app::text::PRESET_SHIPPED_8L, false),
+        ] {
+            with_file.scales.file = Some(LoadedScales {
+                name: name.into(),
+                layers: 1,
+                heads: 2,
+                values: vec![1.0, 2.0],
+                rule: ScaleRule::Constant,
+            });
+            let after = with_file.started_over().scales;
+            assert_eq!((after.file.is_some(), after.use_file), (kept, false), "{name}");
+        }
         assert_eq!(ViewState::default().theme, Theme::System);
     }
 

@@ -743,7 +743,7 @@ pub const TOUR_7_TITLE: &str = "One scale per head, searched";
 pub const TOUR_7_BODY: &str = "Better still: keep the model frozen and learn one scale per head, so that each head is sharpened only as much as it needs. These scales were searched at 4L and ship with the model; at 2L they took back 88 of the 98 points of pass-key accuracy that NoPE loses (50 documents).";
 pub const TOUR_7_LOOK: &str = "Compare the two answers; the next step searches scales like these on this device.";
 
-pub const TOUR_8_TITLE: &str = "Search the scales yourself";
+pub const TOUR_8_TITLE: &str = "Tune the scales yourself";
 pub const TOUR_8_BODY: &str = "Step 7's scales came from a search like this one, which runs here, on this device. The model stays frozen; only its 16 scales, one per head, are learned. Each round of the search hides keys in a few documents of 2L = 512 tokens and moves every scale a little, so that the model finds the keys' digits more surely. The objective measures how unsure the model is of those digits (its loss): lower is better.";
 pub const TOUR_8_LOOK: &str = "Press Start search, then watch the objective fall and the map of scales change: the heads that need sharpening move up from 1. When it finishes, \"Apply the result\" uses these scales on every page (until another step sets its own).";
 /// The search step before its search has started.
@@ -979,7 +979,8 @@ pub fn key_mass(setting: &str, head: &str, key: f32, sentence: f32) -> String {
 }
 
 // Tuning panel
-pub const TUNE_HEADING: &str = "Tune the head scales";
+/// The page's heading is its tab's name, as on the other pages.
+pub const TUNE_HEADING: &str = TAB_TUNE;
 pub const TUNE_HELP: &str = "Search attention scales (s above 1 = a lower temperature) with every weight frozen: one per head (the paper's head-based scale) or one for all heads. Nothing changes in the other views until you apply a result.";
 pub const IN_USE: &str = "Scales in use:";
 pub const SEARCH_HEADING: &str = "Search";

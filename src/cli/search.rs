@@ -276,7 +276,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
                 r.losses.first().copied().unwrap_or(f64::NAN),
                 r.final_loss
             );
-            for (l, row) in r.scales.values.chunks(cfg.num_heads).enumerate() {
+            for (l, row) in r.scales.rows().iter().enumerate() {
                 let cells: Vec<String> = row.iter().map(|s| format!("{s:.3}")).collect();
                 println!("layer {l}: {}", cells.join(" "));
             }
@@ -294,12 +294,32 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         a.length
     );
     // The scales first: they are the result; the log is its record.
+    let replaced = out.exists();
     write_atomic(&out, scales.to_json_with(Some(note), Some(provenance)).as_bytes()).map_err(err)?;
     write_atomic(&log, format!("{csv_header}\n{}\n", progress.rows.join("\n")).as_bytes()).map_err(err)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"out": out.display().to_string(), "log": log.display().to_string(), "result": summary, "scales": scales.values})
+        // A struct, not `json!`: the scales keep their shortest f32 digits.
+        #[derive(serde::Serialize)]
+        struct Printed {
+            out: String,
+            replaced: bool,
+            log: String,
+            result: serde_json::Value,
+            head_scales: Vec<Vec<f32>>,
+        }
+        let printed = Printed {
+            out: out.display().to_string(),
+            replaced,
+            log: log.display().to_string(),
+            result: summary,
+            head_scales: scales.rows(),
+        };
+        println!("{}", serde_json::to_string(&printed).expect("json"));
+    } else if replaced {
+        eprintln!(
+            "wrote {} (replacing the file of that name that was there) and {}",
+            out.display(),
+            log.display()
         );
     } else {
         eprintln!("wrote {} and {}", out.display(), log.display());

@@ -55,7 +55,9 @@ fn default_eps() -> f64 {
     1e-6
 }
 
+/// Serialized as `{"kind": "none"}` or `{"kind": "rope", "theta": 10000.0}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PositionEncoding {
     /// No position encoding: the causal mask is the only source of order.
     None,

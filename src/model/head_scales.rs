@@ -145,6 +145,11 @@ struct HeadScalesFile {
 }
 
 impl HeadScales {
+    /// One row per layer, one scale per query head: the file's layout.
+    pub fn rows(&self) -> Vec<Vec<f32>> {
+        self.values.chunks(self.num_heads).map(<[f32]>::to_vec).collect()
+    }
+
     /// The smallest and largest scale (infinities when there are none).
     pub fn min_max(&self) -> (f32, f32) {
         self.values
@@ -267,7 +272,7 @@ impl HeadScales {
     /// The file's text, with where the scales came from.
     pub fn to_json_with(&self, note: Option<String>, provenance: Option<serde_json::Value>) -> String {
         let f = HeadScalesFile {
-            head_scales: self.values.chunks(self.num_heads).map(<[f32]>::to_vec).collect(),
+            head_scales: self.rows(),
             rule: self.rule,
             note,
             provenance,
