@@ -359,6 +359,7 @@ fn search_writes_scales_and_refuses_bad_settings() {
         .arg(&out)
         .args(["--lengths", "64", "--backend", "cpu"]));
     assert!(ok, "{err}");
+    assert!(!err.contains("searched on the model"), "{err}");
 
     let before = std::fs::read(&out).unwrap();
     for (args, word) in [
@@ -436,4 +437,30 @@ fn search_writes_scales_and_refuses_bad_settings() {
             .args(["--lengths", "64", "--backend", "cpu"]));
         assert!(!ok && err.contains("head scales"), "{err}");
     }
+}
+
+/// Scales searched on one model run on another of the same shape, with a
+/// note naming the model they were searched on (the file's provenance).
+#[test]
+fn scales_from_another_model_are_noted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scales = root.join("assets/models/nope-sotu/head_scales-4L.json");
+    let eval = |model: &str| {
+        run(bin()
+            .arg("eval")
+            .arg(root.join("assets/models").join(model))
+            .arg("--text")
+            .arg(root.join("assets/text/sotu-validation.txt"))
+            .arg("--head-scales")
+            .arg(&scales)
+            .args(["--lengths", "32", "--backend", "cpu"]))
+    };
+    let (ok, _, err) = eval("rope-sotu");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("searched on the model assets/models/nope-sotu") && err.contains("rope-sotu"),
+        "{err}"
+    );
+    let (ok, _, err) = eval("nope-sotu");
+    assert!(ok && !err.contains("searched on the model"), "{err}");
 }

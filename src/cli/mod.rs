@@ -672,8 +672,23 @@ fn load_for_lengths(
 ) -> CliResult<(files::ModelDir, HeadScales)> {
     check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
     let m = load_model_dir(dir).map_err(err)?;
-    let hs = load_head_scales(&m.config, uniform, file)?;
+    let hs = load_head_scales(dir, &m.config, uniform, file)?;
     Ok((m, hs))
+}
+
+/// The model folder the scales file at `file` was searched on, when its
+/// provenance names one whose folder name is not `dir`'s (the paths
+/// themselves may be relative to another working folder).
+fn searched_elsewhere(file: &Path, dir: &Path) -> Option<PathBuf> {
+    let searched = HeadScales::searched_on(file)?;
+    let name = |p: &Path| {
+        p.canonicalize()
+            .ok()
+            .and_then(|c| c.file_name().map(ToOwned::to_owned))
+            .or_else(|| p.file_name().map(ToOwned::to_owned))
+    };
+    let theirs = searched.file_name()?.to_owned();
+    (name(dir)? != theirs).then_some(searched)
 }
 
 /// A report as one line of JSON on stdout, or as `table` prints it.
@@ -687,13 +702,18 @@ fn print_report<T: serde::Serialize>(json: bool, report: &T, table: impl FnOnce(
 
 /// The scales to run with; says on stderr which, beside the memory and
 /// backend lines (a report did not show what it was run with).
-fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Path>) -> CliResult<HeadScales> {
+fn load_head_scales(
+    dir: &Path,
+    config: &ModelConfig,
+    uniform: Option<f32>,
+    file: Option<&Path>,
+) -> CliResult<HeadScales> {
     let (hs, source) = match (uniform, file) {
         (Some(s), _) => (HeadScales::uniform(config, s).map_err(err)?, format!("uniform s = {s}")),
         (None, Some(p)) => (HeadScales::load(p, config).map_err(err)?, p.display().to_string()),
         (None, None) => (HeadScales::ones(config), "none (s = 1 for every head)".to_string()),
     };
-    if file.is_some() {
+    if let Some(file) = file {
         let (lo, hi) = hs.min_max();
         eprintln!(
             "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}, rule {}",
@@ -701,6 +721,14 @@ fn load_head_scales(config: &ModelConfig, uniform: Option<f32>, file: Option<&Pa
             hs.num_heads,
             hs.rule.name()
         );
+        if let Some(other) = searched_elsewhere(file, dir) {
+            eprintln!(
+                "note: these scales were searched on the model {} (the file's provenance), not on {}: \
+                 they fit its shape, but each head's scale was tuned for that model's heads",
+                other.display(),
+                dir.display()
+            );
+        }
     } else {
         eprintln!("scales: {source}");
     }

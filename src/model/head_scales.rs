@@ -288,6 +288,15 @@ impl HeadScales {
         Ok(hs)
     }
 
+    /// The model folder a search wrote the file at `path` for, as its
+    /// provenance names it (`None` where the file does not say).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn searched_on(path: &Path) -> Option<std::path::PathBuf> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let f: HeadScalesFile = serde_json::from_str(&text).ok()?;
+        f.provenance?.get("model")?.as_str().map(Into::into)
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     pub fn save(&self, path: &Path, note: Option<String>) -> Result<()> {
         super::files::write_atomic(path, self.to_json(note).as_bytes())
