@@ -118,6 +118,33 @@ fn every_walkthrough_step_keeps_its_promise() {
     assert_eq!(h.state().state.tour, None);
 }
 
+/// An embed that hides every panel but the walkthrough: each step still
+/// computes what it reads, selects its head and keeps its promise (the
+/// hidden map or document used to be the only ones asking, and the step
+/// waited for ever).
+#[test]
+fn a_step_keeps_its_promise_with_every_other_panel_hidden() {
+    let hide: Vec<&str> = nopescope::app::state::PANELS
+        .into_iter()
+        .filter(|p| *p != nopescope::app::state::PANEL_TOUR)
+        .collect();
+    for (step, this) in STEPS.iter().enumerate().filter(|(_, s)| !s.setting.tune) {
+        let link = format!("#step={}&hide={}", step + 1, hide.join(","));
+        let mut h = harness(ViewState::from_fragment(&link).unwrap().unwrap());
+        h.run_steps(2);
+        settle(&mut h);
+        h.run_steps(2);
+        settle(&mut h);
+        match promise(&h, step) {
+            Promise::Met(_) => {}
+            other => panic!("step {} ({}) with {link}: {other:?}", step + 1, this.title),
+        }
+        if this.setting.select != tour::Select::Kept || this.setting.lab {
+            assert!(h.state().state.head_chosen, "step {}: no head selected", step + 1);
+        }
+    }
+}
+
 #[test]
 fn a_step_opened_from_its_link_sets_its_view() {
     // What a teacher's link `#step=4` opens.

@@ -1989,3 +1989,31 @@ fn the_against_length_legend_leaves_out_a_head_the_twin_lacks() {
     assert!(h.query_by_label(&text::head_line(text::MODEL_ROPE, &head)).is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The state kept from a run opened by an embed's link (panels hidden)
+/// opens the next plain run with every panel: only a link hides panels.
+/// (The plain page had lost its page bar, so Share and Start over.)
+#[test]
+fn a_kept_state_opens_without_an_embeds_hidden_panels() {
+    use eframe::Storage;
+    use nopescope::app::saved::StateFile;
+    let dir = std::env::temp_dir().join(format!("nopescope-kept-hide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let embedded = ViewState::from_fragment("#state=%7B%22length%22%3A300%7D&hide=pages,status,controls")
+        .unwrap()
+        .unwrap();
+    assert_eq!(embedded.hide.len(), 3);
+    let mut file = StateFile::open(dir.join("state.json")).unwrap();
+    file.set_string(nopescope::app::STORAGE_KEY, embedded.to_json());
+    let mut h = egui_kittest::Harness::builder()
+        .with_size([1280.0, 800.0])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::from_creation_with_file(cc, None, Some(file), None));
+    h.run_steps(2);
+    let s = &h.state().state;
+    assert_eq!(s.length, 300, "the kept state was not read");
+    assert!(s.hide.is_empty(), "the embed's hidden panels came back: {:?}", s.hide);
+    h.get_by_label(text::SHARE_OPEN);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -247,7 +247,8 @@ impl NopeApp {
     ) -> Self {
         let saved = storage
             .and_then(|s| s.get_string(STORAGE_KEY))
-            .and_then(|json| ViewState::from_json(&json).ok());
+            .and_then(|json| ViewState::from_json(&json).ok())
+            .map(ViewState::restored);
         let gpu = cc.wgpu_render_state.as_ref().map(|rs| GpuSource {
             adapter: rs.adapter.clone(),
             device: rs.device.clone(),
@@ -482,6 +483,12 @@ impl NopeApp {
             self.jobs.set_backend(self.state.backend);
         }
         let mut keys = Keys::of(&self.state, info);
+        // What the open step reads, whichever panels are hidden.
+        if let Some(step) = self.state.tour {
+            for key in tour::wanted(step, &self.state, &keys) {
+                self.jobs.get(&key);
+            }
+        }
         self.views.tour.follow_up(&mut self.state, &self.jobs, &keys);
         // Asked for on the Explore page whatever its panels show (the token
         // count, the page's readiness); elsewhere only read: it would run

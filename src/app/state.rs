@@ -366,6 +366,16 @@ impl ViewState {
         }
     }
 
+    /// The state kept from the last run, as the next run opens it: without
+    /// the panels an embed's link hid. Only a link hides panels, and the
+    /// page opened plainly (on the same site as an embed, which keeps its
+    /// state in the same storage) had lost its page bar, so Share and
+    /// Start over were out of reach.
+    pub fn restored(mut self) -> ViewState {
+        self.hide.clear();
+        self
+    }
+
     /// Brings every field into range (after a URL, a file or a test set it).
     pub fn sanitize(&mut self, layers: usize, heads: usize) {
         self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);

@@ -431,6 +431,36 @@ fn search_promise(seen: Option<SearchSeen>, state: &ViewState, info: ModelInfo) 
     }
 }
 
+/// The results step `index`'s promise and its head selection read. The
+/// app asks for them while the step is open, whatever panels are shown:
+/// a panel hidden for embedding would otherwise never ask, and the step
+/// would wait for ever (`#step=5&hide=map`).
+pub fn wanted(index: usize, state: &ViewState, keys: &Keys) -> Vec<JobKey> {
+    let index = index.min(STEPS.len() - 1);
+    let setting = STEPS[index].setting;
+    let answer = |scales: &ScalesKey| JobKey::PasskeyAnswer {
+        at: super::views::passkey_lab::doc_input(state),
+        scales: scales.clone(),
+    };
+    let mut v = Vec::new();
+    if setting.lab {
+        v.push(JobKey::PasskeyHeads {
+            at: super::views::passkey_lab::doc_input(state),
+            scales: keys.scales.clone(),
+        });
+        v.push(answer(&keys.ones));
+        if !keys.plain {
+            v.push(answer(&keys.scales));
+        }
+    } else if !setting.tune {
+        v.push(keys.entropy(&keys.ones));
+        if setting.select == Select::MostRisen || index == 4 {
+            v.push(keys.entropy_at_l(&keys.ones));
+        }
+    }
+    v
+}
+
 /// What step `index` promises, checked on the results in `jobs` for the
 /// state `keys` was built from, and on the tuning page's latest search
 /// (`search`).
