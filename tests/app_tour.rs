@@ -121,7 +121,7 @@ fn every_walkthrough_step_keeps_its_promise() {
 /// An embed that hides every panel but the walkthrough: each step still
 /// computes what it reads, selects its head and keeps its promise (the
 /// hidden map or document used to be the only ones asking, and the step
-/// waited for ever).
+/// waited for ever), and offers no Close (no page bar to reopen it).
 #[test]
 fn a_step_keeps_its_promise_with_every_other_panel_hidden() {
     let hide: Vec<&str> = nopescope::app::state::PANELS
@@ -142,6 +142,12 @@ fn a_step_keeps_its_promise_with_every_other_panel_hidden() {
         if this.setting.select != tour::Select::Kept || this.setting.lab {
             assert!(h.state().state.head_chosen, "step {}: no head selected", step + 1);
         }
+        // Without the page bar nothing would bring a closed walkthrough back.
+        assert!(
+            h.query_by_label(text::TOUR_CLOSE).is_none() && h.query_by_label(text::TOUR_FINISH).is_none(),
+            "step {}: the embed's walkthrough can be closed for good",
+            step + 1
+        );
     }
 }
 

@@ -2017,3 +2017,21 @@ fn a_kept_state_opens_without_an_embeds_hidden_panels() {
     h.get_by_label(text::SHARE_OPEN);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A link that cannot be read in full opens what it can and says above
+/// the page, hidden panels or not, what it could not use, until dismissed.
+#[test]
+fn a_link_read_in_part_says_what_it_left_out() {
+    let (state, problems) = ViewState::read_link("#state=%7B%22length%22%3A300&hide=pages,status,stauts").unwrap();
+    let mut h = harness(state, 1280.0);
+    h.state_mut().note_link_problems(&problems);
+    h.run_steps(2);
+    assert!(h.state().state.hidden(nopescope::app::state::PANEL_PAGES));
+    let note = h.get_by_label_contains("This link could not be read in full");
+    let said = format!("{:?}", note.accesskit_node());
+    assert!(said.contains("state=") && said.contains("stauts"), "{said}");
+    h.get_by_label(text::DISMISS).click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("could not be read in full").is_none());
+    assert_eq!(h.state().link_note, None);
+}

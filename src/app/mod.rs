@@ -104,6 +104,9 @@ pub struct NopeApp {
     pub state_note: Option<StateNote>,
     /// The outcome of the last text or scales file dropped (true: failed).
     pub drop_note: Option<(String, bool)>,
+    /// What a link opened could not use (`ViewState::read_link`), shown
+    /// above the page, hidden panels or not, until dismissed.
+    pub link_note: Option<String>,
     /// The walkthrough step whose views had all their results when the
     /// last frame ended, drawn with that step applied from the frame's
     /// start (its spotlights scroll only then; Next and Page Down change
@@ -201,9 +204,16 @@ impl NopeApp {
             state_file: None,
             state_note: None,
             drop_note: None,
+            link_note: None,
             settled_for: None,
             dropped: std::sync::mpsc::channel(),
         }
+    }
+
+    /// Says what a link could not use (`problems` from
+    /// `ViewState::read_link`); none clears the note.
+    pub fn note_link_problems(&mut self, problems: &[String]) {
+        self.link_note = (!problems.is_empty()).then(|| problems.join("; "));
     }
 
     /// The desktop app, from eframe's creation context: the saved state,
@@ -534,7 +544,25 @@ impl NopeApp {
                 }
             });
         }
-        let NopeApp { state, jobs, views, .. } = self;
+        let NopeApp {
+            state,
+            jobs,
+            views,
+            link_note,
+            ..
+        } = self;
+        if let Some(note) = link_note.as_ref() {
+            let mut dismissed = false;
+            egui::Panel::top("link note").show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.colored_label(ui.visuals().warn_fg_color, text::link_problems(note));
+                    dismissed = ui.button(text::DISMISS).clicked();
+                });
+            });
+            if dismissed {
+                *link_note = None;
+            }
+        }
         if !hide.pages {
             egui::Panel::top("pages").show(ui, |ui| {
                 ui.horizontal_wrapped(|ui| {

@@ -524,6 +524,20 @@ impl ViewState {
     /// `system`) sets the theme, so a course page can link
     /// `#step=3&hide=pages,status&theme=light` without writing JSON.
     pub fn from_fragment(fragment: &str) -> Option<Result<Self, String>> {
+        let (s, problems) = Self::read_link(fragment)?;
+        Some(if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(problems.join("; "))
+        })
+    }
+
+    /// A link's view, read as far as it can be: each part that cannot be
+    /// used (JSON cut short, a misspelt theme, an unknown panel, a step 0)
+    /// is left at its default and said in the list, so that an author
+    /// sees what was wrong while the rest of the link still applies.
+    /// `None` when the fragment is not one of the app's links.
+    pub fn read_link(fragment: &str) -> Option<(Self, Vec<String>)> {
         let body = fragment.trim_start_matches(['#', '?']);
         let part = |name: &str| {
             body.split('&')
@@ -533,11 +547,13 @@ impl ViewState {
         if state.is_none() && hide.is_none() && step.is_none() && theme.is_none() {
             return None;
         }
-        let mut s = match state {
-            Some(v) => match percent_decode(v).and_then(|json| Self::from_link_json(&json)) {
-                Ok(s) => s,
-                Err(e) => return Some(Err(e)),
-            },
+        let mut problems = Vec::new();
+        let mut s = match state.map(|v| percent_decode(v).and_then(|json| Self::from_link_json(&json))) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                problems.push(format!("state= in the link could not be read ({e})"));
+                Self::default()
+            }
             None => Self::default(),
         };
         if let Some(h) = hide {
@@ -545,22 +561,37 @@ impl ViewState {
                 Ok(h) => s
                     .hide
                     .extend(h.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from)),
-                Err(e) => return Some(Err(e)),
+                Err(e) => problems.push(format!("hide= in the link: {e}")),
             }
+        }
+        // Through `hide=` or the state's own list: only the panels there are.
+        let unknown: Vec<String> = s
+            .hide
+            .iter()
+            .filter(|p| !PANELS.contains(&p.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            s.hide.retain(|p| PANELS.contains(&p.as_str()));
+            problems.push(format!(
+                "no panel is called {} (the panels: {})",
+                unknown.join(", "),
+                PANELS.join(", ")
+            ));
         }
         if let Some(n) = step {
             match n.parse::<usize>() {
                 Ok(n) if n >= 1 => s.tour = Some(n - 1),
-                _ => return Some(Err(format!("step={n} in the URL: expected a step number from 1"))),
+                _ => problems.push(format!("step={n} in the URL: expected a step number from 1")),
             }
         }
         if let Some(t) = theme {
             match Theme::parse(t) {
                 Ok(t) => s.theme = t,
-                Err(e) => return Some(Err(e)),
+                Err(e) => problems.push(e),
             }
         }
-        Some(Ok(s))
+        Some((s, problems))
     }
 }
 
@@ -827,6 +858,27 @@ mod tests {
         let linked = ViewState::from_fragment("#step=3&hide=pages,status").unwrap().unwrap();
         assert_eq!(linked.tour, Some(2));
         assert!(linked.hidden(PANEL_STATUS) && linked.hidden(PANEL_PAGES) && !linked.hidden(PANEL_MAP));
+        // A link read as far as it can be: each part that cannot be used
+        // is said, and the rest still applies.
+        let (s, problems) =
+            ViewState::read_link("#state=%7B%22length%22%3A300&hide=pages,stauts&theme=blue&step=2").unwrap();
+        assert_eq!((s.length, s.tour, s.theme), (1024, Some(1), Theme::System));
+        assert_eq!(s.hide, vec![PANEL_PAGES.to_string()]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("state= in the link could not be read"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("stauts") && problems[1].contains(PANEL_STATUS),
+            "{problems:?}"
+        );
+        assert!(problems[2].contains("theme=blue"), "{problems:?}");
+        // Through the state's own list too.
+        let (s, problems) = ViewState::read_link("#state=%7B%22hide%22%3A%5B%22map%22%2C%22nope%22%5D%7D").unwrap();
+        assert_eq!((s.hide, problems.len()), (vec![PANEL_MAP.to_string()], 1));
+        let (_, problems) = ViewState::read_link("#step=3&hide=pages,status").unwrap();
+        assert!(problems.is_empty());
         let controls = ViewState::from_fragment("#hide=controls").unwrap().unwrap();
         assert!(controls.hidden(PANEL_MAP) && controls.hidden(PANEL_INPUT) && !controls.hidden(PANEL_ENTROPY));
         assert!(ViewState::from_fragment("#step=0").unwrap().is_err());

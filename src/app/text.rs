@@ -13,6 +13,12 @@ pub const TOUR_HINT: &str = "New here? The walkthrough explains what you see in 
 pub const TOUR_HINT_SHORT: &str = "New here? Try the walkthrough.";
 pub const SHARE_OPEN: &str = "Share";
 pub const START_OVER: &str = "Start over";
+pub const DISMISS: &str = "Dismiss";
+
+/// Above the page when a link could not be read in full.
+pub fn link_problems(problems: &str) -> String {
+    format!("This link could not be read in full; the rest of it applies, and these parts were left as they first open: {problems}.")
+}
 pub fn dropped_text(name: &str, chars: usize) -> String {
     format!("Your text is now {name} ({chars} characters)")
 }

@@ -21,6 +21,9 @@ thread_local! {
     static PUBLISHED: RefCell<Option<Published>> = const { RefCell::new(None) };
     /// A state set from JavaScript, applied at the next frame.
     static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
+    /// What a link pasted into the address bar could not use, for the
+    /// app's note (`NopeApp::note_link_problems`), with its state.
+    static LINK_PROBLEMS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
     /// A search asked for from JavaScript, started at the next frame.
     static START_SEARCH: RefCell<bool> = const { RefCell::new(false) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
@@ -291,14 +294,18 @@ pub fn pick_files(open: impl Fn(super::compute::ModelSource) + 'static) -> Resul
     Ok(())
 }
 
-fn state_from_url() -> Option<ViewState> {
+/// The address's link, read as far as it can be, and what it could not use.
+fn state_from_url() -> Option<(ViewState, Vec<String>)> {
     let hash = web_sys::window()?.location().hash().ok()?;
-    ViewState::from_fragment(&hash)?.ok()
+    ViewState::read_link(&hash)
 }
 
 /// After each frame: apply a state set from JavaScript, mirror the state
 /// in the URL and publish the status.
 pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
+    if let Some(problems) = LINK_PROBLEMS.with(|p| p.borrow_mut().take()) {
+        app.note_link_problems(&problems);
+    }
     if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
         // In range before anything below asks for its jobs (a length of
         // 4e9 from a script would otherwise start one this frame).
@@ -403,6 +410,7 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
         "busy_mean_ms": app.frame_stats.busy_total_ms / app.frame_stats.busy_frames.max(1) as f64,
         "held_max_ms": HELD_MAX_MS.get(),
         "offline": offline(),
+        "link_note": app.link_note,
     });
     STATUS.with(|s| *s.borrow_mut() = status.to_string());
     if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
@@ -525,8 +533,9 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     // (The app's own `replaceState` fires no hashchange.)
     if let Some(window) = web_sys::window() {
         let on_hash = Closure::<dyn Fn()>::new(|| {
-            if let Some(state) = state_from_url() {
+            if let Some((state, problems)) = state_from_url() {
                 PENDING.with(|p| *p.borrow_mut() = Some(state));
+                LINK_PROBLEMS.with(|p| *p.borrow_mut() = Some(problems));
                 CTX.with(|c| {
                     if let Some(ctx) = c.borrow().as_ref() {
                         ctx.request_repaint();
@@ -550,7 +559,10 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
                 if let Some(render) = cc.wgpu_render_state.as_ref() {
                     watch_for_a_lost_device(&render.device);
                 }
-                Ok(Box::new(NopeApp::from_creation(cc, url_state)))
+                let (state, problems) = url_state.unzip();
+                let mut app = NopeApp::from_creation(cc, state);
+                app.note_link_problems(&problems.unwrap_or_default());
+                Ok(Box::new(app))
             }),
         )
         .await

@@ -254,6 +254,11 @@ try {
       await page.keyboard.press("PageDown");
       const s4 = await waitFor(page, (x) => x.tour && x.tour.step === 4, 20_000);
       check(s4?.tour?.step === 4, `Page Down (a presentation clicker) steps the walkthrough on: step ${s4?.tour?.step}`);
+      // A link with a misspelt panel: the rest applies, and the page says
+      // what it left out (above the page: its bars are hidden).
+      await page.evaluate(() => { location.hash = "#step=3&hide=pages,stauts"; });
+      const sb = await waitFor(page, (x) => x.link_note, 20_000);
+      check(sb?.link_note?.includes("stauts") && sb.tour?.step === 3 && sb.state.hide.join() === "pages", `a link read in part says what it left out: ${sb?.link_note}; hidden ${JSON.stringify(sb?.state?.hide)}`);
     });
     // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
     // with the key at L; then step 8, which has the class run a search: a

@@ -89,18 +89,21 @@ impl TourView {
             {
                 state.tour = Some(step - 1);
             }
-            // The last step's way on is to close the walkthrough.
+            // The last step's way on is to close the walkthrough; an embed
+            // without the page bar has no way back to it: no closing there.
+            let closable = !state.hidden(crate::app::state::PANEL_PAGES);
             if step + 1 < STEPS.len() {
                 if ui.button(text::TOUR_NEXT).on_hover_text(text::TOUR_NEXT_HELP).clicked() {
                     state.tour = Some(step + 1);
                 }
-                if ui.button(text::TOUR_CLOSE).clicked() {
+                if closable && ui.button(text::TOUR_CLOSE).clicked() {
                     state.tour = None;
                 }
-            } else if ui
-                .button(text::TOUR_FINISH)
-                .on_hover_text(text::TOUR_FINISH_HELP)
-                .clicked()
+            } else if closable
+                && ui
+                    .button(text::TOUR_FINISH)
+                    .on_hover_text(text::TOUR_FINISH_HELP)
+                    .clicked()
             {
                 state.tour = None;
             }
