@@ -295,6 +295,7 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     };
     let e = embedded(&h);
     assert_eq!(e.hide, ["pages", "status"]);
+    assert!(field(&h, text::EMBED_CODE).contains(" allow=\"clipboard-write\""));
     assert_eq!(
         ViewState { hide: vec![], ..e },
         h.state().state,
@@ -2034,4 +2035,47 @@ fn a_link_read_in_part_says_what_it_left_out() {
     h.run_steps(2);
     assert!(h.query_by_label_contains("could not be read in full").is_none());
     assert_eq!(h.state().link_note, None);
+}
+
+/// The mouse wheel over a plot scrolls the page and leaves the plot as it
+/// was: egui_plot's default panned it (an embed's attention row went to
+/// an empty range below 0). At the top of the page a wheel up over the
+/// entropy plot changes nothing on screen.
+#[test]
+fn the_wheel_over_a_plot_does_not_move_it() {
+    use eframe::egui;
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.run_steps(3);
+    let plot = h.get_by_label(text::ENTROPY_HEADING).rect();
+    let at = egui::pos2(plot.center().x, plot.max.y + 220.0);
+    let shot = |h: &mut Harness<'static, NopeApp>| {
+        h.remove_cursor();
+        h.run_steps(3);
+        h.render().unwrap()
+    };
+    let before = shot(&mut h);
+    h.hover_at(at);
+    for _ in 0..5 {
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Line,
+            delta: egui::vec2(0.0, 3.0),
+            modifiers: egui::Modifiers::NONE,
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+        });
+        h.run_steps(2);
+    }
+    let after = shot(&mut h);
+    // The page above the status bar (its frame time changes).
+    let rows = (before.height() as usize - 60) * before.width() as usize * 4;
+    let changed = before.as_raw()[..rows]
+        .iter()
+        .zip(&after.as_raw()[..rows])
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        changed, 0,
+        "a wheel over the entropy plot changed {changed} bytes of the page"
+    );
 }

@@ -803,9 +803,13 @@ pub fn nice_grid(gap: f64, whole: bool) -> impl Fn(egui_plot::GridInput) -> Vec<
 /// A plot whose value axis steps by 1, 2 or 5 x 10^k with labels
 /// `Y_LABEL_GAP` apart (`nice_grid`, `nice_label`): an attention row whose
 /// one spike nears 1 showed no label but 0 on egui_plot's default grid.
+/// The mouse wheel scrolls the page, not the plot (it moved an embed's
+/// plot to an empty range, and the page would not scroll under it);
+/// dragging still pans, Ctrl + wheel zooms, a double click resets.
 pub fn nice_y(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
     plot.y_grid_spacer(nice_grid(Y_LABEL_GAP, false))
         .y_axis_formatter(nice_label)
+        .allow_scroll(false)
 }
 
 /// A plot whose x axis steps by 1, 2 or 5 x 10^k (whole numbers with
@@ -814,11 +818,12 @@ pub fn nice_y(plot: egui_plot::Plot<'_>) -> egui_plot::Plot<'_> {
 /// readers took the one near a 1024-token input's end for one; at 0.1
 /// entropy bits it drew a dense mesh. Lines reach full strength 600
 /// points apart (egui_plot: 300), so these, 80 to 200 apart, stay below
-/// the curves and marks.
+/// the curves and marks. The wheel scrolls the page, as in `nice_y`.
 pub fn nice_x(plot: egui_plot::Plot<'_>, whole: bool) -> egui_plot::Plot<'_> {
     plot.x_grid_spacer(nice_grid(X_LABEL_GAP, whole))
         .x_axis_formatter(nice_label)
         .grid_spacing(8.0..=600.0)
+        .allow_scroll(false)
 }
 
 /// A plot whose x axis is token positions (`nice_x`, whole steps).

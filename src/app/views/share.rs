@@ -80,14 +80,15 @@ pub fn link(address: &str, fragment: &str) -> String {
 }
 
 /// The embed code of `state` with `hide` hidden, `width` x `height` CSS
-/// pixels.
+/// pixels. The frame may write the clipboard (its own Copy buttons: a
+/// browser refuses them inside a frame that is not allowed to).
 pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32, height: u32) -> String {
     let embedded = ViewState {
         hide: hide.to_vec(),
         ..state.clone()
     };
     format!(
-        "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\"></iframe>",
+        "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\" allow=\"clipboard-write\"></iframe>",
         link(address, &embedded.to_fragment()).replace('&', "&amp;").replace('"', "&quot;"),
         text::EMBED_TITLE
     )
@@ -157,7 +158,10 @@ impl ShareView {
             if ui.button(button).clicked() {
                 super::copy_to_clipboard(ui.ctx(), value.to_string(), button);
             }
-            super::show_copy_outcome(ui, button);
         });
+        // Under the row, where a long refusal wraps (beside the button it
+        // ran off a narrow frame's edge and pushed the next row's button
+        // out of view).
+        super::show_copy_outcome(ui, button);
     }
 }
