@@ -2079,3 +2079,40 @@ fn the_wheel_over_a_plot_does_not_move_it() {
         "a wheel over the entropy plot changed {changed} bytes of the page"
     );
 }
+
+/// On a phone (360 points wide) the explorer and the pass-key lab fit the
+/// screen's width: text wraps, rows wrap, and nothing runs off the right
+/// edge, where no one scrolls sideways. (A collapsing header's one-line
+/// title, a slider's own label and a button in a child ui of the row's
+/// remaining width widened every section after them.)
+#[test]
+fn a_phone_wide_page_fits_its_width() {
+    use egui_kittest::kittest::NodeT;
+    use nopescope::app::state::Tab;
+    let width = 360.0;
+    for tab in [Tab::Explore, Tab::Passkey] {
+        let state = ViewState {
+            length: 512,
+            tab,
+            ..Default::default()
+        };
+        let mut h = app_common::harness(state, [width, 640.0]);
+        settle(&mut h);
+        h.run_steps(3);
+        // Every node, on screen or scrolled out of it.
+        let wide: Vec<String> = h
+            .query_all_by(|_| true)
+            .filter(|n| n.accesskit_node().bounding_box().is_some())
+            .filter(|n| n.rect().max.x > width + 0.5 && n.rect().min.x < width)
+            .map(|n| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    n.accesskit_node().role(),
+                    n.accesskit_node().label(),
+                    n.rect()
+                )
+            })
+            .collect();
+        assert!(wide.is_empty(), "{tab:?}: past the right edge: {wide:#?}");
+    }
+}

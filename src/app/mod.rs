@@ -594,9 +594,12 @@ impl NopeApp {
             let search = views.tuning.seen();
             egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys, search));
         }
+        // Text wraps at the page's width; what cannot (a grid's row, a
+        // plot's least width) scrolls sideways on a phone instead of
+        // being cut off at the screen's edge.
         let page = |ui: &mut egui::Ui, salt: &str, add: &mut dyn FnMut(&mut egui::Ui)| {
             egui::CentralPanel::default().show(ui, |ui| {
-                egui::ScrollArea::vertical().id_salt(salt).show(ui, |ui| add(ui));
+                egui::ScrollArea::both().id_salt(salt).show(ui, |ui| add(ui));
             });
         };
         match state.tab {
@@ -646,7 +649,7 @@ impl NopeApp {
                 if wide && any_control {
                     egui::Panel::left("controls")
                         .resizable(true)
-                        .default_size(360.0)
+                        .default_size(372.0)
                         .show(ui, |ui| {
                             egui::ScrollArea::vertical()
                                 .id_salt("controls scroll")

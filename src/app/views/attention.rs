@@ -96,7 +96,7 @@ pub(super) fn on_text(
     if rows.is_empty() || tokens.is_empty() || rows.iter().any(|(_, _, a)| a.row.is_empty()) {
         return;
     }
-    egui::CollapsingHeader::new(text::ON_TEXT_HEADING)
+    egui::CollapsingHeader::new(super::header_title(ui, text::ON_TEXT_HEADING))
         .id_salt(("attention on text", id))
         .default_open(true)
         .show(ui, |ui| {
@@ -484,10 +484,10 @@ impl AttentionView {
         // The maps' axes and colour scale (`pooled_image`), above them:
         // a map is tall, and what is under it is often out of view.
         ui.label(text::pooled_axes(keys.at.length));
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.label(text::POOLED_SCALE_LOW);
             super::colour_bar(ui);
-            ui.label(text::POOLED_SCALE_HIGH);
+            super::bar_end(ui, text::POOLED_SCALE_HIGH);
         });
         let mut wanted = Vec::new();
         let settings = keys.settings();

@@ -309,15 +309,15 @@ pub(super) fn outline_selected(painter: &egui::Painter, rect: egui::Rect) {
 
 /// The colour bar, low to high, with its ends labelled.
 fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
         match mode {
-            MapMode::Rise => ui.label(format!("{hi:.2} {}", text::map_unit(true))),
-            MapMode::Shared => ui
-                .label(text::map_shared_ceiling(hi, MAX_LENGTH))
-                .on_hover_text(text::MAP_SHARED_HOVER),
-            MapMode::Entropy => ui.label(text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER),
+            MapMode::Rise => super::bar_end(ui, format!("{hi:.2} {}", text::map_unit(true))),
+            MapMode::Shared => {
+                super::bar_end(ui, text::map_shared_ceiling(hi, MAX_LENGTH)).on_hover_text(text::MAP_SHARED_HOVER)
+            }
+            MapMode::Entropy => super::bar_end(ui, text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER),
         };
     });
     // What brightness means here (yellow is good news in the accuracy map).

@@ -193,7 +193,7 @@ impl InputView {
                     let label = ui.label(text::PASSKEY_KEY);
                     ui.add(egui::DragValue::new(&mut state.passkey.key).range(10_000..=99_999))
                         .labelled_by(label.id);
-                    ui.add(egui::Slider::new(&mut state.passkey.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
+                    super::depth_slider(ui, &mut state.passkey.depth);
                 });
             }
             InputKind::Pasted => self.pasted_text(ui, state, tokens),
@@ -311,7 +311,7 @@ impl InputView {
     /// Opening a Hugging Face folder: a path typed or chosen in the folder
     /// browser natively; dropped files everywhere (the app takes them in `NopeApp::take_dropped_files`).
     fn open_model(&mut self, ui: &mut egui::Ui, jobs: &mut Jobs) {
-        egui::CollapsingHeader::new(text::OPEN_MODEL)
+        egui::CollapsingHeader::new(super::header_title(ui, text::OPEN_MODEL))
             .default_open(jobs.opened.error.is_some())
             .show(ui, |ui| {
                 #[cfg(not(target_arch = "wasm32"))]

@@ -371,6 +371,44 @@ pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
     }
 }
 
+/// A colour bar's end label in a wrapping row: on the bar's line when it
+/// fits there whole, else from the start of the next line (wrapped there
+/// if it must), not with its last word alone under the bar.
+pub fn bar_end(ui: &mut egui::Ui, label: impl Into<egui::WidgetText>) -> egui::Response {
+    let label = label.into();
+    let whole = label.clone().into_galley(
+        ui,
+        Some(egui::TextWrapMode::Extend),
+        f32::INFINITY,
+        egui::TextStyle::Body,
+    );
+    if whole.size().x > ui.available_width() {
+        ui.end_row();
+    }
+    ui.add(egui::Label::new(label).wrap_mode(egui::TextWrapMode::Wrap))
+}
+
+/// The pass key's depth: a slider, then its name as a label of its own,
+/// which a wrapping row moves to the next line when it does not fit (as
+/// the slider's own text it ran off a phone's screen).
+pub fn depth_slider(ui: &mut egui::Ui, depth: &mut f32) {
+    let slider = ui.add(egui::Slider::new(depth, 0.0..=1.0));
+    let label = ui.label(text::PASSKEY_DEPTH);
+    slider.labelled_by(label.id);
+}
+
+/// A collapsing header's title, wrapped at the width there is. egui lays
+/// such titles out on one line, and a long one ("The text the model
+/// reads (1024 tokens, the first of 4 stretches)") widened the whole page
+/// past a phone's screen, where nothing scrolls sideways.
+pub fn header_title(ui: &egui::Ui, title: impl Into<String>) -> egui::WidgetText {
+    let width = (ui.available_width() - ui.spacing().indent - ui.spacing().button_padding.x).max(40.0);
+    let font = egui::TextStyle::Button.resolve(ui.style());
+    let job = egui::text::LayoutJob::simple(title.into(), font, egui::Color32::PLACEHOLDER, width);
+    // Laid out here: egui re-wraps any other kind of text on one line.
+    egui::WidgetText::Galley(ui.ctx().fonts_mut(|f| f.layout_job(job)))
+}
+
 /// The input as the model reads it, token after token, in a scroll box
 /// under a collapsed heading: the key sentence on the pass key's yellow,
 /// and where the training length L falls, a mark. BertViz's users, and
@@ -383,7 +421,7 @@ pub fn document(
     key: Option<&std::ops::Range<usize>>,
     training_length: usize,
 ) {
-    egui::CollapsingHeader::new(text::show_document(tokens.len(), stretches))
+    egui::CollapsingHeader::new(header_title(ui, text::show_document(tokens.len(), stretches)))
         .id_salt(id_salt)
         .show(ui, |ui| {
             let body = egui::TextStyle::Body.resolve(ui.style());

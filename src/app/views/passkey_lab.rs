@@ -146,7 +146,7 @@ impl PasskeyLabView {
                 let seed = ui.input(|i| i.time).to_bits() ^ u64::from(lab.key);
                 lab.key = random_key(&mut Rng::new(seed));
             }
-            ui.add(egui::Slider::new(&mut lab.depth, 0.0..=1.0).text(text::PASSKEY_DEPTH));
+            super::depth_slider(ui, &mut lab.depth);
         });
         filler_choice(ui, lab, has_text);
         ui.label(text::passkey_key_line(lab.key, lab.length, training));
@@ -169,7 +169,7 @@ impl PasskeyLabView {
                         // The verdict is in the words, after its setting's
                         // swatch (in the error colour, a wrong answer read as
                         // the scaled setting's, which shares its vermillion).
-                        ui.horizontal(|ui| {
+                        ui.horizontal_wrapped(|ui| {
                             super::swatch(ui, &Look::line(*colour));
                             ui.label(answer_job(ui, name, a));
                         });
@@ -457,10 +457,16 @@ fn filler_choice(ui: &mut egui::Ui, lab: &mut PasskeyLabState, has_text: bool) {
         ui.label(text::FILLER);
         ui.selectable_value(&mut lab.filler, FillerChoice::Repeated, text::FILLER_REPEATED);
         ui.selectable_value(&mut lab.filler, FillerChoice::Validation, text::FILLER_VALIDATION);
-        ui.add_enabled_ui(has_text, |ui| {
-            ui.selectable_value(&mut lab.filler, FillerChoice::Pasted, text::FILLER_PASTED)
-                .on_disabled_hover_text(text::FILLER_PASTED_NONE);
-        });
+        // Not in a child ui of its own: that had only the row's remaining
+        // width, and on a phone the button's text stood one letter a line.
+        let pasted = egui::Button::selectable(lab.filler == FillerChoice::Pasted, text::FILLER_PASTED);
+        if ui
+            .add_enabled(has_text, pasted)
+            .on_disabled_hover_text(text::FILLER_PASTED_NONE)
+            .clicked()
+        {
+            lab.filler = FillerChoice::Pasted;
+        }
     });
     if lab.filler == FillerChoice::Pasted && !has_text {
         ui.colored_label(palette::ERROR, text::FILLER_PASTED_NONE);

@@ -297,13 +297,13 @@ impl TuningView {
                 .spacing([12.0, 6.0])
                 .show(ui, |ui| {
                     ui.label(text::SEARCH_KIND).on_hover_text(text::SEARCH_KIND_HINT);
-                    ui.horizontal(|ui| {
+                    ui.horizontal_wrapped(|ui| {
                         ui.selectable_value(&mut t.kind, SearchKind::Heads, text::KIND_HEADS);
                         ui.selectable_value(&mut t.kind, SearchKind::Uniform, text::KIND_UNIFORM);
                     });
                     ui.end_row();
                     ui.label(text::OBJECTIVE).on_hover_text(text::OBJECTIVE_HINT);
-                    ui.horizontal(|ui| {
+                    ui.horizontal_wrapped(|ui| {
                         ui.selectable_value(&mut t.objective, TuneObjective::Passkey, text::OBJECTIVE_PASSKEY);
                         ui.selectable_value(&mut t.objective, TuneObjective::Text, text::OBJECTIVE_TEXT);
                         ui.selectable_value(&mut t.objective, TuneObjective::Pasted, text::OBJECTIVE_PASTED)
@@ -349,7 +349,7 @@ impl TuningView {
             // the values in use.
             let heads = t.kind == SearchKind::Heads;
             let summary = text::more_settings(heads.then_some((t.lr, t.init)), rule_name(t.rule));
-            egui::CollapsingHeader::new(summary)
+            egui::CollapsingHeader::new(super::header_title(ui, summary))
                 .id_salt("search more settings")
                 .show(ui, |ui| {
                     egui::Grid::new("search more settings grid")
@@ -870,10 +870,10 @@ fn scale_map(ui: &mut egui::Ui, report: &SearchReport, selected: (usize, usize))
             });
         }
     });
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label(format!("{lo:.2}"));
         super::colour_bar(ui);
-        ui.label(text::scale_legend(hi));
+        super::bar_end(ui, text::scale_legend(hi));
     });
     export::grid_buttons(ui, map.rect, layers * heads, || {
         export::Grid::heads(
