@@ -296,6 +296,12 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     let e = embedded(&h);
     assert_eq!(e.hide, ["pages", "status"]);
     assert!(field(&h, text::EMBED_CODE).contains(" allow=\"clipboard-write\""));
+    // A title of its own: what it shows.
+    assert!(
+        field(&h, text::EMBED_CODE).contains(&format!("title=\"{}\"", text::embed_title("300 tokens"))),
+        "{}",
+        field(&h, text::EMBED_CODE)
+    );
     assert_eq!(
         ViewState { hide: vec![], ..e },
         h.state().state,

@@ -346,6 +346,32 @@ impl Default for ViewState {
     }
 }
 
+/// Numbers that are f32 values written with an f32's shortest digits:
+/// through `serde_json::Value` an f32 becomes an f64 and a link read
+/// `"uniform":1.2999999523162842` for 1.3. Read back into the f32 field
+/// it is the same number; an f64 field holding exactly that f32 value
+/// reads back within an f32's precision.
+fn short_floats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            let f = x as f32;
+            if f64::from(f) == x && f.is_finite() {
+                if let Some(short) = format!("{f}")
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    *n = short;
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(short_floats),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(short_floats),
+        _ => {}
+    }
+}
+
 impl ViewState {
     /// The page as it first opens ("Start over"), keeping what is not the
     /// view: the engine chosen, the theme, the panels hidden for
@@ -515,7 +541,9 @@ impl ViewState {
         if !fields.contains_key("layer") && !fields.contains_key("head") && !self.head_chosen {
             fields.remove("head_chosen");
         }
-        serde_json::Value::Object(fields).to_string()
+        let mut changed = serde_json::Value::Object(fields);
+        short_floats(&mut changed);
+        changed.to_string()
     }
 
     /// Reads `state=` from a URL fragment or query (with or without `#`/`?`).
@@ -824,6 +852,23 @@ mod tests {
         };
         assert_eq!(short.to_fragment(), "#state=%7B%22length%22%3A300%7D");
         assert_eq!(ViewState::default().to_fragment(), "#state=%7B%7D");
+        // f32s with their own shortest digits, and the same numbers back.
+        let mut floats = ViewState::default();
+        floats.scales.uniform = 1.3;
+        floats.passkey.depth = 0.7;
+        floats.scales.file = Some(LoadedScales {
+            name: "f".into(),
+            layers: 1,
+            heads: 3,
+            values: vec![1.4330342, 1.0, 0.1],
+            rule: ScaleRule::Constant,
+        });
+        let link = floats.to_fragment();
+        assert!(
+            link.contains("%3A1.3%2C") && link.contains("%5B1.4330342%2C1.0%2C0.1%5D") && !link.contains("99999"),
+            "{link}"
+        );
+        assert_eq!(ViewState::from_fragment(&link).unwrap().unwrap(), floats);
         let partial = ViewState::from_json(r#"{"length": 300}"#).unwrap();
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);

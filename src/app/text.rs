@@ -67,6 +67,12 @@ pub const EMBED_SIZE: &str = "Size";
 pub const EMBED_CODE: &str = "Embed code";
 pub const COPY_EMBED: &str = "Copy embed code";
 pub const EMBED_TITLE: &str = "nopescope: attention entropy of a transformer without position encoding";
+
+/// The embedded frame's title: what this one shows, so that several on one
+/// course page do not all read the same to a screen reader.
+pub fn embed_title(what: &str) -> String {
+    format!("{EMBED_TITLE}: {what}")
+}
 pub const EMBED_THREADS: &str = "Inside another site's page the CPU engine runs on one thread (the browser gives an embedded page no shared memory), so long inputs take longer there.";
 pub const INPUT_HEADING: &str = "Input";
 pub const INPUT_VALIDATION: &str = "Validation text";

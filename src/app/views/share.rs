@@ -90,8 +90,22 @@ pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32,
     format!(
         "<iframe src=\"{}\" width=\"{width}\" height=\"{height}\" style=\"border: 0\" title=\"{}\" loading=\"lazy\" allow=\"clipboard-write\"></iframe>",
         link(address, &embedded.to_fragment()).replace('&', "&amp;").replace('"', "&quot;"),
-        text::EMBED_TITLE
+        text::embed_title(&shown(state)).replace('&', "&amp;").replace('"', "&quot;")
     )
+}
+
+/// What an embed of `state` shows, in a few words.
+fn shown(state: &ViewState) -> String {
+    use crate::app::state::Tab;
+    if let Some(step) = state.tour {
+        let step = step.min(crate::app::tour::STEPS.len() - 1);
+        return format!("walkthrough step {}, {}", step + 1, crate::app::tour::STEPS[step].title);
+    }
+    match state.tab {
+        Tab::Explore => format!("{} tokens", state.length),
+        Tab::Passkey => format!("{}, {} tokens", text::TAB_PASSKEY, state.passkey_lab.length),
+        Tab::Tune => text::TAB_TUNE.to_string(),
+    }
 }
 
 impl ShareView {
