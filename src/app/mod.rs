@@ -255,10 +255,7 @@ impl NopeApp {
         state: Option<ViewState>,
         storage: Option<&dyn eframe::Storage>,
     ) -> Self {
-        let saved = storage
-            .and_then(|s| s.get_string(STORAGE_KEY))
-            .and_then(|json| ViewState::from_json(&json).ok())
-            .map(ViewState::restored);
+        let saved = Self::saved_state(storage);
         let gpu = cc.wgpu_render_state.as_ref().map(|rs| GpuSource {
             adapter: rs.adapter.clone(),
             device: rs.device.clone(),
@@ -273,6 +270,28 @@ impl NopeApp {
         if let Some(storage) = storage {
             app.restore(storage);
         }
+        app
+    }
+
+    /// The view kept from the last run, as the next opens it.
+    fn saved_state(storage: Option<&dyn eframe::Storage>) -> Option<ViewState> {
+        storage
+            .and_then(|s| s.get_string(STORAGE_KEY))
+            .and_then(|json| ViewState::from_json(&json).ok())
+            .map(ViewState::restored)
+    }
+
+    /// The app opened at an address whose fragment is `fragment`: a link
+    /// is read onto the view kept from the last run (a `state=` that
+    /// cannot be read leaves that view, not the default one), and what it
+    /// could not use is noted above the page.
+    pub fn from_link(cc: &eframe::CreationContext<'_>, fragment: Option<&str>) -> Self {
+        let saved = Self::saved_state(cc.storage);
+        let (state, problems) = fragment
+            .and_then(|f| ViewState::read_link_onto(f, saved.unwrap_or_default()))
+            .unzip();
+        let mut app = Self::from_creation(cc, state);
+        app.note_link_problems(&problems.unwrap_or_default());
         app
     }
 
@@ -493,8 +512,10 @@ impl NopeApp {
             self.jobs.set_backend(self.state.backend);
         }
         let mut keys = Keys::of(&self.state, info);
-        // What the open step reads, whichever panels are hidden.
-        if let Some(step) = self.state.tour {
+        // What the open step reads, whichever panels are hidden: the step
+        // whose settings this frame's state has (a key may have moved the
+        // walkthrough on since; its settings apply next frame).
+        if let Some(step) = step_at_start.filter(|_| self.state.tour == step_at_start) {
             for key in tour::wanted(step, &self.state, &keys) {
                 self.jobs.get(&key);
             }

@@ -346,11 +346,15 @@ impl Default for ViewState {
     }
 }
 
+/// The state's fields that are f64 (a rule's `a`, the tuning page's): left
+/// as they are by `short_floats`.
+const F64_FIELDS: [&str; 2] = ["rule", "fitted_a"];
+
 /// Numbers that are f32 values written with an f32's shortest digits:
 /// through `serde_json::Value` an f32 becomes an f64 and a link read
 /// `"uniform":1.2999999523162842` for 1.3. Read back into the f32 field
-/// it is the same number; an f64 field holding exactly that f32 value
-/// reads back within an f32's precision.
+/// it is the same number. The f64 fields (`F64_FIELDS`) are skipped: one
+/// holding exactly an f32 value would come back as another number.
 fn short_floats(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Number(n) if n.is_f64() => {
@@ -367,7 +371,10 @@ fn short_floats(v: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(short_floats),
-        serde_json::Value::Object(fields) => fields.values_mut().for_each(short_floats),
+        serde_json::Value::Object(fields) => fields
+            .iter_mut()
+            .filter(|(name, _)| !F64_FIELDS.contains(&name.as_str()))
+            .for_each(|(_, v)| short_floats(v)),
         _ => {}
     }
 }
@@ -562,10 +569,18 @@ impl ViewState {
 
     /// A link's view, read as far as it can be: each part that cannot be
     /// used (JSON cut short, a misspelt theme, an unknown panel, a step 0)
-    /// is left at its default and said in the list, so that an author
-    /// sees what was wrong while the rest of the link still applies.
-    /// `None` when the fragment is not one of the app's links.
+    /// is left as it is and said in the list, so that an author sees what
+    /// was wrong while the rest of the link still applies. `None` when the
+    /// fragment is not one of the app's links.
     pub fn read_link(fragment: &str) -> Option<(Self, Vec<String>)> {
+        Self::read_link_onto(fragment, Self::default())
+    }
+
+    /// `read_link`, where a `state=` that cannot be read leaves `base`
+    /// (the view kept from the last visit, or the one on screen) rather
+    /// than the default view: a link cut short by a chat app must not
+    /// throw away the user's own text at the next save.
+    pub fn read_link_onto(fragment: &str, base: ViewState) -> Option<(Self, Vec<String>)> {
         let body = fragment.trim_start_matches(['#', '?']);
         let part = |name: &str| {
             body.split('&')
@@ -580,7 +595,7 @@ impl ViewState {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 problems.push(format!("state= in the link could not be read ({e})"));
-                Self::default()
+                base
             }
             None => Self::default(),
         };
@@ -869,6 +884,28 @@ mod tests {
             "{link}"
         );
         assert_eq!(ViewState::from_fragment(&link).unwrap().unwrap(), floats);
+        // An f64 holding exactly an f32 value keeps all its digits.
+        floats.tune.fitted_a = f64::from(0.3f32);
+        let link = floats.to_fragment();
+        assert_eq!(ViewState::from_fragment(&link).unwrap().unwrap(), floats, "{link}");
+        // A state= cut short leaves the base view (the one kept), the rest
+        // of the link applied on it.
+        let kept = ViewState {
+            length: 700,
+            pasted_text: "mine".into(),
+            ..Default::default()
+        };
+        let (s, problems) = ViewState::read_link_onto("#state=%7B%22length%22%3A3&step=2", kept.clone()).unwrap();
+        assert_eq!(
+            (s.length, s.pasted_text.as_str(), s.tour, problems.len()),
+            (700, "mine", Some(1), 1)
+        );
+        let (s, _) = ViewState::read_link_onto("#step=2", kept).unwrap();
+        assert_eq!(
+            s.length,
+            ViewState::default().length,
+            "a link without state= is the default view"
+        );
         let partial = ViewState::from_json(r#"{"length": 300}"#).unwrap();
         assert_eq!(partial.length, 300);
         assert_eq!(partial.layer, 0);

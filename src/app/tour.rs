@@ -76,6 +76,19 @@ pub struct Setting {
     pub tune: bool,
 }
 
+impl Setting {
+    /// The page the step shows.
+    pub fn tab(&self) -> Tab {
+        if self.lab {
+            Tab::Passkey
+        } else if self.tune {
+            Tab::Tune
+        } else {
+            Tab::Explore
+        }
+    }
+}
+
 /// Which head a step selects (the pass-key steps select the head that
 /// retrieves best).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,13 +233,7 @@ pub fn apply(index: usize, state: &mut ViewState, info: ModelInfo) -> Result<(),
     // longest).
     let info = ModelInfo::bundled(s.model).unwrap_or(info);
     state.tour = Some(index);
-    state.tab = if s.lab {
-        Tab::Passkey
-    } else if s.tune {
-        Tab::Tune
-    } else {
-        Tab::Explore
-    };
+    state.tab = s.tab();
     state.model = s.model;
     state.input = s.input;
     state.passkey = TOUR_PASSKEY;
@@ -438,6 +445,10 @@ fn search_promise(seen: Option<SearchSeen>, state: &ViewState, info: ModelInfo) 
 pub fn wanted(index: usize, state: &ViewState, keys: &Keys) -> Vec<JobKey> {
     let index = index.min(STEPS.len() - 1);
     let setting = STEPS[index].setting;
+    // Not while the user looks at another page: its own work comes first.
+    if state.tab != setting.tab() {
+        return Vec::new();
+    }
     let answer = |scales: &ScalesKey| JobKey::PasskeyAnswer {
         at: super::views::passkey_lab::doc_input(state),
         scales: scales.clone(),

@@ -21,9 +21,9 @@ thread_local! {
     static PUBLISHED: RefCell<Option<Published>> = const { RefCell::new(None) };
     /// A state set from JavaScript, applied at the next frame.
     static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
-    /// What a link pasted into the address bar could not use, for the
-    /// app's note (`NopeApp::note_link_problems`), with its state.
-    static LINK_PROBLEMS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    /// A link pasted into the address bar (its fragment), read at the
+    /// next frame onto the view on screen.
+    static PENDING_LINK: RefCell<Option<String>> = const { RefCell::new(None) };
     /// A search asked for from JavaScript, started at the next frame.
     static START_SEARCH: RefCell<bool> = const { RefCell::new(false) };
     static CTX: RefCell<Option<eframe::egui::Context>> = const { RefCell::new(None) };
@@ -294,17 +294,20 @@ pub fn pick_files(open: impl Fn(super::compute::ModelSource) + 'static) -> Resul
     Ok(())
 }
 
-/// The address's link, read as far as it can be, and what it could not use.
-fn state_from_url() -> Option<(ViewState, Vec<String>)> {
-    let hash = web_sys::window()?.location().hash().ok()?;
-    ViewState::read_link(&hash)
+/// The address's fragment (`#...`), where the page's links keep the view.
+fn url_fragment() -> Option<String> {
+    web_sys::window()?.location().hash().ok()
 }
 
 /// After each frame: apply a state set from JavaScript, mirror the state
 /// in the URL and publish the status.
 pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
-    if let Some(problems) = LINK_PROBLEMS.with(|p| p.borrow_mut().take()) {
-        app.note_link_problems(&problems);
+    // A link read onto the view on screen (what it could not use stays).
+    if let Some(fragment) = PENDING_LINK.with(|p| p.borrow_mut().take()) {
+        if let Some((s, problems)) = ViewState::read_link_onto(&fragment, app.state.clone()) {
+            PENDING.with(|p| *p.borrow_mut() = Some(s));
+            app.note_link_problems(&problems);
+        }
     }
     if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
         // In range before anything below asks for its jobs (a length of
@@ -527,15 +530,14 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     }
     #[cfg(target_feature = "atomics")]
     threads::start_workers().await;
-    let url_state = state_from_url();
+    let fragment = url_fragment();
     // A link pasted into this tab's address bar (or a same-page link)
     // changes only the fragment: apply it as a script's state would be.
     // (The app's own `replaceState` fires no hashchange.)
     if let Some(window) = web_sys::window() {
         let on_hash = Closure::<dyn Fn()>::new(|| {
-            if let Some((state, problems)) = state_from_url() {
-                PENDING.with(|p| *p.borrow_mut() = Some(state));
-                LINK_PROBLEMS.with(|p| *p.borrow_mut() = Some(problems));
+            if let Some(fragment) = url_fragment() {
+                PENDING_LINK.with(|p| *p.borrow_mut() = Some(fragment));
                 CTX.with(|c| {
                     if let Some(ctx) = c.borrow().as_ref() {
                         ctx.request_repaint();
@@ -559,10 +561,7 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
                 if let Some(render) = cc.wgpu_render_state.as_ref() {
                     watch_for_a_lost_device(&render.device);
                 }
-                let (state, problems) = url_state.unzip();
-                let mut app = NopeApp::from_creation(cc, state);
-                app.note_link_problems(&problems.unwrap_or_default());
-                Ok(Box::new(app))
+                Ok(Box::new(NopeApp::from_link(cc, fragment.as_deref())))
             }),
         )
         .await

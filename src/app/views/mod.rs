@@ -400,7 +400,7 @@ pub fn depth_slider(ui: &mut egui::Ui, depth: &mut f32) {
 /// A collapsing header's title, wrapped at the width there is. egui lays
 /// such titles out on one line, and a long one ("The text the model
 /// reads (1024 tokens, the first of 4 stretches)") widened the whole page
-/// past a phone's screen, where nothing scrolls sideways.
+/// past a phone's screen, and every section after it with it.
 pub fn header_title(ui: &egui::Ui, title: impl Into<String>) -> egui::WidgetText {
     let width = (ui.available_width() - ui.spacing().indent - ui.spacing().button_padding.x).max(40.0);
     let font = egui::TextStyle::Button.resolve(ui.style());
