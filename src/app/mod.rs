@@ -255,13 +255,12 @@ impl NopeApp {
         state: Option<ViewState>,
         storage: Option<&dyn eframe::Storage>,
     ) -> Self {
-        let saved = Self::saved_state(storage);
         let gpu = cc.wgpu_render_state.as_ref().map(|rs| GpuSource {
             adapter: rs.adapter.clone(),
             device: rs.device.clone(),
             queue: rs.queue.clone(),
         });
-        let state = state.or(saved).unwrap_or_default();
+        let state = state.or_else(|| Self::saved_state(storage)).unwrap_or_default();
         let options = AppOptions {
             show_frame_time: true,
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
@@ -286,10 +285,8 @@ impl NopeApp {
     /// cannot be read leaves that view, not the default one), and what it
     /// could not use is noted above the page.
     pub fn from_link(cc: &eframe::CreationContext<'_>, fragment: Option<&str>) -> Self {
-        let saved = Self::saved_state(cc.storage);
-        let (state, problems) = fragment
-            .and_then(|f| ViewState::read_link_onto(f, saved.unwrap_or_default()))
-            .unzip();
+        let saved = || Self::saved_state(cc.storage).unwrap_or_default();
+        let (state, problems) = fragment.and_then(|f| ViewState::read_link_onto(f, saved)).unzip();
         let mut app = Self::from_creation(cc, state);
         app.note_link_problems(&problems.unwrap_or_default());
         app

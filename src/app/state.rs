@@ -573,14 +573,15 @@ impl ViewState {
     /// was wrong while the rest of the link still applies. `None` when the
     /// fragment is not one of the app's links.
     pub fn read_link(fragment: &str) -> Option<(Self, Vec<String>)> {
-        Self::read_link_onto(fragment, Self::default())
+        Self::read_link_onto(fragment, Self::default)
     }
 
-    /// `read_link`, where a `state=` that cannot be read leaves `base`
+    /// `read_link`, where a `state=` that cannot be read leaves `base()`
     /// (the view kept from the last visit, or the one on screen) rather
     /// than the default view: a link cut short by a chat app must not
-    /// throw away the user's own text at the next save.
-    pub fn read_link_onto(fragment: &str, base: ViewState) -> Option<(Self, Vec<String>)> {
+    /// throw away the user's own text at the next save. `base` is called
+    /// only then.
+    pub fn read_link_onto(fragment: &str, base: impl FnOnce() -> ViewState) -> Option<(Self, Vec<String>)> {
         let body = fragment.trim_start_matches(['#', '?']);
         let part = |name: &str| {
             body.split('&')
@@ -595,7 +596,7 @@ impl ViewState {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 problems.push(format!("state= in the link could not be read ({e})"));
-                base
+                base()
             }
             None => Self::default(),
         };
@@ -895,12 +896,12 @@ mod tests {
             pasted_text: "mine".into(),
             ..Default::default()
         };
-        let (s, problems) = ViewState::read_link_onto("#state=%7B%22length%22%3A3&step=2", kept.clone()).unwrap();
+        let (s, problems) = ViewState::read_link_onto("#state=%7B%22length%22%3A3&step=2", || kept.clone()).unwrap();
         assert_eq!(
             (s.length, s.pasted_text.as_str(), s.tour, problems.len()),
             (700, "mine", Some(1), 1)
         );
-        let (s, _) = ViewState::read_link_onto("#step=2", kept).unwrap();
+        let (s, _) = ViewState::read_link_onto("#step=2", || kept).unwrap();
         assert_eq!(
             s.length,
             ViewState::default().length,

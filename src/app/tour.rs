@@ -449,14 +449,15 @@ pub fn wanted(index: usize, state: &ViewState, keys: &Keys) -> Vec<JobKey> {
     if state.tab != setting.tab() {
         return Vec::new();
     }
-    let answer = |scales: &ScalesKey| JobKey::PasskeyAnswer {
-        at: super::views::passkey_lab::doc_input(state),
-        scales: scales.clone(),
-    };
     let mut v = Vec::new();
     if setting.lab {
+        let at = super::views::passkey_lab::doc_input(state);
+        let answer = |scales: &ScalesKey| JobKey::PasskeyAnswer {
+            at: at.clone(),
+            scales: scales.clone(),
+        };
         v.push(JobKey::PasskeyHeads {
-            at: super::views::passkey_lab::doc_input(state),
+            at: at.clone(),
             scales: keys.scales.clone(),
         });
         v.push(answer(&keys.ones));
@@ -465,7 +466,9 @@ pub fn wanted(index: usize, state: &ViewState, keys: &Keys) -> Vec<JobKey> {
         }
     } else if !setting.tune {
         v.push(keys.entropy(&keys.ones));
-        if setting.select == Select::MostRisen || index == 4 {
+        // (Step 5's promise reads the rise too; it is the step that
+        // selects by it.)
+        if setting.select == Select::MostRisen {
             v.push(keys.entropy_at_l(&keys.ones));
         }
     }

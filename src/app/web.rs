@@ -304,7 +304,7 @@ fn url_fragment() -> Option<String> {
 pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     // A link read onto the view on screen (what it could not use stays).
     if let Some(fragment) = PENDING_LINK.with(|p| p.borrow_mut().take()) {
-        if let Some((s, problems)) = ViewState::read_link_onto(&fragment, app.state.clone()) {
+        if let Some((s, problems)) = ViewState::read_link_onto(&fragment, || app.state.clone()) {
             PENDING.with(|p| *p.borrow_mut() = Some(s));
             app.note_link_problems(&problems);
         }

@@ -676,11 +676,11 @@ fn load_for_lengths(
     Ok((m, hs))
 }
 
-/// The model folder the scales file at `file` was searched on, when its
-/// provenance names one whose folder name is not `dir`'s (the paths
-/// themselves may be relative to another working folder).
-fn searched_elsewhere(file: &Path, dir: &Path) -> Option<PathBuf> {
-    let searched = HeadScales::searched_on(file)?;
+/// `searched`, the model folder a scales file was searched on, when its
+/// folder name is not `dir`'s (the paths themselves may be relative to
+/// another working folder).
+fn searched_elsewhere(searched: Option<PathBuf>, dir: &Path) -> Option<PathBuf> {
+    let searched = searched?;
     let name = |p: &Path| {
         p.canonicalize()
             .ok()
@@ -708,12 +708,23 @@ fn load_head_scales(
     uniform: Option<f32>,
     file: Option<&Path>,
 ) -> CliResult<HeadScales> {
-    let (hs, source) = match (uniform, file) {
-        (Some(s), _) => (HeadScales::uniform(config, s).map_err(err)?, format!("uniform s = {s}")),
-        (None, Some(p)) => (HeadScales::load(p, config).map_err(err)?, p.display().to_string()),
-        (None, None) => (HeadScales::ones(config), "none (s = 1 for every head)".to_string()),
+    let (hs, source, searched) = match (uniform, file) {
+        (Some(s), _) => (
+            HeadScales::uniform(config, s).map_err(err)?,
+            format!("uniform s = {s}"),
+            None,
+        ),
+        (None, Some(p)) => {
+            let (hs, searched) = HeadScales::load_searched(p, config).map_err(err)?;
+            (hs, p.display().to_string(), searched)
+        }
+        (None, None) => (
+            HeadScales::ones(config),
+            "none (s = 1 for every head)".to_string(),
+            None,
+        ),
     };
-    if let Some(file) = file {
+    if file.is_some() {
         let (lo, hi) = hs.min_max();
         eprintln!(
             "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}, rule {}",
@@ -721,7 +732,7 @@ fn load_head_scales(
             hs.num_heads,
             hs.rule.name()
         );
-        if let Some(other) = searched_elsewhere(file, dir) {
+        if let Some(other) = searched_elsewhere(searched, dir) {
             eprintln!(
                 "note: these scales were searched on the model {} (the file's provenance), not on {}: \
                  they fit its shape, but each head's scale was tuned for that model's heads",

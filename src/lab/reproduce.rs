@@ -514,9 +514,7 @@ impl Sources {
             ("--out", &self.out, &defaults.out),
         ]
     }
-}
 
-impl Sources {
     /// The report's sentence on where its numbers come from.
     fn sentence(&self, l: usize) -> String {
         let bundled = Sources::default();

@@ -235,6 +235,12 @@ impl HeadScales {
     }
 
     pub fn from_json(text: &str, path: Option<&Path>) -> Result<Self> {
+        Self::from_json_with_provenance(text, path).map(|(hs, _)| hs)
+    }
+
+    /// `from_json`, and where the scales came from (a search's settings and
+    /// result), when the file says.
+    fn from_json_with_provenance(text: &str, path: Option<&Path>) -> Result<(Self, Option<serde_json::Value>)> {
         let f: HeadScalesFile = serde_json::from_str(text).map_err(|e| Error::HeadScales {
             path: path.map(Path::to_path_buf),
             message: format!(
@@ -262,7 +268,7 @@ impl HeadScales {
             rule: f.rule,
         };
         hs.validate(path)?;
-        Ok(hs)
+        Ok((hs, f.provenance))
     }
 
     pub fn to_json(&self, note: Option<String>) -> String {
@@ -282,19 +288,21 @@ impl HeadScales {
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: &Path, config: &ModelConfig) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let hs = Self::from_json(&text, Some(path))?;
-        hs.check_for(config, Some(path))?;
-        Ok(hs)
+        Self::load_searched(path, config).map(|(hs, _)| hs)
     }
 
-    /// The model folder a search wrote the file at `path` for, as its
+    /// `load`, and the model folder a search wrote the file for, as its
     /// provenance names it (`None` where the file does not say).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn searched_on(path: &Path) -> Option<std::path::PathBuf> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let f: HeadScalesFile = serde_json::from_str(&text).ok()?;
-        f.provenance?.get("model")?.as_str().map(Into::into)
+    pub fn load_searched(path: &Path, config: &ModelConfig) -> Result<(Self, Option<std::path::PathBuf>)> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let (hs, provenance) = Self::from_json_with_provenance(&text, Some(path))?;
+        hs.check_for(config, Some(path))?;
+        let model = provenance
+            .as_ref()
+            .and_then(|p| p.get("model")?.as_str())
+            .map(Into::into);
+        Ok((hs, model))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

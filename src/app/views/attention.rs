@@ -484,11 +484,7 @@ impl AttentionView {
         // The maps' axes and colour scale (`pooled_image`), above them:
         // a map is tall, and what is under it is often out of view.
         ui.label(text::pooled_axes(keys.at.length));
-        ui.horizontal_wrapped(|ui| {
-            ui.label(text::POOLED_SCALE_LOW);
-            super::colour_bar(ui);
-            super::bar_end(ui, text::POOLED_SCALE_HIGH);
-        });
+        super::bar_legend(ui, text::POOLED_SCALE_LOW, text::POOLED_SCALE_HIGH);
         let mut wanted = Vec::new();
         let settings = keys.settings();
         let count = settings.len().max(1) as f32;

@@ -309,17 +309,15 @@ pub(super) fn outline_selected(painter: &egui::Painter, rect: egui::Rect) {
 
 /// The colour bar, low to high, with its ends labelled.
 fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, mode: MapMode) {
-    ui.horizontal_wrapped(|ui| {
-        ui.label(format!("{lo:.2}"));
-        super::colour_bar(ui);
-        match mode {
-            MapMode::Rise => super::bar_end(ui, format!("{hi:.2} {}", text::map_unit(true))),
-            MapMode::Shared => {
-                super::bar_end(ui, text::map_shared_ceiling(hi, MAX_LENGTH)).on_hover_text(text::MAP_SHARED_HOVER)
-            }
-            MapMode::Entropy => super::bar_end(ui, text::map_ceiling(hi)).on_hover_text(text::MAP_CEILING_HOVER),
-        };
-    });
+    let (high, hover) = match mode {
+        MapMode::Rise => (format!("{hi:.2} {}", text::map_unit(true)), None),
+        MapMode::Shared => (text::map_shared_ceiling(hi, MAX_LENGTH), Some(text::MAP_SHARED_HOVER)),
+        MapMode::Entropy => (text::map_ceiling(hi), Some(text::MAP_CEILING_HOVER)),
+    };
+    let end = super::bar_legend(ui, format!("{lo:.2}"), high);
+    if let Some(hover) = hover {
+        end.on_hover_text(hover);
+    }
     // What brightness means here (yellow is good news in the accuracy map).
     ui.label(egui::RichText::new(text::map_brighter(mode == MapMode::Rise)).weak());
 }

@@ -371,10 +371,25 @@ pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
     }
 }
 
+/// A map's legend: `low`, the viridis colour bar, `high`, in a row that
+/// wraps on a narrow screen; the high end's response (for its hover).
+pub fn bar_legend(
+    ui: &mut egui::Ui,
+    low: impl Into<egui::WidgetText>,
+    high: impl Into<egui::WidgetText>,
+) -> egui::Response {
+    ui.horizontal_wrapped(|ui| {
+        ui.label(low);
+        colour_bar(ui);
+        bar_end(ui, high)
+    })
+    .inner
+}
+
 /// A colour bar's end label in a wrapping row: on the bar's line when it
 /// fits there whole, else from the start of the next line (wrapped there
 /// if it must), not with its last word alone under the bar.
-pub fn bar_end(ui: &mut egui::Ui, label: impl Into<egui::WidgetText>) -> egui::Response {
+fn bar_end(ui: &mut egui::Ui, label: impl Into<egui::WidgetText>) -> egui::Response {
     let label = label.into();
     let whole = label.clone().into_galley(
         ui,

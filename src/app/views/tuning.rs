@@ -870,11 +870,7 @@ fn scale_map(ui: &mut egui::Ui, report: &SearchReport, selected: (usize, usize))
             });
         }
     });
-    ui.horizontal_wrapped(|ui| {
-        ui.label(format!("{lo:.2}"));
-        super::colour_bar(ui);
-        super::bar_end(ui, text::scale_legend(hi));
-    });
+    super::bar_legend(ui, format!("{lo:.2}"), text::scale_legend(hi));
     export::grid_buttons(ui, map.rect, layers * heads, || {
         export::Grid::heads(
             format!("head_scales_map_{}", report.spec.length),
