@@ -2034,13 +2034,47 @@ fn a_link_read_in_part_says_what_it_left_out() {
     h.state_mut().note_link_problems(&problems);
     h.run_steps(2);
     assert!(h.state().state.hidden(nopescope::app::state::PANEL_PAGES));
-    let note = h.get_by_label_contains("This link could not be read in full");
+    let note = h.get_by_label_contains("This link could not be used in full");
     let said = format!("{:?}", note.accesskit_node());
     assert!(said.contains("state=") && said.contains("stauts"), "{said}");
     h.get_by_label(text::DISMISS).click();
     h.run_steps(2);
-    assert!(h.query_by_label_contains("could not be read in full").is_none());
+    assert!(h.query_by_label_contains("could not be used in full").is_none());
     assert_eq!(h.state().link_note, None);
+}
+
+/// Values out of range in a link are brought into range, and the note
+/// says which and to what: they were clamped without a word before
+/// 2026-12-03 (an author's `"length": 50000` opened at 16384 silently).
+#[test]
+fn a_link_says_which_values_it_brought_into_range() {
+    let link = "#state=%7B%22length%22%3A50000%2C%22layer%22%3A9%2C%22passkey_lab%22%3A%7B%22grid_factor%22%3A6%7D%2C%22tune%22%3A%7B%22steps%22%3A0%7D%7D&step=40";
+    let (state, problems) = NopeApp::read_link(link, ViewState::default).unwrap();
+    let last_step = nopescope::app::tour::STEPS.len() - 1;
+    assert_eq!(
+        (
+            state.length,
+            state.layer,
+            state.passkey_lab.grid_factor,
+            state.tune.steps,
+            state.tour
+        ),
+        (16384, 3, 8, 1, Some(last_step))
+    );
+    let said = problems.join("; ");
+    for part in [
+        "length 50000 is out of range (16 to 16384): 16384 used",
+        "layer 9 is out of range (0 to 3): 3 used",
+        "passkey_lab.grid_factor 6 is not a power of two: 8 used",
+        "tune.steps 0 is out of range (1 to 10000): 1 used",
+        "step 40",
+    ] {
+        assert!(said.contains(part), "{part:?} not in {said:?}");
+    }
+    assert_eq!(problems.len(), 5, "{problems:?}");
+    // A link in range says nothing.
+    let (_, problems) = NopeApp::read_link("#state=%7B%22length%22%3A300%7D&step=2", ViewState::default).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }
 
 /// The mouse wheel over a plot scrolls the page and leaves the plot as it

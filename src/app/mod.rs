@@ -175,13 +175,7 @@ fn bundled_info(m: ModelChoice) -> ModelInfo {
 impl NopeApp {
     /// The app on `state`; `gpu` is eframe's wgpu device when it has one.
     pub fn new(ctx: &egui::Context, mut state: ViewState, gpu: Option<GpuSource>, options: AppOptions) -> Self {
-        // A model folder opened by hand is not kept (not in links, not
-        // between runs): a state that names one opens the bundled NoPE model.
-        if state.model == ModelChoice::Custom {
-            state.model = ModelChoice::Nope;
-        }
-        let i = bundled_info(state.model);
-        state.sanitize(i.layers, i.heads);
+        Self::fit_to_bundled(&mut state);
         // Hints and notes readable on a projector: egui's weak text (60% of
         // the text's colour over the background) measured under 3:1 against
         // the light theme's background; at 80% it is about 4.5:1, still
@@ -208,6 +202,29 @@ impl NopeApp {
             settled_for: None,
             dropped: std::sync::mpsc::channel(),
         }
+    }
+
+    /// `state` on a bundled model, every field in range for it; says what
+    /// changed. A model folder opened by hand is not kept (not in links,
+    /// not between runs): a state that names one opens the bundled NoPE
+    /// model.
+    fn fit_to_bundled(state: &mut ViewState) -> Vec<String> {
+        if state.model == ModelChoice::Custom {
+            state.model = ModelChoice::Nope;
+        }
+        let i = bundled_info(state.model);
+        state.sanitize(i.layers, i.heads)
+    }
+
+    /// A link as the app opens it: read onto `base()`
+    /// (`ViewState::read_link_onto`), its values in range for the bundled
+    /// model it names. The list says both what it could not use and what
+    /// was brought into range (a length of 99999 opens at the longest
+    /// there is, and says so).
+    pub fn read_link(fragment: &str, base: impl FnOnce() -> ViewState) -> Option<(ViewState, Vec<String>)> {
+        let (mut state, mut problems) = ViewState::read_link_onto(fragment, base)?;
+        problems.extend(Self::fit_to_bundled(&mut state));
+        Some((state, problems))
     }
 
     /// Says what a link could not use (`problems` from
@@ -286,7 +303,7 @@ impl NopeApp {
     /// could not use is noted above the page.
     pub fn from_link(cc: &eframe::CreationContext<'_>, fragment: Option<&str>) -> Self {
         let saved = || Self::saved_state(cc.storage).unwrap_or_default();
-        let (state, problems) = fragment.and_then(|f| ViewState::read_link_onto(f, saved)).unzip();
+        let (state, problems) = fragment.and_then(|f| Self::read_link(f, saved)).unzip();
         let mut app = Self::from_creation(cc, state);
         app.note_link_problems(&problems.unwrap_or_default());
         app

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::compute::{JobControl, Lab};
 use super::jobs::{JobResult, RuleKey, ScalesKey, TextKey};
 use super::models::{self, ModelInfo};
-use super::state::{LoadedScales, ModelChoice, ScalesState, MAX_LENGTH, MIN_LENGTH};
+use super::state::{clamp_noted, LoadedScales, ModelChoice, ScalesState, MAX_LENGTH, MIN_LENGTH};
 use super::text;
 use crate::lab::eval::Progress;
 use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
@@ -137,23 +137,28 @@ impl Default for TuneSettings {
 }
 
 impl TuneSettings {
-    /// Brings every field into range.
-    pub fn sanitize(&mut self) {
+    /// Brings every field into range, each change said in `notes`.
+    pub fn sanitize(&mut self, notes: &mut Vec<String>) {
         let d = TuneSettings::default();
-        self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);
-        self.steps = self.steps.clamp(1, 10_000);
-        self.batch = self.batch.clamp(1, 64);
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            self.lr = d.lr;
-        }
-        if !(self.init.is_finite() && self.init > 0.0) {
-            self.init = d.init;
+        clamp_noted(notes, "tune.length", &mut self.length, MIN_LENGTH, MAX_LENGTH);
+        clamp_noted(notes, "tune.steps", &mut self.steps, 1, 10_000);
+        clamp_noted(notes, "tune.batch", &mut self.batch, 1, 64);
+        for (field, value, default) in [
+            ("tune.lr", &mut self.lr, d.lr),
+            ("tune.init", &mut self.init, d.init),
+            ("tune.preset_uniform", &mut self.preset_uniform, d.preset_uniform),
+        ] {
+            if !(value.is_finite() && *value > 0.0) {
+                notes.push(format!("{field} {value} is not above 0: {default} used"));
+                *value = default;
+            }
         }
         if !self.fitted_a.is_finite() {
+            notes.push(format!(
+                "tune.fitted_a {} is not a number: {} used",
+                self.fitted_a, d.fitted_a
+            ));
             self.fitted_a = d.fitted_a;
-        }
-        if !(self.preset_uniform.is_finite() && self.preset_uniform > 0.0) {
-            self.preset_uniform = d.preset_uniform;
         }
     }
 

@@ -7,6 +7,7 @@ use eframe::egui;
 use serde::{Deserialize, Serialize};
 
 use super::search_job::{ScalesSetting, TuneSettings};
+use super::tour;
 use crate::lab::backend::Backend;
 use crate::model::head_scales::{HeadScales, ScaleRule, MAX_HEAD_SCALE};
 
@@ -409,27 +410,50 @@ impl ViewState {
         self
     }
 
-    /// Brings every field into range (after a URL, a file or a test set it).
-    pub fn sanitize(&mut self, layers: usize, heads: usize) {
-        self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);
-        self.layer = self.layer.min(layers.saturating_sub(1));
-        self.head = self.head.min(heads.saturating_sub(1));
+    /// Brings every field into range (after a URL, a file or a test set
+    /// it), and says what it changed, one line per field (named as a
+    /// link's JSON names it), for the note a link's reader sees.
+    pub fn sanitize(&mut self, layers: usize, heads: usize) -> Vec<String> {
+        let mut notes = Vec::new();
+        let n = &mut notes;
+        clamp_noted(n, "length", &mut self.length, MIN_LENGTH, MAX_LENGTH);
+        let (last_layer, last_head) = (layers.saturating_sub(1), heads.saturating_sub(1));
+        clamp_noted(n, "layer", &mut self.layer, 0, last_layer);
+        clamp_noted(n, "head", &mut self.head, 0, last_head);
         let mut seen = std::collections::HashSet::new();
+        let pinned = self.pinned.len();
         self.pinned
             .retain(|&[l, h]| l < layers && h < heads && seen.insert([l, h]));
         self.pinned.truncate(MAX_PINNED);
-        self.passkey.depth = if self.passkey.depth.is_finite() {
-            self.passkey.depth.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
-        self.passkey.key = self.passkey.key.clamp(10_000, 99_999);
-        self.passkey_lab.sanitize();
-        if !(self.scales.uniform.is_finite() && self.scales.uniform > 0.0 && self.scales.uniform <= MAX_HEAD_SCALE) {
+        if self.pinned.len() < pinned {
+            n.push(format!(
+                "pinned: {} of {pinned} heads left out (at most {MAX_PINNED}, each once, of this model's {layers} x {heads})",
+                pinned - self.pinned.len()
+            ));
+        }
+        if let Some(step) = self.tour.filter(|&s| s >= tour::STEPS.len()) {
+            let last = tour::STEPS.len() - 1;
+            n.push(format!(
+                "step {}: the walkthrough has {} steps; it opens at the last",
+                step + 1,
+                last + 1
+            ));
+            self.tour = Some(last);
+        }
+        finite_noted(n, "passkey.depth", &mut self.passkey.depth, 0.5);
+        clamp_noted(n, "passkey.depth", &mut self.passkey.depth, 0.0, 1.0);
+        clamp_noted(n, "passkey.key", &mut self.passkey.key, 10_000, 99_999);
+        self.passkey_lab.sanitize(n);
+        let uniform = self.scales.uniform;
+        if !(uniform.is_finite() && uniform > 0.0 && uniform <= MAX_HEAD_SCALE) {
+            n.push(format!(
+                "scales.uniform {uniform} is out of range (above 0, at most {MAX_HEAD_SCALE}): 1 used"
+            ));
             self.scales.uniform = 1.0;
         }
         let fits = |values: &[f32], rule: ScaleRule| fits_shape(layers, heads, values, rule);
         if !fits(&vec![1.0; layers * heads], self.scales.rule) {
+            n.push("scales.rule cannot be used (a value out of range): the constant rule used".into());
             self.scales.rule = ScaleRule::Constant;
         }
         // Scales loaded for another shape are kept, unused, for when that
@@ -437,6 +461,7 @@ impl ViewState {
         if let Some(f) = &self.scales.file {
             let valid_somewhere = fits_shape(f.layers, f.heads, &f.values, f.rule);
             if !valid_somewhere {
+                n.push(format!("scales.file {:?} has values out of range: left out", f.name));
                 self.scales.file = None;
                 self.scales.use_file = false;
             } else if (f.layers, f.heads) != (layers, heads) {
@@ -445,10 +470,12 @@ impl ViewState {
         }
         if let Some(b) = &self.compare {
             if !fits(&b.values, b.rule) {
+                n.push(format!("compare does not fit this {layers} x {heads} model: left out"));
                 self.compare = None;
             }
         }
-        self.tune.sanitize();
+        self.tune.sanitize(n);
+        notes
     }
 
     /// Selects a head the user chose (no page replaces it with its own).
@@ -698,17 +725,49 @@ impl Default for PasskeyLabState {
 }
 
 impl PasskeyLabState {
-    pub fn sanitize(&mut self) {
-        self.length = self.length.clamp(MIN_LENGTH, MAX_LENGTH);
-        self.depth = if self.depth.is_finite() {
-            self.depth.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
-        self.key = self.key.clamp(10_000, 99_999);
-        self.grid_trials = self.grid_trials.clamp(1, MAX_GRID_TRIALS);
-        self.grid_depths = self.grid_depths.clamp(1, MAX_GRID_DEPTHS);
-        self.grid_factor = self.grid_factor.clamp(1, MAX_GRID_FACTOR).next_power_of_two();
+    /// Brings every field into range, each change said in `notes`.
+    pub fn sanitize(&mut self, notes: &mut Vec<String>) {
+        let n = notes;
+        clamp_noted(n, "passkey_lab.length", &mut self.length, MIN_LENGTH, MAX_LENGTH);
+        finite_noted(n, "passkey_lab.depth", &mut self.depth, 0.5);
+        clamp_noted(n, "passkey_lab.depth", &mut self.depth, 0.0, 1.0);
+        clamp_noted(n, "passkey_lab.key", &mut self.key, 10_000, 99_999);
+        clamp_noted(n, "passkey_lab.grid_trials", &mut self.grid_trials, 1, MAX_GRID_TRIALS);
+        clamp_noted(n, "passkey_lab.grid_depths", &mut self.grid_depths, 1, MAX_GRID_DEPTHS);
+        clamp_noted(n, "passkey_lab.grid_factor", &mut self.grid_factor, 1, MAX_GRID_FACTOR);
+        let factor = self.grid_factor.next_power_of_two();
+        if factor != self.grid_factor {
+            n.push(format!(
+                "passkey_lab.grid_factor {} is not a power of two: {factor} used",
+                self.grid_factor
+            ));
+            self.grid_factor = factor;
+        }
+    }
+}
+
+/// Brings `value` into `lo..=hi`; a change is said in `notes` as
+/// "`field` value is out of range (lo to hi): the value used".
+pub fn clamp_noted<T>(notes: &mut Vec<String>, field: &str, value: &mut T, lo: T, hi: T)
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
+    let used = if *value < lo {
+        lo
+    } else if *value > hi {
+        hi
+    } else {
+        return;
+    };
+    notes.push(format!("{field} {value} is out of range ({lo} to {hi}): {used} used"));
+    *value = used;
+}
+
+/// Replaces a NaN or infinite `value` by `default`, said in `notes`.
+pub fn finite_noted(notes: &mut Vec<String>, field: &str, value: &mut f32, default: f32) {
+    if !value.is_finite() {
+        notes.push(format!("{field} {value} is not a number: {default} used"));
+        *value = default;
     }
 }
 

@@ -15,9 +15,9 @@ pub const SHARE_OPEN: &str = "Share";
 pub const START_OVER: &str = "Start over";
 pub const DISMISS: &str = "Dismiss";
 
-/// Above the page when a link could not be read in full.
+/// Above the page when a link could not be used in full (a part unreadable, a value out of range).
 pub fn link_problems(problems: &str) -> String {
-    format!("This link could not be read in full; the rest of it applies, and these parts were left as they first open: {problems}.")
+    format!("This link could not be used in full; the rest of it applies. Left out or changed: {problems}.")
 }
 pub fn dropped_text(name: &str, chars: usize) -> String {
     format!("Your text is now {name} ({chars} characters)")

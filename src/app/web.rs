@@ -19,8 +19,11 @@ thread_local! {
     static STATUS: RefCell<String> = const { RefCell::new(String::new()) };
     /// The state last published, in the URL and in the status.
     static PUBLISHED: RefCell<Option<Published>> = const { RefCell::new(None) };
-    /// A state set from JavaScript, applied at the next frame.
-    static PENDING: RefCell<Option<ViewState>> = const { RefCell::new(None) };
+    /// A state set from JavaScript or read from a link, applied at the
+    /// next frame; with a link, what it could not use (noted above the
+    /// page with what the state's ranges change; a script's state clears
+    /// the note of the link before it).
+    static PENDING: RefCell<Option<(ViewState, Option<Vec<String>>)>> = const { RefCell::new(None) };
     /// A link pasted into the address bar (its fragment), read at the
     /// next frame onto the view on screen.
     static PENDING_LINK: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -62,7 +65,7 @@ struct Published {
 #[wasm_bindgen]
 pub fn nopescope_set_state(json: &str) -> Result<(), JsValue> {
     let state = ViewState::from_link_json(json).map_err(|e| JsValue::from_str(&e))?;
-    PENDING.with(|p| *p.borrow_mut() = Some(state));
+    PENDING.with(|p| *p.borrow_mut() = Some((state, None)));
     CTX.with(|c| {
         if let Some(ctx) = c.borrow().as_ref() {
             ctx.request_repaint();
@@ -305,16 +308,20 @@ pub fn after_frame(app: &mut NopeApp, ctx: &eframe::egui::Context) {
     // A link read onto the view on screen (what it could not use stays).
     if let Some(fragment) = PENDING_LINK.with(|p| p.borrow_mut().take()) {
         if let Some((s, problems)) = ViewState::read_link_onto(&fragment, || app.state.clone()) {
-            PENDING.with(|p| *p.borrow_mut() = Some(s));
-            app.note_link_problems(&problems);
+            PENDING.with(|p| *p.borrow_mut() = Some((s, Some(problems))));
         }
     }
-    if let Some(s) = PENDING.with(|p| p.borrow_mut().take()) {
+    if let Some((s, problems)) = PENDING.with(|p| p.borrow_mut().take()) {
         // In range before anything below asks for its jobs (a length of
         // 4e9 from a script would otherwise start one this frame).
         app.state = s;
         let info = app.info();
-        app.state.sanitize(info.layers, info.heads);
+        let changed = app.state.sanitize(info.layers, info.heads);
+        let noted: Vec<String> = match problems {
+            Some(problems) => problems.into_iter().chain(changed).collect(),
+            None => Vec::new(),
+        };
+        app.note_link_problems(&noted);
     }
     if START_SEARCH.with(|s| std::mem::take(&mut *s.borrow_mut())) {
         app.start_search();

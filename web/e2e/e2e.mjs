@@ -259,6 +259,14 @@ try {
       await page.evaluate(() => { location.hash = "#step=3&hide=pages,stauts"; });
       const sb = await waitFor(page, (x) => x.link_note, 20_000);
       check(sb?.link_note?.includes("stauts") && sb.tour?.step === 3 && sb.state.hide.join() === "pages", `a link read in part says what it left out: ${sb?.link_note}; hidden ${JSON.stringify(sb?.state?.hide)}`);
+      // A value out of range is brought into range, and the note says so;
+      // a script's state clears the note of the link before it.
+      await page.evaluate(() => { location.hash = "#state=%7B%22length%22%3A3%7D"; });
+      const sr = await waitFor(page, (x) => x.link_note?.includes("length 3"), 20_000);
+      check(sr?.state?.length === 16 && sr.link_note.includes("16 used"), `a link's length 3 opens at 16, and the note says so: ${sr?.link_note}; length ${sr?.state?.length}`);
+      await page.evaluate(() => window.nopescope_set_state(JSON.stringify({ length: 64 })));
+      const sc = await waitFor(page, (x) => x.state.length === 64, 20_000);
+      check(sc && !sc.link_note, `a script's state clears the link's note: ${sc?.link_note}`);
     });
     // 4. Walkthrough step 2 (the pass-key lab) promises the model answers
     // with the key at L; then step 8, which has the class run a search: a
