@@ -311,6 +311,9 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     h.get_by_label(text::EMBED_HIDE_ENTROPY).click();
     h.run_steps(2);
     assert_eq!(embedded(&h).hide, ["status", "entropy"]);
+    // The walkthrough is offered only while one is open: hidden when none
+    // is, the page bar's toggle would open one the embed does not show.
+    assert!(h.query_by_label(text::EMBED_HIDE_TOUR).is_none());
     h.get_by_label(text::COPY_EMBED).click();
     h.run_steps(2);
     h.get_by_label(text::COPIED);
@@ -2130,17 +2133,17 @@ fn the_wheel_over_a_plot_does_not_move_it() {
     );
 }
 
-/// On a phone (360 points wide) the explorer and the pass-key lab fit the
-/// screen's width: text wraps, rows wrap, and nothing runs off the right
-/// edge, so nothing needs scrolling sideways. (A collapsing header's one-line
-/// title, a slider's own label and a button in a child ui of the row's
-/// remaining width widened every section after them.)
+/// On a phone (360 points wide) every page fits the screen's width: text
+/// wraps, rows wrap, and nothing runs off the right edge, so nothing needs
+/// scrolling sideways. (A collapsing header's one-line title, a slider's
+/// own label, a button in a child ui of the row's remaining width and the
+/// tuning page's four-column preset grid widened every section after them.)
 #[test]
 fn a_phone_wide_page_fits_its_width() {
     use egui_kittest::kittest::NodeT;
     use nopescope::app::state::Tab;
     let width = 360.0;
-    for tab in [Tab::Explore, Tab::Passkey] {
+    for tab in [Tab::Explore, Tab::Passkey, Tab::Tune] {
         let state = ViewState {
             length: 512,
             tab,

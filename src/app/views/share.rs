@@ -84,7 +84,7 @@ pub fn link(address: &str, fragment: &str) -> String {
 /// browser refuses them inside a frame that is not allowed to).
 pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32, height: u32) -> String {
     let embedded = ViewState {
-        hide: hide.to_vec(),
+        hide: hide.iter().filter(|p| offered(state, p)).cloned().collect(),
         ..state.clone()
     };
     format!(
@@ -92,6 +92,13 @@ pub fn embed_code(address: &str, state: &ViewState, hide: &[String], width: u32,
         link(address, &embedded.to_fragment()).replace('&', "&amp;").replace('"', "&quot;"),
         text::embed_title(&shown(state)).replace('&', "&amp;").replace('"', "&quot;")
     )
+}
+
+/// Whether Share offers to hide `panel` from an embed of `state`: not the
+/// walkthrough when none is open (the page bar's toggle would then open
+/// one the embed does not show).
+fn offered(state: &ViewState, panel: &str) -> bool {
+    panel != PANEL_TOUR || state.tour.is_some()
 }
 
 /// What an embed of `state` shows, in a few words.
@@ -141,7 +148,8 @@ impl ShareView {
         ui.label(text::EMBED_HELP);
         ui.horizontal_wrapped(|ui| {
             ui.label(text::EMBED_HIDE);
-            for &(panel, name) in EMBED_PANELS.iter().chain(page_panels(state.tab)) {
+            let panels = EMBED_PANELS.iter().chain(page_panels(state.tab));
+            for &(panel, name) in panels.filter(|(p, _)| offered(state, p)) {
                 let mut hidden = self.hide.iter().any(|h| h == panel);
                 if ui.checkbox(&mut hidden, name).changed() {
                     self.hide.retain(|h| h != panel);
@@ -177,5 +185,30 @@ impl ShareView {
         // ran off a narrow frame's edge and pushed the next row's button
         // out of view).
         super::show_copy_outcome(ui, button);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embed code hides the walkthrough only while one is open.
+    #[test]
+    fn the_walkthrough_is_hidden_only_while_open() {
+        let hide = [PANEL_TOUR.to_string(), PANEL_STATUS.to_string()];
+        let hidden = |state: &ViewState| {
+            let code = embed_code("https://example.org/", state, &hide, 800, 600);
+            let src = code.split('"').nth(1).unwrap().replace("&amp;", "&");
+            ViewState::from_fragment(&src[src.find('#').unwrap()..])
+                .unwrap()
+                .unwrap()
+                .hide
+        };
+        assert_eq!(hidden(&ViewState::default()), [PANEL_STATUS]);
+        let touring = ViewState {
+            tour: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(hidden(&touring), [PANEL_TOUR, PANEL_STATUS]);
     }
 }

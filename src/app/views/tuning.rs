@@ -890,6 +890,10 @@ fn scale_map(ui: &mut egui::Ui, report: &SearchReport, selected: (usize, usize))
     clicked
 }
 
+/// Narrower than this (points), the presets are listed a name over its
+/// buttons: their grid is about 560 wide with the longest name.
+const NARROW_PRESETS: f32 = 560.0;
+
 /// The presets: apply one, or make it setting B.
 fn presets_ui(ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
     ui.heading(text::PRESETS_HEADING);
@@ -898,50 +902,67 @@ fn presets_ui(ui: &mut egui::Ui, state: &mut ViewState, keys: &Keys) {
     let list = presets(state.model, info, &state.tune);
     let mut apply = None;
     let mut as_b = None;
-    egui::Grid::new("presets")
-        .num_columns(4)
-        .spacing([12.0, 6.0])
-        .show(ui, |ui| {
-            for (i, p) in list.iter().enumerate() {
-                match p {
-                    Ok(p) => {
-                        ui.label(&p.name);
-                        if ui.button(text::USE_PRESET).clicked() {
-                            apply = Some(p.clone());
-                        }
-                        if ui.button(text::PRESET_AS_B).clicked() {
-                            as_b = Some(p.clone());
-                        }
-                        match i {
-                            1 => {
-                                let label = ui.label(text::PRESET_S);
-                                ui.add(
-                                    egui::DragValue::new(&mut state.tune.preset_uniform)
-                                        .range(0.25..=4.0)
-                                        .speed(0.01),
-                                )
-                                .labelled_by(label.id);
-                            }
-                            2 => {
-                                let label = ui.label(text::PRESET_A);
-                                ui.add(
-                                    egui::DragValue::new(&mut state.tune.fitted_a)
-                                        .range(0.0..=2.0)
-                                        .max_decimals(3)
-                                        .speed(0.005),
-                                )
-                                .labelled_by(label.id);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Err(e) => {
-                        ui.colored_label(palette::ERROR, text::error(&e.to_string()));
-                    }
+    // A preset's buttons and its value (in the grid's cells, or on a row
+    // of their own under its name).
+    let mut controls = |ui: &mut egui::Ui, i: usize, p: &ScalesSetting| {
+        if ui.button(text::USE_PRESET).clicked() {
+            apply = Some(p.clone());
+        }
+        if ui.button(text::PRESET_AS_B).clicked() {
+            as_b = Some(p.clone());
+        }
+        let (name, value) = match i {
+            1 => (
+                text::PRESET_S,
+                egui::DragValue::new(&mut state.tune.preset_uniform)
+                    .range(0.25..=4.0)
+                    .speed(0.01),
+            ),
+            2 => (
+                text::PRESET_A,
+                egui::DragValue::new(&mut state.tune.fitted_a)
+                    .range(0.0..=2.0)
+                    .max_decimals(3)
+                    .speed(0.005),
+            ),
+            _ => return,
+        };
+        let label = ui.label(name);
+        ui.add(value).labelled_by(label.id);
+    };
+    // On a phone the four columns ran past the edge: a name, then its row.
+    if ui.available_width() < NARROW_PRESETS {
+        for (i, p) in list.iter().enumerate() {
+            match p {
+                Ok(p) => {
+                    ui.label(&p.name);
+                    ui.horizontal_wrapped(|ui| controls(ui, i, p));
                 }
-                ui.end_row();
+                Err(e) => {
+                    ui.colored_label(palette::ERROR, text::error(&e.to_string()));
+                }
             }
-        });
+            ui.add_space(4.0);
+        }
+    } else {
+        egui::Grid::new("presets")
+            .num_columns(4)
+            .spacing([12.0, 6.0])
+            .show(ui, |ui| {
+                for (i, p) in list.iter().enumerate() {
+                    match p {
+                        Ok(p) => {
+                            ui.label(&p.name);
+                            controls(ui, i, p);
+                        }
+                        Err(e) => {
+                            ui.colored_label(palette::ERROR, text::error(&e.to_string()));
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+    }
     if let Some(p) = apply {
         p.apply_to(&mut state.scales, info.heads);
     }
