@@ -2169,3 +2169,40 @@ fn a_phone_wide_page_fits_its_width() {
         assert!(wide.is_empty(), "{tab:?}: past the right edge: {wide:#?}");
     }
 }
+
+/// Scales searched on one model and in use on another of its shape (the
+/// NoPE model's shipped scales on the RoPE twin) are said to be so under
+/// the scales panel; on their own model nothing is said. The app applied
+/// them without a word before 2026-12-03 (the CLI said so).
+#[test]
+fn scales_searched_on_another_model_are_noted() {
+    use nopescope::app::models::ModelInfo;
+    use nopescope::app::search_job;
+    use nopescope::app::state::ModelChoice;
+    let info = ModelInfo::bundled(ModelChoice::Nope).unwrap();
+    let mut state = small_state();
+    search_job::shipped(info)
+        .unwrap()
+        .apply_to(&mut state.scales, info.heads);
+    let said = "These scales were searched on assets/models/nope-sotu";
+    let mut h = harness(state.clone(), 1280.0);
+    h.run_steps(2);
+    assert!(h.query_by_label_contains(said).is_none(), "noted on their own model");
+    // Kept through a link, as the view is.
+    let state = ViewState::from_fragment(
+        &ViewState {
+            model: ModelChoice::Rope,
+            ..state
+        }
+        .to_fragment(),
+    )
+    .unwrap()
+    .unwrap();
+    let mut h = harness(state, 1280.0);
+    h.run_steps(2);
+    assert!(
+        h.state().state.scales.use_file,
+        "the scales fit the twin's shape and stay in use"
+    );
+    h.get_by_label_contains(said);
+}

@@ -652,7 +652,10 @@ impl NopeApp {
                     }
                     if !hide.scales {
                         sep.before(ui);
-                        views.scales.ui(ui, state, info);
+                        let model = models::bundled(state.model)
+                            .map(|b| b.name)
+                            .or_else(|| jobs.opened.model.as_ref().map(|(name, _)| name.as_str()));
+                        views.scales.ui(ui, state, info, model);
                     }
                     if !hide.map {
                         sep.before(ui);

@@ -251,7 +251,7 @@ impl SearchSpec {
     pub fn provenance(&self) -> serde_json::Value {
         serde_json::json!({
             "made_by": "nopescope app, tuning panel",
-            "model": models::bundled(self.model).map_or("a model opened in the app", |b| b.name),
+            "model": models::bundled(self.model).map_or(text::OPENED_MODEL, |b| b.name),
             "search": match self.kind { SearchKind::Heads => "heads", SearchKind::Uniform => "uniform" },
             "objective": match self.objective {
                 TuneObjective::Pasted => "text (the user's own)",
@@ -390,6 +390,7 @@ impl SearchReport {
             name: text::search_result_name(self.spec.kind == SearchKind::Uniform, self.spec.length, self.done),
             values: self.scales.clone(),
             rule: self.spec.rule(),
+            searched_on: models::bundled(self.spec.model).map(|b| b.name.to_string()),
         }
     }
 }
@@ -411,6 +412,10 @@ pub struct ScalesSetting {
     /// (layers, heads), row-major.
     pub values: Vec<f32>,
     pub rule: ScaleRule,
+    /// The model folder they were searched on, where known
+    /// (`LoadedScales::searched_on`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub searched_on: Option<String>,
 }
 
 impl ScalesSetting {
@@ -424,6 +429,11 @@ impl ScalesSetting {
             name: text::CURRENT_SCALES.into(),
             values: s.values(layers, heads),
             rule: s.rule(),
+            searched_on: s
+                .file
+                .as_ref()
+                .filter(|_| s.use_file)
+                .and_then(|f| f.searched_on.clone()),
         }
     }
 
@@ -442,6 +452,7 @@ impl ScalesSetting {
                 heads,
                 values: self.values.clone(),
                 rule: self.rule,
+                searched_on: self.searched_on.clone(),
             });
             s.use_file = true;
         }
@@ -469,11 +480,13 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
             name: text::unscaled(info.rope).into(),
             values: vec![1.0; n],
             rule: ScaleRule::Constant,
+            searched_on: None,
         }),
         Ok(ScalesSetting {
             name: text::preset_uniform(t.preset_uniform),
             values: vec![t.preset_uniform; n],
             rule: ScaleRule::Constant,
+            searched_on: None,
         }),
         Ok(ScalesSetting {
             name: text::preset_fitted(t.fitted_a),
@@ -482,11 +495,13 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
                 a: t.fitted_a,
                 training_length: l,
             },
+            searched_on: None,
         }),
         Ok(ScalesSetting {
             name: text::PRESET_LOG_N.into(),
             values: vec![1.0; n],
             rule: ScaleRule::LogN { training_length: l },
+            searched_on: None,
         }),
     ];
     if model == ModelChoice::Nope {
@@ -503,7 +518,7 @@ pub fn shipped(info: ModelInfo) -> Result<ScalesSetting> {
 
 /// Shipped scales (`json`) under `name`, if they fit the model in view.
 fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting> {
-    let hs = HeadScales::from_json(json, None)?;
+    let (hs, searched_on) = HeadScales::from_json_searched(json, None)?;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(Error::Input(text::scales_shape(
             hs.num_layers,
@@ -516,6 +531,7 @@ fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting
         name: name.into(),
         values: hs.values,
         rule: hs.rule,
+        searched_on,
     })
 }
 

@@ -161,6 +161,10 @@ pub struct LoadedScales {
     pub values: Vec<f32>,
     /// The file's per-position rule (constant when it has none).
     pub rule: ScaleRule,
+    /// The model folder the scales were searched on, where known (a
+    /// file's provenance, the app's own search on a bundled model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub searched_on: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +183,22 @@ impl LoadedScales {
     /// the pass-key lab put them in use), not a file of the user's own.
     pub fn is_shipped(&self) -> bool {
         [super::text::PRESET_SHIPPED, super::text::PRESET_SHIPPED_8L].contains(&self.name.as_str())
+    }
+
+    /// The model the scales were searched on, when that is known and not
+    /// `model` (the model in view, by its folder's name: a file written
+    /// on another machine names the same folder by another path).
+    pub fn searched_elsewhere(&self, model: &str) -> Option<&str> {
+        let folder = |p: &str| {
+            p.trim_end_matches(['/', '\\'])
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        self.searched_on
+            .as_deref()
+            .filter(|&s| s != super::text::OPENED_MODEL && folder(s) != folder(model))
     }
 }
 
@@ -901,6 +921,7 @@ mod tests {
                 heads: 2,
                 values: vec![1.0, 2.0],
                 rule: ScaleRule::Constant,
+                searched_on: None,
             });
             let after = with_file.started_over().scales;
             assert_eq!((after.file.is_some(), after.use_file), (kept, false), "{name}");
@@ -937,6 +958,7 @@ mod tests {
             heads: 3,
             values: vec![1.4330342, 1.0, 0.1],
             rule: ScaleRule::Constant,
+            searched_on: None,
         });
         let link = floats.to_fragment();
         assert!(
@@ -1059,6 +1081,7 @@ mod tests {
             heads: 4,
             values: vec![1.5; 16],
             rule: ScaleRule::Constant,
+            searched_on: None,
         });
         s.scales.use_file = true;
         s.sanitize(4, 4);

@@ -327,6 +327,13 @@ pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_head
     format!("the file has {layers} layers × {heads} heads of scales; the model has {model_layers} × {model_heads}")
 }
 
+/// Under a scales file searched on another model than the one in view.
+pub fn scales_searched_on(model: &str) -> String {
+    format!("These scales were searched on {model}, not on the model in view: they fit its shape, but each head's scale was tuned for that model's heads.")
+}
+/// The model a search's file names when it ran on a model opened in the
+/// app (whose folder the app does not know).
+pub const OPENED_MODEL: &str = "a model opened in the app";
 pub fn loaded_from(name: &str) -> String {
     format!("loaded from {name}")
 }

@@ -296,8 +296,15 @@ impl HeadScales {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_searched(path: &Path, config: &ModelConfig) -> Result<(Self, Option<std::path::PathBuf>)> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let (hs, provenance) = Self::from_json_with_provenance(&text, Some(path))?;
+        let (hs, model) = Self::from_json_searched(&text, Some(path))?;
         hs.check_for(config, Some(path))?;
+        Ok((hs, model.map(Into::into)))
+    }
+
+    /// `from_json`, and the model folder a search wrote the file for, as
+    /// its provenance names it (`None` where the file does not say).
+    pub fn from_json_searched(text: &str, path: Option<&Path>) -> Result<(Self, Option<String>)> {
+        let (hs, provenance) = Self::from_json_with_provenance(text, path)?;
         let model = provenance
             .as_ref()
             .and_then(|p| p.get("model")?.as_str())

@@ -36,7 +36,7 @@ pub fn load_scales(source: &str, info: ModelInfo) -> Result<LoadedScales, String
     let path = Path::new(source);
     let body = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     loaded(
-        HeadScales::from_json(&body, Some(path)),
+        HeadScales::from_json_searched(&body, Some(path)),
         path.display().to_string(),
         info,
     )
@@ -45,11 +45,17 @@ pub fn load_scales(source: &str, info: ModelInfo) -> Result<LoadedScales, String
 /// Head scales from a file's JSON (`name`: what the panel calls it), if
 /// they fit the model in view.
 pub fn scales_from_json(json: &str, name: &str, info: ModelInfo) -> Result<LoadedScales, String> {
-    loaded(HeadScales::from_json(json, None), name.to_string(), info)
+    loaded(HeadScales::from_json_searched(json, None), name.to_string(), info)
 }
 
-fn loaded(hs: crate::model::error::Result<HeadScales>, name: String, info: ModelInfo) -> Result<LoadedScales, String> {
-    let hs = hs.map_err(|e| e.to_string())?;
+/// Read scales (and the model their file says they were searched on), if
+/// they fit the model in view.
+fn loaded(
+    read: crate::model::error::Result<(HeadScales, Option<String>)>,
+    name: String,
+    info: ModelInfo,
+) -> Result<LoadedScales, String> {
+    let (hs, searched_on) = read.map_err(|e| e.to_string())?;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
     }
@@ -59,11 +65,13 @@ fn loaded(hs: crate::model::error::Result<HeadScales>, name: String, info: Model
         heads: hs.num_heads,
         values: hs.values,
         rule: hs.rule,
+        searched_on,
     })
 }
 
 impl ScalesView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo) {
+    /// `model`: the folder of the model in view, where known.
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo, model: Option<&str>) {
         ui.heading(text::SCALES_HEADING);
         let s = &mut state.scales;
         ui.add_enabled(
@@ -111,6 +119,10 @@ impl ScalesView {
             let (layers, heads) = (f.layers, f.heads);
             ui.add_enabled(fits, egui::Checkbox::new(&mut s.use_file, text::USE_FILE_SCALES));
             ui.label(text::loaded_from(&name));
+            // In use, tuned for another model's heads: they fit, but say so.
+            if let Some(other) = model.filter(|_| s.use_file).and_then(|m| f.searched_elsewhere(m)) {
+                ui.label(egui::RichText::new(text::scales_searched_on(other)).color(ui.visuals().warn_fg_color));
+            }
             if !fits {
                 ui.label(
                     egui::RichText::new(text::scales_for_other_shape(layers, heads, info.layers, info.heads))
