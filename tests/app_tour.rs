@@ -349,3 +349,20 @@ fn exporting_plots_and_maps_saves_csv_and_svg() {
     assert_eq!(body.matches("<rect").count(), 1 + 16 + 50, "a square per head");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// In a short embed (640 x 400, the page bar and status bar hidden) the
+/// walkthrough's text scrolls within a quarter of the height, and the
+/// view it talks about starts in the top half: the text took half of the
+/// frame before 2026-12-03.
+#[test]
+fn a_short_embed_keeps_the_view_in_sight() {
+    let (state, _) = ViewState::read_link("#step=3&hide=pages,status").unwrap();
+    let height = 400.0;
+    let mut h = app_common::harness(state, [640.0, height]);
+    app_common::settle(&mut h, std::time::Duration::from_secs(120));
+    h.run_steps(3);
+    let top = h.get_by_label(text::ENTROPY_HEADING).rect().min.y;
+    assert!(top < 0.45 * height, "the entropy plot starts at y = {top} of {height}");
+    // All of the step's text is still there, to scroll to.
+    h.get_by_label_contains("Measured just now");
+}

@@ -23,6 +23,11 @@ pub struct TourView {
     error: Option<String>,
 }
 
+/// The most of the window's height the step's text takes before it
+/// scrolls, and the least it is given however short the window.
+const TEXT_SHARE: f32 = 0.25;
+const MIN_TEXT_HEIGHT: f32 = 90.0;
+
 impl TourView {
     /// Applies the step in `state.tour` if it is not applied yet; call
     /// before the keys of the frame are built. True when it applied one.
@@ -111,19 +116,29 @@ impl TourView {
             ui.label(egui::RichText::new(text::tour_step(step, STEPS.len())).weak());
             ui.label(egui::RichText::new(s.title).heading());
         });
-        ui.label(egui::RichText::new(s.body).size(16.0));
-        // What to do now: in the strong colour (in grey italics it read as
-        // an aside).
-        ui.label(egui::RichText::new(s.look).strong());
-        match tour::promise(step, state, jobs, keys, search) {
-            Promise::Pending => ui.label(text::TOUR_PENDING),
-            Promise::Waiting(m) => ui.label(m),
-            Promise::Met(m) => ui.label(text::tour_met(&m)),
-            Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
-        };
-        if let Some(e) = &self.error {
-            ui.colored_label(palette::ERROR, text::error(e));
-        }
+        // The step's text scrolls past a share of the window's height: in
+        // a short embed (640 x 400) it took half of it, over the view it
+        // talks about. On a taller screen it all shows.
+        let most = ui.ctx().content_rect().height() * TEXT_SHARE;
+        egui::ScrollArea::vertical()
+            .id_salt("tour text")
+            .max_height(most.max(MIN_TEXT_HEIGHT))
+            .auto_shrink([false, true])
+            .show(ui, |ui| {
+                ui.label(egui::RichText::new(s.body).size(16.0));
+                // What to do now: in the strong colour (in grey italics it
+                // read as an aside).
+                ui.label(egui::RichText::new(s.look).strong());
+                match tour::promise(step, state, jobs, keys, search) {
+                    Promise::Pending => ui.label(text::TOUR_PENDING),
+                    Promise::Waiting(m) => ui.label(m),
+                    Promise::Met(m) => ui.label(text::tour_met(&m)),
+                    Promise::Broken(m) => ui.colored_label(palette::ERROR, text::tour_broken(&m)),
+                };
+                if let Some(e) = &self.error {
+                    ui.colored_label(palette::ERROR, text::error(e));
+                }
+            });
         ui.add_space(4.0);
     }
 }
