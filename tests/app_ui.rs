@@ -2206,3 +2206,26 @@ fn scales_searched_on_another_model_are_noted() {
     );
     h.get_by_label_contains(said);
 }
+
+/// Help names only what the page shows: with the entropy plot hidden the
+/// map's help does not send the reader to it to compare pinned heads, and
+/// with the page bar hidden the against-length help does not point at the
+/// Pass-key lab, which is then out of reach.
+#[test]
+fn help_points_only_at_what_the_page_shows() {
+    use nopescope::app::state::{PANEL_ENTROPY, PANEL_PAGES};
+    let (pins, lab) = ("to compare in the entropy plot", "the Pass-key lab measures more");
+    let mut h = harness(small_state(), 1280.0);
+    h.run_steps(2);
+    h.get_by_label_contains(pins);
+    h.get_by_label_contains(lab);
+    let embedded = ViewState {
+        hide: vec![PANEL_ENTROPY.into(), PANEL_PAGES.into()],
+        ..small_state()
+    };
+    let mut h = harness(embedded, 1280.0);
+    h.run_steps(2);
+    h.get_by_label_contains(text::MAP_HEADING);
+    assert!(h.query_by_label_contains(pins).is_none());
+    assert!(h.query_by_label_contains(lab).is_none());
+}

@@ -173,9 +173,15 @@ pub const MAP_ENTROPY: &str = "Mean entropy";
 pub const MAP_SHARED: &str = "Same colours at every length";
 pub const MAP_SHARED_HOVER: &str = "The colours run from 0 to the ceiling at the longest length, whatever the length: a longer input's map turns brighter where its heads' entropy rose. (\"Mean entropy\" colours each length up to its own ceiling: it shows how near uniform each head is.)";
 pub const MAP_RISE: &str = "Rise from L to this length";
-pub fn map_help() -> String {
+/// `pins`: whether the entropy plot, where pinned heads are compared, is
+/// on the page (an embed may hide it).
+pub fn map_help(pins: bool) -> String {
+    const SELECT: &str = "Click a cell to select that head; the other views follow.";
+    if !pins {
+        return SELECT.into();
+    }
     format!(
-        "Click a cell to select that head; the other views follow. Shift-click, right-click or a long press (or Shift+Enter) pins up to {} more heads to compare in the entropy plot.",
+        "{SELECT} Shift-click, right-click or a long press (or Shift+Enter) pins up to {} more heads to compare in the entropy plot.",
         in_words(crate::app::state::MAX_PINNED)
     )
 }
@@ -208,11 +214,13 @@ pub fn setting_is(setting: &str, scales: &str) -> String {
     format!("\u{201c}{setting}\u{201d}: {scales}")
 }
 pub const AGAINST_HEADING: &str = "Against length";
-/// What the against-length plots measure, and on how much.
-pub fn against_help(windows: usize, trials: usize, yours: bool) -> String {
+/// What the against-length plots measure, and on how much; `lab`: whether
+/// the Pass-key lab is in reach (an embed may hide the page bar).
+pub fn against_help(windows: usize, trials: usize, yours: bool, lab: bool) -> String {
     let text = if yours { "your text" } else { "the validation text" };
+    let more = if lab { " (the Pass-key lab measures more)" } else { "" };
     format!(
-        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of {text}; accuracy is over {trials} pass-key documents per length, a quick look (the Pass-key lab measures more)."
+        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of {text}; accuracy is over {trials} pass-key documents per length, a quick look{more}."
     )
 }
 /// The sweep over the user's text, when it is too short for any length.

@@ -76,6 +76,7 @@ impl AgainstLengthView {
             crate::app::compute::SWEEP_WINDOWS,
             crate::app::compute::SWEEP_TRIALS,
             text.is_some(),
+            !state.hidden(crate::app::state::PANEL_PAGES),
         ));
         // The model in view (the bundled NoPE, or the user's own).
         let model = if state.model == ModelChoice::Custom {

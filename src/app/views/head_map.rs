@@ -191,7 +191,7 @@ impl HeadMapView {
                 .on_hover_text(text::MAP_SHARED_HOVER);
             ui.selectable_value(&mut state.map_mode, MapMode::Rise, text::MAP_RISE);
         });
-        ui.label(text::map_help());
+        ui.label(text::map_help(!state.hidden(crate::app::state::PANEL_ENTROPY)));
         // A rise from L needs a profile longer than L (a text of one's own
         // may be shorter: both profiles would be the same tokens).
         if state.map_mode == MapMode::Rise {
