@@ -2075,9 +2075,47 @@ fn a_link_says_which_values_it_brought_into_range() {
         assert!(said.contains(part), "{part:?} not in {said:?}");
     }
     assert_eq!(problems.len(), 5, "{problems:?}");
-    // A link in range says nothing.
+    // A link in range says nothing, nor any link the app writes itself:
+    // the walkthrough's last step, the shipped scales in use, the RoPE
+    // twin's last head with every pin, the lab's grid at its largest.
     let (_, problems) = NopeApp::read_link("#state=%7B%22length%22%3A300%7D&step=2", ViewState::default).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
+    use nopescope::app::models::ModelInfo;
+    use nopescope::app::state::{ModelChoice, MAX_LENGTH, MAX_PINNED};
+    let info = ModelInfo::bundled(ModelChoice::Nope).unwrap();
+    let mut written = ViewState {
+        model: ModelChoice::Rope,
+        tour: Some(last_step),
+        layer: info.layers - 1,
+        head: info.heads - 1,
+        head_chosen: true,
+        pinned: (0..MAX_PINNED).map(|h| [0, h]).collect(),
+        length: MAX_LENGTH,
+        ..Default::default()
+    };
+    nopescope::app::search_job::shipped(info)
+        .unwrap()
+        .apply_to(&mut written.scales, info.heads);
+    written.passkey_lab.grid = true;
+    written.passkey_lab.grid_factor = 16;
+    written.compare = Some(nopescope::app::search_job::shipped(info).unwrap());
+    let (read, problems) = NopeApp::read_link(&written.to_fragment(), ViewState::default).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(read, written);
+    // A model opened by hand is not kept: said first, before what its
+    // values became on the bundled model.
+    let custom = ViewState {
+        model: ModelChoice::Custom,
+        layer: 7,
+        ..Default::default()
+    };
+    let (read, problems) = NopeApp::read_link(&custom.to_fragment(), ViewState::default).unwrap();
+    assert_eq!(read.model, ModelChoice::Nope);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("model:") && problems[1].starts_with("layer 7"),
+        "{problems:?}"
+    );
 }
 
 /// The mouse wheel over a plot scrolls the page and leaves the plot as it
@@ -2228,4 +2266,24 @@ fn help_points_only_at_what_the_page_shows() {
     h.get_by_label_contains(text::MAP_HEADING);
     assert!(h.query_by_label_contains(pins).is_none());
     assert!(h.query_by_label_contains(lab).is_none());
+}
+
+/// While the walkthrough is open Share offers to hide it from the embed.
+#[test]
+fn share_offers_to_hide_an_open_walkthrough() {
+    let state = ViewState {
+        tour: Some(2),
+        ..small_state()
+    };
+    let mut h = harness(state, 1280.0);
+    h.run_steps(2);
+    h.get_by_label(text::SHARE_OPEN).click();
+    h.run_steps(2);
+    h.get_by_label(text::EMBED_HIDE_TOUR).click();
+    h.run_steps(2);
+    let code = h.get_by_label(text::EMBED_CODE).value().unwrap_or_default();
+    assert!(
+        code.contains("%22tour%22%5D") || code.contains("%22tour%22%2C"),
+        "{code}"
+    );
 }

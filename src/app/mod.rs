@@ -223,12 +223,16 @@ impl NopeApp {
     /// there is, and says so).
     pub fn read_link(fragment: &str, base: impl FnOnce() -> ViewState) -> Option<(ViewState, Vec<String>)> {
         let (mut state, mut problems) = ViewState::read_link_onto(fragment, base)?;
+        // Said first: the values below were set on that model.
+        if state.model == ModelChoice::Custom {
+            problems.push(text::LINK_CUSTOM_MODEL.into());
+        }
         problems.extend(Self::fit_to_bundled(&mut state));
         Some((state, problems))
     }
 
     /// Says what a link could not use (`problems` from
-    /// `ViewState::read_link`); none clears the note.
+    /// `NopeApp::read_link`); none clears the note.
     pub fn note_link_problems(&mut self, problems: &[String]) {
         self.link_note = (!problems.is_empty()).then(|| problems.join("; "));
     }
@@ -652,10 +656,7 @@ impl NopeApp {
                     }
                     if !hide.scales {
                         sep.before(ui);
-                        let model = models::bundled(state.model)
-                            .map(|b| b.name)
-                            .or_else(|| jobs.opened.model.as_ref().map(|(name, _)| name.as_str()));
-                        views.scales.ui(ui, state, info, model);
+                        views.scales.ui(ui, state, info, views::model_folder(state, jobs));
                     }
                     if !hide.map {
                         sep.before(ui);

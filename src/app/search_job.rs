@@ -149,7 +149,7 @@ impl TuneSettings {
             ("tune.preset_uniform", &mut self.preset_uniform, d.preset_uniform),
         ] {
             if !(value.is_finite() && *value > 0.0) {
-                notes.push(format!("{field} {value} is not above 0: {default} used"));
+                notes.push(format!("{field} {value} is not a positive number: {default} used"));
                 *value = default;
             }
         }

@@ -188,17 +188,15 @@ impl LoadedScales {
     /// The model the scales were searched on, when that is known and not
     /// `model` (the model in view, by its folder's name: a file written
     /// on another machine names the same folder by another path).
+    /// Unknown (`None`) where either path names no folder, or the scales
+    /// were searched on a model opened in the app.
     pub fn searched_elsewhere(&self, model: &str) -> Option<&str> {
-        let folder = |p: &str| {
-            p.trim_end_matches(['/', '\\'])
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or("")
-                .to_string()
-        };
-        self.searched_on
+        use crate::model::head_scales::folder_name;
+        let theirs = self
+            .searched_on
             .as_deref()
-            .filter(|&s| s != super::text::OPENED_MODEL && folder(s) != folder(model))
+            .filter(|&s| s != super::text::OPENED_MODEL)?;
+        (folder_name(theirs)? != folder_name(model)?).then_some(theirs)
     }
 }
 
@@ -400,6 +398,12 @@ fn short_floats(v: &mut serde_json::Value) {
     }
 }
 
+/// The groups of `ViewState` a link writes field by field
+/// (`changed_json`): structs with `#[serde(default)]`, so a field left out
+/// reads as its default. A tagged enum's fields are never split (its tag
+/// would be lost), so the groups stop one level down.
+const LINK_GROUPS: [&str; 4] = ["passkey", "passkey_lab", "tune", "scales"];
+
 impl ViewState {
     /// The page as it first opens ("Start over"), keeping what is not the
     /// view: the engine chosen, the theme, the panels hidden for
@@ -454,7 +458,7 @@ impl ViewState {
         if let Some(step) = self.tour.filter(|&s| s >= tour::STEPS.len()) {
             let last = tour::STEPS.len() - 1;
             n.push(format!(
-                "step {}: the walkthrough has {} steps; it opens at the last",
+                "tour {step} (step {}): the walkthrough has {} steps; the last opens",
                 step + 1,
                 last + 1
             ));
@@ -473,7 +477,10 @@ impl ViewState {
         }
         let fits = |values: &[f32], rule: ScaleRule| fits_shape(layers, heads, values, rule);
         if !fits(&vec![1.0; layers * heads], self.scales.rule) {
-            n.push("scales.rule cannot be used (a value out of range): the constant rule used".into());
+            n.push(format!(
+                "scales.rule {} cannot be used (a value out of range): the constant rule used",
+                serde_json::to_string(&self.scales.rule).unwrap_or_default()
+            ));
             self.scales.rule = ScaleRule::Constant;
         }
         // Scales loaded for another shape are kept, unused, for when that
@@ -481,7 +488,10 @@ impl ViewState {
         if let Some(f) = &self.scales.file {
             let valid_somewhere = fits_shape(f.layers, f.heads, &f.values, f.rule);
             if !valid_somewhere {
-                n.push(format!("scales.file {:?} has values out of range: left out", f.name));
+                n.push(format!(
+                    "scales.file {:?} is not valid scales (its values, shape or rule): left out",
+                    f.name
+                ));
                 self.scales.file = None;
                 self.scales.use_file = false;
             } else if (f.layers, f.heads) != (layers, heads) {
@@ -490,7 +500,10 @@ impl ViewState {
         }
         if let Some(b) = &self.compare {
             if !fits(&b.values, b.rule) {
-                n.push(format!("compare does not fit this {layers} x {heads} model: left out"));
+                n.push(format!(
+                    "compare {:?} is not valid scales for this {layers} x {heads} model: left out",
+                    b.name
+                ));
                 self.compare = None;
             }
         }
@@ -590,6 +603,16 @@ impl ViewState {
             return self.to_json();
         };
         fields.retain(|name, value| default.get(name) != Some(value) || name == "head_chosen");
+        // Inside the settings' groups too (each a struct read with its
+        // defaults, its fields plain values or kept whole): a link that
+        // changes the search's length carries that, not all ten settings.
+        for group in LINK_GROUPS {
+            if let (Some(serde_json::Value::Object(inner)), Some(serde_json::Value::Object(d))) =
+                (fields.get_mut(group), default.get(group))
+            {
+                inner.retain(|name, value| d.get(name) != Some(value));
+            }
+        }
         // Beside a head it names, whether it was chosen (a link naming a
         // head without saying chose it, `from_link_json`).
         if !fields.contains_key("layer") && !fields.contains_key("head") && !self.head_chosen {
@@ -948,6 +971,17 @@ mod tests {
         };
         assert_eq!(short.to_fragment(), "#state=%7B%22length%22%3A300%7D");
         assert_eq!(ViewState::default().to_fragment(), "#state=%7B%7D");
+        // Inside a group, only the field that changed; read back whole.
+        let mut tuned = ViewState::default();
+        tuned.tune.steps = 12;
+        tuned.passkey_lab.grid = true;
+        tuned.scales.rule = ScaleRule::LogN { training_length: 256 };
+        let json = percent_decode(tuned.to_fragment().strip_prefix("#state=").unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"passkey_lab":{"grid":true},"scales":{"rule":{"rule":"log-n","training_length":256}},"tune":{"steps":12}}"#
+        );
+        assert_eq!(ViewState::from_fragment(&tuned.to_fragment()).unwrap().unwrap(), tuned);
         // f32s with their own shortest digits, and the same numbers back.
         let mut floats = ViewState::default();
         floats.scales.uniform = 1.3;
@@ -962,7 +996,9 @@ mod tests {
         });
         let link = floats.to_fragment();
         assert!(
-            link.contains("%3A1.3%2C") && link.contains("%5B1.4330342%2C1.0%2C0.1%5D") && !link.contains("99999"),
+            link.contains("%22uniform%22%3A1.3%7D")
+                && link.contains("%5B1.4330342%2C1.0%2C0.1%5D")
+                && !link.contains("99999"),
             "{link}"
         );
         assert_eq!(ViewState::from_fragment(&link).unwrap().unwrap(), floats);
@@ -1095,6 +1131,32 @@ mod tests {
         s.scales.file.as_mut().unwrap().values[3] = f32::NAN;
         s.sanitize(4, 4);
         assert!(s.scales.file.is_none());
+    }
+
+    /// Scales are said to be searched elsewhere only when both folders
+    /// are known and differ, whatever the paths around them.
+    #[test]
+    fn scales_searched_elsewhere_compares_folder_names() {
+        let searched_on = |on: Option<&str>| LoadedScales {
+            searched_on: on.map(Into::into),
+            ..Default::default()
+        };
+        let nope = "assets/models/nope-sotu";
+        for (on, model, elsewhere) in [
+            (Some(nope), nope, false),
+            (Some("/home/a/nope-sotu/"), nope, false),
+            (Some("./rope-sotu"), nope, true),
+            (Some("."), nope, false),
+            (Some(crate::app::text::OPENED_MODEL), nope, false),
+            (Some(nope), "..", false),
+            (None, nope, false),
+        ] {
+            assert_eq!(
+                searched_on(on).searched_elsewhere(model).is_some(),
+                elsewhere,
+                "{on:?} on {model}"
+            );
+        }
     }
 
     #[test]

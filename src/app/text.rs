@@ -15,6 +15,8 @@ pub const SHARE_OPEN: &str = "Share";
 pub const START_OVER: &str = "Start over";
 pub const DISMISS: &str = "Dismiss";
 
+/// Said of a link naming a model opened by hand, which links do not keep.
+pub const LINK_CUSTOM_MODEL: &str = "model: a model you opened is not kept in links; the bundled NoPE model opens";
 /// Above the page when a link could not be used in full (a part unreadable, a value out of range).
 pub fn link_problems(problems: &str) -> String {
     format!("This link could not be used in full; the rest of it applies. Left out or changed: {problems}.")
@@ -337,7 +339,7 @@ pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_head
 
 /// Under a scales file searched on another model than the one in view.
 pub fn scales_searched_on(model: &str) -> String {
-    format!("These scales were searched on {model}, not on the model in view: they fit its shape, but each head's scale was tuned for that model's heads.")
+    format!("These scales were searched on {model}, not on the model in view: they fit its shape, but each head's scale was tuned for the heads of {model}.")
 }
 /// The model a search's file names when it ran on a model opened in the
 /// app (whose folder the app does not know).

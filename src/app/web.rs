@@ -539,7 +539,8 @@ pub async fn start(canvas_id: &str) -> Result<(), JsValue> {
     threads::start_workers().await;
     let fragment = url_fragment();
     // A link pasted into this tab's address bar (or a same-page link)
-    // changes only the fragment: apply it as a script's state would be.
+    // changes only the fragment: read it onto the view on screen at the
+    // next frame (`after_frame`; its note says what it could not use).
     // (The app's own `replaceState` fires no hashchange.)
     if let Some(window) = web_sys::window() {
         let on_hash = Closure::<dyn Fn()>::new(|| {

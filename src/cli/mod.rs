@@ -687,8 +687,8 @@ fn searched_elsewhere(searched: Option<PathBuf>, dir: &Path) -> Option<PathBuf> 
             .and_then(|c| c.file_name().map(ToOwned::to_owned))
             .or_else(|| p.file_name().map(ToOwned::to_owned))
     };
-    let theirs = searched.file_name()?.to_owned();
-    (name(dir)? != theirs).then_some(searched)
+    let theirs = nopescope::model::head_scales::folder_name(searched.to_str()?)?;
+    (name(dir)?.to_str()? != theirs).then_some(searched)
 }
 
 /// A report as one line of JSON on stdout, or as `table` prints it.

@@ -318,8 +318,33 @@ impl HeadScales {
     }
 }
 
+/// The folder a model path names, as scales files' provenance is compared
+/// with a model (its last component: a file written on another machine
+/// names the same folder by another path); `None` for a path that names
+/// none ("", ".", "..").
+pub fn folder_name(path: &str) -> Option<&str> {
+    let last = path.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next()?;
+    (!matches!(last, "" | "." | "..")).then_some(last)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn folder_names_compare_across_paths() {
+        for (path, name) in [
+            ("assets/models/nope-sotu", Some("nope-sotu")),
+            ("/home/a/nope-sotu/", Some("nope-sotu")),
+            ("C:\\models\\nope-sotu", Some("nope-sotu")),
+            ("nope-sotu", Some("nope-sotu")),
+            (".", None),
+            ("..", None),
+            ("", None),
+            ("/", None),
+        ] {
+            assert_eq!(folder_name(path), name, "{path:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

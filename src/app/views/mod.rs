@@ -117,6 +117,26 @@ impl Keys {
     }
 }
 
+/// The folder of the model in view, where the app knows one: a bundled
+/// model's, or a folder opened natively (a model opened from files in the
+/// browser is named after how it came, not its folder).
+pub fn model_folder<'a>(state: &ViewState, jobs: &'a super::jobs::Jobs) -> Option<&'a str> {
+    let opened = || jobs.opened.model.as_ref().map(|(name, _)| name.as_str());
+    super::models::bundled(state.model)
+        .map(|b| b.name)
+        .or_else(|| cfg!(not(target_arch = "wasm32")).then(opened).flatten())
+}
+
+/// Under the scales in use, when they were searched on another model than
+/// `model` (`model_folder`): they fit its shape, but were tuned for
+/// another model's heads.
+pub fn searched_elsewhere_note(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: Option<&str>) {
+    let file = scales.file.as_ref().filter(|_| scales.use_file);
+    if let Some(other) = model.zip(file).and_then(|(m, f)| f.searched_elsewhere(m)) {
+        ui.label(egui::RichText::new(text::scales_searched_on(other)).color(ui.visuals().warn_fg_color));
+    }
+}
+
 /// The scales in use, by name: a loaded file's or preset's, or the
 /// uniform scale and its rule.
 pub fn in_use_name(state: &ViewState, info: &ModelInfo) -> String {

@@ -119,10 +119,6 @@ impl ScalesView {
             let (layers, heads) = (f.layers, f.heads);
             ui.add_enabled(fits, egui::Checkbox::new(&mut s.use_file, text::USE_FILE_SCALES));
             ui.label(text::loaded_from(&name));
-            // In use, tuned for another model's heads: they fit, but say so.
-            if let Some(other) = model.filter(|_| s.use_file).and_then(|m| f.searched_elsewhere(m)) {
-                ui.label(egui::RichText::new(text::scales_searched_on(other)).color(ui.visuals().warn_fg_color));
-            }
             if !fits {
                 ui.label(
                     egui::RichText::new(text::scales_for_other_shape(layers, heads, info.layers, info.heads))
@@ -130,5 +126,6 @@ impl ScalesView {
                 );
             }
         }
+        super::searched_elsewhere_note(ui, s, model);
     }
 }

@@ -121,7 +121,8 @@ impl TourView {
         // talks about. On a taller screen it all shows.
         let most = ui.ctx().content_rect().height() * TEXT_SHARE;
         egui::ScrollArea::vertical()
-            .id_salt("tour text")
+            // Each step's own: the next opens at its top.
+            .id_salt(("tour text", step))
             .max_height(most.max(MIN_TEXT_HEIGHT))
             .auto_shrink([false, true])
             .show(ui, |ui| {

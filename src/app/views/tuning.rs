@@ -197,6 +197,7 @@ impl TuningView {
             ui.label(text::IN_USE);
             ui.strong(super::in_use_name(state, &keys.info));
         });
+        super::searched_elsewhere_note(ui, &state.scales, super::model_folder(state, jobs));
         // (An embedding may show some of these.)
         if !state.hidden(PANEL_SEARCH) {
             ui.separator();
