@@ -307,6 +307,68 @@ fn train_recipe_errors_name_the_field() {
     assert!(!ok, "{stderr}");
 }
 
+/// A search stopped by Ctrl-C (SIGINT) keeps what it found: the scales so
+/// far and their log are written, the file says it was stopped, and the
+/// program ends as a stopped one does (130). A folder that cannot be
+/// written is refused before the search, not after it. Before
+/// 2026-12-03 a Ctrl-C lost the whole run, and an unwritable folder was
+/// found only at the end.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stopped_search_keeps_what_it_found() {
+    let (text_path, _, model) = init_model("search-stop", 40_000, 32);
+    let dir = model.parent().unwrap().to_path_buf();
+    let out = dir.join("stopped.json");
+    let child = bin()
+        .arg("search")
+        .arg(&model)
+        .args(["--objective", "text", "--text"])
+        .arg(&text_path)
+        .args([
+            "--length",
+            "64",
+            "--steps",
+            "1000000",
+            "--batch",
+            "1",
+            "--backend",
+            "cpu",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped by the user after"), "{err}");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        file["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped by the user"),
+        "{file}"
+    );
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    assert!(csv.lines().count() >= 2, "{csv}");
+    // Even root cannot make a file in /proc: refused before the model loads.
+    let (ok, _, err) =
+        run(bin()
+            .arg("search")
+            .arg(&model)
+            .args(["--length", "64", "--backend", "cpu", "--out", "/proc/scales.json"]));
+    assert!(!ok && err.contains("a folder you can write"), "{err}");
+}
+
 /// `search` end to end on a fresh model: a per-head search writes the
 /// scales (with rule and provenance) and its CSV log; a uniform search
 /// prints its curve; bad settings are errors naming them and leave an
@@ -324,7 +386,7 @@ fn search_writes_scales_and_refuses_bad_settings() {
             .arg(&text_path)
             .arg("--out")
             .arg(&out)
-            .args(["--backend", "cpu"])
+            .args(["--backend", "cpu", "--force"])
             .args(extra))
     };
     let (ok, stdout, err) = search(&[
@@ -404,7 +466,7 @@ fn search_writes_scales_and_refuses_bad_settings() {
     let (ok, _, err) = run(bin()
         .arg("search")
         .arg(&model)
-        .args(["--length", "20", "--backend", "cpu"])
+        .args(["--length", "20", "--backend", "cpu", "--force"])
         .arg("--out")
         .arg(&out));
     assert!(!ok && err.contains("pass-key document needs at least"), "{err}");
@@ -413,6 +475,27 @@ fn search_writes_scales_and_refuses_bad_settings() {
         before,
         "a failed search changed the scales file"
     );
+
+    // An existing file is replaced only with --force, refused before the
+    // search otherwise; a model's own file never.
+    let (ok, _, err) = run(bin()
+        .arg("search")
+        .arg(&model)
+        .args(["--length", "64", "--backend", "cpu", "--out"])
+        .arg(&out));
+    assert!(!ok && err.contains("give --force"), "{err}");
+    let config = model.join("config.json");
+    let config_before = std::fs::read(&config).unwrap();
+    let (ok, _, err) = search(
+        &["--length", "64", "--log"][..]
+            .iter()
+            .copied()
+            .chain([config.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(!ok && err.contains("a model's own file name"), "{err}");
+    assert_eq!(std::fs::read(&config).unwrap(), config_before);
+    assert_eq!(std::fs::read(&out).unwrap(), before);
 
     let (ok, stdout, err) = search(&["--scales", "uniform", "--length", "64", "--docs", "2"]);
     assert!(ok, "{err}");

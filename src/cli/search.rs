@@ -4,6 +4,7 @@
 //! written and an existing scales file stays as it was.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -63,9 +64,14 @@ pub struct SearchArgs {
     /// scales' own, is disjoint from the evaluation's documents).
     #[arg(long, default_value_t = search::SEARCH_SEED)]
     seed: u64,
-    /// Where the scales go (default DIR/head_scales-<kind>-<objective>-<length>.json).
+    /// Where the scales go (default
+    /// DIR/head_scales-<kind>-<objective>-<length>[-<rule>].json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace --out and --log if they exist (without it an existing file
+    /// is refused before the search runs).
+    #[arg(long)]
+    force: bool,
     /// The per-step CSV log (default: --out with .csv).
     #[arg(long)]
     log: Option<PathBuf>,
@@ -77,6 +83,36 @@ pub struct SearchArgs {
     json: bool,
 }
 
+/// Set by the first Ctrl-C (SIGINT) or SIGTERM: the search stops at its
+/// next step and the scales found so far are written; a second one ends
+/// the program at once.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+fn stop_on_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only swaps an atomic and calls `_exit`, both
+        // async-signal-safe.
+        let registered = unsafe {
+            signal_hook_registry::register(signal, || {
+                if STOP.swap(true, Ordering::SeqCst) {
+                    libc::_exit(130);
+                }
+            })
+        };
+        if let Err(e) = registered {
+            eprintln!("note: Ctrl-C will end the search without saving ({e})");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_on_signals() {}
+
+/// Rewrites the CSV log this often during a search, so that a run ended
+/// by force keeps its record up to there.
+const LOG_EVERY_S: u64 = 10;
+
 /// A step of the head search: the bar, and the CSV log's row.
 struct StepBar {
     bar: ProgressBar,
@@ -84,6 +120,8 @@ struct StepBar {
     rows: Vec<String>,
     /// When stderr is not a terminal (a log file), a plain line every 30 s.
     last_line: Option<Instant>,
+    /// The log as it goes: its path, header and last write.
+    log: (PathBuf, &'static str, Instant),
 }
 
 impl StepBar {
@@ -94,6 +132,22 @@ impl StepBar {
                 *last = Instant::now();
             }
         }
+    }
+
+    /// The log's text: its header and every row so far.
+    fn csv(&self) -> String {
+        format!("{}\n{}\n", self.log.1, self.rows.join("\n"))
+    }
+
+    /// After a row: the log rewritten if `LOG_EVERY_S` have passed; true
+    /// to go on (no Ctrl-C yet).
+    fn go_on(&mut self) -> bool {
+        if self.log.2.elapsed().as_secs() >= LOG_EVERY_S {
+            // A write that fails now is tried again, and said, at the end.
+            let _ = write_atomic(&self.log.0, self.csv().as_bytes());
+            self.log.2 = Instant::now();
+        }
+        !STOP.load(Ordering::SeqCst)
     }
 }
 
@@ -115,7 +169,7 @@ impl SearchProgress for StepBar {
             "{},{},{},{},{},{},{},{:.3}",
             s.step, s.loss, s.lr, s.grad_norm, s.min, s.mean, s.max, elapsed
         ));
-        true
+        self.go_on()
     }
 
     fn point(&mut self, scale: f32, loss: f64, done: usize, total: usize) -> bool {
@@ -124,7 +178,7 @@ impl SearchProgress for StepBar {
         self.bar.set_message(format!("s = {scale:.2}: objective {loss:.4}"));
         self.rows
             .push(format!("{scale},{loss},{:.3}", self.start.elapsed().as_secs_f64()));
-        true
+        self.go_on()
     }
 }
 
@@ -155,9 +209,16 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         .join(" ");
     let objective = Objective::parse(&a.objective).map_err(err)?;
     // Where the results go, checked before the search, not after it.
+    // (A search under a rule is named after it: it does not replace the
+    // constant rule's scales of the same search.)
     let out = a.out.clone().unwrap_or_else(|| {
+        let rule = if a.rule == "constant" {
+            String::new()
+        } else {
+            format!("-{}", a.rule)
+        };
         a.dir.join(format!(
-            "head_scales-{}-{}-{}.json",
+            "head_scales-{}-{}-{}{rule}.json",
             if uniform { "uniform" } else { "heads" },
             objective.name(),
             a.length
@@ -183,7 +244,24 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
             ));
         }
         files::check_replaceable(path).map_err(err)?;
+        if is_model_file(path) {
+            return Err(format!(
+                "{}: that is a model's own file name (config, weights or tokenizer); give --out and --log other names",
+                path.display()
+            ));
+        }
+        if path.exists() && !a.force {
+            return Err(format!(
+                "{}: exists (an earlier search's?); give --force to replace it, or another --out",
+                path.display()
+            ));
+        }
+        // A read-only model folder is found now, not after the search.
+        files::check_writable(folder).map_err(|e| format!("{e}; give --out (and --log) in a folder you can write"))?;
     }
+    // From here a Ctrl-C is the search's to handle (the model's load and
+    // the documents come first; the search then stops at its next step).
+    stop_on_signals();
     // The rule from the config alone, before the weights are read.
     let l = files::load_config(&a.dir).map_err(err)?.training_length;
     let rule = ScaleRule::parse(&a.rule, l, a.rule_a).map_err(err)?;
@@ -226,12 +304,22 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         }
     };
     let mut engine = make_engine(a.backend, cfg.clone(), m.params)?;
+    let csv_header = if uniform {
+        "scale,objective,elapsed_s"
+    } else {
+        "step,loss,lr,grad_norm,min,mean,max,elapsed_s"
+    };
     let mut progress = StepBar {
         bar: progress_bar(if uniform { "points" } else { "steps" }),
         start: Instant::now(),
         rows: Vec::new(),
         last_line: (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(Instant::now),
+        log: (log.clone(), csv_header, Instant::now()),
     };
+    if STOP.load(Ordering::SeqCst) {
+        eprintln!("stopped by the user before the search began: nothing written");
+        std::process::exit(130);
+    }
     let mut provenance = serde_json::json!({
         "model": a.dir.display().to_string(),
         "objective": objective.name(),
@@ -241,7 +329,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         "date": today(),
         "command": command,
     });
-    let (scales, csv_header, summary) = if uniform {
+    let (scales, stopped, summary) = if uniform {
         let r = pollster::block_on(search::uniform_search(
             &mut engine,
             &data,
@@ -262,7 +350,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": r.curve});
         provenance["final_loss"] = r.best_loss.into();
         let hs = HeadScales::uniform(&cfg, r.best_scale).map_err(err)?.with_rule(rule);
-        (hs, "scale,objective,elapsed_s", serde_json::to_value(&r).expect("json"))
+        (hs, r.cancelled, serde_json::to_value(&r).expect("json"))
     } else {
         let r = pollster::block_on(search::head_search(&mut engine, &data, &recipe, &mut progress)).map_err(err)?;
         progress.bar.finish_and_clear();
@@ -281,11 +369,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
                 println!("layer {l}: {}", cells.join(" "));
             }
         }
-        (
-            r.scales.clone(),
-            "step,loss,lr,grad_norm,min,mean,max,elapsed_s",
-            serde_json::to_value(&r).expect("json"),
-        )
+        (r.scales.clone(), r.cancelled, serde_json::to_value(&r).expect("json"))
     };
     let note = format!(
         "{} search on the {} objective at {} tokens",
@@ -293,10 +377,27 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
         objective.name(),
         a.length
     );
+    let note = if stopped {
+        format!("{note}, stopped by the user after {} of its steps", progress.rows.len())
+    } else {
+        note
+    };
     // The scales first: they are the result; the log is its record.
     let replaced = out.exists();
-    write_atomic(&out, scales.to_json_with(Some(note), Some(provenance)).as_bytes()).map_err(err)?;
-    write_atomic(&log, format!("{csv_header}\n{}\n", progress.rows.join("\n")).as_bytes()).map_err(err)?;
+    let file = scales.to_json_with(Some(note), Some(provenance));
+    if let Err(e) = write_atomic(&out, file.as_bytes()) {
+        // Not lost: the whole file on stdout, to save by hand.
+        println!("{file}");
+        return Err(format!(
+            "{e}: the scales could not be written; the file's text is printed above on stdout"
+        ));
+    }
+    write_atomic(&log, progress.csv().as_bytes()).map_err(|e| {
+        format!(
+            "{e}: the log could not be written (the scales are in {})",
+            out.display()
+        )
+    })?;
     if a.json {
         // A struct, not `json!`: the scales keep their shortest f32 digits.
         #[derive(serde::Serialize)]
@@ -324,5 +425,30 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     } else {
         eprintln!("wrote {} and {}", out.display(), log.display());
     }
+    if stopped {
+        // As a program stopped by Ctrl-C ends (128 + SIGINT), after saving.
+        eprintln!(
+            "stopped by the user after {} {}: the scales found so far are in {}",
+            progress.rows.len(),
+            if uniform { "points" } else { "steps" },
+            out.display()
+        );
+        std::process::exit(130);
+    }
     Ok(())
+}
+
+/// A file name a model folder's own files have: `search` never writes
+/// over one, even with --force.
+fn is_model_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let own = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "model.safetensors.index.json",
+    ];
+    own.contains(&name) || name.ends_with(".safetensors") || name.ends_with(".bin")
 }

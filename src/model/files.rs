@@ -379,6 +379,15 @@ mod native {
         })
     }
 
+    /// Whether files can be written in `folder`, found by writing an empty
+    /// temporary there and removing it: before long work whose result
+    /// goes there (a read-only model folder, a full disk's quota).
+    pub fn check_writable(folder: &Path) -> Result<()> {
+        let probe = temp_beside(&folder.join(".nopescope-write-check"));
+        std::fs::File::create(&probe).map_err(|e| Error::io(folder, e))?;
+        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+    }
+
     /// Refuses to write over anything but a plain file: the rename would
     /// put a plain file in place of a device (`/dev/null`), a pipe or a
     /// symbolic link (not writing through it to its target), and report
