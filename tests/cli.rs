@@ -54,6 +54,39 @@ fn init_model(name: &str, text_bytes: usize, training_length: usize) -> (PathBuf
     (text_path, cfg_path, model)
 }
 
+/// A tokenizer far smaller than the model's vocabulary is said: where
+/// `init` trained it on too short a text, and wherever the model is read
+/// (it may be another model's tokenizer, whose numbers look plausible and
+/// mean nothing). The model's own tokenizer of its full size says nothing.
+#[test]
+fn a_tokenizer_far_smaller_than_the_vocabulary_is_noted() {
+    let (_, _, full) = init_model("tok-full", 40_000, 32);
+    let (ok, _, err) = run(bin().arg("info").arg(&full));
+    assert!(ok && !err.contains("note:"), "{err}");
+    // 150 bytes of text make a tokenizer of fewer than 360 of 400 entries.
+    let (text_path, _, model) = init_model("tok-small", 150, 32);
+    let (ok, out, err) = run(bin().arg("info").arg(&model).arg("--json"));
+    assert!(ok, "{err}");
+    let entries = serde_json::from_str::<serde_json::Value>(&out).unwrap()["tokenizer_size"]
+        .as_u64()
+        .unwrap();
+    assert!(entries < 360, "{entries} entries");
+    assert!(
+        err.contains(&format!(
+            "the tokenizer has {entries} entries, the model's vocabulary 400"
+        )),
+        "{err}"
+    );
+    let (ok, _, err) =
+        run(bin()
+            .arg("eval")
+            .arg(&model)
+            .arg("--text")
+            .arg(&text_path)
+            .args(["--lengths", "16", "--backend", "cpu"]));
+    assert!(ok && err.contains("note:") && err.contains("meaningless"), "{err}");
+}
+
 #[test]
 fn init_info_eval_round() {
     let (text_path, cfg_path, model) = init_model("round", 60_000, 64);
@@ -546,4 +579,18 @@ fn scales_from_another_model_are_noted() {
     );
     let (ok, _, err) = eval("nope-sotu");
     assert!(ok && !err.contains("searched on the model"), "{err}");
+}
+
+/// Without a desktop session (no XDG_RUNTIME_DIR, as in a batch job) the
+/// GPU listing prints no "error:" of a library's: Mesa's device-select
+/// layer made Wayland print one per enumeration though nothing failed.
+#[test]
+fn no_library_errors_without_a_desktop_session() {
+    let (ok, _, err) = run(bin()
+        .args(["info", "--devices"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("NODEVICE_SELECT"));
+    assert!(ok, "{err}");
+    assert!(!err.contains("error:"), "{err}");
 }

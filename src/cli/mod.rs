@@ -219,11 +219,29 @@ enum Command {
 
 type CliResult<T> = Result<T, String>;
 
+/// On a machine with no desktop session (a batch job, a container) Mesa's
+/// Vulkan device-select layer asks Wayland for the display, and Wayland
+/// prints "error: XDG_RUNTIME_DIR is invalid or not set" for each GPU
+/// enumeration, though nothing failed: a log grepped for errors trips on
+/// it. The commands pick their adapter themselves, so without a session
+/// (and unless the user chose a device through the layer) it is turned
+/// off for this process. Called first, while the program has one thread.
+fn quiet_headless_vulkan() {
+    let set = |name: &str| std::env::var_os(name).is_some();
+    let chose_device = ["MESA_VK_DEVICE_SELECT", "DRI_PRIME", "NODEVICE_SELECT"]
+        .iter()
+        .any(|n| set(n));
+    if cfg!(target_os = "linux") && !set("XDG_RUNTIME_DIR") && !set("WAYLAND_DISPLAY") && !chose_device {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         return run_app();
     };
+    quiet_headless_vulkan();
     let result = match command {
         Command::Init {
             config,
@@ -362,12 +380,43 @@ fn err(e: Error) -> String {
 }
 
 /// The model's tokenizer, or an error naming the folder and the command.
-fn tokenizer_of<'a>(tokenizer: &'a Option<Tokenizer>, dir: &Path, command: &str) -> CliResult<&'a Tokenizer> {
-    tokenizer.as_ref().ok_or_else(|| {
+fn tokenizer_of<'a>(
+    tokenizer: &'a Option<Tokenizer>,
+    dir: &Path,
+    vocab: usize,
+    command: &str,
+) -> CliResult<&'a Tokenizer> {
+    let tok = tokenizer.as_ref().ok_or_else(|| {
         format!(
             "{}: no {} ({command} needs the tokenizer)",
             dir.display(),
             files::TOKENIZER_FILE
+        )
+    })?;
+    if let Some(note) = few_entries_note(tok.vocab_size(), vocab) {
+        eprintln!("note: {}: {note}", dir.display());
+    }
+    Ok(tok)
+}
+
+/// Says when a tokenizer trained on a text came out far smaller than the
+/// vocabulary it was trained for (`few_entries_note`'s measure).
+fn short_text_note(entries: usize, vocab: usize) {
+    if few_entries_note(entries, vocab).is_some() {
+        eprintln!(
+            "note: the text gave a tokenizer of {entries} entries for a vocabulary of {vocab}: the other rows of the embedding are never used (a longer text gives more entries, or lower vocab_size)"
+        );
+    }
+}
+
+/// When a tokenizer has far fewer entries than the model's vocabulary
+/// (under 90%: checkpoints pad theirs by a few per cent at most), what to
+/// say: a tokenizer of another model gives plausible-looking nonsense
+/// (a perplexity of 3635 where the model's own gives 109).
+fn few_entries_note(entries: usize, vocab: usize) -> Option<String> {
+    (entries * 10 < vocab * 9).then(|| {
+        format!(
+            "the tokenizer has {entries} entries, the model's vocabulary {vocab}: if the tokenizer is another model's, every number measured is meaningless"
         )
     })
 }
@@ -395,6 +444,7 @@ fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliRe
         cfg.vocab_size
     );
     let tok = Tokenizer::train_byte_level_bpe(&text, cfg.vocab_size).map_err(err)?;
+    short_text_note(tok.vocab_size(), cfg.vocab_size);
     cfg.bos_token_id = tok.bos_id();
     let params = Params::<f32>::random(&cfg, 0.02, seed);
     files::save_model_with(out, &cfg, &params, Some(&tok)).map_err(err)?;
@@ -411,6 +461,9 @@ fn info(dir: &Path, json: bool) -> CliResult<()> {
     let m = load_model_dir(dir).map_err(err)?;
     let c = &m.config;
     let tok = m.tokenizer.as_ref().map(|t| t.vocab_size());
+    if let Some(note) = tok.and_then(|n| few_entries_note(n, c.vocab_size)) {
+        eprintln!("note: {note}");
+    }
     if json {
         let v = serde_json::json!({
             "config": c,
@@ -556,7 +609,7 @@ fn eval_cmd(
     json: bool,
 ) -> CliResult<()> {
     let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
-    let tok = tokenizer_of(&m.tokenizer, &m.dir, "eval")?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "eval")?;
     let text = read_text(text)?;
     let tokens = tok.encode(&text).map_err(err)?;
     let bos = tok.bos_id();
@@ -758,7 +811,7 @@ fn passkey_cmd(
     json: bool,
 ) -> CliResult<()> {
     let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
-    let tok = tokenizer_of(&m.tokenizer, &m.dir, "passkey")?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "passkey")?;
     let filler_tokens = match text_filler {
         Some(p) => {
             let text = FillerText::from_text(tok, &read_text(p)?).map_err(err)?;
@@ -893,6 +946,7 @@ fn train_cmd(
             config.vocab_size
         );
         let t = Tokenizer::train_byte_level_bpe(&train_text, config.vocab_size).map_err(err)?;
+        short_text_note(t.vocab_size(), config.vocab_size);
         t.save(&tok_path).map_err(err)?;
         t
     };
@@ -1022,8 +1076,8 @@ fn reproduce_cmd(
     }
     let n = load_model_dir(nope).map_err(err)?;
     let r = load_model_dir(rope).map_err(err)?;
-    let tok = tokenizer_of(&n.tokenizer, &n.dir, "reproduce")?;
-    let rope_tok = tokenizer_of(&r.tokenizer, &r.dir, "reproduce")?;
+    let tok = tokenizer_of(&n.tokenizer, &n.dir, n.config.vocab_size, "reproduce")?;
+    let rope_tok = tokenizer_of(&r.tokenizer, &r.dir, r.config.vocab_size, "reproduce")?;
     if tok.to_json().map_err(err)? != rope_tok.to_json().map_err(err)? {
         return Err(format!(
             "{} and {} have different tokenizers: the comparison needs one",

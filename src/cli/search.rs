@@ -282,7 +282,7 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     if !uniform {
         recipe.check().map_err(err)?;
     }
-    let tok = tokenizer_of(&m.tokenizer, &m.dir, "search")?;
+    let tok = tokenizer_of(&m.tokenizer, &m.dir, cfg.vocab_size, "search")?;
     let text = match &a.text {
         Some(p) => Some(read_text(p)?),
         None => None,
