@@ -119,6 +119,31 @@ fn init_info_eval_round() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
+    // The JSON says what it measured: the model, its L, the scales, the
+    // engine and the text, beside the rows.
+    assert_eq!(v["training_length"], 64);
+    assert_eq!(v["model"], model.display().to_string());
+    assert_eq!(v["scales"], "none (s = 1 for every head)");
+    assert!(v["backend"].as_str().unwrap().starts_with("cpu"), "{v}");
+    assert!(v["text_tokens"].as_u64().unwrap() > 128, "{v}");
+    // The table marks each length against L; a bad --uniform-scale is the
+    // flag's error.
+    let (ok, table, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
+        "--lengths",
+        "32,128",
+        "--backend",
+        "cpu",
+    ]));
+    assert!(ok && table.contains("x L"), "{table}{err}");
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!((rows[0][1], rows[1][1]), ("0.5", "2"), "{table}");
+    let (ok, _, err) = run(bin()
+        .arg("eval")
+        .arg(&model)
+        .arg("--text")
+        .arg(&text_path)
+        .args(["--lengths", "32", "--uniform-scale=-1"]));
+    assert!(!ok && err.contains("--uniform-scale -1: scale -1 is not a positive number"), "{err}");
     for (r, len) in results.iter().zip([16, 64, 128]) {
         assert_eq!(r["length"], len);
         let loss = r["loss"].as_f64().unwrap();

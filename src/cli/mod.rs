@@ -608,11 +608,13 @@ fn eval_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
+    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "eval")?;
+    let text_path = text;
     let text = read_text(text)?;
     let tokens = tok.encode(&text).map_err(err)?;
     let bos = tok.bos_id();
+    let l = m.config.training_length;
     let mut engine = make_engine(backend, m.config.clone(), m.params)?;
     let bar = progress_bar("tokens");
     let report = pollster::block_on(eval::eval_lengths(
@@ -626,19 +628,55 @@ fn eval_cmd(
     ))
     .map_err(err)?;
     bar.finish_and_clear();
-    print_report(json, &report, |report| {
+    let context = serde_json::json!({
+        "model": dir.display().to_string(),
+        "training_length": l,
+        "scales": scales,
+        "backend": engine.name(),
+        "text": text_path.display().to_string(),
+        "text_tokens": tokens.len(),
+    });
+    print_measured(json, &report, context, |report| {
         println!(
-            "{:>8} {:>8} {:>12} {:>12} {:>22}",
-            "length", "windows", "loss (nats)", "perplexity", "mean entropy (bits)"
+            "{:>8} {:>6} {:>8} {:>12} {:>12} {:>22}",
+            "length", "x L", "windows", "loss (nats)", "perplexity", "mean entropy (bits)"
         );
         for r in &report.results {
             println!(
-                "{:>8} {:>8} {:>12.4} {:>12.2} {:>22.3}",
-                r.length, r.windows, r.loss, r.perplexity, r.mean_entropy_bits
+                "{:>8} {:>6} {:>8} {:>12.4} {:>12.2} {:>22.3}",
+                r.length,
+                times_l(r.length, l),
+                r.windows,
+                r.loss,
+                r.perplexity,
+                r.mean_entropy_bits
             );
         }
     });
     Ok(())
+}
+
+/// A length as a multiple of the training length L, for the tables'
+/// "x L" column ("0.5", "4"): past 1 the model reads further than it
+/// was trained to.
+fn times_l(length: usize, l: usize) -> String {
+    let x = length as f64 / l.max(1) as f64;
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A report as `print_report` prints it, its JSON with what it was
+/// measured on (`context`: the model, its L, the scales, the engine, the
+/// text) beside the rows, so that a saved JSON says what it is.
+fn print_measured<T: serde::Serialize>(json: bool, report: &T, context: serde_json::Value, table: impl FnOnce(&T)) {
+    if !json {
+        return table(report);
+    }
+    let mut v = context;
+    if let (Some(v), Ok(serde_json::Value::Object(rows))) = (v.as_object_mut(), serde_json::to_value(report)) {
+        v.extend(rows);
+    }
+    println!("{v}");
 }
 
 fn bench_cmd(backend: Backend, json: bool, long: bool, fixed_cost: bool, profile: bool) -> CliResult<()> {
@@ -722,11 +760,15 @@ fn load_for_lengths(
     lengths: &[usize],
     uniform: Option<f32>,
     file: Option<&Path>,
-) -> CliResult<(files::ModelDir, HeadScales)> {
+) -> CliResult<(files::ModelDir, HeadScales, String)> {
+    // A bad scale is the flag's, said before the model loads.
+    if let Some(s) = uniform {
+        HeadScales::check_scale(s).map_err(|e| format!("--uniform-scale {s}: {e}"))?;
+    }
     check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
     let m = load_model_dir(dir).map_err(err)?;
-    let hs = load_head_scales(dir, &m.config, uniform, file)?;
-    Ok((m, hs))
+    let (hs, source) = load_head_scales(dir, &m.config, uniform, file)?;
+    Ok((m, hs, source))
 }
 
 /// `searched`, the model folder a scales file was searched on, when its
@@ -760,7 +802,7 @@ fn load_head_scales(
     config: &ModelConfig,
     uniform: Option<f32>,
     file: Option<&Path>,
-) -> CliResult<HeadScales> {
+) -> CliResult<(HeadScales, String)> {
     let (hs, source, searched) = match (uniform, file) {
         (Some(s), _) => (
             HeadScales::uniform(config, s).map_err(err)?,
@@ -796,7 +838,7 @@ fn load_head_scales(
     } else {
         eprintln!("scales: {source}");
     }
-    Ok(hs)
+    Ok((hs, source))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -810,8 +852,9 @@ fn passkey_cmd(
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    let (m, hs) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
+    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "passkey")?;
+    let l = m.config.training_length;
     let filler_tokens = match text_filler {
         Some(p) => {
             let text = FillerText::from_text(tok, &read_text(p)?).map_err(err)?;
@@ -847,23 +890,32 @@ fn passkey_cmd(
     ))
     .map_err(err)?;
     bar.finish_and_clear();
-    print_report(json, &report, |report| {
+    let context = serde_json::json!({
+        "model": dir.display().to_string(),
+        "training_length": l,
+        "scales": scales,
+        "backend": engine.name(),
+        "filler": text_filler.map_or("the repeated sentences".to_string(), |p| p.display().to_string()),
+    });
+    print_measured(json, &report, context, |report| {
         // Two entropies: over every query, and the answering query's alone
         // (the one that must find the key), each the mean over heads.
         println!(
-            "{:>8} {:>7} {:>9} {:>16} {:>10} {:>22} {:>26}",
+            "{:>8} {:>6} {:>7} {:>9} {:>16} {:>11} {:>22} {:>30}",
             "length",
+            "x L",
             "trials",
             "accuracy",
             "key loss (nats)",
-            "key tokens",
+            "key digits",
             "mean entropy (bits)",
-            "answering query's (bits)"
+            "answering query entropy (bits)"
         );
         for r in &report.results {
             println!(
-                "{:>8} {:>7} {:>8.0}% {:>16.3} {:>9.0}% {:>22.3} {:>26.3}",
+                "{:>8} {:>6} {:>7} {:>8.0}% {:>16.3} {:>10.0}% {:>22.3} {:>30.3}",
                 r.length,
+                times_l(r.length, l),
                 r.trials,
                 100.0 * r.accuracy,
                 r.key_loss,

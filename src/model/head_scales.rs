@@ -209,15 +209,25 @@ impl HeadScales {
             )));
         }
         for (i, &s) in self.values.iter().enumerate() {
-            if !(s.is_finite() && s > 0.0 && s <= MAX_HEAD_SCALE) {
-                return Err(err(format!(
-                    "layer {} head {}: scale {s} is not a positive number up to {MAX_HEAD_SCALE}",
+            Self::check_scale(s).map_err(|e| {
+                err(format!(
+                    "layer {} head {}: {e}",
                     i / self.num_heads.max(1),
                     i % self.num_heads.max(1)
-                )));
-            }
+                ))
+            })?;
         }
         Ok(())
+    }
+
+    /// One scale: a positive number up to `MAX_HEAD_SCALE`; the error says
+    /// so of `s`.
+    pub fn check_scale(s: f32) -> std::result::Result<(), String> {
+        if s.is_finite() && s > 0.0 && s <= MAX_HEAD_SCALE {
+            Ok(())
+        } else {
+            Err(format!("scale {s} is not a positive number up to {MAX_HEAD_SCALE}"))
+        }
     }
 
     /// Checks the shape against a model as well as the values.
