@@ -137,13 +137,15 @@ fn init_info_eval_round() {
     assert!(ok && table.contains("x L"), "{table}{err}");
     let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!((rows[0][1], rows[1][1]), ("0.5", "2"), "{table}");
-    let (ok, _, err) = run(bin()
-        .arg("eval")
-        .arg(&model)
-        .arg("--text")
-        .arg(&text_path)
-        .args(["--lengths", "32", "--uniform-scale=-1"]));
-    assert!(!ok && err.contains("--uniform-scale -1: scale -1 is not a positive number"), "{err}");
+    let (ok, _, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
+        "--lengths",
+        "32",
+        "--uniform-scale=-1",
+    ]));
+    assert!(
+        !ok && err.contains("--uniform-scale -1: scale -1 is not a positive number"),
+        "{err}"
+    );
     for (r, len) in results.iter().zip([16, 64, 128]) {
         assert_eq!(r["length"], len);
         let loss = r["loss"].as_f64().unwrap();
@@ -555,9 +557,11 @@ fn search_writes_scales_and_refuses_bad_settings() {
     assert_eq!(std::fs::read(&config).unwrap(), config_before);
     assert_eq!(std::fs::read(&out).unwrap(), before);
 
-    let (ok, stdout, err) = search(&["--scales", "uniform", "--length", "64", "--docs", "2"]);
+    let (ok, stdout, err) = search(&["--scales", "uniform", "--length", "64", "--docs", "2", "--steps", "5"]);
     assert!(ok, "{err}");
     assert!(stdout.contains("<- best"), "{stdout}");
+    // An option this kind of search does not use is said, not ignored.
+    assert!(err.contains("note: --steps is not used by --scales uniform"), "{err}");
     // Replacing an earlier file is said.
     assert!(err.contains("replacing the file of that name"), "{err}");
 

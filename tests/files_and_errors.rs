@@ -127,6 +127,14 @@ fn truncated_and_corrupt_weights_are_named_errors() {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let e = load_err(&dir);
         assert!(e.contains(WEIGHTS_FILE), "cut {cut}: {e}");
+        // A file cut short is said to be, by how much where its header
+        // can still be read (it named "incomplete metadata" before).
+        if cut >= 8 {
+            assert!(e.contains("cut short"), "cut {cut}: {e}");
+        }
+        if cut == bytes.len() - 1 {
+            assert!(e.contains(&format!("the file has {cut}")), "{e}");
+        }
     }
     let mut garbage = bytes.clone();
     garbage[..8].copy_from_slice(&u64::MAX.to_le_bytes());

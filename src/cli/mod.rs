@@ -111,8 +111,11 @@ enum Command {
     /// Train a model from a recipe (a JSON file: the model's config.json
     /// under "model", the texts, the schedule and the data mix).
     Train {
+        /// The training recipe (JSON; see assets/configs/*.train.json), not
+        /// a model's config.json: that goes under its "model".
         #[arg(long)]
         config: PathBuf,
+        /// The folder the model, its checkpoints and its log go to.
         #[arg(long)]
         out: PathBuf,
         /// Continue from the checkpoint in --out.
@@ -121,6 +124,8 @@ enum Command {
         /// Stop (after a checkpoint) once this many steps have run.
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Where to compute (default the CPU engine: a recipe's run is
+        /// then the same on any machine; gpu or auto for the GPU engine).
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
@@ -157,10 +162,13 @@ enum Command {
     /// Regenerate docs/RESULTS.md, its figures and results.json from the
     /// bundled NoPE and RoPE models and the shipped validation text.
     Reproduce {
+        /// The NoPE model's folder.
         #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_NOPE)]
         nope: PathBuf,
+        /// Its RoPE twin's folder (same data and recipe, rotary positions).
         #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_ROPE)]
         rope: PathBuf,
+        /// The validation text the entropy and perplexity are read on.
         #[arg(long, default_value = nopescope::lab::reproduce::BUNDLED_TEXT)]
         text: PathBuf,
         /// Folder for RESULTS.md, results.json and figures/ (default docs;
@@ -174,6 +182,8 @@ enum Command {
         /// Pass-key trials per cell (default 50; 4 with --quick).
         #[arg(long)]
         trials: Option<usize>,
+        /// Where to compute: the CPU engine, the GPU engine (wgpu), or
+        /// auto (the GPU engine on a real GPU, else the CPU).
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
     },
@@ -184,8 +194,11 @@ enum Command {
     /// Time the bench model (random weights): forward, forward with
     /// entropy at 16384, a training step and a head-scale step.
     Bench {
+        /// Where to compute: the CPU engine, the GPU engine (wgpu), or
+        /// auto (the GPU engine on a real GPU, else the CPU).
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
         /// Also run forwards with entropy at 32768 and 65536.
@@ -208,7 +221,7 @@ enum Command {
         #[arg(long, default_value_t = 2048)]
         tokens: usize,
         /// Forwards with --model (the first also makes the buffers).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         runs: usize,
         /// How the GPU engine holds the weight matrices with --model (f16
         /// needs the device's shader-f16; the CPU engine is always f32).
@@ -237,7 +250,19 @@ fn quiet_headless_vulkan() {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsed through its matches, which also say which options were typed
+    // (`search` notes those its kind of search does not use).
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let typed: Vec<String> = matches
+        .subcommand()
+        .map(|(_, m)| {
+            m.ids()
+                .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.as_str().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     let Some(command) = cli.command else {
         return run_app();
     };
@@ -287,7 +312,7 @@ pub fn main() -> ExitCode {
             Some(dir) => bench_model_cmd(&dir, backend, tokens, runs, gpu_weights, json),
             None => bench_cmd(backend, json, long, fixed_cost, profile),
         },
-        Command::Search(args) => search::run(args),
+        Command::Search(args) => search::run(args, &typed),
         Command::Reproduce {
             nope,
             rope,

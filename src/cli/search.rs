@@ -200,8 +200,28 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-pub fn run(a: SearchArgs) -> CliResult<()> {
+/// `typed`: the options given on the command line (by their field names),
+/// so that one the search's kind does not use is said, not ignored.
+pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     let uniform = a.scales == "uniform";
+    let unused: &[&str] = if uniform {
+        &["steps", "batch", "lr", "init", "warmup", "clip"]
+    } else {
+        &["docs"]
+    };
+    let unused: Vec<String> = unused
+        .iter()
+        .filter(|o| typed.iter().any(|t| t == *o))
+        .map(|o| format!("--{o}"))
+        .collect();
+    if !unused.is_empty() {
+        eprintln!(
+            "note: {} {} not used by --scales {}",
+            unused.join(", "),
+            if unused.len() == 1 { "is" } else { "are" },
+            if uniform { "uniform (it takes --docs)" } else { "heads" }
+        );
+    }
     // The command as typed, for the provenance.
     let command = std::iter::once("nopescope".to_string())
         .chain(std::env::args().skip(1))
@@ -281,6 +301,12 @@ pub fn run(a: SearchArgs) -> CliResult<()> {
     };
     if !uniform {
         recipe.check().map_err(err)?;
+        if a.init < recipe.min_scale {
+            eprintln!(
+                "note: --init {} is below {}, where every scale is clamped after each step: the first step lifts it there",
+                a.init, recipe.min_scale
+            );
+        }
     }
     let tok = tokenizer_of(&m.tokenizer, &m.dir, cfg.vocab_size, "search")?;
     let text = match &a.text {

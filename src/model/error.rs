@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: not valid JSON: {source}", path.display())]
+    #[error("{}: {}: {source}", path.display(), json_kind(source))]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("config field `{field}`: {message}")]
     Config { field: String, message: String },
@@ -130,5 +130,15 @@ impl Error {
             field: field.to_string(),
             message: message.into(),
         }
+    }
+}
+
+/// What was wrong with a JSON file: its syntax, or (valid JSON) its form,
+/// such as a training recipe given where a model's config goes.
+fn json_kind(e: &serde_json::Error) -> &'static str {
+    if e.is_data() {
+        "valid JSON, but not of the form expected here"
+    } else {
+        "not valid JSON"
     }
 }

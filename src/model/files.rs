@@ -97,7 +97,13 @@ pub fn read_safetensors_as<T: Stored>(
 ) -> Result<()> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
-        message: format!("not a readable safetensors file ({} bytes): {e}", bytes.len()),
+        message: match described_size(bytes) {
+            Some(size) if size > bytes.len() => format!(
+                "cut short: its header describes {size} bytes, the file has {} (a download that stopped?)",
+                bytes.len()
+            ),
+            _ => format!("not a readable safetensors file ({} bytes): {e}", bytes.len()),
+        },
     })?;
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     names.sort();
@@ -180,6 +186,26 @@ pub fn read_safetensors_as<T: Stored>(
     Ok(())
 }
 
+/// The size a safetensors file's own header describes (8 bytes of header
+/// length, the header, then the data up to the last tensor's end), when
+/// `bytes` start with a header that can be read; it may say more than the
+/// file holds, as a header needs only its first bytes.
+fn described_size(bytes: &[u8]) -> Option<usize> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header_end = n.checked_add(8)?;
+    let Some(header) = bytes.get(8..header_end) else {
+        // The header itself is cut: at least that much was meant.
+        return Some(header_end);
+    };
+    let header: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let data_end = header
+        .as_object()?
+        .values()
+        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()?;
+    header_end.checked_add(usize::try_from(data_end).ok()?)
+}
+
 /// Refuses, before anything is allocated for them, parameters that `bytes`
 /// bytes of weights cannot hold: every weight takes at least 2 bytes (f16,
 /// bf16). A wrong or hostile config must not make the loader allocate the
@@ -191,7 +217,7 @@ fn check_weights_size(config: &ModelConfig, config_path: &Path, bytes: u64, path
         return Err(Error::Safetensors {
             path: path.to_path_buf(),
             message: format!(
-                "{bytes} bytes cannot hold the {n} parameters that {} describes (at least {needed} bytes at 2 bytes a weight); config and weights do not belong together",
+                "{bytes} bytes cannot hold the {n} parameters that {} describes (at least {needed} bytes at 2 bytes a weight); config and weights do not belong together, or the weights file is cut short (a download that stopped?)",
                 config_path.display()
             ),
         });
