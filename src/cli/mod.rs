@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         lengths: Vec<usize>,
         /// One scale for every head (1.0 is plain NoPE).
-        #[arg(long, conflicts_with = "head_scales")]
+        #[arg(long, conflicts_with = "head_scales", allow_negative_numbers = true)]
         uniform_scale: Option<f32>,
         /// A head_scales.json with one scale per layer and head.
         #[arg(long)]
@@ -142,7 +142,7 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         trials: usize,
         /// One scale for every head (1.0 is plain NoPE).
-        #[arg(long, conflicts_with = "head_scales")]
+        #[arg(long, conflicts_with = "head_scales", allow_negative_numbers = true)]
         uniform_scale: Option<f32>,
         /// A head_scales.json with one scale per layer and head.
         #[arg(long)]

@@ -36,16 +36,16 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Peak learning rate of the per-head search (warm-up, then cosine).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     lr: f32,
     /// Every scale's starting value (the paper used 1.6).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     init: f32,
     /// Share of the steps spent warming up.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     warmup: f64,
     /// Gradient norm clip.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     clip: f32,
     /// Per-position rule the scales are used under: constant, log-n, fitted.
     #[arg(long, default_value = "constant")]
@@ -376,7 +376,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": r.curve});
         provenance["final_loss"] = r.best_loss.into();
         let hs = HeadScales::uniform(&cfg, r.best_scale).map_err(err)?.with_rule(rule);
-        (hs, r.cancelled, serde_json::to_value(&r).expect("json"))
+        (hs, r.cancelled, f32_json(&r))
     } else {
         let r = pollster::block_on(search::head_search(&mut engine, &data, &recipe, &mut progress)).map_err(err)?;
         progress.bar.finish_and_clear();
@@ -395,7 +395,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
                 println!("layer {l}: {}", cells.join(" "));
             }
         }
-        (r.scales.clone(), r.cancelled, serde_json::to_value(&r).expect("json"))
+        (r.scales.clone(), r.cancelled, f32_json(&r))
     };
     let note = format!(
         "{} search on the {} objective at {} tokens",
@@ -462,6 +462,14 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// `value` as JSON whose f32 numbers keep their own shortest digits
+/// (`to_value` widens them to f64 first: 1.13 became 1.1299999952316284).
+fn f32_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_string(value)
+        .and_then(|text| serde_json::from_str(&text))
+        .expect("a search result serializes")
 }
 
 /// A file name a model folder's own files have: `search` never writes
