@@ -108,13 +108,9 @@ fn init_info_eval_round() {
     assert_eq!(info["tokenizer_size"], 400);
     assert_eq!(info["config"]["position_encoding"], serde_json::json!({"kind": "none"}));
 
-    let (ok, out, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
-        "--lengths",
-        "16,64,128",
-        "--json",
-        "--backend",
-        "cpu",
-    ]));
+    // `eval` of this model on its text, with `args`.
+    let eval = |args: &[&str]| run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args(args));
+    let (ok, out, err) = eval(&["--lengths", "16,64,128", "--json", "--backend", "cpu"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = v["results"].as_array().unwrap();
@@ -128,20 +124,11 @@ fn init_info_eval_round() {
     assert!(v["text_tokens"].as_u64().unwrap() > 128, "{v}");
     // The table marks each length against L; a bad --uniform-scale is the
     // flag's error.
-    let (ok, table, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
-        "--lengths",
-        "32,128",
-        "--backend",
-        "cpu",
-    ]));
+    let (ok, table, err) = eval(&["--lengths", "32,128", "--backend", "cpu"]);
     assert!(ok && table.contains("x L"), "{table}{err}");
     let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!((rows[0][1], rows[1][1]), ("0.5", "2"), "{table}");
-    let (ok, _, err) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
-        "--lengths",
-        "32",
-        "--uniform-scale=-1",
-    ]));
+    let (ok, _, err) = eval(&["--lengths", "32", "--uniform-scale=-1"]);
     assert!(
         !ok && err.contains("--uniform-scale -1: scale -1 is not a positive number"),
         "{err}"
@@ -161,12 +148,7 @@ fn init_info_eval_round() {
     // Longer windows spread attention over more keys: entropy grows.
     assert!(results[2]["mean_entropy_bits"].as_f64() > results[0]["mean_entropy_bits"].as_f64());
 
-    let (ok, out, _) = run(bin().arg("eval").arg(&model).arg("--text").arg(&text_path).args([
-        "--lengths",
-        "32",
-        "--uniform-scale",
-        "1.5",
-    ]));
+    let (ok, out, _) = eval(&["--lengths", "32", "--uniform-scale", "1.5"]);
     assert!(ok && out.contains("perplexity"), "{out}");
 
     // Errors a user meets, each named.
@@ -368,18 +350,21 @@ fn train_recipe_errors_name_the_field() {
 }
 
 /// A search stopped by Ctrl-C (SIGINT) keeps what it found: the scales so
-/// far and their log are written, the file says it was stopped, and the
-/// program ends as a stopped one does (130). A folder that cannot be
-/// written is refused before the search, not after it. Before
-/// 2026-12-03 a Ctrl-C lost the whole run, and an unwritable folder was
-/// found only at the end.
+/// far and their log are written, beside an earlier file of that name
+/// rather than over it, the file says it was stopped (and `eval` says so
+/// when it reads it), and the program ends as a stopped one does (130). A
+/// folder that cannot be written is refused before the search, not after
+/// it. Before 2026-12-03 a Ctrl-C lost the whole run, and an unwritable
+/// folder was found only at the end.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_stopped_search_keeps_what_it_found() {
+    use std::time::{Duration, Instant};
     let (text_path, _, model) = init_model("search-stop", 40_000, 32);
     let dir = model.parent().unwrap().to_path_buf();
-    let out = dir.join("stopped.json");
-    let child = bin()
+    let out = dir.join("scales.json");
+    std::fs::write(&out, "an earlier search's scales").unwrap();
+    let mut child = bin()
         .arg("search")
         .arg(&model)
         .args(["--objective", "text", "--text"])
@@ -393,6 +378,7 @@ fn a_stopped_search_keeps_what_it_found() {
             "1",
             "--backend",
             "cpu",
+            "--force",
             "--out",
         ])
         .arg(&out)
@@ -400,26 +386,47 @@ fn a_stopped_search_keeps_what_it_found() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    // The log's first write beside its place (after 10 s of search) says
+    // the search runs, its Ctrl-C handled.
+    let partial = dir.join("scales.csv.partial");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !partial.exists() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the search did not start writing its log: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let result = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(130), "{err}");
     assert!(err.contains("stopped by the user after"), "{err}");
-    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier search's scales");
+    let stopped = dir.join("scales.stopped.json");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stopped).unwrap()).unwrap();
+    let steps = file["provenance"]["stopped_after"].as_u64().unwrap();
+    assert!(steps >= 1, "{file}");
+    assert!(file["note"].as_str().unwrap().contains("stopped by the user"), "{file}");
+    let csv = std::fs::read_to_string(dir.join("scales.stopped.csv")).unwrap();
+    assert_eq!(csv.lines().count() as u64, steps + 1, "{csv}");
+    assert!(!partial.exists(), "the partial log is left behind");
+    let (ok, _, err) = run(bin()
+        .arg("eval")
+        .arg(&model)
+        .arg("--text")
+        .arg(&text_path)
+        .arg("--head-scales")
+        .arg(&stopped)
+        .args(["--lengths", "32", "--backend", "cpu"]));
     assert!(
-        file["note"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("stopped by the user"),
-        "{file}"
+        ok && err.contains(&format!("stopped by the user after {steps} steps")),
+        "{err}"
     );
-    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
-    assert!(csv.lines().count() >= 2, "{csv}");
     // Even root cannot make a file in /proc: refused before the model loads.
     let (ok, _, err) =
         run(bin()

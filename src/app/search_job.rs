@@ -518,7 +518,7 @@ pub fn shipped(info: ModelInfo) -> Result<ScalesSetting> {
 
 /// Shipped scales (`json`) under `name`, if they fit the model in view.
 fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting> {
-    let (hs, searched_on) = HeadScales::from_json_searched(json, None)?;
+    let (hs, searched) = HeadScales::from_json_searched(json, None)?;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(Error::Input(text::scales_shape(
             hs.num_layers,
@@ -531,7 +531,7 @@ fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting
         name: name.into(),
         values: hs.values,
         rule: hs.rule,
-        searched_on,
+        searched_on: searched.model,
     })
 }
 

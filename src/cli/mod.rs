@@ -836,7 +836,13 @@ fn load_head_scales(
         ),
         (None, Some(p)) => {
             let (hs, searched) = HeadScales::load_searched(p, config).map_err(err)?;
-            (hs, p.display().to_string(), searched)
+            if let Some(n) = searched.stopped_after {
+                eprintln!(
+                    "note: {}: its search was stopped by the user after {n} steps: these are the scales it had then, not its result",
+                    p.display()
+                );
+            }
+            (hs, p.display().to_string(), searched.model.map(PathBuf::from))
         }
         (None, None) => (
             HeadScales::ones(config),

@@ -1,10 +1,12 @@
 //! `nopescope search`: the temperature search of `lab::search` from the
 //! command line, with a progress bar, a per-step CSV log and the result
-//! written atomically with its provenance. Cancelled or failed, nothing is
-//! written and an existing scales file stays as it was.
+//! written atomically with its provenance. Failed, nothing is written and
+//! an existing scales file stays as it was. Stopped by Ctrl-C (on Unix),
+//! the scales found so far are written, marked as stopped, beside any
+//! existing file rather than over it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -83,21 +85,29 @@ pub struct SearchArgs {
     json: bool,
 }
 
-/// Set by the first Ctrl-C (SIGINT) or SIGTERM: the search stops at its
-/// next step and the scales found so far are written; a second one ends
-/// the program at once.
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that asked the search to stop (SIGINT from Ctrl-C, or
+/// SIGTERM), 0 while none has: the search stops at its next step and the
+/// scales found so far are written; a second one ends the program at once.
+static STOP: AtomicI32 = AtomicI32::new(0);
 
+/// From the search's start (nothing to save before it: the default action,
+/// ending the program, is right while the model loads). A signal the
+/// program was started ignoring (`cmd &` in a script) stays ignored.
 #[cfg(unix)]
 fn stop_on_signals() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the action only swaps an atomic and calls `_exit`, both
-        // async-signal-safe.
+        if ignored(signal) {
+            continue;
+        }
+        // SAFETY: the action only swaps an atomic, writes a fixed line to
+        // stderr and calls `_exit`, all async-signal-safe.
         let registered = unsafe {
-            signal_hook_registry::register(signal, || {
-                if STOP.swap(true, Ordering::SeqCst) {
-                    libc::_exit(130);
+            signal_hook_registry::register(signal, move || {
+                if STOP.swap(signal, Ordering::SeqCst) != 0 {
+                    libc::_exit(128 + signal);
                 }
+                let line = b"\nstopping after this step, keeping the scales so far (again to quit now)\n";
+                libc::write(2, line.as_ptr().cast(), line.len());
             })
         };
         if let Err(e) = registered {
@@ -106,12 +116,30 @@ fn stop_on_signals() {
     }
 }
 
+/// Whether `signal`'s action is to ignore it.
+#[cfg(unix)]
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a query (no new action); `old` is plain data it fills.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 #[cfg(not(unix))]
 fn stop_on_signals() {}
 
-/// Rewrites the CSV log this often during a search, so that a run ended
-/// by force keeps its record up to there.
+/// The CSV log is written beside its place (`partial_log`) this often
+/// during a search, so that a run ended by force keeps its record up to
+/// there without replacing an earlier run's log before this one is done.
 const LOG_EVERY_S: u64 = 10;
+
+/// Where the log goes while the search runs: `log` with `.partial` added.
+fn partial_log(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
 
 /// A step of the head search: the bar, and the CSV log's row.
 struct StepBar {
@@ -144,10 +172,10 @@ impl StepBar {
     fn go_on(&mut self) -> bool {
         if self.log.2.elapsed().as_secs() >= LOG_EVERY_S {
             // A write that fails now is tried again, and said, at the end.
-            let _ = write_atomic(&self.log.0, self.csv().as_bytes());
+            let _ = write_atomic(&partial_log(&self.log.0), self.csv().as_bytes());
             self.log.2 = Instant::now();
         }
-        !STOP.load(Ordering::SeqCst)
+        STOP.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -263,25 +291,23 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
                 folder.display()
             ));
         }
-        files::check_replaceable(path).map_err(err)?;
         if is_model_file(path) {
             return Err(format!(
-                "{}: that is a model's own file name (config, weights or tokenizer); give --out and --log other names",
+                "{}: that is a model's own file name (config, weights, tokenizer or training record); give --out and --log other names",
                 path.display()
             ));
         }
+        files::check_replaceable(path).map_err(err)?;
         if path.exists() && !a.force {
+            let flag = if path == &out { "--out" } else { "--log" };
             return Err(format!(
-                "{}: exists (an earlier search's?); give --force to replace it, or another --out",
+                "{}: exists (an earlier search's?); give --force to replace it, or another {flag}",
                 path.display()
             ));
         }
         // A read-only model folder is found now, not after the search.
         files::check_writable(folder).map_err(|e| format!("{e}; give --out (and --log) in a folder you can write"))?;
     }
-    // From here a Ctrl-C is the search's to handle (the model's load and
-    // the documents come first; the search then stops at its next step).
-    stop_on_signals();
     // The rule from the config alone, before the weights are read.
     let l = files::load_config(&a.dir).map_err(err)?.training_length;
     let rule = ScaleRule::parse(&a.rule, l, a.rule_a).map_err(err)?;
@@ -342,10 +368,9 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         last_line: (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(Instant::now),
         log: (log.clone(), csv_header, Instant::now()),
     };
-    if STOP.load(Ordering::SeqCst) {
-        eprintln!("stopped by the user before the search began: nothing written");
-        std::process::exit(130);
-    }
+    // From here a Ctrl-C is the search's to handle: it stops at its next
+    // step and keeps what it found.
+    stop_on_signals();
     let mut provenance = serde_json::json!({
         "model": a.dir.display().to_string(),
         "objective": objective.name(),
@@ -373,14 +398,14 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
                 println!("{s:>6.2} {l:>10.4}{mark}");
             }
         }
-        provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": r.curve});
+        provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": f32_json(&r.curve)});
         provenance["final_loss"] = r.best_loss.into();
         let hs = HeadScales::uniform(&cfg, r.best_scale).map_err(err)?.with_rule(rule);
         (hs, r.cancelled, f32_json(&r))
     } else {
         let r = pollster::block_on(search::head_search(&mut engine, &data, &recipe, &mut progress)).map_err(err)?;
         progress.bar.finish_and_clear();
-        provenance["search"] = serde_json::json!({"kind": "heads", "recipe": recipe});
+        provenance["search"] = serde_json::json!({"kind": "heads", "recipe": f32_json(&recipe)});
         provenance["final_loss"] = r.final_loss.into();
         provenance["first_loss"] = r.losses.first().copied().unwrap_or(f64::NAN).into();
         if !a.json {
@@ -395,7 +420,20 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
                 println!("layer {l}: {}", cells.join(" "));
             }
         }
-        (r.scales.clone(), r.cancelled, f32_json(&r))
+        // Stopped in its last step, the search had finished.
+        (r.scales.clone(), r.cancelled && r.steps_run < a.steps, f32_json(&r))
+    };
+    let unit = if uniform { "points" } else { "steps" };
+    let done = progress.rows.len();
+    if stopped {
+        provenance["stopped_after"] = done.into();
+    }
+    // A stopped run's scales go beside an earlier file, not over it (that
+    // may be a finished search's, even the shipped one's).
+    let (out, log) = if stopped && (out.exists() || log.exists()) {
+        (beside(&out, "stopped"), beside(&log, "stopped"))
+    } else {
+        (out, log)
     };
     let note = format!(
         "{} search on the {} objective at {} tokens",
@@ -404,7 +442,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         a.length
     );
     let note = if stopped {
-        format!("{note}, stopped by the user after {} of its steps", progress.rows.len())
+        format!("{note}, stopped by the user after {done} {unit}")
     } else {
         note
     };
@@ -424,6 +462,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
             out.display()
         )
     })?;
+    let _ = std::fs::remove_file(partial_log(&progress.log.0));
     if a.json {
         // A struct, not `json!`: the scales keep their shortest f32 digits.
         #[derive(serde::Serialize)]
@@ -452,16 +491,29 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         eprintln!("wrote {} and {}", out.display(), log.display());
     }
     if stopped {
-        // As a program stopped by Ctrl-C ends (128 + SIGINT), after saving.
+        // As a program stopped by a signal ends (128 + its number: 130 for
+        // Ctrl-C), after saving.
         eprintln!(
-            "stopped by the user after {} {}: the scales found so far are in {}",
-            progress.rows.len(),
-            if uniform { "points" } else { "steps" },
+            "stopped by the user after {done} {unit}: the scales found so far are in {}",
             out.display()
         );
-        std::process::exit(130);
+        std::process::exit(128 + STOP.load(Ordering::SeqCst));
     }
     Ok(())
+}
+
+/// `path` with `.tag` before its extension (`scales.json` ->
+/// `scales.stopped.json`).
+fn beside(path: &Path, tag: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{tag}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{tag}"),
+    };
+    path.with_file_name(name)
 }
 
 /// `value` as JSON whose f32 numbers keep their own shortest digits
@@ -472,17 +524,30 @@ fn f32_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
         .expect("a search result serializes")
 }
 
-/// A file name a model folder's own files have: `search` never writes
-/// over one, even with --force.
+/// A file name a model folder's own files have (Hugging Face's, and the
+/// training record this program keeps beside a model): `search` never
+/// writes over one, even with --force. Compared in lower case, as file
+/// systems that ignore case would match them.
 fn is_model_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let own = [
-        "config.json",
+        files::CONFIG_FILE,
+        files::TOKENIZER_FILE,
+        files::WEIGHTS_INDEX_FILE,
         "generation_config.json",
-        "tokenizer.json",
         "tokenizer_config.json",
         "special_tokens_map.json",
-        "model.safetensors.index.json",
+        "added_tokens.json",
+        "tokenizer.model",
+        "vocab.json",
+        "merges.txt",
+        "readme.md",
+        "training.json",
+        "train_log.csv",
     ];
-    own.contains(&name) || name.ends_with(".safetensors") || name.ends_with(".bin")
+    let weights = [".safetensors", ".bin", ".gguf", ".pt", ".pth"];
+    own.contains(&name.as_str()) || weights.iter().any(|ext| name.ends_with(ext))
 }

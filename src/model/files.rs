@@ -192,7 +192,12 @@ pub fn read_safetensors_as<T: Stored>(
 /// file holds, as a header needs only its first bytes.
 fn described_size(bytes: &[u8]) -> Option<usize> {
     let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
-    let header_end = n.checked_add(8)?;
+    // A safetensors header: JSON of at most 100 MB (the format's limit);
+    // another kind of file renamed is not "cut short".
+    if n > 100_000_000 || bytes.get(8) != Some(&b'{') {
+        return None;
+    }
+    let header_end = n + 8;
     let Some(header) = bytes.get(8..header_end) else {
         // The header itself is cut: at least that much was meant.
         return Some(header_end);
@@ -405,13 +410,21 @@ mod native {
         })
     }
 
-    /// Whether files can be written in `folder`, found by writing an empty
-    /// temporary there and removing it: before long work whose result
-    /// goes there (a read-only model folder, a full disk's quota).
+    /// Whether files can be made in `folder`, found by making an empty
+    /// one there (a new name, never through a link) and removing it:
+    /// before long work whose result goes there (a read-only model
+    /// folder; a disk with no room left is found only at the write).
     pub fn check_writable(folder: &Path) -> Result<()> {
         let probe = temp_beside(&folder.join(".nopescope-write-check"));
-        std::fs::File::create(&probe).map_err(|e| Error::io(folder, e))?;
-        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| Error::io(folder, e))?;
+        // Made, so the folder takes files; a probe left behind is only
+        // untidy.
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
     }
 
     /// Refuses to write over anything but a plain file: the rename would

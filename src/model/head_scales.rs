@@ -301,31 +301,43 @@ impl HeadScales {
         Self::load_searched(path, config).map(|(hs, _)| hs)
     }
 
-    /// `load`, and the model folder a search wrote the file for, as its
-    /// provenance names it (`None` where the file does not say).
+    /// `load`, and what the file's provenance says of the search that
+    /// wrote it.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load_searched(path: &Path, config: &ModelConfig) -> Result<(Self, Option<std::path::PathBuf>)> {
+    pub fn load_searched(path: &Path, config: &ModelConfig) -> Result<(Self, Searched)> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let (hs, model) = Self::from_json_searched(&text, Some(path))?;
+        let (hs, searched) = Self::from_json_searched(&text, Some(path))?;
         hs.check_for(config, Some(path))?;
-        Ok((hs, model.map(Into::into)))
+        Ok((hs, searched))
     }
 
-    /// `from_json`, and the model folder a search wrote the file for, as
-    /// its provenance names it (`None` where the file does not say).
-    pub fn from_json_searched(text: &str, path: Option<&Path>) -> Result<(Self, Option<String>)> {
+    /// `from_json`, and what the file's provenance says of the search
+    /// that wrote it.
+    pub fn from_json_searched(text: &str, path: Option<&Path>) -> Result<(Self, Searched)> {
         let (hs, provenance) = Self::from_json_with_provenance(text, path)?;
-        let model = provenance
-            .as_ref()
-            .and_then(|p| p.get("model")?.as_str())
-            .map(Into::into);
-        Ok((hs, model))
+        let field = |name: &str| provenance.as_ref().and_then(|p| p.get(name));
+        let searched = Searched {
+            model: field("model").and_then(|m| m.as_str()).map(Into::into),
+            stopped_after: field("stopped_after").and_then(|n| n.as_u64()),
+        };
+        Ok((hs, searched))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn save(&self, path: &Path, note: Option<String>) -> Result<()> {
         super::files::write_atomic(path, self.to_json(note).as_bytes())
     }
+}
+
+/// What a scales file's provenance says of the search that wrote it (each
+/// `None` where it does not say).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Searched {
+    /// The model folder it was searched on.
+    pub model: Option<String>,
+    /// Set when the search was stopped before its end: the steps (or
+    /// points) it had run.
+    pub stopped_after: Option<u64>,
 }
 
 /// The folder a model path names, as scales files' provenance is compared

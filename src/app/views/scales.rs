@@ -51,11 +51,12 @@ pub fn scales_from_json(json: &str, name: &str, info: ModelInfo) -> Result<Loade
 /// Read scales (and the model their file says they were searched on), if
 /// they fit the model in view.
 fn loaded(
-    read: crate::model::error::Result<(HeadScales, Option<String>)>,
+    read: crate::model::error::Result<(HeadScales, crate::model::head_scales::Searched)>,
     name: String,
     info: ModelInfo,
 ) -> Result<LoadedScales, String> {
-    let (hs, searched_on) = read.map_err(|e| e.to_string())?;
+    let (hs, searched) = read.map_err(|e| e.to_string())?;
+    let searched_on = searched.model;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
     }
