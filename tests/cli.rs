@@ -527,6 +527,11 @@ fn search_writes_scales_and_refuses_bad_settings() {
         .arg(&out);
     let (ok, _, err) = run(&mut same);
     assert!(!ok && err.contains("the same file"), "{err}");
+    // Written two ways, the same file still.
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let other_way = format!("{}/../{name}/scales.json", dir.display());
+    let (ok, _, err) = search(&["--length", "64", "--log", &other_way]);
+    assert!(!ok && err.contains("the same file"), "{err}");
     let (ok, _, err) = search(&["--length", "64", "--log", "/nonexistent-folder/log.csv"]);
     assert!(!ok && err.contains("does not exist"), "{err}");
     // The pass-key objective needs documents longer than its format.

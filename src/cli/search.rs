@@ -273,7 +273,16 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         ))
     });
     let log = a.log.clone().unwrap_or_else(|| out.with_extension("csv"));
-    if log == out {
+    // The same file however each is written (`./a.json` and `a.json`, a
+    // folder by two paths): the log would be written over the scales.
+    let place = |p: &Path| {
+        let folder = p
+            .parent()
+            .filter(|f| !f.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        (folder.canonicalize().ok(), p.file_name().map(ToOwned::to_owned))
+    };
+    if log == out || (place(&log).0.is_some() && place(&log) == place(&out)) {
         return Err(format!(
             "{}: the log and the scales would be the same file; give --log another name",
             out.display()
