@@ -1,7 +1,7 @@
 //! The command line end to end: init, info, eval (table and JSON), and the
 //! errors a user meets (empty text, overwriting a model, bad head scales).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn bin() -> Command {
@@ -22,6 +22,19 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// `eval` of `model` on `text` at `length` tokens with the scales file
+/// `scales`, on the CPU engine.
+fn eval_with_scales(model: &Path, text: &Path, scales: &Path, length: usize) -> (bool, String, String) {
+    run(bin()
+        .arg("eval")
+        .arg(model)
+        .arg("--text")
+        .arg(text)
+        .arg("--head-scales")
+        .arg(scales)
+        .args(["--lengths", &length.to_string(), "--backend", "cpu"]))
 }
 
 /// A small random model made by `init` in a fresh folder `name`, from the
@@ -415,14 +428,7 @@ fn a_stopped_search_keeps_what_it_found() {
     let csv = std::fs::read_to_string(dir.join("scales.stopped.csv")).unwrap();
     assert_eq!(csv.lines().count() as u64, steps + 1, "{csv}");
     assert!(!partial.exists(), "the partial log is left behind");
-    let (ok, _, err) = run(bin()
-        .arg("eval")
-        .arg(&model)
-        .arg("--text")
-        .arg(&text_path)
-        .arg("--head-scales")
-        .arg(&stopped)
-        .args(["--lengths", "32", "--backend", "cpu"]));
+    let (ok, _, err) = eval_with_scales(&model, &text_path, &stopped, 32);
     assert!(
         ok && err.contains(&format!("stopped by the user after {steps} steps")),
         "{err}"
@@ -479,14 +485,7 @@ fn search_writes_scales_and_refuses_bad_settings() {
     let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     // The scales load where scales are used.
-    let (ok, _, err) = run(bin()
-        .arg("eval")
-        .arg(&model)
-        .arg("--text")
-        .arg(&text_path)
-        .arg("--head-scales")
-        .arg(&out)
-        .args(["--lengths", "64", "--backend", "cpu"]));
+    let (ok, _, err) = eval_with_scales(&model, &text_path, &out, 64);
     assert!(ok, "{err}");
     assert!(!err.contains("searched on the model"), "{err}");
 
@@ -584,14 +583,7 @@ fn search_writes_scales_and_refuses_bad_settings() {
         r#"{"head_scales": [[1,1,1]]}"#,
     ] {
         std::fs::write(&bad, text).unwrap();
-        let (ok, _, err) = run(bin()
-            .arg("eval")
-            .arg(&model)
-            .arg("--text")
-            .arg(&text_path)
-            .arg("--head-scales")
-            .arg(&bad)
-            .args(["--lengths", "64", "--backend", "cpu"]));
+        let (ok, _, err) = eval_with_scales(&model, &text_path, &bad, 64);
         assert!(!ok && err.contains("head scales"), "{err}");
     }
 }
@@ -602,16 +594,8 @@ fn search_writes_scales_and_refuses_bad_settings() {
 fn scales_from_another_model_are_noted() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let scales = root.join("assets/models/nope-sotu/head_scales-4L.json");
-    let eval = |model: &str| {
-        run(bin()
-            .arg("eval")
-            .arg(root.join("assets/models").join(model))
-            .arg("--text")
-            .arg(root.join("assets/text/sotu-validation.txt"))
-            .arg("--head-scales")
-            .arg(&scales)
-            .args(["--lengths", "32", "--backend", "cpu"]))
-    };
+    let text = root.join("assets/text/sotu-validation.txt");
+    let eval = |model: &str| eval_with_scales(&root.join("assets/models").join(model), &text, &scales, 32);
     let (ok, _, err) = eval("rope-sotu");
     assert!(ok, "{err}");
     assert!(
