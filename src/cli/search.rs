@@ -401,10 +401,12 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         .map_err(err)?;
         progress.bar.finish_and_clear();
         if !a.json {
-            println!("{:>6} {:>10}", "s", "objective");
+            // Both objectives are a cross-entropy: the key digits' or every
+            // next token's, in nats.
+            println!("{:>6} {:>16}", "s", "objective (nats)");
             for (s, l) in &r.curve {
                 let mark = if *s == r.best_scale { "  <- best" } else { "" };
-                println!("{s:>6.2} {l:>10.4}{mark}");
+                println!("{s:>6.2} {l:>16.4}{mark}");
             }
         }
         provenance["search"] = serde_json::json!({"kind": "uniform", "documents": a.docs, "curve": f32_json(&r.curve)});
