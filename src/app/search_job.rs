@@ -423,20 +423,6 @@ impl ScalesSetting {
         ScalesKey::with_rule(&self.values, self.rule)
     }
 
-    /// The scales in use in `s` (`layers` x `heads`).
-    pub fn current(s: &ScalesState, layers: usize, heads: usize) -> Self {
-        ScalesSetting {
-            name: text::CURRENT_SCALES.into(),
-            values: s.values(layers, heads),
-            rule: s.rule(),
-            searched_on: s
-                .file
-                .as_ref()
-                .filter(|_| s.use_file)
-                .and_then(|f| f.searched_on.clone()),
-        }
-    }
-
     /// Makes this the app's scales: equal scales as the uniform scale
     /// (a loaded file stays loaded, unused), others as the per-head file.
     pub fn apply_to(&self, s: &mut ScalesState, heads: usize) {

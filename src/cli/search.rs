@@ -276,23 +276,20 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     // The same file however each is written (`./a.json` and `a.json`, a
     // folder by two paths): the log would be written over the scales.
     let place = |p: &Path| {
-        let folder = p
-            .parent()
-            .filter(|f| !f.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        (folder.canonicalize().ok(), p.file_name().map(ToOwned::to_owned))
+        (
+            files::folder_of(p).canonicalize().ok(),
+            p.file_name().map(ToOwned::to_owned),
+        )
     };
-    if log == out || (place(&log).0.is_some() && place(&log) == place(&out)) {
+    let (log_place, out_place) = (place(&log), place(&out));
+    if log == out || (log_place.0.is_some() && log_place == out_place) {
         return Err(format!(
             "{}: the log and the scales would be the same file; give --log another name",
             out.display()
         ));
     }
     for path in [&out, &log] {
-        let folder = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let folder = files::folder_of(path);
         if !folder.is_dir() {
             return Err(format!(
                 "{}: the folder {} does not exist",
@@ -315,7 +312,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
             ));
         }
         // A read-only model folder is found now, not after the search.
-        files::check_writable(folder).map_err(|e| format!("{e}; give --out (and --log) in a folder you can write"))?;
+        files::check_writable(&folder).map_err(|e| format!("{e}; give --out (and --log) in a folder you can write"))?;
     }
     // The rule from the config alone, before the weights are read.
     let l = files::load_config(&a.dir).map_err(err)?.training_length;
@@ -365,13 +362,16 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         }
     };
     let mut engine = make_engine(a.backend, cfg.clone(), m.params)?;
+    // What the progress counts: the per-head search's steps, the uniform
+    // search's points.
+    let unit = if uniform { "points" } else { "steps" };
     let csv_header = if uniform {
         "scale,objective,elapsed_s"
     } else {
         "step,loss,lr,grad_norm,min,mean,max,elapsed_s"
     };
     let mut progress = StepBar {
-        bar: progress_bar(if uniform { "points" } else { "steps" }),
+        bar: progress_bar(unit),
         start: Instant::now(),
         rows: Vec::new(),
         last_line: (!std::io::IsTerminal::is_terminal(&std::io::stderr())).then(Instant::now),
@@ -434,7 +434,6 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
         // Stopped in its last step, the search had finished.
         (r.scales.clone(), r.cancelled && r.steps_run < a.steps, f32_json(&r))
     };
-    let unit = if uniform { "points" } else { "steps" };
     let done = progress.rows.len();
     if stopped {
         provenance["stopped_after"] = done.into();

@@ -545,7 +545,8 @@ mod native {
         journal: Option<(PathBuf, std::fs::File, SetJournal)>,
     }
 
-    fn folder_of(path: &Path) -> PathBuf {
+    /// The folder `path` is in: its parent, or "." for a bare file name.
+    pub fn folder_of(path: &Path) -> PathBuf {
         path.parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))

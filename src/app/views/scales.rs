@@ -56,7 +56,6 @@ fn loaded(
     info: ModelInfo,
 ) -> Result<LoadedScales, String> {
     let (hs, searched) = read.map_err(|e| e.to_string())?;
-    let searched_on = searched.model;
     if (hs.num_layers, hs.num_heads) != (info.layers, info.heads) {
         return Err(text::scales_shape(hs.num_layers, hs.num_heads, info.layers, info.heads));
     }
@@ -66,7 +65,7 @@ fn loaded(
         heads: hs.num_heads,
         values: hs.values,
         rule: hs.rule,
-        searched_on,
+        searched_on: searched.model,
     })
 }
 

@@ -103,7 +103,6 @@ fn offered(state: &ViewState, panel: &str) -> bool {
 
 /// What an embed of `state` shows, in a few words.
 fn shown(state: &ViewState) -> String {
-    use crate::app::state::Tab;
     if let Some(step) = state.tour {
         let step = step.min(crate::app::tour::STEPS.len() - 1);
         return format!("walkthrough step {}, {}", step + 1, crate::app::tour::STEPS[step].title);

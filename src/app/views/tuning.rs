@@ -689,10 +689,7 @@ impl TuningView {
             .filter(|r| r.fits(state.model, keys.info));
         let (name, scales) = match found {
             Some(r) => (text::SCATTER_OF_SEARCH, r.scales.clone()),
-            None => (
-                text::SCATTER_OF_CURRENT,
-                ScalesSetting::current(&state.scales, layers, heads).values,
-            ),
+            None => (text::SCATTER_OF_CURRENT, state.scales.values(layers, heads)),
         };
         let key = JobKey::Entropy {
             at: InputAt {
