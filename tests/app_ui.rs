@@ -2287,3 +2287,35 @@ fn share_offers_to_hide_an_open_walkthrough() {
         "{code}"
     );
 }
+
+/// Every length axis marks L: over an input shorter than L, where the
+/// line would stretch the axis, the entropy and attention plots say at
+/// their right end that L lies past it. Before 2026-12-03 they showed
+/// nothing of L there.
+#[test]
+fn plots_of_a_short_input_say_l_lies_past_them() {
+    let painted = |length: usize| {
+        let mut h = harness(
+            ViewState {
+                length,
+                ..Default::default()
+            },
+            1280.0,
+        );
+        settle(&mut h);
+        h.run_steps(1);
+        let l = h.state().info().training_length;
+        let texts = app_common::painted_texts(&h);
+        let count = |t: &str| texts.iter().filter(|x| x.trim() == t).count();
+        (
+            count(&text::past_axis(&text::training_mark(l))),
+            count(&text::training_mark(l)),
+        )
+    };
+    // Both plots (the entropy's and the attention row's) at 64 tokens; at
+    // T = L the line sits at their right ends, labelled in place (the
+    // input's "L = 256" button is the third).
+    let (short, at_l) = (painted(64), painted(256));
+    assert_eq!((short.0, at_l.0), (2, 0), "past the axis at 64, then 256");
+    assert_eq!(at_l.1, short.1 + 2, "in place at 64, then 256");
+}

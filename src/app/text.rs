@@ -434,6 +434,11 @@ pub fn training_mark(l: usize) -> String {
     format!("L = {l}")
 }
 
+/// A mark's label at the right end of an axis it lies past.
+pub fn past_axis(label: &str) -> String {
+    format!("{label} is past the axis \u{bb}")
+}
+
 /// The entropy plot's line of a setting's mean over heads.
 pub fn mean_line(setting: &str) -> String {
     format!("{setting}: {MEAN_OVER_HEADS}")

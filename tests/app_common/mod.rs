@@ -118,3 +118,21 @@ pub fn export_through_dialog(
     }
     panic!("no {button} button exports a file ending {ends}");
 }
+
+/// Every text the last frame painted (plot labels among them, which are no
+/// widgets a query could find), in paint order.
+pub fn painted_texts(h: &Harness<'static, NopeApp>) -> Vec<String> {
+    use eframe::egui::Shape;
+    fn walk(shape: &Shape, out: &mut Vec<String>) {
+        match shape {
+            Shape::Text(t) => out.push(t.galley.text().to_string()),
+            Shape::Vec(shapes) => shapes.iter().for_each(|s| walk(s, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for clipped in &h.output().shapes {
+        walk(&clipped.shape, &mut out);
+    }
+    out
+}

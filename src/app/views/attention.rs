@@ -399,13 +399,11 @@ impl AttentionView {
             let training = keys.info.training_length;
             // The rows' top as drawn; the marks are labelled above it.
             let top = axis.label_top(rows_top(&rows));
-            // Keys 0..=query: at query L - 1 the mark for L sits at the right edge.
-            let mut marks = Vec::new();
+            // Keys 0..=query: at query L - 1 the mark for L sits at the
+            // right edge; at an earlier query its label points past the axis.
+            let mut marks = vec![PlotMark::training(training)];
             if let Some(k) = key_position {
                 marks.push(PlotMark::key(k));
-            }
-            if training <= shown_query + 1 {
-                marks.push(PlotMark::training(training));
             }
             let plot = axis
                 .axis(super::positions_x(Plot::new("attention row")), top)
@@ -450,7 +448,12 @@ impl AttentionView {
                     look: Look::mark(palette::QUERY),
                 };
                 let marks = std::iter::once(query)
-                    .chain(marks.iter().map(PlotMark::export))
+                    .chain(
+                        marks
+                            .iter()
+                            .filter(|m| m.on_axis(shown_query as f64))
+                            .map(PlotMark::export),
+                    )
                     .collect();
                 export::Figure {
                     stem: format!("nopescope-attention-l{layer}h{head}-q{shown_query}"),

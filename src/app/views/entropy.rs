@@ -113,11 +113,9 @@ impl EntropyView {
             }
         }
         // Marks, labelled where they are. At T = L the mark for L sits at
-        // the right edge, one past the last query.
-        let mut marks = Vec::new();
-        if training <= length {
-            marks.push(PlotMark::training(training));
-        }
+        // the right edge, one past the last query; over a shorter input
+        // its label points past the axis.
+        let mut marks = vec![PlotMark::training(training)];
         if let Some(k) = key_position {
             marks.push(PlotMark::key(k));
         }
@@ -218,7 +216,11 @@ impl EntropyView {
                     points: indexed(points),
                 })
                 .collect(),
-            marks: marks.iter().map(PlotMark::export).collect(),
+            marks: marks
+                .iter()
+                .filter(|m| m.on_axis(length as f64))
+                .map(PlotMark::export)
+                .collect(),
             log_x: false,
             bin: true,
         });

@@ -274,6 +274,14 @@ impl PlotMark {
         }
     }
 
+    /// Whether the mark is on an axis ending at `end`: at most one position
+    /// past it (the training length at T = L sits at the edge, one past the
+    /// last query). A mark past the axis is labelled at its end, and left
+    /// out of an export, whose axis it would stretch.
+    pub fn on_axis(&self, end: f64) -> bool {
+        self.x <= end + 1.0
+    }
+
     /// The mark in an exported figure.
     pub fn export(&self) -> export::Mark {
         export::Mark {
@@ -292,14 +300,52 @@ impl PlotMark {
 /// last sixth: then both go left, the left one's a line lower. On a light
 /// background the label is a darker shade of its line's colour (the pass
 /// key's yellow is unreadable on white).
+///
+/// A mark past the axis (more than one position past `end`: the training
+/// length over a shorter input) draws no line, which would stretch the
+/// axis, but its label, saying so, at the axis's right end, under the
+/// labels of the marks on the axis.
 pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[PlotMark], top: f64, end: f64) {
-    let mut marks: Vec<&PlotMark> = marks.iter().collect();
+    let (beyond, mut marks): (Vec<&PlotMark>, Vec<&PlotMark>) = marks.iter().partition(|m| !m.on_axis(end));
     marks.sort_by(|a, b| a.x.total_cmp(&b.x));
     let (left, lower) = mark_label_sides(&marks.iter().map(|m| m.x).collect::<Vec<_>>(), end);
     // A text line's height in the plot's units.
     let line = 1.3 * plot.ctx().global_style().text_styles[&egui::TextStyle::Body].size as f64;
     let line = line * plot.transform().dvalue_dpos()[1].abs();
     let visuals = plot.ctx().global_style().visuals.clone();
+    // A label's width in the plot's units.
+    let font = egui::TextStyle::Body.resolve(&plot.ctx().global_style());
+    let per_point = plot.transform().dvalue_dpos()[0].abs();
+    let ctx = plot.ctx().clone();
+    let width = |label: &str| {
+        let galley = ctx.fonts_mut(|f| f.layout_no_wrap(label.into(), font.clone(), egui::Color32::WHITE));
+        galley.size().x as f64 * per_point
+    };
+    // The labels on the axis: their spans and rows, which the labels past
+    // it keep clear of, in the highest row free at the axis's right end
+    // (a little in from it, off a line drawn there: the query's).
+    let mut taken: Vec<(f64, f64, usize)> = marks
+        .iter()
+        .zip(&left)
+        .zip(&lower)
+        .map(|((m, &left), &lower)| {
+            let w = width(&format!(" {}", m.label));
+            let span = if left { (m.x - w, m.x) } else { (m.x, m.x + w) };
+            (span.0, span.1, usize::from(lower))
+        })
+        .collect();
+    let right = end - 6.0 * per_point;
+    for mark in &beyond {
+        let label = text::past_axis(&mark.label);
+        let span = (right - width(&label), right);
+        let row = free_row(&taken, span);
+        taken.push((span.0, span.1, row));
+        let text = egui::RichText::new(label)
+            .color(mark.look.label(&visuals))
+            .text_style(egui::TextStyle::Body);
+        let at = egui_plot::PlotPoint::new(right, top - line * row as f64);
+        plot.text(egui_plot::Text::new("", at, text).anchor(egui::Align2::RIGHT_TOP));
+    }
     for ((&&PlotMark { x, ref label, look, .. }, left), lower) in marks.iter().zip(left).zip(lower) {
         let top = if lower { top - line } else { top };
         plot.vline(
@@ -318,6 +364,14 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[PlotMark], top:
             .text_style(egui::TextStyle::Body);
         plot.text(egui_plot::Text::new("", egui_plot::PlotPoint::new(x, top), text).anchor(anchor));
     }
+}
+
+/// The first row of labels (0 the top) where a label spanning `span`
+/// overlaps none of the labels `taken` (each its span and row).
+fn free_row(taken: &[(f64, f64, usize)], span: (f64, f64)) -> usize {
+    (0..)
+        .find(|&row| !taken.iter().any(|&(a, b, r)| r == row && a < span.1 && span.0 < b))
+        .unwrap_or(0)
 }
 
 /// For marks at `xs` (sorted) on an axis ending at `end`: whether each
@@ -972,6 +1026,18 @@ mod tests {
         assert_eq!(sides(&[256.0, 300.0]), (vec![true, false], vec![false, false]));
         // Before 2026-12-01 the right one's label went right, past the end.
         assert_eq!(sides(&[850.0, 900.0]), (vec![true, true], vec![true, false]));
+    }
+
+    /// A label past the axis takes the top row unless a label there
+    /// overlaps it, then the next free one.
+    #[test]
+    fn labels_past_the_axis_keep_clear_of_the_others() {
+        assert_eq!(free_row(&[], (800.0, 990.0)), 0);
+        assert_eq!(free_row(&[(100.0, 200.0, 0)], (800.0, 990.0)), 0);
+        assert_eq!(free_row(&[(700.0, 850.0, 0)], (800.0, 990.0)), 1);
+        assert_eq!(free_row(&[(700.0, 850.0, 0), (900.0, 950.0, 1)], (800.0, 990.0)), 2);
+        // Touching is not overlapping.
+        assert_eq!(free_row(&[(600.0, 800.0, 0)], (800.0, 990.0)), 0);
     }
 
     /// A short axis gets lines 1, 2 or 5 x 10^k apart, labelled ones at

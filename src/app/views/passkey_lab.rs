@@ -601,10 +601,9 @@ fn attention_plot(
                 );
             }
             plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
-            // Labelled in place (the key sentence is its band).
-            if l_marked {
-                super::labelled_marks(plot, &[PlotMark::training(training_length)], top, x_end);
-            }
+            // Labelled in place (the key sentence is its band); past the
+            // axis in a shorter document.
+            super::labelled_marks(plot, &[PlotMark::training(training_length)], top, x_end);
         });
     // The weights themselves (every key; the SVG bins past
     // `export::MAX_LINE_POINTS`, as the plot does), whatever the axis; the key sentence's ends and the query as
