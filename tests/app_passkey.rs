@@ -379,7 +379,7 @@ fn the_map_offers_the_shipped_scales_when_none_are_in_use() {
         heads: 4,
         values: vec![1.5; 16],
         rule: Default::default(),
-        searched_on: None,
+        ..Default::default()
     });
     let mut h = harness(state);
     h.run_steps(3);

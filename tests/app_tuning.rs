@@ -162,6 +162,12 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     let written =
         nopescope::model::head_scales::HeadScales::from_json(&std::fs::read_to_string(&path).unwrap(), None).unwrap();
     assert_eq!(written.values, report.scales);
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file["provenance"]["steps"], 3, "{file}");
+    assert!(
+        file["provenance"]["stopped_after"].is_null(),
+        "a finished search: {file}"
+    );
     assert!(
         std::fs::read_dir(&dir).unwrap().count() == 1,
         "a temporary file was left behind"
@@ -317,6 +323,59 @@ fn the_text_objective_can_read_your_text() {
     h.get_by_label(text::STEP_SEARCH).click();
     h.run_steps(2);
     assert!(h.state().tuning().run.is_none(), "a search started with no text");
+}
+
+/// A paused search's scales, saved, say in their file how far it had run
+/// (the command line's stopped search writes the same), and the app says
+/// so where they are in use. Before 2026-12-03 the file claimed every
+/// planned step.
+#[test]
+fn a_paused_search_saves_scales_that_say_it_stopped() {
+    let mut h = harness(tuning_state(40));
+    h.run_steps(2);
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.step();
+    wait_for(&mut h, "the first step to pause", |a| phase(a) == Some(Phase::Paused));
+    let dir = std::env::temp_dir().join(format!("nopescope-paused-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("paused.json");
+    h.get_by_label(text::SAVE_SCALES).click();
+    h.run_steps(2);
+    app_common::save_through_dialog(&mut h, &path);
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file["provenance"]["steps"], 40, "{file}");
+    assert_eq!(file["provenance"]["stopped_after"], 1, "{file}");
+    // Its settings with their own digits (not 1.2000000476837158).
+    assert_eq!(
+        (&file["provenance"]["init"], &file["provenance"]["lr"]),
+        (&1.2.into(), &0.1.into())
+    );
+    assert_eq!(file["note"], "per-head search at 128 tokens (1 step)");
+    // Loaded back, in use: the tuning page and the scales panel say it.
+    type_into(&mut h, text::LOAD_SOURCE, path.to_str().unwrap());
+    h.get_by_label(text::LOAD_AND_APPLY).click();
+    h.run_steps(2);
+    let note = text::scales_stopped(1, false);
+    h.get_by_label(&note);
+    h.get_by_label(text::TAB_EXPLORE).click();
+    h.run_steps(2);
+    h.get_by_label(&note);
+    // The command line says it too.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nopescope"))
+        .arg("eval")
+        .arg(root.join("assets/models/nope-sotu"))
+        .arg("--text")
+        .arg(root.join("assets/text/sotu-validation.txt"))
+        .arg("--head-scales")
+        .arg(&path)
+        .args(["--lengths", "32", "--backend", "cpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stopped by the user after 1 step:"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::lab::eval::Progress;
 use crate::lab::passkey::{passkey_lengths, Filler, PasskeyBuilder};
 use crate::lab::search::{self, HeadSearchConfig, HeadSearchState, Objective, SearchData, SearchProgress, SearchStep};
 use crate::model::error::{Error, Result};
-use crate::model::head_scales::{HeadScales, ScaleRule};
+use crate::model::head_scales::{f32_json, HeadScales, ScaleRule};
 
 /// The most tokens of the user's text a search reads: windows of the
 /// longest length, several times over.
@@ -260,9 +260,9 @@ impl SearchSpec {
             "target_length": self.length,
             "steps": self.steps,
             "batch": self.batch,
-            "lr": self.lr(),
-            "init": self.init(),
-            "rule": self.rule(),
+            "lr": f32_json(&self.lr()),
+            "init": f32_json(&self.init()),
+            "rule": f32_json(&self.rule()),
             "seed": search::SEARCH_SEED,
         })
     }
@@ -385,6 +385,17 @@ impl SearchReport {
     }
 
     /// The scales found, as a setting.
+    /// Where the scales came from, as the head-scales file records it: a
+    /// search paused before its end says how far it had run, as the
+    /// command line's stopped search does.
+    pub fn provenance(&self) -> serde_json::Value {
+        let mut provenance = self.spec.provenance();
+        if !self.finished {
+            provenance["stopped_after"] = self.done.into();
+        }
+        provenance
+    }
+
     pub fn setting(&self) -> ScalesSetting {
         ScalesSetting {
             name: text::search_result_name(self.spec.kind == SearchKind::Uniform, self.spec.length, self.done),
@@ -439,6 +450,7 @@ impl ScalesSetting {
                 values: self.values.clone(),
                 rule: self.rule,
                 searched_on: self.searched_on.clone(),
+                ..Default::default()
             });
             s.use_file = true;
         }

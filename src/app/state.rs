@@ -165,6 +165,13 @@ pub struct LoadedScales {
     /// file's provenance, the app's own search on a bundled model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub searched_on: Option<String>,
+    /// Set when a file's search was stopped before its end: the steps (or
+    /// points, for a uniform search) it had run then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_after: Option<u64>,
+    /// Whether the file's search was a uniform one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uniform_search: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -945,6 +952,7 @@ mod tests {
                 values: vec![1.0, 2.0],
                 rule: ScaleRule::Constant,
                 searched_on: None,
+                ..Default::default()
             });
             let after = with_file.started_over().scales;
             assert_eq!((after.file.is_some(), after.use_file), (kept, false), "{name}");
@@ -993,6 +1001,7 @@ mod tests {
             values: vec![1.4330342, 1.0, 0.1],
             rule: ScaleRule::Constant,
             searched_on: None,
+            ..Default::default()
         });
         let link = floats.to_fragment();
         assert!(
@@ -1118,6 +1127,7 @@ mod tests {
             values: vec![1.5; 16],
             rule: ScaleRule::Constant,
             searched_on: None,
+            ..Default::default()
         });
         s.scales.use_file = true;
         s.sanitize(4, 4);

@@ -837,8 +837,14 @@ fn load_head_scales(
         (None, Some(p)) => {
             let (hs, searched) = HeadScales::load_searched(p, config).map_err(err)?;
             if let Some(n) = searched.stopped_after {
+                let unit = match (searched.uniform, n == 1) {
+                    (true, true) => "point",
+                    (true, false) => "points",
+                    (false, true) => "step",
+                    (false, false) => "steps",
+                };
                 eprintln!(
-                    "note: {}: its search was stopped by the user after {n} steps: these are the scales it had then, not its result",
+                    "note: {}: its search was stopped by the user after {n} {unit}: these are the scales it had then, not its result",
                     p.display()
                 );
             }

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use nopescope::lab::passkey::FillerText;
 use nopescope::lab::search::{self, HeadSearchConfig, Objective, SearchData, SearchProgress, SearchStep};
 use nopescope::model::files::{self, write_atomic};
-use nopescope::model::head_scales::{HeadScales, ScaleRule};
+use nopescope::model::head_scales::{f32_json, HeadScales, ScaleRule};
 
 use super::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
 
@@ -524,14 +524,6 @@ fn beside(path: &Path, tag: &str) -> PathBuf {
         None => format!("{stem}.{tag}"),
     };
     path.with_file_name(name)
-}
-
-/// `value` as JSON whose f32 numbers keep their own shortest digits
-/// (`to_value` widens them to f64 first: 1.13 became 1.1299999952316284).
-fn f32_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_string(value)
-        .and_then(|text| serde_json::from_str(&text))
-        .expect("a search result serializes")
 }
 
 /// A file name a model folder's own files have (Hugging Face's, and the

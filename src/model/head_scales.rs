@@ -319,6 +319,10 @@ impl HeadScales {
         let searched = Searched {
             model: field("model").and_then(|m| m.as_str()).map(Into::into),
             stopped_after: field("stopped_after").and_then(|n| n.as_u64()),
+            // `"search": "uniform"` (the app's) or `{"kind": "uniform", ..}`
+            // (the command line's).
+            uniform: field("search").and_then(|s| s.as_str().or_else(|| s.get("kind").and_then(|k| k.as_str())))
+                == Some("uniform"),
         };
         Ok((hs, searched))
     }
@@ -327,6 +331,15 @@ impl HeadScales {
     pub fn save(&self, path: &Path, note: Option<String>) -> Result<()> {
         super::files::write_atomic(path, self.to_json(note).as_bytes())
     }
+}
+
+/// `value` as JSON whose f32 numbers keep their own shortest digits, as a
+/// scales file's provenance records them (`to_value` widens them to f64
+/// first: 1.13 became 1.1299999952316284).
+pub fn f32_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_string(value)
+        .and_then(|text| serde_json::from_str(&text))
+        .expect("plain data serializes")
 }
 
 /// What a scales file's provenance says of the search that wrote it (each
@@ -338,6 +351,8 @@ pub struct Searched {
     /// Set when the search was stopped before its end: the steps (or
     /// points) it had run.
     pub stopped_after: Option<u64>,
+    /// A uniform search's (its `stopped_after` counts points, not steps).
+    pub uniform: bool,
 }
 
 /// The folder a model path names, as scales files' provenance is compared

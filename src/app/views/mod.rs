@@ -127,13 +127,20 @@ pub fn model_folder<'a>(state: &ViewState, jobs: &'a super::jobs::Jobs) -> Optio
         .or_else(|| cfg!(not(target_arch = "wasm32")).then(opened).flatten())
 }
 
-/// Under the scales in use, when they were searched on another model than
-/// `model` (`model_folder`): they fit its shape, but were tuned for
-/// another model's heads.
-pub fn searched_elsewhere_note(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: Option<&str>) {
-    let file = scales.file.as_ref().filter(|_| scales.use_file);
-    if let Some(other) = model.zip(file).and_then(|(m, f)| f.searched_elsewhere(m)) {
-        ui.label(egui::RichText::new(text::scales_searched_on(other)).color(ui.visuals().warn_fg_color));
+/// Under the scales in use, when they are a file's: whether its search
+/// was stopped before its end, and whether it was searched on another
+/// model than `model` (`model_folder`; they fit its shape, but were tuned
+/// for another model's heads).
+pub fn scales_file_notes(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: Option<&str>) {
+    let Some(file) = scales.file.as_ref().filter(|_| scales.use_file) else {
+        return;
+    };
+    let warn = ui.visuals().warn_fg_color;
+    if let Some(n) = file.stopped_after {
+        ui.label(egui::RichText::new(text::scales_stopped(n, file.uniform_search)).color(warn));
+    }
+    if let Some(other) = model.and_then(|m| file.searched_elsewhere(m)) {
+        ui.label(egui::RichText::new(text::scales_searched_on(other)).color(warn));
     }
 }
 

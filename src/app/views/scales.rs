@@ -65,6 +65,8 @@ fn loaded(
         heads: hs.num_heads,
         values: hs.values,
         rule: hs.rule,
+        stopped_after: searched.stopped_after,
+        uniform_search: searched.uniform,
         searched_on: searched.model,
     })
 }
@@ -126,6 +128,6 @@ impl ScalesView {
                 );
             }
         }
-        super::searched_elsewhere_note(ui, s, model);
+        super::scales_file_notes(ui, s, model);
     }
 }

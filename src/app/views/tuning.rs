@@ -197,7 +197,7 @@ impl TuningView {
             ui.label(text::IN_USE);
             ui.strong(super::in_use_name(state, &keys.info));
         });
-        super::searched_elsewhere_note(ui, &state.scales, super::model_folder(state, jobs));
+        super::scales_file_notes(ui, &state.scales, super::model_folder(state, jobs));
         // (An embedding may show some of these.)
         if !state.hidden(PANEL_SEARCH) {
             ui.separator();
@@ -510,7 +510,7 @@ impl TuningView {
                 }
                 ui.checkbox(&mut self.show_json, text::SHOW_JSON);
             });
-            let json = setting.to_json(report.spec.heads, Some(report.spec.provenance()));
+            let json = setting.to_json(report.spec.heads, Some(report.provenance()));
             ui.horizontal_wrapped(|ui| {
                 if ui
                     .button(text::SAVE_SCALES)
