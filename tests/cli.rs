@@ -320,6 +320,19 @@ fn train_resumed_run_matches_an_unbroken_one() {
     assert_eq!(p["results"][1]["length"], 200);
     assert!(p["results"][0]["accuracy"].as_f64().unwrap() <= 1.0);
     assert!(p["results"][0]["key_loss"].as_f64().unwrap() > 0.0);
+    // Three trials at depths 0, 0.5 and 1 fill buckets 0, 5 and 9 of
+    // ten; the others have no accuracy.
+    let counts: Vec<u64> = p["results"][0]["trials_by_depth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+    let by_depth = p["results"][0]["accuracy_by_depth"].as_array().unwrap();
+    for (a, &c) in by_depth.iter().zip(&counts) {
+        assert_eq!(a.is_null(), c == 0, "{by_depth:?} {counts:?}");
+    }
     let (ok, _, stderr) = run(bin()
         .arg("passkey")
         .arg(&whole)

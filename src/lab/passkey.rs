@@ -243,8 +243,14 @@ pub struct PasskeyResult {
     pub key_loss: f64,
     /// Share of key tokens that are the argmax.
     pub token_accuracy: f64,
-    /// Accuracy per depth bucket (depths spread evenly over the trials).
+    /// Accuracy per depth bucket: bucket i holds the trials whose key sits
+    /// at a depth in [i, i + 1) / `DEPTH_BUCKETS` (the last one takes
+    /// depth 1 too). Depths are spread evenly over the trials, so with
+    /// fewer trials than buckets some are empty: `NaN` (`null` in JSON).
     pub accuracy_by_depth: Vec<f64>,
+    /// The trials in each depth bucket (0 where `accuracy_by_depth` is
+    /// `NaN`).
+    pub trials_by_depth: Vec<usize>,
     /// Per layer and head, the mean entropy (bits) of the attention row of
     /// the query that predicts the key's first token: the retrieving query.
     pub retrieval_entropy_bits: Vec<Vec<f64>>,
@@ -487,6 +493,7 @@ pub async fn passkey_lengths<E: Engine>(
                 .iter()
                 .map(|&(h, c)| if c == 0 { f64::NAN } else { h as f64 / c as f64 })
                 .collect(),
+            trials_by_depth: by_depth.iter().map(|&(_, c)| c).collect(),
             retrieval_entropy_bits: retrieval
                 .chunks(heads)
                 .map(|r| r.iter().map(|x| x / n).collect())
