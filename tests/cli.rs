@@ -508,8 +508,14 @@ fn search_writes_scales_and_refuses_bad_settings() {
         (&["--length", "64", "--lr", "NaN"][..], "lr"),
         (&["--length", "64", "--steps", "0"][..], "steps"),
         (&["--length", "1"][..], "below 2"),
-        (&["--length", "64", "--rule", "yarn"][..], "unknown scale rule"),
-        (&["--length", "64", "--rule", "fitted"][..], "coefficient a"),
+        (
+            &["--length", "64", "--rule", "yarn"][..],
+            "invalid value 'yarn' for '--rule",
+        ),
+        (
+            &["--length", "64", "--rule", "fitted"][..],
+            "--rule fitted needs --rule-a",
+        ),
         (&["--length", "100000"][..], "tokens; windows of 100000"),
     ] {
         let (ok, _, err) = search(args);
@@ -631,4 +637,73 @@ fn no_library_errors_without_a_desktop_session() {
         .env_remove("NODEVICE_SELECT"));
     assert!(ok, "{err}");
     assert!(!err.contains("error:"), "{err}");
+}
+
+/// `eval` and `passkey` take a per-position rule: `--uniform-scale 1
+/// --rule log-n` reads as a scales file of ones under that rule does, and
+/// differs from plain NoPE; a fitted rule needs its a, and a file's own
+/// rule is not silently replaced. Before 2026-12-03 only `search` had
+/// `--rule`.
+#[test]
+fn eval_and_passkey_take_a_per_position_rule() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("assets/models/nope-sotu");
+    let text = root.join("assets/text/sotu-validation.txt");
+    let dir = tempdir("rule");
+    let eval = |extra: &[&str]| {
+        let (ok, stdout, stderr) = run(bin()
+            .arg("eval")
+            .arg(&model)
+            .arg("--text")
+            .arg(&text)
+            .args(["--lengths", "1024", "--windows", "1", "--backend", "cpu", "--json"])
+            .args(extra));
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        (
+            v["results"][0]["loss"].as_f64().unwrap(),
+            v["scales"].as_str().unwrap().to_string(),
+        )
+    };
+    let (plain, _) = eval(&[]);
+    let (ruled, named) = eval(&["--uniform-scale", "1", "--rule", "log-n"]);
+    assert_eq!(named, "uniform s = 1, rule log-n");
+    let log_n = r#"{"rule": {"rule": "log-n", "training_length": 256}, "head_scales": [[1,1,1,1],[1,1,1,1],[1,1,1,1],[1,1,1,1]]}"#;
+    let file = dir.join("ones-log-n.json");
+    std::fs::write(&file, log_n).unwrap();
+    let (from_file, _) = eval(&["--head-scales", file.to_str().unwrap()]);
+    assert_eq!(ruled, from_file, "the rule given and the file's rule");
+    assert!(
+        (ruled - plain).abs() > 1e-3,
+        "log-n at 4L changed nothing: {ruled} vs {plain}"
+    );
+    // Errors name the flag, before the model loads (a missing folder).
+    let refuse = |args: &[&str]| {
+        let (ok, _, stderr) = run(bin().args(["passkey", "no-such-model", "--lengths", "512"]).args(args));
+        assert!(!ok);
+        stderr
+    };
+    let err = refuse(&["--rule", "fitted"]);
+    assert!(err.contains("--rule fitted needs --rule-a"), "{err}");
+    let err = refuse(&["--rule-a", "0.2"]);
+    assert!(err.contains("--rule-a 0.2 is the fitted rule's"), "{err}");
+    let (ok, _, err) = run(bin()
+        .arg("passkey")
+        .arg(&model)
+        .args([
+            "--lengths",
+            "512",
+            "--trials",
+            "1",
+            "--backend",
+            "cpu",
+            "--rule",
+            "fitted",
+            "--rule-a",
+            "0.2",
+        ])
+        .arg("--head-scales")
+        .arg(&file));
+    assert!(!ok && err.contains("has its own rule, log-n"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -15,7 +15,7 @@ use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
 use nopescope::model::files::{self, load_model_dir};
-use nopescope::model::head_scales::HeadScales;
+use nopescope::model::head_scales::{HeadScales, ScaleRule};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
 use nopescope::model::{Engine, Error, HfConfig, ModelConfig};
@@ -91,12 +91,8 @@ enum Command {
         /// Comma-separated lengths, e.g. 256,1024,4096.
         #[arg(long, value_delimiter = ',', required = true)]
         lengths: Vec<usize>,
-        /// One scale for every head (1.0 is plain NoPE).
-        #[arg(long, conflicts_with = "head_scales", allow_negative_numbers = true)]
-        uniform_scale: Option<f32>,
-        /// A head_scales.json with one scale per layer and head.
-        #[arg(long)]
-        head_scales: Option<PathBuf>,
+        #[command(flatten)]
+        scales: ScalesArgs,
         /// Most windows per length (fewer if the text is short).
         #[arg(long, default_value_t = 4)]
         windows: usize,
@@ -141,12 +137,8 @@ enum Command {
         /// Documents per length, the key's depth spread evenly over them.
         #[arg(long, default_value_t = 50)]
         trials: usize,
-        /// One scale for every head (1.0 is plain NoPE).
-        #[arg(long, conflicts_with = "head_scales", allow_negative_numbers = true)]
-        uniform_scale: Option<f32>,
-        /// A head_scales.json with one scale per layer and head.
-        #[arg(long)]
-        head_scales: Option<PathBuf>,
+        #[command(flatten)]
+        scales: ScalesArgs,
         /// Real text (a file) as filler instead of the paper's repeated
         /// sentences (`search` calls it --text; either name works).
         #[arg(long, visible_alias = "text")]
@@ -283,21 +275,11 @@ pub fn main() -> ExitCode {
             dir,
             text,
             lengths,
-            uniform_scale,
-            head_scales,
+            scales,
             windows,
             backend,
             json,
-        } => eval_cmd(
-            &dir,
-            &text,
-            &lengths,
-            uniform_scale,
-            head_scales.as_deref(),
-            windows,
-            backend,
-            json,
-        ),
+        } => eval_cmd(&dir, &text, &lengths, &scales, windows, backend, json),
         Command::Bench {
             backend,
             json,
@@ -347,21 +329,11 @@ pub fn main() -> ExitCode {
             dir,
             lengths,
             trials,
-            uniform_scale,
-            head_scales,
+            scales,
             text_filler,
             backend,
             json,
-        } => passkey_cmd(
-            &dir,
-            &lengths,
-            trials,
-            uniform_scale,
-            head_scales.as_deref(),
-            text_filler.as_deref(),
-            backend,
-            json,
-        ),
+        } => passkey_cmd(&dir, &lengths, trials, &scales, text_filler.as_deref(), backend, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -627,13 +599,12 @@ fn eval_cmd(
     dir: &Path,
     text: &Path,
     lengths: &[usize],
-    uniform_scale: Option<f32>,
-    head_scales: Option<&Path>,
+    given: &ScalesArgs,
     windows: usize,
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
+    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, given)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "eval")?;
     let text_path = text;
     let text = read_text(text)?;
@@ -779,20 +750,80 @@ fn bench_model_cmd(
 
 /// What a run over `lengths` loads: the model, once the longest length
 /// is known to fit on the backend, and the head scales asked for.
+/// The scales `eval` and `passkey` run with.
+#[derive(clap::Args, Debug)]
+pub struct ScalesArgs {
+    /// One scale for every head (1.0 is plain NoPE).
+    #[arg(long, conflicts_with = "head_scales", allow_negative_numbers = true)]
+    uniform_scale: Option<f32>,
+    /// A head_scales.json with one scale per layer and head.
+    #[arg(long)]
+    head_scales: Option<PathBuf>,
+    #[command(flatten)]
+    rule: RuleArgs,
+}
+
+/// A per-position rule for the scales (`search`, `eval`, `passkey`).
+#[derive(clap::Args, Debug)]
+pub struct RuleArgs {
+    /// Per-position rule the scales are used under: constant (the
+    /// default), log-n (max(1, ln(i + 1) / ln L)), fitted (max(1, 1 + a
+    /// ln((i + 1) / L))). A head-scales file's own rule when not given.
+    #[arg(long, value_parser = ["constant", "log-n", "fitted"])]
+    rule: Option<String>,
+    /// The `fitted` rule's a in 1 + a ln((i + 1) / L) (may be negative).
+    #[arg(long, allow_negative_numbers = true)]
+    rule_a: Option<f64>,
+}
+
+impl RuleArgs {
+    /// The rule's name as given, or `constant`.
+    pub fn name(&self) -> &str {
+        self.rule.as_deref().unwrap_or("constant")
+    }
+
+    /// The rule given for a model trained at `l` tokens, if any.
+    pub fn parse(&self, l: usize) -> CliResult<Option<ScaleRule>> {
+        match (&self.rule, self.rule_a) {
+            (None, None) => return Ok(None),
+            (None, Some(a)) => {
+                return Err(format!(
+                    "--rule-a {a} is the fitted rule's a: give --rule fitted with it"
+                ))
+            }
+            _ => {}
+        }
+        if self.name() == "fitted" && self.rule_a.is_none() {
+            return Err("--rule fitted needs --rule-a, its a in 1 + a ln((i + 1) / L)".into());
+        }
+        ScaleRule::parse(self.name(), l, self.rule_a)
+            .map(Some)
+            .map_err(|e| format!("--rule {}: {e}", self.name()))
+    }
+}
+
 fn load_for_lengths(
     dir: &Path,
     backend: Backend,
     lengths: &[usize],
-    uniform: Option<f32>,
-    file: Option<&Path>,
+    scales: &ScalesArgs,
 ) -> CliResult<(files::ModelDir, HeadScales, String)> {
-    // A bad scale is the flag's, said before the model loads.
-    if let Some(s) = uniform {
+    // A bad scale or rule is the flag's, said before the model loads.
+    if let Some(s) = scales.uniform_scale {
         HeadScales::check_scale(s).map_err(|e| format!("--uniform-scale {s}: {e}"))?;
     }
+    // (Checked with a valid L; the model's own comes below.)
+    scales.rule.parse(2)?;
     check_fits(dir, backend, lengths.iter().copied().max().unwrap_or(1), Elem::F32)?;
     let m = load_model_dir(dir).map_err(err)?;
-    let (hs, source) = load_head_scales(dir, &m.config, uniform, file)?;
+    let rule = scales.rule.parse(m.config.training_length)?;
+    let (hs, source) = load_head_scales(
+        dir,
+        &m.config,
+        scales.uniform_scale,
+        scales.head_scales.as_deref(),
+        rule,
+    )?;
     Ok((m, hs, source))
 }
 
@@ -827,6 +858,7 @@ fn load_head_scales(
     config: &ModelConfig,
     uniform: Option<f32>,
     file: Option<&Path>,
+    rule: Option<ScaleRule>,
 ) -> CliResult<(HeadScales, String)> {
     let (hs, source, searched) = match (uniform, file) {
         (Some(s), _) => (
@@ -856,13 +888,29 @@ fn load_head_scales(
             None,
         ),
     };
+    // A rule given applies to the scales, unless a file has another one.
+    let hs = match rule {
+        Some(r) if !hs.rule.is_constant() && hs.rule != r => {
+            return Err(format!(
+                "--rule {}: {source} has its own rule, {}; leave --rule out to use it",
+                r.name(),
+                hs.rule.name()
+            ))
+        }
+        Some(r) => hs.with_rule(r),
+        None => hs,
+    };
+    // The source names the rule (a file's own, or the one given).
+    let source = match hs.rule {
+        ScaleRule::Constant => source,
+        ScaleRule::LogN { .. } => format!("{source}, rule log-n"),
+        ScaleRule::Fitted { a, .. } => format!("{source}, rule fitted (a = {a})"),
+    };
     if file.is_some() {
         let (lo, hi) = hs.min_max();
         eprintln!(
-            "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}, rule {}",
-            hs.num_layers,
-            hs.num_heads,
-            hs.rule.name()
+            "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}",
+            hs.num_layers, hs.num_heads,
         );
         if let Some(other) = searched_elsewhere(searched, dir) {
             eprintln!(
@@ -883,13 +931,12 @@ fn passkey_cmd(
     dir: &Path,
     lengths: &[usize],
     trials: usize,
-    uniform_scale: Option<f32>,
-    head_scales: Option<&Path>,
+    given: &ScalesArgs,
     text_filler: Option<&Path>,
     backend: Backend,
     json: bool,
 ) -> CliResult<()> {
-    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, uniform_scale, head_scales)?;
+    let (m, hs, scales) = load_for_lengths(dir, backend, lengths, given)?;
     let tok = tokenizer_of(&m.tokenizer, &m.dir, m.config.vocab_size, "passkey")?;
     let l = m.config.training_length;
     let filler_tokens = match text_filler {

@@ -13,9 +13,9 @@ use indicatif::ProgressBar;
 use nopescope::lab::passkey::FillerText;
 use nopescope::lab::search::{self, HeadSearchConfig, Objective, SearchData, SearchProgress, SearchStep};
 use nopescope::model::files::{self, write_atomic};
-use nopescope::model::head_scales::{f32_json, HeadScales, ScaleRule};
+use nopescope::model::head_scales::{f32_json, HeadScales};
 
-use super::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult};
+use super::{err, make_engine, progress_bar, read_text, tokenizer_of, Backend, CliResult, RuleArgs};
 
 /// The command line's settings for one search.
 #[derive(clap::Args)]
@@ -49,12 +49,8 @@ pub struct SearchArgs {
     /// Gradient norm clip.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     clip: f32,
-    /// Per-position rule the scales are used under: constant, log-n, fitted.
-    #[arg(long, default_value = "constant")]
-    rule: String,
-    /// The `fitted` rule's a in 1 + a ln(i / L) (may be negative).
-    #[arg(long, allow_negative_numbers = true)]
-    rule_a: Option<f64>,
+    #[command(flatten)]
+    rule: RuleArgs,
     /// The text objective's text; for `passkey`, the filler text (default:
     /// the paper's repeated sentences).
     #[arg(long, visible_alias = "text-filler")]
@@ -260,10 +256,10 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     // (A search under a rule is named after it: it does not replace the
     // constant rule's scales of the same search.)
     let out = a.out.clone().unwrap_or_else(|| {
-        let rule = if a.rule == "constant" {
+        let rule = if a.rule.name() == "constant" {
             String::new()
         } else {
-            format!("-{}", a.rule)
+            format!("-{}", a.rule.name())
         };
         a.dir.join(format!(
             "head_scales-{}-{}-{}{rule}.json",
@@ -316,7 +312,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     }
     // The rule from the config alone, before the weights are read.
     let l = files::load_config(&a.dir).map_err(err)?.training_length;
-    let rule = ScaleRule::parse(&a.rule, l, a.rule_a).map_err(err)?;
+    let rule = a.rule.parse(l)?.unwrap_or_default();
     super::check_fits(&a.dir, a.backend, a.length, nopescope::gpu::shader::Elem::F32)?;
     let m = files::load_model_dir(&a.dir).map_err(err)?;
     let cfg = m.config.clone();
