@@ -489,6 +489,8 @@ fn search_writes_scales_and_refuses_bad_settings() {
     assert_eq!(file["rule"]["training_length"], 32);
     assert_eq!(file["provenance"]["objective"], "text");
     assert_eq!(file["provenance"]["target_length"], 64);
+    let weights = nopescope::model::files::load_model_dir(&model).unwrap().params;
+    assert_eq!(file["provenance"]["model_fingerprint"], weights.fingerprint());
     assert!(file["head_scales"]
         .as_array()
         .unwrap()
@@ -623,6 +625,37 @@ fn scales_from_another_model_are_noted() {
     );
     let (ok, _, err) = eval("nope-sotu");
     assert!(ok && !err.contains("searched on the model"), "{err}");
+}
+
+/// Where a scales file records its weights' fingerprint (searches since
+/// 2026-12-03), the weights decide, not the folder's name: other weights
+/// in the same folder (a model retrained there) are noted, the same
+/// weights under another folder (a copy) are not.
+#[test]
+fn scales_from_other_weights_are_noted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("assets/models/nope-sotu");
+    let text = root.join("assets/text/sotu-validation.txt");
+    let ours = nopescope::model::files::load_model_dir(&model).unwrap().params.fingerprint();
+    let dir = tempdir("fingerprint");
+    let with = |name: &str, folder: &str, fingerprint: &str| {
+        let path = dir.join(name);
+        let json = serde_json::json!({
+            "head_scales": vec![vec![1.2; 4]; 4],
+            "provenance": {"model": folder, "model_fingerprint": fingerprint},
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        eval_with_scales(&model, &text, &path, 32)
+    };
+    let (ok, _, err) = with("retrained.json", "assets/models/nope-sotu", "0123456789abcdef");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("searched on other weights") && err.contains("fingerprint 0123456789abcdef") && err.contains(&ours),
+        "{err}"
+    );
+    let (ok, _, err) = with("copied.json", "/elsewhere/a-copy", &ours);
+    assert!(ok && !err.contains("note: these scales"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Without a desktop session (no XDG_RUNTIME_DIR, as in a batch job) the

@@ -823,6 +823,7 @@ fn load_for_lengths(
         scales.uniform_scale,
         scales.head_scales.as_deref(),
         rule,
+        &m.params.fingerprint(),
     )?;
     Ok((m, hs, source))
 }
@@ -859,6 +860,7 @@ fn load_head_scales(
     uniform: Option<f32>,
     file: Option<&Path>,
     rule: Option<ScaleRule>,
+    fingerprint: &str,
 ) -> CliResult<(HeadScales, String)> {
     let (hs, source, searched) = match (uniform, file) {
         (Some(s), _) => (
@@ -880,7 +882,7 @@ fn load_head_scales(
                     p.display()
                 );
             }
-            (hs, p.display().to_string(), searched.model.map(PathBuf::from))
+            (hs, p.display().to_string(), Some(searched))
         }
         (None, None) => (
             HeadScales::ones(config),
@@ -912,13 +914,29 @@ fn load_head_scales(
             "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}",
             hs.num_layers, hs.num_heads,
         );
-        if let Some(other) = searched_elsewhere(searched, dir) {
-            eprintln!(
-                "note: these scales were searched on the model {} (the file's provenance), not on {}: \
-                 they fit its shape, but each head's scale was tuned for that model's heads",
-                other.display(),
-                dir.display()
-            );
+        // The weights' fingerprint where the file records one (a model
+        // retrained in its folder is another model; a copy elsewhere the
+        // same), else the folder's name.
+        let searched = searched.unwrap_or_default();
+        match searched.fingerprint.as_deref() {
+            Some(theirs) if theirs != fingerprint => eprintln!(
+                "note: these scales were searched on other weights than {}'s (the file's provenance: model {}, \
+                 fingerprint {theirs}; this model's is {fingerprint}): they fit its shape, but each head's scale \
+                 was tuned for that model's heads",
+                dir.display(),
+                searched.model.as_deref().unwrap_or("unnamed"),
+            ),
+            Some(_) => {}
+            None => {
+                if let Some(other) = searched_elsewhere(searched.model.map(PathBuf::from), dir) {
+                    eprintln!(
+                        "note: these scales were searched on the model {} (the file's provenance), not on {}: \
+                         they fit its shape, but each head's scale was tuned for that model's heads",
+                        other.display(),
+                        dir.display()
+                    );
+                }
+            }
         }
     } else {
         eprintln!("scales: {source}");

@@ -357,6 +357,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
             SearchData::text(a.length, &text_tokens, tok.bos_id()).map_err(err)?
         }
     };
+    let fingerprint = m.params.fingerprint();
     let mut engine = make_engine(a.backend, cfg.clone(), m.params)?;
     // What the progress counts: the per-head search's steps, the uniform
     // search's points.
@@ -378,6 +379,7 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     stop_on_signals();
     let mut provenance = serde_json::json!({
         "model": a.dir.display().to_string(),
+        "model_fingerprint": fingerprint,
         "objective": objective.name(),
         "target_length": a.length,
         "filler": a.text.as_ref().map(|p| p.display().to_string()),

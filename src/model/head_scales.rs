@@ -319,6 +319,7 @@ impl HeadScales {
         let searched = Searched {
             model: field("model").and_then(|m| m.as_str()).map(Into::into),
             stopped_after: field("stopped_after").and_then(|n| n.as_u64()),
+            fingerprint: field("model_fingerprint").and_then(|f| f.as_str()).map(Into::into),
             // `"search": "uniform"` (the app's) or `{"kind": "uniform", ..}`
             // (the command line's).
             uniform: field("search").and_then(|s| s.as_str().or_else(|| s.get("kind").and_then(|k| k.as_str())))
@@ -353,6 +354,9 @@ pub struct Searched {
     pub stopped_after: Option<u64>,
     /// A uniform search's (its `stopped_after` counts points, not steps).
     pub uniform: bool,
+    /// The weights' `Params::fingerprint` (the command line's searches
+    /// since 2026-12-03 record it).
+    pub fingerprint: Option<String>,
 }
 
 /// The folder a model path names, as scales files' provenance is compared

@@ -142,6 +142,26 @@ impl<T: Real> Params<T> {
             data: self.data.iter().map(|x| U::from_f64(x.as_f64())).collect(),
         }
     }
+
+    /// A short name for these weights, to tell two models apart (a scales
+    /// file records its model's): 16 hex digits of FNV-1a over the count
+    /// and up to 2^16 values spread evenly over all of them, read as f32
+    /// (a model retrained, or another model of the same shape, changes
+    /// nearly every value; a copy or another path to it, none). Not a
+    /// checksum of the files: it reads the weights as loaded.
+    pub fn fingerprint(&self) -> String {
+        const SAMPLES: usize = 1 << 16;
+        let n = self.data.len();
+        let step = n.div_ceil(SAMPLES).max(1);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let sampled = self.data.iter().step_by(step).map(|x| x.as_f32().to_bits());
+        for word in std::iter::once(n as u64).chain(sampled.map(u64::from)) {
+            for byte in word.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{hash:016x}")
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +181,21 @@ mod tests {
         assert_eq!(l2.total, l.total - 4096 * 192);
         assert_eq!(l2.lm_head, l2.embed);
         assert!(l2.get("lm_head.weight").is_none());
+    }
+
+    /// Two seeds, or one value changed where it is sampled, give another
+    /// fingerprint; a copy and an f64 copy of the same weights the same.
+    #[test]
+    fn fingerprints_tell_weights_apart() {
+        let c = ModelConfig::bench();
+        let a = Params::<f32>::random(&c, 0.02, 1);
+        let print = a.fingerprint();
+        assert_eq!(print.len(), 16);
+        assert_eq!(a.clone().fingerprint(), print);
+        assert_eq!(a.convert::<f64>().fingerprint(), print);
+        assert_ne!(Params::<f32>::random(&c, 0.02, 2).fingerprint(), print);
+        let mut b = a.clone();
+        b.data[0] += 1e-3;
+        assert_ne!(b.fingerprint(), print);
     }
 }
