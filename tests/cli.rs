@@ -636,7 +636,10 @@ fn scales_from_other_weights_are_noted() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("assets/models/nope-sotu");
     let text = root.join("assets/text/sotu-validation.txt");
-    let ours = nopescope::model::files::load_model_dir(&model).unwrap().params.fingerprint();
+    let ours = nopescope::model::files::load_model_dir(&model)
+        .unwrap()
+        .params
+        .fingerprint();
     let dir = tempdir("fingerprint");
     let with = |name: &str, folder: &str, fingerprint: &str| {
         let path = dir.join(name);
@@ -650,7 +653,9 @@ fn scales_from_other_weights_are_noted() {
     let (ok, _, err) = with("retrained.json", "assets/models/nope-sotu", "0123456789abcdef");
     assert!(ok, "{err}");
     assert!(
-        err.contains("searched on other weights") && err.contains("fingerprint 0123456789abcdef") && err.contains(&ours),
+        err.contains("searched on other weights")
+            && err.contains("fingerprint 0123456789abcdef")
+            && err.contains(&ours),
         "{err}"
     );
     let (ok, _, err) = with("copied.json", "/elsewhere/a-copy", &ours);
