@@ -2318,4 +2318,6 @@ fn plots_of_a_short_input_say_l_lies_past_them() {
     let (short, at_l) = (painted(64), painted(256));
     assert_eq!((short.0, at_l.0), (2, 0), "past the axis at 64, then 256");
     assert_eq!(at_l.1, short.1 + 2, "in place at 64, then 256");
+    // At T = L - 1, L is two past the last query: past the axis too.
+    assert_eq!(painted(255).0, 2);
 }

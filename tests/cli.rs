@@ -705,7 +705,7 @@ fn eval_and_passkey_take_a_per_position_rule() {
     };
     let (plain, _) = eval(&[]);
     let (ruled, named) = eval(&["--uniform-scale", "1", "--rule", "log-n"]);
-    assert_eq!(named, "uniform s = 1, rule log-n");
+    assert_eq!(named, "uniform s = 1, rule log-n (L = 256)");
     let log_n = r#"{"rule": {"rule": "log-n", "training_length": 256}, "head_scales": [[1,1,1,1],[1,1,1,1],[1,1,1,1],[1,1,1,1]]}"#;
     let file = dir.join("ones-log-n.json");
     std::fs::write(&file, log_n).unwrap();
@@ -742,6 +742,24 @@ fn eval_and_passkey_take_a_per_position_rule() {
         ])
         .arg("--head-scales")
         .arg(&file));
-    assert!(!ok && err.contains("has its own rule, log-n"), "{err}");
+    assert!(
+        !ok && err.contains("--rule fitted (a = 0.2, L = 256): ") && err.contains("has its own rule, log-n (L = 256)"),
+        "{err}"
+    );
+    // The file's own rule, given again, is no conflict; nor are no scales
+    // under a rule.
+    let passkey = |extra: &[&str]| {
+        run(bin()
+            .arg("passkey")
+            .arg(&model)
+            .args(["--lengths", "512", "--trials", "1", "--backend", "cpu", "--json"])
+            .args(extra))
+    };
+    let (ok, _, err) = passkey(&["--rule", "log-n", "--head-scales", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = passkey(&["--rule", "log-n"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["scales"], "s = 1 for every head, rule log-n (L = 256)");
     std::fs::remove_dir_all(&dir).ok();
 }

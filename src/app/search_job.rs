@@ -262,7 +262,7 @@ impl SearchSpec {
             "batch": self.batch,
             "lr": f32_json(&self.lr()),
             "init": f32_json(&self.init()),
-            "rule": f32_json(&self.rule()),
+            "rule": self.rule(),
             "seed": search::SEARCH_SEED,
         })
     }
@@ -384,7 +384,6 @@ impl SearchReport {
         }
     }
 
-    /// The scales found, as a setting.
     /// Where the scales came from, as the head-scales file records it: a
     /// search paused before its end says how far it had run, as the
     /// command line's stopped search does.
@@ -396,6 +395,7 @@ impl SearchReport {
         provenance
     }
 
+    /// The scales found, as a setting.
     pub fn setting(&self) -> ScalesSetting {
         ScalesSetting {
             name: text::search_result_name(self.spec.kind == SearchKind::Uniform, self.spec.length, self.done),

@@ -341,22 +341,10 @@ pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_head
 pub fn scales_searched_on(model: &str) -> String {
     format!("These scales were searched on {model}, not on the model in view: they fit its shape, but each head's scale was tuned for the heads of {model}.")
 }
-/// An English plural's "s" for `n` things.
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 /// Under a scales file whose search was stopped before its end.
 pub fn scales_stopped(done: u64, uniform: bool) -> String {
-    let unit = if uniform { "point" } else { "step" };
-    format!(
-        "Its search was stopped after {done} {unit}{}: these are the scales it had then, not the search's result.",
-        plural(done)
-    )
+    let unit = crate::model::head_scales::search_unit(uniform, done);
+    format!("Its search was stopped after {done} {unit}: these are the scales it had then, not the search's result.")
 }
 
 /// The model a search's file names when it ran on a model opened in the
@@ -1256,17 +1244,9 @@ pub fn search_starting(done: usize, planned: usize) -> String {
 }
 
 pub fn search_result_name(uniform: bool, length: usize, done: usize) -> String {
-    if uniform {
-        format!(
-            "uniform search at {length} tokens ({done} point{})",
-            plural(done as u64)
-        )
-    } else {
-        format!(
-            "per-head search at {length} tokens ({done} step{})",
-            plural(done as u64)
-        )
-    }
+    let unit = crate::model::head_scales::search_unit(uniform, done as u64);
+    let kind = if uniform { "uniform" } else { "per-head" };
+    format!("{kind} search at {length} tokens ({done} {unit})")
 }
 
 pub fn preset_uniform(s: f32) -> String {

@@ -748,8 +748,6 @@ fn bench_model_cmd(
     Ok(())
 }
 
-/// What a run over `lengths` loads: the model, once the longest length
-/// is known to fit on the backend, and the head scales asked for.
 /// The scales `eval` and `passkey` run with.
 #[derive(clap::Args, Debug)]
 pub struct ScalesArgs {
@@ -768,7 +766,8 @@ pub struct ScalesArgs {
 pub struct RuleArgs {
     /// Per-position rule the scales are used under: constant (the
     /// default), log-n (max(1, ln(i + 1) / ln L)), fitted (max(1, 1 + a
-    /// ln((i + 1) / L))). A head-scales file's own rule when not given.
+    /// ln((i + 1) / L))). Not given, `eval` and `passkey` use a head-scales
+    /// file's own rule.
     #[arg(long, value_parser = ["constant", "log-n", "fitted"])]
     rule: Option<String>,
     /// The `fitted` rule's a in 1 + a ln((i + 1) / L) (may be negative).
@@ -802,6 +801,17 @@ impl RuleArgs {
     }
 }
 
+/// A rule as the reports name it: "log-n (L = 256)", "fitted (a = 0.2, L = 256)".
+fn rule_text(rule: &ScaleRule) -> String {
+    match *rule {
+        ScaleRule::Constant => "constant".into(),
+        ScaleRule::LogN { training_length } => format!("log-n (L = {training_length})"),
+        ScaleRule::Fitted { a, training_length } => format!("fitted (a = {a}, L = {training_length})"),
+    }
+}
+
+/// What a run over `lengths` loads: the model, once the longest length
+/// is known to fit on the backend, and the head scales asked for.
 fn load_for_lengths(
     dir: &Path,
     backend: Backend,
@@ -871,12 +881,7 @@ fn load_head_scales(
         (None, Some(p)) => {
             let (hs, searched) = HeadScales::load_searched(p, config).map_err(err)?;
             if let Some(n) = searched.stopped_after {
-                let unit = match (searched.uniform, n == 1) {
-                    (true, true) => "point",
-                    (true, false) => "points",
-                    (false, true) => "step",
-                    (false, false) => "steps",
-                };
+                let unit = nopescope::model::head_scales::search_unit(searched.uniform, n);
                 eprintln!(
                     "note: {}: its search was stopped by the user after {n} {unit}: these are the scales it had then, not its result",
                     p.display()
@@ -895,18 +900,18 @@ fn load_head_scales(
         Some(r) if !hs.rule.is_constant() && hs.rule != r => {
             return Err(format!(
                 "--rule {}: {source} has its own rule, {}; leave --rule out to use it",
-                r.name(),
-                hs.rule.name()
+                rule_text(&r),
+                rule_text(&hs.rule)
             ))
         }
         Some(r) => hs.with_rule(r),
         None => hs,
     };
     // The source names the rule (a file's own, or the one given).
-    let source = match hs.rule {
-        ScaleRule::Constant => source,
-        ScaleRule::LogN { .. } => format!("{source}, rule log-n"),
-        ScaleRule::Fitted { a, .. } => format!("{source}, rule fitted (a = {a})"),
+    let source = match (hs.rule, file) {
+        (ScaleRule::Constant, _) => source,
+        (_, None) if uniform.is_none() => format!("s = 1 for every head, rule {}", rule_text(&hs.rule)),
+        _ => format!("{source}, rule {}", rule_text(&hs.rule)),
     };
     if file.is_some() {
         let (lo, hi) = hs.min_max();

@@ -343,6 +343,17 @@ pub fn f32_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
         .expect("plain data serializes")
 }
 
+/// What `n` of a search's rounds are called: steps of a per-head search,
+/// points of a uniform one.
+pub fn search_unit(uniform: bool, n: u64) -> &'static str {
+    match (uniform, n == 1) {
+        (true, true) => "point",
+        (true, false) => "points",
+        (false, true) => "step",
+        (false, false) => "steps",
+    }
+}
+
 /// What a scales file's provenance says of the search that wrote it (each
 /// `None` where it does not say).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -178,6 +178,8 @@ impl EntropyView {
             .collect();
         let ceiling_shown = ceiling.is_some();
         let top = (length as f64).log2();
+        // The axis ends at the last query; L = T sits one past it.
+        let last_query = length.saturating_sub(1) as f64;
         let visuals = ui.visuals().clone();
         let plot = super::positions_x(super::nice_y(Plot::new("entropy against position")))
             .height(260.0)
@@ -200,7 +202,7 @@ impl EntropyView {
                             .style(look.style()),
                     );
                 }
-                super::labelled_marks(plot, &marks, top * super::MARK_HEADROOM, length as f64);
+                super::labelled_marks(plot, &marks, top * super::MARK_HEADROOM, last_query);
             });
         export::buttons(ui, plot.response.rect, || export::Figure {
             stem: format!("nopescope-entropy-{length}"),
@@ -218,7 +220,7 @@ impl EntropyView {
                 .collect(),
             marks: marks
                 .iter()
-                .filter(|m| m.on_axis(length as f64))
+                .filter(|m| m.on_axis(last_query))
                 .map(PlotMark::export)
                 .collect(),
             log_x: false,

@@ -308,10 +308,11 @@ impl PlotMark {
 /// background the label is a darker shade of its line's colour (the pass
 /// key's yellow is unreadable on white).
 ///
-/// A mark past the axis (more than one position past `end`: the training
-/// length over a shorter input) draws no line, which would stretch the
-/// axis, but its label, saying so, at the axis's right end, under the
-/// labels of the marks on the axis.
+/// A mark past the axis (more than one position past `end`, its last
+/// position: the training length over a shorter input, the pass key after
+/// the query shown) draws no line, which would stretch the axis, but its
+/// label, saying so, at the axis's right end, in the first row of labels
+/// free there.
 pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[PlotMark], top: f64, end: f64) {
     let (beyond, mut marks): (Vec<&PlotMark>, Vec<&PlotMark>) = marks.iter().partition(|m| !m.on_axis(end));
     marks.sort_by(|a, b| a.x.total_cmp(&b.x));
@@ -378,7 +379,7 @@ pub fn labelled_marks(plot: &mut egui_plot::PlotUi<'_>, marks: &[PlotMark], top:
 fn free_row(taken: &[(f64, f64, usize)], span: (f64, f64)) -> usize {
     (0..)
         .find(|&row| !taken.iter().any(|&(a, b, r)| r == row && a < span.1 && span.0 < b))
-        .unwrap_or(0)
+        .expect("a row past every label is free")
 }
 
 /// For marks at `xs` (sorted) on an axis ending at `end`: whether each

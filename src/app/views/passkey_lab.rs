@@ -615,8 +615,9 @@ fn attention_plot(
             mark(text::key_sentence_end(false), k1, Look::mark(palette::KEY)),
             mark(text::QUERY.into(), doc.query as f64, Look::mark(palette::QUERY)),
         ];
-        if l_marked {
-            marks.push(PlotMark::training(training_length).export());
+        let l = PlotMark::training(training_length);
+        if l.on_axis(x_end) {
+            marks.push(l.export());
         }
         export::Figure {
             stem: format!("nopescope-passkey-attention-l{layer}h{head}-{}", doc.length),
