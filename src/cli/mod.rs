@@ -592,6 +592,9 @@ fn progress_bar(unit: &str) -> ProgressBar {
         .expect("template")
         .progress_chars("=> "),
     );
+    // The clock moves while one long window computes (at 100000 tokens a
+    // window takes minutes, and the count moves only between windows).
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
     bar
 }
 
