@@ -366,3 +366,22 @@ fn a_short_embed_keeps_the_view_in_sight() {
     // All of the step's text is still there, to scroll to.
     h.get_by_label_contains("Measured just now");
 }
+
+/// A narrow page in one column puts the entropy plot under the input and
+/// over the other controls: a 640 x 400 embed shows a figure, not only
+/// controls. Before 2026-12-03 the scales and the map came first and the
+/// entropy plot began at y = 755, out of sight.
+#[test]
+fn a_one_column_page_shows_the_entropy_under_the_input() {
+    let height = 400.0;
+    let mut h = app_common::harness(ViewState::default(), [640.0, height]);
+    app_common::settle(&mut h, std::time::Duration::from_secs(120));
+    h.run_steps(3);
+    let y = |h: &Harness<'static, NopeApp>, label: &str| h.get_by_label(label).rect().min.y;
+    let (input, entropy) = (y(&h, text::INPUT_HEADING), y(&h, text::ENTROPY_HEADING));
+    assert!(
+        input < entropy && entropy < 0.6 * height,
+        "input at {input}, entropy at {entropy} of {height}"
+    );
+    assert!(entropy < y(&h, text::SCALES_HEADING), "the scales under the entropy");
+}

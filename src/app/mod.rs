@@ -648,40 +648,36 @@ impl NopeApp {
             }),
             Tab::Explore => {
                 let wide = ui.available_width() >= NARROW;
-                let controls = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
+                // The page's sections, each drawn unless hidden, with a
+                // line between those shown.
+                let sections = |ui: &mut egui::Ui,
+                                state: &mut ViewState,
+                                jobs: &mut Jobs,
+                                views: &mut Views,
+                                order: &[Section]| {
                     let mut sep = Separators::default();
-                    if !hide.input {
+                    for section in order {
+                        if section.hidden(&hide) {
+                            continue;
+                        }
                         sep.before(ui);
-                        views.input.ui(ui, state, jobs, info, tokens);
-                    }
-                    if !hide.scales {
-                        sep.before(ui);
-                        views.scales.ui(ui, state, info, views::model_folder(state, jobs));
-                    }
-                    if !hide.map {
-                        sep.before(ui);
-                        let lit = tour::spot(state, tour::Spot::Map);
-                        views::spotlight(ui, lit, |ui| views.map.ui(ui, state, jobs, &keys));
-                    }
-                };
-                let figures = |ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, views: &mut Views| {
-                    let mut sep = Separators::default();
-                    if !hide.entropy {
-                        sep.before(ui);
-                        let lit = tour::spot(state, tour::Spot::Entropy);
-                        views::spotlight(ui, lit, |ui| views.entropy.ui(ui, state, jobs, &keys));
-                    }
-                    // The sweep against length (the result in three
-                    // plots) right under the entropy, before the selected
-                    // head's detail: under the tall pooled maps no one saw it.
-                    if !hide.against {
-                        sep.before(ui);
-                        views.against.ui(ui, state, jobs, &keys);
-                    }
-                    if !hide.attention {
-                        sep.before(ui);
-                        let lit = tour::spot(state, tour::Spot::Attention);
-                        views::spotlight(ui, lit, |ui| views.attention.ui(ui, state, jobs, &keys));
+                        match section {
+                            Section::Input => views.input.ui(ui, state, jobs, info, tokens),
+                            Section::Scales => views.scales.ui(ui, state, info, views::model_folder(state, jobs)),
+                            Section::Map => {
+                                let lit = tour::spot(state, tour::Spot::Map);
+                                views::spotlight(ui, lit, |ui| views.map.ui(ui, state, jobs, &keys));
+                            }
+                            Section::Entropy => {
+                                let lit = tour::spot(state, tour::Spot::Entropy);
+                                views::spotlight(ui, lit, |ui| views.entropy.ui(ui, state, jobs, &keys));
+                            }
+                            Section::Against => views.against.ui(ui, state, jobs, &keys),
+                            Section::Attention => {
+                                let lit = tour::spot(state, tour::Spot::Attention);
+                                views::spotlight(ui, lit, |ui| views.attention.ui(ui, state, jobs, &keys));
+                            }
+                        }
                     }
                 };
                 let any_control = !(hide.input && hide.scales && hide.map);
@@ -692,16 +688,14 @@ impl NopeApp {
                         .show(ui, |ui| {
                             egui::ScrollArea::vertical()
                                 .id_salt("controls scroll")
-                                .show(ui, |ui| controls(ui, state, jobs, views));
+                                .show(ui, |ui| sections(ui, state, jobs, views, &Section::CONTROLS));
                         });
-                    page(ui, "figures scroll", &mut |ui| figures(ui, state, jobs, views));
+                    page(ui, "figures scroll", &mut |ui| {
+                        sections(ui, state, jobs, views, &Section::FIGURES)
+                    });
                 } else {
                     page(ui, "one column", &mut |ui| {
-                        controls(ui, state, jobs, views);
-                        if any_control {
-                            ui.separator();
-                        }
-                        figures(ui, state, jobs, views);
+                        sections(ui, state, jobs, views, &Section::ONE_COLUMN)
                     });
                 }
             }
@@ -808,6 +802,48 @@ impl Hidden {
 /// A separator before every view but the first shown.
 #[derive(Default)]
 struct Separators(bool);
+
+/// The explorer's sections.
+#[derive(Clone, Copy)]
+enum Section {
+    Input,
+    Scales,
+    Map,
+    Entropy,
+    Against,
+    Attention,
+}
+
+impl Section {
+    /// Left of a wide page.
+    const CONTROLS: [Section; 3] = [Section::Input, Section::Scales, Section::Map];
+    /// Right of a wide page. The sweep against length (the result in
+    /// three plots) right under the entropy, before the selected head's
+    /// detail: under the tall pooled maps no one saw it.
+    const FIGURES: [Section; 3] = [Section::Entropy, Section::Against, Section::Attention];
+    /// A narrow page (a phone, an embed): the entropy plot right under
+    /// the input it reads and over the scales that change it, so that a
+    /// short window shows a figure, not only controls.
+    const ONE_COLUMN: [Section; 6] = [
+        Section::Input,
+        Section::Entropy,
+        Section::Scales,
+        Section::Map,
+        Section::Against,
+        Section::Attention,
+    ];
+
+    fn hidden(self, hide: &Hidden) -> bool {
+        match self {
+            Section::Input => hide.input,
+            Section::Scales => hide.scales,
+            Section::Map => hide.map,
+            Section::Entropy => hide.entropy,
+            Section::Against => hide.against,
+            Section::Attention => hide.attention,
+        }
+    }
+}
 
 impl Separators {
     fn before(&mut self, ui: &mut egui::Ui) {
