@@ -761,5 +761,8 @@ fn eval_and_passkey_take_a_per_position_rule() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["scales"], "s = 1 for every head, rule log-n (L = 256)");
+    // And the values themselves, as a head-scales file has them.
+    assert_eq!(v["head_scales"], serde_json::json!(vec![vec![1.0; 4]; 4]));
+    assert_eq!(v["rule"], serde_json::json!({"rule": "log-n", "training_length": 256}));
     std::fs::remove_dir_all(&dir).ok();
 }

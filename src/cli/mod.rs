@@ -15,7 +15,7 @@ use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
 use nopescope::model::files::{self, load_model_dir};
-use nopescope::model::head_scales::{HeadScales, ScaleRule};
+use nopescope::model::head_scales::{f32_json, HeadScales, ScaleRule};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
 use nopescope::model::{Engine, Error, HfConfig, ModelConfig};
@@ -631,6 +631,8 @@ fn eval_cmd(
         "model": dir.display().to_string(),
         "training_length": l,
         "scales": scales,
+        "head_scales": f32_json(&hs.rows()),
+        "rule": hs.rule,
         "backend": engine.name(),
         "text": text_path.display().to_string(),
         "text_tokens": tokens.len(),
@@ -1004,6 +1006,8 @@ fn passkey_cmd(
         "model": dir.display().to_string(),
         "training_length": l,
         "scales": scales,
+        "head_scales": f32_json(&hs.rows()),
+        "rule": hs.rule,
         "backend": engine.name(),
         "filler": text_filler.map_or("the repeated sentences".to_string(), |p| p.display().to_string()),
     });
