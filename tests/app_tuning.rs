@@ -333,9 +333,7 @@ fn the_text_objective_can_read_your_text() {
 fn a_paused_search_saves_scales_that_say_it_stopped() {
     let mut h = harness(tuning_state(40));
     h.run_steps(2);
-    h.get_by_label(text::STEP_SEARCH).click();
-    h.step();
-    wait_for(&mut h, "the first step to pause", |a| phase(a) == Some(Phase::Paused));
+    step_and_pause(&mut h, "the first step");
     let dir = std::env::temp_dir().join(format!("nopescope-paused-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("paused.json");
@@ -378,17 +376,20 @@ fn a_paused_search_saves_scales_that_say_it_stopped() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Clicks Step and waits for the search to pause after `which` step.
+fn step_and_pause(h: &mut Harness<'static, NopeApp>, which: &str) {
+    h.get_by_label(text::STEP_SEARCH).click();
+    h.step();
+    wait_for(h, &format!("{which} to pause"), |a| phase(a) == Some(Phase::Paused));
+}
+
 #[test]
 fn step_starts_a_search_one_step_at_a_time() {
     let mut h = harness(tuning_state(500));
     h.run_steps(2);
-    h.get_by_label(text::STEP_SEARCH).click();
-    h.step();
-    wait_for(&mut h, "the first step to pause", |a| phase(a) == Some(Phase::Paused));
+    step_and_pause(&mut h, "the first step");
     assert_eq!(steps_done(h.state()), 1);
-    h.get_by_label(text::STEP_SEARCH).click();
-    h.step();
-    wait_for(&mut h, "the second step to pause", |a| phase(a) == Some(Phase::Paused));
+    step_and_pause(&mut h, "the second step");
     assert_eq!(steps_done(h.state()), 2);
 }
 
