@@ -349,6 +349,14 @@ fn a_paused_search_saves_scales_that_say_it_stopped() {
         (&1.2.into(), &0.1.into())
     );
     assert_eq!(file["note"], "per-head search at 128 tokens (1 step)");
+    // The weights searched, as the command line's search records them.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let weights = nopescope::model::files::load_model_dir(&root.join("assets/models/nope-sotu")).unwrap();
+    assert_eq!(
+        file["provenance"]["model_fingerprint"],
+        weights.params.fingerprint(),
+        "{file}"
+    );
     // Loaded back, in use: the tuning page and the scales panel say it.
     type_into(&mut h, text::LOAD_SOURCE, path.to_str().unwrap());
     h.get_by_label(text::LOAD_AND_APPLY).click();
@@ -358,8 +366,7 @@ fn a_paused_search_saves_scales_that_say_it_stopped() {
     h.get_by_label(text::TAB_EXPLORE).click();
     h.run_steps(2);
     h.get_by_label(&note);
-    // The command line says it too.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The command line says it too (and finds the weights the same).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nopescope"))
         .arg("eval")
         .arg(root.join("assets/models/nope-sotu"))
@@ -373,6 +380,7 @@ fn a_paused_search_saves_scales_that_say_it_stopped() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("stopped by the user after 1 step:"), "{err}");
+    assert!(!err.contains("note: these scales were searched"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -2245,6 +2245,52 @@ fn scales_searched_on_another_model_are_noted() {
     h.get_by_label_contains(said);
 }
 
+/// Where a scales file records its weights' fingerprint, the app compares
+/// the weights, as `eval` does: other weights under the bundled model's
+/// folder name are noted; the bundled weights under another name are not.
+/// The app compared folder names only before 2026-12-03.
+#[test]
+fn scales_from_other_weights_are_noted_in_the_app() {
+    use nopescope::app::models::{bundled_fingerprint, ModelInfo};
+    use nopescope::app::state::ModelChoice;
+    use nopescope::app::views::scales::scales_from_json;
+    let info = ModelInfo::bundled(ModelChoice::Nope).unwrap();
+    let ours = bundled_fingerprint(ModelChoice::Nope).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let weights = nopescope::model::files::load_model_dir(&root.join("assets/models/nope-sotu")).unwrap();
+    assert_eq!(
+        ours,
+        weights.params.fingerprint(),
+        "the app's fingerprint is the command line's"
+    );
+    let file = |folder: &str, print: &str| {
+        let json = serde_json::json!({
+            "head_scales": vec![vec![1.1, 1.2, 1.3, 1.4]; 4],
+            "provenance": {"model": folder, "model_fingerprint": print},
+        });
+        scales_from_json(&json.to_string(), "f.json", info).unwrap()
+    };
+    let said = "These scales were searched on other weights than the model in view's (their file names assets/models/nope-sotu)";
+    let folder_note = "These scales were searched on ";
+    for (file, noted) in [
+        (file("assets/models/nope-sotu", "0123456789abcdef"), true),
+        (file("/elsewhere/a-copy", ours), false),
+    ] {
+        let mut state = small_state();
+        state.scales.file = Some(file);
+        state.scales.use_file = true;
+        let mut h = harness(state, 1280.0);
+        h.run_steps(2);
+        assert_eq!(h.query_by_label_contains(said).is_some(), noted);
+        if !noted {
+            assert!(
+                h.query_by_label_contains(folder_note).is_none(),
+                "a copy's folder is noted"
+            );
+        }
+    }
+}
+
 /// Help names only what the page shows: with the entropy plot hidden the
 /// map's help does not send the reader to it to compare pinned heads, and
 /// with the page bar hidden the against-length help does not point at the

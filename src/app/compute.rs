@@ -80,6 +80,8 @@ impl GpuSource {
 struct ModelSlot {
     config: ModelConfig,
     params: Params<f32>,
+    /// `params.fingerprint()`, as a scales file searched on them records it.
+    fingerprint: String,
     tokenizer: Tokenizer,
     engine: Option<AnyEngine>,
     validation: Option<Vec<u32>>,
@@ -110,6 +112,7 @@ impl ModelSlot {
         let tokenizer = Tokenizer::from_bytes(b.tokenizer, &Path::new(b.name).join("tokenizer.json"))?;
         Ok(ModelSlot {
             config,
+            fingerprint: params.fingerprint(),
             params,
             tokenizer,
             engine: None,
@@ -182,6 +185,8 @@ pub(super) struct LabParts<'a> {
     pub engine: &'a mut AnyEngine,
     pub tokenizer: &'a Tokenizer,
     pub config: &'a ModelConfig,
+    /// The weights' `Params::fingerprint`.
+    pub fingerprint: &'a str,
 }
 
 /// The token windows of one input at one length.
@@ -267,8 +272,8 @@ impl Lab {
     }
 
     /// Opens the user's model from its files (replacing one opened before);
-    /// returns its shape.
-    pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo)> {
+    /// returns its name, shape and weights' fingerprint.
+    pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo, String)> {
         let (name, files) = match source {
             ModelSource::Files { name, files, unread } => {
                 // A model's own file that could not be read (too large for
@@ -287,6 +292,7 @@ impl Lab {
         };
         let (config, params, tokenizer) = model_from_files(&files, Path::new(&name))?;
         let info = models::ModelInfo::of_config(&config);
+        let fingerprint = params.fingerprint();
         self.slots.retain(|(c, _)| *c != ModelChoice::Custom);
         self.head = None;
         self.slots.push((
@@ -294,6 +300,7 @@ impl Lab {
             ModelSlot {
                 config,
                 params,
+                fingerprint: fingerprint.clone(),
                 tokenizer,
                 engine: None,
                 validation: None,
@@ -302,7 +309,7 @@ impl Lab {
                 filler: None,
             },
         ));
-        Ok((name, info))
+        Ok((name, info, fingerprint))
     }
 
     /// Refuses, before reading its weights, a model folder this machine
@@ -663,6 +670,7 @@ impl Lab {
             config,
             tokenizer,
             engine,
+            fingerprint,
             ..
         } = self.slot(model)?;
         let engine = engine
@@ -672,6 +680,7 @@ impl Lab {
             engine,
             tokenizer,
             config,
+            fingerprint,
         })
     }
 

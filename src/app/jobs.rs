@@ -508,7 +508,8 @@ enum Event {
     Done(JobKey, u64, Result<JobResult, String>),
     /// The engine now running, under the choice (auto, CPU, GPU) it ran for.
     Engine(Backend, EngineNote),
-    Opened(Result<(String, ModelInfo), String>),
+    /// The opened model's name, shape and weights' fingerprint.
+    Opened(Result<(String, ModelInfo, String), String>),
 }
 
 /// The user's own model, as the UI knows it.
@@ -516,6 +517,8 @@ enum Event {
 pub struct OpenedModel {
     /// Its name and shape once open.
     pub model: Option<(String, ModelInfo)>,
+    /// Its weights' `Params::fingerprint`.
+    pub fingerprint: Option<String>,
     pub opening: bool,
     pub error: Option<String>,
     /// Set when a model has just opened (the app then switches to it).
@@ -736,12 +739,13 @@ impl Jobs {
             Event::Opened(r) => {
                 self.opened.opening = false;
                 match r {
-                    Ok((name, mut info)) => {
+                    Ok((name, mut info, fingerprint)) => {
                         // Results of a model opened before are stale.
                         self.forget_model(ModelChoice::Custom);
                         self.openings += 1;
                         info.opened = self.openings;
                         self.opened.model = Some((name, info));
+                        self.opened.fingerprint = Some(fingerprint);
                         self.opened.error = None;
                         self.opened.fresh = true;
                     }

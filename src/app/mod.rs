@@ -663,7 +663,7 @@ impl NopeApp {
                         sep.before(ui);
                         match section {
                             Section::Input => views.input.ui(ui, state, jobs, info, tokens),
-                            Section::Scales => views.scales.ui(ui, state, info, views::model_folder(state, jobs)),
+                            Section::Scales => views.scales.ui(ui, state, info, views::ModelInView::of(state, jobs)),
                             Section::Map => {
                                 let lit = tour::spot(state, tour::Spot::Map);
                                 views::spotlight(ui, lit, |ui| views.map.ui(ui, state, jobs, &keys));

@@ -121,6 +121,26 @@ pub fn bundled(choice: ModelChoice) -> Option<&'static Bundled> {
     }
 }
 
+/// A bundled model's weights' `Params::fingerprint`, as a scales file's
+/// provenance records it; read once, when first asked (a scales file that
+/// records one is compared with it).
+pub fn bundled_fingerprint(choice: ModelChoice) -> Option<&'static str> {
+    use std::sync::OnceLock;
+    static PRINTS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let (b, print) = match choice {
+        ModelChoice::Nope => (&NOPE, &PRINTS[0]),
+        ModelChoice::Rope => (&ROPE, &PRINTS[1]),
+        ModelChoice::Custom => return None,
+    };
+    print
+        .get_or_init(|| {
+            crate::model::files::model_from_bytes(b.config, b.weights, std::path::Path::new(b.name))
+                .ok()
+                .map(|(_, params)| params.fingerprint())
+        })
+        .as_deref()
+}
+
 /// What the UI needs to know of a model before any engine runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelInfo {

@@ -327,6 +327,8 @@ pub struct SearchReport {
     pub done: usize,
     pub planned: usize,
     pub finished: bool,
+    /// The searched weights' `Params::fingerprint`.
+    pub fingerprint: String,
 }
 
 impl SearchReport {
@@ -339,8 +341,9 @@ impl SearchReport {
             && (self.spec.layers, self.spec.heads, self.spec.opened) == (info.layers, info.heads, info.opened)
     }
 
-    fn heads(spec: &SearchSpec, state: &HeadSearchState, finished: bool) -> Self {
+    fn heads(spec: &SearchSpec, fingerprint: &str, state: &HeadSearchState, finished: bool) -> Self {
         SearchReport {
+            fingerprint: fingerprint.into(),
             spec: spec.clone(),
             scales: state.scales.values.clone(),
             checkpoint: Arc::new(Checkpoint::Heads(state.clone())),
@@ -350,10 +353,11 @@ impl SearchReport {
         }
     }
 
-    fn uniform(spec: &SearchSpec, curve: Vec<(f32, f64)>, n: usize, finished: bool) -> Self {
+    fn uniform(spec: &SearchSpec, fingerprint: &str, curve: Vec<(f32, f64)>, n: usize, finished: bool) -> Self {
         let best = best_point(&curve).map_or(1.0, |p| p.0);
         let done = curve.len();
         SearchReport {
+            fingerprint: fingerprint.into(),
             spec: spec.clone(),
             scales: vec![best; n],
             checkpoint: Arc::new(Checkpoint::Uniform(curve)),
@@ -389,6 +393,7 @@ impl SearchReport {
     /// command line's stopped search does.
     pub fn provenance(&self) -> serde_json::Value {
         let mut provenance = self.spec.provenance();
+        provenance["model_fingerprint"] = self.fingerprint.as_str().into();
         if !self.finished {
             provenance["stopped_after"] = self.done.into();
         }
@@ -402,6 +407,7 @@ impl SearchReport {
             values: self.scales.clone(),
             rule: self.spec.rule(),
             searched_on: models::bundled(self.spec.model).map(|b| b.name.to_string()),
+            fingerprint: Some(self.fingerprint.clone()),
         }
     }
 }
@@ -427,6 +433,9 @@ pub struct ScalesSetting {
     /// (`LoadedScales::searched_on`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub searched_on: Option<String>,
+    /// Their weights' fingerprint, where known (`LoadedScales::fingerprint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl ScalesSetting {
@@ -450,6 +459,7 @@ impl ScalesSetting {
                 values: self.values.clone(),
                 rule: self.rule,
                 searched_on: self.searched_on.clone(),
+                fingerprint: self.fingerprint.clone(),
                 ..Default::default()
             });
             s.use_file = true;
@@ -478,13 +488,13 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
             name: text::unscaled(info.rope).into(),
             values: vec![1.0; n],
             rule: ScaleRule::Constant,
-            searched_on: None,
+            ..Default::default()
         }),
         Ok(ScalesSetting {
             name: text::preset_uniform(t.preset_uniform),
             values: vec![t.preset_uniform; n],
             rule: ScaleRule::Constant,
-            searched_on: None,
+            ..Default::default()
         }),
         Ok(ScalesSetting {
             name: text::preset_fitted(t.fitted_a),
@@ -493,13 +503,13 @@ pub fn presets(model: ModelChoice, info: ModelInfo, t: &TuneSettings) -> Vec<Res
                 a: t.fitted_a,
                 training_length: l,
             },
-            searched_on: None,
+            ..Default::default()
         }),
         Ok(ScalesSetting {
             name: text::PRESET_LOG_N.into(),
             values: vec![1.0; n],
             rule: ScaleRule::LogN { training_length: l },
-            searched_on: None,
+            ..Default::default()
         }),
     ];
     if model == ModelChoice::Nope {
@@ -530,6 +540,7 @@ fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting
         values: hs.values,
         rule: hs.rule,
         searched_on: searched.model,
+        fingerprint: searched.fingerprint,
     })
 }
 
@@ -537,6 +548,7 @@ fn shipped_from(json: &str, name: &str, info: ModelInfo) -> Result<ScalesSetting
 struct Relay<'a> {
     ctl: &'a mut dyn JobControl,
     spec: &'a SearchSpec,
+    fingerprint: &'a str,
     n: usize,
     state: Option<HeadSearchState>,
     curve: Vec<(f32, f64)>,
@@ -549,8 +561,12 @@ impl SearchProgress for Relay<'_> {
 
     fn step(&mut self, step: &SearchStep) -> bool {
         if let Some(s) = &self.state {
-            self.ctl
-                .partial(JobResult::Search(SearchReport::heads(self.spec, s, false)));
+            self.ctl.partial(JobResult::Search(SearchReport::heads(
+                self.spec,
+                self.fingerprint,
+                s,
+                false,
+            )));
         }
         self.ctl.progress(
             step.step as f32 / step.steps.max(1) as f32,
@@ -562,6 +578,7 @@ impl SearchProgress for Relay<'_> {
         self.curve.push((scale, loss));
         self.ctl.partial(JobResult::Search(SearchReport::uniform(
             self.spec,
+            self.fingerprint,
             self.curve.clone(),
             self.n,
             false,
@@ -604,6 +621,7 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
     let mut relay = Relay {
         ctl,
         spec,
+        fingerprint: parts.fingerprint,
         n,
         state: None,
         curve: Vec::new(),
@@ -629,7 +647,12 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
             if !ran_out {
                 return Err(cancelled());
             }
-            Ok(JobResult::Search(SearchReport::heads(spec, &state, true)))
+            Ok(JobResult::Search(SearchReport::heads(
+                spec,
+                parts.fingerprint,
+                &state,
+                true,
+            )))
         }
         SearchKind::Uniform => {
             let points = match from {
@@ -655,7 +678,13 @@ pub(super) async fn run_search(lab: &mut Lab, key: &SearchKey, ctl: &mut dyn Job
             if r.cancelled {
                 return Err(cancelled());
             }
-            Ok(JobResult::Search(SearchReport::uniform(spec, r.curve, n, true)))
+            Ok(JobResult::Search(SearchReport::uniform(
+                spec,
+                parts.fingerprint,
+                r.curve,
+                n,
+                true,
+            )))
         }
     }
 }

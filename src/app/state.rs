@@ -165,6 +165,10 @@ pub struct LoadedScales {
     /// file's provenance, the app's own search on a bundled model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub searched_on: Option<String>,
+    /// The searched weights' `Params::fingerprint`, where the file records
+    /// it (searches since 2026-12-03, the app's and the command line's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// Set when a file's search was stopped before its end: the steps (or
     /// points, for a uniform search) it had run then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,19 +196,40 @@ impl LoadedScales {
         [super::text::PRESET_SHIPPED, super::text::PRESET_SHIPPED_8L].contains(&self.name.as_str())
     }
 
-    /// The model the scales were searched on, when that is known and not
-    /// `model` (the model in view, by its folder's name: a file written
-    /// on another machine names the same folder by another path).
-    /// Unknown (`None`) where either path names no folder, or the scales
-    /// were searched on a model opened in the app.
-    pub fn searched_elsewhere(&self, model: &str) -> Option<&str> {
+    /// Whether the scales were searched on another model than the one in
+    /// view, as the command line's `eval` decides: by the weights'
+    /// fingerprints where both are known (a model retrained in its folder
+    /// is another model, a copy elsewhere the same), else by the folder's
+    /// name (`folder`; a file written on another machine names the same
+    /// folder by another path). Unknown (`None`) where neither tells, as
+    /// for an older search on a model opened in the app.
+    pub fn searched_elsewhere<'a>(
+        &'a self,
+        folder: Option<&str>,
+        fingerprint: impl FnOnce() -> Option<&'a str>,
+    ) -> Option<SearchedElsewhere<'a>> {
         use crate::model::head_scales::folder_name;
+        if let Some(theirs) = self.fingerprint.as_deref() {
+            if let Some(ours) = fingerprint() {
+                return (theirs != ours).then_some(SearchedElsewhere::Weights(self.searched_on.as_deref()));
+            }
+        }
         let theirs = self
             .searched_on
             .as_deref()
             .filter(|&s| s != super::text::OPENED_MODEL)?;
-        (folder_name(theirs)? != folder_name(model)?).then_some(theirs)
+        (folder_name(theirs)? != folder_name(folder?)?).then_some(SearchedElsewhere::Folder(theirs))
     }
+}
+
+/// The other model scales were searched on (`LoadedScales::searched_elsewhere`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchedElsewhere<'a> {
+    /// Other weights (the fingerprints differ), with the model their file
+    /// names, if it names one.
+    Weights(Option<&'a str>),
+    /// Another folder, as the file names it.
+    Folder(&'a str),
 }
 
 impl Default for ScalesState {
@@ -1143,8 +1168,9 @@ mod tests {
         assert!(s.scales.file.is_none());
     }
 
-    /// Scales are said to be searched elsewhere only when both folders
-    /// are known and differ, whatever the paths around them.
+    /// Without fingerprints, scales are said to be searched elsewhere only
+    /// when both folders are known and differ, whatever the paths around
+    /// them.
     #[test]
     fn scales_searched_elsewhere_compares_folder_names() {
         let searched_on = |on: Option<&str>| LoadedScales {
@@ -1161,12 +1187,51 @@ mod tests {
             (Some(nope), "..", false),
             (None, nope, false),
         ] {
+            let file = searched_on(on);
             assert_eq!(
-                searched_on(on).searched_elsewhere(model).is_some(),
+                file.searched_elsewhere(Some(model), || Some("0123456789abcdef"))
+                    .is_some(),
                 elsewhere,
                 "{on:?} on {model}"
             );
         }
+    }
+
+    /// Where the file and the model in view both have a fingerprint, the
+    /// weights decide: other weights in the same folder are another model
+    /// (also one opened in the app), the same weights elsewhere are not.
+    #[test]
+    fn scales_searched_elsewhere_compares_weights_first() {
+        let file = |on: &str, print: &str| LoadedScales {
+            searched_on: Some(on.into()),
+            fingerprint: Some(print.into()),
+            ..Default::default()
+        };
+        let nope = "assets/models/nope-sotu";
+        let (ours, other) = ("00000000000000aa", "00000000000000bb");
+        let opened = crate::app::text::OPENED_MODEL;
+        for (file, folder, elsewhere) in [
+            (
+                file(nope, other),
+                Some(nope),
+                Some(SearchedElsewhere::Weights(Some(nope))),
+            ),
+            (file("/copy/rope-sotu", ours), Some(nope), None),
+            (
+                file(opened, other),
+                None,
+                Some(SearchedElsewhere::Weights(Some(opened))),
+            ),
+            (file(opened, ours), None, None),
+        ] {
+            assert_eq!(file.searched_elsewhere(folder, || Some(ours)), elsewhere, "{file:?}");
+        }
+        // A model in view whose weights are not known: the folders decide.
+        let copy = file("/copy/rope-sotu", ours);
+        assert_eq!(
+            copy.searched_elsewhere(Some(nope), || None),
+            Some(SearchedElsewhere::Folder("/copy/rope-sotu"))
+        );
     }
 
     #[test]

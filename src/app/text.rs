@@ -341,6 +341,12 @@ pub fn scales_shape(layers: usize, heads: usize, model_layers: usize, model_head
 pub fn scales_searched_on(model: &str) -> String {
     format!("These scales were searched on {model}, not on the model in view: they fit its shape, but each head's scale was tuned for the heads of {model}.")
 }
+/// Under scales searched on other weights than the model in view's
+/// (`model`: the model their file names, if any).
+pub fn scales_other_weights(model: Option<&str>) -> String {
+    let named = model.map_or_else(String::new, |m| format!(" (their file names {m})"));
+    format!("These scales were searched on other weights than the model in view's{named}: they fit its shape, but each head's scale was tuned for the heads of those weights.")
+}
 /// Under a scales file whose search was stopped before its end.
 pub fn scales_stopped(done: u64, uniform: bool) -> String {
     let unit = crate::model::head_scales::search_unit(uniform, done);

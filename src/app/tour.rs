@@ -598,6 +598,7 @@ mod tests {
                 done: losses.len(),
                 planned: spec.steps,
                 finished: true,
+                fingerprint: String::new(),
             }
         };
         let falling: Vec<f64> = (0..40).map(|i| 1.0 / (1.0 + i as f64)).collect();

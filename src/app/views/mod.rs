@@ -117,21 +117,46 @@ impl Keys {
     }
 }
 
-/// The folder of the model in view, where the app knows one: a bundled
-/// model's, or a folder opened natively (a model opened from files in the
-/// browser is named after how it came, not its folder).
-pub fn model_folder<'a>(state: &ViewState, jobs: &'a super::jobs::Jobs) -> Option<&'a str> {
-    let opened = || jobs.opened.model.as_ref().map(|(name, _)| name.as_str());
-    super::models::bundled(state.model)
-        .map(|b| b.name)
-        .or_else(|| cfg!(not(target_arch = "wasm32")).then(opened).flatten())
+/// The model in view, as scales files are compared with it.
+#[derive(Clone, Copy)]
+pub struct ModelInView<'a> {
+    /// Its folder, where the app knows one: a bundled model's, or a
+    /// folder opened natively (a model opened from files in the browser is
+    /// named after how it came, not its folder).
+    pub folder: Option<&'a str>,
+    model: ModelChoice,
+    /// An opened model's weights' fingerprint (a bundled model's is read
+    /// when first asked: `fingerprint`).
+    opened_fingerprint: Option<&'a str>,
+}
+
+impl<'a> ModelInView<'a> {
+    pub fn of(state: &ViewState, jobs: &'a super::jobs::Jobs) -> Self {
+        let opened = || jobs.opened.model.as_ref().map(|(name, _)| name.as_str());
+        ModelInView {
+            folder: super::models::bundled(state.model)
+                .map(|b| b.name)
+                .or_else(|| cfg!(not(target_arch = "wasm32")).then(opened).flatten()),
+            model: state.model,
+            opened_fingerprint: jobs.opened.fingerprint.as_deref(),
+        }
+    }
+
+    /// Its weights' `Params::fingerprint`.
+    pub fn fingerprint(&self) -> Option<&'a str> {
+        match self.model {
+            ModelChoice::Custom => self.opened_fingerprint,
+            bundled => super::models::bundled_fingerprint(bundled),
+        }
+    }
 }
 
 /// Under the scales in use, when they are a file's: whether its search
 /// was stopped before its end, and whether it was searched on another
-/// model than `model` (`model_folder`; they fit its shape, but were tuned
-/// for another model's heads).
-pub fn scales_file_notes(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: Option<&str>) {
+/// model than `model` (they fit its shape, but were tuned for another
+/// model's heads).
+pub fn scales_file_notes(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: ModelInView<'_>) {
+    use super::state::SearchedElsewhere;
     let Some(file) = scales.file.as_ref().filter(|_| scales.use_file) else {
         return;
     };
@@ -139,9 +164,12 @@ pub fn scales_file_notes(ui: &mut egui::Ui, scales: &super::state::ScalesState, 
     if let Some(n) = file.stopped_after {
         ui.label(egui::RichText::new(text::scales_stopped(n, file.uniform_search)).color(warn));
     }
-    if let Some(other) = model.and_then(|m| file.searched_elsewhere(m)) {
-        ui.label(egui::RichText::new(text::scales_searched_on(other)).color(warn));
-    }
+    let note = match file.searched_elsewhere(model.folder, || model.fingerprint()) {
+        Some(SearchedElsewhere::Weights(named)) => text::scales_other_weights(named),
+        Some(SearchedElsewhere::Folder(other)) => text::scales_searched_on(other),
+        None => return,
+    };
+    ui.label(egui::RichText::new(note).color(warn));
 }
 
 /// The scales in use, by name: a loaded file's or preset's, or the

@@ -68,12 +68,13 @@ fn loaded(
         stopped_after: searched.stopped_after,
         uniform_search: searched.uniform,
         searched_on: searched.model,
+        fingerprint: searched.fingerprint,
     })
 }
 
 impl ScalesView {
-    /// `model`: the folder of the model in view, where known.
-    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo, model: Option<&str>) {
+    /// `model`: the model in view, as scales files are compared with it.
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, info: ModelInfo, model: super::ModelInView<'_>) {
         ui.heading(text::SCALES_HEADING);
         let s = &mut state.scales;
         ui.add_enabled(

@@ -197,7 +197,7 @@ impl TuningView {
             ui.label(text::IN_USE);
             ui.strong(super::in_use_name(state, &keys.info));
         });
-        super::scales_file_notes(ui, &state.scales, super::model_folder(state, jobs));
+        super::scales_file_notes(ui, &state.scales, super::ModelInView::of(state, jobs));
         // (An embedding may show some of these.)
         if !state.hidden(PANEL_SEARCH) {
             ui.separator();
