@@ -100,9 +100,23 @@ impl Recipe {
     /// Reads and checks a recipe; its paths become relative to the caller.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let mut r: Recipe = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
+        let mut r: Recipe = serde_json::from_slice(&bytes).map_err(|source| {
+            // A model's config.json given for a recipe (both are JSON files
+            // in assets/configs/) is named as one.
+            let value: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+            let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
+            if !has("model") && has("hidden_size") {
+                return Error::Input(format!(
+                    "{}: a model's config.json, not a training recipe: a recipe holds the model's config under \
+                     \"model\", with the texts and the schedule (assets/configs/*.train.json); `init --config` \
+                     takes a config.json",
+                    path.display()
+                ));
+            }
+            Error::Json {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         r.train_text = base.join(&r.train_text);
@@ -887,6 +901,25 @@ mod tests {
             let _again = RunLock::acquire(&dir).unwrap();
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A model's config.json given to `train` and a recipe given to `init`
+    /// (both sit in assets/configs/) are named as what they are.
+    #[test]
+    fn a_config_and_a_recipe_are_told_apart() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs");
+        let e = Recipe::load(&configs.join("demo-nope.json")).unwrap_err().to_string();
+        assert!(e.contains("a model's config.json, not a training recipe"), "{e}");
+        let e = crate::model::HfConfig::load(&configs.join("nope-sotu.train.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a training recipe") && e.contains("train --config"), "{e}");
+        // Other JSON of the wrong form still says what serde found.
+        let path = std::env::temp_dir().join(format!("nopescope-recipe-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"steps": 3}"#).unwrap();
+        let e = Recipe::load(&path).unwrap_err().to_string();
+        assert!(e.contains("missing field") && !e.contains("config.json, not"), "{e}");
+        std::fs::remove_file(&path).ok();
     }
 
     /// The bundled NoPE model's recipe, checked, then with each bad field.
