@@ -2291,6 +2291,79 @@ fn scales_from_other_weights_are_noted_in_the_app() {
     }
 }
 
+/// On a touch screen a tablet's first swipe scrolls the page. egui lets a
+/// drag scroll only once it has seen a touch (in a frame before the
+/// drag's), so until 2026-12-03 the first swipe over a fresh page did
+/// nothing, here and in the browser test's tablet; the app now tells egui
+/// before its first frame (`AppOptions::touch_screen`, from
+/// `navigator.maxTouchPoints` on the web). The touches come as the web
+/// page's do: a press without a move before it, the pointer gone after the
+/// release.
+#[test]
+fn the_first_swipe_on_a_touch_screen_scrolls_the_page() {
+    use eframe::egui::{self, pos2, Event, TouchPhase};
+    use nopescope::app::AppOptions;
+    let state = ViewState {
+        length: 256,
+        ..Default::default()
+    };
+    let options = AppOptions {
+        touch_screen: true,
+        ..Default::default()
+    };
+    let mut h = Harness::builder()
+        .with_size([820.0, 1180.0])
+        .wgpu()
+        .build_eframe(move |cc| NopeApp::new(&cc.egui_ctx, state, None, options));
+    // egui_kittest does not call the hook eframe calls before each frame.
+    let mut raw = egui::RawInput::default();
+    let ctx = h.ctx.clone();
+    eframe::App::raw_input_hook(h.state_mut(), &ctx, &mut raw);
+    for e in raw.events {
+        h.event(e);
+    }
+    settle(&mut h);
+    h.run_steps(3);
+    let top = |h: &Harness<'static, NopeApp>| h.get_by_label(text::INPUT_HEADING).rect().min.y;
+    let before = top(&h);
+    let touch = |h: &mut Harness<'static, NopeApp>, phase: TouchPhase, y: f32| {
+        let pos = pos2(780.0, y);
+        let button = |pressed| Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        };
+        match phase {
+            TouchPhase::Start => h.event(button(true)),
+            TouchPhase::Move => h.event(Event::PointerMoved(pos)),
+            _ => {
+                h.event(button(false));
+                h.event(Event::PointerGone);
+            }
+        }
+        h.event(Event::Touch {
+            device_id: egui::TouchDeviceId(0),
+            id: egui::TouchId(1),
+            phase,
+            pos,
+            force: None,
+        });
+        h.run_steps(1);
+    };
+    touch(&mut h, TouchPhase::Start, 700.0);
+    for i in 1..=20 {
+        touch(&mut h, TouchPhase::Move, 700.0 - 20.0 * i as f32);
+    }
+    touch(&mut h, TouchPhase::End, 300.0);
+    h.run_steps(10);
+    let after = top(&h);
+    assert!(
+        after < before - 300.0,
+        "a swipe up of 400 points moved the page from y = {before} to {after}"
+    );
+}
+
 /// Help names only what the page shows: with the entropy plot hidden the
 /// map's help does not send the reader to it to compare pinned heads, and
 /// with the page bar hidden the against-length help does not point at the

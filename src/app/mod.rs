@@ -48,6 +48,11 @@ pub struct AppOptions {
     /// Print the time to the first entropy plot and the frame times while
     /// computing to stderr whenever the jobs finish (`NOPESCOPE_TIMING=1`).
     pub log_timing: bool,
+    /// The screen takes touch (on the web, the browser says so:
+    /// `navigator.maxTouchPoints`). egui lets a drag scroll the page only
+    /// once it has seen a touch, so a tablet's first swipe over a fresh page
+    /// did nothing; the app tells egui before its first frame instead.
+    pub touch_screen: bool,
 }
 
 /// Frame times seen while any job ran, for docs/APP.md's numbers.
@@ -112,6 +117,8 @@ pub struct NopeApp {
     /// start (its spotlights scroll only then; Next and Page Down change
     /// the step mid-frame, before its settings are applied).
     settled_for: Option<usize>,
+    /// egui has been told the screen takes touch (`AppOptions::touch_screen`).
+    touch_told: bool,
     /// Dropped files read (on the web, asynchronously), to apply.
     dropped: (
         std::sync::mpsc::Sender<dropped::DroppedFile>,
@@ -200,6 +207,7 @@ impl NopeApp {
             drop_note: None,
             link_note: None,
             settled_for: None,
+            touch_told: false,
             dropped: std::sync::mpsc::channel(),
         }
     }
@@ -285,6 +293,10 @@ impl NopeApp {
         let options = AppOptions {
             show_frame_time: true,
             log_timing: cfg!(not(target_arch = "wasm32")) && std::env::var_os("NOPESCOPE_TIMING").is_some(),
+            #[cfg(target_arch = "wasm32")]
+            touch_screen: web::touch_screen(),
+            #[cfg(not(target_arch = "wasm32"))]
+            touch_screen: false,
         };
         let mut app = Self::new(&cc.egui_ctx, state, gpu, options);
         if let Some(storage) = storage {
@@ -859,6 +871,26 @@ impl Separators {
 pub const WEAK_TEXT_ALPHA: f32 = 0.8;
 
 impl eframe::App for NopeApp {
+    /// On a touch screen, a touch cancelled before the first frame: egui
+    /// then knows the screen takes touch, and a drag scrolls the page from
+    /// the first swipe (a drag then selects no text, as egui does on touch
+    /// screens).
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        if self.options.touch_screen && !self.touch_told {
+            self.touch_told = true;
+            raw_input.events.insert(
+                0,
+                egui::Event::Touch {
+                    device_id: egui::TouchDeviceId(0),
+                    id: egui::TouchId(u64::MAX),
+                    phase: egui::TouchPhase::Cancel,
+                    pos: egui::Pos2::ZERO,
+                    force: None,
+                },
+            );
+        }
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
         #[cfg(target_arch = "wasm32")]

@@ -182,6 +182,12 @@ fn processors() -> usize {
         .max(1)
 }
 
+/// Whether the screen takes touch, as the browser says
+/// (`navigator.maxTouchPoints`; `AppOptions::touch_screen`).
+pub fn touch_screen() -> bool {
+    web_sys::window().is_some_and(|w| w.navigator().max_touch_points() > 0)
+}
+
 /// Resolves after `ms` milliseconds through the browser's event loop, so
 /// the runner lets frames through.
 pub async fn yield_to_browser(ms: i32) {

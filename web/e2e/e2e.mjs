@@ -292,14 +292,41 @@ try {
       const met = await waitFor(page, (x) => x.tour && x.tour.promise !== "pending", 10_000);
       check(met?.tour?.step === 8 && met.tour.promise === "met", `step 8's promise holds on the page's own search: ${met?.tour?.promise}: ${met?.tour?.detail}`);
     });
-    // 5. A tablet in portrait, with touch: the panels stack, and tapping a
-    // cell of the layer x head map selects that head. (The entropy plot,
-    // which stands over the map in one column, is hidden as an embedding
-    // may hide it: the map is then on the first screen.)
+    // 5. A tablet in portrait, with touch: a swipe scrolls the page, the
+    // panels stack, and tapping a cell of the layer x head map selects
+    // that head. (The entropy plot, which stands over the map in one
+    // column, is hidden as an embedding may hide it: the map is then on
+    // the first screen.)
     const TABLET = { viewport: { width: 820, height: 1180 }, hasTouch: true, isMobile: true, deviceScaleFactor: 2 };
     const tablet = await run("tablet-touch", WEBGPU, "#state=" + encodeURIComponent(JSON.stringify({ length: 256, hide: ["entropy"] })), 256, /cpu/, async (page, s0) => {
       // Every view computed, then the cells where the next frames draw them.
       await waitFor(page, (x) => x.idle && x.head_cells && x.head_cells.length === 16, 60_000);
+      await page.waitForTimeout(500);
+      // The first swipe up scrolls the page (egui lets a drag scroll only
+      // once it has seen a touch; the app tells it at its start), and a
+      // swipe down brings it back. At the page's right, clear of its
+      // controls and of the scroll bar; in points, as the app lays out.
+      const first = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
+      const cssPerPoint = first.pixels_per_point / first.device_pixel_ratio;
+      const [pageW, pageH] = first.screen_points;
+      const cdp = await page.context().newCDPSession(page);
+      const at = (y) => [{ x: (pageW - 30) * cssPerPoint, y: y * pageH * cssPerPoint }];
+      const swipe = async (from, to) => {
+        await cdp.send("Input.dispatchTouchEvent", { type: "touchStart", touchPoints: at(from) });
+        for (let i = 1; i <= 12; i++) {
+          await cdp.send("Input.dispatchTouchEvent", { type: "touchMove", touchPoints: at(from + ((to - from) * i) / 12) });
+          await page.waitForTimeout(20);
+        }
+        await cdp.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+      };
+      const top = first.head_cells[0][3];
+      await swipe(0.7, 0.4);
+      const up = await waitFor(page, (x) => x.head_cells?.[0]?.[3] < top - 50, 10_000);
+      check(up && up.head_cells[0][3] < top - 50, `the first swipe up scrolled the page: the map's first cell went from y = ${top} to ${up?.head_cells?.[0]?.[3]}`);
+      await swipe(0.3, 0.9);
+      // (Past the top the page springs back: wait until it is at rest.)
+      const back = await waitFor(page, (x) => Math.abs(x.head_cells?.[0]?.[3] - top) <= 1, 10_000);
+      check(back && Math.abs(back.head_cells[0][3] - top) <= 1, `a swipe down scrolled it back: the cell at y = ${back?.head_cells?.[0]?.[3]}`);
       await page.waitForTimeout(500);
       const s = await waitFor(page, (x) => x.head_cells && x.head_cells.length === 16, 30_000);
       check(s && s.screen_points && s.screen_points[0] < 980, `the page is ${s?.screen_points?.[0]} points wide: the panels stack`);
