@@ -677,6 +677,27 @@ fn no_library_errors_without_a_desktop_session() {
     assert!(!err.contains("error:"), "{err}");
 }
 
+/// `passkey --trials` and `search --docs` count the same documents; each
+/// takes the other's name too.
+#[test]
+fn passkey_and_search_take_each_others_name_for_documents() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, stdout, stderr) = run(bin().arg("passkey").arg(root.join("assets/models/nope-sotu")).args([
+        "--lengths",
+        "128",
+        "--docs",
+        "3",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["results"][0]["trials"], 3, "{v}");
+    let (ok, help, _) = run(bin().args(["search", "--help"]));
+    assert!(ok && help.contains("[alias: --trials]"), "{help}");
+}
+
 /// `eval` and `passkey` take a per-position rule: `--uniform-scale 1
 /// --rule log-n` reads as a scales file of ones under that rule does, and
 /// differs from plain NoPE; a fitted rule needs its a, and a file's own

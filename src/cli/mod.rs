@@ -134,8 +134,9 @@ enum Command {
         /// Comma-separated lengths, e.g. 256,1024,4096.
         #[arg(long, value_delimiter = ',', required = true)]
         lengths: Vec<usize>,
-        /// Documents per length, the key's depth spread evenly over them.
-        #[arg(long, default_value_t = 50)]
+        /// Documents per length, the key's depth spread evenly over them
+        /// (`search` calls them --docs; either name works).
+        #[arg(long, visible_alias = "docs", default_value_t = 50)]
         trials: usize,
         #[command(flatten)]
         scales: ScalesArgs,

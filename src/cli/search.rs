@@ -55,8 +55,9 @@ pub struct SearchArgs {
     /// the paper's repeated sentences).
     #[arg(long, visible_alias = "text-filler")]
     text: Option<PathBuf>,
-    /// Documents per point of the uniform search; not used by --scales heads.
-    #[arg(long, default_value_t = 16)]
+    /// Documents per point of the uniform search; not used by --scales heads
+    /// (`passkey` calls them --trials; either name works).
+    #[arg(long, visible_alias = "trials", default_value_t = 16)]
     docs: usize,
     /// Seed of the documents and batches (the default, the shipped
     /// scales' own, is disjoint from the evaluation's documents).
