@@ -1269,6 +1269,32 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
     }
     h.get_by_label_contains("Opened ");
 
+    // Its weights' fingerprint comes with it: scales of other weights are
+    // noted on it, scales of these weights (from another folder) are not.
+    let ours = nopescope::model::files::load_model_dir(&bundled)
+        .unwrap()
+        .params
+        .fingerprint();
+    assert_eq!(h.state().jobs.opened.fingerprint.as_deref(), Some(ours.as_str()));
+    let info = h.state().info();
+    for (print, noted) in [("0123456789abcdef", true), (ours.as_str(), false)] {
+        let json = serde_json::json!({
+            "head_scales": vec![vec![1.1, 1.2, 1.3, 1.4]; 4],
+            "provenance": {"model": "/elsewhere/a-copy", "model_fingerprint": print},
+        });
+        let file = nopescope::app::views::scales::scales_from_json(&json.to_string(), "f.json", info).unwrap();
+        h.state_mut().state.scales.file = Some(file);
+        h.state_mut().state.scales.use_file = true;
+        h.run_steps(2);
+        let said = h.query_by_label_contains("searched on other weights").is_some();
+        assert_eq!(said, noted, "fingerprint {print}");
+        assert!(h
+            .query_by_label_contains("These scales were searched on /elsewhere")
+            .is_none());
+    }
+    h.state_mut().state.scales.file = None;
+    h.state_mut().state.scales.use_file = false;
+
     // Quit and start again: the saved state names the opened model, which
     // is not kept; the new app opens the bundled NoPE model (it panicked
     // on that state until 2026-12-01), as a link with it does.
@@ -2270,7 +2296,7 @@ fn scales_from_other_weights_are_noted_in_the_app() {
         });
         scales_from_json(&json.to_string(), "f.json", info).unwrap()
     };
-    let said = "These scales were searched on other weights than the model in view's (their file names assets/models/nope-sotu)";
+    let said = "These scales were searched on other weights than the model in view's (the file says they were searched on assets/models/nope-sotu)";
     let folder_note = "These scales were searched on ";
     for (file, noted) in [
         (file("assets/models/nope-sotu", "0123456789abcdef"), true),

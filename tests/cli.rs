@@ -677,8 +677,29 @@ fn no_library_errors_without_a_desktop_session() {
     assert!(!err.contains("error:"), "{err}");
 }
 
-/// `passkey --trials` and `search --docs` count the same documents; each
-/// takes the other's name too.
+/// `init --config` given a training recipe (both it and model configs sit
+/// in assets/configs/) says so and writes nothing.
+#[test]
+fn init_names_a_recipe_given_for_a_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempdir("init-recipe").join("model");
+    let (ok, _, stderr) = run(bin()
+        .arg("init")
+        .arg("--config")
+        .arg(root.join("assets/configs/nope-sotu.train.json"))
+        .arg("--text")
+        .arg(root.join("assets/text/sotu-validation.txt"))
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok && !out.exists());
+    assert!(
+        stderr.contains("a training recipe") && stderr.contains("`train --config` takes a recipe"),
+        "{stderr}"
+    );
+}
+
+/// `passkey --trials` and `search --docs` count documents; each takes the
+/// other's name too.
 #[test]
 fn passkey_and_search_take_each_others_name_for_documents() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -696,6 +717,13 @@ fn passkey_and_search_take_each_others_name_for_documents() {
     assert_eq!(v["results"][0]["trials"], 3, "{v}");
     let (ok, help, _) = run(bin().args(["search", "--help"]));
     assert!(ok && help.contains("[alias: --trials]"), "{help}");
+    // Given to a per-head search, which takes no documents, it is noted
+    // under both names (before the missing model is).
+    let (ok, _, err) = run(bin().args(["search", "no-such-model", "--length", "512", "--trials", "2"]));
+    assert!(
+        !ok && err.contains("note: --docs (--trials) is not used by --scales heads"),
+        "{err}"
+    );
 }
 
 /// `eval` and `passkey` take a per-position rule: `--uniform-scale 1

@@ -112,7 +112,7 @@ impl ModelSlot {
         let tokenizer = Tokenizer::from_bytes(b.tokenizer, &Path::new(b.name).join("tokenizer.json"))?;
         Ok(ModelSlot {
             config,
-            fingerprint: params.fingerprint(),
+            fingerprint: models::note_bundled_fingerprint(choice, &params),
             params,
             tokenizer,
             engine: None,

@@ -48,10 +48,11 @@ pub struct AppOptions {
     /// Print the time to the first entropy plot and the frame times while
     /// computing to stderr whenever the jobs finish (`NOPESCOPE_TIMING=1`).
     pub log_timing: bool,
-    /// The screen takes touch (on the web, the browser says so:
-    /// `navigator.maxTouchPoints`). egui lets a drag scroll the page only
-    /// once it has seen a touch, so a tablet's first swipe over a fresh page
-    /// did nothing; the app tells egui before its first frame instead.
+    /// The page is mostly touched (on the web, the browser says its
+    /// primary pointer is coarse: a phone or a tablet). egui lets a drag
+    /// scroll the page only once it has seen a touch, so a tablet's first
+    /// swipe over a fresh page did nothing; the app tells egui before its
+    /// first frame instead.
     pub touch_screen: bool,
 }
 
@@ -117,8 +118,6 @@ pub struct NopeApp {
     /// start (its spotlights scroll only then; Next and Page Down change
     /// the step mid-frame, before its settings are applied).
     settled_for: Option<usize>,
-    /// egui has been told the screen takes touch (`AppOptions::touch_screen`).
-    touch_told: bool,
     /// Dropped files read (on the web, asynchronously), to apply.
     dropped: (
         std::sync::mpsc::Sender<dropped::DroppedFile>,
@@ -207,7 +206,6 @@ impl NopeApp {
             drop_note: None,
             link_note: None,
             settled_for: None,
-            touch_told: false,
             dropped: std::sync::mpsc::channel(),
         }
     }
@@ -875,9 +873,8 @@ impl eframe::App for NopeApp {
     /// then knows the screen takes touch, and a drag scrolls the page from
     /// the first swipe (a drag then selects no text, as egui does on touch
     /// screens).
-    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
-        if self.options.touch_screen && !self.touch_told {
-            self.touch_told = true;
+    fn raw_input_hook(&mut self, ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        if self.options.touch_screen && !ctx.input(|i| i.has_touch_screen()) {
             raw_input.events.insert(
                 0,
                 egui::Event::Touch {

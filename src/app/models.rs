@@ -125,20 +125,34 @@ pub fn bundled(choice: ModelChoice) -> Option<&'static Bundled> {
 /// provenance records it; read once, when first asked (a scales file that
 /// records one is compared with it).
 pub fn bundled_fingerprint(choice: ModelChoice) -> Option<&'static str> {
-    use std::sync::OnceLock;
-    static PRINTS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
-    let (b, print) = match choice {
-        ModelChoice::Nope => (&NOPE, &PRINTS[0]),
-        ModelChoice::Rope => (&ROPE, &PRINTS[1]),
-        ModelChoice::Custom => return None,
-    };
-    print
+    let b = bundled(choice)?;
+    fingerprint_slot(choice)?
         .get_or_init(|| {
             crate::model::files::model_from_bytes(b.config, b.weights, std::path::Path::new(b.name))
                 .ok()
                 .map(|(_, params)| params.fingerprint())
         })
         .as_deref()
+}
+
+/// A bundled model's fingerprint from its weights as the lab read them
+/// (`bundled_fingerprint` then reads them no second time).
+pub fn note_bundled_fingerprint(choice: ModelChoice, params: &crate::model::params::Params<f32>) -> String {
+    let print = || params.fingerprint();
+    match fingerprint_slot(choice) {
+        Some(slot) => slot.get_or_init(|| Some(print())).clone().unwrap_or_else(print),
+        None => print(),
+    }
+}
+
+fn fingerprint_slot(choice: ModelChoice) -> Option<&'static std::sync::OnceLock<Option<String>>> {
+    use std::sync::OnceLock;
+    static PRINTS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    match choice {
+        ModelChoice::Nope => Some(&PRINTS[0]),
+        ModelChoice::Rope => Some(&PRINTS[1]),
+        ModelChoice::Custom => None,
+    }
 }
 
 /// What the UI needs to know of a model before any engine runs.

@@ -203,11 +203,11 @@ impl LoadedScales {
     /// name (`folder`; a file written on another machine names the same
     /// folder by another path). Unknown (`None`) where neither tells, as
     /// for an older search on a model opened in the app.
-    pub fn searched_elsewhere<'a>(
-        &'a self,
+    pub fn searched_elsewhere<'b>(
+        &self,
         folder: Option<&str>,
-        fingerprint: impl FnOnce() -> Option<&'a str>,
-    ) -> Option<SearchedElsewhere<'a>> {
+        fingerprint: impl FnOnce() -> Option<&'b str>,
+    ) -> Option<SearchedElsewhere<'_>> {
         use crate::model::head_scales::folder_name;
         if let Some(theirs) = self.fingerprint.as_deref() {
             if let Some(ours) = fingerprint() {
@@ -1168,9 +1168,9 @@ mod tests {
         assert!(s.scales.file.is_none());
     }
 
-    /// Without fingerprints, scales are said to be searched elsewhere only
-    /// when both folders are known and differ, whatever the paths around
-    /// them.
+    /// Without fingerprints in the file (the model in view's is given but
+    /// not used), scales are said to be searched elsewhere only when both
+    /// folders are known and differ, whatever the paths around them.
     #[test]
     fn scales_searched_elsewhere_compares_folder_names() {
         let searched_on = |on: Option<&str>| LoadedScales {

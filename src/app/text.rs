@@ -344,7 +344,7 @@ pub fn scales_searched_on(model: &str) -> String {
 /// Under scales searched on other weights than the model in view's
 /// (`model`: the model their file names, if any).
 pub fn scales_other_weights(model: Option<&str>) -> String {
-    let named = model.map_or_else(String::new, |m| format!(" (their file names {m})"));
+    let named = model.map_or_else(String::new, |m| format!(" (the file says they were searched on {m})"));
     format!("These scales were searched on other weights than the model in view's{named}: they fit its shape, but each head's scale was tuned for the heads of those weights.")
 }
 /// Under a scales file whose search was stopped before its end.

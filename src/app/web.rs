@@ -182,10 +182,14 @@ fn processors() -> usize {
         .max(1)
 }
 
-/// Whether the screen takes touch, as the browser says
-/// (`navigator.maxTouchPoints`; `AppOptions::touch_screen`).
+/// Whether the page is mostly touched, as the browser says: its primary
+/// pointer is coarse (a phone or a tablet; not a laptop whose screen also
+/// takes touch, where a mouse drag should still select text).
+/// `AppOptions::touch_screen`.
 pub fn touch_screen() -> bool {
-    web_sys::window().is_some_and(|w| w.navigator().max_touch_points() > 0)
+    web_sys::window()
+        .and_then(|w| w.match_media("(pointer: coarse)").ok().flatten())
+        .is_some_and(|m| m.matches())
 }
 
 /// Resolves after `ms` milliseconds through the browser's event loop, so

@@ -428,7 +428,23 @@ fn read_text(path: &Path) -> CliResult<String> {
 }
 
 fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliResult<()> {
-    let hf = HfConfig::load(config).map_err(err)?;
+    let hf = HfConfig::load(config).map_err(|e| {
+        // A training recipe given for a config.json (both are JSON files in
+        // assets/configs/) is named as one.
+        let value: Option<serde_json::Value> = std::fs::read(config)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
+        if has("model") && has("train_text") {
+            format!(
+                "{}: a training recipe (its model's config is under \"model\"), not a model's config.json; \
+                 `train --config` takes a recipe",
+                config.display()
+            )
+        } else {
+            err(e)
+        }
+    })?;
     let mut cfg = hf.validate().map_err(err)?;
     if out.join(files::WEIGHTS_FILE).exists() && !force {
         return Err(format!(

@@ -55,8 +55,9 @@ pub struct SearchArgs {
     /// the paper's repeated sentences).
     #[arg(long, visible_alias = "text-filler")]
     text: Option<PathBuf>,
-    /// Documents per point of the uniform search; not used by --scales heads
-    /// (`passkey` calls them --trials; either name works).
+    /// Documents (or text windows) per point of the uniform search; not
+    /// used by --scales heads (`passkey` calls its documents --trials;
+    /// either name works).
     #[arg(long, visible_alias = "trials", default_value_t = 16)]
     docs: usize,
     /// Seed of the documents and batches (the default, the shipped
@@ -237,7 +238,10 @@ pub fn run(a: SearchArgs, typed: &[String]) -> CliResult<()> {
     let unused: Vec<String> = unused
         .iter()
         .filter(|o| typed.iter().any(|t| t == *o))
-        .map(|o| format!("--{o}"))
+        .map(|o| match *o {
+            "docs" => "--docs (--trials)".to_string(),
+            o => format!("--{o}"),
+        })
         .collect();
     if !unused.is_empty() {
         eprintln!(

@@ -95,22 +95,9 @@ pub struct ModelConfig {
 impl HfConfig {
     pub fn load(path: &Path) -> Result<HfConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|source| {
-            // A training recipe given for a config.json (both are JSON
-            // files in assets/configs/) is named as one.
-            let value: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-            let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
-            if has("model") && has("train_text") {
-                return Error::Input(format!(
-                    "{}: a training recipe (its model's config is under \"model\"), not a model's config.json; \
-                     `train --config` takes a recipe",
-                    path.display()
-                ));
-            }
-            Error::Json {
-                path: path.to_path_buf(),
-                source,
-            }
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
         })
     }
 
