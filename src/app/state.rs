@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::search_job::{ScalesSetting, TuneSettings};
 use super::tour;
 use crate::lab::backend::Backend;
-use crate::model::head_scales::{HeadScales, ScaleRule, MAX_HEAD_SCALE};
+use crate::model::head_scales::{HeadScales, ScaleRule, SearchedElsewhere, MAX_HEAD_SCALE};
 
 /// Shortest and longest input the length control offers.
 pub const MIN_LENGTH: usize = 16;
@@ -197,39 +197,29 @@ impl LoadedScales {
     }
 
     /// Whether the scales were searched on another model than the one in
-    /// view, as the command line's `eval` decides: by the weights'
-    /// fingerprints where both are known (a model retrained in its folder
-    /// is another model, a copy elsewhere the same), else by the folder's
-    /// name (`folder`; a file written on another machine names the same
-    /// folder by another path). Unknown (`None`) where neither tells, as
-    /// for an older search on a model opened in the app.
+    /// view (`folder`, and its weights' `fingerprint`), by the rule the
+    /// command line's `eval` uses (`head_scales::searched_elsewhere`),
+    /// folders compared by name (a file written on another machine names
+    /// the same folder by another path). Unknown (`None`) where neither
+    /// tells, as for an older search on a model opened in the app.
     pub fn searched_elsewhere<'b>(
         &self,
         folder: Option<&str>,
         fingerprint: impl FnOnce() -> Option<&'b str>,
     ) -> Option<SearchedElsewhere<'_>> {
-        use crate::model::head_scales::folder_name;
-        if let Some(theirs) = self.fingerprint.as_deref() {
-            if let Some(ours) = fingerprint() {
-                return (theirs != ours).then_some(SearchedElsewhere::Weights(self.searched_on.as_deref()));
-            }
-        }
-        let theirs = self
-            .searched_on
-            .as_deref()
-            .filter(|&s| s != super::text::OPENED_MODEL)?;
-        (folder_name(theirs)? != folder_name(folder?)?).then_some(SearchedElsewhere::Folder(theirs))
+        use crate::model::head_scales::{folder_name, searched_elsewhere};
+        // A model opened in the app names no folder.
+        let other_folder = |theirs: &str| {
+            theirs != super::text::OPENED_MODEL
+                && matches!((folder_name(theirs), folder.and_then(folder_name)), (Some(t), Some(o)) if t != o)
+        };
+        searched_elsewhere(
+            self.searched_on.as_deref(),
+            self.fingerprint.as_deref(),
+            fingerprint,
+            other_folder,
+        )
     }
-}
-
-/// The other model scales were searched on (`LoadedScales::searched_elsewhere`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchedElsewhere<'a> {
-    /// Other weights (the fingerprints differ), with the model their file
-    /// names, if it names one.
-    Weights(Option<&'a str>),
-    /// Another folder, as the file names it.
-    Folder(&'a str),
 }
 
 impl Default for ScalesState {

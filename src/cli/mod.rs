@@ -15,7 +15,7 @@ use nopescope::lab::passkey::{self, Filler, FillerText, PasskeyBuilder};
 use nopescope::lab::train::{self, Recipe, Start, TrainData};
 use nopescope::lab::{bench, eval};
 use nopescope::model::files::{self, load_model_dir};
-use nopescope::model::head_scales::{f32_json, HeadScales, ScaleRule};
+use nopescope::model::head_scales::{self, f32_json, HeadScales, ScaleRule, SearchedElsewhere};
 use nopescope::model::params::Params;
 use nopescope::model::tokenizer::Tokenizer;
 use nopescope::model::{Engine, Error, HfConfig, ModelConfig};
@@ -429,13 +429,8 @@ fn read_text(path: &Path) -> CliResult<String> {
 
 fn init(config: &Path, text: &Path, out: &Path, seed: u64, force: bool) -> CliResult<()> {
     let hf = HfConfig::load(config).map_err(|e| {
-        // A training recipe given for a config.json (both are JSON files in
-        // assets/configs/) is named as one.
-        let value: Option<serde_json::Value> = std::fs::read(config)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
-        if has("model") && has("train_text") {
+        let bytes = std::fs::read(config).unwrap_or_default();
+        if train::json_kind(&bytes) == train::JsonKind::Recipe {
             format!(
                 "{}: a training recipe (its model's config is under \"model\"), not a model's config.json; \
                  `train --config` takes a recipe",
@@ -860,19 +855,20 @@ fn load_for_lengths(
     Ok((m, hs, source))
 }
 
-/// `searched`, the model folder a scales file was searched on, when its
-/// folder name is not `dir`'s (the paths themselves may be relative to
-/// another working folder).
-fn searched_elsewhere(searched: Option<PathBuf>, dir: &Path) -> Option<PathBuf> {
-    let searched = searched?;
+/// Whether `searched`, the model folder a scales file was searched on,
+/// names another folder than `dir` (by folder name: the paths themselves
+/// may be relative to another working folder). False where either names
+/// none.
+fn other_folder(searched: &str, dir: &Path) -> bool {
     let name = |p: &Path| {
         p.canonicalize()
             .ok()
             .and_then(|c| c.file_name().map(ToOwned::to_owned))
             .or_else(|| p.file_name().map(ToOwned::to_owned))
     };
-    let theirs = nopescope::model::head_scales::folder_name(searched.to_str()?)?;
-    (name(dir)?.to_str()? != theirs).then_some(searched)
+    let theirs = head_scales::folder_name(searched);
+    let ours = name(dir);
+    matches!((theirs, ours.as_ref().and_then(|o| o.to_str())), (Some(t), Some(o)) if t != o)
 }
 
 /// A report as one line of JSON on stdout, or as `table` prints it.
@@ -903,7 +899,7 @@ fn load_head_scales(
         (None, Some(p)) => {
             let (hs, searched) = HeadScales::load_searched(p, config).map_err(err)?;
             if let Some(n) = searched.stopped_after {
-                let unit = nopescope::model::head_scales::search_unit(searched.uniform, n);
+                let unit = head_scales::search_unit(searched.uniform, n);
                 eprintln!(
                     "note: {}: its search was stopped by the user after {n} {unit}: these are the scales it had then, not its result",
                     p.display()
@@ -941,29 +937,28 @@ fn load_head_scales(
             "scales: {source}: {} layers x {} heads, s from {lo:.3} to {hi:.3}",
             hs.num_layers, hs.num_heads,
         );
-        // The weights' fingerprint where the file records one (a model
-        // retrained in its folder is another model; a copy elsewhere the
-        // same), else the folder's name.
         let searched = searched.unwrap_or_default();
-        match searched.fingerprint.as_deref() {
-            Some(theirs) if theirs != fingerprint => eprintln!(
+        let elsewhere = head_scales::searched_elsewhere(
+            searched.model.as_deref(),
+            searched.fingerprint.as_deref(),
+            || Some(fingerprint),
+            |theirs| other_folder(theirs, dir),
+        );
+        match elsewhere {
+            Some(SearchedElsewhere::Weights(model)) => eprintln!(
                 "note: these scales were searched on other weights than {}'s (the file's provenance: model {}, \
-                 fingerprint {theirs}; this model's is {fingerprint}): they fit its shape, but each head's scale \
+                 fingerprint {}; this model's is {fingerprint}): they fit its shape, but each head's scale \
                  was tuned for that model's heads",
                 dir.display(),
-                searched.model.as_deref().unwrap_or("unnamed"),
+                model.unwrap_or("unnamed"),
+                searched.fingerprint.as_deref().unwrap_or_default(),
             ),
-            Some(_) => {}
-            None => {
-                if let Some(other) = searched_elsewhere(searched.model.map(PathBuf::from), dir) {
-                    eprintln!(
-                        "note: these scales were searched on the model {} (the file's provenance), not on {}: \
-                         they fit its shape, but each head's scale was tuned for that model's heads",
-                        other.display(),
-                        dir.display()
-                    );
-                }
-            }
+            Some(SearchedElsewhere::Folder(other)) => eprintln!(
+                "note: these scales were searched on the model {other} (the file's provenance), not on {}: \
+                 they fit its shape, but each head's scale was tuned for that model's heads",
+                dir.display()
+            ),
+            None => {}
         }
     } else {
         eprintln!("scales: {source}");

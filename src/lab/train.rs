@@ -96,16 +96,34 @@ pub struct Recipe {
     pub seed: u64,
 }
 
+/// What a JSON file holds, where it matters that a model's config.json
+/// and a training recipe are told apart (both sit in assets/configs/; a
+/// file given for the other is named as what it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    /// The model's config under "model", the texts beside it.
+    Recipe,
+    /// Llama fields at the top.
+    ModelConfig,
+    Other,
+}
+
+pub fn json_kind(bytes: &[u8]) -> JsonKind {
+    let value: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
+    match (has("model"), has("train_text"), has("hidden_size")) {
+        (true, true, _) => JsonKind::Recipe,
+        (false, _, true) => JsonKind::ModelConfig,
+        _ => JsonKind::Other,
+    }
+}
+
 impl Recipe {
     /// Reads and checks a recipe; its paths become relative to the caller.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let mut r: Recipe = serde_json::from_slice(&bytes).map_err(|source| {
-            // A model's config.json given for a recipe (both are JSON files
-            // in assets/configs/) is named as one.
-            let value: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-            let has = |field: &str| value.as_ref().and_then(|v| v.get(field)).is_some();
-            if !has("model") && has("hidden_size") {
+            if json_kind(&bytes) == JsonKind::ModelConfig {
                 return Error::Input(format!(
                     "{}: a model's config.json, not a training recipe: a recipe holds the model's config under \
                      \"model\", with the texts and the schedule (assets/configs/*.train.json); `init --config` \

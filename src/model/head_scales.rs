@@ -370,6 +370,39 @@ pub struct Searched {
     pub fingerprint: Option<String>,
 }
 
+/// The other model scales were searched on (`searched_elsewhere`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchedElsewhere<'a> {
+    /// Other weights (the fingerprints differ), with the model their file
+    /// names, if it names one.
+    Weights(Option<&'a str>),
+    /// Another folder, as the file names it.
+    Folder(&'a str),
+}
+
+/// Whether scales were searched on another model than the one in use, as
+/// `eval`, `passkey` and the app decide it, from their file's provenance
+/// (`model`, `fingerprint`: `Searched`'s): by the weights' fingerprints
+/// where both are known (`ours`, asked only then: a model retrained in its
+/// folder is another model, a copy elsewhere the same), else by
+/// `other_folder`, the caller's comparison of the folder the file names
+/// with its own (paths differ from machine to machine). `None` where
+/// neither tells.
+pub fn searched_elsewhere<'a, 'b>(
+    model: Option<&'a str>,
+    fingerprint: Option<&str>,
+    ours: impl FnOnce() -> Option<&'b str>,
+    other_folder: impl FnOnce(&'a str) -> bool,
+) -> Option<SearchedElsewhere<'a>> {
+    if let Some(theirs) = fingerprint {
+        if let Some(ours) = ours() {
+            return (theirs != ours).then_some(SearchedElsewhere::Weights(model));
+        }
+    }
+    let theirs = model?;
+    other_folder(theirs).then_some(SearchedElsewhere::Folder(theirs))
+}
+
 /// The folder a model path names, as scales files' provenance is compared
 /// with a model (its last component: a file written on another machine
 /// names the same folder by another path); `None` for a path that names

@@ -156,7 +156,7 @@ impl<'a> ModelInView<'a> {
 /// model than `model` (they fit its shape, but were tuned for another
 /// model's heads).
 pub fn scales_file_notes(ui: &mut egui::Ui, scales: &super::state::ScalesState, model: ModelInView<'_>) {
-    use super::state::SearchedElsewhere;
+    use crate::model::head_scales::SearchedElsewhere;
     let Some(file) = scales.file.as_ref().filter(|_| scales.use_file) else {
         return;
     };
