@@ -617,7 +617,7 @@ fn a_result_on_one_opened_model_does_not_apply_to_the_next() {
                 .opened
                 .model
                 .as_ref()
-                .is_some_and(|(_, info)| info.opened == opening)
+                .is_some_and(|m| m.info.opened == opening)
         });
         h.run_steps(2);
         assert_eq!(h.state().state.model, ModelChoice::Custom);

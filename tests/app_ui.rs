@@ -1275,7 +1275,8 @@ fn opening_a_model_folder_shows_errors_and_computes_on_it() {
         .unwrap()
         .params
         .fingerprint();
-    assert_eq!(h.state().jobs.opened.fingerprint.as_deref(), Some(ours.as_str()));
+    let opened = h.state().jobs.opened.model.clone().expect("a model opened");
+    assert_eq!(opened.fingerprint, ours);
     let info = h.state().info();
     for (print, noted) in [("0123456789abcdef", true), (ours.as_str(), false)] {
         let json = serde_json::json!({
@@ -1451,7 +1452,7 @@ fn the_folder_browser_steps_into_a_model_folder_and_opens_it() {
         "{:?}",
         h.state().jobs.opened.error
     );
-    let (name, _) = h.state().jobs.opened.model.clone().expect("a model opened");
+    let name = h.state().jobs.opened.model.clone().expect("a model opened").name;
     assert!(name.contains("rope-sotu"), "{name}");
     assert_eq!(h.state().state.model, nopescope::app::state::ModelChoice::Custom);
     // Browse again, then Escape: closed, nothing else changed.

@@ -271,9 +271,8 @@ impl Lab {
         self.backend
     }
 
-    /// Opens the user's model from its files (replacing one opened before);
-    /// returns its name, shape and weights' fingerprint.
-    pub fn open_model(&mut self, source: ModelSource) -> Result<(String, models::ModelInfo, String)> {
+    /// Opens the user's model from its files (replacing one opened before).
+    pub fn open_model(&mut self, source: ModelSource) -> Result<OpenedInfo> {
         let (name, files) = match source {
             ModelSource::Files { name, files, unread } => {
                 // A model's own file that could not be read (too large for
@@ -309,7 +308,11 @@ impl Lab {
                 filler: None,
             },
         ));
-        Ok((name, info, fingerprint))
+        Ok(OpenedInfo {
+            name,
+            info,
+            fingerprint,
+        })
     }
 
     /// Refuses, before reading its weights, a model folder this machine
@@ -892,6 +895,16 @@ async fn sliced_head_qk(
 /// it (the views' lengths vary; longer ones need more working memory).
 #[cfg(not(target_arch = "wasm32"))]
 const MEMORY_CHECK_LENGTH: usize = 2048;
+
+/// An opened model, as the UI knows it: its name (the folder, or what
+/// the browser called the files), shape and weights' `Params::fingerprint`
+/// (scales files are compared with it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedInfo {
+    pub name: String,
+    pub info: models::ModelInfo,
+    pub fingerprint: String,
+}
 
 /// Where the user's model comes from.
 pub enum ModelSource {

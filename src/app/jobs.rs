@@ -19,7 +19,6 @@ use eframe::egui;
 
 use super::compute::passkey::{GridKey, PasskeyAnswerResult, PasskeyGridResult, PasskeyHeadsResult};
 use super::compute::{EngineNote, GpuSource, JobControl, Lab, ModelSource};
-use super::models::ModelInfo;
 use super::search_job::{PasskeyCompareResult, SearchKey, SearchReport};
 use super::state::ModelChoice;
 use crate::lab::backend::Backend;
@@ -508,17 +507,14 @@ enum Event {
     Done(JobKey, u64, Result<JobResult, String>),
     /// The engine now running, under the choice (auto, CPU, GPU) it ran for.
     Engine(Backend, EngineNote),
-    /// The opened model's name, shape and weights' fingerprint.
-    Opened(Result<(String, ModelInfo, String), String>),
+    Opened(Result<super::compute::OpenedInfo, String>),
 }
 
 /// The user's own model, as the UI knows it.
 #[derive(Debug, Clone, Default)]
 pub struct OpenedModel {
-    /// Its name and shape once open.
-    pub model: Option<(String, ModelInfo)>,
-    /// Its weights' `Params::fingerprint`.
-    pub fingerprint: Option<String>,
+    /// Its name, shape and weights' fingerprint once open.
+    pub model: Option<super::compute::OpenedInfo>,
     pub opening: bool,
     pub error: Option<String>,
     /// Set when a model has just opened (the app then switches to it).
@@ -739,13 +735,12 @@ impl Jobs {
             Event::Opened(r) => {
                 self.opened.opening = false;
                 match r {
-                    Ok((name, mut info, fingerprint)) => {
+                    Ok(mut model) => {
                         // Results of a model opened before are stale.
                         self.forget_model(ModelChoice::Custom);
                         self.openings += 1;
-                        info.opened = self.openings;
-                        self.opened.model = Some((name, info));
-                        self.opened.fingerprint = Some(fingerprint);
+                        model.info.opened = self.openings;
+                        self.opened.model = Some(model);
                         self.opened.error = None;
                         self.opened.fresh = true;
                     }

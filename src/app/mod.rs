@@ -372,7 +372,7 @@ impl NopeApp {
                 .opened
                 .model
                 .as_ref()
-                .map_or_else(|| bundled_info(ModelChoice::Nope), |m| m.1),
+                .map_or_else(|| bundled_info(ModelChoice::Nope), |m| m.info),
             m => bundled_info(m),
         }
     }

@@ -356,8 +356,9 @@ impl InputView {
                 if let Some(e) = &jobs.opened.error {
                     ui.colored_label(palette::ERROR, text::error(e));
                 }
-                if let Some((name, i)) = &jobs.opened.model {
-                    ui.label(text::model_opened(name, i.layers, i.heads, i.training_length));
+                if let Some(m) = &jobs.opened.model {
+                    let i = &m.info;
+                    ui.label(text::model_opened(&m.name, i.layers, i.heads, i.training_length));
                 }
             });
         // The folder browser, drawn over everything while it is open.

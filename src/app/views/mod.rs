@@ -125,27 +125,29 @@ pub struct ModelInView<'a> {
     /// named after how it came, not its folder).
     pub folder: Option<&'a str>,
     model: ModelChoice,
-    /// An opened model's weights' fingerprint (a bundled model's is read
-    /// when first asked: `fingerprint`).
-    opened_fingerprint: Option<&'a str>,
+    /// The opened model, where there is one (a bundled model's fingerprint
+    /// is read when first asked: `fingerprint`).
+    opened: Option<&'a super::compute::OpenedInfo>,
 }
 
 impl<'a> ModelInView<'a> {
     pub fn of(state: &ViewState, jobs: &'a super::jobs::Jobs) -> Self {
-        let opened = || jobs.opened.model.as_ref().map(|(name, _)| name.as_str());
+        let opened = jobs.opened.model.as_ref();
         ModelInView {
-            folder: super::models::bundled(state.model)
-                .map(|b| b.name)
-                .or_else(|| cfg!(not(target_arch = "wasm32")).then(opened).flatten()),
+            folder: super::models::bundled(state.model).map(|b| b.name).or_else(|| {
+                opened
+                    .filter(|_| cfg!(not(target_arch = "wasm32")))
+                    .map(|m| m.name.as_str())
+            }),
             model: state.model,
-            opened_fingerprint: jobs.opened.fingerprint.as_deref(),
+            opened,
         }
     }
 
     /// Its weights' `Params::fingerprint`.
     pub fn fingerprint(&self) -> Option<&'a str> {
         match self.model {
-            ModelChoice::Custom => self.opened_fingerprint,
+            ModelChoice::Custom => self.opened.map(|m| m.fingerprint.as_str()),
             bundled => super::models::bundled_fingerprint(bundled),
         }
     }
