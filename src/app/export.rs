@@ -586,24 +586,25 @@ fn request_id() -> egui::Id {
 /// CSV / SVG / PNG buttons under a plot; `figure` is built only when one
 /// is clicked.
 pub fn buttons(ui: &mut egui::Ui, plot_rect: egui::Rect, figure: impl FnOnce() -> Figure) {
-    if let Some(format) = format_buttons(ui, true) {
+    if let Some(format) = format_buttons(ui, true, text::EXPORT_CSV_HELP) {
         request(ui, Exportable::Figure(figure()), format, plot_rect);
     }
 }
 
 /// The same under a map of `cells` cells (SVG only up to `SVG_MAX_CELLS`).
 pub fn grid_buttons(ui: &mut egui::Ui, map_rect: egui::Rect, cells: usize, grid: impl FnOnce() -> Grid) {
-    if let Some(format) = format_buttons(ui, cells <= SVG_MAX_CELLS) {
+    if let Some(format) = format_buttons(ui, cells <= SVG_MAX_CELLS, text::EXPORT_GRID_CSV_HELP) {
         request(ui, Exportable::Grid(grid()), format, map_rect);
     }
 }
 
-fn format_buttons(ui: &mut egui::Ui, svg: bool) -> Option<Format> {
+/// `csv_help`: what the CSV holds (a plot's points or a map's cells).
+fn format_buttons(ui: &mut egui::Ui, svg: bool, csv_help: &'static str) -> Option<Format> {
     let mut format = None;
     ui.horizontal(|ui| {
         ui.label(text::EXPORT);
         for (f, label, help) in [
-            (Format::Csv, "CSV", text::EXPORT_CSV_HELP),
+            (Format::Csv, "CSV", csv_help),
             (Format::Svg, "SVG", text::EXPORT_SVG_HELP),
             (Format::Png, "PNG", text::EXPORT_PNG_HELP),
         ] {

@@ -133,6 +133,9 @@ pub fn pasted_size(chars: usize, short: Option<usize>) -> String {
 pub const LENGTH: &str = "Length (tokens)";
 pub const LENGTH_HELP: &str =
     "Tokens per stretch of text, 16 to 16384 on a log scale; L marks the length the model was trained on.";
+/// `LENGTH_HELP` for the pass-key lab's one document.
+pub const DOCUMENT_LENGTH_HELP: &str =
+    "Tokens in the pass-key document, 16 to 16384 on a log scale; L marks the length the model was trained on.";
 pub const PASSKEY_KEY: &str = "Key";
 pub const PASSKEY_DEPTH: &str = "Depth";
 pub const MODEL: &str = "Model";
@@ -160,7 +163,6 @@ pub const USE_FILE_SCALES: &str = "Use the loaded per-head scales";
 pub const ENTROPY_HEADING: &str = "Attention entropy against position";
 pub const ENTROPY_HELP: &str = "Entropy of each query's attention in bits, mean over stretches of the text. The grey ceiling, log2(i + 1), is attention spread evenly over every earlier token: the most distracted a head can be.";
 pub const MEAN_OVER_HEADS: &str = "mean over heads";
-pub const SELECTED_HEAD: &str = "selected head";
 pub const CEILING: &str = "ceiling: uniform attention, log2(i + 1)";
 pub const TRAINING_LENGTH: &str = "training length L";
 pub const LEGEND_HIDE: &str = "Click to hide this line";
@@ -207,7 +209,9 @@ pub const BEFORE: &str = "NoPE (s = 1)";
 pub const BEFORE_ROPE: &str = "RoPE (s = 1)";
 pub const AFTER: &str = "with the current scales";
 /// Why the pass-key lab's "with the current scales" is off.
-pub const AFTER_NEEDS_SCALES: &str = "The scales in use are all 1 (plain NoPE), the same as the first series: set scales on Explore (Head scales) or Tune the scales, or use the shipped ones.";
+pub const AFTER_NEEDS_SCALES: &str = "The scales in use are all 1 (plain NoPE), the same as the first series: set scales on Explore (Head scales) or Tune the scales.";
+/// `AFTER_NEEDS_SCALES` where the shipped scales are offered beside it.
+pub const AFTER_NEEDS_SCALES_SHIPPED: &str = "The scales in use are all 1 (plain NoPE), the same as the first series: set scales on Explore (Head scales) or Tune the scales, or use the shipped ones.";
 pub const USE_SHIPPED_SCALES: &str = "Use the shipped scales";
 pub const USE_SHIPPED_SCALES_HELP: &str = "Puts the per-head scales shipped with the model (searched at 4L) in use on every page, so that this map shows them beside plain NoPE.";
 
@@ -216,13 +220,14 @@ pub fn setting_is(setting: &str, scales: &str) -> String {
     format!("\u{201c}{setting}\u{201d}: {scales}")
 }
 pub const AGAINST_HEADING: &str = "Against length";
-/// What the against-length plots measure, and on how much; `lab`: whether
-/// the Pass-key lab is in reach (an embed may hide the page bar).
-pub fn against_help(windows: usize, trials: usize, yours: bool, lab: bool) -> String {
+/// What the against-length plots measure, and on how much; `base`: the
+/// first setting's name (NoPE, or setting B); `lab`: whether the Pass-key
+/// lab is in reach (an embed may hide the page bar).
+pub fn against_help(windows: usize, trials: usize, base: &str, yours: bool, lab: bool) -> String {
     let text = if yours { "your text" } else { "the validation text" };
     let more = if lab { " (the Pass-key lab measures more)" } else { "" };
     format!(
-        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for NoPE, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of {text}; accuracy is over {trials} pass-key documents per length, a quick look{more}."
+        "Entropy, perplexity and pass-key accuracy from L/2 to 16L for {base}, the current scales and the RoPE twin. Entropy is the mean over every position and head, and perplexity the model's, on {windows} stretches of {text}; accuracy is over {trials} pass-key documents per length, a quick look{more}."
     )
 }
 /// The sweep over the user's text, when it is too short for any length.
@@ -318,7 +323,7 @@ pub const HALVE_HELP: &str = "Halve the length (or the left arrow key)";
 pub const DOUBLE_HELP: &str = "Double the length (or the right arrow key)";
 pub const PLAY_LENGTHS: &str = "Play";
 pub const PAUSE_LENGTHS: &str = "Pause";
-pub const PLAY_HELP: &str = "Double the length again and again, up to 16L, then again from L/2, each time a moment after every view has been computed: watch the attention spread as the input grows past L (the layer × head map turns to the same colours at every length, so it brightens as it grows). Pause stops; any length button takes over. The space bar plays and pauses too.";
+pub const PLAY_HELP: &str = "Double the length again and again up to 16L (starting from L/2 when it is already there), each time a moment after every view has been computed: watch the attention spread as the input grows past L (the layer × head map turns to the same colours at every length, so it brightens as it grows). Pause stops; any length button takes over. The space bar plays and pauses too.";
 
 pub fn at_training_length(l: usize) -> String {
     format!("L = {l}")
@@ -834,6 +839,8 @@ pub const TOUR_9_LOOK: &str = "Look at the gap between the mean curve and the gr
 // Export (app::export).
 pub const EXPORT: &str = "Export";
 pub const EXPORT_CSV_HELP: &str = "The plotted data as CSV: one row per point (series, x, y); marks such as L first.";
+/// `EXPORT_CSV_HELP` under a map.
+pub const EXPORT_GRID_CSV_HELP: &str = "The map as CSV: one row per cell (row, column, value).";
 pub const EXPORT_SVG_HELP: &str = "The figure as SVG, drawn from the same data (for slides and papers).";
 pub const EXPORT_PNG_HELP: &str = "The plot as it looks on screen, as PNG.";
 pub const EXPORT_EMPTY: &str = "the plot is not on screen: scroll it into view and export again";
@@ -909,7 +916,8 @@ pub const GRID_HEADING: &str = "Accuracy over length and depth";
 pub const GRID_HELP: &str = "Each cell: the documents of that length, with the key at that depth, whose key the model decodes exactly (a count when there are fewer than 10 trials, else a percentage). The same keys and depths at every length; the underlined column is the training length L. Hover a cell for its counts, or Tab to the map and move over it with the arrow keys.";
 pub const GRID_START: &str = "Compute the accuracy map";
 pub const GRID_STOP: &str = "Stop the accuracy map";
-pub const GRID_STOP_HELP: &str = "Stops computing: the cells done so far stay, and Resume computes the rest.";
+pub const GRID_STOP_HELP: &str =
+    "Stops computing: the cells done so far stay, and \"Resume the accuracy map\" computes the rest.";
 pub const GRID_GO_ON: &str = "Resume the accuracy map";
 pub const GRID_GO_ON_HELP: &str = "Computes the cells left, going on from those done.";
 pub const GRID_CLEAR: &str = "Clear the accuracy map";
@@ -1085,8 +1093,12 @@ pub const STEP_NEW_SEARCH_HOVER: &str =
 pub const STEP_SEARCH_HOVER: &str =
     "Run one more step (one point of a uniform search) and pause again, to watch the scales and the objective move.";
 pub const CANCEL_SEARCH: &str = "Cancel search";
-pub fn no_search_yet(steps: usize, batch: usize) -> String {
-    format!("No search yet. The defaults (per head, pass-key digits, 2L, {steps} steps of {batch} documents) suit a classroom.")
+/// `length`: the default target length, `l`: the model's training length.
+pub fn no_search_yet(length: usize, l: usize, steps: usize, batch: usize) -> String {
+    format!(
+        "No search yet. The defaults (per head, pass-key digits, {length} tokens = {}, {steps} steps of {batch} documents) suit a classroom.",
+        times_l(length, l)
+    )
 }
 pub const SCALE_MAP_HEADING: &str = "Scales now (layer × head)";
 pub fn scale_map_title(length: usize, done: usize, uniform: bool) -> String {
@@ -1107,7 +1119,6 @@ pub const RESULT_OTHER_MODEL: &str = "This result was searched on another model 
 pub const RESULT_AS_B: &str = "Set the result as B";
 pub const SHOW_JSON: &str = "Show as JSON";
 pub const COPY_JSON: &str = "Copy the JSON";
-pub const SAVE_ON_WEB: &str = "or show them as JSON and copy it; load the file or the JSON here later.";
 pub const SAVE_SCALES: &str = "Save the scales";
 pub const SAVE_SCALES_HELP: &str =
     "A head-scales file (JSON, with how it was found): natively through the save dialog, on the web as a download. Load it again with \"Load and apply\".";
@@ -1142,7 +1153,7 @@ pub const COMPARE_PASSKEY: &str = "Compare pass-key accuracy";
 pub const SETTING: &str = "setting";
 pub const SCATTER_HEADING: &str = "Scale against entropy at L";
 pub const SCATTER_HELP: &str =
-    "Each head's scale against its NoPE attention entropy at the training length (validation text). Hover a point to name the head.";
+    "Each head's scale against its unscaled (s = 1) attention entropy at the training length (validation text), on the model in view. Hover a point to name the head.";
 pub const SCATTER_OF_SEARCH: &str = "Scales of the latest search";
 pub const SCATTER_OF_CURRENT: &str = "Scales in use";
 pub const ENTROPY_AT_L_AXIS: &str = "entropy at L (bits)";

@@ -75,6 +75,11 @@ impl AgainstLengthView {
         ui.label(text::against_help(
             crate::app::compute::SWEEP_WINDOWS,
             crate::app::compute::SWEEP_TRIALS,
+            if keys.compare.is_some() {
+                text::SETTING_B
+            } else {
+                "NoPE"
+            },
             text.is_some(),
             !state.hidden(crate::app::state::PANEL_PAGES),
         ));

@@ -126,7 +126,7 @@ impl PasskeyLabView {
                     .logarithmic(true)
                     .text(text::PASSKEY_LENGTH),
             )
-            .on_hover_text(text::LENGTH_HELP);
+            .on_hover_text(text::DOCUMENT_LENGTH_HELP);
             for (label, l) in [
                 (text::at_training_length(training), training),
                 ("4L".to_string(), training.saturating_mul(4)),
@@ -286,20 +286,24 @@ impl PasskeyLabView {
         ui.horizontal_wrapped(|ui| {
             ui.label(text::GRID_SERIES);
             ui.checkbox(&mut lab.grid_nope, text::BEFORE);
-            ui.add_enabled(!keys.plain, egui::Checkbox::new(&mut lab.grid_scaled, text::AFTER))
-                .on_disabled_hover_text(text::AFTER_NEEDS_SCALES);
-            ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
             // With no scales in use the map could only show NoPE failing:
-            // the shipped scales are one click away.
+            // the shipped scales are one click away (the bundled NoPE's).
             // Not over a file of the user's own, loaded and switched off.
             let own_file = state
                 .scales
                 .file
                 .as_ref()
                 .is_some_and(|f| f.name != text::PRESET_SHIPPED);
+            let offer_shipped = state.model == ModelChoice::Nope && !own_file;
+            ui.add_enabled(!keys.plain, egui::Checkbox::new(&mut lab.grid_scaled, text::AFTER))
+                .on_disabled_hover_text(if offer_shipped {
+                    text::AFTER_NEEDS_SCALES_SHIPPED
+                } else {
+                    text::AFTER_NEEDS_SCALES
+                });
+            ui.checkbox(&mut lab.grid_rope, text::MODEL_ROPE);
             if keys.plain
-                && state.model == ModelChoice::Nope
-                && !own_file
+                && offer_shipped
                 && ui
                     .button(text::USE_SHIPPED_SCALES)
                     .on_hover_text(text::USE_SHIPPED_SCALES_HELP)

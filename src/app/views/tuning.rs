@@ -447,7 +447,13 @@ impl TuningView {
             })
         });
         let Some(run) = &self.run else {
-            ui.label(text::no_search_yet(DEFAULT_STEPS, DEFAULT_BATCH));
+            let length = crate::app::search_job::TuneSettings::default().length;
+            ui.label(text::no_search_yet(
+                length,
+                keys.info.training_length,
+                DEFAULT_STEPS,
+                DEFAULT_BATCH,
+            ));
             return;
         };
         let (done, planned) = run
