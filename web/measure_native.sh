@@ -2,7 +2,9 @@
 # Measures the desktop app under Xvfb (docs/APP.md): time from launch to the
 # first entropy plot, and frame times while a computation runs, for a given
 # view (JSON state) and engine. Prints the app's own timing lines and the
-# wall time from launch. Needs xvfb (apt-get install xvfb xauth).
+# wall time from launch. Needs xvfb (apt-get install xvfb xauth), and for
+# a screenshot imagemagick (and xdotool, which moves the pointer off the
+# window first, so that no hover shows in it).
 #
 #   web/measure_native.sh '{"length":4096,"backend":"cpu"}' [seconds] [screenshot.png]
 set -euo pipefail
@@ -20,6 +22,7 @@ NOPESCOPE_TIMING=1 NOPESCOPE_STATE="$state" HOME="$(mktemp -d)" \
   xvfb-run -a -s "-screen 0 1280x900x24" bash -c '
     "$0" & app=$!
     sleep "$1"
+    if command -v xdotool >/dev/null; then xdotool mousemove 1279 899; sleep 1; fi
     # The window is 1280 x 860 (src/app/mod.rs): the screen below it is not shown.
     if [ -n "$2" ]; then import -window root -crop 1280x860+0+0 +repage "$2"; fi
     kill "$app"' "$bin" "$secs" "$shot" >"$log" 2>&1 &
