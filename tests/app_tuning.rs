@@ -82,6 +82,8 @@ fn phase(app: &NopeApp) -> Option<Phase> {
 fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() {
     let mut h = harness(tuning_state(3));
     h.run_steps(2);
+    // 128 tokens is L/2: the page says that is not where scales are needed.
+    h.get_by_label("= 0.50 L: not past L");
     h.get_by_label(text::START_SEARCH).click();
     h.step();
     assert_eq!(phase(h.state()), Some(Phase::Running));
@@ -613,11 +615,7 @@ fn a_result_on_one_opened_model_does_not_apply_to_the_next() {
     let open = |h: &mut Harness<'static, NopeApp>, opening: u64| {
         h.state_mut().jobs.open_model(ModelSource::Folder(dir.clone()));
         wait_for(h, "the model to open", |a| {
-            a.jobs
-                .opened
-                .model
-                .as_ref()
-                .is_some_and(|m| m.info.opened == opening)
+            a.jobs.opened.model.as_ref().is_some_and(|m| m.info.opened == opening)
         });
         h.run_steps(2);
         assert_eq!(h.state().state.model, ModelChoice::Custom);

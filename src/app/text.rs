@@ -1185,8 +1185,15 @@ pub fn uniform_in_use(s: f32, rule: &crate::model::head_scales::ScaleRule, rope:
     }
 }
 
-pub fn times_training_length(length: usize, training: usize) -> String {
-    format!("= {:.2} L", length as f64 / training.max(1) as f64)
+/// The search's target length against L, with a word where it is not past
+/// L (where plain NoPE already works: `TARGET_LENGTH_HINT` says why).
+pub fn target_length_note(length: usize, training: usize) -> String {
+    let ratio = format!("= {:.2} L", length as f64 / training.max(1) as f64);
+    if length <= training {
+        format!("{ratio}: not past L")
+    } else {
+        ratio
+    }
 }
 
 pub fn duration(seconds: f64) -> String {

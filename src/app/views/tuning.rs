@@ -311,7 +311,7 @@ impl TuningView {
                             .on_hover_text(text::OBJECTIVE_PASTED_HINT);
                     });
                     ui.end_row();
-                    let ratio = text::times_training_length(t.length, info.training_length);
+                    let ratio = text::target_length_note(t.length, info.training_length);
                     labelled_drag(
                         ui,
                         text::TARGET_LENGTH,
