@@ -385,3 +385,56 @@ fn a_one_column_page_shows_the_entropy_under_the_input() {
     );
     assert!(entropy < y(&h, text::SCALES_HEADING), "the scales under the entropy");
 }
+
+/// A step's text area is as tall as its text (up to a share of the
+/// window), in a top panel as tall as its content was in the frame before.
+/// When the window grows (the web page's first frames are drawn on a
+/// smaller canvas), the text shows whole only from the next frame on, and
+/// a browser draws frames only when asked: the last line stayed cut off
+/// under a dark fade until the pointer moved (step 8, opened from a link,
+/// in a click-through of the web page at 1280 x 800, 2026-12-04). Without
+/// the frame the app now asks for, the line is not painted at all here.
+#[test]
+fn a_step_s_text_shows_whole_after_the_window_grows() {
+    let (state, _) = ViewState::read_link("#step=8").unwrap();
+    let mut h = app_common::harness(state, [300.0, 150.0]);
+    settle(&mut h);
+    // From here on, frames as a browser draws them: one for the resize,
+    // then only those the app asks for.
+    let frames = app_common::AskedFrames::install(&h);
+    h.set_size(eframe::egui::vec2(1280.0, 800.0));
+    h.step();
+    let start = std::time::Instant::now();
+    while frames.asked() || !h.state().jobs.is_idle() {
+        assert!(start.elapsed() < Duration::from_secs(120), "still computing");
+        if !frames.next(&mut h) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // The line as painted, against the clip it was painted in.
+    let (line, clip) =
+        painted_with_clip(&h, text::TOUR_SEARCH_PENDING).expect("the step's last line not painted at all: cut off");
+    assert!(
+        line.max.y <= clip.max.y,
+        "the step's last line ends at y = {}, its area at {}: cut off",
+        line.max.y,
+        clip.max.y
+    );
+}
+
+/// Where the last frame painted `text` (the first shape of it), and the
+/// clip it was painted in.
+fn painted_with_clip(h: &Harness<'static, NopeApp>, text: &str) -> Option<(eframe::egui::Rect, eframe::egui::Rect)> {
+    use eframe::egui::Shape;
+    fn find(shape: &Shape, text: &str) -> Option<eframe::egui::Rect> {
+        match shape {
+            Shape::Text(t) if t.galley.text() == text => Some(t.visual_bounding_rect()),
+            Shape::Vec(shapes) => shapes.iter().find_map(|s| find(s, text)),
+            _ => None,
+        }
+    }
+    h.output()
+        .shapes
+        .iter()
+        .find_map(|c| find(&c.shape, text).map(|r| (r, c.clip_rect)))
+}

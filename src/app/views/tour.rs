@@ -21,6 +21,9 @@ pub struct TourView {
     /// Step 5 selects the most distracted head once it is known.
     select_pending: bool,
     error: Option<String>,
+    /// The step text's content and shown heights when a frame was last
+    /// asked for to show it whole (`ui`).
+    grown_for: Option<[f32; 2]>,
 }
 
 /// The most of the window's height the step's text takes before it
@@ -119,11 +122,11 @@ impl TourView {
         // The step's text scrolls past a share of the window's height: in
         // a short embed (640 x 400) it took half of it, over the view it
         // talks about. On a taller screen it all shows.
-        let most = ui.ctx().content_rect().height() * TEXT_SHARE;
-        egui::ScrollArea::vertical()
+        let most = (ui.ctx().content_rect().height() * TEXT_SHARE).max(MIN_TEXT_HEIGHT);
+        let shown = egui::ScrollArea::vertical()
             // Each step's own: the next opens at its top.
             .id_salt(("tour text", step))
-            .max_height(most.max(MIN_TEXT_HEIGHT))
+            .max_height(most)
             .auto_shrink([false, true])
             .show(ui, |ui| {
                 ui.label(egui::RichText::new(s.body).size(16.0));
@@ -140,6 +143,17 @@ impl TourView {
                     ui.colored_label(palette::ERROR, text::error(e));
                 }
             });
+        // The panel is as tall as its content was in the frame before: text
+        // that grew (a line come in, the window grown) shows cut off under a
+        // fade until the next frame, which a browser draws only when asked
+        // (it stayed so until the pointer moved). One frame is asked for,
+        // once for each pair of heights, so a text that cannot grow (past
+        // `most`) asks for nothing more.
+        let heights = [shown.content_size.y, shown.inner_rect.height()];
+        if heights[0] > heights[1] + 0.5 && heights[1] + 0.5 < most && self.grown_for != Some(heights) {
+            self.grown_for = Some(heights);
+            ui.ctx().request_repaint();
+        }
         ui.add_space(4.0);
     }
 }
