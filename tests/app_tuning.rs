@@ -123,6 +123,13 @@ fn a_three_step_search_updates_the_curve_and_map_and_its_scales_save_and_load() 
     assert_ne!(report.scales, after_one, "the map did not change after step 1");
     // What the panel says, and that nothing was applied yet.
     h.get_by_label_contains("step 3 of 3");
+    // Beside a finished result only "Start search" starts another (a Step
+    // there read as "one step more" and replaced the result).
+    assert!(
+        h.query_by_label(text::STEP_SEARCH).is_none(),
+        "Step beside a finished search"
+    );
+    h.get_by_label(text::START_SEARCH);
     // A click on a cell of the map of scales selects that head for the
     // other pages, and names its scale under the map.
     let before = h.state().state.clone();

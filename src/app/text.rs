@@ -1085,6 +1085,11 @@ pub const LEARNING_RATE_HINT: &str =
 pub const INIT_HINT: &str = "The scale every head starts from (1 is the model as trained; scales stay at 1 or above).";
 pub const RULE_HINT: &str = "How a head's scale s grows with the query's position i. Constant: s at every position. log-n: s × max(1, ln(i + 1) / ln L). Fitted s*(i): s × max(1, 1 + a ln((i + 1) / L)).";
 pub const START_SEARCH: &str = "Start search";
+pub const START_SEARCH_HOVER: &str =
+    "Search with these settings; the other views change only when you apply the result.";
+/// `START_SEARCH_HOVER` beside a finished search's result.
+pub const START_SEARCH_AGAIN_HOVER: &str =
+    "Start a new search with these settings: its result replaces the one below (apply it, set it as B or save it first to keep it).";
 pub const PAUSE: &str = "Pause";
 pub const RESUME: &str = "Resume";
 pub const STEP_SEARCH: &str = "Step";

@@ -395,11 +395,17 @@ impl TuningView {
         super::spotlight(ui, lit, |ui| {
             ui.horizontal_wrapped(|ui| {
                 let phase = self.run.as_ref().map(|r| r.phase.clone());
+                let finished = phase == Some(Phase::Finished);
                 if ui
                     .add_enabled(
                         phase != Some(Phase::Running) && !no_text,
                         egui::Button::new(text::START_SEARCH),
                     )
+                    .on_hover_text(if finished {
+                        text::START_SEARCH_AGAIN_HOVER
+                    } else {
+                        text::START_SEARCH_HOVER
+                    })
                     .on_disabled_hover_text(if no_text {
                         text::OBJECTIVE_PASTED_EMPTY
                     } else {
@@ -410,9 +416,11 @@ impl TuningView {
                     self.start(jobs, spec.clone());
                 }
                 // With no run to go on with, Step starts one that pauses after
-                // its first step.
+                // its first step; not beside a finished run's result, where
+                // it read as "one step more" and replaced the result.
                 let resumable = matches!(phase, Some(Phase::Running | Phase::Paused));
                 if !resumable
+                    && !finished
                     && ui
                         .add_enabled(!no_text, egui::Button::new(text::STEP_SEARCH))
                         .on_hover_text(text::STEP_NEW_SEARCH_HOVER)
