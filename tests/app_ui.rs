@@ -2467,3 +2467,34 @@ fn plots_of_a_short_input_say_l_lies_past_them() {
     // At T = L - 1, L is two past the last query: past the axis too.
     assert_eq!(painted(255).0, 2);
 }
+
+/// With scales in use the entropy plot draws two settings, and the line
+/// over it gives each one's loss, by name: it gave the first one's alone,
+/// unnamed, which read as the loss with the scales (a click-through of
+/// the web page, 2026-12-04).
+#[test]
+fn the_entropy_plot_gives_each_setting_s_loss() {
+    let mut state = small_state();
+    state.scales.uniform = 1.3;
+    let mut h = harness(state, 1280.0);
+    settle(&mut h);
+    let app = h.state();
+    let keys = Keys::of(&app.state, app.info());
+    let loss = |scales| match app.jobs.peek(&keys.entropy(scales)).and_then(Entry::result) {
+        Some(JobResult::Entropy(p)) => p.loss,
+        other => panic!("no entropy: {other:?}"),
+    };
+    let (plain, scaled) = (loss(&keys.ones), loss(&keys.scales));
+    assert!(
+        (plain - scaled).abs() > 1e-3,
+        "{plain} and {scaled}: the scales changed nothing"
+    );
+    let line = format!(
+        "{}: loss {plain:.3} nats, perplexity {:.1}; {}: loss {scaled:.3} nats, perplexity {:.1}",
+        text::BEFORE,
+        plain.exp(),
+        text::AFTER,
+        scaled.exp()
+    );
+    h.get_by_label_contains(&line);
+}

@@ -477,15 +477,26 @@ pub fn head_line(setting: &str, head_name: &str) -> String {
     format!("{setting}: {head_name}")
 }
 
-pub fn entropy_summary(length: usize, windows: usize, loss: f64) -> String {
+/// Over the entropy plot: the stretches read and each setting's loss
+/// (`losses`: the setting's name and its loss in nats; named only where
+/// there are several, as the curves are).
+pub fn entropy_summary(length: usize, windows: usize, losses: &[(&str, f64)]) -> String {
+    let stretches = if windows == 1 {
+        "one stretch".to_string()
+    } else {
+        format!("{windows} stretches")
+    };
+    let loss = |l: f64| format!("loss {l:.3} nats, perplexity {:.1}", l.exp());
+    let losses = match losses {
+        [(_, l)] => loss(*l),
+        _ => losses
+            .iter()
+            .map(|(name, l)| format!("{name}: {}", loss(*l)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
     format!(
-        "{length} tokens; the curves are the mean over {} of the text, each {length} tokens long; loss {loss:.3} nats, perplexity {:.1}",
-        if windows == 1 {
-            "one stretch".to_string()
-        } else {
-            format!("{windows} stretches")
-        },
-        loss.exp()
+        "{length} tokens; the curves are the mean over {stretches} of the text, each {length} tokens long; {losses}"
     )
 }
 

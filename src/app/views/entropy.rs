@@ -46,7 +46,14 @@ impl EntropyView {
         if let Some(note) = &first.note {
             ui.label(note);
         }
-        ui.label(text::entropy_summary(first.length, first.windows, first.loss));
+        let losses: Vec<(&str, f64)> = profiles
+            .iter()
+            .filter_map(|(name, _, r)| match r.as_ref() {
+                JobResult::Entropy(p) => Some((*name, p.loss)),
+                _ => None,
+            })
+            .collect();
+        ui.label(text::entropy_summary(first.length, first.windows, &losses));
         super::settings_note(ui, state, keys);
         super::document(
             ui,
