@@ -316,7 +316,16 @@ fn share_gives_a_link_and_embed_code_of_this_view() {
     assert!(h.query_by_label(text::EMBED_HIDE_TOUR).is_none());
     h.get_by_label(text::COPY_EMBED).click();
     h.run_steps(2);
-    h.get_by_label(text::COPIED);
+    // Beside its button: under the row it pushed the rows below down, under
+    // a click aimed at them.
+    let (button, copied) = (
+        h.get_by_label(text::COPY_EMBED).rect(),
+        h.get_by_label(text::COPIED).rect(),
+    );
+    assert!(
+        (copied.center().y - button.center().y).abs() < 4.0 && copied.min.x > button.max.x,
+        "\"copied\" at {copied:?}, its button at {button:?}"
+    );
     assert!(
         h.state().state.hide.is_empty(),
         "sharing hides nothing in the app itself"

@@ -601,10 +601,16 @@ impl ViewState {
     /// The state as shared in a link or an embedded page: the explorer's
     /// suggested head (`suggested`) fixed as a chosen one is (on the
     /// reader's engine near-equal heads may rank the other way round);
-    /// before any suggestion, none.
+    /// before any suggestion, none. A scales file loaded but not in use is
+    /// left out: the view does not show it, and it made the link long.
     pub fn shared(&self, suggested: Option<(usize, usize)>) -> Self {
+        let mut scales = self.scales.clone();
+        if !scales.use_file {
+            scales.file = None;
+        }
         ViewState {
             head_chosen: self.head_chosen || suggested == Some((self.layer, self.head)),
+            scales,
             ..self.clone()
         }
     }
@@ -1076,6 +1082,17 @@ mod tests {
         let opened = |s: ViewState| ViewState::from_fragment(&s.to_fragment()).unwrap().unwrap();
         assert!(opened(s.shared(Some((1, 2)))).head_chosen);
         assert!(!opened(s.shared(None)).head_chosen);
+        // A scales file loaded but switched off is not shared; one in use is.
+        s.scales.file = Some(LoadedScales {
+            name: "mine".into(),
+            layers: 1,
+            heads: 2,
+            values: vec![1.5, 2.0],
+            ..Default::default()
+        });
+        assert_eq!(opened(s.shared(None)).scales.file, None);
+        s.scales.use_file = true;
+        assert_eq!(opened(s.shared(None)).scales.file, s.scales.file);
         chosen.suggest_head(1, 2);
         assert_eq!((chosen.layer, chosen.head), (0, 0));
         assert!(ViewState::from_fragment("#other=1").is_none());

@@ -68,7 +68,7 @@ pub const EMBED_HIDE_COMPARE: &str = "compare, and scale against entropy at L";
 pub const EMBED_SIZE: &str = "Size";
 pub const EMBED_CODE: &str = "Embed code";
 pub const COPY_EMBED: &str = "Copy embed code";
-pub const EMBED_TITLE: &str = "nopescope: attention entropy of a transformer without position encoding";
+pub const EMBED_TITLE: &str = "nopescope: attention and length in transformers without position encoding";
 
 /// The embedded frame's title: what this one shows, so that several on one
 /// course page do not all read the same to a screen reader.

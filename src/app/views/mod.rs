@@ -472,14 +472,21 @@ pub fn copy_outcome(ctx: &egui::Context, what: &'static str) -> Option<bool> {
 
 /// The line beside a copy button: copied, or why not.
 pub fn show_copy_outcome(ui: &mut egui::Ui, what: &'static str) {
-    match copy_outcome(ui.ctx(), what) {
-        Some(true) => {
-            ui.label(text::COPIED);
-        }
-        Some(false) => {
-            ui.label(egui::RichText::new(text::COPY_REFUSED).color(ui.visuals().warn_fg_color));
-        }
-        None => {}
+    show_copied(ui, what);
+    show_copy_refused(ui, what);
+}
+
+/// "copied", once the copy for the button `what` got there.
+pub fn show_copied(ui: &mut egui::Ui, what: &'static str) {
+    if copy_outcome(ui.ctx(), what) == Some(true) {
+        ui.label(text::COPIED);
+    }
+}
+
+/// Why the copy for the button `what` did not get there, once it did not.
+pub fn show_copy_refused(ui: &mut egui::Ui, what: &'static str) {
+    if copy_outcome(ui.ctx(), what) == Some(false) {
+        ui.label(egui::RichText::new(text::COPY_REFUSED).color(ui.visuals().warn_fg_color));
     }
 }
 

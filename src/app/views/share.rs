@@ -107,10 +107,16 @@ fn shown(state: &ViewState) -> String {
         let step = step.min(crate::app::tour::STEPS.len() - 1);
         return format!("walkthrough step {}, {}", step + 1, crate::app::tour::STEPS[step].title);
     }
+    // The model where it is not the bundled NoPE one.
+    let model = match state.model {
+        ModelChoice::Nope => String::new(),
+        ModelChoice::Rope => format!("{}, ", text::MODEL_ROPE),
+        ModelChoice::Custom => format!("{}, ", text::MODEL_CUSTOM),
+    };
     match state.tab {
-        Tab::Explore => format!("{} tokens", state.length),
-        Tab::Passkey => format!("{}, {} tokens", text::TAB_PASSKEY, state.passkey_lab.length),
-        Tab::Tune => text::TAB_TUNE.to_string(),
+        Tab::Explore => format!("{model}{} tokens", state.length),
+        Tab::Passkey => format!("{}, {model}{} tokens", text::TAB_PASSKEY, state.passkey_lab.length),
+        Tab::Tune => format!("{}{}", model, text::TAB_TUNE),
     }
 }
 
@@ -179,11 +185,14 @@ impl ShareView {
             if ui.button(button).clicked() {
                 super::copy_to_clipboard(ui.ctx(), value.to_string(), button);
             }
+            // "copied" beside the button: under the row it pushed the
+            // next rows down, under a click aimed at them.
+            super::show_copied(ui, button);
         });
-        // Under the row, where a long refusal wraps (beside the button it
-        // ran off a narrow frame's edge and pushed the next row's button
-        // out of view).
-        super::show_copy_outcome(ui, button);
+        // A refusal under the row, where it wraps (beside the button it ran
+        // off a narrow frame's edge and pushed the next row's button out of
+        // view).
+        super::show_copy_refused(ui, button);
     }
 }
 
@@ -209,5 +218,37 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(hidden(&touring), [PANEL_TOUR, PANEL_STATUS]);
+    }
+
+    /// The embed's title names the model where it is not the bundled NoPE
+    /// one (it said "without position encoding" over the RoPE twin).
+    #[test]
+    fn the_embed_title_names_the_model() {
+        let title = |state: &ViewState| {
+            let code = embed_code("https://example.org/", state, &[], 800, 600);
+            code.split("title=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let nope = ViewState::default();
+        assert_eq!(title(&nope), text::embed_title("1024 tokens"));
+        let rope = ViewState {
+            model: ModelChoice::Rope,
+            ..nope.clone()
+        };
+        assert_eq!(title(&rope), text::embed_title("RoPE twin (bundled), 1024 tokens"));
+        let lab = ViewState {
+            tab: Tab::Passkey,
+            ..rope
+        };
+        assert!(
+            title(&lab).ends_with("Pass-key lab, RoPE twin (bundled), 256 tokens"),
+            "{}",
+            title(&lab)
+        );
     }
 }
