@@ -86,8 +86,15 @@ fn a_document_at_l_is_answered_with_its_key() {
     h.get_by_label_contains("of its attention on the key's tokens");
     assert!(h.query_by_label_contains("Error:").is_none());
     // The document itself, under its heading: up to the question, the key
-    // sentence with the key in it, and no answer after the question.
-    h.get_by_label(&text::show_document(read, 1)).click();
+    // sentence with the key in it, and no answer after the question. The
+    // heading says what makes up the rest of the document's 256 tokens.
+    assert!(read < 256, "{read} tokens read of 256");
+    let heading = format!(
+        "The text the model reads ({read} tokens; with the key's {} tokens it is to write, 256 in all)",
+        256 - read
+    );
+    assert_eq!(text::show_passkey_document(read, 256), heading);
+    h.get_by_label(&heading).click();
     h.run_steps(2);
     // (The first: the attention on the text, further down, shows it too.)
     let shown = h

@@ -401,6 +401,19 @@ pub fn show_document(tokens: usize, stretches: usize) -> String {
     }
 }
 
+/// `show_document` over a pass-key document of `length` tokens, whose
+/// last ones are the key's digits that the model is to write.
+pub fn show_passkey_document(tokens: usize, length: usize) -> String {
+    if length > tokens {
+        format!(
+            "The text the model reads ({tokens} tokens; with the key's {} tokens it is to write, {length} in all)",
+            length - tokens
+        )
+    } else {
+        format!("The text the model reads ({tokens} tokens)")
+    }
+}
+
 /// Where the training length falls in the text.
 pub fn document_l_mark(training_length: usize) -> String {
     format!("[L = {training_length}: past here the model never read]")

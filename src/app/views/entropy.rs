@@ -58,8 +58,8 @@ impl EntropyView {
         super::document(
             ui,
             "explore document",
+            text::show_document(first.tokens.len(), first.windows),
             &first.tokens,
-            first.windows,
             first.key.as_ref().map(|k| &k.sentence),
             keys.info.training_length,
         );

@@ -547,15 +547,16 @@ pub fn header_title(ui: &egui::Ui, title: impl Into<String>) -> egui::WidgetText
 /// under a collapsed heading: the key sentence on the pass key's yellow,
 /// and where the training length L falls, a mark. BertViz's users, and
 /// ours, could not see what "depth 0.3" or "a speech" meant without it.
+/// `title`: the heading (`text::show_document`, `text::show_passkey_document`).
 pub fn document(
     ui: &mut egui::Ui,
     id_salt: &str,
+    title: String,
     tokens: &[String],
-    stretches: usize,
     key: Option<&std::ops::Range<usize>>,
     training_length: usize,
 ) {
-    egui::CollapsingHeader::new(header_title(ui, text::show_document(tokens.len(), stretches)))
+    egui::CollapsingHeader::new(header_title(ui, title))
         .id_salt(id_salt)
         .show(ui, |ui| {
             let body = egui::TextStyle::Body.resolve(ui.style());

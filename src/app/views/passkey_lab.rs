@@ -186,8 +186,8 @@ impl PasskeyLabView {
         super::document(
             ui,
             "lab document",
+            text::show_passkey_document(doc.text.len(), state.passkey_lab.length),
             &doc.text,
-            1,
             Some(&doc.key_span.sentence),
             keys.info.training_length,
         );
