@@ -438,3 +438,57 @@ fn painted_with_clip(h: &Harness<'static, NopeApp>, text: &str) -> Option<(efram
         .iter()
         .find_map(|c| find(&c.shape, text).map(|r| (r, c.clip_rect)))
 }
+
+/// The walkthrough's steps set their own model, input, length and scales
+/// over the user's view; once it closes, "Back to your view" puts that
+/// view back (a click-through found the user's own scales gone after
+/// Finish, 2026-12-04), offered until something changes.
+#[test]
+fn back_to_your_view_after_the_walkthrough() {
+    let mut mine = ViewState {
+        model: nopescope::app::state::ModelChoice::Rope,
+        length: 300,
+        ..Default::default()
+    };
+    mine.scales.uniform = 1.4;
+    let mut h = harness(mine.clone());
+    settle(&mut h);
+    assert!(h.query_by_label(text::BACK_FROM_TOUR).is_none());
+    let mine = h.state().state.clone();
+    h.get_by_label(text::TOUR_OPEN).click();
+    for _ in 0..3 {
+        h.step();
+        settle(&mut h);
+        h.get_by_label(text::TOUR_NEXT).click();
+    }
+    h.step();
+    settle(&mut h);
+    assert_ne!(
+        ViewState {
+            tour: None,
+            ..h.state().state.clone()
+        },
+        mine,
+        "the steps changed nothing"
+    );
+    h.get_by_label(text::TOUR_CLOSE).click();
+    h.run_steps(2);
+    h.get_by_label(text::BACK_FROM_TOUR).click();
+    h.run_steps(2);
+    assert_eq!(h.state().state, mine, "the view before the walkthrough");
+    assert!(h.query_by_label(text::BACK_FROM_TOUR).is_none(), "offered once");
+
+    // Offered until something changes.
+    h.get_by_label(text::TOUR_OPEN).click();
+    h.step();
+    settle(&mut h);
+    h.get_by_label(text::TOUR_CLOSE).click();
+    h.run_steps(2);
+    h.get_by_label(text::BACK_FROM_TOUR);
+    h.state_mut().state.length = 512;
+    h.run_steps(2);
+    assert!(
+        h.query_by_label(text::BACK_FROM_TOUR).is_none(),
+        "still offered after a change"
+    );
+}

@@ -85,6 +85,15 @@ struct Views {
     /// The state before and after the last Start over, for its Undo while
     /// nothing changed since.
     started_over: Option<(ViewState, ViewState)>,
+    /// Whether the walkthrough was open, as of the last frame's check
+    /// (`follow_tour`).
+    touring: bool,
+    /// The view as it was when the walkthrough opened (its steps set their
+    /// own model, input, scales and page over it).
+    before_tour: Option<ViewState>,
+    /// Once it closed: the view before it and as it closed, for "Back to
+    /// your view" while nothing changed since.
+    after_tour: Option<(ViewState, ViewState)>,
 }
 
 pub struct NopeApp {
@@ -600,6 +609,9 @@ impl NopeApp {
             link_note,
             ..
         } = self;
+        // A walkthrough closed in the last frame (its own Close and Finish
+        // are drawn after the page bar, which offers the view back).
+        follow_tour(ui.ctx(), views, state);
         if let Some(note) = link_note.as_ref() {
             let mut dismissed = false;
             egui::Panel::top("link note").show(ui, |ui| {
@@ -630,7 +642,7 @@ impl NopeApp {
                     ui.separator();
                     ui.toggle_value(&mut views.sharing, text::SHARE_OPEN);
                     start_over(ui, state, &mut views.started_over);
-                    if !open {
+                    if !open && !back_from_tour(ui, state, &mut views.after_tour) {
                         tour_hint(ui);
                     }
                 });
@@ -639,6 +651,9 @@ impl NopeApp {
                 egui::Panel::top("share").show(ui, |ui| views.share.ui(ui, state, keys.suggested));
             }
         }
+        // A walkthrough opened in the page bar, before its panel applies
+        // the step's settings.
+        follow_tour(ui.ctx(), views, state);
         if state.tour.is_some() && !hide.tour {
             let search = views.tuning.seen();
             egui::Panel::top("tour").show(ui, |ui| views.tour.ui(ui, state, jobs, &keys, search));
@@ -958,15 +973,7 @@ pub fn run_native() -> Result<(), String> {
 /// "Start over" beside Share, and its Undo while the state is the one it
 /// made (the head a page selects by itself aside).
 fn start_over(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(ViewState, ViewState)>) {
-    if let Some((_, after)) = last {
-        // The head a page selected by itself since is no change.
-        if !state.head_chosen && !after.head_chosen {
-            (after.layer, after.head) = (state.layer, state.head);
-        }
-        if state != after {
-            *last = None;
-        }
-    }
+    forget_if_changed(last, state);
     if let Some((before, _)) = last {
         if ui
             .button(text::UNDO_START_OVER)
@@ -984,6 +991,59 @@ fn start_over(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(ViewS
         let before = std::mem::replace(state, state.started_over());
         *last = Some((before, state.clone()));
     }
+}
+
+/// Drops an offer to go back to `last`'s first state once the view has
+/// changed from its second (the head a page selected by itself since is
+/// no change).
+fn forget_if_changed(last: &mut Option<(ViewState, ViewState)>, state: &ViewState) {
+    if let Some((_, after)) = last {
+        if !state.head_chosen && !after.head_chosen {
+            (after.layer, after.head) = (state.layer, state.head);
+        }
+        if state != after {
+            *last = None;
+        }
+    }
+}
+
+/// Notes the view when the walkthrough opens, and once it closes offers it
+/// back (`back_from_tour`) where the steps changed it.
+fn follow_tour(ctx: &egui::Context, views: &mut Views, state: &ViewState) {
+    let touring = state.tour.is_some();
+    if touring && !views.touring {
+        views.before_tour = Some(ViewState {
+            tour: None,
+            ..state.clone()
+        });
+        views.after_tour = None;
+    } else if !touring && views.touring {
+        views.after_tour = views
+            .before_tour
+            .take()
+            .filter(|before| before != state)
+            .map(|before| (before, state.clone()));
+        // Closed in the page bar, this frame has drawn it already: the
+        // offer shows in the next, which a browser draws only when asked.
+        ctx.request_repaint();
+    }
+    views.touring = touring;
+}
+
+/// After the walkthrough, while nothing changed since it closed: a button
+/// that puts back the view as it was before it. Whether it was shown.
+fn back_from_tour(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(ViewState, ViewState)>) -> bool {
+    forget_if_changed(last, state);
+    let Some((before, _)) = last else { return false };
+    if ui
+        .button(text::BACK_FROM_TOUR)
+        .on_hover_text(text::BACK_FROM_TOUR_HELP)
+        .clicked()
+    {
+        *state = before.clone();
+        *last = None;
+    }
+    true
 }
 
 /// The walkthrough's hint beside the tabs: the short form where the whole

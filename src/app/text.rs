@@ -35,6 +35,8 @@ pub fn dropped_empty(name: &str) -> String {
 }
 pub const START_OVER_HELP: &str = "Back to the page as it first opens: the bundled NoPE model, its validation text at 1024 tokens, no scales, the walkthrough closed. Your text, a scales file you loaded, an opened model and a running search stay; Undo brings back what was on screen.";
 pub const UNDO_START_OVER: &str = "Undo start over";
+pub const BACK_FROM_TOUR: &str = "Back to your view";
+pub const BACK_FROM_TOUR_HELP: &str = "Puts back the page as it was before the walkthrough: its model, input, length, head and scales (offered until something changes).";
 pub const UNDO_START_OVER_HELP: &str =
     "Brings back the page as it was before Start over (offered until something changes).";
 pub const SHARE_HEADING: &str = "Share this view";
@@ -805,7 +807,7 @@ pub const TOUR_4_BODY: &str = "The same key hidden in 1024 tokens. Nothing about
 pub const TOUR_4_LOOK: &str = "Look at the answer, and at the attention row of the head that now retrieves best: compare its share on the key's tokens (given under the row) with step 2's.";
 
 pub const TOUR_5_TITLE: &str = "The distracted heads";
-pub const TOUR_5_BODY: &str = "Not every head suffers alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads are the most distracted, and the walkthrough selects the one that rises most.";
+pub const TOUR_5_BODY: &str = "Every head's entropy rises past L, but not alike. The map now shows how much each head's entropy rises from L to 1024 tokens; the brightest heads rise most, the most distracted, and the walkthrough selects the one that rises most.";
 pub const TOUR_5_LOOK: &str = "Look at the layer × head map, then at the selected head's curve and attention pattern.";
 
 // Steps 6 to 8 quote docs/RESULTS.md (`nopescope reproduce`), in words a
