@@ -117,7 +117,9 @@ impl StatusView {
                     ui.add(whole_label(text::frame_time_short(ms)))
                         .on_hover_text(format!("{whole}. {}", text::FRAME_TIME_HOVER));
                 } else {
-                    ui.label(whole).on_hover_text(text::FRAME_TIME_HOVER);
+                    // Whole on one line or the next (split, "while computing"
+                    // stood alone under the bar).
+                    ui.add(whole_label(whole)).on_hover_text(text::FRAME_TIME_HOVER);
                 }
             }
         });
