@@ -2507,3 +2507,22 @@ fn the_entropy_plot_gives_each_setting_s_loss() {
     );
     h.get_by_label_contains(&line);
 }
+
+/// While a new length computes, the entropy plot of the last one stays,
+/// with a note: Play left the page blank between lengths, the plot gone
+/// and the page below it jumping up and back (a click-through of the web
+/// page, 2026-12-04).
+#[test]
+fn the_last_entropy_plot_stays_while_the_next_computes() {
+    let mut h = harness(small_state(), 1280.0);
+    settle(&mut h);
+    h.get_by_label_contains("mean over heads");
+    h.state_mut().state.length = 8192;
+    h.run_steps(2);
+    assert!(!h.state().jobs.is_idle(), "8192 tokens computed in two frames");
+    h.get_by_label(&text::entropy_shown_meanwhile(512));
+    h.get_by_label_contains("mean over heads");
+    settle(&mut h);
+    assert!(h.query_by_label(&text::entropy_shown_meanwhile(512)).is_none());
+    h.get_by_label_contains("8192 tokens; the curves are");
+}

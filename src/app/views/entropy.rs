@@ -10,13 +10,21 @@ use egui_plot::{Line, Plot, PlotPoints};
 
 use super::{show_entry_status, Keys, LegendEntry, PlotMark};
 use crate::app::export::{self, indexed};
-use crate::app::jobs::{EntropyProfile, JobResult, Jobs};
+use crate::app::jobs::{EntropyProfile, Entry, JobResult, Jobs};
 use crate::app::palette::{self, Look};
 use crate::app::state::ViewState;
 use crate::app::text;
 
+/// Each setting's name, colour and entropy profile, as drawn.
+type Profiles = Vec<(&'static str, egui::Color32, Arc<JobResult>)>;
+
 #[derive(Default)]
-pub struct EntropyView;
+pub struct EntropyView {
+    /// The profiles last drawn whole: drawn on, with a note, while the next
+    /// ones compute (Play's lengths left the page blank in between, the
+    /// plot gone and the page below it jumping up and back).
+    last: Option<Profiles>,
+}
 
 /// (x, y) of `ys` averaged over consecutive bins, at most
 /// `export::MAX_LINE_POINTS`: as a curve is drawn, each frame (the same
@@ -30,12 +38,31 @@ impl EntropyView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::ENTROPY_HEADING);
         ui.label(text::ENTROPY_HELP);
-        let mut profiles: Vec<(&'static str, egui::Color32, Arc<JobResult>)> = Vec::new();
-        for (name, scales, colour) in keys.settings() {
-            let entry = jobs.get(&keys.entropy(&scales)).clone();
+        let mut profiles: Profiles = Vec::new();
+        let settings = keys.settings();
+        let mut running = false;
+        for (name, scales, colour) in &settings {
+            let entry = jobs.get(&keys.entropy(scales)).clone();
             match entry.shared() {
-                Some(r) => profiles.push((name, colour, r)),
-                None => show_entry_status(ui, &entry),
+                Some(r) => profiles.push((name, *colour, r)),
+                None => {
+                    running |= matches!(entry, Entry::Running { .. });
+                    show_entry_status(ui, &entry);
+                }
+            }
+        }
+        if profiles.len() == settings.len() {
+            self.last = Some(profiles.clone());
+        } else if profiles.is_empty() && running {
+            if let Some(last) = &self.last {
+                profiles = last.clone();
+                let shown = profiles.iter().find_map(|(_, _, r)| match r.as_ref() {
+                    JobResult::Entropy(p) => Some(p.length),
+                    _ => None,
+                });
+                if let Some(shown) = shown {
+                    ui.label(egui::RichText::new(text::entropy_shown_meanwhile(shown)).weak());
+                }
             }
         }
         let first: Option<&EntropyProfile> = profiles.iter().find_map(|(_, _, r)| match r.as_ref() {
