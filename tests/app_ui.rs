@@ -2508,8 +2508,8 @@ fn the_entropy_plot_gives_each_setting_s_loss() {
     h.get_by_label_contains(&line);
 }
 
-/// While a new length computes, the entropy plot of the last one stays,
-/// with a note: Play left the page blank between lengths, the plot gone
+/// While a new length computes, the entropy plot and the map of the last
+/// one stay, with a note: Play left the page blank between lengths, the plot gone
 /// and the page below it jumping up and back (a click-through of the web
 /// page, 2026-12-04).
 #[test]
@@ -2522,7 +2522,11 @@ fn the_last_entropy_plot_stays_while_the_next_computes() {
     assert!(!h.state().jobs.is_idle(), "8192 tokens computed in two frames");
     h.get_by_label(&text::entropy_shown_meanwhile(512));
     h.get_by_label_contains("mean over heads");
+    // The map too, its cells still there to click.
+    h.get_by_label(&text::map_shown_meanwhile(512));
+    h.get_by_label("layer 0, head 0");
     settle(&mut h);
     assert!(h.query_by_label(&text::entropy_shown_meanwhile(512)).is_none());
+    assert!(h.query_by_label(&text::map_shown_meanwhile(512)).is_none());
     h.get_by_label_contains("8192 tokens; the curves are");
 }

@@ -495,6 +495,11 @@ pub fn head_line(setting: &str, head_name: &str) -> String {
 /// Over the entropy plot: the stretches read and each setting's loss
 /// (`losses`: the setting's name and its loss in nats; named only where
 /// there are several, as the curves are).
+/// Over the last layer x head map, drawn on while the next one computes.
+pub fn map_shown_meanwhile(length: usize) -> String {
+    format!("Meanwhile, the map of the last input computed ({length} tokens):")
+}
+
 /// Over the last entropy plot, drawn on while the next one computes.
 pub fn entropy_shown_meanwhile(length: usize) -> String {
     format!("Meanwhile, the plot of the last input computed ({length} tokens):")

@@ -149,7 +149,19 @@ pub fn cell_centres(ctx: &egui::Context) -> Vec<(usize, usize, egui::Pos2)> {
 }
 
 #[derive(Default)]
-pub struct HeadMapView;
+pub struct HeadMapView {
+    /// The map last drawn: drawn on, with a note, while the next input's
+    /// computes (as the entropy plot is), where it has the same mode and
+    /// shape.
+    last: Option<LastMap>,
+}
+
+struct LastMap {
+    mode: MapMode,
+    shape: (usize, usize),
+    length: usize,
+    values: (Vec<f32>, f32, f32),
+}
 
 /// The top of an entropy map's colour scale: the ceiling at `length`
 /// tokens, log2 T bits.
@@ -202,17 +214,43 @@ impl HeadMapView {
                 }
             }
         }
-        let Some((vals, lo, hi)) = values(jobs, keys, state.map_mode) else {
-            // What is missing: this length's profile, or (rise) the one at L.
-            let here = jobs.get(&keys.entropy(&keys.scales)).clone();
-            let entry = match (&here, state.map_mode) {
-                (crate::app::jobs::Entry::Done(_), MapMode::Rise) => jobs.get(&keys.entropy_at_l(&keys.scales)).clone(),
-                _ => here,
-            };
-            show_entry_status(ui, &entry);
-            return;
-        };
         let (layers, heads) = (keys.info.layers, keys.info.heads);
+        // Whether the map drawn is the last one, while this input's computes.
+        let mut meanwhile = false;
+        let (vals, lo, hi) = match values(jobs, keys, state.map_mode) {
+            Some(v) => {
+                self.last = Some(LastMap {
+                    mode: state.map_mode,
+                    shape: (layers, heads),
+                    length: keys.at.length,
+                    values: v.clone(),
+                });
+                v
+            }
+            None => {
+                // What is missing: this length's profile, or (rise) the one at L.
+                let here = jobs.get(&keys.entropy(&keys.scales)).clone();
+                let entry = match (&here, state.map_mode) {
+                    (crate::app::jobs::Entry::Done(_), MapMode::Rise) => {
+                        jobs.get(&keys.entropy_at_l(&keys.scales)).clone()
+                    }
+                    _ => here,
+                };
+                show_entry_status(ui, &entry);
+                let last = self
+                    .last
+                    .as_ref()
+                    .filter(|m| m.mode == state.map_mode && m.shape == (layers, heads));
+                match (&entry, last) {
+                    (crate::app::jobs::Entry::Running { .. }, Some(last)) => {
+                        meanwhile = true;
+                        ui.label(egui::RichText::new(text::map_shown_meanwhile(last.length)).weak());
+                        last.values.clone()
+                    }
+                    _ => return,
+                }
+            }
+        };
         let mut centres = Vec::with_capacity(layers * heads);
         let layout = MapLayout::new(ui, heads, CELL);
         let cell = layout.cell;
@@ -263,17 +301,20 @@ impl HeadMapView {
         ui.ctx().data_mut(|d| d.insert_temp(cells_id(), centres));
         legend(ui, lo, hi, state.map_mode);
         let rise = state.map_mode == MapMode::Rise;
-        export::grid_buttons(ui, map.rect, layers * heads, || {
-            export::Grid::heads(
-                format!("head_map_{}_{}", mode_stem(state.map_mode), keys.at.length),
-                text::map_title(state.map_mode, keys.at.length),
-                text::map_unit(rise),
-                heads,
-                &vals,
-                lo,
-                hi,
-            )
-        });
+        // Not the last map's: its files would bear this input's length.
+        if !meanwhile {
+            export::grid_buttons(ui, map.rect, layers * heads, || {
+                export::Grid::heads(
+                    format!("head_map_{}_{}", mode_stem(state.map_mode), keys.at.length),
+                    text::map_title(state.map_mode, keys.at.length),
+                    text::map_unit(rise),
+                    heads,
+                    &vals,
+                    lo,
+                    hi,
+                )
+            });
+        }
         ui.label(text::selected(state.layer, state.head));
         if state.takes_suggestions() && keys.suggested == Some((state.layer, state.head)) {
             ui.label(egui::RichText::new(text::SELECTED_FOR_YOU).weak());
