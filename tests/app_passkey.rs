@@ -541,3 +541,30 @@ fn real_text_filler_builds_a_document_and_answers() {
     }
     assert!(h.query_by_label_contains("Error:").is_none());
 }
+
+/// A longer "Longest length" keeps the cells of the lengths the map had
+/// (each cell's documents depend on its depth and trial alone) and
+/// computes only the new ones: it computed them all again, and a finished
+/// map went blank (a click-through of the web page, 2026-12-04).
+#[test]
+fn a_longer_accuracy_map_keeps_the_cells_computed() {
+    let mut state = lab_state();
+    let lab = &mut state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (1, 2, 2);
+    (lab.grid_rope, lab.grid_scaled, lab.grid) = (false, false, true);
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(120));
+    let (_, first) = grid_result(&h).expect("no accuracy map");
+    assert_eq!(first.len(), 4, "L/2 and L, 2 depths");
+    assert!(first.iter().all(|c| matches!(c, Cell::Done { .. })), "{first:?}");
+    h.state_mut().state.passkey_lab.grid_factor = 2;
+    h.step();
+    let (running, cells) = grid_result(&h).expect("no accuracy map to 2L");
+    assert!(running, "2L computed in one frame");
+    assert_eq!(cells.len(), 6);
+    assert_eq!(&cells[..4], &first[..], "the cells of L/2 and L, at once");
+    settle(&mut h, Duration::from_secs(120));
+    let (_, done) = grid_result(&h).unwrap();
+    assert_eq!(&done[..4], &first[..]);
+    assert!(done[4..].iter().all(|c| matches!(c, Cell::Done { .. })), "{done:?}");
+}

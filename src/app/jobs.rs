@@ -581,7 +581,7 @@ impl Jobs {
             let cancel = Arc::new(AtomicBool::new(false));
             self.next_id += 1;
             let id = self.next_id;
-            let resume = self.resume.remove(key);
+            let resume = self.resume.remove(key).or_else(|| self.same_cells(key));
             // A closed channel means the runner is gone: the entry stays
             // "running".
             let _ = self.tx.send(Msg::Run(Request {
@@ -823,6 +823,43 @@ impl Jobs {
     pub fn forget(&mut self, key: &JobKey) {
         self.cancel(key);
         self.resume.remove(key);
+    }
+
+    /// For an accuracy map over other lengths than one computed (the same
+    /// model, scales, filler, depths, trials and seed; its longest length
+    /// changed), that map's cells so far: each cell's trials depend on its
+    /// depth and trial alone, so the lengths both have are the same cells
+    /// (`passkey_grid` takes them). A new longest length computed them all
+    /// again.
+    fn same_cells(&self, key: &JobKey) -> Option<Arc<JobResult>> {
+        let JobKey::PasskeyGrid(g) = key else { return None };
+        let other_lengths = |k: &JobKey| match k {
+            JobKey::PasskeyGrid(o) => {
+                o.lengths != g.lengths
+                    && GridKey {
+                        lengths: g.lengths.clone(),
+                        ..o.clone()
+                    } == *g
+            }
+            _ => false,
+        };
+        let cached = self.cache.iter().filter_map(|(k, s)| {
+            let r = match &s.entry {
+                Entry::Done(r) => Some(r),
+                other => other.partial(),
+            };
+            r.filter(|_| other_lengths(k))
+        });
+        let kept = self.resume.iter().filter(|(k, _)| other_lengths(k)).map(|(_, r)| r);
+        // The one with the most cells done, over this map's lengths.
+        cached
+            .chain(kept)
+            .filter_map(|r| match r.as_ref() {
+                JobResult::PasskeyGrid(m) => Some(m.for_lengths(&g.lengths)),
+                _ => None,
+            })
+            .max_by_key(PasskeyGridResult::finished)
+            .map(|m| Arc::new(JobResult::PasskeyGrid(m)))
     }
 
     /// Keeps what a resumable job had finished for its next run.

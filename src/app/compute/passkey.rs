@@ -135,6 +135,26 @@ impl PasskeyGridResult {
     pub fn finished(&self) -> usize {
         self.cells.iter().filter(|c| !matches!(c, Cell::Pending)).count()
     }
+
+    /// This map over `lengths`: the cells of the lengths both have (each
+    /// cell's trials are seeded by its depth and trial alone, so they are
+    /// the same cells), the others pending.
+    pub fn for_lengths(&self, lengths: &[usize]) -> PasskeyGridResult {
+        let n = self.depths.len();
+        let mut cells = vec![Cell::Pending; lengths.len() * n];
+        for (li, length) in lengths.iter().enumerate() {
+            if let Some(ri) = self.lengths.iter().position(|l| l == length) {
+                for d in 0..n {
+                    cells[li * n + d] = self.cell(ri, d);
+                }
+            }
+        }
+        PasskeyGridResult {
+            lengths: lengths.to_vec(),
+            depths: self.depths.clone(),
+            cells,
+        }
+    }
 }
 
 /// The maps as CSV, one row per finished cell: series, length, depth,
@@ -327,10 +347,11 @@ impl Lab {
         };
         // Each cell's trials are seeded by its depth and trial alone, so a
         // stopped map's cells are those a whole run would have: it goes
-        // on from them.
+        // on from them, and a map over more (or fewer) lengths takes those
+        // of the lengths both have (`Jobs::same_cells`).
         if let Some(JobResult::PasskeyGrid(r)) = ctl.resumed() {
-            if r.lengths == result.lengths && r.depths == result.depths && r.cells.len() == result.cells.len() {
-                result.cells.clone_from(&r.cells);
+            if r.depths == result.depths {
+                result.cells = r.for_lengths(&g.lengths).cells;
             }
         }
         // Progress in tokens run: a cell's cost grows with its length.
