@@ -471,11 +471,17 @@ fn back_to_your_view_after_the_walkthrough() {
         mine,
         "the steps changed nothing"
     );
+    // A theme chosen meanwhile is no part of the view put back.
+    h.state_mut().state.theme = nopescope::app::state::Theme::Light;
     h.get_by_label(text::TOUR_CLOSE).click();
     h.run_steps(2);
     h.get_by_label(text::BACK_FROM_TOUR).click();
     h.run_steps(2);
-    assert_eq!(h.state().state, mine, "the view before the walkthrough");
+    let light = ViewState {
+        theme: nopescope::app::state::Theme::Light,
+        ..mine
+    };
+    assert_eq!(h.state().state, light, "the view before the walkthrough");
     assert!(h.query_by_label(text::BACK_FROM_TOUR).is_none(), "offered once");
 
     // Offered until something changes.

@@ -2529,4 +2529,16 @@ fn the_last_entropy_plot_stays_while_the_next_computes() {
     assert!(h.query_by_label(&text::entropy_shown_meanwhile(512)).is_none());
     assert!(h.query_by_label(&text::map_shown_meanwhile(512)).is_none());
     h.get_by_label_contains("8192 tokens; the curves are");
+    // Not over another model: its plot would read as this one's.
+    h.state_mut().state.model = nopescope::app::state::ModelChoice::Rope;
+    h.run_steps(2);
+    assert!(
+        !h.state().jobs.is_idle(),
+        "the RoPE twin at 8192 computed in two frames"
+    );
+    assert!(
+        h.query_by_label_contains("Meanwhile").is_none(),
+        "the NoPE plot kept over the RoPE twin"
+    );
+    assert!(h.query_by_label_contains("mean over heads").is_none());
 }

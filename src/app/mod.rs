@@ -1040,7 +1040,15 @@ fn back_from_tour(ui: &mut egui::Ui, state: &mut ViewState, last: &mut Option<(V
         .on_hover_text(text::BACK_FROM_TOUR_HELP)
         .clicked()
     {
-        *state = before.clone();
+        // The view only: the engine, theme, embedding and the user's
+        // text stay as they are now (as Start over keeps them).
+        *state = ViewState {
+            backend: state.backend,
+            theme: state.theme,
+            hide: std::mem::take(&mut state.hide),
+            pasted_text: std::mem::take(&mut state.pasted_text),
+            ..before.clone()
+        };
         *last = None;
     }
     true

@@ -602,7 +602,8 @@ impl ViewState {
     /// suggested head (`suggested`) fixed as a chosen one is (on the
     /// reader's engine near-equal heads may rank the other way round);
     /// before any suggestion, none. A scales file loaded but not in use is
-    /// left out: the view does not show it, and it made the link long.
+    /// left out: it computes nothing in the view, and it made the link
+    /// long (the reader's scales panel then offers no file to switch on).
     pub fn shared(&self, suggested: Option<(usize, usize)>) -> Self {
         let mut scales = self.scales.clone();
         if !scales.use_file {

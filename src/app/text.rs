@@ -505,7 +505,10 @@ pub fn entropy_shown_meanwhile(length: usize) -> String {
     format!("Meanwhile, the plot of the last input computed ({length} tokens):")
 }
 
-pub fn entropy_summary(length: usize, windows: usize, losses: &[(&str, f64)]) -> String {
+/// Over the entropy plot: the stretches read and each setting's loss
+/// (`losses`: the setting's name and its loss in nats; `named` where the
+/// view has several settings, as its curves are).
+pub fn entropy_summary(length: usize, windows: usize, losses: &[(&str, f64)], named: bool) -> String {
     let stretches = if windows == 1 {
         "one stretch".to_string()
     } else {
@@ -513,7 +516,7 @@ pub fn entropy_summary(length: usize, windows: usize, losses: &[(&str, f64)]) ->
     };
     let loss = |l: f64| format!("loss {l:.3} nats, perplexity {:.1}", l.exp());
     let losses = match losses {
-        [(_, l)] => loss(*l),
+        [(_, l)] if !named => loss(*l),
         _ => losses
             .iter()
             .map(|(name, l)| format!("{name}: {}", loss(*l)))

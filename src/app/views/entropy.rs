@@ -23,7 +23,7 @@ pub struct EntropyView {
     /// The profiles last drawn whole: drawn on, with a note, while the next
     /// ones compute (Play's lengths left the page blank in between, the
     /// plot gone and the page below it jumping up and back).
-    last: Option<Profiles>,
+    last: Option<(super::AllButLength, Profiles)>,
 }
 
 /// (x, y) of `ys` averaged over consecutive bins, at most
@@ -51,10 +51,13 @@ impl EntropyView {
                 }
             }
         }
+        // (Only over another length: another model's, input's or
+        // setting's plot would read as this one's.)
+        let view = keys.all_but_length();
         if profiles.len() == settings.len() {
-            self.last = Some(profiles.clone());
+            self.last = Some((view, profiles.clone()));
         } else if profiles.is_empty() && running {
-            if let Some(last) = &self.last {
+            if let Some((_, last)) = self.last.as_ref().filter(|(v, _)| *v == view) {
                 profiles = last.clone();
                 let shown = profiles.iter().find_map(|(_, _, r)| match r.as_ref() {
                     JobResult::Entropy(p) => Some(p.length),
@@ -80,7 +83,12 @@ impl EntropyView {
                 _ => None,
             })
             .collect();
-        ui.label(text::entropy_summary(first.length, first.windows, &losses));
+        ui.label(text::entropy_summary(
+            first.length,
+            first.windows,
+            &losses,
+            settings.len() > 1,
+        ));
         super::settings_note(ui, state, keys);
         super::document(
             ui,

@@ -151,14 +151,13 @@ pub fn cell_centres(ctx: &egui::Context) -> Vec<(usize, usize, egui::Pos2)> {
 #[derive(Default)]
 pub struct HeadMapView {
     /// The map last drawn: drawn on, with a note, while the next input's
-    /// computes (as the entropy plot is), where it has the same mode and
-    /// shape.
+    /// computes (as the entropy plot is), where only the length changed.
     last: Option<LastMap>,
 }
 
 struct LastMap {
     mode: MapMode,
-    shape: (usize, usize),
+    view: super::AllButLength,
     length: usize,
     values: (Vec<f32>, f32, f32),
 }
@@ -221,7 +220,7 @@ impl HeadMapView {
             Some(v) => {
                 self.last = Some(LastMap {
                     mode: state.map_mode,
-                    shape: (layers, heads),
+                    view: keys.all_but_length(),
                     length: keys.at.length,
                     values: v.clone(),
                 });
@@ -240,7 +239,7 @@ impl HeadMapView {
                 let last = self
                     .last
                     .as_ref()
-                    .filter(|m| m.mode == state.map_mode && m.shape == (layers, heads));
+                    .filter(|m| m.mode == state.map_mode && m.view == keys.all_but_length());
                 match (&entry, last) {
                     (crate::app::jobs::Entry::Running { .. }, Some(last)) => {
                         meanwhile = true;

@@ -26,6 +26,15 @@ use super::state::{InputKind, ModelChoice, ViewState};
 use super::text;
 
 /// The keys every view derives from the state, built once per frame.
+/// `Keys::all_but_length`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllButLength {
+    model: crate::app::state::ModelChoice,
+    opened: u64,
+    input: crate::app::jobs::InputKey,
+    settings: Vec<ScalesKey>,
+}
+
 pub struct Keys {
     pub at: InputAt,
     /// The scales in use.
@@ -70,6 +79,18 @@ impl Keys {
             info,
             twin_ones: ScalesKey::ones(ModelInfo::bundled(ModelChoice::Rope).map_or(n, |t| t.layers * t.heads)),
             suggested: None,
+        }
+    }
+
+    /// What the views show but for the length: the model, the input and
+    /// the settings. A plot of another length is drawn on while this one
+    /// computes only where this is the same.
+    pub fn all_but_length(&self) -> AllButLength {
+        AllButLength {
+            model: self.at.model,
+            opened: self.info.opened,
+            input: self.at.input.clone(),
+            settings: self.settings().into_iter().map(|(_, s, _)| s).collect(),
         }
     }
 

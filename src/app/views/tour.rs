@@ -150,7 +150,9 @@ impl TourView {
         // once for each pair of heights, so a text that cannot grow (past
         // `most`) asks for nothing more.
         let heights = [shown.content_size.y, shown.inner_rect.height()];
-        if heights[0] > heights[1] + 0.5 && heights[1] + 0.5 < most && self.grown_for != Some(heights) {
+        if heights[0] <= heights[1] + 0.5 {
+            self.grown_for = None;
+        } else if heights[1] + 0.5 < most && self.grown_for != Some(heights) {
             self.grown_for = Some(heights);
             ui.ctx().request_repaint();
         }
