@@ -2520,14 +2520,26 @@ fn the_last_entropy_plot_stays_while_the_next_computes() {
     h.state_mut().state.length = 8192;
     h.run_steps(2);
     assert!(!h.state().jobs.is_idle(), "8192 tokens computed in two frames");
-    h.get_by_label(&text::entropy_shown_meanwhile(512));
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_PLOT, 512));
     h.get_by_label_contains("mean over heads");
     // The map too, its cells still there to click.
-    h.get_by_label(&text::map_shown_meanwhile(512));
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_MAP, 512));
     h.get_by_label("layer 0, head 0");
+    // And the head's attention: its row, the text shaded by it and the
+    // pooled map.
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_ROW, 512));
+    h.get_by_label(text::ON_TEXT_HEADING);
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_POOLED, 512));
+    assert!(h.query_by_label_contains("Most attended: ").is_some());
     settle(&mut h);
-    assert!(h.query_by_label(&text::entropy_shown_meanwhile(512)).is_none());
-    assert!(h.query_by_label(&text::map_shown_meanwhile(512)).is_none());
+    for what in [
+        text::MEANWHILE_PLOT,
+        text::MEANWHILE_MAP,
+        text::MEANWHILE_ROW,
+        text::MEANWHILE_POOLED,
+    ] {
+        assert!(h.query_by_label(&text::shown_meanwhile(what, 512)).is_none());
+    }
     h.get_by_label_contains("8192 tokens; the curves are");
     // Not over another model: its plot would read as this one's.
     h.state_mut().state.model = nopescope::app::state::ModelChoice::Rope;

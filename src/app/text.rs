@@ -492,18 +492,15 @@ pub fn head_line(setting: &str, head_name: &str) -> String {
     format!("{setting}: {head_name}")
 }
 
-/// Over the entropy plot: the stretches read and each setting's loss
-/// (`losses`: the setting's name and its loss in nats; named only where
-/// there are several, as the curves are).
-/// Over the last layer x head map, drawn on while the next one computes.
-pub fn map_shown_meanwhile(length: usize) -> String {
-    format!("Meanwhile, the map of the last input computed ({length} tokens):")
+/// Over a view's last plot or map (`what`: `MEANWHILE_PLOT`, ...), drawn
+/// on while the next length's computes.
+pub fn shown_meanwhile(what: &str, length: usize) -> String {
+    format!("Meanwhile, {what} of the last input computed ({length} tokens):")
 }
-
-/// Over the last entropy plot, drawn on while the next one computes.
-pub fn entropy_shown_meanwhile(length: usize) -> String {
-    format!("Meanwhile, the plot of the last input computed ({length} tokens):")
-}
+pub const MEANWHILE_PLOT: &str = "the plot";
+pub const MEANWHILE_MAP: &str = "the map";
+pub const MEANWHILE_ROW: &str = "the row";
+pub const MEANWHILE_POOLED: &str = "the maps";
 
 /// Over the entropy plot: the stretches read and each setting's loss
 /// (`losses`: the setting's name and its loss in nats; `named` where the

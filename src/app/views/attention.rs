@@ -4,6 +4,7 @@
 //! current scales side by side.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, VLine};
@@ -11,7 +12,7 @@ use egui_plot::{Line, Plot, PlotPoints, VLine};
 use super::entropy::binned;
 use super::{show_entry_status, Keys, LegendEntry, PlotMark};
 use crate::app::export;
-use crate::app::jobs::{AttnRowResult, JobKey, JobResult, Jobs, PooledResult};
+use crate::app::jobs::{AttnRowResult, Entry, JobKey, JobResult, Jobs, PooledResult};
 use crate::app::palette::{self, Look};
 use crate::app::state::ViewState;
 use crate::app::text;
@@ -255,6 +256,48 @@ fn paint_map_axes(ui: &egui::Ui, map: egui::Rect, length: usize, training: usize
 #[derive(Default)]
 pub struct AttentionView {
     textures: HashMap<JobKey, egui::TextureHandle>,
+    /// The rows last drawn whole, and the pooled maps, each with the
+    /// entropy profile of their input (its length and tokens): drawn on,
+    /// with a note, while the next length's compute (as the entropy plot
+    /// is), where only the length changed, for the same head (and query,
+    /// for the rows). Play's lengths left the section blank in between,
+    /// and the page under it shrank and grew.
+    last_rows: Option<(Drawn, Arc<JobResult>, Rows)>,
+    last_pooled: Option<(Drawn, Arc<JobResult>, Maps)>,
+}
+
+/// Each setting's pooled map, with its job, as drawn.
+type Maps = Vec<(JobKey, Arc<JobResult>)>;
+
+/// Each setting's name, colour and attention row, as drawn.
+type Rows = Vec<(&'static str, egui::Color32, Arc<JobResult>)>;
+
+/// What a view of the section was drawn over: all but the length, the
+/// head and the query asked for (none for the pooled maps).
+#[derive(PartialEq)]
+struct Drawn {
+    view: super::AllButLength,
+    head: (usize, usize),
+    query: Option<usize>,
+}
+
+/// A pooled map as shown: its setting's name, its job, the input's tokens
+/// (for the hover), its side in points and the model's L.
+struct ShownMap<'a> {
+    name: &'a str,
+    key: &'a JobKey,
+    map: &'a PooledResult,
+    tokens: &'a [String],
+    side: f32,
+    training: usize,
+}
+
+/// An entropy profile's length, retrieval query and tokens.
+fn profile_of(r: &JobResult) -> Option<(usize, Option<usize>, &[String])> {
+    match r {
+        JobResult::Entropy(p) => Some((p.length, p.retrieval_query, &p.tokens)),
+        _ => None,
+    }
 }
 
 /// Colour of a pooled cell: log scale from 1e-4 (dark) to 1 (bright);
@@ -325,16 +368,194 @@ fn sink_share(a: &AttnRowResult) -> Option<f32> {
     (a.query + 1 >= SINK_MIN_KEYS && first >= SINK_SHARE).then_some(first)
 }
 
+/// The rows' plot (legend, marks, hover, export), the notes on each row's
+/// key and sink, and the text shaded by them.
+fn draw_rows(ui: &mut egui::Ui, mut rows: Rows, tokens: &[String], keys: &Keys, state: &ViewState) {
+    let row_query = rows.iter().find_map(|(_, _, r)| match r.as_ref() {
+        JobResult::AttnRow(a) => Some((a.query, a.key.as_ref().map(|k| k.sentence.start))),
+        _ => None,
+    });
+    if let Some((shown_query, key_position)) = row_query {
+        // Above its plot: under it, it read as the pooled map's caption.
+        ui.label(text::row_caption(
+            shown_query,
+            tokens.get(shown_query).map(String::as_str),
+        ));
+        // The legend above the plot, off the row's spikes; a click
+        // hides a setting's row.
+        let mut legend: Vec<LegendEntry> = rows
+            .iter()
+            .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
+            .collect();
+        legend.push(LegendEntry::mark(text::QUERY_MARK, Look::mark(palette::QUERY)));
+        let (hidden, axis) = super::legend_row_after(ui, "attention row", &legend, |ui| {
+            let axis = super::WeightAxis::toggle(ui, "attention row");
+            ui.add_space(10.0);
+            axis
+        });
+        rows.retain(|(name, _, _)| hidden.shows(name));
+        // The hover reads every shown setting's row at the pointer's key.
+        let readout = super::row_readout(&rows);
+        let training = keys.info.training_length;
+        // The rows' top as drawn; the marks are labelled above it.
+        let top = axis.label_top(rows_top(&rows));
+        // Keys 0..=query: at query L - 1 the mark for L sits at the
+        // right edge; at an earlier query its label points past the axis.
+        let mut marks = vec![PlotMark::training(training)];
+        if let Some(k) = key_position {
+            marks.push(PlotMark::key(k));
+        }
+        let plot = axis
+            .axis(super::positions_x(Plot::new("attention row")), top)
+            .height(200.0)
+            .x_axis_label(text::KEY_AXIS)
+            .y_axis_label(text::WEIGHT_AXIS)
+            .label_formatter(|pos| {
+                let p = super::hovered(pos);
+                let j = p.x.round().max(0.0) as usize;
+                Some(text::key_hover(j, tokens.get(j).map(String::as_str), &readout))
+            })
+            .show(ui, |plot| {
+                for (name, colour, r) in &rows {
+                    let JobResult::AttnRow(a) = r.as_ref() else { continue };
+                    plot.line(
+                        Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
+                            .color(*colour)
+                            .width(palette::LINE_WIDTH),
+                    );
+                }
+                // The query is the row's last key, at the right edge:
+                // named in the legend.
+                plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
+                super::labelled_marks(plot, &marks, top, shown_query as f64);
+            });
+        let (layer, head) = (state.layer, state.head);
+        export::buttons(ui, plot.response.rect, || {
+            let series = rows
+                .iter()
+                .filter_map(|(name, colour, r)| match r.as_ref() {
+                    JobResult::AttnRow(a) => Some(export::Series {
+                        name: name.to_string(),
+                        look: Look::line(*colour),
+                        points: export::indexed(&a.row[..=a.query]),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let query = export::Mark {
+                name: text::QUERY.into(),
+                x: shown_query as f64,
+                look: Look::mark(palette::QUERY),
+            };
+            let marks = std::iter::once(query)
+                .chain(
+                    marks
+                        .iter()
+                        .filter(|m| m.on_axis(shown_query as f64))
+                        .map(PlotMark::export),
+                )
+                .collect();
+            export::Figure {
+                stem: format!("nopescope-attention-l{layer}h{head}-q{shown_query}"),
+                title: format!("{}, query {shown_query}", text::head_name(layer, head)),
+                x_label: text::KEY_AXIS.into(),
+                y_label: text::WEIGHT_AXIS.into(),
+                series,
+                marks,
+                log_x: false,
+                bin: true,
+            }
+        });
+        for (name, _, r) in &rows {
+            if let JobResult::AttnRow(a) = r.as_ref() {
+                // As in the pass-key lab: how much of the row rests on
+                // the key, once the query has read all of it.
+                if let Some(span) = a.key.as_ref().filter(|k| k.sentence.end <= a.query + 1) {
+                    let (key, sentence) = span.shares(&a.row);
+                    ui.label(text::key_mass(name, &text::head_name(layer, head), key, sentence));
+                }
+                if let Some(share) = sink_share(a) {
+                    ui.label(text::sink_note(name, share, keys.info.rope));
+                }
+            }
+        }
+        on_text(ui, "explore", tokens, &rows);
+    }
+}
+
+/// The pooled maps' heading, help, axes and colour scale, above them: a
+/// map is tall, and what is under it is often out of view.
+fn pooled_heading(ui: &mut egui::Ui, length: usize) {
+    ui.add_space(6.0);
+    ui.label(egui::RichText::new(text::POOLED_HEADING).strong().size(16.0));
+    ui.label(text::POOLED_HELP);
+    ui.label(text::pooled_axes(length));
+    super::bar_legend(ui, text::POOLED_SCALE_LOW, text::POOLED_SCALE_HIGH);
+}
+
+/// Side of each of `count` pooled maps side by side, in points.
+fn map_side(ui: &egui::Ui, count: usize) -> f32 {
+    let count = count.max(1) as f32;
+    ((ui.available_width() - (16.0 + GUTTER) * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end())
+}
+
 impl AttentionView {
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
         ui.heading(text::ATTENTION_HEADING);
         ui.label(text::selected(state.layer, state.head));
-        // The query's range and default come from the entropy profile.
-        let profile = match jobs.get(&keys.entropy(&keys.ones)).result() {
-            Some(JobResult::Entropy(p)) => Some((p.length, p.retrieval_query, p.tokens.clone())),
-            _ => None,
+        let (view, head) = (keys.all_but_length(), (state.layer, state.head));
+        let drawn = |query| Drawn {
+            view: view.clone(),
+            head,
+            query,
         };
-        let Some((length, retrieval, tokens)) = profile else {
+        let (rows_drawn, pooled_drawn) = (drawn(state.query), drawn(None));
+        let training = keys.info.training_length;
+        // The query's range and default come from the entropy profile.
+        let profile_entry = jobs.get(&keys.entropy(&keys.ones)).clone();
+        let Some(profile) = profile_entry.shared() else {
+            // Meanwhile the last rows and maps, where they apply.
+            if matches!(profile_entry, Entry::Running { .. }) {
+                let rows = self.last_rows.as_ref().filter(|(d, _, _)| *d == rows_drawn);
+                if let Some((_, profile, rows)) = rows {
+                    let (length, _, tokens) = profile_of(profile).unwrap_or((0, None, &[]));
+                    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
+                    draw_rows(ui, rows.clone(), tokens, keys, state);
+                }
+                let pooled = self
+                    .last_pooled
+                    .as_ref()
+                    .filter(|(d, _, _)| *d == pooled_drawn)
+                    .map(|(_, profile, maps)| (Arc::clone(profile), maps.clone()));
+                if let Some((profile, maps)) = pooled {
+                    let (length, _, tokens) = profile_of(&profile).unwrap_or((0, None, &[]));
+                    pooled_heading(ui, length);
+                    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_POOLED, length)).weak());
+                    let side = map_side(ui, maps.len());
+                    ui.horizontal_wrapped(|ui| {
+                        for ((name, _, _), (key, r)) in keys.settings().into_iter().zip(&maps) {
+                            ui.vertical(|ui| {
+                                ui.label(name);
+                                if let JobResult::Pooled(map) = r.as_ref() {
+                                    let shown = ShownMap {
+                                        name,
+                                        key,
+                                        map,
+                                        tokens,
+                                        side,
+                                        training,
+                                    };
+                                    self.pooled_map(ui, shown);
+                                }
+                            });
+                        }
+                    });
+                    self.textures.retain(|k, _| maps.iter().any(|(m, _)| m == k));
+                }
+            }
+            return;
+        };
+        let Some((length, retrieval, tokens)) = profile_of(&profile) else {
             return;
         };
         let default_query = retrieval.unwrap_or(length - 1);
@@ -356,215 +577,169 @@ impl AttentionView {
             }
         });
         let query = state.query.map(|q| q.min(length - 1));
-        let mut rows = Vec::new();
-        for (name, scales, colour) in keys.settings() {
+        let settings = keys.settings();
+        let mut rows: Rows = Vec::new();
+        let mut running = false;
+        for (name, scales, colour) in &settings {
             let key = JobKey::AttnRow {
                 at: keys.at.clone(),
-                scales,
+                scales: scales.clone(),
                 layer: state.layer,
                 head: state.head,
                 query,
             };
             let entry = jobs.get(&key).clone();
             match entry.shared() {
-                Some(r) => rows.push((name, colour, r)),
-                None => show_entry_status(ui, &entry),
-            }
-        }
-        let row_query = rows.iter().find_map(|(_, _, r)| match r.as_ref() {
-            JobResult::AttnRow(a) => Some((a.query, a.key.as_ref().map(|k| k.sentence.start))),
-            _ => None,
-        });
-        if let Some((shown_query, key_position)) = row_query {
-            // Above its plot: under it, it read as the pooled map's caption.
-            ui.label(text::row_caption(
-                shown_query,
-                tokens.get(shown_query).map(String::as_str),
-            ));
-            // The legend above the plot, off the row's spikes; a click
-            // hides a setting's row.
-            let mut legend: Vec<LegendEntry> = rows
-                .iter()
-                .map(|(name, colour, _)| LegendEntry::line(*name, Look::line(*colour)))
-                .collect();
-            legend.push(LegendEntry::mark(text::QUERY_MARK, Look::mark(palette::QUERY)));
-            let (hidden, axis) = super::legend_row_after(ui, "attention row", &legend, |ui| {
-                let axis = super::WeightAxis::toggle(ui, "attention row");
-                ui.add_space(10.0);
-                axis
-            });
-            rows.retain(|(name, _, _)| hidden.shows(name));
-            // The hover reads every shown setting's row at the pointer's key.
-            let readout = super::row_readout(&rows);
-            let training = keys.info.training_length;
-            // The rows' top as drawn; the marks are labelled above it.
-            let top = axis.label_top(rows_top(&rows));
-            // Keys 0..=query: at query L - 1 the mark for L sits at the
-            // right edge; at an earlier query its label points past the axis.
-            let mut marks = vec![PlotMark::training(training)];
-            if let Some(k) = key_position {
-                marks.push(PlotMark::key(k));
-            }
-            let plot = axis
-                .axis(super::positions_x(Plot::new("attention row")), top)
-                .height(200.0)
-                .x_axis_label(text::KEY_AXIS)
-                .y_axis_label(text::WEIGHT_AXIS)
-                .label_formatter(|pos| {
-                    let p = super::hovered(pos);
-                    let j = p.x.round().max(0.0) as usize;
-                    Some(text::key_hover(j, tokens.get(j).map(String::as_str), &readout))
-                })
-                .show(ui, |plot| {
-                    for (name, colour, r) in &rows {
-                        let JobResult::AttnRow(a) = r.as_ref() else { continue };
-                        plot.line(
-                            Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
-                                .color(*colour)
-                                .width(palette::LINE_WIDTH),
-                        );
-                    }
-                    // The query is the row's last key, at the right edge:
-                    // named in the legend.
-                    plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));
-                    super::labelled_marks(plot, &marks, top, shown_query as f64);
-                });
-            let (layer, head) = (state.layer, state.head);
-            export::buttons(ui, plot.response.rect, || {
-                let series = rows
-                    .iter()
-                    .filter_map(|(name, colour, r)| match r.as_ref() {
-                        JobResult::AttnRow(a) => Some(export::Series {
-                            name: name.to_string(),
-                            look: Look::line(*colour),
-                            points: export::indexed(&a.row[..=a.query]),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                let query = export::Mark {
-                    name: text::QUERY.into(),
-                    x: shown_query as f64,
-                    look: Look::mark(palette::QUERY),
-                };
-                let marks = std::iter::once(query)
-                    .chain(
-                        marks
-                            .iter()
-                            .filter(|m| m.on_axis(shown_query as f64))
-                            .map(PlotMark::export),
-                    )
-                    .collect();
-                export::Figure {
-                    stem: format!("nopescope-attention-l{layer}h{head}-q{shown_query}"),
-                    title: format!("{}, query {shown_query}", text::head_name(layer, head)),
-                    x_label: text::KEY_AXIS.into(),
-                    y_label: text::WEIGHT_AXIS.into(),
-                    series,
-                    marks,
-                    log_x: false,
-                    bin: true,
-                }
-            });
-            for (name, _, r) in &rows {
-                if let JobResult::AttnRow(a) = r.as_ref() {
-                    // As in the pass-key lab: how much of the row rests on
-                    // the key, once the query has read all of it.
-                    if let Some(span) = a.key.as_ref().filter(|k| k.sentence.end <= a.query + 1) {
-                        let (key, sentence) = span.shares(&a.row);
-                        ui.label(text::key_mass(name, &text::head_name(layer, head), key, sentence));
-                    }
-                    if let Some(share) = sink_share(a) {
-                        ui.label(text::sink_note(name, share, keys.info.rope));
-                    }
+                Some(r) => rows.push((name, *colour, r)),
+                None => {
+                    running |= matches!(entry, Entry::Running { .. });
+                    show_entry_status(ui, &entry);
                 }
             }
-            on_text(ui, "explore", &tokens, &rows);
         }
-        ui.add_space(6.0);
-        ui.label(egui::RichText::new(text::POOLED_HEADING).strong().size(16.0));
-        ui.label(text::POOLED_HELP);
-        // The maps' axes and colour scale (`pooled_image`), above them:
-        // a map is tall, and what is under it is often out of view.
-        ui.label(text::pooled_axes(keys.at.length));
-        super::bar_legend(ui, text::POOLED_SCALE_LOW, text::POOLED_SCALE_HIGH);
+        if rows.len() == settings.len() {
+            self.last_rows = Some((drawn(state.query), Arc::clone(&profile), rows.clone()));
+        }
+        if !rows.is_empty() {
+            draw_rows(ui, rows, tokens, keys, state);
+        } else if let Some((_, last, rows)) = self.last_rows.as_ref().filter(|(d, _, _)| running && *d == rows_drawn) {
+            let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
+            ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
+            draw_rows(ui, rows.clone(), tokens, keys, state);
+        }
+        pooled_heading(ui, keys.at.length);
         let mut wanted = Vec::new();
-        let settings = keys.settings();
-        let count = settings.len().max(1) as f32;
-        let side = ((ui.available_width() - (16.0 + GUTTER) * count) / count).clamp(*MAP_SIDE.start(), *MAP_SIDE.end());
-        let training = keys.info.training_length;
+        let side = map_side(ui, settings.len());
+        let last_pooled = self
+            .last_pooled
+            .take()
+            .filter(|(d, _, maps)| *d == pooled_drawn && maps.len() == settings.len());
+        let mut done = Vec::new();
+        let mut noted = false;
         ui.horizontal_wrapped(|ui| {
-            for (name, scales, _) in settings {
+            for (i, (name, scales, _)) in settings.iter().enumerate() {
                 let key = JobKey::Pooled {
                     at: keys.at.clone(),
-                    scales,
+                    scales: scales.clone(),
                     layer: state.layer,
                     head: state.head,
                 };
                 let entry = jobs.get(&key).clone();
                 ui.vertical(|ui| {
-                    ui.label(name);
-                    match entry.shared().as_deref() {
-                        Some(JobResult::Pooled(p)) => {
-                            let tex = self.textures.entry(key.clone()).or_insert_with(|| {
-                                ui.ctx().load_texture(
-                                    format!("{key:?}"),
-                                    pooled_image(p),
-                                    egui::TextureOptions::NEAREST,
-                                )
-                            });
-                            // The query axis' gutter, the map, the key axis' strip.
-                            let image = ui
-                                .horizontal(|ui| {
-                                    ui.allocate_exact_size(
-                                        egui::vec2(GUTTER - ui.spacing().item_spacing.x, side),
-                                        egui::Sense::hover(),
-                                    );
-                                    ui.add(
-                                        egui::Image::new(&*tex)
-                                            .fit_to_exact_size(egui::vec2(side, side))
-                                            .sense(egui::Sense::hover())
-                                            .alt_text(text::pooled_alt(name, p.n, p.length)),
-                                    )
-                                })
-                                .inner;
-                            ui.allocate_exact_size(egui::vec2(GUTTER + side, 2.0 * STRIP), egui::Sense::hover());
-                            paint_map_axes(ui, image.rect, p.length, training);
-                            // The map's square, whose masked half is the background.
-                            ui.painter().rect_stroke(
-                                image.rect,
-                                0.0,
-                                ui.visuals().widgets.noninteractive.bg_stroke,
-                                egui::StrokeKind::Outside,
-                            );
-                            if let Some(pos) = image.hover_pos() {
-                                let cell = |x: f32, from: f32| {
-                                    (((x - from) / side * p.n as f32) as usize).min(p.n.saturating_sub(1))
+                    ui.label(*name);
+                    match (entry.shared(), &last_pooled) {
+                        (Some(r), _) => {
+                            if let JobResult::Pooled(map) = r.as_ref() {
+                                let shown = ShownMap {
+                                    name,
+                                    key: &key,
+                                    map,
+                                    tokens,
+                                    side,
+                                    training,
                                 };
-                                let (a, b) = (cell(pos.y, image.rect.top()), cell(pos.x, image.rect.left()));
-                                let (queries, keys) = (bin_span(a, p.n, p.length), bin_span(b, p.n, p.length));
-                                let one = queries.0 == queries.1 && keys.0 == keys.1;
-                                let token = |i: usize| tokens.get(i).map(String::as_str).unwrap_or("");
-                                let hover = text::pooled_hover(
-                                    queries,
-                                    keys,
-                                    p.map[a * p.n + b],
-                                    one.then(|| (token(queries.0), token(keys.0))),
-                                );
-                                image.clone().on_hover_text_at_pointer(hover);
+                                self.pooled_map(ui, shown);
                             }
-                            let stem = format!("pooled_attention_L{}H{}_{}", state.layer, state.head, p.length);
-                            let title = text::pooled_alt(name, p.n, p.length);
-                            export::grid_buttons(ui, image.rect, p.n * p.n, || pooled_grid(p, stem, title));
+                            if matches!(entry, Entry::Done(_)) {
+                                done.push((key.clone(), r));
+                            }
+                            wanted.push(key);
+                        }
+                        (None, Some((_, last, maps))) if matches!(entry, Entry::Running { .. }) => {
+                            let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
+                            if !noted {
+                                noted = true;
+                                ui.label(
+                                    egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_POOLED, length)).weak(),
+                                );
+                            }
+                            show_entry_status(ui, &entry);
+                            let (last_key, r) = &maps[i];
+                            if let JobResult::Pooled(map) = r.as_ref() {
+                                let shown = ShownMap {
+                                    name,
+                                    key: last_key,
+                                    map,
+                                    tokens,
+                                    side,
+                                    training,
+                                };
+                                self.pooled_map(ui, shown);
+                            }
+                            wanted.push(last_key.clone());
                         }
                         _ => show_entry_status(ui, &entry),
                     }
                 });
-                wanted.push(key);
             }
         });
+        self.last_pooled = if done.len() == settings.len() {
+            Some((pooled_drawn, Arc::clone(&profile), done))
+        } else {
+            last_pooled
+        };
         // Textures of maps no longer shown are freed.
         self.textures.retain(|k, _| wanted.contains(k));
+    }
+
+    /// One setting's pooled map, its axes, hover and export (its files
+    /// named by its own length).
+    fn pooled_map(&mut self, ui: &mut egui::Ui, shown: ShownMap<'_>) {
+        let ShownMap {
+            name,
+            key,
+            map: p,
+            tokens,
+            side,
+            training,
+        } = shown;
+        let tex = self.textures.entry(key.clone()).or_insert_with(|| {
+            ui.ctx()
+                .load_texture(format!("{key:?}"), pooled_image(p), egui::TextureOptions::NEAREST)
+        });
+        // The query axis' gutter, the map, the key axis' strip.
+        let image = ui
+            .horizontal(|ui| {
+                ui.allocate_exact_size(
+                    egui::vec2(GUTTER - ui.spacing().item_spacing.x, side),
+                    egui::Sense::hover(),
+                );
+                ui.add(
+                    egui::Image::new(&*tex)
+                        .fit_to_exact_size(egui::vec2(side, side))
+                        .sense(egui::Sense::hover())
+                        .alt_text(text::pooled_alt(name, p.n, p.length)),
+                )
+            })
+            .inner;
+        ui.allocate_exact_size(egui::vec2(GUTTER + side, 2.0 * STRIP), egui::Sense::hover());
+        paint_map_axes(ui, image.rect, p.length, training);
+        // The map's square, whose masked half is the background.
+        ui.painter().rect_stroke(
+            image.rect,
+            0.0,
+            ui.visuals().widgets.noninteractive.bg_stroke,
+            egui::StrokeKind::Outside,
+        );
+        if let Some(pos) = image.hover_pos() {
+            let cell = |x: f32, from: f32| (((x - from) / side * p.n as f32) as usize).min(p.n.saturating_sub(1));
+            let (a, b) = (cell(pos.y, image.rect.top()), cell(pos.x, image.rect.left()));
+            let (queries, keys) = (bin_span(a, p.n, p.length), bin_span(b, p.n, p.length));
+            let one = queries.0 == queries.1 && keys.0 == keys.1;
+            let token = |i: usize| tokens.get(i).map(String::as_str).unwrap_or("");
+            let hover = text::pooled_hover(
+                queries,
+                keys,
+                p.map[a * p.n + b],
+                one.then(|| (token(queries.0), token(keys.0))),
+            );
+            image.clone().on_hover_text_at_pointer(hover);
+        }
+        if let JobKey::Pooled { layer, head, .. } = key {
+            let stem = format!("pooled_attention_L{layer}H{head}_{}", p.length);
+            let title = text::pooled_alt(name, p.n, p.length);
+            export::grid_buttons(ui, image.rect, p.n * p.n, || pooled_grid(p, stem, title));
+        }
     }
 }
 

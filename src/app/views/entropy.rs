@@ -64,7 +64,7 @@ impl EntropyView {
                     _ => None,
                 });
                 if let Some(shown) = shown {
-                    ui.label(egui::RichText::new(text::entropy_shown_meanwhile(shown)).weak());
+                    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_PLOT, shown)).weak());
                 }
             }
         }

@@ -243,7 +243,7 @@ impl HeadMapView {
                 match (&entry, last) {
                     (crate::app::jobs::Entry::Running { .. }, Some(last)) => {
                         meanwhile = true;
-                        ui.label(egui::RichText::new(text::map_shown_meanwhile(last.length)).weak());
+                        ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_MAP, last.length)).weak());
                         last.values.clone()
                     }
                     _ => return,

@@ -25,8 +25,7 @@ use super::palette::{self, Look, Pattern};
 use super::state::{InputKind, ModelChoice, ViewState};
 use super::text;
 
-/// The keys every view derives from the state, built once per frame.
-/// `Keys::all_but_length`.
+/// What the views show but for the length (`Keys::all_but_length`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllButLength {
     model: crate::app::state::ModelChoice,
@@ -35,6 +34,7 @@ pub struct AllButLength {
     settings: Vec<ScalesKey>,
 }
 
+/// The keys every view derives from the state, built once per frame.
 pub struct Keys {
     pub at: InputAt,
     /// The scales in use.
