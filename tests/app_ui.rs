@@ -2508,13 +2508,21 @@ fn the_entropy_plot_gives_each_setting_s_loss() {
     h.get_by_label_contains(&line);
 }
 
-/// While a new length computes, the entropy plot and the map of the last
-/// one stay, with a note: Play left the page blank between lengths, the plot gone
-/// and the page below it jumping up and back (a click-through of the web
-/// page, 2026-12-04).
+/// While a new length computes, the entropy plot, the map and the head's
+/// attention (its row, text and pooled maps) of the last one stay, with a
+/// note: Play left the page blank between lengths, the plot gone and the
+/// page below it jumping up and back (a click-through of the web page,
+/// 2026-12-04).
 #[test]
 fn the_last_entropy_plot_stays_while_the_next_computes() {
-    let mut h = harness(small_state(), 1280.0);
+    // A head chosen: the one the app selects may change with the length.
+    let state = ViewState {
+        layer: 2,
+        head: 3,
+        head_chosen: true,
+        ..small_state()
+    };
+    let mut h = harness(state, 1280.0);
     settle(&mut h);
     h.get_by_label_contains("mean over heads");
     h.state_mut().state.length = 8192;
@@ -2531,6 +2539,44 @@ fn the_last_entropy_plot_stays_while_the_next_computes() {
     h.get_by_label(text::ON_TEXT_HEADING);
     h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_POOLED, 512));
     assert!(h.query_by_label_contains("Most attended: ").is_some());
+    // Once the profile is in, the row and the maps of 8192 tokens are
+    // asked for: the last ones stay meanwhile too, the maps' axes named
+    // for their own length.
+    let (profile, pooled) = {
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        let pooled = JobKey::Pooled {
+            at: keys.at.clone(),
+            scales: keys.ones.clone(),
+            layer: 2,
+            head: 3,
+        };
+        (keys.entropy(&keys.ones), pooled)
+    };
+    let start = Instant::now();
+    while !done(&h, &profile) {
+        assert!(start.elapsed() < Duration::from_secs(300), "no profile of 8192 tokens");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(2);
+    assert!(
+        matches!(h.state().jobs.peek(&pooled), Some(Entry::Running { .. })),
+        "the pooled map of 8192 tokens computed in two frames"
+    );
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_ROW, 512));
+    h.get_by_label(&text::shown_meanwhile(text::MEANWHILE_POOLED, 512));
+    h.get_by_label(&text::pooled_alt(text::BEFORE, 512, 512));
+    h.get_by_label(&text::pooled_axes(512));
+    // Not for another head: its row and map would read as this one's.
+    h.state_mut().state.head = 2;
+    h.run_steps(2);
+    assert!(h
+        .query_by_label(&text::shown_meanwhile(text::MEANWHILE_ROW, 512))
+        .is_none());
+    assert!(h
+        .query_by_label(&text::shown_meanwhile(text::MEANWHILE_POOLED, 512))
+        .is_none());
     settle(&mut h);
     for what in [
         text::MEANWHILE_PLOT,

@@ -258,7 +258,7 @@ pub struct AttentionView {
     textures: HashMap<JobKey, egui::TextureHandle>,
     /// The rows last drawn whole, and the pooled maps, each with the
     /// entropy profile of their input (its length and tokens): drawn on,
-    /// with a note, while the next length's compute (as the entropy plot
+    /// with a note, while the next length computes (as the entropy plot
     /// is), where only the length changed, for the same head (and query,
     /// for the rows). Play's lengths left the section blank in between,
     /// and the page under it shrank and grew.
@@ -509,48 +509,24 @@ impl AttentionView {
             head,
             query,
         };
-        let (rows_drawn, pooled_drawn) = (drawn(state.query), drawn(None));
-        let training = keys.info.training_length;
+        // What was drawn over another model, input, setting, head or query
+        // is not drawn on (and its memory goes).
+        self.last_rows = self.last_rows.take().filter(|(d, _, _)| *d == drawn(state.query));
+        self.last_pooled = self.last_pooled.take().filter(|(d, _, _)| *d == drawn(None));
+        let settings = keys.settings();
         // The query's range and default come from the entropy profile.
         let profile_entry = jobs.get(&keys.entropy(&keys.ones)).clone();
         let Some(profile) = profile_entry.shared() else {
-            // Meanwhile the last rows and maps, where they apply.
+            // Meanwhile the last row and maps, where they apply.
             if matches!(profile_entry, Entry::Running { .. }) {
-                let rows = self.last_rows.as_ref().filter(|(d, _, _)| *d == rows_drawn);
-                if let Some((_, profile, rows)) = rows {
-                    let (length, _, tokens) = profile_of(profile).unwrap_or((0, None, &[]));
+                if let Some((_, last, rows)) = &self.last_rows {
+                    let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
                     ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
                     draw_rows(ui, rows.clone(), tokens, keys, state);
                 }
-                let pooled = self
-                    .last_pooled
-                    .as_ref()
-                    .filter(|(d, _, _)| *d == pooled_drawn)
-                    .map(|(_, profile, maps)| (Arc::clone(profile), maps.clone()));
-                if let Some((profile, maps)) = pooled {
-                    let (length, _, tokens) = profile_of(&profile).unwrap_or((0, None, &[]));
-                    pooled_heading(ui, length);
-                    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_POOLED, length)).weak());
-                    let side = map_side(ui, maps.len());
-                    ui.horizontal_wrapped(|ui| {
-                        for ((name, _, _), (key, r)) in keys.settings().into_iter().zip(&maps) {
-                            ui.vertical(|ui| {
-                                ui.label(name);
-                                if let JobResult::Pooled(map) = r.as_ref() {
-                                    let shown = ShownMap {
-                                        name,
-                                        key,
-                                        map,
-                                        tokens,
-                                        side,
-                                        training,
-                                    };
-                                    self.pooled_map(ui, shown);
-                                }
-                            });
-                        }
-                    });
-                    self.textures.retain(|k, _| maps.iter().any(|(m, _)| m == k));
+                if self.last_pooled.is_some() {
+                    let columns = settings.iter().map(|(name, _, _)| (*name, None)).collect();
+                    self.pooled_section(ui, keys, &[], columns);
                 }
             }
             return;
@@ -576,48 +552,48 @@ impl AttentionView {
                 state.query = None;
             }
         });
+        // (A row of another query, asked for just now, is not this one's.)
+        self.last_rows = self.last_rows.take().filter(|(d, _, _)| *d == drawn(state.query));
         let query = state.query.map(|q| q.min(length - 1));
-        let settings = keys.settings();
-        let mut rows: Rows = Vec::new();
-        let mut running = false;
-        for (name, scales, colour) in &settings {
-            let key = JobKey::AttnRow {
-                at: keys.at.clone(),
-                scales: scales.clone(),
-                layer: state.layer,
-                head: state.head,
-                query,
-            };
-            let entry = jobs.get(&key).clone();
-            match entry.shared() {
-                Some(r) => rows.push((name, *colour, r)),
-                None => {
-                    running |= matches!(entry, Entry::Running { .. });
-                    show_entry_status(ui, &entry);
+        let entries: Vec<(&'static str, egui::Color32, Entry)> = settings
+            .iter()
+            .map(|(name, scales, colour)| {
+                let key = JobKey::AttnRow {
+                    at: keys.at.clone(),
+                    scales: scales.clone(),
+                    layer: state.layer,
+                    head: state.head,
+                    query,
+                };
+                (*name, *colour, jobs.get(&key).clone())
+            })
+            .collect();
+        let rows: Rows = entries
+            .iter()
+            .filter_map(|(name, colour, entry)| entry.shared().map(|r| (*name, *colour, r)))
+            .collect();
+        let running = entries.iter().all(|(_, _, e)| matches!(e, Entry::Running { .. }));
+        match self.last_rows.as_ref().filter(|_| rows.is_empty() && running) {
+            Some((_, last, last_rows)) => {
+                let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
+                ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
+                draw_rows(ui, last_rows.clone(), tokens, keys, state);
+            }
+            None => {
+                for (_, _, entry) in &entries {
+                    show_entry_status(ui, entry);
+                }
+                if rows.len() == settings.len() {
+                    self.last_rows = Some((drawn(state.query), Arc::clone(&profile), rows.clone()));
+                }
+                if !rows.is_empty() {
+                    draw_rows(ui, rows, tokens, keys, state);
                 }
             }
         }
-        if rows.len() == settings.len() {
-            self.last_rows = Some((drawn(state.query), Arc::clone(&profile), rows.clone()));
-        }
-        if !rows.is_empty() {
-            draw_rows(ui, rows, tokens, keys, state);
-        } else if let Some((_, last, rows)) = self.last_rows.as_ref().filter(|(d, _, _)| running && *d == rows_drawn) {
-            let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
-            ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
-            draw_rows(ui, rows.clone(), tokens, keys, state);
-        }
-        pooled_heading(ui, keys.at.length);
-        let mut wanted = Vec::new();
-        let side = map_side(ui, settings.len());
-        let last_pooled = self
-            .last_pooled
-            .take()
-            .filter(|(d, _, maps)| *d == pooled_drawn && maps.len() == settings.len());
-        let mut done = Vec::new();
-        let mut noted = false;
-        ui.horizontal_wrapped(|ui| {
-            for (i, (name, scales, _)) in settings.iter().enumerate() {
+        let columns = settings
+            .iter()
+            .map(|(name, scales, _)| {
                 let key = JobKey::Pooled {
                     at: keys.at.clone(),
                     scales: scales.clone(),
@@ -625,61 +601,106 @@ impl AttentionView {
                     head: state.head,
                 };
                 let entry = jobs.get(&key).clone();
+                (*name, Some((key, entry)))
+            })
+            .collect();
+        let done = self.pooled_section(ui, keys, tokens, columns);
+        if done.len() == settings.len() {
+            self.last_pooled = Some((drawn(None), profile, done));
+        }
+    }
+
+    /// The pooled maps under their heading: each setting's (`columns`:
+    /// its name, and its job and entry where asked for) as computed, or
+    /// the last one drawn, with a note, while its own computes. Returns
+    /// the maps computed whole.
+    fn pooled_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        keys: &Keys,
+        tokens: &[String],
+        columns: Vec<(&'static str, Option<(JobKey, Entry)>)>,
+    ) -> Maps {
+        let last = self
+            .last_pooled
+            .as_ref()
+            .filter(|(_, _, maps)| maps.len() == columns.len())
+            .map(|(_, profile, maps)| (Arc::clone(profile), maps.clone()));
+        // A column shows the last map while its own runs, with no result.
+        let kept: Vec<bool> = columns
+            .iter()
+            .map(|(_, c)| {
+                last.is_some()
+                    && c.as_ref()
+                        .is_none_or(|(_, e)| e.shared().is_none() && matches!(e, Entry::Running { .. }))
+            })
+            .collect();
+        let (last_length, last_tokens) = last
+            .as_ref()
+            .and_then(|(profile, _)| profile_of(profile))
+            .map_or((0, &[][..]), |(length, _, tokens)| (length, tokens));
+        // The axes named over the maps are the last one's where every map is.
+        let every = kept.iter().all(|&k| k);
+        pooled_heading(ui, if every { last_length } else { keys.at.length });
+        if kept.contains(&true) {
+            ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_POOLED, last_length)).weak());
+        }
+        let side = map_side(ui, columns.len());
+        let training = keys.info.training_length;
+        let mut wanted = Vec::new();
+        let mut done = Vec::new();
+        ui.horizontal_wrapped(|ui| {
+            for (i, (name, column)) in columns.into_iter().enumerate() {
                 ui.vertical(|ui| {
-                    ui.label(*name);
-                    match (entry.shared(), &last_pooled) {
-                        (Some(r), _) => {
-                            if let JobResult::Pooled(map) = r.as_ref() {
-                                let shown = ShownMap {
+                    ui.label(name);
+                    if let (true, Some((_, maps))) = (kept[i], &last) {
+                        let (key, r) = &maps[i];
+                        if let JobResult::Pooled(map) = r.as_ref() {
+                            let tokens = last_tokens;
+                            self.pooled_map(
+                                ui,
+                                ShownMap {
                                     name,
-                                    key: &key,
+                                    key,
                                     map,
                                     tokens,
                                     side,
                                     training,
-                                };
-                                self.pooled_map(ui, shown);
+                                },
+                            );
+                        }
+                        wanted.push(key.clone());
+                        return;
+                    }
+                    let Some((key, entry)) = column else { return };
+                    match entry.shared() {
+                        Some(r) => {
+                            if let JobResult::Pooled(map) = r.as_ref() {
+                                self.pooled_map(
+                                    ui,
+                                    ShownMap {
+                                        name,
+                                        key: &key,
+                                        map,
+                                        tokens,
+                                        side,
+                                        training,
+                                    },
+                                );
                             }
                             if matches!(entry, Entry::Done(_)) {
                                 done.push((key.clone(), r));
                             }
                             wanted.push(key);
                         }
-                        (None, Some((_, last, maps))) if matches!(entry, Entry::Running { .. }) => {
-                            let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
-                            if !noted {
-                                noted = true;
-                                ui.label(
-                                    egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_POOLED, length)).weak(),
-                                );
-                            }
-                            show_entry_status(ui, &entry);
-                            let (last_key, r) = &maps[i];
-                            if let JobResult::Pooled(map) = r.as_ref() {
-                                let shown = ShownMap {
-                                    name,
-                                    key: last_key,
-                                    map,
-                                    tokens,
-                                    side,
-                                    training,
-                                };
-                                self.pooled_map(ui, shown);
-                            }
-                            wanted.push(last_key.clone());
-                        }
-                        _ => show_entry_status(ui, &entry),
+                        None => show_entry_status(ui, &entry),
                     }
                 });
             }
         });
-        self.last_pooled = if done.len() == settings.len() {
-            Some((pooled_drawn, Arc::clone(&profile), done))
-        } else {
-            last_pooled
-        };
         // Textures of maps no longer shown are freed.
         self.textures.retain(|k, _| wanted.contains(k));
+        done
     }
 
     /// One setting's pooled map, its axes, hover and export (its files
