@@ -568,3 +568,28 @@ fn a_longer_accuracy_map_keeps_the_cells_computed() {
     assert_eq!(&done[..4], &first[..]);
     assert!(done[4..].iter().all(|c| matches!(c, Cell::Done { .. })), "{done:?}");
 }
+
+/// While the next document computes (another length, key or depth), its
+/// part keeps the height it had, so that the accuracy map under it stays
+/// put: it went up by the part's height and back at each change.
+#[test]
+fn the_accuracy_map_stays_put_while_a_document_computes() {
+    let mut h = harness(lab_state());
+    settle(&mut h, Duration::from_secs(120));
+    let at = |h: &Harness<'static, NopeApp>| h.get_by_label(text::GRID_HEADING).rect().top();
+    let before = at(&h);
+    h.state_mut().state.passkey_lab.length = 4096;
+    h.run_steps(2);
+    let answer = {
+        let app = h.state();
+        answer_key(&app.state, &Keys::of(&app.state, app.info()))
+    };
+    assert!(
+        matches!(h.state().jobs.peek(&answer), Some(Entry::Running { .. })),
+        "a document of 4096 tokens answered in two frames"
+    );
+    assert_eq!(at(&h), before, "the map moved while the document computes");
+    // Then it moves by what the new document's part differs, once.
+    settle(&mut h, Duration::from_secs(300));
+    h.get_by_label_contains("4096 tokens");
+}

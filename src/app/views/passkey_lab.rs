@@ -32,7 +32,24 @@ const ROW_LABEL_W: f32 = 44.0;
 const HEADER_H: f32 = 36.0;
 
 #[derive(Default)]
-pub struct PasskeyLabView;
+pub struct PasskeyLabView {
+    /// The document's part as last drawn whole, in points: kept free
+    /// while the next document computes, so that the accuracy map under it
+    /// stays where it is (a new length, key or depth took the part away
+    /// and the map jumped up by its height, and back).
+    doc_height: Option<f32>,
+}
+
+/// How much of the document's part a frame drew.
+#[derive(PartialEq)]
+enum DocDrawn {
+    /// Every answer, head ranking and attention row.
+    Whole,
+    /// Not all: some are computing.
+    Computing,
+    /// Not all, and none computing (an error, or stopped).
+    Part,
+}
 
 /// The lab's document as a job input.
 pub fn doc_input(state: &ViewState) -> InputAt {
@@ -102,7 +119,16 @@ impl PasskeyLabView {
         // (An embedding may show one of the two.)
         if !state.hidden(PANEL_DOCUMENT) {
             ui.separator();
-            self.document(ui, state, jobs, keys);
+            let top = ui.cursor().top();
+            let drawn = self.document(ui, state, jobs, keys);
+            let used = ui.cursor().top() - top;
+            match (drawn, self.doc_height) {
+                (DocDrawn::Whole, _) => self.doc_height = Some(used),
+                (DocDrawn::Computing, Some(whole)) if whole > used => {
+                    ui.add_space(whole - used);
+                }
+                _ => {}
+            }
         }
         if !state.hidden(PANEL_ACCURACY) {
             ui.separator();
@@ -110,7 +136,7 @@ impl PasskeyLabView {
         }
     }
 
-    fn document(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
+    fn document(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) -> DocDrawn {
         ui.heading(text::PASSKEY_DOC_HEADING);
         let training = keys.info.training_length;
         ui.horizontal_wrapped(|ui| {
@@ -156,6 +182,8 @@ impl PasskeyLabView {
         let settings = keys.settings();
         // The answers first: the runner takes jobs in the order asked.
         let lit = tour::spot(state, Spot::Answers);
+        // Whether a part not drawn is computing.
+        let mut running = false;
         let answers = super::spotlight(ui, lit, |ui| {
             let mut answers = Vec::new();
             for (name, scales, colour) in &settings {
@@ -175,13 +203,17 @@ impl PasskeyLabView {
                         });
                         answers.push(a.clone());
                     }
-                    _ => show_entry_status(ui, &entry),
+                    _ => {
+                        running |= matches!(entry, Entry::Running { .. });
+                        show_entry_status(ui, &entry);
+                    }
                 }
             }
             answers
         });
+        let mut whole = answers.len() == settings.len();
         let Some(doc) = answers.first().cloned() else {
-            return;
+            return if running { DocDrawn::Computing } else { DocDrawn::Part };
         };
         super::document(
             ui,
@@ -218,7 +250,11 @@ impl PasskeyLabView {
                         });
                     }
                 }
-                _ => show_entry_status(ui, &entry),
+                _ => {
+                    whole = false;
+                    running |= matches!(entry, Entry::Running { .. });
+                    show_entry_status(ui, &entry);
+                }
             }
         }
 
@@ -250,7 +286,11 @@ impl PasskeyLabView {
                 let entry = jobs.get(&key).clone();
                 match entry.shared() {
                     Some(r) => rows.push((*name, *colour, r)),
-                    None => show_entry_status(ui, &entry),
+                    None => {
+                        whole = false;
+                        running |= matches!(entry, Entry::Running { .. });
+                        show_entry_status(ui, &entry);
+                    }
                 }
             }
             attention_plot(ui, &rows, &doc, keys.info.training_length, (state.layer, state.head));
@@ -263,6 +303,11 @@ impl PasskeyLabView {
             }
             super::attention::on_text(ui, "pass-key lab", &doc.text, &rows);
         });
+        match (whole, running) {
+            (true, _) => DocDrawn::Whole,
+            (false, true) => DocDrawn::Computing,
+            (false, false) => DocDrawn::Part,
+        }
     }
 
     fn grid(&mut self, ui: &mut egui::Ui, state: &mut ViewState, jobs: &mut Jobs, keys: &Keys) {
