@@ -368,6 +368,29 @@ fn sink_share(a: &AttnRowResult) -> Option<f32> {
     (a.query + 1 >= SINK_MIN_KEYS && first >= SINK_SHARE).then_some(first)
 }
 
+/// Each setting's attention row up to its query, as an exported series
+/// (the pass-key lab's row exports the same).
+pub(super) fn row_series(rows: &[(&str, egui::Color32, Arc<JobResult>)]) -> Vec<export::Series> {
+    rows.iter()
+        .filter_map(|(name, colour, r)| match r.as_ref() {
+            JobResult::AttnRow(a) => Some(export::Series {
+                name: name.to_string(),
+                look: Look::line(*colour),
+                points: export::indexed(&a.row[..=a.query]),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last rows drawn, under a note naming their input's length, while
+/// this one's compute (`last`: the entropy profile they were drawn over).
+fn draw_kept_rows(ui: &mut egui::Ui, last: &JobResult, rows: &Rows, keys: &Keys, state: &ViewState) {
+    let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
+    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
+    draw_rows(ui, rows.clone(), tokens, keys, state);
+}
+
 /// The rows' plot (legend, marks, hover, export), the notes on each row's
 /// key and sink, and the text shaded by them.
 fn draw_rows(ui: &mut egui::Ui, mut rows: Rows, tokens: &[String], keys: &Keys, state: &ViewState) {
@@ -431,17 +454,7 @@ fn draw_rows(ui: &mut egui::Ui, mut rows: Rows, tokens: &[String], keys: &Keys, 
             });
         let (layer, head) = (state.layer, state.head);
         export::buttons(ui, plot.response.rect, || {
-            let series = rows
-                .iter()
-                .filter_map(|(name, colour, r)| match r.as_ref() {
-                    JobResult::AttnRow(a) => Some(export::Series {
-                        name: name.to_string(),
-                        look: Look::line(*colour),
-                        points: export::indexed(&a.row[..=a.query]),
-                    }),
-                    _ => None,
-                })
-                .collect();
+            let series = row_series(&rows);
             let query = export::Mark {
                 name: text::QUERY.into(),
                 x: shown_query as f64,
@@ -520,9 +533,7 @@ impl AttentionView {
             // Meanwhile the last row and maps, where they apply.
             if matches!(profile_entry, Entry::Running { .. }) {
                 if let Some((_, last, rows)) = &self.last_rows {
-                    let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
-                    ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
-                    draw_rows(ui, rows.clone(), tokens, keys, state);
+                    draw_kept_rows(ui, last, rows, keys, state);
                 }
                 if self.last_pooled.is_some() {
                     let columns = settings.iter().map(|(name, _, _)| (*name, None)).collect();
@@ -574,11 +585,7 @@ impl AttentionView {
             .collect();
         let running = entries.iter().all(|(_, _, e)| matches!(e, Entry::Running { .. }));
         match self.last_rows.as_ref().filter(|_| rows.is_empty() && running) {
-            Some((_, last, last_rows)) => {
-                let (length, _, tokens) = profile_of(last).unwrap_or((0, None, &[]));
-                ui.label(egui::RichText::new(text::shown_meanwhile(text::MEANWHILE_ROW, length)).weak());
-                draw_rows(ui, last_rows.clone(), tokens, keys, state);
-            }
+            Some((_, last, last_rows)) => draw_kept_rows(ui, last, last_rows, keys, state),
             None => {
                 for (_, _, entry) in &entries {
                     show_entry_status(ui, entry);

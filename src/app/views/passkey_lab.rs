@@ -673,17 +673,7 @@ fn attention_plot(
             title: text::passkey_row_title(&text::head_name(layer, head), doc.length),
             x_label: text::KEY_AXIS.into(),
             y_label: text::WEIGHT_AXIS.into(),
-            series: rows
-                .iter()
-                .filter_map(|(name, colour, r)| match r.as_ref() {
-                    JobResult::AttnRow(a) => Some(export::Series {
-                        name: name.to_string(),
-                        look: Look::line(*colour),
-                        points: export::indexed(&a.row[..=a.query]),
-                    }),
-                    _ => None,
-                })
-                .collect(),
+            series: super::attention::row_series(&rows),
             marks,
             log_x: false,
             bin: true,
