@@ -383,6 +383,23 @@ pub(super) fn row_series(rows: &[(&str, egui::Color32, Arc<JobResult>)]) -> Vec<
         .collect()
 }
 
+/// Each setting's attention row up to its query, as lines on `axis` (the
+/// pass-key lab's row plot draws the same).
+pub(super) fn row_lines(
+    plot: &mut egui_plot::PlotUi<'_>,
+    rows: &[(&str, egui::Color32, Arc<JobResult>)],
+    axis: super::WeightAxis,
+) {
+    for (name, colour, r) in rows {
+        let JobResult::AttnRow(a) = r.as_ref() else { continue };
+        plot.line(
+            Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
+                .color(*colour)
+                .width(palette::LINE_WIDTH),
+        );
+    }
+}
+
 /// The last rows drawn, under a note naming their input's length, while
 /// this one's compute (`last`: the entropy profile they were drawn over).
 fn draw_kept_rows(ui: &mut egui::Ui, last: &JobResult, rows: &Rows, keys: &Keys, state: &ViewState) {
@@ -439,14 +456,7 @@ fn draw_rows(ui: &mut egui::Ui, mut rows: Rows, tokens: &[String], keys: &Keys, 
                 Some(text::key_hover(j, tokens.get(j).map(String::as_str), &readout))
             })
             .show(ui, |plot| {
-                for (name, colour, r) in &rows {
-                    let JobResult::AttnRow(a) = r.as_ref() else { continue };
-                    plot.line(
-                        Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
-                            .color(*colour)
-                            .width(palette::LINE_WIDTH),
-                    );
-                }
+                row_lines(plot, &rows, axis);
                 // The query is the row's last key, at the right edge:
                 // named in the legend.
                 plot.vline(VLine::new(text::QUERY, shown_query as f64).color(palette::QUERY));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use eframe::egui;
-use egui_plot::{Line, Plot, PlotPoints, Polygon, VLine};
+use egui_plot::{Plot, PlotPoints, Polygon, VLine};
 
 use super::{show_entry_status, Keys, LegendEntry, PlotMark, WeightAxis};
 use crate::app::compute::passkey::{grid_csv, grid_lengths, Cell, GridKey, PasskeyGridResult, GRID_SEED};
@@ -641,14 +641,7 @@ fn attention_plot(
                     Look::mark(palette::KEY).paint(&visuals),
                 )),
             );
-            for (name, colour, r) in &rows {
-                let JobResult::AttnRow(a) = r.as_ref() else { continue };
-                plot.line(
-                    Line::new(*name, PlotPoints::from(axis.points(&a.row[..=a.query])))
-                        .color(*colour)
-                        .width(palette::LINE_WIDTH),
-                );
-            }
+            super::attention::row_lines(plot, &rows, axis);
             plot.vline(VLine::new(text::QUERY, doc.query as f64).color(palette::QUERY));
             // Labelled in place (the key sentence is its band); past the
             // axis in a shorter document.
