@@ -855,6 +855,19 @@ fn crop_png(image: &egui::ColorImage, rect: egui::Rect, ppp: f32) -> Result<Vec<
     Ok(out)
 }
 
+/// The value of the first `name="..."` in `markup` (for tests of SVG and
+/// HTML written here).
+#[cfg(test)]
+pub(crate) fn attribute_value(markup: &str, name: &str) -> String {
+    let start = format!("{name}=\"");
+    markup
+        .split(start.as_str())
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no {name}=\"...\" in {markup}"))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,15 +961,7 @@ mod tests {
         f.series.truncate(1);
         f.series[0].points = indexed(&ys);
         assert_eq!(f.csv().lines().count(), 1 + 1 + 5000);
-        let line = |svg: &str| {
-            svg.split("points=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string()
-        };
+        let line = |svg: &str| attribute_value(svg, "points");
         assert_eq!(
             line(&f.svg()).split(' ').count(),
             5000,

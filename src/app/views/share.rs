@@ -226,13 +226,7 @@ mod tests {
     fn the_embed_title_names_the_model() {
         let title = |state: &ViewState| {
             let code = embed_code("https://example.org/", state, &[], 800, 600);
-            code.split("title=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string()
+            crate::app::export::attribute_value(&code, "title")
         };
         let nope = ViewState::default();
         assert_eq!(title(&nope), text::embed_title("1024 tokens"));
