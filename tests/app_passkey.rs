@@ -593,3 +593,47 @@ fn the_accuracy_map_stays_put_while_a_document_computes() {
     settle(&mut h, Duration::from_secs(300));
     h.get_by_label_contains("4096 tokens");
 }
+
+/// A map stopped, then set to another 'Longest length' while stopped,
+/// shows the cells of the lengths both have and offers to go on (it showed
+/// nothing); Clear drops every cell, those kept over the other lengths too
+/// (computed again, the map showed them at once).
+#[test]
+fn a_stopped_map_over_other_lengths_shows_its_cells_and_clear_drops_them() {
+    let mut state = lab_state();
+    let lab = &mut state.passkey_lab;
+    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (1, 2, 2);
+    (lab.grid_rope, lab.grid_scaled, lab.grid) = (false, false, true);
+    let mut h = harness(state);
+    settle(&mut h, Duration::from_secs(120));
+    let finished = |h: &Harness<'static, NopeApp>| h.query_all_by_label_contains(" of 2 correct (").count();
+    assert_eq!(finished(&h), 4, "L/2 and L, 2 depths");
+    h.state_mut().state.passkey_lab.grid_factor = 2;
+    h.step();
+    h.get_by_label(text::GRID_STOP).click();
+    h.run_steps(2);
+    h.get_by_label(text::GRID_GO_ON);
+    h.state_mut().state.passkey_lab.grid_factor = 4;
+    h.run_steps(2);
+    assert!(finished(&h) >= 4, "the stopped map's cells over L/2 to 4L");
+    h.get_by_label(text::GRID_GO_ON);
+    h.get_by_label(text::GRID_CLEAR).click();
+    h.run_steps(2);
+    assert_eq!(finished(&h), 0, "cells left after Clear");
+    h.get_by_label(text::GRID_START).click();
+    h.run_steps(2);
+    let running = {
+        let app = h.state();
+        let keys = Keys::of(&app.state, app.info());
+        let series = grid_series(&app.state, &keys);
+        matches!(app.jobs.peek(&series[0].2), Some(Entry::Running { .. }))
+    };
+    assert!(running, "4L computed in two frames");
+    // (No cell yet: a running map without one has no result.)
+    let cells = grid_result(&h).map(|(_, cells)| cells).unwrap_or_default();
+    assert!(
+        cells.iter().all(|c| matches!(c, Cell::Pending)),
+        "cleared cells came back: {cells:?}"
+    );
+    settle(&mut h, Duration::from_secs(120));
+}

@@ -667,7 +667,14 @@ impl Jobs {
                 }
                 Some(slot.entry.clone())
             }
-            None => self.resume.get(key).map(|r| Entry::Stopped(Some(Arc::clone(r)))),
+            // (An accuracy map over other lengths than one stopped shows the
+            // cells of the lengths both have: Go on computes the rest.)
+            None => self
+                .resume
+                .get(key)
+                .cloned()
+                .or_else(|| self.same_cells(key))
+                .map(|r| Entry::Stopped(Some(r))),
         }
     }
 
@@ -823,6 +830,20 @@ impl Jobs {
     pub fn forget(&mut self, key: &JobKey) {
         self.cancel(key);
         self.resume.remove(key);
+        // And the same accuracy map over other lengths, whose cells
+        // `same_cells` would bring back (after Clear, a map computed again
+        // showed the cleared cells at once).
+        if let JobKey::PasskeyGrid(g) = key {
+            let others: Vec<JobKey> = (self.cache.keys())
+                .chain(self.resume.keys())
+                .filter(|k| other_lengths(g, k))
+                .cloned()
+                .collect();
+            for other in others {
+                self.cancel(&other);
+                self.resume.remove(&other);
+            }
+        }
     }
 
     /// For an accuracy map over other lengths than one computed (the same
@@ -833,24 +854,14 @@ impl Jobs {
     /// again.
     fn same_cells(&self, key: &JobKey) -> Option<Arc<JobResult>> {
         let JobKey::PasskeyGrid(g) = key else { return None };
-        let other_lengths = |k: &JobKey| match k {
-            JobKey::PasskeyGrid(o) => {
-                o.lengths != g.lengths
-                    && GridKey {
-                        lengths: g.lengths.clone(),
-                        ..o.clone()
-                    } == *g
-            }
-            _ => false,
-        };
         let cached = self.cache.iter().filter_map(|(k, s)| {
             let r = match &s.entry {
                 Entry::Done(r) => Some(r),
                 other => other.partial(),
             };
-            r.filter(|_| other_lengths(k))
+            r.filter(|_| other_lengths(g, k))
         });
-        let kept = self.resume.iter().filter(|(k, _)| other_lengths(k)).map(|(_, r)| r);
+        let kept = self.resume.iter().filter(|(k, _)| other_lengths(g, k)).map(|(_, r)| r);
         // The one with the most cells done, over this map's lengths.
         cached
             .chain(kept)
@@ -951,6 +962,21 @@ impl Jobs {
 
     pub fn completed(&self) -> u64 {
         self.completed
+    }
+}
+
+/// Whether `k` is the accuracy map `g` over other lengths: the same model,
+/// scales, filler, depths, trials and seed.
+fn other_lengths(g: &GridKey, k: &JobKey) -> bool {
+    match k {
+        JobKey::PasskeyGrid(o) => {
+            o.lengths != g.lengths
+                && GridKey {
+                    lengths: g.lengths.clone(),
+                    ..o.clone()
+                } == *g
+        }
+        _ => false,
     }
 }
 
