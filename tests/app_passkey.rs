@@ -589,15 +589,15 @@ fn the_accuracy_map_stays_put_while_a_document_computes() {
         "a document of 4096 tokens answered in two frames"
     );
     assert_eq!(at(&h), before, "the map moved while the document computes");
-    // Then it moves by what the new document's part differs, once.
     settle(&mut h, Duration::from_secs(300));
     h.get_by_label_contains("4096 tokens");
 }
 
 /// A map stopped, then set to another 'Longest length' while stopped,
 /// shows the cells of the lengths both have and offers to go on (it showed
-/// nothing); Clear drops every cell, those kept over the other lengths too
-/// (computed again, the map showed them at once).
+/// nothing), where a finished map does not; Clear drops every cell, those
+/// kept over the other lengths too (computed again, the map showed them at
+/// once).
 #[test]
 fn a_stopped_map_over_other_lengths_shows_its_cells_and_clear_drops_them() {
     let mut state = lab_state();
@@ -608,7 +608,17 @@ fn a_stopped_map_over_other_lengths_shows_its_cells_and_clear_drops_them() {
     settle(&mut h, Duration::from_secs(120));
     let finished = |h: &Harness<'static, NopeApp>| h.query_all_by_label_contains(" of 2 correct (").count();
     assert_eq!(finished(&h), 4, "L/2 and L, 2 depths");
+    // A finished map is no stopped one: with the map off (as Start over
+    // leaves it), another longest length shows no cells and no Resume.
+    h.state_mut().state.passkey_lab.grid = false;
     h.state_mut().state.passkey_lab.grid_factor = 2;
+    h.run_steps(2);
+    assert_eq!(finished(&h), 0, "a finished map shown as stopped");
+    assert!(h.query_by_label(text::GRID_GO_ON).is_none());
+    // Stopped at once: up to 16L it runs long (its kept cells of L/2 and L
+    // are there from the start).
+    h.state_mut().state.passkey_lab.grid = true;
+    h.state_mut().state.passkey_lab.grid_factor = 16;
     h.step();
     h.get_by_label(text::GRID_STOP).click();
     h.run_steps(2);

@@ -656,7 +656,8 @@ impl Jobs {
 
     /// For a view that shows a job without asking for it: its entry, kept
     /// while a view keeps it this way, or else what a stopped run of it
-    /// had finished (as `Entry::Stopped`); starts nothing.
+    /// (or, for an accuracy map, of the same map over other lengths) had
+    /// finished (as `Entry::Stopped`); starts nothing.
     pub fn keep(&mut self, key: &JobKey) -> Option<Entry> {
         match self.cache.get(key) {
             Some(slot) => {
@@ -668,12 +669,12 @@ impl Jobs {
                 Some(slot.entry.clone())
             }
             // (An accuracy map over other lengths than one stopped shows the
-            // cells of the lengths both have: Go on computes the rest.)
+            // cells of the lengths both have: Resume computes the rest.)
             None => self
                 .resume
                 .get(key)
                 .cloned()
-                .or_else(|| self.same_cells(key))
+                .or_else(|| self.same_cells_stopped(key))
                 .map(|r| Entry::Stopped(Some(r))),
         }
     }
@@ -853,24 +854,17 @@ impl Jobs {
     /// (`passkey_grid` takes them). A new longest length computed them all
     /// again.
     fn same_cells(&self, key: &JobKey) -> Option<Arc<JobResult>> {
-        let JobKey::PasskeyGrid(g) = key else { return None };
-        let cached = self.cache.iter().filter_map(|(k, s)| {
-            let r = match &s.entry {
-                Entry::Done(r) => Some(r),
-                other => other.partial(),
-            };
-            r.filter(|_| other_lengths(g, k))
+        let cached = self.cache.iter().filter_map(|(k, s)| match &s.entry {
+            Entry::Done(r) => Some((k, r)),
+            other => other.partial().map(|r| (k, r)),
         });
-        let kept = self.resume.iter().filter(|(k, _)| other_lengths(g, k)).map(|(_, r)| r);
-        // The one with the most cells done, over this map's lengths.
-        cached
-            .chain(kept)
-            .filter_map(|r| match r.as_ref() {
-                JobResult::PasskeyGrid(m) => Some(m.for_lengths(&g.lengths)),
-                _ => None,
-            })
-            .max_by_key(PasskeyGridResult::finished)
-            .map(|m| Arc::new(JobResult::PasskeyGrid(m)))
+        same_cells_of(key, cached.chain(&self.resume))
+    }
+
+    /// `same_cells` from the stopped runs' cells alone (a finished map over
+    /// other lengths is no stopped one of these).
+    fn same_cells_stopped(&self, key: &JobKey) -> Option<Arc<JobResult>> {
+        same_cells_of(key, self.resume.iter())
     }
 
     /// Keeps what a resumable job had finished for its next run.
@@ -963,6 +957,24 @@ impl Jobs {
     pub fn completed(&self) -> u64 {
         self.completed
     }
+}
+
+/// Of `candidates` (jobs and their cells so far), those of the accuracy map
+/// `key` over other lengths, over `key`'s lengths: the one with the most
+/// cells done.
+fn same_cells_of<'a>(
+    key: &JobKey,
+    candidates: impl Iterator<Item = (&'a JobKey, &'a Arc<JobResult>)>,
+) -> Option<Arc<JobResult>> {
+    let JobKey::PasskeyGrid(g) = key else { return None };
+    candidates
+        .filter(|(k, _)| other_lengths(g, k))
+        .filter_map(|(_, r)| match r.as_ref() {
+            JobResult::PasskeyGrid(m) => Some(m.for_lengths(&g.lengths)),
+            _ => None,
+        })
+        .max_by_key(PasskeyGridResult::finished)
+        .map(|m| Arc::new(JobResult::PasskeyGrid(m)))
 }
 
 /// Whether `k` is the accuracy map `g` over other lengths: the same model,

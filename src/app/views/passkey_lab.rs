@@ -33,10 +33,11 @@ const HEADER_H: f32 = 36.0;
 
 #[derive(Default)]
 pub struct PasskeyLabView {
-    /// The document's part as last drawn whole, in points: kept free
-    /// while the next document computes, so that the accuracy map under it
-    /// stays where it is (a new length, key or depth took the part away
-    /// and the map jumped up by its height, and back).
+    /// The document's part as last drawn with nothing computing (whole, or
+    /// with an error), in points: kept free while the next document
+    /// computes, so that the accuracy map under it stays where it is (a
+    /// new length, key or depth took the part away and the map jumped up
+    /// by its height, and back).
     doc_height: Option<f32>,
 }
 
@@ -123,7 +124,7 @@ impl PasskeyLabView {
             let drawn = self.document(ui, state, jobs, keys);
             let used = ui.cursor().top() - top;
             match (drawn, self.doc_height) {
-                (DocDrawn::Whole, _) => self.doc_height = Some(used),
+                (DocDrawn::Whole | DocDrawn::Part, _) => self.doc_height = Some(used),
                 (DocDrawn::Computing, Some(whole)) if whole > used => {
                     ui.add_space(whole - used);
                 }
