@@ -542,18 +542,25 @@ fn real_text_filler_builds_a_document_and_answers() {
     assert!(h.query_by_label_contains("Error:").is_none());
 }
 
-/// A longer "Longest length" keeps the cells of the lengths the map had
-/// (each cell's documents depend on its depth and trial alone) and
-/// computes only the new ones: it computed them all again, and a finished
-/// map went blank (a click-through of the web page, 2026-12-04).
-#[test]
-fn a_longer_accuracy_map_keeps_the_cells_computed() {
+/// The lab with NoPE's accuracy map over L/2 and L (2 depths, 2 trials)
+/// computed.
+fn small_map_computed() -> Harness<'static, NopeApp> {
     let mut state = lab_state();
     let lab = &mut state.passkey_lab;
     (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (1, 2, 2);
     (lab.grid_rope, lab.grid_scaled, lab.grid) = (false, false, true);
     let mut h = harness(state);
     settle(&mut h, Duration::from_secs(120));
+    h
+}
+
+/// A longer "Longest length" keeps the cells of the lengths the map had
+/// (each cell's documents depend on its depth and trial alone) and
+/// computes only the new ones: it computed them all again, and a finished
+/// map went blank (a click-through of the web page, 2026-12-04).
+#[test]
+fn a_longer_accuracy_map_keeps_the_cells_computed() {
+    let mut h = small_map_computed();
     let (_, first) = grid_result(&h).expect("no accuracy map");
     assert_eq!(first.len(), 4, "L/2 and L, 2 depths");
     assert!(first.iter().all(|c| matches!(c, Cell::Done { .. })), "{first:?}");
@@ -600,12 +607,7 @@ fn the_accuracy_map_stays_put_while_a_document_computes() {
 /// once).
 #[test]
 fn a_stopped_map_over_other_lengths_shows_its_cells_and_clear_drops_them() {
-    let mut state = lab_state();
-    let lab = &mut state.passkey_lab;
-    (lab.grid_factor, lab.grid_depths, lab.grid_trials) = (1, 2, 2);
-    (lab.grid_rope, lab.grid_scaled, lab.grid) = (false, false, true);
-    let mut h = harness(state);
-    settle(&mut h, Duration::from_secs(120));
+    let mut h = small_map_computed();
     let finished = |h: &Harness<'static, NopeApp>| h.query_all_by_label_contains(" of 2 correct (").count();
     assert_eq!(finished(&h), 4, "L/2 and L, 2 depths");
     // A finished map is no stopped one: with the map off (as Start over
