@@ -835,7 +835,9 @@ impl Jobs {
         // `same_cells` would bring back (after Clear, a map computed again
         // showed the cleared cells at once).
         if let JobKey::PasskeyGrid(g) = key {
-            let others: Vec<JobKey> = (self.cache.keys())
+            let others: Vec<JobKey> = self
+                .cache
+                .keys()
                 .chain(self.resume.keys())
                 .filter(|k| other_lengths(g, k))
                 .cloned()

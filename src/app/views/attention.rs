@@ -670,48 +670,41 @@ impl AttentionView {
             for (i, (name, column)) in columns.into_iter().enumerate() {
                 ui.vertical(|ui| {
                     ui.label(name);
-                    if let (true, Some((_, maps))) = (kept[i], &last) {
-                        let (key, r) = &maps[i];
-                        if let JobResult::Pooled(map) = r.as_ref() {
-                            let tokens = last_tokens;
-                            self.pooled_map(
-                                ui,
-                                ShownMap {
-                                    name,
-                                    key,
-                                    map,
-                                    tokens,
-                                    side,
-                                    training,
-                                },
-                            );
+                    // The last map, with its input's tokens, or this one.
+                    let (key, r, tokens) = match (kept[i], &last, column) {
+                        (true, Some((_, maps)), _) => {
+                            let (key, r) = &maps[i];
+                            (key.clone(), Arc::clone(r), last_tokens)
                         }
-                        wanted.push(key.clone());
-                        return;
-                    }
-                    let Some((key, entry)) = column else { return };
-                    match entry.shared() {
-                        Some(r) => {
-                            if let JobResult::Pooled(map) = r.as_ref() {
-                                self.pooled_map(
-                                    ui,
-                                    ShownMap {
-                                        name,
-                                        key: &key,
-                                        map,
-                                        tokens,
-                                        side,
-                                        training,
-                                    },
-                                );
+                        (_, _, Some((key, entry))) => match entry.shared() {
+                            Some(r) => {
+                                if matches!(entry, Entry::Done(_)) {
+                                    done.push((key.clone(), Arc::clone(&r)));
+                                }
+                                (key, r, tokens)
                             }
-                            if matches!(entry, Entry::Done(_)) {
-                                done.push((key.clone(), r));
+                            None => {
+                                show_entry_status(ui, &entry);
+                                return;
                             }
-                            wanted.push(key);
-                        }
-                        None => show_entry_status(ui, &entry),
+                        },
+                        _ => return,
+                    };
+                    if let JobResult::Pooled(map) = r.as_ref() {
+                        let key = &key;
+                        self.pooled_map(
+                            ui,
+                            ShownMap {
+                                name,
+                                key,
+                                map,
+                                tokens,
+                                side,
+                                training,
+                            },
+                        );
                     }
+                    wanted.push(key);
                 });
             }
         });

@@ -42,7 +42,6 @@ pub struct PasskeyLabView {
 }
 
 /// How much of the document's part a frame drew.
-#[derive(PartialEq)]
 enum DocDrawn {
     /// Every answer, head ranking and attention row.
     Whole,
